@@ -1,0 +1,237 @@
+// Package api holds the types shared by the podnet agent, the CLI and the CNI plugin,
+// and the client that speaks the agent's JSON API over its unix socket.
+//
+// The package is imported by the lean podnet-cni binary: it must not depend on
+// netlink, nftables, the store or any other heavy module.
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// DefaultSocket is where the agent listens unless told otherwise.
+const DefaultSocket = "/run/podnet/podnet.sock"
+
+// DefaultStateDir is where the agent keeps its store unless told otherwise.
+const DefaultStateDir = "/var/lib/podnet"
+
+// Driver names.
+const (
+	DriverBridge = "bridge"
+)
+
+// NetworkSpec is a network definition as a user or a CNI config gives it: strings as
+// typed, so that validation can name the field and the value that is wrong.
+type NetworkSpec struct {
+	Name    string   `json:"name"`
+	Driver  string   `json:"driver,omitempty"`
+	Subnets []string `json:"subnets"`
+	// Gateways optionally fixes the gateway of the subnet of the same family.
+	Gateways     []string `json:"gateways,omitempty"`
+	MTU          int      `json:"mtu,omitempty"`
+	NoMasquerade bool     `json:"noMasquerade,omitempty"`
+}
+
+// Network is a validated network as the agent stores and reports it.
+type Network struct {
+	Name       string   `json:"name"`
+	Driver     string   `json:"driver"`
+	Subnets    []Subnet `json:"subnets"`
+	MTU        int      `json:"mtu"`
+	Masquerade bool     `json:"masquerade"`
+	// Bridge is the host interface of a bridge network.
+	Bridge  string    `json:"bridge,omitempty"`
+	Created time.Time `json:"created"`
+}
+
+// Subnet is one address range of a network with the gateway address the node holds in it.
+type Subnet struct {
+	Prefix  netip.Prefix `json:"subnet"`
+	Gateway netip.Addr   `json:"gateway"`
+}
+
+// SubnetFor returns the subnet of n that contains a, if any.
+func (n Network) SubnetFor(a netip.Addr) (Subnet, bool) {
+	for _, s := range n.Subnets {
+		if s.Prefix.Contains(a) {
+			return s, true
+		}
+	}
+	return Subnet{}, false
+}
+
+// EndpointKey names one attachment: the CNI triple (network, container id, interface).
+type EndpointKey struct {
+	Network     string `json:"network"`
+	ContainerID string `json:"containerID"`
+	IfName      string `json:"ifName"`
+}
+
+// String renders the key as network/containerID/ifName; it is also the IPAM owner id.
+func (k EndpointKey) String() string {
+	return k.Network + "/" + k.ContainerID + "/" + k.IfName
+}
+
+// Endpoint is a sandbox attached to a network.
+type Endpoint struct {
+	EndpointKey
+	// Name is an optional human name (podnet run --name, K8S_POD_NAME).
+	Name string `json:"name,omitempty"`
+	// Netns is the sandbox network namespace path as the runtime gave it (informative:
+	// the agent works on the descriptor the client passes).
+	Netns string `json:"netns"`
+	// HostIf is the node-side interface (veth) name.
+	HostIf string `json:"hostIf"`
+	// MAC is the sandbox interface's hardware address.
+	MAC string `json:"mac"`
+	// IPs are the sandbox addresses with the subnet's prefix length.
+	IPs []netip.Prefix `json:"ips"`
+	// State is StateAttaching until the kernel side is complete, then StateAttached.
+	State   string    `json:"state"`
+	Created time.Time `json:"created"`
+}
+
+// Endpoint states. An endpoint found attaching when the agent starts was cut off by a
+// crash and is rolled back.
+const (
+	StateAttaching = "attaching"
+	StateAttached  = "attached"
+)
+
+// AttachRequest asks the agent to attach a sandbox to a network (CNI ADD, podnet run).
+// The sandbox network namespace travels as a file descriptor with the request; Netns
+// is used only when no descriptor came along.
+type AttachRequest struct {
+	EndpointKey
+	Netns string `json:"netns"`
+	Name  string `json:"name,omitempty"`
+	// Define creates the network when it does not exist; when it exists, Define must agree.
+	Define *NetworkSpec `json:"define,omitempty"`
+	// IPs are requested static addresses (one per family at most), with or without a prefix length.
+	IPs []string `json:"ips,omitempty"`
+	// MAC is a requested hardware address for the sandbox interface.
+	MAC string `json:"mac,omitempty"`
+}
+
+// DetachRequest asks the agent to detach a sandbox (CNI DEL). Succeeds when already gone.
+type DetachRequest struct {
+	EndpointKey
+	Netns string `json:"netns,omitempty"`
+}
+
+// CheckRequest asks the agent to verify an attachment in the kernel (CNI CHECK).
+type CheckRequest struct {
+	EndpointKey
+	Netns string `json:"netns,omitempty"`
+}
+
+// GCRequest releases every attachment of Network that is not in Valid (CNI GC).
+type GCRequest struct {
+	Network string `json:"network"`
+	// Valid lists the attachments to keep; ContainerID and IfName matter, Network is ignored.
+	Valid []EndpointKey `json:"valid"`
+}
+
+// GCResponse says what GC released.
+type GCResponse struct {
+	Released []EndpointKey `json:"released"`
+}
+
+// Status is the agent's health (CNI STATUS).
+type Status struct {
+	Ready     bool   `json:"ready"`
+	Version   string `json:"version"`
+	Networks  int    `json:"networks"`
+	Endpoints int    `json:"endpoints"`
+}
+
+// Result describes an attachment in the shape of a CNI 1.1 result.
+type Result struct {
+	Interfaces []Interface `json:"interfaces"`
+	IPs        []IPConfig  `json:"ips"`
+	Routes     []Route     `json:"routes"`
+	DNS        DNS         `json:"dns"`
+}
+
+// Interface is one interface of a result; Sandbox is empty for host-side interfaces.
+type Interface struct {
+	Name    string `json:"name"`
+	MAC     string `json:"mac,omitempty"`
+	MTU     int    `json:"mtu,omitempty"`
+	Sandbox string `json:"sandbox,omitempty"`
+}
+
+// IPConfig is one address of a result; Interface indexes Result.Interfaces.
+type IPConfig struct {
+	Address   netip.Prefix `json:"address"`
+	Gateway   netip.Addr   `json:"gateway,omitzero"`
+	Interface int          `json:"interface"`
+}
+
+// Route is one route of a result; a zero Gateway means on-link.
+type Route struct {
+	Dst netip.Prefix `json:"dst"`
+	GW  netip.Addr   `json:"gw,omitzero"`
+}
+
+// DNS is the resolver configuration of a result.
+type DNS struct {
+	Nameservers []string `json:"nameservers,omitempty"`
+	Domain      string   `json:"domain,omitempty"`
+	Search      []string `json:"search,omitempty"`
+	Options     []string `json:"options,omitempty"`
+}
+
+// Error codes: the CNI spec's well-known codes, then podnet's own (100 and up, as the
+// spec reserves 0-99).
+const (
+	CodeIncompatibleVersion = 1
+	CodeUnsupportedField    = 2
+	CodeUnknownContainer    = 3
+	CodeInvalidEnv          = 4
+	CodeIOFailure           = 5
+	CodeDecode              = 6
+	CodeInvalidConfig       = 7
+	CodeTryAgainLater       = 11
+	CodeNotAvailable        = 50
+	CodeLimitedConnectivity = 51
+
+	CodeInternal      = 100 // unexpected failure inside the agent
+	CodeNotFound      = 101 // the named network or endpoint does not exist
+	CodeAddressInUse  = 102 // a requested address is taken
+	CodePoolExhausted = 103 // no free address left
+	CodeBusy          = 104 // the object is in use (network with endpoints)
+	CodeCheckFailed   = 105 // CHECK found the kernel state different from the record
+)
+
+// Error is an API error; it has the fields of a CNI error so that the plugin can print
+// it as is.
+type Error struct {
+	Code    int    `json:"code"`
+	Msg     string `json:"msg"`
+	Details string `json:"details,omitempty"`
+}
+
+func (e *Error) Error() string {
+	if e.Details != "" {
+		return e.Msg + ": " + e.Details
+	}
+	return e.Msg
+}
+
+// Errorf builds an *Error with a formatted message.
+func Errorf(code int, format string, args ...any) *Error {
+	return &Error{Code: code, Msg: fmt.Sprintf(format, args...)}
+}
+
+// ErrorCode returns the code of err if it is (or wraps) an *Error, else CodeInternal.
+func ErrorCode(err error) int {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return CodeInternal
+}

@@ -1,0 +1,32 @@
+package main
+
+import (
+	"math"
+	"slices"
+	"time"
+)
+
+// summary is the distribution of one operation's latency over the pods.
+type summary struct {
+	n           int
+	median, p90 time.Duration
+}
+
+func summarize(ds []time.Duration) summary {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return summary{n: len(s), median: percentile(s, 0.5), p90: percentile(s, 0.9)}
+}
+
+// percentile interpolates linearly between the closest ranks of sorted (the
+// default of numpy and R); it is 0 for an empty slice.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	pos := p * float64(len(sorted)-1)
+	lo := int(math.Floor(pos))
+	hi := int(math.Ceil(pos))
+	frac := pos - float64(lo)
+	return sorted[lo] + time.Duration(math.Round(frac*float64(sorted[hi]-sorted[lo])))
+}

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// Module path prefixes podnet-cni must not link: a runtime execs the plugin once per pod
+// per verb, so its size and start-up cost matter.
+var forbidden = []string{
+	"github.com/vishvananda",
+	"github.com/google/nftables",
+	"go.etcd.io",
+	"github.com/spf13",
+	"github.com/miekg",
+}
+
+// allowed are exceptions to forbidden, each with the reason it is linked.
+var allowed = map[string]string{
+	// cni/pkg/skel imports cni/pkg/ns, whose CheckNetNS uses netns (one small package,
+	// no netlink).
+	"github.com/vishvananda/netns": "imported by github.com/containernetworking/cni/pkg/ns via pkg/skel",
+}
+
+// ownAllowed are the only podnet packages the plugin may link.
+var ownAllowed = map[string]bool{
+	"github.com/podnet/podnet/api":                true,
+	"github.com/podnet/podnet/internal/cniplugin": true,
+	"github.com/podnet/podnet/cmd/podnet-cni":     true,
+}
+
+func TestDeps(t *testing.T) {
+	gobin := goTool(t)
+	out, err := exec.Command(gobin, "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, stderrOf(err))
+	}
+	for dep := range strings.FieldsSeq(string(out)) {
+		if _, ok := allowed[dep]; ok {
+			continue
+		}
+		for _, f := range forbidden {
+			if dep == f || strings.HasPrefix(dep, f+"/") {
+				t.Errorf("podnet-cni depends on %s (forbidden: %s)", dep, f)
+			}
+		}
+		if strings.HasPrefix(dep, "github.com/podnet/podnet/") && !ownAllowed[dep] {
+			t.Errorf("podnet-cni depends on %s: only api and internal/cniplugin may be linked", dep)
+		}
+	}
+}
+
+// goTool finds the go command (go test puts GOROOT/bin first in PATH). Without it the
+// test skips, except under CI.
+func goTool(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("go")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("go command not found: %v", err)
+		}
+		t.Skipf("go command not found: %v", err)
+	}
+	return p
+}
+
+func stderrOf(err error) string {
+	if ee, ok := err.(*exec.ExitError); ok {
+		return string(ee.Stderr)
+	}
+	return ""
+}

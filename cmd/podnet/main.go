@@ -1,0 +1,255 @@
+// Command podnet is podnet's CLI and node agent: `podnet agent` runs the agent, every
+// other command talks to it over its unix socket (`podnet demo` runs one in-process).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/vishvananda/netns"
+
+	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/agent"
+	"github.com/podnet/podnet/internal/demo"
+)
+
+func main() {
+	if err := rootCmd().Execute(); err != nil {
+		var exit exitCode
+		if errors.As(err, &exit) {
+			os.Exit(int(exit))
+		}
+		fmt.Fprintln(os.Stderr, "podnet:", err)
+		os.Exit(1)
+	}
+}
+
+// exitCode makes the process exit with that code and no message (podnet run).
+type exitCode int
+
+func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+type globals struct {
+	socket string
+	output string
+}
+
+func (g *globals) client() *api.Client { return api.NewClient(g.socket) }
+
+func (g *globals) json() bool { return g.output == "json" }
+
+func rootCmd() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "podnet",
+		Short:         "Container networks for Linux: bridge networks, IPAM, egress NAT, CNI plugin",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	def := os.Getenv("PODNET_SOCKET")
+	if def == "" {
+		def = api.DefaultSocket
+	}
+	root.PersistentFlags().StringVar(&g.socket, "socket", def, "agent socket (env PODNET_SOCKET)")
+	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
+	root.AddCommand(agentCmd(), networkCmd(g), endpointCmd(g), runCmd(g), demoCmd())
+	return root
+}
+
+func agentCmd() *cobra.Command {
+	var stateDir, nsPath, logLevel string
+	var interval time.Duration
+	c := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the node agent (owns the store and the node's kernel configuration)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			socket, _ := cmd.Flags().GetString("socket")
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level %q: %w", logLevel, err)
+			}
+			log := agent.DefaultLogger(level)
+			node, err := netns.Get()
+			if nsPath != "" {
+				node, err = netns.GetFromPath(nsPath)
+			}
+			if err != nil {
+				return fmt.Errorf("--netns %q: %w", nsPath, err)
+			}
+			defer node.Close()
+			st, err := agent.OpenBoltStore(stateDir)
+			if err != nil {
+				return err
+			}
+			a, err := agent.New(agent.Config{Store: st, NodeNS: node, ReconcileInterval: interval, Logger: log})
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return a.Serve(ctx, socket)
+		},
+	}
+	c.Flags().StringVar(&stateDir, "state-dir", api.DefaultStateDir, "directory of the store (podnet.db)")
+	c.Flags().StringVar(&nsPath, "netns", "", "manage the network namespace at this path instead of the agent's own")
+	c.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	c.Flags().DurationVar(&interval, "reconcile-interval", 10*time.Second, "how often kernel state is compared with the store")
+	return c
+}
+
+func networkCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{Use: "network", Short: "Manage networks"}
+	var s api.NetworkSpec
+	var gateway string
+	create := &cobra.Command{
+		Use:   "create NAME --subnet CIDR [--subnet CIDR6] [--gateway IP] [--mtu N] [--no-masquerade]",
+		Short: "Create a network",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s.Name = args[0]
+			if gateway != "" {
+				s.Gateways = strings.Split(gateway, ",")
+			}
+			n, err := g.client().CreateNetwork(cmd.Context(), s)
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(cmd.OutOrStdout(), n)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s\n", n.Name)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&s.Driver, "driver", api.DriverBridge, "network driver")
+	create.Flags().StringSliceVar(&s.Subnets, "subnet", nil, "subnet in CIDR form (once per family)")
+	create.Flags().StringVar(&gateway, "gateway", "", "gateway address(es), comma-separated (default: first address of the subnet)")
+	create.Flags().IntVar(&s.MTU, "mtu", 0, "MTU of the bridge and veths (default 1500)")
+	create.Flags().BoolVar(&s.NoMasquerade, "no-masquerade", false, "do not masquerade traffic leaving the network")
+
+	ls := &cobra.Command{
+		Use: "ls", Short: "List networks", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ns, err := g.client().Networks(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(cmd.OutOrStdout(), ns)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tDRIVER\tSUBNETS\tGATEWAYS\tBRIDGE\tMTU\tMASQUERADE")
+			for _, n := range ns {
+				var subs, gws []string
+				for _, s := range n.Subnets {
+					subs = append(subs, s.Prefix.String())
+					gws = append(gws, s.Gateway.String())
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%v\n", n.Name, n.Driver, strings.Join(subs, ","), strings.Join(gws, ","), n.Bridge, n.MTU, n.Masquerade)
+			}
+			return tw.Flush()
+		},
+	}
+	inspect := &cobra.Command{
+		Use: "inspect NAME", Short: "Show a network and its endpoints as JSON", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := g.client().Network(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			eps, err := g.client().Endpoints(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return printJSON(cmd.OutOrStdout(), struct {
+				api.Network
+				Endpoints []api.Endpoint `json:"endpoints"`
+			}{n, eps})
+		},
+	}
+	rm := &cobra.Command{
+		Use: "rm NAME...", Short: "Remove networks (refused while endpoints are attached)", Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			for _, name := range args {
+				if err := g.client().DeleteNetwork(cmd.Context(), name); err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), name)
+			}
+			return nil
+		},
+	}
+	c.AddCommand(create, ls, inspect, rm)
+	return c
+}
+
+func endpointCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{Use: "endpoint", Short: "Inspect attachments"}
+	var network string
+	ls := &cobra.Command{
+		Use: "ls", Short: "List what is attached where", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			eps, err := g.client().Endpoints(cmd.Context(), network)
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(cmd.OutOrStdout(), eps)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NETWORK\tCONTAINER\tNAME\tINTERFACE\tIPS\tMAC\tHOST IF\tNETNS\tSTATE")
+			for _, ep := range eps {
+				var ips []string
+				for _, p := range ep.IPs {
+					ips = append(ips, p.String())
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ep.Network, shortID(ep.ContainerID), ep.Name, ep.IfName,
+					strings.Join(ips, ","), ep.MAC, ep.HostIf, ep.Netns, ep.State)
+			}
+			return tw.Flush()
+		},
+	}
+	ls.Flags().StringVar(&network, "network", "", "only this network")
+	c.AddCommand(ls)
+	return c
+}
+
+func demoCmd() *cobra.Command {
+	var verbose bool
+	c := &cobra.Command{
+		Use:   "demo",
+		Short: "Show podnet at work in throwaway namespaces (touches nothing of the host's network)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return demo.Run(cmd.Context(), cmd.OutOrStdout(), verbose)
+		},
+	}
+	c.Flags().BoolVarP(&verbose, "verbose", "v", false, "show the agent's log")
+	return c
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

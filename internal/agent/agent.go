@@ -1,0 +1,693 @@
+// Package agent is the podnet node agent: it owns the store and all kernel
+// configuration of one node namespace, and serves the JSON API the CLI and the CNI
+// plugin use. Every operation validates first, then allocates in one store
+// transaction, then applies the kernel plan, and rolls back what it did on failure.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/ipam"
+	"github.com/podnet/podnet/internal/kernel"
+	"github.com/podnet/podnet/internal/nft"
+	"github.com/podnet/podnet/internal/plan"
+	"github.com/podnet/podnet/internal/spec"
+	"github.com/podnet/podnet/internal/store"
+)
+
+// Version is reported by STATUS.
+const Version = "0.1.0"
+
+// Config configures an agent.
+type Config struct {
+	// Store is the state store; the agent closes it.
+	Store store.Store
+	// NodeNS is the namespace the agent manages; the agent does not close it.
+	NodeNS netns.NsHandle
+	// ReconcileInterval is how often kernel state is compared with the store (0: 10s).
+	ReconcileInterval time.Duration
+	Logger            *slog.Logger
+}
+
+// Agent serves one node.
+type Agent struct {
+	store store.Store
+	node  *kernel.Node
+	nft   nft.Applier
+	log   *slog.Logger
+	every time.Duration
+
+	// netMu serializes changes to the set of networks (create, delete, nftables sync).
+	netMu sync.Mutex
+	// epMu serializes operations on one endpoint key (striped by hash).
+	epMu [64]sync.Mutex
+}
+
+// New opens the node, reconciles the store with the kernel and returns a ready agent.
+func New(cfg Config) (*Agent, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.ReconcileInterval == 0 {
+		cfg.ReconcileInterval = 10 * time.Second
+	}
+	node, err := kernel.OpenNode(cfg.NodeNS)
+	if err != nil {
+		return nil, err
+	}
+	tbl, err := nft.Open(int(cfg.NodeNS))
+	if err != nil {
+		node.Close()
+		return nil, fmt.Errorf("open nftables: %w", err)
+	}
+	a := &Agent{store: cfg.Store, node: node, nft: tbl, log: cfg.Logger, every: cfg.ReconcileInterval}
+	if err := node.EnableForwarding(); err != nil {
+		a.Close()
+		return nil, err
+	}
+	if err := a.Reconcile(true); err != nil {
+		a.Close()
+		return nil, fmt.Errorf("reconcile at start: %w", err)
+	}
+	return a, nil
+}
+
+// OpenBoltStore opens the embedded store in stateDir.
+func OpenBoltStore(stateDir string) (store.Store, error) {
+	return store.OpenBolt(filepath.Join(stateDir, "podnet.db"))
+}
+
+// Close releases the store and kernel handles. The kernel configuration stays.
+func (a *Agent) Close() error {
+	a.node.Close()
+	if c, ok := a.nft.(interface{ Close() error }); ok {
+		c.Close()
+	}
+	return a.store.Close()
+}
+
+func (a *Agent) lockEndpoint(k api.EndpointKey) func() {
+	h := fnv.New32a()
+	h.Write([]byte(k.String()))
+	m := &a.epMu[h.Sum32()%uint32(len(a.epMu))]
+	m.Lock()
+	return m.Unlock
+}
+
+// Status reports readiness and counts.
+func (a *Agent) Status() (api.Status, error) {
+	st := api.Status{Ready: true, Version: Version}
+	err := a.store.View(func(tx store.Tx) error {
+		ns, err := tx.Networks()
+		if err != nil {
+			return err
+		}
+		eps, err := tx.Endpoints("")
+		st.Networks, st.Endpoints = len(ns), len(eps)
+		return err
+	})
+	return st, err
+}
+
+// CreateNetwork validates a spec, refuses overlaps, and creates the network's store
+// record, bridge and rules; on failure nothing is left.
+func (a *Agent) CreateNetwork(s api.NetworkSpec) (api.Network, error) {
+	n, err := spec.Canonicalize(s)
+	if err != nil {
+		return api.Network{}, invalidConfig(err)
+	}
+	a.netMu.Lock()
+	defer a.netMu.Unlock()
+	return a.createNetworkLocked(n)
+}
+
+func (a *Agent) createNetworkLocked(n api.Network) (api.Network, error) {
+	var others []api.Network
+	err := a.store.View(func(tx store.Tx) error {
+		_, ok, err := tx.Network(n.Name)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return api.Errorf(api.CodeInvalidConfig, "network %q already exists", n.Name)
+		}
+		others, err = tx.Networks()
+		return err
+	})
+	if err != nil {
+		return api.Network{}, err
+	}
+	routes, err := a.node.Routes()
+	if err != nil {
+		return api.Network{}, err
+	}
+	own := map[string]bool{}
+	for _, o := range others {
+		own[o.Bridge] = true
+	}
+	if err := spec.CheckOverlap(n, others, routes, own); err != nil {
+		return api.Network{}, invalidConfig(err)
+	}
+	if exists, err := a.node.LinkExists(n.Bridge); err != nil {
+		return api.Network{}, err
+	} else if exists {
+		return api.Network{}, api.Errorf(api.CodeInvalidConfig, "network %q: interface %s already exists on the node", n.Name, n.Bridge)
+	}
+	n.Created = time.Now().UTC().Truncate(time.Second)
+	if err := a.store.Update(func(tx store.Tx) error { return tx.PutNetwork(n) }); err != nil {
+		return api.Network{}, fmt.Errorf("store network %q: %w", n.Name, err)
+	}
+	if err := a.applyNetworkLocked(n, append(others, n)); err != nil {
+		_ = a.node.DeleteLink(n.Bridge)
+		_ = a.store.Update(func(tx store.Tx) error { return tx.DeleteNetwork(n.Name) })
+		_ = a.nft.Sync(ruleset(others))
+		return api.Network{}, err
+	}
+	a.log.Info("network created", "network", n.Name, "bridge", n.Bridge, "subnets", subnetStrings(n))
+	return n, nil
+}
+
+func (a *Agent) applyNetworkLocked(n api.Network, all []api.Network) error {
+	if err := a.node.EnsureBridge(plan.BridgeFor(n)); err != nil {
+		return err
+	}
+	if err := a.nft.Sync(ruleset(all)); err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	return nil
+}
+
+// ensureNetwork returns the network name, creating it from def when missing; an
+// existing network must agree with def.
+func (a *Agent) ensureNetwork(name string, def *api.NetworkSpec) error {
+	if def == nil {
+		return nil
+	}
+	if def.Name == "" {
+		def.Name = name
+	}
+	if def.Name != name {
+		return api.Errorf(api.CodeInvalidConfig, "network %q: definition names network %q", name, def.Name)
+	}
+	n, ok, err := a.lookupNetwork(name)
+	if err != nil {
+		return err
+	}
+	if ok {
+		return invalidConfig(spec.Agrees(n, *def))
+	}
+	want, err := spec.Canonicalize(*def)
+	if err != nil {
+		return invalidConfig(err)
+	}
+	a.netMu.Lock()
+	defer a.netMu.Unlock()
+	if n, ok, err := a.lookupNetwork(name); err != nil {
+		return err
+	} else if ok { // created meanwhile
+		return invalidConfig(spec.Agrees(n, *def))
+	}
+	_, err = a.createNetworkLocked(want)
+	return err
+}
+
+func (a *Agent) lookupNetwork(name string) (n api.Network, ok bool, err error) {
+	err = a.store.View(func(tx store.Tx) error {
+		n, ok, err = tx.Network(name)
+		return err
+	})
+	return n, ok, err
+}
+
+// Network returns one network.
+func (a *Agent) Network(name string) (api.Network, error) {
+	n, ok, err := a.lookupNetwork(name)
+	if err != nil {
+		return n, err
+	}
+	if !ok {
+		return n, notFoundNetwork(name)
+	}
+	return n, nil
+}
+
+// Networks lists all networks.
+func (a *Agent) Networks() (ns []api.Network, err error) {
+	err = a.store.View(func(tx store.Tx) error {
+		ns, err = tx.Networks()
+		return err
+	})
+	return ns, err
+}
+
+// Endpoints lists attachments of one network or of all ("").
+func (a *Agent) Endpoints(network string) (eps []api.Endpoint, err error) {
+	err = a.store.View(func(tx store.Tx) error {
+		eps, err = tx.Endpoints(network)
+		return err
+	})
+	return eps, err
+}
+
+// DeleteNetwork removes a network without endpoints, its bridge and its rules.
+func (a *Agent) DeleteNetwork(name string) error {
+	a.netMu.Lock()
+	defer a.netMu.Unlock()
+	var n api.Network
+	var rest []api.Network
+	err := a.store.Update(func(tx store.Tx) error {
+		var ok bool
+		var err error
+		if n, ok, err = tx.Network(name); err != nil {
+			return err
+		} else if !ok {
+			return notFoundNetwork(name)
+		}
+		eps, err := tx.Endpoints(name)
+		if err != nil {
+			return err
+		}
+		if len(eps) > 0 {
+			return api.Errorf(api.CodeBusy, "network %q has %d endpoint(s) attached (first: container %s); detach them first", name, len(eps), eps[0].ContainerID)
+		}
+		if err := tx.DeleteNetwork(name); err != nil {
+			return err
+		}
+		rest, err = tx.Networks()
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if err := a.nft.Sync(ruleset(rest)); err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	if err := a.node.DeleteLink(n.Bridge); err != nil {
+		return err
+	}
+	a.log.Info("network removed", "network", name)
+	return nil
+}
+
+var containerIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]*$`)
+
+func validateKey(k api.EndpointKey) error {
+	if k.Network == "" {
+		return api.Errorf(api.CodeInvalidConfig, "network: empty network name")
+	}
+	if !containerIDRE.MatchString(k.ContainerID) {
+		return api.Errorf(api.CodeInvalidEnv, "containerID %q: must be letters, digits, '_', '.', '-', starting with a letter or digit", k.ContainerID)
+	}
+	if k.IfName == "" || len(k.IfName) > 15 || k.IfName == "." || k.IfName == ".." || strings.ContainsAny(k.IfName, "/: \t\n\x00") {
+		return api.Errorf(api.CodeInvalidEnv, "ifName %q: must be 1-15 bytes without '/', ':' or spaces", k.IfName)
+	}
+	return nil
+}
+
+// sandboxNS returns the namespace of a request: the descriptor that came with it, else
+// the path. The caller closes it.
+func sandboxNS(fd int, path string) (netns.NsHandle, error) {
+	if fd < 0 {
+		if path == "" {
+			return netns.None(), api.Errorf(api.CodeInvalidEnv, "netns: no namespace descriptor and no path given")
+		}
+		h, err := netns.GetFromPath(path)
+		if err != nil {
+			return netns.None(), api.Errorf(api.CodeInvalidEnv, "netns %q: cannot open: %v", path, err)
+		}
+		fd = int(h)
+	}
+	const nsGetNSType = 0xb703 // NS_GET_NSTYPE
+	t, err := unix.IoctlRetInt(fd, nsGetNSType)
+	if err != nil || t != unix.CLONE_NEWNET {
+		unix.Close(fd)
+		return netns.None(), api.Errorf(api.CodeInvalidEnv, "netns %q: not a network namespace", path)
+	}
+	return netns.NsHandle(fd), nil
+}
+
+// Attach connects a sandbox to a network (CNI ADD). sandboxFD is owned by Attach.
+func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error) {
+	sb, err := sandboxNS(sandboxFD, req.Netns)
+	if err != nil {
+		return api.Result{}, err
+	}
+	defer sb.Close()
+	if err := validateKey(req.EndpointKey); err != nil {
+		return api.Result{}, err
+	}
+	mac, err := plan.ParseMAC(req.MAC)
+	if err != nil {
+		return api.Result{}, api.Errorf(api.CodeInvalidConfig, "%v", err)
+	}
+	var static []netip.Addr
+	for _, s := range req.IPs {
+		str := s
+		if i := strings.IndexByte(str, '/'); i >= 0 {
+			str = str[:i]
+		}
+		ip, err := netip.ParseAddr(str)
+		if err != nil {
+			return api.Result{}, api.Errorf(api.CodeInvalidConfig, "ips: %q is not an IP address", s)
+		}
+		static = append(static, ip.Unmap())
+	}
+	if err := a.ensureNetwork(req.Network, req.Define); err != nil {
+		return api.Result{}, err
+	}
+	unlock := a.lockEndpoint(req.EndpointKey)
+	defer unlock()
+
+	owner := req.EndpointKey.String()
+	var n api.Network
+	var ep api.Endpoint
+	err = a.store.Update(func(tx store.Tx) error {
+		var ok bool
+		var err error
+		if n, ok, err = tx.Network(req.Network); err != nil {
+			return err
+		} else if !ok {
+			return notFoundNetwork(req.Network)
+		}
+		if old, ok, err := tx.Endpoint(req.EndpointKey); err != nil {
+			return err
+		} else if ok {
+			return api.Errorf(api.CodeInvalidConfig, "container %s already has interface %s on network %q (state %s); DEL it first", old.ContainerID, old.IfName, old.Network, old.State)
+		}
+		addrs, err := ipam.Allocate(tx, n, owner, static)
+		if err != nil {
+			return err
+		}
+		ep = api.Endpoint{
+			EndpointKey: req.EndpointKey, Name: req.Name, Netns: req.Netns,
+			HostIf: spec.HostVethName(req.EndpointKey), IPs: addrs, State: api.StateAttaching,
+			Created: time.Now().UTC().Truncate(time.Second),
+		}
+		return tx.PutEndpoint(ep)
+	})
+	if err != nil {
+		return api.Result{}, err
+	}
+	p := plan.EndpointFor(n, req.EndpointKey, ep.IPs, mac)
+	ep.MAC = p.MAC.String()
+	if err := a.node.AddEndpoint(sb, p); err != nil {
+		if rerr := a.forget(req.EndpointKey); rerr != nil {
+			a.log.Error("roll back failed attach", "endpoint", owner, "err", rerr)
+		}
+		if errors.Is(err, kernel.ErrSandboxIfExists) {
+			return api.Result{}, api.Errorf(api.CodeInvalidConfig, "ifName %q: the sandbox already has an interface of that name", req.IfName)
+		}
+		return api.Result{}, fmt.Errorf("attach %s: %w", owner, err)
+	}
+	ep.State = api.StateAttached
+	if err := a.store.Update(func(tx store.Tx) error { return tx.PutEndpoint(ep) }); err != nil {
+		_ = a.node.DeleteLink(p.HostIf)
+		_ = a.forget(req.EndpointKey)
+		return api.Result{}, fmt.Errorf("record endpoint %s: %w", owner, err)
+	}
+	a.log.Debug("attached", "endpoint", owner, "ips", ep.IPs, "hostIf", ep.HostIf)
+	return plan.ResultFor(n, p, req.Netns), nil
+}
+
+// forget releases an endpoint's addresses and deletes its record (no kernel work).
+func (a *Agent) forget(k api.EndpointKey) error {
+	return a.store.Update(func(tx store.Tx) error {
+		if _, err := ipam.Release(tx, k.Network, k.String()); err != nil {
+			return err
+		}
+		if err := tx.DeleteEndpoint(k); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		return nil
+	})
+}
+
+// Detach removes an attachment (CNI DEL): its veth pair, its addresses, its record.
+// Success when any or all of it is already gone.
+func (a *Agent) Detach(req api.DetachRequest) error {
+	if err := validateKey(req.EndpointKey); err != nil {
+		return err
+	}
+	unlock := a.lockEndpoint(req.EndpointKey)
+	defer unlock()
+	return a.detachLocked(req.EndpointKey)
+}
+
+func (a *Agent) detachLocked(k api.EndpointKey) error {
+	if err := a.node.DeleteLink(spec.HostVethName(k)); err != nil {
+		return fmt.Errorf("detach %s: %w", k, err)
+	}
+	if err := a.forget(k); err != nil {
+		return fmt.Errorf("detach %s: %w", k, err)
+	}
+	a.log.Debug("detached", "endpoint", k.String())
+	return nil
+}
+
+// Check verifies an attachment against the kernel (CNI CHECK).
+func (a *Agent) Check(req api.CheckRequest, sandboxFD int) error {
+	sb, err := sandboxNS(sandboxFD, req.Netns)
+	if err != nil {
+		return err
+	}
+	defer sb.Close()
+	if err := validateKey(req.EndpointKey); err != nil {
+		return err
+	}
+	var n api.Network
+	var ep api.Endpoint
+	err = a.store.View(func(tx store.Tx) error {
+		var ok bool
+		var err error
+		if n, ok, err = tx.Network(req.Network); err != nil {
+			return err
+		} else if !ok {
+			return notFoundNetwork(req.Network)
+		}
+		if ep, ok, err = tx.Endpoint(req.EndpointKey); err != nil {
+			return err
+		} else if !ok {
+			return api.Errorf(api.CodeUnknownContainer, "container %s has no interface %s on network %q", req.ContainerID, req.IfName, req.Network)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	mac, _ := plan.ParseMAC(ep.MAC)
+	p := plan.EndpointFor(n, req.EndpointKey, ep.IPs, mac)
+	if err := a.node.CheckEndpoint(sb, p); err != nil {
+		return api.Errorf(api.CodeCheckFailed, "check %s: %v", req.EndpointKey, err)
+	}
+	return nil
+}
+
+// GC detaches every endpoint of a network that is not in the valid list, and releases
+// addresses whose owner has no endpoint record.
+func (a *Agent) GC(req api.GCRequest) (api.GCResponse, error) {
+	valid := map[[2]string]bool{}
+	for _, v := range req.Valid {
+		valid[[2]string{v.ContainerID, v.IfName}] = true
+	}
+	eps, err := a.Endpoints(req.Network)
+	if err != nil {
+		return api.GCResponse{}, err
+	}
+	var resp api.GCResponse
+	for _, ep := range eps {
+		if valid[[2]string{ep.ContainerID, ep.IfName}] {
+			continue
+		}
+		unlock := a.lockEndpoint(ep.EndpointKey)
+		err := a.detachLocked(ep.EndpointKey)
+		unlock()
+		if err != nil {
+			return resp, err
+		}
+		resp.Released = append(resp.Released, ep.EndpointKey)
+	}
+	if err := a.releaseOrphanAllocations(); err != nil {
+		return resp, err
+	}
+	if len(resp.Released) > 0 {
+		a.log.Info("gc released endpoints", "network", req.Network, "count", len(resp.Released))
+	}
+	return resp, nil
+}
+
+// releaseOrphanAllocations frees addresses whose owner has no endpoint record.
+func (a *Agent) releaseOrphanAllocations() error {
+	return a.store.Update(func(tx store.Tx) error {
+		nets, err := tx.Networks()
+		if err != nil {
+			return err
+		}
+		for _, n := range nets {
+			eps, err := tx.Endpoints(n.Name)
+			if err != nil {
+				return err
+			}
+			live := map[string]bool{}
+			for _, ep := range eps {
+				live[ep.EndpointKey.String()] = true
+			}
+			allocs, err := tx.Allocations(n.Name)
+			if err != nil {
+				return err
+			}
+			for addr, owner := range allocs {
+				if !live[owner] {
+					a.log.Info("releasing orphan address", "network", n.Name, "address", addr, "owner", owner)
+					if err := tx.DeleteAllocation(n.Name, addr); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// Reconcile makes the kernel agree with the store: bridges and rules of every network
+// exist, endpoints whose veth vanished (their sandbox is gone) are released, host veths
+// without a record are removed. At startup (no request can be in flight) endpoints cut
+// off mid-attach by a crash are rolled back too. Calling it again when everything
+// agrees changes nothing.
+func (a *Agent) Reconcile(startup bool) error {
+	a.netMu.Lock()
+	nets, err := a.Networks()
+	if err == nil {
+		for _, n := range nets {
+			if err = a.node.EnsureBridge(plan.BridgeFor(n)); err != nil {
+				break
+			}
+		}
+	}
+	if err == nil {
+		var ok bool
+		if ok, err = a.nft.InSync(ruleset(nets)); err == nil && !ok {
+			a.log.Info("nftables table differs from the desired state: restoring")
+			err = a.nft.Sync(ruleset(nets))
+		}
+	}
+	a.netMu.Unlock()
+	if err != nil {
+		return err
+	}
+	// Links first: a veth that exists now had its record committed before (Attach
+	// records the endpoint before creating the veth).
+	links, err := a.node.LinksWithPrefix(spec.VethPrefix)
+	if err != nil {
+		return err
+	}
+	eps, err := a.Endpoints("")
+	if err != nil {
+		return err
+	}
+	present := map[string]bool{}
+	for _, l := range links {
+		present[l] = true
+	}
+	known := map[string]bool{}
+	for _, ep := range eps {
+		known[ep.HostIf] = true
+		switch {
+		case ep.State != api.StateAttached && startup:
+			a.log.Info("rolling back interrupted attach", "endpoint", ep.EndpointKey.String())
+		case ep.State == api.StateAttached && !present[ep.HostIf]:
+			a.log.Info("releasing endpoint whose interface is gone", "endpoint", ep.EndpointKey.String(), "hostIf", ep.HostIf)
+		default:
+			continue
+		}
+		unlock := a.lockEndpoint(ep.EndpointKey)
+		err = a.detachLocked(ep.EndpointKey)
+		unlock()
+		if err != nil {
+			return err
+		}
+	}
+	for _, l := range links {
+		if !known[l] {
+			a.log.Info("removing orphan veth", "hostIf", l)
+			if err := a.node.DeleteLink(l); err != nil {
+				return err
+			}
+		}
+	}
+	return a.releaseOrphanAllocations()
+}
+
+// Run reconciles periodically until ctx ends.
+func (a *Agent) Run(ctx context.Context) {
+	t := time.NewTicker(a.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := a.node.EnableForwarding(); err != nil {
+				a.log.Error("enable forwarding", "err", err)
+			}
+			if err := a.Reconcile(false); err != nil {
+				a.log.Error("reconcile", "err", err)
+			}
+		}
+	}
+}
+
+func ruleset(nets []api.Network) nft.Ruleset {
+	var r nft.Ruleset
+	for _, n := range nets {
+		rn := nft.Network{Name: n.Name, Bridge: n.Bridge, Masquerade: n.Masquerade}
+		for _, s := range n.Subnets {
+			rn.Subnets = append(rn.Subnets, s.Prefix)
+		}
+		r.Networks = append(r.Networks, rn)
+	}
+	return r
+}
+
+func subnetStrings(n api.Network) []string {
+	var out []string
+	for _, s := range n.Subnets {
+		out = append(out, s.Prefix.String())
+	}
+	return out
+}
+
+func notFoundNetwork(name string) error {
+	return api.Errorf(api.CodeNotFound, "network %q does not exist", name)
+}
+
+// invalidConfig turns a validation error into an API error with code 7 (nil stays nil).
+func invalidConfig(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		return err
+	}
+	return &api.Error{Code: api.CodeInvalidConfig, Msg: err.Error()}
+}
+
+// DefaultLogger logs text to stderr at the given level.
+func DefaultLogger(level slog.Level) *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}

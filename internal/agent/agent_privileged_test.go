@@ -1,0 +1,500 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/lab"
+	"github.com/podnet/podnet/internal/nft"
+	"github.com/podnet/podnet/internal/probe"
+	"github.com/podnet/podnet/internal/spec"
+	"github.com/podnet/podnet/internal/store"
+	"github.com/podnet/podnet/internal/testutil"
+)
+
+const probeTimeout = 3 * time.Second
+
+// env is one throwaway node with an agent serving on a socket.
+type env struct {
+	t      *testing.T
+	lab    *lab.Lab
+	dir    string
+	socket string
+	agent  *Agent
+	c      *api.Client
+	stop   func()
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	testutil.RequireRoot(t)
+	l, err := lab.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	e := &env{t: t, lab: l, dir: t.TempDir()}
+	e.socket = filepath.Join(e.dir, "podnet.sock")
+	e.start()
+	t.Cleanup(func() { e.stop() })
+	return e
+}
+
+func (e *env) start() {
+	e.t.Helper()
+	st, err := store.OpenBolt(filepath.Join(e.dir, "podnet.db"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{e.t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	a, err := New(Config{Store: st, NodeNS: e.lab.Node, Logger: log, ReconcileInterval: time.Hour})
+	if err != nil {
+		st.Close()
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.Serve(ctx, e.socket); close(done) }()
+	e.agent, e.c = a, api.NewClient(e.socket)
+	stopped := false
+	e.stop = func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			<-done
+			a.Close()
+		}
+	}
+	for i := 0; ; i++ {
+		if _, err := e.c.Status(context.Background()); err == nil {
+			return
+		} else if i > 200 {
+			e.t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (e *env) restart() {
+	e.stop()
+	e.start()
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) { w.t.Logf("%s", b); return len(b), nil }
+
+func (e *env) network(name string, subnets ...string) api.Network {
+	e.t.Helper()
+	n, err := e.c.CreateNetwork(context.Background(), api.NetworkSpec{Name: name, Subnets: subnets})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
+type sandbox struct {
+	ns  netns.NsHandle
+	key api.EndpointKey
+	res api.Result
+}
+
+func (s *sandbox) ip(i int) netip.Addr { return s.res.IPs[i].Address.Addr() }
+
+func (e *env) attach(network, id string, ips ...string) (*sandbox, error) {
+	ns, err := e.lab.Sandbox()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	sb := &sandbox{ns: ns, key: api.EndpointKey{Network: network, ContainerID: id, IfName: "eth0"}}
+	sb.res, err = e.c.Attach(context.Background(), api.AttachRequest{EndpointKey: sb.key, IPs: ips}, int(ns))
+	return sb, err
+}
+
+func (e *env) mustAttach(network, id string, ips ...string) *sandbox {
+	e.t.Helper()
+	sb, err := e.attach(network, id, ips...)
+	if err != nil {
+		e.t.Fatalf("attach %s: %v", id, err)
+	}
+	return sb
+}
+
+func (e *env) links(prefix string) []string {
+	e.t.Helper()
+	names, err := e.agent.node.LinksWithPrefix(prefix)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return names
+}
+
+func wantCode(t *testing.T, err error, code int) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("no error, want code %d", code)
+	}
+	if got := api.ErrorCode(err); got != code {
+		t.Fatalf("error %v: code %d, want %d", err, got, code)
+	}
+}
+
+func TestPrivilegedAttachConnectivityAndDetach(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	n := e.network("blue", "10.89.0.0/24", "fd89::/64")
+	a := e.mustAttach("blue", "a")
+	b := e.mustAttach("blue", "b")
+
+	if len(a.res.IPs) != 2 || a.res.IPs[0].Gateway != n.Subnets[0].Gateway || a.res.Interfaces[1].MAC == "" {
+		t.Fatalf("result %+v", a.res)
+	}
+	for i := range 2 {
+		src, err := probe.TCP(ctx, a.ns, b.ns, netip.AddrPortFrom(b.ip(i), 8080), probeTimeout)
+		if err != nil || src != a.ip(i) {
+			t.Fatalf("a -> b family %d: src %v err %v (want src %s)", i, src, err, a.ip(i))
+		}
+		// The node reaches its sandboxes too.
+		if _, err := probe.TCP(ctx, e.lab.Node, b.ns, netip.AddrPortFrom(b.ip(i), 8081), probeTimeout); err != nil {
+			t.Fatalf("node -> b: %v", err)
+		}
+	}
+	for _, out := range []struct{ server, node netip.Prefix }{{lab.OutsideAddr4, lab.NodeAddr4}, {lab.OutsideAddr6, lab.NodeAddr6}} {
+		src, err := probe.TCP(ctx, a.ns, e.lab.Outside, netip.AddrPortFrom(out.server.Addr(), 9090), probeTimeout)
+		if err != nil || src != out.node.Addr() {
+			t.Fatalf("egress to %s: src %v err %v, want masquerade to %s", out.server, src, err, out.node.Addr())
+		}
+	}
+	if err := e.c.Check(ctx, api.CheckRequest{EndpointKey: a.key}, int(a.ns)); err != nil {
+		t.Fatalf("check intact endpoint: %v", err)
+	}
+	// CHECK sees what really is in the kernel.
+	h, _ := netlink.NewHandleAt(a.ns)
+	defer h.Close()
+	eth0, _ := h.LinkByName("eth0")
+	if err := h.AddrDel(eth0, &netlink.Addr{IPNet: &net.IPNet{IP: a.ip(0).AsSlice(), Mask: net.CIDRMask(24, 32)}}); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, e.c.Check(ctx, api.CheckRequest{EndpointKey: a.key}, int(a.ns)), api.CodeCheckFailed)
+
+	wantCode(t, e.c.DeleteNetwork(ctx, "blue"), api.CodeBusy)
+	for _, sb := range []*sandbox{a, b} {
+		if err := e.c.Detach(ctx, api.DetachRequest{EndpointKey: sb.key}, -1); err != nil {
+			t.Fatal(err)
+		}
+		// DEL is idempotent.
+		if err := e.c.Detach(ctx, api.DetachRequest{EndpointKey: sb.key}, -1); err != nil {
+			t.Fatalf("second detach: %v", err)
+		}
+	}
+	if l := e.links(spec.VethPrefix); len(l) != 0 {
+		t.Fatalf("veths left: %v", l)
+	}
+	// DEL of something the agent never knew is a success too.
+	if err := e.c.Detach(ctx, api.DetachRequest{EndpointKey: api.EndpointKey{Network: "blue", ContainerID: "never", IfName: "eth0"}}, -1); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.c.DeleteNetwork(ctx, "blue"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := e.agent.node.LinkExists(n.Bridge); ok {
+		t.Fatalf("bridge %s left after network rm", n.Bridge)
+	}
+	wantCode(t, e.c.DeleteNetwork(ctx, "blue"), api.CodeNotFound)
+}
+
+func TestPrivilegedIsolationAndNoMasquerade(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.network("blue", "10.89.0.0/24")
+	if _, err := e.c.CreateNetwork(ctx, api.NetworkSpec{Name: "red", Subnets: []string{"10.90.0.0/24"}, NoMasquerade: true}); err != nil {
+		t.Fatal(err)
+	}
+	a := e.mustAttach("blue", "a")
+	x := e.mustAttach("red", "x")
+	if err := probe.Blocked(ctx, x.ns, a.ns, netip.AddrPortFrom(a.ip(0), 8080), time.Second); err != nil {
+		t.Fatalf("red -> blue: %v", err)
+	}
+	if err := probe.Blocked(ctx, a.ns, x.ns, netip.AddrPortFrom(x.ip(0), 8080), time.Second); err != nil {
+		t.Fatalf("blue -> red: %v", err)
+	}
+	// Without masquerade the outside has no route back to 10.90.0.0/24.
+	if err := probe.Blocked(ctx, x.ns, e.lab.Outside, netip.AddrPortFrom(lab.OutsideAddr4.Addr(), 9090), time.Second); err != nil {
+		t.Fatalf("unmasqueraded egress: %v", err)
+	}
+	if _, err := probe.TCP(ctx, a.ns, e.lab.Outside, netip.AddrPortFrom(lab.OutsideAddr4.Addr(), 9090), probeTimeout); err != nil {
+		t.Fatalf("masqueraded egress: %v", err)
+	}
+}
+
+func TestPrivilegedConcurrentAttach(t *testing.T) {
+	e := newEnv(t)
+	e.network("blue", "10.89.0.0/16", "fd89::/64")
+	const n = 100
+	sbs := make([]*sandbox, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { sbs[i], errs[i] = e.attach("blue", fmt.Sprintf("c%03d", i)) })
+	}
+	wg.Wait()
+	seen := map[netip.Addr]string{}
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("attach %d: %v", i, errs[i])
+		}
+		for _, ip := range sbs[i].res.IPs {
+			if other, dup := seen[ip.Address.Addr()]; dup {
+				t.Fatalf("%s handed to %s and %s", ip.Address, other, sbs[i].key.ContainerID)
+			}
+			seen[ip.Address.Addr()] = sbs[i].key.ContainerID
+		}
+	}
+	if len(seen) != 2*n || len(e.links(spec.VethPrefix)) != n {
+		t.Fatalf("%d addresses, %d veths", len(seen), len(e.links(spec.VethPrefix)))
+	}
+	for i := range n {
+		wg.Go(func() { errs[i] = e.c.Detach(context.Background(), api.DetachRequest{EndpointKey: sbs[i].key}, -1) })
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("detach %d: %v", i, errs[i])
+		}
+	}
+	if l := e.links(spec.VethPrefix); len(l) != 0 {
+		t.Fatalf("veths left: %v", l)
+	}
+	assertNoAllocations(t, e, "blue")
+}
+
+func assertNoAllocations(t *testing.T, e *env, network string) {
+	t.Helper()
+	err := e.agent.store.View(func(tx store.Tx) error {
+		allocs, err := tx.Allocations(network)
+		if err == nil && len(allocs) != 0 {
+			return fmt.Errorf("%d addresses still allocated: %v", len(allocs), allocs)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPrivilegedStaticIPsAndExhaustion(t *testing.T) {
+	e := newEnv(t)
+	e.network("small", "10.91.0.0/29") // .1 gateway, .2-.6 usable, .7 broadcast
+	a := e.mustAttach("small", "a", "10.91.0.5")
+	if a.ip(0) != netip.MustParseAddr("10.91.0.5") {
+		t.Fatalf("static: got %s", a.ip(0))
+	}
+	_, err := e.attach("small", "b", "10.91.0.5")
+	wantCode(t, err, api.CodeAddressInUse)
+	_, err = e.attach("small", "b", "10.91.0.1")
+	wantCode(t, err, api.CodeInvalidConfig)
+	_, err = e.attach("small", "b", "10.99.0.1")
+	wantCode(t, err, api.CodeInvalidConfig)
+	for i := range 4 {
+		e.mustAttach("small", fmt.Sprintf("f%d", i))
+	}
+	_, err = e.attach("small", "full")
+	wantCode(t, err, api.CodePoolExhausted)
+	// Failed attaches left nothing behind.
+	if got := len(e.links(spec.VethPrefix)); got != 5 {
+		t.Fatalf("%d veths, want 5", got)
+	}
+	eps, _ := e.c.Endpoints(context.Background(), "small")
+	if len(eps) != 5 {
+		t.Fatalf("%d endpoints, want 5", len(eps))
+	}
+}
+
+func TestPrivilegedBadInputCreatesNothing(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	// A node route 10.0.0.0/8 on the uplink, as a host's LAN route would be.
+	h, err := netlink.NewHandleAt(e.lab.Node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	up, _ := h.LinkByName("uplink0")
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: up.Attrs().Index, Dst: &net.IPNet{IP: net.IPv4(10, 0, 0, 0), Mask: net.CIDRMask(8, 32)}, Gw: lab.OutsideAddr4.Addr().AsSlice()}); err != nil {
+		t.Fatal(err)
+	}
+	e.network("blue", "172.20.0.0/16")
+	cases := []struct {
+		spec api.NetworkSpec
+		want string
+	}{
+		{api.NetworkSpec{Name: "k8s", Subnets: []string{"10.32.0.0/12"}}, `network "k8s": subnet "10.32.0.0/12": overlaps node route 10.0.0.0/8 dev uplink0`},
+		{api.NetworkSpec{Name: "dup", Subnets: []string{"172.20.128.0/17"}}, `network "dup": subnet "172.20.128.0/17": overlaps subnet 172.20.0.0/16 of podnet network "blue"`},
+		{api.NetworkSpec{Name: "bad", Subnets: []string{"172.30.0.0/33"}}, `network "bad": subnet "172.30.0.0/33": not a CIDR prefix`},
+		{api.NetworkSpec{Name: "bad", Subnets: []string{"172.30.0.0/16"}, MTU: 70000}, `network "bad": mtu "70000": must be between 576 and 65535`},
+		{api.NetworkSpec{Name: "bad", Driver: "macvlan", Subnets: []string{"172.30.0.0/16"}}, `network "bad": driver "macvlan": unknown driver (known: bridge)`},
+		{api.NetworkSpec{Name: "blue", Subnets: []string{"172.31.0.0/16"}}, `network "blue" already exists`},
+	}
+	for _, c := range cases {
+		_, err := e.c.CreateNetwork(ctx, c.spec)
+		wantCode(t, err, api.CodeInvalidConfig)
+		if err.Error() != c.want {
+			t.Errorf("create %+v:\n got %q\nwant %q", c.spec, err, c.want)
+		}
+	}
+	if l := e.links("pn-"); len(l) != 1 {
+		t.Fatalf("bridges after refused creates: %v", l)
+	}
+	nets, _ := e.c.Networks(ctx)
+	if len(nets) != 1 {
+		t.Fatalf("networks: %+v", nets)
+	}
+	// A CNI definition contradicting the existing network is an invalid config.
+	sb, _ := e.lab.Sandbox()
+	_, err = e.c.Attach(ctx, api.AttachRequest{EndpointKey: api.EndpointKey{Network: "blue", ContainerID: "c", IfName: "eth0"},
+		Define: &api.NetworkSpec{Subnets: []string{"172.21.0.0/16"}}}, int(sb))
+	wantCode(t, err, api.CodeInvalidConfig)
+	// Bad interface name and MAC: refused before anything is allocated.
+	sb, _ = e.lab.Sandbox()
+	_, err = e.c.Attach(ctx, api.AttachRequest{EndpointKey: api.EndpointKey{Network: "blue", ContainerID: "c", IfName: "this-name-is-too-long"}}, int(sb))
+	wantCode(t, err, api.CodeInvalidEnv)
+	sb, _ = e.lab.Sandbox()
+	_, err = e.c.Attach(ctx, api.AttachRequest{EndpointKey: api.EndpointKey{Network: "blue", ContainerID: "c", IfName: "eth0"}, MAC: "01:00:5e:00:00:01"}, int(sb))
+	wantCode(t, err, api.CodeInvalidConfig)
+	// A sandbox that already has eth0: rolled back, address released.
+	sb, _ = e.lab.Sandbox()
+	sh, _ := netlink.NewHandleAt(sb)
+	defer sh.Close()
+	if err := sh.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: "eth0peer"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.c.Attach(ctx, api.AttachRequest{EndpointKey: api.EndpointKey{Network: "blue", ContainerID: "c", IfName: "eth0"}}, int(sb))
+	wantCode(t, err, api.CodeInvalidConfig)
+	if l := e.links(spec.VethPrefix); len(l) != 0 {
+		t.Fatalf("veths after failed attaches: %v", l)
+	}
+	assertNoAllocations(t, e, "blue")
+	// A descriptor that is not a network namespace.
+	f, _ := os.Open(os.DevNull)
+	defer f.Close()
+	_, err = e.c.Attach(ctx, api.AttachRequest{EndpointKey: api.EndpointKey{Network: "blue", ContainerID: "c", IfName: "eth0"}}, int(f.Fd()))
+	wantCode(t, err, api.CodeInvalidEnv)
+}
+
+func TestPrivilegedRestartKeepsStateAndRepairs(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	n := e.network("blue", "10.89.0.0/24")
+	a := e.mustAttach("blue", "a")
+	e.restart()
+	eps, err := e.c.Endpoints(ctx, "blue")
+	if err != nil || len(eps) != 1 || eps[0].IPs[0].Addr() != a.ip(0) {
+		t.Fatalf("after restart: %+v %v", eps, err)
+	}
+	b := e.mustAttach("blue", "b")
+	if b.ip(0) == a.ip(0) {
+		t.Fatalf("address %s handed out twice across restart", b.ip(0))
+	}
+	// Break the kernel state behind the agent's back: flush podnet's table, delete the
+	// bridge's address, add an orphan veth. Reconcile repairs all of it.
+	tbl, err := nft.Open(int(e.lab.Node))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tbl.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	tbl.Close()
+	h, _ := netlink.NewHandleAt(e.lab.Node)
+	defer h.Close()
+	br, _ := h.LinkByName(n.Bridge)
+	gw := n.Subnets[0].Gateway
+	if err := h.AddrDel(br, &netlink.Addr{IPNet: &net.IPNet{IP: gw.AsSlice(), Mask: net.CIDRMask(24, 32)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: spec.VethPrefix + "orphan"}, PeerName: "orphanpeer"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.agent.Reconcile(false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := probe.TCP(ctx, a.ns, e.lab.Outside, netip.AddrPortFrom(lab.OutsideAddr4.Addr(), 9090), probeTimeout); err != nil {
+		t.Fatalf("egress after repair: %v", err)
+	}
+	if ok, _ := e.agent.node.LinkExists(spec.VethPrefix + "orphan"); ok {
+		t.Fatal("orphan veth survived reconcile")
+	}
+	// A sandbox that disappears takes its veth with it; reconcile releases its address.
+	if err := b.ns.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { ok, _ := e.agent.node.LinkExists(spec.HostVethName(b.key)); return !ok })
+	if err := e.agent.Reconcile(false); err != nil {
+		t.Fatal(err)
+	}
+	eps, _ = e.c.Endpoints(ctx, "blue")
+	if len(eps) != 1 {
+		t.Fatalf("endpoints after sandbox vanished: %+v", eps)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for i := 0; !cond(); i++ {
+		if i > 500 {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// An address released and handed out again (here on purpose, as a static request) is
+// announced: the node's stale neighbour entry is replaced at once, not after ~30 s.
+func TestPrivilegedAddressReuseIsAnnounced(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.network("blue", "10.89.0.0/24", "fd89::/64")
+	// Another sandbox keeps the bridge's carrier up: a bridge without ports flushes its
+	// neighbour entries, and the stale entry is what this test is about.
+	e.mustAttach("blue", "keeper")
+	a := e.mustAttach("blue", "a", "10.89.0.7", "fd89::7")
+	for i := range 2 {
+		if _, err := probe.TCP(ctx, e.lab.Node, a.ns, netip.AddrPortFrom(a.ip(i), 8080), probeTimeout); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.c.Detach(ctx, api.DetachRequest{EndpointKey: a.key}, -1); err != nil {
+		t.Fatal(err)
+	}
+	const newMAC = "0a:58:0a:59:77:77"
+	ns, _ := e.lab.Sandbox()
+	key := api.EndpointKey{Network: "blue", ContainerID: "b", IfName: "eth0"}
+	res, err := e.c.Attach(ctx, api.AttachRequest{EndpointKey: key, IPs: []string{"10.89.0.7", "fd89::7"}, MAC: newMAC}, int(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ip := range res.IPs {
+
+		waitFor(t, func() bool {
+			mac, ok, _ := e.agent.node.Neighbor(ip.Address.Addr())
+			return ok && mac.String() == newMAC
+		})
+		start := time.Now()
+		if _, err := probe.TCP(ctx, e.lab.Node, ns, netip.AddrPortFrom(ip.Address.Addr(), 8080), probeTimeout); err != nil {
+			t.Fatalf("node -> reused %s: %v", ip.Address, err)
+		}
+		t.Logf("node -> reused %s connected in %s", ip.Address, time.Since(start))
+	}
+}

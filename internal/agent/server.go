@@ -1,0 +1,189 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/podnet/podnet/api"
+)
+
+// maxBody bounds request bodies.
+const maxBody = 1 << 20
+
+// Handler is the agent's JSON API.
+func (a *Agent) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+api.PathStatus, func(w http.ResponseWriter, r *http.Request) {
+		st, err := a.Status()
+		reply(w, st, err)
+	})
+	mux.HandleFunc("GET "+api.PathNetworks, func(w http.ResponseWriter, r *http.Request) {
+		ns, err := a.Networks()
+		if ns == nil {
+			ns = []api.Network{}
+		}
+		reply(w, ns, err)
+	})
+	mux.HandleFunc("POST "+api.PathNetworks, func(w http.ResponseWriter, r *http.Request) {
+		s, err := DecodeRequest[api.NetworkSpec](r.Body)
+		if err != nil {
+			reply(w, nil, err)
+			return
+		}
+		n, err := a.CreateNetwork(s)
+		reply(w, n, err)
+	})
+	mux.HandleFunc("GET "+api.PathNetworks+"/{name}", func(w http.ResponseWriter, r *http.Request) {
+		n, err := a.Network(r.PathValue("name"))
+		reply(w, n, err)
+	})
+	mux.HandleFunc("DELETE "+api.PathNetworks+"/{name}", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, nil, a.DeleteNetwork(r.PathValue("name")))
+	})
+	mux.HandleFunc("GET "+api.PathEndpoints, func(w http.ResponseWriter, r *http.Request) {
+		eps, err := a.Endpoints(r.URL.Query().Get("network"))
+		if eps == nil {
+			eps = []api.Endpoint{}
+		}
+		reply(w, eps, err)
+	})
+	mux.HandleFunc("POST "+api.PathEndpoints, func(w http.ResponseWriter, r *http.Request) {
+		fd := api.TakeFD(r)
+		req, err := DecodeRequest[api.AttachRequest](r.Body)
+		if err != nil {
+			closeFD(fd)
+			reply(w, nil, err)
+			return
+		}
+		res, err := a.Attach(req, fd)
+		reply(w, res, err)
+	})
+	mux.HandleFunc("POST "+api.PathEndpointsDel, func(w http.ResponseWriter, r *http.Request) {
+		closeFD(api.TakeFD(r)) // DEL needs no namespace: deleting the host veth removes the pair
+		req, err := DecodeRequest[api.DetachRequest](r.Body)
+		if err != nil {
+			reply(w, nil, err)
+			return
+		}
+		reply(w, nil, a.Detach(req))
+	})
+	mux.HandleFunc("POST "+api.PathEndpointCheck, func(w http.ResponseWriter, r *http.Request) {
+		fd := api.TakeFD(r)
+		req, err := DecodeRequest[api.CheckRequest](r.Body)
+		if err != nil {
+			closeFD(fd)
+			reply(w, nil, err)
+			return
+		}
+		reply(w, nil, a.Check(req, fd))
+	})
+	mux.HandleFunc("POST "+api.PathGC, func(w http.ResponseWriter, r *http.Request) {
+		req, err := DecodeRequest[api.GCRequest](r.Body)
+		if err != nil {
+			reply(w, nil, err)
+			return
+		}
+		resp, err := a.GC(req)
+		reply(w, resp, err)
+	})
+	return mux
+}
+
+func closeFD(fd int) {
+	if fd >= 0 {
+		unix.Close(fd)
+	}
+}
+
+// DecodeRequest decodes one JSON request body strictly (unknown fields and trailing
+// data are errors), with the CNI decode error code.
+func DecodeRequest[T any](r io.Reader) (T, error) {
+	var v T
+	dec := json.NewDecoder(io.LimitReader(r, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&v); err != nil {
+		return v, &api.Error{Code: api.CodeDecode, Msg: fmt.Sprintf("decode %T request", v), Details: err.Error()}
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return v, &api.Error{Code: api.CodeDecode, Msg: fmt.Sprintf("decode %T request", v), Details: "trailing data after the JSON object"}
+	}
+	return v, nil
+}
+
+func reply(w http.ResponseWriter, v any, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	if err != nil {
+		var ae *api.Error
+		if !errors.As(err, &ae) {
+			ae = &api.Error{Code: api.CodeInternal, Msg: err.Error()}
+		}
+		w.WriteHeader(httpStatus(ae.Code))
+		json.NewEncoder(w).Encode(ae)
+		return
+	}
+	if v == nil {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	json.NewEncoder(w).Encode(v)
+}
+
+func httpStatus(code int) int {
+	switch code {
+	case api.CodeNotFound, api.CodeUnknownContainer:
+		return http.StatusNotFound
+	case api.CodeBusy, api.CodeAddressInUse:
+		return http.StatusConflict
+	case api.CodeInternal, api.CodeIOFailure:
+		return http.StatusInternalServerError
+	case api.CodeTryAgainLater, api.CodeNotAvailable, api.CodePoolExhausted:
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusBadRequest
+	}
+}
+
+// Serve listens on the unix socket (mode 0600) and serves the API and the reconcile
+// loop until ctx ends, then shuts down gracefully.
+func (a *Agent) Serve(ctx context.Context, socket string) error {
+	if err := os.MkdirAll(filepath.Dir(socket), 0o755); err != nil {
+		return err
+	}
+	if c, err := net.DialTimeout("unix", socket, 200*time.Millisecond); err == nil {
+		c.Close()
+		return fmt.Errorf("socket %s: another agent is listening", socket)
+	}
+	_ = os.Remove(socket)
+	oldMask := unix.Umask(0o177)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: socket, Net: "unix"})
+	unix.Umask(oldMask)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", socket, err)
+	}
+	l.SetUnlinkOnClose(true)
+	srv := &http.Server{Handler: a.Handler(), ConnContext: api.ConnContext, ReadHeaderTimeout: 10 * time.Second}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go a.Run(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(api.FDListener{UnixListener: l}) }()
+	a.log.Info("agent listening", "socket", socket)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer scancel()
+	return srv.Shutdown(sctx)
+}

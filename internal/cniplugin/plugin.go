@@ -1,0 +1,258 @@
+// Package cniplugin implements the podnet CNI plugin: it decodes the runtime's network
+// config and CNI_* environment, forwards each verb to the podnet agent over its unix
+// socket (the sandbox network namespace travels as an open descriptor) and prints the
+// result or a CNI error.
+//
+// The package is linked into the lean podnet-cni binary: it imports only the api
+// package and the CNI library's skel, types and version packages.
+package cniplugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/podnet/podnet/api"
+)
+
+// SupportedVersions are the CNI spec versions the plugin speaks. Results are printed in
+// the version the config asks for (podman 4.3 accepts up to 1.0.0).
+var SupportedVersions = []string{"0.4.0", "1.0.0", "1.1.0"}
+
+// About is printed by the binary when it runs without CNI_COMMAND.
+const About = "podnet-cni: CNI plugin of podnet, forwards each verb to the podnet agent"
+
+// DefaultTimeout bounds one call to the agent when Plugin.Timeout is zero.
+const DefaultTimeout = 2 * time.Minute
+
+// Plugin runs the CNI verbs. The zero value prints to os.Stdout with DefaultTimeout.
+// Each verb is called with the arguments skel collected; errors are *types.Error.
+type Plugin struct {
+	// Stdout receives results (ADD); os.Stdout when nil.
+	Stdout io.Writer
+	// Timeout bounds one call to the agent; DefaultTimeout when zero.
+	Timeout time.Duration
+}
+
+func (p *Plugin) stdout() io.Writer {
+	if p.Stdout == nil {
+		return os.Stdout
+	}
+	return p.Stdout
+}
+
+func (p *Plugin) context() (context.Context, context.CancelFunc) {
+	t := p.Timeout
+	if t <= 0 {
+		t = DefaultTimeout
+	}
+	return context.WithTimeout(context.Background(), t)
+}
+
+// Add attaches the sandbox to the network and prints the result in the config's
+// cniVersion.
+func (p *Plugin) Add(args *skel.CmdArgs) error {
+	conf, err := ParseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if err := requireEnv(args); err != nil {
+		return err
+	}
+	// Refuse a version the result cannot be printed in before anything is attached.
+	if _, err := (&types100.Result{CNIVersion: types100.ImplementedSpecVersion}).GetAsVersion(conf.CNIVersion); err != nil {
+		return types.NewError(api.CodeIncompatibleVersion, fmt.Sprintf("cannot print a result in cniVersion %q", conf.CNIVersion), err.Error())
+	}
+	req, err := conf.AttachRequest(args)
+	if err != nil {
+		return err
+	}
+	ns, err := openNetns(args.Netns)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+
+	ctx, cancel := p.context()
+	defer cancel()
+	res, err := api.NewClient(conf.Socket).Attach(ctx, req, int(ns.Fd()))
+	if err != nil {
+		return cniError(err, false)
+	}
+	r, err := convertResult(res, args.Netns, args.IfName)
+	if err != nil {
+		return types.NewError(api.CodeInternal, err.Error(), "")
+	}
+	vr, err := r.GetAsVersion(conf.CNIVersion)
+	if err != nil {
+		return types.NewError(api.CodeIncompatibleVersion, fmt.Sprintf("convert result to cniVersion %q", conf.CNIVersion), err.Error())
+	}
+	if err := vr.PrintTo(p.stdout()); err != nil {
+		return types.NewError(api.CodeIOFailure, "write result", err.Error())
+	}
+	return nil
+}
+
+// Del detaches the sandbox; it succeeds when the attachment is already gone, and sends
+// no namespace when CNI_NETNS is empty or cannot be opened any more.
+func (p *Plugin) Del(args *skel.CmdArgs) error {
+	conf, err := decodeConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if err := requireEnv(args); err != nil {
+		return err
+	}
+	req := api.DetachRequest{EndpointKey: conf.key(args)}
+	fd := -1
+	if args.Netns != "" {
+		if ns, err := openNetns(args.Netns); err == nil {
+			defer ns.Close()
+			fd = int(ns.Fd())
+			req.Netns = args.Netns
+		}
+	}
+	ctx, cancel := p.context()
+	defer cancel()
+	if err := api.NewClient(conf.Socket).Detach(ctx, req, fd); err != nil {
+		return cniError(err, false)
+	}
+	return nil
+}
+
+// Check asks the agent to verify the attachment against the kernel.
+func (p *Plugin) Check(args *skel.CmdArgs) error {
+	conf, err := ParseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if err := requireEnv(args); err != nil {
+		return err
+	}
+	ns, err := openNetns(args.Netns)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	ctx, cancel := p.context()
+	defer cancel()
+	req := api.CheckRequest{EndpointKey: conf.key(args), Netns: args.Netns}
+	if err := api.NewClient(conf.Socket).Check(ctx, req, int(ns.Fd())); err != nil {
+		return cniError(err, false)
+	}
+	return nil
+}
+
+// GC releases every attachment of the network that cni.dev/valid-attachments does not
+// list. A config without that key is refused: it would release everything.
+func (p *Plugin) GC(args *skel.CmdArgs) error {
+	conf, err := decodeConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if conf.ValidAttachments == nil {
+		return invalidConfig("network config: cni.dev/valid-attachments missing (GC without it would release every attachment)")
+	}
+	req := api.GCRequest{Network: conf.Network, Valid: []api.EndpointKey{}}
+	for _, a := range conf.ValidAttachments {
+		req.Valid = append(req.Valid, api.EndpointKey{Network: conf.Network, ContainerID: a.ContainerID, IfName: a.IfName})
+	}
+	ctx, cancel := p.context()
+	defer cancel()
+	if _, err := api.NewClient(conf.Socket).GC(ctx, req); err != nil {
+		return cniError(err, false)
+	}
+	return nil
+}
+
+// Status reports whether the agent is ready: code 50 (api.CodeNotAvailable) when it is
+// unreachable or not ready.
+func (p *Plugin) Status(args *skel.CmdArgs) error {
+	conf, err := ParseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := p.context()
+	defer cancel()
+	st, err := api.NewClient(conf.Socket).Status(ctx)
+	if err != nil {
+		return cniError(err, true)
+	}
+	if !st.Ready {
+		return types.NewError(api.CodeNotAvailable, fmt.Sprintf("podnet agent at %s is not ready", conf.Socket), "")
+	}
+	return nil
+}
+
+// requireEnv checks the variables skel already requires, for callers that bypass skel.
+func requireEnv(args *skel.CmdArgs) error {
+	switch {
+	case args.ContainerID == "":
+		return types.NewError(api.CodeInvalidEnv, "CNI_CONTAINERID missing", "")
+	case args.IfName == "":
+		return types.NewError(api.CodeInvalidEnv, "CNI_IFNAME missing", "")
+	}
+	return nil
+}
+
+// Filesystem magic numbers of namespace files: nsfs, and procfs before Linux 3.19.
+const (
+	nsfsMagic = 0x6e736673
+	procMagic = 0x9fa0
+)
+
+// openNetns opens the sandbox's network namespace file to pass it to the agent.
+func openNetns(path string) (*os.File, error) {
+	if path == "" {
+		return nil, types.NewError(api.CodeInvalidEnv, "CNI_NETNS missing", "")
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		detail := err.Error()
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			detail = pe.Err.Error()
+		}
+		return nil, types.NewError(api.CodeInvalidEnv, fmt.Sprintf("CNI_NETNS %q: cannot open", path), detail)
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Fstatfs(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, types.NewError(api.CodeInvalidEnv, fmt.Sprintf("CNI_NETNS %q: statfs", path), err.Error())
+	}
+	if st.Type != nsfsMagic && st.Type != procMagic {
+		f.Close()
+		return nil, types.NewError(api.CodeInvalidEnv, fmt.Sprintf("CNI_NETNS %q: not a network namespace", path), "")
+	}
+	return f, nil
+}
+
+// cniError converts an error from the agent into a CNI error with the same code, msg
+// and details. An unreachable agent is code 11 (try again later), or 50 (not
+// available) for STATUS.
+func cniError(err error, status bool) *types.Error {
+	var te *types.Error
+	if errors.As(err, &te) {
+		return te
+	}
+	var ae *api.Error
+	if !errors.As(err, &ae) {
+		return types.NewError(api.CodeInternal, err.Error(), "")
+	}
+	code := ae.Code
+	switch {
+	case code == api.CodeNotAvailable && !status:
+		code = api.CodeTryAgainLater
+	case code <= 0:
+		code = api.CodeInternal
+	}
+	return types.NewError(uint(code), ae.Msg, ae.Details)
+}

@@ -1,0 +1,216 @@
+// Package demo shows podnet's main job end to end on any Linux machine without touching
+// the host's network: a throwaway node namespace with an uplink to an "outside"
+// namespace, an in-process agent on a temporary store, one network, two sandboxes,
+// sandbox-to-sandbox TCP over IPv4 and IPv6, egress through masquerade, isolation
+// from a second network, and removal of everything.
+package demo
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/vishvananda/netns"
+
+	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/agent"
+	"github.com/podnet/podnet/internal/lab"
+	"github.com/podnet/podnet/internal/probe"
+)
+
+const timeout = 3 * time.Second
+
+type stepper struct {
+	w      io.Writer
+	n      int
+	failed bool
+}
+
+// step runs fn and prints its outcome; after a failure later steps are skipped.
+func (s *stepper) step(title string, fn func() (string, error)) {
+	s.n++
+	if s.failed {
+		fmt.Fprintf(s.w, "  -  %2d. %s (skipped)\n", s.n, title)
+		return
+	}
+	start := time.Now()
+	detail, err := fn()
+	d := time.Since(start).Round(100 * time.Microsecond)
+	if err != nil {
+		s.failed = true
+		fmt.Fprintf(s.w, "FAIL %2d. %s: %v\n", s.n, title, err)
+		return
+	}
+	if detail != "" {
+		detail = ": " + detail
+	}
+	fmt.Fprintf(s.w, " ok  %2d. %s%s (%s)\n", s.n, title, detail, d)
+}
+
+// Run executes the demo, printing each step to w. It returns an error if any step failed.
+func Run(ctx context.Context, w io.Writer, verbose bool) error {
+	s := &stepper{w: w}
+	fmt.Fprintln(w, "podnet demo: everything below happens in throwaway network namespaces")
+	var l *lab.Lab
+	s.step("create node namespace with an uplink to an outside namespace", func() (string, error) {
+		var err error
+		l, err = lab.New()
+		return fmt.Sprintf("node %s, outside %s", lab.NodeAddr4.Addr(), lab.OutsideAddr4.Addr()), err
+	})
+	if l == nil {
+		return fmt.Errorf("demo failed")
+	}
+	defer l.Close()
+
+	dir, err := os.MkdirTemp("", "podnet-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	socket := filepath.Join(dir, "podnet.sock")
+	level := slog.LevelWarn
+	if verbose {
+		level = slog.LevelDebug
+	}
+	var stop func()
+	s.step("start an agent in the node namespace on a temporary store", func() (string, error) {
+		st, err := agent.OpenBoltStore(dir)
+		if err != nil {
+			return "", err
+		}
+		a, err := agent.New(agent.Config{Store: st, NodeNS: l.Node, Logger: agent.DefaultLogger(level)})
+		if err != nil {
+			st.Close()
+			return "", err
+		}
+		actx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { a.Serve(actx, socket); a.Close(); close(done) }()
+		stop = func() { cancel(); <-done }
+		return socket, waitReady(ctx, api.NewClient(socket))
+	})
+	if stop != nil {
+		defer stop()
+	}
+	c := api.NewClient(socket)
+
+	var blue api.Network
+	s.step(`create network "blue" (bridge, 10.89.0.0/24 + fd89::/64)`, func() (string, error) {
+		var err error
+		blue, err = c.CreateNetwork(ctx, api.NetworkSpec{Name: "blue", Subnets: []string{"10.89.0.0/24", "fd89::/64"}})
+		return "bridge " + blue.Bridge, err
+	})
+	type sandbox struct {
+		ns  netns.NsHandle
+		key api.EndpointKey
+		ips []netip.Prefix
+	}
+	attach := func(network, id string) (*sandbox, error) {
+		ns, err := l.Sandbox()
+		if err != nil {
+			return nil, err
+		}
+		sb := &sandbox{ns: ns, key: api.EndpointKey{Network: network, ContainerID: id, IfName: "eth0"}}
+		res, err := c.Attach(ctx, api.AttachRequest{EndpointKey: sb.key, Name: id}, int(ns))
+		for _, ip := range res.IPs {
+			sb.ips = append(sb.ips, ip.Address)
+		}
+		return sb, err
+	}
+	var a, b *sandbox
+	s.step("attach sandbox a", func() (string, error) {
+		var err error
+		a, err = attach("blue", "a")
+		return fmt.Sprint(a.ips), err
+	})
+	s.step("attach sandbox b", func() (string, error) {
+		var err error
+		b, err = attach("blue", "b")
+		return fmt.Sprint(b.ips), err
+	})
+	for i, family := range []string{"IPv4", "IPv6"} {
+		s.step("TCP from a to b over "+family, func() (string, error) {
+			dst := netip.AddrPortFrom(b.ips[i].Addr(), 8080)
+			src, err := probe.TCP(ctx, a.ns, b.ns, dst, timeout)
+			if err == nil && src != a.ips[i].Addr() {
+				err = fmt.Errorf("b saw source %s, want a's own address %s (no NAT inside a network)", src, a.ips[i].Addr())
+			}
+			return fmt.Sprintf("%s -> %s, b sees %s", a.ips[i].Addr(), dst, src), err
+		})
+	}
+	egress := []struct {
+		family       string
+		server, node netip.Prefix
+	}{
+		{"IPv4", lab.OutsideAddr4, lab.NodeAddr4},
+		{"IPv6", lab.OutsideAddr6, lab.NodeAddr6},
+	}
+	for _, e := range egress {
+		s.step("egress from a to the outside over "+e.family+" (masquerade)", func() (string, error) {
+			dst := netip.AddrPortFrom(e.server.Addr(), 9090)
+			src, err := probe.TCP(ctx, a.ns, l.Outside, dst, timeout)
+			if err == nil && src != e.node.Addr() {
+				err = fmt.Errorf("outside saw source %s, want the node's %s", src, e.node.Addr())
+			}
+			return fmt.Sprintf("outside server %s sees the node's address %s", dst, src), err
+		})
+	}
+	var x *sandbox
+	s.step(`create network "red" (10.90.0.0/24) and attach sandbox x`, func() (string, error) {
+		if _, err := c.CreateNetwork(ctx, api.NetworkSpec{Name: "red", Subnets: []string{"10.90.0.0/24"}}); err != nil {
+			return "", err
+		}
+		var err error
+		x, err = attach("red", "x")
+		return fmt.Sprint(x.ips), err
+	})
+	s.step("isolation: x (red) cannot reach a (blue)", func() (string, error) {
+		dst := netip.AddrPortFrom(a.ips[0].Addr(), 8081)
+		return "connection to " + dst.String() + " dropped", probe.Blocked(ctx, x.ns, a.ns, dst, time.Second)
+	})
+	s.step("list endpoints", func() (string, error) {
+		eps, err := c.Endpoints(ctx, "")
+		if err == nil && len(eps) != 3 {
+			err = fmt.Errorf("%d endpoints, want 3", len(eps))
+		}
+		return fmt.Sprintf("%d endpoints", len(eps)), err
+	})
+	s.step("detach every sandbox and remove both networks", func() (string, error) {
+		for _, sb := range []*sandbox{a, b, x} {
+			if err := c.Detach(ctx, api.DetachRequest{EndpointKey: sb.key}, -1); err != nil {
+				return "", err
+			}
+		}
+		for _, n := range []string{"blue", "red"} {
+			if err := c.DeleteNetwork(ctx, n); err != nil {
+				return "", err
+			}
+		}
+		eps, err := c.Endpoints(ctx, "")
+		if err == nil && len(eps) != 0 {
+			err = fmt.Errorf("%d endpoints left", len(eps))
+		}
+		return "nothing left", err
+	})
+	if s.failed {
+		return fmt.Errorf("demo failed")
+	}
+	fmt.Fprintln(w, "podnet demo: all steps passed; namespaces removed")
+	return nil
+}
+
+func waitReady(ctx context.Context, c *api.Client) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := c.Status(ctx)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,184 @@
+package kernel
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/podnet/podnet/internal/plan"
+)
+
+// ErrSandboxIfExists means the sandbox already has an interface with the requested name.
+var ErrSandboxIfExists = errors.New("sandbox interface exists")
+
+// AddEndpoint creates the endpoint's veth pair with the sandbox end directly inside
+// sandbox, addresses it, brings it up and adds its routes. On any failure everything it
+// created is removed. A leftover host veth of the same name (same endpoint key, from a
+// crash) is replaced.
+//
+// Address reuse: the sandbox end has arp_notify and ndisc_notify set before it comes
+// up, so the kernel announces its addresses (gratuitous ARP, unsolicited neighbour
+// advertisement) and stale neighbour entries of the node are replaced at once.
+func (n *Node) AddEndpoint(sandbox netns.NsHandle, ep plan.Endpoint) (err error) {
+	master, err := n.h.LinkByName(ep.Master)
+	if err != nil {
+		return fmt.Errorf("look up bridge %s: %w", ep.Master, err)
+	}
+	veth := &netlink.Veth{
+		LinkAttrs: netlink.LinkAttrs{
+			Name: ep.HostIf, MTU: ep.MTU, MasterIndex: master.Attrs().Index, Flags: net.FlagUp, TxQLen: -1,
+		},
+		PeerName:         ep.SandboxIf,
+		PeerMTU:          uint32(ep.MTU),
+		PeerHardwareAddr: ep.MAC,
+		PeerNamespace:    netlink.NsFd(int(sandbox)),
+	}
+	if err := n.h.LinkAdd(veth); err != nil {
+		if !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("create veth %s: %w", ep.HostIf, err)
+		}
+		exists, lerr := n.LinkExists(ep.HostIf)
+		if lerr != nil || !exists {
+			return fmt.Errorf("%w: %s", ErrSandboxIfExists, ep.SandboxIf)
+		}
+		if err := n.DeleteLink(ep.HostIf); err != nil {
+			return err
+		}
+		if err := n.h.LinkAdd(veth); err != nil {
+			if errors.Is(err, unix.EEXIST) {
+				return fmt.Errorf("%w: %s", ErrSandboxIfExists, ep.SandboxIf)
+			}
+			return fmt.Errorf("create veth %s: %w", ep.HostIf, err)
+		}
+	}
+	defer func() {
+		if err != nil {
+			_ = n.DeleteLink(ep.HostIf)
+		}
+	}()
+	return n.configureSandbox(sandbox, ep)
+}
+
+func (n *Node) configureSandbox(sandbox netns.NsHandle, ep plan.Endpoint) error {
+	sh, err := netlink.NewHandleAt(sandbox)
+	if err != nil {
+		return fmt.Errorf("netlink handle for sandbox: %w", err)
+	}
+	defer sh.Close()
+	link, err := sh.LinkByName(ep.SandboxIf)
+	if err != nil {
+		return fmt.Errorf("sandbox %s: %w", ep.SandboxIf, err)
+	}
+	has6 := slices.ContainsFunc(ep.Addrs, func(p netip.Prefix) bool { return p.Addr().Is6() })
+	if err := Do(sandbox, func() error {
+		if err := writeProcSys("net/ipv4/conf/"+ep.SandboxIf+"/arp_notify", "1"); err != nil {
+			return err
+		}
+		if has6 {
+			return writeProcSys("net/ipv6/conf/"+ep.SandboxIf+"/ndisc_notify", "1")
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("sandbox %s: %w", ep.SandboxIf, err)
+	}
+	for _, p := range ep.Addrs {
+		if err := sh.AddrAdd(link, addrOf(p)); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("sandbox %s: add address %s: %w", ep.SandboxIf, p, err)
+		}
+	}
+	if err := sh.LinkSetUp(link); err != nil {
+		return fmt.Errorf("sandbox %s: set up: %w", ep.SandboxIf, err)
+	}
+	if lo, err := sh.LinkByName("lo"); err == nil && lo.Attrs().Flags&net.FlagUp == 0 {
+		if err := sh.LinkSetUp(lo); err != nil {
+			return fmt.Errorf("sandbox lo: set up: %w", err)
+		}
+	}
+	for _, r := range ep.Routes {
+		if err := sh.RouteReplace(routeOf(link.Attrs().Index, r)); err != nil {
+			return fmt.Errorf("sandbox %s: add route %s via %s: %w", ep.SandboxIf, r.Dst, r.GW, err)
+		}
+	}
+	return n.announce(sandbox, sh, link, ep)
+}
+
+// CheckEndpoint verifies that the endpoint's interfaces, addresses and routes exist as
+// planned. The error names the first thing missing.
+func (n *Node) CheckEndpoint(sandbox netns.NsHandle, ep plan.Endpoint) error {
+	host, err := n.h.LinkByName(ep.HostIf)
+	if err != nil {
+		return fmt.Errorf("host interface %s: %w", ep.HostIf, err)
+	}
+	if master, err := n.h.LinkByName(ep.Master); err != nil || host.Attrs().MasterIndex != master.Attrs().Index {
+		return fmt.Errorf("host interface %s is not a port of bridge %s", ep.HostIf, ep.Master)
+	}
+	sh, err := netlink.NewHandleAt(sandbox)
+	if err != nil {
+		return fmt.Errorf("netlink handle for sandbox: %w", err)
+	}
+	defer sh.Close()
+	link, err := sh.LinkByName(ep.SandboxIf)
+	if err != nil {
+		return fmt.Errorf("sandbox interface %s: %w", ep.SandboxIf, err)
+	}
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		return fmt.Errorf("sandbox interface %s is down", ep.SandboxIf)
+	}
+	if ep.MAC != nil && link.Attrs().HardwareAddr.String() != ep.MAC.String() {
+		return fmt.Errorf("sandbox interface %s has mac %s, want %s", ep.SandboxIf, link.Attrs().HardwareAddr, ep.MAC)
+	}
+	addrs, err := sh.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("sandbox %s: list addresses: %w", ep.SandboxIf, err)
+	}
+	for _, p := range ep.Addrs {
+		if !slices.ContainsFunc(addrs, func(a netlink.Addr) bool { return prefixOf(a.IPNet) == p }) {
+			return fmt.Errorf("sandbox interface %s lacks address %s", ep.SandboxIf, p)
+		}
+	}
+	routes, err := sh.RouteList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("sandbox %s: list routes: %w", ep.SandboxIf, err)
+	}
+	for _, r := range ep.Routes {
+		ok := slices.ContainsFunc(routes, func(kr netlink.Route) bool {
+			dst := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+			if r.Dst.Addr().Is6() {
+				dst = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+			}
+			if kr.Dst != nil {
+				dst = prefixOf(kr.Dst)
+			}
+			gw, _ := netip.AddrFromSlice(kr.Gw)
+			return dst == r.Dst && gw.Unmap() == r.GW
+		})
+		if !ok {
+			return fmt.Errorf("sandbox interface %s lacks route %s via %s", ep.SandboxIf, r.Dst, r.GW)
+		}
+	}
+	return nil
+}
+
+func routeOf(ifindex int, r plan.Route) *netlink.Route {
+	rt := &netlink.Route{LinkIndex: ifindex, Dst: &net.IPNet{IP: r.Dst.Addr().AsSlice(), Mask: net.CIDRMask(r.Dst.Bits(), r.Dst.Addr().BitLen())}}
+	if r.GW.IsValid() {
+		rt.Gw = r.GW.AsSlice()
+	} else {
+		rt.Scope = netlink.SCOPE_LINK
+	}
+	if r.Dst.Bits() == 0 {
+		rt.Dst = nil
+		rt.Family = netlink.FAMILY_V4
+		if r.Dst.Addr().Is6() {
+			rt.Family = netlink.FAMILY_V6
+		}
+	}
+	return rt
+}
+

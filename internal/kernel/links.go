@@ -1,0 +1,226 @@
+package kernel
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/podnet/podnet/internal/plan"
+	"github.com/podnet/podnet/internal/spec"
+)
+
+// Node is the node network namespace podnet manages.
+type Node struct {
+	ns netns.NsHandle
+	h  *netlink.Handle
+}
+
+// OpenNode binds to the namespace ns (the caller keeps ownership of ns).
+func OpenNode(ns netns.NsHandle) (*Node, error) {
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return nil, fmt.Errorf("netlink handle for node netns: %w", err)
+	}
+	return &Node{ns: ns, h: h}, nil
+}
+
+// NS is the node's namespace handle.
+func (n *Node) NS() netns.NsHandle { return n.ns }
+
+// Close releases the netlink handle.
+func (n *Node) Close() { n.h.Close() }
+
+// EnableForwarding turns on IPv4 and IPv6 forwarding in the node namespace.
+func (n *Node) EnableForwarding() error {
+	for _, k := range []string{"net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"} {
+		if v, err := ReadSysctl(n.ns, k); err == nil && v == "1" {
+			continue
+		}
+		if err := WriteSysctl(n.ns, k, "1"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// EnsureBridge creates or repairs a bridge as planned. Calling it again with the same
+// plan changes nothing.
+func (n *Node) EnsureBridge(b plan.Bridge) error {
+	link, err := n.h.LinkByName(b.Name)
+	if err != nil {
+		if !isNotFound(err) {
+			return fmt.Errorf("look up bridge %s: %w", b.Name, err)
+		}
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: b.Name, MTU: b.MTU, HardwareAddr: b.MAC, TxQLen: -1}}
+		if err := n.h.LinkAdd(br); err != nil {
+			return fmt.Errorf("create bridge %s: %w", b.Name, err)
+		}
+		if link, err = n.h.LinkByName(b.Name); err != nil {
+			return fmt.Errorf("look up bridge %s: %w", b.Name, err)
+		}
+	}
+	if link.Type() != "bridge" {
+		return fmt.Errorf("bridge %s: interface exists with type %s", b.Name, link.Type())
+	}
+	// IPv6 on the bridge: no DAD (the gateway must answer at once), no autoconf.
+	for _, kv := range [][2]string{{"accept_dad", "0"}, {"accept_ra", "0"}, {"autoconf", "0"}} {
+		_ = WriteSysctl(n.ns, "net/ipv6/conf/"+b.Name+"/"+kv[0], kv[1])
+	}
+	attrs := link.Attrs()
+	if attrs.MTU != b.MTU {
+		if err := n.h.LinkSetMTU(link, b.MTU); err != nil {
+			return fmt.Errorf("bridge %s: set mtu %d: %w", b.Name, b.MTU, err)
+		}
+	}
+	if b.MAC != nil && attrs.HardwareAddr.String() != b.MAC.String() {
+		if err := n.h.LinkSetHardwareAddr(link, b.MAC); err != nil {
+			return fmt.Errorf("bridge %s: set mac: %w", b.Name, err)
+		}
+	}
+	if err := n.ensureAddrs(link, b.Addrs); err != nil {
+		return fmt.Errorf("bridge %s: %w", b.Name, err)
+	}
+	if attrs.Flags&net.FlagUp == 0 {
+		if err := n.h.LinkSetUp(link); err != nil {
+			return fmt.Errorf("bridge %s: set up: %w", b.Name, err)
+		}
+	}
+	return nil
+}
+
+func (n *Node) ensureAddrs(link netlink.Link, want []netip.Prefix) error {
+	have, err := n.h.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("list addresses: %w", err)
+	}
+	for _, p := range want {
+		found := slices.ContainsFunc(have, func(a netlink.Addr) bool { return prefixOf(a.IPNet) == p })
+		if found {
+			continue
+		}
+		if err := n.h.AddrAdd(link, addrOf(p)); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("add address %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// DeleteLink removes an interface by name; success when it does not exist.
+func (n *Node) DeleteLink(name string) error {
+	link, err := n.h.LinkByName(name)
+	if err != nil {
+		if isNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("look up %s: %w", name, err)
+	}
+	if err := n.h.LinkDel(link); err != nil && !isNotFound(err) {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// LinkExists reports whether an interface of that name exists in the node.
+func (n *Node) LinkExists(name string) (bool, error) {
+	_, err := n.h.LinkByName(name)
+	if err == nil {
+		return true, nil
+	}
+	if isNotFound(err) {
+		return false, nil
+	}
+	return false, err
+}
+
+// LinksWithPrefix lists node interfaces whose name starts with prefix.
+func (n *Node) LinksWithPrefix(prefix string) ([]string, error) {
+	links, err := retry(func() ([]netlink.Link, error) { return n.h.LinkList() })
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	var names []string
+	for _, l := range links {
+		if strings.HasPrefix(l.Attrs().Name, prefix) {
+			names = append(names, l.Attrs().Name)
+		}
+	}
+	return names, nil
+}
+
+// Routes lists the node's main-table routes (IPv4 and IPv6) with their device names.
+func (n *Node) Routes() ([]spec.NodeRoute, error) {
+	routes, err := retry(func() ([]netlink.Route, error) { return n.h.RouteList(nil, netlink.FAMILY_ALL) })
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	names := map[int]string{}
+	if links, err := retry(func() ([]netlink.Link, error) { return n.h.LinkList() }); err == nil {
+		for _, l := range links {
+			names[l.Attrs().Index] = l.Attrs().Name
+		}
+	}
+	var out []spec.NodeRoute
+	for _, r := range routes {
+		if r.Dst == nil {
+			continue // default route
+		}
+		out = append(out, spec.NodeRoute{Dst: prefixOf(r.Dst).Masked(), Dev: names[r.LinkIndex]})
+	}
+	return out, nil
+}
+
+// Neighbor returns the node's neighbour entry (MAC) for ip, if any.
+func (n *Node) Neighbor(ip netip.Addr) (net.HardwareAddr, bool, error) {
+	fam := netlink.FAMILY_V4
+	if ip.Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	neighs, err := retry(func() ([]netlink.Neigh, error) { return n.h.NeighList(0, fam) })
+	if err != nil {
+		return nil, false, err
+	}
+	for _, ne := range neighs {
+		if a, ok := netip.AddrFromSlice(ne.IP); ok && a.Unmap() == ip && ne.HardwareAddr != nil {
+			return ne.HardwareAddr, true, nil
+		}
+	}
+	return nil, false, nil
+}
+
+func retry[T any](f func() (T, error)) (T, error) {
+	var v T
+	var err error
+	for range 5 {
+		v, err = f()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return v, err
+		}
+	}
+	return v, err
+}
+
+func isNotFound(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENOENT)
+}
+
+func prefixOf(n *net.IPNet) netip.Prefix {
+	a, _ := netip.AddrFromSlice(n.IP)
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones)
+}
+
+func addrOf(p netip.Prefix) *netlink.Addr {
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
+	if p.Addr().Is6() {
+		a.Flags = unix.IFA_F_NODAD
+	}
+	return a
+}

@@ -1,0 +1,151 @@
+// Package lab builds throwaway network namespaces for the demo, the privileged tests
+// and the benchmarks: a "node" namespace wired by a veth uplink to an "outside"
+// namespace that plays the rest of the world, plus empty sandbox namespaces. Nothing
+// touches the caller's own namespace; Close removes everything.
+package lab
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/podnet/podnet/internal/kernel"
+)
+
+// Addresses of the uplink between node and outside (documentation ranges).
+var (
+	NodeAddr4    = netip.MustParsePrefix("203.0.113.1/24")
+	OutsideAddr4 = netip.MustParsePrefix("203.0.113.2/24")
+	NodeAddr6    = netip.MustParsePrefix("2001:db8:ffff::1/64")
+	OutsideAddr6 = netip.MustParsePrefix("2001:db8:ffff::2/64")
+)
+
+// Lab is a node namespace with an uplink to an outside namespace.
+type Lab struct {
+	Node    netns.NsHandle
+	Outside netns.NsHandle
+
+	mu        sync.Mutex // guards sandboxes
+	sandboxes []netns.NsHandle
+}
+
+// New builds the node and outside namespaces: lo up in both, uplink veth "uplink0"
+// (node) <-> "eth0" (outside) with the addresses above, and default routes in the node
+// pointing to the outside. The outside has no route to any sandbox subnet, so replies
+// reach sandboxes only through the node's masquerade.
+func New() (*Lab, error) {
+	l := &Lab{}
+	var err error
+	if l.Node, err = kernel.NewNS(); err != nil {
+		return nil, err
+	}
+	if l.Outside, err = kernel.NewNS(); err != nil {
+		l.Close()
+		return nil, err
+	}
+	if err := l.wire(); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("wire lab: %w", err)
+	}
+	return l, nil
+}
+
+func (l *Lab) wire() error {
+	nh, err := netlink.NewHandleAt(l.Node)
+	if err != nil {
+		return err
+	}
+	defer nh.Close()
+	oh, err := netlink.NewHandleAt(l.Outside)
+	if err != nil {
+		return err
+	}
+	defer oh.Close()
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "uplink0"}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(l.Outside))}
+	if err := nh.LinkAdd(veth); err != nil {
+		return fmt.Errorf("create uplink: %w", err)
+	}
+	for _, side := range []struct {
+		ns    netns.NsHandle
+		h     *netlink.Handle
+		name  string
+		addrs []netip.Prefix
+	}{
+		{l.Node, nh, "uplink0", []netip.Prefix{NodeAddr4, NodeAddr6}},
+		{l.Outside, oh, "eth0", []netip.Prefix{OutsideAddr4, OutsideAddr6}},
+	} {
+		link, err := side.h.LinkByName(side.name)
+		if err != nil {
+			return err
+		}
+		// No DAD: a tentative link-local address would delay neighbour discovery by ~1s.
+		if err := kernel.WriteSysctl(side.ns, "net/ipv6/conf/"+side.name+"/accept_dad", "0"); err != nil {
+			return err
+		}
+		for _, p := range side.addrs {
+			a := &netlink.Addr{IPNet: ipnet(p)}
+			if p.Addr().Is6() {
+				a.Flags = unix.IFA_F_NODAD
+			}
+			if err := side.h.AddrAdd(link, a); err != nil {
+				return fmt.Errorf("add %s to %s: %w", p, side.name, err)
+			}
+		}
+		if err := side.h.LinkSetUp(link); err != nil {
+			return err
+		}
+		if lo, err := side.h.LinkByName("lo"); err == nil {
+			if err := side.h.LinkSetUp(lo); err != nil {
+				return err
+			}
+		}
+	}
+	up, err := nh.LinkByName("uplink0")
+	if err != nil {
+		return err
+	}
+	for _, gw := range []netip.Addr{OutsideAddr4.Addr(), OutsideAddr6.Addr()} {
+		r := &netlink.Route{LinkIndex: up.Attrs().Index, Gw: gw.AsSlice()}
+		if err := nh.RouteAdd(r); err != nil {
+			return fmt.Errorf("default route via %s: %w", gw, err)
+		}
+	}
+	return nil
+}
+
+// Sandbox returns a new empty namespace that Close removes.
+func (l *Lab) Sandbox() (netns.NsHandle, error) {
+	ns, err := kernel.NewNS()
+	if err != nil {
+		return ns, err
+	}
+	l.mu.Lock()
+	l.sandboxes = append(l.sandboxes, ns)
+	l.mu.Unlock()
+	return ns, nil
+}
+
+// Close releases every namespace of the lab; the kernel destroys them (and their
+// interfaces) once no process holds them.
+func (l *Lab) Close() error {
+	var errs []error
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, ns := range append(l.sandboxes, l.Node, l.Outside) {
+		if ns.IsOpen() {
+			errs = append(errs, ns.Close())
+		}
+	}
+	l.sandboxes = nil
+	return errors.Join(errs...)
+}
+
+func ipnet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}

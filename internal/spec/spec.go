@@ -1,0 +1,245 @@
+// Package spec turns a user's network definition (api.NetworkSpec) into a validated,
+// canonical api.Network, and checks it against the other networks and the node's
+// routes. It is pure: no kernel, no store.
+package spec
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strings"
+
+	"github.com/podnet/podnet/api"
+)
+
+// Limits of a network definition.
+const (
+	DefaultMTU = 1500
+	MinMTU     = 576
+	MinMTU6    = 1280 // IPv6 needs at least this
+	MaxMTU     = 65535
+	// Smallest subnets: a gateway and at least one sandbox must fit.
+	maxBits4 = 30
+	maxBits6 = 126
+)
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
+
+// Error is a validation error; Field names the offending field.
+type Error struct {
+	Network string
+	Field   string
+	Value   string
+	Reason  string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("network %q: %s %q: %s", e.Network, e.Field, e.Value, e.Reason)
+}
+
+func invalid(network, field, value, format string, args ...any) error {
+	return &Error{Network: network, Field: field, Value: value, Reason: fmt.Sprintf(format, args...)}
+}
+
+// ValidateName checks a network name.
+func ValidateName(name string) error {
+	if !nameRE.MatchString(name) {
+		return invalid(name, "name", name, "must be 1-63 characters of letters, digits, '_', '.', '-', starting with a letter or digit")
+	}
+	return nil
+}
+
+// Canonicalize validates s and returns the network it defines (Created left zero).
+func Canonicalize(s api.NetworkSpec) (api.Network, error) {
+	if err := ValidateName(s.Name); err != nil {
+		return api.Network{}, err
+	}
+	n := api.Network{Name: s.Name, Driver: s.Driver, MTU: s.MTU, Masquerade: !s.NoMasquerade}
+	if n.Driver == "" {
+		n.Driver = api.DriverBridge
+	}
+	if n.Driver != api.DriverBridge {
+		return api.Network{}, invalid(s.Name, "driver", s.Driver, "unknown driver (known: %s)", api.DriverBridge)
+	}
+	if len(s.Subnets) == 0 {
+		return api.Network{}, invalid(s.Name, "subnets", "", "at least one subnet is required")
+	}
+	var has4, has6 bool
+	for _, str := range s.Subnets {
+		p, err := netip.ParsePrefix(strings.TrimSpace(str))
+		if err != nil {
+			return api.Network{}, invalid(s.Name, "subnet", str, "not a CIDR prefix")
+		}
+		if p.Addr().Zone() != "" {
+			return api.Network{}, invalid(s.Name, "subnet", str, "zones are not allowed")
+		}
+		if p.Masked() != p {
+			return api.Network{}, invalid(s.Name, "subnet", str, "host bits are set (did you mean %s?)", p.Masked())
+		}
+		if p.Addr().Is4In6() {
+			return api.Network{}, invalid(s.Name, "subnet", str, "IPv4-mapped IPv6 prefixes are not allowed")
+		}
+		if p.Addr().Is4() {
+			if has4 {
+				return api.Network{}, invalid(s.Name, "subnet", str, "only one IPv4 subnet per network")
+			}
+			has4 = true
+			if p.Bits() > maxBits4 {
+				return api.Network{}, invalid(s.Name, "subnet", str, "too small: at most /%d", maxBits4)
+			}
+		} else {
+			if has6 {
+				return api.Network{}, invalid(s.Name, "subnet", str, "only one IPv6 subnet per network")
+			}
+			has6 = true
+			if p.Bits() > maxBits6 {
+				return api.Network{}, invalid(s.Name, "subnet", str, "too small: at most /%d", maxBits6)
+			}
+		}
+		if p.Addr().IsLoopback() || p.Addr().IsMulticast() || p.Addr().IsUnspecified() && p.Bits() == 0 || p.Addr().IsLinkLocalUnicast() {
+			return api.Network{}, invalid(s.Name, "subnet", str, "loopback, multicast, link-local and default ranges cannot be pod subnets")
+		}
+		n.Subnets = append(n.Subnets, api.Subnet{Prefix: p, Gateway: p.Addr().Next()})
+	}
+	for _, str := range s.Gateways {
+		g, err := netip.ParseAddr(strings.TrimSpace(str))
+		if err != nil {
+			return api.Network{}, invalid(s.Name, "gateway", str, "not an IP address")
+		}
+		idx := -1
+		for i, sub := range n.Subnets {
+			if sub.Prefix.Contains(g) {
+				idx = i
+			}
+		}
+		if idx < 0 {
+			return api.Network{}, invalid(s.Name, "gateway", str, "not inside any subnet of the network")
+		}
+		if g == n.Subnets[idx].Prefix.Addr() || g.Is4() && g == LastAddr(n.Subnets[idx].Prefix) {
+			return api.Network{}, invalid(s.Name, "gateway", str, "is the network or broadcast address of %s", n.Subnets[idx].Prefix)
+		}
+		n.Subnets[idx].Gateway = g
+	}
+	switch {
+	case n.MTU == 0:
+		n.MTU = DefaultMTU
+	case n.MTU < MinMTU || n.MTU > MaxMTU:
+		return api.Network{}, invalid(s.Name, "mtu", fmt.Sprint(s.MTU), "must be between %d and %d", MinMTU, MaxMTU)
+	case has6 && n.MTU < MinMTU6:
+		return api.Network{}, invalid(s.Name, "mtu", fmt.Sprint(s.MTU), "IPv6 needs at least %d", MinMTU6)
+	}
+	if n.Driver == api.DriverBridge {
+		n.Bridge = BridgeName(n.Name)
+	}
+	return n, nil
+}
+
+// Agrees reports whether an existing network is what the spec defines (CNI configs
+// that carry a definition must not contradict the network they attach to). The error
+// names the first field that differs.
+func Agrees(existing api.Network, s api.NetworkSpec) error {
+	want, err := Canonicalize(s)
+	if err != nil {
+		return err
+	}
+	switch {
+	case want.Driver != existing.Driver:
+		return invalid(s.Name, "driver", want.Driver, "network exists with driver %q", existing.Driver)
+	case want.MTU != existing.MTU && s.MTU != 0:
+		return invalid(s.Name, "mtu", fmt.Sprint(want.MTU), "network exists with mtu %d", existing.MTU)
+	case want.Masquerade != existing.Masquerade:
+		return invalid(s.Name, "noMasquerade", fmt.Sprint(!want.Masquerade), "network exists with masquerade=%v", existing.Masquerade)
+	case len(want.Subnets) != len(existing.Subnets):
+		return invalid(s.Name, "subnets", strings.Join(s.Subnets, ","), "network exists with subnets %s", subnetList(existing))
+	}
+	for i := range want.Subnets {
+		if want.Subnets[i].Prefix != existing.Subnets[i].Prefix {
+			return invalid(s.Name, "subnets", strings.Join(s.Subnets, ","), "network exists with subnets %s", subnetList(existing))
+		}
+		if len(s.Gateways) > 0 && want.Subnets[i].Gateway != existing.Subnets[i].Gateway {
+			return invalid(s.Name, "gateway", want.Subnets[i].Gateway.String(), "network exists with gateway %s", existing.Subnets[i].Gateway)
+		}
+	}
+	return nil
+}
+
+func subnetList(n api.Network) string {
+	var parts []string
+	for _, s := range n.Subnets {
+		parts = append(parts, s.Prefix.String())
+	}
+	return strings.Join(parts, ",")
+}
+
+// NodeRoute is a route of the node, as far as overlap checks need it.
+type NodeRoute struct {
+	Dst netip.Prefix
+	Dev string
+}
+
+// CheckOverlap refuses a network whose subnets overlap another podnet network or a
+// route of the node (other than the default route and routes through podnet's own
+// bridges, named in own).
+func CheckOverlap(n api.Network, others []api.Network, routes []NodeRoute, own map[string]bool) error {
+	for _, s := range n.Subnets {
+		for _, o := range others {
+			if o.Name == n.Name {
+				continue
+			}
+			for _, os := range o.Subnets {
+				if os.Prefix.Overlaps(s.Prefix) {
+					return invalid(n.Name, "subnet", s.Prefix.String(), "overlaps subnet %s of podnet network %q", os.Prefix, o.Name)
+				}
+			}
+		}
+		for _, r := range routes {
+			if r.Dst.Bits() == 0 || own[r.Dev] || r.Dst.Addr().IsLinkLocalUnicast() || r.Dst.Addr().IsMulticast() {
+				continue
+			}
+			if r.Dst.Overlaps(s.Prefix) {
+				return invalid(n.Name, "subnet", s.Prefix.String(), "overlaps node route %s dev %s", r.Dst, r.Dev)
+			}
+		}
+	}
+	return nil
+}
+
+// BridgeName is the host bridge of a network: "pn-" + name when it fits in 15 bytes,
+// else a stable hash-based name.
+func BridgeName(network string) string {
+	if name := "pn-" + network; len(name) <= 15 {
+		return name
+	}
+	return "pn-" + network[:5] + "-" + hash(network)[:6]
+}
+
+// HostVethName is the host-side veth of an endpoint: derived from the endpoint key so
+// that a restarted agent finds it again. 15 bytes.
+func HostVethName(k api.EndpointKey) string {
+	return VethPrefix + hash(k.String())[:11]
+}
+
+// VethPrefix starts the name of every host veth podnet creates.
+const VethPrefix = "pnv"
+
+func hash(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:])
+}
+
+// LastAddr is the last address of p (the IPv4 broadcast address).
+func LastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	bits := p.Bits()
+	for i := range b {
+		for j := 0; j < 8; j++ {
+			if i*8+j >= bits {
+				b[i] |= 0x80 >> j
+			}
+		}
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}

@@ -1,0 +1,569 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/podnet/podnet/api"
+)
+
+// Layout of the bbolt file. Top-level buckets:
+//
+//	networks:    <name> -> JSON api.Network
+//	endpoints:   <network> (bucket) -> <containerID> NUL <ifName> -> JSON api.Endpoint
+//	allocations: <network> (bucket) -> netip.Addr binary -> owner
+//	cursors:     <network> (bucket) -> netip.Prefix binary (masked) -> netip.Addr binary
+//
+// A container id and an interface name never contain NUL (PutEndpoint refuses them),
+// so the endpoint key is unambiguous, and it sorts like (containerID, ifName).
+var (
+	bucketNetworks    = []byte("networks")
+	bucketEndpoints   = []byte("endpoints")
+	bucketAllocations = []byte("allocations")
+	bucketCursors     = []byte("cursors")
+
+	topBuckets = [][]byte{bucketNetworks, bucketEndpoints, bucketAllocations, bucketCursors}
+	// perNetwork are the top-level buckets that hold one nested bucket per network.
+	perNetwork = [][]byte{bucketEndpoints, bucketAllocations, bucketCursors}
+)
+
+// openTimeout bounds how long OpenBolt waits for the file lock held by another process.
+const openTimeout = 5 * time.Second
+
+// Bolt is a Store in a bbolt file. One process at a time holds the file.
+type Bolt struct {
+	db   *bolt.DB
+	path string
+}
+
+var _ Store = (*Bolt)(nil)
+
+// OpenBolt opens (creating it and its directory when needed) the bbolt store at path.
+// When another process holds the file, it gives up after a few seconds with an error
+// that names the path.
+func OpenBolt(path string) (*Bolt, error) {
+	return openBolt(path, openTimeout)
+}
+
+func openBolt(path string, timeout time.Duration) (*Bolt, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("open store %s: file is locked by another process (is another podnet agent running?), gave up after %s: %w", path, timeout, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range topBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		if cerr := db.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("close: %w", cerr))
+		}
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	return &Bolt{db: db, path: path}, nil
+}
+
+// Path returns the file the store lives in.
+func (b *Bolt) Path() string { return b.path }
+
+// View runs fn in a read-only transaction; fn's error is returned as is.
+func (b *Bolt) View(fn func(Tx) error) error {
+	btx, err := b.db.Begin(false)
+	if err != nil {
+		return fmt.Errorf("store %s: begin view: %w", b.path, err)
+	}
+	ferr := b.run(btx, fn)
+	if err := btx.Rollback(); err != nil {
+		return errors.Join(ferr, fmt.Errorf("store %s: end view: %w", b.path, err))
+	}
+	return ferr
+}
+
+// Update runs fn in a read-write transaction and commits when fn returns nil; fn's
+// error is returned as is. bbolt serializes writers.
+func (b *Bolt) Update(fn func(Tx) error) error {
+	btx, err := b.db.Begin(true)
+	if err != nil {
+		return fmt.Errorf("store %s: begin update: %w", b.path, err)
+	}
+	if ferr := b.run(btx, fn); ferr != nil {
+		if err := btx.Rollback(); err != nil {
+			return errors.Join(ferr, fmt.Errorf("store %s: roll back: %w", b.path, err))
+		}
+		return ferr
+	}
+	if err := btx.Commit(); err != nil {
+		return fmt.Errorf("store %s: commit: %w", b.path, err)
+	}
+	return nil
+}
+
+// run calls fn and turns a panic into a rollback before re-raising it, so that the
+// writer lock is not kept by a transaction nobody will end.
+func (b *Bolt) run(btx *bolt.Tx, fn func(Tx) error) (err error) {
+	done := false
+	defer func() {
+		if done {
+			return
+		}
+		r := recover()
+		rerr := btx.Rollback()
+		if r == nil {
+			// runtime.Goexit (t.FailNow inside fn): the transaction is ended, let
+			// the goroutine exit; there is no caller left to report rerr to.
+			return
+		}
+		if rerr != nil {
+			panic(fmt.Sprintf("%v (and roll back of store %s failed: %v)", r, b.path, rerr))
+		}
+		panic(r)
+	}()
+	err = fn(&boltTx{tx: btx})
+	done = true
+	return err
+}
+
+// Close closes the file; calling it twice is harmless.
+func (b *Bolt) Close() error {
+	if err := b.db.Close(); err != nil {
+		return fmt.Errorf("close store %s: %w", b.path, err)
+	}
+	return nil
+}
+
+type boltTx struct {
+	tx *bolt.Tx
+}
+
+var _ Tx = (*boltTx)(nil)
+
+func (t *boltTx) checkWritable(op string) error {
+	if !t.tx.Writable() {
+		return fmt.Errorf("%s: %w", op, ErrReadOnly)
+	}
+	return nil
+}
+
+// top returns a top-level bucket; OpenBolt created them all.
+func (t *boltTx) top(name []byte) (*bolt.Bucket, error) {
+	b := t.tx.Bucket(name)
+	if b == nil {
+		return nil, fmt.Errorf("store is corrupt: bucket %s is missing", name)
+	}
+	return b, nil
+}
+
+// nested returns the bucket of network under a top-level bucket, nil when it does not exist.
+func (t *boltTx) nested(top []byte, network string) (*bolt.Bucket, error) {
+	b, err := t.top(top)
+	if err != nil || network == "" {
+		return nil, err
+	}
+	return b.Bucket([]byte(network)), nil
+}
+
+// nestedForWrite returns the bucket of network under a top-level bucket, creating it.
+func (t *boltTx) nestedForWrite(top []byte, network string) (*bolt.Bucket, error) {
+	b, err := t.top(top)
+	if err != nil {
+		return nil, err
+	}
+	if network == "" {
+		return nil, errors.New("empty network name")
+	}
+	nb, err := b.CreateBucketIfNotExists([]byte(network))
+	if err != nil {
+		return nil, fmt.Errorf("create bucket %s/%s: %w", top, network, err)
+	}
+	return nb, nil
+}
+
+func (t *boltTx) Network(name string) (api.Network, bool, error) {
+	b, err := t.top(bucketNetworks)
+	if err != nil || name == "" {
+		return api.Network{}, false, err
+	}
+	v := b.Get([]byte(name))
+	if v == nil {
+		return api.Network{}, false, nil
+	}
+	n, err := decodeNetwork([]byte(name), v)
+	if err != nil {
+		return api.Network{}, false, err
+	}
+	return n, true, nil
+}
+
+func (t *boltTx) Networks() ([]api.Network, error) {
+	b, err := t.top(bucketNetworks)
+	if err != nil {
+		return nil, err
+	}
+	var ns []api.Network
+	err = b.ForEach(func(k, v []byte) error {
+		n, err := decodeNetwork(k, v)
+		if err != nil {
+			return err
+		}
+		ns = append(ns, n)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ns, nil
+}
+
+// decodeNetwork decodes a network record. The name comes from the key: JSON turns
+// bytes that are not UTF-8 into U+FFFD, the key keeps them.
+func decodeNetwork(k, v []byte) (api.Network, error) {
+	var n api.Network
+	if err := json.Unmarshal(v, &n); err != nil {
+		return api.Network{}, fmt.Errorf("decode network %q: %w", k, err)
+	}
+	n.Name = string(k)
+	return n, nil
+}
+
+func (t *boltTx) PutNetwork(n api.Network) error {
+	op := fmt.Sprintf("put network %q", n.Name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if n.Name == "" {
+		return fmt.Errorf("%s: empty name", op)
+	}
+	b, err := t.top(bucketNetworks)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	v, err := json.Marshal(n)
+	if err != nil {
+		return fmt.Errorf("%s: encode: %w", op, err)
+	}
+	if err := b.Put([]byte(n.Name), v); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+func (t *boltTx) DeleteNetwork(name string) error {
+	op := fmt.Sprintf("delete network %q", name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	b, err := t.top(bucketNetworks)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if name == "" || b.Get([]byte(name)) == nil {
+		return fmt.Errorf("%s: %w", op, ErrNotFound)
+	}
+	if err := b.Delete([]byte(name)); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	for _, top := range perNetwork {
+		tb, err := t.top(top)
+		if err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
+		if tb.Bucket([]byte(name)) == nil {
+			continue
+		}
+		if err := tb.DeleteBucket([]byte(name)); err != nil {
+			return fmt.Errorf("%s: delete %s: %w", op, top, err)
+		}
+	}
+	return nil
+}
+
+// endpointKey encodes the part of k below the network bucket; ok is false when k
+// cannot be stored (a NUL in the container id or the interface name).
+func endpointKey(k api.EndpointKey) ([]byte, bool) {
+	if strings.IndexByte(k.ContainerID, 0) >= 0 || strings.IndexByte(k.IfName, 0) >= 0 {
+		return nil, false
+	}
+	key := make([]byte, 0, len(k.ContainerID)+1+len(k.IfName))
+	key = append(key, k.ContainerID...)
+	key = append(key, 0)
+	key = append(key, k.IfName...)
+	return key, true
+}
+
+// decodeEndpoint decodes an endpoint record. The key fields come from the bucket and
+// the key: JSON turns bytes that are not UTF-8 into U+FFFD, keys keep them.
+func decodeEndpoint(network string, k, v []byte) (api.Endpoint, error) {
+	i := bytes.IndexByte(k, 0)
+	if i < 0 {
+		return api.Endpoint{}, fmt.Errorf("decode endpoint key %q in network %q: no separator", k, network)
+	}
+	var ep api.Endpoint
+	if err := json.Unmarshal(v, &ep); err != nil {
+		return api.Endpoint{}, fmt.Errorf("decode endpoint %q in network %q: %w", k, network, err)
+	}
+	ep.EndpointKey = api.EndpointKey{Network: network, ContainerID: string(k[:i]), IfName: string(k[i+1:])}
+	return ep, nil
+}
+
+func (t *boltTx) Endpoint(k api.EndpointKey) (api.Endpoint, bool, error) {
+	b, err := t.nested(bucketEndpoints, k.Network)
+	if err != nil || b == nil {
+		return api.Endpoint{}, false, err
+	}
+	key, ok := endpointKey(k)
+	if !ok {
+		return api.Endpoint{}, false, nil
+	}
+	v := b.Get(key)
+	if v == nil {
+		return api.Endpoint{}, false, nil
+	}
+	ep, err := decodeEndpoint(k.Network, key, v)
+	if err != nil {
+		return api.Endpoint{}, false, err
+	}
+	return ep, true, nil
+}
+
+func (t *boltTx) Endpoints(network string) ([]api.Endpoint, error) {
+	var eps []api.Endpoint
+	list := func(network string, b *bolt.Bucket) error {
+		return b.ForEach(func(k, v []byte) error {
+			ep, err := decodeEndpoint(network, k, v)
+			if err != nil {
+				return err
+			}
+			eps = append(eps, ep)
+			return nil
+		})
+	}
+	if network != "" {
+		b, err := t.nested(bucketEndpoints, network)
+		if err != nil || b == nil {
+			return nil, err
+		}
+		if err := list(network, b); err != nil {
+			return nil, err
+		}
+		return eps, nil
+	}
+	top, err := t.top(bucketEndpoints)
+	if err != nil {
+		return nil, err
+	}
+	// Nested buckets come in the order of their names, so the result is sorted by key.
+	err = top.ForEachBucket(func(name []byte) error {
+		return list(string(name), top.Bucket(name))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return eps, nil
+}
+
+func (t *boltTx) PutEndpoint(ep api.Endpoint) error {
+	op := fmt.Sprintf("put endpoint %s", ep.EndpointKey)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	key, ok := endpointKey(ep.EndpointKey)
+	if !ok {
+		return fmt.Errorf("%s: container id or interface name contains NUL", op)
+	}
+	if _, ok, err := t.Network(ep.Network); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	} else if !ok {
+		return fmt.Errorf("%s: network %q: %w", op, ep.Network, ErrNotFound)
+	}
+	b, err := t.nestedForWrite(bucketEndpoints, ep.Network)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	v, err := json.Marshal(ep)
+	if err != nil {
+		return fmt.Errorf("%s: encode: %w", op, err)
+	}
+	if err := b.Put(key, v); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+func (t *boltTx) DeleteEndpoint(k api.EndpointKey) error {
+	op := fmt.Sprintf("delete endpoint %s", k)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	b, err := t.nested(bucketEndpoints, k.Network)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	key, ok := endpointKey(k)
+	if b == nil || !ok || b.Get(key) == nil {
+		return fmt.Errorf("%s: %w", op, ErrNotFound)
+	}
+	if err := b.Delete(key); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+func addrKey(a netip.Addr) ([]byte, error) {
+	if !a.IsValid() {
+		return nil, errors.New("invalid address")
+	}
+	return a.MarshalBinary()
+}
+
+func (t *boltTx) Allocation(network string, a netip.Addr) (string, bool, error) {
+	b, err := t.nested(bucketAllocations, network)
+	if err != nil || b == nil || !a.IsValid() {
+		return "", false, err
+	}
+	key, err := addrKey(a)
+	if err != nil {
+		return "", false, fmt.Errorf("allocation %s in network %q: %w", a, network, err)
+	}
+	v := b.Get(key)
+	if v == nil {
+		return "", false, nil
+	}
+	return string(v), true, nil
+}
+
+func (t *boltTx) Allocations(network string) (map[netip.Addr]string, error) {
+	m := make(map[netip.Addr]string)
+	b, err := t.nested(bucketAllocations, network)
+	if err != nil || b == nil {
+		return m, err
+	}
+	err = b.ForEach(func(k, v []byte) error {
+		var a netip.Addr
+		if err := a.UnmarshalBinary(k); err != nil {
+			return fmt.Errorf("decode allocation key %x in network %q: %w", k, network, err)
+		}
+		m[a] = string(v)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (t *boltTx) PutAllocation(network string, a netip.Addr, owner string) error {
+	op := fmt.Sprintf("put allocation %s in network %q", a, network)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if owner == "" {
+		return fmt.Errorf("%s: empty owner", op)
+	}
+	key, err := addrKey(a)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	b, err := t.nestedForWrite(bucketAllocations, network)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if err := b.Put(key, []byte(owner)); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+func (t *boltTx) DeleteAllocation(network string, a netip.Addr) error {
+	op := fmt.Sprintf("delete allocation %s in network %q", a, network)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	b, err := t.nested(bucketAllocations, network)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if b == nil || !a.IsValid() {
+		return fmt.Errorf("%s: %w", op, ErrNotFound)
+	}
+	key, err := addrKey(a)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if b.Get(key) == nil {
+		return fmt.Errorf("%s: %w", op, ErrNotFound)
+	}
+	if err := b.Delete(key); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+func cursorKey(subnet netip.Prefix) ([]byte, error) {
+	if !subnet.IsValid() {
+		return nil, errors.New("invalid subnet")
+	}
+	return subnet.Masked().MarshalBinary()
+}
+
+func (t *boltTx) Cursor(network string, subnet netip.Prefix) (netip.Addr, bool, error) {
+	b, err := t.nested(bucketCursors, network)
+	if err != nil || b == nil || !subnet.IsValid() {
+		return netip.Addr{}, false, err
+	}
+	key, err := cursorKey(subnet)
+	if err != nil {
+		return netip.Addr{}, false, fmt.Errorf("cursor of subnet %s in network %q: %w", subnet, network, err)
+	}
+	v := b.Get(key)
+	if v == nil {
+		return netip.Addr{}, false, nil
+	}
+	var a netip.Addr
+	if err := a.UnmarshalBinary(v); err != nil {
+		return netip.Addr{}, false, fmt.Errorf("decode cursor of subnet %s in network %q: %w", subnet, network, err)
+	}
+	return a, true, nil
+}
+
+func (t *boltTx) PutCursor(network string, subnet netip.Prefix, a netip.Addr) error {
+	op := fmt.Sprintf("put cursor of subnet %s in network %q", subnet, network)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	key, err := cursorKey(subnet)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	v, err := addrKey(a)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	b, err := t.nestedForWrite(bucketCursors, network)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if err := b.Put(key, v); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}

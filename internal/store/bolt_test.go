@@ -1,0 +1,153 @@
+package store_test
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/store"
+	"github.com/podnet/podnet/internal/store/storetest"
+)
+
+func openBolt(t *testing.T, path string) *store.Bolt {
+	t.Helper()
+	b, err := store.OpenBolt(path)
+	if err != nil {
+		t.Fatalf("OpenBolt: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return b
+}
+
+func TestBoltConformance(t *testing.T) {
+	storetest.Conformance(t, func(t *testing.T) store.Store {
+		return openBolt(t, filepath.Join(t.TempDir(), "podnet.db"))
+	})
+}
+
+func TestBoltCreatesPrivateFiles(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state", "podnet")
+	path := filepath.Join(dir, "podnet.db")
+	openBolt(t, path)
+	for _, c := range []struct {
+		path string
+		mode os.FileMode
+	}{
+		{dir, 0o700 | os.ModeDir},
+		{path, 0o600},
+	} {
+		fi, err := os.Stat(c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The umask may only remove bits.
+		if fi.Mode()&^c.mode != 0 {
+			t.Errorf("%s has mode %v; want at most %v", c.path, fi.Mode(), c.mode)
+		}
+	}
+}
+
+func TestBoltPersistsAcrossReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "podnet.db")
+	subnet := netip.MustParsePrefix("10.88.0.0/16")
+	a := netip.MustParseAddr("10.88.0.5")
+	ep := api.Endpoint{
+		EndpointKey: api.EndpointKey{Network: "red", ContainerID: "c/1", IfName: "eth0"},
+		IPs:         []netip.Prefix{netip.PrefixFrom(a, 16)},
+	}
+
+	b, err := store.OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = b.Update(func(tx store.Tx) error {
+		if err := tx.PutNetwork(storetest.SampleNetwork("red")); err != nil {
+			return err
+		}
+		if err := tx.PutEndpoint(ep); err != nil {
+			return err
+		}
+		if err := tx.PutAllocation("red", a, ep.String()); err != nil {
+			return err
+		}
+		return tx.PutCursor("red", subnet, a)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	b = openBolt(t, path)
+	err = b.View(func(tx store.Tx) error {
+		n, ok, err := tx.Network("red")
+		if err != nil || !ok || n.Subnets[1].Prefix != storetest.SampleNetwork("red").Subnets[1].Prefix || !n.Created.Equal(storetest.SampleNetwork("red").Created) {
+			t.Errorf("network after reopen = %+v, %v, %v", n, ok, err)
+		}
+		got, ok, err := tx.Endpoint(ep.EndpointKey)
+		if err != nil || !ok || got.EndpointKey != ep.EndpointKey || len(got.IPs) != 1 || got.IPs[0] != ep.IPs[0] {
+			t.Errorf("endpoint after reopen = %+v, %v, %v", got, ok, err)
+		}
+		owner, ok, err := tx.Allocation("red", a)
+		if err != nil || !ok || owner != ep.String() {
+			t.Errorf("allocation after reopen = %q, %v, %v", owner, ok, err)
+		}
+		c, ok, err := tx.Cursor("red", subnet)
+		if err != nil || !ok || c != a {
+			t.Errorf("cursor after reopen = %s, %v, %v", c, ok, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBoltPanicInUpdate checks that a panicking transaction releases the writer lock.
+func TestBoltPanicInUpdate(t *testing.T) {
+	b := openBolt(t, filepath.Join(t.TempDir(), "podnet.db"))
+	func() {
+		defer func() {
+			if r := recover(); r != "boom" {
+				t.Errorf("recovered %v; want boom", r)
+			}
+		}()
+		_ = b.Update(func(tx store.Tx) error {
+			if err := tx.PutNetwork(storetest.SampleNetwork("red")); err != nil {
+				return err
+			}
+			panic("boom")
+		})
+	}()
+	err := b.Update(func(tx store.Tx) error {
+		if _, ok, err := tx.Network("red"); ok || err != nil {
+			return errors.New("write of the panicking transaction was committed")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBoltLockedReportsPath(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "podnet.db")
+	openBolt(t, path)
+	_, err := store.OpenBoltTimeout(path, 50*time.Millisecond)
+	if err == nil {
+		t.Fatal("second open of a locked store: no error")
+	}
+	if !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "locked") {
+		t.Errorf("error %q does not say that %s is locked", err, path)
+	}
+}

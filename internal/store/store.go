@@ -1,0 +1,64 @@
+// Package store keeps podnet's desired state: networks, endpoints and address
+// allocations. Every change happens inside one transaction (Update), so that an address
+// allocation and the record that owns it commit together or not at all.
+package store
+
+import (
+	"errors"
+	"net/netip"
+
+	"github.com/podnet/podnet/api"
+)
+
+// ErrNotFound is returned by Delete* when the object does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrReadOnly is returned by the writes of a Tx that runs inside View.
+var ErrReadOnly = errors.New("write in a read-only transaction")
+
+// Store is a transactional store. Implementations: Bolt (embedded bbolt file) and, for
+// tests, storetest.Memory. Both pass storetest.Conformance.
+type Store interface {
+	// View runs fn in a read-only transaction.
+	View(fn func(Tx) error) error
+	// Update runs fn in a read-write transaction; the changes commit only if fn returns nil.
+	Update(fn func(Tx) error) error
+	// Close releases the store; calling it twice is harmless.
+	Close() error
+}
+
+// Tx is one transaction. Reads of missing objects report ok=false, never an error.
+// Writes inside a View transaction return an error.
+type Tx interface {
+	Network(name string) (n api.Network, ok bool, err error)
+	// Networks lists all networks sorted by name.
+	Networks() ([]api.Network, error)
+	// PutNetwork creates or replaces a network.
+	PutNetwork(n api.Network) error
+	// DeleteNetwork removes a network together with its endpoints, allocations and
+	// cursors; ErrNotFound when it does not exist.
+	DeleteNetwork(name string) error
+
+	Endpoint(k api.EndpointKey) (ep api.Endpoint, ok bool, err error)
+	// Endpoints lists the endpoints of one network, or of all when network is "",
+	// sorted by key.
+	Endpoints(network string) ([]api.Endpoint, error)
+	// PutEndpoint creates or replaces an endpoint; its network must exist.
+	PutEndpoint(ep api.Endpoint) error
+	// DeleteEndpoint removes an endpoint; ErrNotFound when it does not exist.
+	DeleteEndpoint(k api.EndpointKey) error
+
+	// Allocation returns the owner of an address of a network.
+	Allocation(network string, a netip.Addr) (owner string, ok bool, err error)
+	// Allocations lists all addresses of a network with their owners.
+	Allocations(network string) (map[netip.Addr]string, error)
+	// PutAllocation records that owner holds a; it overwrites any previous owner (the
+	// caller checks first).
+	PutAllocation(network string, a netip.Addr, owner string) error
+	// DeleteAllocation releases a; ErrNotFound when it was free.
+	DeleteAllocation(network string, a netip.Addr) error
+
+	// Cursor is the last address handed out in a subnet (round-robin allocation).
+	Cursor(network string, subnet netip.Prefix) (a netip.Addr, ok bool, err error)
+	PutCursor(network string, subnet netip.Prefix, a netip.Addr) error
+}

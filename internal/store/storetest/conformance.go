@@ -1,0 +1,814 @@
+package storetest
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/store"
+)
+
+// Conformance runs the behaviour every store.Store must have against stores made by
+// open, one fresh empty store per subtest. open registers the cleanup of what it
+// creates. Persistence across a reopen is the business of each implementation's own
+// tests (a memory store has none).
+func Conformance(t *testing.T, open func(t *testing.T) store.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s store.Store)
+	}{
+		{"Networks", testNetworks},
+		{"Endpoints", testEndpoints},
+		{"EndpointKeys", testEndpointKeys},
+		{"Allocations", testAllocations},
+		{"Cursors", testCursors},
+		{"ReadYourWrites", testReadYourWrites},
+		{"Rollback", testRollback},
+		{"DeleteNetworkCascade", testDeleteNetworkCascade},
+		{"NotFound", testNotFound},
+		{"ReadOnlyView", testReadOnlyView},
+		{"InvalidWrites", testInvalidWrites},
+		{"ReturnsCopies", testReturnsCopies},
+		{"ConcurrentUpdates", testConcurrentUpdates},
+		{"CloseTwice", testCloseTwice},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.fn(t, open(t))
+		})
+	}
+}
+
+var created = time.Date(2026, 11, 3, 10, 20, 30, 0, time.UTC)
+
+// SampleNetwork returns a valid dual-stack network named name (10.88.0.0/16 and
+// fd00:88::/64), for tests.
+func SampleNetwork(name string) api.Network {
+	return api.Network{
+		Name:   name,
+		Driver: api.DriverBridge,
+		Subnets: []api.Subnet{
+			{Prefix: netip.MustParsePrefix("10.88.0.0/16"), Gateway: netip.MustParseAddr("10.88.0.1")},
+			{Prefix: netip.MustParsePrefix("fd00:88::/64"), Gateway: netip.MustParseAddr("fd00:88::1")},
+		},
+		MTU:        1500,
+		Masquerade: true,
+		Bridge:     "pn-" + name,
+		Created:    created,
+	}
+}
+
+func sampleEndpoint(network, id, ifName string) api.Endpoint {
+	return api.Endpoint{
+		EndpointKey: api.EndpointKey{Network: network, ContainerID: id, IfName: ifName},
+		Name:        "name-" + id,
+		Netns:       "/var/run/netns/" + id,
+		HostIf:      "pn" + id,
+		MAC:         "02:00:00:00:00:01",
+		IPs:         []netip.Prefix{netip.MustParsePrefix("10.88.0.5/16"), netip.MustParsePrefix("fd00:88::5/64")},
+		Created:     created,
+	}
+}
+
+func update(t *testing.T, s store.Store, fn func(tx store.Tx) error) {
+	t.Helper()
+	if err := s.Update(fn); err != nil {
+		t.Fatalf("update: %v", err)
+	}
+}
+
+func view(t *testing.T, s store.Store, fn func(tx store.Tx) error) {
+	t.Helper()
+	if err := s.View(fn); err != nil {
+		t.Fatalf("view: %v", err)
+	}
+}
+
+func putNetworks(t *testing.T, s store.Store, names ...string) {
+	t.Helper()
+	update(t, s, func(tx store.Tx) error {
+		for _, n := range names {
+			if err := tx.PutNetwork(SampleNetwork(n)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func mustEqual(t *testing.T, what string, got, want any) {
+	t.Helper()
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("%s:\n got %#v\nwant %#v", what, got, want)
+	}
+}
+
+func networkNames(ns []api.Network) []string {
+	var names []string
+	for _, n := range ns {
+		names = append(names, n.Name)
+	}
+	return names
+}
+
+func endpointKeys(eps []api.Endpoint) []api.EndpointKey {
+	var keys []api.EndpointKey
+	for _, ep := range eps {
+		keys = append(keys, ep.EndpointKey)
+	}
+	return keys
+}
+
+func testNetworks(t *testing.T, s store.Store) {
+	putNetworks(t, s, "red", "blue", "green")
+	replaced := SampleNetwork("blue")
+	replaced.MTU = 9000
+	replaced.Subnets = replaced.Subnets[:1]
+	update(t, s, func(tx store.Tx) error { return tx.PutNetwork(replaced) })
+
+	view(t, s, func(tx store.Tx) error {
+		n, ok, err := tx.Network("red")
+		if err != nil || !ok {
+			t.Fatalf("Network(red) = ok %v, err %v; want found", ok, err)
+		}
+		mustEqual(t, "network red", n, SampleNetwork("red"))
+		n, ok, err = tx.Network("blue")
+		if err != nil || !ok {
+			t.Fatalf("Network(blue) = ok %v, err %v; want found", ok, err)
+		}
+		mustEqual(t, "replaced network blue", n, replaced)
+		ns, err := tx.Networks()
+		if err != nil {
+			t.Fatalf("Networks: %v", err)
+		}
+		mustEqual(t, "network order", networkNames(ns), []string{"blue", "green", "red"})
+		mustEqual(t, "listed network blue", ns[0], replaced)
+		return nil
+	})
+}
+
+func testEndpoints(t *testing.T, s store.Store) {
+	putNetworks(t, s, "b", "a")
+	// Put out of order; the listing must come back sorted by (network, container id, ifname).
+	eps := []api.Endpoint{
+		sampleEndpoint("b", "c2", "eth0"),
+		sampleEndpoint("a", "c2", "eth1"),
+		sampleEndpoint("a", "c2", "eth0"),
+		sampleEndpoint("b", "c1", "eth0"),
+		sampleEndpoint("a", "c1", "eth0"),
+	}
+	update(t, s, func(tx store.Tx) error {
+		for _, ep := range eps {
+			if err := tx.PutEndpoint(ep); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	replaced := sampleEndpoint("a", "c1", "eth0")
+	replaced.MAC = "02:00:00:00:00:99"
+	replaced.IPs = nil
+	update(t, s, func(tx store.Tx) error { return tx.PutEndpoint(replaced) })
+
+	key := func(n, c, i string) api.EndpointKey { return api.EndpointKey{Network: n, ContainerID: c, IfName: i} }
+	view(t, s, func(tx store.Tx) error {
+		ep, ok, err := tx.Endpoint(key("b", "c2", "eth0"))
+		if err != nil || !ok {
+			t.Fatalf("Endpoint(b/c2/eth0) = ok %v, err %v; want found", ok, err)
+		}
+		mustEqual(t, "endpoint b/c2/eth0", ep, eps[0])
+		ep, ok, err = tx.Endpoint(replaced.EndpointKey)
+		if err != nil || !ok {
+			t.Fatalf("Endpoint(a/c1/eth0) = ok %v, err %v; want found", ok, err)
+		}
+		mustEqual(t, "replaced endpoint", ep, replaced)
+
+		all, err := tx.Endpoints("")
+		if err != nil {
+			t.Fatalf("Endpoints(\"\"): %v", err)
+		}
+		mustEqual(t, "all endpoints", endpointKeys(all), []api.EndpointKey{
+			key("a", "c1", "eth0"), key("a", "c2", "eth0"), key("a", "c2", "eth1"),
+			key("b", "c1", "eth0"), key("b", "c2", "eth0"),
+		})
+		inA, err := tx.Endpoints("a")
+		if err != nil {
+			t.Fatalf("Endpoints(a): %v", err)
+		}
+		mustEqual(t, "endpoints of a", endpointKeys(inA), []api.EndpointKey{
+			key("a", "c1", "eth0"), key("a", "c2", "eth0"), key("a", "c2", "eth1"),
+		})
+		mustEqual(t, "first endpoint of a", inA[0], replaced)
+		none, err := tx.Endpoints("nosuch")
+		if err != nil || len(none) != 0 {
+			t.Errorf("Endpoints(nosuch) = %v, %v; want none", none, err)
+		}
+		return nil
+	})
+
+	update(t, s, func(tx store.Tx) error { return tx.DeleteEndpoint(key("a", "c2", "eth0")) })
+	view(t, s, func(tx store.Tx) error {
+		if _, ok, err := tx.Endpoint(key("a", "c2", "eth0")); ok || err != nil {
+			t.Errorf("deleted endpoint: ok %v, err %v; want gone", ok, err)
+		}
+		if _, ok, err := tx.Endpoint(key("a", "c2", "eth1")); !ok || err != nil {
+			t.Errorf("sibling of deleted endpoint: ok %v, err %v; want found", ok, err)
+		}
+		return nil
+	})
+}
+
+// testEndpointKeys stores keys that a naive "container/ifname" or prefix encoding
+// would mix up.
+func testEndpointKeys(t *testing.T, s store.Store) {
+	putNetworks(t, s, "n", "n/x", "n\xff")
+	keys := []api.EndpointKey{
+		{Network: "n", ContainerID: "a/b", IfName: "c"},
+		{Network: "n", ContainerID: "a", IfName: "b/c"},
+		{Network: "n", ContainerID: "a", IfName: "b"},
+		{Network: "n", ContainerID: "ab", IfName: ""},
+		{Network: "n", ContainerID: "", IfName: "ab"},
+		{Network: "n", ContainerID: "a\xff", IfName: "\x01"},
+		{Network: "n", ContainerID: "a", IfName: "\xff"},
+		{Network: "n/x", ContainerID: "y", IfName: "z"},
+		{Network: "n", ContainerID: "x/y", IfName: "z"},
+		{Network: "n\xff", ContainerID: "\xfe", IfName: "\xfd"},
+	}
+	update(t, s, func(tx store.Tx) error {
+		for i, k := range keys {
+			ep := api.Endpoint{EndpointKey: k, Name: fmt.Sprint(i)}
+			if err := tx.PutEndpoint(ep); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	view(t, s, func(tx store.Tx) error {
+		for i, k := range keys {
+			ep, ok, err := tx.Endpoint(k)
+			if err != nil || !ok {
+				t.Fatalf("Endpoint(%q) = ok %v, err %v; want found", k, ok, err)
+			}
+			if ep.Name != fmt.Sprint(i) || ep.EndpointKey != k {
+				t.Errorf("Endpoint(%q) = %q named %q; want its own record %d", k, ep.EndpointKey, ep.Name, i)
+			}
+		}
+		inN, err := tx.Endpoints("n")
+		if err != nil {
+			t.Fatalf("Endpoints(n): %v", err)
+		}
+		mustEqual(t, "endpoints of n", endpointKeys(inN), []api.EndpointKey{
+			{Network: "n", ContainerID: "", IfName: "ab"},
+			{Network: "n", ContainerID: "a", IfName: "b"},
+			{Network: "n", ContainerID: "a", IfName: "b/c"},
+			{Network: "n", ContainerID: "a", IfName: "\xff"},
+			{Network: "n", ContainerID: "a/b", IfName: "c"},
+			{Network: "n", ContainerID: "ab", IfName: ""},
+			{Network: "n", ContainerID: "a\xff", IfName: "\x01"},
+			{Network: "n", ContainerID: "x/y", IfName: "z"},
+		})
+		all, err := tx.Endpoints("")
+		if err != nil {
+			t.Fatalf("Endpoints(\"\"): %v", err)
+		}
+		if len(all) != len(keys) || all[len(all)-2].Network != "n/x" || all[len(all)-1].EndpointKey != keys[len(keys)-1] {
+			t.Errorf("Endpoints(\"\") = %q; want %d keys, network n/x then n\\xff last", endpointKeys(all), len(keys))
+		}
+		ns, err := tx.Networks()
+		if err != nil {
+			t.Fatalf("Networks: %v", err)
+		}
+		mustEqual(t, "networks", networkNames(ns), []string{"n", "n/x", "n\xff"})
+		return nil
+	})
+}
+
+func testAllocations(t *testing.T, s store.Store) {
+	putNetworks(t, s, "red", "blue")
+	a4 := netip.MustParseAddr("10.88.0.5")
+	a6 := netip.MustParseAddr("fd00:88::5")
+	mapped := netip.MustParseAddr("::ffff:10.88.0.5")
+	update(t, s, func(tx store.Tx) error {
+		for _, put := range []struct {
+			nw    string
+			a     netip.Addr
+			owner string
+		}{
+			{"red", a4, "red/c1/eth0"},
+			{"red", a6, "red/c1/eth0"},
+			{"red", mapped, "red/c9/eth0"},
+			{"blue", a4, "blue/c2/eth0"},
+		} {
+			if err := tx.PutAllocation(put.nw, put.a, put.owner); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	view(t, s, func(tx store.Tx) error {
+		owner, ok, err := tx.Allocation("red", a4)
+		if err != nil || !ok || owner != "red/c1/eth0" {
+			t.Errorf("Allocation(red, %s) = %q, %v, %v; want red/c1/eth0", a4, owner, ok, err)
+		}
+		owner, ok, err = tx.Allocation("blue", a4)
+		if err != nil || !ok || owner != "blue/c2/eth0" {
+			t.Errorf("Allocation(blue, %s) = %q, %v, %v; want blue/c2/eth0", a4, owner, ok, err)
+		}
+		if _, ok, err := tx.Allocation("blue", a6); ok || err != nil {
+			t.Errorf("Allocation(blue, %s): ok %v, err %v; want free", a6, ok, err)
+		}
+		m, err := tx.Allocations("red")
+		if err != nil {
+			t.Fatalf("Allocations(red): %v", err)
+		}
+		mustEqual(t, "allocations of red", m, map[netip.Addr]string{
+			a4: "red/c1/eth0", a6: "red/c1/eth0", mapped: "red/c9/eth0",
+		})
+		m, err = tx.Allocations("nosuch")
+		if err != nil || len(m) != 0 {
+			t.Errorf("Allocations(nosuch) = %v, %v; want empty", m, err)
+		}
+		return nil
+	})
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.PutAllocation("red", a4, "red/c3/eth0"); err != nil {
+			return err
+		}
+		return tx.DeleteAllocation("red", a6)
+	})
+	view(t, s, func(tx store.Tx) error {
+		m, err := tx.Allocations("red")
+		if err != nil {
+			t.Fatalf("Allocations(red): %v", err)
+		}
+		mustEqual(t, "allocations of red after overwrite and delete", m, map[netip.Addr]string{
+			a4: "red/c3/eth0", mapped: "red/c9/eth0",
+		})
+		return nil
+	})
+}
+
+func testCursors(t *testing.T, s store.Store) {
+	putNetworks(t, s, "red", "blue")
+	p4 := netip.MustParsePrefix("10.88.0.0/16")
+	p6 := netip.MustParsePrefix("fd00:88::/64")
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.PutCursor("red", p4, netip.MustParseAddr("10.88.0.9")); err != nil {
+			return err
+		}
+		if err := tx.PutCursor("red", p6, netip.MustParseAddr("fd00:88::9")); err != nil {
+			return err
+		}
+		if err := tx.PutCursor("blue", p4, netip.MustParseAddr("10.88.0.2")); err != nil {
+			return err
+		}
+		// Replaces the first one.
+		return tx.PutCursor("red", p4, netip.MustParseAddr("10.88.0.10"))
+	})
+	view(t, s, func(tx store.Tx) error {
+		for _, c := range []struct {
+			nw     string
+			subnet netip.Prefix
+			want   string
+		}{
+			{"red", p4, "10.88.0.10"},
+			{"red", p6, "fd00:88::9"},
+			{"blue", p4, "10.88.0.2"},
+			{"blue", p6, ""},
+			{"red", netip.MustParsePrefix("10.88.0.0/24"), ""},
+			{"nosuch", p4, ""},
+		} {
+			a, ok, err := tx.Cursor(c.nw, c.subnet)
+			if err != nil {
+				t.Errorf("Cursor(%s, %s): %v", c.nw, c.subnet, err)
+				continue
+			}
+			if c.want == "" {
+				if ok {
+					t.Errorf("Cursor(%s, %s) = %s; want none", c.nw, c.subnet, a)
+				}
+				continue
+			}
+			if !ok || a != netip.MustParseAddr(c.want) {
+				t.Errorf("Cursor(%s, %s) = %s, %v; want %s", c.nw, c.subnet, a, ok, c.want)
+			}
+		}
+		return nil
+	})
+}
+
+func testReadYourWrites(t *testing.T, s store.Store) {
+	a := netip.MustParseAddr("10.88.0.7")
+	p := netip.MustParsePrefix("10.88.0.0/16")
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.PutNetwork(SampleNetwork("red")); err != nil {
+			return err
+		}
+		if _, ok, err := tx.Network("red"); !ok || err != nil {
+			t.Errorf("network not visible in its own transaction: ok %v, err %v", ok, err)
+		}
+		if err := tx.PutEndpoint(sampleEndpoint("red", "c1", "eth0")); err != nil {
+			return err
+		}
+		if eps, err := tx.Endpoints(""); len(eps) != 1 || err != nil {
+			t.Errorf("endpoint not listed in its own transaction: %v, %v", eps, err)
+		}
+		if err := tx.PutAllocation("red", a, "o"); err != nil {
+			return err
+		}
+		if owner, ok, err := tx.Allocation("red", a); owner != "o" || !ok || err != nil {
+			t.Errorf("allocation not visible in its own transaction: %q, %v, %v", owner, ok, err)
+		}
+		if err := tx.PutCursor("red", p, a); err != nil {
+			return err
+		}
+		if c, ok, err := tx.Cursor("red", p); c != a || !ok || err != nil {
+			t.Errorf("cursor not visible in its own transaction: %s, %v, %v", c, ok, err)
+		}
+		return nil
+	})
+}
+
+// contents is everything a store holds, for before/after comparisons.
+type contents struct {
+	Networks  []api.Network
+	Endpoints []api.Endpoint
+	Allocs    map[string]map[netip.Addr]string
+	Cursors   map[string]netip.Addr
+}
+
+func dump(t *testing.T, s store.Store, prefixes ...netip.Prefix) contents {
+	t.Helper()
+	var c contents
+	view(t, s, func(tx store.Tx) error {
+		var err error
+		if c.Networks, err = tx.Networks(); err != nil {
+			return err
+		}
+		if c.Endpoints, err = tx.Endpoints(""); err != nil {
+			return err
+		}
+		c.Allocs = make(map[string]map[netip.Addr]string)
+		c.Cursors = make(map[string]netip.Addr)
+		for _, n := range []string{"red", "blue"} {
+			if c.Allocs[n], err = tx.Allocations(n); err != nil {
+				return err
+			}
+			for _, p := range prefixes {
+				a, ok, err := tx.Cursor(n, p)
+				if err != nil {
+					return err
+				}
+				if ok {
+					c.Cursors[n+" "+p.String()] = a
+				}
+			}
+		}
+		return nil
+	})
+	return c
+}
+
+func testRollback(t *testing.T, s store.Store) {
+	p := netip.MustParsePrefix("10.88.0.0/16")
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.PutNetwork(SampleNetwork("red")); err != nil {
+			return err
+		}
+		if err := tx.PutEndpoint(sampleEndpoint("red", "c1", "eth0")); err != nil {
+			return err
+		}
+		if err := tx.PutAllocation("red", netip.MustParseAddr("10.88.0.5"), "red/c1/eth0"); err != nil {
+			return err
+		}
+		return tx.PutCursor("red", p, netip.MustParseAddr("10.88.0.5"))
+	})
+	before := dump(t, s, p)
+
+	boom := errors.New("boom")
+	err := s.Update(func(tx store.Tx) error {
+		changed := SampleNetwork("red")
+		changed.MTU = 1234
+		for _, err := range []error{
+			tx.PutNetwork(changed),
+			tx.PutNetwork(SampleNetwork("blue")),
+			tx.PutEndpoint(sampleEndpoint("red", "c2", "eth0")),
+			tx.DeleteEndpoint(api.EndpointKey{Network: "red", ContainerID: "c1", IfName: "eth0"}),
+			tx.PutAllocation("red", netip.MustParseAddr("10.88.0.6"), "red/c2/eth0"),
+			tx.DeleteAllocation("red", netip.MustParseAddr("10.88.0.5")),
+			tx.PutCursor("red", p, netip.MustParseAddr("10.88.0.6")),
+			tx.PutAllocation("blue", netip.MustParseAddr("10.88.0.6"), "blue/c2/eth0"),
+		} {
+			if err != nil {
+				t.Errorf("write before failing: %v", err)
+			}
+		}
+		return fmt.Errorf("wrapped: %w", boom)
+	})
+	if !errors.Is(err, boom) {
+		t.Errorf("Update returned %v; want fn's error", err)
+	}
+	mustEqual(t, "contents after a failed update", dump(t, s, p), before)
+
+	// Same for a network deletion.
+	err = s.Update(func(tx store.Tx) error {
+		if err := tx.DeleteNetwork("red"); err != nil {
+			t.Errorf("DeleteNetwork: %v", err)
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Errorf("Update returned %v; want fn's error", err)
+	}
+	mustEqual(t, "contents after a failed network deletion", dump(t, s, p), before)
+
+	// An *api.Error comes back unchanged, so that callers can read its code.
+	err = s.Update(func(store.Tx) error {
+		return api.Errorf(api.CodePoolExhausted, "network %q: no free address", "red")
+	})
+	if api.ErrorCode(err) != api.CodePoolExhausted {
+		t.Errorf("Update returned %v (code %d); want code %d", err, api.ErrorCode(err), api.CodePoolExhausted)
+	}
+}
+
+func testDeleteNetworkCascade(t *testing.T, s store.Store) {
+	p := netip.MustParsePrefix("10.88.0.0/16")
+	fill := func(tx store.Tx, nw string) error {
+		if err := tx.PutNetwork(SampleNetwork(nw)); err != nil {
+			return err
+		}
+		if err := tx.PutEndpoint(sampleEndpoint(nw, "c1", "eth0")); err != nil {
+			return err
+		}
+		if err := tx.PutAllocation(nw, netip.MustParseAddr("10.88.0.5"), nw+"/c1/eth0"); err != nil {
+			return err
+		}
+		return tx.PutCursor(nw, p, netip.MustParseAddr("10.88.0.5"))
+	}
+	update(t, s, func(tx store.Tx) error {
+		if err := fill(tx, "red"); err != nil {
+			return err
+		}
+		return fill(tx, "blue")
+	})
+	update(t, s, func(tx store.Tx) error { return tx.DeleteNetwork("red") })
+
+	c := dump(t, s, p)
+	mustEqual(t, "networks left", networkNames(c.Networks), []string{"blue"})
+	mustEqual(t, "endpoints left", endpointKeys(c.Endpoints), []api.EndpointKey{{Network: "blue", ContainerID: "c1", IfName: "eth0"}})
+	mustEqual(t, "allocations of red", c.Allocs["red"], map[netip.Addr]string{})
+	mustEqual(t, "allocations of blue", c.Allocs["blue"], map[netip.Addr]string{netip.MustParseAddr("10.88.0.5"): "blue/c1/eth0"})
+	mustEqual(t, "cursors left", c.Cursors, map[string]netip.Addr{"blue " + p.String(): netip.MustParseAddr("10.88.0.5")})
+
+	// A network created again under the same name starts empty.
+	putNetworks(t, s, "red")
+	view(t, s, func(tx store.Tx) error {
+		eps, err := tx.Endpoints("red")
+		if err != nil || len(eps) != 0 {
+			t.Errorf("endpoints of re-created network: %v, %v; want none", eps, err)
+		}
+		if _, ok, err := tx.Endpoint(api.EndpointKey{Network: "red", ContainerID: "c1", IfName: "eth0"}); ok || err != nil {
+			t.Errorf("old endpoint of re-created network: ok %v, err %v; want gone", ok, err)
+		}
+		if _, ok, err := tx.Allocation("red", netip.MustParseAddr("10.88.0.5")); ok || err != nil {
+			t.Errorf("old allocation of re-created network: ok %v, err %v; want free", ok, err)
+		}
+		if _, ok, err := tx.Cursor("red", p); ok || err != nil {
+			t.Errorf("old cursor of re-created network: ok %v, err %v; want none", ok, err)
+		}
+		return nil
+	})
+}
+
+func testNotFound(t *testing.T, s store.Store) {
+	putNetworks(t, s, "red")
+	view(t, s, func(tx store.Tx) error {
+		if _, ok, err := tx.Network("nosuch"); ok || err != nil {
+			t.Errorf("Network(nosuch): ok %v, err %v; want ok=false, no error", ok, err)
+		}
+		if _, ok, err := tx.Network(""); ok || err != nil {
+			t.Errorf("Network(\"\"): ok %v, err %v; want ok=false, no error", ok, err)
+		}
+		for _, k := range []api.EndpointKey{
+			{Network: "red", ContainerID: "nosuch", IfName: "eth0"},
+			{Network: "nosuch", ContainerID: "c1", IfName: "eth0"},
+			{Network: "red", ContainerID: "c\x00", IfName: "eth0"},
+		} {
+			if _, ok, err := tx.Endpoint(k); ok || err != nil {
+				t.Errorf("Endpoint(%q): ok %v, err %v; want ok=false, no error", k, ok, err)
+			}
+		}
+		if _, ok, err := tx.Allocation("red", netip.MustParseAddr("10.88.0.5")); ok || err != nil {
+			t.Errorf("Allocation: ok %v, err %v; want ok=false, no error", ok, err)
+		}
+		if _, ok, err := tx.Allocation("red", netip.Addr{}); ok || err != nil {
+			t.Errorf("Allocation(zero address): ok %v, err %v; want ok=false, no error", ok, err)
+		}
+		if _, ok, err := tx.Cursor("red", netip.MustParsePrefix("10.88.0.0/16")); ok || err != nil {
+			t.Errorf("Cursor: ok %v, err %v; want ok=false, no error", ok, err)
+		}
+		return nil
+	})
+	deletes := []struct {
+		name string
+		fn   func(tx store.Tx) error
+	}{
+		{"DeleteNetwork", func(tx store.Tx) error { return tx.DeleteNetwork("nosuch") }},
+		{"DeleteEndpoint", func(tx store.Tx) error {
+			return tx.DeleteEndpoint(api.EndpointKey{Network: "red", ContainerID: "nosuch", IfName: "eth0"})
+		}},
+		{"DeleteEndpoint of missing network", func(tx store.Tx) error {
+			return tx.DeleteEndpoint(api.EndpointKey{Network: "nosuch", ContainerID: "c1", IfName: "eth0"})
+		}},
+		{"DeleteAllocation", func(tx store.Tx) error { return tx.DeleteAllocation("red", netip.MustParseAddr("10.88.0.5")) }},
+		{"DeleteAllocation of missing network", func(tx store.Tx) error {
+			return tx.DeleteAllocation("nosuch", netip.MustParseAddr("10.88.0.5"))
+		}},
+	}
+	for _, d := range deletes {
+		if err := s.Update(d.fn); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("%s: %v; want ErrNotFound", d.name, err)
+		}
+	}
+	// PutEndpoint into a network that does not exist.
+	err := s.Update(func(tx store.Tx) error { return tx.PutEndpoint(sampleEndpoint("nosuch", "c1", "eth0")) })
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("PutEndpoint into a missing network: %v; want ErrNotFound", err)
+	}
+}
+
+func testReadOnlyView(t *testing.T, s store.Store) {
+	p := netip.MustParsePrefix("10.88.0.0/16")
+	a := netip.MustParseAddr("10.88.0.5")
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.PutNetwork(SampleNetwork("red")); err != nil {
+			return err
+		}
+		if err := tx.PutEndpoint(sampleEndpoint("red", "c1", "eth0")); err != nil {
+			return err
+		}
+		return tx.PutAllocation("red", a, "red/c1/eth0")
+	})
+	before := dump(t, s, p)
+	writes := []struct {
+		name string
+		fn   func(tx store.Tx) error
+	}{
+		{"PutNetwork", func(tx store.Tx) error { return tx.PutNetwork(SampleNetwork("blue")) }},
+		{"DeleteNetwork", func(tx store.Tx) error { return tx.DeleteNetwork("red") }},
+		{"PutEndpoint", func(tx store.Tx) error { return tx.PutEndpoint(sampleEndpoint("red", "c2", "eth0")) }},
+		{"DeleteEndpoint", func(tx store.Tx) error {
+			return tx.DeleteEndpoint(api.EndpointKey{Network: "red", ContainerID: "c1", IfName: "eth0"})
+		}},
+		{"PutAllocation", func(tx store.Tx) error { return tx.PutAllocation("red", netip.MustParseAddr("10.88.0.6"), "x") }},
+		{"DeleteAllocation", func(tx store.Tx) error { return tx.DeleteAllocation("red", a) }},
+		{"PutCursor", func(tx store.Tx) error { return tx.PutCursor("red", p, a) }},
+	}
+	for _, w := range writes {
+		var werr error
+		err := s.View(func(tx store.Tx) error {
+			werr = w.fn(tx)
+			return nil
+		})
+		if err != nil {
+			t.Errorf("%s: View: %v", w.name, err)
+		}
+		if !errors.Is(werr, store.ErrReadOnly) {
+			t.Errorf("%s in View: %v; want ErrReadOnly", w.name, werr)
+		}
+	}
+	mustEqual(t, "contents after writes in View", dump(t, s, p), before)
+}
+
+func testInvalidWrites(t *testing.T, s store.Store) {
+	putNetworks(t, s, "red")
+	before := dump(t, s)
+	writes := []struct {
+		name string
+		fn   func(tx store.Tx) error
+	}{
+		{"PutNetwork with empty name", func(tx store.Tx) error { return tx.PutNetwork(api.Network{}) }},
+		{"PutEndpoint with NUL in container id", func(tx store.Tx) error {
+			return tx.PutEndpoint(sampleEndpoint("red", "c\x001", "eth0"))
+		}},
+		{"PutEndpoint with NUL in ifname", func(tx store.Tx) error {
+			return tx.PutEndpoint(sampleEndpoint("red", "c1", "eth\x000"))
+		}},
+		{"PutAllocation of zero address", func(tx store.Tx) error { return tx.PutAllocation("red", netip.Addr{}, "o") }},
+		{"PutAllocation with empty owner", func(tx store.Tx) error {
+			return tx.PutAllocation("red", netip.MustParseAddr("10.88.0.5"), "")
+		}},
+		{"PutCursor of zero subnet", func(tx store.Tx) error {
+			return tx.PutCursor("red", netip.Prefix{}, netip.MustParseAddr("10.88.0.5"))
+		}},
+		{"PutCursor of zero address", func(tx store.Tx) error {
+			return tx.PutCursor("red", netip.MustParsePrefix("10.88.0.0/16"), netip.Addr{})
+		}},
+	}
+	for _, w := range writes {
+		if err := s.Update(w.fn); err == nil {
+			t.Errorf("%s: no error", w.name)
+		}
+	}
+	mustEqual(t, "contents after refused writes", dump(t, s), before)
+}
+
+func testReturnsCopies(t *testing.T, s store.Store) {
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.PutNetwork(SampleNetwork("red")); err != nil {
+			return err
+		}
+		if err := tx.PutEndpoint(sampleEndpoint("red", "c1", "eth0")); err != nil {
+			return err
+		}
+		return tx.PutAllocation("red", netip.MustParseAddr("10.88.0.5"), "o")
+	})
+	view(t, s, func(tx store.Tx) error {
+		n, _, err := tx.Network("red")
+		if err != nil {
+			return err
+		}
+		n.Subnets[0].Gateway = netip.MustParseAddr("10.88.0.254")
+		ns, err := tx.Networks()
+		if err != nil {
+			return err
+		}
+		ns[0].Subnets[0].Gateway = netip.MustParseAddr("10.88.0.254")
+		ep, _, err := tx.Endpoint(api.EndpointKey{Network: "red", ContainerID: "c1", IfName: "eth0"})
+		if err != nil {
+			return err
+		}
+		ep.IPs[0] = netip.MustParsePrefix("10.88.9.9/16")
+		m, err := tx.Allocations("red")
+		if err != nil {
+			return err
+		}
+		m[netip.MustParseAddr("10.88.0.6")] = "intruder"
+		return nil
+	})
+	c := dump(t, s)
+	mustEqual(t, "network after mutating a returned value", c.Networks[0], SampleNetwork("red"))
+	mustEqual(t, "endpoint after mutating a returned value", c.Endpoints[0], sampleEndpoint("red", "c1", "eth0"))
+	mustEqual(t, "allocations after mutating a returned map", c.Allocs["red"], map[netip.Addr]string{netip.MustParseAddr("10.88.0.5"): "o"})
+}
+
+func testConcurrentUpdates(t *testing.T, s store.Store) {
+	putNetworks(t, s, "red")
+	const n = 50
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			errs <- s.Update(func(tx store.Tx) error {
+				// Read-modify-write of one shared record: a lost update shows as a
+				// wrong count at the end.
+				nw, ok, err := tx.Network("red")
+				if err != nil {
+					return err
+				}
+				if !ok {
+					return errors.New("network red vanished")
+				}
+				nw.MTU++
+				if err := tx.PutNetwork(nw); err != nil {
+					return err
+				}
+				if err := tx.PutEndpoint(sampleEndpoint("red", fmt.Sprintf("c%02d", i), "eth0")); err != nil {
+					return err
+				}
+				return tx.PutAllocation("red", netip.AddrFrom4([4]byte{10, 88, 1, byte(i)}), fmt.Sprintf("red/c%02d/eth0", i))
+			})
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("concurrent update: %v", err)
+		}
+	}
+	c := dump(t, s)
+	if got, want := c.Networks[0].MTU, SampleNetwork("red").MTU+n; got != want {
+		t.Errorf("MTU after %d read-modify-write updates = %d; want %d", n, got, want)
+	}
+	if len(c.Endpoints) != n {
+		t.Errorf("%d endpoints; want %d", len(c.Endpoints), n)
+	}
+	if len(c.Allocs["red"]) != n {
+		t.Errorf("%d allocations; want %d", len(c.Allocs["red"]), n)
+	}
+}
+
+func testCloseTwice(t *testing.T, s store.Store) {
+	if err := s.Close(); err != nil {
+		t.Errorf("first Close: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}

@@ -1,0 +1,314 @@
+// Package storetest holds an in-memory store.Store for tests and the conformance suite
+// that every store implementation passes.
+package storetest
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/store"
+)
+
+// errClosed is returned by a Memory that has been closed.
+var errClosed = errors.New("store is closed")
+
+// Memory is an in-memory store.Store with the transaction semantics of the real ones:
+// Update works on a private copy that replaces the committed state only when fn
+// returns nil, Updates run one at a time, and View reads a snapshot that no concurrent
+// Update changes. The zero value is not usable: call NewMemory.
+type Memory struct {
+	// writeMu serializes Updates.
+	writeMu sync.Mutex
+
+	// mu guards state and closed. A committed state is never modified (an Update
+	// builds a new one), so a View may keep reading it after releasing mu.
+	mu     sync.Mutex
+	state  *memState
+	closed bool
+}
+
+var _ store.Store = (*Memory)(nil)
+
+// NewMemory returns an empty in-memory store.
+func NewMemory() *Memory {
+	return &Memory{state: newMemState()}
+}
+
+type memState struct {
+	networks  map[string]api.Network
+	endpoints map[api.EndpointKey]api.Endpoint
+	allocs    map[string]map[netip.Addr]string
+	cursors   map[string]map[netip.Prefix]netip.Addr
+}
+
+func newMemState() *memState {
+	return &memState{
+		networks:  make(map[string]api.Network),
+		endpoints: make(map[api.EndpointKey]api.Endpoint),
+		allocs:    make(map[string]map[netip.Addr]string),
+		cursors:   make(map[string]map[netip.Prefix]netip.Addr),
+	}
+}
+
+// clone copies s deeply enough that writes to the copy never reach s: values are
+// cloned again on every read and write, so sharing them here is safe.
+func (s *memState) clone() *memState {
+	c := &memState{
+		networks:  maps.Clone(s.networks),
+		endpoints: maps.Clone(s.endpoints),
+		allocs:    make(map[string]map[netip.Addr]string, len(s.allocs)),
+		cursors:   make(map[string]map[netip.Prefix]netip.Addr, len(s.cursors)),
+	}
+	for k, v := range s.allocs {
+		c.allocs[k] = maps.Clone(v)
+	}
+	for k, v := range s.cursors {
+		c.cursors[k] = maps.Clone(v)
+	}
+	return c
+}
+
+func (m *Memory) snapshot() (*memState, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, errClosed
+	}
+	return m.state, nil
+}
+
+// View runs fn on a snapshot of the committed state.
+func (m *Memory) View(fn func(store.Tx) error) error {
+	s, err := m.snapshot()
+	if err != nil {
+		return err
+	}
+	return fn(&memTx{s: s})
+}
+
+// Update runs fn on a copy of the committed state and commits the copy when fn
+// returns nil.
+func (m *Memory) Update(fn func(store.Tx) error) error {
+	m.writeMu.Lock()
+	defer m.writeMu.Unlock()
+	s, err := m.snapshot()
+	if err != nil {
+		return err
+	}
+	work := s.clone()
+	if err := fn(&memTx{s: work, writable: true}); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errClosed
+	}
+	m.state = work
+	return nil
+}
+
+// Close makes later transactions fail; calling it twice is harmless.
+func (m *Memory) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	return nil
+}
+
+type memTx struct {
+	s        *memState
+	writable bool
+}
+
+var _ store.Tx = (*memTx)(nil)
+
+func (t *memTx) checkWritable(op string) error {
+	if !t.writable {
+		return fmt.Errorf("%s: %w", op, store.ErrReadOnly)
+	}
+	return nil
+}
+
+func cloneNetwork(n api.Network) api.Network {
+	n.Subnets = slices.Clone(n.Subnets)
+	return n
+}
+
+func cloneEndpoint(ep api.Endpoint) api.Endpoint {
+	ep.IPs = slices.Clone(ep.IPs)
+	return ep
+}
+
+func compareKeys(a, b api.EndpointKey) int {
+	return cmp.Or(
+		strings.Compare(a.Network, b.Network),
+		strings.Compare(a.ContainerID, b.ContainerID),
+		strings.Compare(a.IfName, b.IfName),
+	)
+}
+
+func (t *memTx) Network(name string) (api.Network, bool, error) {
+	n, ok := t.s.networks[name]
+	return cloneNetwork(n), ok, nil
+}
+
+func (t *memTx) Networks() ([]api.Network, error) {
+	var ns []api.Network
+	for _, name := range slices.Sorted(maps.Keys(t.s.networks)) {
+		ns = append(ns, cloneNetwork(t.s.networks[name]))
+	}
+	return ns, nil
+}
+
+func (t *memTx) PutNetwork(n api.Network) error {
+	op := fmt.Sprintf("put network %q", n.Name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if n.Name == "" {
+		return fmt.Errorf("%s: empty name", op)
+	}
+	t.s.networks[n.Name] = cloneNetwork(n)
+	return nil
+}
+
+func (t *memTx) DeleteNetwork(name string) error {
+	op := fmt.Sprintf("delete network %q", name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if _, ok := t.s.networks[name]; !ok {
+		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
+	}
+	delete(t.s.networks, name)
+	maps.DeleteFunc(t.s.endpoints, func(k api.EndpointKey, _ api.Endpoint) bool {
+		return k.Network == name
+	})
+	delete(t.s.allocs, name)
+	delete(t.s.cursors, name)
+	return nil
+}
+
+func (t *memTx) Endpoint(k api.EndpointKey) (api.Endpoint, bool, error) {
+	ep, ok := t.s.endpoints[k]
+	return cloneEndpoint(ep), ok, nil
+}
+
+func (t *memTx) Endpoints(network string) ([]api.Endpoint, error) {
+	var eps []api.Endpoint
+	for k, ep := range t.s.endpoints {
+		if network == "" || k.Network == network {
+			eps = append(eps, cloneEndpoint(ep))
+		}
+	}
+	slices.SortFunc(eps, func(a, b api.Endpoint) int { return compareKeys(a.EndpointKey, b.EndpointKey) })
+	return eps, nil
+}
+
+func (t *memTx) PutEndpoint(ep api.Endpoint) error {
+	op := fmt.Sprintf("put endpoint %s", ep.EndpointKey)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if strings.IndexByte(ep.ContainerID, 0) >= 0 || strings.IndexByte(ep.IfName, 0) >= 0 {
+		return fmt.Errorf("%s: container id or interface name contains NUL", op)
+	}
+	if _, ok := t.s.networks[ep.Network]; !ok {
+		return fmt.Errorf("%s: network %q: %w", op, ep.Network, store.ErrNotFound)
+	}
+	t.s.endpoints[ep.EndpointKey] = cloneEndpoint(ep)
+	return nil
+}
+
+func (t *memTx) DeleteEndpoint(k api.EndpointKey) error {
+	op := fmt.Sprintf("delete endpoint %s", k)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if _, ok := t.s.endpoints[k]; !ok {
+		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
+	}
+	delete(t.s.endpoints, k)
+	return nil
+}
+
+func (t *memTx) Allocation(network string, a netip.Addr) (string, bool, error) {
+	owner, ok := t.s.allocs[network][a]
+	return owner, ok, nil
+}
+
+func (t *memTx) Allocations(network string) (map[netip.Addr]string, error) {
+	m := maps.Clone(t.s.allocs[network])
+	if m == nil {
+		m = make(map[netip.Addr]string)
+	}
+	return m, nil
+}
+
+func (t *memTx) PutAllocation(network string, a netip.Addr, owner string) error {
+	op := fmt.Sprintf("put allocation %s in network %q", a, network)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	switch {
+	case network == "":
+		return fmt.Errorf("%s: empty network name", op)
+	case !a.IsValid():
+		return fmt.Errorf("%s: invalid address", op)
+	case owner == "":
+		return fmt.Errorf("%s: empty owner", op)
+	}
+	if t.s.allocs[network] == nil {
+		t.s.allocs[network] = make(map[netip.Addr]string)
+	}
+	t.s.allocs[network][a] = owner
+	return nil
+}
+
+func (t *memTx) DeleteAllocation(network string, a netip.Addr) error {
+	op := fmt.Sprintf("delete allocation %s in network %q", a, network)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if _, ok := t.s.allocs[network][a]; !ok {
+		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
+	}
+	delete(t.s.allocs[network], a)
+	return nil
+}
+
+func (t *memTx) Cursor(network string, subnet netip.Prefix) (netip.Addr, bool, error) {
+	if !subnet.IsValid() {
+		return netip.Addr{}, false, nil
+	}
+	a, ok := t.s.cursors[network][subnet.Masked()]
+	return a, ok, nil
+}
+
+func (t *memTx) PutCursor(network string, subnet netip.Prefix, a netip.Addr) error {
+	op := fmt.Sprintf("put cursor of subnet %s in network %q", subnet, network)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	switch {
+	case network == "":
+		return fmt.Errorf("%s: empty network name", op)
+	case !subnet.IsValid():
+		return fmt.Errorf("%s: invalid subnet", op)
+	case !a.IsValid():
+		return fmt.Errorf("%s: invalid address", op)
+	}
+	if t.s.cursors[network] == nil {
+		t.s.cursors[network] = make(map[netip.Prefix]netip.Addr)
+	}
+	t.s.cursors[network][subnet.Masked()] = a
+	return nil
+}
