@@ -89,16 +89,18 @@ type Endpoint struct {
 	MAC string `json:"mac"`
 	// IPs are the sandbox addresses with the subnet's prefix length.
 	IPs []netip.Prefix `json:"ips"`
-	// State is StateAttaching until the kernel side is complete, then StateAttached.
+	// State is StateAttaching until the kernel side is complete, then StateAttached;
+	// StateDetaching from DEL until the veth pair is gone and the addresses released.
 	State   string    `json:"state"`
 	Created time.Time `json:"created"`
 }
 
 // Endpoint states. An endpoint found attaching when the agent starts was cut off by a
-// crash and is rolled back.
+// crash and is rolled back; one found detaching is detached.
 const (
 	StateAttaching = "attaching"
 	StateAttached  = "attached"
+	StateDetaching = "detaching"
 )
 
 // AttachRequest asks the agent to attach a sandbox to a network (CNI ADD, podnet run).

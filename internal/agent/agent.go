@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -56,6 +57,10 @@ type Agent struct {
 	netMu sync.Mutex
 	// epMu serializes operations on one endpoint key (striped by hash).
 	epMu [64]sync.Mutex
+
+	// detachq feeds detachLoop with endpoints that DEL marked detaching.
+	detachq    chan api.EndpointKey
+	detachDone chan struct{}
 }
 
 // New opens the node, reconciles the store with the kernel and returns a ready agent.
@@ -75,7 +80,9 @@ func New(cfg Config) (*Agent, error) {
 		node.Close()
 		return nil, fmt.Errorf("open nftables: %w", err)
 	}
-	a := &Agent{store: cfg.Store, node: node, nft: tbl, log: cfg.Logger, every: cfg.ReconcileInterval}
+	a := &Agent{store: cfg.Store, node: node, nft: tbl, log: cfg.Logger, every: cfg.ReconcileInterval,
+		detachq: make(chan api.EndpointKey, 4096), detachDone: make(chan struct{})}
+	go a.detachLoop()
 	if err := node.EnableForwarding(); err != nil {
 		a.Close()
 		return nil, err
@@ -92,8 +99,11 @@ func OpenBoltStore(stateDir string) (store.Store, error) {
 	return store.OpenBolt(filepath.Join(stateDir, "podnet.db"))
 }
 
-// Close releases the store and kernel handles. The kernel configuration stays.
+// Close finishes pending detaches and releases the store and kernel handles. The
+// kernel configuration stays. Serve must have returned.
 func (a *Agent) Close() error {
+	close(a.detachq)
+	<-a.detachDone
 	a.node.Close()
 	if c, ok := a.nft.(interface{ Close() error }); ok {
 		c.Close()
@@ -268,9 +278,21 @@ func (a *Agent) Endpoints(network string) (eps []api.Endpoint, err error) {
 func (a *Agent) DeleteNetwork(name string) error {
 	a.netMu.Lock()
 	defer a.netMu.Unlock()
+	eps, err := a.Endpoints(name)
+	if err != nil {
+		return err
+	}
+	for _, ep := range eps {
+		unlock := a.lockEndpoint(ep.EndpointKey)
+		err := a.finishDetachLocked(ep.EndpointKey)
+		unlock()
+		if err != nil {
+			return err
+		}
+	}
 	var n api.Network
 	var rest []api.Network
-	err := a.store.Update(func(tx store.Tx) error {
+	err = a.store.Update(func(tx store.Tx) error {
 		var ok bool
 		var err error
 		if n, ok, err = tx.Network(name); err != nil {
@@ -332,9 +354,7 @@ func sandboxNS(fd int, path string) (netns.NsHandle, error) {
 		}
 		fd = int(h)
 	}
-	const nsGetNSType = 0xb703 // NS_GET_NSTYPE
-	t, err := unix.IoctlRetInt(fd, nsGetNSType)
-	if err != nil || t != unix.CLONE_NEWNET {
+	if !kernel.IsNetNS(fd) {
 		unix.Close(fd)
 		return netns.None(), api.Errorf(api.CodeInvalidEnv, "netns %q: not a network namespace", path)
 	}
@@ -370,9 +390,17 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 	if err := a.ensureNetwork(req.Network, req.Define); err != nil {
 		return api.Result{}, err
 	}
+	if err := a.finishDetachesHolding(req.Network, static); err != nil {
+		return api.Result{}, err
+	}
 	unlock := a.lockEndpoint(req.EndpointKey)
 	defer unlock()
 
+	// A DEL of the same attachment may still be finishing (podman's network reload is
+	// DEL then ADD with the same address): finish it now.
+	if err := a.finishDetachLocked(req.EndpointKey); err != nil {
+		return api.Result{}, err
+	}
 	owner := req.EndpointKey.String()
 	var n api.Network
 	var ep api.Endpoint
@@ -437,17 +465,95 @@ func (a *Agent) forget(k api.EndpointKey) error {
 	})
 }
 
-// Detach removes an attachment (CNI DEL): its veth pair, its addresses, its record.
-// Success when any or all of it is already gone.
+// Detach removes an attachment (CNI DEL). The endpoint is marked detaching and the
+// reply goes out at once; detachLoop then deletes the veth pair (which costs the kernel
+// an RCU grace period, ~20 ms) and only after that releases the addresses, so an
+// address is never handed out while its old interface still exists. Success when any
+// or all of it is already gone.
 func (a *Agent) Detach(req api.DetachRequest) error {
 	if err := validateKey(req.EndpointKey); err != nil {
 		return err
 	}
-	unlock := a.lockEndpoint(req.EndpointKey)
+	k := req.EndpointKey
+	unlock := a.lockEndpoint(k)
 	defer unlock()
-	return a.detachLocked(req.EndpointKey)
+	queued := false
+	err := a.store.Update(func(tx store.Tx) error {
+		ep, ok, err := tx.Endpoint(k)
+		if err != nil || !ok || ep.State == api.StateDetaching {
+			queued = ok
+			return err
+		}
+		ep.State = api.StateDetaching
+		queued = true
+		return tx.PutEndpoint(ep)
+	})
+	if err != nil {
+		return fmt.Errorf("detach %s: %w", k, err)
+	}
+	if !queued { // no record: remove a veth a crash may have left, synchronously
+		return a.detachLocked(k)
+	}
+	select {
+	case a.detachq <- k:
+		return nil
+	default: // queue full: do it now
+		return a.detachLocked(k)
+	}
 }
 
+// detachLoop finishes the detaches Detach queued.
+func (a *Agent) detachLoop() {
+	defer close(a.detachDone)
+	for k := range a.detachq {
+		unlock := a.lockEndpoint(k)
+		if err := a.finishDetachLocked(k); err != nil {
+			a.log.Error("detach", "endpoint", k.String(), "err", err)
+		}
+		unlock()
+	}
+}
+
+// finishDetachLocked completes the detach of k if it is marked detaching.
+func (a *Agent) finishDetachLocked(k api.EndpointKey) error {
+	var ep api.Endpoint
+	var ok bool
+	err := a.store.View(func(tx store.Tx) (err error) {
+		ep, ok, err = tx.Endpoint(k)
+		return err
+	})
+	if err != nil || !ok || ep.State != api.StateDetaching {
+		return err
+	}
+	return a.detachLocked(k)
+}
+
+// finishDetachesHolding finishes the detaches of endpoints that still hold one of the
+// requested addresses, so that an address released by DEL can be asked for at once.
+func (a *Agent) finishDetachesHolding(network string, addrs []netip.Addr) error {
+	if len(addrs) == 0 {
+		return nil
+	}
+	eps, err := a.Endpoints(network)
+	if err != nil {
+		return err
+	}
+	for _, ep := range eps {
+		holds := slices.ContainsFunc(ep.IPs, func(p netip.Prefix) bool { return slices.Contains(addrs, p.Addr()) })
+		if ep.State != api.StateDetaching || !holds {
+			continue
+		}
+		unlock := a.lockEndpoint(ep.EndpointKey)
+		err := a.finishDetachLocked(ep.EndpointKey)
+		unlock()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// detachLocked deletes the veth pair of k, then releases its addresses and record.
 func (a *Agent) detachLocked(k api.EndpointKey) error {
 	if err := a.node.DeleteLink(spec.HostVethName(k)); err != nil {
 		return fmt.Errorf("detach %s: %w", k, err)
@@ -607,8 +713,10 @@ func (a *Agent) Reconcile(startup bool) error {
 	for _, ep := range eps {
 		known[ep.HostIf] = true
 		switch {
-		case ep.State != api.StateAttached && startup:
+		case ep.State == api.StateAttaching && startup:
 			a.log.Info("rolling back interrupted attach", "endpoint", ep.EndpointKey.String())
+		case ep.State == api.StateDetaching && startup:
+			a.log.Info("finishing interrupted detach", "endpoint", ep.EndpointKey.String())
 		case ep.State == api.StateAttached && !present[ep.HostIf]:
 			a.log.Info("releasing endpoint whose interface is gone", "endpoint", ep.EndpointKey.String(), "hostIf", ep.HostIf)
 		default:

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -109,13 +110,26 @@ func closeFD(fd int) {
 // data are errors), with the CNI decode error code.
 func DecodeRequest[T any](r io.Reader) (T, error) {
 	var v T
-	dec := json.NewDecoder(io.LimitReader(r, maxBody))
+	fail := func(details string) (T, error) {
+		return v, &api.Error{Code: api.CodeDecode, Msg: fmt.Sprintf("decode %T request", v), Details: details}
+	}
+	data, err := io.ReadAll(io.LimitReader(r, maxBody+1))
+	if err != nil {
+		return fail(err.Error())
+	}
+	if len(data) > maxBody {
+		return fail(fmt.Sprintf("request larger than %d bytes", maxBody))
+	}
+	if bytes.Equal(bytes.TrimSpace(data), []byte("null")) {
+		return fail("null is not a request object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&v); err != nil {
-		return v, &api.Error{Code: api.CodeDecode, Msg: fmt.Sprintf("decode %T request", v), Details: err.Error()}
+		return fail(err.Error())
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return v, &api.Error{Code: api.CodeDecode, Msg: fmt.Sprintf("decode %T request", v), Details: "trailing data after the JSON object"}
+		return fail("trailing data after the JSON object")
 	}
 	return v, nil
 }

@@ -181,4 +181,3 @@ func routeOf(ifindex int, r plan.Route) *netlink.Route {
 	}
 	return rt
 }
-

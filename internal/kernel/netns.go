@@ -130,3 +130,11 @@ func ReadSysctl(ns netns.NsHandle, key string) (string, error) {
 	})
 	return out, err
 }
+
+// IsNetNS reports whether fd refers to a network namespace (whatever path it was opened
+// from: /proc/PID/ns/net, a bind mount under /run/netns, a passed descriptor).
+func IsNetNS(fd int) bool {
+	const nsGetNSType = 0xb703 // NS_GET_NSTYPE, linux/nsfs.h
+	t, err := unix.IoctlRetInt(fd, nsGetNSType)
+	return err == nil && t == unix.CLONE_NEWNET
+}

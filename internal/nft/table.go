@@ -3,9 +3,7 @@ package nft
 import (
 	"errors"
 	"fmt"
-	"os"
 	"slices"
-	"strings"
 	"sync"
 
 	"github.com/google/nftables"
@@ -13,6 +11,8 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/podnet/podnet/internal/kernel"
 )
 
 // ErrClosed is returned by the methods of a closed Table.
@@ -38,13 +38,9 @@ func Open(nsFD int) (*Table, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open table inet %s: duplicate netns fd %d: %w", TableName, nsFD, err)
 	}
-	// /proc/self/fd/N of a namespace fd reads "net:[inode]" for a network namespace.
-	if link, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd)); err != nil || !strings.HasPrefix(link, "net:[") {
+	if !kernel.IsNetNS(fd) {
 		unix.Close(fd)
-		if err == nil {
-			err = fmt.Errorf("it refers to %s", link)
-		}
-		return nil, fmt.Errorf("open table inet %s: fd %d is not a network namespace: %w", TableName, nsFD, err)
+		return nil, fmt.Errorf("open table inet %s: fd %d is not a network namespace", TableName, nsFD)
 	}
 	return &Table{fd: fd}, nil
 }

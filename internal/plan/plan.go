@@ -85,7 +85,7 @@ func EndpointFor(n api.Network, k api.EndpointKey, addrs []netip.Prefix, mac net
 // address (0a:58:a.b.c.d, as several CNIs do), so that an address keeps one MAC; for
 // IPv6-only endpoints from the low 32 bits of the IPv6 address.
 func MACFor(addrs []netip.Prefix) net.HardwareAddr {
-	if len(addrs) == 0 {
+	if len(addrs) == 0 || !addrs[0].IsValid() {
 		return nil
 	}
 	pick := addrs[0].Addr()
@@ -141,6 +141,9 @@ func ParseMAC(s string) (net.HardwareAddr, error) {
 	}
 	if mac[0]&1 == 1 {
 		return nil, fmt.Errorf("mac %q: multicast address cannot be an interface address", s)
+	}
+	if [6]byte(mac) == [6]byte{} {
+		return nil, fmt.Errorf("mac %q: the all-zero address cannot be an interface address", s)
 	}
 	return mac, nil
 }

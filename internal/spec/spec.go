@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/podnet/podnet/api"
@@ -24,6 +25,19 @@ const (
 	maxBits4 = 30
 	maxBits6 = 126
 )
+
+// reservedRanges can never hold pod addresses.
+var reservedRanges = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("169.254.0.0/16"),
+	netip.MustParsePrefix("224.0.0.0/4"),
+	netip.MustParsePrefix("240.0.0.0/4"),
+	netip.MustParsePrefix("::/127"), // unspecified and loopback
+	netip.MustParsePrefix("::ffff:0:0/96"),
+	netip.MustParsePrefix("fe80::/10"),
+	netip.MustParsePrefix("ff00::/8"),
+}
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
 
@@ -98,11 +112,16 @@ func Canonicalize(s api.NetworkSpec) (api.Network, error) {
 				return api.Network{}, invalid(s.Name, "subnet", str, "too small: at most /%d", maxBits6)
 			}
 		}
-		if p.Addr().IsLoopback() || p.Addr().IsMulticast() || p.Addr().IsUnspecified() && p.Bits() == 0 || p.Addr().IsLinkLocalUnicast() {
-			return api.Network{}, invalid(s.Name, "subnet", str, "loopback, multicast, link-local and default ranges cannot be pod subnets")
+		for _, r := range reservedRanges {
+			if r.Overlaps(p) {
+				return api.Network{}, invalid(s.Name, "subnet", str, "overlaps reserved range %s (loopback, multicast, link-local, unspecified and reserved ranges cannot be pod subnets)", r)
+			}
 		}
 		n.Subnets = append(n.Subnets, api.Subnet{Prefix: p, Gateway: p.Addr().Next()})
 	}
+	// Canonical order, IPv4 first, so that two definitions of one network compare equal.
+	slices.SortStableFunc(n.Subnets, func(a, b api.Subnet) int { return a.Prefix.Addr().BitLen() - b.Prefix.Addr().BitLen() })
+	gatewaySet := map[int]bool{}
 	for _, str := range s.Gateways {
 		g, err := netip.ParseAddr(strings.TrimSpace(str))
 		if err != nil {
@@ -120,6 +139,10 @@ func Canonicalize(s api.NetworkSpec) (api.Network, error) {
 		if g == n.Subnets[idx].Prefix.Addr() || g.Is4() && g == LastAddr(n.Subnets[idx].Prefix) {
 			return api.Network{}, invalid(s.Name, "gateway", str, "is the network or broadcast address of %s", n.Subnets[idx].Prefix)
 		}
+		if gatewaySet[idx] {
+			return api.Network{}, invalid(s.Name, "gateway", str, "only one gateway per subnet")
+		}
+		gatewaySet[idx] = true
 		n.Subnets[idx].Gateway = g
 	}
 	switch {
@@ -207,16 +230,16 @@ func CheckOverlap(n api.Network, others []api.Network, routes []NodeRoute, own m
 }
 
 // BridgeName is the host bridge of a network: "pn-" + name when it fits in 15 bytes,
-// else a stable hash-based name.
+// else "pnh" + a hash of the name (the two forms cannot collide).
 func BridgeName(network string) string {
 	if name := "pn-" + network; len(name) <= 15 {
 		return name
 	}
-	return "pn-" + network[:5] + "-" + hash(network)[:6]
+	return "pnh" + hash(network)[:12]
 }
 
 // HostVethName is the host-side veth of an endpoint: derived from the endpoint key so
-// that a restarted agent finds it again. 15 bytes.
+// that a restarted agent finds it again. 14 bytes.
 func HostVethName(k api.EndpointKey) string {
 	return VethPrefix + hash(k.String())[:11]
 }

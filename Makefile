@@ -1,0 +1,32 @@
+# podnet: `make build` puts bin/podnet and bin/podnet-cni in place, `make test` runs the
+# whole suite (privileged tests need root; under CI=true they never skip), `make demo`
+# runs the demo, `make bench` the benchmarks (installs Debian's reference CNI plugins).
+GO ?= go
+GOFLAGS_BUILD ?= -trimpath
+
+.PHONY: build test demo bench fuzz vet clean
+
+build:
+	$(GO) build $(GOFLAGS_BUILD) -o bin/podnet ./cmd/podnet
+	$(GO) build $(GOFLAGS_BUILD) -ldflags='-s -w' -o bin/podnet-cni ./cmd/podnet-cni
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+
+test: build vet
+	$(GO) test -count=1 -timeout 30m ./...
+
+demo: build
+	./bin/podnet demo
+
+bench: build
+	bash bench/bench.sh
+
+# Short fuzzing runs of the decoders (the seed corpora also run in `make test`).
+fuzz:
+	$(GO) test -run XXX -fuzz FuzzParseConfig -fuzztime 30s ./internal/cniplugin/
+	$(GO) test -run XXX -fuzz FuzzDecodeAttachRequest -fuzztime 30s ./internal/agent/
+
+clean:
+	rm -rf bin

@@ -1,0 +1,257 @@
+package plan_test
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/plan"
+	"github.com/podnet/podnet/internal/spec"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+func mustNetwork(t *testing.T, s api.NetworkSpec) api.Network {
+	t.Helper()
+	n, err := spec.Canonicalize(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func pfx(s ...string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range s {
+		out = append(out, netip.MustParsePrefix(p))
+	}
+	return out
+}
+
+func mac(s string) net.HardwareAddr {
+	m, err := net.ParseMAC(s)
+	if err != nil {
+		panic(err)
+	}
+	return m
+}
+
+// dump renders a bridge, an endpoint and its result as stable text, one object per line.
+func dump(b plan.Bridge, ep plan.Endpoint, r api.Result) string {
+	var w bytes.Buffer
+	fmt.Fprintf(&w, "bridge %s mtu %d mac %s\n", b.Name, b.MTU, b.MAC)
+	for _, a := range b.Addrs {
+		fmt.Fprintf(&w, "  addr %s\n", a)
+	}
+	fmt.Fprintf(&w, "endpoint host %s master %s mtu %d\n", ep.HostIf, ep.Master, ep.MTU)
+	fmt.Fprintf(&w, "  sandbox %s mac %s\n", ep.SandboxIf, ep.MAC)
+	for _, a := range ep.Addrs {
+		fmt.Fprintf(&w, "  addr %s\n", a)
+	}
+	for _, rt := range ep.Routes {
+		fmt.Fprintf(&w, "  route %s%s\n", rt.Dst, via(rt.GW))
+	}
+	fmt.Fprintf(&w, "result\n")
+	for i, itf := range r.Interfaces {
+		fmt.Fprintf(&w, "  interface %d %s mac %q mtu %d sandbox %q\n", i, itf.Name, itf.MAC, itf.MTU, itf.Sandbox)
+	}
+	for _, ip := range r.IPs {
+		fmt.Fprintf(&w, "  ip %s%s interface %d\n", ip.Address, via(ip.Gateway), ip.Interface)
+	}
+	for _, rt := range r.Routes {
+		fmt.Fprintf(&w, "  route %s%s\n", rt.Dst, via(rt.GW))
+	}
+	fmt.Fprintf(&w, "  dns nameservers %q domain %q search %q options %q\n", r.DNS.Nameservers, r.DNS.Domain, r.DNS.Search, r.DNS.Options)
+	return w.String()
+}
+
+func via(gw netip.Addr) string {
+	if !gw.IsValid() {
+		return " on-link"
+	}
+	return " via " + gw.String()
+}
+
+func TestPlanGolden(t *testing.T) {
+	dual := api.NetworkSpec{Name: "blue", Subnets: []string{"10.88.1.0/24", "fd00:88:1::/64"}}
+	key := api.EndpointKey{Network: "blue", ContainerID: "c0ffee", IfName: "eth0"}
+	const netns = "/var/run/netns/c0ffee"
+	tests := []struct {
+		name   string
+		spec   api.NetworkSpec
+		key    api.EndpointKey
+		addrs  []netip.Prefix
+		mac    net.HardwareAddr
+		golden string
+	}{
+		{name: "dual stack", spec: dual, key: key, addrs: pfx("10.88.1.5/24", "fd00:88:1::5/64"), golden: "dualstack"},
+		{name: "dual stack IPv6 first", spec: dual, key: key, addrs: pfx("fd00:88:1::5/64", "10.88.1.5/24"), golden: "dualstack-v6first"},
+		{name: "dual stack requested mac", spec: dual, key: key, addrs: pfx("10.88.1.5/24", "fd00:88:1::5/64"),
+			mac: mac("02:42:ac:11:00:02"), golden: "dualstack-mac"},
+		{name: "gateways mtu long name", golden: "custom",
+			spec: api.NetworkSpec{Name: "production-frontend", Subnets: []string{"10.90.0.0/16", "fd00:90::/64"},
+				Gateways: []string{"10.90.255.254", "fd00:90::fe"}, MTU: 9000, NoMasquerade: true},
+			key:   api.EndpointKey{Network: "production-frontend", ContainerID: strings.Repeat("ab", 32), IfName: "net1"},
+			addrs: pfx("10.90.3.4/16", "fd00:90::3:4/64")},
+		{name: "IPv6 only", golden: "ipv6only",
+			spec:  api.NetworkSpec{Name: "six", Subnets: []string{"fd00:6::/64"}},
+			key:   api.EndpointKey{Network: "six", ContainerID: "c6", IfName: "eth0"},
+			addrs: pfx("fd00:6::a0b:c0d/64")},
+		{name: "address outside the network", spec: dual, key: key, addrs: pfx("10.88.1.5/24", "192.168.7.7/24"), golden: "foreign"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := mustNetwork(t, tt.spec)
+			b := plan.BridgeFor(n)
+			ep := plan.EndpointFor(n, tt.key, tt.addrs, tt.mac)
+			got := dump(b, ep, plan.ResultFor(n, ep, netns))
+			path := filepath.Join("testdata", tt.golden+".golden")
+			if *update {
+				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create it)", err)
+			}
+			if got != string(want) {
+				t.Errorf("plan mismatch (run with -update to accept)\n--- got\n%s--- want\n%s", got, want)
+			}
+		})
+	}
+}
+
+func TestBridgeFor(t *testing.T) {
+	blue := mustNetwork(t, api.NetworkSpec{Name: "blue", Subnets: []string{"10.88.1.0/24", "fd00:88:1::/64"}})
+	red := mustNetwork(t, api.NetworkSpec{Name: "red", Subnets: []string{"10.88.2.0/24"}})
+	b1, b2, r := plan.BridgeFor(blue), plan.BridgeFor(blue), plan.BridgeFor(red)
+	if b1.MAC.String() != b2.MAC.String() {
+		t.Errorf("bridge MAC not stable: %s then %s", b1.MAC, b2.MAC)
+	}
+	if b1.MAC.String() == r.MAC.String() {
+		t.Errorf("networks blue and red share bridge MAC %s", r.MAC)
+	}
+	for _, b := range []plan.Bridge{b1, r} {
+		if len(b.MAC) != 6 || b.MAC[0]&0x02 == 0 || b.MAC[0]&0x01 != 0 {
+			t.Errorf("bridge %s MAC %s: want a locally administered unicast 6-byte address", b.Name, b.MAC)
+		}
+	}
+	// The name and addresses depend only on the network, not on its creation time.
+	blue.Created = blue.Created.AddDate(1, 0, 0)
+	if got := plan.BridgeFor(blue); got.MAC.String() != b1.MAC.String() || got.Name != b1.Name {
+		t.Errorf("BridgeFor depends on Created: %+v vs %+v", got, b1)
+	}
+}
+
+func TestEndpointForDefaultsToMACFor(t *testing.T) {
+	n := mustNetwork(t, api.NetworkSpec{Name: "blue", Subnets: []string{"10.88.1.0/24", "fd00:88:1::/64"}})
+	addrs := pfx("fd00:88:1::9/64", "10.88.1.9/24")
+	ep := plan.EndpointFor(n, api.EndpointKey{Network: "blue", ContainerID: "c", IfName: "eth0"}, addrs, nil)
+	if got, want := ep.MAC.String(), plan.MACFor(addrs).String(); got != want {
+		t.Errorf("EndpointFor MAC = %s, want MACFor = %s", got, want)
+	}
+	if got, want := ep.HostIf, spec.HostVethName(api.EndpointKey{Network: "blue", ContainerID: "c", IfName: "eth0"}); got != want {
+		t.Errorf("HostIf = %s, want %s", got, want)
+	}
+	r := plan.ResultFor(n, ep, "/proc/1/ns/net")
+	if r.Interfaces[1].MAC != ep.MAC.String() || r.Interfaces[1].Name != "eth0" || r.Interfaces[0].Sandbox != "" {
+		t.Errorf("ResultFor interfaces = %+v", r.Interfaces)
+	}
+}
+
+func TestMACFor(t *testing.T) {
+	tests := []struct {
+		name  string
+		addrs []netip.Prefix
+		want  string
+	}{
+		{"IPv4", pfx("10.88.1.5/24"), "0a:58:0a:58:01:05"},
+		{"IPv4 high octets", pfx("192.168.255.254/24"), "0a:58:c0:a8:ff:fe"},
+		{"first IPv4 wins over an earlier IPv6", pfx("fd00::1/64", "10.1.2.3/24", "10.9.9.9/24"), "0a:58:0a:01:02:03"},
+		{"IPv6 only: low 32 bits", pfx("fd00:88:1::a0b:c0d/64"), "0a:58:0a:0b:0c:0d"},
+		{"first of two IPv6", pfx("fd00::1:2/64", "fd01::3:4/64"), "0a:58:00:01:00:02"},
+		{"IPv4-mapped IPv6 is not IPv4", pfx("fd00::102:304/64", "::ffff:10.0.0.1/128"), "0a:58:01:02:03:04"},
+		{"none", nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := plan.MACFor(tt.addrs)
+			if got.String() != tt.want {
+				t.Errorf("MACFor(%v) = %q, want %q", tt.addrs, got, tt.want)
+			}
+			if got == nil {
+				return
+			}
+			if len(got) != 6 || got[0]&0x02 == 0 || got[0]&0x01 != 0 {
+				t.Errorf("MACFor(%v) = %s: want a locally administered unicast 6-byte address", tt.addrs, got)
+			}
+			if _, err := plan.ParseMAC(got.String()); err != nil {
+				t.Errorf("ParseMAC(MACFor(%v)): %v", tt.addrs, err)
+			}
+		})
+	}
+}
+
+func TestParseMAC(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    string // "" with wantErr == "": nil MAC
+		wantErr string
+		bug     string
+	}{
+		{in: ""},
+		{in: "02:42:ac:11:00:02", want: "02:42:ac:11:00:02"},
+		{in: "0A:58:0A:58:01:05", want: "0a:58:0a:58:01:05"},
+		{in: "0a-58-0a-58-01-05", want: "0a:58:0a:58:01:05"},
+		{in: "0a58.0a58.0105", want: "0a:58:0a:58:01:05"},
+		{in: "00:16:3e:00:00:01", want: "00:16:3e:00:00:01"}, // universally administered unicast is allowed
+		{in: "01:00:5e:00:00:01", wantErr: `mac "01:00:5e:00:00:01": multicast address cannot be an interface address`},
+		{in: "33:33:00:00:00:01", wantErr: `mac "33:33:00:00:00:01": multicast address cannot be an interface address`},
+		{in: "ff:ff:ff:ff:ff:ff", wantErr: `mac "ff:ff:ff:ff:ff:ff": multicast address cannot be an interface address`},
+		{in: "03:00:00:00:00:00", wantErr: `mac "03:00:00:00:00:00": multicast address cannot be an interface address`},
+		{in: "banana", wantErr: `mac "banana": not a 6-byte hardware address`},
+		{in: "02:42:ac:11:00", wantErr: `mac "02:42:ac:11:00": not a 6-byte hardware address`},
+		{in: "02:42:ac:11:00:02:03", wantErr: `mac "02:42:ac:11:00:02:03": not a 6-byte hardware address`},
+		{in: "02:42:ac:11:00:0g", wantErr: `mac "02:42:ac:11:00:0g": not a 6-byte hardware address`},
+		{in: " 02:42:ac:11:00:02", wantErr: `mac " 02:42:ac:11:00:02": not a 6-byte hardware address`},
+		{in: "02:00:5e:10:00:00:00:01", wantErr: `mac "02:00:5e:10:00:00:00:01": not a 6-byte hardware address`}, // EUI-64
+		{in: "00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01", // 20-byte InfiniBand
+			wantErr: `mac "00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01": not a 6-byte hardware address`},
+		{in: "00:00:00:00:00:00", wantErr: `mac "00:00:00:00:00:00": the all-zero address cannot be an interface address`,
+			bug: "the all-zero MAC is accepted; the kernel refuses it (EADDRNOTAVAIL) only when the veth is created"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := plan.ParseMAC(tt.in)
+			if tt.wantErr != "" {
+				if err == nil || err.Error() != tt.wantErr {
+					t.Errorf("ParseMAC(%q) = %v, %v; want error %q", tt.in, got, err, tt.wantErr)
+				}
+				if got != nil {
+					t.Errorf("ParseMAC(%q) = %v with an error, want nil", tt.in, got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseMAC(%q): %v", tt.in, err)
+			}
+			if tt.want == "" {
+				if got != nil {
+					t.Errorf("ParseMAC(%q) = %v, want nil", tt.in, got)
+				}
+				return
+			}
+			if got.String() != tt.want {
+				t.Errorf("ParseMAC(%q) = %s, want %s", tt.in, got, tt.want)
+			}
+		})
+	}
+}
