@@ -1,17 +1,21 @@
 package api
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
 )
 
-// API paths. The agent serves JSON over HTTP on its unix socket.
+// API paths. The agent serves JSON over HTTP/1.1 on its unix socket.
 const (
 	PathStatus        = "/v1/status"
 	PathNetworks      = "/v1/networks"
@@ -21,34 +25,19 @@ const (
 	PathGC            = "/v1/gc"
 )
 
-// Client talks to the agent over its unix socket. The zero value is not usable: use NewClient.
+// Client talks to the agent over its unix socket, one connection per request. It
+// speaks just enough HTTP/1.1 itself, without net/http, to keep the CNI plugin small
+// and quick to start (it is exec'd once per pod and verb).
 type Client struct {
 	socket string
-	http   *http.Client
 }
 
-// NewClient returns a client for the agent listening on socket.
+// NewClient returns a client for the agent listening on socket ("" means DefaultSocket).
 func NewClient(socket string) *Client {
 	if socket == "" {
 		socket = DefaultSocket
 	}
-	tr := &http.Transport{
-		// One connection per request: a descriptor passed with a request must travel on
-		// that request's own connection.
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			c, err := d.DialContext(ctx, "unix", socket)
-			if err != nil {
-				return nil, err
-			}
-			if fd, ok := ctx.Value(fdKey{}).(int); ok {
-				return &sendFDConn{UnixConn: c.(*net.UnixConn), fd: fd}, nil
-			}
-			return c, nil
-		},
-	}
-	return &Client{socket: socket, http: &http.Client{Transport: tr}}
+	return &Client{socket: socket}
 }
 
 // Socket is the path the client dials.
@@ -57,34 +46,34 @@ func (c *Client) Socket() string { return c.socket }
 // Status reports the agent's health.
 func (c *Client) Status(ctx context.Context) (Status, error) {
 	var s Status
-	err := c.do(ctx, http.MethodGet, PathStatus, nil, &s, -1)
+	err := c.do(ctx, "GET", PathStatus, nil, &s, -1)
 	return s, err
 }
 
 // CreateNetwork creates a network from spec.
 func (c *Client) CreateNetwork(ctx context.Context, spec NetworkSpec) (Network, error) {
 	var n Network
-	err := c.do(ctx, http.MethodPost, PathNetworks, spec, &n, -1)
+	err := c.do(ctx, "POST", PathNetworks, spec, &n, -1)
 	return n, err
 }
 
 // Networks lists all networks.
 func (c *Client) Networks(ctx context.Context) ([]Network, error) {
 	var ns []Network
-	err := c.do(ctx, http.MethodGet, PathNetworks, nil, &ns, -1)
+	err := c.do(ctx, "GET", PathNetworks, nil, &ns, -1)
 	return ns, err
 }
 
 // Network returns one network; an *Error with CodeNotFound when it does not exist.
 func (c *Client) Network(ctx context.Context, name string) (Network, error) {
 	var n Network
-	err := c.do(ctx, http.MethodGet, PathNetworks+"/"+url.PathEscape(name), nil, &n, -1)
+	err := c.do(ctx, "GET", PathNetworks+"/"+url.PathEscape(name), nil, &n, -1)
 	return n, err
 }
 
 // DeleteNetwork removes a network; refused with CodeBusy while endpoints are attached.
 func (c *Client) DeleteNetwork(ctx context.Context, name string) error {
-	return c.do(ctx, http.MethodDelete, PathNetworks+"/"+url.PathEscape(name), nil, nil, -1)
+	return c.do(ctx, "DELETE", PathNetworks+"/"+url.PathEscape(name), nil, nil, -1)
 }
 
 // Endpoints lists attachments, of one network or (network "") of all.
@@ -94,7 +83,7 @@ func (c *Client) Endpoints(ctx context.Context, network string) ([]Endpoint, err
 	if network != "" {
 		p += "?network=" + url.QueryEscape(network)
 	}
-	err := c.do(ctx, http.MethodGet, p, nil, &eps, -1)
+	err := c.do(ctx, "GET", p, nil, &eps, -1)
 	return eps, err
 }
 
@@ -102,60 +91,75 @@ func (c *Client) Endpoints(ctx context.Context, network string) ([]Endpoint, err
 // the agent opens req.Netns itself).
 func (c *Client) Attach(ctx context.Context, req AttachRequest, netnsFD int) (Result, error) {
 	var r Result
-	err := c.do(ctx, http.MethodPost, PathEndpoints, req, &r, netnsFD)
+	err := c.do(ctx, "POST", PathEndpoints, req, &r, netnsFD)
 	return r, err
 }
 
 // Detach detaches a sandbox; success when it is already gone.
 func (c *Client) Detach(ctx context.Context, req DetachRequest, netnsFD int) error {
-	return c.do(ctx, http.MethodPost, PathEndpointsDel, req, nil, netnsFD)
+	return c.do(ctx, "POST", PathEndpointsDel, req, nil, netnsFD)
 }
 
 // Check verifies that an attachment is intact in the kernel.
 func (c *Client) Check(ctx context.Context, req CheckRequest, netnsFD int) error {
-	return c.do(ctx, http.MethodPost, PathEndpointCheck, req, nil, netnsFD)
+	return c.do(ctx, "POST", PathEndpointCheck, req, nil, netnsFD)
 }
 
 // GC releases every attachment of a network that is not listed as valid.
 func (c *Client) GC(ctx context.Context, req GCRequest) (GCResponse, error) {
 	var r GCResponse
-	err := c.do(ctx, http.MethodPost, PathGC, req, &r, -1)
+	err := c.do(ctx, "POST", PathGC, req, &r, -1)
 	return r, err
 }
 
-// do sends one request; fd >= 0 travels with it as SCM_RIGHTS.
+// do sends one request on a new connection; fd >= 0 travels with its first bytes as
+// SCM_RIGHTS. Connection failures are CodeNotAvailable, agent errors come back as the
+// agent's *Error.
 func (c *Client) do(ctx context.Context, method, path string, in, out any, fd int) error {
-	var body io.Reader
+	var body []byte
 	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
+		var err error
+		if body, err = json.Marshal(in); err != nil {
 			return fmt.Errorf("encode request: %w", err)
 		}
-		body = bytes.NewReader(b)
 	}
-	if fd >= 0 {
-		ctx = context.WithValue(ctx, fdKey{}, fd)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://podnet"+path, body)
-	if err != nil {
-		return err
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
+	unreachable := func(err error) error {
 		return &Error{Code: CodeNotAvailable, Msg: fmt.Sprintf("podnet agent unreachable at %s", c.socket), Details: err.Error()}
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.socket)
+	if err != nil {
+		return unreachable(err)
+	}
+	defer conn.Close()
+	if deadline, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(deadline)
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	var req bytes.Buffer
+	fmt.Fprintf(&req, "%s %s HTTP/1.1\r\nHost: podnet\r\nConnection: close\r\n", method, path)
+	if in != nil {
+		fmt.Fprintf(&req, "Content-Type: application/json\r\nContent-Length: %d\r\n", len(body))
+	}
+	req.WriteString("\r\n")
+	req.Write(body)
+	var oob []byte
+	if fd >= 0 {
+		oob = syscall.UnixRights(fd)
+	}
+	if _, _, err := conn.(*net.UnixConn).WriteMsgUnix(req.Bytes(), oob, nil); err != nil {
+		return unreachable(err)
+	}
+	status, data, err := readResponse(bufio.NewReader(conn))
 	if err != nil {
 		return &Error{Code: CodeIOFailure, Msg: "read agent response", Details: err.Error()}
 	}
-	if resp.StatusCode >= 300 {
+	if status >= 300 {
 		var e Error
 		if json.Unmarshal(data, &e) != nil || e.Code == 0 {
-			return &Error{Code: CodeInternal, Msg: fmt.Sprintf("agent answered %s", resp.Status), Details: string(data)}
+			return &Error{Code: CodeInternal, Msg: fmt.Sprintf("agent answered status %d", status), Details: string(data)}
 		}
 		return &e
 	}
@@ -165,4 +169,48 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any, fd in
 		}
 	}
 	return nil
+}
+
+// readResponse reads an HTTP/1.1 response with a Content-Length body, or a body that
+// ends when the connection closes (the request asked for Connection: close).
+func readResponse(r *bufio.Reader) (status int, body []byte, err error) {
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return 0, nil, err
+	}
+	proto, rest, _ := strings.Cut(strings.TrimSpace(line), " ")
+	code, _, _ := strings.Cut(rest, " ")
+	if status, err = strconv.Atoi(code); err != nil || !strings.HasPrefix(proto, "HTTP/1.") {
+		return 0, nil, fmt.Errorf("malformed status line %q", line)
+	}
+	length := -1
+	for {
+		h, err := r.ReadString('\n')
+		if err != nil {
+			return 0, nil, err
+		}
+		h = strings.TrimSpace(h)
+		if h == "" {
+			break
+		}
+		k, v, _ := strings.Cut(h, ":")
+		switch strings.ToLower(strings.TrimSpace(k)) {
+		case "content-length":
+			if length, err = strconv.Atoi(strings.TrimSpace(v)); err != nil {
+				return 0, nil, fmt.Errorf("malformed Content-Length %q", v)
+			}
+		case "transfer-encoding":
+			return 0, nil, fmt.Errorf("unsupported Transfer-Encoding %q", strings.TrimSpace(v))
+		}
+	}
+	if status == 204 || status == 304 {
+		return status, nil, nil
+	}
+	if length >= 0 {
+		body = make([]byte, length)
+		_, err = io.ReadFull(r, body)
+		return status, body, err
+	}
+	body, err = io.ReadAll(r)
+	return status, body, err
 }

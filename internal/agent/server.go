@@ -11,11 +11,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/fdpass"
 )
 
 // maxBody bounds request bodies.
@@ -59,7 +61,7 @@ func (a *Agent) Handler() http.Handler {
 		reply(w, eps, err)
 	})
 	mux.HandleFunc("POST "+api.PathEndpoints, func(w http.ResponseWriter, r *http.Request) {
-		fd := api.TakeFD(r)
+		fd := fdpass.TakeFD(r)
 		req, err := DecodeRequest[api.AttachRequest](r.Body)
 		if err != nil {
 			closeFD(fd)
@@ -70,7 +72,7 @@ func (a *Agent) Handler() http.Handler {
 		reply(w, res, err)
 	})
 	mux.HandleFunc("POST "+api.PathEndpointsDel, func(w http.ResponseWriter, r *http.Request) {
-		closeFD(api.TakeFD(r)) // DEL needs no namespace: deleting the host veth removes the pair
+		closeFD(fdpass.TakeFD(r)) // DEL needs no namespace: deleting the host veth removes the pair
 		req, err := DecodeRequest[api.DetachRequest](r.Body)
 		if err != nil {
 			reply(w, nil, err)
@@ -79,7 +81,7 @@ func (a *Agent) Handler() http.Handler {
 		reply(w, nil, a.Detach(req))
 	})
 	mux.HandleFunc("POST "+api.PathEndpointCheck, func(w http.ResponseWriter, r *http.Request) {
-		fd := api.TakeFD(r)
+		fd := fdpass.TakeFD(r)
 		req, err := DecodeRequest[api.CheckRequest](r.Body)
 		if err != nil {
 			closeFD(fd)
@@ -134,22 +136,29 @@ func DecodeRequest[T any](r io.Reader) (T, error) {
 	return v, nil
 }
 
+// reply writes v (or err as an *api.Error) as JSON with a Content-Length: the api
+// client reads plain Content-Length bodies.
 func reply(w http.ResponseWriter, v any, err error) {
-	w.Header().Set("Content-Type", "application/json")
+	status := http.StatusOK
 	if err != nil {
 		var ae *api.Error
 		if !errors.As(err, &ae) {
 			ae = &api.Error{Code: api.CodeInternal, Msg: err.Error()}
 		}
-		w.WriteHeader(httpStatus(ae.Code))
-		json.NewEncoder(w).Encode(ae)
-		return
-	}
-	if v == nil {
+		status, v = httpStatus(ae.Code), ae
+	} else if v == nil {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	json.NewEncoder(w).Encode(v)
+	data, merr := json.Marshal(v)
+	if merr != nil {
+		status, data = http.StatusInternalServerError, []byte(`{"code":100,"msg":"encode response"}`)
+	}
+	data = append(data, '\n')
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+	w.WriteHeader(status)
+	w.Write(data)
 }
 
 func httpStatus(code int) int {
@@ -185,12 +194,12 @@ func (a *Agent) Serve(ctx context.Context, socket string) error {
 		return fmt.Errorf("listen %s: %w", socket, err)
 	}
 	l.SetUnlinkOnClose(true)
-	srv := &http.Server{Handler: a.Handler(), ConnContext: api.ConnContext, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: a.Handler(), ConnContext: fdpass.ConnContext, ReadHeaderTimeout: 10 * time.Second}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go a.Run(ctx)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(api.FDListener{UnixListener: l}) }()
+	go func() { errc <- srv.Serve(fdpass.FDListener{UnixListener: l}) }()
 	a.log.Info("agent listening", "socket", socket)
 	select {
 	case err := <-errc:

@@ -434,7 +434,7 @@ func TestBridgeName(t *testing.T) {
 	}{
 		{"blue", "pn-blue"},
 		{"a", "pn-a"},
-		{"twelve-chars", "pn-twelve-chars"}, // exactly 15 bytes: kept as is
+		{"twelve-chars", "pn-twelve-chars"},  // exactly 15 bytes: kept as is
 		{"thirteen-char", "pnh3adc6cba4867"}, // too long: hashed
 	}
 	for _, tt := range tests {

@@ -1,6 +1,6 @@
 // Package cniplugintest provides a fake podnet agent for tests of the CNI plugin: it
 // serves the agent's JSON API on a unix socket, receives namespace descriptors the way
-// the real agent does (api.FDListener, api.ConnContext, api.TakeFD), records every
+// the real agent does (fdpass.FDListener, fdpass.ConnContext, fdpass.TakeFD), records every
 // request and answers with canned results or errors.
 package cniplugintest
 
@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/fdpass"
 )
 
 // Request is one request the fake received.
@@ -70,8 +71,8 @@ func NewAgent(t testing.TB) *Agent {
 	if err != nil {
 		t.Fatalf("listen %s: %v", a.Socket, err)
 	}
-	srv := &http.Server{Handler: a, ConnContext: api.ConnContext}
-	go srv.Serve(api.FDListener{UnixListener: ln})
+	srv := &http.Server{Handler: a, ConnContext: fdpass.ConnContext}
+	go srv.Serve(fdpass.FDListener{UnixListener: ln})
 	t.Cleanup(func() { srv.Close() })
 	return a
 }
@@ -103,7 +104,7 @@ func (a *Agent) Last(t testing.TB) Request {
 // ServeHTTP records the request and answers it.
 func (a *Agent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := Request{Method: r.Method, Path: r.URL.Path}
-	if fd := api.TakeFD(r); fd >= 0 {
+	if fd := fdpass.TakeFD(r); fd >= 0 {
 		var st syscall.Stat_t
 		if err := syscall.Fstat(fd, &st); err == nil {
 			rec.FD, rec.Dev, rec.Ino = true, st.Dev, st.Ino
