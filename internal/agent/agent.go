@@ -61,6 +61,8 @@ type Agent struct {
 	// detachq feeds detachLoop with endpoints that DEL marked detaching.
 	detachq    chan api.EndpointKey
 	detachDone chan struct{}
+	// marking counts markAttached calls in flight.
+	marking sync.WaitGroup
 }
 
 // New opens the node, reconciles the store with the kernel and returns a ready agent.
@@ -104,6 +106,7 @@ func OpenBoltStore(stateDir string) (store.Store, error) {
 func (a *Agent) Close() error {
 	close(a.detachq)
 	<-a.detachDone
+	a.marking.Wait()
 	a.node.Close()
 	if c, ok := a.nft.(interface{ Close() error }); ok {
 		c.Close()
@@ -404,6 +407,7 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 	owner := req.EndpointKey.String()
 	var n api.Network
 	var ep api.Endpoint
+	var p plan.Endpoint
 	err = a.store.Update(func(tx store.Tx) error {
 		var ok bool
 		var err error
@@ -421,9 +425,10 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 		if err != nil {
 			return err
 		}
+		p = plan.EndpointFor(n, req.EndpointKey, addrs, mac)
 		ep = api.Endpoint{
 			EndpointKey: req.EndpointKey, Name: req.Name, Netns: req.Netns,
-			HostIf: spec.HostVethName(req.EndpointKey), IPs: addrs, State: api.StateAttaching,
+			HostIf: p.HostIf, MAC: p.MAC.String(), IPs: addrs, State: api.StateAttaching,
 			Created: time.Now().UTC().Truncate(time.Second),
 		}
 		return tx.PutEndpoint(ep)
@@ -431,8 +436,6 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 	if err != nil {
 		return api.Result{}, err
 	}
-	p := plan.EndpointFor(n, req.EndpointKey, ep.IPs, mac)
-	ep.MAC = p.MAC.String()
 	if err := a.node.AddEndpoint(sb, p); err != nil {
 		if rerr := a.forget(req.EndpointKey); rerr != nil {
 			a.log.Error("roll back failed attach", "endpoint", owner, "err", rerr)
@@ -442,14 +445,31 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 		}
 		return api.Result{}, fmt.Errorf("attach %s: %w", owner, err)
 	}
-	ep.State = api.StateAttached
-	if err := a.store.Update(func(tx store.Tx) error { return tx.PutEndpoint(ep) }); err != nil {
-		_ = a.node.DeleteLink(p.HostIf)
-		_ = a.forget(req.EndpointKey)
-		return api.Result{}, fmt.Errorf("record endpoint %s: %w", owner, err)
-	}
+	// The kernel side is complete (its host veth is up: EndpointComplete), which is what
+	// a restart checks for an endpoint still recorded as attaching; so the record can be
+	// marked attached off the reply's path (one store commit less per ADD).
+	a.marking.Add(1)
+	go func() {
+		defer a.marking.Done()
+		if err := a.markAttached(req.EndpointKey); err != nil {
+			a.log.Error("mark endpoint attached", "endpoint", owner, "err", err)
+		}
+	}()
 	a.log.Debug("attached", "endpoint", owner, "ips", ep.IPs, "hostIf", ep.HostIf)
 	return plan.ResultFor(n, p, req.Netns), nil
+}
+
+// markAttached records that an endpoint's kernel side is complete, unless a DEL has
+// marked it detaching meanwhile.
+func (a *Agent) markAttached(k api.EndpointKey) error {
+	return a.store.Update(func(tx store.Tx) error {
+		ep, ok, err := tx.Endpoint(k)
+		if err != nil || !ok || ep.State != api.StateAttaching {
+			return err
+		}
+		ep.State = api.StateAttached
+		return tx.PutEndpoint(ep)
+	})
 }
 
 // forget releases an endpoint's addresses and deletes its record (no kernel work).
@@ -712,6 +732,18 @@ func (a *Agent) Reconcile(startup bool) error {
 	known := map[string]bool{}
 	for _, ep := range eps {
 		known[ep.HostIf] = true
+		if ep.State == api.StateAttaching && startup {
+			complete, err := a.node.EndpointComplete(ep.HostIf)
+			if err != nil {
+				return err
+			}
+			if complete {
+				if err := a.markAttached(ep.EndpointKey); err != nil {
+					return err
+				}
+				ep.State = api.StateAttached
+			}
+		}
 		switch {
 		case ep.State == api.StateAttaching && startup:
 			a.log.Info("rolling back interrupted attach", "endpoint", ep.EndpointKey.String())

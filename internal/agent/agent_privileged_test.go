@@ -498,3 +498,63 @@ func TestPrivilegedAddressReuseIsAnnounced(t *testing.T) {
 		t.Logf("node -> reused %s connected in %s", ip.Address, time.Since(start))
 	}
 }
+
+// A crash between the kernel work of an ADD and its record being marked attached leaves
+// an endpoint recorded as attaching. On restart, one whose host veth is up (the last
+// step of AddEndpoint) is complete and kept; one cut off earlier is rolled back.
+func TestPrivilegedRestartResolvesInterruptedAttaches(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.network("blue", "10.89.0.0/24")
+	done := e.mustAttach("blue", "done")
+	cut := e.mustAttach("blue", "cut")
+	waitFor(t, func() bool {
+		eps, _ := e.c.Endpoints(ctx, "blue")
+		return len(eps) == 2 && eps[0].State == api.StateAttached && eps[1].State == api.StateAttached
+	})
+	e.stop()
+	// Rewind both records to attaching, and make "cut" look interrupted before its host
+	// veth came up.
+	st, err := store.OpenBolt(filepath.Join(e.dir, "podnet.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = st.Update(func(tx store.Tx) error {
+		for _, k := range []api.EndpointKey{done.key, cut.key} {
+			ep, _, err := tx.Endpoint(k)
+			if err != nil {
+				return err
+			}
+			ep.State = api.StateAttaching
+			if err := tx.PutEndpoint(ep); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := netlink.NewHandleAt(e.lab.Node)
+	defer h.Close()
+	hostCut, err := h.LinkByName(spec.HostVethName(cut.key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetDown(hostCut); err != nil {
+		t.Fatal(err)
+	}
+	e.start()
+	eps, err := e.c.Endpoints(ctx, "blue")
+	if err != nil || len(eps) != 1 || eps[0].ContainerID != "done" || eps[0].State != api.StateAttached {
+		t.Fatalf("after restart: %+v %v; want only the complete endpoint, attached", eps, err)
+	}
+	if ok, _ := e.agent.node.LinkExists(spec.HostVethName(cut.key)); ok {
+		t.Fatal("the interrupted endpoint's veth survived the restart")
+	}
+	// Its address is free again: a static request for it succeeds.
+	if _, err := e.attach("blue", "again", cut.ip(0).String()); err != nil {
+		t.Fatalf("address of the rolled-back endpoint: %v", err)
+	}
+}

@@ -187,11 +187,15 @@ func (a *Agent) Serve(ctx context.Context, socket string) error {
 		return fmt.Errorf("socket %s: another agent is listening", socket)
 	}
 	_ = os.Remove(socket)
-	oldMask := unix.Umask(0o177)
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: socket, Net: "unix"})
-	unix.Umask(oldMask)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", socket, err)
+	}
+	// Connecting needs write permission, which the usual umask already withholds from
+	// group and others; 0600 makes it explicit (umask is process-wide: not touched).
+	if err := os.Chmod(socket, 0o600); err != nil {
+		l.Close()
+		return fmt.Errorf("chmod %s: %w", socket, err)
 	}
 	l.SetUnlinkOnClose(true)
 	srv := &http.Server{Handler: a.Handler(), ConnContext: fdpass.ConnContext, ReadHeaderTimeout: 10 * time.Second}

@@ -18,22 +18,18 @@ import (
 var ErrSandboxIfExists = errors.New("sandbox interface exists")
 
 // AddEndpoint creates the endpoint's veth pair with the sandbox end directly inside
-// sandbox, addresses it, brings it up and adds its routes. On any failure everything it
-// created is removed. A leftover host veth of the same name (same endpoint key, from a
-// crash) is replaced.
-//
-// Address reuse: the sandbox end has arp_notify and ndisc_notify set before it comes
-// up, so the kernel announces its addresses (gratuitous ARP, unsolicited neighbour
-// advertisement) and stale neighbour entries of the node are replaced at once.
+// sandbox, addresses it, brings it up and adds its routes; the host end comes up last,
+// so a host veth that is up marks a complete endpoint (EndpointComplete). On any
+// failure everything it created is removed. A leftover host veth of the same name (same
+// endpoint key, from a crash) is replaced. Finally the sandbox addresses are announced
+// (see announce) so that stale neighbour entries are replaced at once.
 func (n *Node) AddEndpoint(sandbox netns.NsHandle, ep plan.Endpoint) (err error) {
 	master, err := n.h.LinkByName(ep.Master)
 	if err != nil {
 		return fmt.Errorf("look up bridge %s: %w", ep.Master, err)
 	}
 	veth := &netlink.Veth{
-		LinkAttrs: netlink.LinkAttrs{
-			Name: ep.HostIf, MTU: ep.MTU, MasterIndex: master.Attrs().Index, Flags: net.FlagUp, TxQLen: -1,
-		},
+		LinkAttrs:        netlink.LinkAttrs{Name: ep.HostIf, MTU: ep.MTU, MasterIndex: master.Attrs().Index, TxQLen: -1},
 		PeerName:         ep.SandboxIf,
 		PeerMTU:          uint32(ep.MTU),
 		PeerHardwareAddr: ep.MAC,
@@ -62,50 +58,85 @@ func (n *Node) AddEndpoint(sandbox netns.NsHandle, ep plan.Endpoint) (err error)
 			_ = n.DeleteLink(ep.HostIf)
 		}
 	}()
-	return n.configureSandbox(sandbox, ep)
-}
-
-func (n *Node) configureSandbox(sandbox netns.NsHandle, ep plan.Endpoint) error {
-	sh, err := netlink.NewHandleAt(sandbox)
+	sh, link, err := configureSandbox(sandbox, ep)
 	if err != nil {
-		return fmt.Errorf("netlink handle for sandbox: %w", err)
+		return err
 	}
 	defer sh.Close()
-	link, err := sh.LinkByName(ep.SandboxIf)
-	if err != nil {
-		return fmt.Errorf("sandbox %s: %w", ep.SandboxIf, err)
+	if err := n.h.LinkSetUp(veth); err != nil {
+		return fmt.Errorf("set %s up: %w", ep.HostIf, err)
 	}
+	return n.announce(sandbox, sh, link, ep)
+}
+
+// EndpointComplete reports whether the host veth of an endpoint exists and is up, which
+// AddEndpoint does last.
+func (n *Node) EndpointComplete(hostIf string) (bool, error) {
+	link, err := n.h.LinkByName(hostIf)
+	if err != nil {
+		if isNotFound(err) {
+			return false, nil
+		}
+		return false, err
+	}
+	return link.Attrs().Flags&net.FlagUp != 0, nil
+}
+
+// configureSandbox does the sandbox side in one namespace switch: sysctls, then through
+// a netlink socket opened inside the sandbox the addresses, links up and routes. It
+// returns that socket's handle and the sandbox link.
+func configureSandbox(sandbox netns.NsHandle, ep plan.Endpoint) (*netlink.Handle, netlink.Link, error) {
 	has6 := slices.ContainsFunc(ep.Addrs, func(p netip.Prefix) bool { return p.Addr().Is6() })
-	if err := Do(sandbox, func() error {
+	var sh *netlink.Handle
+	err := Do(sandbox, func() error {
+		// Announce addresses on link up and on hardware address changes (announce).
 		if err := writeProcSys("net/ipv4/conf/"+ep.SandboxIf+"/arp_notify", "1"); err != nil {
 			return err
 		}
 		if has6 {
-			return writeProcSys("net/ipv6/conf/"+ep.SandboxIf+"/ndisc_notify", "1")
+			if err := writeProcSys("net/ipv6/conf/"+ep.SandboxIf+"/ndisc_notify", "1"); err != nil {
+				return err
+			}
 		}
-		return nil
-	}); err != nil {
-		return fmt.Errorf("sandbox %s: %w", ep.SandboxIf, err)
+		var err error
+		sh, err = netlink.NewHandle() // its socket stays bound to the sandbox
+		return err
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("sandbox %s: %w", ep.SandboxIf, err)
+	}
+	link, err := configureSandboxLink(sh, ep)
+	if err != nil {
+		sh.Close()
+		return nil, nil, err
+	}
+	return sh, link, nil
+}
+
+func configureSandboxLink(sh *netlink.Handle, ep plan.Endpoint) (netlink.Link, error) {
+	link, err := sh.LinkByName(ep.SandboxIf)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", ep.SandboxIf, err)
 	}
 	for _, p := range ep.Addrs {
 		if err := sh.AddrAdd(link, addrOf(p)); err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("sandbox %s: add address %s: %w", ep.SandboxIf, p, err)
+			return nil, fmt.Errorf("sandbox %s: add address %s: %w", ep.SandboxIf, p, err)
 		}
 	}
 	if err := sh.LinkSetUp(link); err != nil {
-		return fmt.Errorf("sandbox %s: set up: %w", ep.SandboxIf, err)
+		return nil, fmt.Errorf("sandbox %s: set up: %w", ep.SandboxIf, err)
 	}
 	if lo, err := sh.LinkByName("lo"); err == nil && lo.Attrs().Flags&net.FlagUp == 0 {
 		if err := sh.LinkSetUp(lo); err != nil {
-			return fmt.Errorf("sandbox lo: set up: %w", err)
+			return nil, fmt.Errorf("sandbox lo: set up: %w", err)
 		}
 	}
 	for _, r := range ep.Routes {
 		if err := sh.RouteReplace(routeOf(link.Attrs().Index, r)); err != nil {
-			return fmt.Errorf("sandbox %s: add route %s via %s: %w", ep.SandboxIf, r.Dst, r.GW, err)
+			return nil, fmt.Errorf("sandbox %s: add route %s via %s: %w", ep.SandboxIf, r.Dst, r.GW, err)
 		}
 	}
-	return n.announce(sandbox, sh, link, ep)
+	return link, nil
 }
 
 // CheckEndpoint verifies that the endpoint's interfaces, addresses and routes exist as

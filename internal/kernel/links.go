@@ -65,13 +65,17 @@ func (n *Node) EnsureBridge(b plan.Bridge) error {
 		if link, err = n.h.LinkByName(b.Name); err != nil {
 			return fmt.Errorf("look up bridge %s: %w", b.Name, err)
 		}
+		// IPv6 on the bridge: no DAD (the gateway must answer at once), no autoconf.
+		// The files are absent when IPv6 is disabled in the node.
+		_ = Do(n.ns, func() error {
+			for _, kv := range [][2]string{{"accept_dad", "0"}, {"accept_ra", "0"}, {"autoconf", "0"}} {
+				_ = writeProcSys("net/ipv6/conf/"+b.Name+"/"+kv[0], kv[1])
+			}
+			return nil
+		})
 	}
 	if link.Type() != "bridge" {
 		return fmt.Errorf("bridge %s: interface exists with type %s", b.Name, link.Type())
-	}
-	// IPv6 on the bridge: no DAD (the gateway must answer at once), no autoconf.
-	for _, kv := range [][2]string{{"accept_dad", "0"}, {"accept_ra", "0"}, {"autoconf", "0"}} {
-		_ = WriteSysctl(n.ns, "net/ipv6/conf/"+b.Name+"/"+kv[0], kv[1])
 	}
 	attrs := link.Attrs()
 	if attrs.MTU != b.MTU {
