@@ -154,7 +154,8 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any, fd in
 	}
 	status, data, err := readResponse(bufio.NewReader(conn))
 	if err != nil {
-		return &Error{Code: CodeIOFailure, Msg: "read agent response", Details: err.Error()}
+		// The agent went away mid-request (restart, crash): worth a retry.
+		return &Error{Code: CodeNotAvailable, Msg: fmt.Sprintf("podnet agent at %s closed the connection before answering", c.socket), Details: err.Error()}
 	}
 	if status >= 300 {
 		var e Error

@@ -21,7 +21,45 @@ const DefaultStateDir = "/var/lib/podnet"
 // Driver names.
 const (
 	DriverBridge = "bridge"
+	// DriverRouted is pure L3 (Calico style): a /32 (/128) per endpoint, no bridge, the
+	// node answers the sandbox's gateway 169.254.1.1 by proxy ARP.
+	DriverRouted = "routed"
 )
+
+// Port modes: how published ports reach endpoints.
+const (
+	PortModeNAT   = "nat"   // DNAT in podnet's nftables table (default)
+	PortModeProxy = "proxy" // a userland proxy in the agent per mapping
+)
+
+// RoutedGateway4 is the IPv4 gateway every sandbox of a routed network uses; nobody
+// owns it, the host veth answers ARP for it (proxy_arp).
+const RoutedGateway4 = "169.254.1.1"
+
+// RoutedHostMAC is the MAC of every host veth of a routed network (as Calico's).
+const RoutedHostMAC = "ee:ee:ee:ee:ee:ee"
+
+// PortMapping publishes ContainerPort of an endpoint on HostPort of the node.
+type PortMapping struct {
+	// HostIP restricts the mapping to one node address; invalid (zero) means all.
+	HostIP        netip.Addr `json:"hostIP,omitzero"`
+	HostPort      uint16     `json:"hostPort"`
+	ContainerPort uint16     `json:"containerPort"`
+	Protocol      string     `json:"protocol"` // "tcp" or "udp"
+}
+
+// String renders a mapping as [HOSTIP:]HOSTPORT:CONTAINERPORT/PROTO.
+func (m PortMapping) String() string {
+	s := fmt.Sprintf("%d:%d/%s", m.HostPort, m.ContainerPort, m.Protocol)
+	if m.HostIP.IsValid() {
+		host := m.HostIP.String()
+		if m.HostIP.Is6() {
+			host = "[" + host + "]"
+		}
+		s = host + ":" + s
+	}
+	return s
+}
 
 // NetworkSpec is a network definition as a user or a CNI config gives it: strings as
 // typed, so that validation can name the field and the value that is wrong.

@@ -393,11 +393,13 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 	if err := a.ensureNetwork(req.Network, req.Define); err != nil {
 		return api.Result{}, err
 	}
-	if err := a.finishDetachesHolding(req.Network, static); err != nil {
-		return api.Result{}, err
+	if len(static) > 0 {
+		if err := a.finishDetachesHolding(req.Network, static); err != nil {
+			return api.Result{}, err
+		}
 	}
 	unlock := a.lockEndpoint(req.EndpointKey)
-	defer unlock()
+	defer func() { unlock() }()
 
 	// A DEL of the same attachment may still be finishing (podman's network reload is
 	// DEL then ADD with the same address): finish it now.
@@ -408,7 +410,7 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 	var n api.Network
 	var ep api.Endpoint
 	var p plan.Endpoint
-	err = a.store.Update(func(tx store.Tx) error {
+	record := func(tx store.Tx) error {
 		var ok bool
 		var err error
 		if n, ok, err = tx.Network(req.Network); err != nil {
@@ -432,7 +434,21 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 			Created: time.Now().UTC().Truncate(time.Second),
 		}
 		return tx.PutEndpoint(ep)
-	})
+	}
+	err = a.store.Update(record)
+	if api.ErrorCode(err) == api.CodePoolExhausted {
+		// Addresses of DELs still finishing are not free yet: finish them (without
+		// holding our own endpoint lock, which one of them may share), try again.
+		unlock()
+		ferr := a.finishDetachesHolding(req.Network, nil)
+		unlock = a.lockEndpoint(req.EndpointKey)
+		if ferr != nil {
+			return api.Result{}, ferr
+		}
+		if err = a.finishDetachLocked(req.EndpointKey); err == nil {
+			err = a.store.Update(record)
+		}
+	}
 	if err != nil {
 		return api.Result{}, err
 	}
@@ -548,18 +564,16 @@ func (a *Agent) finishDetachLocked(k api.EndpointKey) error {
 	return a.detachLocked(k)
 }
 
-// finishDetachesHolding finishes the detaches of endpoints that still hold one of the
-// requested addresses, so that an address released by DEL can be asked for at once.
+// finishDetachesHolding finishes the detaches of a network's endpoints that still hold
+// one of addrs (all of them when addrs is nil), so that addresses released by DEL can
+// be handed out at once. The caller holds no endpoint lock.
 func (a *Agent) finishDetachesHolding(network string, addrs []netip.Addr) error {
-	if len(addrs) == 0 {
-		return nil
-	}
 	eps, err := a.Endpoints(network)
 	if err != nil {
 		return err
 	}
 	for _, ep := range eps {
-		holds := slices.ContainsFunc(ep.IPs, func(p netip.Prefix) bool { return slices.Contains(addrs, p.Addr()) })
+		holds := addrs == nil || slices.ContainsFunc(ep.IPs, func(p netip.Prefix) bool { return slices.Contains(addrs, p.Addr()) })
 		if ep.State != api.StateDetaching || !holds {
 			continue
 		}
@@ -725,10 +739,6 @@ func (a *Agent) Reconcile(startup bool) error {
 	if err != nil {
 		return err
 	}
-	present := map[string]bool{}
-	for _, l := range links {
-		present[l] = true
-	}
 	known := map[string]bool{}
 	for _, ep := range eps {
 		known[ep.HostIf] = true
@@ -749,7 +759,7 @@ func (a *Agent) Reconcile(startup bool) error {
 			a.log.Info("rolling back interrupted attach", "endpoint", ep.EndpointKey.String())
 		case ep.State == api.StateDetaching && startup:
 			a.log.Info("finishing interrupted detach", "endpoint", ep.EndpointKey.String())
-		case ep.State == api.StateAttached && !present[ep.HostIf]:
+		case ep.State == api.StateAttached && links[ep.HostIf] == 0:
 			a.log.Info("releasing endpoint whose interface is gone", "endpoint", ep.EndpointKey.String(), "hostIf", ep.HostIf)
 		default:
 			continue
@@ -761,10 +771,11 @@ func (a *Agent) Reconcile(startup bool) error {
 			return err
 		}
 	}
-	for _, l := range links {
-		if !known[l] {
-			a.log.Info("removing orphan veth", "hostIf", l)
-			if err := a.node.DeleteLink(l); err != nil {
+	for name, index := range links {
+		if !known[name] {
+			// By index: a new endpoint of the same key may have reused the name since.
+			a.log.Info("removing orphan veth", "hostIf", name)
+			if err := a.node.DeleteLinkIndex(index); err != nil {
 				return err
 			}
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/lab"
 	"github.com/podnet/podnet/internal/nft"
 	"github.com/podnet/podnet/internal/probe"
@@ -134,9 +135,13 @@ func (e *env) mustAttach(network, id string, ips ...string) *sandbox {
 
 func (e *env) links(prefix string) []string {
 	e.t.Helper()
-	names, err := e.agent.node.LinksWithPrefix(prefix)
+	links, err := e.agent.node.LinksWithPrefix(prefix)
 	if err != nil {
 		e.t.Fatal(err)
+	}
+	var names []string
+	for name := range links {
+		names = append(names, name)
 	}
 	return names
 }
@@ -403,7 +408,15 @@ func TestPrivilegedRestartKeepsStateAndRepairs(t *testing.T) {
 	if err != nil || len(eps) != 1 || eps[0].IPs[0].Addr() != a.ip(0) {
 		t.Fatalf("after restart: %+v %v", eps, err)
 	}
-	b := e.mustAttach("blue", "b")
+	// b's namespace is closed by this test (not by the lab) to make it disappear.
+	bns, err := kernel.NewNS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &sandbox{ns: bns, key: api.EndpointKey{Network: "blue", ContainerID: "b", IfName: "eth0"}}
+	if b.res, err = e.c.Attach(ctx, api.AttachRequest{EndpointKey: b.key}, int(bns)); err != nil {
+		t.Fatal(err)
+	}
 	if b.ip(0) == a.ip(0) {
 		t.Fatalf("address %s handed out twice across restart", b.ip(0))
 	}

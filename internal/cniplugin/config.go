@@ -76,24 +76,18 @@ type EnvArgs struct {
 // code 6 (api.CodeDecode) when stdin is not a JSON object, code 7
 // (api.CodeInvalidConfig) naming the field and the value that is wrong.
 func ParseConfig(stdin []byte) (*Config, error) {
-	c, err := decodeConfig(stdin)
-	if err != nil {
-		return nil, err
-	}
-	if err := c.validate(); err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
-// decodeConfig decodes stdin and applies defaults without validating the values: DEL and
-// GC need only the network and the socket, so a config that became invalid after ADD
-// does not block teardown.
-func decodeConfig(stdin []byte) (*Config, error) {
 	var c Config
 	if err := json.Unmarshal(stdin, &c); err != nil {
 		return nil, decodeError(err)
 	}
+	c.defaults()
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) defaults() {
 	if c.Network == "" {
 		c.Network = c.Name
 	}
@@ -103,6 +97,24 @@ func decodeConfig(stdin []byte) (*Config, error) {
 	if c.Driver == "" && len(c.Subnets) > 0 {
 		c.Driver = api.DriverBridge
 	}
+}
+
+// decodeConfig decodes only what DEL and GC need (names, socket, the GC list) without
+// validating the rest: a config that became invalid after ADD, even with a value of
+// the wrong JSON type in a key teardown does not use, must not block teardown.
+func decodeConfig(stdin []byte) (*Config, error) {
+	var min struct {
+		CNIVersion       string               `json:"cniVersion"`
+		Name             string               `json:"name"`
+		Network          string               `json:"network"`
+		Socket           string               `json:"socket"`
+		ValidAttachments []types.GCAttachment `json:"cni.dev/valid-attachments"`
+	}
+	if err := json.Unmarshal(stdin, &min); err != nil {
+		return nil, decodeError(err)
+	}
+	c := Config{CNIVersion: min.CNIVersion, Name: min.Name, Network: min.Network, Socket: min.Socket, ValidAttachments: min.ValidAttachments}
+	c.defaults()
 	if c.Network == "" {
 		return nil, invalidConfig("network config: name missing")
 	}

@@ -143,19 +143,28 @@ func (n *Node) LinkExists(name string) (bool, error) {
 	return false, err
 }
 
-// LinksWithPrefix lists node interfaces whose name starts with prefix.
-func (n *Node) LinksWithPrefix(prefix string) ([]string, error) {
+// LinksWithPrefix lists node interfaces whose name starts with prefix, name to index.
+func (n *Node) LinksWithPrefix(prefix string) (map[string]int, error) {
 	links, err := retry(func() ([]netlink.Link, error) { return n.h.LinkList() })
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
-	var names []string
+	out := map[string]int{}
 	for _, l := range links {
 		if strings.HasPrefix(l.Attrs().Name, prefix) {
-			names = append(names, l.Attrs().Name)
+			out[l.Attrs().Name] = l.Attrs().Index
 		}
 	}
-	return names, nil
+	return out, nil
+}
+
+// DeleteLinkIndex removes the interface with that index; success when it does not
+// exist. Unlike a name, an index is never given to a newer interface soon after.
+func (n *Node) DeleteLinkIndex(index int) error {
+	if err := n.h.LinkDel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: index}}); err != nil && !isNotFound(err) {
+		return fmt.Errorf("delete interface %d: %w", index, err)
+	}
+	return nil
 }
 
 // Routes lists the node's main-table routes (IPv4 and IPv6) with their device names.
