@@ -23,6 +23,7 @@ import (
 //	endpoints:   <network> (bucket) -> <containerID> NUL <ifName> -> JSON api.Endpoint
 //	allocations: <network> (bucket) -> netip.Addr binary -> owner
 //	cursors:     <network> (bucket) -> netip.Prefix binary (masked) -> netip.Addr binary
+//	ports:       <proto>/<port> (bucket) -> host netip.Addr binary, "*" for all -> owner
 //
 // A container id and an interface name never contain NUL (PutEndpoint refuses them),
 // so the endpoint key is unambiguous, and it sorts like (containerID, ifName).
@@ -31,8 +32,9 @@ var (
 	bucketEndpoints   = []byte("endpoints")
 	bucketAllocations = []byte("allocations")
 	bucketCursors     = []byte("cursors")
+	bucketPorts       = []byte("ports")
 
-	topBuckets = [][]byte{bucketNetworks, bucketEndpoints, bucketAllocations, bucketCursors}
+	topBuckets = [][]byte{bucketNetworks, bucketEndpoints, bucketAllocations, bucketCursors, bucketPorts}
 	// perNetwork are the top-level buckets that hold one nested bucket per network.
 	perNetwork = [][]byte{bucketEndpoints, bucketAllocations, bucketCursors}
 )
@@ -563,6 +565,81 @@ func (t *boltTx) PutCursor(network string, subnet netip.Prefix, a netip.Addr) er
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	if err := b.Put(key, v); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+func portBucket(proto string, port uint16) string { return fmt.Sprintf("%s/%d", proto, port) }
+
+func portHostKey(hostIP netip.Addr) ([]byte, error) {
+	if !hostIP.IsValid() {
+		return []byte("*"), nil
+	}
+	return hostIP.MarshalBinary()
+}
+
+func (t *boltTx) PortOwners(proto string, port uint16) (map[netip.Addr]string, error) {
+	m := make(map[netip.Addr]string)
+	b, err := t.nested(bucketPorts, portBucket(proto, port))
+	if err != nil || b == nil {
+		return m, err
+	}
+	err = b.ForEach(func(k, v []byte) error {
+		var a netip.Addr
+		if string(k) != "*" {
+			if err := a.UnmarshalBinary(k); err != nil {
+				return fmt.Errorf("decode port key %x of %s: %w", k, portBucket(proto, port), err)
+			}
+		}
+		m[a] = string(v)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (t *boltTx) PutPort(proto string, hostIP netip.Addr, port uint16, owner string) error {
+	op := fmt.Sprintf("put port %s %s", portBucket(proto, port), hostIP)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if owner == "" || proto == "" {
+		return fmt.Errorf("%s: empty owner or protocol", op)
+	}
+	key, err := portHostKey(hostIP)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	b, err := t.nestedForWrite(bucketPorts, portBucket(proto, port))
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if err := b.Put(key, []byte(owner)); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+func (t *boltTx) DeletePort(proto string, hostIP netip.Addr, port uint16) error {
+	op := fmt.Sprintf("delete port %s %s", portBucket(proto, port), hostIP)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	b, err := t.nested(bucketPorts, portBucket(proto, port))
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	key, err := portHostKey(hostIP)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if b == nil || b.Get(key) == nil {
+		return fmt.Errorf("%s: %w", op, ErrNotFound)
+	}
+	if err := b.Delete(key); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	return nil

@@ -58,6 +58,14 @@ type Tx interface {
 	// DeleteAllocation releases a; ErrNotFound when it was free.
 	DeleteAllocation(network string, a netip.Addr) error
 
+	// PortOwners lists who publishes a node port: host address (zero: all addresses
+	// of the node) -> owner. Ports are node-wide, not per network.
+	PortOwners(proto string, port uint16) (map[netip.Addr]string, error)
+	// PutPort records that owner publishes proto port on hostIP (zero: all).
+	PutPort(proto string, hostIP netip.Addr, port uint16, owner string) error
+	// DeletePort releases a published port; ErrNotFound when nobody held it.
+	DeletePort(proto string, hostIP netip.Addr, port uint16) error
+
 	// Cursor is the last address handed out in a subnet (round-robin allocation).
 	Cursor(network string, subnet netip.Prefix) (a netip.Addr, ok bool, err error)
 	PutCursor(network string, subnet netip.Prefix, a netip.Addr) error

@@ -3,6 +3,7 @@ package storetest
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"reflect"
 	"sync"
@@ -27,6 +28,7 @@ func Conformance(t *testing.T, open func(t *testing.T) store.Store) {
 		{"EndpointKeys", testEndpointKeys},
 		{"Allocations", testAllocations},
 		{"Cursors", testCursors},
+		{"Ports", testPorts},
 		{"ReadYourWrites", testReadYourWrites},
 		{"Rollback", testRollback},
 		{"DeleteNetworkCascade", testDeleteNetworkCascade},
@@ -668,6 +670,8 @@ func testReadOnlyView(t *testing.T, s store.Store) {
 		{"PutAllocation", func(tx store.Tx) error { return tx.PutAllocation("red", netip.MustParseAddr("10.88.0.6"), "x") }},
 		{"DeleteAllocation", func(tx store.Tx) error { return tx.DeleteAllocation("red", a) }},
 		{"PutCursor", func(tx store.Tx) error { return tx.PutCursor("red", p, a) }},
+		{"PutPort", func(tx store.Tx) error { return tx.PutPort("tcp", netip.Addr{}, 80, "x") }},
+		{"DeletePort", func(tx store.Tx) error { return tx.DeletePort("tcp", netip.Addr{}, 80) }},
 	}
 	for _, w := range writes {
 		var werr error
@@ -810,5 +814,49 @@ func testCloseTwice(t *testing.T, s store.Store) {
 	}
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
+	}
+}
+
+func testPorts(t *testing.T, s store.Store) {
+	any4 := netip.Addr{}
+	h1 := netip.MustParseAddr("192.0.2.1")
+	h6 := netip.MustParseAddr("2001:db8::1")
+	update(t, s, func(tx store.Tx) error {
+		for _, p := range []struct {
+			ip    netip.Addr
+			port  uint16
+			owner string
+		}{{any4, 8080, "a"}, {h1, 8080, "b"}, {h6, 8080, "c"}, {any4, 53, "d"}} {
+			if err := tx.PutPort("tcp", p.ip, p.port, p.owner); err != nil {
+				return err
+			}
+		}
+		return tx.PutPort("udp", any4, 8080, "e")
+	})
+	view(t, s, func(tx store.Tx) error {
+		got, err := tx.PortOwners("tcp", 8080)
+		want := map[netip.Addr]string{any4: "a", h1: "b", h6: "c"}
+		if err == nil && !maps.Equal(got, want) {
+			t.Errorf("PortOwners(tcp, 8080) = %v, want %v", got, want)
+		}
+		if got, _ := tx.PortOwners("udp", 8080); !maps.Equal(got, map[netip.Addr]string{any4: "e"}) {
+			t.Errorf("PortOwners(udp, 8080) = %v", got)
+		}
+		if got, _ := tx.PortOwners("tcp", 9999); len(got) != 0 || got == nil {
+			t.Errorf("PortOwners of a free port = %#v, want an empty map", got)
+		}
+		return err
+	})
+	update(t, s, func(tx store.Tx) error { return tx.DeletePort("tcp", any4, 8080) })
+	view(t, s, func(tx store.Tx) error {
+		got, err := tx.PortOwners("tcp", 8080)
+		if want := map[netip.Addr]string{h1: "b", h6: "c"}; err == nil && !maps.Equal(got, want) {
+			t.Errorf("after delete: %v, want %v", got, want)
+		}
+		return err
+	})
+	err := s.Update(func(tx store.Tx) error { return tx.DeletePort("tcp", any4, 8080) })
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("DeletePort of a free port: %v, want ErrNotFound", err)
 	}
 }

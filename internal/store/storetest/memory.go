@@ -46,6 +46,7 @@ type memState struct {
 	endpoints map[api.EndpointKey]api.Endpoint
 	allocs    map[string]map[netip.Addr]string
 	cursors   map[string]map[netip.Prefix]netip.Addr
+	ports     map[string]map[netip.Addr]string // "proto/port" -> host address -> owner
 }
 
 func newMemState() *memState {
@@ -54,6 +55,7 @@ func newMemState() *memState {
 		endpoints: make(map[api.EndpointKey]api.Endpoint),
 		allocs:    make(map[string]map[netip.Addr]string),
 		cursors:   make(map[string]map[netip.Prefix]netip.Addr),
+		ports:     make(map[string]map[netip.Addr]string),
 	}
 }
 
@@ -65,6 +67,10 @@ func (s *memState) clone() *memState {
 		endpoints: maps.Clone(s.endpoints),
 		allocs:    make(map[string]map[netip.Addr]string, len(s.allocs)),
 		cursors:   make(map[string]map[netip.Prefix]netip.Addr, len(s.cursors)),
+		ports:     make(map[string]map[netip.Addr]string, len(s.ports)),
+	}
+	for k, v := range s.ports {
+		c.ports[k] = maps.Clone(v)
 	}
 	for k, v := range s.allocs {
 		c.allocs[k] = maps.Clone(v)
@@ -310,5 +316,44 @@ func (t *memTx) PutCursor(network string, subnet netip.Prefix, a netip.Addr) err
 		t.s.cursors[network] = make(map[netip.Prefix]netip.Addr)
 	}
 	t.s.cursors[network][subnet.Masked()] = a
+	return nil
+}
+
+func portKey(proto string, port uint16) string { return fmt.Sprintf("%s/%d", proto, port) }
+
+func (t *memTx) PortOwners(proto string, port uint16) (map[netip.Addr]string, error) {
+	m := maps.Clone(t.s.ports[portKey(proto, port)])
+	if m == nil {
+		m = make(map[netip.Addr]string)
+	}
+	return m, nil
+}
+
+func (t *memTx) PutPort(proto string, hostIP netip.Addr, port uint16, owner string) error {
+	op := fmt.Sprintf("put port %s %s", portKey(proto, port), hostIP)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if owner == "" || proto == "" {
+		return fmt.Errorf("%s: empty owner or protocol", op)
+	}
+	k := portKey(proto, port)
+	if t.s.ports[k] == nil {
+		t.s.ports[k] = make(map[netip.Addr]string)
+	}
+	t.s.ports[k][hostIP] = owner
+	return nil
+}
+
+func (t *memTx) DeletePort(proto string, hostIP netip.Addr, port uint16) error {
+	op := fmt.Sprintf("delete port %s %s", portKey(proto, port), hostIP)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	k := portKey(proto, port)
+	if _, ok := t.s.ports[k][hostIP]; !ok {
+		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
+	}
+	delete(t.s.ports[k], hostIP)
 	return nil
 }
