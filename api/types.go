@@ -71,6 +71,8 @@ type NetworkSpec struct {
 	Gateways     []string `json:"gateways,omitempty"`
 	MTU          int      `json:"mtu,omitempty"`
 	NoMasquerade bool     `json:"noMasquerade,omitempty"`
+	// PortMode is how published ports reach endpoints: PortModeNAT (default) or PortModeProxy.
+	PortMode string `json:"portMode,omitempty"`
 }
 
 // Network is a validated network as the agent stores and reports it.
@@ -80,6 +82,7 @@ type Network struct {
 	Subnets    []Subnet `json:"subnets"`
 	MTU        int      `json:"mtu"`
 	Masquerade bool     `json:"masquerade"`
+	PortMode   string   `json:"portMode"`
 	// Bridge is the host interface of a bridge network.
 	Bridge  string    `json:"bridge,omitempty"`
 	Created time.Time `json:"created"`
@@ -127,6 +130,8 @@ type Endpoint struct {
 	MAC string `json:"mac"`
 	// IPs are the sandbox addresses with the subnet's prefix length.
 	IPs []netip.Prefix `json:"ips"`
+	// Ports are the endpoint's published ports.
+	Ports []PortMapping `json:"ports,omitempty"`
 	// State is StateAttaching until the kernel side is complete, then StateAttached;
 	// StateDetaching from DEL until the veth pair is gone and the addresses released.
 	State   string    `json:"state"`
@@ -154,6 +159,8 @@ type AttachRequest struct {
 	IPs []string `json:"ips,omitempty"`
 	// MAC is a requested hardware address for the sandbox interface.
 	MAC string `json:"mac,omitempty"`
+	// Ports are published ports (CNI portMappings, podnet run -p).
+	Ports []PortMapping `json:"ports,omitempty"`
 }
 
 // DetachRequest asks the agent to detach a sandbox (CNI DEL). Succeeds when already gone.

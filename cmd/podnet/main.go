@@ -63,7 +63,7 @@ func rootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.socket, "socket", def, "agent socket (env PODNET_SOCKET)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
-	root.AddCommand(agentCmd(), networkCmd(g), endpointCmd(g), runCmd(g), demoCmd())
+	root.AddCommand(agentCmd(), networkCmd(g), endpointCmd(g), portCmd(g), runCmd(g), demoCmd())
 	return root
 }
 
@@ -134,11 +134,12 @@ func networkCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	create.Flags().StringVar(&s.Driver, "driver", api.DriverBridge, "network driver")
+	create.Flags().StringVar(&s.Driver, "driver", api.DriverBridge, "network driver: bridge or routed")
 	create.Flags().StringSliceVar(&s.Subnets, "subnet", nil, "subnet in CIDR form (once per family)")
 	create.Flags().StringVar(&gateway, "gateway", "", "gateway address(es), comma-separated (default: first address of the subnet)")
 	create.Flags().IntVar(&s.MTU, "mtu", 0, "MTU of the bridge and veths (default 1500)")
 	create.Flags().BoolVar(&s.NoMasquerade, "no-masquerade", false, "do not masquerade traffic leaving the network")
+	create.Flags().StringVar(&s.PortMode, "port-mode", api.PortModeNAT, "how published ports reach endpoints: nat (DNAT) or proxy (userland proxy in the agent; the client address is lost)")
 
 	ls := &cobra.Command{
 		Use: "ls", Short: "List networks", Args: cobra.NoArgs,
@@ -218,6 +219,53 @@ func endpointCmd(g *globals) *cobra.Command {
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ep.Network, shortID(ep.ContainerID), ep.Name, ep.IfName,
 					strings.Join(ips, ","), ep.MAC, ep.HostIf, ep.Netns, ep.State)
+			}
+			return tw.Flush()
+		},
+	}
+	ls.Flags().StringVar(&network, "network", "", "only this network")
+	c.AddCommand(ls)
+	return c
+}
+
+func portCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{Use: "port", Short: "Inspect published ports"}
+	var network string
+	ls := &cobra.Command{
+		Use: "ls", Short: "List published ports and the endpoints they lead to", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			eps, err := g.client().Endpoints(cmd.Context(), network)
+			if err != nil {
+				return err
+			}
+			type row struct {
+				api.PortMapping
+				Network     string `json:"network"`
+				ContainerID string `json:"containerID"`
+				Name        string `json:"name,omitempty"`
+				Address     string `json:"address"`
+			}
+			rows := []row{}
+			for _, ep := range eps {
+				for _, m := range ep.Ports {
+					var addrs []string
+					for _, p := range ep.IPs {
+						addrs = append(addrs, p.Addr().String())
+					}
+					rows = append(rows, row{m, ep.Network, ep.ContainerID, ep.Name, strings.Join(addrs, ",")})
+				}
+			}
+			if g.json() {
+				return printJSON(cmd.OutOrStdout(), rows)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "HOST\tPROTO\tCONTAINER PORT\tNETWORK\tCONTAINER\tNAME\tADDRESS")
+			for _, r := range rows {
+				host := "*"
+				if r.HostIP.IsValid() {
+					host = r.HostIP.String()
+				}
+				fmt.Fprintf(tw, "%s:%d\t%s\t%d\t%s\t%s\t%s\t%s\n", host, r.HostPort, r.Protocol, r.ContainerPort, r.Network, shortID(r.ContainerID), r.Name, r.Address)
 			}
 			return tw.Flush()
 		},

@@ -17,28 +17,39 @@ import (
 
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/kernel"
+	"github.com/podnet/podnet/internal/spec"
 )
 
 func runCmd(g *globals) *cobra.Command {
 	var network, name, ip string
+	var publish []string
 	c := &cobra.Command{
-		Use:   "run --network NAME [--name NAME] [--ip IP] -- CMD ARGS...",
+		Use:   "run --network NAME [--name NAME] [--ip IP] [-p [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|udp]]... -- CMD ARGS...",
 		Short: "Run a command in a new sandbox attached to a network; detach when it exits",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if network == "" {
 				return errors.New("--network is required")
 			}
-			return runSandbox(cmd.Context(), g.client(), network, name, ip, args)
+			var ports []api.PortMapping
+			for _, p := range publish {
+				m, err := spec.ParsePort(p)
+				if err != nil {
+					return fmt.Errorf("--publish: %w", err)
+				}
+				ports = append(ports, m)
+			}
+			return runSandbox(cmd.Context(), g.client(), network, name, ip, ports, args)
 		},
 	}
 	c.Flags().StringVar(&network, "network", "", "network to attach to")
 	c.Flags().StringVar(&name, "name", "", "name of the sandbox")
 	c.Flags().StringVar(&ip, "ip", "", "static address(es), comma-separated")
+	c.Flags().StringArrayVarP(&publish, "publish", "p", nil, "publish a port: [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|udp] (repeatable)")
 	return c
 }
 
-func runSandbox(ctx context.Context, client *api.Client, network, name, ip string, args []string) error {
+func runSandbox(ctx context.Context, client *api.Client, network, name, ip string, ports []api.PortMapping, args []string) error {
 	sb, err := kernel.NewNS()
 	if err != nil {
 		return fmt.Errorf("create sandbox netns: %w", err)
@@ -47,7 +58,7 @@ func runSandbox(ctx context.Context, client *api.Client, network, name, ip strin
 	id := make([]byte, 16)
 	rand.Read(id)
 	key := api.EndpointKey{Network: network, ContainerID: "run-" + hex.EncodeToString(id), IfName: "eth0"}
-	req := api.AttachRequest{EndpointKey: key, Name: name, Netns: fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(sb))}
+	req := api.AttachRequest{EndpointKey: key, Name: name, Netns: fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(sb)), Ports: ports}
 	if ip != "" {
 		req.IPs = strings.FieldsFunc(ip, func(r rune) bool { return r == ',' })
 	}

@@ -50,8 +50,17 @@ type Config struct {
 
 // RuntimeConfig holds the capability arguments a runtime injects (capabilities ips, mac).
 type RuntimeConfig struct {
-	IPs []string `json:"ips,omitempty"`
-	MAC string   `json:"mac,omitempty"`
+	IPs          []string      `json:"ips,omitempty"`
+	MAC          string        `json:"mac,omitempty"`
+	PortMappings []PortMapping `json:"portMappings,omitempty"`
+}
+
+// PortMapping is one entry of the portMappings capability, as runtimes send it.
+type PortMapping struct {
+	HostPort      int    `json:"hostPort"`
+	ContainerPort int    `json:"containerPort"`
+	Protocol      string `json:"protocol,omitempty"`
+	HostIP        string `json:"hostIP,omitempty"`
 }
 
 // ConfigArgs is the "args" key of a network config; only args.cni.ips is used.
@@ -246,7 +255,44 @@ func (c *Config) AttachRequest(args *skel.CmdArgs) (api.AttachRequest, error) {
 		}
 		req.MAC = mac.String()
 	}
+	for i, pm := range c.RuntimeConfig.PortMappings {
+		m, err := pm.mapping()
+		if err != nil {
+			return api.AttachRequest{}, invalidConfig(fmt.Sprintf("network config: runtimeConfig.portMappings[%d]: %v", i, err))
+		}
+		req.Ports = append(req.Ports, m)
+	}
 	return req, nil
+}
+
+// mapping converts and checks the fields a plugin can judge alone; conflicts and
+// families are the agent's business.
+func (pm PortMapping) mapping() (api.PortMapping, error) {
+	m := api.PortMapping{Protocol: strings.ToLower(pm.Protocol)}
+	if m.Protocol == "" {
+		m.Protocol = "tcp"
+	}
+	if m.Protocol != "tcp" && m.Protocol != "udp" {
+		return m, fmt.Errorf("protocol %q: want tcp or udp", pm.Protocol)
+	}
+	if pm.HostPort < 1 || pm.HostPort > 65535 {
+		return m, fmt.Errorf("hostPort %d: want 1-65535", pm.HostPort)
+	}
+	if pm.ContainerPort < 1 || pm.ContainerPort > 65535 {
+		return m, fmt.Errorf("containerPort %d: want 1-65535", pm.ContainerPort)
+	}
+	m.HostPort, m.ContainerPort = uint16(pm.HostPort), uint16(pm.ContainerPort)
+	// podman and containerd send "" or 0.0.0.0 (also ::) for all addresses.
+	if pm.HostIP != "" {
+		ip, err := netip.ParseAddr(pm.HostIP)
+		if err != nil {
+			return m, fmt.Errorf("hostIP %q: not an IP address", pm.HostIP)
+		}
+		if !ip.IsUnspecified() {
+			m.HostIP = ip.Unmap()
+		}
+	}
+	return m, nil
 }
 
 // requestedIPs merges runtimeConfig.ips, args.cni.ips and envIPs (CNI_ARGS IP), in that
