@@ -27,6 +27,7 @@ import (
 	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/nft"
 	"github.com/podnet/podnet/internal/plan"
+	"github.com/podnet/podnet/internal/portproxy"
 	"github.com/podnet/podnet/internal/spec"
 	"github.com/podnet/podnet/internal/store"
 )
@@ -50,6 +51,7 @@ type Agent struct {
 	store store.Store
 	node  *kernel.Node
 	nft   nft.Applier
+	proxy *portproxy.Manager
 	log   *slog.Logger
 	every time.Duration
 
@@ -82,7 +84,15 @@ func New(cfg Config) (*Agent, error) {
 		node.Close()
 		return nil, fmt.Errorf("open nftables: %w", err)
 	}
-	a := &Agent{store: cfg.Store, node: node, nft: tbl, log: cfg.Logger, every: cfg.ReconcileInterval,
+	proxy, err := portproxy.New(cfg.NodeNS, portproxy.Config{Logf: func(format string, args ...any) {
+		cfg.Logger.Warn(fmt.Sprintf(format, args...), "component", "portproxy")
+	}})
+	if err != nil {
+		tbl.Close()
+		node.Close()
+		return nil, fmt.Errorf("port proxy: %w", err)
+	}
+	a := &Agent{store: cfg.Store, node: node, nft: tbl, proxy: proxy, log: cfg.Logger, every: cfg.ReconcileInterval,
 		detachq: make(chan api.EndpointKey, 4096), detachDone: make(chan struct{})}
 	go a.detachLoop()
 	if err := node.EnableForwarding(); err != nil {
@@ -107,6 +117,7 @@ func (a *Agent) Close() error {
 	close(a.detachq)
 	<-a.detachDone
 	a.marking.Wait()
+	a.proxy.Close()
 	a.node.Close()
 	if c, ok := a.nft.(interface{ Close() error }); ok {
 		c.Close()
@@ -176,30 +187,52 @@ func (a *Agent) createNetworkLocked(n api.Network) (api.Network, error) {
 	if err := spec.CheckOverlap(n, others, routes, own); err != nil {
 		return api.Network{}, invalidConfig(err)
 	}
-	if exists, err := a.node.LinkExists(n.Bridge); err != nil {
-		return api.Network{}, err
-	} else if exists {
-		return api.Network{}, api.Errorf(api.CodeInvalidConfig, "network %q: interface %s already exists on the node", n.Name, n.Bridge)
+	if n.Bridge != "" {
+		if exists, err := a.node.LinkExists(n.Bridge); err != nil {
+			return api.Network{}, err
+		} else if exists {
+			return api.Network{}, api.Errorf(api.CodeInvalidConfig, "network %q: interface %s already exists on the node", n.Name, n.Bridge)
+		}
 	}
 	n.Created = time.Now().UTC().Truncate(time.Second)
 	if err := a.store.Update(func(tx store.Tx) error { return tx.PutNetwork(n) }); err != nil {
 		return api.Network{}, fmt.Errorf("store network %q: %w", n.Name, err)
 	}
-	if err := a.applyNetworkLocked(n, append(others, n)); err != nil {
-		_ = a.node.DeleteLink(n.Bridge)
+	if err := a.applyNetworkLocked(n); err != nil {
+		if n.Bridge != "" {
+			_ = a.node.DeleteLink(n.Bridge)
+		}
 		_ = a.store.Update(func(tx store.Tx) error { return tx.DeleteNetwork(n.Name) })
-		_ = a.nft.Sync(ruleset(others))
+		_ = a.syncRuleset()
 		return api.Network{}, err
 	}
 	a.log.Info("network created", "network", n.Name, "bridge", n.Bridge, "subnets", subnetStrings(n))
 	return n, nil
 }
 
-func (a *Agent) applyNetworkLocked(n api.Network, all []api.Network) error {
-	if err := a.node.EnsureBridge(plan.BridgeFor(n)); err != nil {
+// applyNetworkLocked sets up what a network needs in the node: its bridge, or for a
+// routed network what lets the node answer the sandboxes' gateway; and the rules.
+func (a *Agent) applyNetworkLocked(n api.Network) error {
+	if err := a.ensureNetworkKernel(n); err != nil {
 		return err
 	}
-	if err := a.nft.Sync(ruleset(all)); err != nil {
+	return a.syncRuleset()
+}
+
+func (a *Agent) ensureNetworkKernel(n api.Network) error {
+	if n.Driver == api.DriverRouted {
+		return a.node.EnsureRoutedGateway()
+	}
+	return a.node.EnsureBridge(plan.BridgeFor(n))
+}
+
+// syncRuleset writes the whole desired nftables state in one batch.
+func (a *Agent) syncRuleset() error {
+	r, err := a.desiredRuleset()
+	if err != nil {
+		return err
+	}
+	if err := a.nft.Sync(r); err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
 	return nil
@@ -294,7 +327,6 @@ func (a *Agent) DeleteNetwork(name string) error {
 		}
 	}
 	var n api.Network
-	var rest []api.Network
 	err = a.store.Update(func(tx store.Tx) error {
 		var ok bool
 		var err error
@@ -310,20 +342,18 @@ func (a *Agent) DeleteNetwork(name string) error {
 		if len(eps) > 0 {
 			return api.Errorf(api.CodeBusy, "network %q has %d endpoint(s) attached (first: container %s); detach them first", name, len(eps), eps[0].ContainerID)
 		}
-		if err := tx.DeleteNetwork(name); err != nil {
-			return err
-		}
-		rest, err = tx.Networks()
-		return err
+		return tx.DeleteNetwork(name)
 	})
 	if err != nil {
 		return err
 	}
-	if err := a.nft.Sync(ruleset(rest)); err != nil {
-		return fmt.Errorf("nftables: %w", err)
-	}
-	if err := a.node.DeleteLink(n.Bridge); err != nil {
+	if err := a.syncRuleset(); err != nil {
 		return err
+	}
+	if n.Bridge != "" {
+		if err := a.node.DeleteLink(n.Bridge); err != nil {
+			return err
+		}
 	}
 	a.log.Info("network removed", "network", name)
 	return nil
@@ -378,6 +408,11 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 	if err != nil {
 		return api.Result{}, api.Errorf(api.CodeInvalidConfig, "%v", err)
 	}
+	for _, m := range req.Ports {
+		if err := spec.ValidatePort(m); err != nil {
+			return api.Result{}, api.Errorf(api.CodeInvalidConfig, "%v", err)
+		}
+	}
 	var static []netip.Addr
 	for _, s := range req.IPs {
 		str := s
@@ -393,8 +428,8 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 	if err := a.ensureNetwork(req.Network, req.Define); err != nil {
 		return api.Result{}, err
 	}
-	if len(static) > 0 {
-		if err := a.finishDetachesHolding(req.Network, static); err != nil {
+	if len(static) > 0 || len(req.Ports) > 0 {
+		if err := a.finishDetachesHolding(static, req.Ports); err != nil {
 			return api.Result{}, err
 		}
 	}
@@ -430,8 +465,11 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 		p = plan.EndpointFor(n, req.EndpointKey, addrs, mac)
 		ep = api.Endpoint{
 			EndpointKey: req.EndpointKey, Name: req.Name, Netns: req.Netns,
-			HostIf: p.HostIf, MAC: p.MAC.String(), IPs: addrs, State: api.StateAttaching,
+			HostIf: p.HostIf, MAC: p.MAC.String(), IPs: addrs, Ports: req.Ports, State: api.StateAttaching,
 			Created: time.Now().UTC().Truncate(time.Second),
+		}
+		if err := reservePorts(tx, ep); err != nil {
+			return err
 		}
 		return tx.PutEndpoint(ep)
 	}
@@ -440,7 +478,7 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 		// Addresses of DELs still finishing are not free yet: finish them (without
 		// holding our own endpoint lock, which one of them may share), try again.
 		unlock()
-		ferr := a.finishDetachesHolding(req.Network, nil)
+		ferr := a.finishDetachesOf(req.Network)
 		unlock = a.lockEndpoint(req.EndpointKey)
 		if ferr != nil {
 			return api.Result{}, ferr
@@ -452,18 +490,32 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 	if err != nil {
 		return api.Result{}, err
 	}
-	if err := a.node.AddEndpoint(sb, p); err != nil {
+	rollback := func() {
 		if rerr := a.forget(req.EndpointKey); rerr != nil {
 			a.log.Error("roll back failed attach", "endpoint", owner, "err", rerr)
 		}
+	}
+	if len(ep.Ports) > 0 {
+		if err := a.checkPortHolders(ep.Ports); err != nil {
+			rollback()
+			return api.Result{}, err
+		}
+	}
+	if err := a.publish(n, ep); err != nil {
+		rollback()
+		return api.Result{}, err
+	}
+	if err := a.node.AddEndpoint(sb, p); err != nil {
+		a.unpublish(n, ep, true)
+		rollback()
 		if errors.Is(err, kernel.ErrSandboxIfExists) {
 			return api.Result{}, api.Errorf(api.CodeInvalidConfig, "ifName %q: the sandbox already has an interface of that name", req.IfName)
 		}
 		return api.Result{}, fmt.Errorf("attach %s: %w", owner, err)
 	}
-	// The kernel side is complete (its host veth is up: EndpointComplete), which is what
-	// a restart checks for an endpoint still recorded as attaching; so the record can be
-	// marked attached off the reply's path (one store commit less per ADD).
+	// The kernel side is complete (EndpointComplete: host veth up, with its node routes),
+	// which is what a restart checks for an endpoint still recorded as attaching; so the
+	// record can be marked attached off the reply's path (one store commit less per ADD).
 	a.marking.Add(1)
 	go func() {
 		defer a.marking.Done()
@@ -494,6 +546,13 @@ func (a *Agent) forget(k api.EndpointKey) error {
 		if _, err := ipam.Release(tx, k.Network, k.String()); err != nil {
 			return err
 		}
+		if ep, ok, err := tx.Endpoint(k); err != nil {
+			return err
+		} else if ok {
+			if err := releasePorts(tx, ep); err != nil {
+				return err
+			}
+		}
 		if err := tx.DeleteEndpoint(k); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
@@ -513,15 +572,22 @@ func (a *Agent) Detach(req api.DetachRequest) error {
 	k := req.EndpointKey
 	unlock := a.lockEndpoint(k)
 	defer unlock()
-	queued := false
+	var ep api.Endpoint
+	var n api.Network
+	queued, marked := false, false
 	err := a.store.Update(func(tx store.Tx) error {
-		ep, ok, err := tx.Endpoint(k)
+		var ok bool
+		var err error
+		ep, ok, err = tx.Endpoint(k)
 		if err != nil || !ok || ep.State == api.StateDetaching {
 			queued = ok
 			return err
 		}
+		if n, _, err = tx.Network(k.Network); err != nil {
+			return err
+		}
 		ep.State = api.StateDetaching
-		queued = true
+		queued, marked = true, true
 		return tx.PutEndpoint(ep)
 	})
 	if err != nil {
@@ -529,6 +595,11 @@ func (a *Agent) Detach(req api.DetachRequest) error {
 	}
 	if !queued { // no record: remove a veth a crash may have left, synchronously
 		return a.detachLocked(k)
+	}
+	if marked {
+		// Published ports go at once: DEL removes exactly this endpoint's mappings
+		// before it answers (the rest follows in detachLoop).
+		a.unpublishPorts(n, ep)
 	}
 	select {
 	case a.detachq <- k:
@@ -564,17 +635,43 @@ func (a *Agent) finishDetachLocked(k api.EndpointKey) error {
 	return a.detachLocked(k)
 }
 
-// finishDetachesHolding finishes the detaches of a network's endpoints that still hold
-// one of addrs (all of them when addrs is nil), so that addresses released by DEL can
-// be handed out at once. The caller holds no endpoint lock.
-func (a *Agent) finishDetachesHolding(network string, addrs []netip.Addr) error {
+// finishDetachesHolding finishes the detaches of endpoints (of any network) that still
+// hold one of addrs or of the host ports of ports, so that what DEL released can be
+// asked for at once. The caller holds no endpoint lock.
+func (a *Agent) finishDetachesHolding(addrs []netip.Addr, ports []api.PortMapping) error {
+	return a.finishDetachesWhere("", func(ep api.Endpoint) bool {
+		return slices.ContainsFunc(ep.IPs, func(p netip.Prefix) bool { return slices.Contains(addrs, p.Addr()) }) ||
+			slices.ContainsFunc(ep.Ports, func(m api.PortMapping) bool {
+				_, _, clash := spec.PortConflict(m, portOwners(ports, m))
+				return clash
+			})
+	})
+}
+
+// portOwners presents the requested mappings on m's protocol and port as an owner map
+// for spec.PortConflict.
+func portOwners(ports []api.PortMapping, m api.PortMapping) map[netip.Addr]string {
+	owners := map[netip.Addr]string{}
+	for _, r := range ports {
+		if r.Protocol == m.Protocol && r.HostPort == m.HostPort {
+			owners[r.HostIP] = "request"
+		}
+	}
+	return owners
+}
+
+// finishDetachesOf finishes every pending detach of a network.
+func (a *Agent) finishDetachesOf(network string) error {
+	return a.finishDetachesWhere(network, func(api.Endpoint) bool { return true })
+}
+
+func (a *Agent) finishDetachesWhere(network string, match func(api.Endpoint) bool) error {
 	eps, err := a.Endpoints(network)
 	if err != nil {
 		return err
 	}
 	for _, ep := range eps {
-		holds := addrs == nil || slices.ContainsFunc(ep.IPs, func(p netip.Prefix) bool { return slices.Contains(addrs, p.Addr()) })
-		if ep.State != api.StateDetaching || !holds {
+		if ep.State != api.StateDetaching || !match(ep) {
 			continue
 		}
 		unlock := a.lockEndpoint(ep.EndpointKey)
@@ -589,6 +686,23 @@ func (a *Agent) finishDetachesHolding(network string, addrs []netip.Addr) error 
 
 // detachLocked deletes the veth pair of k, then releases its addresses and record.
 func (a *Agent) detachLocked(k api.EndpointKey) error {
+	var ep api.Endpoint
+	var n api.Network
+	var ok bool
+	err := a.store.View(func(tx store.Tx) (err error) {
+		if ep, ok, err = tx.Endpoint(k); err != nil || !ok {
+			return err
+		}
+		n, _, err = tx.Network(k.Network)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("detach %s: %w", k, err)
+	}
+	if ok {
+		// Detach removed the ports of an endpoint it marked detaching.
+		a.unpublish(n, ep, ep.State != api.StateDetaching)
+	}
 	if err := a.node.DeleteLink(spec.HostVethName(k)); err != nil {
 		return fmt.Errorf("detach %s: %w", k, err)
 	}
@@ -713,17 +827,13 @@ func (a *Agent) Reconcile(startup bool) error {
 	nets, err := a.Networks()
 	if err == nil {
 		for _, n := range nets {
-			if err = a.node.EnsureBridge(plan.BridgeFor(n)); err != nil {
+			if err = a.ensureNetworkKernel(n); err != nil {
 				break
 			}
 		}
 	}
 	if err == nil {
-		var ok bool
-		if ok, err = a.nft.InSync(ruleset(nets)); err == nil && !ok {
-			a.log.Info("nftables table differs from the desired state: restoring")
-			err = a.nft.Sync(ruleset(nets))
-		}
+		err = a.reconcileDataplane()
 	}
 	a.netMu.Unlock()
 	if err != nil {
@@ -800,18 +910,6 @@ func (a *Agent) Run(ctx context.Context) {
 			}
 		}
 	}
-}
-
-func ruleset(nets []api.Network) nft.Ruleset {
-	var r nft.Ruleset
-	for _, n := range nets {
-		rn := nft.Network{Name: n.Name, Bridge: n.Bridge, Masquerade: n.Masquerade}
-		for _, s := range n.Subnets {
-			rn.Subnets = append(rn.Subnets, s.Prefix)
-		}
-		r.Networks = append(r.Networks, rn)
-	}
-	return r
 }
 
 func subnetStrings(n api.Network) []string {

@@ -349,7 +349,7 @@ func TestPrivilegedBadInputCreatesNothing(t *testing.T) {
 		{api.NetworkSpec{Name: "dup", Subnets: []string{"172.20.128.0/17"}}, `network "dup": subnet "172.20.128.0/17": overlaps subnet 172.20.0.0/16 of podnet network "blue"`},
 		{api.NetworkSpec{Name: "bad", Subnets: []string{"172.30.0.0/33"}}, `network "bad": subnet "172.30.0.0/33": not a CIDR prefix`},
 		{api.NetworkSpec{Name: "bad", Subnets: []string{"172.30.0.0/16"}, MTU: 70000}, `network "bad": mtu "70000": must be between 576 and 65535`},
-		{api.NetworkSpec{Name: "bad", Driver: "macvlan", Subnets: []string{"172.30.0.0/16"}}, `network "bad": driver "macvlan": unknown driver (known: bridge)`},
+		{api.NetworkSpec{Name: "bad", Driver: "macvlan", Subnets: []string{"172.30.0.0/16"}}, `network "bad": driver "macvlan": unknown driver (known: bridge, routed)`},
 		{api.NetworkSpec{Name: "blue", Subnets: []string{"172.31.0.0/16"}}, `network "blue" already exists`},
 	}
 	for _, c := range cases {

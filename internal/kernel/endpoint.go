@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -18,18 +20,24 @@ import (
 var ErrSandboxIfExists = errors.New("sandbox interface exists")
 
 // AddEndpoint creates the endpoint's veth pair with the sandbox end directly inside
-// sandbox, addresses it, brings it up and adds its routes; the host end comes up last,
-// so a host veth that is up marks a complete endpoint (EndpointComplete). On any
-// failure everything it created is removed. A leftover host veth of the same name (same
-// endpoint key, from a crash) is replaced. Finally the sandbox addresses are announced
-// (see announce) so that stale neighbour entries are replaced at once.
+// sandbox, addresses it, brings it up and adds its routes; then the host end's sysctls
+// (routed) are written, the host end comes up and the node routes through it are
+// added. A host veth that is up with the node routes its alias lists marks a complete
+// endpoint (EndpointComplete). On any failure everything it created is removed. A
+// leftover host veth of the same name (same endpoint key, from a crash) is replaced.
+// Finally the sandbox addresses are announced (see announce) so that stale neighbour
+// entries are replaced at once.
 func (n *Node) AddEndpoint(sandbox netns.NsHandle, ep plan.Endpoint) (err error) {
-	master, err := n.h.LinkByName(ep.Master)
-	if err != nil {
-		return fmt.Errorf("look up bridge %s: %w", ep.Master, err)
+	attrs := netlink.LinkAttrs{Name: ep.HostIf, MTU: ep.MTU, HardwareAddr: ep.HostMAC, TxQLen: -1}
+	if ep.Master != "" {
+		master, err := n.h.LinkByName(ep.Master)
+		if err != nil {
+			return fmt.Errorf("look up bridge %s: %w", ep.Master, err)
+		}
+		attrs.MasterIndex = master.Attrs().Index
 	}
 	veth := &netlink.Veth{
-		LinkAttrs:        netlink.LinkAttrs{Name: ep.HostIf, MTU: ep.MTU, MasterIndex: master.Attrs().Index, TxQLen: -1},
+		LinkAttrs:        attrs,
 		PeerName:         ep.SandboxIf,
 		PeerMTU:          uint32(ep.MTU),
 		PeerHardwareAddr: ep.MAC,
@@ -58,19 +66,50 @@ func (n *Node) AddEndpoint(sandbox netns.NsHandle, ep plan.Endpoint) (err error)
 			_ = n.DeleteLink(ep.HostIf)
 		}
 	}()
+	if ep.Hairpin {
+		if err := n.h.LinkSetHairpin(veth, true); err != nil {
+			return fmt.Errorf("host interface %s: hairpin mode: %w", ep.HostIf, err)
+		}
+	}
 	sh, link, err := configureSandbox(sandbox, ep)
 	if err != nil {
 		return err
 	}
 	defer sh.Close()
+	if alias := nodeRoutesAlias(ep.NodeRoutes); alias != "" {
+		// Not at creation: the kernel ignores an alias in a request that creates a veth.
+		if err := n.h.LinkSetAlias(veth, alias); err != nil {
+			return fmt.Errorf("host interface %s: set alias: %w", ep.HostIf, err)
+		}
+	}
+	if len(ep.HostSysctls) > 0 {
+		err := Do(n.ns, func() error {
+			for _, sc := range ep.HostSysctls {
+				if err := writeProcSys(sc.Key, sc.Value); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("host interface %s: %w", ep.HostIf, err)
+		}
+	}
 	if err := n.h.LinkSetUp(veth); err != nil {
 		return fmt.Errorf("set %s up: %w", ep.HostIf, err)
+	}
+	// IPv4 refuses routes through a device that is down: the node routes come right
+	// after, and EndpointComplete checks them (the alias lists them).
+	for _, r := range ep.NodeRoutes {
+		if err := n.h.RouteReplace(routeOf(veth.Attrs().Index, r)); err != nil {
+			return fmt.Errorf("host interface %s: add node route %s: %w", ep.HostIf, r.Dst, err)
+		}
 	}
 	return n.announce(sandbox, sh, link, ep)
 }
 
-// EndpointComplete reports whether the host veth of an endpoint exists and is up, which
-// AddEndpoint does last.
+// EndpointComplete reports whether the host veth of an endpoint exists, is up, and has
+// the node routes its alias lists (routed endpoints), which AddEndpoint does last.
 func (n *Node) EndpointComplete(hostIf string) (bool, error) {
 	link, err := n.h.LinkByName(hostIf)
 	if err != nil {
@@ -79,7 +118,65 @@ func (n *Node) EndpointComplete(hostIf string) (bool, error) {
 		}
 		return false, err
 	}
-	return link.Attrs().Flags&net.FlagUp != 0, nil
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		return false, nil
+	}
+	want, ok := parseNodeRoutesAlias(link.Attrs().Alias)
+	if !ok || len(want) == 0 {
+		return true, nil // no node routes planned (bridge endpoint)
+	}
+	missing, err := n.missingNodeRoutes(link, want)
+	return len(missing) == 0, err
+}
+
+// nodeRoutesAlias is the alias AddEndpoint gives a host veth before it comes up: the
+// node routes the endpoint needs, so that EndpointComplete can tell from the kernel
+// alone whether they were all added (IPv4 refuses routes through a device that is
+// down, so they cannot come before it). "" when there are none.
+func nodeRoutesAlias(routes []plan.Route) string {
+	if len(routes) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString(nodeRoutesAliasPrefix)
+	for _, r := range routes {
+		b.WriteString(" ")
+		b.WriteString(r.Dst.String())
+	}
+	return b.String()
+}
+
+const nodeRoutesAliasPrefix = "podnet node routes:"
+
+func parseNodeRoutesAlias(alias string) ([]netip.Prefix, bool) {
+	rest, ok := strings.CutPrefix(alias, nodeRoutesAliasPrefix)
+	if !ok {
+		return nil, false
+	}
+	var out []netip.Prefix
+	for _, f := range strings.Fields(rest) {
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return nil, false
+		}
+		out = append(out, p)
+	}
+	return out, true
+}
+
+// missingNodeRoutes returns the prefixes of want that have no main-table route through link.
+func (n *Node) missingNodeRoutes(link netlink.Link, want []netip.Prefix) ([]netip.Prefix, error) {
+	routes, err := retry(func() ([]netlink.Route, error) { return n.h.RouteList(link, netlink.FAMILY_ALL) })
+	if err != nil {
+		return nil, fmt.Errorf("host interface %s: list routes: %w", link.Attrs().Name, err)
+	}
+	var missing []netip.Prefix
+	for _, p := range want {
+		if !slices.ContainsFunc(routes, func(r netlink.Route) bool { return r.Dst != nil && prefixOf(r.Dst) == p }) {
+			missing = append(missing, p)
+		}
+	}
+	return missing, nil
 }
 
 // configureSandbox does the sandbox side in one namespace switch: sysctls, then through
@@ -140,14 +237,20 @@ func configureSandboxLink(sh *netlink.Handle, ep plan.Endpoint) (netlink.Link, e
 }
 
 // CheckEndpoint verifies that the endpoint's interfaces, addresses and routes exist as
-// planned. The error names the first thing missing.
+// planned: the host end is a port of its bridge, or (no bridge: routed) has no master,
+// its planned MAC, is up, has its node routes and sysctls. The error names the first
+// thing missing.
 func (n *Node) CheckEndpoint(sandbox netns.NsHandle, ep plan.Endpoint) error {
 	host, err := n.h.LinkByName(ep.HostIf)
 	if err != nil {
 		return fmt.Errorf("host interface %s: %w", ep.HostIf, err)
 	}
-	if master, err := n.h.LinkByName(ep.Master); err != nil || host.Attrs().MasterIndex != master.Attrs().Index {
-		return fmt.Errorf("host interface %s is not a port of bridge %s", ep.HostIf, ep.Master)
+	if ep.Master != "" {
+		if master, err := n.h.LinkByName(ep.Master); err != nil || host.Attrs().MasterIndex != master.Attrs().Index {
+			return fmt.Errorf("host interface %s is not a port of bridge %s", ep.HostIf, ep.Master)
+		}
+	} else if err := n.checkRoutedHost(host, ep); err != nil {
+		return err
 	}
 	sh, err := netlink.NewHandleAt(sandbox)
 	if err != nil {
@@ -194,6 +297,44 @@ func (n *Node) CheckEndpoint(sandbox netns.NsHandle, ep plan.Endpoint) error {
 		}
 	}
 	return nil
+}
+
+// checkRoutedHost verifies the host end of an endpoint without a bridge: no master,
+// its MAC, up, its node routes and its sysctls.
+func (n *Node) checkRoutedHost(host netlink.Link, ep plan.Endpoint) error {
+	attrs := host.Attrs()
+	if attrs.MasterIndex != 0 {
+		return fmt.Errorf("host interface %s is a port of interface %d, want no master", ep.HostIf, attrs.MasterIndex)
+	}
+	if ep.HostMAC != nil && attrs.HardwareAddr.String() != ep.HostMAC.String() {
+		return fmt.Errorf("host interface %s has mac %s, want %s", ep.HostIf, attrs.HardwareAddr, ep.HostMAC)
+	}
+	if attrs.Flags&net.FlagUp == 0 {
+		return fmt.Errorf("host interface %s is down", ep.HostIf)
+	}
+	var want []netip.Prefix
+	for _, r := range ep.NodeRoutes {
+		want = append(want, r.Dst)
+	}
+	missing, err := n.missingNodeRoutes(host, want)
+	if err != nil {
+		return err
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("node lacks route %s dev %s", missing[0], ep.HostIf)
+	}
+	return Do(n.ns, func() error {
+		for _, sc := range ep.HostSysctls {
+			b, err := os.ReadFile("/proc/sys/" + sc.Key)
+			if err != nil {
+				return fmt.Errorf("host interface %s: %w", ep.HostIf, err)
+			}
+			if got := strings.TrimSpace(string(b)); got != sc.Value {
+				return fmt.Errorf("host interface %s: sysctl %s is %s, want %s", ep.HostIf, strings.ReplaceAll(sc.Key, "/", "."), got, sc.Value)
+			}
+		}
+		return nil
+	})
 }
 
 func routeOf(ifindex int, r plan.Route) *netlink.Route {

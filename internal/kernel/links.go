@@ -3,6 +3,7 @@ package kernel
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"slices"
@@ -51,8 +52,11 @@ func (n *Node) EnableForwarding() error {
 }
 
 // EnsureBridge creates or repairs a bridge as planned. Calling it again with the same
-// plan changes nothing.
+// plan changes nothing. The zero Bridge (a network without one: routed) does nothing.
 func (n *Node) EnsureBridge(b plan.Bridge) error {
+	if b.Name == "" {
+		return nil
+	}
 	link, err := n.h.LinkByName(b.Name)
 	if err != nil {
 		if !isNotFound(err) {
@@ -65,14 +69,19 @@ func (n *Node) EnsureBridge(b plan.Bridge) error {
 		if link, err = n.h.LinkByName(b.Name); err != nil {
 			return fmt.Errorf("look up bridge %s: %w", b.Name, err)
 		}
-		// IPv6 on the bridge: no DAD (the gateway must answer at once), no autoconf.
-		// The files are absent when IPv6 is disabled in the node.
-		_ = Do(n.ns, func() error {
-			for _, kv := range [][2]string{{"accept_dad", "0"}, {"accept_ra", "0"}, {"autoconf", "0"}} {
-				_ = writeProcSys("net/ipv6/conf/"+b.Name+"/"+kv[0], kv[1])
+		err = Do(n.ns, func() error {
+			for _, sc := range b.Sysctls {
+				err := writeProcSys(sc.Key, sc.Value)
+				if err != nil && !(strings.HasPrefix(sc.Key, "net/ipv6/") && errors.Is(err, fs.ErrNotExist)) {
+					return err
+				}
 			}
 			return nil
 		})
+		if err != nil {
+			_ = n.DeleteLink(b.Name)
+			return fmt.Errorf("bridge %s: %w", b.Name, err)
+		}
 	}
 	if link.Type() != "bridge" {
 		return fmt.Errorf("bridge %s: interface exists with type %s", b.Name, link.Type())

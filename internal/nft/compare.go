@@ -13,10 +13,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// compare reads table inet podnet through c and returns "" when it equals def, else a
-// description of the first difference.
+// compare reads podnet's table of def's family through c and returns "" when it equals
+// def, else a description of the first difference.
 func compare(c *nftables.Conn, def tableDef) (string, error) {
-	tbl, err := c.ListTableOfFamily(TableName, nftables.TableFamilyINet)
+	tbl, err := c.ListTableOfFamily(TableName, def.family)
 	if errors.Is(err, unix.ENOENT) {
 		return "table missing", nil
 	}
@@ -34,7 +34,7 @@ func compare(c *nftables.Conn, def tableDef) (string, error) {
 }
 
 func compareChains(c *nftables.Conn, tbl *nftables.Table, want []chainDef) (string, error) {
-	all, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	all, err := c.ListChainsOfTableFamily(tbl.Family)
 	if err != nil {
 		return "", fmt.Errorf("list chains: %w", err)
 	}
@@ -109,7 +109,9 @@ func compareSets(c *nftables.Conn, tbl *nftables.Table, want []setDef) (string, 
 		case !ok:
 			return fmt.Sprintf("set %s missing", w.name), nil
 		case s.KeyType.GetNFTMagic() != w.keyType.GetNFTMagic() || s.KeyType.Bytes != w.keyType.Bytes ||
-			s.Interval != w.interval || s.IsMap || s.Anonymous || s.Constant || s.HasTimeout:
+			s.Interval != w.interval || s.Concatenation != w.concat() || s.IsMap != w.isMap() ||
+			(w.isMap() && (s.DataType.GetNFTMagic() != w.dataType.GetNFTMagic() || s.DataType.Bytes != w.dataType.Bytes)) ||
+			s.Anonymous || s.Constant || s.HasTimeout:
 			return fmt.Sprintf("set %s: type or flags differ", w.name), nil
 		}
 		elems, err := c.GetSetElements(s)
@@ -123,14 +125,14 @@ func compareSets(c *nftables.Conn, tbl *nftables.Table, want []setDef) (string, 
 	return "", nil
 }
 
-// compareElems compares the kernel's elements of one set with the desired ones.
+// compareElems compares the kernel's elements of one set or map with the desired ones.
 func compareElems(got []nftables.SetElement, want setDef) string {
 	var have []elemDef
-	if want.interval {
+	if want.interval && !want.concat() {
 		have = ranges(got)
 	} else {
 		for _, e := range got {
-			have = append(have, elemDef{key: e.Key, comment: e.Comment})
+			have = append(have, elemDef{key: e.Key, keyEnd: e.KeyEnd, data: e.Val, comment: e.Comment})
 		}
 	}
 	cmpElem := func(a, b elemDef) int {
@@ -142,7 +144,7 @@ func compareElems(got []nftables.SetElement, want setDef) string {
 	}
 	for i, w := range want.elems {
 		h := have[i]
-		if !bytes.Equal(h.key, w.key) || !bytes.Equal(h.keyEnd, w.keyEnd) || h.comment != w.comment {
+		if !bytes.Equal(h.key, w.key) || !bytes.Equal(h.keyEnd, w.keyEnd) || !bytes.Equal(h.data, w.data) || h.comment != w.comment {
 			return fmt.Sprintf("element %s differs", w.text)
 		}
 	}

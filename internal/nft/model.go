@@ -1,30 +1,46 @@
 package nft
 
 import (
+	"bytes"
 	"cmp"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 )
 
-// The model below is the one description of table inet podnet: Render prints it,
-// Table.Sync writes it and Table.InSync compares the kernel with it. A later feature adds
-// its sets, maps and rules here, in build.
+// The model below is the one description of podnet's tables: Render prints it,
+// Table.Sync writes it, Table.Update writes some of its elements and Table.InSync compares
+// the kernel with it.
 
-// Names of the sets of table inet podnet.
+// Names of the sets and maps. The endpoint sets exist in both tables: in inet podnet they
+// hold routed endpoints, in bridge podnet bridged ones.
 const (
-	setBridges     = "bridges"
-	setBridgePairs = "bridge_pairs"
-	setMasq4       = "masq4"
-	setMasq6       = "masq6"
+	setPods4          = "pods4"
+	setPods6          = "pods6"
+	setMasq4          = "masq4"
+	setMasq6          = "masq6"
+	setIsolate4       = "isolate4"
+	setIsolate6       = "isolate6"
+	setEndpoints      = "endpoints"
+	setEndpointAddrs4 = "endpoint_addrs4"
+	setEndpointAddrs6 = "endpoint_addrs6"
+	mapPorts4         = "ports4"
+	mapPorts6         = "ports6"
+	mapHostPorts4     = "hostports4"
+	mapHostPorts6     = "hostports6"
 )
 
-// Names of the chains of table inet podnet.
+// Names of the chains.
 const (
+	chainAntispoof   = "antispoof"
+	chainPrerouting  = "prerouting"
+	chainOutput      = "output"
 	chainForward     = "forward"
 	chainPostrouting = "postrouting"
 )
@@ -33,16 +49,41 @@ const (
 // of user data per element).
 const maxComment = 128
 
-// tableDef is the desired content of the table: sets first, then chains, in this order.
+// rulesetDef is the desired content of both tables: inet podnet, then bridge podnet.
+type rulesetDef struct {
+	tables []tableDef
+}
+
+// tableDef is the desired content of one table: sets first, then chains, in this order.
 type tableDef struct {
+	family nftables.TableFamily
 	sets   []setDef
 	chains []chainDef
 }
 
-// setDef is one named set.
+// familyName is the nft name of a table family.
+func familyName(f nftables.TableFamily) string {
+	if f == nftables.TableFamilyBridge {
+		return "bridge"
+	}
+	return "inet"
+}
+
+// set returns the named set of t, or nil.
+func (t tableDef) set(name string) *setDef {
+	for i := range t.sets {
+		if t.sets[i].name == name {
+			return &t.sets[i]
+		}
+	}
+	return nil
+}
+
+// setDef is one named set, or map when dataType is set.
 type setDef struct {
 	name     string
 	keyType  nftables.SetDatatype
+	dataType nftables.SetDatatype // Bytes == 0 for a set
 	interval bool
 	elems    []elemDef // sorted, as rendered
 }
@@ -50,12 +91,20 @@ type setDef struct {
 // concat reports whether the set's key is a concatenation.
 func (s setDef) concat() bool { return strings.Contains(s.keyType.Name, " . ") }
 
-// elemDef is one element of a set. In an interval set it is a range [key, keyEnd): the
-// kernel receives key and an "interval end" element keyEnd, or no end element when the
-// range runs to the end of the key space (keyEnd nil).
+// isMap reports whether s is a map.
+func (s setDef) isMap() bool { return s.dataType.Bytes != 0 }
+
+// elemDef is one element of a set or map.
+//
+// In an interval set whose key is a single field (the kernel's rbtree) an element is a
+// range [key, keyEnd): the kernel receives key and an "interval end" element keyEnd, or no
+// end element when the range runs to the end of the key space (keyEnd nil). In an
+// interval set with a concatenated key (the kernel's pipapo) an element is the range
+// [key, keyEnd] per field, keyEnd inclusive, sent as one element with a key end.
 type elemDef struct {
 	key     []byte
 	keyEnd  []byte
+	data    []byte // maps only
 	text    string // nft syntax, without the comment
 	comment string
 }
@@ -78,118 +127,598 @@ type ruleDef struct {
 	exprs []expr.Any
 }
 
-// Registers: NFT_REG_1 and NFT_REG_2 are 16 bytes each and contiguous, so an ifname
-// loaded into reg 1 and another into reg 2 form the 32-byte key "ifname . ifname". The
-// kernel dumps registers in this 16-byte numbering, so rules read back compare equal.
-const (
-	reg1 = unix.NFT_REG_1
-	reg2 = unix.NFT_REG_2
+// Registers. The kernel has 16 registers of 4 bytes, also addressed as 4 registers of 16
+// bytes (NFT_REG_1 is NFT_REG32_00 to NFT_REG32_03). A concatenation is loaded into
+// consecutive 4-byte registers, each field padded to 4 bytes. The kernel dumps a register
+// that starts a 16-byte one under its 16-byte number (NFT_REG32_04 is dumped as NFT_REG_2),
+// so reg gives that form, and rules read back compare equal.
+const reg1 = unix.NFT_REG_1
+
+// reg is the register that starts word bytes/4 of the register area that begins with reg1.
+func reg(bytes uint32) uint32 {
+	w := bytes / 4
+	if w%4 == 0 {
+		return unix.NFT_REG_1 + w/4
+	}
+	return unix.NFT_REG32_00 + w
+}
+
+// ipFamily describes what the rules need of IPv4 or IPv6.
+type ipFamily struct {
+	name      string // nft payload name: "ip" | "ip6"
+	nfproto   byte
+	etherType uint16
+	saddr     uint32 // offset of the source address in the network header
+	daddr     uint32
+	addrLen   uint32
+	addrType  nftables.SetDatatype
+	suffix    string // of the names of the family's sets: "4" | "6"
+}
+
+var (
+	ip4 = ipFamily{"ip", unix.NFPROTO_IPV4, unix.ETH_P_IP, 12, 16, 4, nftables.TypeIPAddr, "4"}
+	ip6 = ipFamily{"ip6", unix.NFPROTO_IPV6, unix.ETH_P_IPV6, 8, 24, 16, nftables.TypeIP6Addr, "6"}
 )
 
-// build turns r into the table's content. It does not validate r: entries that Validate
-// rejects (empty or invalid bridge names, invalid prefixes) are left out, and a bridge
-// listed twice appears once.
-func build(r Ruleset) tableDef {
-	nets := slices.Clone(r.Networks)
-	slices.SortStableFunc(nets, func(a, b Network) int { return strings.Compare(a.Bridge, b.Bridge) })
+// build turns r into the tables' content. It does not validate r: entries that Validate
+// rejects are left out (invalid names, prefixes or addresses, the later of two networks
+// with the same bridge, a port mapping whose host side was mapped to another target by an
+// earlier one in sort order), and a subnet overlapping an earlier network's is left out of
+// the isolation sets (the masquerade sets merge overlapping ranges).
+func build(r Ruleset) rulesetDef {
+	inet := tableDef{family: nftables.TableFamilyINet}
+	brt := tableDef{family: nftables.TableFamilyBridge}
 
-	bridges := setDef{name: setBridges, keyType: nftables.TypeIFName}
-	pairs := setDef{name: setBridgePairs, keyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIFName)}
-	var masq4, masq6 []namedRange
-	for i, n := range nets {
-		if validIfName(n.Bridge) != nil || (i > 0 && nets[i-1].Bridge == n.Bridge) {
-			continue
+	nets := networkRanges(r.Networks)
+	var pods, masq, isolate []setDef
+	for _, f := range []ipFamily{ip4, ip6} {
+		var all, masqed []namedRange
+		for _, n := range nets {
+			for _, rg := range n.ranges[f.suffix] {
+				all = append(all, rg)
+				if n.masquerade {
+					masqed = append(masqed, rg)
+				}
+			}
 		}
-		key := ifnameKey(n.Bridge)
-		bridges.elems = append(bridges.elems, elemDef{
-			key:     key,
-			text:    quote(n.Bridge),
-			comment: comment(n.Name),
-		})
-		pairs.elems = append(pairs.elems, elemDef{
-			key:     append(slices.Clone(key), key...),
-			text:    quote(n.Bridge) + " . " + quote(n.Bridge),
-			comment: comment(n.Name),
-		})
-		if !n.Masquerade {
-			continue
-		}
-		for _, p := range n.Subnets {
-			if !p.IsValid() {
+		pods = append(pods, setDef{name: "pods" + f.suffix, keyType: f.addrType, interval: true, elems: rangeElems(all)})
+		masq = append(masq, setDef{name: "masq" + f.suffix, keyType: f.addrType, interval: true, elems: rangeElems(masqed)})
+		isolate = append(isolate, setDef{name: "isolate" + f.suffix, keyType: nftables.MustConcatSetType(f.addrType, f.addrType),
+			interval: true, elems: isolationElems(nets, f.suffix)})
+	}
+	inet.sets = slices.Concat(pods, masq, isolate)
+
+	routed, bridged := endpointSets(r.Endpoints)
+	inet.sets = append(inet.sets, routed...)
+	brt.sets = append(brt.sets, bridged...)
+	inet.sets = append(inet.sets, portMaps(r.Ports)...)
+
+	inet.chains = []chainDef{
+		{
+			name: chainAntispoof, typ: nftables.ChainTypeFilter,
+			hook: *nftables.ChainHookPrerouting, hookName: "prerouting",
+			priority: *nftables.ChainPriorityRaw, prioName: "raw",
+			rules: antispoofRules(nftables.TableFamilyINet),
+		},
+		{
+			name: chainPrerouting, typ: nftables.ChainTypeNAT,
+			hook: *nftables.ChainHookPrerouting, hookName: "prerouting",
+			priority: *nftables.ChainPriorityNATDest, prioName: "dstnat",
+			rules: dnatRules(),
+		},
+		{
+			name: chainOutput, typ: nftables.ChainTypeNAT,
+			hook: *nftables.ChainHookOutput, hookName: "output",
+			priority: *nftables.ChainPriorityNATDest, prioName: "dstnat",
+			rules: dnatRules(),
+		},
+		{
+			name: chainForward, typ: nftables.ChainTypeFilter,
+			hook: *nftables.ChainHookForward, hookName: "forward",
+			priority: *nftables.ChainPriorityFilter, prioName: "filter",
+			rules: []ruleDef{
+				{text: "ct status dnat accept", exprs: append(ctStatusDNAT(), accept())},
+				isolationRule(ip4),
+				isolationRule(ip6),
+			},
+		},
+		{
+			name: chainPostrouting, typ: nftables.ChainTypeNAT,
+			hook: *nftables.ChainHookPostrouting, hookName: "postrouting",
+			priority: *nftables.ChainPriorityNATSource, prioName: "srcnat",
+			rules: []ruleDef{
+				egressMasqRule(ip4),
+				egressMasqRule(ip6),
+				dnatMasqRule(ip4),
+				dnatMasqRule(ip6),
+				localhostMasqRule(),
+			},
+		},
+	}
+	brt.chains = []chainDef{{
+		name: chainAntispoof, typ: nftables.ChainTypeFilter,
+		hook: *nftables.ChainHookPrerouting, hookName: "prerouting",
+		priority: nftables.ChainPriority(-200), prioName: "filter", // NF_BR_PRI_FILTER_BRIDGED
+		rules: antispoofRules(nftables.TableFamilyBridge),
+	}}
+	return rulesetDef{tables: []tableDef{inet, brt}}
+}
+
+// netRanges is one network's address ranges, per family suffix, merged.
+type netRanges struct {
+	name       string
+	masquerade bool
+	ranges     map[string][]namedRange
+	// isolated is ranges without the subnets that overlap an earlier network's: the
+	// kernel refuses overlapping elements in the isolation sets.
+	isolated map[string][]namedRange
+}
+
+// networkRanges sorts the networks and returns their merged ranges, leaving out what
+// Validate rejects.
+func networkRanges(in []Network) []netRanges {
+	nets := slices.Clone(in)
+	slices.SortStableFunc(nets, func(a, b Network) int {
+		return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.Bridge, b.Bridge))
+	})
+	bridges := map[string]bool{}
+	var out []netRanges
+	for _, n := range nets {
+		if n.Bridge != "" {
+			if validIfName(n.Bridge) != nil || bridges[n.Bridge] {
 				continue
 			}
-			nr := namedRange{start: p.Masked().Addr(), last: lastAddr(p), names: []string{n.Name}}
+			bridges[n.Bridge] = true
+		}
+		nr := netRanges{name: n.Name, masquerade: n.Masquerade, ranges: map[string][]namedRange{}, isolated: map[string][]namedRange{}}
+		for _, p := range n.Subnets {
+			if !p.IsValid() || p.Addr().Is4In6() {
+				continue
+			}
+			sfx := ip6.suffix
 			if p.Addr().Is4() {
-				masq4 = append(masq4, nr)
-			} else {
-				masq6 = append(masq6, nr)
+				sfx = ip4.suffix
+			}
+			rg := namedRange{start: p.Masked().Addr(), last: lastAddr(p), names: []string{n.Name}}
+			nr.ranges[sfx] = append(nr.ranges[sfx], rg)
+			if !overlapsAny(rg, out, sfx) {
+				nr.isolated[sfx] = append(nr.isolated[sfx], rg)
+			}
+		}
+		for sfx := range nr.ranges {
+			nr.ranges[sfx] = mergeRanges(nr.ranges[sfx])
+			nr.isolated[sfx] = mergeRanges(nr.isolated[sfx])
+		}
+		out = append(out, nr)
+	}
+	return out
+}
+
+func overlapsAny(r namedRange, nets []netRanges, sfx string) bool {
+	for _, n := range nets {
+		for _, o := range n.isolated[sfx] {
+			if r.start.Compare(o.last) <= 0 && o.start.Compare(r.last) <= 0 {
+				return true
 			}
 		}
 	}
+	return false
+}
 
-	return tableDef{
-		sets: []setDef{
-			bridges,
-			pairs,
-			{name: setMasq4, keyType: nftables.TypeIPAddr, interval: true, elems: rangeElems(masq4)},
-			{name: setMasq6, keyType: nftables.TypeIP6Addr, interval: true, elems: rangeElems(masq6)},
-		},
-		chains: []chainDef{
-			{
-				name: chainForward, typ: nftables.ChainTypeFilter,
-				hook: *nftables.ChainHookForward, hookName: "forward",
-				priority: *nftables.ChainPriorityFilter, prioName: "filter",
-				rules: []ruleDef{isolationRule()},
-			},
-			{
-				name: chainPostrouting, typ: nftables.ChainTypeNAT,
-				hook: *nftables.ChainHookPostrouting, hookName: "postrouting",
-				priority: *nftables.ChainPriorityNATSource, prioName: "srcnat",
-				rules: []ruleDef{
-					masqRule(unix.NFPROTO_IPV4, "ip", 12, 4, setMasq4),
-					masqRule(unix.NFPROTO_IPV6, "ip6", 8, 16, setMasq6),
-				},
-			},
-		},
+// isolationElems pairs every range of a network with every range of every other network.
+func isolationElems(nets []netRanges, sfx string) []elemDef {
+	var elems []elemDef
+	for i, a := range nets {
+		for j, b := range nets {
+			if i == j {
+				continue
+			}
+			for _, ra := range a.isolated[sfx] {
+				for _, rb := range b.isolated[sfx] {
+					elems = append(elems, elemDef{
+						key:     slices.Concat(ra.start.AsSlice(), rb.start.AsSlice()),
+						keyEnd:  slices.Concat(ra.last.AsSlice(), rb.last.AsSlice()),
+						text:    rangeText(ra.start, ra.last) + " . " + rangeText(rb.start, rb.last),
+						comment: comment(a.name + " -> " + b.name),
+					})
+				}
+			}
+		}
+	}
+	sortElems(elems)
+	return elems
+}
+
+// endpointSets returns the endpoint sets of table inet podnet (routed endpoints) and of
+// table bridge podnet (bridged endpoints).
+func endpointSets(eps []Endpoint) (routed, bridged []setDef) {
+	mk := func() []setDef {
+		return []setDef{
+			{name: setEndpoints, keyType: nftables.TypeIFName},
+			{name: setEndpointAddrs4, keyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr)},
+			{name: setEndpointAddrs6, keyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIP6Addr)},
+		}
+	}
+	routed, bridged = mk(), mk()
+	type ifKey struct {
+		name    string
+		bridged bool
+	}
+	seen := map[ifKey]bool{}
+	seenAddr := map[string]bool{}
+	for _, e := range eps {
+		if validIfName(e.HostIf) != nil {
+			continue
+		}
+		sets := routed
+		if e.Bridged {
+			sets = bridged
+		}
+		key := ifnameKey(e.HostIf)
+		if k := (ifKey{e.HostIf, e.Bridged}); !seen[k] {
+			seen[k] = true
+			sets[0].elems = append(sets[0].elems, elemDef{key: key, text: quote(e.HostIf)})
+		}
+		for _, a := range e.Addrs {
+			if !a.IsValid() || a.IsUnspecified() || a.Is4In6() || a.Zone() != "" {
+				continue
+			}
+			s := &sets[1]
+			if !a.Is4() {
+				s = &sets[2]
+			}
+			k := string(key) + a.String() + strconv.FormatBool(e.Bridged)
+			if seenAddr[k] {
+				continue
+			}
+			seenAddr[k] = true
+			s.elems = append(s.elems, elemDef{key: slices.Concat(key, a.AsSlice()), text: quote(e.HostIf) + " . " + a.String()})
+		}
+	}
+	for _, sets := range [][]setDef{routed, bridged} {
+		for i := range sets {
+			sortElems(sets[i].elems)
+		}
+	}
+	return routed, bridged
+}
+
+// portMaps returns the maps of published ports.
+func portMaps(ports []PortMapping) []setDef {
+	proto := nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService)
+	maps := map[string]*setDef{}
+	target := func(f ipFamily) nftables.SetDatatype {
+		return nftables.MustConcatSetType(f.addrType, nftables.TypeInetService)
+	}
+	hostKey := func(f ipFamily) nftables.SetDatatype {
+		return nftables.MustConcatSetType(f.addrType, nftables.TypeInetProto, nftables.TypeInetService)
+	}
+	out := []setDef{
+		{name: mapPorts4, keyType: proto, dataType: target(ip4)},
+		{name: mapPorts6, keyType: proto, dataType: target(ip6)},
+		{name: mapHostPorts4, keyType: hostKey(ip4), dataType: target(ip4)},
+		{name: mapHostPorts6, keyType: hostKey(ip6), dataType: target(ip6)},
+	}
+	for i := range out {
+		maps[out[i].name] = &out[i]
+	}
+
+	ps := slices.Clone(ports)
+	slices.SortFunc(ps, func(a, b PortMapping) int {
+		return cmp.Or(
+			cmpBool(a.Addr.Is4(), b.Addr.Is4()), a.hostIP().Compare(b.hostIP()),
+			cmp.Compare(protoNumber(a.Protocol), protoNumber(b.Protocol)), cmp.Compare(a.HostPort, b.HostPort),
+			a.Addr.Compare(b.Addr), cmp.Compare(a.Port, b.Port))
+	})
+	seen := map[portKey]bool{}
+	for _, p := range ps {
+		if p.validate() != nil || seen[p.key()] {
+			continue
+		}
+		seen[p.key()] = true
+		sfx := "6"
+		if p.Addr.Is4() {
+			sfx = "4"
+		}
+		// l4proto . port: each field padded to 4 bytes.
+		key := []byte{protoNumber(p.Protocol), 0, 0, 0, byte(p.HostPort >> 8), byte(p.HostPort), 0, 0}
+		text := p.Protocol + " . " + strconv.Itoa(int(p.HostPort))
+		m := maps["ports"+sfx]
+		if h := p.hostIP(); h.IsValid() {
+			key = slices.Concat(h.AsSlice(), key)
+			text = h.String() + " . " + text
+			m = maps["hostports"+sfx]
+		}
+		m.elems = append(m.elems, elemDef{
+			key:  key,
+			data: slices.Concat(p.Addr.AsSlice(), []byte{byte(p.Port >> 8), byte(p.Port), 0, 0}),
+			text: text + " : " + p.Addr.String() + " . " + strconv.Itoa(int(p.Port)),
+		})
+	}
+	for i := range out {
+		sortElems(out[i].elems)
+	}
+	return out
+}
+
+func sortElems(es []elemDef) {
+	slices.SortFunc(es, func(a, b elemDef) int { return bytes.Compare(a.key, b.key) })
+}
+
+// Expressions shared by the rules.
+
+func accept() expr.Any { return &expr.Verdict{Kind: expr.VerdictAccept} }
+func drop() expr.Any   { return &expr.Verdict{Kind: expr.VerdictDrop} }
+
+// isFamily matches packets of family f: in family inet by meta nfproto (nft adds this
+// check silently and does not print it), in family bridge by ether type.
+func isFamily(tf nftables.TableFamily, f ipFamily) []expr.Any {
+	if tf == nftables.TableFamilyBridge {
+		return isEtherType(f.etherType)
+	}
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{f.nfproto}},
 	}
 }
 
-// isolationRule drops what is forwarded between two different podnet bridges. With
-// br_netfilter, frames bridged within one bridge reach this hook with iifname == oifname
-// == the bridge; nftables cannot compare two registers, so same-bridge pairs are in
-// bridge_pairs.
-func isolationRule() ruleDef {
-	return ruleDef{
-		text: "iifname @bridges oifname @bridges iifname . oifname != @bridge_pairs drop",
-		exprs: []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
-			&expr.Lookup{SourceRegister: reg1, SetName: setBridges},
-			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg1},
-			&expr.Lookup{SourceRegister: reg1, SetName: setBridges},
-			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
-			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg2},
-			&expr.Lookup{SourceRegister: reg1, SetName: setBridgePairs, Invert: true},
-			&expr.Verdict{Kind: expr.VerdictDrop},
-		},
+func isEtherType(t uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binaryutil.BigEndian.PutUint16(t)},
 	}
 }
 
-// masqRule masquerades packets of one family whose source address is in set and that
-// leave through an interface that is not a podnet bridge. In family inet the family check
-// (meta nfproto) must be explicit: nft adds it silently and does not print it.
-func masqRule(nfproto byte, name string, saddrOff, addrLen uint32, set string) ruleDef {
+// ipsDstNAT is IPS_DST_NAT of enum ip_conntrack_status (linux/netfilter/nf_conntrack_common.h).
+const ipsDstNAT = 1 << 5
+
+// ctStatusDNAT matches connections whose destination was NATed (ct status dnat). The
+// status is a host-endian 32-bit word.
+func ctStatusDNAT() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Key: expr.CtKeySTATUS, Register: reg1},
+		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(ipsDstNAT), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: make([]byte, 4)},
+	}
+}
+
+func loadAddr(f ipFamily, off uint32, r uint32) expr.Any {
+	return &expr.Payload{DestRegister: r, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: f.addrLen}
+}
+
+func lookup(r uint32, set string, invert bool) expr.Any {
+	return &expr.Lookup{SourceRegister: r, SetName: set, Invert: invert}
+}
+
+// isolationRule drops what is forwarded from one network's subnet to another's.
+func isolationRule(f ipFamily) ruleDef {
 	return ruleDef{
-		text: name + " saddr @" + set + " oifname != @bridges masquerade",
-		exprs: []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: reg1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{nfproto}},
-			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: saddrOff, Len: addrLen},
-			&expr.Lookup{SourceRegister: reg1, SetName: set},
-			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg1},
-			&expr.Lookup{SourceRegister: reg1, SetName: setBridges, Invert: true},
+		text: f.name + " saddr . " + f.name + " daddr @isolate" + f.suffix + " drop",
+		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f), []expr.Any{
+			loadAddr(f, f.saddr, reg1),
+			loadAddr(f, f.daddr, reg(f.addrLen)),
+			lookup(reg1, "isolate"+f.suffix, false),
+			drop(),
+		}),
+	}
+}
+
+// egressMasqRule masquerades what a masquerading network sends outside of every podnet
+// subnet.
+func egressMasqRule(f ipFamily) ruleDef {
+	return ruleDef{
+		text: f.name + " saddr @masq" + f.suffix + " " + f.name + " daddr != @pods" + f.suffix + " masquerade",
+		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f), []expr.Any{
+			loadAddr(f, f.saddr, reg1),
+			lookup(reg1, "masq"+f.suffix, false),
+			loadAddr(f, f.daddr, reg1),
+			lookup(reg1, "pods"+f.suffix, true),
 			&expr.Masq{},
+		}),
+	}
+}
+
+// dnatMasqRule masquerades connections to a published port that come from a sandbox: the
+// reply must come back through the node to be un-DNATed (hairpin, and sandboxes of other
+// networks).
+func dnatMasqRule(f ipFamily) ruleDef {
+	return ruleDef{
+		text: "ct status dnat " + f.name + " saddr @pods" + f.suffix + " masquerade",
+		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f), ctStatusDNAT(), []expr.Any{
+			loadAddr(f, f.saddr, reg1),
+			lookup(reg1, "pods"+f.suffix, false),
+			&expr.Masq{},
+		}),
+	}
+}
+
+// localhostMasqRule masquerades connections of the node to 127.0.0.1:published port: a
+// sandbox cannot answer 127.0.0.1.
+func localhostMasqRule() ruleDef {
+	return ruleDef{
+		text: "ct status dnat ip saddr 127.0.0.0/8 masquerade",
+		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, ip4), ctStatusDNAT(), []expr.Any{
+			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: ip4.saddr, Len: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{127}},
+			&expr.Masq{},
+		}),
+	}
+}
+
+// dnatRules DNAT published ports: first the mappings of one host address, then those of
+// every local address.
+func dnatRules() []ruleDef {
+	return []ruleDef{
+		hostPortsRule(ip4), hostPortsRule(ip6),
+		portsRule(ip4), portsRule(ip6),
+	}
+}
+
+// loadL4 loads "meta l4proto . th dport" into the registers that start at byte off.
+func loadL4(off uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg(off)},
+		&expr.Payload{DestRegister: reg(off + 4), Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+	}
+}
+
+// dnatTo looks up the key in reg1 in map m, whose data "address . port" lands in reg1 (the
+// address) and the register after the address (the port), and DNATs to it. The kernel
+// dumps a NAT expression with max registers equal to the min ones and the flag "proto
+// specified", so they are set here too.
+func dnatTo(f ipFamily, m string) []expr.Any {
+	port := reg(f.addrLen)
+	return []expr.Any{
+		&expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: m},
+		&expr.NAT{
+			Type: expr.NATTypeDestNAT, Family: uint32(f.nfproto),
+			RegAddrMin: reg1, RegAddrMax: reg1, RegProtoMin: port, RegProtoMax: port,
+			Specified: true,
 		},
 	}
+}
+
+func hostPortsRule(f ipFamily) ruleDef {
+	m := "hostports" + f.suffix
+	return ruleDef{
+		text: "dnat " + f.name + " to " + f.name + " daddr . meta l4proto . th dport map @" + m,
+		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f),
+			[]expr.Any{loadAddr(f, f.daddr, reg1)},
+			loadL4(f.addrLen),
+			dnatTo(f, m)),
+	}
+}
+
+func portsRule(f ipFamily) ruleDef {
+	m := "ports" + f.suffix
+	return ruleDef{
+		text: "fib daddr type local dnat " + f.name + " to meta l4proto . th dport map @" + m,
+		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f),
+			[]expr.Any{
+				&expr.Fib{Register: reg1, FlagDADDR: true, ResultADDRTYPE: true},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
+			},
+			loadL4(0),
+			dnatTo(f, m)),
+	}
+}
+
+// ICMPv6 types that the anti-spoofing chain looks at.
+const (
+	icmp6RouterAdvert   = 134
+	icmp6NeighborAdvert = 136
+	icmp6Redirect       = 137
+)
+
+// isICMPv6 matches ICMPv6 messages of type typ.
+func isICMPv6(tf nftables.TableFamily, typ byte) []expr.Any {
+	return slices.Concat(isFamily(tf, ip6), []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.IPPROTO_ICMPV6}},
+		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{typ}},
+	})
+}
+
+// notLinkLocal matches when the 16 bytes at off of base are not in fe80::/10 (a 2-byte
+// load, as nft does for a prefix that ends in the second byte).
+func notLinkLocal(base expr.PayloadBase, off uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: reg1, Base: base, Offset: off, Len: 2},
+		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 2, Mask: []byte{0xff, 0xc0}, Xor: []byte{0, 0}},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: []byte{0xfe, 0x80}},
+	}
+}
+
+// antispoofRules is the anti-spoofing chain of table family tf: a packet that enters the
+// node from an endpoint's host interface must come from one of the endpoint's addresses.
+// Also allowed: IPv6 link-local sources (neighbour discovery, MLD) and the unspecified
+// address (duplicate address detection, MLD before an address is configured), and in the
+// bridge, ARP probes (sender 0.0.0.0). An endpoint is not a router: router advertisements
+// and redirects are dropped, and a neighbour advertisement must announce a link-local
+// address or one of the endpoint's own (else a sandbox could take another's IPv6 address
+// over in the neighbour caches, as ARP would for IPv4). Anything else, of any protocol
+// (other ether types, VLAN-tagged frames), is dropped.
+func antispoofRules(tf nftables.TableFamily) []ruleDef {
+	ifAddr := func(f ipFamily, base expr.PayloadBase, off uint32, set string, invert bool) []expr.Any {
+		return []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+			&expr.Payload{DestRegister: reg(16), Base: base, Offset: off, Len: f.addrLen},
+			lookup(reg1, set, invert),
+		}
+	}
+	nh := expr.PayloadBaseNetworkHeader
+	rules := []ruleDef{
+		{
+			text: "iifname != @endpoints accept",
+			exprs: []expr.Any{
+				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+				lookup(reg1, setEndpoints, true),
+				accept(),
+			},
+		},
+		{
+			text:  "iifname . ip saddr @endpoint_addrs4 accept",
+			exprs: slices.Concat(isFamily(tf, ip4), ifAddr(ip4, nh, ip4.saddr, setEndpointAddrs4, false), []expr.Any{accept()}),
+		},
+		{
+			text:  "icmpv6 type nd-router-advert drop",
+			exprs: append(isICMPv6(tf, icmp6RouterAdvert), drop()),
+		},
+		{
+			text:  "icmpv6 type nd-redirect drop",
+			exprs: append(isICMPv6(tf, icmp6Redirect), drop()),
+		},
+		{
+			text: "icmpv6 type nd-neighbor-advert icmpv6 taddr != fe80::/10 iifname . icmpv6 taddr != @endpoint_addrs6 drop",
+			exprs: slices.Concat(isICMPv6(tf, icmp6NeighborAdvert),
+				notLinkLocal(expr.PayloadBaseTransportHeader, 8),
+				ifAddr(ip6, expr.PayloadBaseTransportHeader, 8, setEndpointAddrs6, true),
+				[]expr.Any{drop()}),
+		},
+		{
+			text:  "iifname . ip6 saddr @endpoint_addrs6 accept",
+			exprs: slices.Concat(isFamily(tf, ip6), ifAddr(ip6, nh, ip6.saddr, setEndpointAddrs6, false), []expr.Any{accept()}),
+		},
+		{
+			text: "ip6 saddr fe80::/10 accept",
+			exprs: slices.Concat(isFamily(tf, ip6), []expr.Any{
+				&expr.Payload{DestRegister: reg1, Base: nh, Offset: ip6.saddr, Len: 2},
+				&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 2, Mask: []byte{0xff, 0xc0}, Xor: []byte{0, 0}},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{0xfe, 0x80}},
+				accept(),
+			}),
+		},
+		{
+			text: "ip6 saddr :: accept",
+			exprs: slices.Concat(isFamily(tf, ip6), []expr.Any{
+				loadAddr(ip6, ip6.saddr, reg1),
+				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: make([]byte, 16)},
+				accept(),
+			}),
+		},
+	}
+	if tf == nftables.TableFamilyBridge {
+		// ARP: sender IP address at offset 14 of an Ethernet/IPv4 ARP packet. Linux
+		// ignores ARP packets of other hardware or protocol address lengths.
+		const arpSPA = 14
+		rules = append(rules,
+			ruleDef{
+				text: "arp saddr ip 0.0.0.0 accept",
+				exprs: slices.Concat(isEtherType(unix.ETH_P_ARP), []expr.Any{
+					&expr.Payload{DestRegister: reg1, Base: nh, Offset: arpSPA, Len: 4},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: make([]byte, 4)},
+					accept(),
+				}),
+			},
+			ruleDef{
+				text:  "iifname . arp saddr ip @endpoint_addrs4 accept",
+				exprs: slices.Concat(isEtherType(unix.ETH_P_ARP), ifAddr(ip4, nh, arpSPA, setEndpointAddrs4, false), []expr.Any{accept()}),
+			},
+		)
+	}
+	return append(rules, ruleDef{text: "drop", exprs: []expr.Any{drop()}})
 }
 
 // ifnameKey is the set key of an interface name: IFNAMSIZ bytes, zero padded.
@@ -214,9 +743,9 @@ type namedRange struct {
 	names       []string
 }
 
-// rangeElems sorts ranges, merges the ones that overlap or touch (the kernel refuses
-// overlapping intervals) and turns them into interval set elements.
-func rangeElems(rs []namedRange) []elemDef {
+// mergeRanges sorts ranges and merges the ones that overlap or touch.
+func mergeRanges(rs []namedRange) []namedRange {
+	rs = slices.Clone(rs)
 	slices.SortFunc(rs, func(a, b namedRange) int {
 		return cmp.Or(a.start.Compare(b.start), b.last.Compare(a.last))
 	})
@@ -236,13 +765,23 @@ func rangeElems(rs []namedRange) []elemDef {
 		r.names = slices.Clone(r.names)
 		merged = append(merged, r)
 	}
+	for i := range merged {
+		slices.Sort(merged[i].names)
+		merged[i].names = slices.Compact(merged[i].names)
+	}
+	return merged
+}
+
+// rangeElems merges ranges (the kernel refuses overlapping intervals) and turns them into
+// elements of an interval set with a single-field key.
+func rangeElems(rs []namedRange) []elemDef {
+	merged := mergeRanges(rs)
 	elems := make([]elemDef, 0, len(merged))
 	for _, r := range merged {
-		slices.Sort(r.names)
 		e := elemDef{
 			key:     r.start.AsSlice(),
 			text:    rangeText(r.start, r.last),
-			comment: comment(strings.Join(slices.Compact(r.names), ",")),
+			comment: comment(strings.Join(r.names, ",")),
 		}
 		if end := r.last.Next(); end.IsValid() {
 			e.keyEnd = end.AsSlice()

@@ -10,7 +10,7 @@ import (
 )
 
 // requireRoot skips t without root, or fails it under CI (CI=true).
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() == 0 {
 		return
@@ -24,7 +24,7 @@ func requireRoot(t *testing.T) {
 // newNetNS creates a throwaway network namespace, closed when t ends (the kernel removes
 // it with its last reference). The calling goroutine never changes namespace: a helper
 // goroutine creates it on a locked thread and goes back to its original namespace.
-func newNetNS(t *testing.T) netns.NsHandle {
+func newNetNS(t testing.TB) netns.NsHandle {
 	t.Helper()
 	type result struct {
 		ns  netns.NsHandle

@@ -1,24 +1,47 @@
-// Package nft keeps podnet's own nftables table, "inet podnet", in the node network
-// namespace, and never touches any other table.
+// Package nft keeps podnet's own nftables tables, "inet podnet" and "bridge podnet", in the
+// node network namespace, and never touches any other table.
 //
 // The desired state is data (Ruleset). Render turns it into nft-syntax text, Table.Sync
-// writes it to the kernel in one atomic netlink batch, and Table.InSync reads the table
-// back and says whether the kernel still matches it.
+// writes it to the kernel in one atomic netlink batch, Table.Update adds and removes the
+// elements of endpoints and published ports in one small batch, and Table.InSync reads the
+// tables back and says whether the kernel still matches a Ruleset.
 //
-// Kernel objects, all in table inet podnet:
+// Kernel objects of table inet podnet:
 //
-//	set bridges        ifname           bridge of every network
-//	set bridge_pairs   ifname . ifname  (bridge, bridge) of every network
-//	set masq4          ipv4_addr        interval set: IPv4 subnets of masquerading networks
-//	set masq6          ipv6_addr        interval set: IPv6 subnets of masquerading networks
-//	chain forward      filter, hook forward, priority filter, policy accept:
-//	                   drops traffic forwarded from one network's bridge to another's
-//	chain postrouting  nat, hook postrouting, priority srcnat, policy accept:
-//	                   masquerades traffic of masquerading networks leaving podnet's bridges
+//	set pods4, pods6        interval: subnets of every network
+//	set masq4, masq6        interval: subnets of masquerading networks
+//	set isolate4, isolate6  interval, ip . ip: (subnet of network A . subnet of network B), A != B
+//	set endpoints           ifname: host veths of routed endpoints
+//	set endpoint_addrs4/6   ifname . ip: (host veth . address) of routed endpoints
+//	map ports4, ports6      l4proto . port : address . port, published ports on every local address
+//	map hostports4/6        ip . l4proto . port : address . port, published ports on one host address
+//	chain antispoof   filter prerouting, priority raw: drops what a routed endpoint sends from
+//	                  an address that is not its own
+//	chain prerouting  nat prerouting, priority dstnat: published ports (DNAT)
+//	chain output      nat output, priority dstnat: published ports for connections of the node
+//	chain forward     filter forward, priority filter: isolation of networks by address
+//	chain postrouting nat postrouting, priority srcnat: egress masquerade, and masquerade of
+//	                  DNATed connections from sandboxes (hairpin) and from 127.0.0.0/8
 //
-// Per-packet cost does not grow with the number of networks: every lookup is a set lookup.
-// Everything goes through github.com/google/nftables bound to a namespace fd; nothing
-// execs nft and no goroutine of the caller changes namespace.
+// Table bridge podnet holds the same anti-spoofing check for bridged endpoints: in the inet
+// hooks a packet of a bridge port shows the bridge as its input interface (br_netfilter),
+// while the bridge prerouting hook sees the port itself:
+//
+//	set endpoints, endpoint_addrs4, endpoint_addrs6  as above, for bridged endpoints
+//	chain antispoof   filter prerouting, priority filter: checks IPv4, IPv6 and ARP senders
+//
+// Per-packet cost does not grow with the number of networks, endpoints or ports: every
+// lookup is a set or map lookup, never one rule per item. Everything goes through
+// github.com/google/nftables bound to a namespace fd; nothing execs nft and no goroutine of
+// the caller changes namespace.
+//
+// What the caller (the agent) must do besides: set route_localnet=1 on the interfaces
+// towards sandboxes (bridges and routed host veths) for published ports to answer on
+// 127.0.0.1; set hairpin mode on bridge ports for a sandbox to reach its own published
+// port through a node address (br_netfilter bridges the DNATed packet back to the port it
+// came from); add an endpoint's elements (Update) before its host veth goes up, since only
+// the interfaces in the endpoints set are checked. IPv6 has no localhost access to published
+// ports: Linux never routes ::1 off the loopback device.
 package nft
 
 import (
@@ -27,33 +50,71 @@ import (
 	"strings"
 )
 
-// TableName is the name of podnet's table, in family inet.
+// TableName is the name of podnet's tables, in families inet and bridge.
 const TableName = "podnet"
 
 // Network is what the ruleset needs to know of one podnet network.
 type Network struct {
 	Name       string         // podnet network name (for comments/debug only)
-	Bridge     string         // host interface name of the network (<=15 bytes)
+	Bridge     string         // host bridge of the network (<=15 bytes); "" for a routed network
 	Subnets    []netip.Prefix // IPv4 and/or IPv6
-	Masquerade bool           // egress masquerade for traffic leaving the network
+	Masquerade bool           // egress masquerade for traffic leaving the podnet subnets
 }
 
-// Ruleset is the desired content of table inet podnet. The order of Networks and of
-// their Subnets does not matter.
+// Endpoint is one sandbox attachment, for anti-spoofing: packets entering the node from
+// HostIf must come from one of Addrs.
+type Endpoint struct {
+	HostIf  string       // host-side veth (<=15 bytes)
+	Bridged bool         // true: a port of a bridge (bridge driver); false: routed driver (an L3 interface of the node)
+	Addrs   []netip.Addr // the sandbox's addresses
+}
+
+// PortMapping is one published port: connections to HostPort of the node are DNATed to
+// Addr:Port.
+type PortMapping struct {
+	Protocol string     // "tcp" | "udp"
+	HostIP   netip.Addr // zero (or unspecified): every local address of the node of Addr's family
+	HostPort uint16
+	Addr     netip.Addr // endpoint address (same family as HostIP when HostIP is set)
+	Port     uint16     // container port
+}
+
+// Ruleset is the desired content of podnet's tables. The order of its slices does not
+// matter. An endpoint listed twice (same HostIf) has the union of the addresses; a port
+// mapping listed twice is one mapping.
 type Ruleset struct {
-	Networks []Network
+	Networks  []Network
+	Endpoints []Endpoint
+	Ports     []PortMapping
 }
 
-// Applier makes table inet podnet of one namespace equal to a Ruleset.
+// Delta is a set of endpoints and port mappings that Update adds to or removes from the
+// tables without rewriting them.
+type Delta struct {
+	Endpoints []Endpoint
+	Ports     []PortMapping
+}
+
+// Applier makes podnet's tables of one namespace equal to a Ruleset.
 // Table implements it on the kernel; nfttest.Fake in memory.
 type Applier interface {
-	// Sync replaces the whole table with r, atomically. Calling it twice with the same r
-	// is harmless. It fails, changing nothing, when r does not Validate.
+	// Sync replaces the tables with r, atomically. Calling it twice with the same r is
+	// harmless. It fails, changing nothing, when r does not Validate.
 	Sync(r Ruleset) error
-	// InSync reports whether the table equals r. It is false, with no error, when the
-	// table is missing or was changed (flushed rules, chains or set elements).
+	// Update removes the elements of remove, then adds those of add, in one atomic batch
+	// whose size depends on the deltas only, not on the size of the tables. Adding an
+	// element that exists or removing one that does not is not an error, so calling it
+	// twice is harmless. An endpoint in remove takes its interface out of the checked
+	// ones, with the listed addresses (list all of them); to change the addresses of an
+	// endpoint, remove it and add it back in the same call. It fails, changing nothing,
+	// when a delta does not Validate, when the tables do not exist (ErrNoTable: call
+	// Sync), or when a port mapping's host side is mapped to another target in the table
+	// (ErrConflict: to move a mapping, remove the old one in the same call).
+	Update(add, remove Delta) error
+	// InSync reports whether the tables equal r. It is false, with no error, when a table
+	// is missing or was changed (flushed rules, chains, set or map elements).
 	InSync(r Ruleset) (bool, error)
-	// Delete removes the table. It succeeds when the table is already gone.
+	// Delete removes the tables. It succeeds when they are already gone.
 	Delete() error
 }
 
@@ -61,24 +122,137 @@ type Applier interface {
 const maxIfName = 15
 
 // Validate checks that r can be written to the kernel: every network has a valid bridge
-// name used by no other network, and valid subnets.
+// name (or none) used by no other network, valid subnets that overlap no other network's,
+// and the endpoints and port mappings are valid and do not contradict each other.
 func (r Ruleset) Validate() error {
 	bridges := make(map[string]string, len(r.Networks))
-	for _, n := range r.Networks {
-		if err := validIfName(n.Bridge); err != nil {
-			return fmt.Errorf("network %q: bridge %q: %w", n.Name, n.Bridge, err)
+	type owned struct {
+		p    netip.Prefix
+		net  int
+		name string
+	}
+	var subnets []owned
+	for i, n := range r.Networks {
+		if n.Bridge != "" {
+			if err := validIfName(n.Bridge); err != nil {
+				return fmt.Errorf("network %q: bridge %q: %w", n.Name, n.Bridge, err)
+			}
+			if other, ok := bridges[n.Bridge]; ok {
+				return fmt.Errorf("network %q: bridge %q: already used by network %q", n.Name, n.Bridge, other)
+			}
+			bridges[n.Bridge] = n.Name
 		}
-		if other, ok := bridges[n.Bridge]; ok {
-			return fmt.Errorf("network %q: bridge %q: already used by network %q", n.Name, n.Bridge, other)
-		}
-		bridges[n.Bridge] = n.Name
 		for _, p := range n.Subnets {
-			if !p.IsValid() {
+			if !p.IsValid() || p.Addr().Is4In6() {
 				return fmt.Errorf("network %q: subnet %v: invalid prefix", n.Name, p)
 			}
+			for _, o := range subnets {
+				if o.net != i && o.p.Overlaps(p) {
+					return fmt.Errorf("network %q: subnet %v: overlaps subnet %v of network %q", n.Name, p, o.p, o.name)
+				}
+			}
+			subnets = append(subnets, owned{p, i, n.Name})
+		}
+	}
+	if err := (Delta{Endpoints: r.Endpoints, Ports: r.Ports}).Validate(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Validate checks every endpoint and port mapping of d, and that d does not contradict
+// itself: an interface both bridged and routed, or one host port mapped to two targets.
+func (d Delta) Validate() error {
+	bridged := make(map[string]bool, len(d.Endpoints))
+	for _, e := range d.Endpoints {
+		if err := e.validate(); err != nil {
+			return err
+		}
+		if b, ok := bridged[e.HostIf]; ok && b != e.Bridged {
+			return fmt.Errorf("endpoint %q: listed both as bridged and as routed", e.HostIf)
+		}
+		bridged[e.HostIf] = e.Bridged
+	}
+	targets := make(map[portKey]PortMapping, len(d.Ports))
+	for _, p := range d.Ports {
+		if err := p.validate(); err != nil {
+			return err
+		}
+		k := p.key()
+		if o, ok := targets[k]; ok && (o.Addr != p.Addr || o.Port != p.Port) {
+			return fmt.Errorf("port mapping %s: host side already mapped to %s", p, netip.AddrPortFrom(o.Addr, o.Port))
+		}
+		targets[k] = p
+	}
+	return nil
+}
+
+func (e Endpoint) validate() error {
+	if err := validIfName(e.HostIf); err != nil {
+		return fmt.Errorf("endpoint %q: host interface: %w", e.HostIf, err)
+	}
+	for _, a := range e.Addrs {
+		if !a.IsValid() || a.IsUnspecified() || a.Is4In6() || a.Zone() != "" {
+			return fmt.Errorf("endpoint %q: address %v: invalid sandbox address", e.HostIf, a)
 		}
 	}
 	return nil
+}
+
+// String prints the mapping as "tcp [HOSTIP]:HOSTPORT -> ADDR:PORT".
+func (p PortMapping) String() string {
+	host := fmt.Sprintf(":%d", p.HostPort)
+	if h := p.hostIP(); h.IsValid() {
+		host = netip.AddrPortFrom(h, p.HostPort).String()
+	}
+	return fmt.Sprintf("%s %s -> %s", p.Protocol, host, netip.AddrPortFrom(p.Addr, p.Port))
+}
+
+func (p PortMapping) validate() error {
+	switch {
+	case protoNumber(p.Protocol) == 0:
+		return fmt.Errorf("port mapping %s: protocol %q: want tcp or udp", p, p.Protocol)
+	case p.HostPort == 0:
+		return fmt.Errorf("port mapping %s: host port 0", p)
+	case p.Port == 0:
+		return fmt.Errorf("port mapping %s: port 0", p)
+	case !p.Addr.IsValid() || p.Addr.IsUnspecified() || p.Addr.Is4In6() || p.Addr.Zone() != "":
+		return fmt.Errorf("port mapping %s: address %v: invalid endpoint address", p, p.Addr)
+	case p.HostIP.IsValid() && (p.HostIP.Is4() != p.Addr.Is4() || p.HostIP.Is4In6() || p.HostIP.Zone() != ""):
+		return fmt.Errorf("port mapping %s: host IP %v: not of the endpoint address's family", p, p.HostIP)
+	}
+	return nil
+}
+
+// hostIP is p.HostIP, or the zero Addr when it stands for every local address.
+func (p PortMapping) hostIP() netip.Addr {
+	if p.HostIP.IsValid() && p.HostIP.IsUnspecified() {
+		return netip.Addr{}
+	}
+	return p.HostIP
+}
+
+// portKey is what the kernel maps: at most one target per key.
+type portKey struct {
+	v6       bool
+	hostIP   netip.Addr
+	proto    byte
+	hostPort uint16
+}
+
+func (p PortMapping) key() portKey {
+	return portKey{v6: !p.Addr.Is4(), hostIP: p.hostIP(), proto: protoNumber(p.Protocol), hostPort: p.HostPort}
+}
+
+// protoNumber is the IP protocol number of "tcp" or "udp", else 0.
+func protoNumber(name string) byte {
+	switch name {
+	case "tcp":
+		return 6
+	case "udp":
+		return 17
+	}
+	return 0
 }
 
 // validIfName applies the kernel's rules for interface names (dev_valid_name).

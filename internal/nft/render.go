@@ -5,24 +5,38 @@ import (
 	"strings"
 )
 
-// Render returns the whole table inet podnet for r in nft syntax, close to what
-// `nft list table inet podnet` prints: elements sorted, one per line, each with the
-// network it belongs to as comment. It is pure and deterministic (the order of networks
-// and subnets in r does not matter). It does not validate r: what Validate rejects is
-// left out.
+// Render returns podnet's tables for r in nft syntax, close to what `nft list ruleset`
+// prints for them: table inet podnet, then table bridge podnet; elements sorted, one per
+// line, network sets with the network(s) of each element as comment. It is pure and
+// deterministic (the order of the slices of r does not matter). It does not validate r:
+// what Validate rejects is left out.
 func Render(r Ruleset) string {
 	return build(r).render()
 }
 
-func (t tableDef) render() string {
+func (d rulesetDef) render() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "table inet %s {\n", TableName)
+	for i, t := range d.tables {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		t.render(&b)
+	}
+	return b.String()
+}
+
+func (t tableDef) render(b *strings.Builder) {
+	fmt.Fprintf(b, "table %s %s {\n", familyName(t.family), TableName)
 	for i, s := range t.sets {
 		if i > 0 {
 			b.WriteString("\n")
 		}
-		fmt.Fprintf(&b, "\tset %s {\n", s.name)
-		fmt.Fprintf(&b, "\t\ttype %s\n", s.keyType.Name)
+		kind, typ := "set", s.keyType.Name
+		if s.isMap() {
+			kind, typ = "map", typ+" : "+s.dataType.Name
+		}
+		fmt.Fprintf(b, "\t%s %s {\n", kind, s.name)
+		fmt.Fprintf(b, "\t\ttype %s\n", typ)
 		if s.interval {
 			b.WriteString("\t\tflags interval\n")
 		}
@@ -43,13 +57,12 @@ func (t tableDef) render() string {
 		b.WriteString("\t}\n")
 	}
 	for _, c := range t.chains {
-		fmt.Fprintf(&b, "\n\tchain %s {\n", c.name)
-		fmt.Fprintf(&b, "\t\ttype %s hook %s priority %s; policy accept;\n", c.typ, c.hookName, c.prioName)
+		fmt.Fprintf(b, "\n\tchain %s {\n", c.name)
+		fmt.Fprintf(b, "\t\ttype %s hook %s priority %s; policy accept;\n", c.typ, c.hookName, c.prioName)
 		for _, r := range c.rules {
-			fmt.Fprintf(&b, "\t\t%s\n", r.text)
+			fmt.Fprintf(b, "\t\t%s\n", r.text)
 		}
 		b.WriteString("\t}\n")
 	}
 	b.WriteString("}\n")
-	return b.String()
 }

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -26,7 +27,29 @@ var (
 	blue  = Network{Name: "blue", Bridge: "pn-blue", Subnets: pfx("10.88.1.0/24", "fd00:88:1::/64"), Masquerade: true}
 	red   = Network{Name: "red", Bridge: "pn-red", Subnets: pfx("fd00:88:2::/64", "10.88.2.0/24")}
 	green = Network{Name: "green", Bridge: "pn-green", Subnets: pfx("10.88.3.0/25", "fd00:88:3::/64"), Masquerade: true}
+	// A routed network (no bridge).
+	violet = Network{Name: "violet", Subnets: pfx("10.88.4.0/24", "fd00:88:4::/64"), Masquerade: true}
+
+	// Endpoints and published ports of the example ruleset.
+	blueEP   = Endpoint{HostIf: "pnv-blue-1", Bridged: true, Addrs: addrs("10.88.1.2", "fd00:88:1::2")}
+	violetEP = Endpoint{HostIf: "pnv-violet-1", Addrs: addrs("10.88.4.2", "fd00:88:4::2")}
+	webPort  = PortMapping{Protocol: "tcp", HostPort: 8080, Addr: netip.MustParseAddr("10.88.1.2"), Port: 80}
+	dnsPort  = PortMapping{Protocol: "udp", HostIP: netip.MustParseAddr("fd00:ff::1"), HostPort: 5353,
+		Addr: netip.MustParseAddr("fd00:88:4::2"), Port: 53}
+	example = Ruleset{
+		Networks:  []Network{blue, violet},
+		Endpoints: []Endpoint{blueEP, violetEP},
+		Ports:     []PortMapping{webPort, dnsPort},
+	}
 )
+
+func addrs(s ...string) []netip.Addr {
+	out := make([]netip.Addr, len(s))
+	for i, a := range s {
+		out[i] = netip.MustParseAddr(a)
+	}
+	return out
+}
 
 func TestRenderGolden(t *testing.T) {
 	for _, tc := range []struct {
@@ -36,6 +59,7 @@ func TestRenderGolden(t *testing.T) {
 		{"empty", Ruleset{}},
 		{"one", Ruleset{Networks: []Network{blue}}},
 		{"three", Ruleset{Networks: []Network{red, green, blue}}},
+		{"example", example},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := Render(tc.r)
@@ -56,34 +80,76 @@ func TestRenderGolden(t *testing.T) {
 	}
 }
 
-// The order of networks and subnets does not change the table.
+// The order of networks, subnets, endpoints, addresses and ports does not change the
+// tables, nor do duplicates.
 func TestRenderOrderIndependent(t *testing.T) {
-	a := Render(Ruleset{Networks: []Network{blue, red, green}})
+	r := full()
+	a := Render(r)
 	g := green
 	g.Subnets = pfx("fd00:88:3::/64", "10.88.3.0/25")
-	b := Render(Ruleset{Networks: []Network{g, blue, red}})
+	ep := blueEP
+	ep.Addrs = []netip.Addr{ep.Addrs[1], ep.Addrs[0]}
+	unspec := webPort
+	unspec.HostIP = netip.IPv4Unspecified() // the same as no host IP
+	b := Render(Ruleset{
+		Networks:  []Network{violet, g, blue, red},
+		Endpoints: []Endpoint{violetEP, ep, blueEP},
+		Ports:     []PortMapping{dnsPort, unspec, webPort, dnsPort},
+	})
 	if a != b {
 		t.Errorf("order changes Render:\n%s\n%s", a, b)
 	}
 }
 
 func TestValidate(t *testing.T) {
+	a4 := netip.MustParseAddr("10.88.1.2")
+	a6 := netip.MustParseAddr("fd00:88:1::2")
+	port := func(proto string, hostIP string, hostPort uint16, addr netip.Addr, p uint16) PortMapping {
+		m := PortMapping{Protocol: proto, HostPort: hostPort, Addr: addr, Port: p}
+		if hostIP != "" {
+			m.HostIP = netip.MustParseAddr(hostIP)
+		}
+		return m
+	}
 	for _, tc := range []struct {
 		name string
-		nets []Network
+		r    Ruleset
 		want string // substring of the error, "" for none
 	}{
-		{"ok", []Network{blue, red, green}, ""},
-		{"empty bridge", []Network{{Name: "x"}}, `network "x": bridge "": empty interface name`},
-		{"long bridge", []Network{{Name: "x", Bridge: "0123456789abcdef"}}, "longer than 15"},
-		{"slash", []Network{{Name: "x", Bridge: "a/b"}}, "contains"},
-		{"space", []Network{{Name: "x", Bridge: "a b"}}, "contains"},
-		{"dot", []Network{{Name: "x", Bridge: ".."}}, "invalid interface name"},
-		{"dup bridge", []Network{blue, {Name: "x", Bridge: "pn-blue"}}, `already used by network "blue"`},
-		{"bad subnet", []Network{{Name: "x", Bridge: "b", Subnets: []netip.Prefix{{}}}}, "invalid prefix"},
+		{"ok", full(), ""},
+		{"routed", Ruleset{Networks: []Network{blue, {Name: "x", Subnets: pfx("10.88.9.0/24")}, {Name: "y"}}}, ""},
+		{"long bridge", Ruleset{Networks: []Network{{Name: "x", Bridge: "0123456789abcdef"}}}, "longer than 15"},
+		{"slash", Ruleset{Networks: []Network{{Name: "x", Bridge: "a/b"}}}, "contains"},
+		{"space", Ruleset{Networks: []Network{{Name: "x", Bridge: "a b"}}}, "contains"},
+		{"dot", Ruleset{Networks: []Network{{Name: "x", Bridge: ".."}}}, "invalid interface name"},
+		{"dup bridge", Ruleset{Networks: []Network{blue, {Name: "x", Bridge: "pn-blue"}}}, `already used by network "blue"`},
+		{"bad subnet", Ruleset{Networks: []Network{{Name: "x", Bridge: "b", Subnets: []netip.Prefix{{}}}}}, "invalid prefix"},
+		{"overlap", Ruleset{Networks: []Network{blue, {Name: "x", Subnets: pfx("10.88.0.0/16")}}},
+			`network "x": subnet 10.88.0.0/16: overlaps subnet 10.88.1.0/24 of network "blue"`},
+		{"overlap within a network", Ruleset{Networks: []Network{{Name: "x", Subnets: pfx("10.0.0.0/16", "10.0.1.0/24")}}}, ""},
+		{"endpoint without interface", Ruleset{Endpoints: []Endpoint{{Addrs: []netip.Addr{a4}}}}, `endpoint "": host interface: empty`},
+		{"endpoint address", Ruleset{Endpoints: []Endpoint{{HostIf: "v", Addrs: []netip.Addr{{}}}}}, "invalid sandbox address"},
+		{"endpoint unspecified", Ruleset{Endpoints: []Endpoint{{HostIf: "v", Addrs: []netip.Addr{netip.IPv6Unspecified()}}}}, "invalid sandbox address"},
+		{"endpoint mapped", Ruleset{Endpoints: []Endpoint{{HostIf: "v", Addrs: addrs("::ffff:10.0.0.1")}}}, "invalid sandbox address"},
+		{"endpoint twice", Ruleset{Endpoints: []Endpoint{{HostIf: "v", Addrs: []netip.Addr{a4}}, {HostIf: "v", Addrs: []netip.Addr{a6}}}}, ""},
+		{"endpoint bridged and routed", Ruleset{Endpoints: []Endpoint{{HostIf: "v", Bridged: true}, {HostIf: "v"}}}, "both as bridged and as routed"},
+		{"protocol", Ruleset{Ports: []PortMapping{port("sctp", "", 80, a4, 80)}}, `protocol "sctp"`},
+		{"host port 0", Ruleset{Ports: []PortMapping{port("tcp", "", 0, a4, 80)}}, "host port 0"},
+		{"port 0", Ruleset{Ports: []PortMapping{port("tcp", "", 80, a4, 0)}}, "port 0"},
+		{"no address", Ruleset{Ports: []PortMapping{port("tcp", "", 80, netip.Addr{}, 80)}}, "invalid endpoint address"},
+		{"host IP family", Ruleset{Ports: []PortMapping{port("tcp", "192.0.2.1", 80, a6, 80)}}, "not of the endpoint address's family"},
+		{"host port twice", Ruleset{Ports: []PortMapping{port("tcp", "", 80, a4, 80), port("tcp", "", 80, a4, 81)}},
+			"tcp :80 -> 10.88.1.2:81: host side already mapped to 10.88.1.2:80"},
+		{"unspecified host IP is every address", Ruleset{Ports: []PortMapping{port("tcp", "", 80, a4, 80), port("tcp", "0.0.0.0", 80, a4, 81)}},
+			"already mapped"},
+		{"same mapping twice", Ruleset{Ports: []PortMapping{port("tcp", "", 80, a4, 80), port("tcp", "", 80, a4, 80)}}, ""},
+		{"one host port, several keys", Ruleset{Ports: []PortMapping{
+			port("tcp", "", 80, a4, 80), port("udp", "", 80, a4, 81), port("tcp", "192.0.2.1", 80, a4, 82),
+			port("tcp", "", 80, a6, 83), port("tcp", "2001:db8::1", 80, a6, 84),
+		}}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := Ruleset{Networks: tc.nets}.Validate()
+			err := tc.r.Validate()
 			switch {
 			case tc.want == "" && err != nil:
 				t.Fatalf("unexpected error: %v", err)
@@ -91,6 +157,40 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("error %v, want one containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// reg names registers the way the kernel dumps them.
+func TestReg(t *testing.T) {
+	for bytes, want := range map[uint32]uint32{0: 1, 4: 9, 8: 10, 12: 11, 16: 2, 20: 13, 32: 3, 48: 4} {
+		if got := reg(bytes); got != want {
+			t.Errorf("reg(%d) = %d, want %d", bytes, got, want)
+		}
+	}
+}
+
+// A delta holds only the sets of its elements, in the table of each endpoint.
+func TestDeltaBuild(t *testing.T) {
+	d := Delta{Endpoints: []Endpoint{blueEP}, Ports: []PortMapping{dnsPort}}.build()
+	var got []string
+	for _, td := range d.tables {
+		for _, s := range td.sets {
+			for _, e := range s.elems {
+				got = append(got, td.name()+" "+s.name+" "+e.text)
+			}
+		}
+	}
+	want := []string{
+		"inet podnet hostports6 fd00:ff::1 . udp . 5353 : fd00:88:4::2 . 53",
+		`bridge podnet endpoints "pnv-blue-1"`,
+		`bridge podnet endpoint_addrs4 "pnv-blue-1" . 10.88.1.2`,
+		`bridge podnet endpoint_addrs6 "pnv-blue-1" . fd00:88:1::2`,
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("delta elements:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if !(Delta{}).build().empty() {
+		t.Error("empty delta builds elements")
 	}
 }
 
@@ -124,7 +224,7 @@ func TestRangeElems(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			def := build(Ruleset{Networks: tc.nets})
 			var got []string
-			for _, e := range def.sets[2].elems {
+			for _, e := range def.tables[0].set(setMasq4).elems {
 				got = append(got, e.text+" "+e.comment)
 			}
 			if strings.Join(got, "|") != strings.Join(tc.want, "|") {
@@ -141,10 +241,11 @@ func TestRangesRoundTrip(t *testing.T) {
 		{Name: "a", Bridge: "a", Subnets: pfx("10.0.0.0/24", "10.0.2.0/24", "10.0.4.0/23", "::/0"), Masquerade: true},
 		{Name: "b", Bridge: "b", Subnets: pfx("255.0.0.0/8", "10.0.1.0/24"), Masquerade: true},
 	}})
-	for _, set := range def.sets[2:] {
+	for _, name := range []string{setPods4, setPods6, setMasq4, setMasq6} {
+		set := *def.tables[0].set(name)
 		var els []nftables.SetElement
 		for _, e := range set.elems {
-			els = append(els, e.kernelElems()...)
+			els = append(els, set.kernelElems(e)...)
 		}
 		// Reverse, as the kernel's rbtree dumps them.
 		for i, j := 0, len(els)-1; i < j; i, j = i+1, j-1 {
@@ -161,7 +262,7 @@ func TestRangesRoundTrip(t *testing.T) {
 
 func TestChunks(t *testing.T) {
 	var nets []Network
-	for i := range 2500 {
+	for i := range 300 {
 		nets = append(nets, Network{
 			Name:       strings.Repeat("n", 40) + string(rune('a'+i%26)),
 			Bridge:     "br" + strconv.Itoa(i),
@@ -169,31 +270,35 @@ func TestChunks(t *testing.T) {
 			Masquerade: true,
 		})
 	}
-	def := build(Ruleset{Networks: nets})
-	for _, s := range def.sets {
-		total := 0
-		for _, c := range s.chunks() {
-			if len(c) > maxElemsPerMsg {
-				t.Errorf("set %s: chunk of %d elements", s.name, len(c))
+	r := bigRuleset(0, 3000, 3000)
+	r.Networks = nets
+	def := build(r)
+	for _, td := range def.tables {
+		for _, s := range td.sets {
+			total := 0
+			for _, c := range s.chunks(s.elems) {
+				if len(c) > maxElemsPerMsg {
+					t.Errorf("set %s: chunk of %d elements", s.name, len(c))
+				}
+				if c[0].IntervalEnd {
+					t.Errorf("set %s: chunk starts with an interval end", s.name)
+				}
+				size := 0
+				for _, e := range c {
+					size += 16 + len(e.Key) + len(e.KeyEnd) + len(e.Val) + len(e.Comment)
+				}
+				if size > 60<<10 {
+					t.Errorf("set %s: chunk of about %d bytes", s.name, size)
+				}
+				total += len(c)
 			}
-			if c[0].IntervalEnd {
-				t.Errorf("set %s: chunk starts with an interval end", s.name)
+			want := 0
+			for _, e := range s.elems {
+				want += len(s.kernelElems(e))
 			}
-			size := 0
-			for _, e := range c {
-				size += 16 + len(e.Key) + len(e.Comment)
+			if total != want {
+				t.Errorf("set %s: %d elements in chunks, want %d", s.name, total, want)
 			}
-			if size > 60<<10 {
-				t.Errorf("set %s: chunk of about %d bytes", s.name, size)
-			}
-			total += len(c)
-		}
-		want := 0
-		for _, e := range s.elems {
-			want += len(e.kernelElems())
-		}
-		if total != want {
-			t.Errorf("set %s: %d elements in chunks, want %d", s.name, total, want)
 		}
 	}
 }

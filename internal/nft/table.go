@@ -20,7 +20,7 @@ var ErrClosed = errors.New("nftables table is closed")
 
 var _ Applier = (*Table)(nil)
 
-// Table is table inet podnet in one network namespace. Every kernel operation goes
+// Table is podnet's tables (inet podnet and bridge podnet) in one network namespace. Every kernel operation goes
 // through a fresh netlink socket opened in that namespace (google/nftables bound to the
 // namespace fd), so that a failed batch never leaves unread replies for the next one.
 // Its methods are safe for concurrent use; they run one at a time.
@@ -30,22 +30,22 @@ type Table struct {
 	fd int // our duplicate of the namespace fd; -1 once closed
 }
 
-// Open returns the table of the network namespace nsFD refers to. Open duplicates nsFD:
+// Open returns the tables of the network namespace nsFD refers to. Open duplicates nsFD:
 // the caller keeps ownership of nsFD and may close it at once. Open changes nothing in
 // the kernel.
 func Open(nsFD int) (*Table, error) {
 	fd, err := unix.FcntlInt(uintptr(nsFD), unix.F_DUPFD_CLOEXEC, 3)
 	if err != nil {
-		return nil, fmt.Errorf("open table inet %s: duplicate netns fd %d: %w", TableName, nsFD, err)
+		return nil, fmt.Errorf("open tables %s: duplicate netns fd %d: %w", TableName, nsFD, err)
 	}
 	if !kernel.IsNetNS(fd) {
 		unix.Close(fd)
-		return nil, fmt.Errorf("open table inet %s: fd %d is not a network namespace", TableName, nsFD)
+		return nil, fmt.Errorf("open tables %s: fd %d is not a network namespace", TableName, nsFD)
 	}
 	return &Table{fd: fd}, nil
 }
 
-// Close releases the namespace fd. It leaves the kernel table as it is. Calling it twice
+// Close releases the namespace fd. It leaves the kernel tables as they are. Calling it twice
 // is harmless.
 func (t *Table) Close() error {
 	t.mu.Lock()
@@ -56,7 +56,7 @@ func (t *Table) Close() error {
 	err := unix.Close(t.fd)
 	t.fd = -1
 	if err != nil {
-		return fmt.Errorf("close table inet %s: %w", TableName, err)
+		return fmt.Errorf("close tables %s: %w", TableName, err)
 	}
 	return nil
 }
@@ -70,117 +70,231 @@ const (
 	minSockBuf         = 1 << 20
 )
 
-// Sync replaces table inet podnet with r in one netlink batch: the kernel applies all of
-// it or nothing. The batch creates the table (a no-op if it exists), deletes it, and
+// Sync replaces podnet's tables with r in one netlink batch: the kernel applies all of it
+// or nothing. For each table the batch creates it (a no-op if it exists), deletes it, and
 // creates it again with its sets, elements, chains and rules, so packets see either the
-// old table or the new one. Calling it twice with the same r is harmless.
+// old tables or the new ones. Calling it twice with the same r is harmless.
 func (t *Table) Sync(r Ruleset) error {
 	if err := r.Validate(); err != nil {
-		return fmt.Errorf("sync table inet %s: %w", TableName, err)
+		return fmt.Errorf("sync tables %s: %w", TableName, err)
 	}
 	def := build(r)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	c, err := t.connLocked(def.batchSize())
 	if err != nil {
-		return fmt.Errorf("sync table inet %s: %w", TableName, err)
+		return fmt.Errorf("sync tables %s: %w", TableName, err)
 	}
-	tbl := podnetTable()
-	c.AddTable(tbl)
-	c.DelTable(tbl)
-	c.AddTable(tbl)
-	sets := make(map[string]*nftables.Set, len(def.sets))
-	for i, s := range def.sets {
-		set := &nftables.Set{
-			Table:         tbl,
-			ID:            uint32(i + 1), // IDs are per batch; set explicitly to avoid google/nftables' global counter
-			Name:          s.name,
-			KeyType:       s.keyType,
-			Interval:      s.interval,
-			Concatenation: s.concat(),
-			KeyByteOrder:  s.byteOrder(),
-		}
-		if err := c.AddSet(set, nil); err != nil {
-			return fmt.Errorf("sync table inet %s: add set %s: %w", TableName, s.name, err)
-		}
-		for _, chunk := range s.chunks() {
-			if err := c.SetAddElements(set, chunk); err != nil {
-				return fmt.Errorf("sync table inet %s: add elements to set %s: %w", TableName, s.name, err)
+	id := uint32(0) // set IDs are per batch; set explicitly to avoid google/nftables' global counter
+	for _, td := range def.tables {
+		tbl := podnetTable(td.family)
+		c.AddTable(tbl)
+		c.DelTable(tbl)
+		c.AddTable(tbl)
+		sets := make(map[string]*nftables.Set, len(td.sets))
+		for _, s := range td.sets {
+			id++
+			set := s.kernelSet(tbl, id)
+			if err := c.AddSet(set, nil); err != nil {
+				return fmt.Errorf("sync table %s: add set %s: %w", td.name(), s.name, err)
 			}
-		}
-		sets[s.name] = set
-	}
-	accept := nftables.ChainPolicyAccept
-	for _, cd := range def.chains {
-		ch := c.AddChain(&nftables.Chain{
-			Name:     cd.name,
-			Table:    tbl,
-			Type:     cd.typ,
-			Hooknum:  nftables.ChainHookRef(cd.hook),
-			Priority: nftables.ChainPriorityRef(cd.priority),
-			Policy:   &accept,
-		})
-		for _, rd := range cd.rules {
-			exprs, err := bindSets(rd.exprs, sets)
-			if err != nil {
-				return fmt.Errorf("sync table inet %s: chain %s: %w", TableName, cd.name, err)
+			for _, chunk := range s.chunks(s.elems) {
+				if err := c.SetAddElements(set, chunk); err != nil {
+					return fmt.Errorf("sync table %s: add elements to set %s: %w", td.name(), s.name, err)
+				}
 			}
-			c.AddRule(&nftables.Rule{Table: tbl, Chain: ch, Exprs: exprs})
+			sets[s.name] = set
+		}
+		accept := nftables.ChainPolicyAccept
+		for _, cd := range td.chains {
+			ch := c.AddChain(&nftables.Chain{
+				Name:     cd.name,
+				Table:    tbl,
+				Type:     cd.typ,
+				Hooknum:  nftables.ChainHookRef(cd.hook),
+				Priority: nftables.ChainPriorityRef(cd.priority),
+				Policy:   &accept,
+			})
+			for _, rd := range cd.rules {
+				exprs, err := bindSets(rd.exprs, sets)
+				if err != nil {
+					return fmt.Errorf("sync table %s: chain %s: %w", td.name(), cd.name, err)
+				}
+				c.AddRule(&nftables.Rule{Table: tbl, Chain: ch, Exprs: exprs})
+			}
 		}
 	}
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("sync table inet %s: %w", TableName, err)
+		return fmt.Errorf("sync tables %s: %w", TableName, err)
 	}
 	return nil
 }
 
-// Delete removes table inet podnet. It succeeds when the table does not exist: the batch
-// creates it (a no-op if it exists) and deletes it.
+// Errors of Update, to be tested with errors.Is.
+var (
+	// ErrNoTable: a table or one of its sets is missing; Sync repairs it.
+	ErrNoTable = errors.New("table or set missing")
+	// ErrConflict: an added port mapping's host side is mapped to another target.
+	ErrConflict = errors.New("host port already mapped to another target")
+)
+
+// Update removes the elements of remove, then adds those of add (see Applier), in one
+// netlink batch that holds these elements only and reads nothing: its cost does not depend
+// on the number of elements in the tables. A removed element is first added, then deleted,
+// in the batch, so that removing an absent element is not an error; adding an element that
+// exists is a no-op for the kernel (no NLM_F_EXCL), unless it is a map element with other
+// data: the kernel refuses it with EEXIST, reported as ErrConflict. A missing table or set
+// (ENOENT) is reported as ErrNoTable. Either way the batch changes nothing.
+//
+// Measured on kernel 6.18: adding one element takes ~0.2 ms whether the map holds 0 or
+// 1,000 elements; a batch that deletes elements takes ~8-24 ms, also whatever the table
+// size (whole multiples of the 4 ms scheduler tick: the kernel seems to wait for an RCU
+// grace period when it commits element deletions).
+func (t *Table) Update(add, remove Delta) error {
+	if err := add.Validate(); err != nil {
+		return fmt.Errorf("update tables %s: add: %w", TableName, err)
+	}
+	if err := remove.Validate(); err != nil {
+		return fmt.Errorf("update tables %s: remove: %w", TableName, err)
+	}
+	addDef, removeDef := add.build(), remove.build()
+	if addDef.empty() && removeDef.empty() {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c, err := t.connLocked(addDef.batchSize() + removeDef.batchSize())
+	if err != nil {
+		return fmt.Errorf("update tables %s: %w", TableName, err)
+	}
+	queue := func(d rulesetDef, del bool) error {
+		for _, td := range d.tables {
+			tbl := podnetTable(td.family)
+			for _, s := range td.sets {
+				set := s.kernelSet(tbl, 0)
+				for _, chunk := range s.chunks(s.elems) {
+					if err := c.SetAddElements(set, chunk); err != nil {
+						return fmt.Errorf("set %s of table %s: %w", s.name, td.name(), err)
+					}
+					if !del {
+						continue
+					}
+					if err := c.SetDeleteElements(set, chunk); err != nil {
+						return fmt.Errorf("set %s of table %s: %w", s.name, td.name(), err)
+					}
+				}
+			}
+		}
+		return nil
+	}
+	if err := queue(removeDef, true); err != nil {
+		return fmt.Errorf("update tables %s: remove: %w", TableName, err)
+	}
+	if err := queue(addDef, false); err != nil {
+		return fmt.Errorf("update tables %s: add: %w", TableName, err)
+	}
+	if err := c.Flush(); err != nil {
+		switch {
+		case errors.Is(err, unix.ENOENT):
+			return fmt.Errorf("update tables %s: %w: %w", TableName, ErrNoTable, err)
+		case errors.Is(err, unix.EEXIST):
+			return fmt.Errorf("update tables %s: %w: %w", TableName, ErrConflict, err)
+		}
+		return fmt.Errorf("update tables %s: %w", TableName, err)
+	}
+	return nil
+}
+
+// build returns the elements of d, in the sets and maps of the tables that hold them.
+// Sets without elements are left out.
+func (d Delta) build() rulesetDef {
+	full := build(Ruleset{Endpoints: d.Endpoints, Ports: d.Ports})
+	var out rulesetDef
+	for _, td := range full.tables {
+		td.chains = nil
+		td.sets = slices.DeleteFunc(td.sets, func(s setDef) bool { return len(s.elems) == 0 })
+		if len(td.sets) > 0 {
+			out.tables = append(out.tables, td)
+		}
+	}
+	return out
+}
+
+func (d rulesetDef) empty() bool { return len(d.tables) == 0 }
+
+// Delete removes podnet's tables. It succeeds when they do not exist: the batch creates
+// each table (a no-op if it exists) and deletes it.
 func (t *Table) Delete() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	c, err := t.connLocked(0)
 	if err != nil {
-		return fmt.Errorf("delete table inet %s: %w", TableName, err)
+		return fmt.Errorf("delete tables %s: %w", TableName, err)
 	}
-	tbl := podnetTable()
-	c.AddTable(tbl)
-	c.DelTable(tbl)
+	for _, f := range []nftables.TableFamily{nftables.TableFamilyINet, nftables.TableFamilyBridge} {
+		tbl := podnetTable(f)
+		c.AddTable(tbl)
+		c.DelTable(tbl)
+	}
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("delete table inet %s: %w", TableName, err)
+		return fmt.Errorf("delete tables %s: %w", TableName, err)
 	}
 	return nil
 }
 
-// InSync reads table inet podnet back (table flags, chains and their hooks, the
-// expressions of every rule, sets and their elements) and reports whether it equals r.
-// It is false when the table is missing, dormant or differs in any of these.
+// InSync reads podnet's tables back (table flags, chains and their hooks, the expressions
+// of every rule, sets and maps and their elements) and reports whether they equal r.
+// It is false when a table is missing, dormant or differs in any of these.
 func (t *Table) InSync(r Ruleset) (bool, error) {
 	diff, err := t.diff(r)
 	return diff == "" && err == nil, err
 }
 
-// diff returns "" when the kernel table equals r, else the first difference found.
+// diff returns "" when the kernel tables equal r, else the first difference found.
 func (t *Table) diff(r Ruleset) (string, error) {
 	if err := r.Validate(); err != nil {
-		return "", fmt.Errorf("read table inet %s: %w", TableName, err)
+		return "", fmt.Errorf("read tables %s: %w", TableName, err)
 	}
 	def := build(r)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	c, err := t.connLocked(def.batchSize())
 	if err != nil {
-		return "", fmt.Errorf("read table inet %s: %w", TableName, err)
+		return "", fmt.Errorf("read tables %s: %w", TableName, err)
 	}
-	diff, err := compare(c, def)
-	if err != nil {
-		return "", fmt.Errorf("read table inet %s: %w", TableName, err)
+	for _, td := range def.tables {
+		diff, err := compare(c, td)
+		if err != nil {
+			return "", fmt.Errorf("read table %s: %w", td.name(), err)
+		}
+		if diff != "" {
+			return "table " + td.name() + ": " + diff, nil
+		}
 	}
-	return diff, nil
+	return "", nil
 }
 
-func podnetTable() *nftables.Table {
-	return &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
+// name is "inet podnet" or "bridge podnet".
+func (t tableDef) name() string { return familyName(t.family) + " " + TableName }
+
+// kernelSet is the google/nftables description of s in tbl, with batch ID id (0 for a set
+// that exists already: the kernel finds it by name).
+func (s setDef) kernelSet(tbl *nftables.Table, id uint32) *nftables.Set {
+	return &nftables.Set{
+		Table:         tbl,
+		ID:            id,
+		Name:          s.name,
+		KeyType:       s.keyType,
+		DataType:      s.dataType,
+		IsMap:         s.isMap(),
+		Interval:      s.interval,
+		Concatenation: s.concat(),
+		KeyByteOrder:  s.byteOrder(),
+	}
+}
+
+func podnetTable(f nftables.TableFamily) *nftables.Table {
+	return &nftables.Table{Name: TableName, Family: f}
 }
 
 // connLocked returns a google/nftables connection bound to the namespace, whose sockets
@@ -228,19 +342,21 @@ func sockBuffers(n int) nftables.SockOption {
 	}
 }
 
-// batchSize estimates the bytes of the batch that writes t (and of the dump that reads it).
-func (t tableDef) batchSize() int {
+// batchSize estimates the bytes of the batch that writes d (and of the dump that reads it).
+func (d rulesetDef) batchSize() int {
 	n := 64 << 10
-	for _, s := range t.sets {
-		for _, e := range s.elems {
-			n += e.size()
+	for _, t := range d.tables {
+		for _, s := range t.sets {
+			for _, e := range s.elems {
+				n += e.size()
+			}
 		}
 	}
 	return 2 * n
 }
 
 // byteOrder is the key byte order nft records in the set's user data: strings (ifname)
-// are host-endian for nft, addresses big-endian.
+// and concatenations are host-endian for nft, addresses big-endian.
 func (s setDef) byteOrder() binaryutil.ByteOrder {
 	if s.keyType.GetNFTMagic() == nftables.TypeIFName.GetNFTMagic() || s.concat() {
 		return binaryutil.NativeEndian
@@ -248,31 +364,35 @@ func (s setDef) byteOrder() binaryutil.ByteOrder {
 	return binaryutil.BigEndian
 }
 
-// kernelElems is e as the kernel stores it: a key, and for a bounded range of an interval
-// set an "interval end" element.
-func (e elemDef) kernelElems() []nftables.SetElement {
-	els := []nftables.SetElement{{Key: e.key, Comment: e.comment}}
-	if e.keyEnd != nil {
-		els = append(els, nftables.SetElement{Key: e.keyEnd, IntervalEnd: true})
+// kernelElems is e as the kernel stores it in s: a key (and data, in a map); in an interval
+// set with a concatenated key, the key end in the same element; in another interval set,
+// an "interval end" element for a bounded range.
+func (s setDef) kernelElems(e elemDef) []nftables.SetElement {
+	el := nftables.SetElement{Key: e.key, Val: e.data, Comment: e.comment}
+	switch {
+	case s.interval && s.concat():
+		el.KeyEnd = e.keyEnd
+	case s.interval && e.keyEnd != nil:
+		return []nftables.SetElement{el, {Key: e.keyEnd, IntervalEnd: true}}
 	}
-	return els
+	return []nftables.SetElement{el}
 }
 
 // size bounds the bytes of netlink attributes of e's kernel elements.
 func (e elemDef) size() int {
-	return 2*(24+len(e.key)) + 8 + len(e.comment)
+	return 2*(24+len(e.key)) + 8 + len(e.comment) + 12 + len(e.keyEnd) + 12 + len(e.data)
 }
 
-// chunks splits the set's elements into messages that fit one netlink attribute; the two
-// kernel elements of a range stay in one message.
-func (s setDef) chunks() [][]nftables.SetElement {
+// chunks splits elements of s into messages that fit one netlink attribute; the two kernel
+// elements of a range stay in one message.
+func (s setDef) chunks(elems []elemDef) [][]nftables.SetElement {
 	var (
 		out   [][]nftables.SetElement
 		cur   []nftables.SetElement
 		bytes int
 	)
-	for _, e := range s.elems {
-		els := e.kernelElems()
+	for _, e := range elems {
+		els := s.kernelElems(e)
 		if len(cur) > 0 && (len(cur)+len(els) > maxElemsPerMsg || bytes+e.size() > maxElemBytesPerMsg) {
 			out = append(out, cur)
 			cur, bytes = nil, 0

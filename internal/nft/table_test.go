@@ -3,8 +3,10 @@ package nft
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -60,20 +62,34 @@ func wantInSync(t *testing.T, tb *Table, r Ruleset, want bool) {
 	}
 }
 
+// full is the example ruleset with more networks.
+func full() Ruleset {
+	r := example
+	r.Networks = []Network{blue, red, green, violet}
+	return r
+}
+
 func TestPrivilegedSyncIdempotent(t *testing.T) {
 	tb, _ := openTable(t)
-	r := Ruleset{Networks: []Network{blue, red, green}}
+	r := full()
 	wantInSync(t, tb, r, false) // no table yet
 	mustSync(t, tb, r)
 	mustSync(t, tb, r)
 
-	// A different ruleset is not in sync; syncing it replaces the table.
-	r2 := Ruleset{Networks: []Network{blue}}
-	wantInSync(t, tb, r2, false)
-	mustSync(t, tb, r2)
-	wantInSync(t, tb, r, false)
+	// A different ruleset is not in sync; syncing it replaces the tables.
+	for _, r2 := range []Ruleset{
+		{Networks: []Network{blue}},
+		{Networks: r.Networks, Endpoints: r.Endpoints},
+		{Networks: r.Networks, Endpoints: r.Endpoints, Ports: r.Ports[:1]},
+		{Networks: r.Networks, Endpoints: r.Endpoints[:1], Ports: r.Ports},
+	} {
+		wantInSync(t, tb, r2, false)
+		mustSync(t, tb, r2)
+		wantInSync(t, tb, r, false)
+		mustSync(t, tb, r)
+	}
 	mustSync(t, tb, Ruleset{})
-	wantInSync(t, tb, r2, false)
+	wantInSync(t, tb, r, false)
 
 	if err := tb.Delete(); err != nil {
 		t.Fatal(err)
@@ -81,6 +97,91 @@ func TestPrivilegedSyncIdempotent(t *testing.T) {
 	wantInSync(t, tb, Ruleset{}, false)
 	if err := tb.Delete(); err != nil {
 		t.Fatalf("second Delete: %v", err)
+	}
+}
+
+// Update adds and removes exactly the elements of its deltas, tolerates elements that
+// are already there or already gone, and fails as a whole on a conflict or without tables.
+func TestPrivilegedUpdate(t *testing.T) {
+	tb, _ := openTable(t)
+	base := full()
+	ep := Endpoint{HostIf: "pnv-red-1", Bridged: true, Addrs: addrs("10.88.2.7", "fd00:88:2::7")}
+	ports := []PortMapping{
+		{Protocol: "tcp", HostPort: 9000, Addr: netip.MustParseAddr("10.88.2.7"), Port: 9000},
+		{Protocol: "udp", HostIP: netip.MustParseAddr("192.0.2.1"), HostPort: 9000, Addr: netip.MustParseAddr("10.88.2.7"), Port: 53},
+		{Protocol: "tcp", HostIP: netip.MustParseAddr("::"), HostPort: 9000, Addr: netip.MustParseAddr("fd00:88:2::7"), Port: 9000},
+	}
+	with := base
+	with.Endpoints = append(slices.Clone(base.Endpoints), ep)
+	with.Ports = append(slices.Clone(base.Ports), ports...)
+	add := Delta{Endpoints: []Endpoint{ep}, Ports: ports}
+
+	if err := tb.Update(add, Delta{}); !errors.Is(err, ErrNoTable) {
+		t.Fatalf("Update without tables = %v, want ErrNoTable", err)
+	}
+	mustSync(t, tb, base)
+	for i := range 2 { // the second time, every element exists already
+		if err := tb.Update(add, Delta{}); err != nil {
+			t.Fatalf("add #%d: %v", i+1, err)
+		}
+		wantInSync(t, tb, with, true)
+	}
+	for i := range 2 { // the second time, every element is gone already
+		if err := tb.Update(Delta{}, add); err != nil {
+			t.Fatalf("remove #%d: %v", i+1, err)
+		}
+		wantInSync(t, tb, base, true)
+	}
+	// In one call, removals happen first: an element in both deltas is there after it.
+	if err := tb.Update(add, add); err != nil {
+		t.Fatal(err)
+	}
+	wantInSync(t, tb, with, true)
+	if err := tb.Update(Delta{}, Delta{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Mapping a host port that is mapped to another target fails, changing nothing...
+	moved := ports[0]
+	moved.Addr = netip.MustParseAddr("10.88.2.8")
+	other := Delta{Endpoints: []Endpoint{{HostIf: "pnv-x", Addrs: addrs("10.88.2.9")}}, Ports: []PortMapping{moved}}
+	if err := tb.Update(other, Delta{}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("Update of a mapped host port = %v, want ErrConflict", err)
+	}
+	wantInSync(t, tb, with, true)
+	// ... and so does removing a mapping with the wrong target.
+	if err := tb.Update(Delta{}, Delta{Ports: []PortMapping{moved}}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("Update removing a wrong target = %v, want ErrConflict", err)
+	}
+	wantInSync(t, tb, with, true)
+	// Moving it: remove the old mapping and add the new one in one call.
+	if err := tb.Update(Delta{Ports: []PortMapping{moved}}, Delta{Ports: ports[:1]}); err != nil {
+		t.Fatal(err)
+	}
+	moveDone := with
+	moveDone.Ports = append(slices.Clone(base.Ports), moved, ports[1], ports[2])
+	wantInSync(t, tb, moveDone, true)
+
+	// Invalid deltas change nothing.
+	for _, d := range []Delta{
+		{Endpoints: []Endpoint{{HostIf: "", Addrs: addrs("10.0.0.1")}}},
+		{Ports: []PortMapping{{Protocol: "sctp", HostPort: 1, Addr: netip.MustParseAddr("10.0.0.1"), Port: 1}}},
+		{Ports: []PortMapping{moved, ports[0]}},
+	} {
+		if err := tb.Update(d, Delta{}); err == nil {
+			t.Errorf("Update(%+v) succeeded", d)
+		}
+		if err := tb.Update(Delta{}, d); err == nil {
+			t.Errorf("Update(remove %+v) succeeded", d)
+		}
+	}
+	wantInSync(t, tb, moveDone, true)
+
+	if err := tb.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.Update(add, Delta{}); !errors.Is(err, ErrNoTable) {
+		t.Fatalf("Update after Delete = %v, want ErrNoTable", err)
 	}
 }
 
@@ -98,51 +199,75 @@ func TestPrivilegedInvalidRulesetChangesNothing(t *testing.T) {
 // Changes made behind podnet's back make InSync false, and Sync repairs them.
 func TestPrivilegedRepair(t *testing.T) {
 	tb, ns := openTable(t)
-	r := Ruleset{Networks: []Network{blue, red, green}}
-	tbl := podnetTable()
-	set := func(name string) *nftables.Set {
+	r := full()
+	inet := podnetTable(nftables.TableFamilyINet)
+	brt := podnetTable(nftables.TableFamilyBridge)
+	set := func(tbl *nftables.Table, name string) *nftables.Set {
 		s, err := otherConn(t, ns).GetSetByName(tbl, name)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return s
 	}
+	def := build(r)
+	elems := func(tbl int, name string) []nftables.SetElement {
+		s := *def.tables[tbl].set(name)
+		return s.kernelElems(s.elems[0])
+	}
+	accept := []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}}
 	for _, tc := range []struct {
 		name   string
 		change func(c *nftables.Conn)
 	}{
-		{"flush table", func(c *nftables.Conn) { c.FlushTable(tbl) }},
-		{"delete table", func(c *nftables.Conn) { c.DelTable(tbl) }},
-		{"flush chain", func(c *nftables.Conn) { c.FlushChain(&nftables.Chain{Name: chainPostrouting, Table: tbl}) }},
+		{"flush table", func(c *nftables.Conn) { c.FlushTable(inet) }},
+		{"delete table", func(c *nftables.Conn) { c.DelTable(inet) }},
+		{"delete bridge table", func(c *nftables.Conn) { c.DelTable(brt) }},
+		{"flush chain", func(c *nftables.Conn) { c.FlushChain(&nftables.Chain{Name: chainPostrouting, Table: inet}) }},
+		{"flush bridge chain", func(c *nftables.Conn) { c.FlushChain(&nftables.Chain{Name: chainAntispoof, Table: brt}) }},
 		{"delete chain", func(c *nftables.Conn) {
-			c.FlushChain(&nftables.Chain{Name: chainForward, Table: tbl})
-			c.DelChain(&nftables.Chain{Name: chainForward, Table: tbl})
+			c.FlushChain(&nftables.Chain{Name: chainForward, Table: inet})
+			c.DelChain(&nftables.Chain{Name: chainForward, Table: inet})
 		}},
-		{"extra chain", func(c *nftables.Conn) { c.AddChain(&nftables.Chain{Name: "extra", Table: tbl}) }},
+		{"extra chain", func(c *nftables.Conn) { c.AddChain(&nftables.Chain{Name: "extra", Table: inet}) }},
+		{"extra bridge chain", func(c *nftables.Conn) { c.AddChain(&nftables.Chain{Name: "extra", Table: brt}) }},
 		{"extra rule", func(c *nftables.Conn) {
-			c.AddRule(&nftables.Rule{Table: tbl, Chain: &nftables.Chain{Name: chainForward}, Exprs: []expr.Any{
-				&expr.Verdict{Kind: expr.VerdictAccept},
-			}})
+			c.AddRule(&nftables.Rule{Table: inet, Chain: &nftables.Chain{Name: chainForward}, Exprs: accept})
 		}},
 		{"replaced rule", func(c *nftables.Conn) {
-			c.FlushChain(&nftables.Chain{Name: chainForward, Table: tbl})
-			c.AddRule(&nftables.Rule{Table: tbl, Chain: &nftables.Chain{Name: chainForward}, Exprs: []expr.Any{
-				&expr.Verdict{Kind: expr.VerdictAccept},
-			}})
+			c.FlushChain(&nftables.Chain{Name: chainForward, Table: inet})
+			c.AddRule(&nftables.Rule{Table: inet, Chain: &nftables.Chain{Name: chainForward}, Exprs: accept})
 		}},
-		{"flush set", func(c *nftables.Conn) { c.FlushSet(set(setBridges)) }},
+		{"flush set", func(c *nftables.Conn) { c.FlushSet(set(inet, setPods4)) }},
+		{"flush map", func(c *nftables.Conn) { c.FlushSet(set(inet, mapPorts4)) }},
+		{"flush bridge set", func(c *nftables.Conn) { c.FlushSet(set(brt, setEndpointAddrs4)) }},
 		{"delete interval element", func(c *nftables.Conn) {
-			s := set(setMasq4)
-			if err := c.SetDeleteElements(s, build(r).sets[2].elems[0].kernelElems()); err != nil {
-				t.Fatal(err)
-			}
+			must(t, c.SetDeleteElements(set(inet, setMasq4), elems(0, setMasq4)), "delete")
+		}},
+		{"delete isolation element", func(c *nftables.Conn) {
+			must(t, c.SetDeleteElements(set(inet, setIsolate6), elems(0, setIsolate6)), "delete")
+		}},
+		{"delete endpoint", func(c *nftables.Conn) {
+			must(t, c.SetDeleteElements(set(brt, setEndpoints), elems(1, setEndpoints)), "delete")
 		}},
 		{"extra element", func(c *nftables.Conn) {
-			if err := c.SetAddElements(set(setBridgePairs), []nftables.SetElement{
-				{Key: append(ifnameKey("pn-red"), ifnameKey("pn-blue")...)},
-			}); err != nil {
-				t.Fatal(err)
-			}
+			a := netip.MustParseAddr("10.88.1.0").AsSlice()
+			b := netip.MustParseAddr("10.88.1.255").AsSlice()
+			must(t, c.SetAddElements(set(inet, setIsolate4), []nftables.SetElement{
+				{Key: append(slices.Clone(a), a...), KeyEnd: append(slices.Clone(b), b...)},
+			}), "add")
+		}},
+		{"extra endpoint address", func(c *nftables.Conn) {
+			must(t, c.SetAddElements(set(inet, setEndpointAddrs4), []nftables.SetElement{
+				{Key: append(ifnameKey("pnv-violet-1"), 10, 88, 4, 99)},
+			}), "add")
+		}},
+		{"changed mapping", func(c *nftables.Conn) {
+			els := elems(0, mapPorts4)
+			s := set(inet, mapPorts4)
+			must(t, c.SetDeleteElements(s, els), "delete")
+			els[0].Val = slices.Clone(els[0].Val)
+			els[0].Val[5]++ // port
+			must(t, c.SetAddElements(s, els), "add")
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -173,7 +298,7 @@ func TestPrivilegedForeignTableUntouched(t *testing.T) {
 		&expr.Verdict{Kind: expr.VerdictAccept},
 	}})
 	// A set named like one of podnet's.
-	s := &nftables.Set{Table: other, Name: setBridges, KeyType: nftables.TypeIFName}
+	s := &nftables.Set{Table: other, Name: setEndpoints, KeyType: nftables.TypeIFName}
 	if err := c.AddSet(s, []nftables.SetElement{{Key: ifnameKey("eth9")}}); err != nil {
 		t.Fatal(err)
 	}
@@ -209,21 +334,50 @@ func TestPrivilegedForeignTableUntouched(t *testing.T) {
 	check("after second Delete")
 }
 
-// Thousands of networks need many element messages and a large socket buffer.
-func TestPrivilegedManyNetworks(t *testing.T) {
-	tb, _ := openTable(t)
-	var nets []Network
-	for i := range 5000 {
+// bigRuleset has 100 networks (9,900 isolation pairs per family: the sets that grow with
+// the square of the number of networks), and endpoints and port mappings by thousands.
+func bigRuleset(nets, endpoints, ports int) Ruleset {
+	var r Ruleset
+	for i := range nets {
 		a4 := netip.AddrFrom4([4]byte{10, byte(i >> 7), byte(i << 1), 0})
 		a6 := netip.AddrFrom16([16]byte{0xfd, 0, 0, 0, 0, 0, byte(i >> 8), byte(i)})
-		nets = append(nets, Network{
+		r.Networks = append(r.Networks, Network{
 			Name:       fmt.Sprintf("network-with-a-long-name-%05d", i),
 			Bridge:     fmt.Sprintf("pn-%05d", i),
 			Subnets:    []netip.Prefix{netip.PrefixFrom(a4, 24), netip.PrefixFrom(a6, 64)},
 			Masquerade: i%2 == 0,
 		})
 	}
-	r := Ruleset{Networks: nets}
+	for i := range endpoints {
+		r.Endpoints = append(r.Endpoints, Endpoint{
+			HostIf:  fmt.Sprintf("pnv-%06d", i),
+			Bridged: i%2 == 0,
+			Addrs: []netip.Addr{
+				netip.AddrFrom4([4]byte{10, 200, byte(i >> 8), byte(i)}),
+				netip.AddrFrom16([16]byte{0xfd, 0xee, 14: byte(i >> 8), 15: byte(i)}),
+			},
+		})
+	}
+	for i := range ports {
+		p := PortMapping{Protocol: "tcp", HostPort: uint16(1024 + i), Addr: netip.AddrFrom4([4]byte{10, 200, byte(i >> 8), byte(i)}), Port: 80}
+		switch i % 4 {
+		case 1:
+			p.Protocol = "udp"
+		case 2:
+			p.HostIP = netip.AddrFrom4([4]byte{192, 0, 2, byte(i)})
+		case 3:
+			p.Addr = netip.AddrFrom16([16]byte{0xfd, 0xee, 14: byte(i >> 8), 15: byte(i)})
+			p.HostIP = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(i)})
+		}
+		r.Ports = append(r.Ports, p)
+	}
+	return r
+}
+
+// Big tables need many element messages and a large socket buffer.
+func TestPrivilegedManyNetworks(t *testing.T) {
+	tb, _ := openTable(t)
+	r := bigRuleset(100, 5000, 5000)
 	start := time.Now()
 	if err := tb.Sync(r); err != nil {
 		t.Fatal(err)
@@ -231,7 +385,7 @@ func TestPrivilegedManyNetworks(t *testing.T) {
 	synced := time.Since(start)
 	start = time.Now()
 	wantInSync(t, tb, r, true)
-	t.Logf("5000 networks: Sync %v, InSync %v", synced, time.Since(start))
+	t.Logf("100 networks, 5000 endpoints, 5000 port mappings: Sync %v, InSync %v", synced, time.Since(start))
 	mustSync(t, tb, r)
 }
 
@@ -264,5 +418,91 @@ func TestPrivilegedOpenClose(t *testing.T) {
 	}
 	if err := tb.Sync(Ruleset{}); !errors.Is(err, ErrClosed) {
 		t.Errorf("Sync after Close = %v, want ErrClosed", err)
+	}
+}
+
+// Endpoints and port mappings added and removed one by one, in random order, give the
+// tables that Sync writes for the result.
+func TestPrivilegedUpdateRandomOrder(t *testing.T) {
+	tb, _ := openTable(t)
+	big := bigRuleset(3, 120, 120)
+	mustSync(t, tb, Ruleset{Networks: big.Networks})
+	type op struct {
+		d   Delta
+		add bool
+	}
+	var ops []op
+	keep := Ruleset{Networks: big.Networks}
+	for i, e := range big.Endpoints {
+		ops = append(ops, op{Delta{Endpoints: []Endpoint{e}}, true})
+		if i%3 == 0 {
+			keep.Endpoints = append(keep.Endpoints, e)
+		}
+	}
+	for i, p := range big.Ports {
+		ops = append(ops, op{Delta{Ports: []PortMapping{p}}, true})
+		if i%3 == 0 {
+			keep.Ports = append(keep.Ports, p)
+		}
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	rng.Shuffle(len(ops), func(i, j int) { ops[i], ops[j] = ops[j], ops[i] })
+	for _, o := range ops {
+		must(t, tb.Update(o.d, Delta{}), "add")
+	}
+	wantInSync(t, tb, big, true)
+	// Remove two thirds, in another order, with some removals repeated.
+	var rm []Delta
+	for i, e := range big.Endpoints {
+		if i%3 != 0 {
+			rm = append(rm, Delta{Endpoints: []Endpoint{e}})
+		}
+	}
+	for i, p := range big.Ports {
+		if i%3 != 0 {
+			rm = append(rm, Delta{Ports: []PortMapping{p}})
+		}
+	}
+	rm = append(rm, rm[:20]...)
+	rng.Shuffle(len(rm), func(i, j int) { rm[i], rm[j] = rm[j], rm[i] })
+	for _, d := range rm {
+		must(t, tb.Update(Delta{}, d), "remove")
+	}
+	wantInSync(t, tb, keep, true)
+}
+
+// BenchmarkPrivilegedUpdate measures Update adding one port mapping, and removing it,
+// in tables that hold no other mapping or 1,000 (and as many endpoints). Each iteration
+// does both; the other operation is not timed.
+func BenchmarkPrivilegedUpdate(b *testing.B) {
+	for _, op := range []string{"add", "remove"} {
+		for _, n := range []int{0, 1000} {
+			b.Run(fmt.Sprintf("%s/mappings=%d", op, n), func(b *testing.B) {
+				requireRoot(b)
+				tb, err := Open(int(newNetNS(b)))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer tb.Close()
+				if err := tb.Sync(bigRuleset(10, n, n)); err != nil {
+					b.Fatal(err)
+				}
+				one := Delta{Ports: []PortMapping{{Protocol: "tcp", HostPort: 60000, Addr: netip.MustParseAddr("10.200.255.1"), Port: 80}}}
+				timed := func(on bool, add, remove Delta) {
+					if !on {
+						b.StopTimer()
+						defer b.StartTimer()
+					}
+					if err := tb.Update(add, remove); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ResetTimer()
+				for range b.N {
+					timed(op == "add", one, Delta{})
+					timed(op == "remove", Delta{}, one)
+				}
+			})
+		}
 	}
 }

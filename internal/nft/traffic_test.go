@@ -1,11 +1,11 @@
 package nft
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,17 +16,25 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Addresses of the traffic test, all inside its own namespaces (documentation ranges).
+// Addresses of the traffic tests, all inside their own namespaces (documentation ranges).
 var (
-	subnetA   = pfx("198.51.100.0/26", "2001:db8:a::/64")
-	subnetB   = pfx("198.51.100.64/26", "2001:db8:b::/64")
-	linkOut   = pfx("203.0.113.0/24", "2001:db8:f::/64")
-	netA      = Network{Name: "net-a", Bridge: "pn-a", Subnets: subnetA, Masquerade: true}
-	netB      = Network{Name: "net-b", Bridge: "pn-b", Subnets: subnetB}
-	trafficRS = Ruleset{Networks: []Network{netA, netB}}
+	subnetA = pfx("198.51.100.0/26", "2001:db8:a::/64")
+	subnetB = pfx("198.51.100.64/26", "2001:db8:b::/64")
+	subnetR = pfx("198.51.100.128/26", "2001:db8:c::/64")
+	linkOut = pfx("203.0.113.0/24", "2001:db8:f::/64")
+	netA    = Network{Name: "net-a", Bridge: "pn-a", Subnets: subnetA, Masquerade: true}
+	netB    = Network{Name: "net-b", Bridge: "pn-b", Subnets: subnetB}
+	netR    = Network{Name: "net-r", Subnets: subnetR, Masquerade: true} // routed
 )
 
+// testPort is where every test server listens (TCP, and UDP in the sandboxes).
 const testPort = 8080
+
+// routedGW is the gateway of routed sandboxes, owned by nobody (proxy ARP answers).
+var routedGW = netip.MustParseAddr("169.254.1.1")
+
+// routedGW6 is the link-local address of a routed sandbox's host veth, its IPv6 gateway.
+var routedGW6 = netip.MustParsePrefix("fe80::1/64")
 
 // host returns address number n of each prefix, with the prefix length.
 func host(ps []netip.Prefix, n int) []netip.Prefix {
@@ -41,31 +49,44 @@ func host(ps []netip.Prefix, n int) []netip.Prefix {
 	return out
 }
 
-// trafficTopo is a node namespace with two bridges (networks A and B), sandboxes a1 and
-// a2 on A and b1 on B, and an "outside" namespace reached from the node through a veth;
-// outside has no route back to the sandbox subnets.
-type trafficTopo struct {
-	node, outside netns.NsHandle
-	sandbox       map[string]netns.NsHandle
-	addr          map[string][]netip.Prefix // v4 and v6 address of each namespace but node
-	nodeOut       []netip.Prefix            // node's addresses on the outside link
+// sandboxDef is a sandbox of the topology: its network, and its host number in the
+// network's subnets.
+type sandboxDef struct {
+	name string
+	net  Network
+	n    int
 }
 
-func buildTopo(t *testing.T) *trafficTopo {
-	t.Helper()
-	tp := &trafficTopo{
-		node:    newNetNS(t),
-		outside: newNetNS(t),
-		sandbox: map[string]netns.NsHandle{},
-		addr:    map[string][]netip.Prefix{"outside": host(linkOut, 2)},
-		nodeOut: host(linkOut, 1),
-	}
-	noDAD := []string{"/proc/sys/net/ipv6/conf/all/accept_dad", "/proc/sys/net/ipv6/conf/default/accept_dad"}
-	writeSysctls(t, tp.node, "0", noDAD...)
-	writeSysctls(t, tp.outside, "0", noDAD...)
-	writeSysctls(t, tp.node, "1", "/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding")
+var sandboxes = []sandboxDef{{"a1", netA, 10}, {"a2", netA, 11}, {"b1", netB, 10}, {"r1", netR, 10}, {"r2", netR, 11}}
 
-	h := handleAt(t, tp.node)
+// topo is a node namespace with two bridges (networks A and B) and a routed network R,
+// sandboxes a1 and a2 on A, b1 on B, r1 and r2 on R, and an "outside" namespace reached
+// from the node through a veth (up0). The node's default route points to outside;
+// outside has no route to the sandbox subnets.
+type topo struct {
+	ns        map[string]netns.NsHandle // "node", "outside" and every sandbox
+	addr      map[string][]netip.Prefix // v4 and v6 address of each sandbox, and of outside
+	nodeOut   []netip.Prefix            // node's first addresses on the outside link
+	nodeOut2  []netip.Prefix            // node's second addresses on the outside link
+	endpoints []Endpoint
+}
+
+func buildTopo(t *testing.T) *topo {
+	t.Helper()
+	requireRoot(t)
+	tp := &topo{
+		ns:       map[string]netns.NsHandle{"node": newNetNS(t), "outside": newNetNS(t)},
+		addr:     map[string][]netip.Prefix{"outside": host(linkOut, 2)},
+		nodeOut:  host(linkOut, 1),
+		nodeOut2: host(linkOut, 3),
+	}
+	node := tp.ns["node"]
+	writeSysctls(t, node, "0", noDAD...)
+	writeSysctls(t, tp.ns["outside"], "0", noDAD...)
+	writeSysctls(t, node, "1", "/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding")
+
+	h := handleAt(t, node)
+	must(t, h.LinkSetUp(linkByName(t, h, "lo")), "set up lo")
 	bridges := map[string]netlink.Link{}
 	for _, n := range []Network{netA, netB} {
 		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: n.Bridge}}
@@ -74,32 +95,80 @@ func buildTopo(t *testing.T) *trafficTopo {
 		must(t, h.LinkSetUp(br), "set up "+n.Bridge)
 		bridges[n.Bridge] = br
 	}
-	for _, sb := range []struct {
-		name string
-		net  Network
-		n    int
-	}{{"a1", netA, 10}, {"a2", netA, 11}, {"b1", netB, 10}} {
+	up := tp.veth(t, h, "up0", tp.ns["outside"], nil)
+	addAddrs(t, h, linkByName(t, h, "up0"), slices.Concat(tp.nodeOut, tp.nodeOut2))
+	oh := handleAt(t, tp.ns["outside"])
+	addAddrs(t, oh, up(oh), tp.addr["outside"])
+	for _, gw := range tp.addr["outside"] {
+		must(t, h.RouteAdd(&netlink.Route{Gw: gw.Addr().AsSlice()}), "add node default route via "+gw.Addr().String())
+	}
+
+	for _, sb := range sandboxes {
 		ns := newNetNS(t)
 		writeSysctls(t, ns, "0", noDAD...)
-		tp.sandbox[sb.name] = ns
+		tp.ns[sb.name] = ns
 		tp.addr[sb.name] = host(sb.net.Subnets, sb.n)
-		peer := tp.veth(t, h, "v"+sb.name, ns, bridges[sb.net.Bridge])
-		sh := handleAt(t, ns)
-		addAddrs(t, sh, peer(sh), tp.addr[sb.name])
-		for _, gw := range host(sb.net.Subnets, 1) {
-			must(t, sh.RouteAdd(&netlink.Route{Gw: gw.Addr().AsSlice()}), "add default route via "+gw.Addr().String())
+		hostIf := "v" + sb.name
+		ep := Endpoint{HostIf: hostIf, Bridged: sb.net.Bridge != ""}
+		for _, p := range tp.addr[sb.name] {
+			ep.Addrs = append(ep.Addrs, p.Addr())
 		}
+		tp.endpoints = append(tp.endpoints, ep)
+		sh := handleAt(t, ns)
+		if ep.Bridged {
+			peer := tp.veth(t, h, hostIf, ns, bridges[sb.net.Bridge])
+			// A sandbox reaching its own published port: br_netfilter sends the DNATed
+			// packet back out of the port it came in by.
+			must(t, h.LinkSetHairpin(linkByName(t, h, hostIf), true), "set hairpin on "+hostIf)
+			addAddrs(t, sh, peer(sh), tp.addr[sb.name])
+			for _, gw := range host(sb.net.Subnets, 1) {
+				must(t, sh.RouteAdd(&netlink.Route{Gw: gw.Addr().AsSlice()}), "add default route via "+gw.Addr().String())
+			}
+			continue
+		}
+		tp.routed(t, h, sh, hostIf, ns, tp.addr[sb.name])
 	}
-	up := tp.veth(t, h, "up0", tp.outside, nil)
-	addAddrs(t, h, linkByName(t, h, "up0"), tp.nodeOut)
-	oh := handleAt(t, tp.outside)
-	addAddrs(t, oh, up(oh), tp.addr["outside"])
 	return tp
+}
+
+var noDAD = []string{"/proc/sys/net/ipv6/conf/all/accept_dad", "/proc/sys/net/ipv6/conf/default/accept_dad"}
+
+// routed attaches a sandbox the way the routed driver does (Calico style): the host veth
+// has no address but fe80::1, proxy ARP answers the sandbox's gateway 169.254.1.1, and
+// the node routes each sandbox address to the host veth.
+func (tp *topo) routed(t *testing.T, h, sh *netlink.Handle, hostIf string, ns netns.NsHandle, addrs []netip.Prefix) {
+	t.Helper()
+	peer := tp.veth(t, h, hostIf, ns, nil)
+	hv := linkByName(t, h, hostIf)
+	addAddrs(t, h, hv, []netip.Prefix{routedGW6})
+	writeSysctls(t, tp.ns["node"], "1", "/proc/sys/net/ipv4/conf/"+hostIf+"/proxy_arp")
+	writeSysctls(t, tp.ns["node"], "0", "/proc/sys/net/ipv4/neigh/"+hostIf+"/proxy_delay")
+	eth0 := peer(sh)
+	for _, p := range addrs {
+		single := netip.PrefixFrom(p.Addr(), p.Addr().BitLen())
+		addAddrs(t, sh, eth0, []netip.Prefix{single})
+		tp.routeTo(t, hostIf, p.Addr())
+	}
+	must(t, sh.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Scope: netlink.SCOPE_LINK, Dst: hostNet(routedGW)}), "add route to 169.254.1.1")
+	must(t, sh.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: routedGW.AsSlice()}), "add default route via 169.254.1.1")
+	must(t, sh.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: routedGW6.Addr().AsSlice()}), "add default route via fe80::1")
+}
+
+// routeTo adds the node route "a dev hostIf".
+func (tp *topo) routeTo(t *testing.T, hostIf string, a netip.Addr) {
+	t.Helper()
+	h := handleAt(t, tp.ns["node"])
+	l := linkByName(t, h, hostIf)
+	must(t, h.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Scope: netlink.SCOPE_LINK, Dst: hostNet(a)}), fmt.Sprintf("add route %v dev %s", a, hostIf))
+}
+
+func hostNet(a netip.Addr) *net.IPNet {
+	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}
 }
 
 // veth creates a veth pair: name in the node (enslaved to master if not nil, up), eth0
 // in ns (lo and eth0 up). It returns a function giving eth0 through ns's handle.
-func (tp *trafficTopo) veth(t *testing.T, h *netlink.Handle, name string, ns netns.NsHandle, master netlink.Link) func(*netlink.Handle) netlink.Link {
+func (tp *topo) veth(t *testing.T, h *netlink.Handle, name string, ns netns.NsHandle, master netlink.Link) func(*netlink.Handle) netlink.Link {
 	t.Helper()
 	attrs := netlink.LinkAttrs{Name: name}
 	if master != nil {
@@ -114,6 +183,40 @@ func (tp *trafficTopo) veth(t *testing.T, h *netlink.Handle, name string, ns net
 		return eth0
 	}
 }
+
+// ruleset is the topology's networks and endpoints, with ports.
+func (tp *topo) ruleset(ports ...PortMapping) Ruleset {
+	return Ruleset{Networks: []Network{netA, netB, netR}, Endpoints: tp.endpoints, Ports: ports}
+}
+
+// open opens the tables of the node namespace.
+func (tp *topo) open(t *testing.T) *Table {
+	t.Helper()
+	tb, err := Open(int(tp.ns["node"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tb.Close() })
+	return tb
+}
+
+// nodeAddrs returns the node's addresses of family fam on the outside link: the ones a
+// masquerade towards outside may choose (IPv6 prefers the latest).
+func (tp *topo) nodeAddrs(fam int) []netip.Addr {
+	return []netip.Addr{tp.nodeOut[fam].Addr(), tp.nodeOut2[fam].Addr()}
+}
+
+// nodeAddrsAll returns every address of family fam of the node but link-local ones.
+func (tp *topo) nodeAddrsAll(fam int) []netip.Addr {
+	out := tp.nodeAddrs(fam)
+	for _, n := range []Network{netA, netB} {
+		out = append(out, host(n.Subnets, 1)[fam].Addr())
+	}
+	return out
+}
+
+// a returns the address of family fam (0 IPv4, 1 IPv6) of a namespace of the topology.
+func (tp *topo) a(name string, fam int) netip.Addr { return tp.addr[name][fam].Addr() }
 
 func handleAt(t *testing.T, ns netns.NsHandle) *netlink.Handle {
 	t.Helper()
@@ -152,14 +255,20 @@ func must(t *testing.T, err error, what string) {
 	}
 }
 
-// serve listens on testPort in ns (all addresses) and answers every connection with the
-// source address it sees.
-func serve(t *testing.T, ns netns.NsHandle) {
+// serve listens on testPort in ns (all addresses), TCP and, with udp, UDP, and answers
+// every connection or datagram with the source address it sees.
+func serve(t *testing.T, ns netns.NsHandle, udp bool) {
 	t.Helper()
-	var ln net.Listener
+	var (
+		ln net.Listener
+		pc net.PacketConn
+	)
 	err := inNetNS(ns, func() error {
 		var err error
-		ln, err = net.Listen("tcp", fmt.Sprintf("[::]:%d", testPort))
+		if ln, err = net.Listen("tcp", fmt.Sprintf("[::]:%d", testPort)); err != nil || !udp {
+			return err
+		}
+		pc, err = net.ListenPacket("udp", fmt.Sprintf("[::]:%d", testPort))
 		return err
 	})
 	if err != nil {
@@ -177,123 +286,476 @@ func serve(t *testing.T, ns netns.NsHandle) {
 			c.Close()
 		}
 	}()
+	if pc == nil {
+		return
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			_, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			src := from.(*net.UDPAddr).AddrPort().Addr().Unmap()
+			pc.WriteTo([]byte(src.String()+"\n"), from)
+		}
+	}()
 }
 
-// dial connects from ns to dst:testPort and returns the source address the server saw.
-func dial(ns netns.NsHandle, dst netip.Addr, timeout time.Duration) (netip.Addr, error) {
-	var c net.Conn
-	err := inNetNS(ns, func() error {
+// conn is one connection attempt from a namespace. want lists the source addresses the
+// server may see; none means the attempt must fail.
+type conn struct {
+	from  string
+	proto string     // "tcp" (default) or "udp"
+	local netip.Addr // source address to bind, zero for the kernel's choice
+	dst   netip.AddrPort
+	want  []netip.Addr
+}
+
+func (c conn) String() string {
+	proto := c.proto
+	if proto == "" {
+		proto = "tcp"
+	}
+	from := c.from
+	if c.local.IsValid() {
+		from += " (from " + c.local.String() + ")"
+	}
+	return fmt.Sprintf("%s %s -> %s", proto, from, c.dst)
+}
+
+// dial makes c once and returns the source address the server saw.
+func (tp *topo) dial(c conn, timeout time.Duration) (netip.Addr, error) {
+	proto := c.proto
+	if proto == "" {
+		proto = "tcp"
+	}
+	d := net.Dialer{Timeout: timeout}
+	if c.local.IsValid() {
+		if proto == "tcp" {
+			d.LocalAddr = &net.TCPAddr{IP: c.local.AsSlice()}
+		} else {
+			d.LocalAddr = &net.UDPAddr{IP: c.local.AsSlice()}
+		}
+	}
+	var nc net.Conn
+	err := inNetNS(tp.ns[c.from], func() error {
 		var err error
-		c, err = net.DialTimeout("tcp", netip.AddrPortFrom(dst, testPort).String(), timeout)
+		nc, err = d.Dial(proto, c.dst.String())
 		return err
 	})
 	if err != nil {
 		return netip.Addr{}, err
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(timeout))
-	line, err := bufio.NewReader(c).ReadString('\n')
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(timeout))
+	if proto == "udp" {
+		if _, err := nc.Write([]byte("?")); err != nil {
+			return netip.Addr{}, err
+		}
+	}
+	buf := make([]byte, 64)
+	n, err := nc.Read(buf)
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("read reply: %w", err)
 	}
-	return netip.ParseAddr(strings.TrimSpace(line))
+	return netip.ParseAddr(strings.TrimSpace(string(buf[:n])))
 }
 
-// reach checks that from can connect to to's address of family fam (0 IPv4, 1 IPv6),
-// and that the server sees wantSrc, retrying while the links settle.
-func (tp *trafficTopo) reach(t *testing.T, from, to string, fam int, wantSrc netip.Addr) {
-	t.Helper()
-	dst := tp.addr[to][fam].Addr()
-	var (
-		src netip.Addr
-		err error
-	)
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
-		if src, err = dial(tp.sandbox[from], dst, 2*time.Second); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		t.Errorf("%s -> %s %v: %v, want a connection", from, to, dst, err)
-		return
-	}
-	if src != wantSrc {
-		t.Errorf("%s -> %s %v: server saw source %v, want %v", from, to, dst, src, wantSrc)
-	}
-}
-
-// flow is a connection attempt from one namespace to another's address of family fam
-// (0 IPv4, 1 IPv6).
-type flow struct {
-	from, to string
-	fam      int
-}
-
-// blocked checks that none of flows connects. The attempts run in parallel: each waits
-// for its dial timeout.
-func (tp *trafficTopo) blocked(t *testing.T, flows ...flow) {
+// check makes every connection attempt, in parallel. An allowed one is retried for a
+// while (links and neighbours settle); a blocked one is tried once, for a second.
+func (tp *topo) check(t *testing.T, conns ...conn) {
 	t.Helper()
 	var wg sync.WaitGroup
-	for _, f := range flows {
+	for _, c := range conns {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			dst := tp.addr[f.to][f.fam].Addr()
-			src, err := dial(tp.sandbox[f.from], dst, time.Second)
-			if err == nil {
-				t.Errorf("%s -> %s %v: connected (server saw %v), want blocked", f.from, f.to, dst, src)
+			if len(c.want) == 0 {
+				src, err := tp.dial(c, time.Second)
+				if err == nil {
+					t.Errorf("%v: connected (server saw %v), want blocked", c, src)
+				}
+				var ne net.Error
+				if err != nil && !(errors.As(err, &ne) && ne.Timeout()) && !errors.Is(err, unix.ECONNREFUSED) {
+					t.Logf("%v: %v", c, err)
+				}
 				return
 			}
-			var ne net.Error
-			if !errors.As(err, &ne) || !ne.Timeout() {
-				t.Logf("%s -> %s %v: %v", f.from, f.to, dst, err)
+			var (
+				src netip.Addr
+				err error
+			)
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+				if src, err = tp.dial(c, time.Second); err == nil {
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			switch {
+			case err != nil:
+				t.Errorf("%v: %v, want a connection", c, err)
+			case !slices.Contains(c.want, src):
+				t.Errorf("%v: server saw source %v, want one of %v", c, src, c.want)
 			}
 		}()
 	}
 	wg.Wait()
 }
 
+// to is the connection from -> to's address of family fam, port testPort, where the
+// server sees want (nil: blocked).
+func (tp *topo) to(from, to string, fam int, want ...netip.Addr) conn {
+	return conn{from: from, dst: netip.AddrPortFrom(tp.a(to, fam), testPort), want: want}
+}
+
+var fams = []int{0, 1}
+
 func TestPrivilegedTraffic(t *testing.T) {
-	requireRoot(t)
 	tp := buildTopo(t)
-	for _, ns := range []netns.NsHandle{tp.sandbox["a2"], tp.sandbox["b1"], tp.sandbox["a1"], tp.outside} {
-		serve(t, ns)
+	for _, name := range []string{"a2", "b1", "a1", "r1", "r2", "outside"} {
+		serve(t, tp.ns[name], false)
 	}
-	tb, err := Open(int(tp.node))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tb.Close() })
-	src := func(name string, fam int) netip.Addr { return tp.addr[name][fam].Addr() }
-	fams := []int{0, 1}
+	tb := tp.open(t)
+	out := tp.nodeAddrs
 
-	// Without podnet's table: networks reach each other, and outside cannot answer.
+	// Without podnet's tables: networks reach each other, and outside cannot answer.
+	var conns []conn
 	for _, f := range fams {
-		tp.reach(t, "a1", "a2", f, src("a1", f))
-		tp.reach(t, "a1", "b1", f, src("a1", f))
+		conns = append(conns,
+			tp.to("a1", "a2", f, tp.a("a1", f)), tp.to("a1", "b1", f, tp.a("a1", f)),
+			tp.to("a1", "r1", f, tp.a("a1", f)), tp.to("r1", "a1", f, tp.a("r1", f)),
+			tp.to("r1", "r2", f, tp.a("r1", f)),
+			tp.to("a1", "outside", f), tp.to("r1", "outside", f),
+		)
 	}
-	tp.blocked(t, flow{"a1", "outside", 0}, flow{"a1", "outside", 1})
+	tp.check(t, conns...)
 	if t.Failed() {
-		t.Fatal("topology does not behave as expected without the table")
+		t.Fatal("topology does not behave as expected without the tables")
 	}
 
-	mustSync(t, tb, trafficRS)
+	mustSync(t, tb, tp.ruleset())
+	conns = nil
 	for _, f := range fams {
-		tp.reach(t, "a1", "a2", f, src("a1", f))              // same network: allowed, not masqueraded
-		tp.reach(t, "a1", "outside", f, tp.nodeOut[f].Addr()) // egress: masqueraded behind the node
+		conns = append(conns,
+			// Same network, bridged and routed: allowed, not masqueraded.
+			tp.to("a1", "a2", f, tp.a("a1", f)), tp.to("r1", "r2", f, tp.a("r1", f)),
+			// Egress of masquerading networks: masqueraded behind the node.
+			tp.to("a1", "outside", f, out(f)...), tp.to("r1", "outside", f, out(f)...),
+			// Isolation by address, both ways, bridged and routed.
+			tp.to("a1", "b1", f), tp.to("b1", "a1", f),
+			tp.to("a1", "r1", f), tp.to("r1", "a1", f),
+			tp.to("b1", "r2", f), tp.to("r2", "b1", f),
+			// B does not masquerade.
+			tp.to("b1", "outside", f),
+		)
 	}
-	tp.blocked(t,
-		flow{"a1", "b1", 0}, flow{"a1", "b1", 1}, // isolation, both ways
-		flow{"b1", "a1", 0}, flow{"b1", "a1", 1},
-		flow{"b1", "outside", 0}, flow{"b1", "outside", 1}, // B does not masquerade
-	)
+	tp.check(t, conns...)
 
 	// Delete restores the namespace as it was.
 	if err := tb.Delete(); err != nil {
 		t.Fatal(err)
 	}
+	conns = nil
 	for _, f := range fams {
-		tp.reach(t, "b1", "a1", f, src("b1", f))
+		conns = append(conns, tp.to("b1", "a1", f, tp.a("b1", f)), tp.to("r1", "a1", f, tp.a("r1", f)))
 	}
+	tp.check(t, conns...)
+}
+
+// Published ports, v4 and v6: from outside to the node's addresses, from the node itself
+// (its own address and 127.0.0.1), from a sandbox of another network, and from the
+// published sandbox itself (hairpin); TCP and UDP; a mapping restricted to one host
+// address; a mapping to a routed sandbox; Update adding and removing one mapping.
+func TestPrivilegedPublishedPorts(t *testing.T) {
+	tp := buildTopo(t)
+	for _, name := range []string{"a1", "a2", "r1"} {
+		serve(t, tp.ns[name], true)
+	}
+	// route_localnet on the interfaces towards sandboxes: a packet from 127.0.0.1 DNATed
+	// to a sandbox leaves through them before it is masqueraded.
+	writeSysctls(t, tp.ns["node"], "1", "/proc/sys/net/ipv4/conf/pn-a/route_localnet", "/proc/sys/net/ipv4/conf/vr1/route_localnet")
+
+	const (
+		anyPort    = 18080 // tcp and udp, every local address -> a1
+		hostPort   = 18081 // tcp, nodeOut only -> a2
+		routedPort = 18082 // tcp, every local address -> r1
+		addedPort  = 18090 // added and removed by Update -> a2
+	)
+	var ports []PortMapping
+	for _, f := range fams {
+		ports = append(ports,
+			PortMapping{Protocol: "tcp", HostPort: anyPort, Addr: tp.a("a1", f), Port: testPort},
+			PortMapping{Protocol: "udp", HostPort: anyPort, Addr: tp.a("a1", f), Port: testPort},
+			PortMapping{Protocol: "tcp", HostIP: tp.nodeOut[f].Addr(), HostPort: hostPort, Addr: tp.a("a2", f), Port: testPort},
+			PortMapping{Protocol: "tcp", HostPort: routedPort, Addr: tp.a("r1", f), Port: testPort},
+		)
+	}
+	tb := tp.open(t)
+	mustSync(t, tb, tp.ruleset(ports...))
+
+	gwA := func(f int) netip.Addr { return host(subnetA, 1)[f].Addr() }
+	at := func(a netip.Addr, port uint16) netip.AddrPort { return netip.AddrPortFrom(a, port) }
+	var conns []conn
+	for _, f := range fams {
+		out, out2 := tp.nodeOut[f].Addr(), tp.nodeOut2[f].Addr()
+		for _, proto := range []string{"tcp", "udp"} {
+			conns = append(conns,
+				// From outside, to either node address: the client's address is kept.
+				conn{from: "outside", proto: proto, dst: at(out, anyPort), want: []netip.Addr{tp.a("outside", f)}},
+				conn{from: "outside", proto: proto, dst: at(out2, anyPort), want: []netip.Addr{tp.a("outside", f)}},
+				// From the node through its own address: the node's address is kept.
+				conn{from: "node", proto: proto, dst: at(out, anyPort), want: []netip.Addr{out}},
+				// Hairpin: a1 reaches its own published port, masqueraded behind the bridge.
+				conn{from: "a1", proto: proto, dst: at(out, anyPort), want: []netip.Addr{gwA(f)}},
+				// Another network's sandbox: allowed by the DNAT, masqueraded.
+				conn{from: "b1", proto: proto, dst: at(out, anyPort), want: []netip.Addr{gwA(f)}},
+				// Same network through the node's address.
+				conn{from: "a2", proto: proto, dst: at(out, anyPort), want: []netip.Addr{gwA(f)}},
+			)
+		}
+		conns = append(conns,
+			// Mapping on one host address only.
+			conn{from: "outside", dst: at(out, hostPort), want: []netip.Addr{tp.a("outside", f)}},
+			conn{from: "outside", dst: at(out2, hostPort)},
+			conn{from: "node", dst: at(out, hostPort), want: []netip.Addr{out}},
+			// A routed sandbox, from outside, and to itself (masqueraded behind some node
+			// address: its host veth has none).
+			conn{from: "outside", dst: at(out, routedPort), want: []netip.Addr{tp.a("outside", f)}},
+			conn{from: "r1", dst: at(out, routedPort), want: tp.nodeAddrsAll(f)},
+			// Not published.
+			conn{from: "outside", dst: at(out, addedPort)},
+			// Published ports are not a way around isolation: a1's own port is blocked.
+			tp.to("b1", "a1", f),
+		)
+	}
+	// From the node through 127.0.0.1 (IPv4 only: ::1 never leaves lo), masqueraded.
+	for _, proto := range []string{"tcp", "udp"} {
+		conns = append(conns, conn{from: "node", proto: proto, dst: at(netip.MustParseAddr("127.0.0.1"), anyPort), want: []netip.Addr{gwA(0)}})
+	}
+	tp.check(t, conns...)
+
+	// Update adds exactly one mapping, and removes it again.
+	added := PortMapping{Protocol: "tcp", HostPort: addedPort, Addr: tp.a("a2", 0), Port: testPort}
+	if err := tb.Update(Delta{Ports: []PortMapping{added}}, Delta{}); err != nil {
+		t.Fatal(err)
+	}
+	wantInSync(t, tb, tp.ruleset(append(slices.Clone(ports), added)...), true)
+	tp.check(t,
+		conn{from: "outside", dst: at(tp.nodeOut[0].Addr(), addedPort), want: []netip.Addr{tp.a("outside", 0)}},
+		conn{from: "outside", dst: at(tp.nodeOut[0].Addr(), anyPort), want: []netip.Addr{tp.a("outside", 0)}},
+	)
+	if err := tb.Update(Delta{}, Delta{Ports: []PortMapping{added}}); err != nil {
+		t.Fatal(err)
+	}
+	wantInSync(t, tb, tp.ruleset(ports...), true)
+	tp.check(t,
+		conn{from: "outside", dst: at(tp.nodeOut[0].Addr(), addedPort)},
+		conn{from: "outside", dst: at(tp.nodeOut[0].Addr(), anyPort), want: []netip.Addr{tp.a("outside", 0)}},
+	)
+}
+
+// A sandbox that sends from an address that is not its own is dropped, on a bridge port
+// and on a routed host veth, IPv4 and IPv6; its own addresses keep working. The spoofed
+// address is really on the sandbox's eth0 and the node routes it back to the sandbox, so
+// that without the tables (or with the address in the endpoint's set) it connects.
+func TestPrivilegedAntiSpoofing(t *testing.T) {
+	tp := buildTopo(t)
+	serve(t, tp.ns["node"], false)
+	spoofed := map[string][]netip.Prefix{"a1": host(subnetA, 20), "r1": host(subnetR, 20)}
+	for name, ps := range spoofed {
+		sh := handleAt(t, tp.ns[name])
+		eth0 := linkByName(t, sh, "eth0")
+		for _, p := range ps {
+			if name == "r1" {
+				p = netip.PrefixFrom(p.Addr(), p.Addr().BitLen())
+				tp.routeTo(t, "vr1", p.Addr())
+			}
+			addAddrs(t, sh, eth0, []netip.Prefix{p})
+		}
+	}
+	// conns returns, for a1 and r1 and both families, a connection from the sandbox's own
+	// address (allowed) and one from the spoofed address (allowed if spoofOK).
+	conns := func(spoofOK bool) []conn {
+		var out []conn
+		for _, name := range []string{"a1", "r1"} {
+			for _, f := range fams {
+				dst := netip.AddrPortFrom(tp.nodeOut[f].Addr(), testPort)
+				own, spoof := tp.a(name, f), spoofed[name][f].Addr()
+				out = append(out, conn{from: name, local: own, dst: dst, want: []netip.Addr{own}})
+				c := conn{from: name, local: spoof, dst: dst}
+				if spoofOK {
+					c.want = []netip.Addr{spoof}
+				}
+				out = append(out, c)
+			}
+		}
+		return out
+	}
+	tp.check(t, conns(true)...)
+	if t.Failed() {
+		t.Fatal("spoofed addresses do not connect without the tables")
+	}
+
+	tb := tp.open(t)
+	rs := tp.ruleset()
+	mustSync(t, tb, rs)
+	tp.check(t, conns(false)...)
+
+	// The same addresses, made the endpoints' own by Update, connect; and not once
+	// removed again.
+	var extra []Endpoint
+	for _, ep := range rs.Endpoints {
+		if ps, ok := spoofed[strings.TrimPrefix(ep.HostIf, "v")]; ok {
+			extra = append(extra, Endpoint{HostIf: ep.HostIf, Bridged: ep.Bridged, Addrs: []netip.Addr{ps[0].Addr(), ps[1].Addr()}})
+		}
+	}
+	if err := tb.Update(Delta{Endpoints: extra}, Delta{}); err != nil {
+		t.Fatal(err)
+	}
+	tp.check(t, conns(true)...)
+	// To change an endpoint's addresses: remove it and add it back, in one Update.
+	if err := tb.Update(Delta{Endpoints: rs.Endpoints}, Delta{Endpoints: extra}); err != nil {
+		t.Fatal(err)
+	}
+	wantInSync(t, tb, rs, true)
+	tp.check(t, conns(false)...)
+}
+
+// On a bridge, a sandbox cannot take another's address over in the node's neighbour
+// cache (gratuitous ARP, unsolicited neighbour advertisement), nor advertise itself as a
+// router to the other sandboxes (router advertisement with an autoconfiguration prefix).
+// The frames are crafted and sent from a1's eth0 (packet and raw ICMPv6 sockets).
+func TestPrivilegedAntiSpoofingNeighbours(t *testing.T) {
+	tp := buildTopo(t)
+	serve(t, tp.ns["a2"], false)
+	nh := handleAt(t, tp.ns["node"])
+	bridge := linkByName(t, nh, netA.Bridge)
+	a1MAC := linkByName(t, handleAt(t, tp.ns["a1"]), "eth0").Attrs().HardwareAddr
+	a2h := handleAt(t, tp.ns["a2"])
+	a2MAC := linkByName(t, a2h, "eth0").Attrs().HardwareAddr
+
+	// resolve makes the node resolve a2's addresses (it connects to them).
+	resolve := func() {
+		t.Helper()
+		for _, f := range fams {
+			nh.NeighDel(&netlink.Neigh{LinkIndex: bridge.Attrs().Index, IP: tp.a("a2", f).AsSlice()})
+		}
+		gw := host(subnetA, 1)
+		tp.check(t, tp.to("node", "a2", 0, gw[0].Addr()), tp.to("node", "a2", 1, gw[1].Addr()))
+	}
+	// spoof sends from a1 a gratuitous ARP and an unsolicited override NA for a2's
+	// addresses, and a router advertisement of prefix.
+	spoof := func(prefix netip.Prefix) {
+		t.Helper()
+		a2v4 := tp.a("a2", 0).As4()
+		garp := slices.Concat(
+			[]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, a1MAC, []byte{0x08, 0x06}, // Ethernet
+			[]byte{0, 1, 0x08, 0x00, 6, 4, 0, 1}, a1MAC, a2v4[:], make([]byte, 6), a2v4[:], // ARP request, sender = target = a2
+		)
+		must(t, sendFrame(tp.ns["a1"], "eth0", garp), "send gratuitous ARP")
+		a2v6 := tp.a("a2", 1).As16()
+		na := slices.Concat(
+			[]byte{icmp6NeighborAdvert, 0, 0, 0, 0x20, 0, 0, 0}, a2v6[:], // override flag
+			[]byte{2, 1}, a1MAC, // target link-layer address option
+		)
+		must(t, sendICMPv6(tp.ns["a1"], "eth0", na), "send neighbour advertisement")
+		p := prefix.Addr().As16()
+		ra := slices.Concat(
+			[]byte{icmp6RouterAdvert, 0, 0, 0, 64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, // router lifetime 0
+			[]byte{3, 4, byte(prefix.Bits()), 0xc0, 0, 0, 0x0e, 0x10, 0, 0, 0x0e, 0x10, 0, 0, 0, 0}, p[:],
+		)
+		must(t, sendICMPv6(tp.ns["a1"], "eth0", ra), "send router advertisement")
+	}
+	// state returns the MACs the node has for a2's addresses and whether a2 configured an
+	// address in prefix.
+	state := func(prefix netip.Prefix) (macs [2]string, autoconf bool) {
+		t.Helper()
+		neighs, err := nh.NeighList(bridge.Attrs().Index, 0)
+		must(t, err, "list node neighbours")
+		for _, n := range neighs {
+			for _, f := range fams {
+				if a, _ := netip.AddrFromSlice(n.IP); a.Unmap() == tp.a("a2", f) {
+					macs[f] = n.HardwareAddr.String()
+				}
+			}
+		}
+		as, err := a2h.AddrList(linkByName(t, a2h, "eth0"), netlink.FAMILY_V6)
+		must(t, err, "list a2 addresses")
+		for _, a := range as {
+			if ip, _ := netip.AddrFromSlice(a.IP); prefix.Contains(ip) {
+				autoconf = true
+			}
+		}
+		return macs, autoconf
+	}
+
+	// Without the tables, each of the three works (the test sends what it claims to).
+	resolve()
+	prefix := netip.MustParsePrefix("2001:db8:99::/64")
+	spoof(prefix)
+	var (
+		macs     [2]string
+		autoconf bool
+	)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if macs, autoconf = state(prefix); macs == [2]string{a1MAC.String(), a1MAC.String()} && autoconf {
+			break
+		}
+	}
+	if macs != [2]string{a1MAC.String(), a1MAC.String()} || !autoconf {
+		t.Fatalf("without the tables: node has %v for a2 (a1 is %v), a2 autoconfigured from a1's advertisement: %v; want a1's MAC twice and true",
+			macs, a1MAC, autoconf)
+	}
+
+	mustSync(t, tp.open(t), tp.ruleset())
+	resolve()
+	prefix = netip.MustParsePrefix("2001:db8:98::/64")
+	spoof(prefix)
+	time.Sleep(time.Second)
+	if macs, autoconf = state(prefix); macs != [2]string{a2MAC.String(), a2MAC.String()} || autoconf {
+		t.Errorf("with the tables: node has %v for a2 (a2 is %v, a1 %v), a2 autoconfigured from a1's advertisement: %v; want a2's MAC twice and false",
+			macs, a2MAC, a1MAC, autoconf)
+	}
+}
+
+// sendFrame sends an Ethernet frame out of ifname in ns through a packet socket.
+func sendFrame(ns netns.NsHandle, ifname string, frame []byte) error {
+	return inNetNS(ns, func() error {
+		ifi, err := net.InterfaceByName(ifname)
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		to := &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6}
+		copy(to.Addr[:], frame[:6])
+		return unix.Sendto(fd, frame, 0, to)
+	})
+}
+
+// sendICMPv6 sends an ICMPv6 message (checksum left to the kernel) to ff02::1 out of
+// ifname in ns, with hop limit 255 as neighbour discovery requires, from the interface's
+// link-local address.
+func sendICMPv6(ns netns.NsHandle, ifname string, msg []byte) error {
+	return inNetNS(ns, func() error {
+		ifi, err := net.InterfaceByName(ifname)
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMPV6)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_HOPS, 255); err != nil {
+			return err
+		}
+		to := &unix.SockaddrInet6{ZoneId: uint32(ifi.Index), Addr: netip.MustParseAddr("ff02::1").As16()}
+		return unix.Sendto(fd, msg, 0, to)
+	})
 }

@@ -46,17 +46,44 @@ func mac(s string) net.HardwareAddr {
 // dump renders a bridge, an endpoint and its result as stable text, one object per line.
 func dump(b plan.Bridge, ep plan.Endpoint, r api.Result) string {
 	var w bytes.Buffer
-	fmt.Fprintf(&w, "bridge %s mtu %d mac %s\n", b.Name, b.MTU, b.MAC)
+	if b.Name == "" {
+		fmt.Fprintf(&w, "bridge none\n")
+	} else {
+		fmt.Fprintf(&w, "bridge %s mtu %d mac %s\n", b.Name, b.MTU, b.MAC)
+	}
 	for _, a := range b.Addrs {
 		fmt.Fprintf(&w, "  addr %s\n", a)
 	}
-	fmt.Fprintf(&w, "endpoint host %s master %s mtu %d\n", ep.HostIf, ep.Master, ep.MTU)
+	for _, sc := range b.Sysctls {
+		fmt.Fprintf(&w, "  sysctl %s = %s\n", sc.Key, sc.Value)
+	}
+	fmt.Fprintf(&w, "endpoint host %s", ep.HostIf)
+	if ep.Master != "" {
+		fmt.Fprintf(&w, " master %s", ep.Master)
+	}
+	if ep.Hairpin {
+		fmt.Fprintf(&w, " hairpin")
+	}
+	if ep.HostMAC != nil {
+		fmt.Fprintf(&w, " mac %s", ep.HostMAC)
+	}
+	fmt.Fprintf(&w, " mtu %d\n", ep.MTU)
 	fmt.Fprintf(&w, "  sandbox %s mac %s\n", ep.SandboxIf, ep.MAC)
 	for _, a := range ep.Addrs {
 		fmt.Fprintf(&w, "  addr %s\n", a)
 	}
 	for _, rt := range ep.Routes {
 		fmt.Fprintf(&w, "  route %s%s\n", rt.Dst, via(rt.GW))
+	}
+	for _, rt := range ep.NodeRoutes {
+		if rt.GW.IsValid() {
+			fmt.Fprintf(&w, "  node route %s via %s dev %s\n", rt.Dst, rt.GW, ep.HostIf)
+		} else {
+			fmt.Fprintf(&w, "  node route %s dev %s scope link\n", rt.Dst, ep.HostIf)
+		}
+	}
+	for _, sc := range ep.HostSysctls {
+		fmt.Fprintf(&w, "  host sysctl %s = %s\n", sc.Key, sc.Value)
 	}
 	fmt.Fprintf(&w, "result\n")
 	for i, itf := range r.Interfaces {
@@ -83,6 +110,8 @@ func TestPlanGolden(t *testing.T) {
 	dual := api.NetworkSpec{Name: "blue", Subnets: []string{"10.88.1.0/24", "fd00:88:1::/64"}}
 	key := api.EndpointKey{Network: "blue", ContainerID: "c0ffee", IfName: "eth0"}
 	const netns = "/var/run/netns/c0ffee"
+	routed := api.NetworkSpec{Name: "green", Driver: api.DriverRouted, Subnets: []string{"10.77.0.0/16", "fd00:77::/64"}}
+	routedKey := api.EndpointKey{Network: "green", ContainerID: "c0ffee", IfName: "eth0"}
 	tests := []struct {
 		name   string
 		spec   api.NetworkSpec
@@ -105,6 +134,19 @@ func TestPlanGolden(t *testing.T) {
 			key:   api.EndpointKey{Network: "six", ContainerID: "c6", IfName: "eth0"},
 			addrs: pfx("fd00:6::a0b:c0d/64")},
 		{name: "address outside the network", spec: dual, key: key, addrs: pfx("10.88.1.5/24", "192.168.7.7/24"), golden: "foreign"},
+		{name: "routed dual stack", spec: routed, key: routedKey, addrs: pfx("10.77.3.4/16", "fd00:77::3:4/64"), golden: "routed-dualstack"},
+		{name: "routed dual stack IPv6 first", spec: routed, key: routedKey, addrs: pfx("fd00:77::3:4/64", "10.77.3.4/16"),
+			mac: mac("02:42:ac:11:00:02"), golden: "routed-v6first"},
+		{name: "routed IPv4 only", golden: "routed-ipv4only",
+			spec:  api.NetworkSpec{Name: "green4", Driver: api.DriverRouted, Subnets: []string{"10.77.0.0/16"}, MTU: 1450},
+			key:   api.EndpointKey{Network: "green4", ContainerID: "c4", IfName: "eth0"},
+			addrs: pfx("10.77.0.9/16")},
+		{name: "routed IPv6 only", golden: "routed-ipv6only",
+			spec:  api.NetworkSpec{Name: "green6", Driver: api.DriverRouted, Subnets: []string{"fd00:77::/64"}},
+			key:   api.EndpointKey{Network: "green6", ContainerID: "c6", IfName: "eth0"},
+			addrs: pfx("fd00:77::a0b:c0d/64")},
+		{name: "routed address outside the network", spec: routed, key: routedKey, addrs: pfx("10.77.3.4/16", "192.168.7.7/24"),
+			golden: "routed-foreign"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -26,6 +26,20 @@ const (
 	maxBits6 = 126
 )
 
+// RoutedGateway6 is the IPv6 gateway every sandbox of a routed network uses: the
+// link-local address the kernel gives each host veth from its MAC api.RoutedHostMAC
+// (EUI-64 of ee:ee:ee:ee:ee:ee). api.RoutedGateway4 is its IPv4 counterpart.
+const RoutedGateway6 = "fe80::ecee:eeff:feee:eeee"
+
+// Gateways of routed networks, parsed.
+var (
+	routedGateway4 = netip.MustParseAddr(api.RoutedGateway4)
+	routedGateway6 = netip.MustParseAddr(RoutedGateway6)
+)
+
+// drivers are the known network drivers, in the order error messages list them.
+var drivers = []string{api.DriverBridge, api.DriverRouted}
+
 // reservedRanges can never hold pod addresses.
 var reservedRanges = []netip.Prefix{
 	netip.MustParsePrefix("0.0.0.0/8"),
@@ -70,13 +84,21 @@ func Canonicalize(s api.NetworkSpec) (api.Network, error) {
 	if err := ValidateName(s.Name); err != nil {
 		return api.Network{}, err
 	}
-	n := api.Network{Name: s.Name, Driver: s.Driver, MTU: s.MTU, Masquerade: !s.NoMasquerade}
+	n := api.Network{Name: s.Name, Driver: s.Driver, MTU: s.MTU, Masquerade: !s.NoMasquerade, PortMode: s.PortMode}
+	switch n.PortMode {
+	case "":
+		n.PortMode = api.PortModeNAT
+	case api.PortModeNAT, api.PortModeProxy:
+	default:
+		return api.Network{}, invalid(s.Name, "portMode", s.PortMode, "unknown port mode (known: %s, %s)", api.PortModeNAT, api.PortModeProxy)
+	}
 	if n.Driver == "" {
 		n.Driver = api.DriverBridge
 	}
-	if n.Driver != api.DriverBridge {
-		return api.Network{}, invalid(s.Name, "driver", s.Driver, "unknown driver (known: %s)", api.DriverBridge)
+	if !slices.Contains(drivers, n.Driver) {
+		return api.Network{}, invalid(s.Name, "driver", s.Driver, "unknown driver (known: %s)", strings.Join(drivers, ", "))
 	}
+	routed := n.Driver == api.DriverRouted
 	if len(s.Subnets) == 0 {
 		return api.Network{}, invalid(s.Name, "subnets", "", "at least one subnet is required")
 	}
@@ -117,10 +139,20 @@ func Canonicalize(s api.NetworkSpec) (api.Network, error) {
 				return api.Network{}, invalid(s.Name, "subnet", str, "overlaps reserved range %s (loopback, multicast, link-local, unspecified and reserved ranges cannot be pod subnets)", r)
 			}
 		}
-		n.Subnets = append(n.Subnets, api.Subnet{Prefix: p, Gateway: p.Addr().Next()})
+		gw := p.Addr().Next()
+		switch {
+		case routed && p.Addr().Is4():
+			gw = routedGateway4
+		case routed:
+			gw = routedGateway6
+		}
+		n.Subnets = append(n.Subnets, api.Subnet{Prefix: p, Gateway: gw})
 	}
 	// Canonical order, IPv4 first, so that two definitions of one network compare equal.
 	slices.SortStableFunc(n.Subnets, func(a, b api.Subnet) int { return a.Prefix.Addr().BitLen() - b.Prefix.Addr().BitLen() })
+	if routed && len(s.Gateways) > 0 {
+		return api.Network{}, invalid(s.Name, "gateway", s.Gateways[0], "not allowed for a routed network: its sandboxes use %s (IPv4) and %s (IPv6), answered by the node", api.RoutedGateway4, RoutedGateway6)
+	}
 	gatewaySet := map[int]bool{}
 	for _, str := range s.Gateways {
 		g, err := netip.ParseAddr(strings.TrimSpace(str))
@@ -204,7 +236,8 @@ type NodeRoute struct {
 
 // CheckOverlap refuses a network whose subnets overlap another podnet network or a
 // route of the node (other than the default route and routes through podnet's own
-// bridges, named in own).
+// bridges, named in own; an empty name in own, the Bridge of a routed network, matches
+// nothing).
 func CheckOverlap(n api.Network, others []api.Network, routes []NodeRoute, own map[string]bool) error {
 	for _, s := range n.Subnets {
 		for _, o := range others {
@@ -218,7 +251,7 @@ func CheckOverlap(n api.Network, others []api.Network, routes []NodeRoute, own m
 			}
 		}
 		for _, r := range routes {
-			if r.Dst.Bits() == 0 || own[r.Dev] || r.Dst.Addr().IsLinkLocalUnicast() || r.Dst.Addr().IsMulticast() {
+			if r.Dst.Bits() == 0 || r.Dev != "" && own[r.Dev] || r.Dst.Addr().IsLinkLocalUnicast() || r.Dst.Addr().IsMulticast() {
 				continue
 			}
 			if r.Dst.Overlaps(s.Prefix) {

@@ -2,6 +2,7 @@ package spec_test
 
 import (
 	"errors"
+	"net"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -25,26 +26,26 @@ func TestCanonicalize(t *testing.T) {
 			name: "defaults",
 			in:   api.NetworkSpec{Name: "blue", Subnets: []string{"10.88.1.0/24"}},
 			want: api.Network{Name: "blue", Driver: api.DriverBridge, Subnets: []api.Subnet{sub("10.88.1.0/24", "10.88.1.1")},
-				MTU: spec.DefaultMTU, Masquerade: true, Bridge: "pn-blue"},
+				MTU: spec.DefaultMTU, Masquerade: true, PortMode: api.PortModeNAT, Bridge: "pn-blue"},
 		},
 		{
 			name: "explicit bridge driver",
 			in:   api.NetworkSpec{Name: "blue", Driver: "bridge", Subnets: []string{"10.88.1.0/24"}},
 			want: api.Network{Name: "blue", Driver: api.DriverBridge, Subnets: []api.Subnet{sub("10.88.1.0/24", "10.88.1.1")},
-				MTU: 1500, Masquerade: true, Bridge: "pn-blue"},
+				MTU: 1500, Masquerade: true, PortMode: api.PortModeNAT, Bridge: "pn-blue"},
 		},
 		{
 			name: "spaces around subnet and gateway",
 			in:   api.NetworkSpec{Name: "blue", Subnets: []string{" 10.88.1.0/24 "}, Gateways: []string{" 10.88.1.254\t"}},
 			want: api.Network{Name: "blue", Driver: api.DriverBridge, Subnets: []api.Subnet{sub("10.88.1.0/24", "10.88.1.254")},
-				MTU: 1500, Masquerade: true, Bridge: "pn-blue"},
+				MTU: 1500, Masquerade: true, PortMode: api.PortModeNAT, Bridge: "pn-blue"},
 		},
 		{
 			name: "dual stack subnets sorted IPv4 first",
 			in:   api.NetworkSpec{Name: "blue", Subnets: []string{"fd00:88:1::/64", "10.88.1.0/24"}},
 			want: api.Network{Name: "blue", Driver: api.DriverBridge,
 				Subnets: []api.Subnet{sub("10.88.1.0/24", "10.88.1.1"), sub("fd00:88:1::/64", "fd00:88:1::1")},
-				MTU:     1500, Masquerade: true, Bridge: "pn-blue"},
+				MTU:     1500, Masquerade: true, PortMode: api.PortModeNAT, Bridge: "pn-blue"},
 		},
 		{
 			name: "dual stack with gateways mtu and no masquerade",
@@ -52,53 +53,72 @@ func TestCanonicalize(t *testing.T) {
 				Gateways: []string{"fd00:88:2::fe", "10.88.2.254"}, MTU: 9000, NoMasquerade: true},
 			want: api.Network{Name: "red", Driver: api.DriverBridge,
 				Subnets: []api.Subnet{sub("10.88.2.0/24", "10.88.2.254"), sub("fd00:88:2::/64", "fd00:88:2::fe")},
-				MTU:     9000, Masquerade: false, Bridge: "pn-red"},
+				MTU:     9000, Masquerade: false, PortMode: api.PortModeNAT, Bridge: "pn-red"},
 		},
 		{
 			name: "gateway for one family only",
 			in:   api.NetworkSpec{Name: "red", Subnets: []string{"10.88.2.0/24", "fd00:88:2::/64"}, Gateways: []string{"fd00:88:2::fe"}},
 			want: api.Network{Name: "red", Driver: api.DriverBridge,
 				Subnets: []api.Subnet{sub("10.88.2.0/24", "10.88.2.1"), sub("fd00:88:2::/64", "fd00:88:2::fe")},
-				MTU:     1500, Masquerade: true, Bridge: "pn-red"},
+				MTU:     1500, Masquerade: true, PortMode: api.PortModeNAT, Bridge: "pn-red"},
 		},
 		{
 			name: "IPv6 last address may be the gateway",
 			in:   api.NetworkSpec{Name: "v6", Subnets: []string{"fd00::/64"}, Gateways: []string{"fd00::ffff:ffff:ffff:ffff"}},
 			want: api.Network{Name: "v6", Driver: api.DriverBridge, Subnets: []api.Subnet{sub("fd00::/64", "fd00::ffff:ffff:ffff:ffff")},
-				MTU: 1500, Masquerade: true, Bridge: "pn-v6"},
+				MTU: 1500, Masquerade: true, PortMode: api.PortModeNAT, Bridge: "pn-v6"},
 		},
 		{
 			name: "smallest subnets /30 and /126",
 			in:   api.NetworkSpec{Name: "tiny", Subnets: []string{"10.0.0.4/30", "fd00::4/126"}},
 			want: api.Network{Name: "tiny", Driver: api.DriverBridge,
 				Subnets: []api.Subnet{sub("10.0.0.4/30", "10.0.0.5"), sub("fd00::4/126", "fd00::5")},
-				MTU:     1500, Masquerade: true, Bridge: "pn-tiny"},
+				MTU:     1500, Masquerade: true, PortMode: api.PortModeNAT, Bridge: "pn-tiny"},
 		},
 		{
 			name: "lowest IPv4 mtu",
 			in:   api.NetworkSpec{Name: "blue", Subnets: []string{"10.88.1.0/24"}, MTU: spec.MinMTU},
 			want: api.Network{Name: "blue", Driver: api.DriverBridge, Subnets: []api.Subnet{sub("10.88.1.0/24", "10.88.1.1")},
-				MTU: 576, Masquerade: true, Bridge: "pn-blue"},
+				MTU: 576, Masquerade: true, PortMode: api.PortModeNAT, Bridge: "pn-blue"},
 		},
 		{
 			name: "lowest IPv6 mtu",
 			in:   api.NetworkSpec{Name: "blue", Subnets: []string{"10.88.1.0/24", "fd00::/64"}, MTU: spec.MinMTU6},
 			want: api.Network{Name: "blue", Driver: api.DriverBridge,
 				Subnets: []api.Subnet{sub("10.88.1.0/24", "10.88.1.1"), sub("fd00::/64", "fd00::1")},
-				MTU:     1280, Masquerade: true, Bridge: "pn-blue"},
+				MTU:     1280, Masquerade: true, PortMode: api.PortModeNAT, Bridge: "pn-blue"},
 		},
 		{
 			name: "highest mtu",
 			in:   api.NetworkSpec{Name: "blue", Subnets: []string{"10.88.1.0/24"}, MTU: spec.MaxMTU},
 			want: api.Network{Name: "blue", Driver: api.DriverBridge, Subnets: []api.Subnet{sub("10.88.1.0/24", "10.88.1.1")},
-				MTU: 65535, Masquerade: true, Bridge: "pn-blue"},
+				MTU: 65535, Masquerade: true, PortMode: api.PortModeNAT, Bridge: "pn-blue"},
 		},
 		{
 			name: "name of 63 characters with every allowed character",
 			in:   api.NetworkSpec{Name: "a_b.c-D9" + strings.Repeat("x", 55), Subnets: []string{"10.88.1.0/24"}},
 			want: api.Network{Name: "a_b.c-D9" + strings.Repeat("x", 55), Driver: api.DriverBridge,
-				Subnets: []api.Subnet{sub("10.88.1.0/24", "10.88.1.1")}, MTU: 1500, Masquerade: true,
+				Subnets: []api.Subnet{sub("10.88.1.0/24", "10.88.1.1")}, MTU: 1500, Masquerade: true, PortMode: api.PortModeNAT,
 				Bridge: spec.BridgeName("a_b.c-D9" + strings.Repeat("x", 55))},
+		},
+		{
+			name: "routed dual stack: no bridge, fixed gateways outside the subnets",
+			in:   api.NetworkSpec{Name: "green", Driver: "routed", Subnets: []string{"fd00:77::/64", "10.77.0.0/16"}},
+			want: api.Network{Name: "green", Driver: api.DriverRouted,
+				Subnets: []api.Subnet{sub("10.77.0.0/16", api.RoutedGateway4), sub("fd00:77::/64", spec.RoutedGateway6)},
+				MTU:     1500, Masquerade: true, PortMode: api.PortModeNAT},
+		},
+		{
+			name: "routed IPv4 only, mtu, no masquerade",
+			in:   api.NetworkSpec{Name: "green", Driver: "routed", Subnets: []string{"10.77.0.0/30"}, MTU: 9000, NoMasquerade: true},
+			want: api.Network{Name: "green", Driver: api.DriverRouted, Subnets: []api.Subnet{sub("10.77.0.0/30", api.RoutedGateway4)},
+				MTU: 9000, Masquerade: false, PortMode: api.PortModeNAT},
+		},
+		{
+			name: "routed IPv6 only",
+			in:   api.NetworkSpec{Name: "green", Driver: "routed", Subnets: []string{"fd00:77::/64"}},
+			want: api.Network{Name: "green", Driver: api.DriverRouted, Subnets: []api.Subnet{sub("fd00:77::/64", spec.RoutedGateway6)},
+				MTU: 1500, Masquerade: true, PortMode: api.PortModeNAT},
 		},
 	}
 	for _, tt := range tests {
@@ -127,7 +147,9 @@ func specOf(n api.Network) api.NetworkSpec {
 	s := api.NetworkSpec{Name: n.Name, Driver: n.Driver, MTU: n.MTU, NoMasquerade: !n.Masquerade}
 	for _, sn := range n.Subnets {
 		s.Subnets = append(s.Subnets, sn.Prefix.String())
-		s.Gateways = append(s.Gateways, sn.Gateway.String())
+		if n.Driver != api.DriverRouted { // a routed network's gateways are fixed, not given
+			s.Gateways = append(s.Gateways, sn.Gateway.String())
+		}
 	}
 	return s
 }
@@ -157,9 +179,12 @@ func TestCanonicalizeErrors(t *testing.T) {
 
 		// driver
 		{name: "unknown driver", in: api.NetworkSpec{Name: "blue", Driver: "macvlan", Subnets: v4}, field: "driver",
-			want: `network "blue": driver "macvlan": unknown driver (known: bridge)`},
+			want: `network "blue": driver "macvlan": unknown driver (known: bridge, routed)`},
 		{name: "driver is case sensitive", in: api.NetworkSpec{Name: "blue", Driver: "Bridge", Subnets: v4}, field: "driver",
-			want: `network "blue": driver "Bridge": unknown driver (known: bridge)`},
+			want: `network "blue": driver "Bridge": unknown driver (known: bridge, routed)`},
+
+		{name: "routed is case sensitive", in: api.NetworkSpec{Name: "blue", Driver: "Routed", Subnets: v4}, field: "driver",
+			want: `network "blue": driver "Routed": unknown driver (known: bridge, routed)`},
 
 		// subnets
 		{name: "no subnet", in: api.NetworkSpec{Name: "blue"}, field: "subnets",
@@ -245,6 +270,18 @@ func TestCanonicalizeErrors(t *testing.T) {
 			want: `network "blue": gateway "10.88.1.6": only one gateway per subnet`,
 			bug:  "a second gateway for the same subnet silently replaces the first (gateway 10.88.1.6 wins, no error)"},
 
+		// routed: the gateway is not the user's to choose
+		{name: "routed with a gateway inside the subnet", in: api.NetworkSpec{Name: "green", Driver: "routed", Subnets: v4, Gateways: []string{"10.88.1.1"}}, field: "gateway",
+			want: `network "green": gateway "10.88.1.1": not allowed for a routed network: its sandboxes use 169.254.1.1 (IPv4) and fe80::ecee:eeff:feee:eeee (IPv6), answered by the node`},
+		{name: "routed with its own gateway spelled out", in: api.NetworkSpec{Name: "green", Driver: "routed", Subnets: v4, Gateways: []string{"169.254.1.1"}}, field: "gateway",
+			want: `network "green": gateway "169.254.1.1": not allowed for a routed network: its sandboxes use 169.254.1.1 (IPv4) and fe80::ecee:eeff:feee:eeee (IPv6), answered by the node`},
+		{name: "routed with an IPv6 gateway", in: api.NetworkSpec{Name: "green", Driver: "routed", Subnets: []string{"fd00::/64"}, Gateways: []string{"fd00::1"}}, field: "gateway",
+			want: `network "green": gateway "fd00::1": not allowed for a routed network: its sandboxes use 169.254.1.1 (IPv4) and fe80::ecee:eeff:feee:eeee (IPv6), answered by the node`},
+		{name: "routed subnet checks still apply", in: api.NetworkSpec{Name: "green", Driver: "routed", Subnets: []string{"169.254.0.0/16"}}, field: "subnet",
+			want: `network "green": subnet "169.254.0.0/16": overlaps reserved range 169.254.0.0/16 (loopback, multicast, link-local, unspecified and reserved ranges cannot be pod subnets)`},
+		{name: "routed mtu checks still apply", in: api.NetworkSpec{Name: "green", Driver: "routed", Subnets: []string{"fd00::/64"}, MTU: 1000}, field: "mtu",
+			want: `network "green": mtu "1000": IPv6 needs at least 1280`},
+
 		// mtu
 		{name: "mtu too low", in: api.NetworkSpec{Name: "blue", Subnets: v4, MTU: 575}, field: "mtu",
 			want: `network "blue": mtu "575": must be between 576 and 65535`},
@@ -319,7 +356,7 @@ func TestAgrees(t *testing.T) {
 		{name: "invalid spec", in: with(func(s *api.NetworkSpec) { s.Subnets = []string{"10.88.1.0"} }),
 			want: `network "blue": subnet "10.88.1.0": not a CIDR prefix`},
 		{name: "driver differs", in: with(func(s *api.NetworkSpec) { s.Driver = "macvlan" }),
-			want: `network "blue": driver "macvlan": unknown driver (known: bridge)`},
+			want: `network "blue": driver "macvlan": unknown driver (known: bridge, routed)`},
 		{name: "mtu differs", in: with(func(s *api.NetworkSpec) { s.MTU = 1500 }),
 			want: `network "blue": mtu "1500": network exists with mtu 1400`},
 		{name: "masquerade differs", in: with(func(s *api.NetworkSpec) { s.NoMasquerade = true }),
@@ -357,6 +394,49 @@ func TestAgrees(t *testing.T) {
 	}
 }
 
+func TestAgreesRouted(t *testing.T) {
+	existing, err := spec.Canonicalize(api.NetworkSpec{Name: "green", Driver: "routed", Subnets: []string{"10.77.0.0/16", "fd00:77::/64"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		in   api.NetworkSpec
+		want string // "" means agrees
+	}{
+		{name: "same definition", in: api.NetworkSpec{Name: "green", Driver: "routed", Subnets: []string{"10.77.0.0/16", "fd00:77::/64"}}},
+		{name: "bridge definition of a routed network", in: api.NetworkSpec{Name: "green", Subnets: []string{"10.77.0.0/16", "fd00:77::/64"}},
+			want: `network "green": driver "bridge": network exists with driver "routed"`},
+		{name: "gateway given", in: api.NetworkSpec{Name: "green", Driver: "routed", Subnets: []string{"10.77.0.0/16"}, Gateways: []string{"169.254.1.1"}},
+			want: `network "green": gateway "169.254.1.1": not allowed for a routed network: its sandboxes use 169.254.1.1 (IPv4) and fe80::ecee:eeff:feee:eeee (IPv6), answered by the node`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := spec.Agrees(existing, tt.in)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("Agrees(%+v) = %v, want nil", tt.in, err)
+			case tt.want != "" && (err == nil || err.Error() != tt.want):
+				t.Errorf("Agrees(%+v) = %v, want %q", tt.in, err, tt.want)
+			}
+		})
+	}
+}
+
+// The IPv6 gateway of routed sandboxes is the address the kernel derives for the host
+// veth's link-local from its MAC (modified EUI-64): the two constants must agree.
+func TestRoutedGateway6IsEUI64OfHostMAC(t *testing.T) {
+	mac, err := net.ParseMAC(api.RoutedHostMAC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := [16]byte{0: 0xfe, 1: 0x80}
+	copy(a[8:], []byte{mac[0] ^ 0x02, mac[1], mac[2], 0xff, 0xfe, mac[3], mac[4], mac[5]})
+	if got, want := netip.AddrFrom16(a), netip.MustParseAddr(spec.RoutedGateway6); got != want {
+		t.Errorf("EUI-64 link-local of %s = %s, RoutedGateway6 = %s", mac, got, want)
+	}
+}
+
 func TestCheckOverlap(t *testing.T) {
 	mustNet := func(name string, subnets ...string) api.Network {
 		t.Helper()
@@ -371,7 +451,7 @@ func TestCheckOverlap(t *testing.T) {
 	}
 	blue := mustNet("blue", "10.88.1.0/24", "fd00:88:1::/64")
 	red := mustNet("red", "10.88.2.0/24", "fd00:88:2::/64")
-	own := map[string]bool{"pn-blue": true, "pn-red": true}
+	own := map[string]bool{"pn-blue": true, "pn-red": true, "": true} // "": a routed network's Bridge
 
 	tests := []struct {
 		name   string
@@ -400,6 +480,9 @@ func TestCheckOverlap(t *testing.T) {
 			routes: []spec.NodeRoute{route("0.0.0.0/0", "eth0"), route("::/0", "eth0")}},
 		{name: "routes of own bridges ignored", n: blue, others: []api.Network{red},
 			routes: []spec.NodeRoute{route("10.88.1.0/24", "pn-blue"), route("fd00:88:1::/64", "pn-blue"), route("10.88.2.0/24", "pn-red")}},
+		{name: "routed network's empty bridge name does not hide device-less routes", n: blue,
+			routes: []spec.NodeRoute{route("10.88.0.0/16", "")},
+			want:   `network "blue": subnet "10.88.1.0/24": overlaps node route 10.88.0.0/16 dev `},
 		{name: "route of a foreign bridge with the podnet prefix", n: blue, routes: []spec.NodeRoute{route("10.88.1.0/24", "pn-other")},
 			want: `network "blue": subnet "10.88.1.0/24": overlaps node route 10.88.1.0/24 dev pn-other`},
 		{name: "link-local and multicast routes ignored", n: blue,

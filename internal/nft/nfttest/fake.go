@@ -3,6 +3,8 @@
 package nfttest
 
 import (
+	"fmt"
+	"net/netip"
 	"slices"
 	"sync"
 
@@ -11,16 +13,22 @@ import (
 
 var _ nft.Applier = (*Fake)(nil)
 
-// Fake is an nft.Applier that keeps the table as an nft.Ruleset in memory. Its zero value
-// is an empty namespace (no table). It is safe for concurrent use.
+// Fake is an nft.Applier that keeps the tables as an nft.Ruleset in memory. Its zero value
+// is an empty namespace (no tables). It is safe for concurrent use.
 type Fake struct {
 	// mu guards all fields below.
-	mu     sync.Mutex
-	table  *nft.Ruleset // nil when the table does not exist
-	last   *nft.Ruleset // last Ruleset passed to a successful Sync
-	syncs  int
-	broken bool // table changed behind podnet's back
-	err    error
+	mu      sync.Mutex
+	table   *nft.Ruleset // nil when the tables do not exist
+	last    *nft.Ruleset // last Ruleset passed to a successful Sync, with later Updates applied
+	syncs   int
+	updates []UpdateCall // successful Update calls
+	broken  bool         // tables changed behind podnet's back
+	err     error
+}
+
+// UpdateCall is the arguments of one successful Update.
+type UpdateCall struct {
+	Add, Remove nft.Delta
 }
 
 // Sync records r as the table's content. It validates r like nft.Table does.
@@ -33,11 +41,110 @@ func (f *Fake) Sync(r nft.Ruleset) error {
 	if f.err != nil {
 		return f.err
 	}
-	c := clone(r)
-	f.table, f.last = &c, &c
+	c, l := clone(r), clone(r)
+	f.table, f.last = &c, &l
 	f.broken = false
 	f.syncs++
 	return nil
+}
+
+// Update applies add and remove like nft.Table does: it validates them, fails with
+// nft.ErrNoTable when there are no tables and with nft.ErrConflict when a port mapping's
+// host side is in the table with another target, and otherwise removes, then adds, the
+// endpoints and port mappings, in the tables and in Last. An endpoint in remove takes the
+// whole endpoint away (the kernel takes its interface out of the checked ones, and the
+// listed addresses; addresses not listed would stay there, without effect).
+func (f *Fake) Update(add, remove nft.Delta) error {
+	if err := add.Validate(); err != nil {
+		return err
+	}
+	if err := remove.Validate(); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return f.err
+	}
+	if f.table == nil {
+		return fmt.Errorf("fake update: %w", nft.ErrNoTable)
+	}
+	table, err := apply(*f.table, add, remove)
+	if err != nil {
+		return err
+	}
+	// While the tables exist, Last equals them: Sync sets both, Delete removes the tables.
+	last := clone(table)
+	f.table, f.last = &table, &last
+	f.updates = append(f.updates, UpdateCall{Add: cloneDelta(add), Remove: cloneDelta(remove)})
+	return nil
+}
+
+// Updates returns the arguments of the successful Update calls, oldest first.
+func (f *Fake) Updates() []UpdateCall {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]UpdateCall, len(f.updates))
+	for i, u := range f.updates {
+		out[i] = UpdateCall{Add: cloneDelta(u.Add), Remove: cloneDelta(u.Remove)}
+	}
+	return out
+}
+
+// apply returns a copy of r with remove, then add, applied.
+func apply(r nft.Ruleset, add, remove nft.Delta) (nft.Ruleset, error) {
+	r = clone(r)
+	type key struct {
+		v6       bool
+		hostIP   netip.Addr
+		proto    string
+		hostPort uint16
+	}
+	keyOf := func(p nft.PortMapping) key {
+		h := p.HostIP
+		if h.IsValid() && h.IsUnspecified() {
+			h = netip.Addr{}
+		}
+		return key{!p.Addr.Is4(), h, p.Protocol, p.HostPort}
+	}
+	conflict := func(p nft.PortMapping) error {
+		for _, q := range r.Ports {
+			if keyOf(q) == keyOf(p) && (q.Addr != p.Addr || q.Port != p.Port) {
+				return fmt.Errorf("fake update: port mapping %s: %w (%s)", p, nft.ErrConflict, q)
+			}
+		}
+		return nil
+	}
+	for _, p := range remove.Ports {
+		if err := conflict(p); err != nil {
+			return r, err
+		}
+		r.Ports = slices.DeleteFunc(r.Ports, func(q nft.PortMapping) bool { return keyOf(q) == keyOf(p) })
+	}
+	for _, p := range add.Ports {
+		if err := conflict(p); err != nil {
+			return r, err
+		}
+		if !slices.ContainsFunc(r.Ports, func(q nft.PortMapping) bool { return keyOf(q) == keyOf(p) }) {
+			r.Ports = append(r.Ports, p)
+		}
+	}
+	for _, e := range remove.Endpoints {
+		r.Endpoints = slices.DeleteFunc(r.Endpoints, func(o nft.Endpoint) bool { return o.HostIf == e.HostIf && o.Bridged == e.Bridged })
+	}
+	for _, e := range add.Endpoints {
+		i := slices.IndexFunc(r.Endpoints, func(o nft.Endpoint) bool { return o.HostIf == e.HostIf && o.Bridged == e.Bridged })
+		if i < 0 {
+			r.Endpoints = append(r.Endpoints, nft.Endpoint{HostIf: e.HostIf, Bridged: e.Bridged})
+			i = len(r.Endpoints) - 1
+		}
+		for _, a := range e.Addrs {
+			if !slices.Contains(r.Endpoints[i].Addrs, a) {
+				r.Endpoints[i].Addrs = append(r.Endpoints[i].Addrs, a)
+			}
+		}
+	}
+	return r, nil
 }
 
 // InSync reports whether the table exists, was not Break-ed since the last Sync, and
@@ -69,7 +176,8 @@ func (f *Fake) Delete() error {
 	return nil
 }
 
-// Last returns the Ruleset of the last successful Sync, and whether there was one.
+// Last returns the Ruleset of the last successful Sync with the later successful Updates
+// applied, and whether there was a Sync.
 func (f *Fake) Last() (nft.Ruleset, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -104,7 +212,8 @@ func (f *Fake) Break() {
 	f.broken = true
 }
 
-// SetErr makes every later Sync, InSync and Delete fail with err (nil restores success).
+// SetErr makes every later Sync, Update, InSync and Delete fail with err (nil restores
+// success).
 func (f *Fake) SetErr(err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -116,5 +225,16 @@ func clone(r nft.Ruleset) nft.Ruleset {
 	for i := range r.Networks {
 		r.Networks[i].Subnets = slices.Clone(r.Networks[i].Subnets)
 	}
+	d := cloneDelta(nft.Delta{Endpoints: r.Endpoints, Ports: r.Ports})
+	r.Endpoints, r.Ports = d.Endpoints, d.Ports
 	return r
+}
+
+func cloneDelta(d nft.Delta) nft.Delta {
+	d.Endpoints = slices.Clone(d.Endpoints)
+	for i := range d.Endpoints {
+		d.Endpoints[i].Addrs = slices.Clone(d.Endpoints[i].Addrs)
+	}
+	d.Ports = slices.Clone(d.Ports)
+	return d
 }

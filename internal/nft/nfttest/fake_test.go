@@ -59,7 +59,7 @@ func TestFake(t *testing.T) {
 		t.Fatal("table still there after Delete")
 	}
 
-	if err := f.Sync(nft.Ruleset{Networks: []nft.Network{{Name: "x"}}}); err == nil {
+	if err := f.Sync(nft.Ruleset{Networks: []nft.Network{{Name: "x", Bridge: "a/b"}}}); err == nil {
 		t.Fatal("Sync accepted an invalid ruleset")
 	}
 	boom := errors.New("boom")
@@ -72,5 +72,73 @@ func TestFake(t *testing.T) {
 	}
 	if err := f.Delete(); !errors.Is(err, boom) {
 		t.Fatalf("Delete = %v, want boom", err)
+	}
+}
+
+func TestFakeUpdate(t *testing.T) {
+	var f Fake
+	a := netip.MustParseAddr("10.88.1.2")
+	ep := nft.Endpoint{HostIf: "pnv-1", Bridged: true, Addrs: []netip.Addr{a, netip.MustParseAddr("fd00::2")}}
+	web := nft.PortMapping{Protocol: "tcp", HostPort: 8080, Addr: a, Port: 80}
+	base := nft.Ruleset{Networks: []nft.Network{{Name: "blue", Bridge: "pn-blue", Subnets: []netip.Prefix{netip.MustParsePrefix("10.88.1.0/24")}}}}
+	with := base
+	with.Endpoints = []nft.Endpoint{ep}
+	with.Ports = []nft.PortMapping{web}
+	add := nft.Delta{Endpoints: []nft.Endpoint{ep}, Ports: []nft.PortMapping{web}}
+
+	if err := f.Update(add, nft.Delta{}); !errors.Is(err, nft.ErrNoTable) {
+		t.Fatalf("Update without a table = %v, want ErrNoTable", err)
+	}
+	if err := f.Sync(base); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // adding what exists is a no-op
+		if err := f.Update(add, nft.Delta{}); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _ := f.InSync(with); !ok {
+			t.Fatalf("after Update:\n%s\nwant\n%s", f.Dump(), nft.Render(with))
+		}
+	}
+	if last, _ := f.Last(); nft.Render(last) != nft.Render(with) {
+		t.Fatalf("Last does not have the Update:\n%s", nft.Render(last))
+	}
+
+	moved := web
+	moved.Port = 81
+	if err := f.Update(nft.Delta{Ports: []nft.PortMapping{moved}}, nft.Delta{}); !errors.Is(err, nft.ErrConflict) {
+		t.Fatalf("Update of a mapped port = %v, want ErrConflict", err)
+	}
+	if err := f.Update(nft.Delta{Ports: []nft.PortMapping{moved}}, nft.Delta{Ports: []nft.PortMapping{web}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Update(nft.Delta{}, nft.Delta{Endpoints: []nft.Endpoint{ep}, Ports: []nft.PortMapping{moved}}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // removing what is gone is a no-op
+		if err := f.Update(nft.Delta{}, add); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _ := f.InSync(base); !ok {
+			t.Fatalf("after removal:\n%s", f.Dump())
+		}
+	}
+	if err := f.Update(nft.Delta{Endpoints: []nft.Endpoint{{HostIf: ""}}}, nft.Delta{}); err == nil {
+		t.Fatal("Update accepted an invalid delta")
+	}
+
+	calls := f.Updates()
+	if len(calls) != 6 || calls[2].Add.Ports[0] != moved || calls[2].Remove.Ports[0] != web {
+		t.Fatalf("Updates = %+v", calls)
+	}
+	calls[0].Add.Endpoints[0].Addrs[0] = netip.Addr{} // a copy: does not change the Fake
+	if f.Updates()[0].Add.Endpoints[0].Addrs[0] != a {
+		t.Fatal("changing Updates' result changed the Fake")
+	}
+
+	boom := errors.New("boom")
+	f.SetErr(boom)
+	if err := f.Update(add, nft.Delta{}); !errors.Is(err, boom) {
+		t.Fatalf("Update = %v, want boom", err)
 	}
 }
