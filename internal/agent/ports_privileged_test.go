@@ -2,10 +2,15 @@ package agent
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/kernel"
@@ -188,4 +193,102 @@ func TestPrivilegedUDPMappingMovesAtOnce(t *testing.T) {
 	if _, err := probe.AskUDP(client, probeTimeout); err != nil {
 		t.Fatalf("same flow after the mapping moved: %v (stale conntrack entry?)", err)
 	}
+}
+
+// A sandbox that adds another address to its eth0 and sends from it is dropped, on a
+// bridge network and on a routed network; its own address keeps working. Routed
+// sandboxes reach each other through the node, with their own source addresses.
+func TestPrivilegedAntiSpoofing(t *testing.T) {
+	for _, driver := range []string{api.DriverBridge, api.DriverRouted} {
+		t.Run(driver, func(t *testing.T) {
+			e := newEnv(t)
+			ctx := context.Background()
+			if _, err := e.c.CreateNetwork(ctx, api.NetworkSpec{Name: "n", Driver: driver, Subnets: []string{"10.89.0.0/24", "fd89::/64"}}); err != nil {
+				t.Fatal(err)
+			}
+			a := e.mustAttach("n", "a")
+			b := e.mustAttach("n", "b")
+			for i := range 2 {
+				src, err := probe.TCP(ctx, a.ns, b.ns, netip.AddrPortFrom(b.ip(i), 80), probeTimeout)
+				if err != nil || src != a.ip(i) {
+					t.Fatalf("a -> b: src %v err %v, want src %s", src, err, a.ip(i))
+				}
+			}
+			// a claims another address of the subnet (as if it were b's, or free).
+			spoofed := []netip.Prefix{netip.MustParsePrefix("10.89.0.200/32"), netip.MustParsePrefix("fd89::200/128")}
+			h, err := netlink.NewHandleAt(a.ns)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.Close()
+			eth0, _ := h.LinkByName("eth0")
+			for _, p := range spoofed {
+				addr := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}, Flags: unix.IFA_F_NODAD}
+				if err := h.AddrAdd(eth0, addr); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i, p := range spoofed {
+				// UDP: what matters is whether the packet reaches b, not whether a reply
+				// could find its way back.
+				if got := udpArrives(t, a.ns, b.ns, p.Addr(), netip.AddrPortFrom(b.ip(i), 81)); got {
+					t.Errorf("datagram from spoofed %s reached b", p.Addr())
+				}
+				if got := udpArrives(t, a.ns, b.ns, a.ip(i), netip.AddrPortFrom(b.ip(i), 81)); !got {
+					t.Errorf("datagram from a's own %s did not reach b", a.ip(i))
+				}
+				// (Explicit source: with two addresses the kernel may pick the new one.)
+				if err := dialFrom(ctx, a.ns, b.ns, a.ip(i), netip.AddrPortFrom(b.ip(i), 82)); err != nil {
+					t.Errorf("own address %s after spoofing attempt: %v", a.ip(i), err)
+				}
+			}
+		})
+	}
+}
+
+// udpArrives sends datagrams from local (an address of clientNS) to server in serverNS
+// and reports whether one arrived.
+func udpArrives(t *testing.T, clientNS, serverNS netns.NsHandle, local netip.Addr, server netip.AddrPort) bool {
+	t.Helper()
+	srv, err := kernel.ListenPacketIn(serverNS, "udp", server.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	var c net.PacketConn
+	if err := kernel.Do(clientNS, func() (err error) {
+		c, err = net.ListenPacket("udp", netip.AddrPortFrom(local, 0).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 16)
+	for range 5 {
+		c.WriteTo([]byte("x"), net.UDPAddrFromAddrPort(server))
+		srv.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, _, err := srv.ReadFrom(buf); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// dialFrom connects from a given local address of clientNS to a listener in serverNS.
+func dialFrom(ctx context.Context, clientNS, serverNS netns.NsHandle, local netip.Addr, server netip.AddrPort) error {
+	l, err := kernel.ListenIn(serverNS, "tcp", server.String())
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	var c net.Conn
+	err = kernel.Do(clientNS, func() (err error) {
+		d := net.Dialer{Timeout: time.Second, LocalAddr: &net.TCPAddr{IP: local.AsSlice()}}
+		c, err = d.DialContext(ctx, "tcp", server.String())
+		return err
+	})
+	if err == nil {
+		c.Close()
+	}
+	return err
 }
