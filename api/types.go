@@ -119,8 +119,14 @@ func (k EndpointKey) String() string {
 // Endpoint is a sandbox attached to a network.
 type Endpoint struct {
 	EndpointKey
-	// Name is an optional human name (podnet run --name, K8S_POD_NAME).
+	// Name is an optional human name (podnet run --name, K8S_POD_NAME); it is the
+	// endpoint's hostname in DNS.
 	Name string `json:"name,omitempty"`
+	// Namespace groups endpoints and services (podnet run --namespace,
+	// K8S_POD_NAMESPACE); DefaultNamespace when empty.
+	Namespace string `json:"namespace,omitempty"`
+	// Labels select the endpoint into services.
+	Labels map[string]string `json:"labels,omitempty"`
 	// Netns is the sandbox network namespace path as the runtime gave it (informative:
 	// the agent works on the descriptor the client passes).
 	Netns string `json:"netns"`
@@ -151,8 +157,10 @@ const (
 // is used only when no descriptor came along.
 type AttachRequest struct {
 	EndpointKey
-	Netns string `json:"netns"`
-	Name  string `json:"name,omitempty"`
+	Netns     string            `json:"netns"`
+	Name      string            `json:"name,omitempty"`
+	Namespace string            `json:"namespace,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
 	// Define creates the network when it does not exist; when it exists, Define must agree.
 	Define *NetworkSpec `json:"define,omitempty"`
 	// IPs are requested static addresses (one per family at most), with or without a prefix length.

@@ -24,6 +24,7 @@ import (
 //	allocations: <network> (bucket) -> netip.Addr binary -> owner
 //	cursors:     <network> (bucket) -> netip.Prefix binary (masked) -> netip.Addr binary
 //	ports:       <proto>/<port> (bucket) -> host netip.Addr binary, "*" for all -> owner
+//	services:    <namespace> NUL <name> -> JSON api.Service
 //
 // A container id and an interface name never contain NUL (PutEndpoint refuses them),
 // so the endpoint key is unambiguous, and it sorts like (containerID, ifName).
@@ -33,8 +34,9 @@ var (
 	bucketAllocations = []byte("allocations")
 	bucketCursors     = []byte("cursors")
 	bucketPorts       = []byte("ports")
+	bucketServices    = []byte("services")
 
-	topBuckets = [][]byte{bucketNetworks, bucketEndpoints, bucketAllocations, bucketCursors, bucketPorts}
+	topBuckets = [][]byte{bucketNetworks, bucketEndpoints, bucketAllocations, bucketCursors, bucketPorts, bucketServices}
 	// perNetwork are the top-level buckets that hold one nested bucket per network.
 	perNetwork = [][]byte{bucketEndpoints, bucketAllocations, bucketCursors}
 )
@@ -637,6 +639,97 @@ func (t *boltTx) DeletePort(proto string, hostIP netip.Addr, port uint16) error 
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	if b == nil || b.Get(key) == nil {
+		return fmt.Errorf("%s: %w", op, ErrNotFound)
+	}
+	if err := b.Delete(key); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+func serviceKey(namespace, name string) ([]byte, error) {
+	if namespace == "" || name == "" || strings.ContainsRune(namespace, 0) || strings.ContainsRune(name, 0) {
+		return nil, fmt.Errorf("service %q/%q: empty or NUL in namespace or name", namespace, name)
+	}
+	return []byte(namespace + "\x00" + name), nil
+}
+
+func (t *boltTx) Service(namespace, name string) (api.Service, bool, error) {
+	b, err := t.top(bucketServices)
+	if err != nil {
+		return api.Service{}, false, err
+	}
+	key, err := serviceKey(namespace, name)
+	if err != nil {
+		return api.Service{}, false, nil
+	}
+	v := b.Get(key)
+	if v == nil {
+		return api.Service{}, false, nil
+	}
+	var svc api.Service
+	if err := json.Unmarshal(v, &svc); err != nil {
+		return api.Service{}, false, fmt.Errorf("decode service %s/%s: %w", namespace, name, err)
+	}
+	return svc, true, nil
+}
+
+func (t *boltTx) Services(namespace string) ([]api.Service, error) {
+	b, err := t.top(bucketServices)
+	if err != nil {
+		return nil, err
+	}
+	var out []api.Service
+	prefix := []byte(nil)
+	if namespace != "" {
+		prefix = []byte(namespace + "\x00")
+	}
+	c := b.Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		var svc api.Service
+		if err := json.Unmarshal(v, &svc); err != nil {
+			return nil, fmt.Errorf("decode service %q: %w", k, err)
+		}
+		out = append(out, svc)
+	}
+	return out, nil
+}
+
+func (t *boltTx) PutService(svc api.Service) error {
+	op := fmt.Sprintf("put service %s/%s", svc.Namespace, svc.Name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	key, err := serviceKey(svc.Namespace, svc.Name)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	svc.Backends = nil // derived, never stored
+	v, err := json.Marshal(svc)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	b, err := t.top(bucketServices)
+	if err != nil {
+		return err
+	}
+	if err := b.Put(key, v); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+func (t *boltTx) DeleteService(namespace, name string) error {
+	op := fmt.Sprintf("delete service %s/%s", namespace, name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	b, err := t.top(bucketServices)
+	if err != nil {
+		return err
+	}
+	key, err := serviceKey(namespace, name)
+	if err != nil || b.Get(key) == nil {
 		return fmt.Errorf("%s: %w", op, ErrNotFound)
 	}
 	if err := b.Delete(key); err != nil {

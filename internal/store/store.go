@@ -66,6 +66,15 @@ type Tx interface {
 	// DeletePort releases a published port; ErrNotFound when nobody held it.
 	DeletePort(proto string, hostIP netip.Addr, port uint16) error
 
+	Service(namespace, name string) (svc api.Service, ok bool, err error)
+	// Services lists the services of one namespace, or of all when namespace is "",
+	// sorted by namespace and name.
+	Services(namespace string) ([]api.Service, error)
+	// PutService creates or replaces a service.
+	PutService(svc api.Service) error
+	// DeleteService removes a service; ErrNotFound when it does not exist.
+	DeleteService(namespace, name string) error
+
 	// Cursor is the last address handed out in a subnet (round-robin allocation).
 	Cursor(network string, subnet netip.Prefix) (a netip.Addr, ok bool, err error)
 	PutCursor(network string, subnet netip.Prefix, a netip.Addr) error

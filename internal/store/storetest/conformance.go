@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/netip"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -29,6 +30,7 @@ func Conformance(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Allocations", testAllocations},
 		{"Cursors", testCursors},
 		{"Ports", testPorts},
+		{"Services", testServices},
 		{"ReadYourWrites", testReadYourWrites},
 		{"Rollback", testRollback},
 		{"DeleteNetworkCascade", testDeleteNetworkCascade},
@@ -672,6 +674,8 @@ func testReadOnlyView(t *testing.T, s store.Store) {
 		{"PutCursor", func(tx store.Tx) error { return tx.PutCursor("red", p, a) }},
 		{"PutPort", func(tx store.Tx) error { return tx.PutPort("tcp", netip.Addr{}, 80, "x") }},
 		{"DeletePort", func(tx store.Tx) error { return tx.DeletePort("tcp", netip.Addr{}, 80) }},
+		{"PutService", func(tx store.Tx) error { return tx.PutService(api.Service{Namespace: "a", Name: "b"}) }},
+		{"DeleteService", func(tx store.Tx) error { return tx.DeleteService("a", "b") }},
 	}
 	for _, w := range writes {
 		var werr error
@@ -858,5 +862,51 @@ func testPorts(t *testing.T, s store.Store) {
 	err := s.Update(func(tx store.Tx) error { return tx.DeletePort("tcp", any4, 8080) })
 	if !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("DeletePort of a free port: %v, want ErrNotFound", err)
+	}
+}
+
+func testServices(t *testing.T, s store.Store) {
+	svc := func(ns, name string) api.Service {
+		return api.Service{Namespace: ns, Name: name, Ports: []api.ServicePort{{Port: 80, TargetPort: 8080, Protocol: "tcp"}},
+			Selector: map[string]string{"app": name}, VIPs: []netip.Addr{netip.MustParseAddr("10.96.0.5")},
+			Backends: []api.Backend{{Addr: netip.MustParseAddr("10.88.0.2")}}}
+	}
+	update(t, s, func(tx store.Tx) error {
+		for _, x := range []api.Service{svc("default", "web"), svc("default", "api"), svc("kube", "dns"), svc("def", "x")} {
+			if err := tx.PutService(x); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	view(t, s, func(tx store.Tx) error {
+		got, ok, err := tx.Service("default", "web")
+		if err != nil || !ok || got.Selector["app"] != "web" || got.VIPs[0] != netip.MustParseAddr("10.96.0.5") {
+			t.Errorf("Service(default, web) = %+v %v %v", got, ok, err)
+		}
+		if got.Backends != nil {
+			t.Errorf("backends are derived and never stored, got %+v", got.Backends)
+		}
+		list, err := tx.Services("default")
+		if err != nil || len(list) != 2 || list[0].Name != "api" || list[1].Name != "web" {
+			t.Errorf("Services(default) = %+v %v", list, err)
+		}
+		all, _ := tx.Services("")
+		var names []string
+		for _, x := range all {
+			names = append(names, x.Namespace+"/"+x.Name)
+		}
+		if want := "def/x default/api default/web kube/dns"; strings.Join(names, " ") != want {
+			t.Errorf("Services() = %v, want %s", names, want)
+		}
+		if _, ok, _ := tx.Service("default", "nope"); ok {
+			t.Error("Service of a missing name reported ok")
+		}
+		return err
+	})
+	update(t, s, func(tx store.Tx) error { return tx.DeleteService("default", "web") })
+	err := s.Update(func(tx store.Tx) error { return tx.DeleteService("default", "web") })
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("second DeleteService: %v, want ErrNotFound", err)
 	}
 }

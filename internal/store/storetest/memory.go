@@ -4,6 +4,7 @@ package storetest
 
 import (
 	"cmp"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -47,6 +48,7 @@ type memState struct {
 	allocs    map[string]map[netip.Addr]string
 	cursors   map[string]map[netip.Prefix]netip.Addr
 	ports     map[string]map[netip.Addr]string // "proto/port" -> host address -> owner
+	services  map[[2]string]api.Service        // (namespace, name) -> service
 }
 
 func newMemState() *memState {
@@ -56,6 +58,7 @@ func newMemState() *memState {
 		allocs:    make(map[string]map[netip.Addr]string),
 		cursors:   make(map[string]map[netip.Prefix]netip.Addr),
 		ports:     make(map[string]map[netip.Addr]string),
+		services:  make(map[[2]string]api.Service),
 	}
 }
 
@@ -68,6 +71,7 @@ func (s *memState) clone() *memState {
 		allocs:    make(map[string]map[netip.Addr]string, len(s.allocs)),
 		cursors:   make(map[string]map[netip.Prefix]netip.Addr, len(s.cursors)),
 		ports:     make(map[string]map[netip.Addr]string, len(s.ports)),
+		services:  maps.Clone(s.services),
 	}
 	for k, v := range s.ports {
 		c.ports[k] = maps.Clone(v)
@@ -355,5 +359,62 @@ func (t *memTx) DeletePort(proto string, hostIP netip.Addr, port uint16) error {
 		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
 	}
 	delete(t.s.ports[k], hostIP)
+	return nil
+}
+
+func cloneService(svc api.Service) api.Service {
+	b, _ := json.Marshal(svc)
+	var c api.Service
+	json.Unmarshal(b, &c)
+	return c
+}
+
+func (t *memTx) Service(namespace, name string) (api.Service, bool, error) {
+	svc, ok := t.s.services[[2]string{namespace, name}]
+	if !ok {
+		return api.Service{}, false, nil
+	}
+	return cloneService(svc), true, nil
+}
+
+func (t *memTx) Services(namespace string) ([]api.Service, error) {
+	var out []api.Service
+	for k, svc := range t.s.services {
+		if namespace == "" || k[0] == namespace {
+			out = append(out, cloneService(svc))
+		}
+	}
+	slices.SortFunc(out, func(a, b api.Service) int {
+		if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	return out, nil
+}
+
+func (t *memTx) PutService(svc api.Service) error {
+	op := fmt.Sprintf("put service %s/%s", svc.Namespace, svc.Name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if svc.Namespace == "" || svc.Name == "" || strings.ContainsRune(svc.Namespace+svc.Name, 0) {
+		return fmt.Errorf("%s: empty or NUL in namespace or name", op)
+	}
+	svc.Backends = nil
+	t.s.services[[2]string{svc.Namespace, svc.Name}] = cloneService(svc)
+	return nil
+}
+
+func (t *memTx) DeleteService(namespace, name string) error {
+	op := fmt.Sprintf("delete service %s/%s", namespace, name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	k := [2]string{namespace, name}
+	if _, ok := t.s.services[k]; !ok {
+		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
+	}
+	delete(t.s.services, k)
 	return nil
 }
