@@ -1,0 +1,220 @@
+package spec
+
+import (
+	"fmt"
+	"maps"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/podnet/podnet/api"
+)
+
+var (
+	// dnsLabelRE is an RFC 1123 label, as Kubernetes names of namespaces are.
+	dnsLabelRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+	// serviceNameRE is an RFC 1035 label (starts with a letter), as service names are.
+	serviceNameRE = regexp.MustCompile(`^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$`)
+	labelNameRE   = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$`)
+	labelValueRE  = regexp.MustCompile(`^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$`)
+)
+
+// ValidateNamespace checks a namespace name ("" is the default namespace).
+func ValidateNamespace(ns string) error {
+	if ns != "" && !dnsLabelRE.MatchString(ns) {
+		return fmt.Errorf("namespace %q: must be a DNS label (lowercase letters, digits and '-', at most 63)", ns)
+	}
+	return nil
+}
+
+// ValidateHostname checks an endpoint name used as a DNS hostname ("" is allowed).
+func ValidateHostname(name string) error {
+	if name != "" && !dnsLabelRE.MatchString(name) {
+		return fmt.Errorf("name %q: must be a DNS label (lowercase letters, digits and '-', at most 63)", name)
+	}
+	return nil
+}
+
+// ValidateLabels checks label keys ([prefix/]name) and values as Kubernetes does.
+func ValidateLabels(labels map[string]string) error {
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		name := k
+		if i := strings.LastIndexByte(k, '/'); i >= 0 {
+			if prefix := k[:i]; prefix == "" || len(prefix) > 253 || !dnsSubdomain(prefix) {
+				return fmt.Errorf("label %q: prefix must be a DNS subdomain", k)
+			}
+			name = k[i+1:]
+		}
+		if !labelNameRE.MatchString(name) {
+			return fmt.Errorf("label %q: name must be 1-63 letters, digits, '-', '_' or '.', starting and ending alphanumeric", k)
+		}
+		if !labelValueRE.MatchString(labels[k]) {
+			return fmt.Errorf("label %q: value %q must be at most 63 letters, digits, '-', '_' or '.', starting and ending alphanumeric", k, labels[k])
+		}
+	}
+	return nil
+}
+
+func dnsSubdomain(s string) bool {
+	for _, l := range strings.Split(s, ".") {
+		if !dnsLabelRE.MatchString(l) {
+			return false
+		}
+	}
+	return true
+}
+
+// ParseLabels parses "k=v,k2=v2" (and repeated flags joined by the caller).
+func ParseLabels(items []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, item := range items {
+		for _, kv := range strings.Split(item, ",") {
+			if kv == "" {
+				continue
+			}
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok {
+				return nil, fmt.Errorf("label %q: want key=value", kv)
+			}
+			out[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		}
+	}
+	return out, ValidateLabels(out)
+}
+
+// ParseServicePort parses [NAME:]PORT[:TARGETPORT][/tcp|/udp].
+func ParseServicePort(s string) (api.ServicePort, error) {
+	bad := func(reason string) (api.ServicePort, error) {
+		return api.ServicePort{}, fmt.Errorf("port %q: %s (want [NAME:]PORT[:TARGETPORT][/tcp|/udp])", s, reason)
+	}
+	p := api.ServicePort{Protocol: "tcp"}
+	rest := s
+	if i := strings.LastIndexByte(rest, '/'); i >= 0 {
+		p.Protocol, rest = strings.ToLower(rest[i+1:]), rest[:i]
+	}
+	parts := strings.Split(rest, ":")
+	if len(parts) > 0 && parts[0] != "" && (parts[0][0] < '0' || parts[0][0] > '9') {
+		p.Name, parts = parts[0], parts[1:]
+	}
+	if len(parts) < 1 || len(parts) > 2 {
+		return bad("wrong number of fields")
+	}
+	nums := make([]uint16, len(parts))
+	for i, f := range parts {
+		n, err := strconv.ParseUint(f, 10, 16)
+		if err != nil || n == 0 {
+			return bad(fmt.Sprintf("%q is not a port number 1-65535", f))
+		}
+		nums[i] = uint16(n)
+	}
+	p.Port, p.TargetPort = nums[0], nums[0]
+	if len(nums) == 2 {
+		p.TargetPort = nums[1]
+	}
+	return p, nil
+}
+
+// CanonicalizeService validates a service definition (VIPs and Created are left to the
+// caller). Errors name the service, the field and the value.
+func CanonicalizeService(s api.ServiceSpec) (api.Service, error) {
+	if s.Namespace == "" {
+		s.Namespace = api.DefaultNamespace
+	}
+	fail := func(field, value, format string, args ...any) (api.Service, error) {
+		return api.Service{}, fmt.Errorf("service %s/%s: %s %q: %s", s.Namespace, s.Name, field, value, fmt.Sprintf(format, args...))
+	}
+	if !serviceNameRE.MatchString(s.Name) {
+		return fail("name", s.Name, "must be a DNS label starting with a letter (lowercase letters, digits and '-', at most 63)")
+	}
+	if err := ValidateNamespace(s.Namespace); err != nil {
+		return fail("namespace", s.Namespace, "must be a DNS label")
+	}
+	svc := api.Service{Name: s.Name, Namespace: s.Namespace, Headless: s.Headless, Affinity: s.Affinity}
+	if len(s.Ports) == 0 && !s.Headless {
+		return fail("ports", "", "at least one port is required")
+	}
+	names := map[string]bool{}
+	seen := map[string]bool{}
+	for _, p := range s.Ports {
+		p.Protocol = strings.ToLower(p.Protocol)
+		if p.Protocol == "" {
+			p.Protocol = "tcp"
+		}
+		if p.TargetPort == 0 {
+			p.TargetPort = p.Port
+		}
+		desc := fmt.Sprintf("%d/%s", p.Port, p.Protocol)
+		switch {
+		case p.Protocol != "tcp" && p.Protocol != "udp":
+			return fail("port", desc, "protocol must be tcp or udp")
+		case p.Port == 0:
+			return fail("port", desc, "port must be 1-65535")
+		case seen[desc]:
+			return fail("port", desc, "declared twice")
+		case p.Name != "" && !dnsLabelRE.MatchString(p.Name):
+			return fail("port name", p.Name, "must be a DNS label")
+		case p.Name != "" && names[p.Name]:
+			return fail("port name", p.Name, "declared twice")
+		}
+		seen[desc], names[p.Name] = true, p.Name != ""
+		svc.Ports = append(svc.Ports, p)
+	}
+	switch s.Affinity {
+	case "", api.AffinityClientIP:
+	default:
+		return fail("affinity", s.Affinity, "want %q or nothing", api.AffinityClientIP)
+	}
+	if len(s.Selector) > 0 && len(s.Endpoints) > 0 {
+		return fail("selector", labelString(s.Selector), "a service has a selector or endpoints, not both")
+	}
+	if err := ValidateLabels(s.Selector); err != nil {
+		return fail("selector", labelString(s.Selector), "%v", err)
+	}
+	if len(s.Selector) > 0 {
+		svc.Selector = maps.Clone(s.Selector)
+	}
+	for _, e := range s.Endpoints {
+		ap, err := parseBackend(e)
+		if err != nil {
+			return fail("endpoint", e, "%v", err)
+		}
+		svc.Manual = append(svc.Manual, ap)
+	}
+	return svc, nil
+}
+
+// parseBackend parses IP or IP:PORT ([IPv6]:PORT); a zero port means the target port.
+func parseBackend(s string) (netip.AddrPort, error) {
+	if ip, err := netip.ParseAddr(s); err == nil {
+		return netip.AddrPortFrom(ip.Unmap(), 0), nil
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil || ap.Port() == 0 {
+		return netip.AddrPort{}, fmt.Errorf("want IP or IP:PORT")
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}
+
+func labelString(m map[string]string) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, k+"="+m[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+// Selects reports whether a selector matches labels (every pair present and equal).
+// An empty selector selects nothing: a service without selector has manual backends.
+func Selects(selector, labels map[string]string) bool {
+	if len(selector) == 0 {
+		return false
+	}
+	for k, v := range selector {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,85 @@
+package spec_test
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/spec"
+)
+
+func TestParseServicePort(t *testing.T) {
+	tests := []struct {
+		in   string
+		want api.ServicePort
+		err  string
+	}{
+		{"80", api.ServicePort{Port: 80, TargetPort: 80, Protocol: "tcp"}, ""},
+		{"80:8080", api.ServicePort{Port: 80, TargetPort: 8080, Protocol: "tcp"}, ""},
+		{"http:80:8080/tcp", api.ServicePort{Name: "http", Port: 80, TargetPort: 8080, Protocol: "tcp"}, ""},
+		{"dns:53/UDP", api.ServicePort{Name: "dns", Port: 53, TargetPort: 53, Protocol: "udp"}, ""},
+		{"http", api.ServicePort{}, "wrong number of fields"},
+		{"0", api.ServicePort{}, "not a port number"},
+		{"80:8080:9090", api.ServicePort{}, "wrong number of fields"},
+	}
+	for _, tt := range tests {
+		got, err := spec.ParseServicePort(tt.in)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("ParseServicePort(%q) = %+v, %v; want error %q", tt.in, got, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("ParseServicePort(%q) = %+v, %v; want %+v", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestCanonicalizeService(t *testing.T) {
+	port := []api.ServicePort{{Name: "http", Port: 80}}
+	got, err := spec.CanonicalizeService(api.ServiceSpec{Name: "web", Ports: port, Selector: map[string]string{"app": "web"}})
+	if err != nil || got.Namespace != "default" || got.Ports[0].TargetPort != 80 || got.Ports[0].Protocol != "tcp" {
+		t.Fatalf("defaults: %+v %v", got, err)
+	}
+	got, err = spec.CanonicalizeService(api.ServiceSpec{Name: "ext", Ports: port, Endpoints: []string{"192.0.2.1", "[2001:db8::1]:8080"}})
+	if err != nil || got.Manual[0] != netip.MustParseAddrPort("192.0.2.1:0") || got.Manual[1].Port() != 8080 {
+		t.Fatalf("manual endpoints: %+v %v", got, err)
+	}
+	for _, tc := range []struct {
+		s    api.ServiceSpec
+		want string
+	}{
+		{api.ServiceSpec{Name: "Web", Ports: port}, `service default/Web: name "Web"`},
+		{api.ServiceSpec{Name: "1web", Ports: port}, `name "1web"`},
+		{api.ServiceSpec{Name: "web", Namespace: "Bad_NS", Ports: port}, `namespace "Bad_NS"`},
+		{api.ServiceSpec{Name: "web"}, `ports "": at least one port`},
+		{api.ServiceSpec{Name: "web", Ports: []api.ServicePort{{Port: 80}, {Port: 80}}}, `port "80/tcp": declared twice`},
+		{api.ServiceSpec{Name: "web", Ports: []api.ServicePort{{Port: 80, Protocol: "sctp"}}}, `protocol must be tcp or udp`},
+		{api.ServiceSpec{Name: "web", Ports: port, Affinity: "cookie"}, `affinity "cookie"`},
+		{api.ServiceSpec{Name: "web", Ports: port, Selector: map[string]string{"a": "b"}, Endpoints: []string{"192.0.2.1"}}, `not both`},
+		{api.ServiceSpec{Name: "web", Ports: port, Endpoints: []string{"nohost"}}, `endpoint "nohost"`},
+		{api.ServiceSpec{Name: "web", Ports: port, Selector: map[string]string{"a b": "c"}}, `selector`},
+	} {
+		_, err := spec.CanonicalizeService(tc.s)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("CanonicalizeService(%+v) = %v, want error containing %q", tc.s, err, tc.want)
+		}
+	}
+}
+
+func TestLabelsAndSelects(t *testing.T) {
+	l, err := spec.ParseLabels([]string{"app=web,tier=front", "example.com/owner=me"})
+	if err != nil || len(l) != 3 || l["example.com/owner"] != "me" {
+		t.Fatalf("ParseLabels: %v %v", l, err)
+	}
+	for _, bad := range []string{"novalue", "-x=y", "a=-b", "Bad_Prefix/x=y"} {
+		if _, err := spec.ParseLabels([]string{bad}); err == nil {
+			t.Errorf("ParseLabels(%q) accepted", bad)
+		}
+	}
+	if !spec.Selects(map[string]string{"app": "web"}, l) || spec.Selects(map[string]string{"app": "db"}, l) || spec.Selects(nil, l) {
+		t.Error("Selects")
+	}
+}
