@@ -23,7 +23,24 @@ const (
 	PathEndpointsDel  = "/v1/endpoints/detach"
 	PathEndpointCheck = "/v1/endpoints/check"
 	PathGC            = "/v1/gc"
+	PathLabels        = "/v1/endpoints/labels"
+	PathServices      = "/v1/services"
+	PathDNSCheck      = "/v1/dns/check"
 )
+
+// LabelsRequest replaces the labels of an endpoint.
+type LabelsRequest struct {
+	EndpointKey
+	Labels map[string]string `json:"labels"`
+}
+
+// DNSCheck is the outcome of the agent's search-path safety check.
+type DNSCheck struct {
+	// Search are the search domains checked (the cluster's and the node's).
+	Search []string `json:"search"`
+	// Problems name each search domain that answers for a random label.
+	Problems []string `json:"problems,omitempty"`
+}
 
 // Client talks to the agent over its unix socket, one connection per request. It
 // speaks just enough HTTP/1.1 itself, without net/http, to keep the CNI plugin small
@@ -109,6 +126,50 @@ func (c *Client) Check(ctx context.Context, req CheckRequest, netnsFD int) error
 func (c *Client) GC(ctx context.Context, req GCRequest) (GCResponse, error) {
 	var r GCResponse
 	err := c.do(ctx, "POST", PathGC, req, &r, -1)
+	return r, err
+}
+
+// SetLabels replaces an endpoint's labels; services follow at once.
+func (c *Client) SetLabels(ctx context.Context, req LabelsRequest) (Endpoint, error) {
+	var ep Endpoint
+	err := c.do(ctx, "POST", PathLabels, req, &ep, -1)
+	return ep, err
+}
+
+// CreateService creates a service.
+func (c *Client) CreateService(ctx context.Context, spec ServiceSpec) (Service, error) {
+	var svc Service
+	err := c.do(ctx, "POST", PathServices, spec, &svc, -1)
+	return svc, err
+}
+
+// Services lists the services of a namespace ("" for all) with their backends.
+func (c *Client) Services(ctx context.Context, namespace string) ([]Service, error) {
+	var svcs []Service
+	p := PathServices
+	if namespace != "" {
+		p += "?namespace=" + url.QueryEscape(namespace)
+	}
+	err := c.do(ctx, "GET", p, nil, &svcs, -1)
+	return svcs, err
+}
+
+// Service returns one service with its backends.
+func (c *Client) Service(ctx context.Context, namespace, name string) (Service, error) {
+	var svc Service
+	err := c.do(ctx, "GET", PathServices+"/"+url.PathEscape(namespace)+"/"+url.PathEscape(name), nil, &svc, -1)
+	return svc, err
+}
+
+// DeleteService removes a service.
+func (c *Client) DeleteService(ctx context.Context, namespace, name string) error {
+	return c.do(ctx, "DELETE", PathServices+"/"+url.PathEscape(namespace)+"/"+url.PathEscape(name), nil, nil, -1)
+}
+
+// CheckDNS runs the search-path safety check.
+func (c *Client) CheckDNS(ctx context.Context) (DNSCheck, error) {
+	var r DNSCheck
+	err := c.do(ctx, "GET", PathDNSCheck, nil, &r, -1)
 	return r, err
 }
 

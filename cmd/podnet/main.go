@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/agent"
 	"github.com/podnet/podnet/internal/demo"
+	"github.com/podnet/podnet/internal/spec"
 )
 
 func main() {
@@ -63,13 +65,15 @@ func rootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.socket, "socket", def, "agent socket (env PODNET_SOCKET)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
-	root.AddCommand(agentCmd(), networkCmd(g), endpointCmd(g), portCmd(g), runCmd(g), demoCmd())
+	root.AddCommand(agentCmd(), networkCmd(g), endpointCmd(g), portCmd(g), serviceCmd(g), dnsCmd(g), runCmd(g), demoCmd(), sandboxInitCommand())
 	return root
 }
 
 func agentCmd() *cobra.Command {
 	var stateDir, nsPath, logLevel string
 	var interval time.Duration
+	var serviceCIDRs []string
+	var dnsCfg agent.DNSConfig
 	c := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the node agent (owns the store and the node's kernel configuration)",
@@ -93,7 +97,16 @@ func agentCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			a, err := agent.New(agent.Config{Store: st, NodeNS: node, ReconcileInterval: interval, Logger: log})
+			cfg := agent.Config{Store: st, NodeNS: node, ReconcileInterval: interval, Logger: log, DNS: dnsCfg}
+			for _, c := range serviceCIDRs {
+				p, err := netip.ParsePrefix(c)
+				if err != nil || p.Masked() != p {
+					st.Close()
+					return fmt.Errorf("--service-cidr %q: want a CIDR prefix without host bits", c)
+				}
+				cfg.ServiceCIDRs = append(cfg.ServiceCIDRs, p)
+			}
+			a, err := agent.New(cfg)
 			if err != nil {
 				return err
 			}
@@ -107,6 +120,10 @@ func agentCmd() *cobra.Command {
 	c.Flags().StringVar(&nsPath, "netns", "", "manage the network namespace at this path instead of the agent's own")
 	c.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	c.Flags().DurationVar(&interval, "reconcile-interval", 10*time.Second, "how often kernel state is compared with the store")
+	c.Flags().StringArrayVar(&serviceCIDRs, "service-cidr", []string{api.DefaultServiceCIDR}, "pool of service virtual IPs (once per family)")
+	c.Flags().StringVar(&dnsCfg.Domain, "cluster-domain", api.DefaultClusterDomain, "DNS zone of services and pods")
+	c.Flags().StringArrayVar(&dnsCfg.Upstreams, "dns-upstream", nil, "resolver for names outside the zone, IP[:PORT] (repeatable; default: the node's resolv.conf)")
+	c.Flags().BoolVar(&dnsCfg.Disable, "no-dns", false, "do not run the cluster DNS server")
 	return c
 }
 
@@ -224,7 +241,31 @@ func endpointCmd(g *globals) *cobra.Command {
 		},
 	}
 	ls.Flags().StringVar(&network, "network", "", "only this network")
-	c.AddCommand(ls)
+	var key api.EndpointKey
+	label := &cobra.Command{
+		Use:   "label --network NET --container ID [--ifname eth0] k=v...",
+		Short: "Replace the labels of an endpoint (services follow at once)",
+		Args:  cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			labels, err := spec.ParseLabels(args)
+			if err != nil {
+				return err
+			}
+			ep, err := g.client().SetLabels(cmd.Context(), api.LabelsRequest{EndpointKey: key, Labels: labels})
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(cmd.OutOrStdout(), ep)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), ep.EndpointKey.String())
+			return nil
+		},
+	}
+	label.Flags().StringVar(&key.Network, "network", "", "network of the endpoint")
+	label.Flags().StringVar(&key.ContainerID, "container", "", "container id of the endpoint")
+	label.Flags().StringVar(&key.IfName, "ifname", "eth0", "interface name of the endpoint")
+	c.AddCommand(ls, label)
 	return c
 }
 

@@ -44,6 +44,11 @@ type Config struct {
 	// ReconcileInterval is how often kernel state is compared with the store (0: 10s).
 	ReconcileInterval time.Duration
 	Logger            *slog.Logger
+	// ServiceCIDRs are the pools of service VIPs (one per family; default
+	// api.DefaultServiceCIDR).
+	ServiceCIDRs []netip.Prefix
+	// DNS configures the cluster DNS server.
+	DNS DNSConfig
 }
 
 // Agent serves one node.
@@ -53,7 +58,10 @@ type Agent struct {
 	nft   nft.Applier
 	proxy *portproxy.Manager
 	log   *slog.Logger
-	every time.Duration
+	// serviceCIDRs are the VIP pools.
+	serviceCIDRs []netip.Prefix
+	dns          *dnsService
+	every        time.Duration
 
 	// netMu serializes changes to the set of networks (create, delete, nftables sync).
 	netMu sync.Mutex
@@ -92,8 +100,18 @@ func New(cfg Config) (*Agent, error) {
 		node.Close()
 		return nil, fmt.Errorf("port proxy: %w", err)
 	}
+	if len(cfg.ServiceCIDRs) == 0 {
+		cfg.ServiceCIDRs = []netip.Prefix{netip.MustParsePrefix(api.DefaultServiceCIDR)}
+	}
 	a := &Agent{store: cfg.Store, node: node, nft: tbl, proxy: proxy, log: cfg.Logger, every: cfg.ReconcileInterval,
-		detachq: make(chan api.EndpointKey, 4096), detachDone: make(chan struct{})}
+		serviceCIDRs: cfg.ServiceCIDRs,
+		detachq:      make(chan api.EndpointKey, 4096), detachDone: make(chan struct{})}
+	if err := a.startDNS(cfg.DNS); err != nil {
+		a.proxy.Close()
+		tbl.Close()
+		node.Close()
+		return nil, err
+	}
 	go a.detachLoop()
 	if err := node.EnableForwarding(); err != nil {
 		a.Close()
@@ -117,6 +135,7 @@ func (a *Agent) Close() error {
 	close(a.detachq)
 	<-a.detachDone
 	a.marking.Wait()
+	a.stopDNS()
 	a.proxy.Close()
 	a.node.Close()
 	if c, ok := a.nft.(interface{ Close() error }); ok {
@@ -408,6 +427,14 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 	if err != nil {
 		return api.Result{}, api.Errorf(api.CodeInvalidConfig, "%v", err)
 	}
+	if req.Namespace == "" {
+		req.Namespace = api.DefaultNamespace
+	}
+	for _, err := range []error{spec.ValidateNamespace(req.Namespace), spec.ValidateLabels(req.Labels)} {
+		if err != nil {
+			return api.Result{}, api.Errorf(api.CodeInvalidConfig, "%v", err)
+		}
+	}
 	for _, m := range req.Ports {
 		if err := spec.ValidatePort(m); err != nil {
 			return api.Result{}, api.Errorf(api.CodeInvalidConfig, "%v", err)
@@ -464,7 +491,7 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 		}
 		p = plan.EndpointFor(n, req.EndpointKey, addrs, mac)
 		ep = api.Endpoint{
-			EndpointKey: req.EndpointKey, Name: req.Name, Netns: req.Netns,
+			EndpointKey: req.EndpointKey, Name: req.Name, Namespace: req.Namespace, Labels: req.Labels, Netns: req.Netns,
 			HostIf: p.HostIf, MAC: p.MAC.String(), IPs: addrs, Ports: req.Ports, State: api.StateAttaching,
 			Created: time.Now().UTC().Truncate(time.Second),
 		}
@@ -523,8 +550,11 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 			a.log.Error("mark endpoint attached", "endpoint", owner, "err", err)
 		}
 	}()
+	a.endpointChurn(ep)
 	a.log.Debug("attached", "endpoint", owner, "ips", ep.IPs, "hostIf", ep.HostIf)
-	return plan.ResultFor(n, p, req.Netns), nil
+	res := plan.ResultFor(n, p, req.Netns)
+	res.DNS = a.resultDNS(ep.Namespace)
+	return res, nil
 }
 
 // markAttached records that an endpoint's kernel side is complete, unless a DEL has
@@ -598,8 +628,10 @@ func (a *Agent) Detach(req api.DetachRequest) error {
 	}
 	if marked {
 		// Published ports go at once: DEL removes exactly this endpoint's mappings
-		// before it answers (the rest follows in detachLoop).
+		// before it answers (the rest follows in detachLoop); so does its place among
+		// the backends of services.
 		a.unpublishPorts(n, ep)
+		a.endpointChurn(ep)
 	}
 	select {
 	case a.detachq <- k:
@@ -708,6 +740,9 @@ func (a *Agent) detachLocked(k api.EndpointKey) error {
 	}
 	if err := a.forget(k); err != nil {
 		return fmt.Errorf("detach %s: %w", k, err)
+	}
+	if ok && ep.State != api.StateDetaching { // GC, reconcile: services did not follow yet
+		a.endpointChurn(ep)
 	}
 	a.log.Debug("detached", "endpoint", k.String())
 	return nil

@@ -36,6 +36,9 @@ type env struct {
 	agent  *Agent
 	c      *api.Client
 	stop   func()
+	// dns configures the agent's DNS server; by default it forwards nowhere (an empty
+	// resolv.conf), so no test query leaves the lab.
+	dns DNSConfig
 }
 
 func newEnv(t *testing.T) *env {
@@ -48,6 +51,10 @@ func newEnv(t *testing.T) *env {
 	t.Cleanup(func() { l.Close() })
 	e := &env{t: t, lab: l, dir: t.TempDir()}
 	e.socket = filepath.Join(e.dir, "podnet.sock")
+	e.dns.ResolvConf = filepath.Join(e.dir, "resolv.conf")
+	if err := os.WriteFile(e.dns.ResolvConf, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	e.start()
 	t.Cleanup(func() { e.stop() })
 	return e
@@ -60,7 +67,7 @@ func (e *env) start() {
 		e.t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{e.t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	a, err := New(Config{Store: st, NodeNS: e.lab.Node, Logger: log, ReconcileInterval: time.Hour})
+	a, err := New(Config{Store: st, NodeNS: e.lab.Node, Logger: log, ReconcileInterval: time.Hour, DNS: e.dns})
 	if err != nil {
 		st.Close()
 		e.t.Fatal(err)

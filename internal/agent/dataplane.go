@@ -49,6 +49,14 @@ func (a *Agent) desiredRuleset() (nft.Ruleset, error) {
 			r.Endpoints = append(r.Endpoints, d.Endpoints...)
 			r.Ports = append(r.Ports, d.Ports...)
 		}
+		svcs, err := tx.Services("")
+		if err != nil {
+			return err
+		}
+		for _, svc := range svcs {
+			svc.Backends = backendsOf(svc, eps)
+			r.Services = append(r.Services, serviceRules(svc)...)
+		}
 		return nil
 	})
 	return r, err

@@ -99,6 +99,42 @@ func (a *Agent) Handler() http.Handler {
 		resp, err := a.GC(req)
 		reply(w, resp, err)
 	})
+	mux.HandleFunc("POST "+api.PathLabels, func(w http.ResponseWriter, r *http.Request) {
+		req, err := DecodeRequest[api.LabelsRequest](r.Body)
+		if err != nil {
+			reply(w, nil, err)
+			return
+		}
+		ep, err := a.SetLabels(req.EndpointKey, req.Labels)
+		reply(w, ep, err)
+	})
+	mux.HandleFunc("GET "+api.PathServices, func(w http.ResponseWriter, r *http.Request) {
+		svcs, err := a.Services(r.URL.Query().Get("namespace"))
+		if svcs == nil {
+			svcs = []api.Service{}
+		}
+		reply(w, svcs, err)
+	})
+	mux.HandleFunc("POST "+api.PathServices, func(w http.ResponseWriter, r *http.Request) {
+		s, err := DecodeRequest[api.ServiceSpec](r.Body)
+		if err != nil {
+			reply(w, nil, err)
+			return
+		}
+		svc, err := a.CreateService(s)
+		reply(w, svc, err)
+	})
+	mux.HandleFunc("GET "+api.PathServices+"/{ns}/{name}", func(w http.ResponseWriter, r *http.Request) {
+		svc, err := a.Service(r.PathValue("ns"), r.PathValue("name"))
+		reply(w, svc, err)
+	})
+	mux.HandleFunc("DELETE "+api.PathServices+"/{ns}/{name}", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, nil, a.DeleteService(r.PathValue("ns"), r.PathValue("name")))
+	})
+	mux.HandleFunc("GET "+api.PathDNSCheck, func(w http.ResponseWriter, r *http.Request) {
+		res, err := a.CheckDNS(r.Context())
+		reply(w, res, err)
+	})
 	return mux
 }
 

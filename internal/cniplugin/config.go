@@ -37,6 +37,7 @@ type Config struct {
 	Gateways     []string `json:"gateways,omitempty"`
 	MTU          int      `json:"mtu,omitempty"`
 	NoMasquerade bool     `json:"noMasquerade,omitempty"`
+	PortMode     string   `json:"portMode,omitempty"`
 
 	Capabilities  map[string]bool `json:"capabilities,omitempty"`
 	RuntimeConfig RuntimeConfig   `json:"runtimeConfig,omitzero"`
@@ -53,6 +54,8 @@ type RuntimeConfig struct {
 	IPs          []string      `json:"ips,omitempty"`
 	MAC          string        `json:"mac,omitempty"`
 	PortMappings []PortMapping `json:"portMappings,omitempty"`
+	// Labels select the endpoint into services.
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // PortMapping is one entry of the portMappings capability, as runtimes send it.
@@ -170,6 +173,8 @@ func (c *Config) validate() error {
 			return invalidConfig("network config: noMasquerade given without subnets")
 		case c.Driver != "":
 			return invalidConfig(fmt.Sprintf("network config: driver %q given without subnets", c.Driver))
+		case c.PortMode != "":
+			return invalidConfig(fmt.Sprintf("network config: portMode %q given without subnets", c.PortMode))
 		}
 	}
 	for i, s := range c.Subnets {
@@ -213,6 +218,7 @@ func (c *Config) Define() *api.NetworkSpec {
 		Gateways:     slices.Clone(c.Gateways),
 		MTU:          c.MTU,
 		NoMasquerade: c.NoMasquerade,
+		PortMode:     c.PortMode,
 	}
 }
 
@@ -234,6 +240,8 @@ func (c *Config) AttachRequest(args *skel.CmdArgs) (api.AttachRequest, error) {
 		EndpointKey: c.key(args),
 		Netns:       args.Netns,
 		Name:        env.PodName,
+		Namespace:   env.PodNamespace,
+		Labels:      c.RuntimeConfig.Labels,
 		Define:      c.Define(),
 	}
 

@@ -133,6 +133,7 @@ func TestAddSendsDefineAndIPs(t *testing.T) {
 		EndpointKey: api.EndpointKey{Network: "blue", ContainerID: "c0ffee", IfName: "eth0"},
 		Netns:       selfNetns,
 		Name:        "web-1",
+		Namespace:   "default",
 		Define: &api.NetworkSpec{Name: "blue", Driver: "bridge", Subnets: []string{"10.88.0.0/16", "fd88::/64"},
 			Gateways: []string{"10.88.0.1"}, MTU: 1450},
 		IPs: []string{"10.88.0.5/16", "fd88::5"},

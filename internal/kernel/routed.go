@@ -32,28 +32,9 @@ var routedGateway4 = netip.MustParseAddr(api.RoutedGateway4)
 // from it. Calling it again changes nothing. It fails when the node still has no route
 // to 169.254.1.1 afterwards (e.g. the rule for table default was removed).
 func (n *Node) EnsureRoutedGateway() error {
-	link, err := n.h.LinkByName(RoutedGatewayLink)
+	link, err := n.ensureIfb(RoutedGatewayLink)
 	if err != nil {
-		if !isNotFound(err) {
-			return fmt.Errorf("look up %s: %w", RoutedGatewayLink, err)
-		}
-		if err := n.h.LinkAdd(&netlink.Ifb{LinkAttrs: netlink.LinkAttrs{Name: RoutedGatewayLink, TxQLen: -1}}); err != nil {
-			return fmt.Errorf("create %s (ifb): %w", RoutedGatewayLink, err)
-		}
-		// No link-local address, no MLD: the interface only carries a route. Absent
-		// when IPv6 is disabled in the node.
-		_ = WriteSysctl(n.ns, "net/ipv6/conf/"+RoutedGatewayLink+"/disable_ipv6", "1")
-		if link, err = n.h.LinkByName(RoutedGatewayLink); err != nil {
-			return fmt.Errorf("look up %s: %w", RoutedGatewayLink, err)
-		}
-	}
-	if link.Type() != "ifb" {
-		return fmt.Errorf("%s: interface exists with type %s, want ifb", RoutedGatewayLink, link.Type())
-	}
-	if link.Attrs().Flags&net.FlagUp == 0 {
-		if err := n.h.LinkSetUp(link); err != nil {
-			return fmt.Errorf("%s: set up: %w", RoutedGatewayLink, err)
-		}
+		return err
 	}
 	r := &netlink.Route{
 		LinkIndex: link.Attrs().Index,
@@ -74,4 +55,51 @@ func (n *Node) EnsureRoutedGateway() error {
 // its route with it). Success when it does not exist.
 func (n *Node) RemoveRoutedGateway() error {
 	return n.DeleteLink(RoutedGatewayLink)
+}
+
+// ensureIfb returns the ifb interface name of the node, up, creating it if needed. An
+// ifb stands in for a dummy interface (not built into every kernel): it has no ARP,
+// its carrier is on, and it drops what is routed to it. IPv6 is off on it (no
+// link-local address, no MLD).
+func (n *Node) ensureIfb(name string) (netlink.Link, error) {
+	link, err := n.h.LinkByName(name)
+	if err != nil {
+		if !isNotFound(err) {
+			return nil, fmt.Errorf("look up %s: %w", name, err)
+		}
+		if err := n.h.LinkAdd(&netlink.Ifb{LinkAttrs: netlink.LinkAttrs{Name: name, TxQLen: -1}}); err != nil {
+			return nil, fmt.Errorf("create %s (ifb): %w", name, err)
+		}
+		// Absent when IPv6 is disabled in the node.
+		_ = WriteSysctl(n.ns, "net/ipv6/conf/"+name+"/disable_ipv6", "1")
+		if link, err = n.h.LinkByName(name); err != nil {
+			return nil, fmt.Errorf("look up %s: %w", name, err)
+		}
+	}
+	if link.Type() != "ifb" {
+		return nil, fmt.Errorf("%s: interface exists with type %s, want ifb", name, link.Type())
+	}
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		if err := n.h.LinkSetUp(link); err != nil {
+			return nil, fmt.Errorf("%s: set up: %w", name, err)
+		}
+	}
+	return link, nil
+}
+
+// ServiceLink is the interface holding the node's service addresses (the DNS address).
+const ServiceLink = "pnsvc0"
+
+// EnsureLocalAddress makes addr (IPv4) a local address of the node, on ServiceLink:
+// sandboxes of every network reach it through their gateway, the node answers itself.
+// Calling it again changes nothing.
+func (n *Node) EnsureLocalAddress(addr netip.Addr) error {
+	link, err := n.ensureIfb(ServiceLink)
+	if err != nil {
+		return err
+	}
+	if err := n.ensureAddrs(link, []netip.Prefix{netip.PrefixFrom(addr, addr.BitLen())}); err != nil {
+		return fmt.Errorf("%s: %w", ServiceLink, err)
+	}
+	return nil
 }

@@ -1,0 +1,199 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/dns"
+	"github.com/podnet/podnet/internal/kernel"
+	"github.com/podnet/podnet/internal/store"
+)
+
+// DNSConfig configures the agent's cluster DNS server.
+type DNSConfig struct {
+	// Disable runs no DNS server (ADD results then carry no DNS settings).
+	Disable bool
+	// Domain is the cluster zone (api.DefaultClusterDomain when empty).
+	Domain string
+	// Upstreams are resolvers for names outside the zone, "IP" or "IP:PORT"; when
+	// empty, the node's resolv.conf.
+	Upstreams []string
+	// ResolvConf is the node's resolv.conf (dns.DefaultResolvConf when empty).
+	ResolvConf string
+	// Address is where the server listens in the node (api.DNSAddress:53 when
+	// invalid); the agent makes the address local on an interface of its own.
+	Address netip.AddrPort
+}
+
+// dnsService is the running DNS server of the agent.
+type dnsService struct {
+	srv    *dns.Server
+	cfg    DNSConfig
+	node   string // the node's resolv.conf text, for pod resolv.conf rendering
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startDNS makes the DNS address local in the node, starts the server there, and
+// refuses search domains that answer a random label (a wildcard would hijack every
+// search expansion of every pod).
+func (a *Agent) startDNS(cfg DNSConfig) error {
+	if cfg.Disable {
+		return nil
+	}
+	if cfg.Domain == "" {
+		cfg.Domain = api.DefaultClusterDomain
+	}
+	if !cfg.Address.IsValid() {
+		cfg.Address = netip.AddrPortFrom(netip.MustParseAddr(api.DNSAddress), 53)
+	}
+	if cfg.ResolvConf == "" {
+		cfg.ResolvConf = dns.DefaultResolvConf
+	}
+	dc := dns.Config{Domain: cfg.Domain, DNSAddress: cfg.Address.Addr(), ResolvConf: cfg.ResolvConf,
+		// Pods of the snapshot are allowed too (dns.Server.allowed).
+		AllowedClients:  []netip.Prefix{netip.PrefixFrom(cfg.Address.Addr(), cfg.Address.Addr().BitLen())},
+		ReversePrefixes: a.serviceCIDRs,
+		// Upstreams are reached from the node's namespace, whatever the agent's own.
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return kernel.DialIn(ctx, a.node.NS(), network, addr, dns.DefaultUpstreamTimeout)
+		},
+		Logf: func(format string, args ...any) {
+			a.log.Warn(fmt.Sprintf(format, args...), "component", "dns")
+		}}
+	for _, u := range cfg.Upstreams {
+		ap, err := parseUpstream(u)
+		if err != nil {
+			return fmt.Errorf("dns upstream %q: %w", u, err)
+		}
+		dc.Upstreams = append(dc.Upstreams, ap)
+	}
+	srv, err := dns.New(dc)
+	if err != nil {
+		return fmt.Errorf("dns: %w", err)
+	}
+	if err := a.node.EnsureLocalAddress(cfg.Address.Addr()); err != nil {
+		return fmt.Errorf("dns address: %w", err)
+	}
+	node, _ := os.ReadFile(cfg.ResolvConf)
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &dnsService{srv: srv, cfg: cfg, node: string(node), cancel: cancel, done: make(chan error, 1)}
+	go func() { d.done <- srv.ListenAndServe(ctx, a.node.NS(), cfg.Address) }()
+	a.dns = d
+	if res, err := a.CheckDNS(ctx); err != nil {
+		a.stopDNS()
+		return err
+	} else if len(res.Problems) > 0 {
+		a.stopDNS()
+		return fmt.Errorf("dns: refusing to start: %s", strings.Join(res.Problems, "; "))
+	}
+	a.refreshDNS()
+	a.log.Info("cluster DNS serving", "address", cfg.Address, "zone", cfg.Domain, "upstreams", srv.Upstreams())
+	return nil
+}
+
+func parseUpstream(s string) (netip.AddrPort, error) {
+	if ip, err := netip.ParseAddr(s); err == nil {
+		return netip.AddrPortFrom(ip, 53), nil
+	}
+	return netip.ParseAddrPort(s)
+}
+
+func (a *Agent) stopDNS() {
+	if a.dns == nil {
+		return
+	}
+	a.dns.cancel()
+	<-a.dns.done
+	a.dns = nil
+}
+
+// refreshDNS hands the DNS server the services, backends and pods of the store.
+func (a *Agent) refreshDNS() {
+	if a.dns == nil {
+		return
+	}
+	var snap dns.Snapshot
+	err := a.store.View(func(tx store.Tx) error {
+		eps, err := tx.Endpoints("")
+		if err != nil {
+			return err
+		}
+		svcs, err := tx.Services("")
+		if err != nil {
+			return err
+		}
+		for _, ep := range eps {
+			if ep.State == api.StateDetaching {
+				continue
+			}
+			pod := dns.Pod{Namespace: namespaceOf(ep), Name: ep.Name}
+			for _, p := range ep.IPs {
+				pod.Addrs = append(pod.Addrs, p.Addr())
+			}
+			snap.Pods = append(snap.Pods, pod)
+		}
+		for _, svc := range svcs {
+			ds := dns.Service{Name: svc.Name, Namespace: svc.Namespace, VIPs: svc.VIPs, Headless: svc.Headless}
+			for _, p := range svc.Ports {
+				port := p.Port
+				if svc.Headless {
+					port = p.TargetPort // clients connect to the backends directly
+				}
+				ds.Ports = append(ds.Ports, dns.Port{Name: p.Name, Port: port, Protocol: p.Protocol})
+			}
+			for _, b := range backendsOf(svc, eps) {
+				ds.Backends = append(ds.Backends, dns.Backend{Hostname: b.Hostname, Addr: b.Addr})
+			}
+			snap.Services = append(snap.Services, ds)
+		}
+		return nil
+	})
+	if err != nil {
+		a.log.Error("dns snapshot", "err", err)
+		return
+	}
+	a.dns.srv.SetSnapshot(snap)
+}
+
+// resultDNS is the ClusterFirst resolver configuration of a sandbox of namespace ns.
+func (a *Agent) resultDNS(ns string) api.DNS {
+	if a.dns == nil {
+		return api.DNS{}
+	}
+	_, d, err := dns.ResolvConf("ClusterFirst", ns, dns.ResolvConfig{Domain: a.dns.cfg.Domain, DNSAddress: a.dns.cfg.Address.Addr(), Node: a.dns.node})
+	if err != nil {
+		a.log.Error("resolv.conf", "namespace", ns, "err", err)
+	}
+	return d
+}
+
+// CheckDNS probes the search domains pods get (the cluster's and the node's) for a
+// wildcard that answers a random label.
+func (a *Agent) CheckDNS(ctx context.Context) (api.DNSCheck, error) {
+	if a.dns == nil {
+		return api.DNSCheck{}, api.Errorf(api.CodeNotAvailable, "the agent runs no DNS server (--no-dns)")
+	}
+	_, d, err := dns.ResolvConf("ClusterFirst", api.DefaultNamespace, dns.ResolvConfig{Domain: a.dns.cfg.Domain, DNSAddress: a.dns.cfg.Address.Addr(), Node: a.dns.node})
+	if err != nil {
+		return api.DNSCheck{}, err
+	}
+	res := api.DNSCheck{Search: d.Search}
+	for _, domain := range d.Search {
+		err := dns.CheckSearchDomains(ctx, a.dns.srv, []string{domain})
+		var we *dns.WildcardError
+		switch {
+		case errors.As(err, &we):
+			res.Problems = append(res.Problems, err.Error())
+		case err != nil:
+			a.log.Warn("dns check", "domain", domain, "err", err)
+		}
+	}
+	return res, nil
+}

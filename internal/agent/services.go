@@ -1,0 +1,250 @@
+package agent
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/ipam"
+	"github.com/podnet/podnet/internal/nft"
+	"github.com/podnet/podnet/internal/spec"
+	"github.com/podnet/podnet/internal/store"
+)
+
+// Services: virtual IPs from the service CIDR(s), allocated with the same IPAM code as
+// endpoint addresses (in an address pool that is not a network), load-balanced by
+// nftables over the ready backends; the backends of selector services follow endpoint
+// churn (attach, detach, labels) at once.
+
+// servicePool is the name under which service VIPs are allocated in the store.
+const servicePool = "_services"
+
+func (a *Agent) servicePoolNetwork() api.Network {
+	n := api.Network{Name: servicePool}
+	for _, p := range a.serviceCIDRs {
+		// The first address is reserved, as Kubernetes reserves it for its API.
+		n.Subnets = append(n.Subnets, api.Subnet{Prefix: p, Gateway: p.Addr().Next()})
+	}
+	return n
+}
+
+func serviceOwner(ns, name string) string { return "service/" + ns + "/" + name }
+
+// CreateService validates a definition, allocates its VIPs and installs its data path.
+func (a *Agent) CreateService(s api.ServiceSpec) (api.Service, error) {
+	svc, err := spec.CanonicalizeService(s)
+	if err != nil {
+		return api.Service{}, invalidConfig(err)
+	}
+	svc.Created = time.Now().UTC().Truncate(time.Second)
+	err = a.store.Update(func(tx store.Tx) error {
+		if _, ok, err := tx.Service(svc.Namespace, svc.Name); err != nil {
+			return err
+		} else if ok {
+			return api.Errorf(api.CodeInvalidConfig, "service %s/%s already exists", svc.Namespace, svc.Name)
+		}
+		if !svc.Headless {
+			vips, err := ipam.Allocate(tx, a.servicePoolNetwork(), serviceOwner(svc.Namespace, svc.Name), nil)
+			if err != nil {
+				return err
+			}
+			for _, p := range vips {
+				svc.VIPs = append(svc.VIPs, p.Addr())
+			}
+		}
+		return tx.PutService(svc)
+	})
+	if err != nil {
+		return api.Service{}, err
+	}
+	svc, err = a.Service(svc.Namespace, svc.Name)
+	if err != nil {
+		return api.Service{}, err
+	}
+	if err := a.nft.Update(nft.Delta{Services: serviceRules(svc)}, nft.Delta{}); err != nil {
+		a.log.Error("nftables: add service", "service", svc.Namespace+"/"+svc.Name, "err", err)
+	}
+	a.refreshDNS()
+	a.log.Info("service created", "service", svc.Namespace+"/"+svc.Name, "vips", svc.VIPs, "backends", len(svc.Backends))
+	return svc, nil
+}
+
+// DeleteService removes a service, its VIPs and its data path.
+func (a *Agent) DeleteService(ns, name string) error {
+	if ns == "" {
+		ns = api.DefaultNamespace
+	}
+	svc, err := a.Service(ns, name)
+	if err != nil {
+		return err
+	}
+	err = a.store.Update(func(tx store.Tx) error {
+		if err := tx.DeleteService(ns, name); err != nil {
+			return err
+		}
+		_, err := ipam.Release(tx, servicePool, serviceOwner(ns, name))
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if err := a.nft.Update(nft.Delta{}, nft.Delta{Services: serviceRules(svc)}); err != nil {
+		a.log.Error("nftables: remove service", "service", ns+"/"+name, "err", err)
+	}
+	a.refreshDNS()
+	return nil
+}
+
+// Service returns one service with its ready backends.
+func (a *Agent) Service(ns, name string) (api.Service, error) {
+	if ns == "" {
+		ns = api.DefaultNamespace
+	}
+	var svc api.Service
+	err := a.store.View(func(tx store.Tx) error {
+		var ok bool
+		var err error
+		if svc, ok, err = tx.Service(ns, name); err != nil {
+			return err
+		} else if !ok {
+			return api.Errorf(api.CodeNotFound, "service %s/%s does not exist", ns, name)
+		}
+		eps, err := tx.Endpoints("")
+		svc.Backends = backendsOf(svc, eps)
+		return err
+	})
+	return svc, err
+}
+
+// Services lists the services of a namespace ("" for all) with their backends.
+func (a *Agent) Services(ns string) (svcs []api.Service, err error) {
+	err = a.store.View(func(tx store.Tx) error {
+		if svcs, err = tx.Services(ns); err != nil {
+			return err
+		}
+		eps, err := tx.Endpoints("")
+		for i := range svcs {
+			svcs[i].Backends = backendsOf(svcs[i], eps)
+		}
+		return err
+	})
+	return svcs, err
+}
+
+// backendsOf lists the ready backends of svc: its manual endpoints, or the endpoints of
+// its namespace that its selector matches (every address of each), not detaching.
+func backendsOf(svc api.Service, eps []api.Endpoint) []api.Backend {
+	var out []api.Backend
+	for _, m := range svc.Manual {
+		out = append(out, api.Backend{Addr: m.Addr(), Port: m.Port()})
+	}
+	for _, ep := range eps {
+		if ep.State == api.StateDetaching || namespaceOf(ep) != svc.Namespace || !spec.Selects(svc.Selector, ep.Labels) {
+			continue
+		}
+		for _, p := range ep.IPs {
+			out = append(out, api.Backend{Addr: p.Addr(), Hostname: ep.Name, Endpoint: ep.EndpointKey.String()})
+		}
+	}
+	return out
+}
+
+func namespaceOf(ep api.Endpoint) string {
+	if ep.Namespace == "" {
+		return api.DefaultNamespace
+	}
+	return ep.Namespace
+}
+
+// serviceRules is the nftables content of one service: one entry per VIP and port,
+// leading to the backends of the VIP's family.
+func serviceRules(svc api.Service) []nft.Service {
+	var out []nft.Service
+	for _, vip := range svc.VIPs {
+		for _, p := range svc.Ports {
+			r := nft.Service{
+				Name: fmt.Sprintf("%s/%s:%d/%s", svc.Namespace, svc.Name, p.Port, p.Protocol),
+				VIP:  vip, Protocol: p.Protocol, Port: p.Port, Affinity: svc.Affinity == api.AffinityClientIP,
+			}
+			for _, b := range svc.Backends {
+				if b.Addr.Is4() != vip.Is4() {
+					continue
+				}
+				port := p.TargetPort
+				if b.Port != 0 {
+					port = b.Port
+				}
+				r.Backends = append(r.Backends, netip.AddrPortFrom(b.Addr, port))
+			}
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// servicesSelecting returns the services (with backends) whose selector matches ep.
+func (a *Agent) servicesSelecting(ep api.Endpoint) ([]api.Service, error) {
+	if len(ep.Labels) == 0 {
+		return nil, nil
+	}
+	svcs, err := a.Services(namespaceOf(ep))
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(svcs, func(s api.Service) bool { return !spec.Selects(s.Selector, ep.Labels) }), nil
+}
+
+// endpointChurn brings the services that select ep (before and after a change of its
+// labels) and DNS up to date, in one nftables batch.
+func (a *Agent) endpointChurn(eps ...api.Endpoint) {
+	var rules []nft.Service
+	seen := map[string]bool{}
+	for _, ep := range eps {
+		svcs, err := a.servicesSelecting(ep)
+		if err != nil {
+			a.log.Error("services of endpoint", "endpoint", ep.EndpointKey.String(), "err", err)
+			continue
+		}
+		for _, svc := range svcs {
+			if key := svc.Namespace + "/" + svc.Name; !seen[key] {
+				seen[key] = true
+				rules = append(rules, serviceRules(svc)...)
+			}
+		}
+	}
+	if len(rules) > 0 {
+		if err := a.nft.Update(nft.Delta{Services: rules}, nft.Delta{}); err != nil {
+			a.log.Error("nftables: update service backends", "err", err)
+		}
+	}
+	a.refreshDNS()
+}
+
+// SetLabels replaces the labels of an endpoint; services follow at once.
+func (a *Agent) SetLabels(k api.EndpointKey, labels map[string]string) (api.Endpoint, error) {
+	if err := spec.ValidateLabels(labels); err != nil {
+		return api.Endpoint{}, api.Errorf(api.CodeInvalidConfig, "%v", err)
+	}
+	unlock := a.lockEndpoint(k)
+	defer unlock()
+	var before, after api.Endpoint
+	err := a.store.Update(func(tx store.Tx) error {
+		ep, ok, err := tx.Endpoint(k)
+		if err != nil {
+			return err
+		}
+		if !ok || ep.State == api.StateDetaching {
+			return api.Errorf(api.CodeNotFound, "endpoint %s does not exist", k)
+		}
+		before, after = ep, ep
+		after.Labels = labels
+		return tx.PutEndpoint(after)
+	})
+	if err != nil {
+		return api.Endpoint{}, err
+	}
+	a.endpointChurn(before, after)
+	return after, nil
+}

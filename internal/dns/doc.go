@@ -1,0 +1,32 @@
+// Package dns is podnet's cluster DNS server.
+//
+// It is authoritative for the cluster zone (Config.Domain, "cluster.local" unless told
+// otherwise) following Kubernetes' "DNS-based service discovery" specification, schema
+// 1.1.0:
+//
+//	<svc>.<ns>.svc.<zone>                 A/AAAA: the service's VIPs; a headless service:
+//	                                      one record per ready backend (NXDOMAIN when none)
+//	<hostname>.<svc>.<ns>.svc.<zone>      A/AAAA of a headless service's backend
+//	_<port>._<proto>.<svc>.<ns>.svc.<zone> SRV per named port (headless: per backend)
+//	<a-b-c-d>.<ns>.pod.<zone>             A (AAAA for the dashed IPv6 form) of a pod,
+//	                                      only if a pod of <ns> has that address
+//	dns-version.<zone>                    TXT "1.1.0"
+//	<zone>                                SOA, NS ns.dns.<zone> (A/AAAA: Config.DNSAddress)
+//
+// and for the PTR records of VIPs, of headless backends and of pods (in-addr.arpa,
+// ip6.arpa). A name that exists without a record of the asked type gets NODATA (NOERROR,
+// empty answer), a name that does not exist NXDOMAIN; both carry the zone's SOA in the
+// authority section. Every other name is forwarded to upstream resolvers through a
+// bounded cache, and a query from a pod for a search-list expansion of an external name
+// is answered in one round trip (autopath, see autopath.go).
+//
+// The server reads the cluster through a Snapshot the agent hands it (SetSnapshot); it
+// builds its indexes once per snapshot and serves from them without locks. The side
+// effects sit behind small interfaces with fakes in package dnstest: the upstream
+// (Exchanger) and the clock (Clock). ServeDNS is a miekg/dns Handler and is tested
+// without sockets.
+//
+// Sockets: ListenAndServe opens one UDP and one TCP socket inside a network namespace
+// (kernel.ListenPacketIn / kernel.ListenIn); the forwarder's sockets are opened in the
+// caller's own namespace.
+package dns

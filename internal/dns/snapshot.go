@@ -1,0 +1,49 @@
+package dns
+
+import "net/netip"
+
+// Snapshot is everything the server knows about the cluster. The agent builds a new one
+// whenever services, backends or pods change and hands it to Server.SetSnapshot; the
+// server never modifies it.
+type Snapshot struct {
+	Services []Service
+	// Pods are every endpoint (sandbox) with its namespace and addresses: they give the
+	// pod records and tell the server which namespace a client belongs to (autopath).
+	Pods []Pod
+}
+
+// Service is a service reduced to what DNS needs.
+type Service struct {
+	Name, Namespace string
+	// VIPs are the virtual addresses; empty for a headless service.
+	VIPs     []netip.Addr
+	Headless bool
+	// Ports are the service's ports. For a headless service, clients connect to the
+	// backends directly, so Port should be the port the backends listen on (the target
+	// port): it is what the SRV records carry.
+	Ports []Port
+	// Backends are the ready backends.
+	Backends []Backend
+}
+
+// Port is one port of a service. Only named ports get SRV records.
+type Port struct {
+	Name     string // may be ""
+	Port     uint16
+	Protocol string // "tcp" or "udp"
+}
+
+// Backend is one ready backend of a service.
+type Backend struct {
+	// Hostname is the endpoint's name, <hostname>.<svc>.<ns>.svc.<zone> for a headless
+	// service; "" for manual backends, which get the dashed address as identifier
+	// (10-0-0-5, as CoreDNS).
+	Hostname string
+	Addr     netip.Addr
+}
+
+// Pod is an endpoint (sandbox) with its namespace and addresses.
+type Pod struct {
+	Namespace, Name string
+	Addrs           []netip.Addr
+}

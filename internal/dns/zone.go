@@ -1,0 +1,546 @@
+package dns
+
+import (
+	"cmp"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+
+	mdns "github.com/miekg/dns"
+
+	"github.com/podnet/podnet/api"
+)
+
+// zone is the index of one snapshot. It is built once by buildZone and never modified:
+// every query reads it without a lock, and the record slices it hands out are shared
+// (their capacity equals their length, so that an append copies).
+type zone struct {
+	origin      string // "cluster.local."
+	ttl, negTTL uint32
+
+	soa     []mdns.RR // apex SOA as an answer (TTL ttl)
+	soaNeg  []mdns.RR // apex SOA for negative answers (TTL negTTL)
+	apexNS  []mdns.RR // <zone> NS ns.dns.<zone>.
+	nsAddr  rrset     // ns.dns.<zone> A/AAAA
+	version []mdns.RR // dns-version.<zone> TXT
+
+	namespaces map[string]*namespaceEntry
+	// ptr holds the PTR records of cluster addresses (owner: the reverse name).
+	ptr map[netip.Addr][]mdns.RR
+	// reverseSOA are the negative-answer SOAs of in-addr.arpa. and ip6.arpa.
+	reverseSOA4, reverseSOA6 []mdns.RR
+	// clientNS maps a pod address to its namespace ("" when pods of several namespaces
+	// share the address: unknown).
+	clientNS map[netip.Addr]string
+}
+
+type namespaceEntry struct {
+	services map[string]*serviceEntry
+	pods     map[netip.Addr]struct{}
+	// searchFirst is "<ns>.svc.<zone>.", the first element of a pod's search list.
+	searchFirst string
+}
+
+type serviceEntry struct {
+	rrset
+	// protos holds the SRV names: "_tcp" -> "_http" -> records.
+	protos map[string]map[string]*rrset
+	// hosts are the backends' names of a headless service.
+	hosts map[string]*rrset
+}
+
+// rrset holds the records of one name.
+type rrset struct {
+	a, aaaa  []mdns.RR
+	srv      []mdns.RR
+	srvExtra []mdns.RR // the addresses of the SRV targets (additional section)
+}
+
+// records returns the answer and additional records of type qtype.
+func (r *rrset) records(qtype uint16) (answer, extra []mdns.RR) {
+	switch qtype {
+	case mdns.TypeA:
+		return r.a, nil
+	case mdns.TypeAAAA:
+		return r.aaaa, nil
+	case mdns.TypeSRV:
+		return r.srv, r.srvExtra
+	case mdns.TypeANY:
+		return concat(r.a, r.aaaa, r.srv), r.srvExtra
+	}
+	return nil, nil
+}
+
+// zoneAnswer is what the zone says about a name.
+type zoneAnswer struct {
+	rcode         int // mdns.RcodeSuccess or mdns.RcodeNameError
+	answer, extra []mdns.RR
+}
+
+var nxdomain = zoneAnswer{rcode: mdns.RcodeNameError}
+
+// buildZone indexes a snapshot. Names are compared in lower case (the spec's
+// case-insensitive comparisons); services and hostnames that are no DNS label are
+// skipped with a log line, as a record for them could not be asked for.
+func buildZone(set *settings, snap Snapshot, serial uint32) *zone {
+	z := &zone{
+		origin:     set.origin,
+		ttl:        set.ttl,
+		negTTL:     set.negTTL,
+		namespaces: make(map[string]*namespaceEntry),
+		ptr:        make(map[netip.Addr][]mdns.RR),
+		clientNS:   make(map[netip.Addr]string),
+	}
+	mname, mbox := "ns.dns."+z.origin, "hostmaster."+z.origin
+	z.soa = one(soa(z.origin, mname, mbox, serial, z.ttl, z.negTTL))
+	z.soaNeg = one(soa(z.origin, mname, mbox, serial, z.negTTL, z.negTTL))
+	z.reverseSOA4 = one(soa("in-addr.arpa.", mname, mbox, serial, z.negTTL, z.negTTL))
+	z.reverseSOA6 = one(soa("ip6.arpa.", mname, mbox, serial, z.negTTL, z.negTTL))
+	z.apexNS = one(&mdns.NS{Hdr: hdr(z.origin, mdns.TypeNS, z.ttl), Ns: mname})
+	z.nsAddr.add(addrRR(mname, set.dnsAddr, z.ttl))
+	z.nsAddr.seal()
+	z.version = one(&mdns.TXT{Hdr: hdr("dns-version."+z.origin, mdns.TypeTXT, z.ttl), Txt: []string{SchemaVersion}})
+
+	for _, svc := range snap.Services {
+		z.addService(set, svc)
+	}
+	for _, p := range snap.Pods {
+		z.addPod(set, p)
+	}
+	for _, ns := range z.namespaces {
+		for _, svc := range ns.services {
+			svc.seal()
+		}
+	}
+	for a, rrs := range z.ptr {
+		z.ptr[a] = rrs[:len(rrs):len(rrs)]
+	}
+	return z
+}
+
+func (z *zone) namespace(name string) *namespaceEntry {
+	ns := z.namespaces[name]
+	if ns == nil {
+		ns = &namespaceEntry{
+			services:    make(map[string]*serviceEntry),
+			pods:        make(map[netip.Addr]struct{}),
+			searchFirst: name + ".svc." + z.origin,
+		}
+		z.namespaces[name] = ns
+	}
+	return ns
+}
+
+func (z *zone) addService(set *settings, svc Service) {
+	name, nsName := strings.ToLower(svc.Name), namespaceName(svc.Namespace)
+	if !isLabel(name) || !isLabel(nsName) {
+		set.logf("dns: service %q in namespace %q: not DNS labels, no records", svc.Name, svc.Namespace)
+		return
+	}
+	ns := z.namespace(nsName) // the namespace exists even if the service has no records
+	if _, dup := ns.services[name]; dup {
+		set.logf("dns: service %s/%s: listed twice, the first one wins", nsName, name)
+		return
+	}
+	fqdn := name + "." + nsName + ".svc." + z.origin
+	e := &serviceEntry{protos: make(map[string]map[string]*rrset)}
+
+	type target struct {
+		name string
+		set  *rrset
+	}
+	var targets []target
+	if svc.Headless {
+		if len(svc.Backends) == 0 {
+			return // spec 2.4.1: no ready endpoints, NXDOMAIN
+		}
+		e.hosts = make(map[string]*rrset)
+		seen := make(map[netip.Addr]bool)
+		backends := slices.Clone(svc.Backends)
+		slices.SortFunc(backends, func(a, b Backend) int {
+			return cmp.Or(strings.Compare(a.Hostname, b.Hostname), a.Addr.Compare(b.Addr))
+		})
+		for _, b := range backends {
+			if !b.Addr.IsValid() {
+				continue
+			}
+			addr := b.Addr.Unmap()
+			host := strings.ToLower(b.Hostname)
+			named := host != ""
+			if named && !isLabel(host) {
+				set.logf("dns: service %s/%s: backend hostname %q is no DNS label, using its address", nsName, name, b.Hostname)
+				named = false
+			}
+			if !named {
+				host = dashed(addr)
+			}
+			hostFQDN := host + "." + fqdn
+			h := e.hosts[host]
+			if h == nil {
+				h = &rrset{}
+				e.hosts[host] = h
+				targets = append(targets, target{hostFQDN, h})
+			}
+			h.add(addrRR(hostFQDN, addr, z.ttl))
+			if !seen[addr] {
+				seen[addr] = true
+				e.add(addrRR(fqdn, addr, z.ttl))
+			}
+			if named { // spec 2.4.3: PTR for a ready endpoint's hostname
+				z.addPTR(addr, hostFQDN)
+			}
+		}
+		for _, h := range e.hosts {
+			h.seal()
+		}
+	} else {
+		for _, v := range svc.VIPs {
+			if !v.IsValid() {
+				continue
+			}
+			v = v.Unmap()
+			e.add(addrRR(fqdn, v, z.ttl))
+			z.addPTR(v, fqdn)
+		}
+		e.seal()
+		targets = []target{{fqdn, &e.rrset}}
+	}
+
+	for _, p := range svc.Ports {
+		port, proto := strings.ToLower(p.Name), strings.ToLower(p.Protocol)
+		if port == "" || !isPortLabel(port) || !isPortLabel(proto) {
+			continue // spec: unnamed ports have no SRV record
+		}
+		srvName := "_" + port + "._" + proto + "." + fqdn
+		byPort := e.protos["_"+proto]
+		if byPort == nil {
+			byPort = make(map[string]*rrset)
+			e.protos["_"+proto] = byPort
+		}
+		s := byPort["_"+port]
+		if s == nil {
+			s = &rrset{}
+			byPort["_"+port] = s
+		}
+		for _, t := range targets {
+			s.srv = append(s.srv, &mdns.SRV{Hdr: hdr(srvName, mdns.TypeSRV, z.ttl), Port: p.Port, Target: t.name})
+			s.srvExtra = append(s.srvExtra, t.set.a...)
+			s.srvExtra = append(s.srvExtra, t.set.aaaa...)
+		}
+	}
+	for _, byPort := range e.protos {
+		for _, s := range byPort {
+			// RFC 2782: priority 0 for all, the weight spread evenly.
+			w := uint16(max(1, 100/len(s.srv)))
+			for _, rr := range s.srv {
+				rr.(*mdns.SRV).Weight = w
+			}
+			s.seal()
+		}
+	}
+	ns.services[name] = e
+}
+
+func (z *zone) addPod(set *settings, p Pod) {
+	nsName := namespaceName(p.Namespace)
+	if !isLabel(nsName) {
+		set.logf("dns: pod %q in namespace %q: namespace is no DNS label, no records", p.Name, p.Namespace)
+		return
+	}
+	ns := z.namespace(nsName)
+	for _, a := range p.Addrs {
+		if !a.IsValid() {
+			continue
+		}
+		a = a.Unmap()
+		ns.pods[a] = struct{}{}
+		if prev, ok := z.clientNS[a]; ok && prev != nsName {
+			z.clientNS[a] = "" // ambiguous: no autopath for this client
+		} else {
+			z.clientNS[a] = nsName
+		}
+		if len(z.ptr[a]) == 0 {
+			z.addPTR(a, dashed(a)+"."+nsName+".pod."+z.origin)
+		}
+	}
+}
+
+// namespaceName is the lower-case namespace, api.DefaultNamespace for "".
+func namespaceName(ns string) string {
+	if ns == "" {
+		return api.DefaultNamespace
+	}
+	return strings.ToLower(ns)
+}
+
+func (z *zone) addPTR(a netip.Addr, target string) {
+	rev, err := mdns.ReverseAddr(a.String())
+	if err != nil {
+		return
+	}
+	z.ptr[a] = append(z.ptr[a], &mdns.PTR{Hdr: hdr(rev, mdns.TypePTR, z.ttl), Ptr: target})
+}
+
+// lookup answers a query for name (lower case, fully qualified, inside the zone).
+func (z *zone) lookup(name string, qtype uint16) zoneAnswer {
+	rel := name[:len(name)-len(z.origin)]
+	if rel == "" {
+		return z.apex(qtype)
+	}
+	rel = rel[:len(rel)-1] // the dot before the origin
+	if strings.IndexByte(rel, '\\') >= 0 {
+		return nxdomain // an escaped character: none of our names has one
+	}
+	// labels[0] is the label under the origin, labels[1] the one under it...
+	var labels [5]string
+	n := 0
+	for {
+		if n == len(labels) {
+			return nxdomain // deeper than any name of the zone
+		}
+		i := strings.LastIndexByte(rel, '.')
+		labels[n] = rel[i+1:]
+		n++
+		if i < 0 {
+			break
+		}
+		rel = rel[:i]
+	}
+	switch labels[0] {
+	case "dns-version":
+		if n > 1 {
+			return nxdomain
+		}
+		if qtype == mdns.TypeTXT || qtype == mdns.TypeANY {
+			return zoneAnswer{answer: z.version}
+		}
+		return zoneAnswer{}
+	case "dns":
+		switch {
+		case n == 1:
+			return zoneAnswer{} // empty non-terminal
+		case n == 2 && labels[1] == "ns":
+			ans, _ := z.nsAddr.records(qtype)
+			return zoneAnswer{answer: ans}
+		}
+		return nxdomain
+	case "svc":
+		return z.lookupService(labels[1:n], qtype)
+	case "pod":
+		return z.lookupPod(name, labels[1:n], qtype)
+	}
+	return nxdomain
+}
+
+func (z *zone) apex(qtype uint16) zoneAnswer {
+	switch qtype {
+	case mdns.TypeSOA:
+		return zoneAnswer{answer: z.soa}
+	case mdns.TypeNS:
+		return zoneAnswer{answer: z.apexNS, extra: concat(z.nsAddr.a, z.nsAddr.aaaa)}
+	case mdns.TypeANY:
+		return zoneAnswer{answer: concat(z.soa, z.apexNS)}
+	}
+	return zoneAnswer{}
+}
+
+// lookupService answers names under svc.<zone>: labels are namespace, service,
+// then hostname or _proto, then _port.
+func (z *zone) lookupService(labels []string, qtype uint16) zoneAnswer {
+	if len(labels) == 0 {
+		return zoneAnswer{} // svc.<zone>: empty non-terminal
+	}
+	ns := z.namespaces[labels[0]]
+	if ns == nil {
+		return nxdomain
+	}
+	if len(labels) == 1 {
+		return zoneAnswer{} // <ns>.svc.<zone> of an existing namespace
+	}
+	svc := ns.services[labels[1]]
+	if svc == nil {
+		return nxdomain
+	}
+	var set *rrset
+	switch {
+	case len(labels) == 2:
+		set = &svc.rrset
+	case strings.HasPrefix(labels[2], "_"):
+		byPort := svc.protos[labels[2]]
+		if byPort == nil {
+			return nxdomain
+		}
+		if len(labels) == 3 {
+			return zoneAnswer{} // _<proto>.<svc>...: empty non-terminal
+		}
+		if set = byPort[labels[3]]; set == nil || len(labels) > 4 {
+			return nxdomain
+		}
+	default:
+		if set = svc.hosts[labels[2]]; set == nil || len(labels) > 3 {
+			return nxdomain
+		}
+	}
+	ans, extra := set.records(qtype)
+	return zoneAnswer{answer: ans, extra: extra}
+}
+
+// lookupPod answers names under pod.<zone>: <ns>, then the dashed address. Only the
+// addresses of the namespace's pods exist (CoreDNS's "pods verified" mode: "insecure"
+// would let anyone mint a name in any namespace for any address).
+func (z *zone) lookupPod(name string, labels []string, qtype uint16) zoneAnswer {
+	if len(labels) == 0 {
+		return zoneAnswer{}
+	}
+	ns := z.namespaces[labels[0]]
+	if ns == nil {
+		return nxdomain
+	}
+	if len(labels) == 1 {
+		return zoneAnswer{}
+	}
+	if len(labels) > 2 {
+		return nxdomain
+	}
+	a, ok := undash(labels[1])
+	if !ok {
+		return nxdomain
+	}
+	if _, ok := ns.pods[a]; !ok {
+		return nxdomain
+	}
+	rr := addrRR(name, a, z.ttl)
+	switch {
+	case qtype == mdns.TypeANY,
+		qtype == mdns.TypeA && a.Is4(),
+		qtype == mdns.TypeAAAA && a.Is6():
+		return zoneAnswer{answer: []mdns.RR{rr}}
+	}
+	return zoneAnswer{}
+}
+
+func (r *rrset) add(rr mdns.RR) {
+	switch rr.(type) {
+	case *mdns.A:
+		r.a = append(r.a, rr)
+	case *mdns.AAAA:
+		r.aaaa = append(r.aaaa, rr)
+	}
+}
+
+// seal trims the capacities so that no append on a shared slice writes into the index.
+func (r *rrset) seal() {
+	r.a = r.a[:len(r.a):len(r.a)]
+	r.aaaa = r.aaaa[:len(r.aaaa):len(r.aaaa)]
+	r.srv = r.srv[:len(r.srv):len(r.srv)]
+	r.srvExtra = r.srvExtra[:len(r.srvExtra):len(r.srvExtra)]
+}
+
+func hdr(name string, t uint16, ttl uint32) mdns.RR_Header {
+	return mdns.RR_Header{Name: name, Rrtype: t, Class: mdns.ClassINET, Ttl: ttl}
+}
+
+func addrRR(name string, a netip.Addr, ttl uint32) mdns.RR {
+	if a.Is4() {
+		return &mdns.A{Hdr: hdr(name, mdns.TypeA, ttl), A: net.IP(a.AsSlice())}
+	}
+	return &mdns.AAAA{Hdr: hdr(name, mdns.TypeAAAA, ttl), AAAA: net.IP(a.AsSlice())}
+}
+
+func soa(zone, mname, mbox string, serial, ttl, minTTL uint32) mdns.RR {
+	return &mdns.SOA{
+		Hdr: hdr(zone, mdns.TypeSOA, ttl), Ns: mname, Mbox: mbox, Serial: serial,
+		Refresh: 7200, Retry: 1800, Expire: 86400, Minttl: minTTL,
+	}
+}
+
+func one(rr mdns.RR) []mdns.RR { return []mdns.RR{rr} }
+
+// concat joins record slices into a new one (nil when all are empty).
+func concat(sets ...[]mdns.RR) []mdns.RR {
+	n := 0
+	for _, s := range sets {
+		n += len(s)
+	}
+	if n == 0 {
+		return nil
+	}
+	out := make([]mdns.RR, 0, n)
+	for _, s := range sets {
+		out = append(out, s...)
+	}
+	return out
+}
+
+// dashed renders an address as one label: 10-0-0-5, fd00--5 (CoreDNS's form of an
+// endpoint without hostname and of pod names).
+func dashed(a netip.Addr) string {
+	if a.Is4() {
+		return strings.ReplaceAll(a.String(), ".", "-")
+	}
+	return strings.ReplaceAll(a.String(), ":", "-")
+}
+
+// undash parses a dashed address label (any spelling of the IPv6 form).
+func undash(label string) (netip.Addr, bool) {
+	if strings.Count(label, "-") == 3 {
+		if a, err := netip.ParseAddr(strings.ReplaceAll(label, "-", ".")); err == nil && a.Is4() {
+			return a, true
+		}
+	}
+	a, err := netip.ParseAddr(strings.ReplaceAll(label, "-", ":"))
+	if err != nil || !a.Is6() || a.Zone() != "" {
+		return netip.Addr{}, false
+	}
+	return a.Unmap(), true
+}
+
+// isLabel reports whether s is a lower-case DNS label of letters, digits and hyphens
+// (RFC 1123; Kubernetes names are such labels).
+func isLabel(s string) bool {
+	if s == "" || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// isPortLabel accepts port names and protocols (letters, digits, hyphens).
+func isPortLabel(s string) bool {
+	if s == "" || len(s) > 62 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// isDomain reports whether d (lower case, no trailing dot) is a domain name of labels of
+// letters, digits, hyphens and underscores: what search domains and zones are made of.
+func isDomain(d string) bool {
+	if d == "" || len(d) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(d, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' && c != '_' {
+				return false
+			}
+		}
+	}
+	return true
+}
