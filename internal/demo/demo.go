@@ -2,7 +2,8 @@
 // the host's network: a throwaway node namespace with an uplink to an "outside"
 // namespace, an in-process agent on a temporary store, one network, two sandboxes,
 // sandbox-to-sandbox TCP over IPv4 and IPv6, egress through masquerade, isolation
-// from a second network, and removal of everything.
+// from a second network, a published port, a service found through the cluster DNS,
+// and removal of everything.
 package demo
 
 import (
@@ -10,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/agent"
+	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/lab"
 	"github.com/podnet/podnet/internal/probe"
 )
@@ -83,7 +86,14 @@ func Run(ctx context.Context, w io.Writer, verbose bool) error {
 		if err != nil {
 			return "", err
 		}
-		a, err := agent.New(agent.Config{Store: st, NodeNS: l.Node, Logger: agent.DefaultLogger(level)})
+		// An empty resolv.conf: the demo's DNS server forwards nowhere, no query leaves
+		// the demo's namespaces.
+		resolv := filepath.Join(dir, "resolv.conf")
+		if err := os.WriteFile(resolv, nil, 0o644); err != nil {
+			return "", err
+		}
+		a, err := agent.New(agent.Config{Store: st, NodeNS: l.Node, Logger: agent.DefaultLogger(level),
+			DNS: agent.DNSConfig{ResolvConf: resolv}})
 		if err != nil {
 			st.Close()
 			return "", err
@@ -173,15 +183,59 @@ func Run(ctx context.Context, w io.Writer, verbose bool) error {
 		dst := netip.AddrPortFrom(a.ips[0].Addr(), 8081)
 		return "connection to " + dst.String() + " dropped", probe.Blocked(ctx, x.ns, a.ns, dst, time.Second)
 	})
+	var web *sandbox
+	s.step("attach sandbox web to blue with label app=web and port 8080 published as 80", func() (string, error) {
+		ns, err := l.Sandbox()
+		if err != nil {
+			return "", err
+		}
+		web = &sandbox{ns: ns, key: api.EndpointKey{Network: "blue", ContainerID: "web", IfName: "eth0"}}
+		res, err := c.Attach(ctx, api.AttachRequest{EndpointKey: web.key, Name: "web", Labels: map[string]string{"app": "web"},
+			Ports: []api.PortMapping{{HostPort: 8080, ContainerPort: 80, Protocol: "tcp"}}}, int(ns))
+		for _, ip := range res.IPs {
+			web.ips = append(web.ips, ip.Address)
+		}
+		return fmt.Sprint(web.ips), err
+	})
+	s.step("published port: the outside reaches web through the node's address", func() (string, error) {
+		dst := netip.AddrPortFrom(lab.NodeAddr4.Addr(), 8080)
+		src, err := probe.TCPVia(ctx, l.Outside, web.ns, netip.AddrPortFrom(web.ips[0].Addr(), 80), dst, timeout)
+		return fmt.Sprintf("%s -> %s:80, web sees the client %s", dst, web.ips[0].Addr(), src), err
+	})
+	var vip netip.Addr
+	s.step(`service "web" (selector app=web) gets a virtual IP`, func() (string, error) {
+		svc, err := c.CreateService(ctx, api.ServiceSpec{Name: "web", Ports: []api.ServicePort{{Name: "http", Port: 80}}, Selector: map[string]string{"app": "web"}})
+		if err == nil && (len(svc.Backends) == 0 || svc.Backends[0].Hostname != "web") {
+			err = fmt.Errorf("backends %v, want sandbox web", svc.Backends)
+		}
+		if len(svc.VIPs) > 0 {
+			vip = svc.VIPs[0]
+		}
+		return fmt.Sprintf("VIP %s, backends %v", vip, svc.Backends), err
+	})
+	s.step("x (red network) resolves web.default.svc.cluster.local and connects to the VIP", func() (string, error) {
+		addrs, err := resolveIn(ctx, x.ns, "web.default.svc.cluster.local")
+		if err != nil {
+			return "", err
+		}
+		if len(addrs) != 1 || addrs[0] != vip {
+			return "", fmt.Errorf("resolved %v, want %s", addrs, vip)
+		}
+		_, err = probe.TCPVia(ctx, x.ns, web.ns, netip.AddrPortFrom(web.ips[0].Addr(), 80), netip.AddrPortFrom(vip, 80), timeout)
+		return fmt.Sprintf("DNS %s answers %s, connection through the VIP works", api.DNSAddress, vip), err
+	})
 	s.step("list endpoints", func() (string, error) {
 		eps, err := c.Endpoints(ctx, "")
-		if err == nil && len(eps) != 3 {
-			err = fmt.Errorf("%d endpoints, want 3", len(eps))
+		if err == nil && len(eps) != 4 {
+			err = fmt.Errorf("%d endpoints, want 4", len(eps))
 		}
 		return fmt.Sprintf("%d endpoints", len(eps)), err
 	})
 	s.step("detach every sandbox and remove both networks", func() (string, error) {
-		for _, sb := range []*sandbox{a, b, x} {
+		if err := c.DeleteService(ctx, "default", "web"); err != nil {
+			return "", err
+		}
+		for _, sb := range []*sandbox{a, b, x, web} {
 			if err := c.Detach(ctx, api.DetachRequest{EndpointKey: sb.key}, -1); err != nil {
 				return "", err
 			}
@@ -202,6 +256,22 @@ func Run(ctx context.Context, w io.Writer, verbose bool) error {
 	}
 	fmt.Fprintln(w, "podnet demo: all steps passed; namespaces removed")
 	return nil
+}
+
+// resolveIn asks the cluster DNS server from inside ns, as the sandbox's resolv.conf
+// says to.
+func resolveIn(ctx context.Context, ns netns.NsHandle, name string) ([]netip.Addr, error) {
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return kernel.DialIn(ctx, ns, network, net.JoinHostPort(api.DNSAddress, "53"), timeout)
+	}}
+	ips, err := r.LookupNetIP(ctx, "ip4", name)
+	if err != nil {
+		return nil, err
+	}
+	for i := range ips {
+		ips[i] = ips[i].Unmap()
+	}
+	return ips, nil
 }
 
 func waitReady(ctx context.Context, c *api.Client) error {

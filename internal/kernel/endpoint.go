@@ -105,7 +105,30 @@ func (n *Node) AddEndpoint(sandbox netns.NsHandle, ep plan.Endpoint) (err error)
 			return fmt.Errorf("host interface %s: add node route %s: %w", ep.HostIf, r.Dst, err)
 		}
 	}
+	dev := veth.Attrs().Index
+	if ep.Master != "" {
+		dev = veth.Attrs().MasterIndex
+	}
+	if err := setNeighbors(n.h, dev, ep.NodeNeighbors); err != nil {
+		return fmt.Errorf("host interface %s: %w", ep.HostIf, err)
+	}
 	return n.announce(sandbox, sh, link, ep)
+}
+
+// setNeighbors writes neighbour entries in state stale: used at once, confirmed by a
+// unicast probe later.
+func setNeighbors(h *netlink.Handle, ifindex int, ns []plan.Neighbor) error {
+	for _, ne := range ns {
+		family := netlink.FAMILY_V4
+		if ne.IP.Is6() {
+			family = netlink.FAMILY_V6
+		}
+		err := h.NeighSet(&netlink.Neigh{LinkIndex: ifindex, Family: family, State: netlink.NUD_STALE, IP: ne.IP.AsSlice(), HardwareAddr: ne.MAC})
+		if err != nil {
+			return fmt.Errorf("neighbour %s lladdr %s: %w", ne.IP, ne.MAC, err)
+		}
+	}
+	return nil
 }
 
 // EndpointComplete reports whether the host veth of an endpoint exists, is up, and has
@@ -232,6 +255,9 @@ func configureSandboxLink(sh *netlink.Handle, ep plan.Endpoint) (netlink.Link, e
 		if err := sh.RouteReplace(routeOf(link.Attrs().Index, r)); err != nil {
 			return nil, fmt.Errorf("sandbox %s: add route %s via %s: %w", ep.SandboxIf, r.Dst, r.GW, err)
 		}
+	}
+	if err := setNeighbors(sh, link.Attrs().Index, ep.SandboxNeighbors); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", ep.SandboxIf, err)
 	}
 	return link, nil
 }

@@ -110,6 +110,29 @@ func (l *Lab) wire() error {
 	if err != nil {
 		return err
 	}
+	// Neighbour entries in advance: a new IPv6 address joins its solicited-node group
+	// asynchronously, and a first solicitation that comes before is lost (1 s stall).
+	out, err := oh.LinkByName("eth0")
+	if err != nil {
+		return err
+	}
+	for _, ne := range []struct {
+		h    *netlink.Handle
+		dev  netlink.Link
+		addr netip.Prefix
+		mac  net.HardwareAddr
+	}{
+		{nh, up, OutsideAddr4, out.Attrs().HardwareAddr}, {nh, up, OutsideAddr6, out.Attrs().HardwareAddr},
+		{oh, out, NodeAddr4, up.Attrs().HardwareAddr}, {oh, out, NodeAddr6, up.Attrs().HardwareAddr},
+	} {
+		n := &netlink.Neigh{LinkIndex: ne.dev.Attrs().Index, State: netlink.NUD_STALE, IP: ne.addr.Addr().AsSlice(), HardwareAddr: ne.mac, Family: netlink.FAMILY_V4}
+		if ne.addr.Addr().Is6() {
+			n.Family = netlink.FAMILY_V6
+		}
+		if err := ne.h.NeighSet(n); err != nil {
+			return fmt.Errorf("neighbour %s: %w", ne.addr.Addr(), err)
+		}
+	}
 	for _, gw := range []netip.Addr{OutsideAddr4.Addr(), OutsideAddr6.Addr()} {
 		r := &netlink.Route{LinkIndex: up.Attrs().Index, Gw: gw.AsSlice()}
 		if err := nh.RouteAdd(r); err != nil {

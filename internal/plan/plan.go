@@ -75,6 +75,19 @@ type Endpoint struct {
 	// Hairpin lets the bridge send a frame back out of the port it came in by: a
 	// sandbox reaching its own published port gets its DNATed packet back that way.
 	Hairpin bool
+	// SandboxNeighbors (the gateways, in the sandbox) and NodeNeighbors (the sandbox's
+	// addresses, in the node on the bridge or the host veth) are neighbour entries
+	// written in advance, state stale: the first packets need no address resolution.
+	// A new IPv6 address joins its solicited-node group asynchronously, and a
+	// solicitation that comes first is lost (a 1 s stall of the first connection).
+	SandboxNeighbors []Neighbor
+	NodeNeighbors    []Neighbor
+}
+
+// Neighbor is a neighbour entry to write in advance.
+type Neighbor struct {
+	IP  netip.Addr
+	MAC net.HardwareAddr
 }
 
 // Gateways and host MAC of routed networks, parsed.
@@ -122,6 +135,7 @@ func EndpointFor(n api.Network, k api.EndpointKey, addrs []netip.Prefix, mac net
 	if n.Driver == api.DriverRouted {
 		return routedEndpoint(n, ep)
 	}
+	bridgeMAC := BridgeFor(n).MAC
 	for _, a := range addrs {
 		s, ok := n.SubnetFor(a.Addr())
 		if !ok {
@@ -132,6 +146,8 @@ func EndpointFor(n api.Network, k api.EndpointKey, addrs []netip.Prefix, mac net
 			def = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
 		}
 		ep.Routes = append(ep.Routes, Route{Dst: def, GW: s.Gateway})
+		ep.SandboxNeighbors = append(ep.SandboxNeighbors, Neighbor{IP: s.Gateway, MAC: bridgeMAC})
+		ep.NodeNeighbors = append(ep.NodeNeighbors, Neighbor{IP: a.Addr(), MAC: ep.MAC})
 	}
 	return ep
 }
@@ -153,15 +169,18 @@ func routedEndpoint(n api.Network, ep Endpoint) Endpoint {
 			continue
 		}
 		ep.NodeRoutes = append(ep.NodeRoutes, Route{Dst: host})
+		ep.NodeNeighbors = append(ep.NodeNeighbors, Neighbor{IP: a.Addr(), MAC: ep.MAC})
 		switch {
 		case a.Addr().Is4() && !has4:
 			has4 = true
 			ep.Routes = append(ep.Routes,
 				Route{Dst: netip.PrefixFrom(routedGateway4, 32)}, // first: the default route needs it
 				Route{Dst: netip.PrefixFrom(netip.IPv4Unspecified(), 0), GW: routedGateway4})
+			ep.SandboxNeighbors = append(ep.SandboxNeighbors, Neighbor{IP: routedGateway4, MAC: ep.HostMAC})
 		case a.Addr().Is6() && !has6:
 			has6 = true
 			ep.Routes = append(ep.Routes, Route{Dst: netip.PrefixFrom(netip.IPv6Unspecified(), 0), GW: routedGateway6})
+			ep.SandboxNeighbors = append(ep.SandboxNeighbors, Neighbor{IP: routedGateway6, MAC: ep.HostMAC})
 		}
 	}
 	conf := func(family, key string) string { return "net/" + family + "/conf/" + ep.HostIf + "/" + key }

@@ -85,6 +85,12 @@ func dump(b plan.Bridge, ep plan.Endpoint, r api.Result) string {
 	for _, sc := range ep.HostSysctls {
 		fmt.Fprintf(&w, "  host sysctl %s = %s\n", sc.Key, sc.Value)
 	}
+	for _, ne := range ep.SandboxNeighbors {
+		fmt.Fprintf(&w, "  sandbox neighbour %s lladdr %s\n", ne.IP, ne.MAC)
+	}
+	for _, ne := range ep.NodeNeighbors {
+		fmt.Fprintf(&w, "  node neighbour %s lladdr %s\n", ne.IP, ne.MAC)
+	}
 	fmt.Fprintf(&w, "result\n")
 	for i, itf := range r.Interfaces {
 		fmt.Fprintf(&w, "  interface %d %s mac %q mtu %d sandbox %q\n", i, itf.Name, itf.MAC, itf.MTU, itf.Sandbox)
