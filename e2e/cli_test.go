@@ -251,3 +251,47 @@ func TestPrivilegedCLIRun(t *testing.T) {
 		}
 	})
 }
+
+// podnet run gives the command the sandbox's resolv.conf (bind-mounted in a private
+// mount namespace), per DNS policy; services are managed from the CLI and resolved
+// through the cluster DNS server.
+func TestPrivilegedCLIServicesAndResolvConf(t *testing.T) {
+	n := newNode(t)
+	n.mustPodnet(t, "network", "create", "blue", "--subnet", "10.89.0.0/24")
+	r := n.mustPodnet(t, "run", "--network", "blue", "--namespace", "shop", "--", "cat", "/etc/resolv.conf")
+	for _, want := range []string{"nameserver " + api.DNSAddress, "search shop.svc.cluster.local svc.cluster.local cluster.local", "options ndots:5"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("ClusterFirst resolv.conf lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	r = n.mustPodnet(t, "run", "--network", "blue", "--dns-policy", "None", "--dns", "192.0.2.53", "--dns-search", "example.org", "--", "cat", "/etc/resolv.conf")
+	if !strings.Contains(r.stdout, "nameserver 192.0.2.53") || !strings.Contains(r.stdout, "search example.org") || strings.Contains(r.stdout, api.DNSAddress) {
+		t.Errorf("None resolv.conf:\n%s", r.stdout)
+	}
+	host, err := os.ReadFile("/etc/resolv.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := n.mustPodnet(t, "run", "--network", "blue", "--dns-policy", "Default", "--", "cat", "/etc/resolv.conf"); r.stdout != string(host) {
+		t.Errorf("Default resolv.conf differs from the node's:\n%s", r.stdout)
+	}
+
+	// A service over a labelled sandbox, from the CLI.
+	n.mustPodnet(t, "service", "create", "web", "--port", "http:80:8080", "--selector", "app=web")
+	r = n.mustPodnet(t, "service", "ls", "-o", "json")
+	svcs := decodeJSON[[]api.Service](t, r)
+	if len(svcs) != 1 || svcs[0].Name != "web" || len(svcs[0].VIPs) != 1 || len(svcs[0].Backends) != 0 {
+		t.Fatalf("service ls: %+v", svcs)
+	}
+	bad := n.podnet(t, nil, "service", "create", "Web", "--port", "80")
+	if bad.code == 0 || !strings.Contains(bad.stderr, `name "Web"`) {
+		t.Errorf("bad service name: %s", bad)
+	}
+	n.mustPodnet(t, "service", "rm", "web")
+	if r := n.mustPodnet(t, "service", "ls", "-o", "json"); len(decodeJSON[[]api.Service](t, r)) != 0 {
+		t.Errorf("service still listed after rm: %s", r.stdout)
+	}
+	if r := n.mustPodnet(t, "dns", "check"); !strings.Contains(r.stdout, "cluster.local") {
+		t.Errorf("dns check: %s", r)
+	}
+}
