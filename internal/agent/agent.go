@@ -71,6 +71,10 @@ type Agent struct {
 	// detachq feeds detachLoop with endpoints that DEL marked detaching.
 	detachq    chan api.EndpointKey
 	detachDone chan struct{}
+	// pendingMu guards pending: the endpoints marked detaching whose detach has not
+	// finished yet (so that an ADD finds them without reading every endpoint).
+	pendingMu sync.Mutex
+	pending   map[api.EndpointKey]bool
 	// marking counts markAttached calls in flight.
 	marking sync.WaitGroup
 }
@@ -105,7 +109,8 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a := &Agent{store: cfg.Store, node: node, nft: tbl, proxy: proxy, log: cfg.Logger, every: cfg.ReconcileInterval,
 		serviceCIDRs: cfg.ServiceCIDRs,
-		detachq:      make(chan api.EndpointKey, 4096), detachDone: make(chan struct{})}
+		detachq:      make(chan api.EndpointKey, 4096), detachDone: make(chan struct{}),
+		pending:      map[api.EndpointKey]bool{}}
 	if err := a.startDNS(cfg.DNS); err != nil {
 		a.proxy.Close()
 		tbl.Close()
@@ -627,6 +632,7 @@ func (a *Agent) Detach(req api.DetachRequest) error {
 		return a.detachLocked(k)
 	}
 	if marked {
+		a.setPending(k, true)
 		// Published ports go at once: DEL removes exactly this endpoint's mappings
 		// before it answers (the rest follows in detachLoop); so does its place among
 		// the backends of services.
@@ -698,7 +704,30 @@ func (a *Agent) finishDetachesOf(network string) error {
 }
 
 func (a *Agent) finishDetachesWhere(network string, match func(api.Endpoint) bool) error {
-	eps, err := a.Endpoints(network)
+	a.pendingMu.Lock()
+	var keys []api.EndpointKey
+	for k := range a.pending {
+		if network == "" || k.Network == network {
+			keys = append(keys, k)
+		}
+	}
+	a.pendingMu.Unlock()
+	if len(keys) == 0 {
+		return nil
+	}
+	var eps []api.Endpoint
+	err := a.store.View(func(tx store.Tx) error {
+		for _, k := range keys {
+			ep, ok, err := tx.Endpoint(k)
+			if err != nil {
+				return err
+			}
+			if ok {
+				eps = append(eps, ep)
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
@@ -714,6 +743,16 @@ func (a *Agent) finishDetachesWhere(network string, match func(api.Endpoint) boo
 		}
 	}
 	return nil
+}
+
+func (a *Agent) setPending(k api.EndpointKey, on bool) {
+	a.pendingMu.Lock()
+	defer a.pendingMu.Unlock()
+	if on {
+		a.pending[k] = true
+	} else {
+		delete(a.pending, k)
+	}
 }
 
 // detachLocked deletes the veth pair of k, then releases its addresses and record.
@@ -741,6 +780,7 @@ func (a *Agent) detachLocked(k api.EndpointKey) error {
 	if err := a.forget(k); err != nil {
 		return fmt.Errorf("detach %s: %w", k, err)
 	}
+	a.setPending(k, false)
 	if ok && ep.State != api.StateDetaching { // GC, reconcile: services did not follow yet
 		a.endpointChurn(ep)
 	}

@@ -38,6 +38,8 @@ type dnsService struct {
 	node   string // the node's resolv.conf text, for pod resolv.conf rendering
 	cancel context.CancelFunc
 	done   chan error
+	// kick asks refreshLoop for a new snapshot; rebuilds coalesce.
+	kick chan struct{}
 }
 
 // startDNS makes the DNS address local in the node, starts the server there, and
@@ -83,9 +85,11 @@ func (a *Agent) startDNS(cfg DNSConfig) error {
 	}
 	node, _ := os.ReadFile(cfg.ResolvConf)
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &dnsService{srv: srv, cfg: cfg, node: string(node), cancel: cancel, done: make(chan error, 1)}
+	d := &dnsService{srv: srv, cfg: cfg, node: string(node), cancel: cancel, done: make(chan error, 1), kick: make(chan struct{}, 1)}
 	go func() { d.done <- srv.ListenAndServe(ctx, a.node.NS(), cfg.Address) }()
 	a.dns = d
+	a.rebuildDNS(d)
+	go a.refreshLoop(ctx, d)
 	if res, err := a.CheckDNS(ctx); err != nil {
 		a.stopDNS()
 		return err
@@ -93,7 +97,6 @@ func (a *Agent) startDNS(cfg DNSConfig) error {
 		a.stopDNS()
 		return fmt.Errorf("dns: refusing to start: %s", strings.Join(res.Problems, "; "))
 	}
-	a.refreshDNS()
 	a.log.Info("cluster DNS serving", "address", cfg.Address, "zone", cfg.Domain, "upstreams", srv.Upstreams())
 	return nil
 }
@@ -114,11 +117,32 @@ func (a *Agent) stopDNS() {
 	a.dns = nil
 }
 
-// refreshDNS hands the DNS server the services, backends and pods of the store.
+// refreshDNS asks for a new DNS snapshot. The rebuild reads every service and
+// endpoint, so it runs off the caller's path and coalesces: an ADD or DEL does not pay
+// for it, and DNS follows within the time of one rebuild.
 func (a *Agent) refreshDNS() {
 	if a.dns == nil {
 		return
 	}
+	select {
+	case a.dns.kick <- struct{}{}:
+	default: // a rebuild is pending already and will see this change
+	}
+}
+
+func (a *Agent) refreshLoop(ctx context.Context, d *dnsService) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.kick:
+			a.rebuildDNS(d)
+		}
+	}
+}
+
+// rebuildDNS hands the DNS server the services, backends and pods of the store.
+func (a *Agent) rebuildDNS(d *dnsService) {
 	var snap dns.Snapshot
 	err := a.store.View(func(tx store.Tx) error {
 		eps, err := tx.Endpoints("")
@@ -159,7 +183,7 @@ func (a *Agent) refreshDNS() {
 		a.log.Error("dns snapshot", "err", err)
 		return
 	}
-	a.dns.srv.SetSnapshot(snap)
+	d.srv.SetSnapshot(snap)
 }
 
 // resultDNS is the ClusterFirst resolver configuration of a sandbox of namespace ns.

@@ -214,7 +214,15 @@ func Run(ctx context.Context, w io.Writer, verbose bool) error {
 		return fmt.Sprintf("VIP %s, backends %v", vip, svc.Backends), err
 	})
 	s.step("x (red network) resolves web.default.svc.cluster.local and connects to the VIP", func() (string, error) {
-		addrs, err := resolveIn(ctx, x.ns, "web.default.svc.cluster.local")
+		// DNS follows a new service within one snapshot rebuild: ask a few times.
+		var addrs []netip.Addr
+		var err error
+		for range 50 {
+			if addrs, err = resolveIn(ctx, x.ns, "web.default.svc.cluster.local"); err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 		if err != nil {
 			return "", err
 		}
