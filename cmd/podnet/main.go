@@ -124,6 +124,7 @@ func agentCmd() *cobra.Command {
 	c.Flags().StringVar(&dnsCfg.Domain, "cluster-domain", api.DefaultClusterDomain, "DNS zone of services and pods")
 	c.Flags().StringArrayVar(&dnsCfg.Upstreams, "dns-upstream", nil, "resolver for names outside the zone, IP[:PORT] (repeatable; default: the node's resolv.conf)")
 	c.Flags().BoolVar(&dnsCfg.Disable, "no-dns", false, "do not run the cluster DNS server")
+	c.Flags().StringVar(&dnsCfg.ResolvConf, "resolv-conf", "/etc/resolv.conf", "the node's resolv.conf (upstreams, search domains, the Default DNS policy)")
 	return c
 }
 
