@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -14,9 +15,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The model below is the one description of podnet's tables: Render prints it,
-// Table.Sync writes it, Table.Update writes some of its elements and Table.InSync compares
-// the kernel with it.
+// The model below, with the services' part in services.go, is the one description of
+// podnet's tables: Render prints it, Table.Sync writes it, Table.Update writes some of its
+// elements and Table.InSync compares the kernel with it.
 
 // Names of the sets and maps. The endpoint sets exist in both tables: in inet podnet they
 // hold routed endpoints, in bridge podnet bridged ones.
@@ -83,16 +84,26 @@ func (t tableDef) set(name string) *setDef {
 type setDef struct {
 	name     string
 	keyType  nftables.SetDatatype
-	dataType nftables.SetDatatype // Bytes == 0 for a set
+	dataType nftables.SetDatatype // zero for a set; nftables.TypeVerdict for a verdict map
 	interval bool
-	elems    []elemDef // sorted, as rendered
+	// dynamic: the packet path adds the elements (flags dynamic, timeout); InSync does
+	// not compare them.
+	dynamic bool
+	timeout time.Duration // of the elements of a dynamic set
+	size    uint32        // largest number of elements, 0 for no limit
+	elems   []elemDef     // as rendered: sorted by key (service sets: see serviceSets)
 }
 
 // concat reports whether the set's key is a concatenation.
 func (s setDef) concat() bool { return strings.Contains(s.keyType.Name, " . ") }
 
 // isMap reports whether s is a map.
-func (s setDef) isMap() bool { return s.dataType.Bytes != 0 }
+func (s setDef) isMap() bool { return s.dataType != nftables.SetDatatype{} }
+
+// isVerdictMap reports whether s maps its keys to verdicts.
+func (s setDef) isVerdictMap() bool {
+	return s.dataType.GetNFTMagic() == nftables.TypeVerdict.GetNFTMagic()
+}
 
 // elemDef is one element of a set or map.
 //
@@ -105,11 +116,13 @@ type elemDef struct {
 	key     []byte
 	keyEnd  []byte
 	data    []byte // maps only
+	jump    string // verdict maps only: the chain the element goes to
 	text    string // nft syntax, without the comment
 	comment string
 }
 
-// chainDef is one base chain; its policy is accept.
+// chainDef is one chain: a base chain (hookName set), whose policy is accept, or a
+// regular chain, entered by jumps only.
 type chainDef struct {
 	name     string
 	typ      nftables.ChainType
@@ -119,6 +132,9 @@ type chainDef struct {
 	prioName string
 	rules    []ruleDef
 }
+
+// base reports whether c is a base chain.
+func (c chainDef) base() bool { return c.hookName != "" }
 
 // ruleDef is one rule: its expressions, and the text nft would print for them. Lookups
 // name their set; the set ID is filled in when the batch is built.
@@ -163,8 +179,9 @@ var (
 // build turns r into the tables' content. It does not validate r: entries that Validate
 // rejects are left out (invalid names, prefixes or addresses, the later of two networks
 // with the same bridge, a port mapping whose host side was mapped to another target by an
-// earlier one in sort order), and a subnet overlapping an earlier network's is left out of
-// the isolation sets (the masquerade sets merge overlapping ranges).
+// earlier one in sort order, a service whose key an earlier one in sort order has), and a
+// subnet overlapping an earlier network's is left out of the isolation sets (the
+// masquerade sets merge overlapping ranges).
 func build(r Ruleset) rulesetDef {
 	inet := tableDef{family: nftables.TableFamilyINet}
 	brt := tableDef{family: nftables.TableFamilyBridge}
@@ -192,6 +209,7 @@ func build(r Ruleset) rulesetDef {
 	inet.sets = append(inet.sets, routed...)
 	brt.sets = append(brt.sets, bridged...)
 	inet.sets = append(inet.sets, portMaps(r.Ports)...)
+	inet.sets = append(inet.sets, serviceSets(r.Services)...)
 
 	inet.chains = []chainDef{
 		{
@@ -235,6 +253,7 @@ func build(r Ruleset) rulesetDef {
 			},
 		},
 	}
+	inet.chains = append(inet.chains, serviceChains()...)
 	brt.chains = []chainDef{{
 		name: chainAntispoof, typ: nftables.ChainTypeFilter,
 		hook: *nftables.ChainHookPrerouting, hookName: "prerouting",
@@ -546,13 +565,13 @@ func localhostMasqRule() ruleDef {
 	}
 }
 
-// dnatRules DNAT published ports: first the mappings of one host address, then those of
-// every local address.
+// dnatRules DNAT service VIPs, then published ports: first the mappings of one host
+// address, then those of every local address.
 func dnatRules() []ruleDef {
-	return []ruleDef{
+	return slices.Concat(dispatchRules(ip4), dispatchRules(ip6), []ruleDef{
 		hostPortsRule(ip4), hostPortsRule(ip6),
 		portsRule(ip4), portsRule(ip6),
-	}
+	})
 }
 
 // loadL4 loads "meta l4proto . th dport" into the registers that start at byte off.

@@ -92,7 +92,7 @@ func inNetNS(ns netns.NsHandle, fn func() error) error {
 }
 
 // writeSysctls writes value to each /proc/sys path from a thread inside ns.
-func writeSysctls(t *testing.T, ns netns.NsHandle, value string, paths ...string) {
+func writeSysctls(t testing.TB, ns netns.NsHandle, value string, paths ...string) {
 	t.Helper()
 	err := inNetNS(ns, func() error {
 		for _, p := range paths {

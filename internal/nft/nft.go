@@ -3,8 +3,8 @@
 //
 // The desired state is data (Ruleset). Render turns it into nft-syntax text, Table.Sync
 // writes it to the kernel in one atomic netlink batch, Table.Update adds and removes the
-// elements of endpoints and published ports in one small batch, and Table.InSync reads the
-// tables back and says whether the kernel still matches a Ruleset.
+// elements of endpoints, published ports and services in one small batch, and
+// Table.InSync reads the tables back and says whether the kernel still matches a Ruleset.
 //
 // Kernel objects of table inet podnet:
 //
@@ -15,13 +15,22 @@
 //	set endpoint_addrs4/6   ifname . ip: (host veth . address) of routed endpoints
 //	map ports4, ports6      l4proto . port : address . port, published ports on every local address
 //	map hostports4/6        ip . l4proto . port : address . port, published ports on one host address
+//	map services4/6         VIP . l4proto . port : slot count, services without affinity
+//	map affinity_services4/6  the same, services with client affinity
+//	map backends4/6         VIP . l4proto . port . index : address . port, backends of the services
+//	set affinity_backends4/6  VIP . l4proto . port . address . port, backends of services with affinity
+//	map affinity4/6         dynamic, timeout AffinityTimeout: client . VIP . l4proto . port : backend
+//	map picks, affinity_picks  slot count : goto pick-S / affinity-pick-S (reject for 0); constant
 //	chain antispoof   filter prerouting, priority raw: drops what a routed endpoint sends from
 //	                  an address that is not its own
-//	chain prerouting  nat prerouting, priority dstnat: published ports (DNAT)
-//	chain output      nat output, priority dstnat: published ports for connections of the node
+//	chain prerouting  nat prerouting, priority dstnat: service VIPs, then published ports (DNAT)
+//	chain output      nat output, priority dstnat: the same for connections of the node
 //	chain forward     filter forward, priority filter: isolation of networks by address
 //	chain postrouting nat postrouting, priority srcnat: egress masquerade, and masquerade of
 //	                  DNATed connections from sandboxes (hairpin) and from 127.0.0.0/8
+//	chains pick-S, affinity-pick-S, affinity, reject  regular: random choice of a backend
+//	                  among S slots, client affinity, rejection of a service without backend;
+//	                  constant (services.go explains them)
 //
 // Table bridge podnet holds the same anti-spoofing check for bridged endpoints: in the inet
 // hooks a packet of a bridge port shows the bridge as its input interface (br_netfilter),
@@ -30,10 +39,13 @@
 //	set endpoints, endpoint_addrs4, endpoint_addrs6  as above, for bridged endpoints
 //	chain antispoof   filter prerouting, priority filter: checks IPv4, IPv6 and ARP senders
 //
-// Per-packet cost does not grow with the number of networks, endpoints or ports: every
-// lookup is a set or map lookup, never one rule per item. Everything goes through
-// github.com/google/nftables bound to a namespace fd; nothing execs nft and no goroutine of
-// the caller changes namespace.
+// Per-packet cost does not grow with the number of networks, endpoints, ports or services:
+// every lookup is a set or map lookup, never one rule per item. A service owns elements
+// only, so that changing its backends is an element update whatever the number of
+// services (a rule or chain per service would make every such batch revalidate them all).
+// Everything goes through github.com/google/nftables bound to a namespace fd (and, to read
+// a few elements by key, a netlink socket bound to it); nothing execs nft and no goroutine
+// of the caller changes namespace.
 //
 // What the caller (the agent) must do besides: set route_localnet=1 on the interfaces
 // towards sandboxes (bridges and routed host veths) for published ports to answer on
@@ -41,13 +53,21 @@
 // port through a node address (br_netfilter bridges the DNATed packet back to the port it
 // came from); add an endpoint's elements (Update) before its host veth goes up, since only
 // the interfaces in the endpoints set are checked. IPv6 has no localhost access to published
-// ports: Linux never routes ::1 off the loopback device.
+// ports: Linux never routes ::1 off the loopback device. A connection of the node to a VIP
+// needs a route to the VIP (a default route will do): the node picks the source address
+// before the output hook DNATs. Sandboxes reach VIPs through their default gateway, the
+// node. Connections from sandboxes to a VIP are masqueraded behind the node, as for
+// published ports (postrouting: ct status dnat, saddr in a podnet subnet), which makes a
+// backend reaching its own service (hairpin) work; backends see the node's address, and
+// affinity is keyed on the client's real address (it is decided before the masquerade).
 package nft
 
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
+	"time"
 )
 
 // TableName is the name of podnet's tables, in families inet and bridge.
@@ -79,20 +99,49 @@ type PortMapping struct {
 	Port     uint16     // container port
 }
 
+// Service is a virtual IP: new connections to VIP:Port (Protocol) are DNATed to one of
+// Backends, chosen at random, or, with Affinity, to the backend the client's address was
+// last sent to. A service is identified by (VIP, Protocol, Port); a dual-stack service is
+// two Services, one per family.
+type Service struct {
+	Name     string           // "<namespace>/<service>", for comments and debugging only
+	VIP      netip.Addr       // one family per Service
+	Protocol string           // "tcp" | "udp"
+	Port     uint16           // service port
+	Backends []netip.AddrPort // ready backends, of the VIP's family; none: connections are rejected
+	// Affinity keeps a client on one backend: a new connection from the client's address
+	// goes to the backend its previous one went to, as long as that backend is still in
+	// Backends and the client made a connection to the service within AffinityTimeout.
+	Affinity bool
+}
+
+// AffinityTimeout is how long a client keeps its backend after its last new connection to
+// a service with Affinity (Kubernetes' default sessionAffinityConfig timeout, 10800 s).
+const AffinityTimeout = 3 * time.Hour
+
+// MaxBackends is the largest number of backends of one service.
+const MaxBackends = 1 << maxSlotBits
+
 // Ruleset is the desired content of podnet's tables. The order of its slices does not
 // matter. An endpoint listed twice (same HostIf) has the union of the addresses; a port
-// mapping listed twice is one mapping.
+// mapping listed twice is one mapping; a service listed twice must be listed the same way
+// (backends in any order) and is one service; a backend listed twice is one backend.
 type Ruleset struct {
 	Networks  []Network
 	Endpoints []Endpoint
 	Ports     []PortMapping
+	Services  []Service
 }
 
-// Delta is a set of endpoints and port mappings that Update adds to or removes from the
-// tables without rewriting them.
+// Delta is a set of endpoints, port mappings and services that Update adds to or removes
+// from the tables without rewriting them. A service in a Delta is identified by (VIP,
+// Protocol, Port): adding it replaces the service with that key, if any (its name,
+// backends and affinity), and removing it removes the service with that key whatever its
+// other fields.
 type Delta struct {
 	Endpoints []Endpoint
 	Ports     []PortMapping
+	Services  []Service
 }
 
 // Applier makes podnet's tables of one namespace equal to a Ruleset.
@@ -106,10 +155,12 @@ type Applier interface {
 	// element that exists or removing one that does not is not an error, so calling it
 	// twice is harmless. An endpoint in remove takes its interface out of the checked
 	// ones, with the listed addresses (list all of them); to change the addresses of an
-	// endpoint, remove it and add it back in the same call. It fails, changing nothing,
-	// when a delta does not Validate, when the tables do not exist (ErrNoTable: call
-	// Sync), or when a port mapping's host side is mapped to another target in the table
-	// (ErrConflict: to move a mapping, remove the old one in the same call).
+	// endpoint, remove it and add it back in the same call. A service in add replaces the
+	// service with its key, in remove removes it (see Delta); a service in both is
+	// replaced by add's. It fails, changing nothing, when a delta does not Validate, when
+	// the tables do not exist (ErrNoTable: call Sync), or when a port mapping's host side
+	// is mapped to another target in the table (ErrConflict: to move a mapping, remove the
+	// old one in the same call).
 	Update(add, remove Delta) error
 	// InSync reports whether the tables equal r. It is false, with no error, when a table
 	// is missing or was changed (flushed rules, chains, set or map elements).
@@ -154,14 +205,15 @@ func (r Ruleset) Validate() error {
 			subnets = append(subnets, owned{p, i, n.Name})
 		}
 	}
-	if err := (Delta{Endpoints: r.Endpoints, Ports: r.Ports}).Validate(); err != nil {
+	if err := (Delta{Endpoints: r.Endpoints, Ports: r.Ports, Services: r.Services}).Validate(); err != nil {
 		return err
 	}
 	return nil
 }
 
-// Validate checks every endpoint and port mapping of d, and that d does not contradict
-// itself: an interface both bridged and routed, or one host port mapped to two targets.
+// Validate checks every endpoint, port mapping and service of d, and that d does not
+// contradict itself: an interface both bridged and routed, one host port mapped to two
+// targets, or one service key listed twice with different names, backends or affinity.
 func (d Delta) Validate() error {
 	bridged := make(map[string]bool, len(d.Endpoints))
 	for _, e := range d.Endpoints {
@@ -183,6 +235,20 @@ func (d Delta) Validate() error {
 			return fmt.Errorf("port mapping %s: host side already mapped to %s", p, netip.AddrPortFrom(o.Addr, o.Port))
 		}
 		targets[k] = p
+	}
+	services := make(map[serviceKey]Service, len(d.Services))
+	for _, s := range d.Services {
+		if err := s.validate(); err != nil {
+			return err
+		}
+		k := s.key()
+		if o, ok := services[k]; ok && !o.same(s) {
+			if o.Name != s.Name {
+				return fmt.Errorf("service %q (%s): VIP and port already used by service %q", s.Name, s, o.Name)
+			}
+			return fmt.Errorf("service %q (%s): listed twice with different backends or affinity", s.Name, s)
+		}
+		services[k] = s
 	}
 	return nil
 }
@@ -222,6 +288,75 @@ func (p PortMapping) validate() error {
 		return fmt.Errorf("port mapping %s: host IP %v: not of the endpoint address's family", p, p.HostIP)
 	}
 	return nil
+}
+
+// String prints the service's key as "tcp 10.96.0.10:80".
+func (s Service) String() string {
+	return s.Protocol + " " + netip.AddrPortFrom(s.VIP, s.Port).String()
+}
+
+func (s Service) validate() error {
+	k := s.String()
+	switch {
+	case protoNumber(s.Protocol) == 0:
+		return fmt.Errorf("service %q (%s): protocol %q: want tcp or udp", s.Name, k, s.Protocol)
+	case s.Port == 0:
+		return fmt.Errorf("service %q (%s): port 0", s.Name, k)
+	case !validUnicast(s.VIP):
+		return fmt.Errorf("service %q (%s): VIP %v: invalid address", s.Name, k, s.VIP)
+	case len(s.Backends) > MaxBackends:
+		return fmt.Errorf("service %q (%s): %d backends, at most %d", s.Name, k, len(s.Backends), MaxBackends)
+	}
+	for _, b := range s.Backends {
+		switch {
+		case !validUnicast(b.Addr()) || b.Addr().Is4() != s.VIP.Is4():
+			return fmt.Errorf("service %q (%s): backend %v: invalid address or not of the VIP's family", s.Name, k, b)
+		case b.Port() == 0:
+			return fmt.Errorf("service %q (%s): backend %v: port 0", s.Name, k, b)
+		}
+	}
+	return nil
+}
+
+// validUnicast reports whether a can be a VIP or a backend address: valid, specified, not
+// an IPv4-mapped IPv6 address, without zone.
+func validUnicast(a netip.Addr) bool {
+	return a.IsValid() && !a.IsUnspecified() && !a.Is4In6() && a.Zone() == ""
+}
+
+// serviceKey identifies a service: at most one per key.
+type serviceKey struct {
+	vip   netip.Addr
+	proto byte
+	port  uint16
+}
+
+func (s Service) key() serviceKey {
+	return serviceKey{vip: s.VIP, proto: protoNumber(s.Protocol), port: s.Port}
+}
+
+// String prints the key as "tcp 10.96.0.10:80".
+func (k serviceKey) String() string {
+	proto := "tcp"
+	if k.proto == protoNumber("udp") {
+		proto = "udp"
+	}
+	return proto + " " + netip.AddrPortFrom(k.vip, k.port).String()
+}
+
+// same reports whether s and o are the same service: same key, name and affinity, and the
+// same backends in any order, duplicates ignored.
+func (s Service) same(o Service) bool {
+	return s.key() == o.key() && s.Name == o.Name && s.Affinity == o.Affinity &&
+		slices.Equal(sortedBackends(s.Backends), sortedBackends(o.Backends))
+}
+
+// sortedBackends returns the backends sorted, without duplicates: the order of the
+// backends' indexes in the kernel.
+func sortedBackends(bs []netip.AddrPort) []netip.AddrPort {
+	bs = slices.Clone(bs)
+	slices.SortFunc(bs, netip.AddrPort.Compare)
+	return slices.Compact(bs)
 }
 
 // hostIP is p.HostIP, or the zero Addr when it stands for every local address.

@@ -3,6 +3,7 @@ package nft
 import (
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Render returns podnet's tables for r in nft syntax, close to what `nft list ruleset`
@@ -37,8 +38,15 @@ func (t tableDef) render(b *strings.Builder) {
 		}
 		fmt.Fprintf(b, "\t%s %s {\n", kind, s.name)
 		fmt.Fprintf(b, "\t\ttype %s\n", typ)
-		if s.interval {
+		if s.size != 0 {
+			fmt.Fprintf(b, "\t\tsize %d\n", s.size)
+		}
+		switch {
+		case s.interval:
 			b.WriteString("\t\tflags interval\n")
+		case s.dynamic:
+			b.WriteString("\t\tflags dynamic,timeout\n")
+			fmt.Fprintf(b, "\t\ttimeout %s\n", nftDuration(s.timeout))
 		}
 		for j, e := range s.elems {
 			if j == 0 {
@@ -58,11 +66,31 @@ func (t tableDef) render(b *strings.Builder) {
 	}
 	for _, c := range t.chains {
 		fmt.Fprintf(b, "\n\tchain %s {\n", c.name)
-		fmt.Fprintf(b, "\t\ttype %s hook %s priority %s; policy accept;\n", c.typ, c.hookName, c.prioName)
+		if c.base() {
+			fmt.Fprintf(b, "\t\ttype %s hook %s priority %s; policy accept;\n", c.typ, c.hookName, c.prioName)
+		}
 		for _, r := range c.rules {
 			fmt.Fprintf(b, "\t\t%s\n", r.text)
 		}
 		b.WriteString("\t}\n")
 	}
 	b.WriteString("}\n")
+}
+
+// nftDuration prints d as nft does: "3h", "1h30m", "90s".
+func nftDuration(d time.Duration) string {
+	var out strings.Builder
+	for _, u := range []struct {
+		unit time.Duration
+		name string
+	}{{24 * time.Hour, "d"}, {time.Hour, "h"}, {time.Minute, "m"}, {time.Second, "s"}} {
+		if n := d / u.unit; n > 0 {
+			fmt.Fprintf(&out, "%d%s", n, u.name)
+			d -= n * u.unit
+		}
+	}
+	if d > 0 || out.Len() == 0 {
+		fmt.Fprintf(&out, "%dms", d.Milliseconds())
+	}
+	return out.String()
 }

@@ -2,6 +2,7 @@ package nft
 
 import (
 	"flag"
+	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -36,12 +37,28 @@ var (
 	webPort  = PortMapping{Protocol: "tcp", HostPort: 8080, Addr: netip.MustParseAddr("10.88.1.2"), Port: 80}
 	dnsPort  = PortMapping{Protocol: "udp", HostIP: netip.MustParseAddr("fd00:ff::1"), HostPort: 5353,
 		Addr: netip.MustParseAddr("fd00:88:4::2"), Port: 53}
+	// Services of the example ruleset: one with 3 backends (4 slots), one with affinity,
+	// one without backends.
+	webSvc = Service{Name: "default/web", VIP: netip.MustParseAddr("10.96.0.10"), Protocol: "tcp", Port: 80,
+		Backends: addrPorts("10.88.4.2:8080", "10.88.1.2:8080", "10.88.4.3:8080")}
+	dnsSvc = Service{Name: "kube-system/dns", VIP: netip.MustParseAddr("fd00:96::a"), Protocol: "udp", Port: 53,
+		Backends: addrPorts("[fd00:88:1::2]:53", "[fd00:88:4::2]:53"), Affinity: true}
+	idleSvc = Service{Name: "default/idle", VIP: netip.MustParseAddr("10.96.0.10"), Protocol: "tcp", Port: 443}
 	example = Ruleset{
 		Networks:  []Network{blue, violet},
 		Endpoints: []Endpoint{blueEP, violetEP},
 		Ports:     []PortMapping{webPort, dnsPort},
+		Services:  []Service{webSvc, dnsSvc, idleSvc},
 	}
 )
+
+func addrPorts(s ...string) []netip.AddrPort {
+	out := make([]netip.AddrPort, len(s))
+	for i, a := range s {
+		out[i] = netip.MustParseAddrPort(a)
+	}
+	return out
+}
 
 func addrs(s ...string) []netip.Addr {
 	out := make([]netip.Addr, len(s))
@@ -91,10 +108,13 @@ func TestRenderOrderIndependent(t *testing.T) {
 	ep.Addrs = []netip.Addr{ep.Addrs[1], ep.Addrs[0]}
 	unspec := webPort
 	unspec.HostIP = netip.IPv4Unspecified() // the same as no host IP
+	web := webSvc
+	web.Backends = append(slices.Clone(web.Backends[1:]), web.Backends[0], web.Backends[1])
 	b := Render(Ruleset{
 		Networks:  []Network{violet, g, blue, red},
 		Endpoints: []Endpoint{violetEP, ep, blueEP},
 		Ports:     []PortMapping{dnsPort, unspec, webPort, dnsPort},
+		Services:  []Service{idleSvc, dnsSvc, web, webSvc},
 	})
 	if a != b {
 		t.Errorf("order changes Render:\n%s\n%s", a, b)
@@ -104,6 +124,7 @@ func TestRenderOrderIndependent(t *testing.T) {
 func TestValidate(t *testing.T) {
 	a4 := netip.MustParseAddr("10.88.1.2")
 	a6 := netip.MustParseAddr("fd00:88:1::2")
+	vip := netip.MustParseAddr("10.96.0.1")
 	port := func(proto string, hostIP string, hostPort uint16, addr netip.Addr, p uint16) PortMapping {
 		m := PortMapping{Protocol: proto, HostPort: hostPort, Addr: addr, Port: p}
 		if hostIP != "" {
@@ -147,6 +168,26 @@ func TestValidate(t *testing.T) {
 			port("tcp", "", 80, a4, 80), port("udp", "", 80, a4, 81), port("tcp", "192.0.2.1", 80, a4, 82),
 			port("tcp", "", 80, a6, 83), port("tcp", "2001:db8::1", 80, a6, 84),
 		}}, ""},
+		{"service", Ruleset{Services: []Service{webSvc, dnsSvc, idleSvc}}, ""},
+		{"service protocol", Ruleset{Services: []Service{{Name: "x", VIP: vip, Protocol: "sctp", Port: 80}}},
+			`service "x" (sctp 10.96.0.1:80): protocol "sctp": want tcp or udp`},
+		{"service port 0", Ruleset{Services: []Service{{Name: "x", VIP: vip, Protocol: "udp"}}}, "udp 10.96.0.1:0): port 0"},
+		{"service VIP", Ruleset{Services: []Service{{Name: "x", VIP: netip.IPv4Unspecified(), Protocol: "tcp", Port: 80}}}, "VIP 0.0.0.0: invalid address"},
+		{"service mapped VIP", Ruleset{Services: []Service{{Name: "x", VIP: netip.MustParseAddr("::ffff:10.0.0.1"), Protocol: "tcp", Port: 80}}}, "invalid address"},
+		{"backend family", Ruleset{Services: []Service{{Name: "x", VIP: vip, Protocol: "tcp", Port: 80, Backends: addrPorts("[fd00::1]:80")}}},
+			"backend [fd00::1]:80: invalid address or not of the VIP's family"},
+		{"backend port 0", Ruleset{Services: []Service{{Name: "x", VIP: vip, Protocol: "tcp", Port: 80, Backends: addrPorts("10.0.0.1:0")}}},
+			"backend 10.0.0.1:0: port 0"},
+		{"backends twice", Ruleset{Services: []Service{{Name: "x", VIP: vip, Protocol: "tcp", Port: 80, Backends: addrPorts("10.0.0.1:80", "10.0.0.1:80")}}}, ""},
+		{"too many backends", Ruleset{Services: []Service{{Name: "x", VIP: vip, Protocol: "tcp", Port: 80, Backends: make([]netip.AddrPort, MaxBackends+1)}}},
+			"4097 backends, at most 4096"},
+		{"service twice", Ruleset{Services: []Service{webSvc, {Name: webSvc.Name, VIP: webSvc.VIP, Protocol: "tcp", Port: 80,
+			Backends: []netip.AddrPort{webSvc.Backends[2], webSvc.Backends[0], webSvc.Backends[1]}}}}, ""},
+		{"service twice, other backends", Ruleset{Services: []Service{webSvc, {Name: webSvc.Name, VIP: webSvc.VIP, Protocol: "tcp", Port: 80}}},
+			`service "default/web" (tcp 10.96.0.10:80): listed twice with different backends or affinity`},
+		{"VIP and port of another service", Ruleset{Services: []Service{webSvc, {Name: "y", VIP: webSvc.VIP, Protocol: "tcp", Port: 80}}},
+			`service "y" (tcp 10.96.0.10:80): VIP and port already used by service "default/web"`},
+		{"same VIP, other port or protocol", Ruleset{Services: []Service{webSvc, idleSvc, {Name: "u", VIP: webSvc.VIP, Protocol: "udp", Port: 80}}}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.r.Validate()
@@ -298,6 +339,34 @@ func TestChunks(t *testing.T) {
 			}
 			if total != want {
 				t.Errorf("set %s: %d elements in chunks, want %d", s.name, total, want)
+			}
+		}
+	}
+}
+
+// The draws of a pick chain give every backend a share of 1/N, off by at most
+// 2^-pickAttempts (relative), for every backend count.
+func TestDrawShares(t *testing.T) {
+	bound := math.Ldexp(1, -pickAttempts)
+	for n := 1; n <= MaxBackends; n++ {
+		s := slots(n)
+		if s < uint32(n) || (n > 1 && s >= 2*uint32(n)) || !slices.Contains(slotCounts(), s) {
+			t.Fatalf("slots(%d) = %d", n, s)
+		}
+		share := make([]float64, n) // of each index, from the successive draws
+		left := 1.0                 // probability that no draw hit a backend yet
+		for _, mod := range drawModuli(s) {
+			for i := range min(int(mod), n) {
+				share[i] += left / float64(mod)
+			}
+			left *= 1 - float64(min(int(mod), n))/float64(mod)
+		}
+		if left > 1e-12 {
+			t.Fatalf("%d backends: the draws miss with probability %g", n, left)
+		}
+		for i, p := range share {
+			if d := math.Abs(p*float64(n) - 1); d > bound+1e-12 {
+				t.Fatalf("%d backends: index %d gets %g, off by %.4f (bound %.4f)", n, i, p, d, bound)
 			}
 		}
 	}

@@ -12,12 +12,13 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netns"
 )
 
 // openTable opens table inet podnet of a new throwaway namespace.
-func openTable(t *testing.T) (*Table, netns.NsHandle) {
+func openTable(t testing.TB) (*Table, netns.NsHandle) {
 	t.Helper()
 	requireRoot(t)
 	ns := newNetNS(t)
@@ -30,7 +31,7 @@ func openTable(t *testing.T) (*Table, netns.NsHandle) {
 }
 
 // otherConn is an nftables connection to ns that is not podnet's.
-func otherConn(t *testing.T, ns netns.NsHandle) *nftables.Conn {
+func otherConn(t testing.TB, ns netns.NsHandle) *nftables.Conn {
 	t.Helper()
 	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
 	if err != nil {
@@ -39,7 +40,7 @@ func otherConn(t *testing.T, ns netns.NsHandle) *nftables.Conn {
 	return c
 }
 
-func mustSync(t *testing.T, tb *Table, r Ruleset) {
+func mustSync(t testing.TB, tb *Table, r Ruleset) {
 	t.Helper()
 	if err := tb.Sync(r); err != nil {
 		t.Fatal(err)
@@ -47,7 +48,7 @@ func mustSync(t *testing.T, tb *Table, r Ruleset) {
 	wantInSync(t, tb, r, true)
 }
 
-func wantInSync(t *testing.T, tb *Table, r Ruleset, want bool) {
+func wantInSync(t testing.TB, tb *Table, r Ruleset, want bool) {
 	t.Helper()
 	diff, err := tb.diff(r)
 	if err != nil {
@@ -82,6 +83,7 @@ func TestPrivilegedSyncIdempotent(t *testing.T) {
 		{Networks: r.Networks, Endpoints: r.Endpoints},
 		{Networks: r.Networks, Endpoints: r.Endpoints, Ports: r.Ports[:1]},
 		{Networks: r.Networks, Endpoints: r.Endpoints[:1], Ports: r.Ports},
+		{Networks: r.Networks, Endpoints: r.Endpoints, Ports: r.Ports, Services: r.Services[1:]},
 	} {
 		wantInSync(t, tb, r2, false)
 		mustSync(t, tb, r2)
@@ -268,6 +270,31 @@ func TestPrivilegedRepair(t *testing.T) {
 			els[0].Val = slices.Clone(els[0].Val)
 			els[0].Val[5]++ // port
 			must(t, c.SetAddElements(s, els), "add")
+		}},
+		{"flush services map", func(c *nftables.Conn) { c.FlushSet(set(inet, mapServices+"4")) }},
+		{"delete backend", func(c *nftables.Conn) {
+			must(t, c.SetDeleteElements(set(inet, mapBackends+"4"), elems(0, mapBackends+"4")), "delete")
+		}},
+		{"changed slot count", func(c *nftables.Conn) {
+			els := elems(0, mapServices+"4")
+			s := set(inet, mapServices+"4")
+			must(t, c.SetDeleteElements(s, els), "delete")
+			els[0].Val = binaryutil.NativeEndian.PutUint32(8)
+			must(t, c.SetAddElements(s, els), "add")
+		}},
+		{"delete affinity backend", func(c *nftables.Conn) {
+			must(t, c.SetDeleteElements(set(inet, setAffinityBackends+"6"), elems(0, setAffinityBackends+"6")), "delete")
+		}},
+		{"changed pick", func(c *nftables.Conn) {
+			els := elems(0, mapPicks)
+			s := set(inet, mapPicks)
+			must(t, c.SetDeleteElements(s, els), "delete")
+			els[0].VerdictData.Chain = chainPick + "1"
+			must(t, c.SetAddElements(s, els), "add")
+		}},
+		{"flush pick chain", func(c *nftables.Conn) { c.FlushChain(&nftables.Chain{Name: chainPick + "4", Table: inet}) }},
+		{"extra regular chain rule", func(c *nftables.Conn) {
+			c.AddRule(&nftables.Rule{Table: inet, Chain: &nftables.Chain{Name: chainReject}, Exprs: accept})
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -71,7 +71,7 @@ type topo struct {
 	endpoints []Endpoint
 }
 
-func buildTopo(t *testing.T) *topo {
+func buildTopo(t testing.TB) *topo {
 	t.Helper()
 	requireRoot(t)
 	tp := &topo{
@@ -136,7 +136,7 @@ var noDAD = []string{"/proc/sys/net/ipv6/conf/all/accept_dad", "/proc/sys/net/ip
 // routed attaches a sandbox the way the routed driver does (Calico style): the host veth
 // has no address but fe80::1, proxy ARP answers the sandbox's gateway 169.254.1.1, and
 // the node routes each sandbox address to the host veth.
-func (tp *topo) routed(t *testing.T, h, sh *netlink.Handle, hostIf string, ns netns.NsHandle, addrs []netip.Prefix) {
+func (tp *topo) routed(t testing.TB, h, sh *netlink.Handle, hostIf string, ns netns.NsHandle, addrs []netip.Prefix) {
 	t.Helper()
 	peer := tp.veth(t, h, hostIf, ns, nil)
 	hv := linkByName(t, h, hostIf)
@@ -155,7 +155,7 @@ func (tp *topo) routed(t *testing.T, h, sh *netlink.Handle, hostIf string, ns ne
 }
 
 // routeTo adds the node route "a dev hostIf".
-func (tp *topo) routeTo(t *testing.T, hostIf string, a netip.Addr) {
+func (tp *topo) routeTo(t testing.TB, hostIf string, a netip.Addr) {
 	t.Helper()
 	h := handleAt(t, tp.ns["node"])
 	l := linkByName(t, h, hostIf)
@@ -168,7 +168,7 @@ func hostNet(a netip.Addr) *net.IPNet {
 
 // veth creates a veth pair: name in the node (enslaved to master if not nil, up), eth0
 // in ns (lo and eth0 up). It returns a function giving eth0 through ns's handle.
-func (tp *topo) veth(t *testing.T, h *netlink.Handle, name string, ns netns.NsHandle, master netlink.Link) func(*netlink.Handle) netlink.Link {
+func (tp *topo) veth(t testing.TB, h *netlink.Handle, name string, ns netns.NsHandle, master netlink.Link) func(*netlink.Handle) netlink.Link {
 	t.Helper()
 	attrs := netlink.LinkAttrs{Name: name}
 	if master != nil {
@@ -190,7 +190,7 @@ func (tp *topo) ruleset(ports ...PortMapping) Ruleset {
 }
 
 // open opens the tables of the node namespace.
-func (tp *topo) open(t *testing.T) *Table {
+func (tp *topo) open(t testing.TB) *Table {
 	t.Helper()
 	tb, err := Open(int(tp.ns["node"]))
 	if err != nil {
@@ -218,7 +218,7 @@ func (tp *topo) nodeAddrsAll(fam int) []netip.Addr {
 // a returns the address of family fam (0 IPv4, 1 IPv6) of a namespace of the topology.
 func (tp *topo) a(name string, fam int) netip.Addr { return tp.addr[name][fam].Addr() }
 
-func handleAt(t *testing.T, ns netns.NsHandle) *netlink.Handle {
+func handleAt(t testing.TB, ns netns.NsHandle) *netlink.Handle {
 	t.Helper()
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
@@ -228,7 +228,7 @@ func handleAt(t *testing.T, ns netns.NsHandle) *netlink.Handle {
 	return h
 }
 
-func linkByName(t *testing.T, h *netlink.Handle, name string) netlink.Link {
+func linkByName(t testing.TB, h *netlink.Handle, name string) netlink.Link {
 	t.Helper()
 	l, err := h.LinkByName(name)
 	if err != nil {
@@ -237,7 +237,7 @@ func linkByName(t *testing.T, h *netlink.Handle, name string) netlink.Link {
 	return l
 }
 
-func addAddrs(t *testing.T, h *netlink.Handle, l netlink.Link, ps []netip.Prefix) {
+func addAddrs(t testing.TB, h *netlink.Handle, l netlink.Link, ps []netip.Prefix) {
 	t.Helper()
 	for _, p := range ps {
 		a := &netlink.Addr{
@@ -248,7 +248,7 @@ func addAddrs(t *testing.T, h *netlink.Handle, l netlink.Link, ps []netip.Prefix
 	}
 }
 
-func must(t *testing.T, err error, what string) {
+func must(t testing.TB, err error, what string) {
 	t.Helper()
 	if err != nil {
 		t.Fatalf("%s: %v", what, err)
@@ -257,7 +257,7 @@ func must(t *testing.T, err error, what string) {
 
 // serve listens on testPort in ns (all addresses), TCP and, with udp, UDP, and answers
 // every connection or datagram with the source address it sees.
-func serve(t *testing.T, ns netns.NsHandle, udp bool) {
+func serve(t testing.TB, ns netns.NsHandle, udp bool) {
 	t.Helper()
 	var (
 		ln net.Listener
@@ -365,7 +365,7 @@ func (tp *topo) dial(c conn, timeout time.Duration) (netip.Addr, error) {
 
 // check makes every connection attempt, in parallel. An allowed one is retried for a
 // while (links and neighbours settle); a blocked one is tried once, for a second.
-func (tp *topo) check(t *testing.T, conns ...conn) {
+func (tp *topo) check(t testing.TB, conns ...conn) {
 	t.Helper()
 	var wg sync.WaitGroup
 	for _, c := range conns {

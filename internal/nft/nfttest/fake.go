@@ -51,9 +51,11 @@ func (f *Fake) Sync(r nft.Ruleset) error {
 // Update applies add and remove like nft.Table does: it validates them, fails with
 // nft.ErrNoTable when there are no tables and with nft.ErrConflict when a port mapping's
 // host side is in the table with another target, and otherwise removes, then adds, the
-// endpoints and port mappings, in the tables and in Last. An endpoint in remove takes the
-// whole endpoint away (the kernel takes its interface out of the checked ones, and the
-// listed addresses; addresses not listed would stay there, without effect).
+// endpoints, port mappings and services, in the tables and in Last. An endpoint in remove
+// takes the whole endpoint away (the kernel takes its interface out of the checked ones,
+// and the listed addresses; addresses not listed would stay there, without effect). A
+// service in remove removes the service with its key (VIP, protocol, port); one in add
+// replaces it.
 func (f *Fake) Update(add, remove nft.Delta) error {
 	if err := add.Validate(); err != nil {
 		return err
@@ -127,6 +129,20 @@ func apply(r nft.Ruleset, add, remove nft.Delta) (nft.Ruleset, error) {
 		}
 		if !slices.ContainsFunc(r.Ports, func(q nft.PortMapping) bool { return keyOf(q) == keyOf(p) }) {
 			r.Ports = append(r.Ports, p)
+		}
+	}
+	type svcKey struct {
+		vip   netip.Addr
+		proto string
+		port  uint16
+	}
+	svcKeyOf := func(s nft.Service) svcKey { return svcKey{s.VIP, s.Protocol, s.Port} }
+	for _, s := range slices.Concat(remove.Services, add.Services) {
+		r.Services = slices.DeleteFunc(r.Services, func(o nft.Service) bool { return svcKeyOf(o) == svcKeyOf(s) })
+	}
+	for _, s := range add.Services {
+		if !slices.ContainsFunc(r.Services, func(o nft.Service) bool { return svcKeyOf(o) == svcKeyOf(s) }) {
+			r.Services = append(r.Services, s)
 		}
 	}
 	for _, e := range remove.Endpoints {
@@ -225,8 +241,8 @@ func clone(r nft.Ruleset) nft.Ruleset {
 	for i := range r.Networks {
 		r.Networks[i].Subnets = slices.Clone(r.Networks[i].Subnets)
 	}
-	d := cloneDelta(nft.Delta{Endpoints: r.Endpoints, Ports: r.Ports})
-	r.Endpoints, r.Ports = d.Endpoints, d.Ports
+	d := cloneDelta(nft.Delta{Endpoints: r.Endpoints, Ports: r.Ports, Services: r.Services})
+	r.Endpoints, r.Ports, r.Services = d.Endpoints, d.Ports, d.Services
 	return r
 }
 
@@ -236,5 +252,9 @@ func cloneDelta(d nft.Delta) nft.Delta {
 		d.Endpoints[i].Addrs = slices.Clone(d.Endpoints[i].Addrs)
 	}
 	d.Ports = slices.Clone(d.Ports)
+	d.Services = slices.Clone(d.Services)
+	for i := range d.Services {
+		d.Services[i].Backends = slices.Clone(d.Services[i].Backends)
+	}
 	return d
 }

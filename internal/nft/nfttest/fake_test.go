@@ -142,3 +142,49 @@ func TestFakeUpdate(t *testing.T) {
 		t.Fatalf("Update = %v, want boom", err)
 	}
 }
+
+func TestFakeServices(t *testing.T) {
+	var f Fake
+	vip := netip.MustParseAddr("10.96.0.10")
+	web := nft.Service{Name: "default/web", VIP: vip, Protocol: "tcp", Port: 80,
+		Backends: []netip.AddrPort{netip.MustParseAddrPort("10.88.1.2:8080")}}
+	dns := nft.Service{Name: "default/dns", VIP: vip, Protocol: "udp", Port: 53}
+	if err := f.Sync(nft.Ruleset{Services: []nft.Service{web}}); err != nil {
+		t.Fatal(err)
+	}
+	replaced := web
+	replaced.Backends = []netip.AddrPort{netip.MustParseAddrPort("10.88.1.3:8080"), netip.MustParseAddrPort("10.88.1.4:8080")}
+	replaced.Affinity = true
+	for range 2 { // adding again replaces the service with that key
+		if err := f.Update(nft.Delta{Services: []nft.Service{replaced, dns}}, nft.Delta{}); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _ := f.InSync(nft.Ruleset{Services: []nft.Service{dns, replaced}}); !ok {
+			t.Fatalf("after replacing:\n%s", f.Dump())
+		}
+	}
+	byKey := nft.Service{VIP: vip, Protocol: "tcp", Port: 80}
+	for range 2 { // removing by key; what is gone stays gone
+		if err := f.Update(nft.Delta{}, nft.Delta{Services: []nft.Service{byKey}}); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _ := f.InSync(nft.Ruleset{Services: []nft.Service{dns}}); !ok {
+			t.Fatalf("after removing:\n%s", f.Dump())
+		}
+	}
+	// In both: add wins.
+	if err := f.Update(nft.Delta{Services: []nft.Service{web}}, nft.Delta{Services: []nft.Service{byKey, dns}}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := f.InSync(nft.Ruleset{Services: []nft.Service{web}}); !ok {
+		t.Fatalf("after remove and add:\n%s", f.Dump())
+	}
+	calls := f.Updates()
+	calls[0].Add.Services[0].Backends[0] = netip.AddrPort{} // a copy: does not change the Fake
+	if f.Updates()[0].Add.Services[0].Backends[0] != replaced.Backends[0] {
+		t.Fatal("changing Updates' result changed the Fake")
+	}
+	if err := f.Update(nft.Delta{Services: []nft.Service{{Name: "x", VIP: vip, Protocol: "sctp", Port: 1}}}, nft.Delta{}); err == nil {
+		t.Fatal("Update accepted an invalid service")
+	}
+}

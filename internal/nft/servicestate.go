@@ -1,0 +1,316 @@
+package nft
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// serviceChangesLocked returns the elements to delete and to add so that the services of
+// remove are gone and those of add are in the kernel (a service in both is add's). It
+// reads the current elements of each service, by key.
+func (t *Table) serviceChangesLocked(add, remove []Service) (del, put rulesetDef, err error) {
+	want := map[serviceKey]Service{}
+	var keys []serviceKey
+	for _, s := range normServices(remove) {
+		keys = append(keys, s.key())
+	}
+	for _, s := range normServices(add) {
+		want[s.key()] = s
+		keys = append(keys, s.key())
+	}
+	if len(keys) == 0 {
+		return rulesetDef{}, rulesetDef{}, nil
+	}
+	slices.SortFunc(keys, func(a, b serviceKey) int { return bytes.Compare(a.sortKey(), b.sortKey()) })
+	keys = slices.Compact(keys)
+
+	r, err := t.elemReaderLocked()
+	if err != nil {
+		return rulesetDef{}, rulesetDef{}, err
+	}
+	defer r.close()
+	// The sets of the services, without elements: the batch needs their names and types.
+	sets := serviceSets(nil)
+	delSets, putSets := slices.Clone(sets), slices.Clone(sets)
+	index := map[string]int{}
+	for i, s := range sets {
+		delSets[i].elems, putSets[i].elems = nil, nil
+		index[s.name] = i
+	}
+	for _, k := range keys {
+		var have, next map[string][]elemDef // by set name: in the kernel, wanted
+		o, err := r.service(k)
+		if err != nil {
+			return rulesetDef{}, rulesetDef{}, fmt.Errorf("read service %s: %w", k, err)
+		}
+		if o != nil {
+			have = o.sets()
+		}
+		if s, ok := want[k]; ok {
+			next = s.elems().sets()
+		}
+		for name := range have {
+			i := index[name]
+			delSets[i].elems = append(delSets[i].elems, missing(have[name], next[name])...)
+		}
+		for name := range next {
+			i := index[name]
+			putSets[i].elems = append(putSets[i].elems, missing(next[name], have[name])...)
+		}
+	}
+	inet := func(sets []setDef) []tableDef {
+		return []tableDef{{family: nftables.TableFamilyINet, sets: sets}}
+	}
+	return elementsOnly(inet(delSets)), elementsOnly(inet(putSets)), nil
+}
+
+// sortKey orders service keys: IPv4 first, then by VIP, protocol and port.
+func (k serviceKey) sortKey() []byte {
+	return slices.Concat([]byte{byte(k.vip.BitLen())}, k.bytes())
+}
+
+// missing returns the elements of a that are not in b with the same key, data and comment.
+func missing(a, b []elemDef) []elemDef {
+	type content struct{ data, comment string }
+	in := make(map[string]content, len(b))
+	for _, e := range b {
+		in[string(e.key)] = content{string(e.data), e.comment}
+	}
+	var out []elemDef
+	for _, e := range a {
+		if c, ok := in[string(e.key)]; !ok || c != (content{string(e.data), e.comment}) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// elemReader reads elements of podnet's sets by key, through one netlink socket in the
+// table's namespace. (google/nftables only dumps whole sets; the kernel also answers a
+// request for given keys, NFT_MSG_GETSETELEM without NLM_F_DUMP, with one reply per
+// element, at a cost that does not depend on the size of the set.)
+type elemReader struct {
+	c *netlink.Conn
+}
+
+// getChunk is the number of keys asked for in one request, so that the replies (the
+// kernel allocates a page-sized message for each) fit the socket's receive buffer,
+// minSockBuf.
+const getChunk = 64
+
+func (t *Table) elemReaderLocked() (*elemReader, error) {
+	if t.fd < 0 {
+		return nil, ErrClosed
+	}
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: t.fd})
+	if err != nil {
+		return nil, fmt.Errorf("connect to nftables: %w", err)
+	}
+	if err := sockBuffers(minSockBuf)(c); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("connect to nftables: %w", err)
+	}
+	return &elemReader{c: c}, nil
+}
+
+func (r *elemReader) close() { r.c.Close() }
+
+// service returns the elements of the service with key k in the kernel, or nil when it
+// has none. It fails with ErrNoTable when the services maps are missing.
+func (r *elemReader) service(k serviceKey) (*serviceElems, error) {
+	sfx := k.family().suffix
+	for _, affinity := range []bool{false, true} {
+		e := serviceElems{key: k, affinity: affinity}
+		got, err := r.get(e.svcSetName(), [][]byte{k.bytes()})
+		if err != nil {
+			return nil, err
+		}
+		if len(got) == 0 {
+			continue
+		}
+		e.svc = got[0]
+		if len(e.svc.data) != 4 {
+			return nil, fmt.Errorf("%w: element of %s with %d bytes of data", ErrNoTable, e.svcSetName(), len(e.svc.data))
+		}
+		n := binaryutil.NativeEndian.Uint32(e.svc.data)
+		keys := make([][]byte, 0, n)
+		for i := range n {
+			keys = append(keys, backendKey(k, int(i)))
+		}
+		backends, err := r.get(mapBackends+sfx, keys)
+		if err != nil {
+			return nil, err
+		}
+		if slots(len(backends)) != n {
+			return nil, fmt.Errorf("%w: %d slots but %d backends in %s", ErrNoTable, n, len(backends), mapBackends+sfx)
+		}
+		a := int(k.family().addrLen)
+		for i, b := range backends {
+			if len(b.data) != a+4 {
+				return nil, fmt.Errorf("%w: element of %s with %d bytes of data", ErrNoTable, mapBackends+sfx, len(b.data))
+			}
+			addr, _ := netip.AddrFromSlice(b.data[:a])
+			ap := netip.AddrPortFrom(addr, binary.BigEndian.Uint16(b.data[a:]))
+			e.backends = append(e.backends, backendElem(k, i, ap))
+			if affinity {
+				e.members = append(e.members, elemDef{key: slices.Concat(k.bytes(), addrPortBytes(ap))})
+			}
+		}
+		return &e, nil
+	}
+	for _, set := range []string{mapServices + sfx, mapAffinityServices + sfx, mapBackends + sfx, setAffinityBackends + sfx} {
+		ok, err := r.setExists(set)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, fmt.Errorf("%w: set %s", ErrNoTable, set)
+		}
+	}
+	return nil, nil
+}
+
+// get returns the elements of set in table inet podnet with the given keys, in order, up
+// to the first key that is not in the set. A missing set or table has no element.
+func (r *elemReader) get(set string, keys [][]byte) ([]elemDef, error) {
+	var out []elemDef
+	for chunk := range slices.Chunk(keys, getChunk) {
+		ae := netlink.NewAttributeEncoder()
+		ae.String(unix.NFTA_SET_ELEM_LIST_TABLE, TableName)
+		ae.String(unix.NFTA_SET_ELEM_LIST_SET, set)
+		ae.Nested(unix.NFTA_SET_ELEM_LIST_ELEMENTS, func(list *netlink.AttributeEncoder) error {
+			for _, k := range chunk {
+				list.Nested(unix.NFTA_LIST_ELEM, func(el *netlink.AttributeEncoder) error {
+					el.Nested(unix.NFTA_SET_ELEM_KEY, func(v *netlink.AttributeEncoder) error {
+						v.Bytes(unix.NFTA_DATA_VALUE, k)
+						return nil
+					})
+					return nil
+				})
+			}
+			return nil
+		})
+		replies, found, err := r.request(unix.NFT_MSG_GETSETELEM, ae)
+		if err != nil {
+			return nil, fmt.Errorf("get elements of set %s: %w", set, err)
+		}
+		for _, m := range replies {
+			els, err := parseElems(m.Data)
+			if err != nil {
+				return nil, fmt.Errorf("get elements of set %s: %w", set, err)
+			}
+			out = append(out, els...)
+		}
+		if !found {
+			break
+		}
+	}
+	return out, nil
+}
+
+// setExists reports whether table inet podnet has the set.
+func (r *elemReader) setExists(set string) (bool, error) {
+	ae := netlink.NewAttributeEncoder()
+	ae.String(unix.NFTA_SET_TABLE, TableName)
+	ae.String(unix.NFTA_SET_NAME, set)
+	_, found, err := r.request(unix.NFT_MSG_GETSET, ae)
+	if err != nil {
+		return false, fmt.Errorf("get set %s: %w", set, err)
+	}
+	return found, nil
+}
+
+// request sends one nf_tables request about table inet podnet and returns the replies
+// that come before the acknowledgement. found is false when the kernel answered ENOENT
+// (after the replies for what it found).
+func (r *elemReader) request(msgType int, ae *netlink.AttributeEncoder) (replies []netlink.Message, found bool, err error) {
+	attrs, err := ae.Encode()
+	if err != nil {
+		return nil, false, err
+	}
+	m := netlink.Message{
+		Header: netlink.Header{
+			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | msgType),
+			Flags: netlink.Request | netlink.Acknowledge,
+		},
+		Data: append([]byte{unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0}, attrs...),
+	}
+	if _, err := r.c.Send(m); err != nil {
+		return nil, false, err
+	}
+	// Each reply, and the acknowledgement or error that ends them, is a datagram of its own.
+	for {
+		msgs, err := r.c.Receive()
+		switch {
+		case errors.Is(err, unix.ENOENT):
+			return replies, false, nil
+		case err != nil:
+			return nil, false, err
+		}
+		for _, m := range msgs {
+			if m.Header.Type == netlink.Error {
+				return replies, true, nil
+			}
+			replies = append(replies, m)
+		}
+	}
+}
+
+// parseElems returns the elements (key, data, comment) of a NFT_MSG_NEWSETELEM message.
+func parseElems(msg []byte) ([]elemDef, error) {
+	if len(msg) < 4 {
+		return nil, fmt.Errorf("short message")
+	}
+	ad, err := netlink.NewAttributeDecoder(msg[4:]) // after struct nfgenmsg
+	if err != nil {
+		return nil, err
+	}
+	value := func(ad *netlink.AttributeDecoder) (b []byte) {
+		ad.Nested(func(v *netlink.AttributeDecoder) error {
+			for v.Next() {
+				if v.Type() == unix.NFTA_DATA_VALUE {
+					b = slices.Clone(v.Bytes())
+				}
+			}
+			return nil
+		})
+		return b
+	}
+	var out []elemDef
+	for ad.Next() {
+		if ad.Type() != unix.NFTA_SET_ELEM_LIST_ELEMENTS {
+			continue
+		}
+		ad.Nested(func(list *netlink.AttributeDecoder) error {
+			for list.Next() {
+				var e elemDef
+				list.Nested(func(el *netlink.AttributeDecoder) error {
+					for el.Next() {
+						switch el.Type() {
+						case unix.NFTA_SET_ELEM_KEY:
+							e.key = value(el)
+						case unix.NFTA_SET_ELEM_DATA:
+							e.data = value(el)
+						case unix.NFTA_SET_ELEM_USERDATA:
+							e.comment, _ = userdata.GetString(el.Bytes(), userdata.NFTNL_UDATA_SET_ELEM_COMMENT)
+						}
+					}
+					return nil
+				})
+				out = append(out, e)
+			}
+			return nil
+		})
+	}
+	return out, ad.Err()
+}
