@@ -235,6 +235,9 @@ func build(r Ruleset) rulesetDef {
 			hook: *nftables.ChainHookForward, hookName: "forward",
 			priority: *nftables.ChainPriorityFilter, prioName: "filter",
 			rules: []ruleDef{
+				// Packets of flows already let through skip the lookups below (which a
+				// bridged flow would otherwise pay on every frame, br_netfilter).
+				{text: "ct state established,related accept", exprs: append(ctStateEstablished(), accept())},
 				{text: "ct status dnat accept", exprs: append(ctStatusDNAT(), accept())},
 				isolationRule(ip4),
 				isolationRule(ip6),
@@ -498,6 +501,16 @@ func ctStatusDNAT() []expr.Any {
 		&expr.Ct{Key: expr.CtKeySTATUS, Register: reg1},
 		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4,
 			Mask: binaryutil.NativeEndian.PutUint32(ipsDstNAT), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: make([]byte, 4)},
+	}
+}
+
+// ctStateEstablished matches packets of established or related connections.
+func ctStateEstablished() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Key: expr.CtKeySTATE, Register: reg1},
+		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED), Xor: make([]byte, 4)},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: make([]byte, 4)},
 	}
 }
