@@ -379,6 +379,17 @@ func (a *Agent) DeleteNetwork(name string) error {
 			return err
 		}
 	}
+	if n.Driver == api.DriverRouted {
+		nets, err := a.Networks()
+		if err != nil {
+			return err
+		}
+		if !slices.ContainsFunc(nets, func(o api.Network) bool { return o.Driver == api.DriverRouted }) {
+			if err := a.node.RemoveRoutedGateway(); err != nil {
+				return err
+			}
+		}
+	}
 	a.log.Info("network removed", "network", name)
 	return nil
 }
