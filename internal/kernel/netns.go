@@ -7,7 +7,6 @@ package kernel
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 
@@ -60,50 +59,6 @@ func NewNS() (netns.NsHandle, error) {
 		return netns.None(), fmt.Errorf("create netns: %w", err)
 	}
 	return ns, nil
-}
-
-// NetnsDir is where named namespaces are bind-mounted (as iproute2 does).
-const NetnsDir = "/run/netns"
-
-// NewNamedNS creates a namespace bind-mounted at NetnsDir/name, so that it has a path
-// other processes can open. RemoveNamedNS undoes it.
-func NewNamedNS(name string) (netns.NsHandle, string, error) {
-	if strings.ContainsAny(name, "/\x00") || name == "" || name == "." || name == ".." {
-		return netns.None(), "", fmt.Errorf("netns name %q: invalid", name)
-	}
-	ns, err := NewNS()
-	if err != nil {
-		return netns.None(), "", err
-	}
-	path := filepath.Join(NetnsDir, name)
-	if err := os.MkdirAll(NetnsDir, 0o755); err != nil {
-		ns.Close()
-		return netns.None(), "", err
-	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
-	if err != nil {
-		ns.Close()
-		return netns.None(), "", fmt.Errorf("create %s: %w", path, err)
-	}
-	f.Close()
-	src := fmt.Sprintf("/proc/self/fd/%d", int(ns))
-	if err := unix.Mount(src, path, "none", unix.MS_BIND, ""); err != nil {
-		os.Remove(path)
-		ns.Close()
-		return netns.None(), "", fmt.Errorf("bind-mount netns at %s: %w", path, err)
-	}
-	return ns, path, nil
-}
-
-// RemoveNamedNS unmounts and removes a namespace made by NewNamedNS. Missing is fine.
-func RemoveNamedNS(path string) error {
-	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
-		return fmt.Errorf("unmount %s: %w", path, err)
-	}
-	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	return nil
 }
 
 // WriteSysctl writes value to /proc/sys/<key> (key with slashes) inside ns.

@@ -29,14 +29,6 @@ func ValidateNamespace(ns string) error {
 	return nil
 }
 
-// ValidateHostname checks an endpoint name used as a DNS hostname ("" is allowed).
-func ValidateHostname(name string) error {
-	if name != "" && !dnsLabelRE.MatchString(name) {
-		return fmt.Errorf("name %q: must be a DNS label (lowercase letters, digits and '-', at most 63)", name)
-	}
-	return nil
-}
-
 // ValidateLabels checks label keys ([prefix/]name) and values as Kubernetes does.
 func ValidateLabels(labels map[string]string) error {
 	for _, k := range slices.Sorted(maps.Keys(labels)) {
