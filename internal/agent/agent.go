@@ -71,6 +71,11 @@ type Agent struct {
 	// detachq feeds detachLoop with endpoints that DEL marked detaching.
 	detachq    chan api.EndpointKey
 	detachDone chan struct{}
+	// dpMu serializes changes to the nftables tables: every incremental update computes
+	// what it writes and writes it under dpMu, and Reconcile derives the whole desired
+	// state from the store and writes it under dpMu, so that neither overwrites the other
+	// with something stale.
+	dpMu sync.Mutex
 	// pendingMu guards pending: the endpoints marked detaching whose detach has not
 	// finished yet (so that an ADD finds them without reading every endpoint).
 	pendingMu sync.Mutex
@@ -252,6 +257,8 @@ func (a *Agent) ensureNetworkKernel(n api.Network) error {
 
 // syncRuleset writes the whole desired nftables state in one batch.
 func (a *Agent) syncRuleset() error {
+	a.dpMu.Lock()
+	defer a.dpMu.Unlock()
 	r, err := a.desiredRuleset()
 	if err != nil {
 		return err

@@ -113,6 +113,23 @@ func proxyBackend(ips []netip.Prefix, hostIP netip.Addr) netip.Addr {
 	return netip.Addr{}
 }
 
+func (a *Agent) resyncIfDiffers() error {
+	a.dpMu.Lock()
+	defer a.dpMu.Unlock()
+	want, err := a.desiredRuleset()
+	if err != nil {
+		return err
+	}
+	if ok, err := a.nft.InSync(want); err != nil || ok {
+		return err
+	}
+	a.log.Info("nftables tables differ from the desired state: restoring")
+	if err := a.nft.Sync(want); err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	return nil
+}
+
 // checkPortHolders refuses published ports that a process of the node has bound: DNAT
 // would silently steal its traffic, a proxy could not bind.
 func (a *Agent) checkPortHolders(ms []api.PortMapping) error {
@@ -170,7 +187,7 @@ func releasePorts(tx store.Tx, ep api.Endpoint) error {
 // publish installs an endpoint's data path elements: anti-spoofing and NAT ports in
 // one nftables batch (before its host veth comes up), proxies for proxy mode.
 func (a *Agent) publish(n api.Network, ep api.Endpoint) error {
-	if err := a.nft.Update(endpointDelta(n, ep), nft.Delta{}); err != nil {
+	if err := a.nftUpdate(endpointDelta(n, ep), nft.Delta{}); err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
 	for _, m := range proxyMappings(n, ep) {
@@ -190,7 +207,7 @@ func (a *Agent) unpublishPorts(n api.Network, ep api.Endpoint) {
 		return
 	}
 	if d := endpointDelta(n, ep); len(d.Ports) > 0 {
-		if err := a.nft.Update(nft.Delta{}, nft.Delta{Ports: d.Ports}); err != nil {
+		if err := a.nftUpdate(nft.Delta{}, nft.Delta{Ports: d.Ports}); err != nil {
 			a.log.Error("nftables: remove published ports", "endpoint", ep.EndpointKey.String(), "err", err)
 		}
 	}
@@ -217,12 +234,21 @@ func (a *Agent) unpublish(n api.Network, ep api.Endpoint, portsToo bool) {
 	if portsToo {
 		a.unpublishPorts(n, ep)
 	}
-	if err := a.nft.Update(nft.Delta{}, nft.Delta{Endpoints: d.Endpoints}); err != nil {
+	if err := a.nftUpdate(nft.Delta{}, nft.Delta{Endpoints: d.Endpoints}); err != nil {
 		a.log.Error("nftables: remove endpoint elements", "endpoint", ep.EndpointKey.String(), "err", err)
 	}
 }
 
-// reconcileDataplane makes nftables and the proxies match the store.
+// nftUpdate applies an incremental change under dpMu.
+func (a *Agent) nftUpdate(add, remove nft.Delta) error {
+	a.dpMu.Lock()
+	defer a.dpMu.Unlock()
+	return a.nft.Update(add, remove)
+}
+
+// reconcileDataplane makes nftables and the proxies match the store. The comparison
+// runs without dpMu (it may take a while with many services); a difference is checked
+// again under dpMu, where no update is in flight, before the whole state is rewritten.
 func (a *Agent) reconcileDataplane() error {
 	want, err := a.desiredRuleset()
 	if err != nil {
@@ -233,9 +259,8 @@ func (a *Agent) reconcileDataplane() error {
 		return fmt.Errorf("nftables: %w", err)
 	}
 	if !ok {
-		a.log.Info("nftables tables differ from the desired state: restoring")
-		if err := a.nft.Sync(want); err != nil {
-			return fmt.Errorf("nftables: %w", err)
+		if err := a.resyncIfDiffers(); err != nil {
+			return err
 		}
 	}
 	var proxies []portproxy.Mapping

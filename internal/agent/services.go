@@ -59,12 +59,17 @@ func (a *Agent) CreateService(s api.ServiceSpec) (api.Service, error) {
 	if err != nil {
 		return api.Service{}, err
 	}
+	// Backends are read under dpMu: a concurrent churn cannot apply an older set after.
+	a.dpMu.Lock()
 	svc, err = a.Service(svc.Namespace, svc.Name)
+	if err == nil {
+		if uerr := a.nft.Update(nft.Delta{Services: serviceRules(svc)}, nft.Delta{}); uerr != nil {
+			a.log.Error("nftables: add service", "service", svc.Namespace+"/"+svc.Name, "err", uerr)
+		}
+	}
+	a.dpMu.Unlock()
 	if err != nil {
 		return api.Service{}, err
-	}
-	if err := a.nft.Update(nft.Delta{Services: serviceRules(svc)}, nft.Delta{}); err != nil {
-		a.log.Error("nftables: add service", "service", svc.Namespace+"/"+svc.Name, "err", err)
 	}
 	a.refreshDNS()
 	a.log.Info("service created", "service", svc.Namespace+"/"+svc.Name, "vips", svc.VIPs, "backends", len(svc.Backends))
@@ -90,7 +95,7 @@ func (a *Agent) DeleteService(ns, name string) error {
 	if err != nil {
 		return err
 	}
-	if err := a.nft.Update(nft.Delta{}, nft.Delta{Services: serviceRules(svc)}); err != nil {
+	if err := a.nftUpdate(nft.Delta{}, nft.Delta{Services: serviceRules(svc)}); err != nil {
 		a.log.Error("nftables: remove service", "service", ns+"/"+name, "err", err)
 	}
 	a.refreshDNS()
@@ -199,6 +204,7 @@ func (a *Agent) servicesSelecting(ep api.Endpoint) ([]api.Service, error) {
 // endpointChurn brings the services that select ep (before and after a change of its
 // labels) and DNS up to date, in one nftables batch.
 func (a *Agent) endpointChurn(eps ...api.Endpoint) {
+	a.dpMu.Lock()
 	var rules []nft.Service
 	seen := map[string]bool{}
 	for _, ep := range eps {
@@ -219,6 +225,7 @@ func (a *Agent) endpointChurn(eps ...api.Endpoint) {
 			a.log.Error("nftables: update service backends", "err", err)
 		}
 	}
+	a.dpMu.Unlock()
 	a.refreshDNS()
 }
 
