@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -16,82 +17,128 @@ import (
 // hanging the benchmark.
 const execTimeout = 30 * time.Second
 
-// cniPlugin drives a CNI plugin binary the way a runtime does (cnitool, libcni): one
-// exec per verb with CNI_* in the environment and the network config on stdin, from
-// the node namespace. Like libcni, it passes the ADD result as prevResult to DEL.
-type cniPlugin struct {
+// cniVersion is the version of every network config the benchmark hands out.
+const cniVersion = "1.0.0"
+
+// capabilityArgs returns the capability arguments a runtime has for pod i (libcni's
+// RuntimeConf.CapabilityArgs), e.g. "portMappings".
+type capabilityArgs func(i int) map[string]any
+
+// cniRuntime drives a network configuration list (a conflist) the way a runtime does
+// (libcni, cnitool): one exec per plugin and verb with CNI_* in the environment and
+// the plugin's config on stdin, from the node namespace. Like libcni, ADD calls the
+// plugins in order, each with the previous one's result as prevResult; DEL calls them
+// in reverse order with the result of the whole ADD; a plugin's config gets the
+// list's name and cniVersion, and runtimeConfig with the capability arguments it
+// declares in "capabilities".
+type cniRuntime struct {
 	tb      *testbed
-	binary  string   // plugin executable
-	cniPath string   // CNI_PATH, where the plugin finds delegates such as host-local
-	conf    []byte   // network config
-	env     []string // the environment without CNI_* variables
-	results [][]byte // ADD output per pod index; each Add or Del touches only its own
+	cniPath string           // CNI_PATH: the plugins, and delegates such as host-local
+	plugins []map[string]any // the list's plugin configs, without name and cniVersion
+	args    capabilityArgs   // nil: none
+	env     []string         // the environment without CNI_* variables
+	results [][]byte         // ADD output per pod index; each Add or Del touches only its own
 }
 
-func newCNIPlugin(tb *testbed, binary, cniPath string, conf any) (*cniPlugin, error) {
+func newCNIRuntime(tb *testbed, cniPath string, plugins []map[string]any, args capabilityArgs) *cniRuntime {
+	return &cniRuntime{
+		tb:      tb,
+		cniPath: cniPath,
+		plugins: plugins,
+		args:    args,
+		env:     pluginEnv(),
+		results: make([][]byte, len(tb.sandboxes)),
+	}
+}
+
+func (r *cniRuntime) add(i int) error {
+	var prev []byte
+	for _, plugin := range r.plugins {
+		out, err := r.exec("ADD", i, plugin, prev)
+		if err != nil {
+			return err
+		}
+		prev = out
+	}
+	r.results[i] = prev
+	return nil
+}
+
+func (r *cniRuntime) del(i int) error {
+	prev := r.results[i]
+	if !json.Valid(prev) {
+		prev = nil
+	}
+	for _, plugin := range slices.Backward(r.plugins) {
+		if _, err := r.exec("DEL", i, plugin, prev); err != nil {
+			return err
+		}
+	}
+	r.results[i] = nil
+	return nil
+}
+
+// pluginConf is what plugin gets on stdin for pod i.
+func (r *cniRuntime) pluginConf(i int, plugin map[string]any, prev []byte) ([]byte, error) {
+	conf := map[string]any{"name": "bench", "cniVersion": cniVersion}
+	for k, v := range plugin {
+		conf[k] = v
+	}
+	if caps, _ := plugin["capabilities"].(map[string]bool); len(caps) > 0 && r.args != nil {
+		rc := map[string]any{}
+		for name, arg := range r.args(i) {
+			if caps[name] {
+				rc[name] = arg
+			}
+		}
+		if len(rc) > 0 {
+			conf["runtimeConfig"] = rc
+		}
+	}
+	if prev != nil {
+		conf["prevResult"] = json.RawMessage(prev)
+	}
 	b, err := json.Marshal(conf)
 	if err != nil {
 		return nil, fmt.Errorf("encode network config: %w", err)
 	}
-	return &cniPlugin{
-		tb:      tb,
-		binary:  binary,
-		cniPath: cniPath,
-		conf:    b,
-		env:     pluginEnv(),
-		results: make([][]byte, len(tb.sandboxes)),
-	}, nil
+	return b, nil
 }
 
-func (p *cniPlugin) add(i int) error {
-	out, err := p.exec("ADD", i, p.conf)
+// exec runs plugin for one verb inside the node namespace and returns its stdout.
+func (r *cniRuntime) exec(verb string, i int, plugin map[string]any, prev []byte) ([]byte, error) {
+	conf, err := r.pluginConf(i, plugin, prev)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	p.results[i] = out
-	return nil
-}
-
-func (p *cniPlugin) del(i int) error {
-	conf := p.conf
-	if prev := p.results[i]; json.Valid(prev) {
-		var m map[string]json.RawMessage
-		if err := json.Unmarshal(p.conf, &m); err != nil {
-			return fmt.Errorf("decode network config: %w", err)
-		}
-		m["prevResult"] = prev
-		var err error
-		if conf, err = json.Marshal(m); err != nil {
-			return fmt.Errorf("encode network config: %w", err)
-		}
-	}
-	if _, err := p.exec("DEL", i, conf); err != nil {
-		return err
-	}
-	p.results[i] = nil
-	return nil
-}
-
-// exec runs the plugin for one verb inside the node namespace and returns its stdout.
-func (p *cniPlugin) exec(verb string, i int, conf []byte) ([]byte, error) {
+	binary := filepath.Join(r.cniPath, fmt.Sprint(plugin["type"]))
 	ctx, cancel := context.WithTimeout(context.Background(), execTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, p.binary)
+	cmd := exec.CommandContext(ctx, binary)
 	// Clip: concurrent calls must not append into one shared backing array.
-	cmd.Env = append(slices.Clip(p.env),
+	cmd.Env = append(slices.Clip(r.env),
 		"CNI_COMMAND="+verb,
 		fmt.Sprintf("CNI_CONTAINERID=bench%08d", i),
-		"CNI_NETNS="+p.tb.sandboxes[i],
+		"CNI_NETNS="+r.tb.sandboxes[i],
 		"CNI_IFNAME=eth0",
-		"CNI_PATH="+p.cniPath,
+		"CNI_PATH="+r.cniPath,
 	)
 	cmd.Stdin = bytes.NewReader(conf)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := inNetns(p.tb.node, cmd.Run); err != nil {
-		return nil, fmt.Errorf("%s: %w: %s", p.binary, err, oneLine(stdout.String()+" "+stderr.String()))
+	if err := inNetns(r.tb.node, cmd.Run); err != nil {
+		return nil, fmt.Errorf("%s: %w: %s", binary, err, oneLine(stdout.String()+" "+stderr.String()))
 	}
 	return stdout.Bytes(), nil
+}
+
+// pluginTypes lists the "type" of each plugin config.
+func pluginTypes(plugins []map[string]any) []string {
+	var types []string
+	for _, p := range plugins {
+		types = append(types, fmt.Sprint(p["type"]))
+	}
+	return types
 }
 
 // pluginEnv is this process's environment without CNI_* variables, with the sbin

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -55,9 +54,7 @@ func (f *floor) Setup(tb *testbed) error {
 	if err := f.node.AddrAdd(br, gw); err != nil {
 		return fmt.Errorf("add %s to bridge %q: %w", gw.IPNet, br.Name, err)
 	}
-	return inNetns(tb.node, func() error {
-		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
-	})
+	return writeSysctlIn(tb.node, "net/ipv4/ip_forward", "1")
 }
 
 func (f *floor) Add(i int) error {

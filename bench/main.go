@@ -1,7 +1,18 @@
-// Command podnet-bench measures pod setup latency, in one run and side by side:
-// podnet (agent + podnet-cni), Debian's reference CNI plugins (bridge + host-local),
-// and the same kernel work done directly with netlink (the floor). It prints a
-// markdown table and the ratios that podnet is held to.
+// Command podnet-bench measures podnet in one run and side by side, and prints
+// markdown tables with the ratios podnet is held to:
+//
+//   - setup: pod setup latency of podnet (agent + podnet-cni), Debian's reference CNI
+//     plugins (bridge + host-local) and the same kernel work done directly with
+//     netlink (the floor);
+//   - throughput: one TCP stream through podnet's bridge and routed networks and
+//     through a published port (DNAT, proxy mode), against a bare veth pair;
+//   - ports: ADD latency of a pod publishing a port once 1,000 mappings exist, against
+//     the first ADDs, for podnet and the reference chain bridge + host-local + portmap;
+//   - dns: queries per second and latency (dnsperf) of podnet's cluster DNS server and of
+//     CoreDNS on the same zone (10,000 services, 1,000 headless), for service lookups and
+//     for a pod's search-list walk to an external name (one round trip with autopath);
+//   - services: connection setup to a service VIP with 10 and with 10,000 services, and
+//     the time to create them through the agent's API.
 //
 // Every kernel object lives in network namespaces that the benchmark creates under
 // /run/netns and removes afterwards, also on failure and on ctrl-C; the namespace the
@@ -30,7 +41,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// implementation is one row of the table.
+// implementation is one row of the setup table (and, with publish, of the ports table).
 type implementation struct {
 	name  string // as in -only
 	label string // as in the table
@@ -43,20 +54,63 @@ var implementations = []implementation{
 	{"floor", "netlink floor", func(string) runner { return &floor{} }},
 }
 
+// Section names for -only.
+const (
+	sectionSetup      = "setup"
+	sectionThroughput = "throughput"
+	sectionPorts      = "ports"
+	sectionDNS        = "dns"
+	sectionServices   = "services"
+)
+
+// defaultSections is what runs without -only.
+const defaultSections = "setup,throughput,ports,dns,services"
+
+// selection is what -only asked for.
+type selection struct {
+	setup      []implementation // rows of the setup section; none: section not run
+	throughput bool
+	ports      bool
+	dns        bool
+	services   bool
+}
+
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == serveDNSCommand {
+		os.Exit(serveDNS(os.Args[2:])) // the dns section's podnet server, a child process
+	}
 	os.Exit(run())
 }
 
 func run() int {
-	pods := flag.Int("pods", 100, "pods set up and torn down one after another")
-	concurrent := flag.Int("concurrent", 20, "pods set up at once")
-	only := flag.String("only", "reference,podnet,floor", "comma-separated implementations to run")
+	pods := flag.Int("pods", 100, "setup: pods set up and torn down one after another")
+	concurrent := flag.Int("concurrent", 20, "setup: pods set up at once")
+	runs := flag.Int("runs", 3, "throughput: runs per path (the median is reported)")
+	duration := flag.Duration("duration", 4*time.Second, "throughput: length of one run")
+	mappings := flag.Int("mappings", 1000, "ports: mappings that exist when the second sample is timed")
+	sample := flag.Int("sample", 20, "ports: ADDs timed at the start and with -mappings mappings")
+	dnsRuns := flag.Int("dns-runs", 3, "dns: runs per row (the median is reported)")
+	dnsDuration := flag.Duration("dns-duration", 8*time.Second, "dns: length of one dnsperf run")
+	services := flag.Int("services", 10000, "services: services defined when the second sample of connections is timed")
+	connections := flag.Int("connections", 500, "services: connections to VIPs per sample")
+	only := flag.String("only", defaultSections,
+		"comma-separated sections (setup, throughput, ports, dns, services) and setup rows (reference, podnet, floor: the setup section with only those rows)")
 	bin := flag.String("bin", "./bin", "directory holding podnet and podnet-cni")
 	flag.Parse()
 
-	selected, err := selectImplementations(*only)
-	if err == nil && (*pods < 1 || *concurrent < 1) {
+	sel, err := parseOnly(*only)
+	switch {
+	case err != nil:
+	case *pods < 1 || *concurrent < 1:
 		err = errors.New("-pods and -concurrent must be at least 1")
+	case *runs < 1 || *duration < 100*time.Millisecond:
+		err = errors.New("-runs must be at least 1 and -duration at least 100ms")
+	case *sample < 1 || *mappings < *sample || *mappings+*sample > maxBridgePorts:
+		err = fmt.Errorf("-sample must be at least 1, -mappings at least -sample, and -mappings + -sample at most %d (the ports of one Linux bridge)", maxBridgePorts)
+	case *dnsRuns < 1 || *dnsDuration < time.Second:
+		err = errors.New("-dns-runs must be at least 1 and -dns-duration at least 1s")
+	case *services < svcFew || *services > maxServices || *connections < 1:
+		err = fmt.Errorf("-services must be between %d and %d, -connections at least 1", svcFew, maxServices)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "podnet-bench:", err)
@@ -92,63 +146,127 @@ func run() int {
 	}
 	prefix := fmt.Sprintf("pnbench%d", os.Getpid())
 	started, load := time.Now(), loadAverage()
-	results := map[string]result{}
-	for _, im := range selected {
-		fmt.Fprintf(os.Stderr, "podnet-bench: running %s (%d pods, %d concurrent)\n", im.label, *pods, *concurrent)
-		results[im.name] = measure(ctx, prefix+"-"+im.name, im.new(binDir), *pods, *concurrent)
-		if ctx.Err() != nil {
-			break
-		}
-	}
-
 	failed := false
-	for _, im := range selected {
-		if res, ok := results[im.name]; ok && res.err != nil {
-			fmt.Fprintf(os.Stderr, "podnet-bench: %s: %v\n", im.label, res.err)
+	report := func(what string, err error) {
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "podnet-bench: %s: %v\n", what, err)
 			failed = true
 		}
 	}
+
+	setup := map[string]result{}
+	for _, im := range sel.setup {
+		if ctx.Err() != nil {
+			break
+		}
+		fmt.Fprintf(os.Stderr, "podnet-bench: setup %s (%d pods, %d concurrent)\n", im.label, *pods, *concurrent)
+		setup[im.name] = measure(ctx, prefix+"-"+im.name, im.new(binDir), *pods, *concurrent)
+		report("setup "+im.label, setup[im.name].err)
+	}
+	var tp tpResult
+	if sel.throughput && ctx.Err() == nil {
+		fmt.Fprintf(os.Stderr, "podnet-bench: throughput (%d runs of %v per path)\n", *runs, *duration)
+		tp = measureThroughput(ctx, prefix+"-tp", binDir, *runs, *duration)
+		report("throughput", tp.err)
+		for _, p := range tpPaths {
+			report("throughput "+p.name, tp.errs[p.name])
+		}
+	}
+	ports := map[string]portsResult{}
+	for _, row := range portsRows {
+		if !sel.ports || ctx.Err() != nil {
+			break
+		}
+		ports[row.name] = measurePorts(ctx, prefix+"-ports-"+row.name, row.name, row.new(binDir), *sample, *mappings)
+		report("ports "+row.label, ports[row.name].err)
+	}
+
+	var dnsRes dnsResult
+	if sel.dns && ctx.Err() == nil {
+		fmt.Fprintf(os.Stderr, "podnet-bench: dns (%d runs of %v per row)\n", *dnsRuns, *dnsDuration)
+		dnsRes = measureDNS(ctx, prefix+"-dns", binDir, *dnsRuns, *dnsDuration)
+		report("dns", dnsRes.err)
+		for _, row := range dnsRows {
+			report("dns "+row.name, dnsRes.errs[row.name])
+		}
+	}
+	var svcRes svcResult
+	if sel.services && ctx.Err() == nil {
+		fmt.Fprintf(os.Stderr, "podnet-bench: services (%d services, %d connections per sample)\n", *services, *connections)
+		svcRes = measureServices(ctx, prefix+"-svc", binDir, *services, *connections)
+		report("services", svcRes.err)
+	}
+
 	if left := namedNetnsWithPrefix(prefix); len(left) > 0 {
-		fmt.Fprintf(os.Stderr, "podnet-bench: namespaces left behind: %s\n", strings.Join(left, " "))
-		failed = true
+		report("namespaces left behind", errors.New(strings.Join(left, " ")))
 	}
 	after, err := rootLinks()
 	if err != nil || !slices.Equal(before, after) {
-		fmt.Fprintf(os.Stderr, "podnet-bench: links of the root netns changed during the run (err %v):\nbefore %v\nafter  %v\n", err, before, after)
-		failed = true
+		report("links of the root netns changed during the run", fmt.Errorf("(err %v):\nbefore %v\nafter  %v", err, before, after))
 	}
 	if ctx.Err() != nil {
 		return 130
 	}
 
-	printReport(os.Stdout, started, load, *pods, *concurrent, selected, results)
+	w := os.Stdout
+	printHeader(w, started, load)
+	if len(sel.setup) > 0 {
+		printSetup(w, *pods, *concurrent, sel.setup, setup)
+	}
+	if sel.throughput {
+		printThroughput(w, *runs, *duration, tp)
+	}
+	if sel.ports {
+		printPorts(w, *sample, *mappings, ports)
+	}
+	if sel.dns {
+		printDNS(w, *dnsRuns, *dnsDuration, dnsRes)
+	}
+	if sel.services {
+		printServices(w, *services, *connections, svcRes)
+	}
 	if failed {
 		return 1
 	}
 	return 0
 }
 
-func selectImplementations(only string) ([]implementation, error) {
-	want := map[string]bool{}
+// parseOnly reads -only: section names, and setup rows that select the setup section
+// with only those rows.
+func parseOnly(only string) (selection, error) {
+	var sel selection
+	rows := map[string]bool{}
 	for _, name := range strings.Split(only, ",") {
-		if name = strings.TrimSpace(name); name == "" {
-			continue
+		switch name = strings.TrimSpace(name); name {
+		case "":
+		case sectionSetup:
+			for _, im := range implementations {
+				rows[im.name] = true
+			}
+		case sectionThroughput:
+			sel.throughput = true
+		case sectionPorts:
+			sel.ports = true
+		case sectionDNS:
+			sel.dns = true
+		case sectionServices:
+			sel.services = true
+		default:
+			if !slices.ContainsFunc(implementations, func(im implementation) bool { return im.name == name }) {
+				return selection{}, fmt.Errorf("-only: unknown section or setup row %q (want setup, throughput, ports, dns, services, reference, podnet, floor)", name)
+			}
+			rows[name] = true
 		}
-		if !slices.ContainsFunc(implementations, func(im implementation) bool { return im.name == name }) {
-			return nil, fmt.Errorf("-only: unknown implementation %q (want reference, podnet, floor)", name)
-		}
-		want[name] = true
 	}
-	var selected []implementation
 	for _, im := range implementations {
-		if want[im.name] {
-			selected = append(selected, im)
+		if rows[im.name] {
+			sel.setup = append(sel.setup, im)
 		}
 	}
-	if len(selected) == 0 {
-		return nil, errors.New("-only: no implementation selected")
+	if len(sel.setup) == 0 && !sel.throughput && !sel.ports && !sel.dns && !sel.services {
+		return selection{}, errors.New("-only: nothing selected")
 	}
-	return selected, nil
+	return sel, nil
 }
 
 // rootLinks lists the links of the namespace the benchmark was started in (that of
@@ -181,11 +299,15 @@ func rootLinks() ([]string, error) {
 	return out, nil
 }
 
-func printReport(w io.Writer, started time.Time, load string, pods, concurrent int, selected []implementation, results map[string]result) {
-	fmt.Fprintf(w, "## podnet pod setup benchmark\n\n")
+func printHeader(w io.Writer, started time.Time, load string) {
+	fmt.Fprintf(w, "## podnet benchmarks\n\n")
 	fmt.Fprintf(w, "%s; kernel %s; %d CPUs (%s); %s\n", started.Format("2006-01-02 15:04 MST"), kernelRelease(), runtime.NumCPU(), cpuModel(), runtime.Version())
-	fmt.Fprintf(w, "load average at start: %s (other work on the machine skews the figures)\n", load)
-	fmt.Fprintf(w, "reference: containernetworking-plugins %s, iptables %s\n", debianVersion("containernetworking-plugins"), iptablesBackend())
+	fmt.Fprintf(w, "load average at start: %s, at the end: %s (other work on the machine skews the figures)\n", load, loadAverage())
+	fmt.Fprintf(w, "reference: containernetworking-plugins %s, iptables %s\n\n", debianVersion("containernetworking-plugins"), iptablesBackend())
+}
+
+func printSetup(w io.Writer, pods, concurrent int, selected []implementation, results map[string]result) {
+	fmt.Fprintf(w, "### Pod setup\n\n")
 	fmt.Fprintf(w, "%d pods ADD then DEL one at a time (median, p90 per call), then %d ADD at once (wall time)\n\n", pods, concurrent)
 
 	fmt.Fprintf(w, "| | ADD median | ADD p90 | DEL median | DEL p90 | %d concurrent ADD wall |\n", concurrent)
@@ -223,6 +345,7 @@ func printReport(w io.Writer, started time.Time, load string, pods, concurrent i
 	ratio("podnet ADD median / floor", p.add, fl.add, 3)
 	ratio("podnet DEL median / reference", p.del, ref.del, 0.2)
 	ratio("podnet DEL median / floor", p.del, fl.del, 3)
+	fmt.Fprintln(w)
 }
 
 func ms(d time.Duration) string {

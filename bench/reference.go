@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 )
 
@@ -12,35 +11,44 @@ const referenceCNIPath = "/usr/lib/cni"
 // reference is Debian's reference bridge plugin with host-local IPAM and ipMasq. It
 // configures the namespace it runs in, so it is exec'd inside the node namespace:
 // there it creates the bridge, the host veths and the masquerade rules (with the
-// iptables binary).
+// iptables binary). With publish, the portmap plugin is chained after it (the usual
+// podman and containerd conflist) and each pod publishes one port (podPorts): portmap
+// adds a DNAT chain per pod with the iptables binary.
 type reference struct {
-	cni *cniPlugin
+	publish bool
+	cni     *cniRuntime
 }
 
 var _ runner = (*reference)(nil)
 
 func (r *reference) Setup(tb *testbed) error {
-	bridge := filepath.Join(referenceCNIPath, "bridge")
-	for _, bin := range []string{bridge, filepath.Join(referenceCNIPath, "host-local")} {
-		if _, err := os.Stat(bin); err != nil {
-			return fmt.Errorf("%s missing (apt-get install containernetworking-plugins)", bin)
-		}
-	}
-	var err error
-	r.cni, err = newCNIPlugin(tb, bridge, referenceCNIPath, map[string]any{
-		"cniVersion": "1.0.0",
-		"name":       "bench",
-		"type":       "bridge",
-		"bridge":     "cni0",
-		"isGateway":  true,
-		"ipMasq":     true,
+	plugins := []map[string]any{{
+		"type":      "bridge",
+		"bridge":    "cni0",
+		"isGateway": true,
+		"ipMasq":    true,
 		"ipam": map[string]any{
 			"type":    "host-local",
 			"subnet":  "10.99.0.0/16",
 			"dataDir": filepath.Join(tb.dir, "ipam"),
 		},
-	})
-	return err
+	}}
+	var args capabilityArgs
+	if r.publish {
+		plugins = append(plugins, map[string]any{
+			"type":         "portmap",
+			"capabilities": map[string]bool{"portMappings": true},
+			"snat":         true,
+		})
+		args = podPorts
+	}
+	for _, name := range append(pluginTypes(plugins), "host-local") {
+		if bin := filepath.Join(referenceCNIPath, name); !fileExists(bin) {
+			return fmt.Errorf("%s missing (apt-get install containernetworking-plugins)", bin)
+		}
+	}
+	r.cni = newCNIRuntime(tb, referenceCNIPath, plugins, args)
+	return nil
 }
 
 func (r *reference) Add(i int) error { return r.cni.add(i) }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -94,10 +96,71 @@ type result struct {
 	err         error         // a measurement or the cleanup failed
 }
 
-// settle is the pause between preparing a testbed and timing on it, so that the
-// kernel's asynchronous cleanup of the previous runner's namespaces does not compete
-// for the two cores.
-const settle = time.Second
+// Between preparing a testbed and timing on it, settle waits at least settleMin, then
+// until the CPUs are mostly idle (busy below idleBelow of their time, at most
+// settleMax), so that the kernel's asynchronous cleanup of the previous testbed's
+// namespaces (a thousand after a ports row) does not compete for the two cores.
+const (
+	settleMin = time.Second
+	settleMax = 30 * time.Second
+	idleBelow = 0.15
+)
+
+func settle(ctx context.Context) {
+	deadline := time.Now().Add(settleMax)
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(settleMin):
+	}
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if busy, err := cpuBusy(250 * time.Millisecond); err != nil || busy < idleBelow {
+			return
+		}
+	}
+	if ctx.Err() == nil {
+		fmt.Fprintf(os.Stderr, "podnet-bench: CPUs still busy after %v, timing anyway\n", settleMax)
+	}
+}
+
+// cpuBusy is the fraction of all CPUs' time that was not idle during the next d.
+func cpuBusy(d time.Duration) (float64, error) {
+	idle0, total0, err := cpuTimes()
+	if err != nil {
+		return 0, err
+	}
+	time.Sleep(d)
+	idle1, total1, err := cpuTimes()
+	if err != nil || total1 == total0 {
+		return 0, err
+	}
+	return 1 - float64(idle1-idle0)/float64(total1-total0), nil
+}
+
+// cpuTimes sums the jiffies of the "cpu" line of /proc/stat: idle (idle + iowait) and all.
+func cpuTimes() (idle, total uint64, err error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return 0, 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	// user nice system idle iowait irq softirq steal; guest time is in user already.
+	for k, s := range f[1:min(len(f), 9)] {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("/proc/stat: %q: %w", s, err)
+		}
+		total += v
+		if k == 3 || k == 4 { // idle, iowait
+			idle += v
+		}
+	}
+	return idle, total, nil
+}
 
 // measure runs one runner through the whole scenario on its own testbed: sequential
 // ADD of pods 0..pods-1, sequential DEL of them, then concurrent ADD of the next
@@ -115,15 +178,9 @@ func measure(ctx context.Context, prefix string, r runner, pods, concurrent int)
 		res.unavailable = err.Error()
 		return res
 	}
-	select {
-	case <-ctx.Done():
-	case <-time.After(settle):
-	}
+	settle(ctx)
 
-	seq := make([]int, pods)
-	for i := range seq {
-		seq[i] = i
-	}
+	seq := podRange(0, pods)
 	adds, err := timeEach(ctx, seq, r.Add, "ADD")
 	if err != nil {
 		res.err = err
@@ -136,16 +193,22 @@ func measure(ctx context.Context, prefix string, r runner, pods, concurrent int)
 	}
 	res.add, res.del = summarize(adds), summarize(dels)
 
-	par := make([]int, concurrent)
-	for k := range par {
-		par[k] = pods + k
-	}
+	par := podRange(pods, pods+concurrent)
 	if res.wall, err = timeConcurrent(ctx, par, r.Add); err != nil {
 		res.err = err
 		return res
 	}
 	_, res.err = timeEach(ctx, par, r.Del, "DEL")
 	return res
+}
+
+// podRange lists the pod indexes from, from+1, ..., to-1.
+func podRange(from, to int) []int {
+	ps := make([]int, 0, max(to-from, 0))
+	for i := from; i < to; i++ {
+		ps = append(ps, i)
+	}
+	return ps
 }
 
 // timeEach calls op for each pod in turn and returns how long each call took.

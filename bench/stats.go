@@ -30,3 +30,17 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 	frac := pos - float64(lo)
 	return sorted[lo] + time.Duration(math.Round(frac*float64(sorted[hi]-sorted[lo])))
 }
+
+// median of float samples, interpolated like percentile; 0 for none.
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	switch {
+	case n == 0:
+		return 0
+	case n%2 == 1:
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}

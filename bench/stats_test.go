@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -33,14 +34,45 @@ func TestSummarize(t *testing.T) {
 	}
 }
 
-func TestSelectImplementations(t *testing.T) {
-	got, err := selectImplementations("floor, reference")
-	if err != nil || len(got) != 2 || got[0].name != "reference" || got[1].name != "floor" {
-		t.Errorf("selectImplementations = %v, %v; want reference, floor in table order", got, err)
+func TestMedian(t *testing.T) {
+	for _, tt := range []struct {
+		in   []float64
+		want float64
+	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{9, 1, 5}, 5}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		if got := median(tt.in); got != tt.want {
+			t.Errorf("median(%v) = %v, want %v", tt.in, got, tt.want)
+		}
 	}
-	for _, bad := range []string{"", "podnet,bogus"} {
-		if _, err := selectImplementations(bad); err == nil {
-			t.Errorf("selectImplementations(%q) succeeded, want an error", bad)
+}
+
+func TestParseOnly(t *testing.T) {
+	names := func(ims []implementation) string {
+		var s []string
+		for _, im := range ims {
+			s = append(s, im.name)
+		}
+		return strings.Join(s, ",")
+	}
+	tests := []struct {
+		only              string
+		setup             string
+		throughput, ports bool
+	}{
+		{"setup,throughput,ports", "podnet,reference,floor", true, true},
+		{"floor, reference", "reference,floor", false, false},
+		{"throughput,ports", "", true, true},
+		{"ports,podnet", "podnet", false, true},
+	}
+	for _, tt := range tests {
+		sel, err := parseOnly(tt.only)
+		if err != nil || names(sel.setup) != tt.setup || sel.throughput != tt.throughput || sel.ports != tt.ports {
+			t.Errorf("parseOnly(%q) = setup %q throughput %v ports %v, %v; want setup %q throughput %v ports %v",
+				tt.only, names(sel.setup), sel.throughput, sel.ports, err, tt.setup, tt.throughput, tt.ports)
+		}
+	}
+	for _, bad := range []string{"", " , ", "podnet,bogus"} {
+		if _, err := parseOnly(bad); err == nil {
+			t.Errorf("parseOnly(%q) succeeded, want an error", bad)
 		}
 	}
 }
