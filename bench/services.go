@@ -145,7 +145,7 @@ func measureServices(ctx context.Context, prefix, binDir string, many, conns int
 		case <-time.After(wait):
 		}
 		res.recheck = append(few.checkVIPs(ctx, "few"), manyBed.checkVIPs(ctx, "many")...)
-		res.err = fmt.Errorf("right after their creation, %d of %d VIPs did not answer (%d still did not %v later), the first: %s",
+		res.err = fmt.Errorf("right after their creation, %d of %d VIPs did not answer (%d still did not answer %v later), the first: %s",
 			len(res.check), res.checked, len(res.recheck), wait, res.check[0])
 	}
 

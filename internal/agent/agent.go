@@ -115,7 +115,7 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{store: cfg.Store, node: node, nft: tbl, proxy: proxy, log: cfg.Logger, every: cfg.ReconcileInterval,
 		serviceCIDRs: cfg.ServiceCIDRs,
 		detachq:      make(chan api.EndpointKey, 4096), detachDone: make(chan struct{}),
-		pending:      map[api.EndpointKey]bool{}}
+		pending: map[api.EndpointKey]bool{}}
 	if err := a.startDNS(cfg.DNS); err != nil {
 		a.proxy.Close()
 		tbl.Close()
