@@ -45,6 +45,11 @@ type DNSCheck struct {
 // Client talks to the agent over its unix socket, one connection per request. It
 // speaks just enough HTTP/1.1 itself, without net/http, to keep the CNI plugin small
 // and quick to start (it is exec'd once per pod and verb).
+//
+// A sandbox's network namespace travels with a request as an open file descriptor
+// (SCM_RIGHTS on the request's first bytes): the agent needs no access to the
+// namespace's path, which may live in a mount namespace it cannot see (podman's netns
+// files, an agent running in a container). The server side is internal/fdpass.
 type Client struct {
 	socket string
 }

@@ -60,19 +60,12 @@ func measurePorts(ctx context.Context, prefix, label string, r runner, sample, e
 		fmt.Fprintf(os.Stderr, "podnet-bench: ports %s: %s\n", label, fmt.Sprintf(format, args...))
 	}
 	progress("creating %d sandbox namespaces", existing+sample)
-	tb, err := newTestbed(prefix, existing+sample)
-	if err != nil {
-		res.err = err
+	tearDown, unavailable, err := setUp(ctx, prefix, existing+sample, r)
+	defer func() { res.err = errors.Join(res.err, tearDown()) }()
+	if err != nil || unavailable != "" {
+		res.err, res.unavailable = err, unavailable
 		return res
 	}
-	defer func() { res.err = errors.Join(res.err, tb.remove()) }()
-	err = r.Setup(tb)
-	defer func() { res.err = errors.Join(res.err, r.Teardown()) }()
-	if err != nil {
-		res.unavailable = err.Error()
-		return res
-	}
-	settle(ctx)
 
 	progress("ADD pods 0-%d (timed)", sample-1)
 	first, err := timeEach(ctx, podRange(0, sample), r.Add, "ADD")

@@ -162,23 +162,33 @@ func cpuTimes() (idle, total uint64, err error) {
 	return idle, total, nil
 }
 
+// setUp builds a testbed of n sandboxes, sets r up on it and lets the machine settle.
+// tearDown undoes both (call it whatever happened); unavailable says why r.Setup
+// failed, err why the testbed could not be built.
+func setUp(ctx context.Context, prefix string, n int, r runner) (tearDown func() error, unavailable string, err error) {
+	tb, err := newTestbed(prefix, n)
+	if err != nil {
+		return func() error { return nil }, "", err
+	}
+	serr := r.Setup(tb)
+	tearDown = func() error { return errors.Join(r.Teardown(), tb.remove()) }
+	if serr != nil {
+		return tearDown, serr.Error(), nil
+	}
+	settle(ctx)
+	return tearDown, "", nil
+}
+
 // measure runs one runner through the whole scenario on its own testbed: sequential
 // ADD of pods 0..pods-1, sequential DEL of them, then concurrent ADD of the next
 // `concurrent` pods (their DEL is not timed).
 func measure(ctx context.Context, prefix string, r runner, pods, concurrent int) (res result) {
-	tb, err := newTestbed(prefix, pods+concurrent)
-	if err != nil {
-		res.err = err
+	tearDown, unavailable, err := setUp(ctx, prefix, pods+concurrent, r)
+	defer func() { res.err = errors.Join(res.err, tearDown()) }()
+	if err != nil || unavailable != "" {
+		res.err, res.unavailable = err, unavailable
 		return res
 	}
-	defer func() { res.err = errors.Join(res.err, tb.remove()) }()
-	err = r.Setup(tb)
-	defer func() { res.err = errors.Join(res.err, r.Teardown()) }()
-	if err != nil {
-		res.unavailable = err.Error()
-		return res
-	}
-	settle(ctx)
 
 	seq := podRange(0, pods)
 	adds, err := timeEach(ctx, seq, r.Add, "ADD")

@@ -448,19 +448,19 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 	}
 	mac, err := plan.ParseMAC(req.MAC)
 	if err != nil {
-		return api.Result{}, api.Errorf(api.CodeInvalidConfig, "%v", err)
+		return api.Result{}, invalidConfig(err)
 	}
 	if req.Namespace == "" {
 		req.Namespace = api.DefaultNamespace
 	}
 	for _, err := range []error{spec.ValidateNamespace(req.Namespace), spec.ValidateLabels(req.Labels)} {
 		if err != nil {
-			return api.Result{}, api.Errorf(api.CodeInvalidConfig, "%v", err)
+			return api.Result{}, invalidConfig(err)
 		}
 	}
 	for _, m := range req.Ports {
 		if err := spec.ValidatePort(m); err != nil {
-			return api.Result{}, api.Errorf(api.CodeInvalidConfig, "%v", err)
+			return api.Result{}, invalidConfig(err)
 		}
 	}
 	var static []netip.Addr

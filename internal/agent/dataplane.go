@@ -156,7 +156,7 @@ func (a *Agent) checkPortHolders(ms []api.PortMapping) error {
 // endpoint publishes.
 func reservePorts(tx store.Tx, ep api.Endpoint) error {
 	if err := spec.ValidatePorts(ep.Ports, ep.IPs); err != nil {
-		return api.Errorf(api.CodeInvalidConfig, "%v", err)
+		return invalidConfig(err)
 	}
 	owner := ep.EndpointKey.String()
 	for _, m := range ep.Ports {

@@ -232,7 +232,7 @@ func (a *Agent) endpointChurn(eps ...api.Endpoint) {
 // SetLabels replaces the labels of an endpoint; services follow at once.
 func (a *Agent) SetLabels(k api.EndpointKey, labels map[string]string) (api.Endpoint, error) {
 	if err := spec.ValidateLabels(labels); err != nil {
-		return api.Endpoint{}, api.Errorf(api.CodeInvalidConfig, "%v", err)
+		return api.Endpoint{}, invalidConfig(err)
 	}
 	unlock := a.lockEndpoint(k)
 	defer unlock()

@@ -499,23 +499,16 @@ func undash(label string) (netip.Addr, bool) {
 // isLabel reports whether s is a lower-case DNS label of letters, digits and hyphens
 // (RFC 1123; Kubernetes names are such labels).
 func isLabel(s string) bool {
-	if s == "" || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
-			return false
-		}
-	}
-	return true
+	return len(s) <= 63 && s != "" && s[0] != '-' && s[len(s)-1] != '-' && lowerAlnumHyphen(s)
 }
 
 // isPortLabel accepts port names and protocols (letters, digits, hyphens).
 func isPortLabel(s string) bool {
-	if s == "" || len(s) > 62 {
-		return false
-	}
+	return s != "" && len(s) <= 62 && lowerAlnumHyphen(s)
+}
+
+// lowerAlnumHyphen reports whether s has only lower-case letters, digits and hyphens.
+func lowerAlnumHyphen(s string) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
