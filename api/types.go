@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -289,4 +290,11 @@ func ErrorCode(err error) int {
 		return e.Code
 	}
 	return CodeInternal
+}
+
+// ValidIfName reports whether name can be a sandbox interface name: 1-15 bytes (IFNAMSIZ-1),
+// not "." or "..", without '/', ':' or whitespace (the kernel's dev_valid_name, and ':' which
+// names aliases).
+func ValidIfName(name string) bool {
+	return name != "" && len(name) <= 15 && name != "." && name != ".." && !strings.ContainsAny(name, "/: \t\n\x00")
 }

@@ -6,6 +6,8 @@
 package main
 
 import (
+	"os"
+
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/version"
 
@@ -13,6 +15,10 @@ import (
 )
 
 func main() {
+	if err := cniplugin.CheckIfName(os.Getenv("CNI_IFNAME")); err != nil && os.Getenv("CNI_COMMAND") != "VERSION" {
+		err.Print()
+		os.Exit(1)
+	}
 	p := &cniplugin.Plugin{}
 	skel.PluginMainFuncs(
 		skel.CNIFuncs{Add: p.Add, Del: p.Del, Check: p.Check, GC: p.GC, Status: p.Status},

@@ -410,15 +410,44 @@ func validateKey(k api.EndpointKey) error {
 	if !containerIDRE.MatchString(k.ContainerID) {
 		return api.Errorf(api.CodeInvalidEnv, "containerID %q: must be letters, digits, '_', '.', '-', starting with a letter or digit", k.ContainerID)
 	}
-	if k.IfName == "" || len(k.IfName) > 15 || k.IfName == "." || k.IfName == ".." || strings.ContainsAny(k.IfName, "/: \t\n\x00") {
+	if !api.ValidIfName(k.IfName) {
 		return api.Errorf(api.CodeInvalidEnv, "ifName %q: must be 1-15 bytes without '/', ':' or spaces", k.IfName)
 	}
 	return nil
 }
 
 // sandboxNS returns the namespace of a request: the descriptor that came with it, else
-// the path. The caller closes it.
-func sandboxNS(fd int, path string) (netns.NsHandle, error) {
+// the path. The caller closes it. The node's namespace, or the agent's own, is refused:
+// the sandbox side of an endpoint (its default route above all) would replace the node's.
+func (a *Agent) sandboxNS(fd int, path string) (netns.NsHandle, error) {
+	h, err := openSandboxNS(fd, path)
+	if err != nil {
+		return h, err
+	}
+	self, err := netns.GetFromPath("/proc/self/ns/net")
+	if err != nil {
+		h.Close()
+		return netns.None(), fmt.Errorf("open the agent's own namespace: %w", err)
+	}
+	defer self.Close()
+	for _, node := range []netns.NsHandle{a.node.NS(), self} {
+		same, err := kernel.SameNS(int(h), int(node))
+		if err != nil {
+			h.Close()
+			return netns.None(), err
+		}
+		if same {
+			h.Close()
+			if path == "" {
+				path = "(descriptor)"
+			}
+			return netns.None(), api.Errorf(api.CodeInvalidEnv, "CNI_NETNS %q: is the node's own network namespace, not a sandbox's", path)
+		}
+	}
+	return h, nil
+}
+
+func openSandboxNS(fd int, path string) (netns.NsHandle, error) {
 	if fd < 0 {
 		if path == "" {
 			return netns.None(), api.Errorf(api.CodeInvalidEnv, "netns: no namespace descriptor and no path given")
@@ -438,7 +467,7 @@ func sandboxNS(fd int, path string) (netns.NsHandle, error) {
 
 // Attach connects a sandbox to a network (CNI ADD). sandboxFD is owned by Attach.
 func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error) {
-	sb, err := sandboxNS(sandboxFD, req.Netns)
+	sb, err := a.sandboxNS(sandboxFD, req.Netns)
 	if err != nil {
 		return api.Result{}, err
 	}
@@ -808,7 +837,7 @@ func (a *Agent) detachLocked(k api.EndpointKey) error {
 
 // Check verifies an attachment against the kernel (CNI CHECK).
 func (a *Agent) Check(req api.CheckRequest, sandboxFD int) error {
-	sb, err := sandboxNS(sandboxFD, req.Netns)
+	sb, err := a.sandboxNS(sandboxFD, req.Netns)
 	if err != nil {
 		return err
 	}

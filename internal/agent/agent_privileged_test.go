@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -576,5 +577,49 @@ func TestPrivilegedRestartResolvesInterruptedAttaches(t *testing.T) {
 	// Its address is free again: a static request for it succeeds.
 	if _, err := e.attach("blue", "again", cut.ip(0).String()); err != nil {
 		t.Fatalf("address of the rolled-back endpoint: %v", err)
+	}
+}
+
+// A sandbox namespace that is the node's is refused (CNI error 4 naming CNI_NETNS) before
+// anything changes: its "sandbox side" would replace the node's default route.
+func TestPrivilegedNodeNamespaceRefused(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.network("blue", "172.20.0.0/16")
+	h, err := netlink.NewHandleAt(e.lab.Node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	routes := func() []string {
+		rs, err := h.RouteList(nil, netlink.FAMILY_ALL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, r := range rs {
+			out = append(out, r.String())
+		}
+		slices.Sort(out)
+		return out
+	}
+	before := routes()
+	key := api.EndpointKey{Network: "blue", ContainerID: "c", IfName: "eth0"}
+	_, err = e.c.Attach(ctx, api.AttachRequest{EndpointKey: key, Netns: "/proc/1/ns/net"}, int(e.lab.Node))
+	wantCode(t, err, api.CodeInvalidEnv)
+	if want := `CNI_NETNS "/proc/1/ns/net": is the node's own network namespace, not a sandbox's`; err == nil || err.Error() != want {
+		t.Errorf("attach with the node's namespace: %v, want %q", err, want)
+	}
+	if after := routes(); !slices.Equal(before, after) {
+		t.Errorf("node routes changed:\nbefore %v\nafter  %v", before, after)
+	}
+	if l := e.links(spec.VethPrefix); len(l) != 0 {
+		t.Errorf("veths after the refused attach: %v", l)
+	}
+	assertNoAllocations(t, e, "blue")
+	// The same request with a sandbox's namespace works.
+	sb, _ := e.lab.Sandbox()
+	if _, err := e.c.Attach(ctx, api.AttachRequest{EndpointKey: key}, int(sb)); err != nil {
+		t.Fatalf("attach with a sandbox: %v", err)
 	}
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 
@@ -65,6 +66,11 @@ func (a *Agent) desiredRuleset() (nft.Ruleset, error) {
 // endpointDelta is what one endpoint contributes to the nftables tables.
 func endpointDelta(n api.Network, ep api.Endpoint) nft.Delta {
 	e := nft.Endpoint{HostIf: ep.HostIf, Bridged: n.Driver == api.DriverBridge}
+	if e.Bridged {
+		// Recorded by Attach from the plan; a record without one has every frame of its
+		// port dropped, which a DEL and ADD repairs.
+		e.MAC, _ = net.ParseMAC(ep.MAC)
+	}
 	for _, p := range ep.IPs {
 		e.Addrs = append(e.Addrs, p.Addr())
 	}

@@ -192,6 +192,16 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	return nil
 }
 
+// CheckIfName checks CNI_IFNAME as the agent would, before skel does: skel's own message
+// ("interface name is too long") does not name the value. It returns nil for a valid or
+// missing name (skel reports a missing one).
+func CheckIfName(name string) *types.Error {
+	if name == "" || api.ValidIfName(name) {
+		return nil
+	}
+	return types.NewError(api.CodeInvalidEnv, fmt.Sprintf("CNI_IFNAME %q: must be 1-15 bytes without '/', ':' or spaces", name), "")
+}
+
 // requireEnv checks the variables skel already requires, for callers that bypass skel.
 func requireEnv(args *skel.CmdArgs) error {
 	switch {

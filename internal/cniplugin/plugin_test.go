@@ -353,3 +353,13 @@ func TestCNIError(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckIfNameNamesTheValue(t *testing.T) {
+	if err := CheckIfName("eth0"); err != nil {
+		t.Errorf("eth0: %v", err)
+	}
+	err := CheckIfName("this-name-is-too-long")
+	if err == nil || err.Code != 4 || err.Msg != `CNI_IFNAME "this-name-is-too-long": must be 1-15 bytes without '/', ':' or spaces` {
+		t.Errorf("too long: %+v", err)
+	}
+}

@@ -93,3 +93,16 @@ func IsNetNS(fd int) bool {
 	t, err := unix.IoctlRetInt(fd, nsGetNSType)
 	return err == nil && t == unix.CLONE_NEWNET
 }
+
+// SameNS reports whether the descriptors a and b refer to the same namespace (the same
+// nsfs inode).
+func SameNS(a, b int) (bool, error) {
+	var sa, sb unix.Stat_t
+	if err := unix.Fstat(a, &sa); err != nil {
+		return false, fmt.Errorf("stat namespace: %w", err)
+	}
+	if err := unix.Fstat(b, &sb); err != nil {
+		return false, fmt.Errorf("stat namespace: %w", err)
+	}
+	return sa.Dev == sb.Dev && sa.Ino == sb.Ino, nil
+}

@@ -31,6 +31,7 @@ const (
 	setEndpoints      = "endpoints"
 	setEndpointAddrs4 = "endpoint_addrs4"
 	setEndpointAddrs6 = "endpoint_addrs6"
+	setEndpointMACs   = "endpoint_macs"
 	mapPorts4         = "ports4"
 	mapPorts6         = "ports6"
 	mapHostPorts4     = "hostports4"
@@ -362,6 +363,7 @@ func endpointSets(eps []Endpoint) (routed, bridged []setDef) {
 		}
 	}
 	routed, bridged = mk(), mk()
+	bridged = append(bridged, setDef{name: setEndpointMACs, keyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr)})
 	type ifKey struct {
 		name    string
 		bridged bool
@@ -380,6 +382,14 @@ func endpointSets(eps []Endpoint) (routed, bridged []setDef) {
 		if k := (ifKey{e.HostIf, e.Bridged}); !seen[k] {
 			seen[k] = true
 			sets[0].elems = append(sets[0].elems, elemDef{key: key, text: quote(e.HostIf)})
+		}
+		if e.Bridged && len(e.MAC) == 6 {
+			k := string(key) + e.MAC.String()
+			if !seenAddr[k] {
+				seenAddr[k] = true
+				// ether_addr is 6 bytes, padded to 8 in a concatenation.
+				sets[3].elems = append(sets[3].elems, elemDef{key: slices.Concat(key, e.MAC, []byte{0, 0}), text: quote(e.HostIf) + " . " + e.MAC.String()})
+			}
 		}
 		for _, a := range e.Addrs {
 			if !a.IsValid() || a.IsUnspecified() || a.Is4In6() || a.Zone() != "" {
@@ -681,15 +691,33 @@ func antispoofRules(tf nftables.TableFamily) []ruleDef {
 		}
 	}
 	nh := expr.PayloadBaseNetworkHeader
-	rules := []ruleDef{
-		{
-			text: "iifname != @endpoints accept",
+	var rules []ruleDef
+	if tf == nftables.TableFamilyINet {
+		rules = append(rules, localnetRule())
+	}
+	rules = append(rules, ruleDef{
+		text: "iifname != @endpoints accept",
+		exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+			lookup(reg1, setEndpoints, true),
+			accept(),
+		},
+	})
+	if tf == nftables.TableFamilyBridge {
+		// A port may only send with its endpoint's MAC: a copied MAC would move the
+		// peer's entry in the bridge's forwarding database (learning happens after this
+		// hook) and its traffic with it.
+		rules = append(rules, ruleDef{
+			text: "iifname . ether saddr != @" + setEndpointMACs + " drop",
 			exprs: []expr.Any{
 				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
-				lookup(reg1, setEndpoints, true),
-				accept(),
+				&expr.Payload{DestRegister: reg(16), Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
+				lookup(reg1, setEndpointMACs, true),
+				drop(),
 			},
-		},
+		})
+	}
+	rules = append(rules, []ruleDef{
 		{
 			text:  "iifname . ip saddr @endpoint_addrs4 accept",
 			exprs: slices.Concat(isFamily(tf, ip4), ifAddr(ip4, nh, ip4.saddr, setEndpointAddrs4, false), []expr.Any{accept()}),
@@ -730,7 +758,7 @@ func antispoofRules(tf nftables.TableFamily) []ruleDef {
 				accept(),
 			}),
 		},
-	}
+	}...)
 	if tf == nftables.TableFamilyBridge {
 		// ARP: sender IP address at offset 14 of an Ethernet/IPv4 ARP packet. Linux
 		// ignores ARP packets of other hardware or protocol address lengths.
@@ -751,6 +779,30 @@ func antispoofRules(tf nftables.TableFamily) []ruleDef {
 		)
 	}
 	return append(rules, ruleDef{text: "drop", exprs: []expr.Any{drop()}})
+}
+
+// localnetRule drops packets to 127.0.0.0/8 that did not come from the loopback device
+// (CVE-2020-8558): route_localnet, which published ports on 127.0.0.1 need on the
+// interfaces towards sandboxes, would otherwise let a sandbox, or a neighbour of the
+// node, reach the node's services bound to 127.0.0.1 and its ports published on
+// 127.0.0.1. It runs before conntrack and NAT, so the replies of the node's own
+// connections to 127.0.0.1:published port (addressed to the node's address until NAT
+// restores 127.0.0.1) pass. Linux itself drops ::1 on any other device.
+func localnetRule() ruleDef {
+	return ruleDef{
+		text: `iifname != "lo" ip daddr 127.0.0.0/8 drop`,
+		exprs: slices.Concat(
+			[]expr.Any{
+				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+				&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: ifnameKey("lo")},
+			},
+			isFamily(nftables.TableFamilyINet, ip4),
+			[]expr.Any{
+				&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: ip4.daddr, Len: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{127}},
+				drop(),
+			}),
+	}
 }
 
 // ifnameKey is the set key of an interface name: IFNAMSIZ bytes, zero padded.

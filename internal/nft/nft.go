@@ -21,8 +21,9 @@
 //	set affinity_backends4/6  VIP . l4proto . port . address . port, backends of services with affinity
 //	map affinity4/6         dynamic, timeout AffinityTimeout: client . VIP . l4proto . port : backend
 //	map picks, affinity_picks  slot count : goto pick-S / affinity-pick-S (reject for 0); constant
-//	chain antispoof   filter prerouting, priority raw: drops what a routed endpoint sends from
-//	                  an address that is not its own
+//	chain antispoof   filter prerouting, priority raw: drops packets to 127.0.0.0/8 that
+//	                  did not come from lo, and what a routed endpoint sends from an
+//	                  address that is not its own
 //	chain prerouting  nat prerouting, priority dstnat: service VIPs, then published ports (DNAT)
 //	chain output      nat output, priority dstnat: the same for connections of the node
 //	chain forward     filter forward, priority filter: isolation of networks by address
@@ -37,7 +38,9 @@
 // while the bridge prerouting hook sees the port itself:
 //
 //	set endpoints, endpoint_addrs4, endpoint_addrs6  as above, for bridged endpoints
-//	chain antispoof   filter prerouting, priority filter: checks IPv4, IPv6 and ARP senders
+//	set endpoint_macs  ifname . ether_addr: (bridge port . sandbox MAC)
+//	chain antispoof   filter prerouting, priority filter: checks source MACs and IPv4,
+//	                  IPv6 and ARP senders
 //
 // Per-packet cost does not grow with the number of networks, endpoints, ports or services:
 // every lookup is a set or map lookup, never one rule per item. A service owns elements
@@ -64,6 +67,7 @@ package nft
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -87,6 +91,9 @@ type Endpoint struct {
 	HostIf  string       // host-side veth (<=15 bytes)
 	Bridged bool         // true: a port of a bridge (bridge driver); false: routed driver (an L3 interface of the node)
 	Addrs   []netip.Addr // the sandbox's addresses
+	// MAC is the sandbox interface's address: frames that a bridge port sends from
+	// another source MAC are dropped. Bridged endpoints only; none: every frame is.
+	MAC net.HardwareAddr
 }
 
 // PortMapping is one published port: connections to HostPort of the node are DNATed to
@@ -261,6 +268,9 @@ func (e Endpoint) validate() error {
 		if !a.IsValid() || a.IsUnspecified() || a.Is4In6() || a.Zone() != "" {
 			return fmt.Errorf("endpoint %q: address %v: invalid sandbox address", e.HostIf, a)
 		}
+	}
+	if e.MAC != nil && len(e.MAC) != 6 {
+		return fmt.Errorf("endpoint %q: MAC %v: not an Ethernet address", e.HostIf, e.MAC)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package nft
 import (
 	"flag"
 	"math"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -32,7 +33,7 @@ var (
 	violet = Network{Name: "violet", Subnets: pfx("10.88.4.0/24", "fd00:88:4::/64"), Masquerade: true}
 
 	// Endpoints and published ports of the example ruleset.
-	blueEP   = Endpoint{HostIf: "pnv-blue-1", Bridged: true, Addrs: addrs("10.88.1.2", "fd00:88:1::2")}
+	blueEP   = Endpoint{HostIf: "pnv-blue-1", Bridged: true, Addrs: addrs("10.88.1.2", "fd00:88:1::2"), MAC: net.HardwareAddr{0x0a, 0x58, 0x0a, 0x58, 0x01, 0x02}}
 	violetEP = Endpoint{HostIf: "pnv-violet-1", Addrs: addrs("10.88.4.2", "fd00:88:4::2")}
 	webPort  = PortMapping{Protocol: "tcp", HostPort: 8080, Addr: netip.MustParseAddr("10.88.1.2"), Port: 80}
 	dnsPort  = PortMapping{Protocol: "udp", HostIP: netip.MustParseAddr("fd00:ff::1"), HostPort: 5353,
@@ -226,6 +227,7 @@ func TestDeltaBuild(t *testing.T) {
 		`bridge podnet endpoints "pnv-blue-1"`,
 		`bridge podnet endpoint_addrs4 "pnv-blue-1" . 10.88.1.2`,
 		`bridge podnet endpoint_addrs6 "pnv-blue-1" . fd00:88:1::2`,
+		`bridge podnet endpoint_macs "pnv-blue-1" . 0a:58:0a:58:01:02`,
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("delta elements:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

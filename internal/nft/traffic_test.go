@@ -120,7 +120,9 @@ func buildTopo(t testing.TB) *topo {
 			// A sandbox reaching its own published port: br_netfilter sends the DNATed
 			// packet back out of the port it came in by.
 			must(t, h.LinkSetHairpin(linkByName(t, h, hostIf), true), "set hairpin on "+hostIf)
-			addAddrs(t, sh, peer(sh), tp.addr[sb.name])
+			l := peer(sh)
+			tp.endpoints[len(tp.endpoints)-1].MAC = l.Attrs().HardwareAddr
+			addAddrs(t, sh, l, tp.addr[sb.name])
 			for _, gw := range host(sb.net.Subnets, 1) {
 				must(t, sh.RouteAdd(&netlink.Route{Gw: gw.Addr().AsSlice()}), "add default route via "+gw.Addr().String())
 			}
@@ -718,6 +720,173 @@ func TestPrivilegedAntiSpoofingNeighbours(t *testing.T) {
 		t.Errorf("with the tables: node has %v for a2 (a2 is %v, a1 %v), a2 autoconfigured from a1's advertisement: %v; want a2's MAC twice and false",
 			macs, a2MAC, a1MAC, autoconf)
 	}
+}
+
+// TestPrivilegedAntiSpoofingMAC: a sandbox that takes its neighbour's MAC does not move
+// the neighbour's entry in the bridge's forwarding database (and its traffic with it).
+func TestPrivilegedAntiSpoofingMAC(t *testing.T) {
+	tp := buildTopo(t)
+	serve(t, tp.ns["a1"], false)
+	nh := handleAt(t, tp.ns["node"])
+	bridge := linkByName(t, nh, netA.Bridge)
+	a1MAC := linkByName(t, handleAt(t, tp.ns["a1"]), "eth0").Attrs().HardwareAddr
+	a2h := handleAt(t, tp.ns["a2"])
+	a2eth := linkByName(t, a2h, "eth0")
+	a2MAC := a2eth.Attrs().HardwareAddr
+	gw := host(subnetA, 1)[0].Addr()
+
+	// port is the bridge port that the forwarding database has for a1's MAC.
+	port := func() string {
+		t.Helper()
+		fdb, err := nh.NeighList(0, unix.AF_BRIDGE)
+		must(t, err, "list forwarding database")
+		for _, n := range fdb {
+			if n.MasterIndex == bridge.Attrs().Index && n.HardwareAddr.String() == a1MAC.String() {
+				l, err := nh.LinkByIndex(n.LinkIndex)
+				must(t, err, "port of a1's MAC")
+				return l.Attrs().Name
+			}
+		}
+		return ""
+	}
+	// steal gives a2 a1's MAC, sends 20 datagrams from a2's own address to the node,
+	// and gives a2 its MAC back.
+	steal := func() {
+		t.Helper()
+		must(t, a2h.LinkSetHardwareAddr(a2eth, a1MAC), "set a2's MAC to a1's")
+		must(t, inNetNS(tp.ns["a2"], func() error {
+			c, err := net.Dial("udp", netip.AddrPortFrom(gw, 9).String())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			for range 20 {
+				c.Write([]byte("takeover")) // an ICMP port unreachable may fail a later write
+			}
+			return nil
+		}), "send from a2")
+		must(t, a2h.LinkSetHardwareAddr(a2eth, a2MAC), "give a2 its MAC back")
+	}
+	learn := func() {
+		t.Helper()
+		tp.check(t, tp.to("node", "a1", 0, gw))
+		if p := port(); p != "va1" {
+			t.Fatalf("after node -> a1, a1's MAC is on port %q, want va1", p)
+		}
+	}
+
+	// Without the tables the takeover works (the test does what it claims to).
+	learn()
+	steal()
+	if p := port(); p != "va2" {
+		t.Fatalf("without the tables: a1's MAC is on port %q after a2 sent from it, want va2", p)
+	}
+
+	mustSync(t, tp.open(t), tp.ruleset())
+	learn()
+	steal()
+	if p := port(); p != "va1" {
+		t.Errorf("with the tables: a1's MAC is on port %q after a2 sent from it, want va1", p)
+	}
+	tp.check(t, tp.to("node", "a1", 0, gw))
+}
+
+// TestPrivilegedLocalnet: with route_localnet on the interfaces towards sandboxes (which
+// published ports on 127.0.0.1 need), neither a sandbox nor a neighbour of the node reaches
+// a service of the node bound to 127.0.0.1 (CVE-2020-8558).
+func TestPrivilegedLocalnet(t *testing.T) {
+	tp := buildTopo(t)
+	node := tp.ns["node"]
+	writeSysctls(t, node, "1", "/proc/sys/net/ipv4/conf/pn-a/route_localnet", "/proc/sys/net/ipv4/conf/up0/route_localnet")
+	nh := handleAt(t, node)
+	var pc net.PacketConn
+	must(t, inNetNS(node, func() (err error) {
+		pc, err = net.ListenPacket("udp4", fmt.Sprintf("127.0.0.1:%d", testPort))
+		return err
+	}), "listen on 127.0.0.1 in the node")
+	t.Cleanup(func() { pc.Close() })
+	got := make(chan string, 16)
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, _, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			got <- string(buf[:n])
+		}
+	}()
+	// send sends, from the sandbox or the outside, a UDP datagram to 127.0.0.1 through
+	// the node (Ethernet destination: the node's interface towards it).
+	lo := netip.MustParseAddr("127.0.0.1")
+	send := func(from, nodeIf, payload string) {
+		t.Helper()
+		src := linkByName(t, handleAt(t, tp.ns[from]), "eth0").Attrs().HardwareAddr
+		dst := linkByName(t, nh, nodeIf).Attrs().HardwareAddr
+		must(t, sendFrame(tp.ns[from], "eth0", udp4Frame(dst, src, tp.a(from, 0), lo, 4242, testPort, payload)), "send from "+from)
+	}
+	// received waits for payload, up to a second.
+	received := func(payload string) bool {
+		timeout := time.After(time.Second)
+		for {
+			select {
+			case p := <-got:
+				if p == payload {
+					return true
+				}
+			case <-timeout:
+				return false
+			}
+		}
+	}
+
+	// Without the tables both reach it (the test sends what it claims to).
+	send("a1", netA.Bridge, "a1-before")
+	send("outside", "up0", "outside-before")
+	for _, p := range []string{"a1-before", "outside-before"} {
+		if !received(p) {
+			t.Fatalf("without the tables: %s did not reach 127.0.0.1 in the node", p)
+		}
+	}
+
+	mustSync(t, tp.open(t), tp.ruleset())
+	send("a1", netA.Bridge, "a1-after")
+	send("outside", "up0", "outside-after")
+	for _, p := range []string{"a1-after", "outside-after"} {
+		if received(p) {
+			t.Errorf("with the tables: %s reached 127.0.0.1 in the node", p)
+		}
+	}
+	// The node itself still reaches it.
+	must(t, inNetNS(node, func() error {
+		c, err := net.Dial("udp4", pc.LocalAddr().String())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write([]byte("node"))
+		return err
+	}), "send from the node")
+	if !received("node") {
+		t.Error("with the tables: the node's own datagram did not reach 127.0.0.1")
+	}
+}
+
+// udp4Frame is an Ethernet frame holding an IPv4 UDP datagram (UDP checksum 0: none).
+func udp4Frame(dst, src net.HardwareAddr, from, to netip.Addr, sport, dport uint16, payload string) []byte {
+	udp := slices.Concat([]byte{byte(sport >> 8), byte(sport), byte(dport >> 8), byte(dport)},
+		[]byte{byte((8 + len(payload)) >> 8), byte(8 + len(payload)), 0, 0}, []byte(payload))
+	f, t := from.As4(), to.As4()
+	ip := slices.Concat([]byte{0x45, 0, byte((20 + len(udp)) >> 8), byte(20 + len(udp)), 0, 0, 0x40, 0, 64, unix.IPPROTO_UDP, 0, 0}, f[:], t[:])
+	var sum uint32
+	for i := 0; i < len(ip); i += 2 {
+		sum += uint32(ip[i])<<8 | uint32(ip[i+1])
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	ip[10], ip[11] = byte(^sum>>8), byte(^sum)
+	return slices.Concat(dst, src, []byte{0x08, 0x00}, ip, udp)
 }
 
 // sendFrame sends an Ethernet frame out of ifname in ns through a packet socket.

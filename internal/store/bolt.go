@@ -54,7 +54,8 @@ var _ Store = (*Bolt)(nil)
 
 // OpenBolt opens (creating it and its directory when needed) the bbolt store at path.
 // When another process holds the file, it gives up after a few seconds with an error
-// that names the path.
+// that names the path. A damaged file (truncated, not a bbolt file, both meta pages
+// invalid) gives a *DamagedError before bbolt maps it.
 func OpenBolt(path string) (*Bolt, error) {
 	return openBolt(path, openTimeout)
 }
@@ -62,6 +63,11 @@ func OpenBolt(path string) (*Bolt, error) {
 func openBolt(path string, timeout time.Duration) (*Bolt, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	// bbolt maps the file and trusts its header: a truncated file would crash the
+	// process (SIGBUS) instead of failing here.
+	if err := checkFile(path); err != nil {
+		return nil, err
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
 	if errors.Is(err, bolterrors.ErrTimeout) {

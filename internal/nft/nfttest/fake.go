@@ -154,6 +154,9 @@ func apply(r nft.Ruleset, add, remove nft.Delta) (nft.Ruleset, error) {
 			r.Endpoints = append(r.Endpoints, nft.Endpoint{HostIf: e.HostIf, Bridged: e.Bridged})
 			i = len(r.Endpoints) - 1
 		}
+		if e.MAC != nil {
+			r.Endpoints[i].MAC = e.MAC
+		}
 		for _, a := range e.Addrs {
 			if !slices.Contains(r.Endpoints[i].Addrs, a) {
 				r.Endpoints[i].Addrs = append(r.Endpoints[i].Addrs, a)
