@@ -32,6 +32,8 @@ const (
 	setEndpointAddrs4 = "endpoint_addrs4"
 	setEndpointAddrs6 = "endpoint_addrs6"
 	setEndpointMACs   = "endpoint_macs"
+	setBridgeSubnets4 = "bridge_subnets4"
+	setBridgeSubnets6 = "bridge_subnets6"
 	mapPorts4         = "ports4"
 	mapPorts6         = "ports6"
 	mapHostPorts4     = "hostports4"
@@ -188,8 +190,10 @@ func build(r Ruleset) rulesetDef {
 	brt := tableDef{family: nftables.TableFamilyBridge}
 
 	nets := networkRanges(r.Networks)
-	var pods, masq, isolate []setDef
+	var pods, masq, isolate, bridgeSubnets []setDef
 	for _, f := range []ipFamily{ip4, ip6} {
+		bridgeSubnets = append(bridgeSubnets, setDef{name: "bridge_subnets" + f.suffix,
+			keyType: nftables.MustConcatSetType(nftables.TypeIFName, f.addrType), interval: true, elems: bridgeSubnetElems(nets, f.suffix)})
 		var all, masqed []namedRange
 		for _, n := range nets {
 			for _, rg := range n.ranges[f.suffix] {
@@ -204,7 +208,7 @@ func build(r Ruleset) rulesetDef {
 		isolate = append(isolate, setDef{name: "isolate" + f.suffix, keyType: nftables.MustConcatSetType(f.addrType, f.addrType),
 			interval: true, elems: isolationElems(nets, f.suffix)})
 	}
-	inet.sets = slices.Concat(pods, masq, isolate)
+	inet.sets = slices.Concat(pods, masq, isolate, bridgeSubnets)
 
 	routed, bridged := endpointSets(r.Endpoints)
 	inet.sets = append(inet.sets, routed...)
@@ -270,6 +274,7 @@ func build(r Ruleset) rulesetDef {
 // netRanges is one network's address ranges, per family suffix, merged.
 type netRanges struct {
 	name       string
+	bridge     string // "" for a routed network
 	masquerade bool
 	ranges     map[string][]namedRange
 	// isolated is ranges without the subnets that overlap an earlier network's: the
@@ -293,7 +298,7 @@ func networkRanges(in []Network) []netRanges {
 			}
 			bridges[n.Bridge] = true
 		}
-		nr := netRanges{name: n.Name, masquerade: n.Masquerade, ranges: map[string][]namedRange{}, isolated: map[string][]namedRange{}}
+		nr := netRanges{name: n.Name, bridge: n.Bridge, masquerade: n.Masquerade, ranges: map[string][]namedRange{}, isolated: map[string][]namedRange{}}
 		for _, p := range n.Subnets {
 			if !p.IsValid() || p.Addr().Is4In6() {
 				continue
@@ -346,6 +351,28 @@ func isolationElems(nets []netRanges, sfx string) []elemDef {
 					})
 				}
 			}
+		}
+	}
+	sortElems(elems)
+	return elems
+}
+
+// bridgeSubnetElems pairs each bridge with the subnets of its network: where packets from
+// bridged sandboxes enter the inet hooks (br_netfilter shows the bridge as the input
+// interface).
+func bridgeSubnetElems(nets []netRanges, sfx string) []elemDef {
+	var elems []elemDef
+	for _, n := range nets {
+		if n.bridge == "" {
+			continue
+		}
+		k := ifnameKey(n.bridge)
+		for _, r := range n.ranges[sfx] {
+			elems = append(elems, elemDef{
+				key:    slices.Concat(k, r.start.AsSlice()),
+				keyEnd: slices.Concat(k, r.last.AsSlice()),
+				text:   quote(n.bridge) + " . " + rangeText(r.start, r.last),
+			})
 		}
 	}
 	sortElems(elems)
@@ -693,7 +720,7 @@ func antispoofRules(tf nftables.TableFamily) []ruleDef {
 	nh := expr.PayloadBaseNetworkHeader
 	var rules []ruleDef
 	if tf == nftables.TableFamilyINet {
-		rules = append(rules, localnetRule())
+		rules = append(rules, localnetRule(), podSourceRule(ip4), podSourceRule(ip6))
 	}
 	rules = append(rules, ruleDef{
 		text: "iifname != @endpoints accept",
@@ -802,6 +829,26 @@ func localnetRule() ruleDef {
 				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{127}},
 				drop(),
 			}),
+	}
+}
+
+// podSourceRule drops packets from a pod address that enter the node anywhere but where
+// pods send from: a bridge with that subnet, a routed endpoint's host veth (checked
+// further on), or lo. Else a neighbour of the node could send with a pod's address and
+// have the node answer the pod: the cluster DNS would recurse for it and reflect at pods.
+func podSourceRule(f ipFamily) ruleDef {
+	return ruleDef{
+		text: f.name + " saddr @pods" + f.suffix + ` iifname != "lo" iifname != @endpoints iifname . ` + f.name + " saddr != @bridge_subnets" + f.suffix + " drop",
+		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f), []expr.Any{
+			loadAddr(f, f.saddr, reg1),
+			lookup(reg1, "pods"+f.suffix, false),
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: ifnameKey("lo")},
+			lookup(reg1, setEndpoints, true),
+			loadAddr(f, f.saddr, reg(16)),
+			lookup(reg1, "bridge_subnets"+f.suffix, true),
+			drop(),
+		}),
 	}
 }
 

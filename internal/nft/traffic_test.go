@@ -872,6 +872,81 @@ func TestPrivilegedLocalnet(t *testing.T) {
 	}
 }
 
+// TestPrivilegedPodSourceFromOutside: a neighbour of the node that sends with a pod's
+// address is dropped (the node would answer the pod: DNS recursion and reflection); the
+// pod itself, and the neighbour with its own address, get through.
+func TestPrivilegedPodSourceFromOutside(t *testing.T) {
+	tp := buildTopo(t)
+	node := tp.ns["node"]
+	nh := handleAt(t, node)
+	nodeAddr := tp.nodeOut[0].Addr()
+	var pc net.PacketConn
+	must(t, inNetNS(node, func() (err error) {
+		pc, err = net.ListenPacket("udp4", netip.AddrPortFrom(nodeAddr, testPort).String())
+		return err
+	}), "listen in the node")
+	t.Cleanup(func() { pc.Close() })
+	got := make(chan string, 16)
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, _, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			got <- string(buf[:n])
+		}
+	}()
+	// send sends a datagram from ns "from" with source address src to the node's address,
+	// through the node's interface nodeIf.
+	send := func(from, nodeIf string, src netip.Addr, payload string) {
+		t.Helper()
+		smac := linkByName(t, handleAt(t, tp.ns[from]), "eth0").Attrs().HardwareAddr
+		dmac := linkByName(t, nh, nodeIf).Attrs().HardwareAddr
+		must(t, sendFrame(tp.ns[from], "eth0", udp4Frame(dmac, smac, src, nodeAddr, 4242, testPort, payload)), "send from "+from)
+	}
+	received := func(payload string) bool {
+		timeout := time.After(time.Second)
+		for {
+			select {
+			case p := <-got:
+				if p == payload {
+					return true
+				}
+			case <-timeout:
+				return false
+			}
+		}
+	}
+	a1, r1 := tp.a("a1", 0), tp.a("r1", 0)
+
+	// Without the tables, the forged datagrams arrive (the test sends what it claims to).
+	send("outside", "up0", a1, "forged-a1-before")
+	send("outside", "up0", r1, "forged-r1-before")
+	for _, p := range []string{"forged-a1-before", "forged-r1-before"} {
+		if !received(p) {
+			t.Fatalf("without the tables: %s did not arrive", p)
+		}
+	}
+
+	mustSync(t, tp.open(t), tp.ruleset())
+	send("outside", "up0", a1, "forged-a1-after")
+	send("outside", "up0", r1, "forged-r1-after")
+	for _, p := range []string{"forged-a1-after", "forged-r1-after"} {
+		if received(p) {
+			t.Errorf("with the tables: %s arrived", p)
+		}
+	}
+	send("outside", "up0", tp.a("outside", 0), "outside-own")
+	send("a1", netA.Bridge, a1, "a1-own")
+	send("r1", "vr1", r1, "r1-own")
+	for _, p := range []string{"outside-own", "a1-own", "r1-own"} {
+		if !received(p) {
+			t.Errorf("with the tables: %s did not arrive", p)
+		}
+	}
+}
+
 // udp4Frame is an Ethernet frame holding an IPv4 UDP datagram (UDP checksum 0: none).
 func udp4Frame(dst, src net.HardwareAddr, from, to netip.Addr, sport, dport uint16, payload string) []byte {
 	udp := slices.Concat([]byte{byte(sport >> 8), byte(sport), byte(dport >> 8), byte(dport)},
