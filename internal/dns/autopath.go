@@ -72,7 +72,7 @@ func (s *Server) autopath(ctx context.Context, z *zone, client netip.Addr, q mdn
 		if len(cand) > 254 {
 			continue // no such name: the stub would skip it too
 		}
-		rep := s.lookup(ctx, z, cand, q.Qtype, q.Qclass, false, false)
+		rep := s.lookup(ctx, z, client, cand, q.Qtype, q.Qclass, false, false)
 		switch rep.rcode {
 		case mdns.RcodeNameError:
 			continue

@@ -15,8 +15,9 @@ type cacheKey struct {
 	do, cd        bool
 }
 
-// cacheEntry is one upstream answer, without its OPT record. Its records are shared and
-// never modified: a hit older than a second gets copies with the TTLs lowered.
+// cacheEntry is one upstream answer, without its meta records (withoutMeta). Its
+// records are shared and never modified: a hit older than a second gets copies with the
+// TTLs lowered.
 type cacheEntry struct {
 	rcode             int
 	ad                bool
@@ -74,7 +75,7 @@ func (c *cache) get(k cacheKey) (reply, bool) {
 
 // put caches m (an upstream answer to k) if it may be cached and returns it as a reply.
 func (c *cache) put(k cacheKey, m *mdns.Msg) reply {
-	r := reply{rcode: m.Rcode, ad: m.AuthenticatedData, answer: sealed(m.Answer), ns: sealed(m.Ns), extra: withoutOPT(m.Extra)}
+	r := reply{rcode: m.Rcode, ad: m.AuthenticatedData, answer: sealed(m.Answer), ns: sealed(m.Ns), extra: withoutMeta(m.Extra)}
 	if c == nil || m.Truncated || c.size == 0 {
 		return r
 	}
@@ -134,7 +135,7 @@ func cacheTTL(m *mdns.Msg, maxTTL, maxNeg uint32) (uint32, bool) {
 		ttl := maxTTL
 		for _, sec := range [][]mdns.RR{m.Answer, m.Ns, m.Extra} {
 			for _, rr := range sec {
-				if rr.Header().Rrtype != mdns.TypeOPT {
+				if !isMeta(rr) {
 					ttl = min(ttl, rr.Header().Ttl)
 				}
 			}
@@ -171,20 +172,32 @@ func aged(rrs []mdns.RR, age uint32) []mdns.RR {
 	return out
 }
 
-func withoutOPT(rrs []mdns.RR) []mdns.RR {
+// withoutMeta returns rrs without meta records (RFC 6895 section 3.1: OPT, TSIG, TKEY),
+// which belong to one message and its transport, never to an answer passed on. An
+// upstream's TSIG would even switch truncation off: miekg/dns's Msg.Truncate leaves a
+// message ending with one alone, whatever its size.
+func withoutMeta(rrs []mdns.RR) []mdns.RR {
 	for i, rr := range rrs {
-		if rr.Header().Rrtype == mdns.TypeOPT {
+		if isMeta(rr) {
 			out := make([]mdns.RR, 0, len(rrs)-1)
 			out = append(out, rrs[:i]...)
 			for _, rr := range rrs[i+1:] {
-				if rr.Header().Rrtype != mdns.TypeOPT {
+				if !isMeta(rr) {
 					out = append(out, rr)
 				}
 			}
-			return out
+			return out[:len(out):len(out)]
 		}
 	}
 	return rrs[:len(rrs):len(rrs)]
+}
+
+func isMeta(rr mdns.RR) bool {
+	switch rr.Header().Rrtype {
+	case mdns.TypeOPT, mdns.TypeTSIG, mdns.TypeTKEY:
+		return true
+	}
+	return false
 }
 
 // sealed trims the capacity of rrs so that an append copies.

@@ -28,5 +28,9 @@
 //
 // Sockets: ListenAndServe opens one UDP and one TCP socket inside a network namespace
 // (kernel.ListenPacketIn / kernel.ListenIn); the forwarder's sockets are opened in the
-// caller's own namespace.
+// caller's own namespace. A UDP answer is at most Config.MaxUDPSize bytes (1232) whatever
+// the client's EDNS0 size says, and truncated beyond (TC: the client asks again over
+// TCP). The UDP socket is served by the package's own read loop (udp.go), which keeps
+// answering under a flood: a large receive buffer, junk dropped on its header, and work
+// in progress bounded per client and in all, forwarded questions included (inflight.go).
 package dns

@@ -24,6 +24,7 @@ type Server struct {
 	upstream Exchanger // nil: names outside the zone are REFUSED
 	cache    *cache
 	flight   flightGroup
+	forwards *inflight // questions waiting for upstream (maxForwards)
 	zone     atomic.Pointer[zone]
 
 	// mu guards serial (SetSnapshot).
@@ -43,7 +44,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{set: set, upstream: cfg.Upstream}
+	s := &Server{set: set, upstream: cfg.Upstream, forwards: newInflight(maxForwards, maxForwardsPerClient)}
 	if s.upstream == nil && len(set.upstreams) > 0 {
 		s.upstream = &Forwarder{Upstreams: set.upstreams, Timeout: set.upstreamTimeout, UDPSize: set.maxUDP, Dial: cfg.Dial}
 	}
@@ -194,7 +195,7 @@ func (s *Server) answer(ctx context.Context, client netip.Addr, r, m *mdns.Msg, 
 	name := strings.ToLower(q.Name)
 	do := opt != nil && opt.Do()
 	z := s.zone.Load()
-	rep := s.lookup(ctx, z, name, q.Qtype, q.Qclass, do, r.CheckingDisabled)
+	rep := s.lookup(ctx, z, client, name, q.Qtype, q.Qclass, do, r.CheckingDisabled)
 	if rep.zone && rep.rcode == mdns.RcodeNameError && !do {
 		if ap, ok := s.autopath(ctx, z, client, q, name); ok {
 			rep = ap
@@ -210,9 +211,9 @@ func (s *Server) answer(ctx context.Context, client netip.Addr, r, m *mdns.Msg, 
 	}
 }
 
-// lookup answers name (lower case) without autopath: from the zone, the reverse zones,
-// or upstream.
-func (s *Server) lookup(ctx context.Context, z *zone, name string, qtype, qclass uint16, do, cd bool) reply {
+// lookup answers name (lower case) for client without autopath: from the zone, the
+// reverse zones, or upstream.
+func (s *Server) lookup(ctx context.Context, z *zone, client netip.Addr, name string, qtype, qclass uint16, do, cd bool) reply {
 	if name == z.origin || (len(name) > len(z.origin) && name[len(name)-len(z.origin)-1] == '.' && strings.HasSuffix(name, z.origin)) {
 		za := z.lookup(name, qtype)
 		rep := reply{rcode: za.rcode, aa: true, answer: za.answer, extra: za.extra, zone: true}
@@ -234,7 +235,7 @@ func (s *Server) lookup(ctx context.Context, z *zone, name string, qtype, qclass
 			}
 		}
 	}
-	return s.forward(ctx, name, qtype, qclass, do, cd)
+	return s.forward(ctx, client, name, qtype, qclass, do, cd)
 }
 
 func (z *zone) reverseSOA(a netip.Addr) []mdns.RR {
@@ -244,8 +245,10 @@ func (z *zone) reverseSOA(a netip.Addr) []mdns.RR {
 	return z.reverseSOA6
 }
 
-// forward answers a name outside the zone from the cache or upstream.
-func (s *Server) forward(ctx context.Context, name string, qtype, qclass uint16, do, cd bool) reply {
+// forward answers a name outside the zone from the cache or upstream. A question that
+// must wait for upstream while client (or everyone) has maxForwards waiting already gets
+// SERVFAIL at once.
+func (s *Server) forward(ctx context.Context, client netip.Addr, name string, qtype, qclass uint16, do, cd bool) reply {
 	if s.upstream == nil {
 		return reply{rcode: mdns.RcodeRefused}
 	}
@@ -253,6 +256,10 @@ func (s *Server) forward(ctx context.Context, name string, qtype, qclass uint16,
 	if rep, ok := s.cache.get(k); ok {
 		return rep
 	}
+	if !s.forwards.acquire(client) {
+		return reply{rcode: mdns.RcodeServerFailure} // not logged: a flood would flood the log
+	}
+	defer s.forwards.release(client)
 	rep, err := s.flight.do(k, func() (reply, error) {
 		ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 		defer cancel()
