@@ -799,23 +799,7 @@ func TestPrivilegedLocalnet(t *testing.T) {
 	node := tp.ns["node"]
 	writeSysctls(t, node, "1", "/proc/sys/net/ipv4/conf/pn-a/route_localnet", "/proc/sys/net/ipv4/conf/up0/route_localnet")
 	nh := handleAt(t, node)
-	var pc net.PacketConn
-	must(t, inNetNS(node, func() (err error) {
-		pc, err = net.ListenPacket("udp4", fmt.Sprintf("127.0.0.1:%d", testPort))
-		return err
-	}), "listen on 127.0.0.1 in the node")
-	t.Cleanup(func() { pc.Close() })
-	got := make(chan string, 16)
-	go func() {
-		buf := make([]byte, 64)
-		for {
-			n, _, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			got <- string(buf[:n])
-		}
-	}()
+	pc, received := udpSink(t, node, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), testPort))
 	// send sends, from the sandbox or the outside, a UDP datagram to 127.0.0.1 through
 	// the node (Ethernet destination: the node's interface towards it).
 	lo := netip.MustParseAddr("127.0.0.1")
@@ -824,20 +808,6 @@ func TestPrivilegedLocalnet(t *testing.T) {
 		src := linkByName(t, handleAt(t, tp.ns[from]), "eth0").Attrs().HardwareAddr
 		dst := linkByName(t, nh, nodeIf).Attrs().HardwareAddr
 		must(t, sendFrame(tp.ns[from], "eth0", udp4Frame(dst, src, tp.a(from, 0), lo, 4242, testPort, payload)), "send from "+from)
-	}
-	// received waits for payload, up to a second.
-	received := func(payload string) bool {
-		timeout := time.After(time.Second)
-		for {
-			select {
-			case p := <-got:
-				if p == payload {
-					return true
-				}
-			case <-timeout:
-				return false
-			}
-		}
 	}
 
 	// Without the tables both reach it (the test sends what it claims to).
@@ -880,23 +850,7 @@ func TestPrivilegedPodSourceFromOutside(t *testing.T) {
 	node := tp.ns["node"]
 	nh := handleAt(t, node)
 	nodeAddr := tp.nodeOut[0].Addr()
-	var pc net.PacketConn
-	must(t, inNetNS(node, func() (err error) {
-		pc, err = net.ListenPacket("udp4", netip.AddrPortFrom(nodeAddr, testPort).String())
-		return err
-	}), "listen in the node")
-	t.Cleanup(func() { pc.Close() })
-	got := make(chan string, 16)
-	go func() {
-		buf := make([]byte, 64)
-		for {
-			n, _, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			got <- string(buf[:n])
-		}
-	}()
+	_, received := udpSink(t, node, netip.AddrPortFrom(nodeAddr, testPort))
 	// send sends a datagram from ns "from" with source address src to the node's address,
 	// through the node's interface nodeIf.
 	send := func(from, nodeIf string, src netip.Addr, payload string) {
@@ -904,19 +858,6 @@ func TestPrivilegedPodSourceFromOutside(t *testing.T) {
 		smac := linkByName(t, handleAt(t, tp.ns[from]), "eth0").Attrs().HardwareAddr
 		dmac := linkByName(t, nh, nodeIf).Attrs().HardwareAddr
 		must(t, sendFrame(tp.ns[from], "eth0", udp4Frame(dmac, smac, src, nodeAddr, 4242, testPort, payload)), "send from "+from)
-	}
-	received := func(payload string) bool {
-		timeout := time.After(time.Second)
-		for {
-			select {
-			case p := <-got:
-				if p == payload {
-					return true
-				}
-			case <-timeout:
-				return false
-			}
-		}
 	}
 	a1, r1 := tp.a("a1", 0), tp.a("r1", 0)
 
@@ -943,6 +884,42 @@ func TestPrivilegedPodSourceFromOutside(t *testing.T) {
 	for _, p := range []string{"outside-own", "a1-own", "r1-own"} {
 		if !received(p) {
 			t.Errorf("with the tables: %s did not arrive", p)
+		}
+	}
+}
+
+// udpSink listens for UDP datagrams at addr in ns. received(payload) waits up to a second
+// for a datagram holding payload (a datagram that never comes is the blocked case: nothing
+// answers a drop).
+func udpSink(t *testing.T, ns netns.NsHandle, addr netip.AddrPort) (pc net.PacketConn, received func(payload string) bool) {
+	t.Helper()
+	must(t, inNetNS(ns, func() (err error) {
+		pc, err = net.ListenPacket("udp4", addr.String())
+		return err
+	}), "listen on "+addr.String())
+	t.Cleanup(func() { pc.Close() })
+	got := make(chan string, 16)
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, _, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			got <- string(buf[:n])
+		}
+	}()
+	return pc, func(payload string) bool {
+		timeout := time.After(time.Second)
+		for {
+			select {
+			case p := <-got:
+				if p == payload {
+					return true
+				}
+			case <-timeout:
+				return false
+			}
 		}
 	}
 }
