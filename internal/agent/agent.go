@@ -941,8 +941,9 @@ func (a *Agent) releaseOrphanAllocations() error {
 
 // Reconcile makes the kernel agree with the store: bridges and rules of every network
 // exist, endpoints whose veth vanished (their sandbox is gone) are released, host veths
-// without a record are removed. At startup (no request can be in flight) endpoints cut
-// off mid-attach by a crash are rolled back too. Calling it again when everything
+// without a record are removed, and the node side of every attached endpoint is
+// repaired where it drifted from its plan (repairEndpoints). At startup (no request can
+// be in flight) endpoints cut off mid-attach by a crash are rolled back too. Calling it again when everything
 // agrees changes nothing.
 func (a *Agent) Reconcile(startup bool) error {
 	a.netMu.Lock()
@@ -1011,6 +1012,10 @@ func (a *Agent) Reconcile(startup bool) error {
 				return err
 			}
 		}
+	}
+	// Now that the bridges exist again: ports, routes, neighbours, sysctls.
+	if err := a.repairEndpoints(eps, links); err != nil {
+		return err
 	}
 	return a.releaseOrphanAllocations()
 }
