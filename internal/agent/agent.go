@@ -865,8 +865,7 @@ func (a *Agent) Check(req api.CheckRequest, sandboxFD int) error {
 	if err != nil {
 		return err
 	}
-	mac, _ := plan.ParseMAC(ep.MAC)
-	p := plan.EndpointFor(n, req.EndpointKey, ep.IPs, mac)
+	p := endpointPlan(n, ep)
 	if err := a.node.CheckEndpoint(sb, p); err != nil {
 		return api.Errorf(api.CodeCheckFailed, "check %s: %v", req.EndpointKey, err)
 	}

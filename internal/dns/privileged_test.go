@@ -23,30 +23,8 @@ import (
 // outside AllowedClients.
 func TestPrivilegedServeInNamespace(t *testing.T) {
 	testutil.RequireRoot(t)
-	ns, err := kernel.NewNS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Close() })
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.Close)
-	lo, err := h.LinkByName("lo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.LinkSetUp(lo); err != nil {
-		t.Fatal(err)
-	}
 	// An allowed and a stranger's address, on lo (sockets bind to them as sources).
-	for _, a := range []string{"10.9.9.1/32", "192.0.2.1/32"} {
-		addr, _ := netlink.ParseAddr(a)
-		if err := h.AddrAdd(lo, addr); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ns := loopbackNS(t, "10.9.9.1/32", "192.0.2.1/32")
 
 	f := newFixture(t, nil)
 	snap := testSnapshot()
