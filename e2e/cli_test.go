@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/kernel"
@@ -85,14 +86,23 @@ func TestPrivilegedCLINetworks(t *testing.T) {
 	p := n.newPod(t, "cli-pod")
 	rt.mustAdd(t, p)
 
-	eps := decodeJSON[[]api.Endpoint](t, n.mustPodnet(t, "-o", "json", "endpoint", "ls"))
+	// The agent records an ADD as attached just after its reply (off the reply path):
+	// wait for that, a few seconds at most.
+	var eps []api.Endpoint
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		eps = decodeJSON[[]api.Endpoint](t, n.mustPodnet(t, "-o", "json", "endpoint", "ls"))
+		if len(eps) != 1 || eps[0].State == api.StateAttached || time.Now().After(deadline) {
+			break
+		}
+	}
 	if len(eps) != 1 {
 		t.Fatalf("endpoint ls: %+v", eps)
 	}
 	ep := eps[0]
 	if ep.Network != "blue" || ep.ContainerID != p.id || ep.IfName != "eth0" || ep.Netns != p.path || ep.State != api.StateAttached ||
 		!slices.Equal(ep.IPs, resultIPs(p.res)) || ep.MAC != sandboxMAC(t, p) || !slices.Equal(n.veths(t), []string{ep.HostIf}) {
-		t.Fatalf("endpoint ls -o json: %+v (pod %s in %s with %v, node veths %q)", ep, p.id, p.path, resultIPs(p.res), n.veths(t))
+		t.Fatalf("endpoint ls -o json: %+v, state %s, netns %s, IPs %v, MAC %s (pod %s in %s with %v, MAC %s, node veths %q)",
+			ep, ep.State, ep.Netns, ep.IPs, ep.MAC, p.id, p.path, resultIPs(p.res), sandboxMAC(t, p), n.veths(t))
 	}
 	if eps := decodeJSON[[]api.Endpoint](t, n.mustPodnet(t, "-o", "json", "endpoint", "ls", "--network", "red")); len(eps) != 0 {
 		t.Fatalf("endpoint ls --network red: %+v", eps)
