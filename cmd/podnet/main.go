@@ -4,17 +4,14 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -166,20 +163,7 @@ func networkCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if g.json() {
-				return printJSON(cmd.OutOrStdout(), ns)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tDRIVER\tSUBNETS\tGATEWAYS\tBRIDGE\tMTU\tMASQUERADE")
-			for _, n := range ns {
-				var subs, gws []string
-				for _, s := range n.Subnets {
-					subs = append(subs, s.Prefix.String())
-					gws = append(gws, s.Gateway.String())
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%v\n", n.Name, n.Driver, strings.Join(subs, ","), strings.Join(gws, ","), n.Bridge, n.MTU, n.Masquerade)
-			}
-			return tw.Flush()
+			return printList(cmd.OutOrStdout(), g.json(), ns, networkColumns)
 		},
 	}
 	inspect := &cobra.Command{
@@ -225,20 +209,7 @@ func endpointCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if g.json() {
-				return printJSON(cmd.OutOrStdout(), eps)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NETWORK\tCONTAINER\tNAME\tINTERFACE\tIPS\tMAC\tHOST IF\tNETNS\tSTATE")
-			for _, ep := range eps {
-				var ips []string
-				for _, p := range ep.IPs {
-					ips = append(ips, p.String())
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ep.Network, shortID(ep.ContainerID), ep.Name, ep.IfName,
-					strings.Join(ips, ","), ep.MAC, ep.HostIf, ep.Netns, ep.State)
-			}
-			return tw.Flush()
+			return printList(cmd.OutOrStdout(), g.json(), eps, endpointColumns)
 		},
 	}
 	ls.Flags().StringVar(&network, "network", "", "only this network")
@@ -280,36 +251,7 @@ func portCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			type row struct {
-				api.PortMapping
-				Network     string `json:"network"`
-				ContainerID string `json:"containerID"`
-				Name        string `json:"name,omitempty"`
-				Address     string `json:"address"`
-			}
-			rows := []row{}
-			for _, ep := range eps {
-				for _, m := range ep.Ports {
-					var addrs []string
-					for _, p := range ep.IPs {
-						addrs = append(addrs, p.Addr().String())
-					}
-					rows = append(rows, row{m, ep.Network, ep.ContainerID, ep.Name, strings.Join(addrs, ",")})
-				}
-			}
-			if g.json() {
-				return printJSON(cmd.OutOrStdout(), rows)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "HOST\tPROTO\tCONTAINER PORT\tNETWORK\tCONTAINER\tNAME\tADDRESS")
-			for _, r := range rows {
-				host := "*"
-				if r.HostIP.IsValid() {
-					host = r.HostIP.String()
-				}
-				fmt.Fprintf(tw, "%s:%d\t%s\t%d\t%s\t%s\t%s\t%s\n", host, r.HostPort, r.Protocol, r.ContainerPort, r.Network, shortID(r.ContainerID), r.Name, r.Address)
-			}
-			return tw.Flush()
+			return printList(cmd.OutOrStdout(), g.json(), portRows(eps), portColumns)
 		},
 	}
 	ls.Flags().StringVar(&network, "network", "", "only this network")
@@ -329,17 +271,4 @@ func demoCmd() *cobra.Command {
 	}
 	c.Flags().BoolVarP(&verbose, "verbose", "v", false, "show the agent's log")
 	return c
-}
-
-func shortID(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
-}
-
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -44,7 +43,7 @@ func serviceCmd(g *globals) *cobra.Command {
 			if g.json() {
 				return printJSON(cmd.OutOrStdout(), svc)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s/%s %s\n", svc.Namespace, svc.Name, addrList(svc.VIPs))
+			fmt.Fprintf(cmd.OutOrStdout(), "%s/%s %s\n", svc.Namespace, svc.Name, joinMap(svc.VIPs, netip.Addr.String))
 			return nil
 		},
 	}
@@ -63,26 +62,7 @@ func serviceCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if g.json() {
-				return printJSON(cmd.OutOrStdout(), svcs)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAMESPACE\tNAME\tVIPS\tPORTS\tBACKENDS\tSELECTOR")
-			for _, svc := range svcs {
-				vips := addrList(svc.VIPs)
-				if svc.Headless {
-					vips = "None (headless)"
-				}
-				var ports, sel []string
-				for _, p := range svc.Ports {
-					ports = append(ports, fmt.Sprintf("%d:%d/%s", p.Port, p.TargetPort, p.Protocol))
-				}
-				for k, v := range svc.Selector {
-					sel = append(sel, k+"="+v)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", svc.Namespace, svc.Name, vips, strings.Join(ports, ","), len(svc.Backends), strings.Join(sel, ","))
-			}
-			return tw.Flush()
+			return printList(cmd.OutOrStdout(), g.json(), svcs, serviceColumns)
 		},
 	}
 	ls.Flags().StringVarP(&lsNamespace, "namespace", "n", "", "only this namespace")
@@ -144,12 +124,4 @@ func dnsCmd(g *globals) *cobra.Command {
 	}
 	c.AddCommand(check)
 	return c
-}
-
-func addrList(as []netip.Addr) string {
-	var out []string
-	for _, a := range as {
-		out = append(out, a.String())
-	}
-	return strings.Join(out, ",")
 }
