@@ -185,10 +185,40 @@ type CheckRequest struct {
 }
 
 // GCRequest releases every attachment of Network that is not in Valid (CNI GC).
+//
+// An empty (or null) Valid means that no attachment of Network is still valid: GC
+// releases all of them. This is what CNI 1.1 says of cni.dev/valid-attachments, "the
+// list of still valid attachments to this network": the plugin "may then remove any
+// resources related to attachments that do not exist in this set". A runtime whose
+// last container of the network is gone sends that empty list.
 type GCRequest struct {
+	// Network is the network whose attachments GC may release; it is required.
 	Network string `json:"network"`
-	// Valid lists the attachments to keep; ContainerID and IfName matter, Network is ignored.
+	// Valid lists the attachments to keep by their whole key: each must name Network,
+	// a container ID and an interface name.
 	Valid []EndpointKey `json:"valid"`
+}
+
+// Validate checks a GC request before anything is released: Network must be given (a GC
+// without it would reach every network's endpoints) and every valid attachment must
+// carry its whole key on Network (one with a field missing, or of another network,
+// would protect nothing, and GC would release what the caller meant to keep). Errors
+// are *Error with CodeInvalidConfig and name the field.
+func (r GCRequest) Validate() error {
+	if r.Network == "" {
+		return Errorf(CodeInvalidConfig, "gc: network: missing (GC releases the attachments of one network and must name it)")
+	}
+	for i, k := range r.Valid {
+		switch {
+		case k.Network != r.Network:
+			return Errorf(CodeInvalidConfig, "gc: valid[%d].network %q: want the request's network %q", i, k.Network, r.Network)
+		case k.ContainerID == "":
+			return Errorf(CodeInvalidConfig, "gc: valid[%d].containerID: missing", i)
+		case k.IfName == "":
+			return Errorf(CodeInvalidConfig, "gc: valid[%d].ifName: missing", i)
+		}
+	}
+	return nil
 }
 
 // GCResponse says what GC released.

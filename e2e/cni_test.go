@@ -245,8 +245,8 @@ func TestPrivilegedCNILifecycle(t *testing.T) {
 	n.wantEndpoints(t, netName)
 }
 
-// TestPrivilegedCNIGCAndStatus covers GC (keeps exactly the listed attachments), STATUS,
-// and the codes a runtime gets while the agent is down.
+// TestPrivilegedCNIGCAndStatus covers GC (keeps exactly the listed attachments, none
+// without a list), STATUS, and the codes a runtime gets while the agent is down.
 func TestPrivilegedCNIGCAndStatus(t *testing.T) {
 	n := newNode(t)
 	conf := confList("1.1.0", netName, n.socket, subnets, "")
@@ -259,14 +259,7 @@ func TestPrivilegedCNIGCAndStatus(t *testing.T) {
 	}
 	keep, drop := pods[:2], pods[2:]
 
-	// libcni refuses nothing when GC has no arguments, but the plugin must: without
-	// cni.dev/valid-attachments it would release every attachment.
-	ctx, cancel := ctxOp()
-	defer cancel()
 	fresh := newRuntime(t, conf) // a runtime that lost its cache: only the plugin's GC acts
-	wantCode(t, "GC without valid attachments", fresh.cni.GCNetworkList(ctx, fresh.list, nil), api.CodeInvalidConfig)
-	n.wantEndpoints(t, netName, pods...)
-
 	if err := fresh.gc(keep...); err != nil {
 		t.Fatalf("GC: %v", err)
 	}
@@ -315,6 +308,20 @@ func TestPrivilegedCNIGCAndStatus(t *testing.T) {
 	rt.mustAdd(t, late)
 	n.wantEndpoints(t, netName, keep[1], keep[2], late)
 	n.wantVeths(t, netName, keep[1], keep[2], late)
+
+	// The last containers are gone: GC without arguments, where libcni omits
+	// cni.dev/valid-attachments, means no attachment of the network is still valid
+	// (CNI 1.1), and the plugin releases them all.
+	ctx, cancel := ctxOp()
+	defer cancel()
+	if err := fresh.cni.GCNetworkList(ctx, fresh.list, nil); err != nil {
+		t.Fatalf("GC without valid attachments: %v", err)
+	}
+	n.wantEndpoints(t, netName)
+	n.wantVeths(t, netName)
+	for _, p := range []*pod{keep[1], keep[2], late} {
+		wantBare(t, p)
+	}
 }
 
 // recordingExec is libcni's default executor that also keeps what the plugin printed.

@@ -45,8 +45,12 @@ type Config struct {
 
 	// PrevResult is kept as sent; the agent's record is authoritative.
 	PrevResult json.RawMessage `json:"prevResult,omitempty"`
-	// ValidAttachments is the list a GC keeps; nil when the key is absent.
+	// ValidAttachments is the list a GC keeps; nil when the key is absent or null,
+	// which GC reads as an empty list (see Plugin.GC).
 	ValidAttachments []types.GCAttachment `json:"cni.dev/valid-attachments,omitempty"`
+	// attachmentsKey is the key ValidAttachments came from, for errors; empty means
+	// cni.dev/valid-attachments.
+	attachmentsKey string
 }
 
 // RuntimeConfig holds the capability arguments a runtime injects (capabilities ips, mac).
@@ -59,6 +63,9 @@ type RuntimeConfig struct {
 }
 
 // PortMapping is one entry of the portMappings capability, as runtimes send it.
+// containerd's CRI sends the keys capitalised (HostPort, ContainerPort, Protocol,
+// HostIP: go-cni's struct has no JSON tags); encoding/json matches them because it
+// matches keys case-insensitively (TestPortMappingsContainerd).
 type PortMapping struct {
 	HostPort      int    `json:"hostPort"`
 	ContainerPort int    `json:"containerPort"`
@@ -121,11 +128,17 @@ func decodeConfig(stdin []byte) (*Config, error) {
 		Network          string               `json:"network"`
 		Socket           string               `json:"socket"`
 		ValidAttachments []types.GCAttachment `json:"cni.dev/valid-attachments"`
+		// Attachments is the spelling of the first GC draft of the spec; libcni sends
+		// both (containernetworking/cni#1101).
+		Attachments []types.GCAttachment `json:"cni.dev/attachments"`
 	}
 	if err := json.Unmarshal(stdin, &min); err != nil {
 		return nil, decodeError(err)
 	}
 	c := Config{CNIVersion: min.CNIVersion, Name: min.Name, Network: min.Network, Socket: min.Socket, ValidAttachments: min.ValidAttachments}
+	if c.ValidAttachments == nil && min.Attachments != nil {
+		c.ValidAttachments, c.attachmentsKey = min.Attachments, "cni.dev/attachments"
+	}
 	c.defaults()
 	if c.Network == "" {
 		return nil, invalidConfig("network config: name missing")
@@ -198,9 +211,19 @@ func (c *Config) validate() error {
 			return invalidConfig(fmt.Sprintf("network config: runtimeConfig.mac %q: %v", c.RuntimeConfig.MAC, err))
 		}
 	}
+	return c.validateAttachments()
+}
+
+// validateAttachments checks that every entry of the GC list names its attachment
+// whole: an entry without containerID or ifname would protect nothing.
+func (c *Config) validateAttachments() error {
+	key := c.attachmentsKey
+	if key == "" {
+		key = "cni.dev/valid-attachments"
+	}
 	for i, a := range c.ValidAttachments {
 		if a.ContainerID == "" || a.IfName == "" {
-			return invalidConfig(fmt.Sprintf("network config: cni.dev/valid-attachments[%d]: containerID and ifname are required", i))
+			return invalidConfig(fmt.Sprintf("network config: %s[%d]: containerID and ifname are required", key, i))
 		}
 	}
 	return nil

@@ -152,14 +152,24 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 }
 
 // GC releases every attachment of the network that cni.dev/valid-attachments does not
-// list. A config without that key is refused: it would release everything.
+// list. An empty list releases every attachment of the network, and so does a config
+// without the key or with null: CNI 1.1 calls the list "the list of still valid
+// attachments to this network", so with none listed none is still valid. Runtimes send
+// the empty list when the last container of the network is gone; libcni omits the key
+// when called without GCArgs, sends null for a nil list, and a config that went through
+// types.NetConf (whose field is omitempty, as in a delegating plugin) loses an empty
+// list. Without cni.dev/valid-attachments the older spelling cni.dev/attachments (which
+// libcni sends alongside) is read.
+//
+// An entry without containerID or ifname is refused (code 7) before anything is
+// released: it would protect nothing.
 func (p *Plugin) GC(args *skel.CmdArgs) error {
 	conf, err := decodeConfig(args.StdinData)
 	if err != nil {
 		return err
 	}
-	if conf.ValidAttachments == nil {
-		return invalidConfig("network config: cni.dev/valid-attachments missing (GC without it would release every attachment)")
+	if err := conf.validateAttachments(); err != nil {
+		return err
 	}
 	req := api.GCRequest{Network: conf.Network, Valid: []api.EndpointKey{}}
 	for _, a := range conf.ValidAttachments {

@@ -304,36 +304,98 @@ func TestCheck(t *testing.T) {
 
 func TestGC(t *testing.T) {
 	agent := cniplugintest.NewAgent(t)
-	args := &skel.CmdArgs{StdinData: config(agent.Socket, "1.1.0",
-		`"network":"blue","cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"},{"containerID":"c2","ifname":"eth1"}]`)}
-	if err := (&Plugin{}).GC(args); err != nil {
-		t.Fatal(err)
+	blue := func(id, ifName string) api.EndpointKey {
+		return api.EndpointKey{Network: "blue", ContainerID: id, IfName: ifName}
 	}
-	var req api.GCRequest
-	agent.Last(t).Decode(t, &req)
-	want := api.GCRequest{Network: "blue", Valid: []api.EndpointKey{
-		{Network: "blue", ContainerID: "c1", IfName: "eth0"},
-		{Network: "blue", ContainerID: "c2", IfName: "eth1"},
-	}}
-	if !reflect.DeepEqual(req, want) {
-		t.Errorf("request %+v, want %+v", req, want)
+	for _, tt := range []struct {
+		name  string
+		extra string // keys added to the config of network "blue"
+		want  []api.EndpointKey
+	}{
+		{name: "list", extra: `"cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"},{"containerID":"c2","ifname":"eth1"}]`,
+			want: []api.EndpointKey{blue("c1", "eth0"), blue("c2", "eth1")}},
+		// The last container of the network is gone: nothing is valid any more.
+		{name: "empty list", extra: `"cni.dev/valid-attachments":[]`, want: []api.EndpointKey{}},
+		// libcni with GCArgs{ValidAttachments: nil}.
+		{name: "null", extra: `"cni.dev/valid-attachments":null`, want: []api.EndpointKey{}},
+		// libcni with GCArgs nil, or an empty list dropped by types.NetConf's omitempty.
+		{name: "absent", want: []api.EndpointKey{}},
+		// The first draft's spelling, alone, is read.
+		{name: "old spelling", extra: `"cni.dev/attachments":[{"containerID":"c3","ifname":"eth0"}]`,
+			want: []api.EndpointKey{blue("c3", "eth0")}},
+		// What libcni sends: both spellings, the same list.
+		{name: "both spellings", extra: `"cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"}],"cni.dev/attachments":[{"containerID":"c1","ifname":"eth0"}]`,
+			want: []api.EndpointKey{blue("c1", "eth0")}},
+		// When they differ the spec's key wins, an empty list included.
+		{name: "spec key wins", extra: `"cni.dev/valid-attachments":[],"cni.dev/attachments":[{"containerID":"c1","ifname":"eth0"}]`,
+			want: []api.EndpointKey{}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			extra := `"network":"blue"`
+			if tt.extra != "" {
+				extra += "," + tt.extra
+			}
+			n := len(agent.Received())
+			if err := (&Plugin{}).GC(&skel.CmdArgs{StdinData: config(agent.Socket, "1.1.0", extra)}); err != nil {
+				t.Fatal(err)
+			}
+			if got := len(agent.Received()); got != n+1 {
+				t.Fatalf("agent received %d requests, want 1", got-n)
+			}
+			r := agent.Last(t)
+			if r.Path != api.PathGC {
+				t.Fatalf("request to %s, want %s", r.Path, api.PathGC)
+			}
+			// Nothing valid must travel as [], never null: the agent keeps what is listed.
+			if len(tt.want) == 0 && !strings.Contains(string(r.Body), `"valid":[]`) {
+				t.Errorf("body %s, want an empty valid list", r.Body)
+			}
+			var req api.GCRequest
+			r.Decode(t, &req)
+			if want := (api.GCRequest{Network: "blue", Valid: tt.want}); !reflect.DeepEqual(req, want) {
+				t.Errorf("request %+v, want %+v", req, want)
+			}
+			if err := req.Validate(); err != nil {
+				t.Errorf("the agent would refuse the request: %v", err)
+			}
+		})
 	}
+}
 
-	// An empty list releases everything and must be sent as [], not null.
-	args.StdinData = config(agent.Socket, "1.1.0", `"cni.dev/valid-attachments":[]`)
-	if err := (&Plugin{}).GC(args); err != nil {
-		t.Fatal(err)
+// A GC the plugin cannot read whole is refused before it reaches the agent: an entry
+// without containerID or ifname would protect nothing and the agent would release it.
+func TestGCRefused(t *testing.T) {
+	agent := cniplugintest.NewAgent(t)
+	for _, tt := range []struct {
+		name  string
+		stdin string
+		code  uint
+		msg   string
+	}{
+		{"no ifname", `"cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"},{"containerID":"c2"}]`,
+			api.CodeInvalidConfig, "cni.dev/valid-attachments[1]: containerID and ifname are required"},
+		{"no containerID", `"cni.dev/valid-attachments":[{"ifname":"eth0"}]`,
+			api.CodeInvalidConfig, "cni.dev/valid-attachments[0]: containerID and ifname are required"},
+		{"old spelling without ifname", `"cni.dev/attachments":[{"containerID":"c1"}]`,
+			api.CodeInvalidConfig, "cni.dev/attachments[0]: containerID and ifname are required"},
+		{"not a list", `"cni.dev/valid-attachments":{"containerID":"c1","ifname":"eth0"}`,
+			api.CodeInvalidConfig, `field "cni.dev/valid-attachments"`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			wantCode(t, (&Plugin{}).GC(&skel.CmdArgs{StdinData: config(agent.Socket, "1.1.0", tt.stdin)}), tt.code, tt.msg)
+		})
 	}
-	if b := string(agent.Last(t).Body); !strings.Contains(b, `"valid":[]`) {
-		t.Errorf("body %s, want an empty valid list", b)
+	// A config without a name names no network: refused, not sent as a GC of all networks.
+	wantCode(t, (&Plugin{}).GC(&skel.CmdArgs{StdinData: []byte(`{"cniVersion":"1.1.0","type":"podnet-cni","cni.dev/valid-attachments":[]}`)}),
+		api.CodeInvalidConfig, "name missing")
+	if n := len(agent.Received()); n != 0 {
+		t.Errorf("the agent received %d requests, want none", n)
 	}
-
-	n := len(agent.Received())
-	args.StdinData = config(agent.Socket, "1.1.0", "")
-	wantCode(t, (&Plugin{}).GC(args), api.CodeInvalidConfig, "cni.dev/valid-attachments missing")
-	if len(agent.Received()) != n {
-		t.Error("GC without valid-attachments reached the agent")
-	}
+	// The agent's refusal reaches the runtime with its code.
+	agent.Set(func(a *cniplugintest.Agent) {
+		a.Err = api.Errorf(api.CodeInvalidConfig, "gc: network: missing")
+	})
+	wantCode(t, (&Plugin{}).GC(&skel.CmdArgs{StdinData: config(agent.Socket, "1.1.0", "")}), api.CodeInvalidConfig, "gc: network: missing")
 }
 
 func TestCNIError(t *testing.T) {
