@@ -4,7 +4,7 @@
 GO ?= go
 GOFLAGS_BUILD ?= -trimpath
 
-.PHONY: build test demo bench fuzz vet clean
+.PHONY: build test test-deps demo bench fuzz vet clean
 
 build:
 	$(GO) build $(GOFLAGS_BUILD) -o bin/podnet ./cmd/podnet
@@ -14,7 +14,12 @@ vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 
-test: build vet
+# Debian packages the tests run: nft (the nftables listing test, as an operator would).
+TEST_PACKAGES := nftables
+test-deps:
+	@command -v nft >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq --no-install-recommends $(TEST_PACKAGES) >/dev/null; }
+
+test: build vet test-deps
 	$(GO) test -count=1 -timeout 30m ./...
 
 demo: build

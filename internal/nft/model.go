@@ -3,6 +3,7 @@ package nft
 import (
 	"bytes"
 	"cmp"
+	"encoding/hex"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -22,22 +23,23 @@ import (
 // Names of the sets and maps. The endpoint sets exist in both tables: in inet podnet they
 // hold routed endpoints, in bridge podnet bridged ones.
 const (
-	setPods4          = "pods4"
-	setPods6          = "pods6"
-	setMasq4          = "masq4"
-	setMasq6          = "masq6"
-	setIsolate4       = "isolate4"
-	setIsolate6       = "isolate6"
-	setEndpoints      = "endpoints"
-	setEndpointAddrs4 = "endpoint_addrs4"
-	setEndpointAddrs6 = "endpoint_addrs6"
-	setEndpointMACs   = "endpoint_macs"
-	setBridgeSubnets4 = "bridge_subnets4"
-	setBridgeSubnets6 = "bridge_subnets6"
-	mapPorts4         = "ports4"
-	mapPorts6         = "ports6"
-	mapHostPorts4     = "hostports4"
-	mapHostPorts6     = "hostports6"
+	setPods4            = "pods4"
+	setPods6            = "pods6"
+	setMasq4            = "masq4"
+	setMasq6            = "masq6"
+	setIsolate4         = "isolate4"
+	setIsolate6         = "isolate6"
+	setEndpoints        = "endpoints"
+	setEndpointAddrs4   = "endpoint_addrs4"
+	setEndpointAddrs6   = "endpoint_addrs6"
+	setEndpointMACs     = "endpoint_macs"
+	setEndpointTargets6 = "endpoint_targets6"
+	setBridgeSubnets4   = "bridge_subnets4"
+	setBridgeSubnets6   = "bridge_subnets6"
+	mapPorts4           = "ports4"
+	mapPorts6           = "ports6"
+	mapHostPorts4       = "hostports4"
+	mapHostPorts6       = "hostports6"
 )
 
 // Names of the chains.
@@ -95,7 +97,20 @@ type setDef struct {
 	timeout time.Duration // of the elements of a dynamic set
 	size    uint32        // largest number of elements, 0 for no limit
 	elems   []elemDef     // as rendered: sorted by key (service sets: see serviceSets)
+	// typeofKey and typeofData, when set, declare the key and data by the expressions
+	// they come from (nft's "typeof"), for a key with a field nft has no type name for.
+	typeofKey, typeofData *typeofExpr
+	// fieldLens are the lengths of the key's fields, when one of them is not of its
+	// type's usual length (an integer).
+	fieldLens []uint32
 }
+
+// integer128 is a 16-byte integer.
+var integer128 = func() nftables.SetDatatype {
+	t := nftables.TypeInteger
+	t.Bytes = 16
+	return t
+}()
 
 // concat reports whether the set's key is a concatenation.
 func (s setDef) concat() bool { return strings.Contains(s.keyType.Name, " . ") }
@@ -261,6 +276,7 @@ func build(r Ruleset) rulesetDef {
 			},
 		},
 	}
+	inet.chains = append(inet.chains, affinityUpdateChain())
 	inet.chains = append(inet.chains, serviceChains()...)
 	brt.chains = []chainDef{{
 		name: chainAntispoof, typ: nftables.ChainTypeFilter,
@@ -387,6 +403,10 @@ func endpointSets(eps []Endpoint) (routed, bridged []setDef) {
 			{name: setEndpoints, keyType: nftables.TypeIFName},
 			{name: setEndpointAddrs4, keyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr)},
 			{name: setEndpointAddrs6, keyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIP6Addr)},
+			// The IPv6 addresses again, for the target of neighbour advertisements, which
+			// nft 1.0.6 only knows as a raw field of the transport header.
+			{name: setEndpointTargets6, keyType: nftables.MustConcatSetType(nftables.TypeIFName, integer128),
+				fieldLens: []uint32{nftables.TypeIFName.Bytes, integer128.Bytes}, typeofKey: &typeofTargets6},
 		}
 	}
 	routed, bridged = mk(), mk()
@@ -415,7 +435,7 @@ func endpointSets(eps []Endpoint) (routed, bridged []setDef) {
 			if !seenAddr[k] {
 				seenAddr[k] = true
 				// ether_addr is 6 bytes, padded to 8 in a concatenation.
-				sets[3].elems = append(sets[3].elems, elemDef{key: slices.Concat(key, e.MAC, []byte{0, 0}), text: quote(e.HostIf) + " . " + e.MAC.String()})
+				sets[4].elems = append(sets[4].elems, elemDef{key: slices.Concat(key, e.MAC, []byte{0, 0}), text: quote(e.HostIf) + " . " + e.MAC.String()})
 			}
 		}
 		for _, a := range e.Addrs {
@@ -432,6 +452,10 @@ func endpointSets(eps []Endpoint) (routed, bridged []setDef) {
 			}
 			seenAddr[k] = true
 			s.elems = append(s.elems, elemDef{key: slices.Concat(key, a.AsSlice()), text: quote(e.HostIf) + " . " + a.String()})
+			if !a.Is4() {
+				sets[3].elems = append(sets[3].elems, elemDef{key: slices.Concat(key, a.AsSlice()),
+					text: quote(e.HostIf) + " . 0x" + hex.EncodeToString(a.AsSlice())})
+			}
 		}
 	}
 	for _, sets := range [][]setDef{routed, bridged} {
@@ -542,6 +566,16 @@ func ctStatusDNAT() []expr.Any {
 	}
 }
 
+// ctStateNew matches the first packets of connections.
+func ctStateNew() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Key: expr.CtKeySTATE, Register: reg1},
+		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: make([]byte, 4)},
+	}
+}
+
 // ctStateEstablished matches packets of established or related connections.
 func ctStateEstablished() []expr.Any {
 	return []expr.Any{
@@ -618,10 +652,11 @@ func localhostMasqRule() ruleDef {
 // dnatRules DNAT service VIPs, then published ports: first the mappings of one host
 // address, then those of every local address.
 func dnatRules() []ruleDef {
-	return slices.Concat(dispatchRules(ip4), dispatchRules(ip6), []ruleDef{
+	return []ruleDef{
+		dispatchRule(ip4), dispatchRule(ip6),
 		hostPortsRule(ip4), hostPortsRule(ip6),
 		portsRule(ip4), portsRule(ip6),
-	})
+	}
 }
 
 // loadL4 loads "meta l4proto . th dport" into the registers that start at byte off.
@@ -758,10 +793,11 @@ func antispoofRules(tf nftables.TableFamily) []ruleDef {
 			exprs: append(isICMPv6(tf, icmp6Redirect), drop()),
 		},
 		{
-			text: "icmpv6 type nd-neighbor-advert icmpv6 taddr != fe80::/10 iifname . icmpv6 taddr != @endpoint_addrs6 drop",
+			// The target address, @th,64,128 (icmpv6 taddr, which nft 1.0.6 lacks).
+			text: "icmpv6 type nd-neighbor-advert @th,64,16 & 0xffc0 != 0xfe80 iifname . @th,64,128 != @" + setEndpointTargets6 + " drop",
 			exprs: slices.Concat(isICMPv6(tf, icmp6NeighborAdvert),
 				notLinkLocal(expr.PayloadBaseTransportHeader, 8),
-				ifAddr(ip6, expr.PayloadBaseTransportHeader, 8, setEndpointAddrs6, true),
+				ifAddr(ip6, expr.PayloadBaseTransportHeader, 8, setEndpointTargets6, true),
 				[]expr.Any{drop()}),
 		},
 		{

@@ -15,12 +15,11 @@
 //	set endpoint_addrs4/6   ifname . ip: (host veth . address) of routed endpoints
 //	map ports4, ports6      l4proto . port : address . port, published ports on every local address
 //	map hostports4/6        ip . l4proto . port : address . port, published ports on one host address
-//	map services4/6         VIP . l4proto . port : slot count, services without affinity
-//	map affinity_services4/6  the same, services with client affinity
-//	map backends4/6         VIP . l4proto . port . index : address . port, backends of the services
-//	set affinity_backends4/6  VIP . l4proto . port . address . port, backends of services with affinity
+//	map services4/6         VIP . l4proto . port : goto pick-S, affinity-pick-S or no-backends
+//	set affinity_services4/6  VIP . l4proto . port of the services with client affinity
+//	map backends4/6         VIP . l4proto . port . index : address . port, backends of the
+//	                        services (typeof: the index is numgen's integer)
 //	map affinity4/6         dynamic, timeout AffinityTimeout: client . VIP . l4proto . port : backend
-//	map picks, affinity_picks  slot count : goto pick-S / affinity-pick-S (reject for 0); constant
 //	chain antispoof   filter prerouting, priority raw: drops packets to 127.0.0.0/8 that
 //	                  did not come from lo, and what a routed endpoint sends from an
 //	                  address that is not its own
@@ -29,15 +28,19 @@
 //	chain forward     filter forward, priority filter: isolation of networks by address
 //	chain postrouting nat postrouting, priority srcnat: egress masquerade, and masquerade of
 //	                  DNATed connections from sandboxes (hairpin) and from 127.0.0.0/8
-//	chains pick-S, affinity-pick-S, affinity, reject  regular: random choice of a backend
-//	                  among S slots, client affinity, rejection of a service without backend;
-//	                  constant (services.go explains them)
+//	chain affinity-update  filter postrouting, priority filter: remembers the backend of a
+//	                  new connection to a service with affinity
+//	chains pick-S, affinity-pick-S, affinity, no-backends  regular: random choice of a
+//	                  backend among S slots, client affinity, rejection of a service without
+//	                  backend; constant (services.go explains them)
 //
 // Table bridge podnet holds the same anti-spoofing check for bridged endpoints: in the inet
 // hooks a packet of a bridge port shows the bridge as its input interface (br_netfilter),
 // while the bridge prerouting hook sees the port itself:
 //
 //	set endpoints, endpoint_addrs4, endpoint_addrs6  as above, for bridged endpoints
+//	set endpoint_targets6  ifname . IPv6 address as raw field (typeof iifname . @th,64,128):
+//	                   the target a port may announce in a neighbour advertisement
 //	set endpoint_macs  ifname . ether_addr: (bridge port . sandbox MAC)
 //	chain antispoof   filter prerouting, priority filter: checks source MACs and IPv4,
 //	                  IPv6 and ARP senders
@@ -46,9 +49,12 @@
 // every lookup is a set or map lookup, never one rule per item. A service owns elements
 // only, so that changing its backends is an element update whatever the number of
 // services (a rule or chain per service would make every such batch revalidate them all).
-// Everything goes through github.com/google/nftables bound to a namespace fd (and, to read
-// a few elements by key, a netlink socket bound to it); nothing execs nft and no goroutine
-// of the caller changes namespace.
+// Every rule and set is one that nft 1.0.6 (Debian 12) lists; nft 1.0.6 also parses the
+// listing back, but for the two IPv6 rules of chain affinity-update, which it cannot
+// compile itself (listing_test.go). podnet marshals its batches itself (batch.go) on a
+// netlink socket bound to the namespace fd, with google/nftables marshalling the
+// expressions and reading the tables back; nothing execs nft and no goroutine of the caller
+// changes namespace.
 //
 // What the caller (the agent) must do besides: set route_localnet=1 on the interfaces
 // towards sandboxes (bridges and routed host veths) for published ports to answer on

@@ -36,8 +36,15 @@ func (t tableDef) render(b *strings.Builder) {
 		if s.isMap() {
 			kind, typ = "map", typ+" : "+s.dataType.Name
 		}
+		decl := "type " + typ
+		if s.typeofKey != nil {
+			decl = "typeof " + s.typeofKey.text
+			if s.typeofData != nil {
+				decl += " : " + s.typeofData.text
+			}
+		}
 		fmt.Fprintf(b, "\t%s %s {\n", kind, s.name)
-		fmt.Fprintf(b, "\t\ttype %s\n", typ)
+		fmt.Fprintf(b, "\t\t%s\n", decl)
 		if s.size != 0 {
 			fmt.Fprintf(b, "\t\tsize %d\n", s.size)
 		}

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -227,6 +228,7 @@ func TestDeltaBuild(t *testing.T) {
 		`bridge podnet endpoints "pnv-blue-1"`,
 		`bridge podnet endpoint_addrs4 "pnv-blue-1" . 10.88.1.2`,
 		`bridge podnet endpoint_addrs6 "pnv-blue-1" . fd00:88:1::2`,
+		`bridge podnet endpoint_targets6 "pnv-blue-1" . 0xfd000088000100000000000000000002`,
 		`bridge podnet endpoint_macs "pnv-blue-1" . 0a:58:0a:58:01:02`,
 	}
 	if !slices.Equal(got, want) {
@@ -288,7 +290,7 @@ func TestRangesRoundTrip(t *testing.T) {
 		set := *def.tables[0].set(name)
 		var els []nftables.SetElement
 		for _, e := range set.elems {
-			els = append(els, set.kernelElems(e)...)
+			els = append(els, setElements(set.kernelElems(e))...)
 		}
 		// Reverse, as the kernel's rbtree dumps them.
 		for i, j := 0, len(els)-1; i < j; i, j = i+1, j-1 {
@@ -323,12 +325,12 @@ func TestChunks(t *testing.T) {
 				if len(c) > maxElemsPerMsg {
 					t.Errorf("set %s: chunk of %d elements", s.name, len(c))
 				}
-				if c[0].IntervalEnd {
+				if c[0].intervalEnd {
 					t.Errorf("set %s: chunk starts with an interval end", s.name)
 				}
 				size := 0
 				for _, e := range c {
-					size += 16 + len(e.Key) + len(e.KeyEnd) + len(e.Val) + len(e.Comment)
+					size += 16 + len(e.key) + len(e.keyEnd) + len(e.data) + len(e.comment) + len(e.jump)
 				}
 				if size > 60<<10 {
 					t.Errorf("set %s: chunk of about %d bytes", s.name, size)
@@ -372,4 +374,17 @@ func TestDrawShares(t *testing.T) {
 			}
 		}
 	}
+}
+
+// setElements is els as google/nftables reads them back from the kernel.
+func setElements(els []kernelElem) []nftables.SetElement {
+	out := make([]nftables.SetElement, 0, len(els))
+	for _, e := range els {
+		el := nftables.SetElement{Key: e.key, KeyEnd: e.keyEnd, Val: e.data, IntervalEnd: e.intervalEnd, Comment: e.comment}
+		if e.jump != "" {
+			el.VerdictData = &expr.Verdict{Kind: expr.VerdictGoto, Chain: e.jump}
+		}
+		out = append(out, el)
+	}
+	return out
 }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -16,48 +17,51 @@ import (
 // Service virtual IPs, in table inet podnet.
 //
 // Everything a service owns is set and map elements; the rules and chains are the same
-// whatever the services. Update changes elements only: whenever a batch adds a rule or a
-// jump, the kernel validates again every chain and rule reachable from the base chains,
-// which would make a backend change cost as much as the number of services if services
-// had chains of their own (measured on 6.18: a batch adding one service chain behind a
-// verdict map took 0.3 ms next to 10 such chains, 18 ms next to 10,000 of 3 rules).
+// whatever the services. Update changes elements only, so that changing a service's
+// backends never adds a rule or a chain (whenever a batch adds a rule, a chain or a jump,
+// the kernel validates again every chain and rule reachable from the base chains, which
+// would make a backend change cost as much as the number of services if services had
+// chains of their own: measured on 6.18, a batch adding one service chain behind a verdict
+// map took 0.3 ms next to 10 such chains, 18 ms next to 10,000 of 3 rules).
 //
-// A service's key (VIP . protocol . port) maps, in services4/6 (or affinity_services4/6
-// for a service with affinity), to its slot count: the number of its backends rounded up
-// to a power of two (0 without backends). Its backends have the indexes 0 to N-1, in
-// backends4/6 (key . index : backend address . port), in address order. The dispatch rule
-// of the prerouting and output chains looks the slot count up and jumps, through the
-// constant verdict map picks (affinity_picks), to the chain of that slot count: pick-S
-// draws "numgen random mod S" and DNATs to the backend with that index; an index without
-// backend (N <= index < S) is drawn again, up to pickAttempts times, then drawn among the
-// first S/2 backends (which all exist). A backend's share is 1/N, off by at most
-// 2^-pickAttempts (1.6 %) for N just above a power of two. Slot count 0 goes to chain
-// reject: TCP reset, ICMP port unreachable (which the kernel rate-limits per client: by
-// default 1/s after a burst of 6, shared in IPv6 with the redirects the node sends).
+// Every rule is one that nft (1.0.6 of Debian 12 and later) lists and parses back: no
+// lookup's result feeds another lookup or a set update (nft cannot print that), and the
+// one map with an integer field in its key carries the "typeof" user data nft needs.
 //
-// Affinity: the dynamic map affinity4/6 (client address . key : backend) remembers the
-// backend of each client of a service with affinity, for AffinityTimeout after its last new
-// connection. Chain affinity, jumped to first by every affinity-pick-S chain, deletes a
-// client's entry whose backend is no longer one of the service's (affinity_backends4/6,
-// key . backend), then DNATs to the remembered backend and refreshes the entry. Otherwise
-// affinity-pick-S draws as pick-S does, adds the entry (if another connection of the
-// client added one meanwhile, that one wins) and DNATs to the entry's backend; when the
-// map is full (affinitySize entries), the connection is balanced without affinity.
+// The dispatch rule of the prerouting and output chains looks a packet's key
+// (VIP . protocol . port) up in the verdict map services4/6, whose element for a service
+// goes to the chain of its slot count: the number of its backends rounded up to a power
+// of two, S. Its backends have the indexes 0 to N-1, in backends4/6 (key . index : backend
+// address . port), in address order. Chain pick-S draws "numgen random mod S" and DNATs to
+// the backend with that index; an index without backend (N <= index < S) is drawn again,
+// up to pickAttempts times, then drawn among the first S/2 backends (which all exist). A
+// backend's share is 1/N, off by at most 2^-pickAttempts (1.6 %) for N just above a power
+// of two. A service without backends goes to chain no-backends: TCP reset, ICMP port
+// unreachable (which the kernel rate-limits per client: by default 1/s after a burst of 6,
+// shared in IPv6 with the redirects the node sends).
+//
+// Affinity: a service with affinity goes to chain affinity-pick-S instead, and its key is
+// in affinity_services4/6. affinity-pick-S first jumps to chain affinity, which DNATs to
+// the client's remembered backend (the dynamic map affinity4/6, client address . key :
+// backend) if it has one, then goes to pick-S. The base chain affinity-update
+// (postrouting, after the DNAT) remembers the backend of each new connection to a service
+// with affinity, or refreshes the entry: it stays AffinityTimeout after the client's last
+// new connection; when the map is full (affinitySize entries), connections are balanced
+// without affinity. Update deletes the entries whose backend is no longer the service's
+// (or all of the service's when it loses affinity or goes).
 
 // Names of the service sets, maps and chains. The per-family ones end in 4 or 6.
 const (
 	mapServices         = "services"
-	mapAffinityServices = "affinity_services"
+	setAffinityServices = "affinity_services"
 	mapBackends         = "backends"
-	setAffinityBackends = "affinity_backends"
 	mapAffinity         = "affinity"
-	mapPicks            = "picks"
-	mapAffinityPicks    = "affinity_picks"
 
-	chainReject       = "reject"
-	chainAffinity     = "affinity"
-	chainPick         = "pick-"          // + slot count
-	chainAffinityPick = "affinity-pick-" // + slot count
+	chainNoBackends     = "no-backends"
+	chainAffinity       = "affinity"
+	chainAffinityUpdate = "affinity-update"
+	chainPick           = "pick-"          // + slot count
+	chainAffinityPick   = "affinity-pick-" // + slot count
 )
 
 const (
@@ -67,9 +71,6 @@ const (
 	pickAttempts = 6
 	// affinitySize is the capacity of each affinity map.
 	affinitySize = 65535
-	// nftDynsetOpDelete is NFT_DYNSET_OP_DELETE (linux/netfilter/nf_tables.h), missing
-	// from golang.org/x/sys/unix.
-	nftDynsetOpDelete = 2
 )
 
 // slotCounts are the slot counts that have a pick chain.
@@ -145,35 +146,33 @@ func addrPortText(b netip.AddrPort) string {
 // serviceElems is what one service owns: elements of the maps of its family.
 type serviceElems struct {
 	key      serviceKey
-	affinity bool      // svc is in affinity_services, not services
-	svc      elemDef   // key : slot count
+	affinity bool      // the key is in affinity_services
+	svc      elemDef   // key : goto chain
 	backends []elemDef // key . index : backend
-	members  []elemDef // key . backend, with affinity only
+}
+
+// target is the chain a service with n backends goes to.
+func target(n int, affinity bool) string {
+	switch {
+	case n == 0:
+		return chainNoBackends
+	case affinity:
+		return chainAffinityPick + strconv.Itoa(int(slots(n)))
+	}
+	return chainPick + strconv.Itoa(int(slots(n)))
 }
 
 // elems returns the elements of s, which must be valid with sorted backends.
 func (s Service) elems() serviceElems {
 	k := s.key()
-	kb, kt := k.bytes(), k.text()
-	n := slots(len(s.Backends))
+	chain := target(len(s.Backends), s.Affinity)
 	e := serviceElems{
 		key:      k,
 		affinity: s.Affinity,
-		svc: elemDef{
-			key:     kb,
-			data:    binaryutil.NativeEndian.PutUint32(n),
-			text:    kt + " : " + strconv.Itoa(int(n)),
-			comment: comment(s.Name),
-		},
+		svc:      elemDef{key: k.bytes(), jump: chain, text: k.text() + " : goto " + chain, comment: comment(s.Name)},
 	}
 	for i, b := range s.Backends {
 		e.backends = append(e.backends, backendElem(k, i, b))
-		if s.Affinity {
-			e.members = append(e.members, elemDef{
-				key:  slices.Concat(kb, addrPortBytes(b)),
-				text: kt + " . " + addrPortText(b),
-			})
-		}
 	}
 	return e
 }
@@ -193,40 +192,64 @@ func backendKey(k serviceKey, i int) []byte {
 	return slices.Concat(k.bytes(), binaryutil.NativeEndian.PutUint32(uint32(i)))
 }
 
-// svcSetName is the map that holds the service's key.
-func (e serviceElems) svcSetName() string {
-	if e.affinity {
-		return mapAffinityServices + e.key.family().suffix
+// slotCount is the slot count of a services element's chain, and whether it is a chain
+// of services with affinity; ok is false for another chain.
+func slotCount(chain string) (n uint32, affinity, ok bool) {
+	if chain == chainNoBackends {
+		return 0, false, true
 	}
-	return mapServices + e.key.family().suffix
+	rest, affinity := strings.CutPrefix(chain, chainAffinityPick)
+	if !affinity {
+		if rest, ok = strings.CutPrefix(chain, chainPick); !ok {
+			return 0, false, false
+		}
+	}
+	v, err := strconv.ParseUint(rest, 10, 32)
+	if err != nil || v == 0 || v&(v-1) != 0 || v > 1<<maxSlotBits {
+		return 0, false, false
+	}
+	return uint32(v), affinity, true
 }
 
 // sets returns the elements by set name.
 func (e serviceElems) sets() map[string][]elemDef {
 	sfx := e.key.family().suffix
-	return map[string][]elemDef{
-		e.svcSetName():            {e.svc},
-		mapBackends + sfx:         e.backends,
-		setAffinityBackends + sfx: e.members,
+	out := map[string][]elemDef{
+		mapServices + sfx: {e.svc},
+		mapBackends + sfx: e.backends,
 	}
+	if e.affinity {
+		out[setAffinityServices+sfx] = []elemDef{{key: e.key.bytes(), text: e.key.text()}}
+	}
+	return out
 }
 
+// The "typeof" of the backends maps: nft cannot name the type of the index (an integer of
+// numgen), so the maps carry the expressions their keys and data come from.
+var (
+	typeofBackends4 = typeofConcat(typeofIPDaddr, typeofL4Proto, typeofTHDport, typeofNumgen)
+	typeofBackends6 = typeofConcat(typeofIP6Daddr, typeofL4Proto, typeofTHDport, typeofNumgen)
+	typeofBackend4  = typeofConcat(typeofIPDaddr, typeofTHDport)
+	typeofBackend6  = typeofConcat(typeofIP6Daddr, typeofTHDport)
+)
+
 // serviceSets returns the sets and maps of the services: per family services,
-// affinity_services, backends, affinity_backends and affinity, then the verdict maps of
-// slot counts.
+// affinity_services, backends and affinity.
 func serviceSets(svcs []Service) []setDef {
 	var out []setDef
 	byName := map[string]*setDef{}
 	for _, f := range []ipFamily{ip4, ip6} {
 		key := nftables.MustConcatSetType(f.addrType, nftables.TypeInetProto, nftables.TypeInetService)
 		backend := nftables.MustConcatSetType(f.addrType, nftables.TypeInetService)
+		typeofKey, typeofData := typeofBackends4, typeofBackend4
+		if f == ip6 {
+			typeofKey, typeofData = typeofBackends6, typeofBackend6
+		}
 		out = append(out,
-			setDef{name: mapServices + f.suffix, keyType: key, dataType: nftables.TypeInteger},
-			setDef{name: mapAffinityServices + f.suffix, keyType: key, dataType: nftables.TypeInteger},
-			setDef{name: mapBackends + f.suffix, dataType: backend,
+			setDef{name: mapServices + f.suffix, keyType: key, dataType: nftables.TypeVerdict},
+			setDef{name: setAffinityServices + f.suffix, keyType: key},
+			setDef{name: mapBackends + f.suffix, dataType: backend, typeofKey: &typeofKey, typeofData: &typeofData,
 				keyType: nftables.MustConcatSetType(f.addrType, nftables.TypeInetProto, nftables.TypeInetService, nftables.TypeInteger)},
-			setDef{name: setAffinityBackends + f.suffix,
-				keyType: nftables.MustConcatSetType(f.addrType, nftables.TypeInetProto, nftables.TypeInetService, f.addrType, nftables.TypeInetService)},
 			setDef{name: mapAffinity + f.suffix, dataType: backend, dynamic: true, timeout: AffinityTimeout, size: affinitySize,
 				keyType: nftables.MustConcatSetType(f.addrType, f.addrType, nftables.TypeInetProto, nftables.TypeInetService)},
 		)
@@ -243,34 +266,14 @@ func serviceSets(svcs []Service) []setDef {
 			}
 		}
 	}
-	for _, m := range []struct{ name, pick string }{
-		{mapPicks, chainPick},
-		{mapAffinityPicks, chainAffinityPick},
-	} {
-		picks := setDef{name: m.name, keyType: nftables.TypeInteger, dataType: nftables.TypeVerdict}
-		picks.elems = append(picks.elems, gotoElem(0, chainReject))
-		for _, n := range slotCounts() {
-			picks.elems = append(picks.elems, gotoElem(n, m.pick+strconv.Itoa(int(n))))
-		}
-		out = append(out, picks)
-	}
 	return out
 }
 
-// gotoElem is the element "n : goto chain" of a verdict map keyed by a host-endian integer.
-func gotoElem(n uint32, chain string) elemDef {
-	return elemDef{
-		key:  binaryutil.NativeEndian.PutUint32(n),
-		jump: chain,
-		text: strconv.Itoa(int(n)) + " : goto " + chain,
-	}
-}
-
-// serviceChains returns the regular chains of the services: reject, affinity, then the
-// pick and affinity-pick chains of every slot count.
+// serviceChains returns the regular chains of the services: no-backends, affinity, then
+// the pick and affinity-pick chains of every slot count.
 func serviceChains() []chainDef {
 	chains := []chainDef{
-		{name: chainReject, rules: []ruleDef{
+		{name: chainNoBackends, rules: []ruleDef{
 			{
 				text: "meta l4proto tcp reject with tcp reset",
 				exprs: []expr.Any{
@@ -280,25 +283,37 @@ func serviceChains() []chainDef {
 				},
 			},
 			{
-				text:  "reject with icmpx port-unreachable",
+				text:  "reject",
 				exprs: []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH}},
 			},
 		}},
-		{name: chainAffinity, rules: []ruleDef{forgetRule(ip4), stickyRule(ip4), forgetRule(ip6), stickyRule(ip6)}},
+		{name: chainAffinity, rules: []ruleDef{stickyRule(ip4), stickyRule(ip6)}},
 	}
 	for _, n := range slotCounts() {
 		pick := chainDef{name: chainPick + strconv.Itoa(int(n))}
-		affinityPick := chainDef{name: chainAffinityPick + strconv.Itoa(int(n)), rules: []ruleDef{jumpRule(expr.VerdictJump, chainAffinity)}}
 		for _, f := range []ipFamily{ip4, ip6} {
 			for _, mod := range drawModuli(n) {
 				pick.rules = append(pick.rules, pickRule(f, mod))
-				affinityPick.rules = append(affinityPick.rules, affinityPickRule(f, mod))
 			}
 		}
-		affinityPick.rules = append(affinityPick.rules, jumpRule(expr.VerdictGoto, pick.name))
+		affinityPick := chainDef{name: chainAffinityPick + strconv.Itoa(int(n)), rules: []ruleDef{
+			jumpRule(expr.VerdictJump, chainAffinity),
+			jumpRule(expr.VerdictGoto, pick.name),
+		}}
 		chains = append(chains, pick, affinityPick)
 	}
 	return chains
+}
+
+// affinityUpdateChain is the base chain that remembers the backends of the clients of
+// services with affinity: postrouting, after the DNAT, before the masquerade.
+func affinityUpdateChain() chainDef {
+	return chainDef{
+		name: chainAffinityUpdate, typ: nftables.ChainTypeFilter,
+		hook: *nftables.ChainHookPostrouting, hookName: "postrouting",
+		priority: *nftables.ChainPriorityFilter, prioName: "filter",
+		rules: []ruleDef{rememberRule(ip4, "tcp"), rememberRule(ip4, "udp"), rememberRule(ip6, "tcp"), rememberRule(ip6, "udp")},
+	}
 }
 
 // drawModuli is the moduli of the successive draws among n slots: n, pickAttempts times,
@@ -322,24 +337,14 @@ func jumpRule(kind expr.VerdictKind, chain string) ruleDef {
 	return ruleDef{text: word + chain, exprs: []expr.Any{&expr.Verdict{Kind: kind, Chain: chain}}}
 }
 
-// dispatchRules look the destination up in the services maps of family f and go to the
-// pick chain of the service's slot count.
-func dispatchRules(f ipFamily) []ruleDef {
-	rule := func(m, picks string) ruleDef {
-		return ruleDef{
-			text: f.name + " daddr . meta l4proto . th dport map @" + m + " vmap @" + picks,
-			exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f),
-				[]expr.Any{loadAddr(f, f.daddr, reg1)},
-				loadL4(f.addrLen),
-				[]expr.Any{
-					&expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: m},
-					&expr.Lookup{SourceRegister: reg1, DestRegister: unix.NFT_REG_VERDICT, IsDestRegSet: true, SetName: picks},
-				}),
-		}
-	}
-	return []ruleDef{
-		rule(mapServices+f.suffix, mapPicks),
-		rule(mapAffinityServices+f.suffix, mapAffinityPicks),
+// dispatchRule looks the destination up in the services map of family f.
+func dispatchRule(f ipFamily) ruleDef {
+	return ruleDef{
+		text: svcKeyText(f) + " vmap @" + mapServices + f.suffix,
+		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f),
+			[]expr.Any{loadAddr(f, f.daddr, reg1)},
+			loadL4(f.addrLen),
+			[]expr.Any{&expr.Lookup{SourceRegister: reg1, DestRegister: unix.NFT_REG_VERDICT, IsDestRegSet: true, SetName: mapServices + f.suffix}}),
 	}
 }
 
@@ -351,16 +356,13 @@ func draw(mod, off uint32) expr.Any {
 	return &expr.Numgen{Register: reg(off), Modulus: mod, Type: unix.NFT_NG_RANDOM}
 }
 
-func drawText(f ipFamily, mod uint32) string {
-	return svcKeyText(f) + " . numgen random mod " + strconv.Itoa(int(mod)) + " map @" + mapBackends + f.suffix
-}
-
 // pickRule DNATs to the backend of a random index below mod. Registers: the service key
 // from byte 0, the index after it; the backend replaces the key.
 func pickRule(f ipFamily, mod uint32) ruleDef {
 	a := f.addrLen
 	return ruleDef{
-		text: "dnat " + f.name + " to " + drawText(f, mod),
+		text: "dnat " + f.name + " to " + svcKeyText(f) + " . numgen random mod " + strconv.Itoa(int(mod)) +
+			" map @" + mapBackends + f.suffix,
 		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f),
 			[]expr.Any{loadAddr(f, f.daddr, reg1)},
 			loadL4(a),
@@ -369,92 +371,60 @@ func pickRule(f ipFamily, mod uint32) ruleDef {
 	}
 }
 
-// Registers of the affinity rules: the client address from byte 0 and the service key
-// after it form the key of the affinity map; the backend follows (affinity map data).
-//
-//	IPv4: client 0, key 4 (VIP 4, l4proto 8, port 12), then index 16 and backend 20-27
-//	      (affinity-pick), or backend 16-23 (affinity chain)
-//	IPv6: client 0, key 16 (VIP 16, l4proto 32, port 36), then index 40 and backend
-//	      44-63, or backend 40-59
-
-// loadClientKey loads "ip saddr . ip daddr . meta l4proto . th dport" from byte 0.
-func loadClientKey(f ipFamily) []expr.Any {
-	return slices.Concat(
-		[]expr.Any{loadAddr(f, f.saddr, reg1), loadAddr(f, f.daddr, reg(f.addrLen))},
-		loadL4(2*f.addrLen))
-}
-
+// clientKeyText is the key of the affinity maps for a packet before the DNAT.
 func clientKeyText(f ipFamily) string { return f.name + " saddr . " + svcKeyText(f) }
 
-// affinityNAT DNATs to the backend at byte off (address, then port).
-func affinityNAT(f ipFamily, off uint32) expr.Any {
-	return &expr.NAT{
-		Type: expr.NATTypeDestNAT, Family: uint32(f.nfproto),
-		RegAddrMin: reg(off), RegAddrMax: reg(off), RegProtoMin: reg(off + f.addrLen), RegProtoMax: reg(off + f.addrLen),
-		Specified: true,
-	}
-}
-
-// affinityPickRule draws as pickRule does, adds "client . key : backend" to the affinity
-// map (a no-op when the client has an entry) and DNATs to the backend of the client's
-// entry. When the map is full, adding fails and the rule stops.
-func affinityPickRule(f ipFamily, mod uint32) ruleDef {
-	a := f.addrLen
-	aff, backends := mapAffinity+f.suffix, mapBackends+f.suffix
-	backend := 2*a + 12
-	return ruleDef{
-		text: "add @" + aff + " { " + clientKeyText(f) + " : " + drawText(f, mod) + " } " +
-			"dnat " + f.name + " to " + clientKeyText(f) + " map @" + aff,
-		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f),
-			loadClientKey(f),
-			[]expr.Any{
-				draw(mod, 2*a+8),
-				&expr.Lookup{SourceRegister: reg(a), DestRegister: reg(backend), IsDestRegSet: true, SetName: backends},
-				&expr.Dynset{SrcRegKey: reg1, SrcRegData: reg(backend), SetName: aff, Operation: unix.NFT_DYNSET_OP_ADD},
-				&expr.Lookup{SourceRegister: reg1, DestRegister: reg(backend), IsDestRegSet: true, SetName: aff},
-				affinityNAT(f, backend),
-			}),
-	}
-}
-
-// rememberedText is the backend of the client's affinity entry, in nft syntax.
-func rememberedText(f ipFamily) string {
-	return clientKeyText(f) + " map @" + mapAffinity + f.suffix
-}
-
-// forgetRule deletes the client's affinity entry when its backend is no longer one of the
-// service's.
-func forgetRule(f ipFamily) ruleDef {
-	a := f.addrLen
-	aff := mapAffinity + f.suffix
-	backend := 2*a + 8
-	return ruleDef{
-		text: svcKeyText(f) + " . " + rememberedText(f) + " != @" + setAffinityBackends + f.suffix +
-			" delete @" + aff + " { " + clientKeyText(f) + " : " + rememberedText(f) + " }",
-		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f),
-			loadClientKey(f),
-			[]expr.Any{
-				&expr.Lookup{SourceRegister: reg1, DestRegister: reg(backend), IsDestRegSet: true, SetName: aff},
-				&expr.Lookup{SourceRegister: reg(a), SetName: setAffinityBackends + f.suffix, Invert: true},
-				&expr.Dynset{SrcRegKey: reg1, SrcRegData: reg(backend), SetName: aff, Operation: nftDynsetOpDelete},
-			}),
-	}
-}
-
-// stickyRule DNATs to the backend of the client's affinity entry, and refreshes the entry.
+// stickyRule DNATs to the backend of the client's entry in the affinity map. Registers:
+// the client address from byte 0, the service key after it; the backend replaces them.
 func stickyRule(f ipFamily) ruleDef {
+	return ruleDef{
+		text: "dnat " + f.name + " to " + clientKeyText(f) + " map @" + mapAffinity + f.suffix,
+		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f),
+			[]expr.Any{loadAddr(f, f.saddr, reg1), loadAddr(f, f.daddr, reg(f.addrLen))},
+			loadL4(2*f.addrLen),
+			dnatTo(f, mapAffinity+f.suffix)),
+	}
+}
+
+// rememberRule adds or refreshes the client's entry in the affinity map when a new
+// connection of protocol proto to a service with affinity was DNATed: the key from the
+// connection's original direction, the backend from the packet. Registers: the client
+// address from byte 0, the service key after it, the backend after that.
+//
+//	IPv4: client 0, VIP 4, l4proto 8, port 12, backend 16-23
+//	IPv6: client 0, VIP 16, l4proto 32, port 36, backend 40-59
+//
+// The rule starts with "tcp dport != 0" (or udp): nft needs to know the protocol to
+// print and parse "ct original proto-dst", and it would leave a bare "meta l4proto tcp"
+// out of its listing as implied by the "tcp dport" of the data.
+func rememberRule(f ipFamily, proto string) ruleDef {
 	a := f.addrLen
-	aff := mapAffinity + f.suffix
+	ctAddr := uint32(unix.NFT_CT_DST_IP)
+	if f == ip6 {
+		ctAddr = unix.NFT_CT_DST_IP6
+	}
+	vip := "ct original " + f.name + " daddr . meta l4proto . ct original proto-dst"
 	backend := 2*a + 8
 	return ruleDef{
-		text: "update @" + aff + " { " + clientKeyText(f) + " : " + rememberedText(f) + " } " +
-			"dnat " + f.name + " to " + rememberedText(f),
+		text: proto + " dport != 0 ct state new ct status dnat " + vip + " @" + setAffinityServices + f.suffix +
+			" update @" + mapAffinity + f.suffix + " { " + f.name + " saddr . " + vip + " : " + f.name + " daddr . " + proto + " dport }",
 		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f),
-			loadClientKey(f),
 			[]expr.Any{
-				&expr.Lookup{SourceRegister: reg1, DestRegister: reg(backend), IsDestRegSet: true, SetName: aff},
-				&expr.Dynset{SrcRegKey: reg1, SrcRegData: reg(backend), SetName: aff, Operation: unix.NFT_DYNSET_OP_UPDATE},
-				affinityNAT(f, backend),
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{protoNumber(proto)}},
+				&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+				&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: []byte{0, 0}},
+			},
+			ctStateNew(), ctStatusDNAT(),
+			[]expr.Any{
+				loadAddr(f, f.saddr, reg1),
+				&expr.Ct{Key: expr.CtKey(ctAddr), Register: reg(a), Direction: 0},
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg(2 * a)},
+				&expr.Ct{Key: expr.CtKeyPROTODST, Register: reg(2*a + 4), Direction: 0},
+				lookup(reg(a), setAffinityServices+f.suffix, false),
+				loadAddr(f, f.daddr, reg(backend)),
+				&expr.Payload{DestRegister: reg(backend + a), Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+				&expr.Dynset{SrcRegKey: reg1, SrcRegData: reg(backend), SetName: mapAffinity + f.suffix, Operation: unix.NFT_DYNSET_OP_UPDATE},
 			}),
 	}
 }

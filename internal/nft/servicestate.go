@@ -9,16 +9,16 @@ import (
 	"slices"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/userdata"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
 // serviceChangesLocked returns the elements to delete and to add so that the services of
-// remove are gone and those of add are in the kernel (a service in both is add's). It
-// reads the current elements of each service, by key.
-func (t *Table) serviceChangesLocked(add, remove []Service) (del, put rulesetDef, err error) {
+// remove are gone and those of add are in the kernel (a service in both is add's), and the
+// affinity entries to forget afterwards. It reads the current elements of each service,
+// by key.
+func (t *Table) serviceChangesLocked(add, remove []Service) (del, put rulesetDef, forget []affinityForget, err error) {
 	want := map[serviceKey]Service{}
 	var keys []serviceKey
 	for _, s := range normServices(remove) {
@@ -29,14 +29,14 @@ func (t *Table) serviceChangesLocked(add, remove []Service) (del, put rulesetDef
 		keys = append(keys, s.key())
 	}
 	if len(keys) == 0 {
-		return rulesetDef{}, rulesetDef{}, nil
+		return rulesetDef{}, rulesetDef{}, nil, nil
 	}
 	slices.SortFunc(keys, func(a, b serviceKey) int { return bytes.Compare(a.sortKey(), b.sortKey()) })
 	keys = slices.Compact(keys)
 
 	r, err := t.elemReaderLocked()
 	if err != nil {
-		return rulesetDef{}, rulesetDef{}, err
+		return rulesetDef{}, rulesetDef{}, nil, err
 	}
 	defer r.close()
 	// The sets of the services, without elements: the batch needs their names and types.
@@ -51,12 +51,13 @@ func (t *Table) serviceChangesLocked(add, remove []Service) (del, put rulesetDef
 		var have, next map[string][]elemDef // by set name: in the kernel, wanted
 		o, err := r.service(k)
 		if err != nil {
-			return rulesetDef{}, rulesetDef{}, fmt.Errorf("read service %s: %w", k, err)
+			return rulesetDef{}, rulesetDef{}, nil, fmt.Errorf("read service %s: %w", k, err)
 		}
 		if o != nil {
 			have = o.sets()
 		}
-		if s, ok := want[k]; ok {
+		s, ok := want[k]
+		if ok {
 			next = s.elems().sets()
 		}
 		for name := range have {
@@ -67,11 +68,124 @@ func (t *Table) serviceChangesLocked(add, remove []Service) (del, put rulesetDef
 			i := index[name]
 			putSets[i].elems = append(putSets[i].elems, missing(next[name], have[name])...)
 		}
+		if o != nil && o.affinity {
+			var keep []netip.AddrPort
+			if ok && s.Affinity {
+				keep = s.Backends
+			}
+			if lostBackend(o.backends, keep) {
+				forget = append(forget, affinityForget{key: k, keep: keep})
+			}
+		}
 	}
 	inet := func(sets []setDef) []tableDef {
 		return []tableDef{{family: nftables.TableFamilyINet, sets: sets}}
 	}
-	return elementsOnly(inet(delSets)), elementsOnly(inet(putSets)), nil
+	return elementsOnly(inet(delSets)), elementsOnly(inet(putSets)), forget, nil
+}
+
+// lostBackend reports whether a backend of the elements old is not in keep.
+func lostBackend(old []elemDef, keep []netip.AddrPort) bool {
+	kept := map[string]bool{}
+	for _, b := range keep {
+		kept[string(addrPortBytes(b))] = true
+	}
+	for _, e := range old {
+		if !kept[string(e.data)] {
+			return true
+		}
+	}
+	return false
+}
+
+// affinityForget is the affinity entries of one service to delete: those whose backend
+// is not in keep.
+type affinityForget struct {
+	key  serviceKey
+	keep []netip.AddrPort
+}
+
+// forgetAttempts bounds the rounds of forgetAffinityLocked: an entry may expire between
+// the dump and the deletion, which then fails whole.
+const forgetAttempts = 3
+
+// forgetAffinityLocked deletes the affinity entries of forget. It runs after the batch
+// that changed the services' backends: from then on no new entry can name a backend that
+// is gone, so what the dump shows is all there is to delete.
+func (t *Table) forgetAffinityLocked(forget []affinityForget) error {
+	for _, f := range []ipFamily{ip4, ip6} {
+		var mine []affinityForget
+		for _, fg := range forget {
+			if fg.key.family() == f {
+				mine = append(mine, fg)
+			}
+		}
+		if len(mine) == 0 {
+			continue
+		}
+		set := serviceSet(mapAffinity + f.suffix)
+		var err error
+		for range forgetAttempts {
+			var stale []kernelElem
+			if stale, err = t.staleAffinityLocked(set, f, mine); err != nil || len(stale) == 0 {
+				break
+			}
+			var b batch
+			for chunk := range slices.Chunk(stale, maxElemsPerMsg) {
+				b.elems(unix.NFT_MSG_DELSETELEM, nftables.TableFamilyINet, set, 0, chunk)
+			}
+			if err = t.sendLocked(&b); !errors.Is(err, unix.ENOENT) {
+				break
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("forget affinity of removed backends: %w", err)
+		}
+	}
+	return nil
+}
+
+// serviceSet is the service set or map with that name, without elements.
+func serviceSet(name string) setDef {
+	for _, s := range serviceSets(nil) {
+		if s.name == name {
+			return s
+		}
+	}
+	panic("nft: no service set " + name)
+}
+
+// staleAffinityLocked dumps affinity map set and returns the keys of the entries of the
+// services of forget whose backend is not kept.
+func (t *Table) staleAffinityLocked(set setDef, f ipFamily, forget []affinityForget) ([]kernelElem, error) {
+	c, err := t.connLocked(minSockBuf)
+	if err != nil {
+		return nil, err
+	}
+	els, err := c.GetSetElements(&nftables.Set{Table: podnetTable(nftables.TableFamilyINet), Name: set.name,
+		KeyType: set.keyType, DataType: set.dataType, IsMap: true})
+	if err != nil {
+		return nil, fmt.Errorf("list elements of set %s: %w", set.name, err)
+	}
+	keep := map[string]map[string]bool{} // service key -> backends kept
+	for _, fg := range forget {
+		kept := map[string]bool{}
+		for _, b := range fg.keep {
+			kept[string(addrPortBytes(b))] = true
+		}
+		keep[string(fg.key.bytes())] = kept
+	}
+	a := int(f.addrLen)
+	var stale []kernelElem
+	for _, e := range els {
+		if len(e.Key) <= a {
+			continue
+		}
+		if kept, ok := keep[string(e.Key[a:])]; ok && !kept[string(e.Val)] {
+			stale = append(stale, kernelElem{key: e.Key})
+		}
+	}
+	return stale, nil
 }
 
 // sortKey orders service keys: IPv4 first, then by VIP, protocol and port.
@@ -79,16 +193,17 @@ func (k serviceKey) sortKey() []byte {
 	return slices.Concat([]byte{byte(k.vip.BitLen())}, k.bytes())
 }
 
-// missing returns the elements of a that are not in b with the same key, data and comment.
+// missing returns the elements of a that are not in b with the same key, data, verdict
+// and comment.
 func missing(a, b []elemDef) []elemDef {
-	type content struct{ data, comment string }
+	type content struct{ data, jump, comment string }
 	in := make(map[string]content, len(b))
 	for _, e := range b {
-		in[string(e.key)] = content{string(e.data), e.comment}
+		in[string(e.key)] = content{string(e.data), e.jump, e.comment}
 	}
 	var out []elemDef
 	for _, e := range a {
-		if c, ok := in[string(e.key)]; !ok || c != (content{string(e.data), e.comment}) {
+		if c, ok := in[string(e.key)]; !ok || c != (content{string(e.data), e.jump, e.comment}) {
 			out = append(out, e)
 		}
 	}
@@ -126,58 +241,57 @@ func (t *Table) elemReaderLocked() (*elemReader, error) {
 func (r *elemReader) close() { r.c.Close() }
 
 // service returns the elements of the service with key k in the kernel, or nil when it
-// has none. It fails with ErrNoTable when the services maps are missing.
+// has none. It fails with ErrNoTable when the services maps are missing or what they hold
+// for k does not add up.
 func (r *elemReader) service(k serviceKey) (*serviceElems, error) {
 	sfx := k.family().suffix
-	for _, affinity := range []bool{false, true} {
-		e := serviceElems{key: k, affinity: affinity}
-		got, err := r.get(e.svcSetName(), [][]byte{k.bytes()})
-		if err != nil {
-			return nil, err
-		}
-		if len(got) == 0 {
-			continue
-		}
-		e.svc = got[0]
-		if len(e.svc.data) != 4 {
-			return nil, fmt.Errorf("%w: element of %s with %d bytes of data", ErrNoTable, e.svcSetName(), len(e.svc.data))
-		}
-		n := binaryutil.NativeEndian.Uint32(e.svc.data)
-		keys := make([][]byte, 0, n)
-		for i := range n {
-			keys = append(keys, backendKey(k, int(i)))
-		}
-		backends, err := r.get(mapBackends+sfx, keys)
-		if err != nil {
-			return nil, err
-		}
-		if slots(len(backends)) != n {
-			return nil, fmt.Errorf("%w: %d slots but %d backends in %s", ErrNoTable, n, len(backends), mapBackends+sfx)
-		}
-		a := int(k.family().addrLen)
-		for i, b := range backends {
-			if len(b.data) != a+4 {
-				return nil, fmt.Errorf("%w: element of %s with %d bytes of data", ErrNoTable, mapBackends+sfx, len(b.data))
+	got, err := r.get(mapServices+sfx, [][]byte{k.bytes()})
+	if err != nil {
+		return nil, err
+	}
+	if len(got) == 0 {
+		for _, set := range []string{mapServices + sfx, setAffinityServices + sfx, mapBackends + sfx} {
+			ok, err := r.setExists(set)
+			if err != nil {
+				return nil, err
 			}
-			addr, _ := netip.AddrFromSlice(b.data[:a])
-			ap := netip.AddrPortFrom(addr, binary.BigEndian.Uint16(b.data[a:]))
-			e.backends = append(e.backends, backendElem(k, i, ap))
-			if affinity {
-				e.members = append(e.members, elemDef{key: slices.Concat(k.bytes(), addrPortBytes(ap))})
+			if !ok {
+				return nil, fmt.Errorf("%w: set %s", ErrNoTable, set)
 			}
 		}
-		return &e, nil
+		return nil, nil
 	}
-	for _, set := range []string{mapServices + sfx, mapAffinityServices + sfx, mapBackends + sfx, setAffinityBackends + sfx} {
-		ok, err := r.setExists(set)
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			return nil, fmt.Errorf("%w: set %s", ErrNoTable, set)
-		}
+	e := serviceElems{key: k, svc: got[0]}
+	e.svc.text = k.text() + " : goto " + e.svc.jump
+	n, _, ok := slotCount(e.svc.jump)
+	if !ok {
+		return nil, fmt.Errorf("%w: element of %s goes to %q", ErrNoTable, mapServices+sfx, e.svc.jump)
 	}
-	return nil, nil
+	member, err := r.get(setAffinityServices+sfx, [][]byte{k.bytes()})
+	if err != nil {
+		return nil, err
+	}
+	e.affinity = len(member) > 0
+	keys := make([][]byte, 0, n)
+	for i := range n {
+		keys = append(keys, backendKey(k, int(i)))
+	}
+	backends, err := r.get(mapBackends+sfx, keys)
+	if err != nil {
+		return nil, err
+	}
+	if slots(len(backends)) != n {
+		return nil, fmt.Errorf("%w: %d slots but %d backends in %s", ErrNoTable, n, len(backends), mapBackends+sfx)
+	}
+	a := int(k.family().addrLen)
+	for i, b := range backends {
+		if len(b.data) != a+4 {
+			return nil, fmt.Errorf("%w: element of %s with %d bytes of data", ErrNoTable, mapBackends+sfx, len(b.data))
+		}
+		addr, _ := netip.AddrFromSlice(b.data[:a])
+		e.backends = append(e.backends, backendElem(k, i, netip.AddrPortFrom(addr, binary.BigEndian.Uint16(b.data[a:]))))
+	}
+	return &e, nil
 }
 
 // get returns the elements of set in table inet podnet with the given keys, in order, up
@@ -266,7 +380,29 @@ func (r *elemReader) request(msgType int, ae *netlink.AttributeEncoder) (replies
 	}
 }
 
-// parseElems returns the elements (key, data, comment) of a NFT_MSG_NEWSETELEM message.
+// verdictChain returns the chain of the goto or jump verdict in the NFTA_SET_ELEM_DATA
+// attribute ad is at, or "".
+func verdictChain(ad *netlink.AttributeDecoder) (chain string) {
+	ad.Nested(func(d *netlink.AttributeDecoder) error {
+		for d.Next() {
+			if d.Type() != unix.NFTA_DATA_VERDICT {
+				continue
+			}
+			d.Nested(func(v *netlink.AttributeDecoder) error {
+				for v.Next() {
+					if v.Type() == unix.NFTA_VERDICT_CHAIN {
+						chain = v.String()
+					}
+				}
+				return nil
+			})
+		}
+		return nil
+	})
+	return chain
+}
+
+// parseElems returns the elements (key, data or verdict chain, comment) of a NFT_MSG_NEWSETELEM message.
 func parseElems(msg []byte) ([]elemDef, error) {
 	if len(msg) < 4 {
 		return nil, fmt.Errorf("short message")
@@ -300,7 +436,7 @@ func parseElems(msg []byte) ([]elemDef, error) {
 						case unix.NFTA_SET_ELEM_KEY:
 							e.key = value(el)
 						case unix.NFTA_SET_ELEM_DATA:
-							e.data = value(el)
+							e.data, e.jump = value(el), verdictChain(el)
 						case unix.NFTA_SET_ELEM_USERDATA:
 							e.comment, _ = userdata.GetString(el.Bytes(), userdata.NFTNL_UDATA_SET_ELEM_COMMENT)
 						}

@@ -81,47 +81,37 @@ func (t *Table) Sync(r Ruleset) error {
 		return fmt.Errorf("sync tables %s: %w", TableName, err)
 	}
 	def := build(r)
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	c, err := t.connLocked(def.batchSize())
-	if err != nil {
-		return fmt.Errorf("sync tables %s: %w", TableName, err)
-	}
-	id := uint32(0) // set IDs are per batch; set explicitly to avoid google/nftables' global counter
+	var b batch
+	id := uint32(0) // set IDs are per batch
 	for _, td := range def.tables {
-		tbl := podnetTable(td.family)
-		c.AddTable(tbl)
-		c.DelTable(tbl)
-		c.AddTable(tbl)
-		chains := make(map[string]*nftables.Chain, len(td.chains))
+		b.addTable(td.family)
+		b.delTable(td.family)
+		b.addTable(td.family)
 		for _, cd := range td.chains {
-			chains[cd.name] = c.AddChain(cd.kernelChain(tbl))
+			b.addChain(td.family, cd)
 		}
-		sets := make(map[string]*nftables.Set, len(td.sets))
+		ids := make(map[string]uint32, len(td.sets))
 		for _, s := range td.sets {
 			id++
-			set := s.kernelSet(tbl, id)
-			if err := c.AddSet(set, nil); err != nil {
-				return fmt.Errorf("sync table %s: add set %s: %w", td.name(), s.name, err)
-			}
+			ids[s.name] = id
+			b.addSet(td.family, s, id)
 			for _, chunk := range s.chunks(s.elems) {
-				if err := c.SetAddElements(set, chunk); err != nil {
-					return fmt.Errorf("sync table %s: add elements to set %s: %w", td.name(), s.name, err)
-				}
+				b.elems(unix.NFT_MSG_NEWSETELEM, td.family, s, id, chunk)
 			}
-			sets[s.name] = set
 		}
 		for _, cd := range td.chains {
 			for _, rd := range cd.rules {
-				exprs, err := bindSets(rd.exprs, sets)
+				exprs, err := bindSets(rd.exprs, ids)
 				if err != nil {
 					return fmt.Errorf("sync table %s: chain %s: %w", td.name(), cd.name, err)
 				}
-				c.AddRule(&nftables.Rule{Table: tbl, Chain: chains[cd.name], Exprs: exprs})
+				b.addRule(td.family, cd.name, exprs)
 			}
 		}
 	}
-	if err := c.Flush(); err != nil {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := t.sendLocked(&b); err != nil {
 		return fmt.Errorf("sync tables %s: %w", TableName, err)
 	}
 	return nil
@@ -149,7 +139,10 @@ var (
 // the services maps, then its backends by index: a few requests whose cost does not
 // depend on the size of the maps either), and the batch deletes those that differ from the
 // new ones and adds the new ones that are missing. Changing a service's backends changes
-// its elements only, never a rule or a chain (see services.go).
+// its elements only, never a rule or a chain (see services.go). After the batch, when a
+// service with affinity lost a backend (or its affinity, or went), Update dumps the
+// affinity map of its family and deletes the clients' entries that name a backend the
+// service no longer has (a dump of up to affinitySize entries, only then).
 //
 // Measured on kernel 6.18: adding one element takes ~0.2 ms whether the map holds 0 or
 // 1,000 elements; a batch that deletes elements takes ~8-24 ms, also whatever the table
@@ -168,64 +161,48 @@ func (t *Table) Update(add, remove Delta) error {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	svcRemove, svcAdd, err := t.serviceChangesLocked(add.Services, remove.Services)
+	svcRemove, svcAdd, forget, err := t.serviceChangesLocked(add.Services, remove.Services)
 	if err != nil {
 		return fmt.Errorf("update tables %s: %w", TableName, err)
 	}
-	if addDef.empty() && removeDef.empty() && svcRemove.empty() && svcAdd.empty() {
+	if addDef.empty() && removeDef.empty() && svcRemove.empty() && svcAdd.empty() && len(forget) == 0 {
 		return nil
 	}
-	c, err := t.connLocked(addDef.batchSize() + removeDef.batchSize() + svcRemove.batchSize() + svcAdd.batchSize())
-	if err != nil {
-		return fmt.Errorf("update tables %s: %w", TableName, err)
-	}
+	var b batch
 	type op int
 	const (
 		opAdd          op = iota
 		opDelete          // elements that exist
 		opAddAndDelete    // elements that may not exist
 	)
-	queue := func(d rulesetDef, o op) error {
+	queue := func(d rulesetDef, o op) {
 		for _, td := range d.tables {
-			tbl := podnetTable(td.family)
 			for _, s := range td.sets {
-				set := s.kernelSet(tbl, 0)
 				for _, chunk := range s.chunks(s.elems) {
 					if o != opDelete {
-						if err := c.SetAddElements(set, chunk); err != nil {
-							return fmt.Errorf("set %s of table %s: %w", s.name, td.name(), err)
-						}
+						b.elems(unix.NFT_MSG_NEWSETELEM, td.family, s, 0, chunk)
 					}
-					if o == opAdd {
-						continue
-					}
-					if err := c.SetDeleteElements(set, chunk); err != nil {
-						return fmt.Errorf("set %s of table %s: %w", s.name, td.name(), err)
+					if o != opAdd {
+						b.elems(unix.NFT_MSG_DELSETELEM, td.family, s, 0, chunk)
 					}
 				}
 			}
 		}
-		return nil
 	}
-	if err := queue(removeDef, opAddAndDelete); err != nil {
-		return fmt.Errorf("update tables %s: remove: %w", TableName, err)
-	}
-	if err := queue(svcRemove, opDelete); err != nil {
-		return fmt.Errorf("update tables %s: remove: %w", TableName, err)
-	}
-	if err := queue(addDef, opAdd); err != nil {
-		return fmt.Errorf("update tables %s: add: %w", TableName, err)
-	}
-	if err := queue(svcAdd, opAdd); err != nil {
-		return fmt.Errorf("update tables %s: add: %w", TableName, err)
-	}
-	if err := c.Flush(); err != nil {
+	queue(removeDef, opAddAndDelete)
+	queue(svcRemove, opDelete)
+	queue(addDef, opAdd)
+	queue(svcAdd, opAdd)
+	if err := t.sendLocked(&b); err != nil {
 		switch {
 		case errors.Is(err, unix.ENOENT):
 			return fmt.Errorf("update tables %s: %w: %w", TableName, ErrNoTable, err)
 		case errors.Is(err, unix.EEXIST):
 			return fmt.Errorf("update tables %s: %w: %w", TableName, ErrConflict, err)
 		}
+		return fmt.Errorf("update tables %s: %w", TableName, err)
+	}
+	if err := t.forgetAffinityLocked(forget); err != nil {
 		return fmt.Errorf("update tables %s: %w", TableName, err)
 	}
 	return nil
@@ -262,16 +239,12 @@ func (d rulesetDef) empty() bool { return len(d.tables) == 0 }
 func (t *Table) Delete() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	c, err := t.connLocked(0)
-	if err != nil {
-		return fmt.Errorf("delete tables %s: %w", TableName, err)
-	}
+	var b batch
 	for _, f := range []nftables.TableFamily{nftables.TableFamilyINet, nftables.TableFamilyBridge} {
-		tbl := podnetTable(f)
-		c.AddTable(tbl)
-		c.DelTable(tbl)
+		b.addTable(f)
+		b.delTable(f)
 	}
-	if err := c.Flush(); err != nil {
+	if err := t.sendLocked(&b); err != nil {
 		return fmt.Errorf("delete tables %s: %w", TableName, err)
 	}
 	return nil
@@ -298,8 +271,16 @@ func (t *Table) diff(r Ruleset) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("read tables %s: %w", TableName, err)
 	}
+	nl, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: t.fd})
+	if err != nil {
+		return "", fmt.Errorf("read tables %s: connect to nftables: %w", TableName, err)
+	}
+	defer nl.Close()
+	if err := sockBuffers(max(def.batchSize(), minSockBuf))(nl); err != nil {
+		return "", fmt.Errorf("read tables %s: %w", TableName, err)
+	}
 	for _, td := range def.tables {
-		diff, err := compare(c, td)
+		diff, err := compare(c, nl, td)
 		if err != nil {
 			return "", fmt.Errorf("read table %s: %w", td.name(), err)
 		}
@@ -312,42 +293,6 @@ func (t *Table) diff(r Ruleset) (string, error) {
 
 // name is "inet podnet" or "bridge podnet".
 func (t tableDef) name() string { return familyName(t.family) + " " + TableName }
-
-// kernelSet is the google/nftables description of s in tbl, with batch ID id (0 for a set
-// that exists already: the kernel finds it by name).
-func (s setDef) kernelSet(tbl *nftables.Table, id uint32) *nftables.Set {
-	return &nftables.Set{
-		Table:         tbl,
-		ID:            id,
-		Name:          s.name,
-		KeyType:       s.keyType,
-		DataType:      s.dataType,
-		IsMap:         s.isMap(),
-		Interval:      s.interval,
-		Dynamic:       s.dynamic,
-		HasTimeout:    s.timeout != 0,
-		Timeout:       s.timeout,
-		Size:          s.size,
-		Concatenation: s.concat(),
-		KeyByteOrder:  s.byteOrder(),
-	}
-}
-
-// kernelChain is the google/nftables description of c in tbl.
-func (c chainDef) kernelChain(tbl *nftables.Table) *nftables.Chain {
-	if !c.base() {
-		return &nftables.Chain{Name: c.name, Table: tbl}
-	}
-	accept := nftables.ChainPolicyAccept
-	return &nftables.Chain{
-		Name:     c.name,
-		Table:    tbl,
-		Type:     c.typ,
-		Hooknum:  nftables.ChainHookRef(c.hook),
-		Priority: nftables.ChainPriorityRef(c.priority),
-		Policy:   &accept,
-	}
-}
 
 func podnetTable(f nftables.TableFamily) *nftables.Table {
 	return &nftables.Table{Name: TableName, Family: f}
@@ -430,18 +375,15 @@ func (s setDef) byteOrder() binaryutil.ByteOrder {
 // kernelElems is e as the kernel stores it in s: a key (and data, in a map); in an interval
 // set with a concatenated key, the key end in the same element; in another interval set,
 // an "interval end" element for a bounded range.
-func (s setDef) kernelElems(e elemDef) []nftables.SetElement {
-	el := nftables.SetElement{Key: e.key, Val: e.data, Comment: e.comment}
-	if e.jump != "" {
-		el.VerdictData = &expr.Verdict{Kind: expr.VerdictGoto, Chain: e.jump}
-	}
+func (s setDef) kernelElems(e elemDef) []kernelElem {
+	el := kernelElem{key: e.key, data: e.data, jump: e.jump, comment: e.comment}
 	switch {
 	case s.interval && s.concat():
-		el.KeyEnd = e.keyEnd
+		el.keyEnd = e.keyEnd
 	case s.interval && e.keyEnd != nil:
-		return []nftables.SetElement{el, {Key: e.keyEnd, IntervalEnd: true}}
+		return []kernelElem{el, {key: e.keyEnd, intervalEnd: true}}
 	}
-	return []nftables.SetElement{el}
+	return []kernelElem{el}
 }
 
 // size bounds the bytes of netlink attributes of e's kernel elements.
@@ -451,10 +393,10 @@ func (e elemDef) size() int {
 
 // chunks splits elements of s into messages that fit one netlink attribute; the two kernel
 // elements of a range stay in one message.
-func (s setDef) chunks(elems []elemDef) [][]nftables.SetElement {
+func (s setDef) chunks(elems []elemDef) [][]kernelElem {
 	var (
-		out   [][]nftables.SetElement
-		cur   []nftables.SetElement
+		out   [][]kernelElem
+		cur   []kernelElem
 		bytes int
 	)
 	for _, e := range elems {
@@ -473,29 +415,22 @@ func (s setDef) chunks(elems []elemDef) [][]nftables.SetElement {
 }
 
 // bindSets copies exprs, giving every lookup and dynset the batch ID of the set it names.
-func bindSets(exprs []expr.Any, sets map[string]*nftables.Set) ([]expr.Any, error) {
+func bindSets(exprs []expr.Any, ids map[string]uint32) ([]expr.Any, error) {
 	out := slices.Clone(exprs)
-	id := func(name string) (uint32, error) {
-		set, ok := sets[name]
-		if !ok {
-			return 0, fmt.Errorf("rule uses unknown set %q", name)
-		}
-		return set.ID, nil
-	}
 	for i, e := range out {
 		switch e := e.(type) {
 		case *expr.Lookup:
 			bound := *e
-			var err error
-			if bound.SetID, err = id(e.SetName); err != nil {
-				return nil, err
+			var ok bool
+			if bound.SetID, ok = ids[e.SetName]; !ok {
+				return nil, fmt.Errorf("rule uses unknown set %q", e.SetName)
 			}
 			out[i] = &bound
 		case *expr.Dynset:
 			bound := *e
-			var err error
-			if bound.SetID, err = id(e.SetName); err != nil {
-				return nil, err
+			var ok bool
+			if bound.SetID, ok = ids[e.SetName]; !ok {
+				return nil, fmt.Errorf("rule uses unknown set %q", e.SetName)
 			}
 			out[i] = &bound
 		}

@@ -1,0 +1,82 @@
+package nft
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// nftBinary is the distribution's nft, which `make test` installs (package nftables).
+func nftBinary(t *testing.T) string {
+	t.Helper()
+	path, err := exec.LookPath("nft")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("nft not found: make test installs Debian's nftables package")
+		}
+		t.Skip("nft not found (apt-get install nftables)")
+	}
+	return path
+}
+
+// What an operator does first when traffic is dropped: `nft list ruleset`. Every rule and
+// set podnet writes must list, and the listing must parse back (`nft -c -f`), with the
+// nft of Debian 12 (1.0.6) and later.
+func TestPrivilegedNftListsRuleset(t *testing.T) {
+	tb, ns := openTable(t)
+	nft := nftBinary(t)
+	mustSync(t, tb, full())
+	run := func(args ...string) string {
+		t.Helper()
+		var out []byte
+		err := inNetNS(ns, func() error {
+			var err error
+			out, err = exec.Command(nft, args...).CombinedOutput()
+			return err
+		})
+		if err != nil {
+			t.Fatalf("nft %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	listing := run("list", "ruleset")
+	for _, want := range []string{
+		"table inet podnet", "table bridge podnet",
+		"typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport",
+		"ip daddr . meta l4proto . th dport vmap @services4",
+		"chain no-backends",
+	} {
+		if !strings.Contains(listing, want) {
+			t.Errorf("nft list ruleset lacks %q:\n%s", want, listing)
+		}
+	}
+	// nft 1.0.6 cannot compile an update of a set whose key holds "ct original ip6
+	// daddr": it aborts in its own register allocation (netlink_gen_expr: dreg <
+	// ctx->reg_low), also for the smallest such rule typed by hand. The IPv6 rules of
+	// chain affinity-update are the only ones left out of the check.
+	var lines []string
+	left := 0
+	for _, l := range strings.Split(listing, "\n") {
+		if strings.Contains(l, "ct original ip6 daddr") && strings.Contains(l, "update @"+mapAffinity+"6") {
+			left++
+			continue
+		}
+		lines = append(lines, l)
+	}
+	if left != 2 {
+		t.Errorf("left %d IPv6 affinity rules out of the parse check, want 2", left)
+	}
+	file := filepath.Join(t.TempDir(), "ruleset.nft")
+	if err := os.WriteFile(file, []byte(strings.Join(lines, "\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// -c checks against the namespace's current ruleset: remove podnet's first, so
+	// that the check parses every line rather than finding the tables exist.
+	if err := tb.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	run("-c", "-f", file)
+	run("list", "tables")
+}
