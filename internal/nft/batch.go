@@ -225,17 +225,19 @@ func (b *batch) addRule(f nftables.TableFamily, chain string, exprs []expr.Any) 
 	})
 }
 
-// ctAddrKeys are the ct keys of IPv4 and IPv6 addresses, which the kernel only accepts
-// with a direction, and for which google/nftables v0.3.0 leaves the direction out.
-var ctAddrKeys = map[expr.CtKey]bool{
+// ctDirKeys are the ct keys of the tuple, which the kernel only accepts with a one-byte
+// direction: google/nftables v0.3.0 leaves the direction out for addresses of one
+// family, and sends it as four bytes (read as 0, "original", whatever its value) else.
+var ctDirKeys = map[expr.CtKey]bool{
+	expr.CtKeySRC: true, expr.CtKeyDST: true, expr.CtKeyPROTOSRC: true, expr.CtKeyPROTODST: true,
 	unix.NFT_CT_SRC_IP: true, unix.NFT_CT_DST_IP: true, unix.NFT_CT_SRC_IP6: true, unix.NFT_CT_DST_IP6: true,
 }
 
 // marshalExpr is one expression's attributes (name and data), as google/nftables marshals
-// them but for the direction of ct address loads.
+// them but for the direction of ct tuple loads.
 func marshalExpr(fam byte, e expr.Any) ([]byte, error) {
 	ct, ok := e.(*expr.Ct)
-	if !ok || !ctAddrKeys[ct.Key] {
+	if !ok || !ctDirKeys[ct.Key] {
 		return expr.Marshal(fam, e)
 	}
 	ae := netlink.NewAttributeEncoder()
