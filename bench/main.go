@@ -328,6 +328,20 @@ func printSetup(w io.Writer, pods, concurrent int, selected []implementation, re
 	}
 	fmt.Fprintln(w)
 
+	fmt.Fprintf(w, "What the %d sequential DELs left to finish after answering: each DEL's time until its host veth was gone from the node (median, p90), and the time from the first DEL until the last veth was gone and every address was free, beside the DEL replies' own time summed\n\n", pods)
+	fmt.Fprintf(w, "| | DEL until veth gone median | p90 | all %d DELs drained | DEL replies summed |\n", pods)
+	fmt.Fprintf(w, "|---|---:|---:|---:|---:|\n")
+	for _, im := range selected {
+		res, ok := results[im.name]
+		if !ok || res.unavailable != "" || res.drain.vethGone.n < pods {
+			fmt.Fprintf(w, "| %s | n/a | | | |\n", im.label)
+			continue
+		}
+		d := res.drain
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", im.label, ms(d.vethGone.median), ms(d.vethGone.p90), ms(d.all), ms(d.replies))
+	}
+	fmt.Fprintln(w)
+
 	ratio := func(what string, a, b summary, target float64) {
 		if a.n == 0 || b.n == 0 {
 			fmt.Fprintf(w, "- %s: n/a (target <= %g)\n", what, target)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -45,6 +46,13 @@ func (p *podnet) Setup(tb *testbed) error {
 
 func (p *podnet) Add(i int) error { return p.cni.add(i) }
 func (p *podnet) Del(i int) error { return p.cni.del(i) }
+
+// drained: the agent holds no endpoint (the DELed pods' veths are gone and their
+// addresses free; nothing else is attached when it is asked).
+func (p *podnet) drained() (bool, error) {
+	st, err := p.agent.client().Status(context.Background())
+	return st.Endpoints == 0, err
+}
 
 // Teardown stops the agent; see agentProcess.stop.
 func (p *podnet) Teardown() error { return p.agent.stop() }

@@ -91,6 +91,7 @@ func (tb *testbed) remove() error {
 // result is one row of the table.
 type result struct {
 	add, del    summary
+	drain       drain         // what the sequential DELs left to finish after answering
 	wall        time.Duration // concurrent ADD wall time
 	unavailable string        // Setup failed: why
 	err         error         // a measurement or the cleanup failed
@@ -165,25 +166,26 @@ func cpuTimes() (idle, total uint64, err error) {
 // setUp builds a testbed of n sandboxes, sets r up on it and lets the machine settle.
 // tearDown undoes both (call it whatever happened); unavailable says why r.Setup
 // failed, err why the testbed could not be built.
-func setUp(ctx context.Context, prefix string, n int, r runner) (tearDown func() error, unavailable string, err error) {
-	tb, err := newTestbed(prefix, n)
+func setUp(ctx context.Context, prefix string, n int, r runner) (tb *testbed, tearDown func() error, unavailable string, err error) {
+	tb, err = newTestbed(prefix, n)
 	if err != nil {
-		return func() error { return nil }, "", err
+		return nil, func() error { return nil }, "", err
 	}
 	serr := r.Setup(tb)
 	tearDown = func() error { return errors.Join(r.Teardown(), tb.remove()) }
 	if serr != nil {
-		return tearDown, serr.Error(), nil
+		return tb, tearDown, serr.Error(), nil
 	}
 	settle(ctx)
-	return tearDown, "", nil
+	return tb, tearDown, "", nil
 }
 
 // measure runs one runner through the whole scenario on its own testbed: sequential
-// ADD of pods 0..pods-1, sequential DEL of them, then concurrent ADD of the next
-// `concurrent` pods (their DEL is not timed).
+// ADD of pods 0..pods-1, sequential DEL of them (each reply, then until each veth is gone
+// and every address is free), then concurrent ADD of the next `concurrent` pods (their
+// DEL is not timed).
 func measure(ctx context.Context, prefix string, r runner, pods, concurrent int) (res result) {
-	tearDown, unavailable, err := setUp(ctx, prefix, pods+concurrent, r)
+	tb, tearDown, unavailable, err := setUp(ctx, prefix, pods+concurrent, r)
 	defer func() { res.err = errors.Join(res.err, tearDown()) }()
 	if err != nil || unavailable != "" {
 		res.err, res.unavailable = err, unavailable
@@ -196,12 +198,26 @@ func measure(ctx context.Context, prefix string, r runner, pods, concurrent int)
 		res.err = err
 		return res
 	}
-	dels, err := timeEach(ctx, seq, r.Del, "DEL")
+	w, err := watchVethDeletes(tb.node)
+	if err != nil {
+		res.err = err
+		return res
+	}
+	defer w.stop()
+	var starts []time.Time
+	dels, err := timeEach(ctx, seq, func(i int) error {
+		starts = append(starts, time.Now())
+		return r.Del(i)
+	}, "DEL")
 	if err != nil {
 		res.err = err
 		return res
 	}
 	res.add, res.del = summarize(adds), summarize(dels)
+	if res.drain, err = measureDrain(ctx, w, r, starts, dels); err != nil {
+		res.err = err
+		return res
+	}
 
 	par := podRange(pods, pods+concurrent)
 	if res.wall, err = timeConcurrent(ctx, par, r.Add); err != nil {

@@ -232,7 +232,7 @@ func (a *Agent) createNetworkLocked(n api.Network) (api.Network, error) {
 			_ = a.node.DeleteLink(n.Bridge)
 		}
 		_ = a.store.Update(func(tx store.Tx) error { return tx.DeleteNetwork(n.Name) })
-		_ = a.syncRuleset()
+		_ = a.nftUpdate(nft.Delta{}, nft.Delta{Networks: []nft.Network{nftNetwork(n)}})
 		return api.Network{}, err
 	}
 	a.log.Info("network created", "network", n.Name, "bridge", n.Bridge, "subnets", subnetStrings(n))
@@ -240,12 +240,27 @@ func (a *Agent) createNetworkLocked(n api.Network) (api.Network, error) {
 }
 
 // applyNetworkLocked sets up what a network needs in the node: its bridge, or for a
-// routed network what lets the node answer the sandboxes' gateway; and the rules.
+// routed network what lets the node answer the sandboxes' gateway; and the elements of
+// its subnets in the nftables sets (an update of those elements only: its cost does not
+// grow with the number of networks, endpoints or services).
 func (a *Agent) applyNetworkLocked(n api.Network) error {
 	if err := a.ensureNetworkKernel(n); err != nil {
 		return err
 	}
-	return a.syncRuleset()
+	return a.nftNetworkUpdate(nft.Delta{Networks: []nft.Network{nftNetwork(n)}}, nft.Delta{})
+}
+
+// nftNetworkUpdate adds or removes networks' elements; when the tables are missing
+// (deleted behind podnet's back) it writes the whole desired state instead.
+func (a *Agent) nftNetworkUpdate(add, remove nft.Delta) error {
+	err := a.nftUpdate(add, remove)
+	if errors.Is(err, nft.ErrNoTable) {
+		return a.syncRuleset()
+	}
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	return nil
 }
 
 func (a *Agent) ensureNetworkKernel(n api.Network) error {
@@ -378,7 +393,7 @@ func (a *Agent) DeleteNetwork(name string) error {
 	if err != nil {
 		return err
 	}
-	if err := a.syncRuleset(); err != nil {
+	if err := a.nftNetworkUpdate(nft.Delta{}, nft.Delta{Networks: []nft.Network{nftNetwork(n)}}); err != nil {
 		return err
 	}
 	if n.Bridge != "" {

@@ -32,11 +32,7 @@ func (a *Agent) desiredRuleset() (nft.Ruleset, error) {
 		byName := map[string]api.Network{}
 		for _, n := range nets {
 			byName[n.Name] = n
-			rn := nft.Network{Name: n.Name, Bridge: n.Bridge, Masquerade: n.Masquerade}
-			for _, s := range n.Subnets {
-				rn.Subnets = append(rn.Subnets, s.Prefix)
-			}
-			r.Networks = append(r.Networks, rn)
+			r.Networks = append(r.Networks, nftNetwork(n))
 		}
 		eps, err := tx.Endpoints("")
 		if err != nil {
@@ -61,6 +57,15 @@ func (a *Agent) desiredRuleset() (nft.Ruleset, error) {
 		return nil
 	})
 	return r, err
+}
+
+// nftNetwork is what a network contributes to the nftables tables: its subnets.
+func nftNetwork(n api.Network) nft.Network {
+	rn := nft.Network{Name: n.Name, Bridge: n.Bridge, Masquerade: n.Masquerade}
+	for _, s := range n.Subnets {
+		rn.Subnets = append(rn.Subnets, s.Prefix)
+	}
+	return rn
 }
 
 // endpointDelta is what one endpoint contributes to the nftables tables.

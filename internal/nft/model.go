@@ -27,8 +27,8 @@ const (
 	setPods6            = "pods6"
 	setMasq4            = "masq4"
 	setMasq6            = "masq6"
-	setIsolate4         = "isolate4"
-	setIsolate6         = "isolate6"
+	setSameNetwork4     = "same_network4"
+	setSameNetwork6     = "same_network6"
 	setEndpoints        = "endpoints"
 	setEndpointAddrs4   = "endpoint_addrs4"
 	setEndpointAddrs6   = "endpoint_addrs6"
@@ -196,35 +196,14 @@ var (
 
 // build turns r into the tables' content. It does not validate r: entries that Validate
 // rejects are left out (invalid names, prefixes or addresses, the later of two networks
-// with the same bridge, a port mapping whose host side was mapped to another target by an
-// earlier one in sort order, a service whose key an earlier one in sort order has), and a
-// subnet overlapping an earlier network's is left out of the isolation sets (the
-// masquerade sets merge overlapping ranges).
+// with the same bridge, a subnet overlapping an earlier network's, a port mapping whose
+// host side was mapped to another target by an earlier one in sort order, a service whose
+// key an earlier one in sort order has).
 func build(r Ruleset) rulesetDef {
 	inet := tableDef{family: nftables.TableFamilyINet}
 	brt := tableDef{family: nftables.TableFamilyBridge}
 
-	nets := networkRanges(r.Networks)
-	var pods, masq, isolate, bridgeSubnets []setDef
-	for _, f := range []ipFamily{ip4, ip6} {
-		bridgeSubnets = append(bridgeSubnets, setDef{name: "bridge_subnets" + f.suffix,
-			keyType: nftables.MustConcatSetType(nftables.TypeIFName, f.addrType), interval: true, elems: bridgeSubnetElems(nets, f.suffix)})
-		var all, masqed []namedRange
-		for _, n := range nets {
-			for _, rg := range n.ranges[f.suffix] {
-				all = append(all, rg)
-				if n.masquerade {
-					masqed = append(masqed, rg)
-				}
-			}
-		}
-		pods = append(pods, setDef{name: "pods" + f.suffix, keyType: f.addrType, interval: true, elems: rangeElems(all)})
-		masq = append(masq, setDef{name: "masq" + f.suffix, keyType: f.addrType, interval: true, elems: rangeElems(masqed)})
-		isolate = append(isolate, setDef{name: "isolate" + f.suffix, keyType: nftables.MustConcatSetType(f.addrType, f.addrType),
-			interval: true, elems: isolationElems(nets, f.suffix)})
-	}
-	inet.sets = slices.Concat(pods, masq, isolate, bridgeSubnets)
-
+	inet.sets = networkSets(networkRanges(r.Networks))
 	routed, bridged := endpointSets(r.Endpoints)
 	inet.sets = append(inet.sets, routed...)
 	brt.sets = append(brt.sets, bridged...)
@@ -292,10 +271,9 @@ type netRanges struct {
 	name       string
 	bridge     string // "" for a routed network
 	masquerade bool
-	ranges     map[string][]namedRange
-	// isolated is ranges without the subnets that overlap an earlier network's: the
-	// kernel refuses overlapping elements in the isolation sets.
-	isolated map[string][]namedRange
+	// ranges leaves out the subnets that overlap an earlier network's (Validate rejects
+	// them; the kernel would refuse the elements).
+	ranges map[string][]namedRange
 }
 
 // networkRanges sorts the networks and returns their merged ranges, leaving out what
@@ -314,7 +292,7 @@ func networkRanges(in []Network) []netRanges {
 			}
 			bridges[n.Bridge] = true
 		}
-		nr := netRanges{name: n.Name, bridge: n.Bridge, masquerade: n.Masquerade, ranges: map[string][]namedRange{}, isolated: map[string][]namedRange{}}
+		nr := netRanges{name: n.Name, bridge: n.Bridge, masquerade: n.Masquerade, ranges: map[string][]namedRange{}}
 		for _, p := range n.Subnets {
 			if !p.IsValid() || p.Addr().Is4In6() {
 				continue
@@ -324,14 +302,12 @@ func networkRanges(in []Network) []netRanges {
 				sfx = ip4.suffix
 			}
 			rg := namedRange{start: p.Masked().Addr(), last: lastAddr(p), names: []string{n.Name}}
-			nr.ranges[sfx] = append(nr.ranges[sfx], rg)
 			if !overlapsAny(rg, out, sfx) {
-				nr.isolated[sfx] = append(nr.isolated[sfx], rg)
+				nr.ranges[sfx] = append(nr.ranges[sfx], rg)
 			}
 		}
 		for sfx := range nr.ranges {
 			nr.ranges[sfx] = mergeRanges(nr.ranges[sfx])
-			nr.isolated[sfx] = mergeRanges(nr.isolated[sfx])
 		}
 		out = append(out, nr)
 	}
@@ -340,7 +316,7 @@ func networkRanges(in []Network) []netRanges {
 
 func overlapsAny(r namedRange, nets []netRanges, sfx string) bool {
 	for _, n := range nets {
-		for _, o := range n.isolated[sfx] {
+		for _, o := range n.ranges[sfx] {
 			if r.start.Compare(o.last) <= 0 && o.start.Compare(r.last) <= 0 {
 				return true
 			}
@@ -349,23 +325,46 @@ func overlapsAny(r namedRange, nets []netRanges, sfx string) bool {
 	return false
 }
 
-// isolationElems pairs every range of a network with every range of every other network.
-func isolationElems(nets []netRanges, sfx string) []elemDef {
-	var elems []elemDef
-	for i, a := range nets {
-		for j, b := range nets {
-			if i == j {
-				continue
+// networkSets returns the sets that hold the networks' subnets. Each element belongs to
+// one network (ranges of two networks are never merged, even where they touch), so that
+// Update can add and remove a network's elements alone and get what Sync writes.
+func networkSets(nets []netRanges) []setDef {
+	var pods, masq, same, bridgeSubnets []setDef
+	for _, f := range []ipFamily{ip4, ip6} {
+		var all, masqed []elemDef
+		for _, n := range nets {
+			elems := rangeElems(n.ranges[f.suffix])
+			all = append(all, elems...)
+			if n.masquerade {
+				masqed = append(masqed, elems...)
 			}
-			for _, ra := range a.isolated[sfx] {
-				for _, rb := range b.isolated[sfx] {
-					elems = append(elems, elemDef{
-						key:     slices.Concat(ra.start.AsSlice(), rb.start.AsSlice()),
-						keyEnd:  slices.Concat(ra.last.AsSlice(), rb.last.AsSlice()),
-						text:    rangeText(ra.start, ra.last) + " . " + rangeText(rb.start, rb.last),
-						comment: comment(a.name + " -> " + b.name),
-					})
-				}
+		}
+		sortElems(all)
+		sortElems(masqed)
+		pods = append(pods, setDef{name: "pods" + f.suffix, keyType: f.addrType, interval: true, elems: all})
+		masq = append(masq, setDef{name: "masq" + f.suffix, keyType: f.addrType, interval: true, elems: masqed})
+		same = append(same, setDef{name: "same_network" + f.suffix, keyType: nftables.MustConcatSetType(f.addrType, f.addrType),
+			interval: true, elems: sameNetworkElems(nets, f.suffix)})
+		bridgeSubnets = append(bridgeSubnets, setDef{name: "bridge_subnets" + f.suffix,
+			keyType: nftables.MustConcatSetType(nftables.TypeIFName, f.addrType), interval: true, elems: bridgeSubnetElems(nets, f.suffix)})
+	}
+	return slices.Concat(pods, masq, same, bridgeSubnets)
+}
+
+// sameNetworkElems pairs every range of a network with every range of the same network:
+// the traffic between two pod addresses that the isolation rule lets through. The set
+// grows with the number of networks, not with its square.
+func sameNetworkElems(nets []netRanges, sfx string) []elemDef {
+	var elems []elemDef
+	for _, n := range nets {
+		for _, ra := range n.ranges[sfx] {
+			for _, rb := range n.ranges[sfx] {
+				elems = append(elems, elemDef{
+					key:     slices.Concat(ra.start.AsSlice(), rb.start.AsSlice()),
+					keyEnd:  slices.Concat(ra.last.AsSlice(), rb.last.AsSlice()),
+					text:    rangeText(ra.start, ra.last) + " . " + rangeText(rb.start, rb.last),
+					comment: comment(n.name),
+				})
 			}
 		}
 	}
@@ -594,14 +593,20 @@ func lookup(r uint32, set string, invert bool) expr.Any {
 	return &expr.Lookup{SourceRegister: r, SetName: set, Invert: invert}
 }
 
-// isolationRule drops what is forwarded from one network's subnet to another's.
+// isolationRule drops what is forwarded from one network's subnet to another's: from a
+// pod address to a pod address, unless both are of the same network.
 func isolationRule(f ipFamily) ruleDef {
 	return ruleDef{
-		text: f.name + " saddr . " + f.name + " daddr @isolate" + f.suffix + " drop",
+		text: f.name + " saddr @pods" + f.suffix + " " + f.name + " daddr @pods" + f.suffix + " " +
+			f.name + " saddr . " + f.name + " daddr != @same_network" + f.suffix + " drop",
 		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f), []expr.Any{
 			loadAddr(f, f.saddr, reg1),
+			lookup(reg1, "pods"+f.suffix, false),
+			loadAddr(f, f.daddr, reg1),
+			lookup(reg1, "pods"+f.suffix, false),
+			loadAddr(f, f.saddr, reg1),
 			loadAddr(f, f.daddr, reg(f.addrLen)),
-			lookup(reg1, "isolate"+f.suffix, false),
+			lookup(reg1, "same_network"+f.suffix, true),
 			drop(),
 		}),
 	}
@@ -910,7 +915,7 @@ type namedRange struct {
 	names       []string
 }
 
-// mergeRanges sorts ranges and merges the ones that overlap or touch.
+// mergeRanges sorts ranges and merges the ones that overlap or touch (within one network).
 func mergeRanges(rs []namedRange) []namedRange {
 	rs = slices.Clone(rs)
 	slices.SortFunc(rs, func(a, b namedRange) int {

@@ -3,14 +3,14 @@
 //
 // The desired state is data (Ruleset). Render turns it into nft-syntax text, Table.Sync
 // writes it to the kernel in one atomic netlink batch, Table.Update adds and removes the
-// elements of endpoints, published ports and services in one small batch, and
+// elements of networks, endpoints, published ports and services in one small batch, and
 // Table.InSync reads the tables back and says whether the kernel still matches a Ruleset.
 //
 // Kernel objects of table inet podnet:
 //
 //	set pods4, pods6        interval: subnets of every network
 //	set masq4, masq6        interval: subnets of masquerading networks
-//	set isolate4, isolate6  interval, ip . ip: (subnet of network A . subnet of network B), A != B
+//	set same_network4/6     interval, ip . ip: (subnet of network A . subnet of network A)
 //	set endpoints           ifname: host veths of routed endpoints
 //	set endpoint_addrs4/6   ifname . ip: (host veth . address) of routed endpoints
 //	map ports4, ports6      l4proto . port : address . port, published ports on every local address
@@ -146,12 +146,14 @@ type Ruleset struct {
 	Services  []Service
 }
 
-// Delta is a set of endpoints, port mappings and services that Update adds to or removes
-// from the tables without rewriting them. A service in a Delta is identified by (VIP,
-// Protocol, Port): adding it replaces the service with that key, if any (its name,
-// backends and affinity), and removing it removes the service with that key whatever its
-// other fields.
+// Delta is a set of networks, endpoints, port mappings and services that Update adds to or
+// removes from the tables without rewriting them. A network in a Delta stands for the
+// elements of its subnets (list all of them, and the same Bridge and Masquerade as when it
+// was added). A service in a Delta is identified by (VIP, Protocol, Port): adding it
+// replaces the service with that key, if any (its name, backends and affinity), and
+// removing it removes the service with that key whatever its other fields.
 type Delta struct {
+	Networks  []Network
 	Endpoints []Endpoint
 	Ports     []PortMapping
 	Services  []Service
@@ -172,8 +174,8 @@ type Applier interface {
 	// service with its key, in remove removes it (see Delta); a service in both is
 	// replaced by add's. It fails, changing nothing, when a delta does not Validate, when
 	// the tables do not exist (ErrNoTable: call Sync), or when a port mapping's host side
-	// is mapped to another target in the table (ErrConflict: to move a mapping, remove the
-	// old one in the same call).
+	// is mapped to another target in the table or a network's subnet overlaps one in the
+	// table (ErrConflict: to move a mapping, remove the old one in the same call).
 	Update(add, remove Delta) error
 	// InSync reports whether the tables equal r. It is false, with no error, when a table
 	// is missing or was changed (flushed rules, chains, set or map elements).
@@ -189,14 +191,20 @@ const maxIfName = 15
 // name (or none) used by no other network, valid subnets that overlap no other network's,
 // and the endpoints and port mappings are valid and do not contradict each other.
 func (r Ruleset) Validate() error {
-	bridges := make(map[string]string, len(r.Networks))
+	return Delta(r).Validate()
+}
+
+// validateNetworks checks bridge names and subnets, and that no two networks share a
+// bridge or overlap.
+func validateNetworks(nets []Network) error {
+	bridges := make(map[string]string, len(nets))
 	type owned struct {
 		p    netip.Prefix
 		net  int
 		name string
 	}
 	var subnets []owned
-	for i, n := range r.Networks {
+	for i, n := range nets {
 		if n.Bridge != "" {
 			if err := validIfName(n.Bridge); err != nil {
 				return fmt.Errorf("network %q: bridge %q: %w", n.Name, n.Bridge, err)
@@ -218,16 +226,17 @@ func (r Ruleset) Validate() error {
 			subnets = append(subnets, owned{p, i, n.Name})
 		}
 	}
-	if err := (Delta{Endpoints: r.Endpoints, Ports: r.Ports, Services: r.Services}).Validate(); err != nil {
-		return err
-	}
 	return nil
 }
 
-// Validate checks every endpoint, port mapping and service of d, and that d does not
-// contradict itself: an interface both bridged and routed, one host port mapped to two
-// targets, or one service key listed twice with different names, backends or affinity.
+// Validate checks every network, endpoint, port mapping and service of d, and that d does
+// not contradict itself: two networks with one bridge or overlapping subnets, an interface
+// both bridged and routed, one host port mapped to two targets, or one service key listed
+// twice with different names, backends or affinity.
 func (d Delta) Validate() error {
+	if err := validateNetworks(d.Networks); err != nil {
+		return err
+	}
 	bridged := make(map[string]bool, len(d.Endpoints))
 	for _, e := range d.Endpoints {
 		if err := e.validate(); err != nil {

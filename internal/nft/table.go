@@ -122,13 +122,14 @@ var (
 	// ErrNoTable: a table or one of its sets is missing, or a service's elements do not
 	// add up (changed behind podnet's back); Sync repairs it.
 	ErrNoTable = errors.New("table, set or element missing")
-	// ErrConflict: an added port mapping's host side is mapped to another target.
-	ErrConflict = errors.New("host port already mapped to another target")
+	// ErrConflict: an added port mapping's host side is mapped to another target, or an
+	// added network's subnet overlaps one in the table.
+	ErrConflict = errors.New("conflicts with an element in the table (a host port mapped to another target, or an overlapping subnet)")
 )
 
 // Update removes the elements of remove, then adds those of add (see Applier), in one
 // netlink batch that holds these elements only: its cost does not depend on the number of
-// elements in the tables. A removed endpoint or port mapping element is first added, then
+// elements in the tables. A removed network, endpoint or port mapping element is first added, then
 // deleted, in the batch, so that removing an absent element is not an error; adding an
 // element that exists is a no-op for the kernel (no NLM_F_EXCL), unless it is a map
 // element with other data: the kernel refuses it with EEXIST, reported as ErrConflict. A
@@ -208,13 +209,13 @@ func (t *Table) Update(add, remove Delta) error {
 	return nil
 }
 
-// build returns the elements of the endpoints and port mappings of d, in the sets and
-// maps of the tables that hold them. Sets without elements are left out. (Services are
-// compared with the kernel first: serviceChangesLocked.)
+// build returns the elements of the networks, endpoints and port mappings of d, in the
+// sets and maps of the tables that hold them. Sets without elements are left out.
+// (Services are compared with the kernel first: serviceChangesLocked.)
 func (d Delta) build() rulesetDef {
 	routed, bridged := endpointSets(d.Endpoints)
 	return elementsOnly([]tableDef{
-		{family: nftables.TableFamilyINet, sets: append(routed, portMaps(d.Ports)...)},
+		{family: nftables.TableFamilyINet, sets: slices.Concat(networkSets(networkRanges(d.Networks)), routed, portMaps(d.Ports))},
 		{family: nftables.TableFamilyBridge, sets: bridged},
 	})
 }

@@ -186,6 +186,45 @@ func TestPrivilegedUpdate(t *testing.T) {
 	}
 }
 
+// Update adds and removes a network's elements so that the tables equal what Sync writes
+// for the same networks, also where two networks' subnets touch; a network overlapping
+// one in the tables is refused.
+func TestPrivilegedUpdateNetworks(t *testing.T) {
+	tb, _ := openTable(t)
+	base := full()
+	mustSync(t, tb, base)
+	// Two networks adjacent to each other and to blue (10.88.1.0/24), one routed with two
+	// subnets, to the tables of full().
+	added := []Network{
+		{Name: "indigo", Bridge: "pn-indigo", Subnets: pfx("10.88.0.0/24", "fd00:88::/64"), Masquerade: true},
+		{Name: "teal", Subnets: pfx("10.88.6.0/24", "10.88.7.0/24", "fd00:88:6::/64")},
+	}
+	want := base
+	want.Networks = slices.Concat(base.Networks, added)
+	for i := range 2 { // the second time, every element exists already
+		if err := tb.Update(Delta{Networks: added}, Delta{}); err != nil {
+			t.Fatalf("add #%d: %v", i+1, err)
+		}
+		wantInSync(t, tb, want, true)
+	}
+
+	overlap := Network{Name: "wide", Bridge: "pn-wide", Subnets: pfx("10.88.6.128/25")}
+	if err := tb.Update(Delta{Networks: []Network{overlap}}, Delta{}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("Update adding an overlapping network = %v, want ErrConflict", err)
+	}
+	wantInSync(t, tb, want, true)
+	if err := tb.Update(Delta{Networks: []Network{{Name: "bad", Bridge: "a/b"}}}, Delta{}); err == nil {
+		t.Fatal("Update adding a network with an invalid bridge name succeeded")
+	}
+
+	for i := range 2 { // the second time, every element is gone already
+		if err := tb.Update(Delta{}, Delta{Networks: added}); err != nil {
+			t.Fatalf("remove #%d: %v", i+1, err)
+		}
+		wantInSync(t, tb, base, true)
+	}
+}
+
 func TestPrivilegedInvalidRulesetChangesNothing(t *testing.T) {
 	tb, _ := openTable(t)
 	r := Ruleset{Networks: []Network{blue}}
@@ -245,16 +284,18 @@ func TestPrivilegedRepair(t *testing.T) {
 			must(t, c.SetDeleteElements(set(inet, setMasq4), elems(0, setMasq4)), "delete")
 		}},
 		{"delete isolation element", func(c *nftables.Conn) {
-			must(t, c.SetDeleteElements(set(inet, setIsolate6), elems(0, setIsolate6)), "delete")
+			must(t, c.SetDeleteElements(set(inet, setSameNetwork6), elems(0, setSameNetwork6)), "delete")
 		}},
 		{"delete endpoint", func(c *nftables.Conn) {
 			must(t, c.SetDeleteElements(set(brt, setEndpoints), elems(1, setEndpoints)), "delete")
 		}},
 		{"extra element", func(c *nftables.Conn) {
-			a := netip.MustParseAddr("10.88.1.0").AsSlice()
-			b := netip.MustParseAddr("10.88.1.255").AsSlice()
-			must(t, c.SetAddElements(set(inet, setIsolate4), []nftables.SetElement{
-				{Key: append(slices.Clone(a), a...), KeyEnd: append(slices.Clone(b), b...)},
+			blue := netip.MustParseAddr("10.88.1.0").AsSlice()
+			red := netip.MustParseAddr("10.88.2.0").AsSlice()
+			blueEnd := netip.MustParseAddr("10.88.1.255").AsSlice()
+			redEnd := netip.MustParseAddr("10.88.2.255").AsSlice()
+			must(t, c.SetAddElements(set(inet, setSameNetwork4), []nftables.SetElement{
+				{Key: append(slices.Clone(blue), red...), KeyEnd: append(slices.Clone(blueEnd), redEnd...)},
 			}), "add")
 		}},
 		{"extra endpoint address", func(c *nftables.Conn) {
@@ -353,8 +394,7 @@ func TestPrivilegedForeignTableUntouched(t *testing.T) {
 	check("after second Delete")
 }
 
-// bigRuleset has 100 networks (9,900 isolation pairs per family: the sets that grow with
-// the square of the number of networks), and endpoints and port mappings by thousands.
+// bigRuleset has networks, endpoints and port mappings by hundreds or thousands.
 func bigRuleset(nets, endpoints, ports int) Ruleset {
 	var r Ruleset
 	for i := range nets {

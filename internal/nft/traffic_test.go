@@ -775,10 +775,19 @@ func TestPrivilegedAntiSpoofingMAC(t *testing.T) {
 		}
 	}
 
-	// Without the tables the takeover works (the test does what it claims to).
-	learn()
-	steal()
-	if p := port(); p != "va2" {
+	// Without the tables the takeover works (the test does what it claims to). A frame
+	// that a1 itself sends in between (an ARP reply to the node's probe, the end of the
+	// connection learn made) moves the entry back at once, so a try may be undone before it
+	// is looked at: the control asks for one takeover seen in five tries.
+	var p string
+	for range 5 {
+		learn()
+		steal()
+		if p = port(); p == "va2" {
+			break
+		}
+	}
+	if p != "va2" {
 		t.Fatalf("without the tables: a1's MAC is on port %q after a2 sent from it, want va2", p)
 	}
 

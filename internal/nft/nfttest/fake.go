@@ -50,8 +50,9 @@ func (f *Fake) Sync(r nft.Ruleset) error {
 
 // Update applies add and remove like nft.Table does: it validates them, fails with
 // nft.ErrNoTable when there are no tables and with nft.ErrConflict when a port mapping's
-// host side is in the table with another target, and otherwise removes, then adds, the
-// endpoints, port mappings and services, in the tables and in Last. An endpoint in remove
+// host side is in the table with another target or an added network overlaps one in the
+// table, and otherwise removes, then adds, the networks (by name), endpoints, port
+// mappings and services, in the tables and in Last. An endpoint in remove
 // takes the whole endpoint away (the kernel takes its interface out of the checked ones,
 // and the listed addresses; addresses not listed would stay there, without effect). A
 // service in remove removes the service with its key (VIP, protocol, port); one in add
@@ -144,6 +145,24 @@ func apply(r nft.Ruleset, add, remove nft.Delta) (nft.Ruleset, error) {
 		if !slices.ContainsFunc(r.Services, func(o nft.Service) bool { return svcKeyOf(o) == svcKeyOf(s) }) {
 			r.Services = append(r.Services, s)
 		}
+	}
+	for _, n := range remove.Networks {
+		r.Networks = slices.DeleteFunc(r.Networks, func(o nft.Network) bool { return o.Name == n.Name })
+	}
+	for _, n := range add.Networks {
+		if slices.ContainsFunc(r.Networks, func(o nft.Network) bool { return o.Name == n.Name }) {
+			continue
+		}
+		for _, o := range r.Networks {
+			for _, p := range n.Subnets {
+				for _, q := range o.Subnets {
+					if p.Overlaps(q) {
+						return r, fmt.Errorf("fake update: network %q: subnet %v: %w (network %q)", n.Name, p, nft.ErrConflict, o.Name)
+					}
+				}
+			}
+		}
+		r.Networks = append(r.Networks, n)
 	}
 	for _, e := range remove.Endpoints {
 		r.Endpoints = slices.DeleteFunc(r.Endpoints, func(o nft.Endpoint) bool { return o.HostIf == e.HostIf && o.Bridged == e.Bridged })
@@ -239,17 +258,13 @@ func (f *Fake) SetErr(err error) {
 	f.err = err
 }
 
-func clone(r nft.Ruleset) nft.Ruleset {
-	r.Networks = slices.Clone(r.Networks)
-	for i := range r.Networks {
-		r.Networks[i].Subnets = slices.Clone(r.Networks[i].Subnets)
-	}
-	d := cloneDelta(nft.Delta{Endpoints: r.Endpoints, Ports: r.Ports, Services: r.Services})
-	r.Endpoints, r.Ports, r.Services = d.Endpoints, d.Ports, d.Services
-	return r
-}
+func clone(r nft.Ruleset) nft.Ruleset { return nft.Ruleset(cloneDelta(nft.Delta(r))) }
 
 func cloneDelta(d nft.Delta) nft.Delta {
+	d.Networks = slices.Clone(d.Networks)
+	for i := range d.Networks {
+		d.Networks[i].Subnets = slices.Clone(d.Networks[i].Subnets)
+	}
 	d.Endpoints = slices.Clone(d.Endpoints)
 	for i := range d.Endpoints {
 		d.Endpoints[i].Addrs = slices.Clone(d.Endpoints[i].Addrs)

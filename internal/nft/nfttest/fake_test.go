@@ -143,6 +143,35 @@ func TestFakeUpdate(t *testing.T) {
 	}
 }
 
+// Networks come and go by name; one overlapping a network of the tables is a conflict.
+func TestFakeUpdateNetworks(t *testing.T) {
+	var f Fake
+	blue := nft.Network{Name: "blue", Bridge: "pn-blue", Subnets: []netip.Prefix{netip.MustParsePrefix("10.88.1.0/24")}}
+	red := nft.Network{Name: "red", Subnets: []netip.Prefix{netip.MustParsePrefix("10.88.2.0/24")}}
+	if err := f.Sync(nft.Ruleset{Networks: []nft.Network{blue}}); err != nil {
+		t.Fatal(err)
+	}
+	both := nft.Ruleset{Networks: []nft.Network{blue, red}}
+	for range 2 {
+		if err := f.Update(nft.Delta{Networks: []nft.Network{red}}, nft.Delta{}); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _ := f.InSync(both); !ok {
+			t.Fatalf("after adding red:\n%s", f.Dump())
+		}
+	}
+	wide := nft.Network{Name: "wide", Subnets: []netip.Prefix{netip.MustParsePrefix("10.88.0.0/16")}}
+	if err := f.Update(nft.Delta{Networks: []nft.Network{wide}}, nft.Delta{}); !errors.Is(err, nft.ErrConflict) {
+		t.Fatalf("Update with an overlapping network = %v, want ErrConflict", err)
+	}
+	if err := f.Update(nft.Delta{}, nft.Delta{Networks: []nft.Network{blue}}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := f.InSync(nft.Ruleset{Networks: []nft.Network{red}}); !ok {
+		t.Fatalf("after removing blue:\n%s", f.Dump())
+	}
+}
+
 func TestFakeServices(t *testing.T) {
 	var f Fake
 	vip := netip.MustParseAddr("10.96.0.10")
