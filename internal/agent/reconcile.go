@@ -1,0 +1,109 @@
+package agent
+
+import (
+	"context"
+	"time"
+
+	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/spec"
+)
+
+// Reconcile makes the kernel agree with the store: bridges and rules of every network
+// exist, endpoints whose veth vanished (their sandbox is gone) are released, host veths
+// without a record are removed, and the node side of every attached endpoint is
+// repaired where it drifted from its plan (repairEndpoints). At startup (no request can
+// be in flight) endpoints cut off mid-attach by a crash are rolled back too. Calling it again when everything
+// agrees changes nothing.
+func (a *Agent) Reconcile(startup bool) error {
+	a.netMu.Lock()
+	nets, err := a.Networks()
+	if err == nil {
+		for _, n := range nets {
+			if err = a.ensureNetworkKernel(n); err != nil {
+				break
+			}
+		}
+	}
+	if err == nil {
+		err = a.reconcileDataplane()
+	}
+	a.netMu.Unlock()
+	if err != nil {
+		return err
+	}
+	// Links first: a veth that exists now had its record committed before (Attach
+	// records the endpoint before creating the veth).
+	links, err := a.node.LinksWithPrefix(spec.VethPrefix)
+	if err != nil {
+		return err
+	}
+	eps, err := a.Endpoints("")
+	if err != nil {
+		return err
+	}
+	known := map[string]bool{}
+	for _, ep := range eps {
+		known[ep.HostIf] = true
+		if ep.State == api.StateAttaching && startup {
+			complete, err := a.node.EndpointComplete(ep.HostIf)
+			if err != nil {
+				return err
+			}
+			if complete {
+				if err := a.markAttached(ep.EndpointKey); err != nil {
+					return err
+				}
+				ep.State = api.StateAttached
+			}
+		}
+		switch {
+		case ep.State == api.StateAttaching && startup:
+			a.log.Info("rolling back interrupted attach", "endpoint", ep.EndpointKey.String())
+		case ep.State == api.StateDetaching && startup:
+			a.log.Info("finishing interrupted detach", "endpoint", ep.EndpointKey.String())
+		case ep.State == api.StateAttached && links[ep.HostIf] == 0:
+			a.log.Info("releasing endpoint whose interface is gone", "endpoint", ep.EndpointKey.String(), "hostIf", ep.HostIf)
+		default:
+			continue
+		}
+		unlock := a.lockEndpoint(ep.EndpointKey)
+		err = a.detachLocked(ep.EndpointKey)
+		unlock()
+		if err != nil {
+			return err
+		}
+	}
+	for name, index := range links {
+		if !known[name] {
+			// By index: a new endpoint of the same key may have reused the name since.
+			a.log.Info("removing orphan veth", "hostIf", name)
+			if err := a.node.DeleteLinkIndex(index); err != nil {
+				return err
+			}
+		}
+	}
+	// Now that the bridges exist again: ports, routes, neighbours, sysctls.
+	if err := a.repairEndpoints(eps, links); err != nil {
+		return err
+	}
+	return a.releaseOrphanAllocations()
+}
+
+// Run reconciles periodically until ctx ends.
+func (a *Agent) Run(ctx context.Context) {
+	t := time.NewTicker(a.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := a.node.EnableForwarding(); err != nil {
+				a.log.Error("enable forwarding", "err", err)
+			}
+			if err := a.Reconcile(false); err != nil {
+				a.log.Error("reconcile", "err", err)
+			}
+		}
+	}
+}
