@@ -51,8 +51,18 @@ const Version = "0.1.0"
 type Config struct {
 	// Store is the state store; the agent closes it.
 	Store store.Store
-	// NodeNS is the namespace the agent manages; the agent does not close it.
+	// NodeNS is the namespace the agent manages; the agent does not close it. The
+	// appliers below that are nil work in it, and so does the cluster DNS server.
 	NodeNS netns.NsHandle
+	// Kernel, Tables and Proxy apply the agent's plans: the node's links, addresses,
+	// routes and sysctls; podnet's nftables tables; the userland port proxies. Nil
+	// opens the real one in NodeNS (kernel.OpenNode, nft.Open, portproxy.New); tests pass
+	// fakes (kerneltest, nfttest, portproxytest). The agent closes them.
+	Kernel kernel.Applier
+	Tables nft.Applier
+	Proxy  portproxy.Applier
+	// Now is the clock of the records' creation times (nil: time.Now).
+	Now func() time.Time
 	// ReconcileInterval is how often kernel state is compared with the store (0: 10s).
 	ReconcileInterval time.Duration
 	Logger            *slog.Logger
@@ -65,24 +75,24 @@ type Config struct {
 
 // Agent serves one node.
 type Agent struct {
-	store store.Store
-	node  *kernel.Node
-	nft   nft.Applier
-	proxy *portproxy.Manager
-	log   *slog.Logger
+	store  store.Store
+	node   kernel.Applier
+	nodeNS netns.NsHandle
+	nft    nft.Applier
+	proxy  portproxy.Applier
+	now    func() time.Time
+	log    *slog.Logger
 	// serviceCIDRs are the VIP pools.
 	serviceCIDRs []netip.Prefix
 	dns          *dnsService
 	every        time.Duration
 
+	// The locks, in the order they are taken (see the package doc).
+
 	// netMu serializes changes to the set of networks (create, delete, nftables sync).
 	netMu sync.Mutex
 	// epMu serializes operations on one endpoint key (striped by hash).
 	epMu [64]sync.Mutex
-
-	// detachq feeds detachLoop with endpoints that DEL marked detaching.
-	detachq    chan api.EndpointKey
-	detachDone chan struct{}
 	// dpMu serializes changes to the nftables tables: every incremental update computes
 	// what it writes and writes it under dpMu, and Reconcile derives the whole desired
 	// state from the store and writes it under dpMu, so that neither overwrites the other
@@ -92,11 +102,16 @@ type Agent struct {
 	// finished yet (so that an ADD finds them without reading every endpoint).
 	pendingMu sync.Mutex
 	pending   map[api.EndpointKey]bool
+
+	// detachq feeds detachLoop with endpoints that DEL marked detaching.
+	detachq    chan api.EndpointKey
+	detachDone chan struct{}
 	// marking counts markAttached calls in flight.
 	marking sync.WaitGroup
 }
 
-// New opens the node, reconciles the store with the kernel and returns a ready agent.
+// New opens the appliers that cfg does not give, reconciles the store with the kernel
+// and returns a ready agent.
 func New(cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -104,38 +119,26 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.ReconcileInterval == 0 {
 		cfg.ReconcileInterval = 10 * time.Second
 	}
-	node, err := kernel.OpenNode(cfg.NodeNS)
-	if err != nil {
-		return nil, err
-	}
-	tbl, err := nft.Open(int(cfg.NodeNS))
-	if err != nil {
-		node.Close()
-		return nil, fmt.Errorf("open nftables: %w", err)
-	}
-	proxy, err := portproxy.New(cfg.NodeNS, portproxy.Config{Logf: func(format string, args ...any) {
-		cfg.Logger.Warn(fmt.Sprintf(format, args...), "component", "portproxy")
-	}})
-	if err != nil {
-		tbl.Close()
-		node.Close()
-		return nil, fmt.Errorf("port proxy: %w", err)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	if len(cfg.ServiceCIDRs) == 0 {
 		cfg.ServiceCIDRs = []netip.Prefix{netip.MustParsePrefix(api.DefaultServiceCIDR)}
 	}
-	a := &Agent{store: cfg.Store, node: node, nft: tbl, proxy: proxy, log: cfg.Logger, every: cfg.ReconcileInterval,
-		serviceCIDRs: cfg.ServiceCIDRs,
-		detachq:      make(chan api.EndpointKey, 4096), detachDone: make(chan struct{}),
+	a := &Agent{store: cfg.Store, nodeNS: cfg.NodeNS, node: cfg.Kernel, nft: cfg.Tables, proxy: cfg.Proxy,
+		now: cfg.Now, log: cfg.Logger, every: cfg.ReconcileInterval, serviceCIDRs: cfg.ServiceCIDRs,
+		detachq: make(chan api.EndpointKey, 4096), detachDone: make(chan struct{}),
 		pending: map[api.EndpointKey]bool{}}
+	if err := a.openAppliers(); err != nil {
+		a.closeAppliers()
+		return nil, err
+	}
 	if err := a.startDNS(cfg.DNS); err != nil {
-		a.proxy.Close()
-		tbl.Close()
-		node.Close()
+		a.closeAppliers()
 		return nil, err
 	}
 	go a.detachLoop()
-	if err := node.EnableForwarding(); err != nil {
+	if err := a.node.EnableForwarding(); err != nil {
 		a.Close()
 		return nil, err
 	}
@@ -145,6 +148,50 @@ func New(cfg Config) (*Agent, error) {
 	}
 	return a, nil
 }
+
+// openAppliers opens the real appliers that the config left nil, in the node namespace.
+func (a *Agent) openAppliers() error {
+	if a.node == nil {
+		node, err := kernel.OpenNode(a.nodeNS)
+		if err != nil {
+			return err
+		}
+		a.node = node
+	}
+	if a.nft == nil {
+		tbl, err := nft.Open(int(a.nodeNS))
+		if err != nil {
+			return fmt.Errorf("open nftables: %w", err)
+		}
+		a.nft = tbl
+	}
+	if a.proxy == nil {
+		proxy, err := portproxy.New(a.nodeNS, portproxy.Config{Logf: func(format string, args ...any) {
+			a.log.Warn(fmt.Sprintf(format, args...), "component", "portproxy")
+		}})
+		if err != nil {
+			return fmt.Errorf("port proxy: %w", err)
+		}
+		a.proxy = proxy
+	}
+	return nil
+}
+
+// closeAppliers closes the appliers that are open.
+func (a *Agent) closeAppliers() {
+	if a.proxy != nil {
+		a.proxy.Close()
+	}
+	if a.node != nil {
+		a.node.Close()
+	}
+	if c, ok := a.nft.(interface{ Close() error }); ok {
+		c.Close()
+	}
+}
+
+// created is a record's creation time: now, to the second, in UTC.
+func (a *Agent) created() time.Time { return a.now().UTC().Truncate(time.Second) }
 
 // OpenBoltStore opens the embedded store in stateDir.
 func OpenBoltStore(stateDir string) (store.Store, error) {
@@ -158,11 +205,7 @@ func (a *Agent) Close() error {
 	<-a.detachDone
 	a.marking.Wait()
 	a.stopDNS()
-	a.proxy.Close()
-	a.node.Close()
-	if c, ok := a.nft.(interface{ Close() error }); ok {
-		c.Close()
-	}
+	a.closeAppliers()
 	return a.store.Close()
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"time"
 
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/ipam"
@@ -14,56 +13,26 @@ import (
 	"github.com/podnet/podnet/internal/spec"
 	"github.com/podnet/podnet/internal/store"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 )
 
 // sandboxNS returns the namespace of a request: the descriptor that came with it, else
 // the path. The caller closes it. The node's namespace, or the agent's own, is refused:
 // the sandbox side of an endpoint (its default route above all) would replace the node's.
 func (a *Agent) sandboxNS(fd int, path string) (netns.NsHandle, error) {
-	h, err := openSandboxNS(fd, path)
-	if err != nil {
-		return h, err
+	if fd < 0 && path == "" {
+		return netns.None(), api.Errorf(api.CodeInvalidEnv, "netns: no namespace descriptor and no path given")
 	}
-	self, err := netns.GetFromPath("/proc/self/ns/net")
-	if err != nil {
-		h.Close()
-		return netns.None(), fmt.Errorf("open the agent's own namespace: %w", err)
-	}
-	defer self.Close()
-	for _, node := range []netns.NsHandle{a.node.NS(), self} {
-		same, err := kernel.SameNS(int(h), int(node))
-		if err != nil {
-			h.Close()
-			return netns.None(), err
+	h, err := a.node.OpenSandbox(fd, path)
+	switch {
+	case errors.Is(err, kernel.ErrNodeNamespace):
+		if path == "" {
+			path = "(descriptor)"
 		}
-		if same {
-			h.Close()
-			if path == "" {
-				path = "(descriptor)"
-			}
-			return netns.None(), api.Errorf(api.CodeInvalidEnv, "CNI_NETNS %q: is the node's own network namespace, not a sandbox's", path)
-		}
+		return h, api.Errorf(api.CodeInvalidEnv, "CNI_NETNS %q: %v", path, err)
+	case err != nil:
+		return h, api.Errorf(api.CodeInvalidEnv, "netns %q: %v", path, err)
 	}
 	return h, nil
-}
-
-func openSandboxNS(fd int, path string) (netns.NsHandle, error) {
-	if fd < 0 {
-		if path == "" {
-			return netns.None(), api.Errorf(api.CodeInvalidEnv, "netns: no namespace descriptor and no path given")
-		}
-		h, err := netns.GetFromPath(path)
-		if err != nil {
-			return netns.None(), api.Errorf(api.CodeInvalidEnv, "netns %q: cannot open: %v", path, err)
-		}
-		fd = int(h)
-	}
-	if !kernel.IsNetNS(fd) {
-		unix.Close(fd)
-		return netns.None(), api.Errorf(api.CodeInvalidEnv, "netns %q: not a network namespace", path)
-	}
-	return netns.NsHandle(fd), nil
 }
 
 // Attach connects a sandbox to a network (CNI ADD). sandboxFD is owned by Attach.
@@ -146,7 +115,7 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 		ep = api.Endpoint{
 			EndpointKey: req.EndpointKey, Name: req.Name, Namespace: req.Namespace, Labels: req.Labels, Netns: req.Netns,
 			HostIf: p.HostIf, MAC: p.MAC.String(), IPs: addrs, Ports: req.Ports, State: api.StateAttaching,
-			Created: time.Now().UTC().Truncate(time.Second),
+			Created: a.created(),
 		}
 		if err := reservePorts(tx, ep); err != nil {
 			return err

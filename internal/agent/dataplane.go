@@ -8,7 +8,6 @@ import (
 	"os"
 
 	"github.com/podnet/podnet/api"
-	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/nft"
 	"github.com/podnet/podnet/internal/portproxy"
 	"github.com/podnet/podnet/internal/spec"
@@ -145,7 +144,7 @@ func (a *Agent) resyncIfDiffers() error {
 // would silently steal its traffic, a proxy could not bind.
 func (a *Agent) checkPortHolders(ms []api.PortMapping) error {
 	for _, m := range ms {
-		h, found, err := kernel.PortHolder(a.node.NS(), m.Protocol, m.HostIP, m.HostPort)
+		h, found, err := a.node.PortHolder(m.Protocol, m.HostIP, m.HostPort)
 		if err != nil {
 			return fmt.Errorf("port %s: look for a process holding it: %w", m, err)
 		}
@@ -231,7 +230,7 @@ func (a *Agent) unpublishPorts(n api.Network, ep api.Endpoint) {
 		if m.Protocol != "udp" || n.PortMode == api.PortModeProxy {
 			continue
 		}
-		if _, err := kernel.FlushConntrack(a.node.NS(), "udp", m.HostIP, m.HostPort); err != nil {
+		if _, err := a.node.FlushConntrack("udp", m.HostIP, m.HostPort); err != nil {
 			a.log.Error("flush conntrack", "mapping", m.String(), "err", err)
 		}
 	}

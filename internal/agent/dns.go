@@ -64,7 +64,7 @@ func (a *Agent) startDNS(cfg DNSConfig) error {
 		ReversePrefixes: a.serviceCIDRs,
 		// Upstreams are reached from the node's namespace, whatever the agent's own.
 		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return kernel.DialIn(ctx, a.node.NS(), network, addr, dns.DefaultUpstreamTimeout)
+			return kernel.DialIn(ctx, a.nodeNS, network, addr, dns.DefaultUpstreamTimeout)
 		},
 		Logf: func(format string, args ...any) {
 			a.log.Warn(fmt.Sprintf(format, args...), "component", "dns")
@@ -86,7 +86,7 @@ func (a *Agent) startDNS(cfg DNSConfig) error {
 	node, _ := os.ReadFile(cfg.ResolvConf)
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &dnsService{srv: srv, cfg: cfg, node: string(node), cancel: cancel, done: make(chan error, 1), kick: make(chan struct{}, 1)}
-	go func() { d.done <- srv.ListenAndServe(ctx, a.node.NS(), cfg.Address) }()
+	go func() { d.done <- srv.ListenAndServe(ctx, a.nodeNS, cfg.Address) }()
 	a.dns = d
 	a.rebuildDNS(d)
 	go a.refreshLoop(ctx, d)

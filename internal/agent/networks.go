@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/nft"
@@ -59,7 +58,7 @@ func (a *Agent) createNetworkLocked(n api.Network) (api.Network, error) {
 			return api.Network{}, api.Errorf(api.CodeInvalidConfig, "network %q: interface %s already exists on the node", n.Name, n.Bridge)
 		}
 	}
-	n.Created = time.Now().UTC().Truncate(time.Second)
+	n.Created = a.created()
 	if err := a.store.Update(func(tx store.Tx) error { return tx.PutNetwork(n) }); err != nil {
 		return api.Network{}, fmt.Errorf("store network %q: %w", n.Name, err)
 	}

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/podnet/podnet/api"
@@ -73,8 +75,8 @@ func (a *Agent) Reconcile(startup bool) error {
 			return err
 		}
 	}
-	for name, index := range links {
-		if !known[name] {
+	for _, name := range slices.Sorted(maps.Keys(links)) {
+		if index := links[name]; !known[name] {
 			// By index: a new endpoint of the same key may have reused the name since.
 			a.log.Info("removing orphan veth", "hostIf", name)
 			if err := a.node.DeleteLinkIndex(index); err != nil {

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"time"
 
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/ipam"
@@ -38,7 +37,7 @@ func (a *Agent) CreateService(s api.ServiceSpec) (api.Service, error) {
 	if err != nil {
 		return api.Service{}, invalidConfig(err)
 	}
-	svc.Created = time.Now().UTC().Truncate(time.Second)
+	svc.Created = a.created()
 	err = a.store.Update(func(tx store.Tx) error {
 		if _, ok, err := tx.Service(svc.Namespace, svc.Name); err != nil {
 			return err

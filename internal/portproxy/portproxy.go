@@ -181,6 +181,17 @@ type proxy interface {
 	close()
 }
 
+// Applier runs the proxies of published ports. Manager implements it; portproxytest.Fake
+// records what it is asked to do.
+type Applier interface {
+	Add(m Mapping) error
+	Remove(m Mapping) error
+	Sync(ms []Mapping) error
+	Close()
+}
+
+var _ Applier = (*Manager)(nil)
+
 // New returns a Manager that listens and dials inside ns. It keeps its own duplicate
 // of the handle: the caller may close ns.
 func New(ns netns.NsHandle, cfg Config) (*Manager, error) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/podnet/podnet/internal/nft"
@@ -16,6 +17,11 @@ var _ nft.Applier = (*Fake)(nil)
 // Fake is an nft.Applier that keeps the tables as an nft.Ruleset in memory. Its zero value
 // is an empty namespace (no tables). It is safe for concurrent use.
 type Fake struct {
+	// Record, when set, is called with one line per change asked for (Sync, Update,
+	// Delete), before it is applied (a test can stop the world there: a crash at that
+	// step).
+	Record func(line string)
+
 	// mu guards all fields below.
 	mu      sync.Mutex
 	table   *nft.Ruleset // nil when the tables do not exist
@@ -36,6 +42,7 @@ func (f *Fake) Sync(r nft.Ruleset) error {
 	if err := r.Validate(); err != nil {
 		return err
 	}
+	f.record("nft sync: " + rulesetText(r))
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -64,6 +71,7 @@ func (f *Fake) Update(add, remove nft.Delta) error {
 	if err := remove.Validate(); err != nil {
 		return err
 	}
+	f.record("nft update: " + strings.Join(append(deltaItems("-", remove), deltaItems("+", add)...), "; "))
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -204,6 +212,7 @@ func (f *Fake) InSync(r nft.Ruleset) (bool, error) {
 
 // Delete removes the table; it succeeds when there is none.
 func (f *Fake) Delete() error {
+	f.record("nft delete tables")
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -275,4 +284,72 @@ func cloneDelta(d nft.Delta) nft.Delta {
 		d.Services[i].Backends = slices.Clone(d.Services[i].Backends)
 	}
 	return d
+}
+
+// Clone returns a Fake with a copy of f's tables, as a restarted agent finds them after
+// a crash: no Record, no error, no history.
+func (f *Fake) Clone() *Fake {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := &Fake{broken: f.broken}
+	if f.table != nil {
+		t := clone(*f.table)
+		c.table = &t
+	}
+	if f.last != nil {
+		l := clone(*f.last)
+		c.last = &l
+	}
+	return c
+}
+
+func (f *Fake) record(line string) {
+	if f.Record != nil {
+		f.Record(line)
+	}
+}
+
+// rulesetText summarizes a Ruleset on one line: the networks, endpoints (by interface),
+// and how many port mappings and services.
+func rulesetText(r nft.Ruleset) string {
+	var nets, eps []string
+	for _, n := range r.Networks {
+		nets = append(nets, n.Name)
+	}
+	for _, e := range r.Endpoints {
+		eps = append(eps, e.HostIf)
+	}
+	slices.Sort(nets)
+	slices.Sort(eps)
+	return fmt.Sprintf("networks [%s] endpoints [%s] ports %d services %d",
+		strings.Join(nets, " "), strings.Join(eps, " "), len(r.Ports), len(r.Services))
+}
+
+// deltaItems lists the items of d, each after sign.
+func deltaItems(sign string, d nft.Delta) []string {
+	var out []string
+	for _, n := range d.Networks {
+		out = append(out, fmt.Sprintf("network %s %v", n.Name, n.Subnets))
+	}
+	for _, e := range d.Endpoints {
+		kind := "routed"
+		if e.Bridged {
+			kind = "bridged"
+		}
+		s := fmt.Sprintf("endpoint %s %s %v", e.HostIf, kind, e.Addrs)
+		if e.MAC != nil {
+			s += " mac " + e.MAC.String()
+		}
+		out = append(out, s)
+	}
+	for _, p := range d.Ports {
+		out = append(out, "port "+p.String())
+	}
+	for _, s := range d.Services {
+		out = append(out, fmt.Sprintf("service %s %s backends %v", s.Name, s, s.Backends))
+	}
+	for i := range out {
+		out[i] = sign + out[i]
+	}
+	return out
 }

@@ -85,6 +85,15 @@ func (s *memState) clone() *memState {
 	return c
 }
 
+// Clone returns a store that holds m's committed state, as a process restarted after a
+// crash finds it on disk: later writes to either do not reach the other. It works on a
+// closed store too.
+func (m *Memory) Clone() *Memory {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return &Memory{state: m.state} // committed states are never modified
+}
+
 func (m *Memory) snapshot() (*memState, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
