@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/driver"
 	"github.com/podnet/podnet/internal/ipam"
 	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/plan"
@@ -93,7 +94,7 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 	owner := req.EndpointKey.String()
 	var n api.Network
 	var ep api.Endpoint
-	var p plan.Endpoint
+	var e driver.Endpoint
 	record := func(tx store.Tx) error {
 		var ok bool
 		var err error
@@ -111,10 +112,10 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 		if err != nil {
 			return err
 		}
-		p = plan.EndpointFor(n, req.EndpointKey, addrs, mac)
+		e = driver.For(n).Endpoint(n, req.EndpointKey, addrs, mac, req.Ports)
 		ep = api.Endpoint{
 			EndpointKey: req.EndpointKey, Name: req.Name, Namespace: req.Namespace, Labels: req.Labels, Netns: req.Netns,
-			HostIf: p.HostIf, MAC: p.MAC.String(), IPs: addrs, Ports: req.Ports, State: api.StateAttaching,
+			HostIf: e.Kernel.HostIf, MAC: e.Kernel.MAC.String(), IPs: addrs, Ports: req.Ports, State: api.StateAttaching,
 			Created: a.created(),
 		}
 		if err := reservePorts(tx, ep); err != nil {
@@ -150,12 +151,12 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 			return api.Result{}, err
 		}
 	}
-	if err := a.publish(n, ep); err != nil {
+	if err := a.publish(e); err != nil {
 		rollback()
 		return api.Result{}, err
 	}
-	if err := a.node.AddEndpoint(sb, p); err != nil {
-		a.unpublish(n, ep, true)
+	if err := a.node.AddEndpoint(sb, e.Kernel); err != nil {
+		a.unpublish(e, true)
 		rollback()
 		if errors.Is(err, kernel.ErrSandboxIfExists) {
 			return api.Result{}, api.Errorf(api.CodeInvalidConfig, "ifName %q: the sandbox already has an interface of that name", req.IfName)
@@ -174,7 +175,7 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 	}()
 	a.endpointChurn(ep)
 	a.log.Debug("attached", "endpoint", owner, "ips", ep.IPs, "hostIf", ep.HostIf)
-	res := plan.ResultFor(n, p, req.Netns)
+	res := driver.Result(n, e.Kernel, req.Netns)
 	res.DNS = a.resultDNS(ep.Namespace)
 	return res, nil
 }
@@ -242,7 +243,7 @@ func (a *Agent) Check(req api.CheckRequest, sandboxFD int) error {
 	if err != nil {
 		return err
 	}
-	p := endpointPlan(n, ep)
+	p := driver.EndpointFor(n, ep).Kernel
 	if err := a.node.CheckEndpoint(sb, p); err != nil {
 		return api.Errorf(api.CodeCheckFailed, "check %s: %v", req.EndpointKey, err)
 	}

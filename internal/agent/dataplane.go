@@ -3,124 +3,39 @@ package agent
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 
 	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/driver"
 	"github.com/podnet/podnet/internal/nft"
-	"github.com/podnet/podnet/internal/portproxy"
 	"github.com/podnet/podnet/internal/spec"
 	"github.com/podnet/podnet/internal/store"
 )
 
 // The data path of endpoints beyond their interfaces: anti-spoofing elements and
 // published ports, either as DNAT map elements (port mode nat) or as userland proxies
-// of the agent (port mode proxy). Desired state is derived from the store; ADD and DEL
-// change it incrementally, Reconcile compares it whole.
+// of the agent (port mode proxy), as the drivers plan them (internal/driver). Desired
+// state is derived from the store; ADD and DEL change it incrementally, Reconcile
+// compares it whole.
 
-// desiredRuleset is podnet's nftables content for the networks and endpoints in the
-// store. Endpoints that DEL marked detaching are out of it already.
+// desiredRuleset is podnet's nftables content for the networks, endpoints and services
+// in the store (driver.Ruleset). Endpoints that DEL marked detaching are out of it.
 func (a *Agent) desiredRuleset() (nft.Ruleset, error) {
-	var r nft.Ruleset
-	err := a.store.View(func(tx store.Tx) error {
-		nets, err := tx.Networks()
-		if err != nil {
+	var nets []api.Network
+	var eps []api.Endpoint
+	var svcs []api.Service
+	err := a.store.View(func(tx store.Tx) (err error) {
+		if nets, err = tx.Networks(); err != nil {
 			return err
 		}
-		byName := map[string]api.Network{}
-		for _, n := range nets {
-			byName[n.Name] = n
-			r.Networks = append(r.Networks, nftNetwork(n))
-		}
-		eps, err := tx.Endpoints("")
-		if err != nil {
+		if eps, err = tx.Endpoints(""); err != nil {
 			return err
 		}
-		for _, ep := range eps {
-			if ep.State == api.StateDetaching {
-				continue
-			}
-			d := endpointDelta(byName[ep.Network], ep)
-			r.Endpoints = append(r.Endpoints, d.Endpoints...)
-			r.Ports = append(r.Ports, d.Ports...)
-		}
-		svcs, err := tx.Services("")
-		if err != nil {
-			return err
-		}
-		for _, svc := range svcs {
-			svc.Backends = backendsOf(svc, eps)
-			r.Services = append(r.Services, serviceRules(svc)...)
-		}
-		return nil
+		svcs, err = tx.Services("")
+		return err
 	})
-	return r, err
-}
-
-// nftNetwork is what a network contributes to the nftables tables: its subnets.
-func nftNetwork(n api.Network) nft.Network {
-	rn := nft.Network{Name: n.Name, Bridge: n.Bridge, Masquerade: n.Masquerade}
-	for _, s := range n.Subnets {
-		rn.Subnets = append(rn.Subnets, s.Prefix)
-	}
-	return rn
-}
-
-// endpointDelta is what one endpoint contributes to the nftables tables.
-func endpointDelta(n api.Network, ep api.Endpoint) nft.Delta {
-	e := nft.Endpoint{HostIf: ep.HostIf, Bridged: n.Driver == api.DriverBridge}
-	if e.Bridged {
-		// Recorded by Attach from the plan; a record without one has every frame of its
-		// port dropped, which a DEL and ADD repairs.
-		e.MAC, _ = net.ParseMAC(ep.MAC)
-	}
-	for _, p := range ep.IPs {
-		e.Addrs = append(e.Addrs, p.Addr())
-	}
-	d := nft.Delta{Endpoints: []nft.Endpoint{e}}
-	if n.PortMode == api.PortModeProxy {
-		return d
-	}
-	for _, m := range ep.Ports {
-		for _, addr := range e.Addrs {
-			if m.HostIP.IsValid() && m.HostIP.Is4() != addr.Is4() {
-				continue
-			}
-			d.Ports = append(d.Ports, nft.PortMapping{Protocol: m.Protocol, HostIP: m.HostIP, HostPort: m.HostPort, Addr: addr, Port: m.ContainerPort})
-		}
-	}
-	return d
-}
-
-// proxyMappings are the userland proxies of an endpoint of a proxy-mode network. A
-// mapping on all host addresses listens dual-stack and leads to the IPv4 address when
-// the endpoint has one.
-func proxyMappings(n api.Network, ep api.Endpoint) []portproxy.Mapping {
-	if n.PortMode != api.PortModeProxy {
-		return nil
-	}
-	var out []portproxy.Mapping
-	for _, m := range ep.Ports {
-		backend := proxyBackend(ep.IPs, m.HostIP)
-		out = append(out, portproxy.Mapping{Protocol: m.Protocol, HostIP: m.HostIP, HostPort: m.HostPort, Backend: netip.AddrPortFrom(backend, m.ContainerPort)})
-	}
-	return out
-}
-
-// proxyBackend is the endpoint address a proxy on hostIP leads to: of hostIP's family,
-// IPv4 first for all host addresses.
-func proxyBackend(ips []netip.Prefix, hostIP netip.Addr) netip.Addr {
-	want4 := !hostIP.IsValid() || hostIP.Is4()
-	for _, p := range ips {
-		if p.Addr().Is4() == want4 {
-			return p.Addr()
-		}
-	}
-	if !hostIP.IsValid() && len(ips) > 0 {
-		return ips[0].Addr()
-	}
-	return netip.Addr{}
+	return driver.Ruleset(nets, eps, svcs), err
 }
 
 func (a *Agent) resyncIfDiffers() error {
@@ -195,14 +110,14 @@ func releasePorts(tx store.Tx, ep api.Endpoint) error {
 }
 
 // publish installs an endpoint's data path elements: anti-spoofing and NAT ports in
-// one nftables batch (before its host veth comes up), proxies for proxy mode.
-func (a *Agent) publish(n api.Network, ep api.Endpoint) error {
-	if err := a.nftUpdate(endpointDelta(n, ep), nft.Delta{}); err != nil {
+// one nftables batch (before its host veth comes up), proxies in port mode proxy.
+func (a *Agent) publish(e driver.Endpoint) error {
+	if err := a.nftUpdate(e.Tables, nft.Delta{}); err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
-	for _, m := range proxyMappings(n, ep) {
+	for _, m := range e.Proxies {
 		if err := a.proxy.Add(m); err != nil {
-			a.unpublish(n, ep, true)
+			a.unpublish(e, true)
 			return api.Errorf(api.CodeAddressInUse, "%v", err)
 		}
 	}
@@ -210,28 +125,30 @@ func (a *Agent) publish(n api.Network, ep api.Endpoint) error {
 }
 
 // unpublishPorts removes an endpoint's published ports (DNAT elements or proxies) and
-// flushes the conntrack entries of its UDP mappings, so that datagrams of a flow
+// flushes the conntrack entries of its UDP NAT mappings, so that datagrams of a flow
 // already seen reach a new backend at once. DEL does this before it answers.
-func (a *Agent) unpublishPorts(n api.Network, ep api.Endpoint) {
-	if len(ep.Ports) == 0 {
-		return
-	}
-	if d := endpointDelta(n, ep); len(d.Ports) > 0 {
-		if err := a.nftUpdate(nft.Delta{}, nft.Delta{Ports: d.Ports}); err != nil {
-			a.log.Error("nftables: remove published ports", "endpoint", ep.EndpointKey.String(), "err", err)
+func (a *Agent) unpublishPorts(e driver.Endpoint) {
+	if len(e.Tables.Ports) > 0 {
+		if err := a.nftUpdate(nft.Delta{}, nft.Delta{Ports: e.Tables.Ports}); err != nil {
+			a.log.Error("nftables: remove published ports", "hostIf", e.Kernel.HostIf, "err", err)
 		}
 	}
-	for _, m := range proxyMappings(n, ep) {
+	for _, m := range e.Proxies {
 		if err := a.proxy.Remove(m); err != nil {
 			a.log.Error("remove proxy", "mapping", m.String(), "err", err)
 		}
 	}
-	for _, m := range ep.Ports {
-		if m.Protocol != "udp" || n.PortMode == api.PortModeProxy {
-			continue
-		}
-		if _, err := a.node.FlushConntrack("udp", m.HostIP, m.HostPort); err != nil {
-			a.log.Error("flush conntrack", "mapping", m.String(), "err", err)
+	type hostPort struct {
+		ip   netip.Addr
+		port uint16
+	}
+	flushed := map[hostPort]bool{}
+	for _, m := range e.Tables.Ports {
+		if hp := (hostPort{m.HostIP, m.HostPort}); m.Protocol == "udp" && !flushed[hp] {
+			flushed[hp] = true
+			if _, err := a.node.FlushConntrack("udp", m.HostIP, m.HostPort); err != nil {
+				a.log.Error("flush conntrack", "mapping", m.String(), "err", err)
+			}
 		}
 	}
 }
@@ -239,13 +156,12 @@ func (a *Agent) unpublishPorts(n api.Network, ep api.Endpoint) {
 // unpublish removes everything publish installed. Removing nftables elements costs the
 // kernel an RCU grace period (~15 ms a batch), so DEL leaves the anti-spoofing
 // elements to the detach worker. Errors are logged: Reconcile repairs what is left.
-func (a *Agent) unpublish(n api.Network, ep api.Endpoint, portsToo bool) {
-	d := endpointDelta(n, ep)
+func (a *Agent) unpublish(e driver.Endpoint, portsToo bool) {
 	if portsToo {
-		a.unpublishPorts(n, ep)
+		a.unpublishPorts(e)
 	}
-	if err := a.nftUpdate(nft.Delta{}, nft.Delta{Endpoints: d.Endpoints}); err != nil {
-		a.log.Error("nftables: remove endpoint elements", "endpoint", ep.EndpointKey.String(), "err", err)
+	if err := a.nftUpdate(nft.Delta{}, nft.Delta{Endpoints: e.Tables.Endpoints}); err != nil {
+		a.log.Error("nftables: remove endpoint elements", "hostIf", e.Kernel.HostIf, "err", err)
 	}
 }
 
@@ -273,30 +189,18 @@ func (a *Agent) reconcileDataplane() error {
 			return err
 		}
 	}
-	var proxies []portproxy.Mapping
-	err = a.store.View(func(tx store.Tx) error {
-		nets, err := tx.Networks()
-		if err != nil {
+	var nets []api.Network
+	var eps []api.Endpoint
+	err = a.store.View(func(tx store.Tx) (err error) {
+		if nets, err = tx.Networks(); err != nil {
 			return err
 		}
-		for _, n := range nets {
-			if n.PortMode != api.PortModeProxy {
-				continue
-			}
-			eps, err := tx.Endpoints(n.Name)
-			if err != nil {
-				return err
-			}
-			for _, ep := range eps {
-				if ep.State != api.StateDetaching {
-					proxies = append(proxies, proxyMappings(n, ep)...)
-				}
-			}
-		}
-		return nil
+		eps, err = tx.Endpoints("")
+		return err
 	})
 	if err != nil {
 		return err
 	}
+	proxies := driver.Proxies(nets, eps)
 	return a.proxy.Sync(proxies)
 }

@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/driver"
 	"github.com/podnet/podnet/internal/spec"
 	"github.com/podnet/podnet/internal/store"
 )
@@ -51,7 +52,7 @@ func (a *Agent) Detach(req api.DetachRequest) error {
 		// Published ports go at once: DEL removes exactly this endpoint's mappings
 		// before it answers (the rest follows in detachLoop); so does its place among
 		// the backends of services.
-		a.unpublishPorts(n, ep)
+		a.unpublishPorts(driver.EndpointFor(n, ep))
 		a.endpointChurn(ep)
 	}
 	select {
@@ -187,7 +188,7 @@ func (a *Agent) detachLocked(k api.EndpointKey) error {
 	}
 	if ok {
 		// Detach removed the ports of an endpoint it marked detaching.
-		a.unpublish(n, ep, ep.State != api.StateDetaching)
+		a.unpublish(driver.EndpointFor(n, ep), ep.State != api.StateDetaching)
 	}
 	if err := a.node.DeleteLink(spec.HostVethName(k)); err != nil {
 		return fmt.Errorf("detach %s: %w", k, err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/dns"
+	"github.com/podnet/podnet/internal/driver"
 	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/store"
 )
@@ -157,7 +158,7 @@ func (a *Agent) rebuildDNS(d *dnsService) {
 			if ep.State == api.StateDetaching {
 				continue
 			}
-			pod := dns.Pod{Namespace: namespaceOf(ep), Name: ep.Name}
+			pod := dns.Pod{Namespace: driver.NamespaceOf(ep), Name: ep.Name}
 			for _, p := range ep.IPs {
 				pod.Addrs = append(pod.Addrs, p.Addr())
 			}
@@ -172,7 +173,7 @@ func (a *Agent) rebuildDNS(d *dnsService) {
 				}
 				ds.Ports = append(ds.Ports, dns.Port{Name: p.Name, Port: port, Protocol: p.Protocol})
 			}
-			for _, b := range backendsOf(svc, eps) {
+			for _, b := range driver.Backends(svc, eps) {
 				ds.Backends = append(ds.Backends, dns.Backend{Hostname: b.Hostname, Addr: b.Addr})
 			}
 			snap.Services = append(snap.Services, ds)

@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/driver"
 	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/lab"
 	"github.com/podnet/podnet/internal/probe"
@@ -96,7 +97,7 @@ func assertNoRepairs(t *testing.T, e *env) {
 		t.Fatal("no endpoints")
 	}
 	for _, ep := range eps {
-		repaired, err := e.agent.node.RepairEndpoint(endpointPlan(nets[ep.Network], ep))
+		repaired, err := e.agent.node.RepairEndpoint(driver.EndpointFor(nets[ep.Network], ep).Kernel)
 		if err != nil || len(repaired) != 0 {
 			t.Errorf("RepairEndpoint %s = %q, %v; want nothing to repair", ep.EndpointKey, repaired, err)
 		}

@@ -6,8 +6,8 @@ import (
 	"slices"
 
 	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/driver"
 	"github.com/podnet/podnet/internal/nft"
-	"github.com/podnet/podnet/internal/plan"
 	"github.com/podnet/podnet/internal/spec"
 	"github.com/podnet/podnet/internal/store"
 )
@@ -67,7 +67,7 @@ func (a *Agent) createNetworkLocked(n api.Network) (api.Network, error) {
 			_ = a.node.DeleteLink(n.Bridge)
 		}
 		_ = a.store.Update(func(tx store.Tx) error { return tx.DeleteNetwork(n.Name) })
-		_ = a.nftUpdate(nft.Delta{}, nft.Delta{Networks: []nft.Network{nftNetwork(n)}})
+		_ = a.nftUpdate(nft.Delta{}, nft.Delta{Networks: []nft.Network{driver.NetworkFor(n).Tables}})
 		return api.Network{}, err
 	}
 	a.log.Info("network created", "network", n.Name, "bridge", n.Bridge, "subnets", subnetStrings(n))
@@ -82,7 +82,7 @@ func (a *Agent) applyNetworkLocked(n api.Network) error {
 	if err := a.ensureNetworkKernel(n); err != nil {
 		return err
 	}
-	return a.nftNetworkUpdate(nft.Delta{Networks: []nft.Network{nftNetwork(n)}}, nft.Delta{})
+	return a.nftNetworkUpdate(nft.Delta{Networks: []nft.Network{driver.NetworkFor(n).Tables}}, nft.Delta{})
 }
 
 // nftNetworkUpdate adds or removes networks' elements; when the tables are missing
@@ -99,10 +99,13 @@ func (a *Agent) nftNetworkUpdate(add, remove nft.Delta) error {
 }
 
 func (a *Agent) ensureNetworkKernel(n api.Network) error {
-	if n.Driver == api.DriverRouted {
-		return a.node.EnsureRoutedGateway()
+	np := driver.NetworkFor(n)
+	if np.RoutedGateway {
+		if err := a.node.EnsureRoutedGateway(); err != nil {
+			return err
+		}
 	}
-	return a.node.EnsureBridge(plan.BridgeFor(n))
+	return a.node.EnsureBridge(np.Bridge)
 }
 
 // syncRuleset writes the whole desired nftables state in one batch.
@@ -228,7 +231,7 @@ func (a *Agent) DeleteNetwork(name string) error {
 	if err != nil {
 		return err
 	}
-	if err := a.nftNetworkUpdate(nft.Delta{}, nft.Delta{Networks: []nft.Network{nftNetwork(n)}}); err != nil {
+	if err := a.nftNetworkUpdate(nft.Delta{}, nft.Delta{Networks: []nft.Network{driver.NetworkFor(n).Tables}}); err != nil {
 		return err
 	}
 	if n.Bridge != "" {

@@ -5,8 +5,8 @@ import (
 	"fmt"
 
 	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/driver"
 	"github.com/podnet/podnet/internal/kernel"
-	"github.com/podnet/podnet/internal/plan"
 	"github.com/podnet/podnet/internal/store"
 )
 
@@ -52,7 +52,7 @@ func (a *Agent) repairEndpoint(k api.EndpointKey) error {
 	if !found || ep.State != api.StateAttached {
 		return nil
 	}
-	p := endpointPlan(n, ep)
+	p := driver.EndpointFor(n, ep).Kernel
 	repaired, err := a.node.RepairEndpoint(p)
 	for _, r := range repaired {
 		a.log.Info("repaired endpoint", "endpoint", k.String(), "hostIf", p.HostIf, "repair", r)
@@ -61,10 +61,4 @@ func (a *Agent) repairEndpoint(k api.EndpointKey) error {
 		a.log.Error("repair endpoint", "endpoint", k.String(), "hostIf", p.HostIf, "err", err)
 	}
 	return nil
-}
-
-// endpointPlan is the kernel plan of a recorded endpoint, as ADD computed it.
-func endpointPlan(n api.Network, ep api.Endpoint) plan.Endpoint {
-	mac, _ := plan.ParseMAC(ep.MAC) // recorded by ADD from a valid plan
-	return plan.EndpointFor(n, ep.EndpointKey, ep.IPs, mac)
 }

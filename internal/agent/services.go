@@ -1,11 +1,10 @@
 package agent
 
 import (
-	"fmt"
-	"net/netip"
 	"slices"
 
 	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/driver"
 	"github.com/podnet/podnet/internal/ipam"
 	"github.com/podnet/podnet/internal/nft"
 	"github.com/podnet/podnet/internal/spec"
@@ -62,7 +61,7 @@ func (a *Agent) CreateService(s api.ServiceSpec) (api.Service, error) {
 	a.dpMu.Lock()
 	svc, err = a.Service(svc.Namespace, svc.Name)
 	if err == nil {
-		if uerr := a.nft.Update(nft.Delta{Services: serviceRules(svc)}, nft.Delta{}); uerr != nil {
+		if uerr := a.nft.Update(nft.Delta{Services: driver.ServiceTables(svc)}, nft.Delta{}); uerr != nil {
 			a.log.Error("nftables: add service", "service", svc.Namespace+"/"+svc.Name, "err", uerr)
 		}
 	}
@@ -94,7 +93,7 @@ func (a *Agent) DeleteService(ns, name string) error {
 	if err != nil {
 		return err
 	}
-	if err := a.nftUpdate(nft.Delta{}, nft.Delta{Services: serviceRules(svc)}); err != nil {
+	if err := a.nftUpdate(nft.Delta{}, nft.Delta{Services: driver.ServiceTables(svc)}); err != nil {
 		a.log.Error("nftables: remove service", "service", ns+"/"+name, "err", err)
 	}
 	a.refreshDNS()
@@ -116,7 +115,7 @@ func (a *Agent) Service(ns, name string) (api.Service, error) {
 			return api.Errorf(api.CodeNotFound, "service %s/%s does not exist", ns, name)
 		}
 		eps, err := tx.Endpoints("")
-		svc.Backends = backendsOf(svc, eps)
+		svc.Backends = driver.Backends(svc, eps)
 		return err
 	})
 	return svc, err
@@ -130,62 +129,11 @@ func (a *Agent) Services(ns string) (svcs []api.Service, err error) {
 		}
 		eps, err := tx.Endpoints("")
 		for i := range svcs {
-			svcs[i].Backends = backendsOf(svcs[i], eps)
+			svcs[i].Backends = driver.Backends(svcs[i], eps)
 		}
 		return err
 	})
 	return svcs, err
-}
-
-// backendsOf lists the ready backends of svc: its manual endpoints, or the endpoints of
-// its namespace that its selector matches (every address of each), not detaching.
-func backendsOf(svc api.Service, eps []api.Endpoint) []api.Backend {
-	var out []api.Backend
-	for _, m := range svc.Manual {
-		out = append(out, api.Backend{Addr: m.Addr(), Port: m.Port()})
-	}
-	for _, ep := range eps {
-		if ep.State == api.StateDetaching || namespaceOf(ep) != svc.Namespace || !spec.Selects(svc.Selector, ep.Labels) {
-			continue
-		}
-		for _, p := range ep.IPs {
-			out = append(out, api.Backend{Addr: p.Addr(), Hostname: ep.Name, Endpoint: ep.EndpointKey.String()})
-		}
-	}
-	return out
-}
-
-func namespaceOf(ep api.Endpoint) string {
-	if ep.Namespace == "" {
-		return api.DefaultNamespace
-	}
-	return ep.Namespace
-}
-
-// serviceRules is the nftables content of one service: one entry per VIP and port,
-// leading to the backends of the VIP's family.
-func serviceRules(svc api.Service) []nft.Service {
-	var out []nft.Service
-	for _, vip := range svc.VIPs {
-		for _, p := range svc.Ports {
-			r := nft.Service{
-				Name: fmt.Sprintf("%s/%s:%d/%s", svc.Namespace, svc.Name, p.Port, p.Protocol),
-				VIP:  vip, Protocol: p.Protocol, Port: p.Port, Affinity: svc.Affinity == api.AffinityClientIP,
-			}
-			for _, b := range svc.Backends {
-				if b.Addr.Is4() != vip.Is4() {
-					continue
-				}
-				port := p.TargetPort
-				if b.Port != 0 {
-					port = b.Port
-				}
-				r.Backends = append(r.Backends, netip.AddrPortFrom(b.Addr, port))
-			}
-			out = append(out, r)
-		}
-	}
-	return out
 }
 
 // servicesSelecting returns the services (with backends) whose selector matches ep.
@@ -193,7 +141,7 @@ func (a *Agent) servicesSelecting(ep api.Endpoint) ([]api.Service, error) {
 	if len(ep.Labels) == 0 {
 		return nil, nil
 	}
-	svcs, err := a.Services(namespaceOf(ep))
+	svcs, err := a.Services(driver.NamespaceOf(ep))
 	if err != nil {
 		return nil, err
 	}
@@ -215,7 +163,7 @@ func (a *Agent) endpointChurn(eps ...api.Endpoint) {
 		for _, svc := range svcs {
 			if key := svc.Namespace + "/" + svc.Name; !seen[key] {
 				seen[key] = true
-				rules = append(rules, serviceRules(svc)...)
+				rules = append(rules, driver.ServiceTables(svc)...)
 			}
 		}
 	}

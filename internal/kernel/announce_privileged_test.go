@@ -1,4 +1,4 @@
-package kernel
+package kernel_test
 
 import (
 	"net"
@@ -9,7 +9,8 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/podnet/podnet/api"
-	"github.com/podnet/podnet/internal/plan"
+	"github.com/podnet/podnet/internal/driver"
+	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/spec"
 	"github.com/podnet/podnet/internal/testutil"
 )
@@ -20,22 +21,22 @@ import (
 // although the host veth forwards).
 func TestPrivilegedRoutedAnnounceReplacesStaleEntry(t *testing.T) {
 	testutil.RequireRoot(t)
-	nodeNS, err := NewNS()
+	nodeNS, err := kernel.NewNS()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nodeNS.Close()
-	sandbox, err := NewNS()
+	sandbox, err := kernel.NewNS()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sandbox.Close()
-	n, err := OpenNode(nodeNS)
+	n, err := kernel.OpenNode(nodeNS)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	if lo, err := n.h.LinkByName("lo"); err != nil || n.h.LinkSetUp(lo) != nil {
+	if lo, err := n.Handle().LinkByName("lo"); err != nil || n.Handle().LinkSetUp(lo) != nil {
 		t.Fatalf("set lo up: %v", err)
 	}
 	if err := n.EnableForwarding(); err != nil {
@@ -45,12 +46,12 @@ func TestPrivilegedRoutedAnnounceReplacesStaleEntry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ep := plan.EndpointFor(network, api.EndpointKey{Network: "green", ContainerID: "a", IfName: "eth0"},
-		[]netip.Prefix{netip.MustParsePrefix("10.77.0.7/16"), netip.MustParsePrefix("fd00:77::7/64")}, nil)
+	ep := driver.For(network).Endpoint(network, api.EndpointKey{Network: "green", ContainerID: "a", IfName: "eth0"},
+		[]netip.Prefix{netip.MustParsePrefix("10.77.0.7/16"), netip.MustParsePrefix("fd00:77::7/64")}, nil, nil).Kernel
 	if err := n.AddEndpoint(sandbox, ep); err != nil {
 		t.Fatal(err)
 	}
-	host, err := n.h.LinkByName(ep.HostIf)
+	host, err := n.Handle().LinkByName(ep.HostIf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +62,7 @@ func TestPrivilegedRoutedAnnounceReplacesStaleEntry(t *testing.T) {
 			fam = netlink.FAMILY_V6
 		}
 		ne := &netlink.Neigh{LinkIndex: host.Attrs().Index, Family: fam, State: netlink.NUD_REACHABLE, IP: a.Addr().AsSlice(), HardwareAddr: stale}
-		if err := n.h.NeighSet(ne); err != nil {
+		if err := n.Handle().NeighSet(ne); err != nil {
 			t.Fatal(err)
 		}
 		if mac, ok, _ := n.Neighbor(a.Addr()); !ok || mac.String() != stale.String() {
@@ -77,7 +78,7 @@ func TestPrivilegedRoutedAnnounceReplacesStaleEntry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := n.announce(sandbox, sh, link, ep); err != nil {
+	if err := n.Announce(sandbox, sh, link, ep); err != nil {
 		t.Fatal(err)
 	}
 	for _, a := range ep.Addrs {

@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/driver"
 	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/plan"
 	"github.com/podnet/podnet/internal/spec"
@@ -154,7 +155,7 @@ func TestPrivilegedRepairEndpointBridge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	br := plan.BridgeFor(n)
+	br := driver.NetworkFor(n).Bridge
 	if err := rn.node.EnsureBridge(br); err != nil {
 		t.Fatal(err)
 	}
@@ -162,8 +163,8 @@ func TestPrivilegedRepairEndpointBridge(t *testing.T) {
 	key := func(id string) api.EndpointKey {
 		return api.EndpointKey{Network: n.Name, ContainerID: id, IfName: "eth0"}
 	}
-	epA := plan.EndpointFor(n, key("a"), []netip.Prefix{netip.MustParsePrefix("10.89.0.5/24"), netip.MustParsePrefix("fd89::5/64")}, nil)
-	epB := plan.EndpointFor(n, key("b"), []netip.Prefix{netip.MustParsePrefix("10.89.0.6/24"), netip.MustParsePrefix("fd89::6/64")}, nil)
+	epA := driver.For(n).Endpoint(n, key("a"), []netip.Prefix{netip.MustParsePrefix("10.89.0.5/24"), netip.MustParsePrefix("fd89::5/64")}, nil, nil).Kernel
+	epB := driver.For(n).Endpoint(n, key("b"), []netip.Prefix{netip.MustParsePrefix("10.89.0.6/24"), netip.MustParsePrefix("fd89::6/64")}, nil, nil).Kernel
 	if err := rn.node.AddEndpoint(a, epA); err != nil {
 		t.Fatal(err)
 	}
