@@ -5,57 +5,22 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/podnet/podnet/internal/kernel"
 )
 
 // netnsDir is where named network namespaces are bind-mounted, as iproute2 does, so
 // that a path can be handed to a CNI plugin as CNI_NETNS.
 const netnsDir = "/run/netns"
 
-// onNetnsThread runs fn on a fresh OS thread that enter has moved into another network
-// namespace, then moves the thread back. The caller's own thread never changes
-// namespace. If the thread cannot be moved back it stays locked, so the Go runtime
-// discards it when the goroutine exits instead of reusing it in the wrong namespace.
-func onNetnsThread(enter, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("get current netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := enter(); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		fnErr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- fmt.Errorf("restore netns (thread discarded): %w", err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- fnErr
-	}()
-	return <-errc
-}
-
-// inNetns runs fn on a thread inside ns. A process that fn starts (exec.Cmd.Run) is
-// forked from that thread and so runs inside ns.
+// inNetns runs fn inside ns without moving the caller (kernel.Do). A process that fn
+// starts (exec.Cmd.Run) is forked from fn's thread and so runs inside ns.
 func inNetns(ns netns.NsHandle, fn func() error) error {
-	return onNetnsThread(func() error {
-		if err := netns.Set(ns); err != nil {
-			return fmt.Errorf("enter netns: %w", err)
-		}
-		return nil
-	}, fn)
+	return kernel.Do(ns, fn)
 }
 
 // createNamedNetns creates a new network namespace bind-mounted at /run/netns/name and
@@ -70,19 +35,24 @@ func createNamedNetns(name string) (string, error) {
 		return "", fmt.Errorf("create netns %q: %w", name, err)
 	}
 	f.Close()
-	err = onNetnsThread(func() error {
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			return fmt.Errorf("unshare: %w", err)
-		}
-		return nil
-	}, func() error {
-		return unix.Mount("/proc/thread-self/ns/net", path, "", unix.MS_BIND, "")
-	})
-	if err != nil {
+	if err := bindNetns(path); err != nil {
 		os.Remove(path)
 		return "", fmt.Errorf("create netns %q: %w", name, err)
 	}
 	return path, nil
+}
+
+// bindNetns creates a new network namespace and bind-mounts it at path; the mount keeps
+// it alive.
+func bindNetns(path string) error {
+	ns, err := kernel.NewNS()
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	return kernel.Do(ns, func() error {
+		return unix.Mount("/proc/thread-self/ns/net", path, "", unix.MS_BIND, "")
+	})
 }
 
 // deleteNamedNetns unmounts and removes a namespace made by createNamedNetns. The

@@ -1,94 +1,38 @@
 package nft
 
 import (
-	"fmt"
 	"os"
-	"runtime"
 	"testing"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/podnet/podnet/internal/kernel"
+	"github.com/podnet/podnet/internal/testutil"
 )
 
 // requireRoot skips t without root, or fails it under CI (CI=true).
 func requireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("privileged test needs root (CI=true: not skipping)")
-	}
-	t.Skip("privileged test needs root")
+	testutil.RequireRoot(t)
 }
 
 // newNetNS creates a throwaway network namespace, closed when t ends (the kernel removes
-// it with its last reference). The calling goroutine never changes namespace: a helper
-// goroutine creates it on a locked thread and goes back to its original namespace.
+// it with its last reference). The calling goroutine never changes namespace
+// (kernel.NewNS).
 func newNetNS(t testing.TB) netns.NsHandle {
 	t.Helper()
-	type result struct {
-		ns  netns.NsHandle
-		err error
+	ns, err := kernel.NewNS()
+	if err != nil {
+		t.Fatal(err)
 	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("get current netns: %w", err)}
-			return
-		}
-		defer orig.Close()
-		ns, err := netns.New()
-		if err != nil {
-			// netns.New failed before or after unshare: the thread's namespace is
-			// unknown, leave it locked so that it dies with this goroutine.
-			ch <- result{err: fmt.Errorf("create netns: %w", err)}
-			return
-		}
-		if err := netns.Set(orig); err != nil {
-			ns.Close()
-			ch <- result{err: fmt.Errorf("restore netns: %w", err)}
-			return // still locked: the thread dies with this goroutine
-		}
-		runtime.UnlockOSThread()
-		ch <- result{ns: ns}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	t.Cleanup(func() { r.ns.Close() })
-	return r.ns
+	t.Cleanup(func() { ns.Close() })
+	return ns
 }
 
-// inNetNS runs fn on a locked thread inside ns. The thread goes back to its namespace
-// afterwards, or dies if it cannot.
+// inNetNS runs fn inside ns (kernel.Do). fn runs on another goroutine: it returns its
+// failures instead of calling t.Fatal.
 func inNetNS(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("get current netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			errc <- fmt.Errorf("enter netns: %w", err)
-			return // namespace unknown: the locked thread dies with this goroutine
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- fmt.Errorf("restore netns: %w", err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	return kernel.Do(ns, fn)
 }
 
 // writeSysctls writes value to each /proc/sys path from a thread inside ns.
