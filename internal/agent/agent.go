@@ -98,6 +98,10 @@ type Agent struct {
 	// state from the store and writes it under dpMu, so that neither overwrites the other
 	// with something stale.
 	dpMu sync.Mutex
+	// verified says that the nftables tables equaled the store's desired state at
+	// generation verifiedGen (guarded by dpMu; see tablesUnchanged).
+	verified    bool
+	verifiedGen uint32
 	// pendingMu guards pending: the endpoints marked detaching whose detach has not
 	// finished yet (so that an ADD finds them without reading every endpoint).
 	pendingMu sync.Mutex

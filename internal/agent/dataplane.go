@@ -169,13 +169,44 @@ func (a *Agent) unpublish(e driver.Endpoint, portsToo bool) {
 func (a *Agent) nftUpdate(add, remove nft.Delta) error {
 	a.dpMu.Lock()
 	defer a.dpMu.Unlock()
-	return a.nft.Update(add, remove)
+	return a.nftUpdateLocked(add, remove)
 }
 
-// reconcileDataplane makes nftables and the proxies match the store. The comparison
-// runs without dpMu (it may take a while with many services); a difference is checked
-// again under dpMu, where no update is in flight, before the whole state is rewritten.
-func (a *Agent) reconcileDataplane() error {
+// nftUpdateLocked applies an incremental change; the caller holds dpMu. A failed update
+// leaves the tables short of what the store says: the next Reconcile compares them in
+// full (see verified).
+func (a *Agent) nftUpdateLocked(add, remove nft.Delta) error {
+	err := a.nft.Update(add, remove)
+	if err != nil {
+		a.verified = false
+	}
+	return err
+}
+
+// tablesUnchanged reports whether no nftables change was committed in the node since
+// Reconcile last found the tables equal to the store's desired state: then they still
+// are (every change of the desired state comes with an update of the tables, which
+// changes the generation, or fails and clears verified), and the comparison is skipped.
+func (a *Agent) tablesUnchanged() bool {
+	gen, err := a.nft.Generation()
+	a.dpMu.Lock()
+	defer a.dpMu.Unlock()
+	return err == nil && a.verified && gen == a.verifiedGen
+}
+
+// markVerified records that the tables equaled the desired state at generation gen.
+func (a *Agent) markVerified(gen uint32) {
+	a.dpMu.Lock()
+	defer a.dpMu.Unlock()
+	a.verified, a.verifiedGen = true, gen
+}
+
+// reconcileTables compares the nftables tables with the store's desired state and
+// rewrites them when they differ. When they are equal and no change was committed during
+// the comparison, the generation is recorded: the next Reconcile skips the comparison
+// until something changes.
+func (a *Agent) reconcileTables() error {
+	gen, genErr := a.nft.Generation()
 	want, err := a.desiredRuleset()
 	if err != nil {
 		return err
@@ -185,13 +216,27 @@ func (a *Agent) reconcileDataplane() error {
 		return fmt.Errorf("nftables: %w", err)
 	}
 	if !ok {
-		if err := a.resyncIfDiffers(); err != nil {
+		return a.resyncIfDiffers()
+	}
+	if after, err := a.nft.Generation(); genErr == nil && err == nil && after == gen {
+		a.markVerified(gen)
+	}
+	return nil
+}
+
+// reconcileDataplane makes nftables and the proxies match the store. The comparison of
+// the tables is skipped when nothing changed since they were last found equal; it runs
+// without dpMu (it may take a while with many services), and a difference is checked
+// again under dpMu, where no update is in flight, before the whole state is rewritten.
+func (a *Agent) reconcileDataplane() error {
+	if !a.tablesUnchanged() {
+		if err := a.reconcileTables(); err != nil {
 			return err
 		}
 	}
 	var nets []api.Network
 	var eps []api.Endpoint
-	err = a.store.View(func(tx store.Tx) (err error) {
+	err := a.store.View(func(tx store.Tx) (err error) {
 		if nets, err = tx.Networks(); err != nil {
 			return err
 		}

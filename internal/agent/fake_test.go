@@ -18,6 +18,7 @@ import (
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/kernel/kerneltest"
+	"github.com/podnet/podnet/internal/nft"
 	"github.com/podnet/podnet/internal/nft/nfttest"
 	"github.com/podnet/podnet/internal/portproxy/portproxytest"
 	"github.com/podnet/podnet/internal/spec"
@@ -520,4 +521,59 @@ func TestTranscriptCrashDuringNetworkCreate(t *testing.T) {
 			}
 			return fa.add(attachReq("blue", "c1"))
 		})
+}
+
+// TestReconcileSkipsUnchangedTables: once a reconcile found the tables equal to the
+// store, later reconciles compare nothing until a change is committed; a change by hand,
+// or an update that failed, makes the next reconcile compare (and repair) again.
+func TestReconcileSkipsUnchangedTables(t *testing.T) {
+	tr := newTranscript(t)
+	fa := startFake(t, newFakeNode(), tr)
+	defer fa.Close()
+	fa.createNetwork(t, blueSpec)
+	if err := fa.add(attachReq("blue", "c1")); err != nil {
+		t.Fatal(err)
+	}
+	tables := fa.node.tables
+	compares := func(what string, want int) {
+		t.Helper()
+		before := tables.InSyncs()
+		if err := fa.Reconcile(false); err != nil {
+			t.Fatal(err)
+		}
+		if got := tables.InSyncs() - before; got != want {
+			t.Errorf("%s: reconcile compared the tables %d times, want %d", what, got, want)
+		}
+	}
+	compares("after ADD", 1)
+	compares("nothing changed", 0)
+	compares("nothing changed, again", 0)
+	if err := fa.add(attachReq("blue", "c2")); err != nil {
+		t.Fatal(err)
+	}
+	compares("after an update", 1)
+	compares("nothing changed", 0)
+
+	tables.Break()
+	compares("tables changed by hand", 2) // the comparison, and again under dpMu before the rewrite
+	if ok, _ := tables.InSync(mustDesired(t, fa)); !ok {
+		t.Fatal("reconcile did not restore the tables")
+	}
+	compares("after the repair", 1)
+	compares("nothing changed", 0)
+
+	tables.SetErr(kerneltest.ErrInjected)
+	fa.add(attachReq("blue", "c3")) // fails in nftables, rolled back
+	tables.SetErr(nil)
+	compares("after a failed update", 1)
+	checkConsistent(t, fa)
+}
+
+func mustDesired(t *testing.T, fa *fakeAgent) nft.Ruleset {
+	t.Helper()
+	r, err := fa.desiredRuleset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }

@@ -61,7 +61,7 @@ func (a *Agent) CreateService(s api.ServiceSpec) (api.Service, error) {
 	a.dpMu.Lock()
 	svc, err = a.Service(svc.Namespace, svc.Name)
 	if err == nil {
-		if uerr := a.nft.Update(nft.Delta{Services: driver.ServiceTables(svc)}, nft.Delta{}); uerr != nil {
+		if uerr := a.nftUpdateLocked(nft.Delta{Services: driver.ServiceTables(svc)}, nft.Delta{}); uerr != nil {
 			a.log.Error("nftables: add service", "service", svc.Namespace+"/"+svc.Name, "err", uerr)
 		}
 	}
@@ -168,7 +168,7 @@ func (a *Agent) endpointChurn(eps ...api.Endpoint) {
 		}
 	}
 	if len(rules) > 0 {
-		if err := a.nft.Update(nft.Delta{Services: rules}, nft.Delta{}); err != nil {
+		if err := a.nftUpdateLocked(nft.Delta{Services: rules}, nft.Delta{}); err != nil {
 			a.log.Error("nftables: update service backends", "err", err)
 		}
 	}

@@ -182,6 +182,10 @@ type Applier interface {
 	InSync(r Ruleset) (bool, error)
 	// Delete removes the tables. It succeeds when they are already gone.
 	Delete() error
+	// Generation is a counter that changes with every change of the namespace's
+	// nftables ruleset (any table, any tool): while it stays the same, the tables are
+	// what they were.
+	Generation() (uint32, error)
 }
 
 // maxIfName is the longest interface name the kernel accepts (IFNAMSIZ-1).

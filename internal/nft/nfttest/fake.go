@@ -30,6 +30,8 @@ type Fake struct {
 	updates []UpdateCall // successful Update calls
 	broken  bool         // tables changed behind podnet's back
 	err     error
+	gen     uint32 // counts the changes of the tables (Generation)
+	insyncs int    // InSync calls
 }
 
 // UpdateCall is the arguments of one successful Update.
@@ -52,6 +54,7 @@ func (f *Fake) Sync(r nft.Ruleset) error {
 	f.table, f.last = &c, &l
 	f.broken = false
 	f.syncs++
+	f.gen++
 	return nil
 }
 
@@ -88,6 +91,7 @@ func (f *Fake) Update(add, remove nft.Delta) error {
 	last := clone(table)
 	f.table, f.last = &table, &last
 	f.updates = append(f.updates, UpdateCall{Add: cloneDelta(add), Remove: cloneDelta(remove)})
+	f.gen++
 	return nil
 }
 
@@ -201,6 +205,7 @@ func (f *Fake) InSync(r nft.Ruleset) (bool, error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.insyncs++
 	if f.err != nil {
 		return false, f.err
 	}
@@ -220,6 +225,7 @@ func (f *Fake) Delete() error {
 	}
 	f.table = nil
 	f.broken = false
+	f.gen++
 	return nil
 }
 
@@ -232,6 +238,13 @@ func (f *Fake) Last() (nft.Ruleset, bool) {
 		return nft.Ruleset{}, false
 	}
 	return clone(*f.last), true
+}
+
+// InSyncs returns the number of InSync calls (comparisons of the whole tables).
+func (f *Fake) InSyncs() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.insyncs
 }
 
 // Syncs returns the number of successful Sync calls.
@@ -257,6 +270,18 @@ func (f *Fake) Break() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.broken = true
+	f.gen++
+}
+
+// Generation implements nft.Applier: it changes with every Sync, Update, Delete and
+// Break.
+func (f *Fake) Generation() (uint32, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return 0, f.err
+	}
+	return f.gen, nil
 }
 
 // SetErr makes every later Sync, Update, InSync and Delete fail with err (nil restores
@@ -291,7 +316,7 @@ func cloneDelta(d nft.Delta) nft.Delta {
 func (f *Fake) Clone() *Fake {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	c := &Fake{broken: f.broken}
+	c := &Fake{broken: f.broken, gen: f.gen}
 	if f.table != nil {
 		t := clone(*f.table)
 		c.table = &t
