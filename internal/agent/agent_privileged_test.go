@@ -235,18 +235,57 @@ func TestPrivilegedIsolationAndNoMasquerade(t *testing.T) {
 	}
 	a := e.mustAttach("blue", "a")
 	x := e.mustAttach("red", "x")
-	if err := probe.Blocked(ctx, x.ns, a.ns, netip.AddrPortFrom(a.ip(0), 8080), time.Second); err != nil {
+	blueToRed, redToBlue := netip.AddrPortFrom(x.ip(0), 8080), netip.AddrPortFrom(a.ip(0), 8080)
+
+	// Positive control: without podnet's tables the node forwards between the two
+	// networks, so a probe below that gets no answer saw the rules, not a broken path.
+	tbl, err := nft.Open(int(e.lab.Node))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tbl.Close()
+	if err := tbl.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if src, err := probe.TCP(ctx, x.ns, a.ns, redToBlue, probeTimeout); err != nil || src != x.ip(0) {
+		t.Fatalf("red -> blue without the tables: src %v err %v, want a connection from %s", src, err, x.ip(0))
+	}
+	if src, err := probe.TCP(ctx, a.ns, x.ns, blueToRed, probeTimeout); err != nil || src != a.ip(0) {
+		t.Fatalf("blue -> red without the tables: src %v err %v, want a connection from %s", src, err, a.ip(0))
+	}
+	if err := e.agent.Reconcile(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := probe.Blocked(ctx, x.ns, a.ns, redToBlue, time.Second); err != nil {
 		t.Fatalf("red -> blue: %v", err)
 	}
-	if err := probe.Blocked(ctx, a.ns, x.ns, netip.AddrPortFrom(x.ip(0), 8080), time.Second); err != nil {
+	if err := probe.Blocked(ctx, a.ns, x.ns, blueToRed, time.Second); err != nil {
 		t.Fatalf("blue -> red: %v", err)
 	}
-	// Without masquerade the outside has no route back to 10.90.0.0/24.
-	if err := probe.Blocked(ctx, x.ns, e.lab.Outside, netip.AddrPortFrom(lab.OutsideAddr4.Addr(), 9090), time.Second); err != nil {
-		t.Fatalf("unmasqueraded egress: %v", err)
+
+	// Without masquerade the outside sees the sandbox's own address, and only a route
+	// back to 10.90.0.0/24 lets it answer (positive control); without one it cannot.
+	outside := netip.AddrPortFrom(lab.OutsideAddr4.Addr(), 9090)
+	oh, err := netlink.NewHandleAt(e.lab.Outside)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := probe.TCP(ctx, a.ns, e.lab.Outside, netip.AddrPortFrom(lab.OutsideAddr4.Addr(), 9090), probeTimeout); err != nil {
-		t.Fatalf("masqueraded egress: %v", err)
+	defer oh.Close()
+	back := &netlink.Route{Dst: &net.IPNet{IP: net.IPv4(10, 90, 0, 0), Mask: net.CIDRMask(24, 32)}, Gw: lab.NodeAddr4.Addr().AsSlice()}
+	if err := oh.RouteAdd(back); err != nil {
+		t.Fatal(err)
+	}
+	if src, err := probe.TCP(ctx, x.ns, e.lab.Outside, outside, probeTimeout); err != nil || src != x.ip(0) {
+		t.Fatalf("unmasqueraded egress, outside routes back: src %v err %v, want %s (not masqueraded)", src, err, x.ip(0))
+	}
+	if err := oh.RouteDel(back); err != nil {
+		t.Fatal(err)
+	}
+	if err := probe.Blocked(ctx, x.ns, e.lab.Outside, outside, time.Second); err != nil {
+		t.Fatalf("unmasqueraded egress, no route back: %v", err)
+	}
+	if src, err := probe.TCP(ctx, a.ns, e.lab.Outside, outside, probeTimeout); err != nil || src != lab.NodeAddr4.Addr() {
+		t.Fatalf("masqueraded egress: src %v err %v, want the node's %s", src, err, lab.NodeAddr4.Addr())
 	}
 }
 
@@ -509,7 +548,7 @@ func TestPrivilegedAddressReuseIsAnnounced(t *testing.T) {
 	for _, ip := range res.IPs {
 
 		waitFor(t, func() bool {
-			mac, ok, _ := e.agent.node.Neighbor(ip.Address.Addr())
+			mac, ok, _ := e.agent.node.(*kernel.Node).Neighbor(ip.Address.Addr())
 			return ok && mac.String() == newMAC
 		})
 		start := time.Now()

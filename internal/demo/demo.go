@@ -180,8 +180,10 @@ func Run(ctx context.Context, w io.Writer, verbose bool) error {
 		return fmt.Sprint(x.ips), err
 	})
 	s.step("isolation: x (red) cannot reach a (blue)", func() (string, error) {
+		// Blocked passes on silence only (the isolation rule drops): a refusal or an
+		// unreachable network fails the step.
 		dst := netip.AddrPortFrom(a.ips[0].Addr(), 8081)
-		return "connection to " + dst.String() + " dropped", probe.Blocked(ctx, x.ns, a.ns, dst, time.Second)
+		return "no answer from " + dst.String() + " within 1s: dropped", probe.Blocked(ctx, x.ns, a.ns, dst, time.Second)
 	})
 	var web *sandbox
 	s.step("attach sandbox web to blue with label app=web and port 8080 published as 80", func() (string, error) {
