@@ -93,8 +93,7 @@ func (w *vethWatch) stop() { close(w.done) }
 // drain is how long the DELs took to finish their work in the kernel and the store.
 type drain struct {
 	vethGone summary       // per DEL: from its start until its veth was gone
-	all      time.Duration // from the first DEL's start until the last veth was gone and every address free
-	replies  time.Duration // the DEL calls' own time, summed
+	tail     time.Duration // from the last DEL's reply until the last veth was gone and every address free
 }
 
 // measureDrain pairs the k-th veth deletion with the k-th DEL (a runner deletes them in
@@ -110,8 +109,8 @@ func measureDrain(ctx context.Context, w *vethWatch, r runner, starts []time.Tim
 	last := gone[len(gone)-1]
 	for i, s := range starts {
 		per[i] = gone[i].Sub(s)
-		d.replies += took[i]
 	}
+	lastReply := starts[len(starts)-1].Add(took[len(took)-1])
 	if dr, ok := r.(drainer); ok {
 		deadline := time.Now().Add(drainTimeout)
 		for {
@@ -130,7 +129,7 @@ func measureDrain(ctx context.Context, w *vethWatch, r runner, starts []time.Tim
 		last = latest(last, time.Now())
 	}
 	d.vethGone = summarize(per)
-	d.all = last.Sub(starts[0])
+	d.tail = max(last.Sub(lastReply), 0)
 	return d, nil
 }
 

@@ -1,9 +1,11 @@
 // Command podnet-bench measures podnet in one run and side by side, and prints
 // markdown tables with the ratios podnet is held to:
 //
-//   - setup: pod setup latency of podnet (agent + podnet-cni), Debian's reference CNI
-//     plugins (bridge + host-local) and the same kernel work done directly with
-//     netlink (the floor);
+//   - setup: pod setup latency of podnet (agent + podnet-cni; and the agent's API alone,
+//     without the plugin's exec), Debian's reference CNI plugins (bridge + host-local)
+//     and the same kernel work done directly with netlink (the floor), the rows
+//     interleaved pod by pod; where podnet's ADD time goes; how long each DEL's work
+//     goes on after its reply;
 //   - throughput: one TCP stream through podnet's bridge and routed networks and
 //     through a published port (DNAT, proxy mode), against a bare veth pair;
 //   - ports: ADD latency of a pod publishing a port once 1,000 mappings exist, against
@@ -50,6 +52,7 @@ type implementation struct {
 
 var implementations = []implementation{
 	{"podnet", "podnet", func(bin string) runner { return &podnet{bin: bin} }},
+	{"podnet-api", "podnet, agent API without the plugin", func(bin string) runner { return &podnet{bin: bin, direct: true} }},
 	{"reference", "reference", func(string) runner { return &reference{} }},
 	{"floor", "netlink floor", func(string) runner { return &floor{} }},
 }
@@ -94,7 +97,7 @@ func run() int {
 	services := flag.Int("services", 10000, "services: services defined when the second sample of connections is timed")
 	connections := flag.Int("connections", 500, "services: connections to VIPs per sample")
 	only := flag.String("only", defaultSections,
-		"comma-separated sections (setup, throughput, ports, dns, services) and setup rows (reference, podnet, floor: the setup section with only those rows)")
+		"comma-separated sections (setup, throughput, ports, dns, services) and setup rows (reference, podnet, podnet-api, floor: the setup section with only those rows)")
 	bin := flag.String("bin", "./bin", "directory holding podnet and podnet-cni")
 	flag.Parse()
 
@@ -154,14 +157,15 @@ func run() int {
 		}
 	}
 
-	setup := map[string]result{}
-	for _, im := range sel.setup {
-		if ctx.Err() != nil {
-			break
+	var setup map[string]result
+	var parts addParts
+	if len(sel.setup) > 0 && ctx.Err() == nil {
+		fmt.Fprintf(os.Stderr, "podnet-bench: setup (%d rows interleaved, %d pods, %d concurrent)\n", len(sel.setup), *pods, *concurrent)
+		setup, parts = measureSetup(ctx, prefix+"-setup", sel.setup, binDir, *pods, *concurrent)
+		for _, im := range sel.setup {
+			report("setup "+im.label, setup[im.name].err)
 		}
-		fmt.Fprintf(os.Stderr, "podnet-bench: setup %s (%d pods, %d concurrent)\n", im.label, *pods, *concurrent)
-		setup[im.name] = measure(ctx, prefix+"-"+im.name, im.new(binDir), *pods, *concurrent)
-		report("setup "+im.label, setup[im.name].err)
+		report("setup: parts of an ADD", parts.err)
 	}
 	var tp tpResult
 	if sel.throughput && ctx.Err() == nil {
@@ -211,7 +215,7 @@ func run() int {
 	w := os.Stdout
 	printHeader(w, started, load)
 	if len(sel.setup) > 0 {
-		printSetup(w, *pods, *concurrent, sel.setup, setup)
+		printSetup(w, *pods, *concurrent, sel.setup, setup, parts)
 	}
 	if sel.throughput {
 		printThroughput(w, *runs, *duration, tp)
@@ -253,7 +257,7 @@ func parseOnly(only string) (selection, error) {
 			sel.services = true
 		default:
 			if !slices.ContainsFunc(implementations, func(im implementation) bool { return im.name == name }) {
-				return selection{}, fmt.Errorf("-only: unknown section or setup row %q (want setup, throughput, ports, dns, services, reference, podnet, floor)", name)
+				return selection{}, fmt.Errorf("-only: unknown section or setup row %q (want setup, throughput, ports, dns, services, reference, podnet, podnet-api, floor)", name)
 			}
 			rows[name] = true
 		}
@@ -306,9 +310,9 @@ func printHeader(w io.Writer, started time.Time, load string) {
 	fmt.Fprintf(w, "reference: containernetworking-plugins %s, iptables %s\n\n", debianVersion("containernetworking-plugins"), iptablesBackend())
 }
 
-func printSetup(w io.Writer, pods, concurrent int, selected []implementation, results map[string]result) {
+func printSetup(w io.Writer, pods, concurrent int, selected []implementation, results map[string]result, parts addParts) {
 	fmt.Fprintf(w, "### Pod setup\n\n")
-	fmt.Fprintf(w, "%d pods ADD then DEL one at a time (median, p90 per call), then %d ADD at once (wall time)\n\n", pods, concurrent)
+	fmt.Fprintf(w, "%d pods ADD then DEL one at a time, the rows interleaved pod by pod (median, p90 per call), then %d ADD at once, row after row (wall time)\n\n", pods, concurrent)
 
 	fmt.Fprintf(w, "| | ADD median | ADD p90 | DEL median | DEL p90 | %d concurrent ADD wall |\n", concurrent)
 	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---:|\n")
@@ -328,17 +332,17 @@ func printSetup(w io.Writer, pods, concurrent int, selected []implementation, re
 	}
 	fmt.Fprintln(w)
 
-	fmt.Fprintf(w, "What the %d sequential DELs left to finish after answering: each DEL's time until its host veth was gone from the node (median, p90), and the time from the first DEL until the last veth was gone and every address was free, beside the DEL replies' own time summed\n\n", pods)
-	fmt.Fprintf(w, "| | DEL until veth gone median | p90 | all %d DELs drained | DEL replies summed |\n", pods)
-	fmt.Fprintf(w, "|---|---:|---:|---:|---:|\n")
+	fmt.Fprintf(w, "What each DEL left to do after its reply: the time from its start until its host veth was gone from the node (median, p90), and after the last DEL's reply, how long until every veth was gone and every address free\n\n")
+	fmt.Fprintf(w, "| | DEL until veth gone median | p90 | after the last reply |\n")
+	fmt.Fprintf(w, "|---|---:|---:|---:|\n")
 	for _, im := range selected {
 		res, ok := results[im.name]
 		if !ok || res.unavailable != "" || res.drain.vethGone.n < pods {
-			fmt.Fprintf(w, "| %s | n/a | | | |\n", im.label)
+			fmt.Fprintf(w, "| %s | n/a | | |\n", im.label)
 			continue
 		}
 		d := res.drain
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", im.label, ms(d.vethGone.median), ms(d.vethGone.p90), ms(d.all), ms(d.replies))
+		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", im.label, ms(d.vethGone.median), ms(d.vethGone.p90), ms(d.tail))
 	}
 	fmt.Fprintln(w)
 
@@ -354,7 +358,22 @@ func printSetup(w io.Writer, pods, concurrent int, selected []implementation, re
 		}
 		fmt.Fprintf(w, "- %s: %.2f (target <= %g, %s)\n", what, r, target, verdict)
 	}
-	p, ref, fl := results["podnet"], results["reference"], results["floor"]
+	p, direct, ref, fl := results["podnet"], results["podnet-api"], results["reference"], results["floor"]
+	if p.add.n > 0 && parts.exec.n > 0 {
+		fmt.Fprintf(w, "Where podnet's ADD median of %s goes (medians of %d samples each, taken between the ADD and DEL rounds):\n\n", ms(p.add.median), parts.exec.n)
+		fmt.Fprintf(w, "- exec of podnet-cni alone (CNI VERSION, no agent call): %s\n", ms(parts.exec.median))
+		fmt.Fprintf(w, "- a request to the agent over its socket (STATUS): %s\n", ms(parts.roundTrip.median))
+		if direct.add.n > 0 {
+			fmt.Fprintf(w, "- ADD over the agent API without the plugin: %s; the plugin adds %s (exec, config, result)\n",
+				ms(direct.add.median), ms(p.add.median-direct.add.median))
+			fmt.Fprintf(w, "- the agent's own work (API ADD less one round trip): %s", ms(direct.add.median-parts.roundTrip.median))
+			if fl.add.n > 0 {
+				fmt.Fprintf(w, ", of which the kernel objects alone take about %s (netlink floor)", ms(fl.add.median))
+			}
+			fmt.Fprintln(w)
+		}
+		fmt.Fprintln(w)
+	}
 	ratio("podnet ADD median / reference", p.add, ref.add, 0.2)
 	ratio("podnet ADD median / floor", p.add, fl.add, 3)
 	ratio("podnet DEL median / reference", p.del, ref.del, 0.2)

@@ -167,6 +167,15 @@ func cpuTimes() (idle, total uint64, err error) {
 // tearDown undoes both (call it whatever happened); unavailable says why r.Setup
 // failed, err why the testbed could not be built.
 func setUp(ctx context.Context, prefix string, n int, r runner) (tb *testbed, tearDown func() error, unavailable string, err error) {
+	tb, tearDown, unavailable, err = prepare(prefix, n, r)
+	if err == nil && unavailable == "" {
+		settle(ctx)
+	}
+	return tb, tearDown, unavailable, err
+}
+
+// prepare is setUp without the wait for the machine to settle.
+func prepare(prefix string, n int, r runner) (tb *testbed, tearDown func() error, unavailable string, err error) {
 	tb, err = newTestbed(prefix, n)
 	if err != nil {
 		return nil, func() error { return nil }, "", err
@@ -176,56 +185,135 @@ func setUp(ctx context.Context, prefix string, n int, r runner) (tb *testbed, te
 	if serr != nil {
 		return tb, tearDown, serr.Error(), nil
 	}
-	settle(ctx)
 	return tb, tearDown, "", nil
 }
 
-// measure runs one runner through the whole scenario on its own testbed: sequential
-// ADD of pods 0..pods-1, sequential DEL of them (each reply, then until each veth is gone
-// and every address is free), then concurrent ADD of the next `concurrent` pods (their
-// DEL is not timed).
-func measure(ctx context.Context, prefix string, r runner, pods, concurrent int) (res result) {
-	tb, tearDown, unavailable, err := setUp(ctx, prefix, pods+concurrent, r)
-	defer func() { res.err = errors.Join(res.err, tearDown()) }()
-	if err != nil || unavailable != "" {
-		res.err, res.unavailable = err, unavailable
-		return res
+// setupRow is one runner of the setup section on its own testbed.
+type setupRow struct {
+	name     string
+	r        runner
+	tb       *testbed
+	tearDown func() error
+	res      result
+	ok       bool // set up and not failed: still measured
+}
+
+// measureSetup runs every runner through the whole scenario, each on its own testbed,
+// interleaved so that load on the shared machine hits every row alike: sequential ADD
+// of pods 0..pods-1, one pod of each row after the other (the row order rotates with
+// the pod); then sequential DEL of them the same way (each reply, then until each veth
+// is gone and every address is free); then, row after row, concurrent ADD of the next
+// `concurrent` pods (their DEL is not timed). A row whose Setup fails is reported
+// unavailable; a row that fails stops being measured, the others go on. parts, when
+// the podnet row ran, is the fixed costs inside its ADD (podnet.parts).
+func measureSetup(ctx context.Context, prefix string, ims []implementation, binDir string, pods, concurrent int) (results map[string]result, parts addParts) {
+	results = map[string]result{}
+	var rows []*setupRow
+	defer func() {
+		for _, row := range rows {
+			row.res.err = errors.Join(row.res.err, row.tearDown())
+			results[row.name] = row.res
+		}
+	}()
+	for _, im := range ims {
+		row := &setupRow{name: im.name, r: im.new(binDir)}
+		var unavailable string
+		var err error
+		row.tb, row.tearDown, unavailable, err = prepare(prefix+"-"+im.name, pods+concurrent, row.r)
+		row.res.err, row.res.unavailable = err, unavailable
+		row.ok = err == nil && unavailable == ""
+		rows = append(rows, row)
+	}
+	settle(ctx)
+	live := func(i int) []*setupRow { // the rows still measured, rotated by i
+		var out []*setupRow
+		for k := range rows {
+			if row := rows[(k+i)%len(rows)]; row.ok {
+				out = append(out, row)
+			}
+		}
+		return out
+	}
+	timeOne := func(row *setupRow, verb string, i int, op func(int) error) (time.Time, time.Duration, bool) {
+		start := time.Now()
+		if err := op(i); err != nil {
+			row.res.err, row.ok = fmt.Errorf("%s pod %d: %w", verb, i, err), false
+			return start, 0, false
+		}
+		return start, time.Since(start), true
 	}
 
-	seq := podRange(0, pods)
-	adds, err := timeEach(ctx, seq, r.Add, "ADD")
-	if err != nil {
-		res.err = err
-		return res
+	adds := map[*setupRow][]time.Duration{}
+	for i := range pods {
+		if ctx.Err() != nil {
+			return results, parts
+		}
+		for _, row := range live(i) {
+			if _, d, ok := timeOne(row, "ADD", i, row.r.Add); ok {
+				adds[row] = append(adds[row], d)
+			}
+		}
 	}
-	w, err := watchVethDeletes(tb.node)
-	if err != nil {
-		res.err = err
-		return res
-	}
-	defer w.stop()
-	var starts []time.Time
-	dels, err := timeEach(ctx, seq, func(i int) error {
-		starts = append(starts, time.Now())
-		return r.Del(i)
-	}, "DEL")
-	if err != nil {
-		res.err = err
-		return res
-	}
-	res.add, res.del = summarize(adds), summarize(dels)
-	if res.drain, err = measureDrain(ctx, w, r, starts, dels); err != nil {
-		res.err = err
-		return res
+	for _, row := range live(0) {
+		if p, ok := row.r.(*podnet); ok && !p.direct && !p.publish {
+			exec, trip, err := p.parts(pods)
+			parts = addParts{exec: exec, roundTrip: trip, err: err}
+		}
 	}
 
-	par := podRange(pods, pods+concurrent)
-	if res.wall, err = timeConcurrent(ctx, par, r.Add); err != nil {
-		res.err = err
-		return res
+	watches := map[*setupRow]*vethWatch{}
+	for _, row := range live(0) {
+		w, err := watchVethDeletes(row.tb.node)
+		if err != nil {
+			row.res.err, row.ok = err, false
+			continue
+		}
+		defer w.stop()
+		watches[row] = w
 	}
-	_, res.err = timeEach(ctx, par, r.Del, "DEL")
-	return res
+	dels := map[*setupRow][]time.Duration{}
+	starts := map[*setupRow][]time.Time{}
+	for i := range pods {
+		if ctx.Err() != nil {
+			return results, parts
+		}
+		for _, row := range live(i) {
+			if start, d, ok := timeOne(row, "DEL", i, row.r.Del); ok {
+				dels[row] = append(dels[row], d)
+				starts[row] = append(starts[row], start)
+			}
+		}
+	}
+	for _, row := range live(0) {
+		row.res.add, row.res.del = summarize(adds[row]), summarize(dels[row])
+		var err error
+		if row.res.drain, err = measureDrain(ctx, watches[row], row.r, starts[row], dels[row]); err != nil {
+			row.res.err, row.ok = err, false
+		}
+	}
+
+	for _, row := range live(0) {
+		if ctx.Err() != nil {
+			return results, parts
+		}
+		par := podRange(pods, pods+concurrent)
+		var err error
+		if row.res.wall, err = timeConcurrent(ctx, par, row.r.Add); err != nil {
+			row.res.err, row.ok = err, false
+			continue
+		}
+		if _, err := timeEach(ctx, par, row.r.Del, "DEL"); err != nil {
+			row.res.err, row.ok = err, false
+		}
+	}
+	return results, parts
+}
+
+// addParts is the fixed costs inside podnet's ADD through the plugin.
+type addParts struct {
+	exec      summary // exec of podnet-cni (CNI VERSION)
+	roundTrip summary // a request to the agent over its socket (STATUS)
+	err       error
 }
 
 // podRange lists the pod indexes from, from+1, ..., to-1.

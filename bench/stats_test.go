@@ -58,7 +58,7 @@ func TestParseOnly(t *testing.T) {
 		setup             string
 		throughput, ports bool
 	}{
-		{"setup,throughput,ports", "podnet,reference,floor", true, true},
+		{"setup,throughput,ports", "podnet,podnet-api,reference,floor", true, true},
 		{"floor, reference", "reference,floor", false, false},
 		{"throughput,ports", "", true, true},
 		{"ports,podnet", "podnet", false, true},
