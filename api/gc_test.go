@@ -45,6 +45,10 @@ func TestGCRequestValidate(t *testing.T) {
 			if e.Code != CodeInvalidConfig || e.Msg != tt.msg {
 				t.Errorf("Validate(%+v) = code %d %q, want code %d %q", tt.req, e.Code, e.Msg, CodeInvalidConfig, tt.msg)
 			}
+			var ve *ValidationError
+			if !errors.As(err, &ve) || ve.Object != "gc" {
+				t.Errorf("Validate(%+v) = %v, want it to wrap the *ValidationError", tt.req, err)
+			}
 		})
 	}
 }

@@ -1,5 +1,7 @@
 // Package api holds the types shared by the podnet agent, the CLI and the CNI plugin,
-// and the client that speaks the agent's JSON API over its unix socket.
+// and the client that speaks the agent's JSON API over its unix socket. It also holds
+// the one validation error type, ValidationError, with the validators that the agent and
+// the plugin share, and ErrorCode, which gives every error its CNI code.
 //
 // The package is imported by the lean podnet-cni binary: it must not depend on
 // netlink, nftables, the store or any other heavy module.
@@ -9,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"strings"
 	"time"
 )
 
@@ -203,19 +204,21 @@ type GCRequest struct {
 // without it would reach every network's endpoints) and every valid attachment must
 // carry its whole key on Network (one with a field missing, or of another network,
 // would protect nothing, and GC would release what the caller meant to keep). Errors
-// are *Error with CodeInvalidConfig and name the field.
+// are *Error with CodeInvalidConfig that wrap the *ValidationError naming the field.
 func (r GCRequest) Validate() error {
+	const object = "gc"
 	if r.Network == "" {
-		return Errorf(CodeInvalidConfig, "gc: network: missing (GC releases the attachments of one network and must name it)")
+		return AsError(&ValidationError{Object: object, Field: "network", NoValue: true,
+			Reason: "missing (GC releases the attachments of one network and must name it)"})
 	}
 	for i, k := range r.Valid {
 		switch {
 		case k.Network != r.Network:
-			return Errorf(CodeInvalidConfig, "gc: valid[%d].network %q: want the request's network %q", i, k.Network, r.Network)
+			return AsError(Invalid(object, fmt.Sprintf("valid[%d].network", i), k.Network, "want the request's network %q", r.Network))
 		case k.ContainerID == "":
-			return Errorf(CodeInvalidConfig, "gc: valid[%d].containerID: missing", i)
+			return AsError(Missing(object, fmt.Sprintf("valid[%d].containerID", i)))
 		case k.IfName == "":
-			return Errorf(CodeInvalidConfig, "gc: valid[%d].ifName: missing", i)
+			return AsError(Missing(object, fmt.Sprintf("valid[%d].ifName", i)))
 		}
 	}
 	return nil
@@ -294,11 +297,14 @@ const (
 )
 
 // Error is an API error; it has the fields of a CNI error so that the plugin can print
-// it as is.
+// it as is. An Error made by AsError wraps the error it was made from (a
+// *ValidationError, say) for errors.As; that error does not travel over the API.
 type Error struct {
 	Code    int    `json:"code"`
 	Msg     string `json:"msg"`
 	Details string `json:"details,omitempty"`
+
+	err error
 }
 
 func (e *Error) Error() string {
@@ -308,23 +314,43 @@ func (e *Error) Error() string {
 	return e.Msg
 }
 
+// Unwrap returns the error e was made from by AsError, if any.
+func (e *Error) Unwrap() error { return e.err }
+
 // Errorf builds an *Error with a formatted message.
 func Errorf(code int, format string, args ...any) *Error {
 	return &Error{Code: code, Msg: fmt.Sprintf(format, args...)}
 }
 
-// ErrorCode returns the code of err if it is (or wraps) an *Error, else CodeInternal.
+// ErrorCode returns the CNI code of err, and is the one place where a kind of error gets
+// its code: the code of the *Error err is or wraps; for a *ValidationError,
+// CodeInvalidEnv when its value came from the environment, else CodeInvalidConfig;
+// CodeInternal for any other error.
 func ErrorCode(err error) int {
 	var e *Error
 	if errors.As(err, &e) {
 		return e.Code
 	}
+	var ve *ValidationError
+	if errors.As(err, &ve) {
+		if ve.Env {
+			return CodeInvalidEnv
+		}
+		return CodeInvalidConfig
+	}
 	return CodeInternal
 }
 
-// ValidIfName reports whether name can be a sandbox interface name: 1-15 bytes (IFNAMSIZ-1),
-// not "." or "..", without '/', ':' or whitespace (the kernel's dev_valid_name, and ':' which
-// names aliases).
-func ValidIfName(name string) bool {
-	return name != "" && len(name) <= 15 && name != "." && name != ".." && !strings.ContainsAny(name, "/: \t\n\x00")
+// AsError returns err as the API error that answers it: the *Error err is or wraps,
+// else a new *Error with err's code (ErrorCode) and message, wrapping err so that
+// errors.As still finds a *ValidationError in it. nil gives nil.
+func AsError(err error) *Error {
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return &Error{Code: ErrorCode(err), Msg: err.Error(), err: err}
 }

@@ -55,7 +55,7 @@ func TestBinary(t *testing.T) {
 		conf := []byte(`{"cniVersion":"1.0.0","name":"podman","type":"podnet-cni","subnets":["10.88.0.0/16"],"mtu":99999}`)
 		stdout, _, err := run(t, bin, conf, addEnv("/proc/self/ns/net")...)
 		wantExitFailure(t, err)
-		wantCNIError(t, stdout, api.CodeInvalidConfig, "mtu 99999")
+		wantCNIError(t, stdout, api.CodeInvalidConfig, `network config: mtu "99999": must be between 576 and 65535`)
 	})
 
 	t.Run("ADD passes the netns", func(t *testing.T) {

@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 
@@ -10,7 +11,6 @@ import (
 	"github.com/podnet/podnet/internal/driver"
 	"github.com/podnet/podnet/internal/ipam"
 	"github.com/podnet/podnet/internal/kernel"
-	"github.com/podnet/podnet/internal/plan"
 	"github.com/podnet/podnet/internal/spec"
 	"github.com/podnet/podnet/internal/store"
 	"github.com/vishvananda/netns"
@@ -21,17 +21,15 @@ import (
 // the sandbox side of an endpoint (its default route above all) would replace the node's.
 func (a *Agent) sandboxNS(fd int, path string) (netns.NsHandle, error) {
 	if fd < 0 && path == "" {
-		return netns.None(), api.Errorf(api.CodeInvalidEnv, "netns: no namespace descriptor and no path given")
+		return netns.None(), api.AsError(&api.ValidationError{Field: "CNI_NETNS", NoValue: true, Env: true,
+			Reason: "no namespace descriptor and no path given"})
 	}
 	h, err := a.node.OpenSandbox(fd, path)
-	switch {
-	case errors.Is(err, kernel.ErrNodeNamespace):
+	if err != nil {
 		if path == "" {
 			path = "(descriptor)"
 		}
-		return h, api.Errorf(api.CodeInvalidEnv, "CNI_NETNS %q: %v", path, err)
-	case err != nil:
-		return h, api.Errorf(api.CodeInvalidEnv, "netns %q: %v", path, err)
+		return h, api.AsError(api.InvalidEnv("CNI_NETNS", path, "%v", err))
 	}
 	return h, nil
 }
@@ -46,9 +44,11 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 	if err := validateKey(req.EndpointKey); err != nil {
 		return api.Result{}, err
 	}
-	mac, err := plan.ParseMAC(req.MAC)
-	if err != nil {
-		return api.Result{}, invalidConfig(err)
+	var mac net.HardwareAddr
+	if req.MAC != "" {
+		if mac, err = api.ParseMAC(req.MAC); err != nil {
+			return api.Result{}, api.AsError(api.Invalid("", "mac", req.MAC, "%v", err))
+		}
 	}
 	if req.Namespace == "" {
 		req.Namespace = api.DefaultNamespace
@@ -71,7 +71,7 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 		}
 		ip, err := netip.ParseAddr(str)
 		if err != nil {
-			return api.Result{}, api.Errorf(api.CodeInvalidConfig, "ips: %q is not an IP address", s)
+			return api.Result{}, api.AsError(api.Invalid("", "ips", s, "not an IP address"))
 		}
 		static = append(static, ip.Unmap())
 	}
@@ -159,7 +159,7 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 		a.unpublish(e, true)
 		rollback()
 		if errors.Is(err, kernel.ErrSandboxIfExists) {
-			return api.Result{}, api.Errorf(api.CodeInvalidConfig, "ifName %q: the sandbox already has an interface of that name", req.IfName)
+			return api.Result{}, api.AsError(api.Invalid("", "ifName", req.IfName, "the sandbox already has an interface of that name"))
 		}
 		return api.Result{}, fmt.Errorf("attach %s: %w", owner, err)
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -177,10 +176,7 @@ func DecodeRequest[T any](r io.Reader) (T, error) {
 func reply(w http.ResponseWriter, v any, err error) {
 	status := http.StatusOK
 	if err != nil {
-		var ae *api.Error
-		if !errors.As(err, &ae) {
-			ae = &api.Error{Code: api.CodeInternal, Msg: err.Error()}
-		}
+		ae := api.AsError(err)
 		status, v = httpStatus(ae.Code), ae
 	} else if v == nil {
 		w.WriteHeader(http.StatusNoContent)

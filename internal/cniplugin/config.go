@@ -1,13 +1,12 @@
 package cniplugin
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -91,9 +90,11 @@ type EnvArgs struct {
 	PodNamespace string
 }
 
-// ParseConfig decodes, defaults and validates a network config. Errors are *types.Error:
-// code 6 (api.CodeDecode) when stdin is not a JSON object, code 7
-// (api.CodeInvalidConfig) naming the field and the value that is wrong.
+// ParseConfig decodes, defaults and validates a network config. Errors are an *api.Error
+// with code 6 (api.CodeDecode) when stdin is not a JSON object, else an
+// *api.ValidationError (code 7, api.CodeInvalidConfig) naming the field and the value
+// that is wrong; the definition's subnets, gateways and mtu are judged by the agent's own
+// rules (api.ParseSubnet, api.ParseGateway, api.CheckMTU).
 func ParseConfig(stdin []byte) (*Config, error) {
 	var c Config
 	if err := json.Unmarshal(stdin, &c); err != nil {
@@ -141,75 +142,78 @@ func decodeConfig(stdin []byte) (*Config, error) {
 	}
 	c.defaults()
 	if c.Network == "" {
-		return nil, invalidConfig("network config: name missing")
+		return nil, api.Missing(configObject, "name")
 	}
 	return &c, nil
 }
 
-// decodeError turns a json error into a CNI error: a value of the wrong JSON type in a
+// configObject names the network config in errors.
+const configObject = "network config"
+
+// decodeError turns a json error into an api error: a value of the wrong JSON type in a
 // field is an invalid config (7), anything else a decoding failure (6).
-func decodeError(err error) *types.Error {
+func decodeError(err error) error {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) && te.Field != "" {
-		return invalidConfig(fmt.Sprintf("network config: field %q: cannot use JSON %s as %s", te.Field, te.Value, te.Type))
+		return &api.ValidationError{Object: configObject, Field: te.Field, NoValue: true,
+			Reason: fmt.Sprintf("cannot use JSON %s as %s", te.Value, te.Type)}
 	}
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
-		return types.NewError(api.CodeDecode, fmt.Sprintf("decode network config: %v at offset %d", se, se.Offset), "")
+		return api.Errorf(api.CodeDecode, "decode network config: %v at offset %d", se, se.Offset)
 	}
 	if te != nil {
-		return types.NewError(api.CodeDecode, fmt.Sprintf("decode network config: want a JSON object, got %s", te.Value), "")
+		return api.Errorf(api.CodeDecode, "decode network config: want a JSON object, got %s", te.Value)
 	}
-	return types.NewError(api.CodeDecode, "decode network config: "+err.Error(), "")
+	return api.Errorf(api.CodeDecode, "decode network config: %v", err)
 }
 
-func invalidConfig(msg string) *types.Error {
-	return types.NewError(api.CodeInvalidConfig, msg, "")
-}
-
-// validate checks what can be checked cheaply here; the agent validates the network
-// itself (overlaps, gateway in subnet, driver names).
+// validate checks each field with the validators the agent uses too; the agent checks
+// the network as a whole (overlaps, gateway in subnet, one subnet per family, driver
+// names).
 func (c *Config) validate() error {
 	if c.Name == "" {
-		return invalidConfig("network config: name missing")
+		return api.Missing(configObject, "name")
 	}
-	if strings.TrimSpace(c.Network) != c.Network || strings.ContainsAny(c.Network, "/\x00") {
-		return invalidConfig(fmt.Sprintf("network config: network %q: not a valid network name", c.Network))
+	if err := api.CheckNetworkName(c.Network); err != nil {
+		return api.Invalid(configObject, "network", c.Network, "%v", err)
 	}
 	if len(c.Subnets) == 0 {
+		const reason = "given without subnets"
 		switch {
 		case len(c.Gateways) > 0:
-			return invalidConfig("network config: gateways given without subnets")
+			return api.Invalid(configObject, "gateways", strings.Join(c.Gateways, ","), reason)
 		case c.MTU != 0:
-			return invalidConfig(fmt.Sprintf("network config: mtu %d given without subnets", c.MTU))
+			return api.Invalid(configObject, "mtu", strconv.Itoa(c.MTU), reason)
 		case c.NoMasquerade:
-			return invalidConfig("network config: noMasquerade given without subnets")
+			return api.Invalid(configObject, "noMasquerade", "true", reason)
 		case c.Driver != "":
-			return invalidConfig(fmt.Sprintf("network config: driver %q given without subnets", c.Driver))
+			return api.Invalid(configObject, "driver", c.Driver, reason)
 		case c.PortMode != "":
-			return invalidConfig(fmt.Sprintf("network config: portMode %q given without subnets", c.PortMode))
+			return api.Invalid(configObject, "portMode", c.PortMode, reason)
 		}
 	}
+	var has6 bool
 	for i, s := range c.Subnets {
-		if _, err := netip.ParsePrefix(s); err != nil {
-			return invalidConfig(fmt.Sprintf("network config: subnets[%d] %q: not a CIDR prefix", i, s))
+		p, err := api.ParseSubnet(s)
+		if err != nil {
+			return api.Invalid(configObject, fmt.Sprintf("subnets[%d]", i), s, "%v", err)
 		}
+		has6 = has6 || p.Addr().Is6()
 	}
 	for i, s := range c.Gateways {
-		if a, err := netip.ParseAddr(s); err != nil || a.Zone() != "" {
-			return invalidConfig(fmt.Sprintf("network config: gateways[%d] %q: not an IP address", i, s))
+		if _, err := api.ParseGateway(s); err != nil {
+			return api.Invalid(configObject, fmt.Sprintf("gateways[%d]", i), s, "%v", err)
 		}
 	}
-	if c.MTU < 0 || c.MTU > 65535 {
-		return invalidConfig(fmt.Sprintf("network config: mtu %d: out of range 0-65535", c.MTU))
+	if err := api.CheckMTU(c.MTU, has6); err != nil {
+		return api.Invalid(configObject, "mtu", strconv.Itoa(c.MTU), "%v", err)
 	}
 	if _, err := c.requestedIPs(nil); err != nil {
 		return err
 	}
-	if c.RuntimeConfig.MAC != "" {
-		if _, err := parseMAC(c.RuntimeConfig.MAC); err != nil {
-			return invalidConfig(fmt.Sprintf("network config: runtimeConfig.mac %q: %v", c.RuntimeConfig.MAC, err))
-		}
+	if _, err := c.requestedMAC(""); err != nil {
+		return err
 	}
 	return c.validateAttachments()
 }
@@ -223,7 +227,8 @@ func (c *Config) validateAttachments() error {
 	}
 	for i, a := range c.ValidAttachments {
 		if a.ContainerID == "" || a.IfName == "" {
-			return invalidConfig(fmt.Sprintf("network config: %s[%d]: containerID and ifname are required", key, i))
+			return &api.ValidationError{Object: configObject, Field: fmt.Sprintf("%s[%d]", key, i), NoValue: true,
+				Reason: "containerID and ifname are required"}
 		}
 	}
 	return nil
@@ -253,7 +258,8 @@ func (c *Config) key(args *skel.CmdArgs) api.EndpointKey {
 // AttachRequest builds the request of an ADD. Requested addresses are the union of
 // runtimeConfig.ips, args.cni.ips and CNI_ARGS IP, in that order, one entry per address
 // (podman passes the same address as "10.88.0.5/16" in runtimeConfig and "10.88.0.5" in
-// CNI_ARGS). The MAC comes from runtimeConfig.mac, else CNI_ARGS MAC.
+// CNI_ARGS). The MAC comes from runtimeConfig.mac, else CNI_ARGS MAC. Errors are
+// *api.ValidationError, with Env set for CNI_ARGS.
 func (c *Config) AttachRequest(args *skel.CmdArgs) (api.AttachRequest, error) {
 	env, err := ParseEnvArgs(args.Args)
 	if err != nil {
@@ -272,52 +278,65 @@ func (c *Config) AttachRequest(args *skel.CmdArgs) (api.AttachRequest, error) {
 		return api.AttachRequest{}, err
 	}
 
-	switch {
-	case c.RuntimeConfig.MAC != "":
-		mac, err := parseMAC(c.RuntimeConfig.MAC)
-		if err != nil {
-			return api.AttachRequest{}, invalidConfig(fmt.Sprintf("network config: runtimeConfig.mac %q: %v", c.RuntimeConfig.MAC, err))
-		}
-		req.MAC = mac.String()
-	case env.MAC != "":
-		mac, err := parseMAC(env.MAC)
-		if err != nil {
-			return api.AttachRequest{}, types.NewError(api.CodeInvalidEnv, fmt.Sprintf("CNI_ARGS MAC %q: %v", env.MAC, err), "")
-		}
-		req.MAC = mac.String()
+	if req.MAC, err = c.requestedMAC(env.MAC); err != nil {
+		return api.AttachRequest{}, err
 	}
 	for i, pm := range c.RuntimeConfig.PortMappings {
-		m, err := pm.mapping()
+		m, err := pm.mapping(fmt.Sprintf("runtimeConfig.portMappings[%d].", i))
 		if err != nil {
-			return api.AttachRequest{}, invalidConfig(fmt.Sprintf("network config: runtimeConfig.portMappings[%d]: %v", i, err))
+			return api.AttachRequest{}, err
 		}
 		req.Ports = append(req.Ports, m)
 	}
 	return req, nil
 }
 
+// requestedMAC returns the MAC of runtimeConfig.mac, else of envMAC (CNI_ARGS MAC), in
+// canonical form; "" when neither is given.
+func (c *Config) requestedMAC(envMAC string) (string, error) {
+	switch {
+	case c.RuntimeConfig.MAC != "":
+		mac, err := api.ParseMAC(c.RuntimeConfig.MAC)
+		if err != nil {
+			return "", api.Invalid(configObject, "runtimeConfig.mac", c.RuntimeConfig.MAC, "%v", err)
+		}
+		return mac.String(), nil
+	case envMAC != "":
+		mac, err := api.ParseMAC(envMAC)
+		if err != nil {
+			return "", api.InvalidEnv("CNI_ARGS MAC", envMAC, "%v", err)
+		}
+		return mac.String(), nil
+	}
+	return "", nil
+}
+
 // mapping converts and checks the fields a plugin can judge alone; conflicts and
-// families are the agent's business.
-func (pm PortMapping) mapping() (api.PortMapping, error) {
+// families are the agent's business. Errors name the field as prefix (the entry's key
+// and a dot) followed by the field's own key.
+func (pm PortMapping) mapping(prefix string) (api.PortMapping, error) {
+	bad := func(field, value, reason string) (api.PortMapping, error) {
+		return api.PortMapping{}, api.Invalid(configObject, prefix+field, value, "%s", reason)
+	}
 	m := api.PortMapping{Protocol: strings.ToLower(pm.Protocol)}
 	if m.Protocol == "" {
 		m.Protocol = "tcp"
 	}
 	if m.Protocol != "tcp" && m.Protocol != "udp" {
-		return m, fmt.Errorf("protocol %q: want tcp or udp", pm.Protocol)
+		return bad("protocol", pm.Protocol, "want tcp or udp")
 	}
 	if pm.HostPort < 1 || pm.HostPort > 65535 {
-		return m, fmt.Errorf("hostPort %d: want 1-65535", pm.HostPort)
+		return bad("hostPort", strconv.Itoa(pm.HostPort), "want 1-65535")
 	}
 	if pm.ContainerPort < 1 || pm.ContainerPort > 65535 {
-		return m, fmt.Errorf("containerPort %d: want 1-65535", pm.ContainerPort)
+		return bad("containerPort", strconv.Itoa(pm.ContainerPort), "want 1-65535")
 	}
 	m.HostPort, m.ContainerPort = uint16(pm.HostPort), uint16(pm.ContainerPort)
 	// podman and containerd send "" or 0.0.0.0 (also ::) for all addresses.
 	if pm.HostIP != "" {
 		ip, err := netip.ParseAddr(pm.HostIP)
 		if err != nil {
-			return m, fmt.Errorf("hostIP %q: not an IP address", pm.HostIP)
+			return bad("hostIP", pm.HostIP, "not an IP address")
 		}
 		if !ip.IsUnspecified() {
 			m.HostIP = ip.Unmap()
@@ -344,7 +363,7 @@ func (c *Config) requestedIPs(envIPs []string) ([]string, error) {
 		for i, s := range src.ips {
 			p, err := parseIP(s)
 			if err != nil {
-				return nil, invalidConfig(fmt.Sprintf("network config: %s[%d] %q: %v", src.name, i, s, err))
+				return nil, api.Invalid(configObject, fmt.Sprintf("%s[%d]", src.name, i), s, "%v", err)
 			}
 			j := slices.IndexFunc(seen, func(q netip.Prefix) bool { return q.Addr() == p.Addr() })
 			switch {
@@ -355,7 +374,7 @@ func (c *Config) requestedIPs(envIPs []string) ([]string, error) {
 				seen[j] = p
 				from[j] = fmt.Sprintf("%s %q", src.name, s)
 			case p.Bits() >= 0 && p.Bits() != seen[j].Bits():
-				return nil, invalidConfig(fmt.Sprintf("network config: %s %q contradicts %s", src.name, s, from[j]))
+				return nil, api.Invalid(configObject, src.name, s, "contradicts %s", from[j])
 			}
 		}
 	}
@@ -372,7 +391,7 @@ func (c *Config) requestedIPs(envIPs []string) ([]string, error) {
 
 // ParseEnvArgs parses CNI_ARGS ("K=V;K2=V2"). Unknown keys are ignored whatever
 // IgnoreUnknown says; a pair without "=" or an IP value that is not an address is an
-// error with code 4 (api.CodeInvalidEnv).
+// *api.ValidationError of the environment (code 4, api.CodeInvalidEnv).
 func ParseEnvArgs(s string) (EnvArgs, error) {
 	var e EnvArgs
 	for pair := range strings.SplitSeq(s, ";") {
@@ -381,7 +400,7 @@ func ParseEnvArgs(s string) (EnvArgs, error) {
 		}
 		k, v, ok := strings.Cut(pair, "=")
 		if !ok {
-			return EnvArgs{}, types.NewError(api.CodeInvalidEnv, fmt.Sprintf("CNI_ARGS: pair %q is not KEY=VALUE", pair), "")
+			return EnvArgs{}, api.InvalidEnv("CNI_ARGS", s, "pair %q is not KEY=VALUE", pair)
 		}
 		switch k {
 		case "IP":
@@ -391,7 +410,7 @@ func ParseEnvArgs(s string) (EnvArgs, error) {
 					continue
 				}
 				if _, err := parseIP(ip); err != nil {
-					return EnvArgs{}, types.NewError(api.CodeInvalidEnv, fmt.Sprintf("CNI_ARGS IP %q: %v", ip, err), "")
+					return EnvArgs{}, api.InvalidEnv("CNI_ARGS IP", ip, "%v", err)
 				}
 				e.IPs = append(e.IPs, ip)
 			}
@@ -423,19 +442,4 @@ func parseIP(s string) (netip.Prefix, error) {
 	// netip.PrefixFrom with an out-of-range length yields an invalid prefix whose
 	// Addr() is still a and Bits() is -1.
 	return netip.PrefixFrom(a, -1), nil
-}
-
-// parseMAC accepts a unicast 48-bit hardware address.
-func parseMAC(s string) (net.HardwareAddr, error) {
-	mac, err := net.ParseMAC(s)
-	if err != nil || len(mac) != 6 {
-		return nil, errors.New("not a 48-bit MAC address")
-	}
-	if mac[0]&1 != 0 {
-		return nil, errors.New("multicast MAC address")
-	}
-	if bytes.Equal(mac, make(net.HardwareAddr, 6)) {
-		return nil, errors.New("all-zero MAC address")
-	}
-	return mac, nil
 }

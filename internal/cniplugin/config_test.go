@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/skel"
-	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/podnet/podnet/api"
 )
@@ -68,6 +67,27 @@ func TestDefine(t *testing.T) {
 	}
 }
 
+// wantErr fails unless err has code (api.ErrorCode) and a message containing each of
+// msgs; an invalid config or environment must be an *api.ValidationError.
+func wantErr(t *testing.T, err error, code uint, msgs ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("err = nil, want code %d", code)
+	}
+	if got := api.ErrorCode(err); got != int(code) {
+		t.Errorf("code = %d, want %d (%v)", got, code, err)
+	}
+	var ve *api.ValidationError
+	if (code == api.CodeInvalidConfig || code == api.CodeInvalidEnv) && !errors.As(err, &ve) {
+		t.Errorf("err = %v (%T), want an *api.ValidationError", err, err)
+	}
+	for _, m := range msgs {
+		if !strings.Contains(err.Error(), m) {
+			t.Errorf("message %q does not contain %q", err, m)
+		}
+	}
+}
+
 func TestParseConfigErrors(t *testing.T) {
 	tests := []struct {
 		in   string
@@ -78,41 +98,37 @@ func TestParseConfigErrors(t *testing.T) {
 		{`{"name":`, api.CodeDecode, []string{"decode network config"}},
 		{`{"name":"a",}`, api.CodeDecode, []string{"decode network config", "offset"}},
 		{`[1,2]`, api.CodeDecode, []string{"want a JSON object", "array"}},
-		{`{}`, api.CodeInvalidConfig, []string{"name missing"}},
-		{`{"name":"a","mtu":"1500"}`, api.CodeInvalidConfig, []string{`"mtu"`, "string"}},
-		{`{"name":"a","subnets":"10.0.0.0/8"}`, api.CodeInvalidConfig, []string{`"subnets"`}},
-		{`{"name":"a","runtimeConfig":{"ips":[5]}}`, api.CodeInvalidConfig, []string{`"runtimeConfig.ips"`, "number"}},
-		{`{"name":"a","subnets":["10.0.0.0/33"]}`, api.CodeInvalidConfig, []string{"subnets[0]", `"10.0.0.0/33"`}},
+		{`{}`, api.CodeInvalidConfig, []string{"network config: name: missing"}},
+		{`{"name":"a","mtu":"1500"}`, api.CodeInvalidConfig, []string{`network config: mtu: cannot use JSON string`}},
+		{`{"name":"a","subnets":"10.0.0.0/8"}`, api.CodeInvalidConfig, []string{`subnets: cannot use JSON string`}},
+		{`{"name":"a","runtimeConfig":{"ips":[5]}}`, api.CodeInvalidConfig, []string{`runtimeConfig.ips: cannot use JSON number`}},
+		{`{"name":"a","subnets":["10.0.0.0/33"]}`, api.CodeInvalidConfig, []string{`network config: subnets[0] "10.0.0.0/33": not a CIDR prefix`}},
 		{`{"name":"a","subnets":["10.0.0.0/8","bogus"]}`, api.CodeInvalidConfig, []string{"subnets[1]", `"bogus"`}},
+		// The agent's rules for one subnet apply in the plugin too.
+		{`{"name":"a","subnets":["10.88.0.1/16"]}`, api.CodeInvalidConfig, []string{`subnets[0] "10.88.0.1/16": host bits are set (did you mean 10.88.0.0/16?)`}},
+		{`{"name":"a","subnets":["127.1.0.0/16"]}`, api.CodeInvalidConfig, []string{`subnets[0] "127.1.0.0/16": overlaps reserved range 127.0.0.0/8`}},
+		{`{"name":"a","subnets":["10.0.0.0/31"]}`, api.CodeInvalidConfig, []string{`subnets[0] "10.0.0.0/31": too small: at most /30`}},
 		{`{"name":"a","subnets":["10.0.0.0/8"],"gateways":["10.0.0.300"]}`, api.CodeInvalidConfig, []string{"gateways[0]", `"10.0.0.300"`}},
-		{`{"name":"a","subnets":["10.0.0.0/8"],"mtu":70000}`, api.CodeInvalidConfig, []string{"mtu 70000"}},
-		{`{"name":"a","subnets":["10.0.0.0/8"],"mtu":-1}`, api.CodeInvalidConfig, []string{"mtu -1"}},
-		{`{"name":"a","gateways":["10.0.0.1"]}`, api.CodeInvalidConfig, []string{"gateways given without subnets"}},
-		{`{"name":"a","mtu":1400}`, api.CodeInvalidConfig, []string{"mtu 1400 given without subnets"}},
-		{`{"name":"a","driver":"bridge"}`, api.CodeInvalidConfig, []string{`driver "bridge" given without subnets`}},
+		{`{"name":"a","subnets":["10.0.0.0/8"],"gateways":["fd00::1%eth0"]}`, api.CodeInvalidConfig, []string{`gateways[0] "fd00::1%eth0": zones are not allowed`}},
+		{`{"name":"a","subnets":["10.0.0.0/8"],"mtu":70000}`, api.CodeInvalidConfig, []string{`mtu "70000": must be between 576 and 65535`}},
+		{`{"name":"a","subnets":["10.0.0.0/8"],"mtu":-1}`, api.CodeInvalidConfig, []string{`mtu "-1"`}},
+		{`{"name":"a","subnets":["fd00::/64"],"mtu":1000}`, api.CodeInvalidConfig, []string{`mtu "1000": IPv6 needs at least 1280`}},
+		{`{"name":"a","gateways":["10.0.0.1"]}`, api.CodeInvalidConfig, []string{`gateways "10.0.0.1": given without subnets`}},
+		{`{"name":"a","mtu":1400}`, api.CodeInvalidConfig, []string{`mtu "1400": given without subnets`}},
+		{`{"name":"a","driver":"bridge"}`, api.CodeInvalidConfig, []string{`driver "bridge": given without subnets`}},
 		{`{"name":"a","runtimeConfig":{"ips":["10.88.0.5/16","nope"]}}`, api.CodeInvalidConfig, []string{"runtimeConfig.ips[1]", `"nope"`}},
 		{`{"name":"a","runtimeConfig":{"ips":["fe80::1%eth0"]}}`, api.CodeInvalidConfig, []string{"runtimeConfig.ips[0]", `"fe80::1%eth0"`}},
 		{`{"name":"a","args":{"cni":{"ips":["10.88.0.5/40"]}}}`, api.CodeInvalidConfig, []string{"args.cni.ips[0]", `"10.88.0.5/40"`}},
 		{`{"name":"a","runtimeConfig":{"mac":"zz:00"}}`, api.CodeInvalidConfig, []string{"runtimeConfig.mac", `"zz:00"`}},
 		{`{"name":"a","runtimeConfig":{"mac":"01:00:5e:00:00:01"}}`, api.CodeInvalidConfig, []string{"runtimeConfig.mac", "multicast"}},
-		{`{"name":"a","network":"a/b"}`, api.CodeInvalidConfig, []string{`network "a/b"`}},
+		{`{"name":"a","network":"a/b"}`, api.CodeInvalidConfig, []string{`network "a/b": must be 1-63 characters`}},
+		{`{"name":"a","network":" a"}`, api.CodeInvalidConfig, []string{`network " a": must be 1-63 characters`}},
 		{`{"name":"a","cni.dev/valid-attachments":[{"containerID":"x"}]}`, api.CodeInvalidConfig, []string{"cni.dev/valid-attachments[0]"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
 			_, err := ParseConfig([]byte(tt.in))
-			var te *types.Error
-			if !errors.As(err, &te) {
-				t.Fatalf("err = %v (%T), want *types.Error", err, err)
-			}
-			if te.Code != tt.code {
-				t.Errorf("code = %d, want %d (%v)", te.Code, tt.code, te)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(te.Msg, w) {
-					t.Errorf("msg %q does not contain %q", te.Msg, w)
-				}
-			}
+			wantErr(t, err, tt.code, tt.want...)
 		})
 	}
 }
@@ -135,10 +151,7 @@ func TestParseEnvArgs(t *testing.T) {
 		t.Run(tt.in, func(t *testing.T) {
 			got, err := ParseEnvArgs(tt.in)
 			if tt.code != 0 {
-				var te *types.Error
-				if !errors.As(err, &te) || te.Code != tt.code || !strings.Contains(te.Msg, "CNI_ARGS") {
-					t.Fatalf("err = %v, want code %d naming CNI_ARGS", err, tt.code)
-				}
+				wantErr(t, err, tt.code, "CNI_ARGS")
 				return
 			}
 			if err != nil {
@@ -173,8 +186,9 @@ func TestAttachRequestIPs(t *testing.T) {
 		{name: "all three merged", conf: `{"runtimeConfig":{"ips":["10.88.0.5/16"]},"args":{"cni":{"ips":["fd88::5/64"]}}}`,
 			cniArgs: "IP=10.88.0.5,fd88::5", ips: []string{"10.88.0.5/16", "fd88::5/64"}},
 		{name: "contradicting lengths", conf: `{"runtimeConfig":{"ips":["10.88.0.5/16"]}}`, cniArgs: "IP=10.88.0.5/24",
-			errCode: api.CodeInvalidConfig, errMsg: `CNI_ARGS IP "10.88.0.5/24" contradicts runtimeConfig.ips "10.88.0.5/16"`},
-		{name: "bad CNI_ARGS MAC", conf: `{}`, cniArgs: "MAC=nope", errCode: api.CodeInvalidEnv, errMsg: `CNI_ARGS MAC "nope"`},
+			errCode: api.CodeInvalidConfig, errMsg: `network config: CNI_ARGS IP "10.88.0.5/24": contradicts runtimeConfig.ips "10.88.0.5/16"`},
+		{name: "bad CNI_ARGS MAC", conf: `{}`, cniArgs: "MAC=nope", errCode: api.CodeInvalidEnv, errMsg: `CNI_ARGS MAC "nope": not a 48-bit MAC address`},
+		{name: "multicast CNI_ARGS MAC", conf: `{}`, cniArgs: "MAC=01:00:5e:00:00:01", errCode: api.CodeInvalidEnv, errMsg: `CNI_ARGS MAC "01:00:5e:00:00:01": multicast MAC address`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -189,10 +203,7 @@ func TestAttachRequestIPs(t *testing.T) {
 			args := &skel.CmdArgs{ContainerID: "c1", IfName: "eth0", Netns: "/run/netns/x", Args: tt.cniArgs}
 			req, err := c.AttachRequest(args)
 			if tt.errCode != 0 {
-				var te *types.Error
-				if !errors.As(err, &te) || te.Code != tt.errCode || !strings.Contains(te.Msg, tt.errMsg) {
-					t.Fatalf("err = %v, want code %d containing %q", err, tt.errCode, tt.errMsg)
-				}
+				wantErr(t, err, tt.errCode, tt.errMsg)
 				return
 			}
 			if err != nil {
@@ -259,9 +270,8 @@ func FuzzParseConfig(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		c, err := ParseConfig(in)
 		if err != nil {
-			var te *types.Error
-			if !errors.As(err, &te) || (te.Code != api.CodeDecode && te.Code != api.CodeInvalidConfig) || te.Msg == "" {
-				t.Fatalf("ParseConfig(%q) = %v (%T), want *types.Error code 6 or 7", in, err, err)
+			if code := api.ErrorCode(err); (code != api.CodeDecode && code != api.CodeInvalidConfig) || err.Error() == "" {
+				t.Fatalf("ParseConfig(%q) = %v (%T, code %d), want code 6 or 7", in, err, err, code)
 			}
 			if c != nil {
 				t.Fatalf("ParseConfig(%q) returned a config with an error", in)

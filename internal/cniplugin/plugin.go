@@ -34,7 +34,8 @@ const About = "podnet-cni: CNI plugin of podnet, forwards each verb to the podne
 const DefaultTimeout = 2 * time.Minute
 
 // Plugin runs the CNI verbs. The zero value prints to os.Stdout with DefaultTimeout.
-// Each verb is called with the arguments skel collected; errors are *types.Error.
+// Each verb is called with the arguments skel collected; errors are *types.Error, made
+// by cniError from the api errors the rest of the package returns.
 type Plugin struct {
 	// Stdout receives results (ADD); os.Stdout when nil.
 	Stdout io.Writer
@@ -60,6 +61,13 @@ func (p *Plugin) context() (context.Context, context.CancelFunc) {
 // Add attaches the sandbox to the network and prints the result in the config's
 // cniVersion.
 func (p *Plugin) Add(args *skel.CmdArgs) error {
+	if err := p.add(args); err != nil {
+		return cniError(err, false)
+	}
+	return nil
+}
+
+func (p *Plugin) add(args *skel.CmdArgs) error {
 	conf, err := ParseConfig(args.StdinData)
 	if err != nil {
 		return err
@@ -69,7 +77,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	}
 	// Refuse a version the result cannot be printed in before anything is attached.
 	if _, err := (&types100.Result{CNIVersion: types100.ImplementedSpecVersion}).GetAsVersion(conf.CNIVersion); err != nil {
-		return types.NewError(api.CodeIncompatibleVersion, fmt.Sprintf("cannot print a result in cniVersion %q", conf.CNIVersion), err.Error())
+		return &api.Error{Code: api.CodeIncompatibleVersion, Msg: fmt.Sprintf("cannot print a result in cniVersion %q", conf.CNIVersion), Details: err.Error()}
 	}
 	req, err := conf.AttachRequest(args)
 	if err != nil {
@@ -85,18 +93,18 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	defer cancel()
 	res, err := api.NewClient(conf.Socket).Attach(ctx, req, int(ns.Fd()))
 	if err != nil {
-		return cniError(err, false)
+		return err
 	}
 	r, err := convertResult(res, args.Netns, args.IfName)
 	if err != nil {
-		return types.NewError(api.CodeInternal, err.Error(), "")
+		return err // CodeInternal: the agent's result is malformed
 	}
 	vr, err := r.GetAsVersion(conf.CNIVersion)
 	if err != nil {
-		return types.NewError(api.CodeIncompatibleVersion, fmt.Sprintf("convert result to cniVersion %q", conf.CNIVersion), err.Error())
+		return &api.Error{Code: api.CodeIncompatibleVersion, Msg: fmt.Sprintf("convert result to cniVersion %q", conf.CNIVersion), Details: err.Error()}
 	}
 	if err := vr.PrintTo(p.stdout()); err != nil {
-		return types.NewError(api.CodeIOFailure, "write result", err.Error())
+		return &api.Error{Code: api.CodeIOFailure, Msg: "write result", Details: err.Error()}
 	}
 	return nil
 }
@@ -104,6 +112,13 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 // Del detaches the sandbox; it succeeds when the attachment is already gone, and sends
 // no namespace when CNI_NETNS is empty or cannot be opened any more.
 func (p *Plugin) Del(args *skel.CmdArgs) error {
+	if err := p.del(args); err != nil {
+		return cniError(err, false)
+	}
+	return nil
+}
+
+func (p *Plugin) del(args *skel.CmdArgs) error {
 	conf, err := decodeConfig(args.StdinData)
 	if err != nil {
 		return err
@@ -122,14 +137,18 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	}
 	ctx, cancel := p.context()
 	defer cancel()
-	if err := api.NewClient(conf.Socket).Detach(ctx, req, fd); err != nil {
+	return api.NewClient(conf.Socket).Detach(ctx, req, fd)
+}
+
+// Check asks the agent to verify the attachment against the kernel.
+func (p *Plugin) Check(args *skel.CmdArgs) error {
+	if err := p.check(args); err != nil {
 		return cniError(err, false)
 	}
 	return nil
 }
 
-// Check asks the agent to verify the attachment against the kernel.
-func (p *Plugin) Check(args *skel.CmdArgs) error {
+func (p *Plugin) check(args *skel.CmdArgs) error {
 	conf, err := ParseConfig(args.StdinData)
 	if err != nil {
 		return err
@@ -145,10 +164,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	ctx, cancel := p.context()
 	defer cancel()
 	req := api.CheckRequest{EndpointKey: conf.key(args), Netns: args.Netns}
-	if err := api.NewClient(conf.Socket).Check(ctx, req, int(ns.Fd())); err != nil {
-		return cniError(err, false)
-	}
-	return nil
+	return api.NewClient(conf.Socket).Check(ctx, req, int(ns.Fd()))
 }
 
 // GC releases every attachment of the network that cni.dev/valid-attachments does not
@@ -164,6 +180,13 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 // An entry without containerID or ifname is refused (code 7) before anything is
 // released: it would protect nothing.
 func (p *Plugin) GC(args *skel.CmdArgs) error {
+	if err := p.gc(args); err != nil {
+		return cniError(err, false)
+	}
+	return nil
+}
+
+func (p *Plugin) gc(args *skel.CmdArgs) error {
 	conf, err := decodeConfig(args.StdinData)
 	if err != nil {
 		return err
@@ -177,15 +200,20 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	}
 	ctx, cancel := p.context()
 	defer cancel()
-	if _, err := api.NewClient(conf.Socket).GC(ctx, req); err != nil {
-		return cniError(err, false)
-	}
-	return nil
+	_, err = api.NewClient(conf.Socket).GC(ctx, req)
+	return err
 }
 
 // Status reports whether the agent is ready: code 50 (api.CodeNotAvailable) when it is
 // unreachable or not ready.
 func (p *Plugin) Status(args *skel.CmdArgs) error {
+	if err := p.status(args); err != nil {
+		return cniError(err, true)
+	}
+	return nil
+}
+
+func (p *Plugin) status(args *skel.CmdArgs) error {
 	conf, err := ParseConfig(args.StdinData)
 	if err != nil {
 		return err
@@ -194,31 +222,34 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	defer cancel()
 	st, err := api.NewClient(conf.Socket).Status(ctx)
 	if err != nil {
-		return cniError(err, true)
+		return err
 	}
 	if !st.Ready {
-		return types.NewError(api.CodeNotAvailable, fmt.Sprintf("podnet agent at %s is not ready", conf.Socket), "")
+		return api.Errorf(api.CodeNotAvailable, "podnet agent at %s is not ready", conf.Socket)
 	}
 	return nil
 }
 
-// CheckIfName checks CNI_IFNAME as the agent would, before skel does: skel's own message
-// ("interface name is too long") does not name the value. It returns nil for a valid or
-// missing name (skel reports a missing one).
+// CheckIfName checks CNI_IFNAME as the agent does (api.CheckIfName), before skel does:
+// skel's own message ("interface name is too long") does not name the value. It returns
+// nil for a valid or missing name (skel reports a missing one).
 func CheckIfName(name string) *types.Error {
-	if name == "" || api.ValidIfName(name) {
+	if name == "" {
 		return nil
 	}
-	return types.NewError(api.CodeInvalidEnv, fmt.Sprintf("CNI_IFNAME %q: must be 1-15 bytes without '/', ':' or spaces", name), "")
+	if err := api.CheckIfName(name); err != nil {
+		return cniError(api.InvalidEnv("CNI_IFNAME", name, "%v", err), false)
+	}
+	return nil
 }
 
 // requireEnv checks the variables skel already requires, for callers that bypass skel.
 func requireEnv(args *skel.CmdArgs) error {
 	switch {
 	case args.ContainerID == "":
-		return types.NewError(api.CodeInvalidEnv, "CNI_CONTAINERID missing", "")
+		return api.MissingEnv("CNI_CONTAINERID")
 	case args.IfName == "":
-		return types.NewError(api.CodeInvalidEnv, "CNI_IFNAME missing", "")
+		return api.MissingEnv("CNI_IFNAME")
 	}
 	return nil
 }
@@ -232,47 +263,48 @@ const (
 // openNetns opens the sandbox's network namespace file to pass it to the agent.
 func openNetns(path string) (*os.File, error) {
 	if path == "" {
-		return nil, types.NewError(api.CodeInvalidEnv, "CNI_NETNS missing", "")
+		return nil, api.MissingEnv("CNI_NETNS")
 	}
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_CLOEXEC, 0)
 	if err != nil {
-		detail := err.Error()
 		var pe *os.PathError
 		if errors.As(err, &pe) {
-			detail = pe.Err.Error()
+			err = pe.Err
 		}
-		return nil, types.NewError(api.CodeInvalidEnv, fmt.Sprintf("CNI_NETNS %q: cannot open", path), detail)
+		return nil, api.InvalidEnv("CNI_NETNS", path, "cannot open: %v", err)
 	}
 	var st syscall.Statfs_t
 	if err := syscall.Fstatfs(int(f.Fd()), &st); err != nil {
 		f.Close()
-		return nil, types.NewError(api.CodeInvalidEnv, fmt.Sprintf("CNI_NETNS %q: statfs", path), err.Error())
+		return nil, api.InvalidEnv("CNI_NETNS", path, "statfs: %v", err)
 	}
 	if st.Type != nsfsMagic && st.Type != procMagic {
 		f.Close()
-		return nil, types.NewError(api.CodeInvalidEnv, fmt.Sprintf("CNI_NETNS %q: not a network namespace", path), "")
+		return nil, api.InvalidEnv("CNI_NETNS", path, "not a network namespace")
 	}
 	return f, nil
 }
 
-// cniError converts an error from the agent into a CNI error with the same code, msg
-// and details. An unreachable agent is code 11 (try again later), or 50 (not
-// available) for STATUS.
+// cniError converts an error into the CNI error skel prints, and is the package's one
+// place that makes a *types.Error: the code is api.ErrorCode's (code 7 or 4 for an
+// *api.ValidationError, the agent's code for an *api.Error, 100 for anything else),
+// msg and details those of the *api.Error, else the error's message. An unreachable
+// agent is code 11 (try again later), or 50 (not available) for STATUS.
 func cniError(err error, status bool) *types.Error {
 	var te *types.Error
 	if errors.As(err, &te) {
 		return te
 	}
+	code, msg, details := api.ErrorCode(err), err.Error(), ""
 	var ae *api.Error
-	if !errors.As(err, &ae) {
-		return types.NewError(api.CodeInternal, err.Error(), "")
+	if errors.As(err, &ae) {
+		msg, details = ae.Msg, ae.Details
 	}
-	code := ae.Code
 	switch {
 	case code == api.CodeNotAvailable && !status:
 		code = api.CodeTryAgainLater
 	case code <= 0:
 		code = api.CodeInternal
 	}
-	return types.NewError(uint(code), ae.Msg, ae.Details)
+	return types.NewError(uint(code), msg, details)
 }

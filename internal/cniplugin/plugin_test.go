@@ -175,8 +175,8 @@ func TestAddNetnsErrors(t *testing.T) {
 	}
 	missing := filepath.Join(t.TempDir(), "gone")
 	for _, tt := range []struct{ netns, msg string }{
-		{"", "CNI_NETNS missing"},
-		{missing, fmt.Sprintf("CNI_NETNS %q", missing)},
+		{"", "CNI_NETNS: missing"},
+		{missing, fmt.Sprintf("CNI_NETNS %q: cannot open: no such file or directory", missing)},
 		{regular, fmt.Sprintf("CNI_NETNS %q: not a network namespace", regular)},
 	} {
 		args := cmdArgs(config(agent.Socket, "1.0.0", ""))
@@ -379,7 +379,7 @@ func TestGCRefused(t *testing.T) {
 		{"old spelling without ifname", `"cni.dev/attachments":[{"containerID":"c1"}]`,
 			api.CodeInvalidConfig, "cni.dev/attachments[0]: containerID and ifname are required"},
 		{"not a list", `"cni.dev/valid-attachments":{"containerID":"c1","ifname":"eth0"}`,
-			api.CodeInvalidConfig, `field "cni.dev/valid-attachments"`},
+			api.CodeInvalidConfig, `cni.dev/valid-attachments: cannot use JSON object`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			wantCode(t, (&Plugin{}).GC(&skel.CmdArgs{StdinData: config(agent.Socket, "1.1.0", tt.stdin)}), tt.code, tt.msg)
@@ -387,7 +387,7 @@ func TestGCRefused(t *testing.T) {
 	}
 	// A config without a name names no network: refused, not sent as a GC of all networks.
 	wantCode(t, (&Plugin{}).GC(&skel.CmdArgs{StdinData: []byte(`{"cniVersion":"1.1.0","type":"podnet-cni","cni.dev/valid-attachments":[]}`)}),
-		api.CodeInvalidConfig, "name missing")
+		api.CodeInvalidConfig, "name: missing")
 	if n := len(agent.Received()); n != 0 {
 		t.Errorf("the agent received %d requests, want none", n)
 	}
@@ -409,6 +409,13 @@ func TestCNIError(t *testing.T) {
 		{fmt.Errorf("attach: %w", &api.Error{Code: api.CodePoolExhausted, Msg: "no free address"}), false, types.Error{Code: 103, Msg: "no free address"}},
 		{&api.Error{Code: -2, Msg: "odd"}, false, types.Error{Code: 100, Msg: "odd"}},
 		{errors.New("plain"), false, types.Error{Code: 100, Msg: "plain"}},
+		// Validation errors get their code from api.ErrorCode, through wrapping too.
+		{api.Invalid("network config", "mtu", "70000", "must be between 576 and 65535"), false,
+			types.Error{Code: 7, Msg: `network config: mtu "70000": must be between 576 and 65535`}},
+		{fmt.Errorf("attach: %w", api.InvalidEnv("CNI_IFNAME", "a/b", "bad")), false, types.Error{Code: 4, Msg: `attach: CNI_IFNAME "a/b": bad`}},
+		{api.AsError(api.MissingEnv("CNI_NETNS")), false, types.Error{Code: 4, Msg: "CNI_NETNS: missing"}},
+		// The agent's validation errors arrive as *api.Error with their code.
+		{&api.Error{Code: api.CodeInvalidEnv, Msg: `containerID "-x": must be letters`}, false, types.Error{Code: 4, Msg: `containerID "-x": must be letters`}},
 	} {
 		if got := cniError(tt.err, tt.status); *got != tt.want {
 			t.Errorf("cniError(%v) = %+v, want %+v", tt.err, *got, tt.want)

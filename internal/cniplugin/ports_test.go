@@ -40,8 +40,8 @@ func TestPortMappings(t *testing.T) {
 		}
 	}
 	for pm, msg := range map[string]string{
-		`{"hostPort":0,"containerPort":80}`:                    "runtimeConfig.portMappings[0]: hostPort 0",
-		`{"hostPort":80,"containerPort":70000}`:                "containerPort 70000",
+		`{"hostPort":0,"containerPort":80}`:                    `runtimeConfig.portMappings[0].hostPort "0": want 1-65535`,
+		`{"hostPort":80,"containerPort":70000}`:                `containerPort "70000"`,
 		`{"hostPort":80,"containerPort":80,"protocol":"sctp"}`: `protocol "sctp"`,
 		`{"hostPort":80,"containerPort":80,"hostIP":"x"}`:      `hostIP "x"`,
 	} {

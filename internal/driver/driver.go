@@ -67,7 +67,7 @@ func NetworkFor(n api.Network) Network { return For(n).Network(n) }
 // EndpointFor plans a recorded endpoint of n again, as its ADD did (the record holds
 // the MAC the plan chose).
 func EndpointFor(n api.Network, ep api.Endpoint) Endpoint {
-	mac, _ := plan.ParseMAC(ep.MAC) // recorded by ADD from a valid plan
+	mac, _ := api.ParseMAC(ep.MAC) // recorded by ADD from a valid plan
 	return For(n).Endpoint(n, ep.EndpointKey, ep.IPs, mac, ep.Ports)
 }
 

@@ -270,7 +270,7 @@ func TestMACFor(t *testing.T) {
 			if len(got) != 6 || got[0]&0x02 == 0 || got[0]&0x01 != 0 {
 				t.Errorf("MACFor(%v) = %s: want a locally administered unicast 6-byte address", tt.addrs, got)
 			}
-			if _, err := plan.ParseMAC(got.String()); err != nil {
+			if _, err := api.ParseMAC(got.String()); err != nil {
 				t.Errorf("ParseMAC(MACFor(%v)): %v", tt.addrs, err)
 			}
 		})

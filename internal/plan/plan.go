@@ -1,11 +1,9 @@
 // Package plan is the data of kernel plans: the bridge of a network and the links,
 // addresses, routes, neighbours and sysctls of an endpoint, as internal/driver decides
-// them and internal/kernel applies them. It holds no decisions but the check of a
-// requested MAC.
+// them and internal/kernel applies them. It holds no decisions.
 package plan
 
 import (
-	"fmt"
 	"net"
 	"net/netip"
 )
@@ -65,22 +63,4 @@ type Endpoint struct {
 type Neighbor struct {
 	IP  netip.Addr
 	MAC net.HardwareAddr
-}
-
-// ParseMAC parses a requested MAC; it must be unicast.
-func ParseMAC(s string) (net.HardwareAddr, error) {
-	if s == "" {
-		return nil, nil
-	}
-	mac, err := net.ParseMAC(s)
-	if err != nil || len(mac) != 6 {
-		return nil, fmt.Errorf("mac %q: not a 6-byte hardware address", s)
-	}
-	if mac[0]&1 == 1 {
-		return nil, fmt.Errorf("mac %q: multicast address cannot be an interface address", s)
-	}
-	if [6]byte(mac) == [6]byte{} {
-		return nil, fmt.Errorf("mac %q: the all-zero address cannot be an interface address", s)
-	}
-	return mac, nil
 }

@@ -10,10 +10,11 @@ import (
 )
 
 // ParsePort parses a published port as podnet run -p takes it:
-// [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp], HOSTIP in brackets for IPv6.
+// [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp], HOSTIP in brackets for IPv6. Errors are
+// *api.ValidationError.
 func ParsePort(s string) (api.PortMapping, error) {
 	bad := func(reason string) (api.PortMapping, error) {
-		return api.PortMapping{}, fmt.Errorf("port %q: %s (want [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp])", s, reason)
+		return api.PortMapping{}, api.Invalid("", "port", s, "%s (want [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp])", reason)
 	}
 	m := api.PortMapping{Protocol: "tcp"}
 	rest := s
@@ -55,21 +56,27 @@ func ParsePort(s string) (api.PortMapping, error) {
 	return m, ValidatePort(m)
 }
 
-// ValidatePort checks one mapping on its own.
+// portObject names a mapping in errors: "port 8080:80/tcp".
+func portObject(m api.PortMapping) string {
+	return "port " + m.String()
+}
+
+// ValidatePort checks one mapping on its own. Errors are *api.ValidationError.
 func ValidatePort(m api.PortMapping) error {
 	switch {
 	case m.Protocol != "tcp" && m.Protocol != "udp":
-		return fmt.Errorf("port %s: protocol %q: want tcp or udp", m, m.Protocol)
+		return api.Invalid(portObject(m), "protocol", m.Protocol, "want tcp or udp")
 	case m.HostPort == 0 || m.ContainerPort == 0:
-		return fmt.Errorf("port %s: ports are numbers from 1 to 65535", m)
+		return &api.ValidationError{Object: portObject(m), Reason: "ports are numbers from 1 to 65535"}
 	case m.HostIP.IsValid() && (m.HostIP.IsMulticast() || m.HostIP.IsUnspecified() || m.HostIP.Zone() != ""):
-		return fmt.Errorf("port %s: hostIP %s: want a unicast address of the node (or none for all)", m, m.HostIP)
+		return api.Invalid(portObject(m), "hostIP", m.HostIP.String(), "want a unicast address of the node (or none for all)")
 	}
 	return nil
 }
 
 // ValidatePorts checks a set of mappings of one endpoint whose addresses are addrs:
 // each valid, no host port twice, a host address only of a family the endpoint has.
+// Errors are *api.ValidationError.
 func ValidatePorts(ms []api.PortMapping, addrs []netip.Prefix) error {
 	seen := map[string]bool{}
 	for _, m := range ms {
@@ -78,11 +85,11 @@ func ValidatePorts(ms []api.PortMapping, addrs []netip.Prefix) error {
 		}
 		key := fmt.Sprintf("%s/%d", m.Protocol, m.HostPort)
 		if seen[key] {
-			return fmt.Errorf("port %s: host port %d/%s published twice", m, m.HostPort, m.Protocol)
+			return &api.ValidationError{Object: portObject(m), Reason: fmt.Sprintf("host port %d/%s published twice", m.HostPort, m.Protocol)}
 		}
 		seen[key] = true
 		if m.HostIP.IsValid() && !hasFamily(addrs, m.HostIP.Is4()) {
-			return fmt.Errorf("port %s: hostIP %s: the endpoint has no address of that family", m, m.HostIP)
+			return api.Invalid(portObject(m), "hostIP", m.HostIP.String(), "the endpoint has no address of that family")
 		}
 	}
 	return nil

@@ -21,10 +21,11 @@ var (
 	labelValueRE  = regexp.MustCompile(`^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$`)
 )
 
-// ValidateNamespace checks a namespace name ("" is the default namespace).
+// ValidateNamespace checks a namespace name ("" is the default namespace). Errors are
+// *api.ValidationError, as are those of every function of this file.
 func ValidateNamespace(ns string) error {
 	if ns != "" && !dnsLabelRE.MatchString(ns) {
-		return fmt.Errorf("namespace %q: must be a DNS label (lowercase letters, digits and '-', at most 63)", ns)
+		return api.Invalid("", "namespace", ns, "must be a DNS label (lowercase letters, digits and '-', at most 63)")
 	}
 	return nil
 }
@@ -35,15 +36,15 @@ func ValidateLabels(labels map[string]string) error {
 		name := k
 		if i := strings.LastIndexByte(k, '/'); i >= 0 {
 			if prefix := k[:i]; prefix == "" || len(prefix) > 253 || !dnsSubdomain(prefix) {
-				return fmt.Errorf("label %q: prefix must be a DNS subdomain", k)
+				return api.Invalid("", "label", k, "prefix must be a DNS subdomain")
 			}
 			name = k[i+1:]
 		}
 		if !labelNameRE.MatchString(name) {
-			return fmt.Errorf("label %q: name must be 1-63 letters, digits, '-', '_' or '.', starting and ending alphanumeric", k)
+			return api.Invalid("", "label", k, "name must be 1-63 letters, digits, '-', '_' or '.', starting and ending alphanumeric")
 		}
 		if !labelValueRE.MatchString(labels[k]) {
-			return fmt.Errorf("label %q: value %q must be at most 63 letters, digits, '-', '_' or '.', starting and ending alphanumeric", k, labels[k])
+			return api.Invalid("", "label", k, "value %q must be at most 63 letters, digits, '-', '_' or '.', starting and ending alphanumeric", labels[k])
 		}
 	}
 	return nil
@@ -68,7 +69,7 @@ func ParseLabels(items []string) (map[string]string, error) {
 			}
 			k, v, ok := strings.Cut(kv, "=")
 			if !ok {
-				return nil, fmt.Errorf("label %q: want key=value", kv)
+				return nil, api.Invalid("", "label", kv, "want key=value")
 			}
 			out[strings.TrimSpace(k)] = strings.TrimSpace(v)
 		}
@@ -79,7 +80,7 @@ func ParseLabels(items []string) (map[string]string, error) {
 // ParseServicePort parses [NAME:]PORT[:TARGETPORT][/tcp|/udp].
 func ParseServicePort(s string) (api.ServicePort, error) {
 	bad := func(reason string) (api.ServicePort, error) {
-		return api.ServicePort{}, fmt.Errorf("port %q: %s (want [NAME:]PORT[:TARGETPORT][/tcp|/udp])", s, reason)
+		return api.ServicePort{}, api.Invalid("", "port", s, "%s (want [NAME:]PORT[:TARGETPORT][/tcp|/udp])", reason)
 	}
 	p := api.ServicePort{Protocol: "tcp"}
 	rest := s
@@ -115,7 +116,7 @@ func CanonicalizeService(s api.ServiceSpec) (api.Service, error) {
 		s.Namespace = api.DefaultNamespace
 	}
 	fail := func(field, value, format string, args ...any) (api.Service, error) {
-		return api.Service{}, fmt.Errorf("service %s/%s: %s %q: %s", s.Namespace, s.Name, field, value, fmt.Sprintf(format, args...))
+		return api.Service{}, api.Invalid(fmt.Sprintf("service %s/%s", s.Namespace, s.Name), field, value, format, args...)
 	}
 	if !serviceNameRE.MatchString(s.Name) {
 		return fail("name", s.Name, "must be a DNS label starting with a letter (lowercase letters, digits and '-', at most 63)")

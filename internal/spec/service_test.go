@@ -1,6 +1,7 @@
 package spec_test
 
 import (
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
@@ -81,5 +82,40 @@ func TestLabelsAndSelects(t *testing.T) {
 	}
 	if !spec.Selects(map[string]string{"app": "web"}, l) || spec.Selects(map[string]string{"app": "db"}, l) || spec.Selects(nil, l) {
 		t.Error("Selects")
+	}
+}
+
+// Every validation of ports, labels, namespaces and services fails with the one
+// validation error type, whose code is 7 (invalid config).
+func TestErrorsAreValidationErrors(t *testing.T) {
+	v4 := []netip.Prefix{netip.MustParsePrefix("10.88.0.5/16")}
+	m := api.PortMapping{HostPort: 8080, ContainerPort: 80, Protocol: "tcp"}
+	_, errPort := spec.ParsePort("8080")
+	_, errServicePort := spec.ParseServicePort("http")
+	_, errLabels := spec.ParseLabels([]string{"novalue"})
+	_, errService := spec.CanonicalizeService(api.ServiceSpec{Name: "Web", Ports: []api.ServicePort{{Port: 80}}})
+	for _, tt := range []struct {
+		err  error
+		want string
+	}{
+		{errPort, `port "8080": wrong number of fields (want [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp])`},
+		{spec.ValidatePort(api.PortMapping{HostPort: 80, ContainerPort: 80, Protocol: "sctp"}), `port 80:80/sctp: protocol "sctp": want tcp or udp`},
+		{spec.ValidatePort(api.PortMapping{ContainerPort: 80, Protocol: "tcp"}), `port 0:80/tcp: ports are numbers from 1 to 65535`},
+		{spec.ValidatePorts([]api.PortMapping{m, m}, v4), `port 8080:80/tcp: host port 8080/tcp published twice`},
+		{spec.ValidatePorts([]api.PortMapping{{HostIP: netip.MustParseAddr("2001:db8::1"), HostPort: 1, ContainerPort: 1, Protocol: "udp"}}, v4),
+			`port [2001:db8::1]:1:1/udp: hostIP "2001:db8::1": the endpoint has no address of that family`},
+		{errServicePort, `port "http": wrong number of fields (want [NAME:]PORT[:TARGETPORT][/tcp|/udp])`},
+		{errLabels, `label "novalue": want key=value`},
+		{spec.ValidateLabels(map[string]string{"a": "-b"}), `label "a": value "-b" must be at most 63 letters`},
+		{spec.ValidateNamespace("Bad_NS"), `namespace "Bad_NS": must be a DNS label`},
+		{errService, `service default/Web: name "Web": must be a DNS label`},
+	} {
+		var ve *api.ValidationError
+		if !errors.As(tt.err, &ve) || api.ErrorCode(tt.err) != api.CodeInvalidConfig {
+			t.Errorf("error %v (%T) is not an *api.ValidationError with code 7", tt.err, tt.err)
+		}
+		if tt.err == nil || !strings.HasPrefix(tt.err.Error(), tt.want) {
+			t.Errorf("error %v, want it to start with %q", tt.err, tt.want)
+		}
 	}
 }

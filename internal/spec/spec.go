@@ -8,22 +8,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
-	"regexp"
 	"slices"
 	"strings"
 
 	"github.com/podnet/podnet/api"
-)
-
-// Limits of a network definition.
-const (
-	DefaultMTU = 1500
-	MinMTU     = 576
-	MinMTU6    = 1280 // IPv6 needs at least this
-	MaxMTU     = 65535
-	// Smallest subnets: a gateway and at least one sandbox must fit.
-	maxBits4 = 30
-	maxBits6 = 126
 )
 
 // RoutedGateway6 is the IPv6 gateway every sandbox of a routed network uses: the
@@ -40,46 +28,24 @@ var (
 // drivers are the known network drivers, in the order error messages list them.
 var drivers = []string{api.DriverBridge, api.DriverRouted}
 
-// reservedRanges can never hold pod addresses.
-var reservedRanges = []netip.Prefix{
-	netip.MustParsePrefix("0.0.0.0/8"),
-	netip.MustParsePrefix("127.0.0.0/8"),
-	netip.MustParsePrefix("169.254.0.0/16"),
-	netip.MustParsePrefix("224.0.0.0/4"),
-	netip.MustParsePrefix("240.0.0.0/4"),
-	netip.MustParsePrefix("::/127"), // unspecified and loopback
-	netip.MustParsePrefix("::ffff:0:0/96"),
-	netip.MustParsePrefix("fe80::/10"),
-	netip.MustParsePrefix("ff00::/8"),
-}
-
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
-
-// Error is a validation error; Field names the offending field.
-type Error struct {
-	Network string
-	Field   string
-	Value   string
-	Reason  string
-}
-
-func (e *Error) Error() string {
-	return fmt.Sprintf("network %q: %s %q: %s", e.Network, e.Field, e.Value, e.Reason)
-}
-
+// invalid returns the *api.ValidationError of field of network: `network "blue":
+// subnet "10.0.0.0/33": not a CIDR prefix`.
 func invalid(network, field, value, format string, args ...any) error {
-	return &Error{Network: network, Field: field, Value: value, Reason: fmt.Sprintf(format, args...)}
+	return api.Invalid(fmt.Sprintf("network %q", network), field, value, format, args...)
 }
 
-// ValidateName checks a network name.
+// ValidateName checks a network name (api.CheckNetworkName).
 func ValidateName(name string) error {
-	if !nameRE.MatchString(name) {
-		return invalid(name, "name", name, "must be 1-63 characters of letters, digits, '_', '.', '-', starting with a letter or digit")
+	if err := api.CheckNetworkName(name); err != nil {
+		return invalid(name, "name", name, "%v", err)
 	}
 	return nil
 }
 
 // Canonicalize validates s and returns the network it defines (Created left zero).
+// Errors are *api.ValidationError naming the network, the field and the value; each
+// field on its own is judged by the validators of package api that the CNI plugin
+// shares (api.ParseSubnet, api.ParseGateway, api.CheckMTU).
 func Canonicalize(s api.NetworkSpec) (api.Network, error) {
 	if err := ValidateName(s.Name); err != nil {
 		return api.Network{}, err
@@ -104,40 +70,20 @@ func Canonicalize(s api.NetworkSpec) (api.Network, error) {
 	}
 	var has4, has6 bool
 	for _, str := range s.Subnets {
-		p, err := netip.ParsePrefix(strings.TrimSpace(str))
+		p, err := api.ParseSubnet(str)
 		if err != nil {
-			return api.Network{}, invalid(s.Name, "subnet", str, "not a CIDR prefix")
-		}
-		if p.Addr().Zone() != "" {
-			return api.Network{}, invalid(s.Name, "subnet", str, "zones are not allowed")
-		}
-		if p.Masked() != p {
-			return api.Network{}, invalid(s.Name, "subnet", str, "host bits are set (did you mean %s?)", p.Masked())
-		}
-		if p.Addr().Is4In6() {
-			return api.Network{}, invalid(s.Name, "subnet", str, "IPv4-mapped IPv6 prefixes are not allowed")
+			return api.Network{}, invalid(s.Name, "subnet", str, "%v", err)
 		}
 		if p.Addr().Is4() {
 			if has4 {
 				return api.Network{}, invalid(s.Name, "subnet", str, "only one IPv4 subnet per network")
 			}
 			has4 = true
-			if p.Bits() > maxBits4 {
-				return api.Network{}, invalid(s.Name, "subnet", str, "too small: at most /%d", maxBits4)
-			}
 		} else {
 			if has6 {
 				return api.Network{}, invalid(s.Name, "subnet", str, "only one IPv6 subnet per network")
 			}
 			has6 = true
-			if p.Bits() > maxBits6 {
-				return api.Network{}, invalid(s.Name, "subnet", str, "too small: at most /%d", maxBits6)
-			}
-		}
-		for _, r := range reservedRanges {
-			if r.Overlaps(p) {
-				return api.Network{}, invalid(s.Name, "subnet", str, "overlaps reserved range %s (loopback, multicast, link-local, unspecified and reserved ranges cannot be pod subnets)", r)
-			}
 		}
 		gw := p.Addr().Next()
 		switch {
@@ -155,9 +101,9 @@ func Canonicalize(s api.NetworkSpec) (api.Network, error) {
 	}
 	gatewaySet := map[int]bool{}
 	for _, str := range s.Gateways {
-		g, err := netip.ParseAddr(strings.TrimSpace(str))
+		g, err := api.ParseGateway(str)
 		if err != nil {
-			return api.Network{}, invalid(s.Name, "gateway", str, "not an IP address")
+			return api.Network{}, invalid(s.Name, "gateway", str, "%v", err)
 		}
 		idx := -1
 		for i, sub := range n.Subnets {
@@ -177,13 +123,11 @@ func Canonicalize(s api.NetworkSpec) (api.Network, error) {
 		gatewaySet[idx] = true
 		n.Subnets[idx].Gateway = g
 	}
-	switch {
-	case n.MTU == 0:
-		n.MTU = DefaultMTU
-	case n.MTU < MinMTU || n.MTU > MaxMTU:
-		return api.Network{}, invalid(s.Name, "mtu", fmt.Sprint(s.MTU), "must be between %d and %d", MinMTU, MaxMTU)
-	case has6 && n.MTU < MinMTU6:
-		return api.Network{}, invalid(s.Name, "mtu", fmt.Sprint(s.MTU), "IPv6 needs at least %d", MinMTU6)
+	if err := api.CheckMTU(s.MTU, has6); err != nil {
+		return api.Network{}, invalid(s.Name, "mtu", fmt.Sprint(s.MTU), "%v", err)
+	}
+	if n.MTU == 0 {
+		n.MTU = api.DefaultMTU
 	}
 	if n.Driver == api.DriverBridge {
 		n.Bridge = BridgeName(n.Name)

@@ -2,6 +2,7 @@ package spec_test
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"reflect"
@@ -26,7 +27,7 @@ func TestCanonicalize(t *testing.T) {
 			name: "defaults",
 			in:   api.NetworkSpec{Name: "blue", Subnets: []string{"10.88.1.0/24"}},
 			want: api.Network{Name: "blue", Driver: api.DriverBridge, Subnets: []api.Subnet{sub("10.88.1.0/24", "10.88.1.1")},
-				MTU: spec.DefaultMTU, Masquerade: true, PortMode: api.PortModeNAT, Bridge: "pn-blue"},
+				MTU: api.DefaultMTU, Masquerade: true, PortMode: api.PortModeNAT, Bridge: "pn-blue"},
 		},
 		{
 			name: "explicit bridge driver",
@@ -77,20 +78,20 @@ func TestCanonicalize(t *testing.T) {
 		},
 		{
 			name: "lowest IPv4 mtu",
-			in:   api.NetworkSpec{Name: "blue", Subnets: []string{"10.88.1.0/24"}, MTU: spec.MinMTU},
+			in:   api.NetworkSpec{Name: "blue", Subnets: []string{"10.88.1.0/24"}, MTU: api.MinMTU},
 			want: api.Network{Name: "blue", Driver: api.DriverBridge, Subnets: []api.Subnet{sub("10.88.1.0/24", "10.88.1.1")},
 				MTU: 576, Masquerade: true, PortMode: api.PortModeNAT, Bridge: "pn-blue"},
 		},
 		{
 			name: "lowest IPv6 mtu",
-			in:   api.NetworkSpec{Name: "blue", Subnets: []string{"10.88.1.0/24", "fd00::/64"}, MTU: spec.MinMTU6},
+			in:   api.NetworkSpec{Name: "blue", Subnets: []string{"10.88.1.0/24", "fd00::/64"}, MTU: api.MinMTU6},
 			want: api.Network{Name: "blue", Driver: api.DriverBridge,
 				Subnets: []api.Subnet{sub("10.88.1.0/24", "10.88.1.1"), sub("fd00::/64", "fd00::1")},
 				MTU:     1280, Masquerade: true, PortMode: api.PortModeNAT, Bridge: "pn-blue"},
 		},
 		{
 			name: "highest mtu",
-			in:   api.NetworkSpec{Name: "blue", Subnets: []string{"10.88.1.0/24"}, MTU: spec.MaxMTU},
+			in:   api.NetworkSpec{Name: "blue", Subnets: []string{"10.88.1.0/24"}, MTU: api.MaxMTU},
 			want: api.Network{Name: "blue", Driver: api.DriverBridge, Subnets: []api.Subnet{sub("10.88.1.0/24", "10.88.1.1")},
 				MTU: 65535, Masquerade: true, PortMode: api.PortModeNAT, Bridge: "pn-blue"},
 		},
@@ -259,7 +260,7 @@ func TestCanonicalizeErrors(t *testing.T) {
 		{name: "IPv4-mapped gateway", in: api.NetworkSpec{Name: "blue", Subnets: v4, Gateways: []string{"::ffff:10.88.1.1"}}, field: "gateway",
 			want: `network "blue": gateway "::ffff:10.88.1.1": not inside any subnet of the network`},
 		{name: "gateway with zone", in: api.NetworkSpec{Name: "blue", Subnets: []string{"fd00::/64"}, Gateways: []string{"fd00::1%eth0"}}, field: "gateway",
-			want: `network "blue": gateway "fd00::1%eth0": not inside any subnet of the network`},
+			want: `network "blue": gateway "fd00::1%eth0": zones are not allowed`},
 		{name: "gateway is network address", in: api.NetworkSpec{Name: "blue", Subnets: v4, Gateways: []string{"10.88.1.0"}}, field: "gateway",
 			want: `network "blue": gateway "10.88.1.0": is the network or broadcast address of 10.88.1.0/24`},
 		{name: "gateway is broadcast address", in: api.NetworkSpec{Name: "blue", Subnets: v4, Gateways: []string{"10.88.1.255"}}, field: "gateway",
@@ -303,12 +304,15 @@ func TestCanonicalizeErrors(t *testing.T) {
 			if err.Error() != tt.want {
 				t.Errorf("Canonicalize(%+v) error\ngot  %s\nwant %s", tt.in, err, tt.want)
 			}
-			var se *spec.Error
-			if !errors.As(err, &se) {
-				t.Fatalf("error %v is %T, want *spec.Error", err, err)
+			var ve *api.ValidationError
+			if !errors.As(err, &ve) {
+				t.Fatalf("error %v is %T, want *api.ValidationError", err, err)
 			}
-			if se.Network != tt.in.Name || se.Field != tt.field {
-				t.Errorf("error names network %q field %q, want %q %q", se.Network, se.Field, tt.in.Name, tt.field)
+			if want := fmt.Sprintf("network %q", tt.in.Name); ve.Object != want || ve.Field != tt.field {
+				t.Errorf("error names %s field %q, want %s field %q", ve.Object, ve.Field, want, tt.field)
+			}
+			if api.ErrorCode(err) != api.CodeInvalidConfig {
+				t.Errorf("error code %d, want %d", api.ErrorCode(err), api.CodeInvalidConfig)
 			}
 			if !reflect.DeepEqual(got, api.Network{}) {
 				t.Errorf("Canonicalize returned %+v with an error, want the zero network", got)
@@ -386,9 +390,9 @@ func TestAgrees(t *testing.T) {
 			case tt.want != "" && err.Error() != tt.want:
 				t.Errorf("Agrees(%+v)\ngot  %s\nwant %s", tt.in, err, tt.want)
 			}
-			var se *spec.Error
-			if err != nil && !errors.As(err, &se) {
-				t.Errorf("error %v is %T, want *spec.Error", err, err)
+			var ve *api.ValidationError
+			if err != nil && !errors.As(err, &ve) {
+				t.Errorf("error %v is %T, want *api.ValidationError", err, err)
 			}
 		})
 	}
@@ -502,8 +506,8 @@ func TestCheckOverlap(t *testing.T) {
 			case tt.want != "" && err.Error() != tt.want:
 				t.Errorf("CheckOverlap\ngot  %s\nwant %s", err, tt.want)
 			}
-			var se *spec.Error
-			if err != nil && (!errors.As(err, &se) || se.Field != "subnet" || se.Network != tt.n.Name) {
+			var ve *api.ValidationError
+			if err != nil && (!errors.As(err, &ve) || ve.Field != "subnet" || ve.Object != fmt.Sprintf("network %q", tt.n.Name)) {
 				t.Errorf("error %v (%T) does not name network %q field subnet", err, err, tt.n.Name)
 			}
 		})
