@@ -33,9 +33,10 @@ import (
 // Allocate is idempotent: when owner already holds addresses in nw they are returned
 // unchanged, and it is an error if static asks for others.
 //
-// Errors are *api.Error: CodeInvalidConfig for a bad static address, CodeAddressInUse
-// when another owner holds it, CodePoolExhausted when a subnet is full; store errors
-// are wrapped. After an error the transaction may hold partial writes: abort it.
+// Errors are *api.Error: CodeInvalidConfig for a bad static address (wrapping the
+// *api.ValidationError that names it), CodeAddressInUse when another owner holds it,
+// CodePoolExhausted when a subnet is full; store errors are wrapped. After an error the
+// transaction may hold partial writes: abort it.
 func Allocate(tx store.Tx, nw api.Network, owner string, static []netip.Addr) ([]netip.Prefix, error) {
 	if owner == "" {
 		return nil, fmt.Errorf("network %q: allocate: empty owner", nw.Name)
@@ -44,11 +45,11 @@ func Allocate(tx store.Tx, nw api.Network, owner string, static []netip.Addr) ([
 	if err != nil {
 		return nil, err
 	}
-	allocs, err := tx.Allocations(nw.Name)
+	held, err := tx.AllocationsOf(nw.Name, owner)
 	if err != nil {
 		return nil, fmt.Errorf("network %q: allocate for %q: %w", nw.Name, owner, err)
 	}
-	if held := holdings(allocs, owner); len(held) > 0 {
+	if len(held) > 0 {
 		return heldPrefixes(nw, owner, held, want)
 	}
 
@@ -56,12 +57,16 @@ func Allocate(tx store.Tx, nw api.Network, owner string, static []netip.Addr) ([
 	for i, sub := range nw.Subnets {
 		a, ok := want[i]
 		if ok {
-			if other, taken := allocs[a]; taken {
+			other, taken, err := tx.Allocation(nw.Name, a)
+			if err != nil {
+				return nil, fmt.Errorf("network %q: allocate %s for %q: %w", nw.Name, a, owner, err)
+			}
+			if taken {
 				return nil, &api.Error{Code: api.CodeAddressInUse,
 					Msg: fmt.Sprintf("network %q: ips %s is in use by %q", nw.Name, a, other)}
 			}
 		} else {
-			a, err = next(tx, nw, sub, allocs)
+			a, err = next(tx, nw, sub)
 			if err != nil {
 				return nil, err
 			}
@@ -69,7 +74,6 @@ func Allocate(tx store.Tx, nw api.Network, owner string, static []netip.Addr) ([
 		if err := tx.PutAllocation(nw.Name, a, owner); err != nil {
 			return nil, fmt.Errorf("network %q: allocate %s for %q: %w", nw.Name, a, owner, err)
 		}
-		allocs[a] = owner
 		out = append(out, netip.PrefixFrom(a, sub.Prefix.Bits()))
 	}
 	return out, nil
@@ -78,11 +82,10 @@ func Allocate(tx store.Tx, nw api.Network, owner string, static []netip.Addr) ([
 // Release frees every address owner holds in network and returns them sorted;
 // releasing nothing is not an error. Cursors stay where they are.
 func Release(tx store.Tx, network, owner string) ([]netip.Addr, error) {
-	allocs, err := tx.Allocations(network)
+	held, err := tx.AllocationsOf(network, owner)
 	if err != nil {
 		return nil, fmt.Errorf("network %q: release %q: %w", network, owner, err)
 	}
-	held := holdings(allocs, owner)
 	for _, a := range held {
 		if err := tx.DeleteAllocation(network, a); err != nil {
 			return nil, fmt.Errorf("network %q: release %s of %q: %w", network, a, owner, err)
@@ -91,21 +94,10 @@ func Release(tx store.Tx, network, owner string) ([]netip.Addr, error) {
 	return held, nil
 }
 
-// holdings returns the addresses owner holds, sorted.
-func holdings(allocs map[netip.Addr]string, owner string) []netip.Addr {
-	var held []netip.Addr
-	for a, o := range allocs {
-		if o == owner {
-			held = append(held, a)
-		}
-	}
-	slices.SortFunc(held, netip.Addr.Compare)
-	return held
-}
-
-func invalidIPs(nw api.Network, format string, args ...any) *api.Error {
-	return &api.Error{Code: api.CodeInvalidConfig,
-		Msg: fmt.Sprintf("network %q: ips ", nw.Name) + fmt.Sprintf(format, args...)}
+// invalidIP is the error of a requested address a of nw: `network "blue": ips
+// "10.99.0.1": outside every subnet (10.88.0.0/16)`.
+func invalidIP(nw api.Network, a netip.Addr, format string, args ...any) *api.Error {
+	return api.AsError(api.Invalid(fmt.Sprintf("network %q", nw.Name), "ips", a.String(), format, args...))
 }
 
 // staticBySubnet checks the requested addresses and maps each to the index of its
@@ -115,10 +107,11 @@ func staticBySubnet(nw api.Network, static []netip.Addr) (map[int]netip.Addr, er
 	var seen4, seen6 netip.Addr
 	for _, a := range static {
 		if !a.IsValid() {
-			return nil, invalidIPs(nw, "has an invalid (empty) address")
+			return nil, api.AsError(&api.ValidationError{Object: fmt.Sprintf("network %q", nw.Name), Field: "ips", NoValue: true,
+				Reason: "an address is invalid (empty)"})
 		}
 		if a.Zone() != "" {
-			return nil, invalidIPs(nw, "%s has a zone", a)
+			return nil, invalidIP(nw, a, "has a zone")
 		}
 		a = a.Unmap()
 		seen := &seen6
@@ -126,18 +119,18 @@ func staticBySubnet(nw api.Network, static []netip.Addr) (map[int]netip.Addr, er
 			seen = &seen4
 		}
 		if *seen == a {
-			return nil, invalidIPs(nw, "%s is given twice", a)
+			return nil, invalidIP(nw, a, "given twice")
 		}
 		if seen.IsValid() {
-			return nil, invalidIPs(nw, "%s and %s are of the same family (one address per family)", *seen, a)
+			return nil, invalidIP(nw, a, "of the same family as %s (one address per family)", *seen)
 		}
 		*seen = a
 		i := slices.IndexFunc(nw.Subnets, func(s api.Subnet) bool { return s.Prefix.Contains(a) })
 		if i < 0 {
-			return nil, invalidIPs(nw, "%s is outside every subnet (%s)", a, subnetList(nw))
+			return nil, invalidIP(nw, a, "outside every subnet (%s)", subnetList(nw))
 		}
 		if why := reservedAs(nw.Subnets[i], a); why != "" {
-			return nil, invalidIPs(nw, "%s is reserved (%s of subnet %s)", a, why, nw.Subnets[i].Prefix)
+			return nil, invalidIP(nw, a, "reserved (%s of subnet %s)", why, nw.Subnets[i].Prefix)
 		}
 		want[i] = a
 	}
@@ -157,7 +150,7 @@ func subnetList(nw api.Network) string {
 func heldPrefixes(nw api.Network, owner string, held []netip.Addr, want map[int]netip.Addr) ([]netip.Prefix, error) {
 	for i := range nw.Subnets {
 		if a, ok := want[i]; ok && !slices.Contains(held, a) {
-			return nil, invalidIPs(nw, "%s: %q already holds %s in subnet %s", a, owner, heldIn(held, nw.Subnets[i]), nw.Subnets[i].Prefix)
+			return nil, invalidIP(nw, a, "%q already holds %s in subnet %s", owner, heldIn(held, nw.Subnets[i]), nw.Subnets[i].Prefix)
 		}
 	}
 	var out []netip.Prefix
@@ -189,22 +182,24 @@ func heldIn(held []netip.Addr, sub api.Subnet) string {
 }
 
 // next picks the next free address of sub after its cursor, records it as the new
-// cursor and returns it.
-func next(tx store.Tx, nw api.Network, sub api.Subnet, allocs map[netip.Addr]string) (netip.Addr, error) {
+// cursor and returns it. Each probe is one lookup of the store: the cost depends on the
+// run of taken addresses after the cursor, not on the size of the network.
+func next(tx store.Tx, nw api.Network, sub api.Subnet) (netip.Addr, error) {
 	cursor, _, err := tx.Cursor(nw.Name, sub.Prefix)
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("network %q: cursor of subnet %s: %w", nw.Name, sub.Prefix, err)
 	}
-	used := 0
-	for a := range allocs {
-		if sub.Prefix.Contains(a) {
-			used++
+	var lookupErr error
+	a, _, ok := pick(sub, cursor, func(a netip.Addr) bool {
+		_, taken, err := tx.Allocation(nw.Name, a)
+		if err != nil && lookupErr == nil {
+			lookupErr = err
 		}
-	}
-	a, _, ok := pick(sub, cursor, used, func(a netip.Addr) bool {
-		_, taken := allocs[a]
-		return taken
+		return taken || err != nil
 	})
+	if lookupErr != nil {
+		return netip.Addr{}, fmt.Errorf("network %q: subnet %s: %w", nw.Name, sub.Prefix, lookupErr)
+	}
 	if !ok {
 		return netip.Addr{}, &api.Error{Code: api.CodePoolExhausted,
 			Msg: fmt.Sprintf("network %q: subnet %s has no free address", nw.Name, sub.Prefix)}
@@ -216,15 +211,15 @@ func next(tx store.Tx, nw api.Network, sub api.Subnet, allocs map[netip.Addr]str
 }
 
 // pick searches sub for a free address, starting after cursor (or at the start of the
-// subnet when cursor is not in it) and wrapping around. used is how many addresses of
-// sub are taken. Among used+reserved+1 distinct addresses one at least is free, so
-// pick probes no more than that (or than the size of the subnet, when it is smaller:
-// then a failed search has seen every address and the subnet is full). It returns the
-// address, the number of probes, and false when the subnet is full.
-func pick(sub api.Subnet, cursor netip.Addr, used int, taken func(netip.Addr) bool) (netip.Addr, uint64, bool) {
+// subnet when cursor is not in it) and wrapping around. A run of unavailable addresses
+// is at most as long as the taken and reserved addresses of sub together, so pick
+// probes no more than allocated+reserved+1 addresses when one is free, and the whole
+// subnet when it is full. It returns the address, the number of probes, and false when
+// the subnet is full.
+func pick(sub api.Subnet, cursor netip.Addr, taken func(netip.Addr) bool) (netip.Addr, uint64, bool) {
 	p := sub.Prefix.Masked()
 	reserved := reservedAddrs(sub)
-	limit := min(size(p), uint64(used)+uint64(len(reserved))+1)
+	limit := size(p)
 	c := cursor
 	if !p.Contains(c) {
 		c = p.Addr()

@@ -386,6 +386,10 @@ func TestStatic(t *testing.T) {
 							t.Errorf("error %q does not mention %q", err, sub)
 						}
 					}
+					var ve *api.ValidationError
+					if tt.code == api.CodeInvalidConfig && (!errors.As(err, &ve) || ve.Field != "ips" || ve.Object != `network "blue"`) {
+						t.Errorf("error %v does not wrap a validation error of network \"blue\" field ips", err)
+					}
 					if !maps.Equal(after, before) {
 						t.Errorf("allocations changed by a failed Allocate: %v -> %v", before, after)
 					}

@@ -52,7 +52,7 @@ func TestPickProbes(t *testing.T) {
 					used++
 				}
 			}
-			got, probes, ok := pick(tt.subnet, cursor, used, func(a netip.Addr) bool { return tt.taken[a] })
+			got, probes, ok := pick(tt.subnet, cursor, func(a netip.Addr) bool { return tt.taken[a] })
 			if tt.want == "" {
 				if ok {
 					t.Errorf("pick = %s; want none", got)

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 //	networks:    <name> -> JSON api.Network
 //	endpoints:   <network> (bucket) -> <containerID> NUL <ifName> -> JSON api.Endpoint
 //	allocations: <network> (bucket) -> netip.Addr binary -> owner
+//	owners:      <network> (bucket) -> owner NUL netip.Addr binary -> "" (index of allocations by owner)
 //	cursors:     <network> (bucket) -> netip.Prefix binary (masked) -> netip.Addr binary
 //	ports:       <proto>/<port> (bucket) -> host netip.Addr binary, "*" for all -> owner
 //	services:    <namespace> NUL <name> -> JSON api.Service
@@ -32,13 +34,14 @@ var (
 	bucketNetworks    = []byte("networks")
 	bucketEndpoints   = []byte("endpoints")
 	bucketAllocations = []byte("allocations")
+	bucketOwners      = []byte("owners")
 	bucketCursors     = []byte("cursors")
 	bucketPorts       = []byte("ports")
 	bucketServices    = []byte("services")
 
-	topBuckets = [][]byte{bucketNetworks, bucketEndpoints, bucketAllocations, bucketCursors, bucketPorts, bucketServices}
+	topBuckets = [][]byte{bucketNetworks, bucketEndpoints, bucketAllocations, bucketOwners, bucketCursors, bucketPorts, bucketServices}
 	// perNetwork are the top-level buckets that hold one nested bucket per network.
-	perNetwork = [][]byte{bucketEndpoints, bucketAllocations, bucketCursors}
+	perNetwork = [][]byte{bucketEndpoints, bucketAllocations, bucketOwners, bucketCursors}
 )
 
 // openTimeout bounds how long OpenBolt waits for the file lock held by another process.
@@ -77,10 +80,14 @@ func openBolt(path string, timeout time.Duration) (*Bolt, error) {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
+		indexed := tx.Bucket(bucketOwners) != nil
 		for _, name := range topBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %s: %w", name, err)
 			}
+		}
+		if !indexed { // a store written before the index existed
+			return indexOwners(tx)
 		}
 		return nil
 	})
@@ -481,13 +488,52 @@ func (t *boltTx) Allocations(network string) (map[netip.Addr]string, error) {
 	return m, nil
 }
 
+// AllocationsOf implements Tx with a prefix scan of the owners index.
+func (t *boltTx) AllocationsOf(network, owner string) ([]netip.Addr, error) {
+	b, err := t.nested(bucketOwners, network)
+	if err != nil || b == nil || owner == "" || strings.IndexByte(owner, 0) >= 0 {
+		return nil, err
+	}
+	prefix := append([]byte(owner), 0)
+	var out []netip.Addr
+	c := b.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		var a netip.Addr
+		if err := a.UnmarshalBinary(k[len(prefix):]); err != nil {
+			return nil, fmt.Errorf("decode owners key %x in network %q: %w", k, network, err)
+		}
+		out = append(out, a)
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out, nil
+}
+
+// ownerKey is the owners index key of owner holding the address whose key is addr.
+func ownerKey(owner string, addr []byte) []byte {
+	return append(append([]byte(owner), 0), addr...)
+}
+
+// indexOwners builds the owners index from the allocations.
+func indexOwners(tx *bolt.Tx) error {
+	allocs, owners := tx.Bucket(bucketAllocations), tx.Bucket(bucketOwners)
+	return allocs.ForEachBucket(func(network []byte) error {
+		ob, err := owners.CreateBucketIfNotExists(network)
+		if err != nil {
+			return fmt.Errorf("index allocations of network %q: %w", network, err)
+		}
+		return allocs.Bucket(network).ForEach(func(k, v []byte) error {
+			return ob.Put(ownerKey(string(v), k), nil)
+		})
+	})
+}
+
 func (t *boltTx) PutAllocation(network string, a netip.Addr, owner string) error {
 	op := fmt.Sprintf("put allocation %s in network %q", a, network)
 	if err := t.checkWritable(op); err != nil {
 		return err
 	}
-	if owner == "" {
-		return fmt.Errorf("%s: empty owner", op)
+	if owner == "" || strings.IndexByte(owner, 0) >= 0 {
+		return fmt.Errorf("%s: owner %q: empty or holding NUL", op, owner)
 	}
 	key, err := addrKey(a)
 	if err != nil {
@@ -497,7 +543,19 @@ func (t *boltTx) PutAllocation(network string, a netip.Addr, owner string) error
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
+	ob, err := t.nestedForWrite(bucketOwners, network)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if old := b.Get(key); old != nil {
+		if err := ob.Delete(ownerKey(string(old), key)); err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
+	}
 	if err := b.Put(key, []byte(owner)); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if err := ob.Put(ownerKey(owner, key), nil); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	return nil
@@ -519,8 +577,16 @@ func (t *boltTx) DeleteAllocation(network string, a netip.Addr) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	if b.Get(key) == nil {
+	owner := b.Get(key)
+	if owner == nil {
 		return fmt.Errorf("%s: %w", op, ErrNotFound)
+	}
+	ob, err := t.nestedForWrite(bucketOwners, network)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if err := ob.Delete(ownerKey(string(owner), key)); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
 	}
 	if err := b.Delete(key); err != nil {
 		return fmt.Errorf("%s: %w", op, err)

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/store"
 	"github.com/podnet/podnet/internal/store/storetest"
@@ -105,6 +107,51 @@ func TestBoltPersistsAcrossReopen(t *testing.T) {
 		c, ok, err := tx.Cursor("red", subnet)
 		if err != nil || !ok || c != a {
 			t.Errorf("cursor after reopen = %s, %v, %v", c, ok, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A store written before the owners index existed gets the index built when it is
+// opened.
+func TestBoltIndexesOwnersOfAnOlderFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "podnet.db")
+	a, b6 := netip.MustParseAddr("10.88.0.5"), netip.MustParseAddr("fd00::5")
+	s, err := store.OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Update(func(tx store.Tx) error {
+		if err := tx.PutNetwork(storetest.SampleNetwork("red")); err != nil {
+			return err
+		}
+		if err := tx.PutAllocation("red", a, "red/c1/eth0"); err != nil {
+			return err
+		}
+		return tx.PutAllocation("red", b6, "red/c1/eth0")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// What an older podnet wrote: no owners bucket.
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket([]byte("owners")) }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	s = openBolt(t, path)
+	err = s.View(func(tx store.Tx) error {
+		held, err := tx.AllocationsOf("red", "red/c1/eth0")
+		if err != nil || len(held) != 2 || held[0] != a || held[1] != b6 {
+			t.Errorf("AllocationsOf after reopening an older file = %v, %v; want [%s %s]", held, err, a, b6)
 		}
 		return nil
 	})

@@ -52,6 +52,9 @@ type Tx interface {
 	Allocation(network string, a netip.Addr) (owner string, ok bool, err error)
 	// Allocations lists all addresses of a network with their owners.
 	Allocations(network string) (map[netip.Addr]string, error)
+	// AllocationsOf lists the addresses owner holds in a network, sorted; its cost
+	// depends on what owner holds, not on the size of the network.
+	AllocationsOf(network, owner string) ([]netip.Addr, error)
 	// PutAllocation records that owner holds a; it overwrites any previous owner (the
 	// caller checks first).
 	PutAllocation(network string, a netip.Addr, owner string) error

@@ -337,8 +337,22 @@ func testAllocations(t *testing.T, s store.Store) {
 		if err != nil || len(m) != 0 {
 			t.Errorf("Allocations(nosuch) = %v, %v; want empty", m, err)
 		}
+		held, err := tx.AllocationsOf("red", "red/c1/eth0")
+		if err != nil {
+			t.Fatalf("AllocationsOf(red, red/c1/eth0): %v", err)
+		}
+		mustEqual(t, "addresses of red/c1/eth0", held, []netip.Addr{a4, a6})
+		for _, q := range [][2]string{{"blue", "red/c1/eth0"}, {"red", "red/c1"}, {"nosuch", "x"}, {"red", ""}} {
+			if held, err := tx.AllocationsOf(q[0], q[1]); err != nil || len(held) != 0 {
+				t.Errorf("AllocationsOf(%q, %q) = %v, %v; want none", q[0], q[1], held, err)
+			}
+		}
 		return nil
 	})
+	// An owner holding NUL would break the owners index.
+	if err := s.Update(func(tx store.Tx) error { return tx.PutAllocation("red", a6, "red/c\x00/eth0") }); err == nil {
+		t.Error("PutAllocation with an owner holding NUL succeeded")
+	}
 	update(t, s, func(tx store.Tx) error {
 		if err := tx.PutAllocation("red", a4, "red/c3/eth0"); err != nil {
 			return err
@@ -353,6 +367,13 @@ func testAllocations(t *testing.T, s store.Store) {
 		mustEqual(t, "allocations of red after overwrite and delete", m, map[netip.Addr]string{
 			a4: "red/c3/eth0", mapped: "red/c9/eth0",
 		})
+		for owner, want := range map[string][]netip.Addr{"red/c1/eth0": nil, "red/c3/eth0": {a4}, "red/c9/eth0": {mapped}} {
+			held, err := tx.AllocationsOf("red", owner)
+			if err != nil {
+				t.Fatalf("AllocationsOf(red, %s): %v", owner, err)
+			}
+			mustEqual(t, "addresses of "+owner+" after overwrite and delete", held, want)
+		}
 		return nil
 	})
 }

@@ -272,6 +272,18 @@ func (t *memTx) Allocations(network string) (map[netip.Addr]string, error) {
 	return m, nil
 }
 
+// AllocationsOf implements store.Tx (a scan: the fake does not index).
+func (t *memTx) AllocationsOf(network, owner string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for a, o := range t.s.allocs[network] {
+		if o == owner {
+			out = append(out, a)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out, nil
+}
+
 func (t *memTx) PutAllocation(network string, a netip.Addr, owner string) error {
 	op := fmt.Sprintf("put allocation %s in network %q", a, network)
 	if err := t.checkWritable(op); err != nil {
@@ -282,8 +294,8 @@ func (t *memTx) PutAllocation(network string, a netip.Addr, owner string) error 
 		return fmt.Errorf("%s: empty network name", op)
 	case !a.IsValid():
 		return fmt.Errorf("%s: invalid address", op)
-	case owner == "":
-		return fmt.Errorf("%s: empty owner", op)
+	case owner == "" || strings.IndexByte(owner, 0) >= 0:
+		return fmt.Errorf("%s: owner %q: empty or holding NUL", op, owner)
 	}
 	if t.s.allocs[network] == nil {
 		t.s.allocs[network] = make(map[netip.Addr]string)
