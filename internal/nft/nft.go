@@ -76,8 +76,9 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strings"
 	"time"
+
+	"github.com/podnet/podnet/api"
 )
 
 // TableName is the name of podnet's tables, in families inet and bridge.
@@ -419,17 +420,6 @@ func protoNumber(name string) byte {
 	return 0
 }
 
-// validIfName applies the kernel's rules for interface names (dev_valid_name).
-func validIfName(name string) error {
-	switch {
-	case name == "":
-		return fmt.Errorf("empty interface name")
-	case len(name) > maxIfName:
-		return fmt.Errorf("interface name longer than %d bytes", maxIfName)
-	case name == "." || name == "..":
-		return fmt.Errorf("invalid interface name")
-	case strings.ContainsAny(name, "/: \t\n\r\v\f\x00"):
-		return fmt.Errorf("interface name contains '/', ':', NUL or white space")
-	}
-	return nil
-}
+// validIfName applies the kernel's rules for interface names (dev_valid_name), the
+// rule the agent and the plugin apply too (api.CheckIfName).
+func validIfName(name string) error { return api.CheckIfName(name) }
