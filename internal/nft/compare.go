@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -29,13 +30,14 @@ func compare(c *nftables.Conn, nl *netlink.Conn, def tableDef) (string, error) {
 		return fmt.Sprintf("table flags %#x", tbl.Flags), nil
 	}
 
-	if d, err := compareChains(c, nl, tbl, def.chains); d != "" || err != nil {
+	if d, err := compareChains(c, nl, tbl, def); d != "" || err != nil {
 		return d, err
 	}
 	return compareSets(c, tbl, def.sets)
 }
 
-func compareChains(c *nftables.Conn, nl *netlink.Conn, tbl *nftables.Table, want []chainDef) (string, error) {
+func compareChains(c *nftables.Conn, nl *netlink.Conn, tbl *nftables.Table, def tableDef) (string, error) {
+	want := def.chains
 	all, err := c.ListChainsOfTableFamily(tbl.Family)
 	if err != nil {
 		return "", fmt.Errorf("list chains: %w", err)
@@ -70,11 +72,31 @@ func compareChains(c *nftables.Conn, nl *netlink.Conn, tbl *nftables.Table, want
 		}
 		for i, r := range rules {
 			if !sameExprs(r, w.rules[i].exprs) {
-				return fmt.Sprintf("chain %s: rule %d differs from %q", w.name, i, w.rules[i].text), nil
+				return fmt.Sprintf("chain %s: rule %d differs: %s", w.name, i, ruleDiff(def, r, w.rules[i].exprs)), nil
 			}
 		}
 	}
 	return "", nil
+}
+
+// ruleDiff describes how the rule got differs from want: both printed, or, when they
+// print the same (the expressions differ in what nft does not print, such as
+// registers), the expressions.
+func ruleDiff(def tableDef, got, want []expr.Any) string {
+	g, w := def.printRule(got), def.printRule(want)
+	if g != w {
+		return fmt.Sprintf("%q, want %q", g, w)
+	}
+	return fmt.Sprintf("%q, in expressions %s, want %s", g, exprsText(got), exprsText(want))
+}
+
+// exprsText prints expressions as Go values, for a difference that nft syntax hides.
+func exprsText(es []expr.Any) string {
+	parts := make([]string, len(es))
+	for i, e := range es {
+		parts[i] = fmt.Sprintf("%+v", e)
+	}
+	return "[" + strings.Join(parts, " ") + "]"
 }
 
 // dumpRules returns the expressions of the rules of chain in podnet's table of family f,

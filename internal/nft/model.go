@@ -18,7 +18,8 @@ import (
 
 // The model below, with the services' part in services.go, is the one description of
 // podnet's tables: Render prints it, Table.Sync writes it, Table.Update writes some of its
-// elements and Table.InSync compares the kernel with it.
+// elements and Table.InSync compares the kernel with it. A rule is its expressions only:
+// its nft syntax is printed from them (print.go).
 
 // Names of the sets and maps. The endpoint sets exist in both tables: in inet podnet they
 // hold routed endpoints, in bridge podnet bridged ones.
@@ -154,10 +155,9 @@ type chainDef struct {
 // base reports whether c is a base chain.
 func (c chainDef) base() bool { return c.hookName != "" }
 
-// ruleDef is one rule: its expressions, and the text nft would print for them. Lookups
-// name their set; the set ID is filled in when the batch is built.
+// ruleDef is one rule: its expressions, which tableDef.printRule prints in nft syntax.
+// Lookups name their set; the set ID is filled in when the batch is built.
 type ruleDef struct {
-	text  string
 	exprs []expr.Any
 }
 
@@ -226,7 +226,9 @@ func build(r Ruleset) rulesetDef {
 		{
 			name: chainOutput, typ: nftables.ChainTypeNAT,
 			hook: *nftables.ChainHookOutput, hookName: "output",
-			priority: *nftables.ChainPriorityNATDest, prioName: "dstnat",
+			// nft names priority -100 dstnat on prerouting only; it lists (and parses)
+			// the output hook's as the number.
+			priority: *nftables.ChainPriorityNATDest, prioName: "-100",
 			rules: dnatRules(),
 		},
 		{
@@ -236,8 +238,8 @@ func build(r Ruleset) rulesetDef {
 			rules: []ruleDef{
 				// Packets of flows already let through skip the lookups below (which a
 				// bridged flow would otherwise pay on every frame, br_netfilter).
-				{text: "ct state established,related accept", exprs: append(ctStateEstablished(), accept())},
-				{text: "ct status dnat accept", exprs: append(ctStatusDNAT(), accept())},
+				{exprs: append(ctStateEstablished(), accept())},
+				{exprs: append(ctStatusDNAT(), accept())},
 				isolationRule(ip4),
 				isolationRule(ip6),
 			},
@@ -532,8 +534,9 @@ func sortElems(es []elemDef) {
 func accept() expr.Any { return &expr.Verdict{Kind: expr.VerdictAccept} }
 func drop() expr.Any   { return &expr.Verdict{Kind: expr.VerdictDrop} }
 
-// isFamily matches packets of family f: in family inet by meta nfproto (nft adds this
-// check silently and does not print it), in family bridge by ether type.
+// isFamily matches packets of family f: in family inet by meta nfproto, in family bridge
+// by ether type. nft adds this check itself before a field of the network header, and
+// leaves it out of its listing when such a field follows.
 func isFamily(tf nftables.TableFamily, f ipFamily) []expr.Any {
 	if tf == nftables.TableFamilyBridge {
 		return isEtherType(f.etherType)
@@ -597,8 +600,6 @@ func lookup(r uint32, set string, invert bool) expr.Any {
 // pod address to a pod address, unless both are of the same network.
 func isolationRule(f ipFamily) ruleDef {
 	return ruleDef{
-		text: f.name + " saddr @pods" + f.suffix + " " + f.name + " daddr @pods" + f.suffix + " " +
-			f.name + " saddr . " + f.name + " daddr != @same_network" + f.suffix + " drop",
 		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f), []expr.Any{
 			loadAddr(f, f.saddr, reg1),
 			lookup(reg1, "pods"+f.suffix, false),
@@ -616,7 +617,6 @@ func isolationRule(f ipFamily) ruleDef {
 // subnet.
 func egressMasqRule(f ipFamily) ruleDef {
 	return ruleDef{
-		text: f.name + " saddr @masq" + f.suffix + " " + f.name + " daddr != @pods" + f.suffix + " masquerade",
 		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f), []expr.Any{
 			loadAddr(f, f.saddr, reg1),
 			lookup(reg1, "masq"+f.suffix, false),
@@ -632,7 +632,6 @@ func egressMasqRule(f ipFamily) ruleDef {
 // networks).
 func dnatMasqRule(f ipFamily) ruleDef {
 	return ruleDef{
-		text: "ct status dnat " + f.name + " saddr @pods" + f.suffix + " masquerade",
 		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f), ctStatusDNAT(), []expr.Any{
 			loadAddr(f, f.saddr, reg1),
 			lookup(reg1, "pods"+f.suffix, false),
@@ -645,7 +644,6 @@ func dnatMasqRule(f ipFamily) ruleDef {
 // sandbox cannot answer 127.0.0.1.
 func localhostMasqRule() ruleDef {
 	return ruleDef{
-		text: "ct status dnat ip saddr 127.0.0.0/8 masquerade",
 		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, ip4), ctStatusDNAT(), []expr.Any{
 			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: ip4.saddr, Len: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{127}},
@@ -691,7 +689,6 @@ func dnatTo(f ipFamily, m string) []expr.Any {
 func hostPortsRule(f ipFamily) ruleDef {
 	m := "hostports" + f.suffix
 	return ruleDef{
-		text: "dnat " + f.name + " to " + f.name + " daddr . meta l4proto . th dport map @" + m,
 		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f),
 			[]expr.Any{loadAddr(f, f.daddr, reg1)},
 			loadL4(f.addrLen),
@@ -702,7 +699,6 @@ func hostPortsRule(f ipFamily) ruleDef {
 func portsRule(f ipFamily) ruleDef {
 	m := "ports" + f.suffix
 	return ruleDef{
-		text: "fib daddr type local dnat " + f.name + " to meta l4proto . th dport map @" + m,
 		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f),
 			[]expr.Any{
 				&expr.Fib{Register: reg1, FlagDADDR: true, ResultADDRTYPE: true},
@@ -730,8 +726,9 @@ func isICMPv6(tf nftables.TableFamily, typ byte) []expr.Any {
 	})
 }
 
-// notLinkLocal matches when the 16 bytes at off of base are not in fe80::/10 (a 2-byte
-// load, as nft does for a prefix that ends in the second byte).
+// notLinkLocal matches when the 16 bytes at off of base are not in fe80::/10: a 2-byte
+// load, which nft prints raw ("@th,64,16 & 0xffc0 != 0xfe80"; it has no name for the
+// field where this is used).
 func notLinkLocal(base expr.PayloadBase, off uint32) []expr.Any {
 	return []expr.Any{
 		&expr.Payload{DestRegister: reg1, Base: base, Offset: off, Len: 2},
@@ -763,7 +760,6 @@ func antispoofRules(tf nftables.TableFamily) []ruleDef {
 		rules = append(rules, localnetRule(), podSourceRule(ip4), podSourceRule(ip6))
 	}
 	rules = append(rules, ruleDef{
-		text: "iifname != @endpoints accept",
 		exprs: []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
 			lookup(reg1, setEndpoints, true),
@@ -775,7 +771,6 @@ func antispoofRules(tf nftables.TableFamily) []ruleDef {
 		// peer's entry in the bridge's forwarding database (learning happens after this
 		// hook) and its traffic with it.
 		rules = append(rules, ruleDef{
-			text: "iifname . ether saddr != @" + setEndpointMACs + " drop",
 			exprs: []expr.Any{
 				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
 				&expr.Payload{DestRegister: reg(16), Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
@@ -785,41 +780,30 @@ func antispoofRules(tf nftables.TableFamily) []ruleDef {
 		})
 	}
 	rules = append(rules, []ruleDef{
-		{
-			text:  "iifname . ip saddr @endpoint_addrs4 accept",
-			exprs: slices.Concat(isFamily(tf, ip4), ifAddr(ip4, nh, ip4.saddr, setEndpointAddrs4, false), []expr.Any{accept()}),
-		},
-		{
-			text:  "icmpv6 type nd-router-advert drop",
-			exprs: append(isICMPv6(tf, icmp6RouterAdvert), drop()),
-		},
-		{
-			text:  "icmpv6 type nd-redirect drop",
-			exprs: append(isICMPv6(tf, icmp6Redirect), drop()),
-		},
+		{exprs: slices.Concat(isFamily(tf, ip4), ifAddr(ip4, nh, ip4.saddr, setEndpointAddrs4, false), []expr.Any{accept()})},
+		{exprs: append(isICMPv6(tf, icmp6RouterAdvert), drop())},
+		{exprs: append(isICMPv6(tf, icmp6Redirect), drop())},
 		{
 			// The target address, @th,64,128 (icmpv6 taddr, which nft 1.0.6 lacks).
-			text: "icmpv6 type nd-neighbor-advert @th,64,16 & 0xffc0 != 0xfe80 iifname . @th,64,128 != @" + setEndpointTargets6 + " drop",
 			exprs: slices.Concat(isICMPv6(tf, icmp6NeighborAdvert),
 				notLinkLocal(expr.PayloadBaseTransportHeader, 8),
 				ifAddr(ip6, expr.PayloadBaseTransportHeader, 8, setEndpointTargets6, true),
 				[]expr.Any{drop()}),
 		},
+		{exprs: slices.Concat(isFamily(tf, ip6), ifAddr(ip6, nh, ip6.saddr, setEndpointAddrs6, false), []expr.Any{accept()})},
 		{
-			text:  "iifname . ip6 saddr @endpoint_addrs6 accept",
-			exprs: slices.Concat(isFamily(tf, ip6), ifAddr(ip6, nh, ip6.saddr, setEndpointAddrs6, false), []expr.Any{accept()}),
-		},
-		{
-			text: "ip6 saddr fe80::/10 accept",
+			// ip6 saddr fe80::/10: the whole address and a 16-byte mask, as nft writes
+			// it (nft 1.0.6 prints a shorter load of a prefix that is not whole bytes
+			// raw, not as the address field).
 			exprs: slices.Concat(isFamily(tf, ip6), []expr.Any{
-				&expr.Payload{DestRegister: reg1, Base: nh, Offset: ip6.saddr, Len: 2},
-				&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 2, Mask: []byte{0xff, 0xc0}, Xor: []byte{0, 0}},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{0xfe, 0x80}},
+				loadAddr(ip6, ip6.saddr, reg1),
+				&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: ip6.addrLen,
+					Mask: netip.MustParseAddr("ffc0::").AsSlice(), Xor: make([]byte, ip6.addrLen)},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: netip.MustParseAddr("fe80::").AsSlice()},
 				accept(),
 			}),
 		},
 		{
-			text: "ip6 saddr :: accept",
 			exprs: slices.Concat(isFamily(tf, ip6), []expr.Any{
 				loadAddr(ip6, ip6.saddr, reg1),
 				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: make([]byte, 16)},
@@ -833,20 +817,16 @@ func antispoofRules(tf nftables.TableFamily) []ruleDef {
 		const arpSPA = 14
 		rules = append(rules,
 			ruleDef{
-				text: "arp saddr ip 0.0.0.0 accept",
 				exprs: slices.Concat(isEtherType(unix.ETH_P_ARP), []expr.Any{
 					&expr.Payload{DestRegister: reg1, Base: nh, Offset: arpSPA, Len: 4},
 					&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: make([]byte, 4)},
 					accept(),
 				}),
 			},
-			ruleDef{
-				text:  "iifname . arp saddr ip @endpoint_addrs4 accept",
-				exprs: slices.Concat(isEtherType(unix.ETH_P_ARP), ifAddr(ip4, nh, arpSPA, setEndpointAddrs4, false), []expr.Any{accept()}),
-			},
+			ruleDef{exprs: slices.Concat(isEtherType(unix.ETH_P_ARP), ifAddr(ip4, nh, arpSPA, setEndpointAddrs4, false), []expr.Any{accept()})},
 		)
 	}
-	return append(rules, ruleDef{text: "drop", exprs: []expr.Any{drop()}})
+	return append(rules, ruleDef{exprs: []expr.Any{drop()}})
 }
 
 // localnetRule drops packets to 127.0.0.0/8 that did not come from the loopback device
@@ -858,7 +838,6 @@ func antispoofRules(tf nftables.TableFamily) []ruleDef {
 // restores 127.0.0.1) pass. Linux itself drops ::1 on any other device.
 func localnetRule() ruleDef {
 	return ruleDef{
-		text: `iifname != "lo" ip daddr 127.0.0.0/8 drop`,
 		exprs: slices.Concat(
 			[]expr.Any{
 				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
@@ -879,7 +858,6 @@ func localnetRule() ruleDef {
 // have the node answer the pod: the cluster DNS would recurse for it and reflect at pods.
 func podSourceRule(f ipFamily) ruleDef {
 	return ruleDef{
-		text: f.name + " saddr @pods" + f.suffix + ` iifname != "lo" iifname != @endpoints iifname . ` + f.name + " saddr != @bridge_subnets" + f.suffix + " drop",
 		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f), []expr.Any{
 			loadAddr(f, f.saddr, reg1),
 			lookup(reg1, "pods"+f.suffix, false),

@@ -24,7 +24,7 @@
 //	                  did not come from lo, and what a routed endpoint sends from an
 //	                  address that is not its own
 //	chain prerouting  nat prerouting, priority dstnat: service VIPs, then published ports (DNAT)
-//	chain output      nat output, priority dstnat: the same for connections of the node
+//	chain output      nat output, priority -100 (dstnat): the same for connections of the node
 //	chain forward     filter forward, priority filter: isolation of networks by address
 //	chain postrouting nat postrouting, priority srcnat: egress masquerade, and masquerade of
 //	                  DNATed connections from sandboxes (hairpin) and from 127.0.0.0/8

@@ -8,7 +8,8 @@ import (
 
 // Render returns podnet's tables for r in nft syntax, close to what `nft list ruleset`
 // prints for them: table inet podnet, then table bridge podnet; elements sorted, one per
-// line, network sets with the network(s) of each element as comment. It is pure and
+// line, network sets with the network(s) of each element as comment; every rule printed
+// from the expressions Sync writes, as nft 1.0.6 lists them (print.go). It is pure and
 // deterministic (the order of the slices of r does not matter). It does not validate r:
 // what Validate rejects is left out.
 func Render(r Ruleset) string {
@@ -77,7 +78,7 @@ func (t tableDef) render(b *strings.Builder) {
 			fmt.Fprintf(b, "\t\ttype %s hook %s priority %s; policy accept;\n", c.typ, c.hookName, c.prioName)
 		}
 		for _, r := range c.rules {
-			fmt.Fprintf(b, "\t\t%s\n", r.text)
+			fmt.Fprintf(b, "\t\t%s\n", t.printRule(r.exprs))
 		}
 		b.WriteString("\t}\n")
 	}

@@ -274,18 +274,12 @@ func serviceSets(svcs []Service) []setDef {
 func serviceChains() []chainDef {
 	chains := []chainDef{
 		{name: chainNoBackends, rules: []ruleDef{
-			{
-				text: "meta l4proto tcp reject with tcp reset",
-				exprs: []expr.Any{
-					&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
-					&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.IPPROTO_TCP}},
-					&expr.Reject{Type: unix.NFT_REJECT_TCP_RST},
-				},
-			},
-			{
-				text:  "reject",
-				exprs: []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH}},
-			},
+			{exprs: []expr.Any{
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.IPPROTO_TCP}},
+				&expr.Reject{Type: unix.NFT_REJECT_TCP_RST},
+			}},
+			{exprs: []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH}}},
 		}},
 		{name: chainAffinity, rules: []ruleDef{stickyRule(ip4), stickyRule(ip6)}},
 	}
@@ -330,26 +324,18 @@ func drawModuli(n uint32) []uint32 {
 }
 
 func jumpRule(kind expr.VerdictKind, chain string) ruleDef {
-	word := "jump "
-	if kind == expr.VerdictGoto {
-		word = "goto "
-	}
-	return ruleDef{text: word + chain, exprs: []expr.Any{&expr.Verdict{Kind: kind, Chain: chain}}}
+	return ruleDef{exprs: []expr.Any{&expr.Verdict{Kind: kind, Chain: chain}}}
 }
 
 // dispatchRule looks the destination up in the services map of family f.
 func dispatchRule(f ipFamily) ruleDef {
 	return ruleDef{
-		text: svcKeyText(f) + " vmap @" + mapServices + f.suffix,
 		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f),
 			[]expr.Any{loadAddr(f, f.daddr, reg1)},
 			loadL4(f.addrLen),
 			[]expr.Any{&expr.Lookup{SourceRegister: reg1, DestRegister: unix.NFT_REG_VERDICT, IsDestRegSet: true, SetName: mapServices + f.suffix}}),
 	}
 }
-
-// svcKeyText is the service key of a packet, in nft syntax.
-func svcKeyText(f ipFamily) string { return f.name + " daddr . meta l4proto . th dport" }
 
 // draw is "numgen random mod mod" into the register that starts at byte off.
 func draw(mod, off uint32) expr.Any {
@@ -361,8 +347,6 @@ func draw(mod, off uint32) expr.Any {
 func pickRule(f ipFamily, mod uint32) ruleDef {
 	a := f.addrLen
 	return ruleDef{
-		text: "dnat " + f.name + " to " + svcKeyText(f) + " . numgen random mod " + strconv.Itoa(int(mod)) +
-			" map @" + mapBackends + f.suffix,
 		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f),
 			[]expr.Any{loadAddr(f, f.daddr, reg1)},
 			loadL4(a),
@@ -371,14 +355,10 @@ func pickRule(f ipFamily, mod uint32) ruleDef {
 	}
 }
 
-// clientKeyText is the key of the affinity maps for a packet before the DNAT.
-func clientKeyText(f ipFamily) string { return f.name + " saddr . " + svcKeyText(f) }
-
 // stickyRule DNATs to the backend of the client's entry in the affinity map. Registers:
 // the client address from byte 0, the service key after it; the backend replaces them.
 func stickyRule(f ipFamily) ruleDef {
 	return ruleDef{
-		text: "dnat " + f.name + " to " + clientKeyText(f) + " map @" + mapAffinity + f.suffix,
 		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f),
 			[]expr.Any{loadAddr(f, f.saddr, reg1), loadAddr(f, f.daddr, reg(f.addrLen))},
 			loadL4(2*f.addrLen),
@@ -403,11 +383,8 @@ func rememberRule(f ipFamily, proto string) ruleDef {
 	if f == ip6 {
 		ctAddr = unix.NFT_CT_DST_IP6
 	}
-	vip := "ct original " + f.name + " daddr . meta l4proto . ct original proto-dst"
 	backend := 2*a + 8
 	return ruleDef{
-		text: proto + " dport != 0 ct state new ct status dnat " + vip + " @" + setAffinityServices + f.suffix +
-			" update @" + mapAffinity + f.suffix + " { " + f.name + " saddr . " + vip + " : " + f.name + " daddr . " + proto + " dport }",
 		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f),
 			[]expr.Any{
 				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
