@@ -10,10 +10,10 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/podnet/podnet/internal/kernel"
+	"github.com/podnet/podnet/internal/lab"
 	"github.com/podnet/podnet/internal/testutil"
 )
 
@@ -185,34 +185,25 @@ func TestPrivilegedJunkFlood(t *testing.T) {
 	sectionEqual(t, "answer behind the flood", answer.Answer, []string{"web.ns1.svc.cluster.local. 5 IN A 10.96.0.10"}, false)
 }
 
-// loopbackNS returns a throwaway network namespace with lo up and holding addrs.
+// loopbackNS returns a throwaway network namespace (a sandbox of a lab) with lo up and
+// holding addrs.
 func loopbackNS(t *testing.T, addrs ...string) netns.NsHandle {
 	t.Helper()
-	ns, err := kernel.NewNS()
+	l, err := lab.New()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ns.Close() })
-	h, err := netlink.NewHandleAt(ns)
+	t.Cleanup(func() { l.Close() })
+	ns, err := l.Sandbox()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(h.Close)
-	lo, err := h.LinkByName("lo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.LinkSetUp(lo); err != nil {
-		t.Fatal(err)
-	}
+	var ps []netip.Prefix
 	for _, a := range addrs {
-		addr, err := netlink.ParseAddr(a)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := h.AddrAdd(lo, addr); err != nil {
-			t.Fatal(err)
-		}
+		ps = append(ps, netip.MustParsePrefix(a))
+	}
+	if err := lab.Loopback(ns, ps...); err != nil {
+		t.Fatal(err)
 	}
 	return ns
 }

@@ -31,16 +31,17 @@ var (
 )
 
 // routedNode is a node namespace with a routed network "green" (10.77.0.0/16,
-// fd00:77::/64) and forwarding on, as the agent sets it up.
+// fd00:77::/64) and forwarding on, as the agent sets it up, in a lab.
 type routedNode struct {
 	t    *testing.T
+	lab  *lab.Lab
 	ns   netns.NsHandle
 	node *kernel.Node
 	net  api.Network
 }
 
-// newLabNode is a node with an uplink and default routes (internal/lab).
-func newLabNode(t *testing.T) (*routedNode, *lab.Lab) {
+// newLab is a lab (internal/lab) removed at cleanup.
+func newLab(t *testing.T) *lab.Lab {
 	t.Helper()
 	testutil.RequireRoot(t)
 	l, err := lab.New()
@@ -48,33 +49,34 @@ func newLabNode(t *testing.T) (*routedNode, *lab.Lab) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	return openRoutedNode(t, l.Node), l
+	return l
 }
 
-// newBareNode is a node namespace without any route: only lo, up as on every real
-// node (with lo down there is no local routing table at all, and the kernel then takes
-// every address for a broadcast address: no neighbour would ever be resolved).
+// newLabNode is the lab's node: an uplink and default routes.
+func newLabNode(t *testing.T) (*routedNode, *lab.Lab) {
+	t.Helper()
+	l := newLab(t)
+	return openRoutedNode(t, l, l.Node), l
+}
+
+// newBareNode is a node namespace without any route: a sandbox of the lab with only lo,
+// up as on every real node (with lo down there is no local routing table at all, and
+// the kernel then takes every address for a broadcast address: no neighbour would ever
+// be resolved).
 func newBareNode(t *testing.T) *routedNode {
 	t.Helper()
-	testutil.RequireRoot(t)
-	ns, err := kernel.NewNS()
+	l := newLab(t)
+	ns, err := l.Sandbox()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ns.Close() })
-	rn := openRoutedNode(t, ns)
-	h := rn.handle()
-	lo, err := h.LinkByName("lo")
-	if err != nil {
+	if err := lab.Loopback(ns); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.LinkSetUp(lo); err != nil {
-		t.Fatal(err)
-	}
-	return rn
+	return openRoutedNode(t, l, ns)
 }
 
-func openRoutedNode(t *testing.T, ns netns.NsHandle) *routedNode {
+func openRoutedNode(t *testing.T, l *lab.Lab, ns netns.NsHandle) *routedNode {
 	t.Helper()
 	node, err := kernel.OpenNode(ns)
 	if err != nil {
@@ -91,17 +93,16 @@ func openRoutedNode(t *testing.T, ns netns.NsHandle) *routedNode {
 	if err := node.EnsureBridge(driver.NetworkFor(n).Bridge); err != nil { // no bridge: nothing to do
 		t.Fatal(err)
 	}
-	return &routedNode{t: t, ns: ns, node: node, net: n}
+	return &routedNode{t: t, lab: l, ns: ns, node: node, net: n}
 }
 
-// sandbox returns a new empty sandbox namespace, removed at cleanup.
+// sandbox returns a new empty sandbox namespace of the lab.
 func (rn *routedNode) sandbox() netns.NsHandle {
 	rn.t.Helper()
-	ns, err := kernel.NewNS()
+	ns, err := rn.lab.Sandbox()
 	if err != nil {
 		rn.t.Fatal(err)
 	}
-	rn.t.Cleanup(func() { ns.Close() })
 	return ns
 }
 
@@ -300,7 +301,7 @@ func TestPrivilegedRoutedGatewayKeepsNodeRoutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := rn.handle()
-	uplink, err := h.LinkByName("uplink0")
+	uplink, err := h.LinkByName(lab.Uplink)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,8 +316,7 @@ func TestPrivilegedRoutedGatewayKeepsNodeRoutes(t *testing.T) {
 		}
 	}
 	check("default route")
-	ll := &netlink.Route{LinkIndex: uplink.Attrs().Index, Dst: &net.IPNet{IP: net.IPv4(169, 254, 0, 0).To4(), Mask: net.CIDRMask(16, 32)}, Scope: netlink.SCOPE_LINK}
-	if err := h.RouteAdd(ll); err != nil {
+	if err := lab.AddRoute(rn.ns, netip.MustParsePrefix("169.254.0.0/16"), lab.Uplink, netip.Addr{}); err != nil {
 		t.Fatal(err)
 	}
 	check("169.254.0.0/16 dev uplink0")

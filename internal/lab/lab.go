@@ -1,7 +1,9 @@
 // Package lab builds throwaway network namespaces for the demo, the privileged tests
 // and the benchmarks: a "node" namespace wired by a veth uplink to an "outside"
-// namespace that plays the rest of the world, plus empty sandbox namespaces. Nothing
-// touches the caller's own namespace; Close removes everything.
+// namespace that plays the rest of the world, plus sandbox namespaces, empty or wired
+// to the node by hand (a bridge port, a routed veth) for tests that exercise the
+// kernel or nftables without the agent. Nothing touches the caller's own namespace;
+// Close removes everything.
 package lab
 
 import (
@@ -26,6 +28,9 @@ var (
 	OutsideAddr6 = netip.MustParsePrefix("2001:db8:ffff::2/64")
 )
 
+// Uplink is the name of the node's end of the uplink; the outside's end is eth0.
+const Uplink = "uplink0"
+
 // Lab is a node namespace with an uplink to an outside namespace.
 type Lab struct {
 	Node    netns.NsHandle
@@ -35,10 +40,10 @@ type Lab struct {
 	sandboxes []netns.NsHandle
 }
 
-// New builds the node and outside namespaces: lo up in both, uplink veth "uplink0"
-// (node) <-> "eth0" (outside) with the addresses above, and default routes in the node
-// pointing to the outside. The outside has no route to any sandbox subnet, so replies
-// reach sandboxes only through the node's masquerade.
+// New builds the node and outside namespaces: lo up in both, uplink veth Uplink (node)
+// <-> "eth0" (outside) with the addresses above, operationally up, and default routes
+// in the node pointing to the outside. The outside has no route to any sandbox subnet,
+// so replies reach sandboxes only through the node's masquerade.
 func New() (*Lab, error) {
 	l := &Lab{}
 	var err error
@@ -67,7 +72,7 @@ func (l *Lab) wire() error {
 		return err
 	}
 	defer oh.Close()
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "uplink0"}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(l.Outside))}
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: Uplink}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(l.Outside))}
 	if err := nh.LinkAdd(veth); err != nil {
 		return fmt.Errorf("create uplink: %w", err)
 	}
@@ -77,7 +82,7 @@ func (l *Lab) wire() error {
 		name  string
 		addrs []netip.Prefix
 	}{
-		{l.Node, nh, "uplink0", []netip.Prefix{NodeAddr4, NodeAddr6}},
+		{l.Node, nh, Uplink, []netip.Prefix{NodeAddr4, NodeAddr6}},
 		{l.Outside, oh, "eth0", []netip.Prefix{OutsideAddr4, OutsideAddr6}},
 	} {
 		link, err := side.h.LinkByName(side.name)
@@ -106,7 +111,7 @@ func (l *Lab) wire() error {
 			}
 		}
 	}
-	up, err := nh.LinkByName("uplink0")
+	up, err := nh.LinkByName(Uplink)
 	if err != nil {
 		return err
 	}
@@ -139,7 +144,10 @@ func (l *Lab) wire() error {
 			return fmt.Errorf("default route via %s: %w", gw, err)
 		}
 	}
-	return nil
+	if err := waitUp(nh, Uplink); err != nil {
+		return err
+	}
+	return waitUp(oh, "eth0")
 }
 
 // Sandbox returns a new empty namespace that Close removes.

@@ -14,6 +14,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/podnet/podnet/internal/lab"
+	"github.com/podnet/podnet/internal/probe"
 )
 
 // Addresses of the traffic tests, all inside their own namespaces (documentation ranges).
@@ -21,20 +24,15 @@ var (
 	subnetA = pfx("198.51.100.0/26", "2001:db8:a::/64")
 	subnetB = pfx("198.51.100.64/26", "2001:db8:b::/64")
 	subnetR = pfx("198.51.100.128/26", "2001:db8:c::/64")
-	linkOut = pfx("203.0.113.0/24", "2001:db8:f::/64")
 	netA    = Network{Name: "net-a", Bridge: "pn-a", Subnets: subnetA, Masquerade: true}
 	netB    = Network{Name: "net-b", Bridge: "pn-b", Subnets: subnetB}
 	netR    = Network{Name: "net-r", Subnets: subnetR, Masquerade: true} // routed
+	// The node's second addresses on the uplink, beside lab.NodeAddr4 and lab.NodeAddr6.
+	nodeSecond = pfx("203.0.113.3/24", "2001:db8:ffff::3/64")
 )
 
 // testPort is where every test server listens (TCP, and UDP in the sandboxes).
 const testPort = 8080
-
-// routedGW is the gateway of routed sandboxes, owned by nobody (proxy ARP answers).
-var routedGW = netip.MustParseAddr("169.254.1.1")
-
-// routedGW6 is the link-local address of a routed sandbox's host veth, its IPv6 gateway.
-var routedGW6 = netip.MustParsePrefix("fe80::1/64")
 
 // host returns address number n of each prefix, with the prefix length.
 func host(ps []netip.Prefix, n int) []netip.Prefix {
@@ -59,131 +57,64 @@ type sandboxDef struct {
 
 var sandboxes = []sandboxDef{{"a1", netA, 10}, {"a2", netA, 11}, {"b1", netB, 10}, {"r1", netR, 10}, {"r2", netR, 11}}
 
-// topo is a node namespace with two bridges (networks A and B) and a routed network R,
-// sandboxes a1 and a2 on A, b1 on B, r1 and r2 on R, and an "outside" namespace reached
-// from the node through a veth (up0). The node's default route points to outside;
-// outside has no route to the sandbox subnets.
+// topo is a lab (internal/lab) whose node forwards, with two bridges (networks A and B)
+// and a routed network R, sandboxes a1 and a2 on A, b1 on B, r1 and r2 on R (host veth
+// "v" + name each). The node's default route points to the lab's outside, which has no
+// route to the sandbox subnets.
 type topo struct {
 	ns        map[string]netns.NsHandle // "node", "outside" and every sandbox
 	addr      map[string][]netip.Prefix // v4 and v6 address of each sandbox, and of outside
-	nodeOut   []netip.Prefix            // node's first addresses on the outside link
-	nodeOut2  []netip.Prefix            // node's second addresses on the outside link
+	nodeOut   []netip.Prefix            // node's first addresses on the uplink
+	nodeOut2  []netip.Prefix            // node's second addresses on the uplink
 	endpoints []Endpoint
 }
 
 func buildTopo(t testing.TB) *topo {
 	t.Helper()
 	requireRoot(t)
+	l, err := lab.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
 	tp := &topo{
-		ns:       map[string]netns.NsHandle{"node": newNetNS(t), "outside": newNetNS(t)},
-		addr:     map[string][]netip.Prefix{"outside": host(linkOut, 2)},
-		nodeOut:  host(linkOut, 1),
-		nodeOut2: host(linkOut, 3),
+		ns:       map[string]netns.NsHandle{"node": l.Node, "outside": l.Outside},
+		addr:     map[string][]netip.Prefix{"outside": {lab.OutsideAddr4, lab.OutsideAddr6}},
+		nodeOut:  []netip.Prefix{lab.NodeAddr4, lab.NodeAddr6},
+		nodeOut2: nodeSecond,
 	}
-	node := tp.ns["node"]
-	writeSysctls(t, node, "0", noDAD...)
-	writeSysctls(t, tp.ns["outside"], "0", noDAD...)
-	writeSysctls(t, node, "1", "/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding")
-
-	h := handleAt(t, node)
-	must(t, h.LinkSetUp(linkByName(t, h, "lo")), "set up lo")
-	bridges := map[string]netlink.Link{}
+	writeSysctls(t, l.Node, "1", "/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding")
+	must(t, lab.AddAddrs(l.Node, lab.Uplink, tp.nodeOut2...), "add the node's second addresses")
 	for _, n := range []Network{netA, netB} {
-		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: n.Bridge}}
-		must(t, h.LinkAdd(br), "add bridge "+n.Bridge)
-		addAddrs(t, h, br, host(n.Subnets, 1))
-		must(t, h.LinkSetUp(br), "set up "+n.Bridge)
-		bridges[n.Bridge] = br
+		must(t, l.Bridge(n.Bridge, host(n.Subnets, 1)...), "add bridge "+n.Bridge)
 	}
-	up := tp.veth(t, h, "up0", tp.ns["outside"], nil)
-	addAddrs(t, h, linkByName(t, h, "up0"), slices.Concat(tp.nodeOut, tp.nodeOut2))
-	oh := handleAt(t, tp.ns["outside"])
-	addAddrs(t, oh, up(oh), tp.addr["outside"])
-	for _, gw := range tp.addr["outside"] {
-		must(t, h.RouteAdd(&netlink.Route{Gw: gw.Addr().AsSlice()}), "add node default route via "+gw.Addr().String())
-	}
-
 	for _, sb := range sandboxes {
-		ns := newNetNS(t)
-		writeSysctls(t, ns, "0", noDAD...)
+		ns, err := l.Sandbox()
+		must(t, err, "create sandbox "+sb.name)
 		tp.ns[sb.name] = ns
 		tp.addr[sb.name] = host(sb.net.Subnets, sb.n)
-		hostIf := "v" + sb.name
-		ep := Endpoint{HostIf: hostIf, Bridged: sb.net.Bridge != ""}
+		ep := Endpoint{HostIf: "v" + sb.name, Bridged: sb.net.Bridge != ""}
 		for _, p := range tp.addr[sb.name] {
 			ep.Addrs = append(ep.Addrs, p.Addr())
 		}
-		tp.endpoints = append(tp.endpoints, ep)
-		sh := handleAt(t, ns)
 		if ep.Bridged {
-			peer := tp.veth(t, h, hostIf, ns, bridges[sb.net.Bridge])
-			// A sandbox reaching its own published port: br_netfilter sends the DNATed
-			// packet back out of the port it came in by.
-			must(t, h.LinkSetHairpin(linkByName(t, h, hostIf), true), "set hairpin on "+hostIf)
-			l := peer(sh)
-			tp.endpoints[len(tp.endpoints)-1].MAC = l.Attrs().HardwareAddr
-			addAddrs(t, sh, l, tp.addr[sb.name])
+			var gws []netip.Addr
 			for _, gw := range host(sb.net.Subnets, 1) {
-				must(t, sh.RouteAdd(&netlink.Route{Gw: gw.Addr().AsSlice()}), "add default route via "+gw.Addr().String())
+				gws = append(gws, gw.Addr())
 			}
-			continue
+			// Hairpin: a sandbox reaching its own published port: br_netfilter sends the
+			// DNATed packet back out of the port it came in by.
+			v := lab.Veth{HostIf: ep.HostIf, Bridge: sb.net.Bridge, Hairpin: true, Addrs: tp.addr[sb.name], Gateways: gws}
+			ep.MAC, err = l.Plug(ns, v)
+			must(t, err, "plug "+sb.name+" into "+sb.net.Bridge)
+		} else {
+			// As the routed driver does: proxy ARP answers the gateway 169.254.1.1, the
+			// IPv6 gateway is fe80::1 on the host veth, the node routes each address to it.
+			must(t, l.Routed(ns, ep.HostIf, ep.Addrs...), "connect "+sb.name+" routed")
 		}
-		tp.routed(t, h, sh, hostIf, ns, tp.addr[sb.name])
+		tp.endpoints = append(tp.endpoints, ep)
 	}
 	return tp
-}
-
-var noDAD = []string{"/proc/sys/net/ipv6/conf/all/accept_dad", "/proc/sys/net/ipv6/conf/default/accept_dad"}
-
-// routed attaches a sandbox the way the routed driver does (Calico style): the host veth
-// has no address but fe80::1, proxy ARP answers the sandbox's gateway 169.254.1.1, and
-// the node routes each sandbox address to the host veth.
-func (tp *topo) routed(t testing.TB, h, sh *netlink.Handle, hostIf string, ns netns.NsHandle, addrs []netip.Prefix) {
-	t.Helper()
-	peer := tp.veth(t, h, hostIf, ns, nil)
-	hv := linkByName(t, h, hostIf)
-	addAddrs(t, h, hv, []netip.Prefix{routedGW6})
-	writeSysctls(t, tp.ns["node"], "1", "/proc/sys/net/ipv4/conf/"+hostIf+"/proxy_arp")
-	writeSysctls(t, tp.ns["node"], "0", "/proc/sys/net/ipv4/neigh/"+hostIf+"/proxy_delay")
-	eth0 := peer(sh)
-	for _, p := range addrs {
-		single := netip.PrefixFrom(p.Addr(), p.Addr().BitLen())
-		addAddrs(t, sh, eth0, []netip.Prefix{single})
-		tp.routeTo(t, hostIf, p.Addr())
-	}
-	must(t, sh.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Scope: netlink.SCOPE_LINK, Dst: hostNet(routedGW)}), "add route to 169.254.1.1")
-	must(t, sh.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: routedGW.AsSlice()}), "add default route via 169.254.1.1")
-	must(t, sh.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: routedGW6.Addr().AsSlice()}), "add default route via fe80::1")
-}
-
-// routeTo adds the node route "a dev hostIf".
-func (tp *topo) routeTo(t testing.TB, hostIf string, a netip.Addr) {
-	t.Helper()
-	h := handleAt(t, tp.ns["node"])
-	l := linkByName(t, h, hostIf)
-	must(t, h.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Scope: netlink.SCOPE_LINK, Dst: hostNet(a)}), fmt.Sprintf("add route %v dev %s", a, hostIf))
-}
-
-func hostNet(a netip.Addr) *net.IPNet {
-	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}
-}
-
-// veth creates a veth pair: name in the node (enslaved to master if not nil, up), eth0
-// in ns (lo and eth0 up). It returns a function giving eth0 through ns's handle.
-func (tp *topo) veth(t testing.TB, h *netlink.Handle, name string, ns netns.NsHandle, master netlink.Link) func(*netlink.Handle) netlink.Link {
-	t.Helper()
-	attrs := netlink.LinkAttrs{Name: name}
-	if master != nil {
-		attrs.MasterIndex = master.Attrs().Index
-	}
-	must(t, h.LinkAdd(&netlink.Veth{LinkAttrs: attrs, PeerName: "eth0", PeerNamespace: netlink.NsFd(ns)}), "add veth "+name)
-	must(t, h.LinkSetUp(linkByName(t, h, name)), "set up "+name)
-	return func(sh *netlink.Handle) netlink.Link {
-		must(t, sh.LinkSetUp(linkByName(t, sh, "lo")), "set up lo")
-		eth0 := linkByName(t, sh, "eth0")
-		must(t, sh.LinkSetUp(eth0), "set up eth0")
-		return eth0
-	}
 }
 
 // ruleset is the topology's networks and endpoints, with ports.
@@ -239,17 +170,6 @@ func linkByName(t testing.TB, h *netlink.Handle, name string) netlink.Link {
 	return l
 }
 
-func addAddrs(t testing.TB, h *netlink.Handle, l netlink.Link, ps []netip.Prefix) {
-	t.Helper()
-	for _, p := range ps {
-		a := &netlink.Addr{
-			IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())},
-			Flags: unix.IFA_F_NODAD,
-		}
-		must(t, h.AddrAdd(l, a), fmt.Sprintf("add %v to %s", p, l.Attrs().Name))
-	}
-}
-
 func must(t testing.TB, err error, what string) {
 	t.Helper()
 	if err != nil {
@@ -258,7 +178,7 @@ func must(t testing.TB, err error, what string) {
 }
 
 // serve listens on testPort in ns (all addresses), TCP and, with udp, UDP, and answers
-// every connection or datagram with the source address it sees.
+// every connection or datagram with the source address it sees (UDP: probe.Echo).
 func serve(t testing.TB, ns netns.NsHandle, udp bool) {
 	t.Helper()
 	var (
@@ -292,27 +212,20 @@ func serve(t testing.TB, ns netns.NsHandle, udp bool) {
 		return
 	}
 	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 64)
-		for {
-			_, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			src := from.(*net.UDPAddr).AddrPort().Addr().Unmap()
-			pc.WriteTo([]byte(src.String()+"\n"), from)
-		}
-	}()
+	go probe.Echo(pc)
 }
 
 // conn is one connection attempt from a namespace. want lists the source addresses the
-// server may see; none means the attempt must fail.
+// server may see; none means the attempt must fail, and how: by getting no answer (a
+// drop on the way), or with refused by being refused (ECONNREFUSED: a reset or an ICMP
+// port unreachable, which is what a port nobody listens on gets).
 type conn struct {
-	from  string
-	proto string     // "tcp" (default) or "udp"
-	local netip.Addr // source address to bind, zero for the kernel's choice
-	dst   netip.AddrPort
-	want  []netip.Addr
+	from    string
+	proto   string     // "tcp" (default) or "udp"
+	local   netip.Addr // source address to bind, zero for the kernel's choice
+	dst     netip.AddrPort
+	want    []netip.Addr
+	refused bool
 }
 
 func (c conn) String() string {
@@ -327,7 +240,17 @@ func (c conn) String() string {
 	return fmt.Sprintf("%s %s -> %s", proto, from, c.dst)
 }
 
-// dial makes c once and returns the source address the server saw.
+// failure says how c must fail.
+func (c conn) failure() string {
+	if c.refused {
+		return "refused (ECONNREFUSED)"
+	}
+	return "no answer (dropped)"
+}
+
+// dial makes c once and returns the source address the server saw. UDP sends one
+// datagram rather than use probe.AskUDP, whose error for silence has no type: noAnswer
+// could not tell it from a reply that AskUDP failed to parse.
 func (tp *topo) dial(c conn, timeout time.Duration) (netip.Addr, error) {
 	proto := c.proto
 	if proto == "" {
@@ -366,8 +289,8 @@ func (tp *topo) dial(c conn, timeout time.Duration) (netip.Addr, error) {
 }
 
 // check makes every connection attempt, in parallel. An allowed one is retried for a
-// while (links and neighbours settle); a blocked one is tried once, for a second, and
-// must get no answer or a refusal (see blocked).
+// while (links and neighbours settle); one that must fail is tried once, for a second,
+// and must fail as it says (see conn and noAnswer).
 func (tp *topo) check(t testing.TB, conns ...conn) {
 	t.Helper()
 	var wg sync.WaitGroup
@@ -377,10 +300,11 @@ func (tp *topo) check(t testing.TB, conns ...conn) {
 			defer wg.Done()
 			if len(c.want) == 0 {
 				src, err := tp.dial(c, time.Second)
-				if err == nil {
-					t.Errorf("%v: connected (server saw %v), want blocked", c, src)
-				} else if !blocked(c, err) {
-					t.Errorf("%v: %v, want no answer or connection refused", c, err)
+				switch {
+				case err == nil:
+					t.Errorf("%v: connected (server saw %v), want %s", c, src, c.failure())
+				case c.refused && !errors.Is(err, unix.ECONNREFUSED), !c.refused && !noAnswer(c, err):
+					t.Errorf("%v: %v, want %s", c, err, c.failure())
 				}
 				return
 			}
@@ -405,14 +329,10 @@ func (tp *topo) check(t testing.TB, conns ...conn) {
 	wg.Wait()
 }
 
-// blocked reports whether err is what a blocked connection gets: no answer in time
-// (for TCP, to the connect: a connection made that stays silent is not blocked), or a
-// refusal (ECONNREFUSED: a reset, an ICMP port unreachable). An unreachable network or
-// host is a broken topology, not a block.
-func blocked(c conn, err error) bool {
-	if errors.Is(err, unix.ECONNREFUSED) {
-		return true
-	}
+// noAnswer reports whether err is what an attempt that gets no answer in time sees: a
+// timeout (for TCP, of the connect: a connection made that stays silent is not a drop).
+// A refusal, an unreachable network or host (a broken topology) is something else.
+func noAnswer(c conn, err error) bool {
 	var ne net.Error
 	if !errors.As(err, &ne) || !ne.Timeout() {
 		return false
@@ -535,14 +455,14 @@ func TestPrivilegedPublishedPorts(t *testing.T) {
 		conns = append(conns,
 			// Mapping on one host address only.
 			conn{from: "outside", dst: at(out, hostPort), want: []netip.Addr{tp.a("outside", f)}},
-			conn{from: "outside", dst: at(out2, hostPort)},
+			conn{from: "outside", dst: at(out2, hostPort), refused: true}, // nothing listens there
 			conn{from: "node", dst: at(out, hostPort), want: []netip.Addr{out}},
 			// A routed sandbox, from outside, and to itself (masqueraded behind some node
 			// address: its host veth has none).
 			conn{from: "outside", dst: at(out, routedPort), want: []netip.Addr{tp.a("outside", f)}},
 			conn{from: "r1", dst: at(out, routedPort), want: tp.nodeAddrsAll(f)},
-			// Not published.
-			conn{from: "outside", dst: at(out, addedPort)},
+			// Not published: nothing listens there.
+			conn{from: "outside", dst: at(out, addedPort), refused: true},
 			// Published ports are not a way around isolation: a1's own port is blocked.
 			tp.to("b1", "a1", f),
 		)
@@ -568,7 +488,7 @@ func TestPrivilegedPublishedPorts(t *testing.T) {
 	}
 	wantInSync(t, tb, tp.ruleset(ports...), true)
 	tp.check(t,
-		conn{from: "outside", dst: at(tp.nodeOut[0].Addr(), addedPort)},
+		conn{from: "outside", dst: at(tp.nodeOut[0].Addr(), addedPort), refused: true},
 		conn{from: "outside", dst: at(tp.nodeOut[0].Addr(), anyPort), want: []netip.Addr{tp.a("outside", 0)}},
 	)
 }
@@ -582,14 +502,12 @@ func TestPrivilegedAntiSpoofing(t *testing.T) {
 	serve(t, tp.ns["node"], false)
 	spoofed := map[string][]netip.Prefix{"a1": host(subnetA, 20), "r1": host(subnetR, 20)}
 	for name, ps := range spoofed {
-		sh := handleAt(t, tp.ns[name])
-		eth0 := linkByName(t, sh, "eth0")
 		for _, p := range ps {
 			if name == "r1" {
 				p = netip.PrefixFrom(p.Addr(), p.Addr().BitLen())
-				tp.routeTo(t, "vr1", p.Addr())
+				must(t, lab.AddRoute(tp.ns["node"], p, "vr1", netip.Addr{}), fmt.Sprintf("add route %v dev vr1", p))
 			}
-			addAddrs(t, sh, eth0, []netip.Prefix{p})
+			must(t, lab.AddAddrs(tp.ns[name], "eth0", p), fmt.Sprintf("add %v to %s", p, name))
 		}
 	}
 	// conns returns, for a1 and r1 and both families, a connection from the sandbox's own
@@ -821,7 +739,7 @@ func TestPrivilegedAntiSpoofingMAC(t *testing.T) {
 func TestPrivilegedLocalnet(t *testing.T) {
 	tp := buildTopo(t)
 	node := tp.ns["node"]
-	writeSysctls(t, node, "1", "/proc/sys/net/ipv4/conf/pn-a/route_localnet", "/proc/sys/net/ipv4/conf/up0/route_localnet")
+	writeSysctls(t, node, "1", "/proc/sys/net/ipv4/conf/pn-a/route_localnet", "/proc/sys/net/ipv4/conf/"+lab.Uplink+"/route_localnet")
 	nh := handleAt(t, node)
 	pc, received := udpSink(t, node, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), testPort))
 	// send sends, from the sandbox or the outside, a UDP datagram to 127.0.0.1 through
@@ -836,7 +754,7 @@ func TestPrivilegedLocalnet(t *testing.T) {
 
 	// Without the tables both reach it (the test sends what it claims to).
 	send("a1", netA.Bridge, "a1-before")
-	send("outside", "up0", "outside-before")
+	send("outside", lab.Uplink, "outside-before")
 	for _, p := range []string{"a1-before", "outside-before"} {
 		if !received(p) {
 			t.Fatalf("without the tables: %s did not reach 127.0.0.1 in the node", p)
@@ -845,7 +763,7 @@ func TestPrivilegedLocalnet(t *testing.T) {
 
 	mustSync(t, tp.open(t), tp.ruleset())
 	send("a1", netA.Bridge, "a1-after")
-	send("outside", "up0", "outside-after")
+	send("outside", lab.Uplink, "outside-after")
 	for _, p := range []string{"a1-after", "outside-after"} {
 		if received(p) {
 			t.Errorf("with the tables: %s reached 127.0.0.1 in the node", p)
@@ -886,8 +804,8 @@ func TestPrivilegedPodSourceFromOutside(t *testing.T) {
 	a1, r1 := tp.a("a1", 0), tp.a("r1", 0)
 
 	// Without the tables, the forged datagrams arrive (the test sends what it claims to).
-	send("outside", "up0", a1, "forged-a1-before")
-	send("outside", "up0", r1, "forged-r1-before")
+	send("outside", lab.Uplink, a1, "forged-a1-before")
+	send("outside", lab.Uplink, r1, "forged-r1-before")
 	for _, p := range []string{"forged-a1-before", "forged-r1-before"} {
 		if !received(p) {
 			t.Fatalf("without the tables: %s did not arrive", p)
@@ -895,14 +813,14 @@ func TestPrivilegedPodSourceFromOutside(t *testing.T) {
 	}
 
 	mustSync(t, tp.open(t), tp.ruleset())
-	send("outside", "up0", a1, "forged-a1-after")
-	send("outside", "up0", r1, "forged-r1-after")
+	send("outside", lab.Uplink, a1, "forged-a1-after")
+	send("outside", lab.Uplink, r1, "forged-r1-after")
 	for _, p := range []string{"forged-a1-after", "forged-r1-after"} {
 		if received(p) {
 			t.Errorf("with the tables: %s arrived", p)
 		}
 	}
-	send("outside", "up0", tp.a("outside", 0), "outside-own")
+	send("outside", lab.Uplink, tp.a("outside", 0), "outside-own")
 	send("a1", netA.Bridge, a1, "a1-own")
 	send("r1", "vr1", r1, "r1-own")
 	for _, p := range []string{"outside-own", "a1-own", "r1-own"} {

@@ -19,12 +19,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 
 	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/lab"
+	"github.com/podnet/podnet/internal/probe"
 	"github.com/podnet/podnet/internal/testutil"
 )
 
@@ -57,73 +56,11 @@ func newTopo(t *testing.T) *topo {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nh, err := netlink.NewHandleAt(l.Node)
-	if err != nil {
+	v := lab.Veth{HostIf: "ppb0", HostAddrs: []netip.Prefix{nodeBackendSide4, nodeBackendSide6}, Addrs: []netip.Prefix{backend4, backend6}}
+	if _, err := l.Plug(be, v); err != nil {
 		t.Fatal(err)
 	}
-	defer nh.Close()
-	bh, err := netlink.NewHandleAt(be)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bh.Close()
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "ppb0"}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(be))}
-	if err := nh.LinkAdd(veth); err != nil {
-		t.Fatal(err)
-	}
-	for _, side := range []struct {
-		h     *netlink.Handle
-		name  string
-		addrs []netip.Prefix
-	}{
-		{nh, "ppb0", []netip.Prefix{nodeBackendSide4, nodeBackendSide6}},
-		{bh, "eth0", []netip.Prefix{backend4, backend6}},
-		{bh, "lo", nil},
-	} {
-		link, err := side.h.LinkByName(side.name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, p := range side.addrs {
-			addAddr(t, side.h, link, p)
-		}
-		if err := side.h.LinkSetUp(link); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// The kernel activates a link's queueing discipline asynchronously (linkwatch)
-	// after carrier comes up; until then it drops packets, and a lost first UDP
-	// datagram is never resent. Wait for every veth to be operationally up.
-	waitOperUp(t, l.Node, "uplink0", "ppb0")
-	waitOperUp(t, l.Outside, "eth0")
-	waitOperUp(t, be, "eth0")
 	return &topo{node: l.Node, client: l.Outside, backend: be}
-}
-
-func waitOperUp(t *testing.T, ns netns.NsHandle, names ...string) {
-	t.Helper()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	for _, name := range names {
-		waitFor(t, name+" operationally up", 5*time.Second, func() bool {
-			link, err := h.LinkByName(name)
-			return err == nil && link.Attrs().OperState == netlink.OperUp
-		})
-	}
-}
-
-func addAddr(t *testing.T, h *netlink.Handle, link netlink.Link, p netip.Prefix) {
-	t.Helper()
-	a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
-	if p.Addr().Is6() {
-		a.Flags = unix.IFA_F_NODAD
-	}
-	if err := h.AddrAdd(link, a); err != nil {
-		t.Fatalf("add %s to %s: %v", p, link.Attrs().Name, err)
-	}
 }
 
 func newManager(t *testing.T, ns netns.NsHandle, cfg Config) *Manager {
@@ -319,22 +256,29 @@ func TestPrivilegedTCPDualStack(t *testing.T) {
 
 func TestPrivilegedTCPHostIP(t *testing.T) {
 	tp := newTopo(t)
-	bp := tcpBackend(t, tp.backend)
 	mg := newManager(t, tp.node, Config{})
 	hp := freePort(t, tp.node)
+	pp := freePort(t, tp.backend) // where probe.TCPVia listens
 	// "::" is IPv6 only, so 0.0.0.0 on the same port is another mapping.
-	v6 := Mapping{Protocol: "tcp", HostIP: netip.IPv6Unspecified(), HostPort: hp, Backend: netip.AddrPortFrom(backend6.Addr(), bp)}
-	v4 := Mapping{Protocol: "tcp", HostIP: netip.IPv4Unspecified(), HostPort: hp, Backend: netip.AddrPortFrom(backend4.Addr(), bp)}
+	v6 := Mapping{Protocol: "tcp", HostIP: netip.IPv6Unspecified(), HostPort: hp, Backend: netip.AddrPortFrom(backend6.Addr(), pp)}
+	v4 := Mapping{Protocol: "tcp", HostIP: netip.IPv4Unspecified(), HostPort: hp, Backend: netip.AddrPortFrom(backend4.Addr(), pp)}
 	if err := mg.Sync([]Mapping{v6, v4}); err != nil {
 		t.Fatal(err)
 	}
-	if seen, _ := roundTrip(t, tp.client, netip.AddrPortFrom(nodeAddr4(), hp), ""); seen != nodeBackendSide4.Addr().String() {
-		t.Errorf("v4 client reached a backend seeing %s", seen)
+	for _, m := range []struct {
+		name         string
+		dial, listen netip.AddrPort
+		seen         netip.Addr
+	}{
+		{"v4", netip.AddrPortFrom(nodeAddr4(), hp), v4.Backend, nodeBackendSide4.Addr()},
+		{"v6", netip.AddrPortFrom(nodeAddr6(), hp), v6.Backend, nodeBackendSide6.Addr()},
+	} {
+		if seen, err := probe.TCPVia(t.Context(), tp.client, tp.backend, m.listen, m.dial, 2*time.Second); err != nil || seen != m.seen {
+			t.Errorf("%s client through %s: backend %s saw %v (%v), want %s", m.name, m.dial, m.listen, seen, err, m.seen)
+		}
 	}
-	if seen, _ := roundTrip(t, tp.client, netip.AddrPortFrom(nodeAddr6(), hp), ""); seen != nodeBackendSide6.Addr().String() {
-		t.Errorf("v6 client reached a backend seeing %s", seen)
-	}
-	// One specific address: the other family is refused.
+	// One specific address: the other family is refused (nothing listens there).
+	bp := tcpBackend(t, tp.backend)
 	hp2 := freePort(t, tp.node)
 	one := Mapping{Protocol: "tcp", HostIP: nodeAddr4(), HostPort: hp2, Backend: netip.AddrPortFrom(backend4.Addr(), bp)}
 	if err := mg.Add(one); err != nil {
@@ -343,9 +287,19 @@ func TestPrivilegedTCPHostIP(t *testing.T) {
 	if _, rest := roundTrip(t, tp.client, netip.AddrPortFrom(nodeAddr4(), hp2), "x"); rest != "xbye\n" {
 		t.Errorf("via %s: %q", one, rest)
 	}
-	if c, err := kernel.DialIn(t.Context(), tp.client, "tcp", netip.AddrPortFrom(nodeAddr6(), hp2).String(), time.Second); err == nil {
+	wantRefused(t, tp.client, netip.AddrPortFrom(nodeAddr6(), hp2), one.String()+" over IPv6")
+}
+
+// wantRefused fails unless a TCP connection from ns to to is refused (ECONNREFUSED: the
+// node answered with a reset, nothing listens there).
+func wantRefused(t *testing.T, ns netns.NsHandle, to netip.AddrPort, what string) {
+	t.Helper()
+	c, err := kernel.DialIn(t.Context(), ns, "tcp", to.String(), time.Second)
+	if err == nil {
 		c.Close()
-		t.Errorf("%s accepted an IPv6 connection", one)
+		t.Errorf("%s: connection to %s accepted, want refused", what, to)
+	} else if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("%s: connection to %s: %v, want refused", what, to, err)
 	}
 }
 
@@ -485,10 +439,7 @@ func TestPrivilegedRemove(t *testing.T) {
 	if b, err := io.ReadAll(r); err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("connection still open after Remove (read %q)", b)
 	}
-	if c2, err := kernel.DialIn(t.Context(), tp.client, "tcp", netip.AddrPortFrom(nodeAddr4(), hp).String(), time.Second); err == nil {
-		c2.Close()
-		t.Error("port still accepting after Remove")
-	}
+	wantRefused(t, tp.client, netip.AddrPortFrom(nodeAddr4(), hp), "after Remove")
 	up2 := mg.proxies[um].(*udpProxy)
 	if n := up2.sessionCount(); n != 1 {
 		t.Errorf("%d udp sessions, want 1", n)
@@ -670,6 +621,8 @@ func TestPrivilegedUDPSessions(t *testing.T) {
 	// Bounded: a third client is dropped while two sessions live.
 	if r, err := udpTry(c3, "three", 200*time.Millisecond); err == nil {
 		t.Errorf("third client answered (%q) beyond MaxUDPSessions", r)
+	} else if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("third client beyond MaxUDPSessions: %v, want no answer (dropped)", err)
 	}
 	// Idle sessions expire; then there is room again.
 	waitFor(t, "idle sessions to expire", 5*idle, func() bool { return p.sessionCount() == 0 })
@@ -689,17 +642,9 @@ func TestPrivilegedUDPSessions(t *testing.T) {
 func TestPrivilegedUDPReplySource(t *testing.T) {
 	tp := newTopo(t)
 	up := udpBackend(t, tp.backend)
-	nh, err := netlink.NewHandleAt(tp.node)
-	if err != nil {
+	if err := lab.AddAddrs(tp.node, lab.Uplink, nodeSecond4, nodeSecond6); err != nil {
 		t.Fatal(err)
 	}
-	defer nh.Close()
-	uplink, err := nh.LinkByName("uplink0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addAddr(t, nh, uplink, nodeSecond4)
-	addAddr(t, nh, uplink, nodeSecond6)
 
 	mg := newManager(t, tp.node, Config{})
 	hp, hp6 := freePort(t, tp.node), freePort(t, tp.node)
