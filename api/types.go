@@ -284,6 +284,7 @@ const (
 	CodeIOFailure           = 5
 	CodeDecode              = 6
 	CodeInvalidConfig       = 7
+	CodeInvalidNetns        = 8 // CNI_NETNS names the plugin's own namespace
 	CodeTryAgainLater       = 11
 	CodeNotAvailable        = 50
 	CodeLimitedConnectivity = 51

@@ -10,21 +10,19 @@ import (
 // forbidden are import path prefixes podnet-cni must not link, each with the reason: a
 // runtime execs the plugin once per pod per verb, so its size and start-up cost matter.
 var forbidden = map[string]string{
-	"github.com/vishvananda":     "netlink belongs to the agent",
-	"github.com/google/nftables": "nftables belongs to the agent",
-	"go.etcd.io":                 "the store belongs to the agent",
-	"github.com/spf13":           "the plugin has no flags: CNI passes env and stdin",
-	"github.com/miekg":           "DNS belongs to the agent",
-	"net/http":                   "net/http and its TLS stack grow the binary and its start-up; api.Client speaks HTTP/1.1 itself to avoid them",
-	"crypto/tls":                 "the agent's unix socket needs no TLS; api.Client speaks HTTP/1.1 itself to keep net/http and crypto/tls out",
+	"github.com/containernetworking": "internal/cniplugin speaks the CNI protocol itself: the library's init (result converters, a regexp) and size cost every exec",
+	"regexp":                         "compiled at start-up by whoever imports it; the plugin's name checks are written out",
+	"github.com/vishvananda":         "netlink belongs to the agent",
+	"github.com/google/nftables":     "nftables belongs to the agent",
+	"go.etcd.io":                     "the store belongs to the agent",
+	"github.com/spf13":               "the plugin has no flags: CNI passes env and stdin",
+	"github.com/miekg":               "DNS belongs to the agent",
+	"net/http":                       "net/http and its TLS stack grow the binary and its start-up; api.Client speaks HTTP/1.1 itself to avoid them",
+	"crypto/tls":                     "the agent's unix socket needs no TLS; api.Client speaks HTTP/1.1 itself to keep net/http and crypto/tls out",
 }
 
-// allowed are exceptions to forbidden, each with the reason it is linked.
-var allowed = map[string]string{
-	// cni/pkg/skel imports cni/pkg/ns, whose CheckNetNS uses netns (one small package,
-	// no netlink).
-	"github.com/vishvananda/netns": "imported by github.com/containernetworking/cni/pkg/ns via pkg/skel",
-}
+// allowed are exceptions to forbidden, each with the reason it is linked; none today.
+var allowed = map[string]string{}
 
 // ownAllowed are the only podnet packages the plugin may link.
 var ownAllowed = map[string]bool{

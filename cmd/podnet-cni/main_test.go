@@ -45,6 +45,19 @@ func TestBinary(t *testing.T) {
 		}
 	})
 
+	t.Run("no CNI_COMMAND", func(t *testing.T) {
+		stdout, stderr, err := run(t, bin, nil)
+		if err != nil || len(stdout) != 0 || !strings.Contains(string(stderr), "CNI protocol versions supported: 0.4.0, 1.0.0, 1.1.0") {
+			t.Errorf("exit %v, stdout %q, stderr %q; want 0, nothing and the about text", err, stdout, stderr)
+		}
+	})
+
+	t.Run("missing variables", func(t *testing.T) {
+		stdout, _, err := run(t, bin, nil, "CNI_COMMAND=ADD", "CNI_IFNAME=eth0")
+		wantExitFailure(t, err)
+		wantCNIError(t, stdout, api.CodeInvalidEnv, "required env variables [CNI_CONTAINERID,CNI_NETNS,CNI_PATH] missing")
+	})
+
 	t.Run("malformed config", func(t *testing.T) {
 		stdout, _, err := run(t, bin, []byte(`{"cniVersion":"1.0.0","name":`), addEnv("/proc/self/ns/net")...)
 		wantExitFailure(t, err)
@@ -64,7 +77,7 @@ func TestBinary(t *testing.T) {
 			a.Result = api.Result{Interfaces: []api.Interface{{Name: "eth0", MAC: "aa:bb:cc:dd:ee:ff"}}}
 		})
 		// The test's own namespace, named by pid so that the plugin opens the same one.
-		// skel refuses a CNI_NETNS equal to the plugin's own netns after ADD unless
+		// The plugin refuses a CNI_NETNS equal to its own netns unless
 		// CNI_NETNS_OVERRIDE is set; creating a real namespace needs root.
 		netns := fmt.Sprintf("/proc/%d/ns/net", os.Getpid())
 		conf := fmt.Appendf(nil, `{"cniVersion":"1.0.0","name":"podman","type":"podnet-cni","socket":%q}`, agent.Socket)

@@ -9,9 +9,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/containernetworking/cni/pkg/skel"
-	"github.com/containernetworking/cni/pkg/types"
-
 	"github.com/podnet/podnet/api"
 )
 
@@ -46,10 +43,16 @@ type Config struct {
 	PrevResult json.RawMessage `json:"prevResult,omitempty"`
 	// ValidAttachments is the list a GC keeps; nil when the key is absent or null,
 	// which GC reads as an empty list (see Plugin.GC).
-	ValidAttachments []types.GCAttachment `json:"cni.dev/valid-attachments,omitempty"`
+	ValidAttachments []GCAttachment `json:"cni.dev/valid-attachments,omitempty"`
 	// attachmentsKey is the key ValidAttachments came from, for errors; empty means
 	// cni.dev/valid-attachments.
 	attachmentsKey string
+}
+
+// GCAttachment is an entry of a GC's list of attachments that are still valid.
+type GCAttachment struct {
+	ContainerID string `json:"containerID"`
+	IfName      string `json:"ifname"`
 }
 
 // RuntimeConfig holds the capability arguments a runtime injects (capabilities ips, mac).
@@ -124,14 +127,14 @@ func (c *Config) defaults() {
 // the wrong JSON type in a key teardown does not use, must not block teardown.
 func decodeConfig(stdin []byte) (*Config, error) {
 	var min struct {
-		CNIVersion       string               `json:"cniVersion"`
-		Name             string               `json:"name"`
-		Network          string               `json:"network"`
-		Socket           string               `json:"socket"`
-		ValidAttachments []types.GCAttachment `json:"cni.dev/valid-attachments"`
+		CNIVersion       string         `json:"cniVersion"`
+		Name             string         `json:"name"`
+		Network          string         `json:"network"`
+		Socket           string         `json:"socket"`
+		ValidAttachments []GCAttachment `json:"cni.dev/valid-attachments"`
 		// Attachments is the spelling of the first GC draft of the spec; libcni sends
 		// both (containernetworking/cni#1101).
-		Attachments []types.GCAttachment `json:"cni.dev/attachments"`
+		Attachments []GCAttachment `json:"cni.dev/attachments"`
 	}
 	if err := json.Unmarshal(stdin, &min); err != nil {
 		return nil, decodeError(err)
@@ -251,7 +254,7 @@ func (c *Config) Define() *api.NetworkSpec {
 }
 
 // key is the endpoint key of args on c's network.
-func (c *Config) key(args *skel.CmdArgs) api.EndpointKey {
+func (c *Config) key(args *CmdArgs) api.EndpointKey {
 	return api.EndpointKey{Network: c.Network, ContainerID: args.ContainerID, IfName: args.IfName}
 }
 
@@ -260,7 +263,7 @@ func (c *Config) key(args *skel.CmdArgs) api.EndpointKey {
 // (podman passes the same address as "10.88.0.5/16" in runtimeConfig and "10.88.0.5" in
 // CNI_ARGS). The MAC comes from runtimeConfig.mac, else CNI_ARGS MAC. Errors are
 // *api.ValidationError, with Env set for CNI_ARGS.
-func (c *Config) AttachRequest(args *skel.CmdArgs) (api.AttachRequest, error) {
+func (c *Config) AttachRequest(args *CmdArgs) (api.AttachRequest, error) {
 	env, err := ParseEnvArgs(args.Args)
 	if err != nil {
 		return api.AttachRequest{}, err

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/containernetworking/cni/pkg/skel"
-
 	"github.com/podnet/podnet/api"
 )
 
@@ -200,7 +198,7 @@ func TestAttachRequestIPs(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ParseConfig(%s): %v", in, err)
 			}
-			args := &skel.CmdArgs{ContainerID: "c1", IfName: "eth0", Netns: "/run/netns/x", Args: tt.cniArgs}
+			args := &CmdArgs{ContainerID: "c1", IfName: "eth0", Netns: "/run/netns/x", Args: tt.cniArgs}
 			req, err := c.AttachRequest(args)
 			if tt.errCode != 0 {
 				wantErr(t, err, tt.errCode, tt.errMsg)
@@ -224,7 +222,7 @@ func TestAttachRequestPodName(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := c.AttachRequest(&skel.CmdArgs{ContainerID: "c1", IfName: "eth0", Args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-1"})
+	req, err := c.AttachRequest(&CmdArgs{ContainerID: "c1", IfName: "eth0", Args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +282,7 @@ func FuzzParseConfig(f *testing.F) {
 		if (c.Define() != nil) != (len(c.Subnets) > 0) {
 			t.Fatalf("ParseConfig(%q): Define does not follow subnets", in)
 		}
-		if _, err := c.AttachRequest(&skel.CmdArgs{ContainerID: "c", IfName: "eth0"}); err != nil {
+		if _, err := c.AttachRequest(&CmdArgs{ContainerID: "c", IfName: "eth0"}); err != nil {
 			t.Fatalf("AttachRequest after a valid ParseConfig(%q): %v", in, err)
 		}
 	})

@@ -3,8 +3,11 @@
 // socket (the sandbox network namespace travels as an open descriptor) and prints the
 // result or a CNI error.
 //
-// The package is linked into the lean podnet-cni binary: it imports only the api
-// package and the CNI library's skel, types and version packages.
+// The package speaks the CNI protocol itself (Plugin.Main: the CNI_* variables, version
+// negotiation, results in each supported spec version, the error JSON) rather than
+// linking the CNI library: it is linked into the lean podnet-cni binary, which a runtime
+// execs once per pod per verb, and imports only the api package and the standard
+// library.
 package cniplugin
 
 import (
@@ -13,12 +16,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"syscall"
 	"time"
-
-	"github.com/containernetworking/cni/pkg/skel"
-	"github.com/containernetworking/cni/pkg/types"
-	types100 "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/podnet/podnet/api"
 )
@@ -34,10 +34,12 @@ const About = "podnet-cni: CNI plugin of podnet, forwards each verb to the podne
 const DefaultTimeout = 2 * time.Minute
 
 // Plugin runs the CNI verbs. The zero value prints to os.Stdout with DefaultTimeout.
-// Each verb is called with the arguments skel collected; errors are *types.Error, made
-// by cniError from the api errors the rest of the package returns.
+// Main checks the invocation and calls the verb with the arguments it collected; a verb
+// called directly trusts them. Errors are *Error, made by cniError from the api errors
+// the rest of the package returns.
 type Plugin struct {
-	// Stdout receives results (ADD); os.Stdout when nil.
+	// Stdout receives results (ADD), the VERSION answer and errors (Main); os.Stdout
+	// when nil.
 	Stdout io.Writer
 	// Timeout bounds one call to the agent; DefaultTimeout when zero.
 	Timeout time.Duration
@@ -59,15 +61,16 @@ func (p *Plugin) context() (context.Context, context.CancelFunc) {
 }
 
 // Add attaches the sandbox to the network and prints the result in the config's
-// cniVersion.
-func (p *Plugin) Add(args *skel.CmdArgs) error {
+// cniVersion. It refuses (code 8) the plugin's own network namespace unless
+// args.NetnsOverride allows it.
+func (p *Plugin) Add(args *CmdArgs) error {
 	if err := p.add(args); err != nil {
 		return cniError(err, false)
 	}
 	return nil
 }
 
-func (p *Plugin) add(args *skel.CmdArgs) error {
+func (p *Plugin) add(args *CmdArgs) error {
 	conf, err := ParseConfig(args.StdinData)
 	if err != nil {
 		return err
@@ -76,8 +79,9 @@ func (p *Plugin) add(args *skel.CmdArgs) error {
 		return err
 	}
 	// Refuse a version the result cannot be printed in before anything is attached.
-	if _, err := (&types100.Result{CNIVersion: types100.ImplementedSpecVersion}).GetAsVersion(conf.CNIVersion); err != nil {
-		return &api.Error{Code: api.CodeIncompatibleVersion, Msg: fmt.Sprintf("cannot print a result in cniVersion %q", conf.CNIVersion), Details: err.Error()}
+	if !canPrint(conf.CNIVersion) {
+		return &api.Error{Code: api.CodeIncompatibleVersion, Msg: fmt.Sprintf("cannot print a result in cniVersion %q", conf.CNIVersion),
+			Details: "results are printed in " + strings.Join(SupportedVersions, ", ")}
 	}
 	req, err := conf.AttachRequest(args)
 	if err != nil {
@@ -88,6 +92,9 @@ func (p *Plugin) add(args *skel.CmdArgs) error {
 		return err
 	}
 	defer ns.Close()
+	if err := refuseOwnNetns(args, ns); err != nil {
+		return err
+	}
 
 	ctx, cancel := p.context()
 	defer cancel()
@@ -99,26 +106,24 @@ func (p *Plugin) add(args *skel.CmdArgs) error {
 	if err != nil {
 		return err // CodeInternal: the agent's result is malformed
 	}
-	vr, err := r.GetAsVersion(conf.CNIVersion)
-	if err != nil {
-		return &api.Error{Code: api.CodeIncompatibleVersion, Msg: fmt.Sprintf("convert result to cniVersion %q", conf.CNIVersion), Details: err.Error()}
-	}
-	if err := vr.PrintTo(p.stdout()); err != nil {
+	if err := r.print(p.stdout(), conf.CNIVersion); err != nil {
 		return &api.Error{Code: api.CodeIOFailure, Msg: "write result", Details: err.Error()}
 	}
 	return nil
 }
 
 // Del detaches the sandbox; it succeeds when the attachment is already gone, and sends
-// no namespace when CNI_NETNS is empty or cannot be opened any more.
-func (p *Plugin) Del(args *skel.CmdArgs) error {
+// no namespace when CNI_NETNS is empty or cannot be opened any more. Like the CNI
+// library's skel, it reports an error (code 8) after detaching when CNI_NETNS is the
+// plugin's own network namespace and args.NetnsOverride does not allow it.
+func (p *Plugin) Del(args *CmdArgs) error {
 	if err := p.del(args); err != nil {
 		return cniError(err, false)
 	}
 	return nil
 }
 
-func (p *Plugin) del(args *skel.CmdArgs) error {
+func (p *Plugin) del(args *CmdArgs) error {
 	conf, err := decodeConfig(args.StdinData)
 	if err != nil {
 		return err
@@ -127,28 +132,35 @@ func (p *Plugin) del(args *skel.CmdArgs) error {
 		return err
 	}
 	req := api.DetachRequest{EndpointKey: conf.key(args)}
+	var ns *os.File
 	fd := -1
 	if args.Netns != "" {
-		if ns, err := openNetns(args.Netns); err == nil {
-			defer ns.Close()
-			fd = int(ns.Fd())
+		if f, err := openNetns(args.Netns); err == nil {
+			defer f.Close()
+			ns, fd = f, int(f.Fd())
 			req.Netns = args.Netns
 		}
 	}
 	ctx, cancel := p.context()
 	defer cancel()
-	return api.NewClient(conf.Socket).Detach(ctx, req, fd)
+	if err := api.NewClient(conf.Socket).Detach(ctx, req, fd); err != nil {
+		return err
+	}
+	if ns != nil {
+		return refuseOwnNetns(args, ns)
+	}
+	return nil
 }
 
 // Check asks the agent to verify the attachment against the kernel.
-func (p *Plugin) Check(args *skel.CmdArgs) error {
+func (p *Plugin) Check(args *CmdArgs) error {
 	if err := p.check(args); err != nil {
 		return cniError(err, false)
 	}
 	return nil
 }
 
-func (p *Plugin) check(args *skel.CmdArgs) error {
+func (p *Plugin) check(args *CmdArgs) error {
 	conf, err := ParseConfig(args.StdinData)
 	if err != nil {
 		return err
@@ -173,20 +185,20 @@ func (p *Plugin) check(args *skel.CmdArgs) error {
 // attachments to this network", so with none listed none is still valid. Runtimes send
 // the empty list when the last container of the network is gone; libcni omits the key
 // when called without GCArgs, sends null for a nil list, and a config that went through
-// types.NetConf (whose field is omitempty, as in a delegating plugin) loses an empty
-// list. Without cni.dev/valid-attachments the older spelling cni.dev/attachments (which
+// the library's types.NetConf (whose field is omitempty, as in a delegating plugin)
+// loses an empty list. Without cni.dev/valid-attachments the older spelling cni.dev/attachments (which
 // libcni sends alongside) is read.
 //
 // An entry without containerID or ifname is refused (code 7) before anything is
 // released: it would protect nothing.
-func (p *Plugin) GC(args *skel.CmdArgs) error {
+func (p *Plugin) GC(args *CmdArgs) error {
 	if err := p.gc(args); err != nil {
 		return cniError(err, false)
 	}
 	return nil
 }
 
-func (p *Plugin) gc(args *skel.CmdArgs) error {
+func (p *Plugin) gc(args *CmdArgs) error {
 	conf, err := decodeConfig(args.StdinData)
 	if err != nil {
 		return err
@@ -206,14 +218,14 @@ func (p *Plugin) gc(args *skel.CmdArgs) error {
 
 // Status reports whether the agent is ready: code 50 (api.CodeNotAvailable) when it is
 // unreachable or not ready.
-func (p *Plugin) Status(args *skel.CmdArgs) error {
+func (p *Plugin) Status(args *CmdArgs) error {
 	if err := p.status(args); err != nil {
 		return cniError(err, true)
 	}
 	return nil
 }
 
-func (p *Plugin) status(args *skel.CmdArgs) error {
+func (p *Plugin) status(args *CmdArgs) error {
 	conf, err := ParseConfig(args.StdinData)
 	if err != nil {
 		return err
@@ -230,10 +242,11 @@ func (p *Plugin) status(args *skel.CmdArgs) error {
 	return nil
 }
 
-// CheckIfName checks CNI_IFNAME as the agent does (api.CheckIfName), before skel does:
-// skel's own message ("interface name is too long") does not name the value. It returns
-// nil for a valid or missing name (skel reports a missing one).
-func CheckIfName(name string) *types.Error {
+// CheckIfName checks CNI_IFNAME as the agent does (api.CheckIfName). Main runs it before
+// anything else, so that the error names the value, where the CNI library's message
+// ("interface name is too long") did not. It returns nil for a valid or missing name
+// (Main reports a missing one with the other missing variables).
+func CheckIfName(name string) *Error {
 	if name == "" {
 		return nil
 	}
@@ -243,8 +256,8 @@ func CheckIfName(name string) *types.Error {
 	return nil
 }
 
-// requireEnv checks the variables skel already requires, for callers that bypass skel.
-func requireEnv(args *skel.CmdArgs) error {
+// requireEnv checks the variables Main already requires, for callers that bypass Main.
+func requireEnv(args *CmdArgs) error {
 	switch {
 	case args.ContainerID == "":
 		return api.MissingEnv("CNI_CONTAINERID")
@@ -285,13 +298,33 @@ func openNetns(path string) (*os.File, error) {
 	return f, nil
 }
 
-// cniError converts an error into the CNI error skel prints, and is the package's one
-// place that makes a *types.Error: the code is api.ErrorCode's (code 7 or 4 for an
+// refuseOwnNetns refuses ns (opened from args.Netns) when it is the plugin's own network
+// namespace, unless args.NetnsOverride allows it.
+func refuseOwnNetns(args *CmdArgs, ns *os.File) error {
+	if args.netnsOverridden() {
+		return nil
+	}
+	var st, own syscall.Stat_t
+	if err := syscall.Fstat(int(ns.Fd()), &st); err != nil {
+		return nil
+	}
+	if err := syscall.Stat("/proc/self/ns/net", &own); err != nil {
+		return api.Errorf(api.CodeInvalidNetns, "get plugin's netns failed")
+	}
+	if st.Dev == own.Dev && st.Ino == own.Ino {
+		return api.Errorf(api.CodeInvalidNetns, "plugin's netns and netns from CNI_NETNS should not be the same")
+	}
+	return nil
+}
+
+// cniError converts an error into the CNI error the plugin prints, and is the package's
+// one place that makes an *Error: the code is api.ErrorCode's (code 7 or 4 for an
 // *api.ValidationError, the agent's code for an *api.Error, 100 for anything else),
 // msg and details those of the *api.Error, else the error's message. An unreachable
-// agent is code 11 (try again later), or 50 (not available) for STATUS.
-func cniError(err error, status bool) *types.Error {
-	var te *types.Error
+// agent is code 11 (try again later), or 50 (not available) for STATUS. An *Error is
+// returned as it is.
+func cniError(err error, status bool) *Error {
+	var te *Error
 	if errors.As(err, &te) {
 		return te
 	}
@@ -306,5 +339,5 @@ func cniError(err error, status bool) *types.Error {
 	case code <= 0:
 		code = api.CodeInternal
 	}
-	return types.NewError(uint(code), msg, details)
+	return &Error{Code: uint(code), Msg: msg, Details: details}
 }

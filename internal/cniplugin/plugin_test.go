@@ -12,16 +12,15 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/containernetworking/cni/pkg/skel"
-	"github.com/containernetworking/cni/pkg/types"
-
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/cniplugin/cniplugintest"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files in testdata")
 
-// selfNetns is a network namespace file any unprivileged test can open.
+// selfNetns is a network namespace file any unprivileged test can open. It is the
+// plugin's own namespace, which ADD and DEL refuse without CNI_NETNS_OVERRIDE: cmdArgs
+// sets it.
 const selfNetns = "/proc/self/ns/net"
 
 func config(socket, cniVersion, extra string) []byte {
@@ -32,16 +31,16 @@ func config(socket, cniVersion, extra string) []byte {
 	return []byte(s + "}")
 }
 
-func cmdArgs(stdin []byte) *skel.CmdArgs {
-	return &skel.CmdArgs{ContainerID: "c0ffee", Netns: selfNetns, IfName: "eth0", Path: "/opt/cni/bin", StdinData: stdin}
+func cmdArgs(stdin []byte) *CmdArgs {
+	return &CmdArgs{ContainerID: "c0ffee", Netns: selfNetns, IfName: "eth0", Path: "/opt/cni/bin", NetnsOverride: "1", StdinData: stdin}
 }
 
-// wantCode fails unless err is a *types.Error with code and a message containing each of msgs.
-func wantCode(t *testing.T, err error, code uint, msgs ...string) *types.Error {
+// wantCode fails unless err is a *Error with code and a message containing each of msgs.
+func wantCode(t *testing.T, err error, code uint, msgs ...string) *Error {
 	t.Helper()
-	var te *types.Error
+	var te *Error
 	if !errors.As(err, &te) {
-		t.Fatalf("err = %v (%T), want *types.Error code %d", err, err, code)
+		t.Fatalf("err = %v (%T), want *Error code %d", err, err, code)
 	}
 	if te.Code != code {
 		t.Fatalf("code = %d (%v), want %d", te.Code, te, code)
@@ -205,7 +204,7 @@ func TestAgentErrorKeepsCode(t *testing.T) {
 	})
 	p := &Plugin{Stdout: new(bytes.Buffer)}
 	args := cmdArgs(config(agent.Socket, "1.1.0", `"cni.dev/valid-attachments":[]`))
-	for verb, f := range map[string]func(*skel.CmdArgs) error{"ADD": p.Add, "DEL": p.Del, "CHECK": p.Check, "GC": p.GC, "STATUS": p.Status} {
+	for verb, f := range map[string]func(*CmdArgs) error{"ADD": p.Add, "DEL": p.Del, "CHECK": p.Check, "GC": p.GC, "STATUS": p.Status} {
 		te := wantCode(t, f(args), api.CodeAddressInUse, "address 10.88.0.5 in use")
 		if te.Details != "by blue/abc/eth0" {
 			t.Errorf("%s: details %q", verb, te.Details)
@@ -221,7 +220,7 @@ func TestUnreachableAgent(t *testing.T) {
 	socket := filepath.Join(t.TempDir(), "nobody.sock")
 	p := &Plugin{Stdout: new(bytes.Buffer)}
 	args := cmdArgs(config(socket, "1.1.0", `"cni.dev/valid-attachments":[]`))
-	for verb, f := range map[string]func(*skel.CmdArgs) error{"ADD": p.Add, "DEL": p.Del, "CHECK": p.Check, "GC": p.GC} {
+	for verb, f := range map[string]func(*CmdArgs) error{"ADD": p.Add, "DEL": p.Del, "CHECK": p.Check, "GC": p.GC} {
 		t.Run(verb, func(t *testing.T) {
 			wantCode(t, f(args), api.CodeTryAgainLater, socket)
 		})
@@ -232,7 +231,7 @@ func TestUnreachableAgent(t *testing.T) {
 func TestStatus(t *testing.T) {
 	agent := cniplugintest.NewAgent(t)
 	p := &Plugin{}
-	args := &skel.CmdArgs{StdinData: config(agent.Socket, "1.1.0", "")}
+	args := &CmdArgs{StdinData: config(agent.Socket, "1.1.0", "")}
 	if err := p.Status(args); err != nil {
 		t.Fatal(err)
 	}
@@ -336,7 +335,7 @@ func TestGC(t *testing.T) {
 				extra += "," + tt.extra
 			}
 			n := len(agent.Received())
-			if err := (&Plugin{}).GC(&skel.CmdArgs{StdinData: config(agent.Socket, "1.1.0", extra)}); err != nil {
+			if err := (&Plugin{}).GC(&CmdArgs{StdinData: config(agent.Socket, "1.1.0", extra)}); err != nil {
 				t.Fatal(err)
 			}
 			if got := len(agent.Received()); got != n+1 {
@@ -382,11 +381,11 @@ func TestGCRefused(t *testing.T) {
 			api.CodeInvalidConfig, `cni.dev/valid-attachments: cannot use JSON object`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			wantCode(t, (&Plugin{}).GC(&skel.CmdArgs{StdinData: config(agent.Socket, "1.1.0", tt.stdin)}), tt.code, tt.msg)
+			wantCode(t, (&Plugin{}).GC(&CmdArgs{StdinData: config(agent.Socket, "1.1.0", tt.stdin)}), tt.code, tt.msg)
 		})
 	}
 	// A config without a name names no network: refused, not sent as a GC of all networks.
-	wantCode(t, (&Plugin{}).GC(&skel.CmdArgs{StdinData: []byte(`{"cniVersion":"1.1.0","type":"podnet-cni","cni.dev/valid-attachments":[]}`)}),
+	wantCode(t, (&Plugin{}).GC(&CmdArgs{StdinData: []byte(`{"cniVersion":"1.1.0","type":"podnet-cni","cni.dev/valid-attachments":[]}`)}),
 		api.CodeInvalidConfig, "name: missing")
 	if n := len(agent.Received()); n != 0 {
 		t.Errorf("the agent received %d requests, want none", n)
@@ -395,27 +394,27 @@ func TestGCRefused(t *testing.T) {
 	agent.Set(func(a *cniplugintest.Agent) {
 		a.Err = api.Errorf(api.CodeInvalidConfig, "gc: network: missing")
 	})
-	wantCode(t, (&Plugin{}).GC(&skel.CmdArgs{StdinData: config(agent.Socket, "1.1.0", "")}), api.CodeInvalidConfig, "gc: network: missing")
+	wantCode(t, (&Plugin{}).GC(&CmdArgs{StdinData: config(agent.Socket, "1.1.0", "")}), api.CodeInvalidConfig, "gc: network: missing")
 }
 
 func TestCNIError(t *testing.T) {
 	for _, tt := range []struct {
 		err    error
 		status bool
-		want   types.Error
+		want   Error
 	}{
-		{&api.Error{Code: api.CodeNotAvailable, Msg: "podnet agent unreachable at /s", Details: "dial"}, false, types.Error{Code: 11, Msg: "podnet agent unreachable at /s", Details: "dial"}},
-		{&api.Error{Code: api.CodeNotAvailable, Msg: "podnet agent unreachable at /s"}, true, types.Error{Code: 50, Msg: "podnet agent unreachable at /s"}},
-		{fmt.Errorf("attach: %w", &api.Error{Code: api.CodePoolExhausted, Msg: "no free address"}), false, types.Error{Code: 103, Msg: "no free address"}},
-		{&api.Error{Code: -2, Msg: "odd"}, false, types.Error{Code: 100, Msg: "odd"}},
-		{errors.New("plain"), false, types.Error{Code: 100, Msg: "plain"}},
+		{&api.Error{Code: api.CodeNotAvailable, Msg: "podnet agent unreachable at /s", Details: "dial"}, false, Error{Code: 11, Msg: "podnet agent unreachable at /s", Details: "dial"}},
+		{&api.Error{Code: api.CodeNotAvailable, Msg: "podnet agent unreachable at /s"}, true, Error{Code: 50, Msg: "podnet agent unreachable at /s"}},
+		{fmt.Errorf("attach: %w", &api.Error{Code: api.CodePoolExhausted, Msg: "no free address"}), false, Error{Code: 103, Msg: "no free address"}},
+		{&api.Error{Code: -2, Msg: "odd"}, false, Error{Code: 100, Msg: "odd"}},
+		{errors.New("plain"), false, Error{Code: 100, Msg: "plain"}},
 		// Validation errors get their code from api.ErrorCode, through wrapping too.
 		{api.Invalid("network config", "mtu", "70000", "must be between 576 and 65535"), false,
-			types.Error{Code: 7, Msg: `network config: mtu "70000": must be between 576 and 65535`}},
-		{fmt.Errorf("attach: %w", api.InvalidEnv("CNI_IFNAME", "a/b", "bad")), false, types.Error{Code: 4, Msg: `attach: CNI_IFNAME "a/b": bad`}},
-		{api.AsError(api.MissingEnv("CNI_NETNS")), false, types.Error{Code: 4, Msg: "CNI_NETNS: missing"}},
+			Error{Code: 7, Msg: `network config: mtu "70000": must be between 576 and 65535`}},
+		{fmt.Errorf("attach: %w", api.InvalidEnv("CNI_IFNAME", "a/b", "bad")), false, Error{Code: 4, Msg: `attach: CNI_IFNAME "a/b": bad`}},
+		{api.AsError(api.MissingEnv("CNI_NETNS")), false, Error{Code: 4, Msg: "CNI_NETNS: missing"}},
 		// The agent's validation errors arrive as *api.Error with their code.
-		{&api.Error{Code: api.CodeInvalidEnv, Msg: `containerID "-x": must be letters`}, false, types.Error{Code: 4, Msg: `containerID "-x": must be letters`}},
+		{&api.Error{Code: api.CodeInvalidEnv, Msg: `containerID "-x": must be letters`}, false, Error{Code: 4, Msg: `containerID "-x": must be letters`}},
 	} {
 		if got := cniError(tt.err, tt.status); *got != tt.want {
 			t.Errorf("cniError(%v) = %+v, want %+v", tt.err, *got, tt.want)

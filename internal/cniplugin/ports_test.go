@@ -7,14 +7,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/containernetworking/cni/pkg/skel"
-
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/cniplugin/cniplugintest"
 )
 
 func TestPortMappings(t *testing.T) {
-	args := &skel.CmdArgs{ContainerID: "c1", IfName: "eth0", Netns: "/proc/self/ns/net"}
+	args := &CmdArgs{ContainerID: "c1", IfName: "eth0", Netns: "/proc/self/ns/net"}
 	conf := func(pm string) []byte {
 		return []byte(`{"cniVersion":"1.0.0","name":"n","type":"podnet-cni","capabilities":{"portMappings":true},"runtimeConfig":{"portMappings":[` + pm + `]}}`)
 	}
@@ -101,7 +99,7 @@ func TestPortMappingsContainerd(t *testing.T) {
 
 	// Through ADD: the agent receives the mappings.
 	agent.Set(func(a *cniplugintest.Agent) { a.Result = agentResult })
-	args := &skel.CmdArgs{ContainerID: "4e6f2d0c9b1a", Netns: selfNetns, IfName: "eth0", StdinData: containerdConfig(agent.Socket),
+	args := &CmdArgs{ContainerID: "4e6f2d0c9b1a", Netns: selfNetns, IfName: "eth0", NetnsOverride: "1", StdinData: containerdConfig(agent.Socket),
 		Args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;K8S_POD_INFRA_CONTAINER_ID=4e6f2d0c9b1a;K8S_POD_UID=0d5c7a43-1f7b-4c6e-9a57-3b1d2f9e8c10"}
 	if err := (&Plugin{Stdout: new(bytes.Buffer)}).Add(args); err != nil {
 		t.Fatal(err)
