@@ -93,14 +93,15 @@ func (p *podnet) drained() (bool, error) {
 }
 
 // parts times, n times each and alternating, the two fixed costs inside an ADD through
-// the plugin: exec'ing podnet-cni (CNI VERSION, which answers without the agent) and a
-// round trip to the agent over its socket (STATUS).
+// the plugin: exec'ing podnet-cni from the node namespace as the runtime does (CNI
+// VERSION, which answers without the agent) and a round trip to the agent over its
+// socket (STATUS).
 func (p *podnet) parts(n int) (exec, roundTrip summary, err error) {
 	plugin := filepath.Join(p.bin, "podnet-cni")
 	var execs, trips []time.Duration
 	for range n {
 		start := time.Now()
-		if err := runVersion(plugin); err != nil {
+		if err := inNetns(p.tb.node, func() error { return runVersion(plugin) }); err != nil {
 			return summary{}, summary{}, err
 		}
 		execs = append(execs, time.Since(start))
