@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -20,6 +21,7 @@ import (
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/agent"
 	"github.com/podnet/podnet/internal/demo"
+	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/spec"
 )
 
@@ -71,6 +73,7 @@ func agentCmd() *cobra.Command {
 	var interval time.Duration
 	var serviceCIDRs []string
 	var dnsCfg agent.DNSConfig
+	var metricsAddr string
 	c := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the node agent (owns the store and the node's kernel configuration)",
@@ -110,6 +113,13 @@ func agentCmd() *cobra.Command {
 			defer a.Close()
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			if metricsAddr != "" {
+				stopMetrics, err := serveMetrics(node, metricsAddr, a.MetricsHandler(), log)
+				if err != nil {
+					return err
+				}
+				defer stopMetrics()
+			}
 			return a.Serve(ctx, socket)
 		},
 	}
@@ -122,7 +132,28 @@ func agentCmd() *cobra.Command {
 	c.Flags().StringArrayVar(&dnsCfg.Upstreams, "dns-upstream", nil, "resolver for names outside the zone, IP[:PORT] (repeatable; default: the node's resolv.conf)")
 	c.Flags().BoolVar(&dnsCfg.Disable, "no-dns", false, "do not run the cluster DNS server")
 	c.Flags().StringVar(&dnsCfg.ResolvConf, "resolv-conf", "/etc/resolv.conf", "the node's resolv.conf (upstreams, search domains, the Default DNS policy)")
+	c.Flags().StringVar(&metricsAddr, "metrics-address", "127.0.0.1:9464", "serve Prometheus metrics at /metrics on this address of the node namespace (empty: no metrics)")
 	return c
+}
+
+// serveMetrics serves h at /metrics on addr, a TCP address of the node namespace, until
+// the returned function is called.
+func serveMetrics(node netns.NsHandle, addr string, h http.Handler, log *slog.Logger) (stop func(), err error) {
+	if ap, err := netip.ParseAddrPort(addr); err == nil && ap.Addr().IsLoopback() {
+		if err := kernel.EnsureLoopbackUp(node); err != nil {
+			return nil, fmt.Errorf("--metrics-address %q: %w", addr, err)
+		}
+	}
+	l, err := kernel.ListenIn(node, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-address %q: %w (another agent's metrics? pass another address, or an empty one)", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", h)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(l)
+	log.Info("metrics served", "address", l.Addr().String())
+	return func() { srv.Close() }, nil
 }
 
 func networkCmd(g *globals) *cobra.Command {

@@ -86,6 +86,7 @@ type Agent struct {
 	serviceCIDRs []netip.Prefix
 	dns          *dnsService
 	every        time.Duration
+	metrics      *metrics
 
 	// The locks, in the order they are taken (see the package doc).
 
@@ -133,6 +134,7 @@ func New(cfg Config) (*Agent, error) {
 		now: cfg.Now, log: cfg.Logger, every: cfg.ReconcileInterval, serviceCIDRs: cfg.ServiceCIDRs,
 		detachq: make(chan api.EndpointKey, 4096), detachDone: make(chan struct{}),
 		pending: map[api.EndpointKey]bool{}}
+	a.metrics = newMetrics(a)
 	if err := a.openAppliers(); err != nil {
 		a.closeAppliers()
 		return nil, err

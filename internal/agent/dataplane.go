@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"time"
 
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/driver"
@@ -45,10 +46,16 @@ func (a *Agent) resyncIfDiffers() error {
 	if err != nil {
 		return err
 	}
-	if ok, err := a.nft.InSync(want); err != nil || ok {
+	start := time.Now()
+	ok, err := a.nft.InSync(want)
+	a.metrics.observeNft("compare", start)
+	if err != nil || ok {
 		return err
 	}
 	a.log.Info("nftables tables differ from the desired state: restoring")
+	a.metrics.repairs.WithLabelValues("nftables").Inc()
+	start = time.Now()
+	defer a.metrics.observeNft("sync", start)
 	if err := a.nft.Sync(want); err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
@@ -176,6 +183,7 @@ func (a *Agent) nftUpdate(add, remove nft.Delta) error {
 // leaves the tables short of what the store says: the next Reconcile compares them in
 // full (see verified).
 func (a *Agent) nftUpdateLocked(add, remove nft.Delta) error {
+	defer a.metrics.observeNft("update", time.Now())
 	err := a.nft.Update(add, remove)
 	if err != nil {
 		a.verified = false
@@ -211,7 +219,9 @@ func (a *Agent) reconcileTables() error {
 	if err != nil {
 		return err
 	}
+	start := time.Now()
 	ok, err := a.nft.InSync(want)
+	a.metrics.observeNft("compare", start)
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}

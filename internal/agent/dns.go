@@ -69,7 +69,8 @@ func (a *Agent) startDNS(cfg DNSConfig) error {
 		},
 		Logf: func(format string, args ...any) {
 			a.log.Warn(fmt.Sprintf(format, args...), "component", "dns")
-		}}
+		},
+		Observer: a.metrics}
 	for _, u := range cfg.Upstreams {
 		ap, err := parseUpstream(u)
 		if err != nil {

@@ -1,11 +1,14 @@
 package agent
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -24,6 +27,8 @@ import (
 	"github.com/podnet/podnet/internal/spec"
 	"github.com/podnet/podnet/internal/store"
 	"github.com/podnet/podnet/internal/store/storetest"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // The tests in this file run the agent on fake appliers (kerneltest, nfttest,
@@ -576,4 +581,95 @@ func mustDesired(t *testing.T, fa *fakeAgent) nft.Ruleset {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// TestMetrics: requests through the API are counted by verb and code, the store's
+// contents and reconcile's repairs show in a scrape, in the Prometheus text format.
+func TestMetrics(t *testing.T) {
+	tr := newTranscript(t)
+	fa := startFake(t, newFakeNode(), tr)
+	defer fa.Close()
+	h := fa.Handler()
+	post := func(path string, body any) int {
+		t.Helper()
+		b, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("POST", path, bytes.NewReader(b)))
+		return rec.Code
+	}
+	if code := post(api.PathNetworks, blueSpec); code != 200 {
+		t.Fatalf("create network: HTTP %d", code)
+	}
+	if code := post(api.PathEndpoints, attachReq("blue", "c1", web)); code != 200 {
+		t.Fatalf("ADD: HTTP %d", code)
+	}
+	node := attachReq("blue", "c2")
+	node.Netns = "/proc/1/ns/net"
+	if code := post(api.PathEndpoints, node); code != 400 {
+		t.Fatalf("ADD in the node's namespace: HTTP %d, want 400", code)
+	}
+	fa.node.kernel.AddVethBehind("pnv00000000000")
+	if err := fa.Reconcile(false); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := fa.idle(); err != nil { // the ADD's record is marked attached off the reply path
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	fa.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(rec.Body)
+	if err != nil {
+		t.Fatalf("parse scrape: %v", err)
+	}
+	value := func(name string, labels map[string]string) float64 {
+		t.Helper()
+		f, ok := families[name]
+		if !ok {
+			t.Fatalf("metric %s missing", name)
+		}
+	next:
+		for _, m := range f.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if want, ok := labels[lp.GetName()]; ok && want != lp.GetValue() {
+					continue next
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				return m.Counter.GetValue()
+			case m.Gauge != nil:
+				return m.Gauge.GetValue()
+			case m.Histogram != nil:
+				return float64(m.Histogram.GetSampleCount())
+			}
+		}
+		t.Fatalf("metric %s%v missing", name, labels)
+		return 0
+	}
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"podnet_requests_total", map[string]string{"verb": "add", "code": "0"}, 1},
+		{"podnet_requests_total", map[string]string{"verb": "add", "code": "4"}, 1},
+		{"podnet_requests_total", map[string]string{"verb": "network_create", "code": "0"}, 1},
+		{"podnet_request_duration_seconds", map[string]string{"verb": "add"}, 2},
+		{"podnet_endpoints", map[string]string{"network": "blue", "state": "attached"}, 1},
+		{"podnet_endpoints", map[string]string{"network": "blue", "state": "detaching"}, 0},
+		{"podnet_pool_addresses", map[string]string{"subnet": "10.88.1.0/24"}, 253},
+		{"podnet_pool_allocated_addresses", map[string]string{"subnet": "10.88.1.0/24"}, 1},
+		{"podnet_repairs_total", map[string]string{"kind": "orphan-veth"}, 1},
+		{"podnet_reconcile_runs_total", map[string]string{"result": "ok"}, 2}, // at start, and the one above
+		{"podnet_nftables_duration_seconds", map[string]string{"op": "update"}, 2},
+	} {
+		if got := value(c.name, c.labels); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/driver"
@@ -116,6 +117,7 @@ func (a *Agent) syncRuleset() error {
 	if err != nil {
 		return err
 	}
+	defer a.metrics.observeNft("sync", time.Now())
 	if err := a.nft.Sync(r); err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}

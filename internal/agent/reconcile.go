@@ -16,7 +16,20 @@ import (
 // repaired where it drifted from its plan (repairEndpoints). At startup (no request can
 // be in flight) endpoints cut off mid-attach by a crash are rolled back too. Calling it again when everything
 // agrees changes nothing.
-func (a *Agent) Reconcile(startup bool) error {
+func (a *Agent) Reconcile(startup bool) (err error) {
+	start := time.Now()
+	defer func() {
+		result := "ok"
+		if err != nil {
+			result = "error"
+		}
+		a.metrics.reconciles.WithLabelValues(result).Inc()
+		a.metrics.reconcileSecond.Observe(time.Since(start).Seconds())
+	}()
+	return a.reconcile(startup)
+}
+
+func (a *Agent) reconcile(startup bool) error {
 	a.netMu.Lock()
 	nets, err := a.Networks()
 	if err == nil {
@@ -61,10 +74,13 @@ func (a *Agent) Reconcile(startup bool) error {
 		switch {
 		case ep.State == api.StateAttaching && startup:
 			a.log.Info("rolling back interrupted attach", "endpoint", ep.EndpointKey.String())
+			a.metrics.repairs.WithLabelValues("attach-rolled-back").Inc()
 		case ep.State == api.StateDetaching && startup:
 			a.log.Info("finishing interrupted detach", "endpoint", ep.EndpointKey.String())
+			a.metrics.repairs.WithLabelValues("detach-finished").Inc()
 		case ep.State == api.StateAttached && links[ep.HostIf] == 0:
 			a.log.Info("releasing endpoint whose interface is gone", "endpoint", ep.EndpointKey.String(), "hostIf", ep.HostIf)
+			a.metrics.repairs.WithLabelValues("endpoint-gone").Inc()
 		default:
 			continue
 		}
@@ -79,6 +95,7 @@ func (a *Agent) Reconcile(startup bool) error {
 		if index := links[name]; !known[name] {
 			// By index: a new endpoint of the same key may have reused the name since.
 			a.log.Info("removing orphan veth", "hostIf", name)
+			a.metrics.repairs.WithLabelValues("orphan-veth").Inc()
 			if err := a.node.DeleteLinkIndex(index); err != nil {
 				return err
 			}

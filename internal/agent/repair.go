@@ -57,6 +57,7 @@ func (a *Agent) repairEndpoint(k api.EndpointKey) error {
 	for _, r := range repaired {
 		a.log.Info("repaired endpoint", "endpoint", k.String(), "hostIf", p.HostIf, "repair", r)
 	}
+	a.metrics.repaired(repaired)
 	if err != nil && !errors.Is(err, kernel.ErrHostIfGone) { // gone: its sandbox went away meanwhile, the next Reconcile releases it
 		a.log.Error("repair endpoint", "endpoint", k.String(), "hostIf", p.HostIf, "err", err)
 	}

@@ -25,18 +25,19 @@ const maxBody = 1 << 20
 // Handler is the agent's JSON API.
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+api.PathStatus, func(w http.ResponseWriter, r *http.Request) {
+	m := a.metrics
+	mux.HandleFunc("GET "+api.PathStatus, m.instrument("status", func(w http.ResponseWriter, r *http.Request) {
 		st, err := a.Status()
 		reply(w, st, err)
-	})
-	mux.HandleFunc("GET "+api.PathNetworks, func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("GET "+api.PathNetworks, m.instrument("network_list", func(w http.ResponseWriter, r *http.Request) {
 		ns, err := a.Networks()
 		if ns == nil {
 			ns = []api.Network{}
 		}
 		reply(w, ns, err)
-	})
-	mux.HandleFunc("POST "+api.PathNetworks, func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("POST "+api.PathNetworks, m.instrument("network_create", func(w http.ResponseWriter, r *http.Request) {
 		s, err := DecodeRequest[api.NetworkSpec](r.Body)
 		if err != nil {
 			reply(w, nil, err)
@@ -44,22 +45,22 @@ func (a *Agent) Handler() http.Handler {
 		}
 		n, err := a.CreateNetwork(s)
 		reply(w, n, err)
-	})
-	mux.HandleFunc("GET "+api.PathNetworks+"/{name}", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("GET "+api.PathNetworks+"/{name}", m.instrument("network_get", func(w http.ResponseWriter, r *http.Request) {
 		n, err := a.Network(r.PathValue("name"))
 		reply(w, n, err)
-	})
-	mux.HandleFunc("DELETE "+api.PathNetworks+"/{name}", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("DELETE "+api.PathNetworks+"/{name}", m.instrument("network_delete", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, nil, a.DeleteNetwork(r.PathValue("name")))
-	})
-	mux.HandleFunc("GET "+api.PathEndpoints, func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("GET "+api.PathEndpoints, m.instrument("endpoint_list", func(w http.ResponseWriter, r *http.Request) {
 		eps, err := a.Endpoints(r.URL.Query().Get("network"))
 		if eps == nil {
 			eps = []api.Endpoint{}
 		}
 		reply(w, eps, err)
-	})
-	mux.HandleFunc("POST "+api.PathEndpoints, func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("POST "+api.PathEndpoints, m.instrument("add", func(w http.ResponseWriter, r *http.Request) {
 		fd := fdpass.TakeFD(r)
 		req, err := DecodeRequest[api.AttachRequest](r.Body)
 		if err != nil {
@@ -69,8 +70,8 @@ func (a *Agent) Handler() http.Handler {
 		}
 		res, err := a.Attach(req, fd)
 		reply(w, res, err)
-	})
-	mux.HandleFunc("POST "+api.PathEndpointsDel, func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("POST "+api.PathEndpointsDel, m.instrument("del", func(w http.ResponseWriter, r *http.Request) {
 		closeFD(fdpass.TakeFD(r)) // DEL needs no namespace: deleting the host veth removes the pair
 		req, err := DecodeRequest[api.DetachRequest](r.Body)
 		if err != nil {
@@ -78,8 +79,8 @@ func (a *Agent) Handler() http.Handler {
 			return
 		}
 		reply(w, nil, a.Detach(req))
-	})
-	mux.HandleFunc("POST "+api.PathEndpointCheck, func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("POST "+api.PathEndpointCheck, m.instrument("check", func(w http.ResponseWriter, r *http.Request) {
 		fd := fdpass.TakeFD(r)
 		req, err := DecodeRequest[api.CheckRequest](r.Body)
 		if err != nil {
@@ -88,8 +89,8 @@ func (a *Agent) Handler() http.Handler {
 			return
 		}
 		reply(w, nil, a.Check(req, fd))
-	})
-	mux.HandleFunc("POST "+api.PathGC, func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("POST "+api.PathGC, m.instrument("gc", func(w http.ResponseWriter, r *http.Request) {
 		req, err := DecodeRequest[api.GCRequest](r.Body)
 		if err != nil {
 			reply(w, nil, err)
@@ -97,8 +98,8 @@ func (a *Agent) Handler() http.Handler {
 		}
 		resp, err := a.GC(req)
 		reply(w, resp, err)
-	})
-	mux.HandleFunc("POST "+api.PathLabels, func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("POST "+api.PathLabels, m.instrument("labels", func(w http.ResponseWriter, r *http.Request) {
 		req, err := DecodeRequest[api.LabelsRequest](r.Body)
 		if err != nil {
 			reply(w, nil, err)
@@ -106,15 +107,15 @@ func (a *Agent) Handler() http.Handler {
 		}
 		ep, err := a.SetLabels(req.EndpointKey, req.Labels)
 		reply(w, ep, err)
-	})
-	mux.HandleFunc("GET "+api.PathServices, func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("GET "+api.PathServices, m.instrument("service_list", func(w http.ResponseWriter, r *http.Request) {
 		svcs, err := a.Services(r.URL.Query().Get("namespace"))
 		if svcs == nil {
 			svcs = []api.Service{}
 		}
 		reply(w, svcs, err)
-	})
-	mux.HandleFunc("POST "+api.PathServices, func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("POST "+api.PathServices, m.instrument("service_create", func(w http.ResponseWriter, r *http.Request) {
 		s, err := DecodeRequest[api.ServiceSpec](r.Body)
 		if err != nil {
 			reply(w, nil, err)
@@ -122,18 +123,18 @@ func (a *Agent) Handler() http.Handler {
 		}
 		svc, err := a.CreateService(s)
 		reply(w, svc, err)
-	})
-	mux.HandleFunc("GET "+api.PathServices+"/{ns}/{name}", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("GET "+api.PathServices+"/{ns}/{name}", m.instrument("service_get", func(w http.ResponseWriter, r *http.Request) {
 		svc, err := a.Service(r.PathValue("ns"), r.PathValue("name"))
 		reply(w, svc, err)
-	})
-	mux.HandleFunc("DELETE "+api.PathServices+"/{ns}/{name}", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("DELETE "+api.PathServices+"/{ns}/{name}", m.instrument("service_delete", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, nil, a.DeleteService(r.PathValue("ns"), r.PathValue("name")))
-	})
-	mux.HandleFunc("GET "+api.PathDNSCheck, func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("GET "+api.PathDNSCheck, m.instrument("dns_check", func(w http.ResponseWriter, r *http.Request) {
 		res, err := a.CheckDNS(r.Context())
 		reply(w, res, err)
-	})
+	}))
 	return mux
 }
 
@@ -178,6 +179,9 @@ func reply(w http.ResponseWriter, v any, err error) {
 	if err != nil {
 		ae := api.AsError(err)
 		status, v = httpStatus(ae.Code), ae
+		if cw, ok := w.(*codeWriter); ok {
+			cw.code = ae.Code
+		}
 	} else if v == nil {
 		w.WriteHeader(http.StatusNoContent)
 		return

@@ -82,6 +82,10 @@ type Config struct {
 
 	// CacheSize bounds the forwarder's cache; negative disables it.
 	CacheSize int
+
+	// Observer, when set, is told of every query the server answers and of every
+	// lookup of the forwarder's cache (the agent's metrics).
+	Observer Observer
 	// CacheMaxTTL and CacheMaxNegativeTTL cap how long upstream answers are cached.
 	CacheMaxTTL, CacheMaxNegativeTTL time.Duration
 	// MaxUDPSize is the largest UDP answer (a client's smaller EDNS0 size wins; 512
@@ -260,4 +264,14 @@ func seconds(d, def time.Duration) uint32 {
 		return 1
 	}
 	return uint32(d / time.Second)
+}
+
+// Observer receives the server's events; its methods must be quick and safe for
+// concurrent use.
+type Observer interface {
+	// Answered is called once per query answered to a client (not for Exchange), with
+	// the answer's response code.
+	Answered(rcode int)
+	// CacheLookup is called once per lookup of the forwarder's cache.
+	CacheLookup(hit bool)
 }

@@ -23,6 +23,7 @@ type Server struct {
 	set      *settings
 	upstream Exchanger // nil: names outside the zone are REFUSED
 	cache    *cache
+	observer Observer // nil: none
 	flight   flightGroup
 	forwards *inflight // questions waiting for upstream (maxForwards)
 	zone     atomic.Pointer[zone]
@@ -44,7 +45,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{set: set, upstream: cfg.Upstream, forwards: newInflight(maxForwards, maxForwardsPerClient)}
+	s := &Server{set: set, upstream: cfg.Upstream, observer: cfg.Observer, forwards: newInflight(maxForwards, maxForwardsPerClient)}
 	if s.upstream == nil && len(set.upstreams) > 0 {
 		s.upstream = &Forwarder{Upstreams: set.upstreams, Timeout: set.upstreamTimeout, UDPSize: set.maxUDP, Dial: cfg.Dial}
 	}
@@ -85,6 +86,9 @@ func (s *Server) ServeDNS(w mdns.ResponseWriter, r *mdns.Msg) {
 	client, udp := clientOf(w.RemoteAddr())
 	if m := s.respond(context.Background(), client, udp, r); m != nil {
 		_ = w.WriteMsg(m)
+		if s.observer != nil {
+			s.observer.Answered(m.Rcode)
+		}
 	}
 }
 
@@ -253,7 +257,11 @@ func (s *Server) forward(ctx context.Context, client netip.Addr, name string, qt
 		return reply{rcode: mdns.RcodeRefused}
 	}
 	k := cacheKey{name: name, qtype: qtype, qclass: qclass, do: do, cd: cd}
-	if rep, ok := s.cache.get(k); ok {
+	rep, ok := s.cache.get(k)
+	if s.observer != nil {
+		s.observer.CacheLookup(ok)
+	}
+	if ok {
 		return rep
 	}
 	if !s.forwards.acquire(client) {

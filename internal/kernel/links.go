@@ -246,3 +246,24 @@ func addrOf(p netip.Prefix) *netlink.Addr {
 	}
 	return a
 }
+
+// EnsureLoopbackUp sets lo up in ns (a new namespace starts with it down, without
+// 127.0.0.1); it changes nothing where lo is up already.
+func EnsureLoopbackUp(ns netns.NsHandle) error {
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return fmt.Errorf("loopback: netlink handle: %w", err)
+	}
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("loopback: %w", err)
+	}
+	if lo.Attrs().Flags&net.FlagUp != 0 {
+		return nil
+	}
+	if err := h.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("loopback: set up: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,254 @@
+package agent
+
+import (
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/driver"
+	"github.com/podnet/podnet/internal/kernel"
+	"github.com/podnet/podnet/internal/store"
+)
+
+// metrics are the agent's Prometheus metrics, in a registry of its own. Counters and
+// histograms are updated where things happen; the gauges of the store's contents
+// (endpoints, pools, service backends) and of conntrack are read when scraped (state).
+type metrics struct {
+	reg *prometheus.Registry
+
+	requests        *prometheus.CounterVec   // verb, code
+	requestSeconds  *prometheus.HistogramVec // verb
+	reconciles      *prometheus.CounterVec   // result
+	reconcileSecond prometheus.Histogram
+	repairs         *prometheus.CounterVec   // kind
+	nftSeconds      *prometheus.HistogramVec // op
+	dnsQueries      *prometheus.CounterVec   // rcode
+	dnsCache        *prometheus.CounterVec   // result: hit, miss
+}
+
+func newMetrics(a *Agent) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "podnet_requests_total",
+		Help: "API requests (CNI verbs and the CLI's) by verb and result code (0: success, else the CNI or podnet error code).",
+	}, []string{"verb", "code"})
+	m.requestSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "podnet_request_duration_seconds",
+		Help:    "Time the agent took to answer an API request, by verb.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14), // 0.5 ms to 4 s
+	}, []string{"verb"})
+	m.reconciles = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "podnet_reconcile_runs_total",
+		Help: "Comparisons of the kernel with the store, by result (ok, error).",
+	}, []string{"result"})
+	m.reconcileSecond = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "podnet_reconcile_duration_seconds",
+		Help:    "Time one reconcile took.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+	})
+	m.repairs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "podnet_repairs_total",
+		Help: "What reconcile repaired, by kind: nftables (tables rewritten), endpoint-gone (released), attach-rolled-back, detach-finished, orphan-veth, and per endpoint sysctl, mac, mtu, master, alias, up, route, neighbour.",
+	}, []string{"kind"})
+	m.nftSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "podnet_nftables_duration_seconds",
+		Help:    "Time of nftables operations: update (incremental batch), sync (whole tables), compare (tables read back).",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+	}, []string{"op"})
+	m.dnsQueries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "podnet_dns_queries_total",
+		Help: "Queries the cluster DNS server answered, by response code.",
+	}, []string{"rcode"})
+	m.dnsCache = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "podnet_dns_cache_lookups_total",
+		Help: "Lookups of the DNS forwarder's cache, by result (hit, miss).",
+	}, []string{"result"})
+	m.reg.MustRegister(m.requests, m.requestSeconds, m.reconciles, m.reconcileSecond, m.repairs,
+		m.nftSeconds, m.dnsQueries, m.dnsCache, state{a},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// MetricsHandler serves the agent's metrics in the Prometheus exposition format.
+func (a *Agent) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{})
+}
+
+// observeNft times one nftables operation.
+func (m *metrics) observeNft(op string, start time.Time) {
+	m.nftSeconds.WithLabelValues(op).Observe(time.Since(start).Seconds())
+}
+
+// repaired counts what one endpoint repair did (the kind is the first word of each of
+// kernel.Applier.RepairEndpoint's lines).
+func (m *metrics) repaired(lines []string) {
+	for _, l := range lines {
+		kind, _, _ := strings.Cut(l, " ")
+		m.repairs.WithLabelValues(kind).Inc()
+	}
+}
+
+// Answered and CacheLookup make metrics a dns.Observer.
+func (m *metrics) Answered(rcode int) {
+	m.dnsQueries.WithLabelValues(rcodeName(rcode)).Inc()
+}
+
+func (m *metrics) CacheLookup(hit bool) {
+	result := "miss"
+	if hit {
+		result = "hit"
+	}
+	m.dnsCache.WithLabelValues(result).Inc()
+}
+
+// rcodeName is the DNS response code's mnemonic (RFC 6895), or its number.
+func rcodeName(rcode int) string {
+	switch rcode {
+	case 0:
+		return "NOERROR"
+	case 1:
+		return "FORMERR"
+	case 2:
+		return "SERVFAIL"
+	case 3:
+		return "NXDOMAIN"
+	case 4:
+		return "NOTIMP"
+	case 5:
+		return "REFUSED"
+	case 16:
+		return "BADVERS"
+	}
+	return strconv.Itoa(rcode)
+}
+
+// instrument wraps an API handler: it counts the request by verb and result code and
+// times it.
+func (m *metrics) instrument(verb string, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rw := &codeWriter{ResponseWriter: w}
+		h(rw, r)
+		m.requests.WithLabelValues(verb, strconv.Itoa(rw.code)).Inc()
+		m.requestSeconds.WithLabelValues(verb).Observe(time.Since(start).Seconds())
+	}
+}
+
+// codeWriter remembers the API error code reply wrote (0: success).
+type codeWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+// state collects, when scraped, what the store and the node hold right now.
+type state struct{ a *Agent }
+
+var (
+	endpointsDesc = prometheus.NewDesc("podnet_endpoints",
+		"Endpoints recorded, by network and state (attaching, attached, detaching).", []string{"network", "state"}, nil)
+	poolSizeDesc = prometheus.NewDesc("podnet_pool_addresses",
+		"Addresses a subnet can hand out (its size less network, gateway and broadcast addresses; IPv6 capped at 2^53).", []string{"network", "subnet"}, nil)
+	poolUsedDesc = prometheus.NewDesc("podnet_pool_allocated_addresses",
+		"Addresses of a subnet that are allocated.", []string{"network", "subnet"}, nil)
+	poolRatioDesc = prometheus.NewDesc("podnet_pool_utilization_ratio",
+		"Allocated addresses of a subnet over those it can hand out.", []string{"network", "subnet"}, nil)
+	backendsDesc = prometheus.NewDesc("podnet_service_backends",
+		"Ready backends of a service.", []string{"namespace", "service"}, nil)
+	conntrackDesc = prometheus.NewDesc("podnet_conntrack_entries",
+		"Connection tracking entries in the node namespace (nf_conntrack_count).", nil, nil)
+	conntrackMaxDesc = prometheus.NewDesc("podnet_conntrack_entries_limit",
+		"Most connection tracking entries the node namespace holds (nf_conntrack_max).", nil, nil)
+)
+
+func (state) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{endpointsDesc, poolSizeDesc, poolUsedDesc, poolRatioDesc, backendsDesc, conntrackDesc, conntrackMaxDesc} {
+		ch <- d
+	}
+}
+
+func (s state) Collect(ch chan<- prometheus.Metric) {
+	var nets []api.Network
+	var eps []api.Endpoint
+	var svcs []api.Service
+	allocs := map[string]map[netip.Addr]string{}
+	err := s.a.store.View(func(tx store.Tx) (err error) {
+		if nets, err = tx.Networks(); err != nil {
+			return err
+		}
+		for _, n := range nets {
+			if allocs[n.Name], err = tx.Allocations(n.Name); err != nil {
+				return err
+			}
+		}
+		if eps, err = tx.Endpoints(""); err != nil {
+			return err
+		}
+		svcs, err = tx.Services("")
+		return err
+	})
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(endpointsDesc, err)
+		return
+	}
+	counts := map[[2]string]int{}
+	for _, n := range nets {
+		for _, st := range []string{api.StateAttaching, api.StateAttached, api.StateDetaching} {
+			counts[[2]string{n.Name, st}] = 0
+		}
+	}
+	for _, ep := range eps {
+		counts[[2]string{ep.Network, ep.State}]++
+	}
+	for k, c := range counts {
+		ch <- prometheus.MustNewConstMetric(endpointsDesc, prometheus.GaugeValue, float64(c), k[0], k[1])
+	}
+	for _, n := range nets {
+		for _, sub := range n.Subnets {
+			size := poolSize(sub.Prefix)
+			used := 0
+			for a := range allocs[n.Name] {
+				if sub.Prefix.Contains(a) {
+					used++
+				}
+			}
+			labels := []string{n.Name, sub.Prefix.String()}
+			ch <- prometheus.MustNewConstMetric(poolSizeDesc, prometheus.GaugeValue, size, labels...)
+			ch <- prometheus.MustNewConstMetric(poolUsedDesc, prometheus.GaugeValue, float64(used), labels...)
+			ch <- prometheus.MustNewConstMetric(poolRatioDesc, prometheus.GaugeValue, float64(used)/size, labels...)
+		}
+	}
+	for _, svc := range svcs {
+		ch <- prometheus.MustNewConstMetric(backendsDesc, prometheus.GaugeValue, float64(len(driver.Backends(svc, eps))), svc.Namespace, svc.Name)
+	}
+	if s.a.nodeNS.IsOpen() {
+		for desc, key := range map[*prometheus.Desc]string{conntrackDesc: "net/netfilter/nf_conntrack_count", conntrackMaxDesc: "net/netfilter/nf_conntrack_max"} {
+			if v, err := kernel.ReadSysctl(s.a.nodeNS, key); err == nil {
+				if n, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+					ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, n)
+				}
+			}
+		}
+	}
+}
+
+// poolSize is how many addresses a subnet hands out: all but the network address, the
+// gateway and (IPv4) the broadcast address; at most 2^53, so that it stays exact.
+func poolSize(p netip.Prefix) float64 {
+	host := p.Addr().BitLen() - p.Bits()
+	if host >= 53 {
+		return 1 << 53
+	}
+	n := float64(uint64(1) << host)
+	reserved := 2.0 // network address, gateway
+	if p.Addr().Is4() && host >= 2 {
+		reserved = 3 // and broadcast
+	}
+	return max(n-reserved, 1)
+}
