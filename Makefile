@@ -15,10 +15,11 @@ vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 
-# Debian packages the tests run: nft (the nftables listing test, as an operator would).
-TEST_PACKAGES := nftables
+# Debian packages the tests run: nft (the nftables listing test, as an operator would),
+# chromium (the live graph page, loaded in a headless browser).
+TEST_PACKAGES := nftables chromium
 test-deps:
-	@command -v nft >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq --no-install-recommends $(TEST_PACKAGES) >/dev/null; }
+	@{ command -v nft && command -v chromium; } >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq --no-install-recommends $(TEST_PACKAGES) >/dev/null; }
 
 test: build vet test-deps
 	$(GO) test -count=1 -timeout 30m ./...

@@ -21,6 +21,7 @@ import (
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/agent"
 	"github.com/podnet/podnet/internal/demo"
+	"github.com/podnet/podnet/internal/graph"
 	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/spec"
 )
@@ -64,7 +65,7 @@ func rootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.socket, "socket", def, "agent socket (env PODNET_SOCKET)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
-	root.AddCommand(agentCmd(), networkCmd(g), endpointCmd(g), portCmd(g), serviceCmd(g), dnsCmd(g), runCmd(g), demoCmd(), sandboxInitCommand())
+	root.AddCommand(agentCmd(), networkCmd(g), endpointCmd(g), portCmd(g), serviceCmd(g), dnsCmd(g), runCmd(g), graphCmd(g), doctorCmd(g), demoCmd(), sandboxInitCommand())
 	return root
 }
 
@@ -114,7 +115,7 @@ func agentCmd() *cobra.Command {
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			if metricsAddr != "" {
-				stopMetrics, err := serveMetrics(node, metricsAddr, a.MetricsHandler(), log)
+				stopMetrics, err := serveMetrics(node, metricsAddr, a.MetricsHandler(), graph.Handler(a.Graph), log)
 				if err != nil {
 					return err
 				}
@@ -132,13 +133,14 @@ func agentCmd() *cobra.Command {
 	c.Flags().StringArrayVar(&dnsCfg.Upstreams, "dns-upstream", nil, "resolver for names outside the zone, IP[:PORT] (repeatable; default: the node's resolv.conf)")
 	c.Flags().BoolVar(&dnsCfg.Disable, "no-dns", false, "do not run the cluster DNS server")
 	c.Flags().StringVar(&dnsCfg.ResolvConf, "resolv-conf", "/etc/resolv.conf", "the node's resolv.conf (upstreams, search domains, the Default DNS policy)")
-	c.Flags().StringVar(&metricsAddr, "metrics-address", "127.0.0.1:9464", "serve Prometheus metrics at /metrics on this address of the node namespace (empty: no metrics)")
+	c.Flags().StringVar(&metricsAddr, "metrics-address", "127.0.0.1:9464", "serve Prometheus metrics at /metrics and the live node graph at /graph on this address of the node namespace (empty: neither)")
 	return c
 }
 
-// serveMetrics serves h at /metrics on addr, a TCP address of the node namespace, until
-// the returned function is called.
-func serveMetrics(node netns.NsHandle, addr string, h http.Handler, log *slog.Logger) (stop func(), err error) {
+// serveMetrics serves h at /metrics and gh at graph.Paths (the live /graph page and its
+// data) on addr, a TCP address of the node namespace, until the returned function is
+// called.
+func serveMetrics(node netns.NsHandle, addr string, h, gh http.Handler, log *slog.Logger) (stop func(), err error) {
 	if ap, err := netip.ParseAddrPort(addr); err == nil && ap.Addr().IsLoopback() {
 		if err := kernel.EnsureLoopbackUp(node); err != nil {
 			return nil, fmt.Errorf("--metrics-address %q: %w", addr, err)
@@ -150,6 +152,9 @@ func serveMetrics(node netns.NsHandle, addr string, h http.Handler, log *slog.Lo
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", h)
+	for _, p := range graph.Paths {
+		mux.Handle("GET "+p, gh)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(l)
 	log.Info("metrics served", "address", l.Addr().String())
