@@ -1,0 +1,378 @@
+package trace
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+
+	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// TableName is the name of the tables the marker creates, in families inet and bridge.
+// podnet's own tables ("podnet") and every other table are left alone.
+const TableName = "podnet-trace"
+
+// nftTableFOwner is NFT_TABLE_F_OWNER (Linux 5.12): the table belongs to the netlink
+// socket that created it, and the kernel deletes it when that socket is closed, however
+// the process ends.
+const nftTableFOwner = 0x2
+
+// Priorities of the marker's chains.
+const (
+	// PriorityMark is where packets of the flow are marked: before everything but
+	// defragmentation (-400), conntrack (-200) included, in prerouting and output
+	// ("raw - 1"); in the bridge family before dstnat (-300) and filter (-200).
+	PriorityMark = -301
+	// PriorityMarkReply is where replies are marked: right after conntrack (-200), which
+	// attaches the packet to its connection, before mangle (-150) and dstnat (-100).
+	PriorityMarkReply = -199
+	// PrioritySeen is the priority of the empty chains that show a packet came through
+	// a hook: after everything but conntrack's confirmation (INT_MAX).
+	PrioritySeen = math.MaxInt32 - 1
+)
+
+// chainSpec is one base chain of the marker's tables.
+type chainSpec struct {
+	name     string
+	hook     uint32
+	priority int32
+	rule     func(f Flow, fam byte) []expr.Any // nil: an empty chain
+}
+
+// Hook numbers (NF_INET_*, NF_BR_* have the same values).
+const (
+	hookPrerouting  = 0
+	hookInput       = 1
+	hookForward     = 2
+	hookOutput      = 3
+	hookPostrouting = 4
+)
+
+var hookNames = map[uint32]string{
+	hookPrerouting: "prerouting", hookInput: "input", hookForward: "forward", hookOutput: "output",
+	hookPostrouting: "postrouting", 5: "ingress", 6: "egress",
+}
+
+// Names of the marker's chains.
+const (
+	chainMarkPrerouting      = "mark-prerouting"
+	chainMarkOutput          = "mark-output"
+	chainMarkReplyPrerouting = "mark-reply-prerouting"
+	chainMarkReplyOutput     = "mark-reply-output"
+	chainSeenPrefix          = "seen-"
+)
+
+// chainsOf returns the chains of the marker's table of family fam.
+func chainsOf(fam byte) []chainSpec {
+	seen := func(hook uint32) chainSpec {
+		return chainSpec{name: chainSeenPrefix + hookNames[hook], hook: hook, priority: PrioritySeen}
+	}
+	all := []chainSpec{
+		{name: chainMarkPrerouting, hook: hookPrerouting, priority: PriorityMark, rule: markRule},
+	}
+	if fam == unix.NFPROTO_INET {
+		all = append(all,
+			chainSpec{name: chainMarkOutput, hook: hookOutput, priority: PriorityMark, rule: markRule},
+			chainSpec{name: chainMarkReplyPrerouting, hook: hookPrerouting, priority: PriorityMarkReply, rule: markReplyRule},
+			chainSpec{name: chainMarkReplyOutput, hook: hookOutput, priority: PriorityMarkReply, rule: markReplyRule},
+		)
+	}
+	for _, h := range []uint32{hookPrerouting, hookInput, hookForward, hookOutput, hookPostrouting} {
+		all = append(all, seen(h))
+	}
+	return all
+}
+
+// markRule marks the packets of f in its original direction, matched on their headers:
+//
+//	inet:   meta nfproto ipv4 ip saddr S ip daddr D meta l4proto P th dport N meta nftrace set 1
+//	bridge: meta protocol ip  ip saddr S ip daddr D meta l4proto P th dport N meta nftrace set 1
+func markRule(f Flow, fam byte) []expr.Any {
+	var es []expr.Any
+	v6 := f.Dst.Is6()
+	if fam == unix.NFPROTO_BRIDGE {
+		etype := []byte{0x08, 0x00}
+		if v6 {
+			etype = []byte{0x86, 0xdd}
+		}
+		es = append(es, &expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1}, eq(etype))
+	} else {
+		es = append(es, nfprotoMatch(v6)...)
+	}
+	srcOff, dstOff, alen := uint32(12), uint32(16), uint32(4)
+	if v6 {
+		srcOff, dstOff, alen = 8, 24, 16
+	}
+	if f.Src.IsValid() {
+		es = append(es, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: srcOff, Len: alen}, eq(f.Src.AsSlice()))
+	}
+	es = append(es, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: dstOff, Len: alen}, eq(f.Dst.AsSlice()))
+	if p := f.l4proto(); p != 0 {
+		es = append(es, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, eq([]byte{p}))
+	}
+	if f.Port != 0 {
+		es = append(es, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2}, eq(be16(f.Port)))
+	}
+	return append(es, setNftrace()...)
+}
+
+// markReplyRule marks the replies of f (and the ICMP errors about it), matched on the
+// original tuple of their connection, which NAT does not change:
+//
+//	meta nfproto ipv4 ct direction reply ct original ip saddr S ct original ip daddr D
+//	ct original protocol P ct original proto-dst N meta nftrace set 1
+func markReplyRule(f Flow, _ byte) []expr.Any {
+	v6 := f.Dst.Is6()
+	es := nfprotoMatch(v6)
+	es = append(es, &expr.Ct{Key: unix.NFT_CT_DIRECTION, Register: 1}, eq([]byte{1}))
+	srcKey, dstKey := expr.CtKey(unix.NFT_CT_SRC_IP), expr.CtKey(unix.NFT_CT_DST_IP)
+	if v6 {
+		srcKey, dstKey = unix.NFT_CT_SRC_IP6, unix.NFT_CT_DST_IP6
+	}
+	if f.Src.IsValid() {
+		es = append(es, &expr.Ct{Key: srcKey, Register: 1, Direction: ctOriginal}, eq(f.Src.AsSlice()))
+	}
+	es = append(es, &expr.Ct{Key: dstKey, Register: 1, Direction: ctOriginal}, eq(f.Dst.AsSlice()))
+	if p := f.l4proto(); p != 0 {
+		es = append(es, &expr.Ct{Key: unix.NFT_CT_PROTOCOL, Register: 1, Direction: ctOriginal}, eq([]byte{p}))
+	}
+	if f.Port != 0 {
+		es = append(es, &expr.Ct{Key: unix.NFT_CT_PROTO_DST, Register: 1, Direction: ctOriginal}, eq(be16(f.Port)))
+	}
+	return append(es, setNftrace()...)
+}
+
+// ctOriginal is IP_CT_DIR_ORIGINAL, the direction of a ct expression's tuple.
+const ctOriginal = 0
+
+func nfprotoMatch(v6 bool) []expr.Any {
+	p := byte(unix.NFPROTO_IPV4)
+	if v6 {
+		p = unix.NFPROTO_IPV6
+	}
+	return []expr.Any{&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, eq([]byte{p})}
+}
+
+func setNftrace() []expr.Any {
+	return []expr.Any{
+		&expr.Immediate{Register: 1, Data: []byte{1}},
+		&expr.Meta{Key: expr.MetaKeyNFTRACE, SourceRegister: true, Register: 1},
+	}
+}
+
+func eq(data []byte) *expr.Cmp { return &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: data} }
+
+func be16(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }
+
+// Marker holds the tables that mark one flow for tracing in a network namespace. The
+// tables belong to its netlink socket: Close deletes them, and so does the kernel when
+// the process ends without calling it.
+type Marker struct {
+	mu   sync.Mutex // guards conn
+	conn *netlink.Conn
+}
+
+// ErrBusy is returned by Mark when the namespace already has the marker's tables: another
+// trace is running there.
+var ErrBusy = errors.New("another podnet trace is running in this namespace")
+
+// Mark creates tables inet and bridge TableName in the network namespace nsFD, which
+// mark the packets of f for tracing (meta nftrace set 1), from the earliest hooks on:
+//
+//	inet:   mark-prerouting, mark-output (priority PriorityMark), the original direction;
+//	        mark-reply-prerouting, mark-reply-output (PriorityMarkReply), the replies;
+//	bridge: mark-prerouting (PriorityMark): what a bridge port receives, before the
+//	        bridge family's chains (br_netfilter then passes the packet, marked, to the
+//	        inet hooks);
+//	both:   seen-HOOK for every hook (PrioritySeen): empty chains whose policy event says
+//	        that the packet came through the hook.
+//
+// The reply chains use conntrack expressions, which turn conntrack on in the namespace if
+// nothing had. Mark returns ErrBusy when the tables exist.
+func Mark(nsFD int, f Flow) (*Marker, error) {
+	if err := f.Validate(); err != nil {
+		return nil, err
+	}
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: nsFD})
+	if err != nil {
+		return nil, fmt.Errorf("mark flow: connect to nftables: %w", err)
+	}
+	var b batch
+	for _, fam := range []byte{unix.NFPROTO_INET, unix.NFPROTO_BRIDGE} {
+		b.add(unix.NFT_MSG_NEWTABLE, netlink.Create|netlink.Excl, fam, func(ae *netlink.AttributeEncoder) {
+			ae.String(unix.NFTA_TABLE_NAME, TableName)
+			ae.Uint32(unix.NFTA_TABLE_FLAGS, nftTableFOwner)
+		})
+		for _, ch := range chainsOf(fam) {
+			b.add(unix.NFT_MSG_NEWCHAIN, netlink.Create, fam, func(ae *netlink.AttributeEncoder) {
+				ae.String(unix.NFTA_CHAIN_TABLE, TableName)
+				ae.String(unix.NFTA_CHAIN_NAME, ch.name)
+				ae.Nested(unix.NFTA_CHAIN_HOOK, func(h *netlink.AttributeEncoder) error {
+					h.Uint32(unix.NFTA_HOOK_HOOKNUM, ch.hook)
+					h.Uint32(unix.NFTA_HOOK_PRIORITY, uint32(ch.priority))
+					return nil
+				})
+				ae.Uint32(unix.NFTA_CHAIN_POLICY, 1) // NF_ACCEPT
+				ae.String(unix.NFTA_CHAIN_TYPE, "filter")
+			})
+			if ch.rule != nil {
+				b.addRule(fam, ch.name, ch.rule(f, fam))
+			}
+		}
+	}
+	if err := b.send(c); err != nil {
+		// The tables of another marker: EEXIST, or EPERM as they belong to its socket.
+		busy := errors.Is(err, unix.EEXIST) || errors.Is(err, unix.EPERM) && tableExists(c)
+		c.Close()
+		if busy {
+			return nil, fmt.Errorf("mark flow: table %s exists: %w", TableName, ErrBusy)
+		}
+		return nil, fmt.Errorf("mark flow %s: %w", f, err)
+	}
+	return &Marker{conn: c}, nil
+}
+
+// tableExists reports whether table inet TableName exists.
+func tableExists(c *netlink.Conn) bool {
+	ae := netlink.NewAttributeEncoder()
+	ae.String(unix.NFTA_TABLE_NAME, TableName)
+	attrs, err := ae.Encode()
+	if err != nil {
+		return false
+	}
+	_, err = c.Execute(netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETTABLE), Flags: netlink.Request},
+		Data:   append([]byte{unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0}, attrs...),
+	})
+	return err == nil
+}
+
+// Close deletes the marker's tables. Called twice, the second call does nothing.
+func (m *Marker) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.conn == nil {
+		return nil
+	}
+	var b batch
+	for _, fam := range []byte{unix.NFPROTO_INET, unix.NFPROTO_BRIDGE} {
+		b.add(unix.NFT_MSG_DELTABLE, 0, fam, func(ae *netlink.AttributeEncoder) {
+			ae.String(unix.NFTA_TABLE_NAME, TableName)
+		})
+	}
+	err := b.send(m.conn)
+	// Closing the socket deletes the tables too, should the batch have failed.
+	if cerr := m.conn.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	m.conn = nil
+	if err != nil {
+		return fmt.Errorf("remove trace marker: %w", err)
+	}
+	return nil
+}
+
+// batch is one nf_tables transaction: the kernel applies all its messages or none.
+type batch struct {
+	msgs []netlink.Message
+	err  error // the first marshalling error
+}
+
+// add queues one message of type msgType for family fam with the attributes of fn.
+func (b *batch) add(msgType int, flags netlink.HeaderFlags, fam byte, fn func(ae *netlink.AttributeEncoder)) {
+	ae := netlink.NewAttributeEncoder()
+	ae.ByteOrder = binary.BigEndian
+	fn(ae)
+	attrs, err := ae.Encode()
+	if err != nil {
+		if b.err == nil {
+			b.err = fmt.Errorf("marshal nf_tables message %d: %w", msgType, err)
+		}
+		return
+	}
+	b.msgs = append(b.msgs, netlink.Message{
+		Header: netlink.Header{
+			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | msgType),
+			Flags: netlink.Request | netlink.Acknowledge | flags,
+		},
+		Data: append([]byte{fam, unix.NFNETLINK_V0, 0, 0}, attrs...),
+	})
+}
+
+// addRule appends a rule made of exprs to chain.
+func (b *batch) addRule(fam byte, chain string, exprs []expr.Any) {
+	var list []byte
+	for _, e := range exprs {
+		data, err := marshalExpr(fam, e)
+		if err != nil {
+			if b.err == nil {
+				b.err = fmt.Errorf("chain %s: %w", chain, err)
+			}
+			return
+		}
+		list = append(list, nlAttr(unix.NFTA_LIST_ELEM|unix.NLA_F_NESTED, data)...)
+	}
+	b.add(unix.NFT_MSG_NEWRULE, netlink.Create|netlink.Append, fam, func(ae *netlink.AttributeEncoder) {
+		ae.String(unix.NFTA_RULE_TABLE, TableName)
+		ae.String(unix.NFTA_RULE_CHAIN, chain)
+		ae.Bytes(unix.NFTA_RULE_EXPRESSIONS|unix.NLA_F_NESTED, list)
+	})
+}
+
+// marshalExpr is the attributes of one expression, as google/nftables marshals them but
+// for ct expressions that load a tuple field: the kernel wants their direction as one
+// byte, which google/nftables v0.3.0 sends as four (or not at all).
+func marshalExpr(fam byte, e expr.Any) ([]byte, error) {
+	ct, ok := e.(*expr.Ct)
+	if !ok || ct.Key == unix.NFT_CT_DIRECTION || ct.Key == unix.NFT_CT_STATE {
+		return expr.Marshal(fam, e)
+	}
+	ae := netlink.NewAttributeEncoder()
+	ae.ByteOrder = binary.BigEndian
+	ae.Uint32(unix.NFTA_CT_KEY, uint32(ct.Key))
+	ae.Uint32(unix.NFTA_CT_DREG, ct.Register)
+	ae.Uint8(unix.NFTA_CT_DIRECTION, uint8(ct.Direction))
+	data, err := ae.Encode()
+	if err != nil {
+		return nil, err
+	}
+	return append(nlAttr(unix.NFTA_EXPR_NAME, []byte("ct\x00")), nlAttr(unix.NFTA_EXPR_DATA|unix.NLA_F_NESTED, data)...), nil
+}
+
+// nlAttr is one netlink attribute, padded to 4 bytes.
+func nlAttr(typ uint16, data []byte) []byte {
+	b, _ := netlink.MarshalAttributes([]netlink.Attribute{{Type: typ, Data: data}})
+	return b
+}
+
+// send runs b on c: one sendmsg of the whole batch, then one acknowledgement or error
+// per message.
+func (b *batch) send(c *netlink.Conn) error {
+	if b.err != nil {
+		return b.err
+	}
+	res := make([]byte, 4)
+	binary.BigEndian.PutUint16(res[2:], unix.NFNL_SUBSYS_NFTABLES)
+	framed := make([]netlink.Message, 0, len(b.msgs)+2)
+	framed = append(framed, netlink.Message{Header: netlink.Header{Type: unix.NFNL_MSG_BATCH_BEGIN, Flags: netlink.Request}, Data: res})
+	framed = append(framed, b.msgs...)
+	framed = append(framed, netlink.Message{Header: netlink.Header{Type: unix.NFNL_MSG_BATCH_END, Flags: netlink.Request}, Data: res})
+	if _, err := c.SendMessages(framed); err != nil {
+		return fmt.Errorf("send nf_tables batch: %w", err)
+	}
+	var errs []error
+	for acked := 0; acked < len(b.msgs); {
+		msgs, err := c.Receive()
+		if err != nil {
+			errs = append(errs, err)
+			acked++ // the netlink package turns an error reply into err
+			continue
+		}
+		acked += len(msgs)
+	}
+	return errors.Join(errs...)
+}
