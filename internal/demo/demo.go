@@ -7,6 +7,7 @@
 package demo
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -15,15 +16,18 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/vishvananda/netns"
 
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/agent"
+	"github.com/podnet/podnet/internal/doctor"
 	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/lab"
 	"github.com/podnet/podnet/internal/probe"
+	"github.com/podnet/podnet/internal/trace"
 )
 
 const timeout = 3 * time.Second
@@ -204,6 +208,22 @@ func Run(ctx context.Context, w io.Writer, verbose bool) error {
 		src, err := probe.TCPVia(ctx, l.Outside, web.ns, netip.AddrPortFrom(web.ips[0].Addr(), 80), dst, timeout)
 		return fmt.Sprintf("%s -> %s:80, web sees the client %s", dst, web.ips[0].Addr(), src), err
 	})
+	var traced bytes.Buffer
+	s.step("podnet trace: one connection from the outside to the published port", func() (string, error) {
+		res, err := trace.Run(ctx, trace.Options{Node: l.Node, NodePath: nsPath(l.Node), Source: l.Outside, Send: true, Count: 1,
+			Flow: trace.Flow{Src: lab.OutsideAddr4.Addr(), Dst: lab.NodeAddr4.Addr(), Proto: trace.TCP, Port: 8080}})
+		if err != nil {
+			return "", err
+		}
+		if err := trace.WriteText(&traced, res.Report); err != nil {
+			return "", err
+		}
+		if !strings.Contains(traced.String(), "dnat") {
+			return "", fmt.Errorf("the trace shows no DNAT:\n%s", traced.String())
+		}
+		return res.Report.Result, nil
+	})
+	indent(w, traced.String())
 	var vip netip.Addr
 	s.step(`service "web" (selector app=web) gets a virtual IP`, func() (string, error) {
 		svc, err := c.CreateService(ctx, api.ServiceSpec{Name: "web", Ports: []api.ServicePort{{Name: "http", Port: 80}}, Selector: map[string]string{"app": "web"}})
@@ -234,6 +254,35 @@ func Run(ctx context.Context, w io.Writer, verbose bool) error {
 		_, err = probe.TCPVia(ctx, x.ns, web.ns, netip.AddrPortFrom(web.ips[0].Addr(), 80), netip.AddrPortFrom(vip, 80), timeout)
 		return fmt.Sprintf("DNS %s answers %s, connection through the VIP works", api.DNSAddress, vip), err
 	})
+	s.step("podnet doctor on the node: no finding", func() (string, error) {
+		rep, err := diagnose(ctx, l.Node)
+		if err == nil && rep.ExitCode() != 0 {
+			var b bytes.Buffer
+			doctor.WriteText(&b, rep)
+			err = fmt.Errorf("findings on a healthy node:\n%s", b.String())
+		}
+		return fmt.Sprintf("%d findings", len(rep.Findings)), err
+	})
+	var diagnosis bytes.Buffer
+	s.step("turn IPv4 forwarding off by hand: podnet doctor names it", func() (string, error) {
+		if err := kernel.WriteSysctl(l.Node, "net/ipv4/ip_forward", "0"); err != nil {
+			return "", err
+		}
+		rep, err := diagnose(ctx, l.Node)
+		// The agent turns it on again at its next reconcile; the demo does not wait.
+		if rerr := kernel.WriteSysctl(l.Node, "net/ipv4/ip_forward", "1"); err == nil {
+			err = rerr
+		}
+		if err != nil {
+			return "", err
+		}
+		doctor.WriteText(&diagnosis, rep)
+		if len(rep.Findings) == 0 || rep.Findings[0].Class != "ip-forward-disabled" {
+			return "", fmt.Errorf("doctor did not name ip-forward-disabled:\n%s", diagnosis.String())
+		}
+		return rep.Findings[0].Class + ": " + rep.Findings[0].Culprit, nil
+	})
+	indent(w, diagnosis.String())
 	s.step("list endpoints", func() (string, error) {
 		eps, err := c.Endpoints(ctx, "")
 		if err == nil && len(eps) != 4 {
@@ -293,4 +342,25 @@ func waitReady(ctx context.Context, c *api.Client) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// diagnose runs podnet doctor's checks on ns.
+func diagnose(ctx context.Context, ns netns.NsHandle) (doctor.Report, error) {
+	snap, err := doctor.Collect(ctx, ns, doctor.Options{Name: nsPath(ns)})
+	if err != nil {
+		return doctor.Report{}, err
+	}
+	return doctor.Diagnose(snap), nil
+}
+
+// indent prints text under a step, indented.
+func indent(w io.Writer, text string) {
+	for line := range strings.Lines(text) {
+		fmt.Fprint(w, "        "+line)
+	}
+}
+
+// nsPath names a namespace the demo holds open, as other processes can open it.
+func nsPath(ns netns.NsHandle) string {
+	return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(ns))
 }
