@@ -14,6 +14,8 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/podnet/podnet/internal/nftwire"
 )
 
 // compare reads podnet's table of def's family through c (and nl, for the rules) and
@@ -63,14 +65,18 @@ func compareChains(c *nftables.Conn, nl *netlink.Conn, tbl *nftables.Table, def 
 			ch.Policy == nil || *ch.Policy != nftables.ChainPolicyAccept):
 			return fmt.Sprintf("chain %s: type, hook, priority or policy differs", w.name), nil
 		}
-		rules, err := dumpRules(nl, tbl.Family, w.name)
+		rules, err := nftwire.DumpRules(nl, tbl.Family, TableName, w.name)
 		if err != nil {
 			return "", fmt.Errorf("list rules of chain %s: %w", w.name, err)
 		}
 		if len(rules) != len(w.rules) {
 			return fmt.Sprintf("chain %s: %d rules, want %d", w.name, len(rules), len(w.rules)), nil
 		}
-		for i, r := range rules {
+		for i, rule := range rules {
+			r, err := rule.Expressions()
+			if err != nil {
+				return "", fmt.Errorf("list rules of chain %s: rule %d: %w", w.name, i, err)
+			}
 			if !sameExprs(r, w.rules[i].exprs) {
 				return fmt.Sprintf("chain %s: rule %d differs: %s", w.name, i, ruleDiff(def, r, w.rules[i].exprs)), nil
 			}
@@ -97,141 +103,6 @@ func exprsText(es []expr.Any) string {
 		parts[i] = fmt.Sprintf("%+v", e)
 	}
 	return "[" + strings.Join(parts, " ") + "]"
-}
-
-// dumpRules returns the expressions of the rules of chain in podnet's table of family f,
-// in order. (google/nftables v0.3.0 cannot read a rule with a ct expression that has a
-// direction: it reads the one-byte attribute as four bytes and fails.)
-func dumpRules(nl *netlink.Conn, f nftables.TableFamily, chain string) ([][]expr.Any, error) {
-	ae := netlink.NewAttributeEncoder()
-	ae.String(unix.NFTA_RULE_TABLE, TableName)
-	ae.String(unix.NFTA_RULE_CHAIN, chain)
-	attrs, err := ae.Encode()
-	if err != nil {
-		return nil, err
-	}
-	msgs, err := nl.Execute(netlink.Message{
-		Header: netlink.Header{
-			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETRULE),
-			Flags: netlink.Request | netlink.Dump,
-		},
-		Data: append([]byte{byte(f), unix.NFNETLINK_V0, 0, 0}, attrs...),
-	})
-	if err != nil {
-		return nil, err
-	}
-	var out [][]expr.Any
-	for _, m := range msgs {
-		if len(m.Data) < 4 {
-			continue
-		}
-		ad, err := netlink.NewAttributeDecoder(m.Data[4:])
-		if err != nil {
-			return nil, err
-		}
-		var exprs []expr.Any
-		for ad.Next() {
-			if ad.Type() == unix.NFTA_RULE_EXPRESSIONS {
-				ad.Nested(func(list *netlink.AttributeDecoder) error {
-					for list.Next() {
-						var e expr.Any
-						list.Nested(func(el *netlink.AttributeDecoder) error {
-							e, err = parseExpr(f, el)
-							return err
-						})
-						exprs = append(exprs, e)
-					}
-					return nil
-				})
-			}
-		}
-		if err := ad.Err(); err != nil {
-			return nil, fmt.Errorf("parse rule: %w", err)
-		}
-		out = append(out, exprs)
-	}
-	return out, nil
-}
-
-// parseExpr parses one expression (its name and data attributes) of a rule dump.
-func parseExpr(f nftables.TableFamily, ad *netlink.AttributeDecoder) (expr.Any, error) {
-	var name string
-	var data []byte
-	for ad.Next() {
-		switch ad.Type() {
-		case unix.NFTA_EXPR_NAME:
-			name = ad.String()
-		case unix.NFTA_EXPR_DATA:
-			data = ad.Bytes()
-		}
-	}
-	var e expr.Any
-	switch name {
-	case "ct":
-		return parseCt(data)
-	case "immediate":
-		imm := &expr.Immediate{}
-		if err := expr.Unmarshal(byte(f), data, imm); err != nil {
-			return nil, err
-		}
-		if imm.Register != unix.NFT_REG_VERDICT || len(imm.Data) != 0 {
-			return imm, nil
-		}
-		e = &expr.Verdict{}
-	case "payload":
-		e = &expr.Payload{}
-	case "meta":
-		e = &expr.Meta{}
-	case "cmp":
-		e = &expr.Cmp{}
-	case "lookup":
-		e = &expr.Lookup{}
-	case "bitwise":
-		e = &expr.Bitwise{}
-	case "nat":
-		e = &expr.NAT{}
-	case "numgen":
-		e = &expr.Numgen{}
-	case "dynset":
-		e = &expr.Dynset{}
-	case "reject":
-		e = &expr.Reject{}
-	case "masq":
-		e = &expr.Masq{}
-	case "fib":
-		e = &expr.Fib{}
-	case "counter":
-		e = &expr.Counter{}
-	default:
-		return nil, fmt.Errorf("expression %q that podnet does not write", name)
-	}
-	if err := expr.Unmarshal(byte(f), data, e); err != nil {
-		return nil, fmt.Errorf("expression %s: %w", name, err)
-	}
-	return e, nil
-}
-
-// parseCt parses a ct expression, whose direction is one byte.
-func parseCt(data []byte) (*expr.Ct, error) {
-	ad, err := netlink.NewAttributeDecoder(data)
-	if err != nil {
-		return nil, err
-	}
-	ad.ByteOrder = binary.BigEndian
-	e := &expr.Ct{}
-	for ad.Next() {
-		switch ad.Type() {
-		case unix.NFTA_CT_KEY:
-			e.Key = expr.CtKey(ad.Uint32())
-		case unix.NFTA_CT_DREG:
-			e.Register = ad.Uint32()
-		case unix.NFTA_CT_SREG:
-			e.Register, e.SourceRegister = ad.Uint32(), true
-		case unix.NFTA_CT_DIRECTION:
-			e.Direction = uint32(ad.Uint8())
-		}
-	}
-	return e, ad.Err()
 }
 
 // sameExprs compares expressions read from the kernel with desired ones. Set IDs only

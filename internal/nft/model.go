@@ -19,7 +19,7 @@ import (
 // The model below, with the services' part in services.go, is the one description of
 // podnet's tables: Render prints it, Table.Sync writes it, Table.Update writes some of its
 // elements and Table.InSync compares the kernel with it. A rule is its expressions only:
-// its nft syntax is printed from them (print.go).
+// its nft syntax is printed from them (internal/nftwire's printer).
 
 // Names of the sets and maps. The endpoint sets exist in both tables: in inet podnet they
 // hold routed endpoints, in bridge podnet bridged ones.

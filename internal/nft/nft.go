@@ -51,10 +51,11 @@
 // services (a rule or chain per service would make every such batch revalidate them all).
 // Every rule and set is one that nft 1.0.6 (Debian 12) lists; nft 1.0.6 also parses the
 // listing back, but for the two IPv6 rules of chain affinity-update, which it cannot
-// compile itself (listing_test.go). podnet marshals its batches itself (batch.go) on a
-// netlink socket bound to the namespace fd, with google/nftables marshalling the
-// expressions and reading the tables back; nothing execs nft and no goroutine of the caller
-// changes namespace.
+// compile itself (listing_test.go). podnet writes its batches with internal/nftwire
+// (wire.go turns the model into its messages) on a netlink socket bound to the namespace
+// fd; InSync reads the tables back with google/nftables and the rules with nftwire
+// (compare.go), and Render prints the rules with nftwire's printer. Nothing execs nft and
+// no goroutine of the caller changes namespace.
 //
 // What the caller (the agent) must do besides: set route_localnet=1 on the interfaces
 // towards sandboxes (bridges and routed host veths) for published ports to answer on

@@ -3,15 +3,14 @@ package nft
 import (
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/mdlayher/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
+
+	"github.com/podnet/podnet/internal/nftwire"
 )
 
 // The kernel holds what the golden files say: each golden ruleset synced, every chain's
@@ -41,24 +40,6 @@ func TestPrivilegedReadBackGolden(t *testing.T) {
 			compareChainRules(t, "golden "+tc.golden, chainRules(string(text)), kernelRules(t, ns, tc.r))
 		})
 	}
-}
-
-// The printer prints the kernel's rules as nft (1.0.6 of Debian 12) lists them.
-func TestPrivilegedPrintLikeNft(t *testing.T) {
-	tb, ns := openTable(t)
-	nft := nftBinary(t)
-	r := full()
-	mustSync(t, tb, r)
-	var out []byte
-	err := inNetNS(ns, func() error {
-		var err error
-		out, err = exec.Command(nft, "list", "ruleset").CombinedOutput()
-		return err
-	})
-	if err != nil {
-		t.Fatalf("nft list ruleset: %v\n%s", err, out)
-	}
-	compareChainRules(t, "nft list ruleset", chainRules(string(out)), kernelRules(t, ns, r))
 }
 
 // compareChainRules compares rules by table and chain (the one of what) with the
@@ -105,7 +86,7 @@ func chainRules(text string) map[string][]string {
 func kernelRules(t *testing.T, ns netns.NsHandle, r Ruleset) map[string][]string {
 	t.Helper()
 	c := otherConn(t, ns)
-	nl, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: int(ns)})
+	nl, err := nftwire.Dial(int(ns))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,12 +101,16 @@ func kernelRules(t *testing.T, ns netns.NsHandle, r Ruleset) map[string][]string
 			if ch.Table == nil || ch.Table.Name != TableName {
 				continue
 			}
-			rules, err := dumpRules(nl, td.family, ch.Name)
+			rules, err := nftwire.DumpRules(nl, td.family, TableName, ch.Name)
 			if err != nil {
 				t.Fatalf("%s chain %s: %v", td.name(), ch.Name, err)
 			}
 			lines := []string{}
-			for _, exprs := range rules {
+			for _, r := range rules {
+				exprs, err := r.Expressions()
+				if err != nil {
+					t.Fatalf("%s chain %s: %v", td.name(), ch.Name, err)
+				}
 				lines = append(lines, td.printRule(exprs))
 			}
 			out[td.name()+" chain "+ch.Name] = lines

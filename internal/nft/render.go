@@ -3,15 +3,16 @@ package nft
 import (
 	"fmt"
 	"strings"
-	"time"
+
+	"github.com/podnet/podnet/internal/nftwire"
 )
 
 // Render returns podnet's tables for r in nft syntax, close to what `nft list ruleset`
 // prints for them: table inet podnet, then table bridge podnet; elements sorted, one per
 // line, network sets with the network(s) of each element as comment; every rule printed
-// from the expressions Sync writes, as nft 1.0.6 lists them (print.go). It is pure and
-// deterministic (the order of the slices of r does not matter). It does not validate r:
-// what Validate rejects is left out.
+// from the expressions Sync writes, as nft 1.0.6 lists them (internal/nftwire's printer).
+// It is pure and deterministic (the order of the slices of r does not matter). It does not
+// validate r: what Validate rejects is left out.
 func Render(r Ruleset) string {
 	return build(r).render()
 }
@@ -54,7 +55,7 @@ func (t tableDef) render(b *strings.Builder) {
 			b.WriteString("\t\tflags interval\n")
 		case s.dynamic:
 			b.WriteString("\t\tflags dynamic,timeout\n")
-			fmt.Fprintf(b, "\t\ttimeout %s\n", nftDuration(s.timeout))
+			fmt.Fprintf(b, "\t\ttimeout %s\n", nftwire.Duration(s.timeout))
 		}
 		for j, e := range s.elems {
 			if j == 0 {
@@ -72,33 +73,16 @@ func (t tableDef) render(b *strings.Builder) {
 		}
 		b.WriteString("\t}\n")
 	}
+	printed := t.wire()
 	for _, c := range t.chains {
 		fmt.Fprintf(b, "\n\tchain %s {\n", c.name)
 		if c.base() {
 			fmt.Fprintf(b, "\t\ttype %s hook %s priority %s; policy accept;\n", c.typ, c.hookName, c.prioName)
 		}
 		for _, r := range c.rules {
-			fmt.Fprintf(b, "\t\t%s\n", t.printRule(r.exprs))
+			fmt.Fprintf(b, "\t\t%s\n", printed.PrintExprs(r.exprs))
 		}
 		b.WriteString("\t}\n")
 	}
 	b.WriteString("}\n")
-}
-
-// nftDuration prints d as nft does: "3h", "1h30m", "90s".
-func nftDuration(d time.Duration) string {
-	var out strings.Builder
-	for _, u := range []struct {
-		unit time.Duration
-		name string
-	}{{24 * time.Hour, "d"}, {time.Hour, "h"}, {time.Minute, "m"}, {time.Second, "s"}} {
-		if n := d / u.unit; n > 0 {
-			fmt.Fprintf(&out, "%d%s", n, u.name)
-			d -= n * u.unit
-		}
-	}
-	if d > 0 || out.Len() == 0 {
-		fmt.Fprintf(&out, "%dms", d.Milliseconds())
-	}
-	return out.String()
 }

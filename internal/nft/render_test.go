@@ -13,7 +13,8 @@ import (
 	"testing"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/expr"
+
+	"github.com/podnet/podnet/internal/nftwire"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -329,12 +330,15 @@ func TestChunks(t *testing.T) {
 				if len(c) > maxElemsPerMsg {
 					t.Errorf("set %s: chunk of %d elements", s.name, len(c))
 				}
-				if c[0].intervalEnd {
+				if c[0].IntervalEnd {
 					t.Errorf("set %s: chunk starts with an interval end", s.name)
 				}
 				size := 0
 				for _, e := range c {
-					size += 16 + len(e.key) + len(e.keyEnd) + len(e.data) + len(e.comment) + len(e.jump)
+					size += 16 + len(e.Key) + len(e.KeyEnd) + len(e.Data) + len(e.Comment)
+					if e.Verdict != nil {
+						size += len(e.Verdict.Chain)
+					}
 				}
 				if size > 60<<10 {
 					t.Errorf("set %s: chunk of about %d bytes", s.name, size)
@@ -381,14 +385,11 @@ func TestDrawShares(t *testing.T) {
 }
 
 // setElements is els as google/nftables reads them back from the kernel.
-func setElements(els []kernelElem) []nftables.SetElement {
+func setElements(els []nftwire.Elem) []nftables.SetElement {
 	out := make([]nftables.SetElement, 0, len(els))
 	for _, e := range els {
-		el := nftables.SetElement{Key: e.key, KeyEnd: e.keyEnd, Val: e.data, IntervalEnd: e.intervalEnd, Comment: e.comment}
-		if e.jump != "" {
-			el.VerdictData = &expr.Verdict{Kind: expr.VerdictGoto, Chain: e.jump}
-		}
-		out = append(out, el)
+		out = append(out, nftables.SetElement{Key: e.Key, KeyEnd: e.KeyEnd, Val: e.Data, IntervalEnd: e.IntervalEnd,
+			Comment: e.Comment, VerdictData: e.Verdict})
 	}
 	return out
 }

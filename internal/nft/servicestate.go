@@ -9,9 +9,10 @@ import (
 	"slices"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/userdata"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/podnet/podnet/internal/nftwire"
 )
 
 // serviceChangesLocked returns the elements to delete and to add so that the services of
@@ -126,13 +127,13 @@ func (t *Table) forgetAffinityLocked(forget []affinityForget) error {
 		set := serviceSet(mapAffinity + f.suffix)
 		var err error
 		for range forgetAttempts {
-			var stale []kernelElem
+			var stale []nftwire.Elem
 			if stale, err = t.staleAffinityLocked(set, f, mine); err != nil || len(stale) == 0 {
 				break
 			}
-			var b batch
+			var b nftwire.Batch
 			for chunk := range slices.Chunk(stale, maxElemsPerMsg) {
-				b.elems(unix.NFT_MSG_DELSETELEM, nftables.TableFamilyINet, set, 0, chunk)
+				b.DelElems(nftables.TableFamilyINet, TableName, set.name, chunk)
 			}
 			if err = t.sendLocked(&b); !errors.Is(err, unix.ENOENT) {
 				break
@@ -157,7 +158,7 @@ func serviceSet(name string) setDef {
 
 // staleAffinityLocked dumps affinity map set and returns the keys of the entries of the
 // services of forget whose backend is not kept.
-func (t *Table) staleAffinityLocked(set setDef, f ipFamily, forget []affinityForget) ([]kernelElem, error) {
+func (t *Table) staleAffinityLocked(set setDef, f ipFamily, forget []affinityForget) ([]nftwire.Elem, error) {
 	c, err := t.connLocked(minSockBuf)
 	if err != nil {
 		return nil, err
@@ -176,13 +177,13 @@ func (t *Table) staleAffinityLocked(set setDef, f ipFamily, forget []affinityFor
 		keep[string(fg.key.bytes())] = kept
 	}
 	a := int(f.addrLen)
-	var stale []kernelElem
+	var stale []nftwire.Elem
 	for _, e := range els {
 		if len(e.Key) <= a {
 			continue
 		}
 		if kept, ok := keep[string(e.Key[a:])]; ok && !kept[string(e.Val)] {
-			stale = append(stale, kernelElem{key: e.Key})
+			stale = append(stale, nftwire.Elem{Key: e.Key})
 		}
 	}
 	return stale, nil
@@ -227,11 +228,11 @@ func (t *Table) elemReaderLocked() (*elemReader, error) {
 	if t.fd < 0 {
 		return nil, ErrClosed
 	}
-	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: t.fd})
+	c, err := nftwire.Dial(t.fd)
 	if err != nil {
 		return nil, fmt.Errorf("connect to nftables: %w", err)
 	}
-	if err := sockBuffers(minSockBuf)(c); err != nil {
+	if err := nftwire.SockBuffers(minSockBuf)(c); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("connect to nftables: %w", err)
 	}
@@ -319,7 +320,7 @@ func (r *elemReader) get(set string, keys [][]byte) ([]elemDef, error) {
 			return nil, fmt.Errorf("get elements of set %s: %w", set, err)
 		}
 		for _, m := range replies {
-			els, err := parseElems(m.Data)
+			els, err := parseElems(m)
 			if err != nil {
 				return nil, fmt.Errorf("get elements of set %s: %w", set, err)
 			}
@@ -380,73 +381,19 @@ func (r *elemReader) request(msgType int, ae *netlink.AttributeEncoder) (replies
 	}
 }
 
-// verdictChain returns the chain of the goto or jump verdict in the NFTA_SET_ELEM_DATA
-// attribute ad is at, or "".
-func verdictChain(ad *netlink.AttributeDecoder) (chain string) {
-	ad.Nested(func(d *netlink.AttributeDecoder) error {
-		for d.Next() {
-			if d.Type() != unix.NFTA_DATA_VERDICT {
-				continue
-			}
-			d.Nested(func(v *netlink.AttributeDecoder) error {
-				for v.Next() {
-					if v.Type() == unix.NFTA_VERDICT_CHAIN {
-						chain = v.String()
-					}
-				}
-				return nil
-			})
-		}
-		return nil
-	})
-	return chain
-}
-
-// parseElems returns the elements (key, data or verdict chain, comment) of a NFT_MSG_NEWSETELEM message.
-func parseElems(msg []byte) ([]elemDef, error) {
-	if len(msg) < 4 {
-		return nil, fmt.Errorf("short message")
-	}
-	ad, err := netlink.NewAttributeDecoder(msg[4:]) // after struct nfgenmsg
+// parseElems returns the elements (key, data or verdict chain, comment) of a
+// NFT_MSG_NEWSETELEM message.
+func parseElems(m netlink.Message) ([]elemDef, error) {
+	els, err := nftwire.ParseElems(m)
 	if err != nil {
 		return nil, err
 	}
-	value := func(ad *netlink.AttributeDecoder) (b []byte) {
-		ad.Nested(func(v *netlink.AttributeDecoder) error {
-			for v.Next() {
-				if v.Type() == unix.NFTA_DATA_VALUE {
-					b = slices.Clone(v.Bytes())
-				}
-			}
-			return nil
-		})
-		return b
-	}
-	var out []elemDef
-	for ad.Next() {
-		if ad.Type() != unix.NFTA_SET_ELEM_LIST_ELEMENTS {
-			continue
+	out := make([]elemDef, len(els))
+	for i, e := range els {
+		out[i] = elemDef{key: e.Key, data: e.Data, comment: e.Comment}
+		if e.Verdict != nil {
+			out[i].jump = e.Verdict.Chain
 		}
-		ad.Nested(func(list *netlink.AttributeDecoder) error {
-			for list.Next() {
-				var e elemDef
-				list.Nested(func(el *netlink.AttributeDecoder) error {
-					for el.Next() {
-						switch el.Type() {
-						case unix.NFTA_SET_ELEM_KEY:
-							e.key = value(el)
-						case unix.NFTA_SET_ELEM_DATA:
-							e.data, e.jump = value(el), verdictChain(el)
-						case unix.NFTA_SET_ELEM_USERDATA:
-							e.comment, _ = userdata.GetString(el.Bytes(), userdata.NFTNL_UDATA_SET_ELEM_COMMENT)
-						}
-					}
-					return nil
-				})
-				out = append(out, e)
-			}
-			return nil
-		})
 	}
-	return out, ad.Err()
+	return out, nil
 }

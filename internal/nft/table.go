@@ -9,10 +9,10 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/podnet/podnet/internal/kernel"
+	"github.com/podnet/podnet/internal/nftwire"
 )
 
 // ErrClosed is returned by the methods of a closed Table.
@@ -81,22 +81,22 @@ func (t *Table) Sync(r Ruleset) error {
 		return fmt.Errorf("sync tables %s: %w", TableName, err)
 	}
 	def := build(r)
-	var b batch
+	var b nftwire.Batch
 	id := uint32(0) // set IDs are per batch
 	for _, td := range def.tables {
-		b.addTable(td.family)
-		b.delTable(td.family)
-		b.addTable(td.family)
+		b.AddTable(td.family, TableName)
+		b.DelTable(td.family, TableName)
+		b.AddTable(td.family, TableName)
 		for _, cd := range td.chains {
-			b.addChain(td.family, cd)
+			b.AddChain(td.family, TableName, cd.wire())
 		}
 		ids := make(map[string]uint32, len(td.sets))
 		for _, s := range td.sets {
 			id++
 			ids[s.name] = id
-			b.addSet(td.family, s, id)
+			b.AddSet(td.family, TableName, s.wire(), id)
 			for _, chunk := range s.chunks(s.elems) {
-				b.elems(unix.NFT_MSG_NEWSETELEM, td.family, s, id, chunk)
+				b.AddElems(td.family, TableName, s.name, id, chunk)
 			}
 		}
 		for _, cd := range td.chains {
@@ -105,7 +105,7 @@ func (t *Table) Sync(r Ruleset) error {
 				if err != nil {
 					return fmt.Errorf("sync table %s: chain %s: %w", td.name(), cd.name, err)
 				}
-				b.addRule(td.family, cd.name, exprs)
+				b.AddRule(td.family, TableName, cd.name, exprs)
 			}
 		}
 	}
@@ -169,7 +169,7 @@ func (t *Table) Update(add, remove Delta) error {
 	if addDef.empty() && removeDef.empty() && svcRemove.empty() && svcAdd.empty() && len(forget) == 0 {
 		return nil
 	}
-	var b batch
+	var b nftwire.Batch
 	type op int
 	const (
 		opAdd          op = iota
@@ -181,10 +181,10 @@ func (t *Table) Update(add, remove Delta) error {
 			for _, s := range td.sets {
 				for _, chunk := range s.chunks(s.elems) {
 					if o != opDelete {
-						b.elems(unix.NFT_MSG_NEWSETELEM, td.family, s, 0, chunk)
+						b.AddElems(td.family, TableName, s.name, 0, chunk)
 					}
 					if o != opAdd {
-						b.elems(unix.NFT_MSG_DELSETELEM, td.family, s, 0, chunk)
+						b.DelElems(td.family, TableName, s.name, chunk)
 					}
 				}
 			}
@@ -240,10 +240,10 @@ func (d rulesetDef) empty() bool { return len(d.tables) == 0 }
 func (t *Table) Delete() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var b batch
+	var b nftwire.Batch
 	for _, f := range []nftables.TableFamily{nftables.TableFamilyINet, nftables.TableFamilyBridge} {
-		b.addTable(f)
-		b.delTable(f)
+		b.AddTable(f, TableName)
+		b.DelTable(f, TableName)
 	}
 	if err := t.sendLocked(&b); err != nil {
 		return fmt.Errorf("delete tables %s: %w", TableName, err)
@@ -272,12 +272,12 @@ func (t *Table) diff(r Ruleset) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("read tables %s: %w", TableName, err)
 	}
-	nl, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: t.fd})
+	nl, err := nftwire.Dial(t.fd)
 	if err != nil {
 		return "", fmt.Errorf("read tables %s: connect to nftables: %w", TableName, err)
 	}
 	defer nl.Close()
-	if err := sockBuffers(max(def.batchSize(), minSockBuf))(nl); err != nil {
+	if err := nftwire.SockBuffers(max(def.batchSize(), minSockBuf))(nl); err != nil {
 		return "", fmt.Errorf("read tables %s: %w", TableName, err)
 	}
 	for _, td := range def.tables {
@@ -305,43 +305,23 @@ func (t *Table) connLocked(size int) (*nftables.Conn, error) {
 	if t.fd < 0 {
 		return nil, ErrClosed
 	}
-	c, err := nftables.New(nftables.WithNetNSFd(t.fd), nftables.WithSockOptions(sockBuffers(max(size, minSockBuf))))
+	c, err := nftables.New(nftables.WithNetNSFd(t.fd), nftables.WithSockOptions(nftwire.SockBuffers(max(size, minSockBuf))))
 	if err != nil {
 		return nil, fmt.Errorf("connect to nftables: %w", err)
 	}
 	return c, nil
 }
 
-// sockBuffers sets the socket's send and receive buffers to n bytes. The whole batch is
-// one sendmsg, which fails with "message too long" beyond the send buffer. The *FORCE
-// options (CAP_NET_ADMIN) pass net.core.{w,r}mem_max; without the capability the plain
-// options are used, capped by those sysctls.
-func sockBuffers(n int) nftables.SockOption {
-	return func(c *netlink.Conn) error {
-		raw, err := c.SyscallConn()
-		if err != nil {
-			return fmt.Errorf("set socket buffers: %w", err)
-		}
-		var serr error
-		if err := raw.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, n)
-			if serr == nil {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n)
-			}
-		}); err != nil {
-			return fmt.Errorf("set socket buffers: %w", err)
-		}
-		if serr == nil {
-			return nil
-		}
-		if err := c.SetWriteBuffer(n); err != nil {
-			return fmt.Errorf("set socket send buffer: %w", err)
-		}
-		if err := c.SetReadBuffer(n); err != nil {
-			return fmt.Errorf("set socket receive buffer: %w", err)
-		}
-		return nil
+// sendLocked runs b in the table's namespace, on a socket of its own: the kernel applies
+// all of b or nothing.
+func (t *Table) sendLocked(b *nftwire.Batch) error {
+	if err := b.Err(); err != nil || b.Len() == 0 {
+		return err
 	}
+	if t.fd < 0 {
+		return ErrClosed
+	}
+	return b.SendNS(t.fd, minSockBuf)
 }
 
 // batchSize estimates the bytes of the batch that writes d (and of the dump that reads it).
@@ -376,15 +356,18 @@ func (s setDef) byteOrder() binaryutil.ByteOrder {
 // kernelElems is e as the kernel stores it in s: a key (and data, in a map); in an interval
 // set with a concatenated key, the key end in the same element; in another interval set,
 // an "interval end" element for a bounded range.
-func (s setDef) kernelElems(e elemDef) []kernelElem {
-	el := kernelElem{key: e.key, data: e.data, jump: e.jump, comment: e.comment}
+func (s setDef) kernelElems(e elemDef) []nftwire.Elem {
+	el := nftwire.Elem{Key: e.key, Data: e.data, Comment: e.comment}
+	if e.jump != "" {
+		el.Verdict = &expr.Verdict{Kind: expr.VerdictGoto, Chain: e.jump}
+	}
 	switch {
 	case s.interval && s.concat():
-		el.keyEnd = e.keyEnd
+		el.KeyEnd = e.keyEnd
 	case s.interval && e.keyEnd != nil:
-		return []kernelElem{el, {key: e.keyEnd, intervalEnd: true}}
+		return []nftwire.Elem{el, {Key: e.keyEnd, IntervalEnd: true}}
 	}
-	return []kernelElem{el}
+	return []nftwire.Elem{el}
 }
 
 // size bounds the bytes of netlink attributes of e's kernel elements.
@@ -394,10 +377,10 @@ func (e elemDef) size() int {
 
 // chunks splits elements of s into messages that fit one netlink attribute; the two kernel
 // elements of a range stay in one message.
-func (s setDef) chunks(elems []elemDef) [][]kernelElem {
+func (s setDef) chunks(elems []elemDef) [][]nftwire.Elem {
 	var (
-		out   [][]kernelElem
-		cur   []kernelElem
+		out   [][]nftwire.Elem
+		cur   []nftwire.Elem
 		bytes int
 	)
 	for _, e := range elems {

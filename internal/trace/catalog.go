@@ -2,18 +2,17 @@ package trace
 
 import (
 	"cmp"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
 
-	"github.com/google/nftables/expr"
-	"github.com/google/nftables/userdata"
-	"github.com/mdlayher/netlink"
+	"github.com/google/nftables"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	vnl "github.com/vishvananda/netlink"
+
+	"github.com/podnet/podnet/internal/nftwire"
 )
 
 // Catalog is what a report names besides the events: the chains and rules of the tables
@@ -39,7 +38,7 @@ type ChainInfo struct {
 	Policy   string `json:"policy,omitempty"`
 }
 
-// RuleInfo is one rule, printed in nft syntax (PrintRule).
+// RuleInfo is one rule, printed in nft syntax (nftwire's printer).
 type RuleInfo struct {
 	Family  string `json:"family"`
 	Table   string `json:"table"`
@@ -79,7 +78,7 @@ func tablesOf(events []Event) []TableRef {
 // namespace nsFD. A table that no longer exists is skipped.
 func LoadCatalog(nsFD int, tables []TableRef) (Catalog, error) {
 	var cat Catalog
-	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: nsFD})
+	c, err := nftwire.Dial(nsFD)
 	if err != nil {
 		return cat, fmt.Errorf("read nftables: %w", err)
 	}
@@ -89,23 +88,31 @@ func LoadCatalog(nsFD int, tables []TableRef) (Catalog, error) {
 		if !ok {
 			continue
 		}
-		chains, err := dumpChains(c, fam, t.Name)
+		f := nftables.TableFamily(fam)
+		chains, err := nftwire.DumpChains(c, f, t.Name)
 		if err != nil {
 			return cat, fmt.Errorf("list chains of table %s %s: %w", t.Family, t.Name, err)
 		}
-		cat.Chains = append(cat.Chains, chains...)
-		sets, err := dumpSets(c, fam, t.Name)
+		for _, ch := range chains {
+			info := ChainInfo{Family: t.Family, Table: t.Name, Name: ch.Name, Type: ch.Type, Policy: ch.Policy}
+			if ch.Type != "" {
+				info.Hook, info.Priority = hookName(fam, ch.Hook), ch.Priority
+			}
+			cat.Chains = append(cat.Chains, info)
+		}
+		sets, err := nftwire.DumpSets(c, f, t.Name)
 		if err != nil {
 			return cat, fmt.Errorf("list sets of table %s %s: %w", t.Family, t.Name, err)
 		}
-		rules, err := dumpRules(c, fam, t.Name)
+		rules, err := nftwire.DumpRules(c, f, t.Name, "")
 		if err != nil {
 			return cat, fmt.Errorf("list rules of table %s %s: %w", t.Family, t.Name, err)
 		}
+		table := nftwire.Table{Family: f, Sets: sets}
 		for _, r := range rules {
 			cat.Rules = append(cat.Rules, RuleInfo{
-				Family: t.Family, Table: t.Name, Chain: r.chain, Handle: r.handle,
-				Text: printRule(t.Family, r.exprs, sets), Comment: r.comment,
+				Family: t.Family, Table: t.Name, Chain: r.Chain, Handle: r.Handle,
+				Text: table.PrintRule(r), Comment: r.Comment,
 			})
 		}
 	}
@@ -154,94 +161,6 @@ func familyNumber(name string) (byte, bool) {
 	return 0, false
 }
 
-// dump sends a dump request of type msgType for family fam with the attributes of fn
-// and returns the attributes of the replies. ENOENT (the table is gone) is no reply.
-func dump(c *netlink.Conn, msgType int, fam byte, fn func(ae *netlink.AttributeEncoder)) ([][]byte, error) {
-	ae := netlink.NewAttributeEncoder()
-	fn(ae)
-	attrs, err := ae.Encode()
-	if err != nil {
-		return nil, err
-	}
-	msgs, err := c.Execute(netlink.Message{
-		Header: netlink.Header{
-			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | msgType),
-			Flags: netlink.Request | netlink.Dump,
-		},
-		Data: append([]byte{fam, unix.NFNETLINK_V0, 0, 0}, attrs...),
-	})
-	if errors.Is(err, unix.ENOENT) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var out [][]byte
-	for _, m := range msgs {
-		if len(m.Data) >= 4 {
-			out = append(out, m.Data[4:])
-		}
-	}
-	return out, nil
-}
-
-func decoder(b []byte) (*netlink.AttributeDecoder, error) {
-	ad, err := netlink.NewAttributeDecoder(b)
-	if err != nil {
-		return nil, err
-	}
-	ad.ByteOrder = binary.BigEndian
-	return ad, nil
-}
-
-func dumpChains(c *netlink.Conn, fam byte, table string) ([]ChainInfo, error) {
-	replies, err := dump(c, unix.NFT_MSG_GETCHAIN, fam, func(ae *netlink.AttributeEncoder) {
-		ae.String(unix.NFTA_CHAIN_TABLE, table)
-	})
-	if err != nil {
-		return nil, err
-	}
-	var out []ChainInfo
-	for _, b := range replies {
-		ad, err := decoder(b)
-		if err != nil {
-			return nil, err
-		}
-		ch := ChainInfo{Family: familyName(fam)}
-		for ad.Next() {
-			switch ad.Type() {
-			case unix.NFTA_CHAIN_TABLE:
-				ch.Table = ad.String()
-			case unix.NFTA_CHAIN_NAME:
-				ch.Name = ad.String()
-			case unix.NFTA_CHAIN_TYPE:
-				ch.Type = ad.String()
-			case unix.NFTA_CHAIN_POLICY:
-				ch.Policy = verdictName(int32(ad.Uint32()), "")
-			case unix.NFTA_CHAIN_HOOK:
-				ad.Nested(func(h *netlink.AttributeDecoder) error {
-					for h.Next() {
-						switch h.Type() {
-						case unix.NFTA_HOOK_HOOKNUM:
-							ch.Hook = hookName(fam, h.Uint32())
-						case unix.NFTA_HOOK_PRIORITY:
-							ch.Priority = int32(h.Uint32())
-						}
-					}
-					return nil
-				})
-			}
-		}
-		if err := ad.Err(); err != nil {
-			return nil, err
-		}
-		if ch.Table == table {
-			out = append(out, ch)
-		}
-	}
-	return out, nil
-}
-
 // hookName names hook number n of family fam.
 func hookName(fam byte, n uint32) string {
 	if fam == unix.NFPROTO_NETDEV {
@@ -254,296 +173,6 @@ func hookName(fam byte, n uint32) string {
 		return name
 	}
 	return fmt.Sprintf("hook-%d", n)
-}
-
-// rawRule is a rule as the kernel lists it.
-type rawRule struct {
-	chain   string
-	handle  uint64
-	exprs   []any
-	comment string
-}
-
-func dumpRules(c *netlink.Conn, fam byte, table string) ([]rawRule, error) {
-	replies, err := dump(c, unix.NFT_MSG_GETRULE, fam, func(ae *netlink.AttributeEncoder) {
-		ae.String(unix.NFTA_RULE_TABLE, table)
-	})
-	if err != nil {
-		return nil, err
-	}
-	var out []rawRule
-	for _, b := range replies {
-		r, tbl, err := parseRule(fam, b)
-		if err != nil {
-			return nil, err
-		}
-		if tbl == table {
-			out = append(out, r)
-		}
-	}
-	return out, nil
-}
-
-// parseRule parses the attributes of one rule. An expression that cannot be parsed
-// becomes an opaque one: the rule still prints, with that expression by name.
-func parseRule(fam byte, b []byte) (rawRule, string, error) {
-	var r rawRule
-	var table string
-	ad, err := decoder(b)
-	if err != nil {
-		return r, "", err
-	}
-	for ad.Next() {
-		switch ad.Type() {
-		case unix.NFTA_RULE_TABLE:
-			table = ad.String()
-		case unix.NFTA_RULE_CHAIN:
-			r.chain = ad.String()
-		case unix.NFTA_RULE_HANDLE:
-			r.handle = ad.Uint64()
-		case unix.NFTA_RULE_USERDATA:
-			if s, ok := userdata.GetString(ad.Bytes(), userdata.TypeComment); ok {
-				r.comment = s
-			}
-		case unix.NFTA_RULE_EXPRESSIONS:
-			ad.Nested(func(list *netlink.AttributeDecoder) error {
-				for list.Next() {
-					list.Nested(func(el *netlink.AttributeDecoder) error {
-						r.exprs = append(r.exprs, parseExpr(fam, el))
-						return nil
-					})
-				}
-				return nil
-			})
-		}
-	}
-	return r, table, ad.Err()
-}
-
-// parseExpr parses one expression (its name and data attributes).
-func parseExpr(fam byte, ad *netlink.AttributeDecoder) any {
-	var name string
-	var data []byte
-	for ad.Next() {
-		switch ad.Type() {
-		case unix.NFTA_EXPR_NAME:
-			name = ad.String()
-		case unix.NFTA_EXPR_DATA:
-			data = ad.Bytes()
-		}
-	}
-	var e expr.Any
-	switch name {
-	case "ct":
-		if ct, err := parseCt(data); err == nil {
-			return ct
-		}
-		return &opaque{name}
-	case "notrack":
-		return &expr.Notrack{}
-	case "immediate":
-		imm := &expr.Immediate{}
-		if err := expr.Unmarshal(fam, data, imm); err != nil {
-			return &opaque{name}
-		}
-		if imm.Register != unix.NFT_REG_VERDICT || len(imm.Data) != 0 {
-			return imm
-		}
-		e = &expr.Verdict{}
-	case "payload":
-		e = &expr.Payload{}
-	case "meta":
-		e = &expr.Meta{}
-	case "cmp":
-		e = &expr.Cmp{}
-	case "range":
-		e = &expr.Range{}
-	case "lookup":
-		e = &expr.Lookup{}
-	case "bitwise":
-		e = &expr.Bitwise{}
-	case "nat":
-		e = &expr.NAT{}
-	case "masq":
-		e = &expr.Masq{}
-	case "redir":
-		e = &expr.Redir{}
-	case "numgen":
-		e = &expr.Numgen{}
-	case "hash":
-		e = &expr.Hash{}
-	case "dynset":
-		e = &expr.Dynset{}
-	case "reject":
-		e = &expr.Reject{}
-	case "fib":
-		e = &expr.Fib{}
-	case "counter":
-		e = &expr.Counter{}
-	case "log":
-		e = &expr.Log{}
-	case "limit":
-		e = &expr.Limit{}
-	case "quota":
-		e = &expr.Quota{}
-	case "queue":
-		e = &expr.Queue{}
-	case "objref":
-		e = &expr.Objref{}
-	case "connlimit":
-		e = &expr.Connlimit{}
-	case "exthdr":
-		e = &expr.Exthdr{}
-	case "match":
-		e = &expr.Match{}
-	case "target":
-		e = &expr.Target{}
-	default:
-		return &opaque{name}
-	}
-	if err := expr.Unmarshal(fam, data, e); err != nil {
-		return &opaque{name}
-	}
-	return e
-}
-
-// parseCt parses a ct expression, whose direction is one byte (google/nftables v0.3.0
-// reads four and fails).
-func parseCt(data []byte) (*expr.Ct, error) {
-	ad, err := decoder(data)
-	if err != nil {
-		return nil, err
-	}
-	e := &expr.Ct{}
-	for ad.Next() {
-		switch ad.Type() {
-		case unix.NFTA_CT_KEY:
-			e.Key = expr.CtKey(ad.Uint32())
-		case unix.NFTA_CT_DREG:
-			e.Register = ad.Uint32()
-		case unix.NFTA_CT_SREG:
-			e.Register, e.SourceRegister = ad.Uint32(), true
-		case unix.NFTA_CT_DIRECTION:
-			e.Direction = uint32(ad.Uint8())
-		}
-	}
-	return e, ad.Err()
-}
-
-// dumpSets reads the sets of a table, with the elements of the anonymous ones.
-func dumpSets(c *netlink.Conn, fam byte, table string) (map[string]SetInfo, error) {
-	replies, err := dump(c, unix.NFT_MSG_GETSET, fam, func(ae *netlink.AttributeEncoder) {
-		ae.String(unix.NFTA_SET_TABLE, table)
-	})
-	if err != nil {
-		return nil, err
-	}
-	sets := make(map[string]SetInfo)
-	for _, b := range replies {
-		ad, err := decoder(b)
-		if err != nil {
-			return nil, err
-		}
-		var s SetInfo
-		var tbl string
-		for ad.Next() {
-			switch ad.Type() {
-			case unix.NFTA_SET_TABLE:
-				tbl = ad.String()
-			case unix.NFTA_SET_NAME:
-				s.Name = ad.String()
-			case unix.NFTA_SET_FLAGS:
-				f := ad.Uint32()
-				s.Map = f&unix.NFT_SET_MAP != 0
-				s.Interval = f&unix.NFT_SET_INTERVAL != 0
-				s.Anonymous = f&unix.NFT_SET_ANONYMOUS != 0
-			case unix.NFTA_SET_KEY_LEN:
-				s.KeyLen = ad.Uint32()
-			case unix.NFTA_SET_DATA_TYPE:
-				s.VerdictMap = ad.Uint32() == unix.NFT_DATA_VERDICT
-			case unix.NFTA_SET_DATA_LEN:
-				s.DataLen = ad.Uint32()
-			}
-		}
-		if err := ad.Err(); err != nil {
-			return nil, err
-		}
-		if tbl != table {
-			continue
-		}
-		if s.Anonymous {
-			if s.Elems, err = dumpElems(c, fam, table, s.Name); err != nil {
-				return nil, fmt.Errorf("elements of set %s: %w", s.Name, err)
-			}
-		}
-		sets[s.Name] = s
-	}
-	return sets, nil
-}
-
-func dumpElems(c *netlink.Conn, fam byte, table, set string) ([]SetElem, error) {
-	replies, err := dump(c, unix.NFT_MSG_GETSETELEM, fam, func(ae *netlink.AttributeEncoder) {
-		ae.String(unix.NFTA_SET_ELEM_LIST_TABLE, table)
-		ae.String(unix.NFTA_SET_ELEM_LIST_SET, set)
-	})
-	if err != nil {
-		return nil, err
-	}
-	var out []SetElem
-	value := func(ad *netlink.AttributeDecoder) (v []byte, verdict string) {
-		ad.Nested(func(d *netlink.AttributeDecoder) error {
-			for d.Next() {
-				switch d.Type() {
-				case unix.NFTA_DATA_VALUE:
-					v = d.Bytes()
-				case unix.NFTA_DATA_VERDICT:
-					d.Nested(func(vd *netlink.AttributeDecoder) error {
-						verdict = decodeVerdict(vd)
-						return nil
-					})
-				}
-			}
-			return nil
-		})
-		return v, verdict
-	}
-	for _, b := range replies {
-		ad, err := decoder(b)
-		if err != nil {
-			return nil, err
-		}
-		for ad.Next() {
-			if ad.Type() != unix.NFTA_SET_ELEM_LIST_ELEMENTS {
-				continue
-			}
-			ad.Nested(func(list *netlink.AttributeDecoder) error {
-				for list.Next() {
-					list.Nested(func(el *netlink.AttributeDecoder) error {
-						var e SetElem
-						for el.Next() {
-							switch el.Type() {
-							case unix.NFTA_SET_ELEM_KEY:
-								e.Key, _ = value(el)
-							case 10: // NFTA_SET_ELEM_KEY_END
-								e.KeyEnd, _ = value(el)
-							case unix.NFTA_SET_ELEM_FLAGS:
-								e.IntervalEnd = el.Uint32()&unix.NFT_SET_ELEM_INTERVAL_END != 0
-							case unix.NFTA_SET_ELEM_DATA:
-								e.Data, e.Verdict = value(el)
-							}
-						}
-						out = append(out, e)
-						return nil
-					})
-				}
-				return nil
-			})
-		}
-		if err := ad.Err(); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
 }
 
 // chain returns the chain family/table/name of the catalog.

@@ -8,23 +8,25 @@
 //   - Listen joins the nf_tables trace group (NFNLGRP_NFTRACE) of the namespace on a
 //     netfilter netlink socket of its own (github.com/mdlayher/netlink; google/nftables
 //     cannot receive trace messages) and decodes each NFT_MSG_TRACE message (Decode).
-//   - Mark creates the tables inet and bridge TableName ("podnet-trace"), which mark the
-//     flow's packets with meta nftrace set 1: in the original direction by their headers at
-//     the earliest hooks (prerouting and output at raw - 1, bridge prerouting before the
-//     bridge family's chains), replies and ICMP errors by their connection's original tuple
-//     right after conntrack; and empty chains at the end of every hook, whose policy
-//     events say that a packet came through the hook. The tables are created with
-//     NFT_TABLE_F_OWNER: they belong to the marker's socket, Close deletes them, and the
-//     kernel does when the process dies (an interrupt, a kill) — no other table is touched.
+//   - Mark creates (in an internal/nftwire batch, as internal/nft writes podnet's tables)
+//     the tables inet and bridge TableName ("podnet-trace"), which mark the flow's packets
+//     with meta nftrace set 1: in the original direction by their headers at the earliest
+//     hooks (prerouting and output at raw - 1, bridge prerouting before the bridge
+//     family's chains), replies and ICMP errors by their connection's original tuple right
+//     after conntrack; and empty chains at the end of every hook, whose policy events say
+//     that a packet came through the hook. The tables are created with
+//     NFT_TABLE_F_OWNER (nftwire.Owner): they belong to the marker's socket, Close deletes
+//     them, and the kernel does when the process dies (an interrupt, a kill) — no other
+//     table is touched.
 //   - SendProbes sends probes from the source's namespace (TCP connect, a UDP datagram,
 //     ICMP echo), or Run watches for traffic of the flow.
 //   - After the marking is gone, ReadConntrack reads the flow's conntrack entries
 //     (original and reply tuples: the NAT), LoadCatalog the chains and rules of the tables
 //     the packets went through and the interfaces, LookupRoute the source's route
 //     decision and the node's that explain a lost packet or a missing reply. Rules are
-//     printed in nft syntax by a generic printer (PrintRule, ruleprint.go), for any
-//     table: a privileged test checks it against `nft -a list table` on podnet's tables
-//     and on a foreign firewall table.
+//     printed in nft syntax by internal/nftwire's printer, the one internal/nft renders
+//     podnet's tables with, for any table: its privileged test checks it against `nft -a
+//     list table` on podnet's tables and on foreign firewall tables.
 //   - Build groups the events, a pure function of all that (recorded inputs give the
 //     same report): events into base chain traversals (the kernel sends a packet's
 //     headers, interfaces and conntrack view with the first event of each base chain),

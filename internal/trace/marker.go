@@ -7,19 +7,17 @@ import (
 	"math"
 	"sync"
 
+	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/podnet/podnet/internal/nftwire"
 )
 
 // TableName is the name of the tables the marker creates, in families inet and bridge.
 // podnet's own tables ("podnet") and every other table are left alone.
 const TableName = "podnet-trace"
-
-// nftTableFOwner is NFT_TABLE_F_OWNER (Linux 5.12): the table belongs to the netlink
-// socket that created it, and the kernel deletes it when that socket is closed, however
-// the process ends.
-const nftTableFOwner = 0x2
 
 // Priorities of the marker's chains.
 const (
@@ -40,7 +38,7 @@ type chainSpec struct {
 	name     string
 	hook     uint32
 	priority int32
-	rule     func(f Flow, fam byte) []expr.Any // nil: an empty chain
+	rule     func(f Flow, fam nftables.TableFamily) []expr.Any // nil: an empty chain
 }
 
 // Hook numbers (NF_INET_*, NF_BR_* have the same values).
@@ -66,15 +64,18 @@ const (
 	chainSeenPrefix          = "seen-"
 )
 
+// markerFamilies are the families of the marker's tables.
+var markerFamilies = []nftables.TableFamily{nftables.TableFamilyINet, nftables.TableFamilyBridge}
+
 // chainsOf returns the chains of the marker's table of family fam.
-func chainsOf(fam byte) []chainSpec {
+func chainsOf(fam nftables.TableFamily) []chainSpec {
 	seen := func(hook uint32) chainSpec {
 		return chainSpec{name: chainSeenPrefix + hookNames[hook], hook: hook, priority: PrioritySeen}
 	}
 	all := []chainSpec{
 		{name: chainMarkPrerouting, hook: hookPrerouting, priority: PriorityMark, rule: markRule},
 	}
-	if fam == unix.NFPROTO_INET {
+	if fam == nftables.TableFamilyINet {
 		all = append(all,
 			chainSpec{name: chainMarkOutput, hook: hookOutput, priority: PriorityMark, rule: markRule},
 			chainSpec{name: chainMarkReplyPrerouting, hook: hookPrerouting, priority: PriorityMarkReply, rule: markReplyRule},
@@ -91,10 +92,10 @@ func chainsOf(fam byte) []chainSpec {
 //
 //	inet:   meta nfproto ipv4 ip saddr S ip daddr D meta l4proto P th dport N meta nftrace set 1
 //	bridge: meta protocol ip  ip saddr S ip daddr D meta l4proto P th dport N meta nftrace set 1
-func markRule(f Flow, fam byte) []expr.Any {
+func markRule(f Flow, fam nftables.TableFamily) []expr.Any {
 	var es []expr.Any
 	v6 := f.Dst.Is6()
-	if fam == unix.NFPROTO_BRIDGE {
+	if fam == nftables.TableFamilyBridge {
 		etype := []byte{0x08, 0x00}
 		if v6 {
 			etype = []byte{0x86, 0xdd}
@@ -125,7 +126,7 @@ func markRule(f Flow, fam byte) []expr.Any {
 //
 //	meta nfproto ipv4 ct direction reply ct original ip saddr S ct original ip daddr D
 //	ct original protocol P ct original proto-dst N meta nftrace set 1
-func markReplyRule(f Flow, _ byte) []expr.Any {
+func markReplyRule(f Flow, _ nftables.TableFamily) []expr.Any {
 	v6 := f.Dst.Is6()
 	es := nfprotoMatch(v6)
 	es = append(es, &expr.Ct{Key: unix.NFT_CT_DIRECTION, Register: 1}, eq([]byte{1}))
@@ -197,34 +198,22 @@ func Mark(nsFD int, f Flow) (*Marker, error) {
 	if err := f.Validate(); err != nil {
 		return nil, err
 	}
-	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: nsFD})
+	c, err := nftwire.Dial(nsFD)
 	if err != nil {
 		return nil, fmt.Errorf("mark flow: connect to nftables: %w", err)
 	}
-	var b batch
-	for _, fam := range []byte{unix.NFPROTO_INET, unix.NFPROTO_BRIDGE} {
-		b.add(unix.NFT_MSG_NEWTABLE, netlink.Create|netlink.Excl, fam, func(ae *netlink.AttributeEncoder) {
-			ae.String(unix.NFTA_TABLE_NAME, TableName)
-			ae.Uint32(unix.NFTA_TABLE_FLAGS, nftTableFOwner)
-		})
+	var b nftwire.Batch
+	for _, fam := range markerFamilies {
+		// Owned by c; exclusive: the tables of another trace are not ours to use.
+		b.AddTable(fam, TableName, nftwire.Owner(), nftwire.Exclusive())
 		for _, ch := range chainsOf(fam) {
-			b.add(unix.NFT_MSG_NEWCHAIN, netlink.Create, fam, func(ae *netlink.AttributeEncoder) {
-				ae.String(unix.NFTA_CHAIN_TABLE, TableName)
-				ae.String(unix.NFTA_CHAIN_NAME, ch.name)
-				ae.Nested(unix.NFTA_CHAIN_HOOK, func(h *netlink.AttributeEncoder) error {
-					h.Uint32(unix.NFTA_HOOK_HOOKNUM, ch.hook)
-					h.Uint32(unix.NFTA_HOOK_PRIORITY, uint32(ch.priority))
-					return nil
-				})
-				ae.Uint32(unix.NFTA_CHAIN_POLICY, 1) // NF_ACCEPT
-				ae.String(unix.NFTA_CHAIN_TYPE, "filter")
-			})
+			b.AddChain(fam, TableName, nftwire.Chain{Name: ch.name, Type: "filter", Hook: ch.hook, Priority: ch.priority, Policy: "accept"})
 			if ch.rule != nil {
-				b.addRule(fam, ch.name, ch.rule(f, fam))
+				b.AddRule(fam, TableName, ch.name, ch.rule(f, fam))
 			}
 		}
 	}
-	if err := b.send(c); err != nil {
+	if err := b.Send(c); err != nil {
 		// The tables of another marker: EEXIST, or EPERM as they belong to its socket.
 		busy := errors.Is(err, unix.EEXIST) || errors.Is(err, unix.EPERM) && tableExists(c)
 		c.Close()
@@ -238,17 +227,8 @@ func Mark(nsFD int, f Flow) (*Marker, error) {
 
 // tableExists reports whether table inet TableName exists.
 func tableExists(c *netlink.Conn) bool {
-	ae := netlink.NewAttributeEncoder()
-	ae.String(unix.NFTA_TABLE_NAME, TableName)
-	attrs, err := ae.Encode()
-	if err != nil {
-		return false
-	}
-	_, err = c.Execute(netlink.Message{
-		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETTABLE), Flags: netlink.Request},
-		Data:   append([]byte{unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0}, attrs...),
-	})
-	return err == nil
+	ok, err := nftwire.TableExists(c, nftables.TableFamilyINet, TableName)
+	return ok && err == nil
 }
 
 // Close deletes the marker's tables. Called twice, the second call does nothing.
@@ -258,13 +238,11 @@ func (m *Marker) Close() error {
 	if m.conn == nil {
 		return nil
 	}
-	var b batch
-	for _, fam := range []byte{unix.NFPROTO_INET, unix.NFPROTO_BRIDGE} {
-		b.add(unix.NFT_MSG_DELTABLE, 0, fam, func(ae *netlink.AttributeEncoder) {
-			ae.String(unix.NFTA_TABLE_NAME, TableName)
-		})
+	var b nftwire.Batch
+	for _, fam := range markerFamilies {
+		b.DelTable(fam, TableName)
 	}
-	err := b.send(m.conn)
+	err := b.Send(m.conn)
 	// Closing the socket deletes the tables too, should the batch have failed.
 	if cerr := m.conn.Close(); err == nil && cerr != nil {
 		err = cerr
@@ -274,105 +252,4 @@ func (m *Marker) Close() error {
 		return fmt.Errorf("remove trace marker: %w", err)
 	}
 	return nil
-}
-
-// batch is one nf_tables transaction: the kernel applies all its messages or none.
-type batch struct {
-	msgs []netlink.Message
-	err  error // the first marshalling error
-}
-
-// add queues one message of type msgType for family fam with the attributes of fn.
-func (b *batch) add(msgType int, flags netlink.HeaderFlags, fam byte, fn func(ae *netlink.AttributeEncoder)) {
-	ae := netlink.NewAttributeEncoder()
-	ae.ByteOrder = binary.BigEndian
-	fn(ae)
-	attrs, err := ae.Encode()
-	if err != nil {
-		if b.err == nil {
-			b.err = fmt.Errorf("marshal nf_tables message %d: %w", msgType, err)
-		}
-		return
-	}
-	b.msgs = append(b.msgs, netlink.Message{
-		Header: netlink.Header{
-			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | msgType),
-			Flags: netlink.Request | netlink.Acknowledge | flags,
-		},
-		Data: append([]byte{fam, unix.NFNETLINK_V0, 0, 0}, attrs...),
-	})
-}
-
-// addRule appends a rule made of exprs to chain.
-func (b *batch) addRule(fam byte, chain string, exprs []expr.Any) {
-	var list []byte
-	for _, e := range exprs {
-		data, err := marshalExpr(fam, e)
-		if err != nil {
-			if b.err == nil {
-				b.err = fmt.Errorf("chain %s: %w", chain, err)
-			}
-			return
-		}
-		list = append(list, nlAttr(unix.NFTA_LIST_ELEM|unix.NLA_F_NESTED, data)...)
-	}
-	b.add(unix.NFT_MSG_NEWRULE, netlink.Create|netlink.Append, fam, func(ae *netlink.AttributeEncoder) {
-		ae.String(unix.NFTA_RULE_TABLE, TableName)
-		ae.String(unix.NFTA_RULE_CHAIN, chain)
-		ae.Bytes(unix.NFTA_RULE_EXPRESSIONS|unix.NLA_F_NESTED, list)
-	})
-}
-
-// marshalExpr is the attributes of one expression, as google/nftables marshals them but
-// for ct expressions that load a tuple field: the kernel wants their direction as one
-// byte, which google/nftables v0.3.0 sends as four (or not at all).
-func marshalExpr(fam byte, e expr.Any) ([]byte, error) {
-	ct, ok := e.(*expr.Ct)
-	if !ok || ct.Key == unix.NFT_CT_DIRECTION || ct.Key == unix.NFT_CT_STATE {
-		return expr.Marshal(fam, e)
-	}
-	ae := netlink.NewAttributeEncoder()
-	ae.ByteOrder = binary.BigEndian
-	ae.Uint32(unix.NFTA_CT_KEY, uint32(ct.Key))
-	ae.Uint32(unix.NFTA_CT_DREG, ct.Register)
-	ae.Uint8(unix.NFTA_CT_DIRECTION, uint8(ct.Direction))
-	data, err := ae.Encode()
-	if err != nil {
-		return nil, err
-	}
-	return append(nlAttr(unix.NFTA_EXPR_NAME, []byte("ct\x00")), nlAttr(unix.NFTA_EXPR_DATA|unix.NLA_F_NESTED, data)...), nil
-}
-
-// nlAttr is one netlink attribute, padded to 4 bytes.
-func nlAttr(typ uint16, data []byte) []byte {
-	b, _ := netlink.MarshalAttributes([]netlink.Attribute{{Type: typ, Data: data}})
-	return b
-}
-
-// send runs b on c: one sendmsg of the whole batch, then one acknowledgement or error
-// per message.
-func (b *batch) send(c *netlink.Conn) error {
-	if b.err != nil {
-		return b.err
-	}
-	res := make([]byte, 4)
-	binary.BigEndian.PutUint16(res[2:], unix.NFNL_SUBSYS_NFTABLES)
-	framed := make([]netlink.Message, 0, len(b.msgs)+2)
-	framed = append(framed, netlink.Message{Header: netlink.Header{Type: unix.NFNL_MSG_BATCH_BEGIN, Flags: netlink.Request}, Data: res})
-	framed = append(framed, b.msgs...)
-	framed = append(framed, netlink.Message{Header: netlink.Header{Type: unix.NFNL_MSG_BATCH_END, Flags: netlink.Request}, Data: res})
-	if _, err := c.SendMessages(framed); err != nil {
-		return fmt.Errorf("send nf_tables batch: %w", err)
-	}
-	var errs []error
-	for acked := 0; acked < len(b.msgs); {
-		msgs, err := c.Receive()
-		if err != nil {
-			errs = append(errs, err)
-			acked++ // the netlink package turns an error reply into err
-			continue
-		}
-		acked += len(msgs)
-	}
-	return errors.Join(errs...)
 }
