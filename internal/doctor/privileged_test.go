@@ -60,6 +60,10 @@ func TestPrivilegedRouteOverlap(t *testing.T) {
 	rep, _ := n.diagnose("")
 	wantClean(t, rep)
 	wantFinding(t, rep, ClassRouteOverlap, "route 10.0.0.0/8 via 198.18.1.2 dev corp0", SeverityInfo)
+	dst := netip.AddrPortFrom(n.pods["a"].ip, 8080)
+	if _, err := probe.TCP(context.Background(), n.lab.Node, n.pods["a"].ns, dst, probeTimeout); err != nil {
+		t.Fatalf("with the harmless route: node -> pod a: %v", err)
+	}
 
 	// A more specific one steals half of br0's pods.
 	n.route(&netlink.Route{Dst: ipnet(netip.MustParsePrefix("10.88.0.0/25")), Gw: net.ParseIP("198.18.1.2"), LinkIndex: n.link("corp0").Attrs().Index})
@@ -73,8 +77,8 @@ func TestPrivilegedRouteOverlap(t *testing.T) {
 	}
 	// The kernel agrees: pod a is reached through corp0, and does not answer.
 	kernelRoute(t, n, "10.88.0.2", "corp0")
-	if _, err := probe.TCP(context.Background(), n.lab.Node, n.pods["a"].ns, netip.AddrPortFrom(n.pods["a"].ip, 8080), time.Second); err == nil {
-		t.Error("node reaches pod a despite the overlapping route")
+	if err := probe.Blocked(context.Background(), n.lab.Node, n.pods["a"].ns, dst, time.Second); err != nil {
+		t.Errorf("node -> pod a through the overlapping route: %v", err)
 	}
 }
 
@@ -314,8 +318,8 @@ func TestPrivilegedNeighbourWrongMAC(t *testing.T) {
 	if want := fmt.Sprintf("ip neigh replace %s lladdr %s dev br0 nud permanent", b.ip, b.mac); f.Fix != want {
 		t.Errorf("fix %q, want %q", f.Fix, want)
 	}
-	if _, err := probe.TCP(ctx, n.lab.Node, b.ns, netip.AddrPortFrom(b.ip, 8081), time.Second); err == nil {
-		t.Error("node reaches pod b despite the wrong MAC")
+	if err := probe.Blocked(ctx, n.lab.Node, b.ns, netip.AddrPortFrom(b.ip, 8081), time.Second); err != nil {
+		t.Errorf("node -> pod b with pod a's MAC in its entry: %v", err)
 	}
 
 	// The routed pod's entry holds the MAC of the node's own uplink.
