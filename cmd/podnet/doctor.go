@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/vishvananda/netns"
 
 	"github.com/podnet/podnet/internal/doctor"
 )
@@ -51,10 +50,7 @@ Exit status: 0 without errors or warnings, 1 with warnings only, 2 with an error
 					return fmt.Errorf("--from-snapshot %s: %w", load, err)
 				}
 			} else {
-				ns, err := netns.Get()
-				if nsPath != "" {
-					ns, err = netns.GetFromPath(nsPath)
-				}
+				ns, _, err := openNetns(nsPath)
 				if err != nil {
 					return fmt.Errorf("--netns %q: %w", nsPath, err)
 				}

@@ -86,10 +86,7 @@ func agentCmd() *cobra.Command {
 				return fmt.Errorf("--log-level %q: %w", logLevel, err)
 			}
 			log := agent.DefaultLogger(level)
-			node, err := netns.Get()
-			if nsPath != "" {
-				node, err = netns.GetFromPath(nsPath)
-			}
+			node, _, err := openNetns(nsPath)
 			if err != nil {
 				return fmt.Errorf("--netns %q: %w", nsPath, err)
 			}

@@ -20,46 +20,64 @@ import (
 // state is derived from the store; ADD and DEL change it incrementally, Reconcile
 // compares it whole.
 
+// records are the store's networks, endpoints and services, read in one view: what the
+// desired data path, the metrics and the graph derive from.
+type records struct {
+	nets []api.Network
+	eps  []api.Endpoint
+	svcs []api.Service
+}
+
+func (a *Agent) records() (r records, err error) {
+	err = a.store.View(func(tx store.Tx) (err error) {
+		if r.nets, err = tx.Networks(); err != nil {
+			return err
+		}
+		if r.eps, err = tx.Endpoints(""); err != nil {
+			return err
+		}
+		r.svcs, err = tx.Services("")
+		return err
+	})
+	return r, err
+}
+
 // desiredRuleset is podnet's nftables content for the networks, endpoints and services
 // in the store (driver.Ruleset). Endpoints that DEL marked detaching are out of it.
 func (a *Agent) desiredRuleset() (nft.Ruleset, error) {
-	var nets []api.Network
-	var eps []api.Endpoint
-	var svcs []api.Service
-	err := a.store.View(func(tx store.Tx) (err error) {
-		if nets, err = tx.Networks(); err != nil {
-			return err
-		}
-		if eps, err = tx.Endpoints(""); err != nil {
-			return err
-		}
-		svcs, err = tx.Services("")
-		return err
-	})
-	return driver.Ruleset(nets, eps, svcs), err
+	r, err := a.records()
+	return driver.Ruleset(r.nets, r.eps, r.svcs), err
 }
 
-func (a *Agent) resyncIfDiffers() error {
-	a.dpMu.Lock()
-	defer a.dpMu.Unlock()
+// syncRulesetLocked writes the whole desired nftables state in one batch; the caller
+// holds dpMu. With ifDiffers it first compares, and writes only when the tables differ.
+func (a *Agent) syncRulesetLocked(ifDiffers bool) error {
 	want, err := a.desiredRuleset()
 	if err != nil {
 		return err
 	}
-	start := time.Now()
-	ok, err := a.nft.InSync(want)
-	a.metrics.observeNft("compare", start)
-	if err != nil || ok {
-		return err
+	if ifDiffers {
+		start := time.Now()
+		ok, err := a.nft.InSync(want)
+		a.metrics.observeNft("compare", start)
+		if err != nil || ok {
+			return err
+		}
+		a.log.Info("nftables tables differ from the desired state: restoring")
+		a.metrics.repairs.WithLabelValues("nftables").Inc()
 	}
-	a.log.Info("nftables tables differ from the desired state: restoring")
-	a.metrics.repairs.WithLabelValues("nftables").Inc()
-	start = time.Now()
-	defer a.metrics.observeNft("sync", start)
+	defer a.metrics.observeNft("sync", time.Now())
 	if err := a.nft.Sync(want); err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
 	return nil
+}
+
+// resyncIfDiffers rewrites the tables when they differ from the store's desired state.
+func (a *Agent) resyncIfDiffers() error {
+	a.dpMu.Lock()
+	defer a.dpMu.Unlock()
+	return a.syncRulesetLocked(true)
 }
 
 // checkPortHolders refuses published ports that a process of the node has bound: DNAT
@@ -244,18 +262,9 @@ func (a *Agent) reconcileDataplane() error {
 			return err
 		}
 	}
-	var nets []api.Network
-	var eps []api.Endpoint
-	err := a.store.View(func(tx store.Tx) (err error) {
-		if nets, err = tx.Networks(); err != nil {
-			return err
-		}
-		eps, err = tx.Endpoints("")
-		return err
-	})
+	r, err := a.records()
 	if err != nil {
 		return err
 	}
-	proxies := driver.Proxies(nets, eps)
-	return a.proxy.Sync(proxies)
+	return a.proxy.Sync(driver.Proxies(r.nets, r.eps))
 }

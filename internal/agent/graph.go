@@ -5,7 +5,6 @@ import (
 
 	"github.com/podnet/podnet/internal/driver"
 	"github.com/podnet/podnet/internal/graph"
-	"github.com/podnet/podnet/internal/store"
 )
 
 // Graph draws the node the agent manages (`/graph` on the metrics address): its
@@ -28,27 +27,15 @@ func (a *Agent) Graph() (graph.Graph, error) {
 	return graph.Build(in), nil
 }
 
-// graphInput reads the store's records in one view, services with their backends.
+// graphInput reads the store's records, services with their backends.
 func (a *Agent) graphInput() (graph.Input, error) {
-	var in graph.Input
-	err := a.store.View(func(tx store.Tx) error {
-		var err error
-		if in.Networks, err = tx.Networks(); err != nil {
-			return err
-		}
-		if in.Endpoints, err = tx.Endpoints(""); err != nil {
-			return err
-		}
-		if in.Services, err = tx.Services(""); err != nil {
-			return err
-		}
-		for i := range in.Services {
-			in.Services[i].Backends = driver.Backends(in.Services[i], in.Endpoints)
-		}
-		return nil
-	})
+	r, err := a.records()
 	if err != nil {
 		return graph.Input{}, fmt.Errorf("graph: read the store: %w", err)
+	}
+	in := graph.Input{Networks: r.nets, Endpoints: r.eps, Services: r.svcs}
+	for i := range in.Services {
+		in.Services[i].Backends = driver.Backends(in.Services[i], in.Endpoints)
 	}
 	return in, nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/driver"
+	"github.com/podnet/podnet/internal/ipam"
 	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/store"
 )
@@ -157,7 +158,7 @@ var (
 	endpointsDesc = prometheus.NewDesc("podnet_endpoints",
 		"Endpoints recorded, by network and state (attaching, attached, detaching).", []string{"network", "state"}, nil)
 	poolSizeDesc = prometheus.NewDesc("podnet_pool_addresses",
-		"Addresses a subnet can hand out (its size less network, gateway and broadcast addresses; IPv6 capped at 2^53).", []string{"network", "subnet"}, nil)
+		"Addresses a subnet can hand out (its size less the network, gateway and IPv4 broadcast addresses; capped at 2^53).", []string{"network", "subnet"}, nil)
 	poolUsedDesc = prometheus.NewDesc("podnet_pool_allocated_addresses",
 		"Addresses of a subnet that are allocated.", []string{"network", "subnet"}, nil)
 	poolRatioDesc = prometheus.NewDesc("podnet_pool_utilization_ratio",
@@ -177,25 +178,19 @@ func (state) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (s state) Collect(ch chan<- prometheus.Metric) {
-	var nets []api.Network
-	var eps []api.Endpoint
-	var svcs []api.Service
+	r, err := s.a.records()
+	nets, eps, svcs := r.nets, r.eps, r.svcs
 	allocs := map[string]map[netip.Addr]string{}
-	err := s.a.store.View(func(tx store.Tx) (err error) {
-		if nets, err = tx.Networks(); err != nil {
-			return err
-		}
-		for _, n := range nets {
-			if allocs[n.Name], err = tx.Allocations(n.Name); err != nil {
-				return err
+	if err == nil {
+		err = s.a.store.View(func(tx store.Tx) (err error) {
+			for _, n := range nets {
+				if allocs[n.Name], err = tx.Allocations(n.Name); err != nil {
+					return err
+				}
 			}
-		}
-		if eps, err = tx.Endpoints(""); err != nil {
-			return err
-		}
-		svcs, err = tx.Services("")
-		return err
-	})
+			return nil
+		})
+	}
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(endpointsDesc, err)
 		return
@@ -214,7 +209,7 @@ func (s state) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, n := range nets {
 		for _, sub := range n.Subnets {
-			size := poolSize(sub.Prefix)
+			size := min(float64(ipam.Capacity(sub)), 1<<53)
 			used := 0
 			for a := range allocs[n.Name] {
 				if sub.Prefix.Contains(a) {
@@ -224,7 +219,7 @@ func (s state) Collect(ch chan<- prometheus.Metric) {
 			labels := []string{n.Name, sub.Prefix.String()}
 			ch <- prometheus.MustNewConstMetric(poolSizeDesc, prometheus.GaugeValue, size, labels...)
 			ch <- prometheus.MustNewConstMetric(poolUsedDesc, prometheus.GaugeValue, float64(used), labels...)
-			ch <- prometheus.MustNewConstMetric(poolRatioDesc, prometheus.GaugeValue, float64(used)/size, labels...)
+			ch <- prometheus.MustNewConstMetric(poolRatioDesc, prometheus.GaugeValue, float64(used)/max(size, 1), labels...)
 		}
 	}
 	for _, svc := range svcs {
@@ -239,19 +234,4 @@ func (s state) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
-}
-
-// poolSize is how many addresses a subnet hands out: all but the network address, the
-// gateway and (IPv4) the broadcast address; at most 2^53, so that it stays exact.
-func poolSize(p netip.Prefix) float64 {
-	host := p.Addr().BitLen() - p.Bits()
-	if host >= 53 {
-		return 1 << 53
-	}
-	n := float64(uint64(1) << host)
-	reserved := 2.0 // network address, gateway
-	if p.Addr().Is4() && host >= 2 {
-		reserved = 3 // and broadcast
-	}
-	return max(n-reserved, 1)
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/driver"
@@ -113,15 +112,7 @@ func (a *Agent) ensureNetworkKernel(n api.Network) error {
 func (a *Agent) syncRuleset() error {
 	a.dpMu.Lock()
 	defer a.dpMu.Unlock()
-	r, err := a.desiredRuleset()
-	if err != nil {
-		return err
-	}
-	defer a.metrics.observeNft("sync", time.Now())
-	if err := a.nft.Sync(r); err != nil {
-		return fmt.Errorf("nftables: %w", err)
-	}
-	return nil
+	return a.syncRulesetLocked(false)
 }
 
 // ensureNetwork returns the network name, creating it from def when missing; an

@@ -245,6 +245,16 @@ func size(p netip.Prefix) uint64 {
 	return 1 << host
 }
 
+// Capacity is how many addresses sub can hand out: its size less the reserved ones
+// (network, gateway inside the subnet, IPv4 broadcast), saturated at MaxUint64.
+func Capacity(sub api.Subnet) uint64 {
+	n := size(sub.Prefix.Masked())
+	if n == math.MaxUint64 {
+		return n
+	}
+	return n - min(n, uint64(len(reservedAddrs(sub))))
+}
+
 // reservedAddrs lists the distinct addresses of sub that are never handed out.
 func reservedAddrs(sub api.Subnet) []netip.Addr {
 	p := sub.Prefix.Masked()
