@@ -20,7 +20,7 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
-	"github.com/vishvananda/netlink"
+	"github.com/podnet/podnet/internal/kernel"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -141,7 +141,7 @@ func measureDNS(ctx context.Context, prefix, binDir string, runs int, d time.Dur
 		return res
 	}
 	defer func() { res.err = errors.Join(res.err, tb.remove()) }()
-	if err := loopbackUp(tb.node); err != nil {
+	if err := kernel.EnsureLoopbackUp(tb.node); err != nil {
 		res.err = err
 		return res
 	}
@@ -341,23 +341,6 @@ func pinned(taskset string, cpu int, argv []string) []string {
 		return argv
 	}
 	return append([]string{taskset, "-c", strconv.Itoa(cpu)}, argv...)
-}
-
-// loopbackUp sets lo up in ns.
-func loopbackUp(ns netns.NsHandle) error {
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return fmt.Errorf("netlink handle: %w", err)
-	}
-	defer h.Close()
-	lo, err := h.LinkByName("lo")
-	if err == nil {
-		err = h.LinkSetUp(lo)
-	}
-	if err != nil {
-		return fmt.Errorf("set lo up: %w", err)
-	}
-	return nil
 }
 
 func writeFileWith(path string, write func(io.Writer) error) error {

@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -277,10 +278,11 @@ func Run(ctx context.Context, w io.Writer, verbose bool) error {
 			return "", err
 		}
 		doctor.WriteText(&diagnosis, rep)
-		if len(rep.Findings) == 0 || rep.Findings[0].Class != "ip-forward-disabled" {
-			return "", fmt.Errorf("doctor did not name ip-forward-disabled:\n%s", diagnosis.String())
+		i := slices.IndexFunc(rep.Findings, func(f doctor.Finding) bool { return f.Class == doctor.ClassForwardDisabled })
+		if i < 0 {
+			return "", fmt.Errorf("doctor did not name %s:\n%s", doctor.ClassForwardDisabled, diagnosis.String())
 		}
-		return rep.Findings[0].Class + ": " + rep.Findings[0].Culprit, nil
+		return rep.Findings[i].Class + ": " + rep.Findings[i].Culprit, nil
 	})
 	indent(w, diagnosis.String())
 	s.step("list endpoints", func() (string, error) {

@@ -2,6 +2,7 @@ package doctor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -16,6 +17,7 @@ import (
 	"github.com/google/nftables/expr"
 	mdns "github.com/miekg/dns"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/podnet/podnet/internal/dns/dnstest"
 	"github.com/podnet/podnet/internal/kernel"
@@ -211,6 +213,9 @@ func TestPrivilegedProxyARPDisabled(t *testing.T) {
 	if _, err := probe.TCP(ctx, r.ns, n.lab.Outside, netip.AddrPortFrom(lab.OutsideAddr4.Addr(), 9090), probeTimeout); err != nil {
 		t.Fatalf("healthy: routed pod -> outside: %v", err)
 	}
+	if _, err := probe.TCP(ctx, r.ns, n.lab.Node, netip.AddrPortFrom(lab.NodeAddr4.Addr(), 9091), probeTimeout); err != nil {
+		t.Fatalf("healthy: routed pod -> node: %v", err)
+	}
 
 	n.sysctl("net/ipv4/conf/vethr1/proxy_arp", "0")
 	rep, _ = n.diagnose("proxy-arp-disabled")
@@ -224,9 +229,20 @@ func TestPrivilegedProxyARPDisabled(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sh.Close()
-	eth0, _ := sh.LinkByName("eth0")
-	_ = sh.NeighDel(&netlink.Neigh{LinkIndex: eth0.Attrs().Index, IP: net.ParseIP("169.254.1.1")})
-	if err := probe.Blocked(ctx, r.ns, n.lab.Outside, netip.AddrPortFrom(lab.OutsideAddr4.Addr(), 9090), time.Second); err != nil {
+	eth0, err := sh.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	flushGateway := func() {
+		t.Helper()
+		err := sh.NeighDel(&netlink.Neigh{LinkIndex: eth0.Attrs().Index, IP: net.ParseIP("169.254.1.1")})
+		if err != nil && !errors.Is(err, unix.ENOENT) {
+			t.Fatalf("flush the sandbox's gateway entry: %v", err)
+		}
+	}
+	flushGateway()
+	// The gateway's address resolution goes unanswered: EHOSTUNREACH after about 3 s.
+	if err := probe.Unreachable(ctx, r.ns, n.lab.Outside, netip.AddrPortFrom(lab.OutsideAddr4.Addr(), 9090), 5*time.Second); err != nil {
 		t.Errorf("proxy_arp off: routed pod -> outside: %v", err)
 	}
 
@@ -237,8 +253,8 @@ func TestPrivilegedProxyARPDisabled(t *testing.T) {
 	}
 	rep, _ = n.diagnose("proxy-arp-no-route")
 	wantFinding(t, rep, ClassProxyARPDisabled, "no route to 169.254.1.1 except through vethr1", SeverityError)
-	_ = sh.NeighDel(&netlink.Neigh{LinkIndex: eth0.Attrs().Index, IP: net.ParseIP("169.254.1.1")})
-	if err := probe.Blocked(ctx, r.ns, n.lab.Node, netip.AddrPortFrom(lab.NodeAddr4.Addr(), 9091), time.Second); err != nil {
+	flushGateway()
+	if err := probe.Unreachable(ctx, r.ns, n.lab.Node, netip.AddrPortFrom(lab.NodeAddr4.Addr(), 9091), 5*time.Second); err != nil {
 		t.Errorf("no route to the gateway: routed pod -> node: %v", err)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/podnet/podnet/internal/spec"
 )
 
 // Routes into pod ranges [route-overlap], and leftovers of other plugins
@@ -31,7 +33,7 @@ var (
 // pluginOfCarrier names the plugin whose pods a carrier's name says it carries.
 func pluginOfCarrier(name string) string {
 	switch {
-	case strings.HasPrefix(name, "pn-"), strings.HasPrefix(name, "pnv"):
+	case spec.IsPodnetLink(name):
 		return "podnet"
 	case strings.HasPrefix(name, "cali"):
 		return pluginCalico.key

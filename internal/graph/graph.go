@@ -288,9 +288,18 @@ func (b *builder) endpoint(ep api.Endpoint, nets map[string]api.Network) []portE
 	vethID := "veth:" + ep.HostIf
 	veth := Node{ID: vethID, Kind: KindVeth, Label: ep.HostIf, Namespace: NodeNamespace, Network: ep.Network,
 		Details: []string{"network " + ep.Network}, State: state}
-	if known && n.Driver == api.DriverRouted {
+	if known && plan.Kernel.Master == "" { // routed: the host veth is the sandbox's gateway
 		veth.Details[0] += " (routed)"
-		veth.Details = append(veth.Details, "proxy_arp, mac "+api.RoutedHostMAC)
+		var extra []string
+		for _, sc := range plan.Kernel.HostSysctls {
+			if strings.HasSuffix(sc.Key, "/proxy_arp") && sc.Value == "1" {
+				extra = append(extra, "proxy_arp")
+			}
+		}
+		if plan.Kernel.HostMAC != nil {
+			extra = append(extra, "mac "+plan.Kernel.HostMAC.String())
+		}
+		veth.Details = append(veth.Details, strings.Join(extra, ", "))
 	}
 	b.add(veth)
 	b.edge(vethID, ifID, EdgeVeth, "")

@@ -213,9 +213,10 @@ func TestPrivilegedUpdateNetworks(t *testing.T) {
 		t.Fatalf("Update adding an overlapping network = %v, want ErrConflict", err)
 	}
 	wantInSync(t, tb, want, true)
-	if err := tb.Update(Delta{Networks: []Network{{Name: "bad", Bridge: "a/b"}}}, Delta{}); err == nil {
-		t.Fatal("Update adding a network with an invalid bridge name succeeded")
+	if err := tb.Update(Delta{Networks: []Network{{Name: "bad", Bridge: "a/b"}}}, Delta{}); err == nil || !strings.Contains(err.Error(), `bridge "a/b"`) {
+		t.Fatalf("Update adding a network with an invalid bridge name = %v, want an error naming the bridge", err)
 	}
+	wantInSync(t, tb, want, true)
 
 	for i := range 2 { // the second time, every element is gone already
 		if err := tb.Update(Delta{}, Delta{Networks: added}); err != nil {

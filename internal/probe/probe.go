@@ -161,6 +161,14 @@ func Refused(ctx context.Context, clientNS, serverNS netns.NsHandle, server neti
 	return expect(ctx, clientNS, serverNS, server, timeout, refused)
 }
 
+// Unreachable reports nil when a TCP connection from clientNS to server fails with
+// ENETUNREACH or EHOSTUNREACH: no route, a neighbour that does not answer (address
+// resolution gives up after about 3 s: give a longer timeout), or an ICMP unreachable.
+// Any other outcome is an error that names it, as for Blocked.
+func Unreachable(ctx context.Context, clientNS, serverNS netns.NsHandle, server netip.AddrPort, timeout time.Duration) error {
+	return expect(ctx, clientNS, serverNS, server, timeout, unreachable)
+}
+
 // expect connects from clientNS to server, with a listener on server inside serverNS,
 // and reports an error unless the connect failed with the outcome want.
 func expect(ctx context.Context, clientNS, serverNS netns.NsHandle, server netip.AddrPort, timeout time.Duration, want outcome) error {

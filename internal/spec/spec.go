@@ -215,6 +215,12 @@ func BridgeName(network string) string {
 	return "pnh" + hash(network)[:12]
 }
 
+// IsPodnetLink reports whether an interface name is one podnet gives: a bridge
+// (BridgeName) or a host veth (HostVethName).
+func IsPodnetLink(name string) bool {
+	return strings.HasPrefix(name, "pn-") || strings.HasPrefix(name, "pnh") || strings.HasPrefix(name, VethPrefix)
+}
+
 // HostVethName is the host-side veth of an endpoint: derived from the endpoint key so
 // that a restarted agent finds it again. 14 bytes.
 func HostVethName(k api.EndpointKey) string {
