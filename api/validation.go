@@ -110,15 +110,21 @@ var reservedRanges = []netip.Prefix{
 	netip.MustParsePrefix("ff00::/8"),
 }
 
+// ValidName reports whether s is made of letters, digits, '_', '.' and '-', starting
+// with a letter or digit: the characters of a network name and of a container ID.
+func ValidName(s string) bool {
+	ok := s != "" && alnum(s[0])
+	for i := 1; ok && i < len(s); i++ {
+		c := s[i]
+		ok = alnum(c) || c == '_' || c == '.' || c == '-'
+	}
+	return ok
+}
+
 // CheckNetworkName checks a network name: 1-63 letters, digits, '_', '.' or '-',
 // starting with a letter or digit.
 func CheckNetworkName(name string) error {
-	ok := name != "" && len(name) <= 63 && alnum(name[0])
-	for i := 0; ok && i < len(name); i++ {
-		c := name[i]
-		ok = alnum(c) || c == '_' || c == '.' || c == '-'
-	}
-	if !ok {
+	if len(name) > 63 || !ValidName(name) {
 		return errors.New("must be 1-63 characters of letters, digits, '_', '.', '-', starting with a letter or digit")
 	}
 	return nil

@@ -151,7 +151,7 @@ func TestNameChecksMatchLibrary(t *testing.T) {
 		if got, want := checkContainerID(n) == nil, utils.ValidateContainerID(n) == nil; got != want {
 			t.Errorf("container ID %q: valid %v, library %v", n, got, want)
 		}
-		if got, want := validName(n), utils.ValidateNetworkName(n) == nil; got != want {
+		if got, want := api.ValidName(n), utils.ValidateNetworkName(n) == nil; got != want {
 			t.Errorf("network name %q: valid %v, library %v", n, got, want)
 		}
 		// The plugin checks CNI_IFNAME more strictly (api.CheckIfName, then the

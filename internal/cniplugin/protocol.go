@@ -199,7 +199,7 @@ func checkNetworkName(stdin []byte) *Error {
 	if conf.Name == "" {
 		return cniError(api.Errorf(api.CodeInvalidConfig, "missing network name"), false)
 	}
-	if !validName(conf.Name) {
+	if !api.ValidName(conf.Name) {
 		return cniError(&api.Error{Code: api.CodeInvalidConfig, Msg: "invalid characters found in network name", Details: conf.Name}, false)
 	}
 	return nil
@@ -207,28 +207,10 @@ func checkNetworkName(stdin []byte) *Error {
 
 // checkContainerID checks a non-empty CNI_CONTAINERID.
 func checkContainerID(id string) *Error {
-	if !validName(id) {
+	if !api.ValidName(id) {
 		return cniError(&api.Error{Code: api.CodeInvalidEnv, Msg: "invalid characters in containerID", Details: id}, false)
 	}
 	return nil
-}
-
-// validName reports whether s is a valid container ID or network name: a letter or
-// digit, then letters, digits, '_', '.' and '-'.
-func validName(s string) bool {
-	if s == "" || !alnum(s[0]) {
-		return false
-	}
-	for i := 1; i < len(s); i++ {
-		if c := s[i]; !alnum(c) && c != '_' && c != '.' && c != '-' {
-			return false
-		}
-	}
-	return true
-}
-
-func alnum(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
 }
 
 // checkIfNameRunes refuses a CNI_IFNAME with Unicode white space. CheckIfName, which
