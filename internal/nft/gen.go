@@ -1,11 +1,9 @@
 package nft
 
 import (
-	"encoding/binary"
 	"fmt"
 
-	"github.com/mdlayher/netlink"
-	"golang.org/x/sys/unix"
+	"github.com/podnet/podnet/internal/nftwire"
 )
 
 // Generation returns the namespace's nftables ruleset generation: a counter the kernel
@@ -19,37 +17,14 @@ func (t *Table) Generation() (uint32, error) {
 	if t.fd < 0 {
 		return 0, ErrClosed
 	}
-	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: t.fd})
+	c, err := nftwire.Dial(t.fd)
 	if err != nil {
 		return 0, fmt.Errorf("nftables generation: connect: %w", err)
 	}
 	defer c.Close()
-	// nfgenmsg: family AF_UNSPEC, version NFNETLINK_V0, resource id 0.
-	req := netlink.Message{
-		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETGEN), Flags: netlink.Request},
-		Data:   []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, 0},
-	}
-	msgs, err := c.Execute(req)
+	g, err := nftwire.Generation(c)
 	if err != nil {
 		return 0, fmt.Errorf("nftables generation: %w", err)
 	}
-	for _, m := range msgs {
-		if len(m.Data) < 4 {
-			continue
-		}
-		ad, err := netlink.NewAttributeDecoder(m.Data[4:])
-		if err != nil {
-			return 0, fmt.Errorf("nftables generation: %w", err)
-		}
-		ad.ByteOrder = binary.BigEndian
-		for ad.Next() {
-			if ad.Type() == unix.NFTA_GEN_ID {
-				return ad.Uint32(), nil
-			}
-		}
-		if err := ad.Err(); err != nil {
-			return 0, fmt.Errorf("nftables generation: %w", err)
-		}
-	}
-	return 0, fmt.Errorf("nftables generation: no generation id in the kernel's reply")
+	return g, nil
 }

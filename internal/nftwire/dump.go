@@ -503,3 +503,34 @@ func parseByteorder(data []byte) (*expr.Byteorder, error) {
 	}
 	return e, ad.Err()
 }
+
+// Generation returns the namespace's nf_tables ruleset generation: a counter the kernel
+// increments with every committed batch, of any table and any tool.
+func Generation(c *netlink.Conn) (uint32, error) {
+	req, err := request(unix.NFT_MSG_GETGEN, 0, nftables.TableFamilyUnspecified, func(*netlink.AttributeEncoder) {})
+	if err != nil {
+		return 0, err
+	}
+	msgs, err := c.Execute(req)
+	if err != nil {
+		return 0, err
+	}
+	for _, m := range msgs {
+		if len(m.Data) < 4 {
+			continue
+		}
+		ad, err := decoder(m.Data[4:])
+		if err != nil {
+			return 0, err
+		}
+		for ad.Next() {
+			if ad.Type() == unix.NFTA_GEN_ID {
+				return ad.Uint32(), nil
+			}
+		}
+		if err := ad.Err(); err != nil {
+			return 0, err
+		}
+	}
+	return 0, fmt.Errorf("no generation id in the kernel's reply")
+}

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/mdlayher/netlink"
+	"github.com/podnet/podnet/internal/nftwire"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,7 +39,7 @@ type Listener struct {
 // Listen starts receiving the trace events of the network namespace nsFD. Events the
 // kernel sends before Listen returns are not seen: listen before marking a flow.
 func Listen(nsFD int) (*Listener, error) {
-	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: nsFD})
+	c, err := nftwire.Dial(nsFD)
 	if err != nil {
 		return nil, fmt.Errorf("listen for trace events: %w", err)
 	}
