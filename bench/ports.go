@@ -60,7 +60,7 @@ func measurePorts(ctx context.Context, prefix, label string, r runner, sample, e
 		fmt.Fprintf(os.Stderr, "podnet-bench: ports %s: %s\n", label, fmt.Sprintf(format, args...))
 	}
 	progress("creating %d sandbox namespaces", existing+sample)
-	_, tearDown, unavailable, err := setUp(ctx, prefix, existing+sample, r)
+	tearDown, unavailable, err := setUp(ctx, prefix, existing+sample, r)
 	defer func() { res.err = errors.Join(res.err, tearDown()) }()
 	if err != nil || unavailable != "" {
 		res.err, res.unavailable = err, unavailable

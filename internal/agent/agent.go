@@ -191,8 +191,8 @@ func (a *Agent) closeAppliers() {
 	if a.node != nil {
 		a.node.Close()
 	}
-	if c, ok := a.nft.(interface{ Close() error }); ok {
-		c.Close()
+	if a.nft != nil {
+		a.nft.Close()
 	}
 }
 

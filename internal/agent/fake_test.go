@@ -673,3 +673,34 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestAttachKernelFailureRollsBack: an ADD whose kernel work fails at either step of the
+// endpoint answers with the error and leaves nothing: no veth, no record, no address, no
+// nftables element; the same ADD then works.
+func TestAttachKernelFailureRollsBack(t *testing.T) {
+	for _, step := range []string{"AddEndpoint", "AddEndpoint.up"} {
+		t.Run(step, func(t *testing.T) {
+			tr := newTranscript(t)
+			fa := startFake(t, newFakeNode(), tr)
+			defer fa.Close()
+			fa.createNetwork(t, blueSpec)
+			req := attachReq("blue", "c1", web)
+			fa.node.kernel.FailNext(step, kerneltest.ErrInjected)
+			err := fa.add(req)
+			if !errors.Is(err, kerneltest.ErrInjected) || api.ErrorCode(err) != api.CodeInternal {
+				t.Fatalf("ADD with %s failing = %v (code %d), want the injected error, code %d", step, err, api.ErrorCode(err), api.CodeInternal)
+			}
+			if s := fa.node.kernel.State(); strings.Contains(s, "veth") {
+				t.Errorf("kernel after the failed ADD:\n%s", s)
+			}
+			if eps, err := fa.Endpoints("blue"); err != nil || len(eps) != 0 {
+				t.Errorf("endpoints after the failed ADD: %v, %v", eps, err)
+			}
+			checkConsistent(t, fa)
+			if err := fa.add(req); err != nil {
+				t.Fatalf("ADD again: %v", err)
+			}
+			checkConsistent(t, fa)
+		})
+	}
+}

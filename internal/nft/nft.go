@@ -188,6 +188,8 @@ type Applier interface {
 	// nftables ruleset (any table, any tool): while it stays the same, the tables are
 	// what they were.
 	Generation() (uint32, error)
+	// Close releases the applier's handles; the tables stay.
+	Close() error
 }
 
 // maxIfName is the longest interface name the kernel accepts (IFNAMSIZ-1).

@@ -126,8 +126,10 @@ func (f *Fake) AddNodePath(path string) {
 	f.nodePaths[path] = true
 }
 
-// FailNext makes the next call of op (a method name: "AddEndpoint", "EnsureBridge", ...)
-// fail with err, after it was recorded and without changing anything.
+// FailNext makes the next call of op (a method name: "AddEndpoint", "EnsureBridge", ...;
+// "AddEndpoint.up" for the second step of AddEndpoint) fail with err, after it was
+// recorded; a failed step changes nothing, and AddEndpoint removes what its first step
+// made, as the kernel applier does.
 func (f *Fake) FailNext(op string, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -459,7 +461,7 @@ func (f *Fake) AddEndpoint(sandbox netns.NsHandle, ep plan.Endpoint) error {
 	for _, r := range ep.NodeRoutes {
 		routes = append(routes, r.Dst.String())
 	}
-	if err := f.begin("AddEndpoint", "set %s up, node routes [%s]", ep.HostIf, strings.Join(routes, " ")); err != nil {
+	if err := f.begin("AddEndpoint.up", "set %s up, node routes [%s]", ep.HostIf, strings.Join(routes, " ")); err != nil {
 		f.mu.Lock()
 		f.deleteLocked(ep.HostIf) // the real one removes what it created on failure
 		f.mu.Unlock()

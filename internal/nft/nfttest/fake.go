@@ -378,3 +378,6 @@ func deltaItems(sign string, d nft.Delta) []string {
 	}
 	return out
 }
+
+// Close implements nft.Applier; the fake holds no handle.
+func (f *Fake) Close() error { return nil }
