@@ -667,6 +667,7 @@ func TestMetrics(t *testing.T) {
 		{"podnet_repairs_total", map[string]string{"kind": "orphan-veth"}, 1},
 		{"podnet_reconcile_runs_total", map[string]string{"result": "ok"}, 2}, // at start, and the one above
 		{"podnet_nftables_duration_seconds", map[string]string{"op": "update"}, 2},
+		{"podnet_conntrack_entries_limit", nil, 65536},
 	} {
 		if got := value(c.name, c.labels); got != c.want {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)

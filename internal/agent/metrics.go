@@ -14,7 +14,6 @@ import (
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/driver"
 	"github.com/podnet/podnet/internal/ipam"
-	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/store"
 )
 
@@ -225,13 +224,8 @@ func (s state) Collect(ch chan<- prometheus.Metric) {
 	for _, svc := range svcs {
 		ch <- prometheus.MustNewConstMetric(backendsDesc, prometheus.GaugeValue, float64(len(driver.Backends(svc, eps))), svc.Namespace, svc.Name)
 	}
-	if s.a.nodeNS.IsOpen() {
-		for desc, key := range map[*prometheus.Desc]string{conntrackDesc: "net/netfilter/nf_conntrack_count", conntrackMaxDesc: "net/netfilter/nf_conntrack_max"} {
-			if v, err := kernel.ReadSysctl(s.a.nodeNS, key); err == nil {
-				if n, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
-					ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, n)
-				}
-			}
-		}
+	if count, limit, err := s.a.node.Conntrack(); err == nil {
+		ch <- prometheus.MustNewConstMetric(conntrackDesc, prometheus.GaugeValue, float64(count))
+		ch <- prometheus.MustNewConstMetric(conntrackMaxDesc, prometheus.GaugeValue, float64(limit))
 	}
 }

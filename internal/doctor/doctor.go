@@ -22,6 +22,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/podnet/podnet/internal/nft"
 )
 
 // Severity of a finding.
@@ -233,7 +235,7 @@ func newView(s *Snapshot) *view {
 		}
 	}
 	for _, t := range s.Tables {
-		if t.Name == "podnet" && (t.Family == "inet" || t.Family == "bridge") {
+		if t.Name == nft.TableName && (t.Family == "inet" || t.Family == "bridge") {
 			v.current["podnet"] = true
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
+	"strings"
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -57,6 +59,9 @@ type Applier interface {
 	PortHolder(proto string, ip netip.Addr, port uint16) (h Holder, ok bool, err error)
 	// FlushConntrack deletes the node's conntrack entries to a port (see FlushConntrack).
 	FlushConntrack(proto string, dst netip.Addr, dport uint16) (int, error)
+	// Conntrack returns how many connection tracking entries the node holds and how
+	// many it can hold (nf_conntrack_count, nf_conntrack_max).
+	Conntrack() (count, limit int, err error)
 	// Close releases the applier's handles; the kernel configuration stays.
 	Close()
 }
@@ -113,4 +118,21 @@ func (n *Node) PortHolder(proto string, ip netip.Addr, port uint16) (Holder, boo
 // FlushConntrack implements Applier: FlushConntrack in the node's namespace.
 func (n *Node) FlushConntrack(proto string, dst netip.Addr, dport uint16) (int, error) {
 	return FlushConntrack(n.ns, proto, dst, dport)
+}
+
+// Conntrack implements Applier from /proc/sys/net/netfilter in the node's namespace.
+func (n *Node) Conntrack() (count, limit int, err error) {
+	for _, f := range []struct {
+		key string
+		v   *int
+	}{{"net/netfilter/nf_conntrack_count", &count}, {"net/netfilter/nf_conntrack_max", &limit}} {
+		s, err := ReadSysctl(n.ns, f.key)
+		if err != nil {
+			return 0, 0, err
+		}
+		if *f.v, err = strconv.Atoi(strings.TrimSpace(s)); err != nil {
+			return 0, 0, fmt.Errorf("%s: %w", f.key, err)
+		}
+	}
+	return count, limit, nil
 }

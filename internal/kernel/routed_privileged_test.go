@@ -70,7 +70,7 @@ func newBareNode(t *testing.T) *routedNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := lab.Loopback(ns); err != nil {
+	if err := kernel.EnsureLoopbackUp(ns); err != nil {
 		t.Fatal(err)
 	}
 	return openRoutedNode(t, l, ns)

@@ -559,6 +559,9 @@ func (f *Fake) FlushConntrack(proto string, dst netip.Addr, dport uint16) (int, 
 	return 0, nil
 }
 
+// Conntrack implements kernel.Applier: an empty table of 65,536 entries.
+func (f *Fake) Conntrack() (count, limit int, err error) { return 0, 65536, nil }
+
 // Close implements kernel.Applier.
 func (f *Fake) Close() {}
 
