@@ -235,6 +235,9 @@ type Status struct {
 	Version   string `json:"version"`
 	Networks  int    `json:"networks"`
 	Endpoints int    `json:"endpoints"`
+	// Netns is the path of the node network namespace the agent manages ("" when it
+	// does not know one), so that tools on the node (podnet doctor) read the same one.
+	Netns string `json:"netns,omitempty"`
 }
 
 // Result describes an attachment in the shape of a CNI 1.1 result.

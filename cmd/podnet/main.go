@@ -86,7 +86,7 @@ func agentCmd() *cobra.Command {
 				return fmt.Errorf("--log-level %q: %w", logLevel, err)
 			}
 			log := agent.DefaultLogger(level)
-			node, _, err := openNetns(nsPath)
+			node, nodePath, err := openNetns(nsPath)
 			if err != nil {
 				return fmt.Errorf("--netns %q: %w", nsPath, err)
 			}
@@ -95,7 +95,7 @@ func agentCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cfg := agent.Config{Store: st, NodeNS: node, ReconcileInterval: interval, Logger: log, DNS: dnsCfg}
+			cfg := agent.Config{Store: st, NodeNS: node, NodeNSPath: nodePath, ReconcileInterval: interval, Logger: log, DNS: dnsCfg}
 			for _, c := range serviceCIDRs {
 				p, err := netip.ParsePrefix(c)
 				if err != nil || p.Masked() != p {

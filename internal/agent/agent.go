@@ -54,6 +54,9 @@ type Config struct {
 	// NodeNS is the namespace the agent manages; the agent does not close it. The
 	// appliers below that are nil work in it, and so does the cluster DNS server.
 	NodeNS netns.NsHandle
+	// NodeNSPath is a path of NodeNS (a /run/netns name, /proc/PID/ns/net), reported by
+	// STATUS.
+	NodeNSPath string
 	// Kernel, Tables and Proxy apply the agent's plans: the node's links, addresses,
 	// routes and sysctls; podnet's nftables tables; the userland port proxies. Nil
 	// opens the real one in NodeNS (kernel.OpenNode, nft.Open, portproxy.New); tests pass
@@ -78,6 +81,7 @@ type Agent struct {
 	store  store.Store
 	node   kernel.Applier
 	nodeNS netns.NsHandle
+	nsPath string
 	nft    nft.Applier
 	proxy  portproxy.Applier
 	now    func() time.Time
@@ -130,7 +134,7 @@ func New(cfg Config) (*Agent, error) {
 	if len(cfg.ServiceCIDRs) == 0 {
 		cfg.ServiceCIDRs = []netip.Prefix{netip.MustParsePrefix(api.DefaultServiceCIDR)}
 	}
-	a := &Agent{store: cfg.Store, nodeNS: cfg.NodeNS, node: cfg.Kernel, nft: cfg.Tables, proxy: cfg.Proxy,
+	a := &Agent{store: cfg.Store, nodeNS: cfg.NodeNS, nsPath: cfg.NodeNSPath, node: cfg.Kernel, nft: cfg.Tables, proxy: cfg.Proxy,
 		now: cfg.Now, log: cfg.Logger, every: cfg.ReconcileInterval, serviceCIDRs: cfg.ServiceCIDRs,
 		detachq: make(chan api.EndpointKey, 4096), detachDone: make(chan struct{}),
 		pending: map[api.EndpointKey]bool{}}
@@ -225,7 +229,7 @@ func (a *Agent) lockEndpoint(k api.EndpointKey) func() {
 
 // Status reports readiness and counts.
 func (a *Agent) Status() (api.Status, error) {
-	st := api.Status{Ready: true, Version: Version}
+	st := api.Status{Ready: true, Version: Version, Netns: a.nsPath}
 	err := a.store.View(func(tx store.Tx) error {
 		ns, err := tx.Networks()
 		if err != nil {

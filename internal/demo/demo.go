@@ -256,7 +256,7 @@ func Run(ctx context.Context, w io.Writer, verbose bool) error {
 		return fmt.Sprintf("DNS %s answers %s, connection through the VIP works", api.DNSAddress, vip), err
 	})
 	s.step("podnet doctor on the node: no finding", func() (string, error) {
-		rep, err := diagnose(ctx, l.Node)
+		rep, err := diagnose(ctx, c, l.Node)
 		if err == nil && rep.ExitCode() != 0 {
 			var b bytes.Buffer
 			doctor.WriteText(&b, rep)
@@ -269,7 +269,7 @@ func Run(ctx context.Context, w io.Writer, verbose bool) error {
 		if err := kernel.WriteSysctl(l.Node, "net/ipv4/ip_forward", "0"); err != nil {
 			return "", err
 		}
-		rep, err := diagnose(ctx, l.Node)
+		rep, err := diagnose(ctx, c, l.Node)
 		// The agent turns it on again at its next reconcile; the demo does not wait.
 		if rerr := kernel.WriteSysctl(l.Node, "net/ipv4/ip_forward", "1"); err == nil {
 			err = rerr
@@ -346,9 +346,13 @@ func waitReady(ctx context.Context, c *api.Client) error {
 	}
 }
 
-// diagnose runs podnet doctor's checks on ns.
-func diagnose(ctx context.Context, ns netns.NsHandle) (doctor.Report, error) {
-	snap, err := doctor.Collect(ctx, ns, doctor.Options{Name: nsPath(ns)})
+// diagnose runs podnet doctor's checks on ns, which the agent c talks to manages.
+func diagnose(ctx context.Context, c *api.Client, ns netns.NsHandle) (doctor.Report, error) {
+	in, err := doctor.ReadIntended(ctx, c)
+	if err != nil {
+		return doctor.Report{}, err
+	}
+	snap, err := doctor.Collect(ctx, ns, doctor.Options{Name: nsPath(ns), Intended: in})
 	if err != nil {
 		return doctor.Report{}, err
 	}

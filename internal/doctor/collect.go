@@ -20,6 +20,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/kernel"
 )
 
@@ -32,6 +33,8 @@ type Options struct {
 	ResolvConfs []string
 	// DNSTimeout bounds each DNS query (default 1 s).
 	DNSTimeout time.Duration
+	// Intended is the podnet agent's records when an agent manages ns (nil: none).
+	Intended *Intended
 }
 
 // dumpRetries bounds the retries of a netlink dump interrupted by concurrent changes.
@@ -50,7 +53,7 @@ const dumpRetries = 5
 // namespace that nothing names or holds any more cannot be found: the peer stays
 // unknown (a note says how many).
 func Collect(ctx context.Context, ns netns.NsHandle, opts Options) (*Snapshot, error) {
-	s := &Snapshot{Namespace: opts.Name, ExecPrefix: ExecPrefix(opts.Name), Sysctls: map[string]string{}, RPFilterDrops: -1}
+	s := &Snapshot{Namespace: opts.Name, ExecPrefix: ExecPrefix(opts.Name), Sysctls: map[string]string{}, RPFilterDrops: -1, Intended: opts.Intended}
 	if s.Namespace == "" {
 		s.Namespace = "this namespace"
 	}
@@ -72,7 +75,7 @@ func Collect(ctx context.Context, ns netns.NsHandle, opts Options) (*Snapshot, e
 		s.Notes = append(s.Notes, "nftables: "+err.Error())
 	}
 	s.Notes = append(s.Notes, "legacy iptables tables and ipsets are not read (only nftables, which includes iptables-nft)")
-	collectPeers(h, ns, s)
+	sandboxes := collectPeers(h, ns, s)
 	timeout := opts.DNSTimeout
 	if timeout <= 0 {
 		timeout = time.Second
@@ -80,12 +83,53 @@ func Collect(ctx context.Context, ns netns.NsHandle, opts Options) (*Snapshot, e
 	for _, path := range opts.ResolvConfs {
 		rc, notes, err := probeResolvConf(ctx, ns, path, timeout)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("--resolv-conf: %w", err)
 		}
 		s.ResolvConfs = append(s.ResolvConfs, rc)
 		s.Notes = append(s.Notes, notes...)
 	}
+	// The pods' own resolv.conf, asked from inside the pod: its nameservers are what
+	// the pod reaches.
+	for _, src := range sandboxResolvConfs(sandboxes) {
+		if err := probeSandbox(ctx, s, src, timeout); err != nil {
+			s.Notes = append(s.Notes, fmt.Sprintf("resolv.conf of sandbox %s: %v", src.sandboxes[0], err))
+		}
+	}
 	return s, nil
+}
+
+// ReadIntended reads the records of the agent c talks to, for Options.Intended.
+func ReadIntended(ctx context.Context, c *api.Client) (*Intended, error) {
+	st, err := c.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	in := &Intended{Agent: st.Version}
+	if in.Networks, err = c.Networks(ctx); err != nil {
+		return nil, err
+	}
+	if in.Endpoints, err = c.Endpoints(ctx, ""); err != nil {
+		return nil, err
+	}
+	return in, nil
+}
+
+// probeSandbox probes the search domains of one sandbox resolv.conf from inside the
+// sandbox.
+func probeSandbox(ctx context.Context, s *Snapshot, src sandboxResolvConf, timeout time.Duration) error {
+	ns, err := netns.GetFromPath(src.netns)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	rc, notes, err := probeResolvConf(ctx, ns, src.path, timeout)
+	if err != nil {
+		return err
+	}
+	rc.Sandboxes = src.sandboxes
+	s.ResolvConfs = append(s.ResolvConfs, rc)
+	s.Notes = append(s.Notes, notes...)
+	return nil
 }
 
 // retry runs a netlink dump again while the kernel reports it interrupted.

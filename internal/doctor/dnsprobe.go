@@ -26,7 +26,7 @@ import (
 func probeResolvConf(ctx context.Context, ns netns.NsHandle, path string, timeout time.Duration) (ResolvConf, []string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return ResolvConf{}, nil, fmt.Errorf("--resolv-conf: %w", err)
+		return ResolvConf{}, nil, err
 	}
 	f := dns.ParseResolvConf(string(b))
 	rc := ResolvConf{Path: path, Nameservers: f.Nameservers, Search: f.Search, Ndots: 1}

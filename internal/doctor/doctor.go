@@ -12,8 +12,10 @@
 // Without an agent, the doctor learns the pod ranges from the kernel alone: the
 // subnets of bridges that have veth ports whose peers live in other namespaces, and
 // the host routes (/32, /128) through veths without a master (routed pods). A pod's
-// MAC is known only when the sandbox of its veth is visible (see Collect). Asking a
-// running agent for its intended state is left for later.
+// MAC is known only when the sandbox of its veth is visible (see Collect). When a
+// podnet agent serves the namespace, its records (Snapshot.Intended) add the ranges of
+// its networks, its pods' addresses and MACs, and the drift between them and the
+// kernel (class podnet-state-drift).
 package doctor
 
 import (
@@ -23,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/nft"
 )
 
@@ -58,6 +61,9 @@ const (
 	ClassDNSSearchWildcard = "dns-search-wildcard"
 	ClassConntrackFull     = "conntrack-table-full"
 	ClassRPFilterStrict    = "rp-filter-strict"
+	// ClassStateDrift: the kernel lacks what the agent's records say it has (needs the
+	// agent's intended state).
+	ClassStateDrift = "podnet-state-drift"
 )
 
 // Finding is one diagnosis.
@@ -108,6 +114,7 @@ var rules = []rule{
 	dnsRule,
 	conntrackRule,
 	rpFilterRule,
+	driftRule,
 }
 
 // Diagnose applies every rule to s and returns the findings, worst first.
@@ -234,12 +241,49 @@ func newView(s *Snapshot) *view {
 			v.current[p] = true
 		}
 	}
+	if s.Intended != nil {
+		v.addIntended(s.Intended)
+	}
 	for _, t := range s.Tables {
 		if t.Name == nft.TableName && (t.Family == "inet" || t.Family == "bridge") {
 			v.current["podnet"] = true
 		}
 	}
 	return v
+}
+
+// addIntended completes the kernel's view with the agent's records: the range of a
+// bridge network before its first pod, and the pods whose sandboxes the collector
+// could not see.
+func (v *view) addIntended(in *Intended) {
+	v.current["podnet"] = true
+	for _, n := range in.Networks {
+		l := v.links[n.Bridge]
+		if n.Driver != api.DriverBridge || l == nil || v.carrierOf[l.Name] != nil {
+			continue
+		}
+		c := &carrier{link: l, bridge: true}
+		for _, sub := range n.Subnets {
+			c.ranges = append(c.ranges, sub.Prefix)
+		}
+		v.carriers = append(v.carriers, c)
+		v.carrierOf[l.Name] = c
+	}
+	for _, ep := range in.Endpoints {
+		host := v.links[ep.HostIf]
+		if host == nil {
+			continue
+		}
+		peer := host.Peer
+		if peer == nil {
+			peer = &Peer{Netns: ep.Netns, Name: ep.IfName, MAC: ep.MAC, Addrs: ep.IPs}
+		}
+		for _, a := range ep.IPs {
+			if _, seen := v.pods[a.Addr()]; !seen {
+				v.pods[a.Addr()] = pod{host: host, peer: peer}
+			}
+		}
+	}
 }
 
 // sandboxVeth reports whether l is a veth whose peer is in another namespace.

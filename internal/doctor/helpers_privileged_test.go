@@ -31,6 +31,8 @@ type node struct {
 	lab  *lab.Lab
 	h    *netlink.Handle
 	pods map[string]*labPod
+	// intended is what an agent of the node says (nil: no agent).
+	intended *Intended
 }
 
 type labPod struct {
@@ -183,7 +185,7 @@ func (n *node) route(r *netlink.Route) {
 // testdata/NAME.json with -update (the unit tests replay it).
 func (n *node) diagnose(name string, resolvConfs ...string) (Report, *Snapshot) {
 	n.t.Helper()
-	s, err := Collect(context.Background(), n.lab.Node, Options{ResolvConfs: resolvConfs, DNSTimeout: 500 * time.Millisecond})
+	s, err := Collect(context.Background(), n.lab.Node, Options{ResolvConfs: resolvConfs, DNSTimeout: 500 * time.Millisecond, Intended: n.intended})
 	if err != nil {
 		n.t.Fatal(err)
 	}

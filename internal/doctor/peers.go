@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -14,11 +15,16 @@ import (
 // sandbox is a namespace found for a namespace id of the node.
 type sandbox struct {
 	path string
+	key  nsKey
 	h    *netlink.Handle
 }
 
-// collectPeers fills Link.Peer for the veths whose peer is in another namespace.
-func collectPeers(h *netlink.Handle, node netns.NsHandle, s *Snapshot) {
+// nsKey identifies a namespace: the device and inode of its nsfs file.
+type nsKey [2]uint64
+
+// collectPeers fills Link.Peer for the veths whose peer is in another namespace, and
+// returns the sandbox namespaces it found.
+func collectPeers(h *netlink.Handle, node netns.NsHandle, s *Snapshot) []sandbox {
 	want := map[int]bool{}
 	for _, l := range s.Links {
 		if l.Kind == "veth" && l.NetnsID >= 0 {
@@ -26,9 +32,10 @@ func collectPeers(h *netlink.Handle, node netns.NsHandle, s *Snapshot) {
 		}
 	}
 	if len(want) == 0 {
-		return
+		return nil
 	}
 	found := findNamespaces(h, node, want)
+	var out []sandbox
 	defer func() {
 		for _, sb := range found {
 			sb.h.Close()
@@ -45,6 +52,9 @@ func collectPeers(h *netlink.Handle, node netns.NsHandle, s *Snapshot) {
 			missing++
 			continue
 		}
+		if !slices.ContainsFunc(out, func(o sandbox) bool { return o.key == sb.key }) {
+			out = append(out, sandbox{path: sb.path, key: sb.key})
+		}
 		p, err := readPeer(sb, l.PeerIndex)
 		if err != nil {
 			s.Notes = append(s.Notes, fmt.Sprintf("peer of %s in %s: %v", l.Name, sb.path, err))
@@ -56,6 +66,7 @@ func collectPeers(h *netlink.Handle, node netns.NsHandle, s *Snapshot) {
 		s.Notes = append(s.Notes, fmt.Sprintf("%s: the sandbox namespace is held by nothing the doctor can find (no /run/netns entry, no process in it or holding it); pod MACs and MTUs there are unknown",
 			plural(missing, "veth peer")))
 	}
+	return out
 }
 
 func readPeer(sb sandbox, index int) (*Peer, error) {
@@ -90,16 +101,16 @@ func readPeer(sb sandbox, index int) (*Peer, error) {
 // the named ones first, then those of processes, then those processes hold open.
 func findNamespaces(h *netlink.Handle, node netns.NsHandle, want map[int]bool) map[int]sandbox {
 	found := map[int]sandbox{}
-	seen := map[[2]uint64]bool{}
+	seen := map[nsKey]bool{}
 	var st unix.Stat_t
 	if unix.Fstat(int(node), &st) == nil {
-		seen[[2]uint64{st.Dev, st.Ino}] = true
+		seen[nsKey{st.Dev, st.Ino}] = true
 	}
 	try := func(path string) bool {
 		if err := unix.Stat(path, &st); err != nil {
 			return false
 		}
-		key := [2]uint64{st.Dev, st.Ino}
+		key := nsKey{st.Dev, st.Ino}
 		if seen[key] {
 			return false
 		}
@@ -118,7 +129,7 @@ func findNamespaces(h *netlink.Handle, node netns.NsHandle, want map[int]bool) m
 		if err != nil {
 			return false
 		}
-		found[id] = sandbox{path: path, h: sh}
+		found[id] = sandbox{path: path, key: key, h: sh}
 		return len(found) == len(want)
 	}
 	for _, dir := range []string{"/run/netns", "/var/run/netns"} {
@@ -129,13 +140,7 @@ func findNamespaces(h *netlink.Handle, node netns.NsHandle, want map[int]bool) m
 			}
 		}
 	}
-	procs, _ := os.ReadDir("/proc")
-	var pids []string
-	for _, p := range procs {
-		if p.Name()[0] >= '1' && p.Name()[0] <= '9' {
-			pids = append(pids, p.Name())
-		}
-	}
+	pids := processes()
 	for _, pid := range pids {
 		if try("/proc/" + pid + "/ns/net") {
 			return found
@@ -151,4 +156,64 @@ func findNamespaces(h *netlink.Handle, node netns.NsHandle, want map[int]bool) m
 		}
 	}
 	return found
+}
+
+// processes lists the process ids in /proc.
+func processes() []string {
+	procs, _ := os.ReadDir("/proc")
+	var pids []string
+	for _, p := range procs {
+		if p.Name()[0] >= '1' && p.Name()[0] <= '9' {
+			pids = append(pids, p.Name())
+		}
+	}
+	return pids
+}
+
+// sandboxResolvConf is the resolv.conf the processes of some sandboxes see.
+type sandboxResolvConf struct {
+	// path is the file as one process of the first sandbox sees it
+	// (/proc/PID/root/etc/resolv.conf), netns that sandbox's namespace.
+	path, netns string
+	// sandboxes are the namespaces whose processes see the same content.
+	sandboxes []string
+}
+
+// sandboxResolvConfs finds, for each sandbox, a process inside it and the resolv.conf
+// in that process's root (what the runtime wrote for the pod), grouped by content so
+// that a thousand pods with one cluster resolv.conf are probed once. A sandbox with no
+// process (a namespace held by a bind mount only) has no resolv.conf to read.
+func sandboxResolvConfs(sandboxes []sandbox) (out []sandboxResolvConf) {
+	if len(sandboxes) == 0 {
+		return nil
+	}
+	pidOf := map[nsKey]string{}
+	var st unix.Stat_t
+	for _, pid := range processes() {
+		if unix.Stat("/proc/"+pid+"/ns/net", &st) != nil {
+			continue
+		}
+		if k := (nsKey{st.Dev, st.Ino}); pidOf[k] == "" {
+			pidOf[k] = pid
+		}
+	}
+	byContent := map[string]int{}
+	for _, sb := range sandboxes {
+		pid := pidOf[sb.key]
+		if pid == "" {
+			continue
+		}
+		path := "/proc/" + pid + "/root/etc/resolv.conf"
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		if i, ok := byContent[string(b)]; ok {
+			out[i].sandboxes = append(out[i].sandboxes, sb.path)
+			continue
+		}
+		byContent[string(b)] = len(out)
+		out = append(out, sandboxResolvConf{path: path, netns: "/proc/" + pid + "/ns/net", sandboxes: []string{sb.path}})
+	}
+	return out
 }

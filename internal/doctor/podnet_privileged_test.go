@@ -2,8 +2,10 @@ package doctor
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -101,6 +103,12 @@ func TestPrivilegedHealthyPodnetNode(t *testing.T) {
 	n := &node{t: t, lab: l}
 	rep, s := n.diagnose("healthy-podnet", podResolv)
 	wantClean(t, rep)
+	// With the agent's records as `podnet doctor` reads them: still nothing wrong.
+	if n.intended, err = ReadIntended(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	rep, _ = n.diagnose("", podResolv)
+	wantClean(t, rep)
 	// The doctor saw what there is to see: 2 bridged and 2 routed pods, probes answered.
 	v := newView(s)
 	pods := 0
@@ -136,4 +144,22 @@ func TestPrivilegedHealthyPodnetNode(t *testing.T) {
 	}
 	rep, _ = n.diagnose("")
 	wantClean(t, rep)
+
+	// Drift: a routed pod's host route deleted by hand is named from the agent's record.
+	var routedEP api.Endpoint
+	for _, ep := range n.intended.Endpoints {
+		if ep.Network == "green" {
+			routedEP = ep
+		}
+	}
+	veth, err := h.LinkByName(routedEP.HostIf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := routedEP.IPs[0].Addr()
+	if err := h.RouteDel(&netlink.Route{LinkIndex: veth.Attrs().Index, Scope: netlink.SCOPE_LINK, Dst: ipnet(netip.PrefixFrom(gone, gone.BitLen()))}); err != nil {
+		t.Fatal(err)
+	}
+	rep, _ = n.diagnose("")
+	wantFinding(t, rep, ClassStateDrift, fmt.Sprintf("route %s dev %s (missing)", gone, routedEP.HostIf), SeverityError)
 }

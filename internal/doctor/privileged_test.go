@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -381,6 +382,46 @@ func TestPrivilegedDNSSearchWildcard(t *testing.T) {
 	if *update {
 		s.ResolvConfs[0].Path = "/etc/resolv.conf"
 		recordSnapshot(t, "dns-search-wildcard", s)
+	}
+
+	// Without --resolv-conf: the doctor reads the resolv.conf a pod's process sees and
+	// asks from inside the pod. A process in pod a sees the good file: probed, clean.
+	pidA := podProcess(t, n.pods["a"], good)
+	rep, s = n.diagnose("")
+	wantClean(t, rep)
+	if len(s.ResolvConfs) != 1 || len(s.ResolvConfs[0].Probes) != 6 || s.ResolvConfs[0].Probes[0].Rcode != "NXDOMAIN" || s.ResolvConfs[0].Path != fmt.Sprintf("/proc/%d/root/etc/resolv.conf", pidA) || len(s.ResolvConfs[0].Sandboxes) != 1 {
+		t.Fatalf("the resolv.conf of pod a: %+v", s.ResolvConfs)
+	}
+	// One in pod b sees the bad one.
+	pidB := podProcess(t, n.pods["b"], bad)
+	rep, _ = n.diagnose("")
+	wantFinding(t, rep, ClassDNSSearchWildcard, fmt.Sprintf("search domain c1.example.org in /proc/%d/root/etc/resolv.conf", pidB), SeverityError)
+}
+
+// podProcess starts a process in p's sandbox that sees resolvConf as its
+// /etc/resolv.conf (a mount namespace of its own, as a container's), and returns its
+// pid once the file is in place; the test ends it.
+func podProcess(t *testing.T, p *labPod, resolvConf string) int {
+	t.Helper()
+	want, err := os.ReadFile(resolvConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("nsenter", fmt.Sprintf("--net=/proc/%d/fd/%d", os.Getpid(), int(p.ns)),
+		"unshare", "--mount", "--propagation", "private", "sh", "-c", "mount --bind "+resolvConf+" /etc/resolv.conf && exec sleep 600")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	path := fmt.Sprintf("/proc/%d/root/etc/resolv.conf", cmd.Process.Pid)
+	for i := 0; ; i++ {
+		if b, _ := os.ReadFile(path); string(b) == string(want) {
+			return cmd.Process.Pid
+		}
+		if i == 500 {
+			t.Fatalf("%s never showed %s", path, resolvConf)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

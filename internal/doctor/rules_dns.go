@@ -34,6 +34,9 @@ func dnsRule(v *view) []Finding {
 				Fix: fmt.Sprintf("sed -i -E '/^search/s/[[:space:]]%s([[:space:]]|$)/\\1/' %s\n# or delete the wildcard record *.%s (for pods: correct the cluster domain that put it in their search list)",
 					regexp.QuoteMeta(p.Domain), rc.Path, p.Domain),
 			}
+			if len(rc.Sandboxes) > 0 {
+				f.Evidence = append(f.Evidence, fmt.Sprintf("the resolv.conf of %s: %s", plural(len(rc.Sandboxes), "pod sandbox"), listNames(rc.Sandboxes)))
+			}
 			if ndots > 1 {
 				f.Severity = SeverityError
 				f.RootCause = fmt.Sprintf("The search domain %s answers a name that cannot exist (%s): it has a wildcard record. With ndots:%d every name with fewer than %d dots is tried under %s first and resolves to the wildcard's address: login.example.com becomes login.example.com.%s, and the real host is never asked for.",
@@ -46,4 +49,12 @@ func dnsRule(v *view) []Finding {
 		}
 	}
 	return out
+}
+
+// listNames lists up to four names, then "...".
+func listNames(names []string) string {
+	if len(names) > 4 {
+		return strings.Join(names[:4], ", ") + ", ..."
+	}
+	return strings.Join(names, ", ")
 }

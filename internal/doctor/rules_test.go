@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/podnet/podnet/api"
 )
 
 // Unit tests of the rules on hand-written snapshots: the cases the privileged tests
@@ -51,6 +54,20 @@ func base() *Snapshot {
 	}
 }
 
+// withIntended adds the records of an agent that made s: network cni on bridge cni0,
+// and an attached endpoint for each pod (veth1, veth2, and vethr when routed added it).
+func withIntended(s *Snapshot) *Snapshot {
+	in := &Intended{Agent: "test", Networks: []api.Network{{Name: "cni", Driver: api.DriverBridge, Bridge: "cni0", Subnets: []api.Subnet{{Prefix: pfx("10.88.0.0/24"), Gateway: addr("10.88.0.1")}}}}}
+	for _, l := range s.Links {
+		if l.Peer != nil {
+			in.Endpoints = append(in.Endpoints, api.Endpoint{EndpointKey: api.EndpointKey{Network: "cni", ContainerID: l.Name, IfName: l.Peer.Name},
+				HostIf: l.Name, MAC: l.Peer.MAC, IPs: l.Peer.Addrs, Netns: l.Peer.Netns, State: api.StateAttached})
+		}
+	}
+	s.Intended = in
+	return s
+}
+
 // routed adds a Calico-style routed pod behind vethr (no address, proxy ARP on).
 func routed(s *Snapshot) *Snapshot {
 	s.Links = append(s.Links, Link{Index: 6, Name: "vethr", Kind: "veth", MAC: "ee:ee:ee:ee:ee:ee", MTU: 1500, Up: true, PeerIndex: 2, NetnsID: 2,
@@ -78,6 +95,35 @@ func TestRules(t *testing.T) {
 		check func(t *testing.T, rep Report)
 	}{
 		{name: "healthy", snap: base},
+		{name: "healthy, with the agent's records", snap: func() *Snapshot { return withIntended(routed(base())) }},
+		{name: "agent's bridge missing", snap: func() *Snapshot {
+			s := withIntended(base())
+			s.Intended.Networks = append(s.Intended.Networks, api.Network{Name: "blue", Driver: api.DriverBridge, Bridge: "pn-blue", Subnets: []api.Subnet{{Prefix: pfx("10.89.0.0/24")}}})
+			return s
+		}, code: 2, want: "error podnet-state-drift: bridge pn-blue (missing)"},
+		{name: "attached endpoint's veth missing, one in flight ignored", snap: func() *Snapshot {
+			s := withIntended(base())
+			s.Intended.Endpoints = append(s.Intended.Endpoints,
+				api.Endpoint{EndpointKey: api.EndpointKey{Network: "cni", ContainerID: "gone", IfName: "eth0"}, HostIf: "pnv0000000gone", State: api.StateAttached, IPs: []netip.Prefix{pfx("10.88.0.9/24")}},
+				api.Endpoint{EndpointKey: api.EndpointKey{Network: "cni", ContainerID: "new", IfName: "eth0"}, HostIf: "pnv00000000new", State: api.StateAttaching})
+			return s
+		}, code: 2, want: "error podnet-state-drift: veth pnv0000000gone (missing)"},
+		{name: "routed endpoint without its host route", snap: func() *Snapshot {
+			s := withIntended(routed(base()))
+			s.Routes = slices.DeleteFunc(s.Routes, func(r Route) bool { return r.Dev == "vethr" })
+			return s
+		}, code: 2, want: "error podnet-state-drift: route 10.77.0.5 dev vethr (missing)"},
+		{name: "podnet veth no record owns", snap: func() *Snapshot {
+			s := withIntended(base())
+			s.Links = append(s.Links, Link{Index: 9, Name: "pnv0123456789a", Kind: "veth", MTU: 1500, Up: true, Master: "cni0", PeerIndex: 2, NetnsID: 5})
+			return s
+		}, code: 1, want: "warning podnet-state-drift: veth pnv0123456789a"},
+		{name: "the agent's MAC of a pod whose sandbox is not visible", snap: func() *Snapshot {
+			s := withIntended(base())
+			s.Links[3].Peer = nil
+			s.Neighbours[0].MAC = "0a:58:0a:58:00:99"
+			return s
+		}, code: 1, want: "warning neighbour-wrong-mac: neigh 10.88.0.2 lladdr 0a:58:0a:58:00:99 dev cni0 REACHABLE"},
 		{name: "healthy routed", snap: func() *Snapshot { return routed(base()) }},
 		{name: "no pods, forwarding off: not a problem", snap: func() *Snapshot {
 			s := base()

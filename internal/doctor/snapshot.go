@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/podnet/podnet/api"
 )
 
 // Snapshot is what the doctor read from one node network namespace: the input of the
@@ -29,6 +31,9 @@ type Snapshot struct {
 	// path filter dropped since it was created; -1 unknown.
 	RPFilterDrops int64        `json:"rp_filter_drops"`
 	ResolvConfs   []ResolvConf `json:"resolv_confs,omitempty"`
+	// Intended is what the podnet agent serving this namespace keeps in its store; nil
+	// when no agent serves it.
+	Intended *Intended `json:"intended,omitempty"`
 	// Notes say what the collector could not see.
 	Notes []string `json:"notes,omitempty"`
 }
@@ -254,6 +259,14 @@ type NftJump struct {
 	Handle uint64 `json:"handle"`
 }
 
+// Intended is the podnet agent's records of one node: what the kernel should hold.
+type Intended struct {
+	// Agent is the agent's version.
+	Agent     string         `json:"agent"`
+	Networks  []api.Network  `json:"networks"`
+	Endpoints []api.Endpoint `json:"endpoints"`
+}
+
 // Conntrack is the connection tracking table of the namespace.
 type Conntrack struct {
 	Count int64 `json:"count"`
@@ -269,7 +282,10 @@ type Conntrack struct {
 // ResolvConf is one resolv.conf the doctor was asked to check, and what its search
 // domains answered.
 type ResolvConf struct {
-	Path        string     `json:"path"`
+	Path string `json:"path"`
+	// Sandboxes are the pod namespaces whose processes see this file (the first one's
+	// process named in Path); none for a file given to the doctor.
+	Sandboxes   []string   `json:"sandboxes,omitempty"`
 	Nameservers []string   `json:"nameservers,omitempty"`
 	Search      []string   `json:"search,omitempty"`
 	Ndots       int        `json:"ndots"`
