@@ -27,7 +27,8 @@ import (
 )
 
 // The privileged tests build a podnet-like node in throwaway namespaces (internal/lab):
-// bridges pn-a and pn-b (networks A and B), sandboxes a1 and a2 on A and b1 on B, each
+// bridges pn-a and pn-b (networks A and B), sandboxes a1 and a2 on A and b1 on B, routed
+// sandboxes r1 and r2 on network C (no bridge, host routes through their veths), each
 // serving TCP on testPort; podnet's real tables (internal/nft) when a test syncs them.
 // Setting PODNET_TRACE_RECORD=1 rewrites the recorded traces of testdata (see
 // recordTrace).
@@ -35,8 +36,12 @@ import (
 var (
 	subnetA = netip.MustParsePrefix("198.51.100.0/26")
 	subnetB = netip.MustParsePrefix("198.51.100.64/26")
+	subnetC = netip.MustParsePrefix("198.51.100.128/26")
 	netA    = nft.Network{Name: "net-a", Bridge: "pn-a", Subnets: []netip.Prefix{subnetA}, Masquerade: true}
 	netB    = nft.Network{Name: "net-b", Bridge: "pn-b", Subnets: []netip.Prefix{subnetB}}
+	netC    = nft.Network{Name: "net-c", Subnets: []netip.Prefix{subnetC}} // routed
+	// A service VIP whose backend is b1 (network B).
+	serviceVIP = netip.MustParseAddr("10.96.0.10")
 )
 
 const (
@@ -93,6 +98,16 @@ func buildTopo(t *testing.T) *topo {
 		tp.endpoints = append(tp.endpoints, nft.Endpoint{HostIf: v.HostIf, Bridged: true, Addrs: []netip.Addr{a.Addr()}, MAC: mac})
 		serve(t, ns)
 	}
+	for i, name := range []string{"r1", "r2"} {
+		ns, err := l.Sandbox()
+		must(t, err, "sandbox "+name)
+		tp.ns[name] = ns
+		a := hostAddr(subnetC, 10+i).Addr()
+		tp.addr[name] = a
+		must(t, l.Routed(ns, "v"+name, a), "routed "+name)
+		tp.endpoints = append(tp.endpoints, nft.Endpoint{HostIf: "v" + name, Addrs: []netip.Addr{a}})
+		serve(t, ns)
+	}
 	return tp
 }
 
@@ -102,7 +117,9 @@ func (tp *topo) syncPodnet(t *testing.T, ports ...nft.PortMapping) {
 	tb, err := nft.Open(int(tp.ns["node"]))
 	must(t, err, "open podnet's tables")
 	t.Cleanup(func() { tb.Close() })
-	must(t, tb.Sync(nft.Ruleset{Networks: []nft.Network{netA, netB}, Endpoints: tp.endpoints, Ports: ports}), "sync podnet's tables")
+	must(t, tb.Sync(nft.Ruleset{Networks: []nft.Network{netA, netB, netC}, Endpoints: tp.endpoints, Ports: ports,
+		Services: []nft.Service{{Name: "default/web", VIP: serviceVIP, Protocol: "tcp", Port: 80, Backends: []netip.AddrPort{netip.AddrPortFrom(tp.addr["b1"], testPort)}}},
+	}), "sync podnet's tables")
 }
 
 // serve accepts TCP connections on testPort in ns and closes them.
@@ -183,6 +200,52 @@ func TestPrivilegedTraceBridge(t *testing.T) {
 	ft = wantFlow(t, res, true)
 	if p := ft.Packets[0]; !p.Header.ICMPEcho || p.Header.ICMPType != 8 || p.Fate.Verdict != "left" {
 		t.Errorf("first packet %s: %s; want an echo request that left", p.Header, p.Fate.Detail)
+	}
+}
+
+// Routed pod to pod (network C): no bridge hooks; the node routes the SYN from r1's veth
+// to r2's through podnet's forward chain, and the replies come back.
+func TestPrivilegedTraceRouted(t *testing.T) {
+	tp := buildTopo(t)
+	tp.syncPodnet(t)
+	res := tp.trace(t, "r1", tp.addr["r2"], testPort)
+	recordTrace(t, "routed", res)
+	ft := wantFlow(t, res, true)
+	p := ft.Packets[0]
+	wantHooks(t, p, "ip prerouting", "ip forward", "ip postrouting")
+	wantChain(t, p, "ip prerouting", "inet podnet", "antispoof", "accept")
+	wantChain(t, p, "ip forward", "inet podnet", "forward", "accept")
+	if p.Fate.Verdict != "left" || !strings.Contains(p.Fate.Detail, "vr2") {
+		t.Errorf("first packet: %+v; want it to leave through vr2", p.Fate)
+	}
+	if len(ft.NAT) != 0 || !slices.ContainsFunc(ft.Packets, func(p Packet) bool { return p.Direction == "reply" && p.Header.TCPFlags == 0x12 }) {
+		t.Errorf("nat %v; want none, and a SYN-ACK", ft.NAT)
+	}
+}
+
+// A service VIP: a1 connects to the VIP, podnet's prerouting chain dispatches it to the
+// service's pick chain, which DNATs it to b1 in network B; the forward chain accepts it
+// as DNATed traffic before the isolation rule, and postrouting masquerades it.
+func TestPrivilegedTraceServiceVIP(t *testing.T) {
+	tp := buildTopo(t)
+	tp.syncPodnet(t)
+	res := tp.trace(t, "a1", serviceVIP, 80)
+	recordTrace(t, "service", res)
+	ft := wantFlow(t, res, true)
+	if want := fmt.Sprintf("dnat to %s:%d", tp.addr["b1"], testPort); !slices.Contains(ft.NAT, want) {
+		t.Errorf("nat %v, want %q", ft.NAT, want)
+	}
+	p := ft.Packets[0]
+	cv := wantChain(t, p, "ip prerouting", "inet podnet", "prerouting", "accept")
+	if !slices.ContainsFunc(cv.Steps, func(s Step) bool { return strings.Contains(s.Rule, "vmap @services4") }) {
+		t.Errorf("prerouting steps %+v: no services dispatch", cv.Steps)
+	}
+	fwd := wantChain(t, p, "ip forward", "inet podnet", "forward", "accept")
+	if !slices.ContainsFunc(fwd.Steps, func(s Step) bool { return strings.Contains(s.Rule, "ct status dnat accept") }) {
+		t.Errorf("forward steps %+v: not accepted as DNATed traffic", fwd.Steps)
+	}
+	if p.Fate.Verdict != "left" || !strings.Contains(p.Fate.Detail, "pn-b (bridge port vb1)") {
+		t.Errorf("first packet: %+v; want it to leave through pn-b, port vb1", p.Fate)
 	}
 }
 

@@ -12,7 +12,7 @@ import (
 var update = flag.Bool("update", false, "rewrite the golden reports of testdata")
 
 // recordedCases are the traces the privileged tests recorded (PODNET_TRACE_RECORD=1).
-var recordedCases = []string{"bridge", "published", "isolation", "foreign", "noroute"}
+var recordedCases = []string{"bridge", "routed", "published", "service", "isolation", "foreign", "noroute"}
 
 // buildRecorded builds the report of a recorded trace, with edit applied to its events.
 func buildRecorded(t *testing.T, name string, edit func([]Event)) Report {
