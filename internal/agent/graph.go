@@ -9,8 +9,8 @@ import (
 
 // Graph draws the node the agent manages (`/graph` on the metrics address): its
 // networks, endpoints, published ports and services as the store records them, with
-// the node's routes as the kernel has them (an intended route that is missing, or
-// another route into a pod range, shows).
+// the node's routes and overlay devices as the kernel has them (an intended route that
+// is missing, or another route into a pod range, shows).
 func (a *Agent) Graph() (graph.Graph, error) {
 	in, err := a.graphInput()
 	if err != nil {
@@ -20,7 +20,11 @@ func (a *Agent) Graph() (graph.Graph, error) {
 	if err != nil {
 		return graph.Graph{}, fmt.Errorf("graph: read the node's routes: %w", err)
 	}
-	in.Kernel = &graph.Kernel{}
+	tunnels, err := a.node.Tunnels()
+	if err != nil {
+		return graph.Graph{}, fmt.Errorf("graph: read the node's tunnels: %w", err)
+	}
+	in.Kernel = &graph.Kernel{Tunnels: tunnels}
 	for _, r := range routes {
 		in.Kernel.Routes = append(in.Kernel.Routes, graph.Route{Dst: r.Dst, Dev: r.Dev})
 	}

@@ -101,6 +101,7 @@ func TestGraph(t *testing.T) {
 	fa, k := startGraphAgent(t)
 	fa.mustAttach(t, webReq("blue", "c1", web))
 	fa.mustAttach(t, webReq("green", "c3"))
+	k.AddTunnel(spec.Tunnel{Name: "flannel.1", Kind: "vxlan", ID: 1, Port: 8472, Dev: "eth0", MTU: 1450})
 
 	g, err := fa.Graph()
 	if err != nil {
@@ -122,6 +123,8 @@ func TestGraph(t *testing.T) {
 		{From: "port:tcp *:8080", To: "if:blue/c1/eth0", Kind: graph.EdgeDNAT, Label: "10.88.1.2:80"},
 		{From: "service:default/web 10.96.0.2:80/tcp", To: "if:blue/c1/eth0", Kind: graph.EdgeBackend, Label: "10.88.1.2:8080"},
 		{From: "service:default/web 10.96.0.2:80/tcp", To: "if:green/c3/eth0", Kind: graph.EdgeBackend, Label: "10.88.2.1:8080"},
+		// The kernel's tunnels, from the kernel applier.
+		{From: "tunnel:flannel.1", To: "link:eth0", Kind: graph.EdgeUnderlay},
 	} {
 		if !slices.Contains(g.Edges, e) {
 			t.Errorf("no edge %+v in\n%s", e, g.JSON())

@@ -8,17 +8,18 @@ import (
 // dotFill is the fill colour of each kind of node in DOT (as in the SVG drawing).
 var dotFill = map[Kind]string{
 	KindPort: "#efe3ff", KindService: "#ffe3e3", KindRoute: "#ffffff", KindBridge: "#ffefd1",
-	KindLink: "#e4e7eb", KindVeth: "#e3f9e5", KindInterface: "#d9f7f4", KindAddress: "#ffffff",
+	KindTunnel: "#fff3c4", KindLink: "#e4e7eb", KindVeth: "#e3f9e5", KindInterface: "#d9f7f4", KindAddress: "#ffffff",
 }
 
 // dotEdge is the style of each kind of edge in DOT.
 var dotEdge = map[EdgeKind]string{
-	EdgeVeth:    `dir=none, penwidth=2.5, color="#2f8132"`,
-	EdgeMaster:  `dir=none, penwidth=2, color="#d08a00"`,
-	EdgeRoute:   `color="#616e7c"`,
-	EdgeDNAT:    `style=dashed, color="#7c3aed"`,
-	EdgeProxy:   `style=dotted, color="#7c3aed"`,
-	EdgeBackend: `style=dashed, color="#d64545"`,
+	EdgeVeth:     `dir=none, penwidth=2.5, color="#2f8132"`,
+	EdgeMaster:   `dir=none, penwidth=2, color="#d08a00"`,
+	EdgeRoute:    `color="#616e7c"`,
+	EdgeUnderlay: `style=dashed, color="#b7791f"`,
+	EdgeDNAT:     `style=dashed, color="#7c3aed"`,
+	EdgeProxy:    `style=dotted, color="#7c3aed"`,
+	EdgeBackend:  `style=dashed, color="#d64545"`,
 }
 
 // dotQuote quotes s as a DOT string: backslashes and quotes escaped, lines joined

@@ -20,7 +20,7 @@
 //	 "edges": [{"from", "to", "kind", "label"}]}
 //
 // A node's "id" is unique and stable across builds ("ns:node", "ns:<netns path>",
-// "bridge:<name>", "link:<name>", "veth:<host veth>", "if:<network>/<container>/<ifname>",
+// "bridge:<name>", "tunnel:<name>", "link:<name>", "veth:<host veth>", "if:<network>/<container>/<ifname>",
 // "route:<dst> dev <dev>", "port:<proto> <host address>:<port>",
 // "service:<namespace>/<name> <vip>:<port>/<proto>", "addr:<ip>"). "kind" is one of the
 // Kind constants, "namespace" the id of the namespace node that holds the node (empty
@@ -43,6 +43,7 @@ import (
 
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/driver"
+	"github.com/podnet/podnet/internal/spec"
 )
 
 // Kind is what a node of the graph is.
@@ -60,8 +61,10 @@ const (
 	KindRoute Kind = "route"
 	// KindBridge is the bridge of a bridge network.
 	KindBridge Kind = "bridge"
+	// KindTunnel is an overlay device of the node (vxlan, geneve, ipip, gre).
+	KindTunnel Kind = "tunnel"
 	// KindLink is an interface of the node that podnet does not own, which a route
-	// towards a pod range goes through.
+	// towards a pod range or a tunnel goes through.
 	KindLink Kind = "link"
 	// KindVeth is the host end of an endpoint's veth pair, in the node.
 	KindVeth Kind = "veth"
@@ -72,7 +75,7 @@ const (
 )
 
 var kindRank = map[Kind]int{KindNamespace: 0, KindPort: 1, KindService: 2, KindRoute: 3, KindBridge: 4,
-	KindLink: 5, KindVeth: 6, KindInterface: 7, KindAddress: 8}
+	KindTunnel: 5, KindLink: 6, KindVeth: 7, KindInterface: 8, KindAddress: 9}
 
 // EdgeKind is what an edge of the graph is.
 type EdgeKind string
@@ -85,6 +88,8 @@ const (
 	EdgeMaster EdgeKind = "master"
 	// EdgeRoute leads a route to the interface it goes through (route -> device).
 	EdgeRoute EdgeKind = "route"
+	// EdgeUnderlay leads a tunnel to the device its encapsulated packets leave by.
+	EdgeUnderlay EdgeKind = "underlay"
 	// EdgeDNAT leads a published port to an endpoint address (port -> interface) by
 	// DNAT in nftables; the label is the address:port.
 	EdgeDNAT EdgeKind = "dnat"
@@ -150,6 +155,9 @@ type Input struct {
 type Kernel struct {
 	// Routes are the node's routes (main table); Build draws those towards pod ranges.
 	Routes []Route
+	// Tunnels are the node's overlay devices; Build draws each, with its underlay
+	// device, and the routes through it.
+	Tunnels []spec.Tunnel
 }
 
 // Route is a route of the node: a destination through a device ("" for none, such as
@@ -199,6 +207,11 @@ func Build(in Input) Graph {
 	for _, svc := range in.Services {
 		b.service(svc)
 	}
+	if in.Kernel != nil {
+		for _, t := range in.Kernel.Tunnels {
+			b.tunnel(t)
+		}
+	}
 	b.routes(in.Kernel, pods)
 	return b.graph()
 }
@@ -234,7 +247,7 @@ func (b *builder) add(n Node) *Node {
 		return old
 	}
 	b.nodes[n.ID] = &n
-	if n.Kind == KindBridge || n.Kind == KindVeth {
+	if n.Kind == KindBridge || n.Kind == KindVeth || n.Kind == KindTunnel {
 		b.devs[n.Label] = n.ID
 	}
 	return &n
@@ -425,13 +438,40 @@ func (b *builder) routes(k *Kernel, pods []netip.Prefix) {
 		if r.Dev == "" {
 			continue
 		}
-		dev, ok := b.devs[r.Dev]
-		if !ok {
-			dev = "link:" + r.Dev
-			b.add(Node{ID: dev, Kind: KindLink, Label: r.Dev, Namespace: NodeNamespace, Details: []string{"not podnet's"}})
-		}
-		b.edge(id, dev, EdgeRoute, "")
+		b.edge(id, b.link(r.Dev), EdgeRoute, "")
 	}
+}
+
+// tunnel draws an overlay device of the node and its underlay device.
+func (b *builder) tunnel(t spec.Tunnel) {
+	id := "tunnel:" + t.Name
+	head := t.Kind
+	if t.ID != 0 {
+		head += fmt.Sprintf(" id %d", t.ID)
+	}
+	if t.Port != 0 {
+		head += fmt.Sprintf(" dstport %d", t.Port)
+	}
+	details := []string{head, fmt.Sprintf("mtu %d", t.MTU)}
+	if t.Local.IsValid() {
+		details = append(details, "local "+t.Local.String())
+	}
+	b.add(Node{ID: id, Kind: KindTunnel, Label: t.Name, Namespace: NodeNamespace, Details: details})
+	if t.Dev != "" {
+		dev := b.link(t.Dev)
+		b.edge(id, dev, EdgeUnderlay, "")
+	}
+}
+
+// link returns the node ID of the node's interface dev: podnet's, a tunnel, or one that
+// is not podnet's.
+func (b *builder) link(dev string) string {
+	if id, ok := b.devs[dev]; ok {
+		return id
+	}
+	id := "link:" + dev
+	b.add(Node{ID: id, Kind: KindLink, Label: dev, Namespace: NodeNamespace, Details: []string{"not podnet's"}})
+	return id
 }
 
 // networkOf names the network whose intended routes overlap dst, if one does.

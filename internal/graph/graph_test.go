@@ -29,7 +29,8 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 // bridge network in port mode proxy, a sandbox on two networks, an unnamed sandbox, an
 // endpoint being detached, published ports of both modes, services with selector and
 // manual backends and one without backends, and kernel routes of which one is missing
-// and one is another plugin's leftover inside a pod range.
+// and two are another plugin's inside a pod range (a stale bridge's, and one through the
+// plugin's vxlan tunnel, drawn with its underlay device).
 func representative(t *testing.T) Input {
 	t.Helper()
 	var in Input
@@ -91,9 +92,10 @@ func representative(t *testing.T) Input {
 		route("fd00:88:1::/64", "pn-blue"),
 		route("fe80::/64", "pn-blue"),
 		route("10.88.3.0/24", "pn-px"),
-		route("10.88.1.128/25", "cni0"), // a stale bridge of another plugin
+		route("10.88.1.128/25", "cni0"),        // a stale bridge of another plugin
+		route("10.88.1.64/26", "vxlan.calico"), // another plugin's remote block, through its tunnel
 		// green/c3's /32 is missing.
-	}}
+	}, Tunnels: []spec.Tunnel{{Name: "vxlan.calico", Kind: "vxlan", ID: 4096, Port: 4789, Local: netip.MustParseAddr("192.0.2.10"), Dev: "eth0", MTU: 1450}}}
 	return in
 }
 
@@ -146,6 +148,9 @@ func TestBuild(t *testing.T) {
 		"route:10.88.2.2/32 dev " + strings.TrimPrefix(c3veth, "veth:"): "route 10.88.2.2/32 dev " + strings.TrimPrefix(c3veth, "veth:") + " ns:node missing",
 		"route:10.88.1.128/25 dev cni0":                                 "route 10.88.1.128/25 dev cni0 ns:node unexpected",
 		"link:cni0":                                                     "link cni0 ns:node ",
+		"tunnel:vxlan.calico":                                           "tunnel vxlan.calico ns:node ",
+		"link:eth0":                                                     "link eth0 ns:node ",
+		"route:10.88.1.64/26 dev vxlan.calico":                          "route 10.88.1.64/26 dev vxlan.calico ns:node unexpected",
 		"port:tcp *:8080":                                               "port *:8080/tcp ns:node ",
 		"port:tcp 127.0.0.1:5432":                                       "port 127.0.0.1:5432/tcp ns:node ",
 		"service:default/web 10.96.0.10:80/tcp":                         "service 10.96.0.10:80/tcp ns:node ",
@@ -161,7 +166,7 @@ func TestBuild(t *testing.T) {
 			t.Errorf("node %q: got %q, want %q", id, got, want)
 		}
 	}
-	for _, id := range []string{"route:0.0.0.0/0 dev eth0", "route:192.0.2.0/24 dev eth0", "route:fe80::/64 dev pn-blue", "link:eth0"} {
+	for _, id := range []string{"route:0.0.0.0/0 dev eth0", "route:192.0.2.0/24 dev eth0", "route:fe80::/64 dev pn-blue"} {
 		if _, ok := g.Node(id); ok {
 			t.Errorf("node %q drawn: not towards a pod range", id)
 		}
@@ -180,6 +185,8 @@ func TestBuild(t *testing.T) {
 		{"route:10.88.1.0/24 dev pn-blue", "bridge:pn-blue", EdgeRoute, ""},
 		{"route:10.88.2.2/32 dev " + strings.TrimPrefix(c3veth, "veth:"), c3veth, EdgeRoute, ""},
 		{"route:10.88.1.128/25 dev cni0", "link:cni0", EdgeRoute, ""},
+		{"route:10.88.1.64/26 dev vxlan.calico", "tunnel:vxlan.calico", EdgeRoute, ""},
+		{"tunnel:vxlan.calico", "link:eth0", EdgeUnderlay, ""},
 		// Port mode nat: one DNAT per address of every family; proxy: one backend.
 		{"port:tcp *:8080", "if:blue/c1/eth0", EdgeDNAT, "10.88.1.2:80"},
 		{"port:tcp *:8080", "if:blue/c1/eth0", EdgeDNAT, "[fd00:88:1::2]:80"},

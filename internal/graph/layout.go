@@ -43,7 +43,7 @@ const (
 	minW       = 120.0
 )
 
-var headers = [5]string{"ports, services", "routes", "bridges", "host veths", "sandboxes"}
+var headers = [5]string{"ports, services", "routes", "bridges, tunnels", "host veths", "sandboxes"}
 
 // column is where a kind of node is drawn.
 func column(k Kind) int {
@@ -52,7 +52,7 @@ func column(k Kind) int {
 		return 0
 	case KindRoute:
 		return 1
-	case KindBridge, KindLink:
+	case KindBridge, KindTunnel, KindLink:
 		return 2
 	case KindVeth:
 		return 3

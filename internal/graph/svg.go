@@ -19,6 +19,7 @@ const svgStyle = `text{font-family:monospace;font-size:12px;fill:#1f2933}
 .n-service>rect{fill:#ffe3e3;stroke:#d64545}
 .n-route>rect{fill:#ffffff;stroke:#616e7c}
 .n-bridge>rect{fill:#ffefd1;stroke:#d08a00}
+.n-tunnel>rect{fill:#fff3c4;stroke:#b7791f}
 .n-link>rect{fill:#e4e7eb;stroke:#616e7c;stroke-dasharray:4 2}
 .n-veth>rect{fill:#e3f9e5;stroke:#2f8132}
 .n-interface>rect{fill:#d9f7f4;stroke:#0f766e}
@@ -33,6 +34,7 @@ const svgStyle = `text{font-family:monospace;font-size:12px;fill:#1f2933}
 .e-dnat>path,.e-proxy>path{stroke:#7c3aed;stroke-dasharray:6 3}
 .e-proxy>path{stroke-dasharray:2 3}
 .e-backend>path{stroke:#d64545;stroke-dasharray:6 3}
+.e-underlay>path{stroke:#b7791f;stroke-dasharray:6 3}
 .edge>text{font-size:11px;fill:#52606d}
 `
 

@@ -22,6 +22,8 @@ type Applier interface {
 	EnableForwarding() error
 	// Routes lists the node's routes (for the overlap check of a new network).
 	Routes() ([]spec.NodeRoute, error)
+	// Tunnels lists the node's overlay devices.
+	Tunnels() ([]spec.Tunnel, error)
 	// LinkExists reports whether the node has an interface of that name.
 	LinkExists(name string) (bool, error)
 	// EnsureBridge creates or repairs a bridge; the zero Bridge does nothing.

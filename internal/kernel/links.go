@@ -198,6 +198,44 @@ func (n *Node) Routes() ([]spec.NodeRoute, error) {
 	return out, nil
 }
 
+// Tunnels lists the node's overlay devices (vxlan, geneve, ipip, gre), sorted by name.
+func (n *Node) Tunnels() ([]spec.Tunnel, error) {
+	links, err := retry(func() ([]netlink.Link, error) { return n.h.LinkList() })
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	names := map[int]string{}
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	var out []spec.Tunnel
+	for _, l := range links {
+		t := spec.Tunnel{Name: l.Attrs().Name, Kind: l.Type(), MTU: l.Attrs().MTU}
+		switch l := l.(type) {
+		case *netlink.Vxlan:
+			t.ID, t.Port, t.Dev = l.VxlanId, l.Port, names[l.VtepDevIndex]
+			t.Local, _ = netip.AddrFromSlice(l.SrcAddr)
+		case *netlink.Geneve:
+			t.ID, t.Port = int(l.ID), int(l.Dport)
+		case *netlink.Iptun:
+			t.Dev = names[int(l.Link)]
+			t.Local, _ = netip.AddrFromSlice(l.Local)
+		case *netlink.Gretun:
+			t.Dev = names[int(l.Link)]
+			t.Local, _ = netip.AddrFromSlice(l.Local)
+		case *netlink.Gretap:
+			t.Dev = names[int(l.Link)]
+			t.Local, _ = netip.AddrFromSlice(l.Local)
+		default:
+			continue
+		}
+		t.Local = t.Local.Unmap()
+		out = append(out, t)
+	}
+	slices.SortFunc(out, func(a, b spec.Tunnel) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
 // Neighbor returns the node's neighbour entry (MAC) for ip, if any.
 func (n *Node) Neighbor(ip netip.Addr) (net.HardwareAddr, bool, error) {
 	fam := netlink.FAMILY_V4

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -550,5 +551,29 @@ func TestPrivilegedRoutedGatewayNeedsDefaultTableRule(t *testing.T) {
 	err = rn.node.EnsureRoutedGateway()
 	if err == nil || !strings.Contains(err.Error(), `is the rule "lookup default" missing?`) {
 		t.Fatalf("EnsureRoutedGateway without the rule = %v, want an error naming it", err)
+	}
+}
+
+// Tunnels lists the node's overlay devices with their VNI, port, underlay device and
+// source, and nothing else.
+func TestPrivilegedTunnels(t *testing.T) {
+	rn, _ := newLabNode(t)
+	h := rn.handle()
+	if got, err := rn.node.Tunnels(); err != nil || len(got) != 0 {
+		t.Fatalf("Tunnels of a node without any: %+v, %v", got, err)
+	}
+	up, err := h.LinkByName(lab.Uplink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vx := &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "vx-test", MTU: 1450}, VxlanId: 4096, Port: 4789,
+		VtepDevIndex: up.Attrs().Index, SrcAddr: lab.NodeAddr4.Addr().AsSlice()}
+	if err := h.LinkAdd(vx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := rn.node.Tunnels()
+	want := []spec.Tunnel{{Name: "vx-test", Kind: "vxlan", ID: 4096, Port: 4789, Local: lab.NodeAddr4.Addr(), Dev: lab.Uplink, MTU: 1450}}
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("Tunnels: %+v, %v; want %+v", got, err, want)
 	}
 }

@@ -172,6 +172,20 @@ func subnetList(n api.Network) string {
 	return strings.Join(parts, ",")
 }
 
+// Tunnel is an overlay device of the node (vxlan, geneve, ipip, gre), as the graph
+// draws it.
+type Tunnel struct {
+	Name string
+	Kind string // as netlink names it: vxlan, geneve, ipip, gre, gretap...
+	// ID is the VNI (vxlan, geneve); 0 for the others.
+	ID   int
+	Port int // UDP destination port (vxlan, geneve)
+	// Local is the underlay source address, Dev the underlay device ("" when unbound).
+	Local netip.Addr
+	Dev   string
+	MTU   int
+}
+
 // NodeRoute is a route of the node, as far as overlap checks need it.
 type NodeRoute struct {
 	Dst netip.Prefix

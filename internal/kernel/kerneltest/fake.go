@@ -38,6 +38,7 @@ type Fake struct {
 	gateway    bool // the routed gateway is set up
 	local      []netip.Addr
 	routes     []spec.NodeRoute
+	tunnels    []spec.Tunnel
 	sandboxes  map[string]bool              // paths OpenSandbox can open
 	nodePaths  map[string]bool              // paths that are the node's own namespace
 	sandboxIfs map[string]map[string]string // sandbox path -> its interface -> host veth
@@ -244,6 +245,21 @@ func (f *Fake) Routes() ([]spec.NodeRoute, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.routes), nil
+}
+
+// Tunnels implements kernel.Applier: the tunnels AddTunnel made.
+func (f *Fake) Tunnels() ([]spec.Tunnel, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.tunnels), nil
+}
+
+// AddTunnel gives the node an overlay device that is not podnet's, as another tool
+// made it.
+func (f *Fake) AddTunnel(t spec.Tunnel) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.tunnels = append(f.tunnels, t)
 }
 
 // LinkExists implements kernel.Applier.
