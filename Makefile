@@ -16,10 +16,12 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 
 # Debian packages the tests run: nft (the nftables listing test, as an operator would),
-# chromium (the live graph page, loaded in a headless browser).
-TEST_PACKAGES := nftables chromium
+# chromium (the live graph page, loaded in a headless browser), iptables and ipset (the
+# legacy tables and sets another plugin leaves, for the doctor's tests).
+TEST_PACKAGES := nftables chromium iptables ipset
+TEST_COMMANDS := nft chromium iptables-legacy ip6tables-legacy ipset
 test-deps:
-	@{ command -v nft && command -v chromium; } >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq --no-install-recommends $(TEST_PACKAGES) >/dev/null; }
+	@(for c in $(TEST_COMMANDS); do PATH="$$PATH:/usr/sbin:/sbin" command -v $$c >/dev/null || exit 1; done) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TEST_PACKAGES) >/dev/null; }
 
 test: build vet test-deps
 	$(GO) test -count=1 -timeout 30m ./...

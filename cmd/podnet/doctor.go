@@ -22,8 +22,9 @@ func doctorCmd(g *globals) *cobra.Command {
 		Short: "Diagnose a node's network namespace: what is wrong, the evidence, the fix",
 		Long: `doctor reads one node network namespace (the caller's unless --netns names another):
 links, addresses, routes of every table, rules, neighbours, FDB, sysctls, the nftables
-tables of every owner, the conntrack table, the sandboxes behind its veths, and the
-search domains of the resolv.conf files given. It reports the root causes it finds,
+tables of every owner, legacy iptables tables and ipsets, the conntrack table, the
+sandboxes behind its veths, and the search domains of the resolv.conf files given and
+of each sandbox's own (as a process inside it sees it, asked from inside the pod). It reports the root causes it finds,
 worst first, each with the kernel object at fault, the evidence and a command that
 fixes it. It changes nothing; its only packets are DNS queries for random names under
 the search domains.

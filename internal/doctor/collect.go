@@ -22,6 +22,7 @@ import (
 
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/kernel"
+	"github.com/podnet/podnet/internal/xtables"
 )
 
 // Options of Collect.
@@ -74,7 +75,9 @@ func Collect(ctx context.Context, ns netns.NsHandle, opts Options) (*Snapshot, e
 	if err := collectNftables(ns, s); err != nil {
 		s.Notes = append(s.Notes, "nftables: "+err.Error())
 	}
-	s.Notes = append(s.Notes, "legacy iptables tables and ipsets are not read (only nftables, which includes iptables-nft)")
+	if err := collectLegacy(ns, s); err != nil {
+		s.Notes = append(s.Notes, "legacy iptables and ipsets: "+err.Error())
+	}
 	sandboxes := collectPeers(h, ns, s)
 	timeout := opts.DNSTimeout
 	if timeout <= 0 {
@@ -129,6 +132,38 @@ func probeSandbox(ctx context.Context, s *Snapshot, src sandboxResolvConf, timeo
 	rc.Sandboxes = src.sandboxes
 	s.ResolvConfs = append(s.ResolvConfs, rc)
 	s.Notes = append(s.Notes, notes...)
+	return nil
+}
+
+// collectLegacy reads the legacy iptables tables (as Tables with Legacy set) and the
+// ipsets of ns.
+func collectLegacy(ns netns.NsHandle, s *Snapshot) error {
+	var tables []xtables.Table
+	var sets []xtables.Set
+	err := kernel.Do(ns, func() (err error) {
+		if tables, err = xtables.Tables(); err != nil {
+			return err
+		}
+		sets, err = xtables.Sets()
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for _, t := range tables {
+		st := NftTable{Family: t.Family, Name: t.Name, Legacy: true}
+		for _, c := range t.Chains {
+			sc := NftChain{Name: c.Name, Hook: c.Hook, Policy: c.Policy, Rules: c.Rules, Drops: c.Drops}
+			for _, j := range c.Jumps {
+				sc.Jumps = append(sc.Jumps, NftJump{Target: j.Target, Rule: j.Rule})
+			}
+			st.Chains = append(st.Chains, sc)
+		}
+		s.Tables = append(s.Tables, st)
+	}
+	for _, set := range sets {
+		s.IPSets = append(s.IPSets, IPSet{Name: set.Name, Type: set.Type, Entries: set.Entries, References: set.References})
+	}
 	return nil
 }
 

@@ -4,8 +4,9 @@
 //
 // Two layers. Collect reads one namespace into a Snapshot (netlink links, addresses,
 // routes of every table, rules, neighbours and FDB; sysctls, per interface too; the
-// nftables tables of every owner; conntrack counters; the sandboxes behind veths it
-// can find; DNS probes of the search domains of resolv.conf files). Diagnose is pure:
+// nftables tables of every owner, the legacy iptables tables and the ipsets; conntrack
+// counters; the sandboxes behind veths it can find; DNS probes of the search domains
+// of resolv.conf files, the sandboxes' own included). Diagnose is pure:
 // it applies the rules to a Snapshot and returns the findings, worst first, so that
 // the rules are tested without root on recorded snapshots (testdata).
 //

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -125,6 +127,19 @@ func (n *node) neigh(dev string, ip netip.Addr, mac net.HardwareAddr) {
 	}
 	if err := n.h.NeighSet(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: fam, State: netlink.NUD_PERMANENT, IP: ip.AsSlice(), HardwareAddr: mac}); err != nil {
 		n.t.Fatalf("neighbour %s dev %s: %v", ip, dev, err)
+	}
+}
+
+// exec runs fixture commands (iptables-legacy, ipset: another plugin's tools) inside the
+// node namespace, one per string, words split on spaces.
+func (n *node) exec(cmdlines ...string) {
+	n.t.Helper()
+	for _, line := range cmdlines {
+		args := strings.Fields(line)
+		args = append([]string{fmt.Sprintf("--net=/proc/%d/fd/%d", os.Getpid(), int(n.lab.Node)), testutil.Command(args[0])}, args[1:]...)
+		if out, err := exec.Command("nsenter", args...).CombinedOutput(); err != nil {
+			n.t.Fatalf("%s: %v: %s", line, err, out)
+		}
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/lab"
 	"github.com/podnet/podnet/internal/probe"
+	"github.com/podnet/podnet/internal/testutil"
 )
 
 // Each test builds a node by hand (newNode().healthy(): no podnet), checks that the
@@ -173,6 +174,38 @@ func TestPrivilegedStaleLeftovers(t *testing.T) {
 	wantFinding(t, rep, ClassStaleLeftover, "vxlan flannel.1 (id 1) with address 10.244.1.0/32", SeverityInfo)
 	noFinding(t, rep, ClassRouteOverlap) // the cause is the leftover, not a route of its own
 	kernelRoute(t, n, "10.88.0.130", "cni0")
+}
+
+// Leftovers of a plugin that programmed legacy iptables (Calico before nftables mode):
+// a chain and an ipset alone are harmless (info); hooked into FORWARD with a drop, the
+// chain breaks the pods' way out (an error naming the chain), which the probe shows.
+func TestPrivilegedStaleLegacyLeftovers(t *testing.T) {
+	testutil.RequireCommands(t, "iptables-legacy", "ipset")
+	n := newNode(t).healthy()
+	ctx := context.Background()
+	out := netip.AddrPortFrom(lab.OutsideAddr4.Addr(), 9092)
+	if _, err := probe.TCP(ctx, n.pods["a"].ns, n.lab.Outside, out, probeTimeout); err != nil {
+		t.Fatalf("pod a -> outside before the leftovers: %v", err)
+	}
+	n.exec("iptables-legacy -t filter -N cali-FORWARD", "iptables-legacy -t filter -A cali-FORWARD -j DROP",
+		"ipset create felix-all-ipam-pools hash:net", "ipset add felix-all-ipam-pools 10.65.0.0/16")
+	rep, s := n.diagnose("")
+	wantClean(t, rep)
+	wantFinding(t, rep, ClassStaleLeftover, "chain ip filter cali-FORWARD (legacy iptables)", SeverityInfo)
+	wantFinding(t, rep, ClassStaleLeftover, "ipset felix-all-ipam-pools", SeverityInfo)
+	if len(s.IPSets) != 1 || s.IPSets[0].Entries != 1 {
+		t.Errorf("ipsets read: %+v", s.IPSets)
+	}
+
+	n.exec("iptables-legacy -t filter -A FORWARD -j cali-FORWARD")
+	if err := probe.Blocked(ctx, n.pods["a"].ns, n.lab.Outside, out, time.Second); err != nil {
+		t.Errorf("pod a -> outside through the hooked chain: %v", err)
+	}
+	rep, _ = n.diagnose("")
+	f := wantFinding(t, rep, ClassStaleLeftover, "chain ip filter cali-FORWARD (legacy iptables)", SeverityError)
+	if want := "iptables-legacy -t filter -D FORWARD 1"; !strings.HasPrefix(f.Fix, want) {
+		t.Errorf("fix %q, want it to start with %q", f.Fix, want)
+	}
 }
 
 func TestPrivilegedForwardingDisabled(t *testing.T) {

@@ -171,7 +171,8 @@ func routeRules(v *view) []Finding {
 		}
 	}
 	out = append(out, v.leftoverDevices(blamed)...)
-	return append(out, v.leftoverTables()...)
+	out = append(out, v.leftoverTables()...)
+	return append(out, v.leftoverSets()...)
 }
 
 // sample returns an address of both r and p to look up: the first of r's (when r is
@@ -364,6 +365,42 @@ func chainPlugin(name string) (plugin, bool) {
 	return plugin{}, false
 }
 
+// leftoverSets reports the ipsets of plugins that run no pod here, one finding per
+// plugin: harmless by themselves (a rule that uses one is reported with its table),
+// an info.
+func (v *view) leftoverSets() []Finding {
+	var out []Finding
+	byPlugin := map[plugin][]IPSet{}
+	var order []plugin
+	for _, s := range v.s.IPSets {
+		p, ok := chainPlugin(s.Name)
+		if !ok || v.current[p.key] {
+			continue
+		}
+		if byPlugin[p] == nil {
+			order = append(order, p)
+		}
+		byPlugin[p] = append(byPlugin[p], s)
+	}
+	for _, p := range order {
+		sets := byPlugin[p]
+		var names, evidence, fixes []string
+		for _, s := range sets {
+			names = append(names, s.Name)
+			evidence = append(evidence, fmt.Sprintf("ipset %s (%s): entries %d, references %d", s.Name, s.Type, s.Entries, s.References))
+			fixes = append(fixes, "ipset destroy "+s.Name)
+		}
+		out = append(out, Finding{
+			Class: ClassStaleLeftover, Severity: SeverityInfo,
+			Culprit:   "ipset " + sets[0].Name,
+			RootCause: fmt.Sprintf("Leftovers of %s, which runs no pod on this node (no interface of its own carries pods): %s %s. A set alone filters nothing: harmless, not the cause of a pod problem.", p.name, map[bool]string{true: "ipset", false: "ipsets"}[len(names) == 1], strings.Join(first(names, 6), ", ")),
+			Fix:       v.fix(fixes...),
+			Evidence:  first(evidence, 6),
+		})
+	}
+	return out
+}
+
 // leftoverTables reports, per table and plugin, the chains and sets of plugins that
 // run no pod here: an error when a hook still reaches a chain that drops, a warning
 // when a hook reaches them, else an info.
@@ -426,6 +463,16 @@ func (v *view) leftoverTables() []Finding {
 
 func (v *view) leftoverTable(t NftTable, p plugin, chains []*NftChain, sets []string, byName map[string]*NftChain, reach map[string]bool) Finding {
 	tbl := t.Family + " " + t.Name
+	// A legacy table's commands: iptables-legacy, rules by number (the last first, so
+	// that deleting one does not renumber the next).
+	ipt := "iptables-legacy -t " + t.Name
+	if t.Family == "ip6" {
+		ipt = "ip6tables-legacy -t " + t.Name
+	}
+	culprit := "chain " + tbl + " " // + the chain
+	if t.Legacy {
+		tbl += " (legacy iptables)"
+	}
 	ours := map[string]bool{}
 	for _, c := range chains {
 		ours[c.Name] = true
@@ -433,13 +480,23 @@ func (v *view) leftoverTable(t NftTable, p plugin, chains []*NftChain, sets []st
 	var entries, evidence, fixes []string
 	drops := 0
 	for _, c := range t.Chains {
-		for _, j := range c.Jumps {
-			if ours[j.Target] && !ours[c.Name] {
-				entries = append(entries, j.Target)
+		for i := range c.Jumps {
+			j := c.Jumps[i]
+			if !ours[j.Target] || ours[c.Name] {
+				continue
+			}
+			entries = append(entries, j.Target)
+			if t.Legacy {
+				evidence = append(evidence, fmt.Sprintf("chain %s jumps to %s (rule %d)", c.Name, j.Target, j.Rule))
+				fixes = append(fixes, fmt.Sprintf("%s -D %s %d", ipt, c.Name, j.Rule))
+			} else {
 				evidence = append(evidence, fmt.Sprintf("chain %s jumps to %s (rule handle %d)", c.Name, j.Target, j.Handle))
 				fixes = append(fixes, fmt.Sprintf("nft delete rule %s %s handle %d", tbl, c.Name, j.Handle))
 			}
 		}
+	}
+	if t.Legacy {
+		slices.Reverse(fixes)
 	}
 	var reached []string
 	for _, c := range chains {
@@ -452,9 +509,17 @@ func (v *view) leftoverTable(t NftTable, p plugin, chains []*NftChain, sets []st
 			}
 		}
 	}
-	if len(chains) == len(t.Chains) && len(chains) > 0 {
+	switch {
+	case t.Legacy:
+		for _, c := range chains {
+			fixes = append(fixes, ipt+" -F "+c.Name)
+		}
+		for _, c := range chains {
+			fixes = append(fixes, ipt+" -X "+c.Name)
+		}
+	case len(chains) == len(t.Chains) && len(chains) > 0:
 		fixes = []string{"nft delete table " + tbl}
-	} else {
+	default:
 		for _, c := range chains {
 			fixes = append(fixes, "nft flush chain "+tbl+" "+c.Name)
 		}
@@ -480,24 +545,27 @@ func (v *view) leftoverTable(t NftTable, p plugin, chains []*NftChain, sets []st
 	switch {
 	case len(entries) > 0 && drops > 0:
 		f.Severity = SeverityError
-		f.Culprit = "chain " + tbl + " " + entries[0]
+		f.Culprit = culprit + entries[0]
 		f.RootCause = fmt.Sprintf("Chains of %s are still hooked into table %s: packets go through %s, whose chains hold %s with a drop or reject verdict. %s, so nothing keeps those rules right for the pods of today.",
 			p.name, tbl, entries[0], plural(drops, "rule"), gone)
 	case len(entries) > 0:
 		f.Severity = SeverityWarning
-		f.Culprit = "chain " + tbl + " " + entries[0]
+		f.Culprit = culprit + entries[0]
 		f.RootCause = fmt.Sprintf("Chains of %s are still hooked into table %s: packets go through %s. %s; the chains drop nothing today, but they see every packet and may mark or accept it before the current plugin does.",
 			p.name, tbl, entries[0], gone)
 	default:
 		f.Severity = SeverityInfo
-		f.Culprit = "table " + tbl
+		f.Culprit = "table " + strings.TrimSuffix(culprit[len("chain "):], " ")
 		if len(chains) > 0 {
-			f.Culprit = "chain " + tbl + " " + chains[0].Name
+			f.Culprit = culprit + chains[0].Name
 		}
 		f.RootCause = fmt.Sprintf("Table %s holds leftovers of %s, but no hook reaches them: harmless, not the cause of a pod problem. %s.", tbl, p.name, gone)
 	}
 	if len(reached) > 0 {
 		evidence = append(evidence, fmt.Sprintf("reached from a hook: %s", strings.Join(first(reached, 6), ", ")))
+	}
+	if t.Legacy {
+		f.Culprit += " (legacy iptables)"
 	}
 	f.Evidence = evidence
 	return f

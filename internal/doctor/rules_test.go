@@ -186,14 +186,39 @@ func TestRules(t *testing.T) {
 			s.Links[5].Name = "cali1234"
 			s.Routes[len(s.Routes)-1].Dev = "cali1234"
 			s.Sysctls["net/ipv4/conf/cali1234/proxy_arp"] = "1"
-			s.Tables = []NftTable{{Family: "ip", Name: "filter", Chains: []NftChain{{Name: "FORWARD", Hook: "forward", Jumps: []NftJump{{"cali-FORWARD", 3}}}, {Name: "cali-FORWARD", Drops: 2}}}}
+			s.Tables = []NftTable{{Family: "ip", Name: "filter", Chains: []NftChain{{Name: "FORWARD", Hook: "forward", Jumps: []NftJump{{Target: "cali-FORWARD", Handle: 3}}}, {Name: "cali-FORWARD", Drops: 2}}}}
 			return s
 		}},
 		{name: "calico chains hooked, no drop", code: 1, snap: func() *Snapshot {
 			s := base()
-			s.Tables = []NftTable{{Family: "ip", Name: "filter", Chains: []NftChain{{Name: "FORWARD", Hook: "forward", Jumps: []NftJump{{"cali-FORWARD", 3}}}, {Name: "cali-FORWARD", Jumps: []NftJump{{"cali-from-wl", 4}}}, {Name: "cali-from-wl"}}}}
+			s.Tables = []NftTable{{Family: "ip", Name: "filter", Chains: []NftChain{{Name: "FORWARD", Hook: "forward", Jumps: []NftJump{{Target: "cali-FORWARD", Handle: 3}}}, {Name: "cali-FORWARD", Jumps: []NftJump{{Target: "cali-from-wl", Handle: 4}}}, {Name: "cali-from-wl"}}}}
 			return s
 		}, want: "warning stale-plugin-leftover: chain ip filter cali-FORWARD"},
+		{name: "legacy iptables: calico chains hooked, dropping", code: 2, snap: func() *Snapshot {
+			s := base()
+			s.Tables = []NftTable{{Family: "ip", Name: "filter", Legacy: true, Chains: []NftChain{
+				{Name: "FORWARD", Hook: "forward", Policy: "accept", Rules: 5, Jumps: []NftJump{{Target: "cali-FORWARD", Rule: 3}, {Target: "cali-from-wl", Rule: 5}}},
+				{Name: "cali-FORWARD", Rules: 1, Drops: 1}, {Name: "cali-from-wl"}}}}
+			return s
+		}, want: "error stale-plugin-leftover: chain ip filter cali-FORWARD (legacy iptables)", check: func(t *testing.T, rep Report) {
+			want := "iptables-legacy -t filter -D FORWARD 5\niptables-legacy -t filter -D FORWARD 3\niptables-legacy -t filter -F cali-FORWARD\niptables-legacy -t filter -F cali-from-wl\niptables-legacy -t filter -X cali-FORWARD\niptables-legacy -t filter -X cali-from-wl"
+			if got := rep.Findings[0].Fix; got != want {
+				t.Errorf("fix %q, want %q (rules by number, the last first)", got, want)
+			}
+		}},
+		{name: "ipsets of calico, which runs no pod here", snap: func() *Snapshot {
+			s := base()
+			s.IPSets = []IPSet{{Name: "felix-all-ipam-pools", Type: "hash:net", Entries: 2}, {Name: "cali40masq-ipam-pools", Type: "hash:net"}, {Name: "KUBE-CLUSTER-IP", Type: "hash:ip,port"}}
+			return s
+		}, want: "info stale-plugin-leftover: ipset felix-all-ipam-pools"},
+		{name: "ipsets of calico while calico runs the pods", snap: func() *Snapshot {
+			s := routed(base())
+			s.Links[5].Name = "cali1234"
+			s.Routes[len(s.Routes)-1].Dev = "cali1234"
+			s.Sysctls["net/ipv4/conf/cali1234/proxy_arp"] = "1"
+			s.IPSets = []IPSet{{Name: "felix-all-ipam-pools", Type: "hash:net", Entries: 2}}
+			return s
+		}},
 		{name: "a table of calico's own", snap: func() *Snapshot {
 			s := base()
 			s.Tables = []NftTable{{Family: "ip", Name: "calico", Chains: []NftChain{{Name: "cali-x"}}, Sets: []string{"felix-all-ipam-pools"}}}

@@ -25,7 +25,10 @@ type Snapshot struct {
 	// Sysctls maps /proc/sys keys with slashes ("net/ipv4/conf/eth0/rp_filter") to
 	// their values; a key that does not exist is absent.
 	Sysctls   map[string]string `json:"sysctls"`
+	// Tables are the nftables tables of every owner and the legacy iptables tables
+	// (NftTable.Legacy).
 	Tables    []NftTable        `json:"nftables,omitempty"`
+	IPSets    []IPSet           `json:"ipsets,omitempty"`
 	Conntrack *Conntrack        `json:"conntrack,omitempty"`
 	// RPFilterDrops is TcpExt IPReversePathFilter of the namespace: packets the reverse
 	// path filter dropped since it was created; -1 unknown.
@@ -234,8 +237,11 @@ type FDBEntry struct {
 
 // NftTable is one nftables table of any owner.
 type NftTable struct {
-	Family string     `json:"family"` // ip, ip6, inet, arp, bridge, netdev
-	Name   string     `json:"name"`
+	Family string `json:"family"` // ip, ip6, inet, arp, bridge, netdev
+	Name   string `json:"name"`
+	// Legacy: a table of legacy iptables (ip_tables, read with getsockopt), not of
+	// nftables; its jumps carry rule numbers, not handles.
+	Legacy bool       `json:"legacy,omitempty"`
 	Chains []NftChain `json:"chains,omitempty"`
 	Sets   []string   `json:"sets,omitempty"`
 }
@@ -256,7 +262,18 @@ type NftChain struct {
 // NftJump is a rule that jumps (or goes) to another chain.
 type NftJump struct {
 	Target string `json:"target"`
-	Handle uint64 `json:"handle"`
+	Handle uint64 `json:"handle,omitempty"`
+	// Rule is the 1-based position of the rule in its chain (legacy iptables).
+	Rule int `json:"rule,omitempty"`
+}
+
+// IPSet is one ipset of the namespace (the sets legacy iptables rules match on).
+type IPSet struct {
+	Name    string `json:"name"`
+	Type    string `json:"type"`
+	Entries int    `json:"entries"`
+	// References counts the iptables rules and list:set sets that use the set.
+	References int `json:"references"`
 }
 
 // Intended is the podnet agent's records of one node: what the kernel should hold.
