@@ -64,3 +64,51 @@ type Neighbor struct {
 	IP  netip.Addr
 	MAC net.HardwareAddr
 }
+
+// Overlay is the cross-node data path of one network on one node: the routes to the
+// address blocks other nodes hold and, for vxlan, the network's VXLAN device with one
+// static FDB and neighbour entry per remote node (no learning, no flooding, no ARP
+// across the tunnel).
+type Overlay struct {
+	// Network names the network, Subnets bound what the overlay owns: a route of
+	// podnet's cross-node protocol inside them that Routes does not list is removed.
+	Network string
+	Subnets []netip.Prefix
+	// Device is the network's VXLAN device; its zero value (direct routing) means none.
+	Device VXLAN
+	// Peers are the other live nodes' VTEPs on Device (vxlan only).
+	Peers []VTEP
+	// Routes lead to other nodes' blocks: via the node's IP, on Device (onlink) for
+	// vxlan, on the underlay for direct routing.
+	Routes []OverlayRoute
+}
+
+// VXLAN is a network's VXLAN device on one node.
+type VXLAN struct {
+	Name string
+	VNI  int
+	Port int
+	// Local is the node's underlay address, Dev its underlay interface.
+	Local netip.Addr
+	Dev   string
+	MTU   int
+	// MAC is the device's address, derived from node and network: remote nodes compute
+	// it the same way.
+	MAC net.HardwareAddr
+}
+
+// VTEP is a remote node's end of a network's tunnel: its underlay address and the MAC
+// of its VXLAN device.
+type VTEP struct {
+	NodeIP netip.Addr
+	MAC    net.HardwareAddr
+}
+
+// OverlayRoute is a route to a remote block through a remote node.
+type OverlayRoute struct {
+	Dst netip.Prefix
+	Via netip.Addr // the node's underlay address (IPv4 or IPv6, whatever Dst's family)
+	Dev string
+	// Onlink: Via is reachable on Dev without a route of its own (vxlan).
+	Onlink bool
+}

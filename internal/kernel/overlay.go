@@ -1,0 +1,286 @@
+package kernel
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/podnet/podnet/internal/plan"
+)
+
+// RouteProtocol marks the routes podnet makes to other nodes' blocks (RTM_F protocol
+// field), so that SyncOverlay finds its own among the node's routes and leaves every
+// other route alone.
+const RouteProtocol netlink.RouteProtocol = 0x70
+
+// SyncOverlay makes one network's cross-node data path equal to o: the VXLAN device
+// (created, or recreated when its VNI, port, source or underlay changed; MTU, MAC and
+// state set), exactly o.Peers as permanent FDB and neighbour entries on it, and exactly
+// o.Routes among the routes of RouteProtocol inside o.Subnets. Applying the same o
+// twice changes nothing.
+func (n *Node) SyncOverlay(o plan.Overlay) error {
+	var vx netlink.Link
+	if o.Device.Name != "" {
+		var err error
+		if vx, err = n.ensureVXLAN(o.Device); err != nil {
+			return fmt.Errorf("network %s: %w", o.Network, err)
+		}
+		if err := n.syncPeers(vx, o.Peers); err != nil {
+			return fmt.Errorf("network %s: vxlan %s: %w", o.Network, o.Device.Name, err)
+		}
+	}
+	if err := n.syncOverlayRoutes(o); err != nil {
+		return fmt.Errorf("network %s: %w", o.Network, err)
+	}
+	return nil
+}
+
+// RemoveOverlay removes a network's VXLAN device (its FDB, neighbour entries and routes
+// go with it) and its routes of RouteProtocol inside subnets.
+func (n *Node) RemoveOverlay(device string, subnets []netip.Prefix) error {
+	if device != "" {
+		if err := n.DeleteLink(device); err != nil {
+			return err
+		}
+	}
+	return n.syncOverlayRoutes(plan.Overlay{Subnets: subnets})
+}
+
+func (n *Node) ensureVXLAN(d plan.VXLAN) (netlink.Link, error) {
+	under, err := n.h.LinkByName(d.Dev)
+	if err != nil {
+		return nil, fmt.Errorf("vxlan %s: underlay %s: %w", d.Name, d.Dev, err)
+	}
+	want := &netlink.Vxlan{
+		LinkAttrs: netlink.LinkAttrs{Name: d.Name, MTU: d.MTU, HardwareAddr: d.MAC, TxQLen: -1},
+		VxlanId:   d.VNI, Port: d.Port, SrcAddr: d.Local.AsSlice(), VtepDevIndex: under.Attrs().Index,
+		Learning: false,
+	}
+	link, err := n.h.LinkByName(d.Name)
+	switch {
+	case err != nil && !isNotFound(err):
+		return nil, fmt.Errorf("look up vxlan %s: %w", d.Name, err)
+	case err == nil:
+		have, ok := link.(*netlink.Vxlan)
+		local, _ := netip.AddrFromSlice(nil)
+		if ok {
+			local, _ = netip.AddrFromSlice(have.SrcAddr)
+		}
+		if !ok || have.VxlanId != d.VNI || have.Port != d.Port || local.Unmap() != d.Local || have.VtepDevIndex != under.Attrs().Index || have.Learning {
+			if err := n.h.LinkDel(link); err != nil {
+				return nil, fmt.Errorf("replace vxlan %s: %w", d.Name, err)
+			}
+			link = nil
+		}
+	default:
+		link = nil
+	}
+	if link == nil {
+		if err := n.h.LinkAdd(want); err != nil {
+			return nil, fmt.Errorf("create vxlan %s (id %d, port %d, dev %s): %w", d.Name, d.VNI, d.Port, d.Dev, err)
+		}
+		if link, err = n.h.LinkByName(d.Name); err != nil {
+			return nil, fmt.Errorf("look up vxlan %s: %w", d.Name, err)
+		}
+	}
+	a := link.Attrs()
+	if a.MTU != d.MTU {
+		if err := n.h.LinkSetMTU(link, d.MTU); err != nil {
+			return nil, fmt.Errorf("vxlan %s: set mtu %d: %w", d.Name, d.MTU, err)
+		}
+	}
+	if d.MAC != nil && a.HardwareAddr.String() != d.MAC.String() {
+		if err := n.h.LinkSetHardwareAddr(link, d.MAC); err != nil {
+			return nil, fmt.Errorf("vxlan %s: set mac: %w", d.Name, err)
+		}
+	}
+	if a.Flags&net.FlagUp == 0 {
+		if err := n.h.LinkSetUp(link); err != nil {
+			return nil, fmt.Errorf("vxlan %s: set up: %w", d.Name, err)
+		}
+	}
+	return link, nil
+}
+
+// syncPeers makes the device's permanent FDB entries and neighbour entries exactly one
+// per peer: FDB MAC -> node IP, neighbour node IP -> MAC (the next hop of the routes).
+func (n *Node) syncPeers(vx netlink.Link, peers []plan.VTEP) error {
+	idx := vx.Attrs().Index
+	fdb, err := retry(func() ([]netlink.Neigh, error) { return n.h.NeighList(idx, unix.AF_BRIDGE) })
+	if err != nil {
+		return fmt.Errorf("list fdb: %w", err)
+	}
+	wantFDB := map[string]netip.Addr{}
+	for _, p := range peers {
+		wantFDB[p.MAC.String()] = p.NodeIP
+	}
+	for _, e := range fdb {
+		if e.State&netlink.NUD_PERMANENT == 0 || e.HardwareAddr == nil {
+			continue
+		}
+		dst, _ := netip.AddrFromSlice(e.IP)
+		if ip, ok := wantFDB[e.HardwareAddr.String()]; ok && ip == dst.Unmap() {
+			delete(wantFDB, e.HardwareAddr.String())
+			continue
+		}
+		if err := n.h.NeighDel(&e); err != nil && !isNotFound(err) {
+			return fmt.Errorf("delete fdb %s dst %s: %w", e.HardwareAddr, dst, err)
+		}
+	}
+	for _, p := range peers {
+		if _, missing := wantFDB[p.MAC.String()]; !missing {
+			continue
+		}
+		e := &netlink.Neigh{LinkIndex: idx, Family: unix.AF_BRIDGE, State: netlink.NUD_PERMANENT, Flags: netlink.NTF_SELF,
+			IP: p.NodeIP.AsSlice(), HardwareAddr: p.MAC}
+		if err := n.h.NeighSet(e); err != nil {
+			return fmt.Errorf("fdb %s dst %s: %w", p.MAC, p.NodeIP, err)
+		}
+	}
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		neighs, err := retry(func() ([]netlink.Neigh, error) { return n.h.NeighList(idx, fam) })
+		if err != nil {
+			return fmt.Errorf("list neighbours: %w", err)
+		}
+		want := map[netip.Addr]string{}
+		for _, p := range peers {
+			if (fam == netlink.FAMILY_V4) == p.NodeIP.Is4() {
+				want[p.NodeIP] = p.MAC.String()
+			}
+		}
+		for _, e := range neighs {
+			ip, _ := netip.AddrFromSlice(e.IP)
+			ip = ip.Unmap()
+			if mac, ok := want[ip]; ok && e.State&netlink.NUD_PERMANENT != 0 && e.HardwareAddr.String() == mac {
+				delete(want, ip)
+				continue
+			}
+			if ip.IsLinkLocalUnicast() || ip.IsMulticast() {
+				continue
+			}
+			if err := n.h.NeighDel(&e); err != nil && !isNotFound(err) {
+				return fmt.Errorf("delete neighbour %s: %w", ip, err)
+			}
+		}
+		for ip, mac := range want {
+			hw, _ := net.ParseMAC(mac)
+			e := &netlink.Neigh{LinkIndex: idx, Family: fam, State: netlink.NUD_PERMANENT, IP: ip.AsSlice(), HardwareAddr: hw}
+			if err := n.h.NeighSet(e); err != nil {
+				return fmt.Errorf("neighbour %s lladdr %s: %w", ip, mac, err)
+			}
+		}
+	}
+	return nil
+}
+
+// syncOverlayRoutes makes the node's routes of RouteProtocol inside o.Subnets exactly
+// o.Routes.
+func (n *Node) syncOverlayRoutes(o plan.Overlay) error {
+	have, err := retry(func() ([]netlink.Route, error) {
+		return n.h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	})
+	if err != nil {
+		return fmt.Errorf("list cross-node routes: %w", err)
+	}
+	want := map[string]plan.OverlayRoute{}
+	for _, r := range o.Routes {
+		want[r.Dst.String()] = r
+	}
+	names := map[int]string{}
+	var errs []error
+	for _, r := range have {
+		if r.Dst == nil {
+			continue
+		}
+		dst := prefixOf(r.Dst).Masked()
+		if !slices.ContainsFunc(o.Subnets, func(s netip.Prefix) bool { return s.Overlaps(dst) }) {
+			continue // another network's
+		}
+		if w, ok := want[dst.String()]; ok && n.routeIs(r, w, names) {
+			delete(want, dst.String())
+			continue
+		}
+		if err := n.h.RouteDel(&r); err != nil && !isNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete route %s: %w", dst, err))
+		}
+	}
+	for _, r := range o.Routes {
+		if _, missing := want[r.Dst.String()]; !missing {
+			continue
+		}
+		link, err := n.h.LinkByName(r.Dev)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("route %s via %s dev %s: %w", r.Dst, r.Via, r.Dev, err))
+			continue
+		}
+		rt := &netlink.Route{Dst: &net.IPNet{IP: r.Dst.Addr().AsSlice(), Mask: net.CIDRMask(r.Dst.Bits(), r.Dst.Addr().BitLen())},
+			LinkIndex: link.Attrs().Index, Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN}
+		if r.Dst.Addr().Is4() == r.Via.Is4() {
+			rt.Gw = r.Via.AsSlice()
+		} else {
+			fam := netlink.FAMILY_V4
+			if r.Via.Is6() {
+				fam = netlink.FAMILY_V6
+			}
+			rt.Via = &netlink.Via{AddrFamily: fam, Addr: r.Via.AsSlice()}
+		}
+		if r.Onlink {
+			rt.Flags = int(netlink.FLAG_ONLINK)
+		}
+		if err := n.h.RouteReplace(rt); err != nil {
+			errs = append(errs, fmt.Errorf("route %s via %s dev %s: %w", r.Dst, r.Via, r.Dev, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// routeIs reports whether the kernel route r is w (same next hop and device).
+func (n *Node) routeIs(r netlink.Route, w plan.OverlayRoute, names map[int]string) bool {
+	if _, ok := names[r.LinkIndex]; !ok {
+		if l, err := n.h.LinkByIndex(r.LinkIndex); err == nil {
+			names[r.LinkIndex] = l.Attrs().Name
+		}
+	}
+	if names[r.LinkIndex] != w.Dev || (r.Flags&int(netlink.FLAG_ONLINK) != 0) != w.Onlink {
+		return false
+	}
+	var via netip.Addr
+	if r.Gw != nil {
+		via, _ = netip.AddrFromSlice(r.Gw)
+	} else if r.Via != nil {
+		if v, ok := r.Via.(*netlink.Via); ok {
+			via, _ = netip.AddrFromSlice(v.Addr)
+		}
+	}
+	return via.Unmap() == w.Via
+}
+
+// OnLink reports whether the node reaches addr directly on dev: a route of the main
+// table for it through dev without a gateway (the same L2 segment, what direct routing
+// needs).
+func (n *Node) OnLink(addr netip.Addr) (dev string, ok bool, err error) {
+	routes, err := n.h.RouteGet(addr.AsSlice())
+	if err != nil {
+		return "", false, fmt.Errorf("route to %s: %w", addr, err)
+	}
+	for _, r := range routes {
+		if r.Gw != nil || r.Via != nil {
+			return "", false, nil
+		}
+		l, err := n.h.LinkByIndex(r.LinkIndex)
+		if err != nil {
+			return "", false, err
+		}
+		if strings.HasPrefix(l.Type(), "vxlan") {
+			return "", false, nil
+		}
+		return l.Attrs().Name, true, nil
+	}
+	return "", false, nil
+}

@@ -1,0 +1,107 @@
+package probe
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/vishvananda/netns"
+
+	"github.com/podnet/podnet/internal/kernel"
+)
+
+// Bulk listens on server inside serverNS, connects from clientNS, sends n bytes and
+// checks that the server received all of them (it answers with the count): full-size
+// segments cross the path, not only a handshake. An MTU the path cannot carry shows
+// as a timeout here while TCP works.
+func Bulk(ctx context.Context, clientNS, serverNS netns.NsHandle, server netip.AddrPort, n int, timeout time.Duration) error {
+	l, err := kernel.ListenIn(serverNS, "tcp", server.String())
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", server, err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(timeout))
+		got, _ := io.Copy(io.Discard, c)
+		binary.Write(c, binary.BigEndian, uint64(got))
+	}()
+	c, err := connect(ctx, clientNS, server, timeout)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	if _, err := c.Write(make([]byte, n)); err != nil {
+		return fmt.Errorf("send %d bytes to %s: %w", n, server, err)
+	}
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		return err
+	}
+	var got uint64
+	if err := binary.Read(c, binary.BigEndian, &got); err != nil {
+		return fmt.Errorf("%d bytes to %s: no count back: %w", n, server, err)
+	}
+	if got != uint64(n) {
+		return fmt.Errorf("%d bytes to %s: the server received %d", n, server, got)
+	}
+	return nil
+}
+
+// UDPSize listens on server (UDP) inside serverNS, sends one datagram of size bytes from
+// clientNS and checks that the echo comes back whole, retrying within timeout (UDP may
+// be lost). A datagram larger than the path's MTU is fragmented by the sender, so this
+// proves fragments (or a large enough MTU) cross.
+func UDPSize(ctx context.Context, clientNS, serverNS netns.NsHandle, server netip.AddrPort, size int, timeout time.Duration) error {
+	srv, err := kernel.ListenPacketIn(serverNS, "udp", server.String())
+	if err != nil {
+		return fmt.Errorf("listen on udp %s: %w", server, err)
+	}
+	defer srv.Close()
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			m, from, err := srv.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			srv.WriteTo(buf[:m], from)
+		}
+	}()
+	c, err := kernel.DialIn(ctx, clientNS, "udp", server.String(), timeout)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	msg := make([]byte, size)
+	for i := range msg {
+		msg[i] = byte(i)
+	}
+	buf := make([]byte, size+1)
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if _, err := c.Write(msg); err != nil {
+			return err
+		}
+		c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		m, err := c.Read(buf)
+		if err == nil {
+			if m != size {
+				return fmt.Errorf("udp %s: %d bytes echoed of %d", server, m, size)
+			}
+			return nil
+		}
+		if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+			return err
+		}
+	}
+	return fmt.Errorf("no echo of a %d-byte datagram from udp %s within %s", size, server, timeout)
+}
