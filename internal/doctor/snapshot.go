@@ -24,12 +24,12 @@ type Snapshot struct {
 	FDB        []FDBEntry  `json:"fdb,omitempty"`
 	// Sysctls maps /proc/sys keys with slashes ("net/ipv4/conf/eth0/rp_filter") to
 	// their values; a key that does not exist is absent.
-	Sysctls   map[string]string `json:"sysctls"`
+	Sysctls map[string]string `json:"sysctls"`
 	// Tables are the nftables tables of every owner and the legacy iptables tables
 	// (NftTable.Legacy).
-	Tables    []NftTable        `json:"nftables,omitempty"`
-	IPSets    []IPSet           `json:"ipsets,omitempty"`
-	Conntrack *Conntrack        `json:"conntrack,omitempty"`
+	Tables    []NftTable `json:"nftables,omitempty"`
+	IPSets    []IPSet    `json:"ipsets,omitempty"`
+	Conntrack *Conntrack `json:"conntrack,omitempty"`
 	// RPFilterDrops is TcpExt IPReversePathFilter of the namespace: packets the reverse
 	// path filter dropped since it was created; -1 unknown.
 	RPFilterDrops int64        `json:"rp_filter_drops"`

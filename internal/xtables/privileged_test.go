@@ -316,4 +316,3 @@ func run(cmdline, stdin string) error {
 	}
 	return nil
 }
-
