@@ -75,7 +75,34 @@ type NetworkSpec struct {
 	NoMasquerade bool     `json:"noMasquerade,omitempty"`
 	// PortMode is how published ports reach endpoints: PortModeNAT (default) or PortModeProxy.
 	PortMode string `json:"portMode,omitempty"`
+	// CrossNode is how pods reach pods of other nodes: CrossNodeVXLAN, CrossNodeDirect,
+	// CrossNodeBGP, or "" for a network of one node (the default on the embedded store;
+	// on etcd the agent defaults to vxlan).
+	CrossNode string `json:"crossNode,omitempty"`
+	// BlockSize is the prefix length of the IPv4 address blocks nodes claim (default 26);
+	// IPv6 blocks hold as many addresses (/122 for /26). Cross-node networks only.
+	BlockSize int `json:"blockSize,omitempty"`
+	// VNI and VXLANPort configure the vxlan data path (default: a VNI derived from the
+	// name, UDP port 4789).
+	VNI       int `json:"vni,omitempty"`
+	VXLANPort int `json:"vxlanPort,omitempty"`
 }
+
+// Cross-node data paths of a network.
+const (
+	CrossNodeVXLAN  = "vxlan"  // a VXLAN device per node, static FDB and neighbours
+	CrossNodeDirect = "direct" // routes via the other nodes' addresses (one L2 segment)
+	CrossNodeBGP    = "bgp"    // routes learned from the other nodes over BGP
+)
+
+// Defaults of cross-node networks.
+const (
+	DefaultBlockSize = 26
+	DefaultVXLANPort = 4789
+	// VXLANOverhead is what VXLAN adds to a packet on an IPv4 underlay: pods get the
+	// underlay's MTU minus this.
+	VXLANOverhead = 50
+)
 
 // Network is a validated network as the agent stores and reports it.
 type Network struct {
@@ -86,8 +113,45 @@ type Network struct {
 	Masquerade bool     `json:"masquerade"`
 	PortMode   string   `json:"portMode"`
 	// Bridge is the host interface of a bridge network.
-	Bridge  string    `json:"bridge,omitempty"`
-	Created time.Time `json:"created"`
+	Bridge string `json:"bridge,omitempty"`
+	// CrossNode, when set, makes the network span the nodes of the cluster: every node
+	// claims address blocks (BlockSize4, BlockSize6 prefix lengths) and reaches the
+	// others' blocks through CrossNode's data path.
+	CrossNode  string    `json:"crossNode,omitempty"`
+	BlockSize4 int       `json:"blockSize4,omitempty"`
+	BlockSize6 int       `json:"blockSize6,omitempty"`
+	VNI        int       `json:"vni,omitempty"`
+	VXLANPort  int       `json:"vxlanPort,omitempty"`
+	Created    time.Time `json:"created"`
+}
+
+// BlockBits returns the block prefix length of a subnet's family.
+func (n Network) BlockBits(p netip.Prefix) int {
+	if p.Addr().Is4() {
+		return n.BlockSize4
+	}
+	return n.BlockSize6
+}
+
+// Node is one node of a cluster as the store records it.
+type Node struct {
+	Name string `json:"name"`
+	// IP is the node's underlay address: other nodes send tunnel packets and route
+	// blocks to it.
+	IP      netip.Addr `json:"ip"`
+	Version string     `json:"version"`
+	// Alive: the node's agent holds its lease now (set when reading, not stored).
+	Alive      bool      `json:"alive"`
+	Registered time.Time `json:"registered"`
+}
+
+// Block is an address block of a cross-node network that a node claimed: the node
+// allocates its pods' addresses inside its blocks without asking the others.
+type Block struct {
+	Network string       `json:"network"`
+	Prefix  netip.Prefix `json:"prefix"`
+	Node    string       `json:"node"`
+	Claimed time.Time    `json:"claimed"`
 }
 
 // Subnet is one address range of a network with the gateway address the node holds in it.
@@ -129,6 +193,8 @@ type Endpoint struct {
 	Namespace string `json:"namespace,omitempty"`
 	// Labels select the endpoint into services.
 	Labels map[string]string `json:"labels,omitempty"`
+	// Node is the node the endpoint lives on ("": this node, on a store of one node).
+	Node string `json:"node,omitempty"`
 	// Netns is the sandbox network namespace path as the runtime gave it (informative:
 	// the agent works on the descriptor the client passes).
 	Netns string `json:"netns"`

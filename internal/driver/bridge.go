@@ -37,6 +37,14 @@ func (bridge) Network(n api.Network) Network {
 	for _, s := range n.Subnets {
 		b.Addrs = append(b.Addrs, netip.PrefixFrom(s.Gateway, s.Prefix.Bits()))
 	}
+	if n.CrossNode != "" {
+		// Pods see the whole subnet on-link, other nodes' blocks included: the bridge
+		// answers their ARP requests for addresses it routes elsewhere (the other nodes'
+		// blocks), at once, and never for its own pods (routed through the bridge itself).
+		b.Sysctls = append(b.Sysctls,
+			plan.Sysctl{Key: "net/ipv4/conf/" + n.Bridge + "/proxy_arp", Value: "1"},
+			plan.Sysctl{Key: "net/ipv4/neigh/" + n.Bridge + "/proxy_delay", Value: "0"})
+	}
 	return Network{Bridge: b, Tables: tablesNetwork(n)}
 }
 

@@ -132,7 +132,81 @@ func Canonicalize(s api.NetworkSpec) (api.Network, error) {
 	if n.Driver == api.DriverBridge {
 		n.Bridge = BridgeName(n.Name)
 	}
+	if err := crossNode(s, &n); err != nil {
+		return api.Network{}, err
+	}
 	return n, nil
+}
+
+// crossNode checks and completes the cross-node settings of n.
+func crossNode(s api.NetworkSpec, n *api.Network) error {
+	n.CrossNode = s.CrossNode
+	switch s.CrossNode {
+	case "":
+		for _, f := range []struct {
+			name string
+			v    int
+		}{{"blockSize", s.BlockSize}, {"vni", s.VNI}, {"vxlanPort", s.VXLANPort}} {
+			if f.v != 0 {
+				return invalid(s.Name, f.name, fmt.Sprint(f.v), "only for a cross-node network (crossNode vxlan, direct or bgp)")
+			}
+		}
+		return nil
+	case api.CrossNodeVXLAN, api.CrossNodeDirect, api.CrossNodeBGP:
+	default:
+		return invalid(s.Name, "crossNode", s.CrossNode, "unknown cross-node mode (known: %s, %s, %s)", api.CrossNodeVXLAN, api.CrossNodeDirect, api.CrossNodeBGP)
+	}
+	bs := s.BlockSize
+	if bs == 0 {
+		bs = api.DefaultBlockSize
+	}
+	for _, sub := range n.Subnets {
+		bits := bs
+		if sub.Prefix.Addr().Is6() {
+			bits = 128 - (32 - bs) // as many addresses as the IPv4 block
+		}
+		if bs < 1 || bits < sub.Prefix.Bits() || bits > sub.Prefix.Addr().BitLen()-2 {
+			return invalid(s.Name, "blockSize", fmt.Sprint(bs), "a block of /%d does not fit in subnet %s (want a prefix length from %d to %d)",
+				bits, sub.Prefix, sub.Prefix.Bits(), sub.Prefix.Addr().BitLen()-2)
+		}
+		if sub.Prefix.Addr().Is4() {
+			n.BlockSize4 = bits
+		} else {
+			n.BlockSize6 = bits
+		}
+	}
+	if s.CrossNode != api.CrossNodeVXLAN {
+		if s.VNI != 0 || s.VXLANPort != 0 {
+			return invalid(s.Name, "crossNode", s.CrossNode, "vni and vxlanPort are for crossNode vxlan")
+		}
+		return nil
+	}
+	n.VNI, n.VXLANPort = s.VNI, s.VXLANPort
+	if n.VNI == 0 {
+		n.VNI = DefaultVNI(n.Name)
+	}
+	if n.VNI < 1 || n.VNI > 1<<24-1 {
+		return invalid(s.Name, "vni", fmt.Sprint(s.VNI), "want 1 to %d", 1<<24-1)
+	}
+	if n.VXLANPort == 0 {
+		n.VXLANPort = api.DefaultVXLANPort
+	}
+	if n.VXLANPort < 1 || n.VXLANPort > 65535 {
+		return invalid(s.Name, "vxlanPort", fmt.Sprint(s.VXLANPort), "want a UDP port, 1 to 65535")
+	}
+	return nil
+}
+
+// DefaultVNI is the VNI of a vxlan network that names none: derived from its name
+// (4096 and up; the agent refuses a network whose VNI another network has).
+func DefaultVNI(network string) int {
+	h := sha256.Sum256([]byte(network))
+	return 4096 + int(uint32(h[0])<<16|uint32(h[1])<<8|uint32(h[2]))%(1<<24-4097)
+}
+
+// VXLANName is the VXLAN device of a network on every node. 14 bytes.
+func VXLANName(network string) string {
+	return "pnx" + hash(network)[:11]
 }
 
 // Agrees reports whether an existing network is what the spec defines (CNI configs
@@ -150,6 +224,8 @@ func Agrees(existing api.Network, s api.NetworkSpec) error {
 		return invalid(s.Name, "mtu", fmt.Sprint(want.MTU), "network exists with mtu %d", existing.MTU)
 	case want.Masquerade != existing.Masquerade:
 		return invalid(s.Name, "noMasquerade", fmt.Sprint(!want.Masquerade), "network exists with masquerade=%v", existing.Masquerade)
+	case s.CrossNode != "" && want.CrossNode != existing.CrossNode:
+		return invalid(s.Name, "crossNode", want.CrossNode, "network exists with crossNode %q", existing.CrossNode)
 	case len(want.Subnets) != len(existing.Subnets):
 		return invalid(s.Name, "subnets", strings.Join(s.Subnets, ","), "network exists with subnets %s", subnetList(existing))
 	}
@@ -232,7 +308,7 @@ func BridgeName(network string) string {
 // IsPodnetLink reports whether an interface name is one podnet gives: a bridge
 // (BridgeName) or a host veth (HostVethName).
 func IsPodnetLink(name string) bool {
-	return strings.HasPrefix(name, "pn-") || strings.HasPrefix(name, "pnh") || strings.HasPrefix(name, VethPrefix)
+	return strings.HasPrefix(name, "pn-") || strings.HasPrefix(name, "pnh") || strings.HasPrefix(name, VethPrefix) || strings.HasPrefix(name, "pnx")
 }
 
 // HostVethName is the host-side veth of an endpoint: derived from the endpoint key so
