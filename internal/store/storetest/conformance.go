@@ -32,8 +32,10 @@ func Conformance(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Ports", testPorts},
 		{"Services", testServices},
 		{"ReadYourWrites", testReadYourWrites},
+		{"ReadYourDeletes", testReadYourDeletes},
 		{"Rollback", testRollback},
 		{"DeleteNetworkCascade", testDeleteNetworkCascade},
+		{"DeleteAndRecreateNetwork", testDeleteAndRecreateNetwork},
 		{"NotFound", testNotFound},
 		{"ReadOnlyView", testReadOnlyView},
 		{"InvalidWrites", testInvalidWrites},
@@ -930,4 +932,155 @@ func testServices(t *testing.T, s store.Store) {
 	if !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("second DeleteService: %v, want ErrNotFound", err)
 	}
+}
+
+// testReadYourDeletes checks that a transaction's reads, point reads and listings,
+// miss what it deleted itself.
+func testReadYourDeletes(t *testing.T, s store.Store) {
+	a := netip.MustParseAddr("10.88.0.7")
+	k := api.EndpointKey{Network: "red", ContainerID: "c1", IfName: "eth0"}
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.PutNetwork(SampleNetwork("red")); err != nil {
+			return err
+		}
+		if err := tx.PutEndpoint(sampleEndpoint("red", "c1", "eth0")); err != nil {
+			return err
+		}
+		if err := tx.PutEndpoint(sampleEndpoint("red", "c2", "eth0")); err != nil {
+			return err
+		}
+		if err := tx.PutAllocation("red", a, "o"); err != nil {
+			return err
+		}
+		if err := tx.PutPort("tcp", netip.Addr{}, 80, "o"); err != nil {
+			return err
+		}
+		return tx.PutService(api.Service{Namespace: "ns", Name: "web"})
+	})
+	update(t, s, func(tx store.Tx) error {
+		// Read first, so that a store that caches reads has them cached.
+		if eps, err := tx.Endpoints("red"); len(eps) != 2 || err != nil {
+			t.Errorf("Endpoints(red) = %v, %v; want 2", endpointKeys(eps), err)
+		}
+		if owner, ok, err := tx.Allocation("red", a); owner != "o" || !ok || err != nil {
+			t.Errorf("Allocation(red, %s) = %q, %v, %v; want o", a, owner, ok, err)
+		}
+		for _, err := range []error{
+			tx.DeleteEndpoint(k),
+			tx.DeleteAllocation("red", a),
+			tx.DeletePort("tcp", netip.Addr{}, 80),
+			tx.DeleteService("ns", "web"),
+		} {
+			if err != nil {
+				return err
+			}
+		}
+		if _, ok, err := tx.Endpoint(k); ok || err != nil {
+			t.Errorf("deleted endpoint still read in its own transaction: ok %v, err %v", ok, err)
+		}
+		if eps, err := tx.Endpoints("red"); len(eps) != 1 || err != nil {
+			t.Errorf("Endpoints(red) after deleting one = %v, %v; want c2 only", endpointKeys(eps), err)
+		}
+		if eps, err := tx.Endpoints(""); len(eps) != 1 || err != nil {
+			t.Errorf("Endpoints(\"\") after deleting one = %v, %v; want c2 only", endpointKeys(eps), err)
+		}
+		if _, ok, err := tx.Allocation("red", a); ok || err != nil {
+			t.Errorf("released address still read in its own transaction: ok %v, err %v", ok, err)
+		}
+		if m, err := tx.Allocations("red"); len(m) != 0 || err != nil {
+			t.Errorf("Allocations(red) after release = %v, %v; want none", m, err)
+		}
+		if held, err := tx.AllocationsOf("red", "o"); len(held) != 0 || err != nil {
+			t.Errorf("AllocationsOf(red, o) after release = %v, %v; want none", held, err)
+		}
+		if m, err := tx.PortOwners("tcp", 80); len(m) != 0 || err != nil {
+			t.Errorf("PortOwners(tcp, 80) after delete = %v, %v; want none", m, err)
+		}
+		if list, err := tx.Services(""); len(list) != 0 || err != nil {
+			t.Errorf("Services after delete = %v, %v; want none", list, err)
+		}
+		if err := tx.DeleteEndpoint(k); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("second DeleteEndpoint in one transaction: %v; want ErrNotFound", err)
+		}
+		return nil
+	})
+	c := dump(t, s)
+	mustEqual(t, "endpoints after the deletes", endpointKeys(c.Endpoints), []api.EndpointKey{{Network: "red", ContainerID: "c2", IfName: "eth0"}})
+	mustEqual(t, "allocations after the deletes", c.Allocs["red"], map[netip.Addr]string{})
+}
+
+// testDeleteAndRecreateNetwork deletes a network and fills it again in one
+// transaction: only the new contents remain, also of keys sorting around them.
+func testDeleteAndRecreateNetwork(t *testing.T, s store.Store) {
+	p := netip.MustParsePrefix("10.88.0.0/16")
+	a5, a6, a7 := netip.MustParseAddr("10.88.0.5"), netip.MustParseAddr("10.88.0.6"), netip.MustParseAddr("10.88.0.7")
+	update(t, s, func(tx store.Tx) error {
+		for _, nw := range []string{"red", "blue"} {
+			if err := tx.PutNetwork(SampleNetwork(nw)); err != nil {
+				return err
+			}
+			for _, c := range []string{"c1", "c3"} {
+				if err := tx.PutEndpoint(sampleEndpoint(nw, c, "eth0")); err != nil {
+					return err
+				}
+			}
+			if err := tx.PutAllocation(nw, a5, nw+"/c1/eth0"); err != nil {
+				return err
+			}
+			if err := tx.PutAllocation(nw, a7, nw+"/c3/eth0"); err != nil {
+				return err
+			}
+			if err := tx.PutCursor(nw, p, a7); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.DeleteNetwork("red"); err != nil {
+			return err
+		}
+		if err := tx.PutNetwork(SampleNetwork("red")); err != nil {
+			return err
+		}
+		if err := tx.PutEndpoint(sampleEndpoint("red", "c2", "eth0")); err != nil {
+			return err
+		}
+		if err := tx.PutAllocation("red", a6, "red/c2/eth0"); err != nil {
+			return err
+		}
+		if err := tx.PutCursor("red", p, a6); err != nil {
+			return err
+		}
+		if eps, err := tx.Endpoints("red"); err != nil || len(eps) != 1 || eps[0].ContainerID != "c2" {
+			t.Errorf("Endpoints(red) in the transaction that re-created it = %v, %v; want c2 only", endpointKeys(eps), err)
+		}
+		if m, err := tx.Allocations("red"); err != nil || !maps.Equal(m, map[netip.Addr]string{a6: "red/c2/eth0"}) {
+			t.Errorf("Allocations(red) in the transaction that re-created it = %v, %v", m, err)
+		}
+		if held, err := tx.AllocationsOf("red", "red/c1/eth0"); err != nil || len(held) != 0 {
+			t.Errorf("AllocationsOf(red, red/c1/eth0) in the transaction that re-created it = %v, %v; want none", held, err)
+		}
+		return nil
+	})
+	c := dump(t, s, p)
+	mustEqual(t, "networks", networkNames(c.Networks), []string{"blue", "red"})
+	mustEqual(t, "endpoints", endpointKeys(c.Endpoints), []api.EndpointKey{
+		{Network: "blue", ContainerID: "c1", IfName: "eth0"},
+		{Network: "blue", ContainerID: "c3", IfName: "eth0"},
+		{Network: "red", ContainerID: "c2", IfName: "eth0"},
+	})
+	mustEqual(t, "allocations of red", c.Allocs["red"], map[netip.Addr]string{a6: "red/c2/eth0"})
+	mustEqual(t, "allocations of blue", c.Allocs["blue"], map[netip.Addr]string{a5: "blue/c1/eth0", a7: "blue/c3/eth0"})
+	mustEqual(t, "cursors", c.Cursors, map[string]netip.Addr{"red " + p.String(): a6, "blue " + p.String(): a7})
+	view(t, s, func(tx store.Tx) error {
+		for owner, want := range map[string][]netip.Addr{"red/c1/eth0": nil, "red/c3/eth0": nil, "red/c2/eth0": {a6}, "blue/c3/eth0": {a7}} {
+			held, err := tx.AllocationsOf(owner[:strings.IndexByte(owner, '/')], owner)
+			if err != nil {
+				return err
+			}
+			mustEqual(t, "addresses of "+owner, held, want)
+		}
+		return nil
+	})
 }

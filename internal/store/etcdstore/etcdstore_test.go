@@ -1,0 +1,612 @@
+package etcdstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+
+	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/ipam"
+	"github.com/podnet/podnet/internal/store"
+	"github.com/podnet/podnet/internal/store/etcdstore"
+	"github.com/podnet/podnet/internal/store/storetest"
+)
+
+// endpoints are the client URLs of the etcd all tests share: one started in process
+// by TestMain, or the one PODNET_TEST_ETCD names (comma-separated URLs), to run the
+// same tests against another etcd, such as Debian's etcd-server 3.4.
+var endpoints []string
+
+func TestMain(m *testing.M) {
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	if eps := os.Getenv("PODNET_TEST_ETCD"); eps != "" {
+		endpoints = strings.Split(eps, ",")
+		return m.Run()
+	}
+	// TestMain has no t.TempDir: the data dir is removed by hand.
+	dir, err := os.MkdirTemp("", "podnet-etcd-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	e, err := startEtcd(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer e.Close()
+	endpoints = []string{e.Config().AdvertiseClientUrls[0].String()}
+	return m.Run()
+}
+
+// startEtcd starts a one-member etcd in process, listening on free ports of 127.0.0.1.
+func startEtcd(dir string) (*embed.Etcd, error) {
+	client, err := freeURL()
+	if err != nil {
+		return nil, err
+	}
+	peer, err := freeURL()
+	if err != nil {
+		return nil, err
+	}
+	cfg := embed.NewConfig()
+	cfg.Name = "podnet-test"
+	cfg.Dir = dir
+	cfg.LogLevel = "error"
+	cfg.UnsafeNoFsync = true // a throwaway test server: no need to survive a power cut
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("start etcd: %w", err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+		return e, nil
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("start etcd: %w", err)
+	case <-time.After(30 * time.Second):
+		e.Close()
+		return nil, errors.New("start etcd: not ready after 30s")
+	}
+}
+
+// freeURL returns an http URL on a port of 127.0.0.1 that was free a moment ago.
+func freeURL() (url.URL, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return url.URL{}, err
+	}
+	defer l.Close()
+	return url.URL{Scheme: "http", Host: l.Addr().String()}, nil
+}
+
+var prefixes atomic.Int64
+
+// newPrefix returns a prefix no other test uses, so that each store starts empty.
+func newPrefix(t testing.TB) string {
+	return fmt.Sprintf("/podnet-test/%d-%s/", prefixes.Add(1), t.Name())
+}
+
+// open opens a store on prefix and closes it at the end of the test.
+func open(t testing.TB, prefix string) *etcdstore.Store {
+	t.Helper()
+	s, err := etcdstore.Open(context.Background(), etcdstore.Config{Endpoints: endpoints, Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return s
+}
+
+func update(t *testing.T, s store.Store, fn func(tx store.Tx) error) {
+	t.Helper()
+	if err := s.Update(fn); err != nil {
+		t.Fatalf("update: %v", err)
+	}
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Conformance(t, func(t *testing.T) store.Store { return open(t, newPrefix(t)) })
+}
+
+// TestConcurrentAllocation races two clients on the same prefix.
+func TestConcurrentAllocation(t *testing.T) {
+	prefix := newPrefix(t)
+	storetest.ConcurrentAllocation(t, open(t, prefix), open(t, prefix))
+}
+
+func TestOpenUnreachable(t *testing.T) {
+	closed, err := freeURL()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep := closed.String()
+	s, err := etcdstore.Open(context.Background(), etcdstore.Config{Endpoints: []string{ep}, DialTimeout: 300 * time.Millisecond})
+	if err == nil {
+		s.Close()
+		t.Fatalf("Open(%s) of a closed port succeeded", ep)
+	}
+	t.Logf("error: %v", err)
+	if !strings.Contains(err.Error(), ep) || !strings.Contains(err.Error(), "not reachable") {
+		t.Errorf("Open(%s) = %v; want an error that names the endpoint and says it is not reachable", ep, err)
+	}
+}
+
+func TestOpenNoEndpoints(t *testing.T) {
+	if _, err := etcdstore.Open(context.Background(), etcdstore.Config{}); err == nil {
+		t.Error("Open without endpoints succeeded")
+	}
+}
+
+func TestClosed(t *testing.T) {
+	s := open(t, newPrefix(t))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.View(func(store.Tx) error { return nil }); err == nil {
+		t.Error("View on a closed store: no error")
+	}
+	if err := s.Update(func(store.Tx) error { return nil }); err == nil {
+		t.Error("Update on a closed store: no error")
+	}
+}
+
+// TestKeyLayout pins the keys that etcdctl shows, including escaped names and the
+// deletion generations.
+func TestKeyLayout(t *testing.T) {
+	prefix := newPrefix(t)
+	s := open(t, prefix)
+	p := netip.MustParsePrefix("10.88.0.0/16")
+	a := netip.MustParseAddr("10.88.0.5")
+	update(t, s, func(tx store.Tx) error {
+		for _, err := range []error{
+			tx.PutNetwork(storetest.SampleNetwork("red")),
+			tx.PutNetwork(storetest.SampleNetwork("a/b")),
+			tx.PutEndpoint(api.Endpoint{EndpointKey: api.EndpointKey{Network: "red", ContainerID: "c1", IfName: "eth0"}}),
+			tx.PutEndpoint(api.Endpoint{EndpointKey: api.EndpointKey{Network: "a/b", ContainerID: "c/1", IfName: "eth 0"}}),
+			tx.PutEndpoint(api.Endpoint{EndpointKey: api.EndpointKey{Network: "red", ContainerID: "gone", IfName: "eth0"}}),
+			tx.PutAllocation("red", a, "red/c1/eth0"),
+			tx.PutAllocation("red", netip.MustParseAddr("fd00:88::5"), "red/c1/eth0"),
+			tx.PutCursor("red", p, a),
+			tx.PutPort("tcp", netip.Addr{}, 8080, "red/c1/eth0"),
+			tx.PutPort("tcp", netip.MustParseAddr("192.0.2.1"), 8080, "x"),
+			tx.PutService(api.Service{Namespace: "default", Name: "web"}),
+		} {
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	update(t, s, func(tx store.Tx) error {
+		return tx.DeleteEndpoint(api.EndpointKey{Network: "red", ContainerID: "gone", IfName: "eth0"})
+	})
+
+	cli := rawClient(t)
+	resp, err := cli.Get(context.Background(), prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, kv := range resp.Kvs {
+		keys = append(keys, strings.TrimPrefix(string(kv.Key), prefix))
+	}
+	want := []string{
+		"allocations/red/10.88.0.5",
+		"allocations/red/fd00:88::5",
+		"cursors/red/10.88.0.0%2F16",
+		"endpoints/a%2Fb/c%2F1/eth%200",
+		"endpoints/red/c1/eth0",
+		"gen/endpoints/red",
+		"networks/a%2Fb",
+		"networks/red",
+		"owners/red/red%2Fc1%2Feth0/10.88.0.5",
+		"owners/red/red%2Fc1%2Feth0/fd00:88::5",
+		"ports/tcp/8080/*",
+		"ports/tcp/8080/192.0.2.1",
+		"services/default/web",
+	}
+	if !slices.Equal(keys, want) {
+		t.Errorf("keys under %s:\n got %q\nwant %q", prefix, keys, want)
+	}
+	got, err := cli.Get(context.Background(), prefix+"allocations/red/10.88.0.5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Kvs) != 1 || string(got.Kvs[0].Value) != "red/c1/eth0" {
+		t.Errorf("allocation value = %v; want the owner", got.Kvs)
+	}
+}
+
+func rawClient(t *testing.T) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// TestTxnTooLarge: a transaction with more writes than etcd takes in one Txn fails
+// cleanly and writes nothing; one just below the limit commits.
+func TestTxnTooLarge(t *testing.T) {
+	s := open(t, newPrefix(t))
+	allocate := func(n int) error {
+		return s.Update(func(tx store.Tx) error {
+			for i := range n {
+				// Two keys each: the allocation and its owner index entry.
+				a := netip.AddrFrom4([4]byte{10, 88, byte(i >> 8), byte(i)})
+				if err := tx.PutAllocation("red", a, fmt.Sprintf("o%d", i)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	err := allocate(65) // 130 operations
+	if !errors.Is(err, etcdstore.ErrTxnTooLarge) {
+		t.Fatalf("Update with 130 operations = %v; want ErrTxnTooLarge", err)
+	}
+	t.Logf("error: %v", err)
+	err = s.View(func(tx store.Tx) error {
+		m, err := tx.Allocations("red")
+		if len(m) != 0 {
+			t.Errorf("%d allocations after a refused transaction; want none", len(m))
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := allocate(64); err != nil { // 128 operations
+		t.Errorf("Update with 128 operations: %v", err)
+	}
+
+	// A store that believes the cluster takes more: etcd refuses the Txn itself.
+	big, err := etcdstore.Open(context.Background(), etcdstore.Config{Endpoints: endpoints, Prefix: s.Prefix(), MaxTxnOps: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer big.Close()
+	err = big.Update(func(tx store.Tx) error {
+		for i := range 65 {
+			if err := tx.PutAllocation("blue", netip.AddrFrom4([4]byte{10, 88, 0, byte(i)}), "o"); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if !errors.Is(err, etcdstore.ErrTxnTooLarge) {
+		t.Errorf("Update with 130 operations refused by etcd = %v; want ErrTxnTooLarge", err)
+	}
+}
+
+// TestManyReads: a transaction that reads more keys than etcd takes compares still
+// commits (the point reads of one collection are compared as a whole), and still
+// conflicts with a concurrent write to what it read.
+func TestManyReads(t *testing.T) {
+	prefix := newPrefix(t)
+	a, b := open(t, prefix), open(t, prefix)
+	update(t, a, func(tx store.Tx) error { return tx.PutNetwork(storetest.SampleNetwork("red")) })
+	attempts := 0
+	update(t, a, func(tx store.Tx) error {
+		attempts++
+		for i := range 300 {
+			if _, _, err := tx.Allocation("red", netip.AddrFrom4([4]byte{10, 88, byte(i >> 8), byte(i)})); err != nil {
+				return err
+			}
+		}
+		if attempts == 1 {
+			update(t, b, func(tx store.Tx) error {
+				return tx.PutAllocation("red", netip.MustParseAddr("10.88.0.77"), "b")
+			})
+		}
+		return tx.PutCursor("red", netip.MustParsePrefix("10.88.0.0/16"), netip.MustParseAddr("10.88.1.44"))
+	})
+	if attempts != 2 {
+		t.Errorf("update ran %d times; want 2 (one conflict with the write of an address it read)", attempts)
+	}
+}
+
+// TestConflictRetries writes through a second handle between fn's read and its
+// commit: the commit fails, fn runs again and sees the other write.
+func TestConflictRetries(t *testing.T) {
+	prefix := newPrefix(t)
+	a, b := open(t, prefix), open(t, prefix)
+	update(t, a, func(tx store.Tx) error { return tx.PutNetwork(storetest.SampleNetwork("red")) })
+	attempts := 0
+	update(t, a, func(tx store.Tx) error {
+		attempts++
+		n, _, err := tx.Network("red")
+		if err != nil {
+			return err
+		}
+		if attempts == 1 {
+			update(t, b, func(tx store.Tx) error {
+				n := storetest.SampleNetwork("red")
+				n.MTU = 9000
+				return tx.PutNetwork(n)
+			})
+		}
+		n.MTU++
+		return tx.PutNetwork(n)
+	})
+	if attempts != 2 {
+		t.Errorf("update ran %d times; want 2", attempts)
+	}
+	err := b.View(func(tx store.Tx) error {
+		n, _, err := tx.Network("red")
+		if n.MTU != 9001 {
+			t.Errorf("MTU = %d; want 9001 (the other write, then ours)", n.MTU)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCompactedSnapshot: when etcd compacts away the revision a transaction reads
+// at, the transaction runs again at a fresh one, in Update and in View.
+func TestCompactedSnapshot(t *testing.T) {
+	prefix := newPrefix(t)
+	a, b := open(t, prefix), open(t, prefix)
+	cli := rawClient(t)
+	update(t, a, func(tx store.Tx) error { return tx.PutNetwork(storetest.SampleNetwork("red")) })
+	// compact writes through b and compacts etcd up to that write.
+	compact := func(name string) {
+		update(t, b, func(tx store.Tx) error { return tx.PutNetwork(storetest.SampleNetwork(name)) })
+		resp, err := cli.Get(context.Background(), prefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cli.Compact(context.Background(), resp.Header.Revision); err != nil {
+			t.Fatal(err)
+		}
+	}
+	attempts := 0
+	update(t, a, func(tx store.Tx) error {
+		attempts++
+		if _, _, err := tx.Network("red"); err != nil { // pins the revision
+			return err
+		}
+		if attempts == 1 {
+			compact("blue")
+		}
+		ns, err := tx.Networks()
+		if err != nil {
+			return err
+		}
+		n := storetest.SampleNetwork("red")
+		n.MTU = 1000 + len(ns)
+		return tx.PutNetwork(n)
+	})
+	if attempts != 2 {
+		t.Errorf("update ran %d times; want 2", attempts)
+	}
+	attempts = 0
+	err := a.View(func(tx store.Tx) error {
+		attempts++
+		if _, _, err := tx.Network("red"); err != nil {
+			return err
+		}
+		if attempts == 1 {
+			compact("green")
+		}
+		n, _, err := tx.Network("red")
+		if err == nil && n.MTU != 1002 {
+			t.Errorf("MTU = %d; want 1002 (set when red and blue existed)", n.MTU)
+		}
+		_, err = tx.Networks()
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if attempts != 2 {
+		t.Errorf("view ran %d times; want 2", attempts)
+	}
+}
+
+// TestConflicts: which concurrent writes make a transaction run again. Each case
+// reads through handle a, writes through b before a commits, and counts a's runs.
+func TestConflicts(t *testing.T) {
+	a5, a6 := netip.MustParseAddr("10.88.0.5"), netip.MustParseAddr("10.88.0.6")
+	k := func(nw, c string) api.EndpointKey {
+		return api.EndpointKey{Network: nw, ContainerID: c, IfName: "eth0"}
+	}
+	ep := func(nw, c string) api.Endpoint { return api.Endpoint{EndpointKey: k(nw, c)} }
+	type fn = func(tx store.Tx) error
+	cases := []struct {
+		name     string
+		read     fn
+		write    fn
+		conflict bool
+	}{
+		{"point read, then the key changes",
+			func(tx store.Tx) error { _, _, err := tx.Allocation("red", a5); return err },
+			func(tx store.Tx) error { return tx.PutAllocation("red", a5, "other") }, true},
+		{"point read of an absent key, then it is created",
+			func(tx store.Tx) error { _, _, err := tx.Allocation("red", a6); return err },
+			func(tx store.Tx) error { return tx.PutAllocation("red", a6, "o") }, true},
+		{"point read, then the key is deleted",
+			func(tx store.Tx) error { _, _, err := tx.Allocation("red", a5); return err },
+			func(tx store.Tx) error { return tx.DeleteAllocation("red", a5) }, true},
+		{"point read, then another key changes",
+			func(tx store.Tx) error { _, _, err := tx.Allocation("red", a5); return err },
+			func(tx store.Tx) error { return tx.PutAllocation("red", a6, "o") }, false},
+		{"listing, then a key is created under it",
+			func(tx store.Tx) error { _, err := tx.Allocations("red"); return err },
+			func(tx store.Tx) error { return tx.PutAllocation("red", a6, "o") }, true},
+		{"listing, then a key is deleted under it",
+			func(tx store.Tx) error { _, err := tx.Allocations("red"); return err },
+			func(tx store.Tx) error { return tx.DeleteAllocation("red", a5) }, true},
+		{"owner index, then the owner's address is released",
+			func(tx store.Tx) error { _, err := tx.AllocationsOf("red", "red/c1/eth0"); return err },
+			func(tx store.Tx) error { _, err := ipam.Release(tx, "red", "red/c1/eth0"); return err }, true},
+		{"owner index, then the owner's address is given to another",
+			func(tx store.Tx) error { _, err := tx.AllocationsOf("red", "red/c1/eth0"); return err },
+			func(tx store.Tx) error { return tx.PutAllocation("red", a5, "other") }, true},
+		{"listing, then a key is deleted in another network",
+			func(tx store.Tx) error { _, err := tx.Allocations("red"); return err },
+			func(tx store.Tx) error { return tx.DeleteAllocation("blue", a5) }, false},
+		{"endpoints of a network, then one is deleted",
+			func(tx store.Tx) error { _, err := tx.Endpoints("red"); return err },
+			func(tx store.Tx) error { return tx.DeleteEndpoint(k("red", "c1")) }, true},
+		{"endpoints of a network, then one is deleted in another",
+			func(tx store.Tx) error { _, err := tx.Endpoints("red"); return err },
+			func(tx store.Tx) error { return tx.DeleteEndpoint(k("blue", "c1")) }, false},
+		{"all endpoints, then one is deleted",
+			func(tx store.Tx) error { _, err := tx.Endpoints(""); return err },
+			func(tx store.Tx) error { return tx.DeleteEndpoint(k("blue", "c1")) }, true},
+		{"all endpoints, then one is created",
+			func(tx store.Tx) error { _, err := tx.Endpoints(""); return err },
+			func(tx store.Tx) error { return tx.PutEndpoint(ep("blue", "c2")) }, true},
+		{"endpoints of a network, then the network is deleted",
+			func(tx store.Tx) error { _, err := tx.Endpoints("red"); return err },
+			func(tx store.Tx) error { return tx.DeleteNetwork("red") }, true},
+		{"allocations of a network, then another network is deleted (coarse on purpose)",
+			func(tx store.Tx) error { _, err := tx.Allocations("red"); return err },
+			func(tx store.Tx) error { return tx.DeleteNetwork("blue") }, true},
+		{"networks, then one is deleted",
+			func(tx store.Tx) error { _, err := tx.Networks(); return err },
+			func(tx store.Tx) error { return tx.DeleteNetwork("blue") }, true},
+		{"cursor, then another cursor of the network changes",
+			func(tx store.Tx) error {
+				_, _, err := tx.Cursor("red", netip.MustParsePrefix("10.88.0.0/16"))
+				return err
+			},
+			func(tx store.Tx) error {
+				return tx.PutCursor("red", netip.MustParsePrefix("fd00:88::/64"), netip.MustParseAddr("fd00:88::9"))
+			}, false},
+		{"ports, then one is released",
+			func(tx store.Tx) error { _, err := tx.PortOwners("tcp", 80); return err },
+			func(tx store.Tx) error { return tx.DeletePort("tcp", netip.Addr{}, 80) }, true},
+		{"services of a namespace, then one is deleted",
+			func(tx store.Tx) error { _, err := tx.Services("default"); return err },
+			func(tx store.Tx) error { return tx.DeleteService("default", "web") }, true},
+		{"nothing read, then the key written blind is written",
+			func(tx store.Tx) error { return nil },
+			func(tx store.Tx) error {
+				return tx.PutCursor("blue", netip.MustParsePrefix("10.88.0.0/16"), netip.MustParseAddr("10.88.0.3"))
+			}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			prefix := newPrefix(t)
+			a, b := open(t, prefix), open(t, prefix)
+			update(t, a, func(tx store.Tx) error {
+				for _, nw := range []string{"red", "blue"} {
+					for _, err := range []error{
+						tx.PutNetwork(storetest.SampleNetwork(nw)),
+						tx.PutEndpoint(ep(nw, "c1")),
+						tx.PutAllocation(nw, a5, nw+"/c1/eth0"),
+					} {
+						if err != nil {
+							return err
+						}
+					}
+				}
+				if err := tx.PutPort("tcp", netip.Addr{}, 80, "o"); err != nil {
+					return err
+				}
+				return tx.PutService(api.Service{Namespace: "default", Name: "web"})
+			})
+			attempts := 0
+			update(t, a, func(tx store.Tx) error {
+				attempts++
+				if err := c.read(tx); err != nil {
+					return err
+				}
+				if attempts == 1 {
+					update(t, b, c.write)
+				}
+				// A blind write of a's own, so that it commits.
+				return tx.PutCursor("blue", netip.MustParsePrefix("10.88.0.0/16"), netip.MustParseAddr("10.88.9.9"))
+			})
+			if want := map[bool]int{false: 1, true: 2}[c.conflict]; attempts != want {
+				t.Errorf("update ran %d times; want %d", attempts, want)
+			}
+		})
+	}
+}
+
+// TestViewReadsOneRevision: a View keeps reading the revision of its first read while
+// an Update commits next to it.
+func TestViewReadsOneRevision(t *testing.T) {
+	s := open(t, newPrefix(t))
+	update(t, s, func(tx store.Tx) error { return tx.PutNetwork(storetest.SampleNetwork("red")) })
+	err := s.View(func(tx store.Tx) error {
+		if ns, err := tx.Networks(); len(ns) != 1 || err != nil {
+			t.Fatalf("Networks = %v, %v; want red", ns, err)
+		}
+		update(t, s, func(tx store.Tx) error { return tx.PutNetwork(storetest.SampleNetwork("blue")) })
+		if ns, err := tx.Networks(); len(ns) != 1 || err != nil {
+			t.Errorf("Networks after a concurrent commit = %v, %v; want red only", ns, err)
+		}
+		if _, ok, err := tx.Network("blue"); ok || err != nil {
+			t.Errorf("Network(blue) after a concurrent commit: ok %v, err %v; want absent", ok, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// BenchmarkUpdateAllocate: one Update that reads the network and allocates an
+// address per subnet (dual-stack) for a new owner, as the agent's ADD does.
+// go test ./internal/store/etcdstore -run '^$' -bench UpdateAllocate
+func BenchmarkUpdateAllocate(b *testing.B) {
+	s := open(b, newPrefix(b))
+	nw := storetest.SampleNetwork("bench")
+	if err := s.Update(func(tx store.Tx) error { return tx.PutNetwork(nw) }); err != nil {
+		b.Fatal(err)
+	}
+	start := etcdstore.RoundTrips(s)
+	i := 0
+	for b.Loop() {
+		owner := fmt.Sprintf("bench/c%d/eth0", i)
+		i++
+		err := s.Update(func(tx store.Tx) error {
+			n, ok, err := tx.Network(nw.Name)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return errors.New("network vanished")
+			}
+			_, err = ipam.Allocate(tx, n, owner, nil)
+			return err
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(etcdstore.RoundTrips(s)-start)/float64(i), "roundtrips/op")
+}

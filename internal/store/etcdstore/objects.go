@@ -1,0 +1,484 @@
+package etcdstore
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/store"
+)
+
+// The store.Tx methods. Inputs are checked as the bbolt store checks them, with the
+// same errors.
+
+var _ store.Tx = (*tx)(nil)
+
+func (t *tx) Network(name string) (api.Network, bool, error) {
+	if name == "" {
+		return api.Network{}, false, nil
+	}
+	v, ok, err := t.get(t.s.layout.networkKey(name), t.s.layout.networks())
+	if err != nil || !ok {
+		return api.Network{}, false, err
+	}
+	n, err := decodeNetwork(name, v)
+	if err != nil {
+		return api.Network{}, false, err
+	}
+	return n, true, nil
+}
+
+// decodeNetwork decodes a network record. The name comes from the key: JSON turns
+// bytes that are not UTF-8 into U+FFFD, the key keeps them.
+func decodeNetwork(name string, v []byte) (api.Network, error) {
+	var n api.Network
+	if err := json.Unmarshal(v, &n); err != nil {
+		return api.Network{}, fmt.Errorf("decode network %q: %w", name, err)
+	}
+	n.Name = name
+	return n, nil
+}
+
+func (t *tx) Networks() ([]api.Network, error) {
+	c := t.s.layout.networks()
+	kvs, err := t.list(c)
+	if err != nil {
+		return nil, err
+	}
+	var ns []api.Network
+	for _, x := range kvs {
+		name, err := segments(x.key, c.prefix, 1)
+		if err != nil {
+			return nil, err
+		}
+		n, err := decodeNetwork(name[0], x.val)
+		if err != nil {
+			return nil, err
+		}
+		ns = append(ns, n)
+	}
+	slices.SortFunc(ns, func(a, b api.Network) int { return strings.Compare(a.Name, b.Name) })
+	return ns, nil
+}
+
+func (t *tx) PutNetwork(n api.Network) error {
+	op := fmt.Sprintf("put network %q", n.Name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if n.Name == "" {
+		return fmt.Errorf("%s: empty name", op)
+	}
+	v, err := json.Marshal(n)
+	if err != nil {
+		return fmt.Errorf("%s: encode: %w", op, err)
+	}
+	t.put(t.s.layout.networkKey(n.Name), v)
+	return nil
+}
+
+func (t *tx) DeleteNetwork(name string) error {
+	op := fmt.Sprintf("delete network %q", name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if _, ok, err := t.Network(name); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	} else if !ok {
+		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
+	}
+	l := t.s.layout
+	t.del(l.networkKey(name))
+	t.clear(l.endpoints(name).prefix)
+	t.clear(l.allocations(name).prefix)
+	t.clear(l.ownersOf(name))
+	t.clear(l.cursors(name).prefix)
+	t.del(l.endpointsGen(name).key)
+	t.del(l.allocationsGen(name).key)
+	t.bump(l.networksGen())
+	return nil
+}
+
+// validEndpointKey reports whether k can be stored: bolt separates the container id
+// from the interface name with a NUL, so both stores refuse one inside them.
+func validEndpointKey(k api.EndpointKey) bool {
+	return strings.IndexByte(k.ContainerID, 0) < 0 && strings.IndexByte(k.IfName, 0) < 0
+}
+
+func decodeEndpoint(k api.EndpointKey, v []byte) (api.Endpoint, error) {
+	var ep api.Endpoint
+	if err := json.Unmarshal(v, &ep); err != nil {
+		return api.Endpoint{}, fmt.Errorf("decode endpoint %s: %w", k, err)
+	}
+	ep.EndpointKey = k
+	return ep, nil
+}
+
+func (t *tx) Endpoint(k api.EndpointKey) (api.Endpoint, bool, error) {
+	if k.Network == "" || !validEndpointKey(k) {
+		return api.Endpoint{}, false, nil
+	}
+	l := t.s.layout
+	v, ok, err := t.get(l.endpointKey(k.Network, k.ContainerID, k.IfName), l.endpoints(k.Network))
+	if err != nil || !ok {
+		return api.Endpoint{}, false, err
+	}
+	ep, err := decodeEndpoint(k, v)
+	if err != nil {
+		return api.Endpoint{}, false, err
+	}
+	return ep, true, nil
+}
+
+func (t *tx) Endpoints(network string) ([]api.Endpoint, error) {
+	l := t.s.layout
+	kvs, err := t.list(l.endpoints(network))
+	if err != nil {
+		return nil, err
+	}
+	var eps []api.Endpoint
+	for _, x := range kvs {
+		seg, err := segments(x.key, l.endpoints("").prefix, 3)
+		if err != nil {
+			return nil, err
+		}
+		ep, err := decodeEndpoint(api.EndpointKey{Network: seg[0], ContainerID: seg[1], IfName: seg[2]}, x.val)
+		if err != nil {
+			return nil, err
+		}
+		eps = append(eps, ep)
+	}
+	slices.SortFunc(eps, func(a, b api.Endpoint) int {
+		return cmp.Or(
+			strings.Compare(a.Network, b.Network),
+			strings.Compare(a.ContainerID, b.ContainerID),
+			strings.Compare(a.IfName, b.IfName),
+		)
+	})
+	return eps, nil
+}
+
+func (t *tx) PutEndpoint(ep api.Endpoint) error {
+	op := fmt.Sprintf("put endpoint %s", ep.EndpointKey)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if !validEndpointKey(ep.EndpointKey) {
+		return fmt.Errorf("%s: container id or interface name contains NUL", op)
+	}
+	if _, ok, err := t.Network(ep.Network); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	} else if !ok {
+		return fmt.Errorf("%s: network %q: %w", op, ep.Network, store.ErrNotFound)
+	}
+	v, err := json.Marshal(ep)
+	if err != nil {
+		return fmt.Errorf("%s: encode: %w", op, err)
+	}
+	t.put(t.s.layout.endpointKey(ep.Network, ep.ContainerID, ep.IfName), v)
+	return nil
+}
+
+func (t *tx) DeleteEndpoint(k api.EndpointKey) error {
+	op := fmt.Sprintf("delete endpoint %s", k)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if _, ok, err := t.Endpoint(k); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	} else if !ok {
+		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
+	}
+	l := t.s.layout
+	t.del(l.endpointKey(k.Network, k.ContainerID, k.IfName))
+	t.bump(l.endpointsGen(k.Network))
+	return nil
+}
+
+func (t *tx) Allocation(network string, a netip.Addr) (string, bool, error) {
+	if network == "" || !a.IsValid() {
+		return "", false, nil
+	}
+	l := t.s.layout
+	v, ok, err := t.get(l.allocationKey(network, a), l.allocations(network))
+	if err != nil || !ok {
+		return "", false, err
+	}
+	return string(v), true, nil
+}
+
+func (t *tx) Allocations(network string) (map[netip.Addr]string, error) {
+	m := make(map[netip.Addr]string)
+	if network == "" {
+		return m, nil
+	}
+	c := t.s.layout.allocations(network)
+	kvs, err := t.list(c)
+	if err != nil {
+		return nil, err
+	}
+	for _, x := range kvs {
+		a, err := parseAddrKey(x.key, c.prefix)
+		if err != nil {
+			return nil, fmt.Errorf("decode allocation in network %q: %w", network, err)
+		}
+		m[a] = string(x.val)
+	}
+	return m, nil
+}
+
+// parseAddrKey decodes the address that is the last segment of key, under prefix.
+func parseAddrKey(key, prefix string) (netip.Addr, error) {
+	seg, err := segments(key, prefix, 1)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	a, err := netip.ParseAddr(seg[0])
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("key %q: %w", key, err)
+	}
+	return a, nil
+}
+
+// validOwner refuses what bolt refuses: its owner index separates the owner from the
+// address with a NUL.
+func validOwner(owner string) bool { return owner != "" && strings.IndexByte(owner, 0) < 0 }
+
+// AllocationsOf implements store.Tx with a prefix read of the owner index.
+func (t *tx) AllocationsOf(network, owner string) ([]netip.Addr, error) {
+	if network == "" || !validOwner(owner) {
+		return nil, nil
+	}
+	c := t.s.layout.owners(network, owner)
+	kvs, err := t.list(c)
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for _, x := range kvs {
+		a, err := parseAddrKey(x.key, c.prefix)
+		if err != nil {
+			return nil, fmt.Errorf("decode owner index of network %q: %w", network, err)
+		}
+		out = append(out, a)
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out, nil
+}
+
+func (t *tx) PutAllocation(network string, a netip.Addr, owner string) error {
+	op := fmt.Sprintf("put allocation %s in network %q", a, network)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	switch {
+	case !validOwner(owner):
+		return fmt.Errorf("%s: owner %q: empty or holding NUL", op, owner)
+	case !a.IsValid():
+		return fmt.Errorf("%s: invalid address", op)
+	case network == "":
+		return fmt.Errorf("%s: empty network name", op)
+	}
+	old, taken, err := t.Allocation(network, a)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	l := t.s.layout
+	if taken && old != owner {
+		t.del(l.ownerKey(network, old, a))
+		t.bump(l.allocationsGen(network))
+	}
+	t.put(l.allocationKey(network, a), []byte(owner))
+	t.put(l.ownerKey(network, owner, a), nil)
+	return nil
+}
+
+func (t *tx) DeleteAllocation(network string, a netip.Addr) error {
+	op := fmt.Sprintf("delete allocation %s in network %q", a, network)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	owner, ok, err := t.Allocation(network, a)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if !ok {
+		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
+	}
+	l := t.s.layout
+	t.del(l.allocationKey(network, a))
+	t.del(l.ownerKey(network, owner, a))
+	t.bump(l.allocationsGen(network))
+	return nil
+}
+
+func (t *tx) Cursor(network string, subnet netip.Prefix) (netip.Addr, bool, error) {
+	if network == "" || !subnet.IsValid() {
+		return netip.Addr{}, false, nil
+	}
+	l := t.s.layout
+	v, ok, err := t.get(l.cursorKey(network, subnet), l.cursors(network))
+	if err != nil || !ok {
+		return netip.Addr{}, false, err
+	}
+	a, err := netip.ParseAddr(string(v))
+	if err != nil {
+		return netip.Addr{}, false, fmt.Errorf("decode cursor of subnet %s in network %q: %w", subnet, network, err)
+	}
+	return a, true, nil
+}
+
+func (t *tx) PutCursor(network string, subnet netip.Prefix, a netip.Addr) error {
+	op := fmt.Sprintf("put cursor of subnet %s in network %q", subnet, network)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	switch {
+	case !subnet.IsValid():
+		return fmt.Errorf("%s: invalid subnet", op)
+	case !a.IsValid():
+		return fmt.Errorf("%s: invalid address", op)
+	case network == "":
+		return fmt.Errorf("%s: empty network name", op)
+	}
+	t.put(t.s.layout.cursorKey(network, subnet), []byte(a.String()))
+	return nil
+}
+
+func portName(proto string, port uint16) string { return fmt.Sprintf("%s/%d", proto, port) }
+
+func (t *tx) PortOwners(proto string, port uint16) (map[netip.Addr]string, error) {
+	c := t.s.layout.ports(proto, port)
+	kvs, err := t.list(c)
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[netip.Addr]string, len(kvs))
+	for _, x := range kvs {
+		seg, err := segments(x.key, c.prefix, 1)
+		if err != nil {
+			return nil, err
+		}
+		a, err := parsePortHost(seg[0])
+		if err != nil {
+			return nil, fmt.Errorf("decode port key %q: %w", x.key, err)
+		}
+		m[a] = string(x.val)
+	}
+	return m, nil
+}
+
+func (t *tx) PutPort(proto string, hostIP netip.Addr, port uint16, owner string) error {
+	op := fmt.Sprintf("put port %s %s", portName(proto, port), hostIP)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if owner == "" || proto == "" {
+		return fmt.Errorf("%s: empty owner or protocol", op)
+	}
+	t.put(t.s.layout.portKey(proto, port, hostIP), []byte(owner))
+	return nil
+}
+
+func (t *tx) DeletePort(proto string, hostIP netip.Addr, port uint16) error {
+	op := fmt.Sprintf("delete port %s %s", portName(proto, port), hostIP)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	l := t.s.layout
+	key := l.portKey(proto, port, hostIP)
+	if _, ok, err := t.get(key, l.ports(proto, port)); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	} else if !ok {
+		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
+	}
+	t.del(key)
+	t.bump(l.portsGen())
+	return nil
+}
+
+func decodeService(namespace, name string, v []byte) (api.Service, error) {
+	var svc api.Service
+	if err := json.Unmarshal(v, &svc); err != nil {
+		return api.Service{}, fmt.Errorf("decode service %s/%s: %w", namespace, name, err)
+	}
+	svc.Namespace, svc.Name = namespace, name
+	return svc, nil
+}
+
+func (t *tx) Service(namespace, name string) (api.Service, bool, error) {
+	if validService(namespace, name) != nil {
+		return api.Service{}, false, nil
+	}
+	l := t.s.layout
+	v, ok, err := t.get(l.serviceKey(namespace, name), l.services(namespace))
+	if err != nil || !ok {
+		return api.Service{}, false, err
+	}
+	svc, err := decodeService(namespace, name, v)
+	if err != nil {
+		return api.Service{}, false, err
+	}
+	return svc, true, nil
+}
+
+func (t *tx) Services(namespace string) ([]api.Service, error) {
+	l := t.s.layout
+	kvs, err := t.list(l.services(namespace))
+	if err != nil {
+		return nil, err
+	}
+	var out []api.Service
+	for _, x := range kvs {
+		seg, err := segments(x.key, l.services("").prefix, 2)
+		if err != nil {
+			return nil, err
+		}
+		svc, err := decodeService(seg[0], seg[1], x.val)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, svc)
+	}
+	slices.SortFunc(out, func(a, b api.Service) int {
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+	})
+	return out, nil
+}
+
+func (t *tx) PutService(svc api.Service) error {
+	op := fmt.Sprintf("put service %s/%s", svc.Namespace, svc.Name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if err := validService(svc.Namespace, svc.Name); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	svc.Backends = nil // derived, never stored
+	v, err := json.Marshal(svc)
+	if err != nil {
+		return fmt.Errorf("%s: encode: %w", op, err)
+	}
+	t.put(t.s.layout.serviceKey(svc.Namespace, svc.Name), v)
+	return nil
+}
+
+func (t *tx) DeleteService(namespace, name string) error {
+	op := fmt.Sprintf("delete service %s/%s", namespace, name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if _, ok, err := t.Service(namespace, name); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	} else if !ok {
+		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
+	}
+	l := t.s.layout
+	t.del(l.serviceKey(namespace, name))
+	t.bump(l.servicesGen())
+	return nil
+}
