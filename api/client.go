@@ -26,6 +26,7 @@ const (
 	PathLabels        = "/v1/endpoints/labels"
 	PathServices      = "/v1/services"
 	PathDNSCheck      = "/v1/dns/check"
+	PathNodes         = "/v1/nodes"
 )
 
 // LabelsRequest replaces the labels of an endpoint.
@@ -70,6 +71,29 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	var s Status
 	err := c.do(ctx, "GET", PathStatus, nil, &s, -1)
 	return s, err
+}
+
+// Nodes lists the cluster's nodes with their liveness and blocks.
+func (c *Client) Nodes(ctx context.Context) ([]NodeInfo, error) {
+	var ns []NodeInfo
+	err := c.do(ctx, "GET", PathNodes, nil, &ns, -1)
+	return ns, err
+}
+
+// RemoveNode force-releases a dead node's blocks, addresses and records.
+func (c *Client) RemoveNode(ctx context.Context, name string) error {
+	return c.do(ctx, "DELETE", PathNodes+"/"+url.PathEscape(name), nil, nil, -1)
+}
+
+// AllEndpoints lists the endpoints of one network (or all) on every node.
+func (c *Client) AllEndpoints(ctx context.Context, network string) ([]Endpoint, error) {
+	var eps []Endpoint
+	q := url.Values{"all": {"1"}}
+	if network != "" {
+		q.Set("network", network)
+	}
+	err := c.do(ctx, "GET", PathEndpoints+"?"+q.Encode(), nil, &eps, -1)
+	return eps, err
 }
 
 // CreateNetwork creates a network from spec.

@@ -145,6 +145,13 @@ type Node struct {
 	Registered time.Time `json:"registered"`
 }
 
+// NodeInfo is a node as `podnet node ls` shows it: its record, whether it is alive, and
+// the blocks it holds per network.
+type NodeInfo struct {
+	Node
+	Blocks map[string][]netip.Prefix `json:"blocks"`
+}
+
 // Block is an address block of a cross-node network that a node claimed: the node
 // allocates its pods' addresses inside its blocks without asking the others.
 type Block struct {

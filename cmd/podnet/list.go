@@ -60,6 +60,7 @@ var networkColumns = []column[api.Network]{
 		return joinMap(n.Subnets, func(s api.Subnet) string { return s.Gateway.String() })
 	}},
 	{"BRIDGE", func(n api.Network) string { return n.Bridge }},
+	{"CROSS-NODE", func(n api.Network) string { return n.CrossNode }},
 	{"MTU", func(n api.Network) string { return strconv.Itoa(n.MTU) }},
 	{"MASQUERADE", func(n api.Network) string { return strconv.FormatBool(n.Masquerade) }},
 }
@@ -74,6 +75,26 @@ var endpointColumns = []column[api.Endpoint]{
 	{"HOST IF", func(ep api.Endpoint) string { return ep.HostIf }},
 	{"NETNS", func(ep api.Endpoint) string { return ep.Netns }},
 	{"STATE", func(ep api.Endpoint) string { return ep.State }},
+}
+
+// nodeColumns are `podnet node ls`'s.
+var nodeColumns = []column[api.NodeInfo]{
+	{"NAME", func(n api.NodeInfo) string { return n.Name }},
+	{"NODE IP", func(n api.NodeInfo) string { return n.IP.String() }},
+	{"LEASE", func(n api.NodeInfo) string {
+		if n.Alive {
+			return "alive"
+		}
+		return "expired"
+	}},
+	{"BLOCKS", func(n api.NodeInfo) string {
+		var parts []string
+		for _, net := range slices.Sorted(maps.Keys(n.Blocks)) {
+			parts = append(parts, net+": "+joinMap(n.Blocks[net], netip.Prefix.String))
+		}
+		return strings.Join(parts, "; ")
+	}},
+	{"VERSION", func(n api.NodeInfo) string { return n.Version }},
 }
 
 // portRow is one line of `podnet port ls`: a published port and the endpoint it leads to.

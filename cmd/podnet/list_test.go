@@ -85,9 +85,9 @@ func TestPrintListings(t *testing.T) {
 				{Name: "red", Driver: "routed", MTU: 1400, Subnets: []api.Subnet{{Prefix: p("10.90.0.0/24"), Gateway: a("10.90.0.254")}}},
 			}, networkColumns)
 		}, "" +
-			"NAME  DRIVER  SUBNETS                 GATEWAYS           BRIDGE   MTU   MASQUERADE\n" +
-			"blue  bridge  10.89.0.0/24,fd89::/64  10.89.0.1,fd89::1  pn-blue  1500  true\n" +
-			"red   routed  10.90.0.0/24            10.90.0.254                 1400  false\n"},
+			"NAME  DRIVER  SUBNETS                 GATEWAYS           BRIDGE   CROSS-NODE  MTU   MASQUERADE\n" +
+			"blue  bridge  10.89.0.0/24,fd89::/64  10.89.0.1,fd89::1  pn-blue              1500  true\n" +
+			"red   routed  10.90.0.0/24            10.90.0.254                             1400  false\n"},
 		{"endpoint", func(b *bytes.Buffer) error { return printList(b, false, eps, endpointColumns) }, "" +
 			"NETWORK  CONTAINER     NAME  INTERFACE  IPS                      MAC                HOST IF  NETNS           STATE\n" +
 			"blue     0123456789ab  web   eth0       10.89.0.2/24,fd89::2/64  02:00:00:00:00:01  pnv0123  /run/netns/web  attached\n"},

@@ -65,12 +65,13 @@ func rootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.socket, "socket", def, "agent socket (env PODNET_SOCKET)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
-	root.AddCommand(agentCmd(), networkCmd(g), endpointCmd(g), portCmd(g), serviceCmd(g), dnsCmd(g), runCmd(g), graphCmd(g), doctorCmd(g), traceCmd(g), demoCmd(), sandboxInitCommand())
+	root.AddCommand(agentCmd(), networkCmd(g), nodeCmd(g), endpointCmd(g), portCmd(g), serviceCmd(g), dnsCmd(g), runCmd(g), graphCmd(g), doctorCmd(g), traceCmd(g), demoCmd(), sandboxInitCommand())
 	return root
 }
 
 func agentCmd() *cobra.Command {
-	var stateDir, nsPath, logLevel string
+	var sf storeFlags
+	var nsPath, logLevel string
 	var interval time.Duration
 	var serviceCIDRs []string
 	var dnsCfg agent.DNSConfig
@@ -91,11 +92,19 @@ func agentCmd() *cobra.Command {
 				return fmt.Errorf("--netns %q: %w", nsPath, err)
 			}
 			defer node.Close()
-			st, err := agent.OpenBoltStore(stateDir)
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			st, shared, err := openStore(ctx, sf, socket, log)
 			if err != nil {
 				return err
 			}
-			cfg := agent.Config{Store: st, NodeNS: node, NodeNSPath: nodePath, ReconcileInterval: interval, Logger: log, DNS: dnsCfg}
+			name, ip, err := nodeIdentity(sf, node, shared)
+			if err != nil {
+				st.Close()
+				return err
+			}
+			cfg := agent.Config{Store: st, NodeNS: node, NodeNSPath: nodePath, ReconcileInterval: interval, Logger: log, DNS: dnsCfg,
+				NodeName: name, NodeIP: ip, Shared: shared, LeaseTTL: sf.leaseTTL}
 			for _, c := range serviceCIDRs {
 				p, err := netip.ParsePrefix(c)
 				if err != nil || p.Masked() != p {
@@ -109,8 +118,6 @@ func agentCmd() *cobra.Command {
 				return err
 			}
 			defer a.Close()
-			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
 			if metricsAddr != "" {
 				stopMetrics, err := serveMetrics(node, metricsAddr, a.MetricsHandler(), graph.Handler(a.Graph), log)
 				if err != nil {
@@ -121,7 +128,15 @@ func agentCmd() *cobra.Command {
 			return a.Serve(ctx, socket)
 		},
 	}
-	c.Flags().StringVar(&stateDir, "state-dir", api.DefaultStateDir, "directory of the store (podnet.db)")
+	c.Flags().StringVar(&sf.stateDir, "state-dir", api.DefaultStateDir, "directory of the embedded store (podnet.db), used without --store")
+	c.Flags().StringVar(&sf.url, "store", "", "cluster store etcd://HOST:PORT[,HOST:PORT...] (default: the embedded file in --state-dir, one node)")
+	c.Flags().StringVar(&sf.caCert, "etcd-cacert", "", "CA certificate of etcd's server certificate (TLS)")
+	c.Flags().StringVar(&sf.cert, "etcd-cert", "", "client certificate for etcd (TLS)")
+	c.Flags().StringVar(&sf.key, "etcd-key", "", "key of --etcd-cert")
+	c.Flags().DurationVar(&sf.dialTimeout, "etcd-dial-timeout", 5*time.Second, "how long to wait for etcd to answer at start (then retried, STATUS not ready)")
+	c.Flags().StringVar(&sf.nodeName, "node-name", "", "this node's name in the cluster (default: the hostname)")
+	c.Flags().StringVar(&sf.nodeIP, "node-ip", "", "this node's underlay address, that other nodes tunnel and route to (default: the source address of the default route)")
+	c.Flags().DurationVar(&sf.leaseTTL, "lease-ttl", agent.DefaultLeaseTTL, "how long the node stays alive in the store after its agent stops")
 	c.Flags().StringVar(&nsPath, "netns", "", "manage the network namespace at this path instead of the agent's own")
 	c.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	c.Flags().DurationVar(&interval, "reconcile-interval", 10*time.Second, "how often kernel state is compared with the store")
@@ -187,6 +202,10 @@ func networkCmd(g *globals) *cobra.Command {
 	create.Flags().StringVar(&gateway, "gateway", "", "gateway address(es), comma-separated (default: first address of the subnet)")
 	create.Flags().IntVar(&s.MTU, "mtu", 0, "MTU of the bridge and veths (default 1500)")
 	create.Flags().BoolVar(&s.NoMasquerade, "no-masquerade", false, "do not masquerade traffic leaving the network")
+	create.Flags().StringVar(&s.CrossNode, "cross-node", "", "how pods reach other nodes' pods: vxlan, direct or bgp (default: none on the embedded store, vxlan on etcd)")
+	create.Flags().IntVar(&s.BlockSize, "block-size", 0, "prefix length of the IPv4 address blocks nodes claim (default 26; IPv6 blocks hold as many addresses)")
+	create.Flags().IntVar(&s.VNI, "vni", 0, "VXLAN network identifier (default: derived from the name)")
+	create.Flags().IntVar(&s.VXLANPort, "vxlan-port", 0, "VXLAN UDP port (default 4789)")
 	create.Flags().StringVar(&s.PortMode, "port-mode", api.PortModeNAT, "how published ports reach endpoints: nat (DNAT) or proxy (userland proxy in the agent; the client address is lost)")
 
 	ls := &cobra.Command{
@@ -235,9 +254,18 @@ func networkCmd(g *globals) *cobra.Command {
 func endpointCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "endpoint", Short: "Inspect attachments"}
 	var network string
+	var allNodes bool
 	ls := &cobra.Command{
 		Use: "ls", Short: "List what is attached where", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if allNodes {
+				eps, err := g.client().AllEndpoints(cmd.Context(), network)
+				if err != nil {
+					return err
+				}
+				cols := append([]column[api.Endpoint]{{"NODE", func(ep api.Endpoint) string { return ep.Node }}}, endpointColumns...)
+				return printList(cmd.OutOrStdout(), g.json(), eps, cols)
+			}
 			eps, err := g.client().Endpoints(cmd.Context(), network)
 			if err != nil {
 				return err
@@ -246,6 +274,7 @@ func endpointCmd(g *globals) *cobra.Command {
 		},
 	}
 	ls.Flags().StringVar(&network, "network", "", "only this network")
+	ls.Flags().BoolVar(&allNodes, "all-nodes", false, "the endpoints of every node of the cluster (adds a NODE column)")
 	var key api.EndpointKey
 	label := &cobra.Command{
 		Use:   "label --network NET --container ID [--ifname eth0] k=v...",
@@ -303,5 +332,49 @@ func demoCmd() *cobra.Command {
 		},
 	}
 	c.Flags().BoolVarP(&verbose, "verbose", "v", false, "show the agent's log")
+	return c
+}
+
+func nodeCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{Use: "node", Short: "Inspect the nodes of the cluster"}
+	ls := &cobra.Command{
+		Use: "ls", Short: "List the nodes: address, lease, blocks per network, agent version", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			nodes, err := g.client().Nodes(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return printList(cmd.OutOrStdout(), g.json(), nodes, nodeColumns)
+		},
+	}
+	inspect := &cobra.Command{
+		Use: "inspect NAME", Short: "Show one node", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			nodes, err := g.client().Nodes(cmd.Context())
+			if err != nil {
+				return err
+			}
+			for _, n := range nodes {
+				if n.Name == args[0] {
+					return printJSON(cmd.OutOrStdout(), n)
+				}
+			}
+			return api.Errorf(api.CodeNotFound, "node %q does not exist", args[0])
+		},
+	}
+	rm := &cobra.Command{
+		Use: "rm NAME", Short: "Force-release a dead node: its blocks, addresses and endpoint records", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := g.client().RemoveNode(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(cmd.OutOrStdout(), map[string]string{"removed": args[0]})
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), args[0])
+			return nil
+		},
+	}
+	c.AddCommand(ls, inspect, rm)
 	return c
 }

@@ -26,6 +26,7 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
@@ -74,6 +75,17 @@ type Config struct {
 	ServiceCIDRs []netip.Prefix
 	// DNS configures the cluster DNS server.
 	DNS DNSConfig
+
+	// NodeName is this node's name in the store (default: the hostname).
+	NodeName string
+	// NodeIP is the node's underlay address: other nodes tunnel and route to it. Needed by
+	// cross-node networks.
+	NodeIP netip.Addr
+	// Shared says that other nodes' agents use the store too (etcd): the agent watches it
+	// and keeps to its own endpoints; networks default to CrossNode vxlan.
+	Shared bool
+	// LeaseTTL is how long the node stays alive after its agent stops (0: DefaultLeaseTTL).
+	LeaseTTL time.Duration
 }
 
 // Agent serves one node.
@@ -82,10 +94,20 @@ type Agent struct {
 	node   kernel.Applier
 	nodeNS netns.NsHandle
 	nsPath string
-	nft    nft.Applier
-	proxy  portproxy.Applier
-	now    func() time.Time
-	log    *slog.Logger
+	// The node in the cluster (cluster.go).
+	nodeName, underDev string
+	nodeIP             netip.Addr
+	underMTU           int
+	shared             bool
+	defaultCrossNode   string
+	leaseTTL           time.Duration
+	clusterSig         chan struct{}
+	clusterStop        context.CancelFunc
+	clusterDone        chan struct{}
+	nft                nft.Applier
+	proxy              portproxy.Applier
+	now                func() time.Time
+	log                *slog.Logger
 	// serviceCIDRs are the VIP pools.
 	serviceCIDRs []netip.Prefix
 	dns          *dnsService
@@ -134,10 +156,24 @@ func New(cfg Config) (*Agent, error) {
 	if len(cfg.ServiceCIDRs) == 0 {
 		cfg.ServiceCIDRs = []netip.Prefix{netip.MustParsePrefix(api.DefaultServiceCIDR)}
 	}
+	if cfg.NodeName == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("node name: %w", err)
+		}
+		cfg.NodeName = h
+	}
+	if cfg.LeaseTTL == 0 {
+		cfg.LeaseTTL = DefaultLeaseTTL
+	}
 	a := &Agent{store: cfg.Store, nodeNS: cfg.NodeNS, nsPath: cfg.NodeNSPath, node: cfg.Kernel, nft: cfg.Tables, proxy: cfg.Proxy,
 		now: cfg.Now, log: cfg.Logger, every: cfg.ReconcileInterval, serviceCIDRs: cfg.ServiceCIDRs,
 		detachq: make(chan api.EndpointKey, 4096), detachDone: make(chan struct{}),
-		pending: map[api.EndpointKey]bool{}}
+		pending:  map[api.EndpointKey]bool{},
+		nodeName: cfg.NodeName, nodeIP: cfg.NodeIP, shared: cfg.Shared, leaseTTL: cfg.LeaseTTL}
+	if cfg.Shared {
+		a.defaultCrossNode = api.CrossNodeVXLAN
+	}
 	a.metrics = newMetrics(a)
 	if err := a.openAppliers(); err != nil {
 		a.closeAppliers()
@@ -149,6 +185,10 @@ func New(cfg Config) (*Agent, error) {
 	}
 	go a.detachLoop()
 	if err := a.node.EnableForwarding(); err != nil {
+		a.Close()
+		return nil, err
+	}
+	if err := a.startCluster(); err != nil {
 		a.Close()
 		return nil, err
 	}
@@ -211,6 +251,7 @@ func OpenBoltStore(stateDir string) (store.Store, error) {
 // Close finishes pending detaches and releases the store and kernel handles. The
 // kernel configuration stays. Serve must have returned.
 func (a *Agent) Close() error {
+	a.stopCluster()
 	close(a.detachq)
 	<-a.detachDone
 	a.marking.Wait()

@@ -108,13 +108,13 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 		} else if ok {
 			return api.Errorf(api.CodeInvalidConfig, "container %s already has interface %s on network %q (state %s); DEL it first", old.ContainerID, old.IfName, old.Network, old.State)
 		}
-		addrs, err := ipam.Allocate(tx, n, owner, static)
+		addrs, err := ipam.AllocateOnNode(tx, n, a.nodeName, owner, static, a.created())
 		if err != nil {
 			return err
 		}
 		e = driver.For(n).Endpoint(n, req.EndpointKey, addrs, mac, req.Ports)
 		ep = api.Endpoint{
-			EndpointKey: req.EndpointKey, Name: req.Name, Namespace: req.Namespace, Labels: req.Labels, Netns: req.Netns,
+			EndpointKey: req.EndpointKey, Name: req.Name, Namespace: req.Namespace, Labels: req.Labels, Netns: req.Netns, Node: a.nodeName,
 			HostIf: e.Kernel.HostIf, MAC: e.Kernel.MAC.String(), IPs: addrs, Ports: req.Ports, State: api.StateAttaching,
 			Created: a.created(),
 		}

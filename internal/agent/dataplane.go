@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/podnet/podnet/api"
@@ -24,8 +25,10 @@ import (
 // desired data path, the metrics and the graph derive from.
 type records struct {
 	nets []api.Network
-	eps  []api.Endpoint
-	svcs []api.Service
+	// eps are this node's endpoints, all those of every node (services balance over
+	// them); the same on a store of one node.
+	eps, all []api.Endpoint
+	svcs     []api.Service
 }
 
 func (a *Agent) records() (r records, err error) {
@@ -33,12 +36,16 @@ func (a *Agent) records() (r records, err error) {
 		if r.nets, err = tx.Networks(); err != nil {
 			return err
 		}
-		if r.eps, err = tx.Endpoints(""); err != nil {
+		if r.all, err = tx.Endpoints(""); err != nil {
 			return err
 		}
 		r.svcs, err = tx.Services("")
 		return err
 	})
+	r.eps = r.all
+	if a.shared {
+		r.eps = slices.DeleteFunc(slices.Clone(r.all), func(ep api.Endpoint) bool { return !a.mine(ep) })
+	}
 	return r, err
 }
 
@@ -46,7 +53,7 @@ func (a *Agent) records() (r records, err error) {
 // in the store (driver.Ruleset). Endpoints that DEL marked detaching are out of it.
 func (a *Agent) desiredRuleset() (nft.Ruleset, error) {
 	r, err := a.records()
-	return driver.Ruleset(r.nets, r.eps, r.svcs), err
+	return driver.Ruleset(r.nets, r.eps, r.svcs, r.all), err
 }
 
 // syncRulesetLocked writes the whole desired nftables state in one batch; the caller

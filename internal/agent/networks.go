@@ -15,6 +15,10 @@ import (
 // CreateNetwork validates a spec, refuses overlaps, and creates the network's store
 // record, bridge and rules; on failure nothing is left.
 func (a *Agent) CreateNetwork(s api.NetworkSpec) (api.Network, error) {
+	s, err := a.crossNodeDefaults(s)
+	if err != nil {
+		return api.Network{}, err
+	}
 	n, err := spec.Canonicalize(s)
 	if err != nil {
 		return api.Network{}, invalidConfig(err)
@@ -59,7 +63,21 @@ func (a *Agent) createNetworkLocked(n api.Network) (api.Network, error) {
 		}
 	}
 	n.Created = a.created()
-	if err := a.store.Update(func(tx store.Tx) error { return tx.PutNetwork(n) }); err != nil {
+	err = a.store.Update(func(tx store.Tx) error {
+		if _, ok, err := tx.Network(n.Name); err != nil {
+			return err
+		} else if ok { // created on another node meanwhile
+			return api.Errorf(api.CodeInvalidConfig, "network %q already exists", n.Name)
+		}
+		if err := checkVNI(tx, n); err != nil {
+			return err
+		}
+		return tx.PutNetwork(n)
+	})
+	if ae := (*api.Error)(nil); errors.As(err, &ae) {
+		return api.Network{}, err
+	}
+	if err != nil {
 		return api.Network{}, fmt.Errorf("store network %q: %w", n.Name, err)
 	}
 	if err := a.applyNetworkLocked(n); err != nil {
@@ -80,6 +98,9 @@ func (a *Agent) createNetworkLocked(n api.Network) (api.Network, error) {
 // grow with the number of networks, endpoints or services).
 func (a *Agent) applyNetworkLocked(n api.Network) error {
 	if err := a.ensureNetworkKernel(n); err != nil {
+		return err
+	}
+	if err := a.syncOverlays([]api.Network{n}); err != nil {
 		return err
 	}
 	return a.nftNetworkUpdate(nft.Delta{Networks: []nft.Network{driver.NetworkFor(n).Tables}}, nft.Delta{})
@@ -134,7 +155,11 @@ func (a *Agent) ensureNetwork(name string, def *api.NetworkSpec) error {
 	if ok {
 		return invalidConfig(spec.Agrees(n, *def))
 	}
-	want, err := spec.Canonicalize(*def)
+	full, err := a.crossNodeDefaults(*def)
+	if err != nil {
+		return err
+	}
+	want, err := spec.Canonicalize(full)
 	if err != nil {
 		return invalidConfig(err)
 	}
@@ -178,8 +203,15 @@ func (a *Agent) Networks() (ns []api.Network, err error) {
 	return ns, err
 }
 
-// Endpoints lists attachments of one network or of all ("").
-func (a *Agent) Endpoints(network string) (eps []api.Endpoint, err error) {
+// Endpoints lists this node's attachments of one network or of all ("").
+func (a *Agent) Endpoints(network string) ([]api.Endpoint, error) {
+	eps, err := a.AllEndpoints(network)
+	return slices.DeleteFunc(eps, func(ep api.Endpoint) bool { return !a.mine(ep) }), err
+}
+
+// AllEndpoints lists the endpoints of one network, or of all, on every node of the
+// cluster.
+func (a *Agent) AllEndpoints(network string) (eps []api.Endpoint, err error) {
 	err = a.store.View(func(tx store.Tx) error {
 		eps, err = tx.Endpoints(network)
 		return err

@@ -42,6 +42,9 @@ func (a *Agent) reconcile(startup bool) error {
 	if err == nil {
 		err = a.reconcileDataplane()
 	}
+	if err == nil {
+		err = a.syncOverlays(nets)
+	}
 	a.netMu.Unlock()
 	if err != nil {
 		return err
@@ -56,6 +59,7 @@ func (a *Agent) reconcile(startup bool) error {
 	if err != nil {
 		return err
 	}
+	eps = slices.DeleteFunc(eps, func(ep api.Endpoint) bool { return !a.mine(ep) })
 	known := map[string]bool{}
 	for _, ep := range eps {
 		known[ep.HostIf] = true

@@ -54,7 +54,11 @@ func (a *Agent) Handler() http.Handler {
 		reply(w, nil, a.DeleteNetwork(r.PathValue("name")))
 	}))
 	mux.HandleFunc("GET "+api.PathEndpoints, m.instrument("endpoint_list", func(w http.ResponseWriter, r *http.Request) {
-		eps, err := a.Endpoints(r.URL.Query().Get("network"))
+		list := a.Endpoints
+		if r.URL.Query().Get("all") == "1" {
+			list = a.AllEndpoints
+		}
+		eps, err := list(r.URL.Query().Get("network"))
 		if eps == nil {
 			eps = []api.Endpoint{}
 		}
@@ -130,6 +134,13 @@ func (a *Agent) Handler() http.Handler {
 	}))
 	mux.HandleFunc("DELETE "+api.PathServices+"/{ns}/{name}", m.instrument("service_delete", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, nil, a.DeleteService(r.PathValue("ns"), r.PathValue("name")))
+	}))
+	mux.HandleFunc("GET "+api.PathNodes, m.instrument("node_list", func(w http.ResponseWriter, r *http.Request) {
+		nodes, err := a.Nodes()
+		reply(w, nodes, err)
+	}))
+	mux.HandleFunc("DELETE "+api.PathNodes+"/{name}", m.instrument("node_delete", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, nil, a.RemoveNode(r.PathValue("name")))
 	}))
 	mux.HandleFunc("GET "+api.PathDNSCheck, m.instrument("dns_check", func(w http.ResponseWriter, r *http.Request) {
 		res, err := a.CheckDNS(r.Context())

@@ -14,7 +14,8 @@ import (
 
 // Config is the network configuration a runtime passes on stdin, with podnet's keys.
 //
-// driver, subnets, gateways, mtu and noMasquerade define the network: when subnets is
+// driver, subnets, gateways, mtu, noMasquerade, portMode, crossNode and blockSize
+// define the network: when subnets is
 // present the agent creates the network if it is missing and refuses (code 7) a
 // definition that contradicts the existing one. Without subnets the network must
 // already exist, and the other defining keys are refused because they would be ignored.
@@ -34,6 +35,9 @@ type Config struct {
 	MTU          int      `json:"mtu,omitempty"`
 	NoMasquerade bool     `json:"noMasquerade,omitempty"`
 	PortMode     string   `json:"portMode,omitempty"`
+	// CrossNode and BlockSize define how a network spans nodes (see api.NetworkSpec).
+	CrossNode string `json:"crossNode,omitempty"`
+	BlockSize int    `json:"blockSize,omitempty"`
 
 	Capabilities  map[string]bool `json:"capabilities,omitempty"`
 	RuntimeConfig RuntimeConfig   `json:"runtimeConfig,omitzero"`
@@ -194,6 +198,10 @@ func (c *Config) validate() error {
 			return api.Invalid(configObject, "driver", c.Driver, reason)
 		case c.PortMode != "":
 			return api.Invalid(configObject, "portMode", c.PortMode, reason)
+		case c.CrossNode != "":
+			return api.Invalid(configObject, "crossNode", c.CrossNode, reason)
+		case c.BlockSize != 0:
+			return api.Invalid(configObject, "blockSize", strconv.Itoa(c.BlockSize), reason)
 		}
 	}
 	var has6 bool
@@ -250,6 +258,8 @@ func (c *Config) Define() *api.NetworkSpec {
 		MTU:          c.MTU,
 		NoMasquerade: c.NoMasquerade,
 		PortMode:     c.PortMode,
+		CrossNode:    c.CrossNode,
+		BlockSize:    c.BlockSize,
 	}
 }
 

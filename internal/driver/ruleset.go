@@ -7,10 +7,11 @@ import (
 )
 
 // Ruleset is the node's desired nftables state for the store's contents: every
-// network's subnets, the elements of every endpoint not marked detaching (DEL takes them
-// out at once), and every service with the backends its selector finds. Endpoints of a
-// network that is not listed are left out.
-func Ruleset(nets []api.Network, eps []api.Endpoint, svcs []api.Service) nft.Ruleset {
+// network's subnets, the elements of every endpoint of the node (eps) not marked
+// detaching (DEL takes them out at once), and every service with the backends its
+// selector finds among pods (the endpoints of every node of the cluster; eps on a node
+// of its own). Endpoints of a network that is not listed are left out.
+func Ruleset(nets []api.Network, eps []api.Endpoint, svcs []api.Service, pods []api.Endpoint) nft.Ruleset {
 	var r nft.Ruleset
 	byName := make(map[string]api.Network, len(nets))
 	for _, n := range nets {
@@ -27,7 +28,7 @@ func Ruleset(nets []api.Network, eps []api.Endpoint, svcs []api.Service) nft.Rul
 		r.Ports = append(r.Ports, t.Ports...)
 	}
 	for _, svc := range svcs {
-		svc.Backends = Backends(svc, eps)
+		svc.Backends = Backends(svc, pods)
 		r.Services = append(r.Services, ServiceTables(svc)...)
 	}
 	return r

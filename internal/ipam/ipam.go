@@ -217,7 +217,13 @@ func next(tx store.Tx, nw api.Network, sub api.Subnet) (netip.Addr, error) {
 // subnet when it is full. It returns the address, the number of probes, and false when
 // the subnet is full.
 func pick(sub api.Subnet, cursor netip.Addr, taken func(netip.Addr) bool) (netip.Addr, uint64, bool) {
-	p := sub.Prefix.Masked()
+	return pickIn(sub, sub.Prefix, cursor, taken)
+}
+
+// pickIn is pick over the addresses of within, a part of sub (a block), with sub's
+// reserved addresses.
+func pickIn(sub api.Subnet, within netip.Prefix, cursor netip.Addr, taken func(netip.Addr) bool) (netip.Addr, uint64, bool) {
+	p := within.Masked()
 	reserved := reservedAddrs(sub)
 	limit := size(p)
 	c := cursor

@@ -24,6 +24,15 @@ type Applier interface {
 	Routes() ([]spec.NodeRoute, error)
 	// Tunnels lists the node's overlay devices.
 	Tunnels() ([]spec.Tunnel, error)
+	// SyncOverlay makes one network's cross-node data path equal to its plan (see
+	// Node.SyncOverlay); RemoveOverlay removes it.
+	SyncOverlay(o plan.Overlay) error
+	RemoveOverlay(device string, subnets []netip.Prefix) error
+	// OnLink reports whether the node reaches addr directly, and through which interface.
+	OnLink(addr netip.Addr) (dev string, ok bool, err error)
+	// Underlay returns the interface that holds addr, a local address of the node, and
+	// its MTU.
+	Underlay(addr netip.Addr) (dev string, mtu int, err error)
 	// LinkExists reports whether the node has an interface of that name.
 	LinkExists(name string) (bool, error)
 	// EnsureBridge creates or repairs a bridge; the zero Bridge does nothing.

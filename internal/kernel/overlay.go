@@ -261,6 +261,35 @@ func (n *Node) routeIs(r netlink.Route, w plan.OverlayRoute, names map[int]strin
 	return via.Unmap() == w.Via
 }
 
+// Underlay returns the interface that holds the local address addr, and its MTU.
+func (n *Node) Underlay(addr netip.Addr) (string, int, error) {
+	addrs, err := retry(func() ([]netlink.Addr, error) { return n.h.AddrList(nil, netlink.FAMILY_ALL) })
+	if err != nil {
+		return "", 0, fmt.Errorf("list addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == addr {
+			l, err := n.h.LinkByIndex(a.LinkIndex)
+			if err != nil {
+				return "", 0, err
+			}
+			return l.Attrs().Name, l.Attrs().MTU, nil
+		}
+	}
+	return "", 0, fmt.Errorf("no interface of the node has address %s", addr)
+}
+
+// DefaultRouteAddr returns the preferred source address of the node's IPv4 default
+// route (what a node's underlay address is unless told otherwise).
+func (n *Node) DefaultRouteAddr() (netip.Addr, error) {
+	routes, err := n.h.RouteGet(net.IPv4(8, 8, 8, 8))
+	if err != nil || len(routes) == 0 || routes[0].Src == nil {
+		return netip.Addr{}, fmt.Errorf("the node has no IPv4 default route to take its address from (give --node-ip): %v", err)
+	}
+	a, _ := netip.AddrFromSlice(routes[0].Src)
+	return a.Unmap(), nil
+}
+
 // OnLink reports whether the node reaches addr directly on dev: a route of the main
 // table for it through dev without a gateway (the same L2 segment, what direct routing
 // needs).

@@ -627,18 +627,25 @@ func egressMasqRule(f ipFamily) ruleDef {
 	}
 }
 
-// dnatMasqRule masquerades connections to a published port that come from a sandbox: the
-// reply must come back through the node to be un-DNATed (hairpin, and sandboxes of other
-// networks).
+// dnatMasqRule masquerades connections to a published port or a service that come from
+// a sandbox: the reply must come back through the node to be un-DNATed (hairpin, and
+// sandboxes of other networks). Not when they leave through a VXLAN device of podnet
+// (pnx*, a pod of another node): the reply comes back through the tunnel anyway, the
+// backend sees the client's address, and the device has no address to masquerade to.
 func dnatMasqRule(f ipFamily) ruleDef {
 	return ruleDef{
 		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f), ctStatusDNAT(), []expr.Any{
 			loadAddr(f, f.saddr, reg1),
 			lookup(reg1, "pods"+f.suffix, false),
+			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg1},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: []byte(VXLANPrefix)},
 			&expr.Masq{},
 		}),
 	}
 }
+
+// VXLANPrefix starts the names of podnet's VXLAN devices (spec.VXLANName).
+const VXLANPrefix = "pnx"
 
 // localhostMasqRule masquerades connections of the node to 127.0.0.1:published port: a
 // sandbox cannot answer 127.0.0.1.

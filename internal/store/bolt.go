@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +28,8 @@ import (
 //	cursors:     <network> (bucket) -> netip.Prefix binary (masked) -> netip.Addr binary
 //	ports:       <proto>/<port> (bucket) -> host netip.Addr binary, "*" for all -> owner
 //	services:    <namespace> NUL <name> -> JSON api.Service
+//	nodes:       <name> -> JSON api.Node (Alive never stored)
+//	blocks:      <network> (bucket) -> netip.Prefix binary (masked) -> JSON api.Block
 //
 // A container id and an interface name never contain NUL (PutEndpoint refuses them),
 // so the endpoint key is unambiguous, and it sorts like (containerID, ifName).
@@ -38,19 +41,27 @@ var (
 	bucketCursors     = []byte("cursors")
 	bucketPorts       = []byte("ports")
 	bucketServices    = []byte("services")
+	bucketNodes       = []byte("nodes")
+	bucketBlocks      = []byte("blocks")
 
-	topBuckets = [][]byte{bucketNetworks, bucketEndpoints, bucketAllocations, bucketOwners, bucketCursors, bucketPorts, bucketServices}
+	topBuckets = [][]byte{bucketNetworks, bucketEndpoints, bucketAllocations, bucketOwners, bucketCursors, bucketPorts,
+		bucketServices, bucketNodes, bucketBlocks}
 	// perNetwork are the top-level buckets that hold one nested bucket per network.
-	perNetwork = [][]byte{bucketEndpoints, bucketAllocations, bucketOwners, bucketCursors}
+	perNetwork = [][]byte{bucketEndpoints, bucketAllocations, bucketOwners, bucketCursors, bucketBlocks}
 )
 
 // openTimeout bounds how long OpenBolt waits for the file lock held by another process.
 const openTimeout = 5 * time.Second
 
-// Bolt is a Store in a bbolt file. One process at a time holds the file.
+// Bolt is a Store in a bbolt file. One process at a time holds the file, so node
+// liveness lives in that process (see LocalLiveness): a registration lasts until its
+// ctx ends, the same holder takes the node over, or the store closes, and Watch
+// reports the Updates of this store that wrote something and the registrations that
+// start or end.
 type Bolt struct {
-	db   *bolt.DB
-	path string
+	db    *bolt.DB
+	path  string
+	local LocalLiveness
 }
 
 var _ Store = (*Bolt)(nil)
@@ -109,7 +120,7 @@ func (b *Bolt) View(fn func(Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("store %s: begin view: %w", b.path, err)
 	}
-	ferr := b.run(btx, fn)
+	ferr := b.run(&boltTx{tx: btx}, fn)
 	if err := btx.Rollback(); err != nil {
 		return errors.Join(ferr, fmt.Errorf("store %s: end view: %w", b.path, err))
 	}
@@ -123,7 +134,8 @@ func (b *Bolt) Update(fn func(Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("store %s: begin update: %w", b.path, err)
 	}
-	if ferr := b.run(btx, fn); ferr != nil {
+	t := &boltTx{tx: btx}
+	if ferr := b.run(t, fn); ferr != nil {
 		if err := btx.Rollback(); err != nil {
 			return errors.Join(ferr, fmt.Errorf("store %s: roll back: %w", b.path, err))
 		}
@@ -132,19 +144,22 @@ func (b *Bolt) Update(fn func(Tx) error) error {
 	if err := btx.Commit(); err != nil {
 		return fmt.Errorf("store %s: commit: %w", b.path, err)
 	}
+	if t.wrote {
+		b.local.Notify()
+	}
 	return nil
 }
 
 // run calls fn and turns a panic into a rollback before re-raising it, so that the
 // writer lock is not kept by a transaction nobody will end.
-func (b *Bolt) run(btx *bolt.Tx, fn func(Tx) error) (err error) {
+func (b *Bolt) run(t *boltTx, fn func(Tx) error) (err error) {
 	done := false
 	defer func() {
 		if done {
 			return
 		}
 		r := recover()
-		rerr := btx.Rollback()
+		rerr := t.tx.Rollback()
 		if r == nil {
 			// runtime.Goexit (t.FailNow inside fn): the transaction is ended, let
 			// the goroutine exit; there is no caller left to report rerr to.
@@ -155,13 +170,46 @@ func (b *Bolt) run(btx *bolt.Tx, fn func(Tx) error) (err error) {
 		}
 		panic(r)
 	}()
-	err = fn(&boltTx{tx: btx})
+	err = fn(t)
 	done = true
 	return err
 }
 
-// Close closes the file; calling it twice is harmless.
+// Register implements Store: the registration lives in this process (see Bolt). A
+// live registration of another holder is ErrNodeTaken; one of the same holder is
+// taken over and its lost channel closed. lost is closed when the registration ends
+// for any reason other than ctx: taken over, or the store closed.
+func (b *Bolt) Register(ctx context.Context, node, holder string, ttl time.Duration) (<-chan struct{}, error) {
+	lost, err := b.local.Register(ctx, node, holder, ttl)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", b.path, err)
+	}
+	return lost, nil
+}
+
+// Alive implements Store: the nodes registered in this process.
+func (b *Bolt) Alive() (map[string]bool, error) {
+	alive, err := b.local.Alive()
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", b.path, err)
+	}
+	return alive, nil
+}
+
+// Watch implements Store: fn runs after every Update of this store that wrote
+// something and every registration that starts or ends, until ctx ends or the store
+// closes.
+func (b *Bolt) Watch(ctx context.Context, fn func()) error {
+	if err := b.local.Watch(ctx, fn); err != nil {
+		return fmt.Errorf("store %s: %w", b.path, err)
+	}
+	return nil
+}
+
+// Close ends the registrations and watches and closes the file; calling it twice is
+// harmless.
 func (b *Bolt) Close() error {
+	b.local.Close()
 	if err := b.db.Close(); err != nil {
 		return fmt.Errorf("close store %s: %w", b.path, err)
 	}
@@ -170,6 +218,9 @@ func (b *Bolt) Close() error {
 
 type boltTx struct {
 	tx *bolt.Tx
+	// wrote is set by the writes that change something, so that an Update that wrote
+	// nothing wakes no watcher (a watcher that runs such an Update would loop).
+	wrote bool
 }
 
 var _ Tx = (*boltTx)(nil)
@@ -278,6 +329,7 @@ func (t *boltTx) PutNetwork(n api.Network) error {
 	if err != nil {
 		return fmt.Errorf("%s: encode: %w", op, err)
 	}
+	t.wrote = true
 	if err := b.Put([]byte(n.Name), v); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
@@ -296,6 +348,7 @@ func (t *boltTx) DeleteNetwork(name string) error {
 	if name == "" || b.Get([]byte(name)) == nil {
 		return fmt.Errorf("%s: %w", op, ErrNotFound)
 	}
+	t.wrote = true
 	if err := b.Delete([]byte(name)); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
@@ -412,6 +465,7 @@ func (t *boltTx) PutEndpoint(ep api.Endpoint) error {
 	} else if !ok {
 		return fmt.Errorf("%s: network %q: %w", op, ep.Network, ErrNotFound)
 	}
+	t.wrote = true
 	b, err := t.nestedForWrite(bucketEndpoints, ep.Network)
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
@@ -439,6 +493,7 @@ func (t *boltTx) DeleteEndpoint(k api.EndpointKey) error {
 	if b == nil || !ok || b.Get(key) == nil {
 		return fmt.Errorf("%s: %w", op, ErrNotFound)
 	}
+	t.wrote = true
 	if err := b.Delete(key); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
@@ -539,6 +594,7 @@ func (t *boltTx) PutAllocation(network string, a netip.Addr, owner string) error
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
+	t.wrote = true
 	b, err := t.nestedForWrite(bucketAllocations, network)
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
@@ -581,6 +637,7 @@ func (t *boltTx) DeleteAllocation(network string, a netip.Addr) error {
 	if owner == nil {
 		return fmt.Errorf("%s: %w", op, ErrNotFound)
 	}
+	t.wrote = true
 	ob, err := t.nestedForWrite(bucketOwners, network)
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
@@ -634,6 +691,7 @@ func (t *boltTx) PutCursor(network string, subnet netip.Prefix, a netip.Addr) er
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
+	t.wrote = true
 	b, err := t.nestedForWrite(bucketCursors, network)
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
@@ -687,6 +745,7 @@ func (t *boltTx) PutPort(proto string, hostIP netip.Addr, port uint16, owner str
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
+	t.wrote = true
 	b, err := t.nestedForWrite(bucketPorts, portBucket(proto, port))
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
@@ -713,6 +772,7 @@ func (t *boltTx) DeletePort(proto string, hostIP netip.Addr, port uint16) error 
 	if b == nil || b.Get(key) == nil {
 		return fmt.Errorf("%s: %w", op, ErrNotFound)
 	}
+	t.wrote = true
 	if err := b.Delete(key); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
@@ -785,6 +845,7 @@ func (t *boltTx) PutService(svc api.Service) error {
 	if err != nil {
 		return err
 	}
+	t.wrote = true
 	if err := b.Put(key, v); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
@@ -804,6 +865,234 @@ func (t *boltTx) DeleteService(namespace, name string) error {
 	if err != nil || b.Get(key) == nil {
 		return fmt.Errorf("%s: %w", op, ErrNotFound)
 	}
+	t.wrote = true
+	if err := b.Delete(key); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+// decodeNode decodes a node record. The name comes from the key; Alive is not stored.
+func decodeNode(k, v []byte) (api.Node, error) {
+	var n api.Node
+	if err := json.Unmarshal(v, &n); err != nil {
+		return api.Node{}, fmt.Errorf("decode node %q: %w", k, err)
+	}
+	n.Name, n.Alive = string(k), false
+	return n, nil
+}
+
+func (t *boltTx) Node(name string) (api.Node, bool, error) {
+	b, err := t.top(bucketNodes)
+	if err != nil || name == "" {
+		return api.Node{}, false, err
+	}
+	v := b.Get([]byte(name))
+	if v == nil {
+		return api.Node{}, false, nil
+	}
+	n, err := decodeNode([]byte(name), v)
+	if err != nil {
+		return api.Node{}, false, err
+	}
+	return n, true, nil
+}
+
+func (t *boltTx) Nodes() ([]api.Node, error) {
+	b, err := t.top(bucketNodes)
+	if err != nil {
+		return nil, err
+	}
+	var ns []api.Node
+	err = b.ForEach(func(k, v []byte) error {
+		n, err := decodeNode(k, v)
+		if err != nil {
+			return err
+		}
+		ns = append(ns, n)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ns, nil
+}
+
+func (t *boltTx) PutNode(n api.Node) error {
+	op := fmt.Sprintf("put node %q", n.Name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if err := CheckNode(n); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	b, err := t.top(bucketNodes)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	n.Alive = false // read from the leases, never stored
+	v, err := json.Marshal(n)
+	if err != nil {
+		return fmt.Errorf("%s: encode: %w", op, err)
+	}
+	t.wrote = true
+	if err := b.Put([]byte(n.Name), v); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+func (t *boltTx) DeleteNode(name string) error {
+	op := fmt.Sprintf("delete node %q", name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	b, err := t.top(bucketNodes)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if name == "" || b.Get([]byte(name)) == nil {
+		return fmt.Errorf("%s: %w", op, ErrNotFound)
+	}
+	t.wrote = true
+	if err := b.Delete([]byte(name)); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+// decodeBlock decodes a block record. Network and prefix come from the bucket and the
+// key.
+func decodeBlock(network string, k, v []byte) (api.Block, error) {
+	var p netip.Prefix
+	if err := p.UnmarshalBinary(k); err != nil {
+		return api.Block{}, fmt.Errorf("decode block key %x in network %q: %w", k, network, err)
+	}
+	var b api.Block
+	if err := json.Unmarshal(v, &b); err != nil {
+		return api.Block{}, fmt.Errorf("decode block %s in network %q: %w", p, network, err)
+	}
+	b.Network, b.Prefix = network, p
+	return b, nil
+}
+
+// compareBlocks orders blocks by network and prefix. Prefix keys do not sort like
+// prefixes (an IPv6 key may sort before an IPv4 one), so listings sort after reading.
+func compareBlocks(a, b api.Block) int {
+	if c := strings.Compare(a.Network, b.Network); c != 0 {
+		return c
+	}
+	return a.Prefix.Compare(b.Prefix)
+}
+
+func (t *boltTx) Block(network string, prefix netip.Prefix) (api.Block, bool, error) {
+	b, err := t.nested(bucketBlocks, network)
+	if err != nil || b == nil || !IsBlockPrefix(prefix) {
+		return api.Block{}, false, err
+	}
+	key, err := prefix.MarshalBinary()
+	if err != nil {
+		return api.Block{}, false, fmt.Errorf("block %s in network %q: %w", prefix, network, err)
+	}
+	v := b.Get(key)
+	if v == nil {
+		return api.Block{}, false, nil
+	}
+	blk, err := decodeBlock(network, key, v)
+	if err != nil {
+		return api.Block{}, false, err
+	}
+	return blk, true, nil
+}
+
+func (t *boltTx) Blocks(network string) ([]api.Block, error) {
+	var out []api.Block
+	list := func(network string, b *bolt.Bucket) error {
+		return b.ForEach(func(k, v []byte) error {
+			blk, err := decodeBlock(network, k, v)
+			if err != nil {
+				return err
+			}
+			out = append(out, blk)
+			return nil
+		})
+	}
+	if network != "" {
+		b, err := t.nested(bucketBlocks, network)
+		if err != nil || b == nil {
+			return nil, err
+		}
+		if err := list(network, b); err != nil {
+			return nil, err
+		}
+	} else {
+		top, err := t.top(bucketBlocks)
+		if err != nil {
+			return nil, err
+		}
+		err = top.ForEachBucket(func(name []byte) error {
+			return list(string(name), top.Bucket(name))
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	slices.SortFunc(out, compareBlocks)
+	return out, nil
+}
+
+func (t *boltTx) PutBlock(blk api.Block) error {
+	op := fmt.Sprintf("put block %s in network %q", blk.Prefix, blk.Network)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if err := CheckBlock(blk); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if _, ok, err := t.Network(blk.Network); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	} else if !ok {
+		return fmt.Errorf("%s: network %q: %w", op, blk.Network, ErrNotFound)
+	}
+	key, err := blk.Prefix.MarshalBinary()
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	v, err := json.Marshal(blk)
+	if err != nil {
+		return fmt.Errorf("%s: encode: %w", op, err)
+	}
+	t.wrote = true
+	b, err := t.nestedForWrite(bucketBlocks, blk.Network)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if err := b.Put(key, v); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+func (t *boltTx) DeleteBlock(network string, prefix netip.Prefix) error {
+	op := fmt.Sprintf("delete block %s in network %q", prefix, network)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	b, err := t.nested(bucketBlocks, network)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if b == nil || !IsBlockPrefix(prefix) {
+		return fmt.Errorf("%s: %w", op, ErrNotFound)
+	}
+	key, err := prefix.MarshalBinary()
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if b.Get(key) == nil {
+		return fmt.Errorf("%s: %w", op, ErrNotFound)
+	}
+	t.wrote = true
 	if err := b.Delete(key); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}

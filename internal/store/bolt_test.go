@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"os"
@@ -66,6 +67,8 @@ func TestBoltPersistsAcrossReopen(t *testing.T) {
 		EndpointKey: api.EndpointKey{Network: "red", ContainerID: "c/1", IfName: "eth0"},
 		IPs:         []netip.Prefix{netip.PrefixFrom(a, 16)},
 	}
+	node := api.Node{Name: "n1", IP: netip.MustParseAddr("192.0.2.1"), Version: "v1", Registered: time.Unix(1e9, 0).UTC()}
+	block := api.Block{Network: "red", Prefix: netip.MustParsePrefix("10.88.0.0/26"), Node: "n1", Claimed: time.Unix(1e9, 0).UTC()}
 
 	b, err := store.OpenBolt(path)
 	if err != nil {
@@ -79,6 +82,12 @@ func TestBoltPersistsAcrossReopen(t *testing.T) {
 			return err
 		}
 		if err := tx.PutAllocation("red", a, ep.String()); err != nil {
+			return err
+		}
+		if err := tx.PutNode(node); err != nil {
+			return err
+		}
+		if err := tx.PutBlock(block); err != nil {
 			return err
 		}
 		return tx.PutCursor("red", subnet, a)
@@ -107,6 +116,12 @@ func TestBoltPersistsAcrossReopen(t *testing.T) {
 		c, ok, err := tx.Cursor("red", subnet)
 		if err != nil || !ok || c != a {
 			t.Errorf("cursor after reopen = %s, %v, %v", c, ok, err)
+		}
+		if n, ok, err := tx.Node("n1"); err != nil || !ok || n != node {
+			t.Errorf("node after reopen = %+v, %v, %v; want %+v", n, ok, err, node)
+		}
+		if got, ok, err := tx.Block("red", block.Prefix); err != nil || !ok || got != block {
+			t.Errorf("block after reopen = %+v, %v, %v; want %+v", got, ok, err, block)
 		}
 		return nil
 	})
@@ -196,5 +211,100 @@ func TestBoltLockedReportsPath(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "locked") {
 		t.Errorf("error %q does not say that %s is locked", err, path)
+	}
+}
+
+// A store written before clusters existed (no nodes and blocks buckets) gets them
+// when it is opened.
+func TestBoltOpensAFileWithoutClusterBuckets(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "podnet.db")
+	s, err := store.OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(func(tx store.Tx) error { return tx.PutNetwork(storetest.SampleNetwork("red")) }); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		return errors.Join(tx.DeleteBucket([]byte("nodes")), tx.DeleteBucket([]byte("blocks")))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	s = openBolt(t, path)
+	err = s.Update(func(tx store.Tx) error {
+		if err := tx.PutNode(api.Node{Name: "n1"}); err != nil {
+			return err
+		}
+		return tx.PutBlock(api.Block{Network: "red", Prefix: netip.MustParsePrefix("10.88.0.0/26"), Node: "n1"})
+	})
+	if err != nil {
+		t.Errorf("writing nodes and blocks to an older file: %v", err)
+	}
+}
+
+// TestBoltWatchSkipsEmptyUpdates: an Update that changes nothing (deletes of what is
+// gone, errors ignored, as a reconciler does) wakes no watch; a watch that runs such
+// an Update would otherwise wake itself forever. One that writes does.
+func TestBoltWatchSkipsEmptyUpdates(t *testing.T) {
+	b := openBolt(t, filepath.Join(t.TempDir(), "podnet.db"))
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	busy := make(chan struct{})
+	err := b.Watch(ctx, func() {
+		select {
+		case busy <- struct{}{}:
+		case <-ctx.Done():
+		}
+		<-ctx.Done() // stays in the call: later changes wait, pending
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(tx store.Tx) error { return tx.PutNetwork(storetest.SampleNetwork("red")) }
+	if err := b.Update(write); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-busy:
+	case <-time.After(10 * time.Second):
+		t.Fatal("fn not called within 10s of an update")
+	}
+	p := netip.MustParsePrefix("10.88.0.0/26")
+	err = b.Update(func(tx store.Tx) error {
+		for _, err := range []error{
+			tx.DeleteNetwork("nosuch"),
+			tx.DeleteEndpoint(api.EndpointKey{Network: "red", ContainerID: "c1", IfName: "eth0"}),
+			tx.DeleteAllocation("red", netip.MustParseAddr("10.88.0.5")),
+			tx.DeletePort("tcp", netip.Addr{}, 80),
+			tx.DeleteService("default", "web"),
+			tx.DeleteNode("n1"),
+			tx.DeleteBlock("red", p),
+			tx.PutBlock(api.Block{Network: "red", Prefix: p}), // invalid: no node
+		} {
+			if err == nil {
+				return errors.New("a write that should fail succeeded")
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := store.Pending(b); n != 0 {
+		t.Errorf("an Update that changed nothing left %d changes pending; want none", n)
+	}
+	if err := b.Update(write); err != nil {
+		t.Fatal(err)
+	}
+	if n := store.Pending(b); n != 1 {
+		t.Errorf("an Update that wrote left %d changes pending; want 1", n)
 	}
 }

@@ -1,11 +1,18 @@
 // Package store keeps podnet's desired state: networks, endpoints and address
-// allocations. Every change happens inside one transaction (Update), so that an address
-// allocation and the record that owns it commit together or not at all.
+// allocations, services, published ports, and for clusters the nodes and the address
+// blocks they claimed. Every change happens inside one transaction (Update), so that
+// an address allocation and the record that owns it commit together or not at all.
+//
+// Implementations: Bolt (an embedded bbolt file, one node), etcdstore.Store (etcd,
+// shared by the nodes of a cluster) and, for tests, storetest.Memory. All pass
+// storetest.Conformance.
 package store
 
 import (
+	"context"
 	"errors"
 	"net/netip"
+	"time"
 
 	"github.com/podnet/podnet/api"
 )
@@ -16,13 +23,31 @@ var ErrNotFound = errors.New("not found")
 // ErrReadOnly is returned by the writes of a Tx that runs inside View.
 var ErrReadOnly = errors.New("write in a read-only transaction")
 
-// Store is a transactional store. Implementations: Bolt (embedded bbolt file) and, for
-// tests, storetest.Memory. Both pass storetest.Conformance.
+// ErrNodeTaken is returned by Register when a live lease of another holder has the
+// node name.
+var ErrNodeTaken = errors.New("node name held by a live lease of another node")
+
+// Store is a transactional store with node liveness and change notification.
 type Store interface {
 	// View runs fn in a read-only transaction.
 	View(fn func(Tx) error) error
-	// Update runs fn in a read-write transaction; the changes commit only if fn returns nil.
+	// Update runs fn in a read-write transaction; the changes commit only if fn returns
+	// nil. fn may run more than once (a store shared by several writers retries it after
+	// a conflict): it must have no effect outside the transaction.
 	Update(fn func(Tx) error) error
+	// Register makes node alive under a lease of ttl, kept alive until ctx ends or the
+	// store closes; when the holder dies, the lease expires after ttl and the node is no
+	// longer alive. holder identifies who registers (the node's address): a live lease
+	// of the same holder is taken over (an agent restarted on its node), one of another
+	// holder is ErrNodeTaken. The returned channel is closed when the lease is lost
+	// (expired or revoked while the holder was cut off); the caller registers again.
+	Register(ctx context.Context, node, holder string, ttl time.Duration) (lost <-chan struct{}, err error)
+	// Alive returns the names of the nodes whose leases are alive.
+	Alive() (map[string]bool, error)
+	// Watch calls fn after changes committed by anyone, liveness included, until ctx
+	// ends; calls are sequential and may coalesce several changes. It returns once the
+	// watch is established.
+	Watch(ctx context.Context, fn func()) error
 	// Close releases the store; calling it twice is harmless.
 	Close() error
 }
@@ -78,7 +103,27 @@ type Tx interface {
 	// DeleteService removes a service; ErrNotFound when it does not exist.
 	DeleteService(namespace, name string) error
 
-	// Cursor is the last address handed out in a subnet (round-robin allocation).
+	// Cursor is the last address handed out in a subnet or block (round-robin allocation).
 	Cursor(network string, subnet netip.Prefix) (a netip.Addr, ok bool, err error)
 	PutCursor(network string, subnet netip.Prefix, a netip.Addr) error
+
+	Node(name string) (n api.Node, ok bool, err error)
+	// Nodes lists the cluster's nodes sorted by name (Alive unset: see Store.Alive).
+	Nodes() ([]api.Node, error)
+	// PutNode creates or replaces a node.
+	PutNode(n api.Node) error
+	// DeleteNode removes a node (not its blocks); ErrNotFound when it does not exist.
+	DeleteNode(name string) error
+
+	Block(network string, prefix netip.Prefix) (b api.Block, ok bool, err error)
+	// Blocks lists the blocks of one network, or of all when network is "", sorted by
+	// network and prefix.
+	Blocks(network string) ([]api.Block, error)
+	// PutBlock creates or replaces a block; its network must exist. Claiming a free block
+	// is Block (not ok) then PutBlock in one Update: the commit fails for all but one of
+	// the nodes that race for it.
+	PutBlock(b api.Block) error
+	// DeleteBlock releases a block; ErrNotFound when it was free. DeleteNetwork removes
+	// the network's blocks.
+	DeleteBlock(network string, prefix netip.Prefix) error
 }

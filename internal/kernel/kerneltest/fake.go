@@ -9,6 +9,7 @@ package kerneltest
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"slices"
@@ -39,6 +40,8 @@ type Fake struct {
 	local      []netip.Addr
 	routes     []spec.NodeRoute
 	tunnels    []spec.Tunnel
+	overlays   map[string]string            // network -> its applied overlay, as recorded
+	underlay   map[netip.Addr]string        // local address -> interface (SetUnderlay)
 	sandboxes  map[string]bool              // paths OpenSandbox can open
 	nodePaths  map[string]bool              // paths that are the node's own namespace
 	sandboxIfs map[string]map[string]string // sandbox path -> its interface -> host veth
@@ -98,6 +101,7 @@ func (f *Fake) Clone() *Fake {
 	for k, v := range f.held {
 		c.held[k] = v
 	}
+	c.tunnels, c.overlays, c.underlay = slices.Clone(f.tunnels), maps.Clone(f.overlays), maps.Clone(f.underlay)
 	return c
 }
 
@@ -260,6 +264,80 @@ func (f *Fake) AddTunnel(t spec.Tunnel) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.tunnels = append(f.tunnels, t)
+}
+
+// SyncOverlay implements kernel.Applier: it records the overlay when it differs from
+// the one applied last for its network.
+func (f *Fake) SyncOverlay(o plan.Overlay) error {
+	var parts []string
+	if d := o.Device; d.Name != "" {
+		parts = append(parts, fmt.Sprintf("vxlan %s id %d port %d local %s dev %s mtu %d mac %s", d.Name, d.VNI, d.Port, d.Local, d.Dev, d.MTU, d.MAC))
+	}
+	for _, p := range o.Peers {
+		parts = append(parts, fmt.Sprintf("fdb %s dst %s", p.MAC, p.NodeIP))
+	}
+	for _, r := range o.Routes {
+		onlink := ""
+		if r.Onlink {
+			onlink = " onlink"
+		}
+		parts = append(parts, fmt.Sprintf("route %s via %s dev %s%s", r.Dst, r.Via, r.Dev, onlink))
+	}
+	text := strings.Join(parts, "; ")
+	f.mu.Lock()
+	same := f.overlays[o.Network] == text
+	f.mu.Unlock()
+	if same {
+		return nil
+	}
+	if err := f.begin("SyncOverlay", "overlay %s: %s", o.Network, text); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.overlays == nil {
+		f.overlays = map[string]string{}
+	}
+	f.overlays[o.Network] = text
+	return nil
+}
+
+// RemoveOverlay implements kernel.Applier.
+func (f *Fake) RemoveOverlay(device string, subnets []netip.Prefix) error {
+	if err := f.begin("RemoveOverlay", "remove overlay %s %s", device, prefixes(subnets)); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for network, text := range f.overlays {
+		if device != "" && strings.Contains(text, "vxlan "+device+" ") {
+			delete(f.overlays, network)
+		}
+	}
+	return nil
+}
+
+// OnLink implements kernel.Applier: every address is on the fake's link "eth0".
+func (f *Fake) OnLink(addr netip.Addr) (string, bool, error) { return "eth0", true, nil }
+
+// SetUnderlay gives the fake node a local address on dev.
+func (f *Fake) SetUnderlay(addr netip.Addr, dev string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.underlay == nil {
+		f.underlay = map[netip.Addr]string{}
+	}
+	f.underlay[addr] = dev
+}
+
+// Underlay implements kernel.Applier: the interfaces SetUnderlay gave, MTU 1500.
+func (f *Fake) Underlay(addr netip.Addr) (string, int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if dev, ok := f.underlay[addr]; ok {
+		return dev, 1500, nil
+	}
+	return "", 0, fmt.Errorf("no interface of the node has address %s", addr)
 }
 
 // LinkExists implements kernel.Applier.

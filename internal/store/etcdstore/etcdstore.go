@@ -16,8 +16,11 @@
 //	cursors/NET/SUBNET                 address (the subnet 10.88.0.0%2F16)
 //	ports/PROTO/PORT/HOSTIP            owner (HOSTIP * for all addresses)
 //	services/NS/NAME                   JSON api.Service
-//	gen/networks, gen/ports, gen/services,
-//	gen/endpoints/NET, gen/allocations/NET   "" (deletion generations, below)
+//	nodes/NAME                         JSON api.Node (Alive is never stored)
+//	blocks/NET/PREFIX                  JSON api.Block (the prefix 10.88.0.0%2F26)
+//	alive/NAME                         holder, attached to the node's lease (below)
+//	gen/networks, gen/ports, gen/services, gen/nodes,
+//	gen/endpoints/NET, gen/allocations/NET, gen/blocks/NET   "" (deletion generations, below)
 //
 // The escaping keeps names apart but does not keep their order: listings are sorted
 // after decoding, as the store.Tx contract wants.
@@ -48,16 +51,34 @@
 // An etcd range compare looks at the keys that exist: a key deleted after R has no
 // revision left to compare, so a listing could miss a deletion. Every deletion in a
 // collection therefore also puts the collection's generation key, whose ModRevision
-// the listing compares. The generations of endpoints and allocations (with the owner
-// index) are per network, so releases in one network do not conflict with listings
-// of another; ports and services have one each. DeleteNetwork deletes its network's
+// the listing compares. The generations of endpoints, allocations (with the owner
+// index) and blocks are per network, so releases in one network do not conflict with
+// listings of another; ports, services and nodes have one each. DeleteNetwork deletes its network's
 // generations with the rest and bumps gen/networks, which every listing compares, so
 // deleting a network conflicts with every listing in flight, in any network.
 //
-// DeleteNetwork removes the network's endpoints, allocations, owner index and
-// cursors with range deletes in the same Txn. Keys put again under a deleted range
+// DeleteNetwork removes the network's endpoints, allocations, owner index, cursors
+// and blocks with range deletes in the same Txn. Keys put again under a deleted range
 // in the same transaction (a network deleted and re-created) split the range:
 // etcd refuses a Txn that puts a key inside a range it deletes.
+//
+// # Liveness and watches
+//
+// Register grants a lease of ttl (whole seconds, rounded up; etcd may grant more, its
+// minimum) and puts alive/NAME = holder attached to it: when the key is absent, or
+// when it has the same holder, which takes it over (the put compares the key's
+// ModRevision, then the old lease is revoked, which ends the old registration).
+// Another holder's key is store.ErrNodeTaken. The client keeps the lease alive until
+// ctx ends, which revokes it (the node is dead at once), or the store closes, which
+// leaves it to expire after its ttl (an agent restarted in time takes it over). When
+// the keepalives stop while ctx lasts (the lease was revoked, or expired while this
+// client was cut off from etcd) or the store closes, the lost channel is closed.
+// Alive reads alive/ once; transactions never read it.
+//
+// Watch watches the whole prefix from the current revision, requiring a leader, and
+// calls fn once for the watch responses that are ready together. When the watch
+// breaks (etcd canceled it, its revision was compacted, no leader), it starts again
+// from the current revision and fn is called once, as anything may have changed.
 //
 // # Limits and compatibility
 //
@@ -69,10 +90,10 @@
 // deletions), and a collection read key by key more than a few times, as a long
 // probe for a free address does, is compared as a whole instead.
 //
-// Only the KV API of etcd 3.4 is used: Range with a revision, and Txn with
-// ModRevision compares over a range (in etcd since 3.3; 3.2 and older ignore the
-// range end and would compare a single key), plus Maintenance.Status in Open, which
-// refuses servers before 3.4, the oldest version tested. A Txn that fails in
+// Only APIs of etcd 3.4 are used: Range with a revision, Txn with ModRevision
+// compares over a range (in etcd since 3.3; 3.2 and older ignore the range end and
+// would compare a single key), leases, watches, plus Maintenance.Status in Open,
+// which refuses servers before 3.4, the oldest version tested. A Txn that fails in
 // transport (timeout, lost leader) may or may not have committed; Update reports the
 // error.
 package etcdstore

@@ -195,6 +195,11 @@ func TestKeyLayout(t *testing.T) {
 			tx.PutPort("tcp", netip.Addr{}, 8080, "red/c1/eth0"),
 			tx.PutPort("tcp", netip.MustParseAddr("192.0.2.1"), 8080, "x"),
 			tx.PutService(api.Service{Namespace: "default", Name: "web"}),
+			tx.PutNode(api.Node{Name: "n1", IP: netip.MustParseAddr("192.0.2.1")}),
+			tx.PutNode(api.Node{Name: "gone", IP: netip.MustParseAddr("192.0.2.2")}),
+			tx.PutBlock(api.Block{Network: "red", Prefix: netip.MustParsePrefix("10.88.0.0/26"), Node: "n1"}),
+			tx.PutBlock(api.Block{Network: "red", Prefix: netip.MustParsePrefix("10.88.0.64/26"), Node: "gone"}),
+			tx.PutBlock(api.Block{Network: "a/b", Prefix: netip.MustParsePrefix("fd00:88::/122"), Node: "n1"}),
 		} {
 			if err != nil {
 				return err
@@ -203,8 +208,20 @@ func TestKeyLayout(t *testing.T) {
 		return nil
 	})
 	update(t, s, func(tx store.Tx) error {
-		return tx.DeleteEndpoint(api.EndpointKey{Network: "red", ContainerID: "gone", IfName: "eth0"})
+		for _, err := range []error{
+			tx.DeleteEndpoint(api.EndpointKey{Network: "red", ContainerID: "gone", IfName: "eth0"}),
+			tx.DeleteBlock("red", netip.MustParsePrefix("10.88.0.64/26")),
+			tx.DeleteNode("gone"),
+		} {
+			if err != nil {
+				return err
+			}
+		}
+		return nil
 	})
+	if _, err := s.Register(t.Context(), "n1", "192.0.2.1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
 
 	cli := rawClient(t)
 	resp, err := cli.Get(context.Background(), prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
@@ -216,14 +233,20 @@ func TestKeyLayout(t *testing.T) {
 		keys = append(keys, strings.TrimPrefix(string(kv.Key), prefix))
 	}
 	want := []string{
+		"alive/n1",
 		"allocations/red/10.88.0.5",
 		"allocations/red/fd00:88::5",
+		"blocks/a%2Fb/fd00:88::%2F122",
+		"blocks/red/10.88.0.0%2F26",
 		"cursors/red/10.88.0.0%2F16",
 		"endpoints/a%2Fb/c%2F1/eth%200",
 		"endpoints/red/c1/eth0",
+		"gen/blocks/red",
 		"gen/endpoints/red",
+		"gen/nodes",
 		"networks/a%2Fb",
 		"networks/red",
+		"nodes/n1",
 		"owners/red/red%2Fc1%2Feth0/10.88.0.5",
 		"owners/red/red%2Fc1%2Feth0/fd00:88::5",
 		"ports/tcp/8080/*",
@@ -239,6 +262,20 @@ func TestKeyLayout(t *testing.T) {
 	}
 	if len(got.Kvs) != 1 || string(got.Kvs[0].Value) != "red/c1/eth0" {
 		t.Errorf("allocation value = %v; want the owner", got.Kvs)
+	}
+	got, err = cli.Get(context.Background(), prefix+"alive/n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Kvs) != 1 || string(got.Kvs[0].Value) != "192.0.2.1" || got.Kvs[0].Lease == 0 {
+		t.Errorf("alive value = %v; want the holder, under a lease", got.Kvs)
+	}
+	got, err = cli.Get(context.Background(), prefix+"nodes/n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Kvs) != 1 || strings.Contains(string(got.Kvs[0].Value), `"alive":true`) {
+		t.Errorf("node value = %q; want JSON without alive set", got.Kvs)
 	}
 }
 
@@ -437,6 +474,7 @@ func TestCompactedSnapshot(t *testing.T) {
 // reads through handle a, writes through b before a commits, and counts a's runs.
 func TestConflicts(t *testing.T) {
 	a5, a6 := netip.MustParseAddr("10.88.0.5"), netip.MustParseAddr("10.88.0.6")
+	b0, b64 := netip.MustParsePrefix("10.88.0.0/26"), netip.MustParsePrefix("10.88.0.64/26")
 	k := func(nw, c string) api.EndpointKey {
 		return api.EndpointKey{Network: nw, ContainerID: c, IfName: "eth0"}
 	}
@@ -510,6 +548,30 @@ func TestConflicts(t *testing.T) {
 		{"services of a namespace, then one is deleted",
 			func(tx store.Tx) error { _, err := tx.Services("default"); return err },
 			func(tx store.Tx) error { return tx.DeleteService("default", "web") }, true},
+		{"block read while free, then claimed by another",
+			func(tx store.Tx) error { _, _, err := tx.Block("red", b64); return err },
+			func(tx store.Tx) error { return tx.PutBlock(api.Block{Network: "red", Prefix: b64, Node: "n2"}) }, true},
+		{"block read, then released",
+			func(tx store.Tx) error { _, _, err := tx.Block("red", b0); return err },
+			func(tx store.Tx) error { return tx.DeleteBlock("red", b0) }, true},
+		{"blocks of a network, then one is released",
+			func(tx store.Tx) error { _, err := tx.Blocks("red"); return err },
+			func(tx store.Tx) error { return tx.DeleteBlock("red", b0) }, true},
+		{"blocks of a network, then one is released in another",
+			func(tx store.Tx) error { _, err := tx.Blocks("red"); return err },
+			func(tx store.Tx) error { return tx.DeleteBlock("blue", b0) }, false},
+		{"all blocks, then one is released",
+			func(tx store.Tx) error { _, err := tx.Blocks(""); return err },
+			func(tx store.Tx) error { return tx.DeleteBlock("blue", b0) }, true},
+		{"blocks of a network, then the network is deleted",
+			func(tx store.Tx) error { _, err := tx.Blocks("red"); return err },
+			func(tx store.Tx) error { return tx.DeleteNetwork("red") }, true},
+		{"nodes, then one is deleted",
+			func(tx store.Tx) error { _, err := tx.Nodes(); return err },
+			func(tx store.Tx) error { return tx.DeleteNode("n1") }, true},
+		{"node read, then another node is created",
+			func(tx store.Tx) error { _, _, err := tx.Node("n1"); return err },
+			func(tx store.Tx) error { return tx.PutNode(api.Node{Name: "n2"}) }, false},
 		{"nothing read, then the key written blind is written",
 			func(tx store.Tx) error { return nil },
 			func(tx store.Tx) error {
@@ -526,6 +588,7 @@ func TestConflicts(t *testing.T) {
 						tx.PutNetwork(storetest.SampleNetwork(nw)),
 						tx.PutEndpoint(ep(nw, "c1")),
 						tx.PutAllocation(nw, a5, nw+"/c1/eth0"),
+						tx.PutBlock(api.Block{Network: nw, Prefix: b0, Node: "n1"}),
 					} {
 						if err != nil {
 							return err
@@ -533,6 +596,9 @@ func TestConflicts(t *testing.T) {
 					}
 				}
 				if err := tx.PutPort("tcp", netip.Addr{}, 80, "o"); err != nil {
+					return err
+				}
+				if err := tx.PutNode(api.Node{Name: "n1"}); err != nil {
 					return err
 				}
 				return tx.PutService(api.Service{Namespace: "default", Name: "web"})

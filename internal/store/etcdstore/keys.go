@@ -123,6 +123,10 @@ func (l layout) allocationsGen(nw string) span {
 }
 func (l layout) portsGen() span    { return span{key: l.prefix + "gen/ports"} }
 func (l layout) servicesGen() span { return span{key: l.prefix + "gen/services"} }
+func (l layout) nodesGen() span    { return span{key: l.prefix + "gen/nodes"} }
+func (l layout) blocksGen(nw string) span {
+	return span{key: l.prefix + "gen/blocks/" + escape(nw)}
+}
 
 func (l layout) networks() collection {
 	return collection{prefix: l.prefix + "networks/", gens: []span{l.networksGen()}}
@@ -221,3 +225,29 @@ func validService(namespace, name string) error {
 	}
 	return nil
 }
+
+func (l layout) nodes() collection {
+	return collection{prefix: l.prefix + "nodes/", gens: []span{l.nodesGen()}}
+}
+
+func (l layout) nodeKey(name string) string { return l.nodes().prefix + escape(name) }
+
+// blocks is the collection of the blocks of nw, of all networks when nw is "".
+func (l layout) blocks(nw string) collection {
+	if nw == "" {
+		return collection{prefix: l.prefix + "blocks/",
+			gens: []span{{key: l.prefix + "gen/blocks/", prefix: true}, l.networksGen()}}
+	}
+	return collection{prefix: l.prefix + "blocks/" + escape(nw) + "/",
+		gens: []span{l.blocksGen(nw), l.networksGen()}}
+}
+
+func (l layout) blockKey(nw string, p netip.Prefix) string {
+	return l.blocks(nw).prefix + escape(p.String())
+}
+
+// alive holds a key per live node, attached to the node's lease; transactions never
+// read it.
+func (l layout) alive() string { return l.prefix + "alive/" }
+
+func (l layout) aliveKey(node string) string { return l.alive() + escape(node) }

@@ -97,8 +97,10 @@ func (t *tx) DeleteNetwork(name string) error {
 	t.clear(l.allocations(name).prefix)
 	t.clear(l.ownersOf(name))
 	t.clear(l.cursors(name).prefix)
+	t.clear(l.blocks(name).prefix)
 	t.del(l.endpointsGen(name).key)
 	t.del(l.allocationsGen(name).key)
+	t.del(l.blocksGen(name).key)
 	t.bump(l.networksGen())
 	return nil
 }
@@ -480,5 +482,177 @@ func (t *tx) DeleteService(namespace, name string) error {
 	l := t.s.layout
 	t.del(l.serviceKey(namespace, name))
 	t.bump(l.servicesGen())
+	return nil
+}
+
+// decodeNode decodes a node record. The name comes from the key; Alive is not stored.
+func decodeNode(name string, v []byte) (api.Node, error) {
+	var n api.Node
+	if err := json.Unmarshal(v, &n); err != nil {
+		return api.Node{}, fmt.Errorf("decode node %q: %w", name, err)
+	}
+	n.Name, n.Alive = name, false
+	return n, nil
+}
+
+func (t *tx) Node(name string) (api.Node, bool, error) {
+	if name == "" {
+		return api.Node{}, false, nil
+	}
+	l := t.s.layout
+	v, ok, err := t.get(l.nodeKey(name), l.nodes())
+	if err != nil || !ok {
+		return api.Node{}, false, err
+	}
+	n, err := decodeNode(name, v)
+	if err != nil {
+		return api.Node{}, false, err
+	}
+	return n, true, nil
+}
+
+func (t *tx) Nodes() ([]api.Node, error) {
+	c := t.s.layout.nodes()
+	kvs, err := t.list(c)
+	if err != nil {
+		return nil, err
+	}
+	var ns []api.Node
+	for _, x := range kvs {
+		name, err := segments(x.key, c.prefix, 1)
+		if err != nil {
+			return nil, err
+		}
+		n, err := decodeNode(name[0], x.val)
+		if err != nil {
+			return nil, err
+		}
+		ns = append(ns, n)
+	}
+	slices.SortFunc(ns, func(a, b api.Node) int { return strings.Compare(a.Name, b.Name) })
+	return ns, nil
+}
+
+func (t *tx) PutNode(n api.Node) error {
+	op := fmt.Sprintf("put node %q", n.Name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if err := store.CheckNode(n); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	n.Alive = false // read from the leases, never stored
+	v, err := json.Marshal(n)
+	if err != nil {
+		return fmt.Errorf("%s: encode: %w", op, err)
+	}
+	t.put(t.s.layout.nodeKey(n.Name), v)
+	return nil
+}
+
+func (t *tx) DeleteNode(name string) error {
+	op := fmt.Sprintf("delete node %q", name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if _, ok, err := t.Node(name); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	} else if !ok {
+		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
+	}
+	l := t.s.layout
+	t.del(l.nodeKey(name))
+	t.bump(l.nodesGen())
+	return nil
+}
+
+// decodeBlock decodes a block record. Network and prefix come from the key.
+func decodeBlock(network string, p netip.Prefix, v []byte) (api.Block, error) {
+	var b api.Block
+	if err := json.Unmarshal(v, &b); err != nil {
+		return api.Block{}, fmt.Errorf("decode block %s in network %q: %w", p, network, err)
+	}
+	b.Network, b.Prefix = network, p
+	return b, nil
+}
+
+func (t *tx) Block(network string, prefix netip.Prefix) (api.Block, bool, error) {
+	if network == "" || !store.IsBlockPrefix(prefix) {
+		return api.Block{}, false, nil
+	}
+	l := t.s.layout
+	v, ok, err := t.get(l.blockKey(network, prefix), l.blocks(network))
+	if err != nil || !ok {
+		return api.Block{}, false, err
+	}
+	b, err := decodeBlock(network, prefix, v)
+	if err != nil {
+		return api.Block{}, false, err
+	}
+	return b, true, nil
+}
+
+func (t *tx) Blocks(network string) ([]api.Block, error) {
+	l := t.s.layout
+	kvs, err := t.list(l.blocks(network))
+	if err != nil {
+		return nil, err
+	}
+	var out []api.Block
+	for _, x := range kvs {
+		seg, err := segments(x.key, l.blocks("").prefix, 2)
+		if err != nil {
+			return nil, err
+		}
+		p, err := netip.ParsePrefix(seg[1])
+		if err != nil {
+			return nil, fmt.Errorf("key %q: %w", x.key, err)
+		}
+		b, err := decodeBlock(seg[0], p, x.val)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	slices.SortFunc(out, func(a, b api.Block) int {
+		return cmp.Or(strings.Compare(a.Network, b.Network), a.Prefix.Compare(b.Prefix))
+	})
+	return out, nil
+}
+
+func (t *tx) PutBlock(b api.Block) error {
+	op := fmt.Sprintf("put block %s in network %q", b.Prefix, b.Network)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if err := store.CheckBlock(b); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if _, ok, err := t.Network(b.Network); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	} else if !ok {
+		return fmt.Errorf("%s: network %q: %w", op, b.Network, store.ErrNotFound)
+	}
+	v, err := json.Marshal(b)
+	if err != nil {
+		return fmt.Errorf("%s: encode: %w", op, err)
+	}
+	t.put(t.s.layout.blockKey(b.Network, b.Prefix), v)
+	return nil
+}
+
+func (t *tx) DeleteBlock(network string, prefix netip.Prefix) error {
+	op := fmt.Sprintf("delete block %s in network %q", prefix, network)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if _, ok, err := t.Block(network, prefix); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	} else if !ok {
+		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
+	}
+	l := t.s.layout
+	t.del(l.blockKey(network, prefix))
+	t.bump(l.blocksGen(network))
 	return nil
 }

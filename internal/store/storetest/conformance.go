@@ -42,6 +42,13 @@ func Conformance(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ReturnsCopies", testReturnsCopies},
 		{"ConcurrentUpdates", testConcurrentUpdates},
 		{"CloseTwice", testCloseTwice},
+		{"Nodes", testNodes},
+		{"Blocks", testBlocks},
+		{"BlockClaimRace", testBlockClaimRace},
+		{"Register", testRegister},
+		{"RegisterInvalid", testRegisterInvalid},
+		{"CloseEndsRegistrations", testCloseEndsRegistrations},
+		{"Watch", func(t *testing.T, s store.Store) { WatchAcross(t, s, s) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -457,6 +464,18 @@ func testReadYourWrites(t *testing.T, s store.Store) {
 		if c, ok, err := tx.Cursor("red", p); c != a || !ok || err != nil {
 			t.Errorf("cursor not visible in its own transaction: %s, %v, %v", c, ok, err)
 		}
+		if err := tx.PutNode(sampleNode("n1", "192.0.2.1")); err != nil {
+			return err
+		}
+		if n, ok, err := tx.Node("n1"); n != sampleNode("n1", "192.0.2.1") || !ok || err != nil {
+			t.Errorf("node not visible in its own transaction: %+v, %v, %v", n, ok, err)
+		}
+		if err := tx.PutBlock(sampleBlock("red", "10.88.0.0/26", "n1")); err != nil {
+			return err
+		}
+		if bs, err := tx.Blocks(""); len(bs) != 1 || err != nil {
+			t.Errorf("block not listed in its own transaction: %v, %v", bs, err)
+		}
 		return nil
 	})
 }
@@ -467,6 +486,8 @@ type contents struct {
 	Endpoints []api.Endpoint
 	Allocs    map[string]map[netip.Addr]string
 	Cursors   map[string]netip.Addr
+	Nodes     []api.Node
+	Blocks    []api.Block
 }
 
 func dump(t *testing.T, s store.Store, prefixes ...netip.Prefix) contents {
@@ -478,6 +499,12 @@ func dump(t *testing.T, s store.Store, prefixes ...netip.Prefix) contents {
 			return err
 		}
 		if c.Endpoints, err = tx.Endpoints(""); err != nil {
+			return err
+		}
+		if c.Nodes, err = tx.Nodes(); err != nil {
+			return err
+		}
+		if c.Blocks, err = tx.Blocks(""); err != nil {
 			return err
 		}
 		c.Allocs = make(map[string]map[netip.Addr]string)
@@ -513,6 +540,12 @@ func testRollback(t *testing.T, s store.Store) {
 		if err := tx.PutAllocation("red", netip.MustParseAddr("10.88.0.5"), "red/c1/eth0"); err != nil {
 			return err
 		}
+		if err := tx.PutNode(sampleNode("n1", "192.0.2.1")); err != nil {
+			return err
+		}
+		if err := tx.PutBlock(sampleBlock("red", "10.88.0.0/26", "n1")); err != nil {
+			return err
+		}
 		return tx.PutCursor("red", p, netip.MustParseAddr("10.88.0.5"))
 	})
 	before := dump(t, s, p)
@@ -530,6 +563,11 @@ func testRollback(t *testing.T, s store.Store) {
 			tx.DeleteAllocation("red", netip.MustParseAddr("10.88.0.5")),
 			tx.PutCursor("red", p, netip.MustParseAddr("10.88.0.6")),
 			tx.PutAllocation("blue", netip.MustParseAddr("10.88.0.6"), "blue/c2/eth0"),
+			tx.PutNode(sampleNode("n2", "192.0.2.2")),
+			tx.DeleteNode("n1"),
+			tx.PutBlock(sampleBlock("red", "10.88.0.64/26", "n2")),
+			tx.DeleteBlock("red", netip.MustParsePrefix("10.88.0.0/26")),
+			tx.PutBlock(sampleBlock("blue", "10.88.0.0/26", "n2")),
 		} {
 			if err != nil {
 				t.Errorf("write before failing: %v", err)
@@ -575,6 +613,11 @@ func testDeleteNetworkCascade(t *testing.T, s store.Store) {
 		if err := tx.PutAllocation(nw, netip.MustParseAddr("10.88.0.5"), nw+"/c1/eth0"); err != nil {
 			return err
 		}
+		for _, b := range []string{"10.88.0.0/26", "fd00:88::/122"} {
+			if err := tx.PutBlock(sampleBlock(nw, b, "n1")); err != nil {
+				return err
+			}
+		}
 		return tx.PutCursor(nw, p, netip.MustParseAddr("10.88.0.5"))
 	}
 	update(t, s, func(tx store.Tx) error {
@@ -591,6 +634,9 @@ func testDeleteNetworkCascade(t *testing.T, s store.Store) {
 	mustEqual(t, "allocations of red", c.Allocs["red"], map[netip.Addr]string{})
 	mustEqual(t, "allocations of blue", c.Allocs["blue"], map[netip.Addr]string{netip.MustParseAddr("10.88.0.5"): "blue/c1/eth0"})
 	mustEqual(t, "cursors left", c.Cursors, map[string]netip.Addr{"blue " + p.String(): netip.MustParseAddr("10.88.0.5")})
+	mustEqual(t, "blocks left", c.Blocks, []api.Block{
+		sampleBlock("blue", "10.88.0.0/26", "n1"), sampleBlock("blue", "fd00:88::/122", "n1"),
+	})
 
 	// A network created again under the same name starts empty.
 	putNetworks(t, s, "red")
@@ -607,6 +653,12 @@ func testDeleteNetworkCascade(t *testing.T, s store.Store) {
 		}
 		if _, ok, err := tx.Cursor("red", p); ok || err != nil {
 			t.Errorf("old cursor of re-created network: ok %v, err %v; want none", ok, err)
+		}
+		if _, ok, err := tx.Block("red", netip.MustParsePrefix("10.88.0.0/26")); ok || err != nil {
+			t.Errorf("old block of re-created network: ok %v, err %v; want free", ok, err)
+		}
+		if bs, err := tx.Blocks("red"); len(bs) != 0 || err != nil {
+			t.Errorf("blocks of re-created network: %v, %v; want none", bs, err)
 		}
 		return nil
 	})
@@ -639,6 +691,25 @@ func testNotFound(t *testing.T, s store.Store) {
 		if _, ok, err := tx.Cursor("red", netip.MustParsePrefix("10.88.0.0/16")); ok || err != nil {
 			t.Errorf("Cursor: ok %v, err %v; want ok=false, no error", ok, err)
 		}
+		for _, name := range []string{"nosuch", ""} {
+			if _, ok, err := tx.Node(name); ok || err != nil {
+				t.Errorf("Node(%q): ok %v, err %v; want ok=false, no error", name, ok, err)
+			}
+		}
+		for _, b := range []struct {
+			nw string
+			p  netip.Prefix
+		}{
+			{"red", netip.MustParsePrefix("10.88.0.0/26")},
+			{"nosuch", netip.MustParsePrefix("10.88.0.0/26")},
+			{"red", netip.MustParsePrefix("10.88.0.5/26")},
+			{"red", netip.Prefix{}},
+			{"", netip.MustParsePrefix("10.88.0.0/26")},
+		} {
+			if _, ok, err := tx.Block(b.nw, b.p); ok || err != nil {
+				t.Errorf("Block(%q, %s): ok %v, err %v; want ok=false, no error", b.nw, b.p, ok, err)
+			}
+		}
 		return nil
 	})
 	deletes := []struct {
@@ -656,6 +727,14 @@ func testNotFound(t *testing.T, s store.Store) {
 		{"DeleteAllocation of missing network", func(tx store.Tx) error {
 			return tx.DeleteAllocation("nosuch", netip.MustParseAddr("10.88.0.5"))
 		}},
+		{"DeleteNode", func(tx store.Tx) error { return tx.DeleteNode("nosuch") }},
+		{"DeleteBlock", func(tx store.Tx) error { return tx.DeleteBlock("red", netip.MustParsePrefix("10.88.0.0/26")) }},
+		{"DeleteBlock of missing network", func(tx store.Tx) error {
+			return tx.DeleteBlock("nosuch", netip.MustParsePrefix("10.88.0.0/26"))
+		}},
+		{"DeleteBlock of a prefix that is not masked", func(tx store.Tx) error {
+			return tx.DeleteBlock("red", netip.MustParsePrefix("10.88.0.5/26"))
+		}},
 	}
 	for _, d := range deletes {
 		if err := s.Update(d.fn); !errors.Is(err, store.ErrNotFound) {
@@ -667,6 +746,10 @@ func testNotFound(t *testing.T, s store.Store) {
 	if !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("PutEndpoint into a missing network: %v; want ErrNotFound", err)
 	}
+	err = s.Update(func(tx store.Tx) error { return tx.PutBlock(sampleBlock("nosuch", "10.88.0.0/26", "n1")) })
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("PutBlock into a missing network: %v; want ErrNotFound", err)
+	}
 }
 
 func testReadOnlyView(t *testing.T, s store.Store) {
@@ -677,6 +760,12 @@ func testReadOnlyView(t *testing.T, s store.Store) {
 			return err
 		}
 		if err := tx.PutEndpoint(sampleEndpoint("red", "c1", "eth0")); err != nil {
+			return err
+		}
+		if err := tx.PutNode(sampleNode("n1", "192.0.2.1")); err != nil {
+			return err
+		}
+		if err := tx.PutBlock(sampleBlock("red", "10.88.0.0/26", "n1")); err != nil {
 			return err
 		}
 		return tx.PutAllocation("red", a, "red/c1/eth0")
@@ -699,6 +788,10 @@ func testReadOnlyView(t *testing.T, s store.Store) {
 		{"DeletePort", func(tx store.Tx) error { return tx.DeletePort("tcp", netip.Addr{}, 80) }},
 		{"PutService", func(tx store.Tx) error { return tx.PutService(api.Service{Namespace: "a", Name: "b"}) }},
 		{"DeleteService", func(tx store.Tx) error { return tx.DeleteService("a", "b") }},
+		{"PutNode", func(tx store.Tx) error { return tx.PutNode(sampleNode("n2", "192.0.2.2")) }},
+		{"DeleteNode", func(tx store.Tx) error { return tx.DeleteNode("n1") }},
+		{"PutBlock", func(tx store.Tx) error { return tx.PutBlock(sampleBlock("red", "10.88.0.64/26", "n1")) }},
+		{"DeleteBlock", func(tx store.Tx) error { return tx.DeleteBlock("red", netip.MustParsePrefix("10.88.0.0/26")) }},
 	}
 	for _, w := range writes {
 		var werr error
@@ -719,31 +812,58 @@ func testReadOnlyView(t *testing.T, s store.Store) {
 func testInvalidWrites(t *testing.T, s store.Store) {
 	putNetworks(t, s, "red")
 	before := dump(t, s)
+	block := func(nw, p, node string) api.Block {
+		b := api.Block{Network: nw, Node: node, Claimed: created}
+		if p != "" {
+			b.Prefix = netip.MustParsePrefix(p)
+		}
+		return b
+	}
 	writes := []struct {
 		name string
 		fn   func(tx store.Tx) error
+		// says is what the error must contain, when it matters.
+		says []string
 	}{
-		{"PutNetwork with empty name", func(tx store.Tx) error { return tx.PutNetwork(api.Network{}) }},
+		{"PutNetwork with empty name", func(tx store.Tx) error { return tx.PutNetwork(api.Network{}) }, nil},
 		{"PutEndpoint with NUL in container id", func(tx store.Tx) error {
 			return tx.PutEndpoint(sampleEndpoint("red", "c\x001", "eth0"))
-		}},
+		}, nil},
 		{"PutEndpoint with NUL in ifname", func(tx store.Tx) error {
 			return tx.PutEndpoint(sampleEndpoint("red", "c1", "eth\x000"))
-		}},
-		{"PutAllocation of zero address", func(tx store.Tx) error { return tx.PutAllocation("red", netip.Addr{}, "o") }},
+		}, nil},
+		{"PutAllocation of zero address", func(tx store.Tx) error { return tx.PutAllocation("red", netip.Addr{}, "o") }, nil},
 		{"PutAllocation with empty owner", func(tx store.Tx) error {
 			return tx.PutAllocation("red", netip.MustParseAddr("10.88.0.5"), "")
-		}},
+		}, nil},
 		{"PutCursor of zero subnet", func(tx store.Tx) error {
 			return tx.PutCursor("red", netip.Prefix{}, netip.MustParseAddr("10.88.0.5"))
-		}},
+		}, nil},
 		{"PutCursor of zero address", func(tx store.Tx) error {
 			return tx.PutCursor("red", netip.MustParsePrefix("10.88.0.0/16"), netip.Addr{})
-		}},
+		}, nil},
+		{"PutNode with empty name", func(tx store.Tx) error { return tx.PutNode(sampleNode("", "192.0.2.1")) }, []string{"name"}},
+		{"PutBlock of zero prefix", func(tx store.Tx) error { return tx.PutBlock(block("red", "", "n1")) }, []string{"prefix"}},
+		{"PutBlock of a prefix not masked", func(tx store.Tx) error {
+			return tx.PutBlock(block("red", "10.88.0.5/26", "n1"))
+		}, []string{"10.88.0.5/26", "masked"}},
+		{"PutBlock with empty node", func(tx store.Tx) error {
+			return tx.PutBlock(block("red", "10.88.0.0/26", ""))
+		}, []string{"10.88.0.0/26", "node"}},
+		{"PutBlock with empty network", func(tx store.Tx) error {
+			return tx.PutBlock(block("", "10.88.0.0/26", "n1"))
+		}, []string{"network"}},
 	}
 	for _, w := range writes {
-		if err := s.Update(w.fn); err == nil {
+		err := s.Update(w.fn)
+		if err == nil {
 			t.Errorf("%s: no error", w.name)
+			continue
+		}
+		for _, say := range w.says {
+			if !strings.Contains(err.Error(), say) {
+				t.Errorf("%s: error %q does not mention %q", w.name, err, say)
+			}
 		}
 	}
 	mustEqual(t, "contents after refused writes", dump(t, s), before)
@@ -938,6 +1058,7 @@ func testServices(t *testing.T, s store.Store) {
 // miss what it deleted itself.
 func testReadYourDeletes(t *testing.T, s store.Store) {
 	a := netip.MustParseAddr("10.88.0.7")
+	block := netip.MustParsePrefix("10.88.0.0/26")
 	k := api.EndpointKey{Network: "red", ContainerID: "c1", IfName: "eth0"}
 	update(t, s, func(tx store.Tx) error {
 		if err := tx.PutNetwork(SampleNetwork("red")); err != nil {
@@ -955,6 +1076,16 @@ func testReadYourDeletes(t *testing.T, s store.Store) {
 		if err := tx.PutPort("tcp", netip.Addr{}, 80, "o"); err != nil {
 			return err
 		}
+		for _, n := range []string{"n1", "n2"} {
+			if err := tx.PutNode(sampleNode(n, "192.0.2.1")); err != nil {
+				return err
+			}
+		}
+		for _, b := range []string{"10.88.0.0/26", "10.88.0.64/26"} {
+			if err := tx.PutBlock(sampleBlock("red", b, "n1")); err != nil {
+				return err
+			}
+		}
 		return tx.PutService(api.Service{Namespace: "ns", Name: "web"})
 	})
 	update(t, s, func(tx store.Tx) error {
@@ -965,11 +1096,22 @@ func testReadYourDeletes(t *testing.T, s store.Store) {
 		if owner, ok, err := tx.Allocation("red", a); owner != "o" || !ok || err != nil {
 			t.Errorf("Allocation(red, %s) = %q, %v, %v; want o", a, owner, ok, err)
 		}
+		if ns, err := tx.Nodes(); len(ns) != 2 || err != nil {
+			t.Errorf("Nodes = %v, %v; want 2", ns, err)
+		}
+		if bs, err := tx.Blocks(""); len(bs) != 2 || err != nil {
+			t.Errorf("Blocks = %v, %v; want 2", bs, err)
+		}
+		if _, ok, err := tx.Block("red", block); !ok || err != nil {
+			t.Errorf("Block(red, %s): ok %v, err %v; want found", block, ok, err)
+		}
 		for _, err := range []error{
 			tx.DeleteEndpoint(k),
 			tx.DeleteAllocation("red", a),
 			tx.DeletePort("tcp", netip.Addr{}, 80),
 			tx.DeleteService("ns", "web"),
+			tx.DeleteNode("n1"),
+			tx.DeleteBlock("red", block),
 		} {
 			if err != nil {
 				return err
@@ -999,14 +1141,33 @@ func testReadYourDeletes(t *testing.T, s store.Store) {
 		if list, err := tx.Services(""); len(list) != 0 || err != nil {
 			t.Errorf("Services after delete = %v, %v; want none", list, err)
 		}
+		if _, ok, err := tx.Node("n1"); ok || err != nil {
+			t.Errorf("deleted node still read in its own transaction: ok %v, err %v", ok, err)
+		}
+		if ns, err := tx.Nodes(); len(ns) != 1 || err != nil {
+			t.Errorf("Nodes after deleting one = %v, %v; want n2 only", ns, err)
+		}
+		if _, ok, err := tx.Block("red", block); ok || err != nil {
+			t.Errorf("released block still read in its own transaction: ok %v, err %v", ok, err)
+		}
+		for _, nw := range []string{"red", ""} {
+			if bs, err := tx.Blocks(nw); len(bs) != 1 || err != nil {
+				t.Errorf("Blocks(%q) after releasing one = %v, %v; want 10.88.0.64/26 only", nw, bs, err)
+			}
+		}
 		if err := tx.DeleteEndpoint(k); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("second DeleteEndpoint in one transaction: %v; want ErrNotFound", err)
+		}
+		if err := tx.DeleteBlock("red", block); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("second DeleteBlock in one transaction: %v; want ErrNotFound", err)
 		}
 		return nil
 	})
 	c := dump(t, s)
 	mustEqual(t, "endpoints after the deletes", endpointKeys(c.Endpoints), []api.EndpointKey{{Network: "red", ContainerID: "c2", IfName: "eth0"}})
 	mustEqual(t, "allocations after the deletes", c.Allocs["red"], map[netip.Addr]string{})
+	mustEqual(t, "nodes after the deletes", c.Nodes, []api.Node{sampleNode("n2", "192.0.2.1")})
+	mustEqual(t, "blocks after the deletes", c.Blocks, []api.Block{sampleBlock("red", "10.88.0.64/26", "n1")})
 }
 
 // testDeleteAndRecreateNetwork deletes a network and fills it again in one
@@ -1033,6 +1194,11 @@ func testDeleteAndRecreateNetwork(t *testing.T, s store.Store) {
 			if err := tx.PutCursor(nw, p, a7); err != nil {
 				return err
 			}
+			for _, b := range []string{"10.88.0.0/26", "10.88.0.128/26"} {
+				if err := tx.PutBlock(sampleBlock(nw, b, "n1")); err != nil {
+					return err
+				}
+			}
 		}
 		return nil
 	})
@@ -1051,6 +1217,12 @@ func testDeleteAndRecreateNetwork(t *testing.T, s store.Store) {
 		}
 		if err := tx.PutCursor("red", p, a6); err != nil {
 			return err
+		}
+		if err := tx.PutBlock(sampleBlock("red", "10.88.0.64/26", "n2")); err != nil {
+			return err
+		}
+		if bs, err := tx.Blocks("red"); err != nil || !reflect.DeepEqual(bs, []api.Block{sampleBlock("red", "10.88.0.64/26", "n2")}) {
+			t.Errorf("Blocks(red) in the transaction that re-created it = %v, %v; want 10.88.0.64/26 only", bs, err)
 		}
 		if eps, err := tx.Endpoints("red"); err != nil || len(eps) != 1 || eps[0].ContainerID != "c2" {
 			t.Errorf("Endpoints(red) in the transaction that re-created it = %v, %v; want c2 only", endpointKeys(eps), err)
@@ -1073,6 +1245,11 @@ func testDeleteAndRecreateNetwork(t *testing.T, s store.Store) {
 	mustEqual(t, "allocations of red", c.Allocs["red"], map[netip.Addr]string{a6: "red/c2/eth0"})
 	mustEqual(t, "allocations of blue", c.Allocs["blue"], map[netip.Addr]string{a5: "blue/c1/eth0", a7: "blue/c3/eth0"})
 	mustEqual(t, "cursors", c.Cursors, map[string]netip.Addr{"red " + p.String(): a6, "blue " + p.String(): a7})
+	mustEqual(t, "blocks", c.Blocks, []api.Block{
+		sampleBlock("blue", "10.88.0.0/26", "n1"),
+		sampleBlock("blue", "10.88.0.128/26", "n1"),
+		sampleBlock("red", "10.88.0.64/26", "n2"),
+	})
 	view(t, s, func(tx store.Tx) error {
 		for owner, want := range map[string][]netip.Addr{"red/c1/eth0": nil, "red/c3/eth0": nil, "red/c2/eth0": {a6}, "blue/c3/eth0": {a7}} {
 			held, err := tx.AllocationsOf(owner[:strings.IndexByte(owner, '/')], owner)

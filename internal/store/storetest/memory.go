@@ -4,6 +4,7 @@ package storetest
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/store"
@@ -23,7 +25,8 @@ var errClosed = errors.New("store is closed")
 // Memory is an in-memory store.Store with the transaction semantics of the real ones:
 // Update works on a private copy that replaces the committed state only when fn
 // returns nil, Updates run one at a time, and View reads a snapshot that no concurrent
-// Update changes. The zero value is not usable: call NewMemory.
+// Update changes. Liveness and Watch are those of store.Bolt (see
+// store.LocalLiveness). The zero value is not usable: call NewMemory.
 type Memory struct {
 	// writeMu serializes Updates.
 	writeMu sync.Mutex
@@ -33,6 +36,8 @@ type Memory struct {
 	mu     sync.Mutex
 	state  *memState
 	closed bool
+
+	local store.LocalLiveness
 }
 
 var _ store.Store = (*Memory)(nil)
@@ -49,6 +54,8 @@ type memState struct {
 	cursors   map[string]map[netip.Prefix]netip.Addr
 	ports     map[string]map[netip.Addr]string // "proto/port" -> host address -> owner
 	services  map[[2]string]api.Service        // (namespace, name) -> service
+	nodes     map[string]api.Node
+	blocks    map[string]map[netip.Prefix]api.Block // network -> prefix -> block
 }
 
 func newMemState() *memState {
@@ -59,6 +66,8 @@ func newMemState() *memState {
 		cursors:   make(map[string]map[netip.Prefix]netip.Addr),
 		ports:     make(map[string]map[netip.Addr]string),
 		services:  make(map[[2]string]api.Service),
+		nodes:     make(map[string]api.Node),
+		blocks:    make(map[string]map[netip.Prefix]api.Block),
 	}
 }
 
@@ -72,6 +81,11 @@ func (s *memState) clone() *memState {
 		cursors:   make(map[string]map[netip.Prefix]netip.Addr, len(s.cursors)),
 		ports:     make(map[string]map[netip.Addr]string, len(s.ports)),
 		services:  maps.Clone(s.services),
+		nodes:     maps.Clone(s.nodes),
+		blocks:    make(map[string]map[netip.Prefix]api.Block, len(s.blocks)),
+	}
+	for k, v := range s.blocks {
+		c.blocks[k] = maps.Clone(v)
 	}
 	for k, v := range s.ports {
 		c.ports[k] = maps.Clone(v)
@@ -86,8 +100,8 @@ func (s *memState) clone() *memState {
 }
 
 // Clone returns a store that holds m's committed state, as a process restarted after a
-// crash finds it on disk: later writes to either do not reach the other. It works on a
-// closed store too.
+// crash finds it on disk: later writes to either do not reach the other. The nodes and
+// blocks are kept, the registrations are not. It works on a closed store too.
 func (m *Memory) Clone() *Memory {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -121,21 +135,46 @@ func (m *Memory) Update(fn func(store.Tx) error) error {
 	if err != nil {
 		return err
 	}
-	work := s.clone()
-	if err := fn(&memTx{s: work, writable: true}); err != nil {
+	t := &memTx{s: s.clone(), writable: true}
+	if err := fn(t); err != nil {
 		return err
 	}
+	if err := m.commit(t.s); err != nil {
+		return err
+	}
+	if t.wrote {
+		m.local.Notify()
+	}
+	return nil
+}
+
+func (m *Memory) commit(s *memState) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
 		return errClosed
 	}
-	m.state = work
+	m.state = s
 	return nil
 }
 
-// Close makes later transactions fail; calling it twice is harmless.
+// Register implements store.Store as store.Bolt does: lost is closed when the
+// registration is taken over or the store closes, not when ctx ends.
+func (m *Memory) Register(ctx context.Context, node, holder string, ttl time.Duration) (<-chan struct{}, error) {
+	return m.local.Register(ctx, node, holder, ttl)
+}
+
+// Alive implements store.Store: the nodes registered on m.
+func (m *Memory) Alive() (map[string]bool, error) { return m.local.Alive() }
+
+// Watch implements store.Store: fn runs after every Update that wrote something and
+// every registration that starts or ends.
+func (m *Memory) Watch(ctx context.Context, fn func()) error { return m.local.Watch(ctx, fn) }
+
+// Close makes later transactions fail and ends the registrations and watches; calling
+// it twice is harmless.
 func (m *Memory) Close() error {
+	m.local.Close()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.closed = true
@@ -145,6 +184,9 @@ func (m *Memory) Close() error {
 type memTx struct {
 	s        *memState
 	writable bool
+	// wrote is set by the writes that change something: an Update that wrote nothing
+	// wakes no watcher.
+	wrote bool
 }
 
 var _ store.Tx = (*memTx)(nil)
@@ -196,6 +238,7 @@ func (t *memTx) PutNetwork(n api.Network) error {
 		return fmt.Errorf("%s: empty name", op)
 	}
 	t.s.networks[n.Name] = cloneNetwork(n)
+	t.wrote = true
 	return nil
 }
 
@@ -213,6 +256,8 @@ func (t *memTx) DeleteNetwork(name string) error {
 	})
 	delete(t.s.allocs, name)
 	delete(t.s.cursors, name)
+	delete(t.s.blocks, name)
+	t.wrote = true
 	return nil
 }
 
@@ -244,6 +289,7 @@ func (t *memTx) PutEndpoint(ep api.Endpoint) error {
 		return fmt.Errorf("%s: network %q: %w", op, ep.Network, store.ErrNotFound)
 	}
 	t.s.endpoints[ep.EndpointKey] = cloneEndpoint(ep)
+	t.wrote = true
 	return nil
 }
 
@@ -256,6 +302,7 @@ func (t *memTx) DeleteEndpoint(k api.EndpointKey) error {
 		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
 	}
 	delete(t.s.endpoints, k)
+	t.wrote = true
 	return nil
 }
 
@@ -301,6 +348,7 @@ func (t *memTx) PutAllocation(network string, a netip.Addr, owner string) error 
 		t.s.allocs[network] = make(map[netip.Addr]string)
 	}
 	t.s.allocs[network][a] = owner
+	t.wrote = true
 	return nil
 }
 
@@ -313,6 +361,7 @@ func (t *memTx) DeleteAllocation(network string, a netip.Addr) error {
 		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
 	}
 	delete(t.s.allocs[network], a)
+	t.wrote = true
 	return nil
 }
 
@@ -341,6 +390,7 @@ func (t *memTx) PutCursor(network string, subnet netip.Prefix, a netip.Addr) err
 		t.s.cursors[network] = make(map[netip.Prefix]netip.Addr)
 	}
 	t.s.cursors[network][subnet.Masked()] = a
+	t.wrote = true
 	return nil
 }
 
@@ -367,6 +417,7 @@ func (t *memTx) PutPort(proto string, hostIP netip.Addr, port uint16, owner stri
 		t.s.ports[k] = make(map[netip.Addr]string)
 	}
 	t.s.ports[k][hostIP] = owner
+	t.wrote = true
 	return nil
 }
 
@@ -380,6 +431,7 @@ func (t *memTx) DeletePort(proto string, hostIP netip.Addr, port uint16) error {
 		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
 	}
 	delete(t.s.ports[k], hostIP)
+	t.wrote = true
 	return nil
 }
 
@@ -424,6 +476,7 @@ func (t *memTx) PutService(svc api.Service) error {
 	}
 	svc.Backends = nil
 	t.s.services[[2]string{svc.Namespace, svc.Name}] = cloneService(svc)
+	t.wrote = true
 	return nil
 }
 
@@ -437,5 +490,96 @@ func (t *memTx) DeleteService(namespace, name string) error {
 		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
 	}
 	delete(t.s.services, k)
+	t.wrote = true
+	return nil
+}
+
+func (t *memTx) Node(name string) (api.Node, bool, error) {
+	n, ok := t.s.nodes[name]
+	return n, ok, nil
+}
+
+func (t *memTx) Nodes() ([]api.Node, error) {
+	var ns []api.Node
+	for _, name := range slices.Sorted(maps.Keys(t.s.nodes)) {
+		ns = append(ns, t.s.nodes[name])
+	}
+	return ns, nil
+}
+
+func (t *memTx) PutNode(n api.Node) error {
+	op := fmt.Sprintf("put node %q", n.Name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if err := store.CheckNode(n); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	n.Alive = false // read from the registrations, never stored
+	t.s.nodes[n.Name] = n
+	t.wrote = true
+	return nil
+}
+
+func (t *memTx) DeleteNode(name string) error {
+	op := fmt.Sprintf("delete node %q", name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if _, ok := t.s.nodes[name]; !ok {
+		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
+	}
+	delete(t.s.nodes, name)
+	t.wrote = true
+	return nil
+}
+
+func (t *memTx) Block(network string, prefix netip.Prefix) (api.Block, bool, error) {
+	b, ok := t.s.blocks[network][prefix]
+	return b, ok, nil
+}
+
+func (t *memTx) Blocks(network string) ([]api.Block, error) {
+	var out []api.Block
+	for nw, blocks := range t.s.blocks {
+		if network == "" || nw == network {
+			out = slices.AppendSeq(out, maps.Values(blocks))
+		}
+	}
+	slices.SortFunc(out, func(a, b api.Block) int {
+		return cmp.Or(strings.Compare(a.Network, b.Network), a.Prefix.Compare(b.Prefix))
+	})
+	return out, nil
+}
+
+func (t *memTx) PutBlock(b api.Block) error {
+	op := fmt.Sprintf("put block %s in network %q", b.Prefix, b.Network)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if err := store.CheckBlock(b); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if _, ok := t.s.networks[b.Network]; !ok {
+		return fmt.Errorf("%s: network %q: %w", op, b.Network, store.ErrNotFound)
+	}
+	if t.s.blocks[b.Network] == nil {
+		t.s.blocks[b.Network] = make(map[netip.Prefix]api.Block)
+	}
+	t.s.blocks[b.Network][b.Prefix] = b
+	t.wrote = true
+	return nil
+}
+
+func (t *memTx) DeleteBlock(network string, prefix netip.Prefix) error {
+	op := fmt.Sprintf("delete block %s in network %q", prefix, network)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if _, ok := t.s.blocks[network][prefix]; !ok {
+		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
+	}
+	delete(t.s.blocks[network], prefix)
+	t.wrote = true
 	return nil
 }

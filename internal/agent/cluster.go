@@ -1,0 +1,403 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/driver"
+	"github.com/podnet/podnet/internal/plan"
+	"github.com/podnet/podnet/internal/spec"
+	"github.com/podnet/podnet/internal/store"
+)
+
+// Cluster membership and the cross-node data paths.
+//
+// Every agent records its node (name, underlay address, version) and keeps it alive
+// under a lease of the store (store.Register): on etcd, a node whose agent dies is
+// dead once its lease expires. On a store shared by several nodes (Config.Shared), the
+// agent watches the store, and every change (a network or service created on another
+// node, a block claimed, a node joining, leaving or dying) runs syncCluster: the
+// networks' bridges, the nftables tables (services balance over the pods of every
+// node), the routes, FDB and neighbour entries towards the other live nodes' blocks
+// (driver.OverlayFor, kernel SyncOverlay), and the DNS snapshot. Reconcile runs the
+// overlay part too, so a route, FDB entry or VXLAN device deleted by hand comes back.
+
+// DefaultLeaseTTL is how long a node stays alive in the store after its agent stopped
+// renewing its lease.
+const DefaultLeaseTTL = 15 * time.Second
+
+// startCluster records the node and registers it; on a shared store it starts the
+// watch. It fails when another live node holds the name.
+func (a *Agent) startCluster() error {
+	if a.nodeIP.IsValid() {
+		dev, mtu, err := a.node.Underlay(a.nodeIP)
+		if err != nil {
+			return fmt.Errorf("node %q: --node-ip %s: %w", a.nodeName, a.nodeIP, err)
+		}
+		a.underDev, a.underMTU = dev, mtu
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a.clusterStop = cancel
+	lost, err := a.register(ctx)
+	if err != nil {
+		cancel()
+		return err
+	}
+	a.clusterDone = make(chan struct{})
+	go func() {
+		defer close(a.clusterDone)
+		a.keepRegistered(ctx, lost)
+	}()
+	if !a.shared {
+		return nil
+	}
+	a.clusterSig = make(chan struct{}, 1)
+	if err := a.store.Watch(ctx, a.clusterChanged); err != nil {
+		cancel()
+		<-a.clusterDone
+		return fmt.Errorf("watch the store: %w", err)
+	}
+	loopDone := make(chan struct{})
+	regDone := a.clusterDone
+	a.clusterDone = make(chan struct{})
+	go func() {
+		a.clusterLoop(ctx)
+		close(loopDone)
+	}()
+	go func() {
+		<-regDone
+		<-loopDone
+		close(a.clusterDone)
+	}()
+	a.clusterChanged() // what the store holds already
+	return nil
+}
+
+// stopCluster ends the watch and the lease (the node is dead at once: its agent
+// stopped).
+func (a *Agent) stopCluster() {
+	if a.clusterStop != nil {
+		a.clusterStop()
+		<-a.clusterDone
+	}
+}
+
+// register records the node and takes its lease.
+func (a *Agent) register(ctx context.Context) (<-chan struct{}, error) {
+	holder := a.nodeIP.String()
+	if !a.nodeIP.IsValid() {
+		holder = a.nodeName
+	}
+	lost, err := a.store.Register(ctx, a.nodeName, holder, a.leaseTTL)
+	if err != nil {
+		if errors.Is(err, store.ErrNodeTaken) {
+			return nil, api.Errorf(api.CodeInvalidConfig, "node name %q: %v (give this node another --node-name)", a.nodeName, err)
+		}
+		return nil, fmt.Errorf("node %q: register: %w", a.nodeName, err)
+	}
+	err = a.store.Update(func(tx store.Tx) error {
+		n, ok, err := tx.Node(a.nodeName)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			n.Registered = a.created()
+		}
+		n.Name, n.IP, n.Version = a.nodeName, a.nodeIP, Version
+		return tx.PutNode(n)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node %q: record: %w", a.nodeName, err)
+	}
+	return lost, nil
+}
+
+// keepRegistered registers the node again whenever its lease is lost (the agent was cut
+// off from etcd for longer than the TTL), until ctx ends.
+func (a *Agent) keepRegistered(ctx context.Context, lost <-chan struct{}) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-lost:
+		}
+		a.log.Warn("node lease lost: registering again", "node", a.nodeName)
+		for {
+			var err error
+			if lost, err = a.register(ctx); err == nil {
+				break
+			}
+			a.log.Error("register node", "node", a.nodeName, "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+// clusterChanged asks clusterLoop for a sync; syncs coalesce.
+func (a *Agent) clusterChanged() {
+	select {
+	case a.clusterSig <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Agent) clusterLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.clusterSig:
+		}
+		if err := a.syncCluster(); err != nil {
+			a.log.Error("cluster sync", "err", err)
+		}
+	}
+}
+
+// syncCluster applies what other nodes changed in the store: networks (bridges of new
+// ones, those deleted elsewhere), the nftables tables, the overlays, DNS.
+func (a *Agent) syncCluster() error {
+	a.netMu.Lock()
+	nets, err := a.Networks()
+	if err == nil {
+		for _, n := range nets {
+			if err = a.ensureNetworkKernel(n); err != nil {
+				break
+			}
+		}
+	}
+	if err == nil {
+		err = a.removeGoneNetworks(nets)
+	}
+	if err == nil {
+		err = a.resyncIfDiffers()
+	}
+	if err == nil {
+		err = a.syncOverlays(nets)
+	}
+	a.netMu.Unlock()
+	a.refreshDNS()
+	return err
+}
+
+// removeGoneNetworks removes the bridges and VXLAN devices of networks that another
+// node deleted (the caller holds netMu).
+func (a *Agent) removeGoneNetworks(nets []api.Network) error {
+	want := map[string]bool{}
+	for _, n := range nets {
+		want[n.Bridge] = true
+		want[spec.VXLANName(n.Name)] = true
+	}
+	var errs []error
+	for _, prefix := range []string{"pn-", "pnh", "pnx"} {
+		links, err := a.node.LinksWithPrefix(prefix)
+		if err != nil {
+			return err
+		}
+		for name, index := range links {
+			if want[name] || (prefix == "pnh" && strings.HasPrefix(name, spec.VethPrefix)) {
+				continue
+			}
+			a.log.Info("removing the device of a network deleted on another node", "link", name)
+			errs = append(errs, a.node.DeleteLinkIndex(index))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// clusterView is what the overlays derive from, read at once.
+type clusterView struct {
+	nodes  []api.Node
+	blocks []api.Block
+}
+
+func (a *Agent) readCluster() (v clusterView, err error) {
+	alive, err := a.store.Alive()
+	if err != nil {
+		return v, err
+	}
+	err = a.store.View(func(tx store.Tx) error {
+		if v.nodes, err = tx.Nodes(); err != nil {
+			return err
+		}
+		v.blocks, err = tx.Blocks("")
+		return err
+	})
+	for i := range v.nodes {
+		v.nodes[i].Alive = alive[v.nodes[i].Name]
+	}
+	return v, err
+}
+
+// syncOverlays applies the cross-node plan of every cross-node network (the caller
+// holds netMu). Direct routing skips, with an error in the log, the nodes that are not
+// on the node's own L2 segment.
+func (a *Agent) syncOverlays(nets []api.Network) error {
+	if !slices.ContainsFunc(nets, func(n api.Network) bool { return n.CrossNode != "" }) {
+		return nil
+	}
+	if !a.nodeIP.IsValid() {
+		return fmt.Errorf("cross-node networks need the node's underlay address (--node-ip)")
+	}
+	v, err := a.readCluster()
+	if err != nil {
+		return err
+	}
+	u := driver.Underlay{Node: a.nodeName, IP: a.nodeIP, Dev: a.underDev}
+	var errs []error
+	for _, n := range nets {
+		if n.CrossNode == "" {
+			continue
+		}
+		o := driver.OverlayFor(n, u, v.nodes, v.blocks)
+		if n.CrossNode == api.CrossNodeDirect {
+			o.Routes = slices.DeleteFunc(o.Routes, func(r plan.OverlayRoute) bool {
+				dev, ok, err := a.node.OnLink(r.Via)
+				if err == nil && ok && dev == a.underDev {
+					return false
+				}
+				a.log.Error("direct routing: node not on this node's L2 segment, its block skipped (use crossNode vxlan)",
+					"network", n.Name, "via", r.Via.String(), "block", r.Dst.String(), "underlay", a.underDev)
+				return true
+			})
+		}
+		if err := a.node.SyncOverlay(o); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// mine reports whether ep lives on this node: on a shared store, an endpoint records
+// its node; on a store of one node every endpoint is this node's.
+func (a *Agent) mine(ep api.Endpoint) bool {
+	return !a.shared || ep.Node == a.nodeName || ep.Node == ""
+}
+
+// crossNodeDefaults completes a network spec for this node: the cluster's default data
+// path, and for vxlan the MTU the underlay leaves (an explicit larger one is refused).
+func (a *Agent) crossNodeDefaults(s api.NetworkSpec) (api.NetworkSpec, error) {
+	if s.CrossNode == "" {
+		s.CrossNode = a.defaultCrossNode
+	}
+	if s.CrossNode == "" {
+		return s, nil
+	}
+	if !a.nodeIP.IsValid() {
+		return s, api.Errorf(api.CodeInvalidConfig, "network %q: crossNode %s needs the node's underlay address (start the agent with --node-ip)", s.Name, s.CrossNode)
+	}
+	if s.CrossNode == api.CrossNodeVXLAN {
+		limit := a.underMTU - api.VXLANOverhead
+		switch {
+		case s.MTU == 0:
+			s.MTU = limit
+		case s.MTU > limit:
+			return s, api.AsError(api.Invalid(fmt.Sprintf("network %q", s.Name), "mtu", fmt.Sprint(s.MTU),
+				"larger than the underlay %s allows through VXLAN: %d (its MTU %d - %d)", a.underDev, limit, a.underMTU, api.VXLANOverhead))
+		}
+	}
+	return s, nil
+}
+
+// checkVNI refuses a vxlan network whose VNI another network has (in tx).
+func checkVNI(tx store.Tx, n api.Network) error {
+	if n.CrossNode != api.CrossNodeVXLAN {
+		return nil
+	}
+	nets, err := tx.Networks()
+	if err != nil {
+		return err
+	}
+	for _, o := range nets {
+		if o.Name != n.Name && o.CrossNode == api.CrossNodeVXLAN && o.VNI == n.VNI {
+			return api.AsError(api.Invalid(fmt.Sprintf("network %q", n.Name), "vni", fmt.Sprint(n.VNI), "network %q has it already", o.Name))
+		}
+	}
+	return nil
+}
+
+// Nodes lists the cluster's nodes, alive or not, with their blocks.
+func (a *Agent) Nodes() ([]api.NodeInfo, error) {
+	v, err := a.readCluster()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.NodeInfo, 0, len(v.nodes))
+	for _, n := range v.nodes {
+		info := api.NodeInfo{Node: n, Blocks: map[string][]netip.Prefix{}}
+		for _, b := range v.blocks {
+			if b.Node == n.Name {
+				info.Blocks[b.Network] = append(info.Blocks[b.Network], b.Prefix)
+			}
+		}
+		out = append(out, info)
+	}
+	return out, nil
+}
+
+// RemoveNode force-releases a dead node: its record and its blocks, with the addresses
+// its endpoints held and their records. A live node is refused.
+func (a *Agent) RemoveNode(name string) error {
+	alive, err := a.store.Alive()
+	if err != nil {
+		return err
+	}
+	if alive[name] {
+		return api.Errorf(api.CodeBusy, "node %q is alive (its agent holds its lease): stop its agent first", name)
+	}
+	err = a.store.Update(func(tx store.Tx) error {
+		if _, ok, err := tx.Node(name); err != nil {
+			return err
+		} else if !ok {
+			return api.Errorf(api.CodeNotFound, "node %q does not exist", name)
+		}
+		eps, err := tx.Endpoints("")
+		if err != nil {
+			return err
+		}
+		for _, ep := range eps {
+			if ep.Node != name {
+				continue
+			}
+			for _, ip := range ep.IPs {
+				if err := tx.DeleteAllocation(ep.Network, ip.Addr()); err != nil && !errors.Is(err, store.ErrNotFound) {
+					return err
+				}
+			}
+			for _, m := range ep.Ports {
+				if err := tx.DeletePort(m.Protocol, m.HostIP, m.HostPort); err != nil && !errors.Is(err, store.ErrNotFound) {
+					return err
+				}
+			}
+			if err := tx.DeleteEndpoint(ep.EndpointKey); err != nil {
+				return err
+			}
+		}
+		blocks, err := tx.Blocks("")
+		if err != nil {
+			return err
+		}
+		for _, b := range blocks {
+			if b.Node == name {
+				if err := tx.DeleteBlock(b.Network, b.Prefix); err != nil {
+					return err
+				}
+			}
+		}
+		return tx.DeleteNode(name)
+	})
+	if err == nil {
+		a.log.Info("node removed", "node", name)
+	}
+	return err
+}

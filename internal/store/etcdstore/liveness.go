@@ -1,0 +1,291 @@
+package etcdstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/podnet/podnet/internal/store"
+)
+
+// Register implements store.Store with an etcd lease (see the package doc). lost is
+// closed when the registration ends for any reason other than ctx: the lease expired
+// or was revoked (taken over by another registration of the same holder, or lost
+// while this client was cut off from etcd), or the store closed.
+func (s *Store) Register(ctx context.Context, node, holder string, ttl time.Duration) (<-chan struct{}, error) {
+	op := fmt.Sprintf("etcd store %s: register node %q", s.endpoints, node)
+	if err := store.CheckRegistration(node, holder, ttl); err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	if s.closed.Load() {
+		return nil, fmt.Errorf("%s: %w", op, errClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	rctx, cancel := s.callContext(ctx)
+	defer cancel()
+	secs := int64((ttl + time.Second - 1) / time.Second) // etcd may grant more: its minimum
+	s.roundTrips.Add(1)
+	lease, err := s.cli.Grant(rctx, secs)
+	if err != nil {
+		return nil, fmt.Errorf("%s: grant a lease of %ds: %w", op, secs, err)
+	}
+	if err := s.claim(rctx, node, holder, lease.ID); err != nil {
+		s.revoke(lease.ID)
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	kctx, kcancel := context.WithCancel(s.ctx)
+	alive, err := s.cli.KeepAlive(kctx, lease.ID)
+	if err != nil {
+		kcancel()
+		s.revoke(lease.ID)
+		return nil, fmt.Errorf("%s: keep lease %x alive: %w", op, lease.ID, err)
+	}
+	stop := context.AfterFunc(ctx, kcancel)
+	lost := make(chan struct{})
+	go func() {
+		// The client closes alive when kctx ends (ctx ended or the store closed), when
+		// etcd reports the lease gone, or when no answer came within the lease's ttl.
+		for range alive {
+		}
+		stop()
+		kcancel()
+		if ctx.Err() != nil {
+			s.revoke(lease.ID) // the node is dead at once, not after ttl
+			return
+		}
+		close(lost)
+	}()
+	return lost, nil
+}
+
+// claim puts the alive key of node with lease id when it is free, or when holder has
+// it already: the registration takes over and revokes the old lease, which ends the
+// old registration. A key of another holder is store.ErrNodeTaken.
+func (s *Store) claim(ctx context.Context, node, holder string, id clientv3.LeaseID) error {
+	key := s.layout.aliveKey(node)
+	put := clientv3.OpPut(key, holder, clientv3.WithLease(id))
+	for attempt := range maxAttempts {
+		if attempt > 0 {
+			if err := s.backoff(attempt); err != nil {
+				return err
+			}
+		}
+		s.roundTrips.Add(1)
+		resp, err := s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+			Then(put).
+			Else(clientv3.OpGet(key)).
+			Commit()
+		if err != nil {
+			return fmt.Errorf("claim %q: %w", key, err)
+		}
+		if resp.Succeeded {
+			return nil
+		}
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 0 {
+			continue // deleted since the compare: cannot happen in one Txn, try again
+		}
+		cur := kvs[0]
+		if string(cur.Value) != holder {
+			return fmt.Errorf("held by %q: %w", cur.Value, store.ErrNodeTaken)
+		}
+		s.roundTrips.Add(1)
+		resp, err = s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", cur.ModRevision)).
+			Then(put).
+			Commit()
+		if err != nil {
+			return fmt.Errorf("take over %q: %w", key, err)
+		}
+		if !resp.Succeeded {
+			continue // changed meanwhile: look again
+		}
+		if old := clientv3.LeaseID(cur.Lease); old != clientv3.NoLease && old != id {
+			s.roundTrips.Add(1)
+			if _, err := s.cli.Revoke(ctx, old); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+				return fmt.Errorf("take over %q: revoke the old lease %x: %w", key, old, err)
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("claim %q: gave up after %d attempts: %w", key, maxAttempts, ErrConflict)
+}
+
+// revoke ends a lease at once, deleting the keys attached to it. Errors are dropped:
+// a lease that cannot be revoked expires after its ttl.
+func (s *Store) revoke(id clientv3.LeaseID) {
+	ctx, cancel := s.requestContext()
+	defer cancel()
+	s.roundTrips.Add(1)
+	_, _ = s.cli.Revoke(ctx, id)
+}
+
+// callContext bounds a request made for a caller: it ends with ctx, with the store,
+// or after the request timeout.
+func (s *Store) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	cctx, cancel := context.WithTimeout(ctx, s.requestTimeout)
+	stop := context.AfterFunc(s.ctx, cancel)
+	return cctx, func() {
+		stop()
+		cancel()
+	}
+}
+
+// Alive implements store.Store with one read of the alive keys.
+func (s *Store) Alive() (map[string]bool, error) {
+	op := fmt.Sprintf("etcd store %s: alive nodes", s.endpoints)
+	if s.closed.Load() {
+		return nil, fmt.Errorf("%s: %w", op, errClosed)
+	}
+	ctx, cancel := s.requestContext()
+	defer cancel()
+	prefix := s.layout.alive()
+	s.roundTrips.Add(1)
+	resp, err := s.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	alive := make(map[string]bool, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		name, err := segments(string(kv.Key), prefix, 1)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", op, err)
+		}
+		alive[name[0]] = true
+	}
+	return alive, nil
+}
+
+// Watch implements store.Store with an etcd watch of every key of the store (see the
+// package doc).
+func (s *Store) Watch(ctx context.Context, fn func()) error {
+	op := fmt.Sprintf("etcd store %s: watch", s.endpoints)
+	if s.closed.Load() {
+		return fmt.Errorf("%s: %w", op, errClosed)
+	}
+	w, changed, err := s.startWatch(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	go s.watchLoop(ctx, w, changed, fn)
+	return nil
+}
+
+// watch is one etcd watch; cancel ends it.
+type watch struct {
+	ch     clientv3.WatchChan
+	cancel context.CancelFunc
+}
+
+// startWatch watches every key of the store from the current revision on and returns
+// once etcd has confirmed the watch; changed reports events that came with the
+// confirmation.
+func (s *Store) startWatch(ctx context.Context) (w *watch, changed bool, err error) {
+	rctx, rcancel := s.callContext(ctx)
+	defer rcancel()
+	s.roundTrips.Add(1)
+	// Any key will do: the header carries the store's revision.
+	resp, err := s.cli.Get(rctx, s.layout.networksGen().key, clientv3.WithCountOnly())
+	if err != nil {
+		return nil, false, fmt.Errorf("read the revision: %w", err)
+	}
+	// Without a leader the watch fails instead of waiting silently, so that it moves
+	// to a member that has one.
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	stop := context.AfterFunc(s.ctx, cancel)
+	w = &watch{cancel: func() {
+		stop()
+		cancel()
+	}}
+	w.ch = s.cli.Watch(wctx, s.layout.prefix, clientv3.WithPrefix(),
+		clientv3.WithRev(resp.Header.Revision+1), clientv3.WithCreatedNotify())
+	select {
+	case wr, ok := <-w.ch:
+		switch {
+		case !ok:
+			err = errors.Join(ctx.Err(), s.ctx.Err())
+			if err == nil {
+				err = errors.New("watch channel closed")
+			}
+		case wr.Err() != nil:
+			err = wr.Err()
+		default:
+			return w, len(wr.Events) > 0, nil
+		}
+	case <-rctx.Done():
+		err = fmt.Errorf("not confirmed: %w", rctx.Err())
+	}
+	w.cancel()
+	return nil, false, err
+}
+
+// watchLoop calls fn for the changes w reports, until ctx or the store ends. A watch
+// that breaks (its revision compacted, canceled by etcd, no leader) is started again
+// and fn called once, as anything may have changed meanwhile.
+func (s *Store) watchLoop(ctx context.Context, w *watch, changed bool, fn func()) {
+	for {
+		if changed {
+			if ctx.Err() != nil {
+				w.cancel()
+				return
+			}
+			fn()
+		}
+		var ok bool
+		changed, ok = nextChanges(w.ch)
+		if !ok {
+			w.cancel()
+			if w = s.rewatch(ctx); w == nil {
+				return
+			}
+			changed = true
+		}
+	}
+}
+
+// nextChanges waits for a watch response, then takes the ones ready too, so that one
+// call of fn covers them all. changed reports events; ok is false when the watch broke.
+func nextChanges(ch clientv3.WatchChan) (changed, ok bool) {
+	wr, open := <-ch
+	for {
+		if !open || wr.Canceled || wr.Err() != nil {
+			return changed, false
+		}
+		changed = changed || len(wr.Events) > 0
+		select {
+		case wr, open = <-ch:
+		default:
+			return changed, true
+		}
+	}
+}
+
+// rewatch starts a broken watch again, backing off while etcd does not answer; nil
+// once ctx or the store has ended.
+func (s *Store) rewatch(ctx context.Context) *watch {
+	delay := 50 * time.Millisecond
+	for {
+		if ctx.Err() != nil || s.ctx.Err() != nil {
+			return nil
+		}
+		w, _, err := s.startWatch(ctx)
+		if err == nil {
+			return w
+		}
+		timer := time.NewTimer(delay)
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+		case <-s.ctx.Done():
+		}
+		timer.Stop()
+		delay = min(2*delay, 5*time.Second)
+	}
+}

@@ -1,0 +1,54 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/podnet/podnet/api"
+)
+
+// The checks of the inputs that every implementation refuses the same way, with the
+// field and the value in the error. The caller puts the operation in front.
+
+// CheckRegistration checks the arguments of Store.Register.
+func CheckRegistration(node, holder string, ttl time.Duration) error {
+	switch {
+	case node == "":
+		return errors.New("empty node name")
+	case holder == "":
+		return errors.New("empty holder")
+	case ttl <= 0:
+		return fmt.Errorf("ttl %s: not positive", ttl)
+	}
+	return nil
+}
+
+// CheckNode checks a node given to Tx.PutNode.
+func CheckNode(n api.Node) error {
+	if n.Name == "" {
+		return errors.New("empty name")
+	}
+	return nil
+}
+
+// CheckBlock checks a block given to Tx.PutBlock; that its network exists is the
+// transaction's business.
+func CheckBlock(b api.Block) error {
+	switch {
+	case b.Network == "":
+		return errors.New("empty network name")
+	case !b.Prefix.IsValid():
+		return errors.New("invalid prefix")
+	case b.Prefix != b.Prefix.Masked():
+		return fmt.Errorf("prefix %s: not masked (the block is %s)", b.Prefix, b.Prefix.Masked())
+	case b.Node == "":
+		return errors.New("empty node name")
+	}
+	return nil
+}
+
+// IsBlockPrefix reports whether p can name a block: valid and masked. Reads of any
+// other prefix find nothing.
+func IsBlockPrefix(p netip.Prefix) bool { return p.IsValid() && p == p.Masked() }
