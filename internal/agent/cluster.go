@@ -11,6 +11,7 @@ import (
 
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/driver"
+	"github.com/podnet/podnet/internal/nft"
 	"github.com/podnet/podnet/internal/plan"
 	"github.com/podnet/podnet/internal/spec"
 	"github.com/podnet/podnet/internal/store"
@@ -276,6 +277,17 @@ func (a *Agent) syncOverlays(nets []api.Network) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// networkTables is a network's part of the nftables tables on this node: the driver's,
+// with the underlay as the way in of the network's pods on other nodes when they are
+// routed over it (direct, bgp).
+func (a *Agent) networkTables(n api.Network) nft.Network {
+	t := driver.NetworkFor(n).Tables
+	if (n.CrossNode == api.CrossNodeDirect || n.CrossNode == api.CrossNodeBGP) && a.underDev != "" {
+		t.Ingress = append(t.Ingress, a.underDev)
+	}
+	return t
 }
 
 // mine reports whether ep lives on this node: on a shared store, an endpoint records

@@ -85,7 +85,7 @@ func (a *Agent) createNetworkLocked(n api.Network) (api.Network, error) {
 			_ = a.node.DeleteLink(n.Bridge)
 		}
 		_ = a.store.Update(func(tx store.Tx) error { return tx.DeleteNetwork(n.Name) })
-		_ = a.nftUpdate(nft.Delta{}, nft.Delta{Networks: []nft.Network{driver.NetworkFor(n).Tables}})
+		_ = a.nftUpdate(nft.Delta{}, nft.Delta{Networks: []nft.Network{a.networkTables(n)}})
 		return api.Network{}, err
 	}
 	a.log.Info("network created", "network", n.Name, "bridge", n.Bridge, "subnets", subnetStrings(n))
@@ -103,7 +103,7 @@ func (a *Agent) applyNetworkLocked(n api.Network) error {
 	if err := a.syncOverlays([]api.Network{n}); err != nil {
 		return err
 	}
-	return a.nftNetworkUpdate(nft.Delta{Networks: []nft.Network{driver.NetworkFor(n).Tables}}, nft.Delta{})
+	return a.nftNetworkUpdate(nft.Delta{Networks: []nft.Network{a.networkTables(n)}}, nft.Delta{})
 }
 
 // nftNetworkUpdate adds or removes networks' elements; when the tables are missing
@@ -256,7 +256,7 @@ func (a *Agent) DeleteNetwork(name string) error {
 	if err != nil {
 		return err
 	}
-	if err := a.nftNetworkUpdate(nft.Delta{}, nft.Delta{Networks: []nft.Network{driver.NetworkFor(n).Tables}}); err != nil {
+	if err := a.nftNetworkUpdate(nft.Delta{}, nft.Delta{Networks: []nft.Network{a.networkTables(n)}}); err != nil {
 		return err
 	}
 	if n.Bridge != "" {

@@ -77,6 +77,9 @@ func tablesNetwork(n api.Network) nft.Network {
 	for _, s := range n.Subnets {
 		tn.Subnets = append(tn.Subnets, s.Prefix)
 	}
+	if n.CrossNode == api.CrossNodeVXLAN {
+		tn.Ingress = []string{spec.VXLANName(n.Name)} // the network's pods on other nodes
+	}
 	return tn
 }
 

@@ -272,6 +272,7 @@ func build(r Ruleset) rulesetDef {
 type netRanges struct {
 	name       string
 	bridge     string // "" for a routed network
+	ingress    []string
 	masquerade bool
 	// ranges leaves out the subnets that overlap an earlier network's (Validate rejects
 	// them; the kernel would refuse the elements).
@@ -295,6 +296,11 @@ func networkRanges(in []Network) []netRanges {
 			bridges[n.Bridge] = true
 		}
 		nr := netRanges{name: n.Name, bridge: n.Bridge, masquerade: n.Masquerade, ranges: map[string][]namedRange{}}
+		for _, in := range n.Ingress {
+			if validIfName(in) == nil && in != n.Bridge && !slices.Contains(nr.ingress, in) {
+				nr.ingress = append(nr.ingress, in)
+			}
+		}
 		for _, p := range n.Subnets {
 			if !p.IsValid() || p.Addr().Is4In6() {
 				continue
@@ -376,20 +382,23 @@ func sameNetworkElems(nets []netRanges, sfx string) []elemDef {
 
 // bridgeSubnetElems pairs each bridge with the subnets of its network: where packets from
 // bridged sandboxes enter the inet hooks (br_netfilter shows the bridge as the input
-// interface).
+// interface); and the network's Ingress interfaces, where its pods on other nodes enter.
 func bridgeSubnetElems(nets []netRanges, sfx string) []elemDef {
 	var elems []elemDef
 	for _, n := range nets {
-		if n.bridge == "" {
-			continue
+		ifs := n.ingress
+		if n.bridge != "" {
+			ifs = append([]string{n.bridge}, ifs...)
 		}
-		k := ifnameKey(n.bridge)
-		for _, r := range n.ranges[sfx] {
-			elems = append(elems, elemDef{
-				key:    slices.Concat(k, r.start.AsSlice()),
-				keyEnd: slices.Concat(k, r.last.AsSlice()),
-				text:   quote(n.bridge) + " . " + rangeText(r.start, r.last),
-			})
+		for _, name := range ifs {
+			k := ifnameKey(name)
+			for _, r := range n.ranges[sfx] {
+				elems = append(elems, elemDef{
+					key:    slices.Concat(k, r.start.AsSlice()),
+					keyEnd: slices.Concat(k, r.last.AsSlice()),
+					text:   quote(name) + " . " + rangeText(r.start, r.last),
+				})
+			}
 		}
 	}
 	sortElems(elems)

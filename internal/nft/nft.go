@@ -91,6 +91,10 @@ type Network struct {
 	Bridge     string         // host bridge of the network (<=15 bytes); "" for a routed network
 	Subnets    []netip.Prefix // IPv4 and/or IPv6
 	Masquerade bool           // egress masquerade for traffic leaving the podnet subnets
+	// Ingress are the other interfaces where packets from the network's addresses may
+	// enter the node: the network's VXLAN device, or the underlay for direct routing
+	// (pods of other nodes). Anti-spoofing drops them anywhere else.
+	Ingress []string
 }
 
 // Endpoint is one sandbox attachment, for anti-spoofing: packets entering the node from
