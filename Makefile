@@ -26,8 +26,12 @@ test-deps:
 test: build vet test-deps
 	$(GO) test -count=1 -timeout 30m ./...
 
+# The cluster demo runs Debian's etcd-server (installed here when missing).
+DEMO_PACKAGES := etcd-server
 demo: build
+	@command -v etcd >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEMO_PACKAGES) >/dev/null; }
 	./bin/podnet demo
+	./bin/podnet demo --cluster
 
 bench: build
 	bash bench/bench.sh

@@ -71,7 +71,7 @@ func TestPrivilegedCLINetworks(t *testing.T) {
 	}
 	table := n.mustPodnet(t, "network", "ls").stdout
 	for _, want := range []*regexp.Regexp{
-		regexp.MustCompile(`(?m)^NAME\s+DRIVER\s+SUBNETS\s+GATEWAYS\s+BRIDGE\s+MTU\s+MASQUERADE$`),
+		regexp.MustCompile(`(?m)^NAME\s+DRIVER\s+SUBNETS\s+GATEWAYS\s+BRIDGE\s+CROSS-NODE\s+MTU\s+MASQUERADE$`),
 		regexp.MustCompile(`(?m)^blue\s+bridge\s+10\.89\.0\.0/24,fd89::/64\s+10\.89\.0\.1,fd89::1\s+pn-blue\s+1500\s+true$`),
 		regexp.MustCompile(`(?m)^red\s+bridge\s+10\.90\.0\.0/24\s+10\.90\.0\.254\s+pn-red\s+1400\s+false$`),
 	} {

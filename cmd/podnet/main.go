@@ -322,16 +322,24 @@ func portCmd(g *globals) *cobra.Command {
 }
 
 func demoCmd() *cobra.Command {
-	var verbose bool
+	var verbose, cluster bool
 	c := &cobra.Command{
-		Use:   "demo",
+		Use:   "demo [--cluster]",
 		Short: "Show podnet at work in throwaway namespaces (touches nothing of the host's network)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cluster {
+				bin, err := os.Executable()
+				if err != nil {
+					return err
+				}
+				return demo.RunCluster(cmd.Context(), cmd.OutOrStdout(), bin)
+			}
 			return demo.Run(cmd.Context(), cmd.OutOrStdout(), verbose)
 		},
 	}
 	c.Flags().BoolVarP(&verbose, "verbose", "v", false, "show the agent's log")
+	c.Flags().BoolVar(&cluster, "cluster", false, "three nodes on an underlay with a real etcd (Debian's etcd-server): vxlan and direct networks, a cross-node service, a node failure")
 	return c
 }
 

@@ -181,7 +181,9 @@ func (a *Agent) syncCluster() error {
 		err = a.removeGoneNetworks(nets)
 	}
 	if err == nil {
-		err = a.resyncIfDiffers()
+		a.dpMu.Lock()
+		err = a.syncRulesetLocked(true, true)
+		a.dpMu.Unlock()
 	}
 	if err == nil {
 		err = a.syncOverlays(nets)

@@ -61,8 +61,9 @@ func (a *Agent) desiredRuleset() (nft.Ruleset, error) {
 }
 
 // syncRulesetLocked writes the whole desired nftables state in one batch; the caller
-// holds dpMu. With ifDiffers it first compares, and writes only when the tables differ.
-func (a *Agent) syncRulesetLocked(ifDiffers bool) error {
+// holds dpMu. With ifDiffers it first compares, and writes only when the tables differ:
+// a repair, unless the store changed on another node (cluster), which is news, not drift.
+func (a *Agent) syncRulesetLocked(ifDiffers, cluster bool) error {
 	want, err := a.desiredRuleset()
 	if err != nil {
 		return err
@@ -74,8 +75,12 @@ func (a *Agent) syncRulesetLocked(ifDiffers bool) error {
 		if err != nil || ok {
 			return err
 		}
-		a.log.Info("nftables tables differ from the desired state: restoring")
-		a.metrics.repairs.WithLabelValues("nftables").Inc()
+		if cluster {
+			a.log.Debug("nftables tables follow changes of other nodes")
+		} else {
+			a.log.Info("nftables tables differ from the desired state: restoring")
+			a.metrics.repairs.WithLabelValues("nftables").Inc()
+		}
 	}
 	defer a.metrics.observeNft("sync", time.Now())
 	if err := a.nft.Sync(want); err != nil {
@@ -88,7 +93,7 @@ func (a *Agent) syncRulesetLocked(ifDiffers bool) error {
 func (a *Agent) resyncIfDiffers() error {
 	a.dpMu.Lock()
 	defer a.dpMu.Unlock()
-	return a.syncRulesetLocked(true)
+	return a.syncRulesetLocked(true, false)
 }
 
 // checkPortHolders refuses published ports that a process of the node has bound: DNAT

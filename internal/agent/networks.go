@@ -133,7 +133,7 @@ func (a *Agent) ensureNetworkKernel(n api.Network) error {
 func (a *Agent) syncRuleset() error {
 	a.dpMu.Lock()
 	defer a.dpMu.Unlock()
-	return a.syncRulesetLocked(false)
+	return a.syncRulesetLocked(false, false)
 }
 
 // ensureNetwork returns the network name, creating it from def when missing; an

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -150,4 +151,24 @@ func (c *Cluster) Close() error {
 		errs = append(errs, c.Underlay.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// CrossNodeRoutes lists the IPv4 routes of ns that podnet made to other nodes' blocks
+// (kernel.RouteProtocol), as "DST via GW", sorted.
+func CrossNodeRoutes(ns netns.NsHandle) ([]string, error) {
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: kernel.RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, r := range routes {
+		out = append(out, fmt.Sprintf("%s via %s", r.Dst, r.Gw))
+	}
+	slices.Sort(out)
+	return out, nil
 }

@@ -105,3 +105,26 @@ func UDPSize(ctx context.Context, clientNS, serverNS netns.NsHandle, server neti
 	}
 	return fmt.Errorf("no echo of a %d-byte datagram from udp %s within %s", size, server, timeout)
 }
+
+// ServeIdentity answers every connection on l with id (a line), until l is closed: the
+// backends of a service, told apart by the client (AskIdentity).
+func ServeIdentity(l net.Listener, id netip.Addr) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		fmt.Fprintln(c, id)
+		c.Close()
+	}
+}
+
+// AskIdentity connects from ns to dst and returns the identity a ServeIdentity answered.
+func AskIdentity(ctx context.Context, ns netns.NsHandle, dst netip.AddrPort, timeout time.Duration) (netip.Addr, error) {
+	c, err := connect(ctx, ns, dst, timeout)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	defer c.Close()
+	return seenSource(c, dst, timeout)
+}
