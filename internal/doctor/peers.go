@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -16,7 +16,6 @@ import (
 type sandbox struct {
 	path string
 	key  nsKey
-	h    *netlink.Handle
 }
 
 // nsKey identifies a namespace: the device and inode of its nsfs file.
@@ -36,12 +35,11 @@ func collectPeers(h *netlink.Handle, node netns.NsHandle, s *Snapshot) []sandbox
 	}
 	found := findNamespaces(h, node, want)
 	var out []sandbox
-	defer func() {
-		for _, sb := range found {
-			sb.h.Close()
-		}
-	}()
 	missing := 0
+	// The peers of one sandbox are read by one goroutine (its handle is not shared);
+	// sandboxes in parallel, a few at a time: each read is three netlink round trips.
+	bySandbox := map[int][]*Link{}
+	var ids []int
 	for i := range s.Links {
 		l := &s.Links[i]
 		if l.Kind != "veth" || l.NetnsID < 0 {
@@ -52,15 +50,43 @@ func collectPeers(h *netlink.Handle, node netns.NsHandle, s *Snapshot) []sandbox
 			missing++
 			continue
 		}
-		if !slices.ContainsFunc(out, func(o sandbox) bool { return o.key == sb.key }) {
+		if bySandbox[l.NetnsID] == nil {
+			ids = append(ids, l.NetnsID)
 			out = append(out, sandbox{path: sb.path, key: sb.key})
 		}
-		p, err := readPeer(sb, l.PeerIndex)
-		if err != nil {
-			s.Notes = append(s.Notes, fmt.Sprintf("peer of %s in %s: %v", l.Name, sb.path, err))
-			continue
-		}
-		l.Peer = p
+		bySandbox[l.NetnsID] = append(bySandbox[l.NetnsID], l)
+	}
+	notes := make([][]string, len(ids))
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range min(len(ids), 8) {
+		wg.Go(func() {
+			for k := range work {
+				sb := found[ids[k]]
+				sh, err := sandboxHandle(sb.path)
+				if err != nil {
+					notes[k] = append(notes[k], fmt.Sprintf("sandbox %s: %v", sb.path, err))
+					continue
+				}
+				for _, l := range bySandbox[ids[k]] {
+					p, err := readPeer(sh, sb.path, l.PeerIndex)
+					if err != nil {
+						notes[k] = append(notes[k], fmt.Sprintf("peer of %s in %s: %v", l.Name, sb.path, err))
+						continue
+					}
+					l.Peer = p
+				}
+				sh.Close()
+			}
+		})
+	}
+	for k := range ids {
+		work <- k
+	}
+	close(work)
+	wg.Wait()
+	for _, n := range notes {
+		s.Notes = append(s.Notes, n...)
 	}
 	if missing > 0 {
 		s.Notes = append(s.Notes, fmt.Sprintf("%s: the sandbox namespace is held by nothing the doctor can find (no /run/netns entry, no process in it or holding it); pod MACs and MTUs there are unknown",
@@ -69,14 +95,24 @@ func collectPeers(h *netlink.Handle, node netns.NsHandle, s *Snapshot) []sandbox
 	return out
 }
 
-func readPeer(sb sandbox, index int) (*Peer, error) {
-	l, err := sb.h.LinkByIndex(index)
+// sandboxHandle opens a netlink socket in the namespace at path.
+func sandboxHandle(path string) (*netlink.Handle, error) {
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return nil, err
+	}
+	defer ns.Close()
+	return netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+}
+
+func readPeer(h *netlink.Handle, path string, index int) (*Peer, error) {
+	l, err := h.LinkByIndex(index)
 	if err != nil {
 		return nil, err
 	}
 	a := l.Attrs()
-	p := &Peer{Netns: sb.path, Name: a.Name, MAC: a.HardwareAddr.String(), MTU: a.MTU}
-	addrs, err := sb.h.AddrList(l, netlink.FAMILY_ALL)
+	p := &Peer{Netns: path, Name: a.Name, MAC: a.HardwareAddr.String(), MTU: a.MTU}
+	addrs, err := h.AddrList(l, netlink.FAMILY_ALL)
 	if err != nil {
 		return nil, err
 	}
@@ -85,7 +121,7 @@ func readPeer(sb sandbox, index int) (*Peer, error) {
 			p.Addrs = append(p.Addrs, pf)
 		}
 	}
-	routes, err := sb.h.RouteList(l, netlink.FAMILY_ALL)
+	routes, err := h.RouteList(l, netlink.FAMILY_ALL)
 	if err != nil {
 		return nil, err
 	}
@@ -120,16 +156,11 @@ func findNamespaces(h *netlink.Handle, node netns.NsHandle, want map[int]bool) m
 			return false
 		}
 		id, err := h.GetNetNsIdByFd(int(ns))
-		if err != nil || id < 0 || !want[id] {
-			ns.Close()
-			return false
-		}
-		sh, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 		ns.Close()
-		if err != nil {
+		if err != nil || id < 0 || !want[id] {
 			return false
 		}
-		found[id] = sandbox{path: path, key: key, h: sh}
+		found[id] = sandbox{path: path, key: key}
 		return len(found) == len(want)
 	}
 	for _, dir := range []string{"/run/netns", "/var/run/netns"} {
