@@ -5,7 +5,7 @@
 #   bash bench/bench.sh -only throughput,ports
 #   bash bench/bench.sh -only reference,floor -pods 100 -concurrent 20
 #   bash bench/bench.sh -only dns,services
-# Sections: setup, throughput, ports, dns, services (all by default).
+# Sections: setup, throughput, ports, dns, services, cluster (all by default).
 # Needs root. Everything it creates lives in throwaway network namespaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +23,8 @@ missing=()
 [ -x /usr/sbin/iptables ] || missing+=(iptables)
 # The dns section's load generator.
 command -v dnsperf >/dev/null || missing+=(dnsperf)
+# The cluster section's store.
+command -v etcd >/dev/null || missing+=(etcd-server)
 if [ "${#missing[@]}" -gt 0 ]; then
 	echo "bench.sh: installing ${missing[*]}" >&2
 	export DEBIAN_FRONTEND=noninteractive

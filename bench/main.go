@@ -14,7 +14,10 @@
 //     CoreDNS on the same zone (10,000 services, 1,000 headless), for service lookups and
 //     for a pod's search-list walk to an external name (one round trip with autopath);
 //   - services: connection setup to a service VIP with 10 and with 10,000 services, and
-//     the time to create them through the agent's API.
+//     the time to create them through the agent's API;
+//   - cluster: cross-node throughput (vxlan, direct) against the same kernel objects
+//     without podnet, convergence with 10 and 20 nodes, etcd requests per ADD, ADD on
+//     etcd against bbolt (see cluster.go).
 //
 // Every kernel object lives in network namespaces that the benchmark creates under
 // /run/netns and removes afterwards, also on failure and on ctrl-C; the namespace the
@@ -64,10 +67,11 @@ const (
 	sectionPorts      = "ports"
 	sectionDNS        = "dns"
 	sectionServices   = "services"
+	sectionCluster    = "cluster"
 )
 
 // defaultSections is what runs without -only.
-const defaultSections = "setup,throughput,ports,dns,services"
+const defaultSections = "setup,throughput,ports,dns,services,cluster"
 
 // selection is what -only asked for.
 type selection struct {
@@ -76,6 +80,7 @@ type selection struct {
 	ports      bool
 	dns        bool
 	services   bool
+	cluster    bool
 }
 
 func main() {
@@ -97,7 +102,7 @@ func run() int {
 	services := flag.Int("services", 10000, "services: services defined when the second sample of connections is timed")
 	connections := flag.Int("connections", 500, "services: connections to VIPs per sample")
 	only := flag.String("only", defaultSections,
-		"comma-separated sections (setup, throughput, ports, dns, services) and setup rows (reference, podnet, podnet-api, floor: the setup section with only those rows)")
+		"comma-separated sections (setup, throughput, ports, dns, services, cluster) and setup rows (reference, podnet, podnet-api, floor: the setup section with only those rows)")
 	bin := flag.String("bin", "./bin", "directory holding podnet and podnet-cni")
 	flag.Parse()
 
@@ -201,6 +206,16 @@ func run() int {
 		report("services", svcRes.err)
 	}
 
+	var clusterRes clusterResult
+	if sel.cluster && ctx.Err() == nil {
+		fmt.Fprintf(os.Stderr, "podnet-bench: cluster (%d runs of %v per throughput row; convergence with %v nodes)\n", *runs, *duration, convergeSizes)
+		clusterRes = measureCluster(ctx, binDir, *runs, *duration)
+		report("cluster", clusterRes.err)
+		for what, err := range clusterRes.errs {
+			report("cluster "+what, err)
+		}
+	}
+
 	if left := namedNetnsWithPrefix(prefix); len(left) > 0 {
 		report("namespaces left behind", errors.New(strings.Join(left, " ")))
 	}
@@ -222,12 +237,16 @@ func run() int {
 	}
 	if sel.ports {
 		printPorts(w, *sample, *mappings, ports)
+		printDoctor(w, *mappings+*sample, ports)
 	}
 	if sel.dns {
 		printDNS(w, *dnsRuns, *dnsDuration, dnsRes)
 	}
 	if sel.services {
 		printServices(w, *services, *connections, svcRes)
+	}
+	if sel.cluster {
+		printCluster(w, *runs, *duration, clusterRes)
 	}
 	if failed {
 		return 1
@@ -255,9 +274,11 @@ func parseOnly(only string) (selection, error) {
 			sel.dns = true
 		case sectionServices:
 			sel.services = true
+		case sectionCluster:
+			sel.cluster = true
 		default:
 			if !slices.ContainsFunc(implementations, func(im implementation) bool { return im.name == name }) {
-				return selection{}, fmt.Errorf("-only: unknown section or setup row %q (want setup, throughput, ports, dns, services, reference, podnet, podnet-api, floor)", name)
+				return selection{}, fmt.Errorf("-only: unknown section or setup row %q (want setup, throughput, ports, dns, services, cluster, reference, podnet, podnet-api, floor)", name)
 			}
 			rows[name] = true
 		}
@@ -267,7 +288,7 @@ func parseOnly(only string) (selection, error) {
 			sel.setup = append(sel.setup, im)
 		}
 	}
-	if len(sel.setup) == 0 && !sel.throughput && !sel.ports && !sel.dns && !sel.services {
+	if len(sel.setup) == 0 && !sel.throughput && !sel.ports && !sel.dns && !sel.services && !sel.cluster {
 		return selection{}, errors.New("-only: nothing selected")
 	}
 	return sel, nil

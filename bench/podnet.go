@@ -125,6 +125,10 @@ func runVersion(plugin string) error {
 	return nil
 }
 
+// doctorBin and agentSocket make the node diagnosable (the ports section's doctor figure).
+func (p *podnet) doctorBin() string   { return filepath.Join(p.bin, "podnet") }
+func (p *podnet) agentSocket() string { return p.agent.socket }
+
 // Teardown stops the agent; see agentProcess.stop.
 func (p *podnet) Teardown() error { return p.agent.stop() }
 

@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -27,7 +31,7 @@ import (
 // rather than from the number of mappings.
 var portsRows = []implementation{
 	{"podnet", "podnet (podnet-cni, portMappings capability)", func(bin string) runner { return &podnet{bin: bin, publish: true} }},
-	{"reference", "reference (bridge + host-local + portmap)", func(string) runner { return &reference{publish: true} }},
+	{"reference", "reference (bridge + host-local + portmap)", func(bin string) runner { return &reference{publish: true, bin: bin} }},
 	{"podnet-noports", "podnet, same pods without ports", func(bin string) runner { return &podnet{bin: bin} }},
 	{"floor", "netlink floor, same pods without ports", func(string) runner { return &floor{} }},
 }
@@ -49,8 +53,12 @@ func podPorts(i int) map[string]any {
 type portsResult struct {
 	first, loaded summary
 	fill          time.Duration // wall time of the untimed ADDs between the two samples
-	unavailable   string        // Setup failed: why
-	err           error
+	// doctor is `podnet doctor` on the node once every pod is added, findings what it
+	// reported (rows that are diagnosable only).
+	doctor      summary
+	findings    string
+	unavailable string // Setup failed: why
+	err         error
 }
 
 // measurePorts runs one runner through the ports scenario on its own testbed of
@@ -60,7 +68,7 @@ func measurePorts(ctx context.Context, prefix, label string, r runner, sample, e
 		fmt.Fprintf(os.Stderr, "podnet-bench: ports %s: %s\n", label, fmt.Sprintf(format, args...))
 	}
 	progress("creating %d sandbox namespaces", existing+sample)
-	tearDown, unavailable, err := setUp(ctx, prefix, existing+sample, r)
+	tb, tearDown, unavailable, err := setUp(ctx, prefix, existing+sample, r)
 	defer func() { res.err = errors.Join(res.err, tearDown()) }()
 	if err != nil || unavailable != "" {
 		res.err, res.unavailable = err, unavailable
@@ -92,6 +100,10 @@ func measurePorts(ctx context.Context, prefix, label string, r runner, sample, e
 		return res
 	}
 	res.loaded = summarize(loaded)
+	if d, ok := r.(diagnosable); ok && d.doctorBin() != "" {
+		progress("podnet doctor on the node (%d runs)", doctorRuns)
+		res.doctor, res.findings, res.err = timeDoctor(ctx, d.doctorBin(), tb, d.agentSocket())
+	}
 	return res
 }
 
@@ -141,6 +153,88 @@ func printPorts(w io.Writer, sample, existing int, results map[string]portsResul
 	}
 	if len(growth) > 0 {
 		fmt.Fprintf(w, "- ADD median growth from the first pods to pod %d: %s\n", existing, strings.Join(growth, ", "))
+	}
+	fmt.Fprintln(w)
+}
+
+// The doctor figure: `podnet doctor` on the ports section's nodes once every pod is
+// added (existing+sample endpoints with their published ports), on podnet's node with
+// the agent's records and on the reference plugins' node, which podnet never touched.
+// The target (issue 10): within 1 s on a node with 1,000 endpoints.
+
+const (
+	doctorRuns   = 5
+	doctorTarget = time.Second
+)
+
+// diagnosable is a row whose node the doctor reads: the podnet binary that runs it, and
+// the socket of the node's podnet agent ("" for a node without one).
+type diagnosable interface {
+	doctorBin() string
+	agentSocket() string
+}
+
+// timeDoctor runs `podnet doctor --netns NODE -o json` doctorRuns times, as a person would
+// (the exec included), and returns the distribution of its wall time and the classes it
+// reported the last time.
+func timeDoctor(ctx context.Context, bin string, tb *testbed, socket string) (summary, string, error) {
+	if socket == "" {
+		socket = filepath.Join(tb.dir, "no-agent.sock") // not the machine's own agent
+	}
+	var times []time.Duration
+	var findings string
+	for range doctorRuns {
+		if err := ctx.Err(); err != nil {
+			return summary{}, "", err
+		}
+		cmd := exec.CommandContext(ctx, bin, "doctor", "--netns", tb.nodePath, "--socket", socket, "--output", "json")
+		var out, errOut bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		start := time.Now()
+		err := cmd.Run()
+		times = append(times, time.Since(start))
+		var exit *exec.ExitError
+		if err != nil && !errors.As(err, &exit) {
+			return summary{}, "", fmt.Errorf("podnet doctor: %w", err)
+		}
+		var rep struct {
+			Findings []struct{ Class, Severity string }
+		}
+		if jerr := json.Unmarshal(out.Bytes(), &rep); jerr != nil {
+			return summary{}, "", fmt.Errorf("podnet doctor: %v: %s", jerr, oneLine(errOut.String()))
+		}
+		var fs []string
+		for _, f := range rep.Findings {
+			fs = append(fs, f.Severity+" "+f.Class)
+		}
+		findings = "none"
+		if len(fs) > 0 {
+			findings = strings.Join(fs, ", ")
+		}
+	}
+	return summarize(times), findings, nil
+}
+
+// printDoctor prints the doctor's figures of the ports section's nodes.
+func printDoctor(w io.Writer, endpoints int, results map[string]portsResult) {
+	fmt.Fprintf(w, "### podnet doctor on a node with %d endpoints\n\n", endpoints)
+	fmt.Fprintf(w, "`podnet doctor --netns NODE -o json` exec'd %d times on the ports section's nodes once every pod is added (each pod publishes a port); on podnet's node it also reads the agent's records\n\n", doctorRuns)
+	fmt.Fprintf(w, "| node | doctor median | p90 | target | findings |\n|---|---:|---:|---|---|\n")
+	for _, row := range portsRows {
+		res, ok := results[row.name]
+		if !ok || res.doctor.n == 0 {
+			continue
+		}
+		target := "reported"
+		if row.name == "podnet" {
+			target = fmt.Sprintf("< %v", doctorTarget)
+			if res.doctor.median < doctorTarget {
+				target += ", meets target"
+			} else {
+				target += ", MISSES target"
+			}
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", row.label, ms(res.doctor.median), ms(res.doctor.p90), target, cell(res.findings))
 	}
 	fmt.Fprintln(w)
 }

@@ -17,7 +17,19 @@ const referenceCNIPath = "/usr/lib/cni"
 type reference struct {
 	publish bool
 	cni     *cniRuntime
+	// bin is the directory holding podnet, for the doctor figure ("": not diagnosed).
+	bin string
 }
+
+// doctorBin and agentSocket make the node diagnosable when bin is set: a node without a
+// podnet agent.
+func (r *reference) doctorBin() string {
+	if r.bin == "" {
+		return ""
+	}
+	return filepath.Join(r.bin, "podnet")
+}
+func (r *reference) agentSocket() string { return "" }
 
 var _ runner = (*reference)(nil)
 

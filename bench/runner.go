@@ -166,12 +166,12 @@ func cpuTimes() (idle, total uint64, err error) {
 // setUp builds a testbed of n sandboxes, sets r up on it and lets the machine settle.
 // tearDown undoes both (call it whatever happened); unavailable says why r.Setup
 // failed, err why the testbed could not be built.
-func setUp(ctx context.Context, prefix string, n int, r runner) (tearDown func() error, unavailable string, err error) {
-	_, tearDown, unavailable, err = prepare(prefix, n, r)
+func setUp(ctx context.Context, prefix string, n int, r runner) (tb *testbed, tearDown func() error, unavailable string, err error) {
+	tb, tearDown, unavailable, err = prepare(prefix, n, r)
 	if err == nil && unavailable == "" {
 		settle(ctx)
 	}
-	return tearDown, unavailable, err
+	return tb, tearDown, unavailable, err
 }
 
 // prepare is setUp without the wait for the machine to settle.

@@ -166,7 +166,8 @@ func (a *Agent) clusterLoop(ctx context.Context) {
 }
 
 // syncCluster applies what other nodes changed in the store: networks (bridges of new
-// ones, those deleted elsewhere), the nftables tables, the overlays, DNS.
+// ones, those deleted elsewhere), the overlays (first: a new node's pods are reachable
+// as soon as its routes are in), the nftables tables, DNS.
 func (a *Agent) syncCluster() error {
 	a.netMu.Lock()
 	nets, err := a.Networks()
@@ -178,15 +179,15 @@ func (a *Agent) syncCluster() error {
 		}
 	}
 	if err == nil {
+		err = a.syncOverlays(nets)
+	}
+	if err == nil {
 		err = a.removeGoneNetworks(nets)
 	}
 	if err == nil {
 		a.dpMu.Lock()
 		err = a.syncRulesetLocked(true, true)
 		a.dpMu.Unlock()
-	}
-	if err == nil {
-		err = a.syncOverlays(nets)
 	}
 	a.netMu.Unlock()
 	a.refreshDNS()

@@ -73,6 +73,12 @@ func newMetrics(a *Agent) *metrics {
 	m.reg.MustRegister(m.requests, m.requestSeconds, m.reconciles, m.reconcileSecond, m.repairs,
 		m.nftSeconds, m.dnsQueries, m.dnsCache, state{a},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if rt, ok := a.store.(interface{ RoundTrips() int64 }); ok {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "podnet_store_requests_total",
+			Help: "Requests the agent sent to its cluster store (etcd): reads, commits, lease and watch calls.",
+		}, func() float64 { return float64(rt.RoundTrips()) }))
+	}
 	return m
 }
 

@@ -8,11 +8,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/vishvananda/netns"
@@ -45,16 +43,16 @@ func RunCluster(ctx context.Context, w io.Writer, bin string) error {
 	}
 	defer os.RemoveAll(dir)
 
-	var etcdURL string
-	var stopEtcd func()
+	var etcd *agentproc.Etcd
 	s.step("start etcd (Debian's etcd-server) on 127.0.0.1", func() (string, error) {
-		var version string
 		var err error
-		etcdURL, version, stopEtcd, err = startEtcd(ctx, dir)
-		return fmt.Sprintf("%s, %s", version, etcdURL), err
+		if etcd, err = agentproc.StartEtcd(dir); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%s, %s", etcd.Version, etcd.URL), nil
 	})
-	if stopEtcd != nil {
-		defer stopEtcd()
+	if etcd != nil {
+		defer etcd.Stop()
 	}
 	var c *lab.Cluster
 	s.step(fmt.Sprintf("create %d node namespaces on one underlay bridge", clusterNodes), func() (string, error) {
@@ -82,7 +80,7 @@ func RunCluster(ctx context.Context, w io.Writer, bin string) error {
 		}
 		for i := range agents {
 			agents[i] = agentproc.New(bin, filepath.Join(dir, fmt.Sprintf("n%d.sock", i)), filepath.Join(dir, fmt.Sprintf("n%d.log", i)),
-				"--netns", nsPath(c.Nodes[i].Node), "--store", "etcd://"+strings.TrimPrefix(etcdURL, "http://"),
+				"--netns", nsPath(c.Nodes[i].Node), "--store", etcd.Endpoint(),
 				"--node-name", fmt.Sprintf("n%d", i), "--node-ip", lab.UnderlayAddr(i).Addr().String(),
 				"--lease-ttl", demoLease.String(), "--metrics-address", "", "--resolv-conf", resolv,
 				"--state-dir", filepath.Join(dir, fmt.Sprintf("n%d", i)))
@@ -233,68 +231,6 @@ func RunCluster(ctx context.Context, w io.Writer, bin string) error {
 	}
 	fmt.Fprintln(w, "podnet demo --cluster: all steps passed; nothing is left behind")
 	return nil
-}
-
-// startEtcd runs Debian's etcd on free ports of 127.0.0.1 with its data in dir and
-// returns its client URL, its version and how to stop it (by the PID it started).
-func startEtcd(ctx context.Context, dir string) (url, version string, stop func(), err error) {
-	bin, err := exec.LookPath("etcd")
-	if err != nil {
-		return "", "", nil, errors.New("etcd not found: `make demo` installs Debian's etcd-server")
-	}
-	out, _ := exec.Command(bin, "--version").Output()
-	version = strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
-	client, peer, err := freePort(), freePort(), nil
-	if client == "" || peer == "" {
-		return "", "", nil, errors.New("no free port on 127.0.0.1")
-	}
-	url = "http://" + client
-	cmd := exec.Command(bin, "--name", "podnet-demo", "--data-dir", filepath.Join(dir, "etcd"),
-		"--listen-client-urls", url, "--advertise-client-urls", url,
-		"--listen-peer-urls", "http://"+peer, "--initial-advertise-peer-urls", "http://"+peer,
-		"--initial-cluster", "podnet-demo=http://"+peer, "--logger", "zap", "--log-level", "error")
-	log, err := os.Create(filepath.Join(dir, "etcd.log"))
-	if err != nil {
-		return "", "", nil, err
-	}
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		log.Close()
-		return "", "", nil, err
-	}
-	stop = func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		log.Close()
-	}
-	for range 250 {
-		if c, err := net.DialTimeout("tcp", client, 100*time.Millisecond); err == nil {
-			c.Close()
-			return url, version, stop, nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	stop()
-	b, _ := os.ReadFile(filepath.Join(dir, "etcd.log"))
-	return "", "", nil, fmt.Errorf("etcd did not listen on %s within 5 s: %s", client, b)
-}
-
-// freePort returns 127.0.0.1:PORT with a port that was free a moment ago.
-func freePort() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return ""
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // crossRoutes lists a node's routes to other nodes' blocks (nil when unreadable).

@@ -62,6 +62,8 @@ type Veth struct {
 	Addrs []netip.Prefix
 	// Gateways get one default route each in the sandbox, through eth0.
 	Gateways []netip.Addr
+	// MTU of both ends (0: the kernel's default, 1500).
+	MTU int
 }
 
 // Plug connects sandbox to the node by the veth pair v: it sets up lo in the sandbox and
@@ -85,6 +87,9 @@ func (l *Lab) Plug(sandbox netns.NsHandle, v Veth) (net.HardwareAddr, error) {
 	defer sh.Close()
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = v.HostIf
+	if v.MTU != 0 {
+		attrs.MTU = v.MTU
+	}
 	if v.Bridge != "" {
 		br, err := nh.LinkByName(v.Bridge)
 		if err != nil {

@@ -390,3 +390,6 @@ func (s *Store) Close() error {
 	})
 	return s.closeErr
 }
+
+// RoundTrips is how many requests the store has sent to etcd.
+func (s *Store) RoundTrips() int64 { return s.roundTrips.Load() }
