@@ -17,11 +17,12 @@ vet:
 
 # Debian packages the tests run: nft (the nftables listing test, as an operator would),
 # chromium (the live graph page, loaded in a headless browser), iptables and ipset (the
-# legacy tables and sets another plugin leaves, for the doctor's tests).
-TEST_PACKAGES := nftables chromium iptables ipset
-TEST_COMMANDS := nft chromium iptables-legacy ip6tables-legacy ipset
+# legacy tables and sets another plugin leaves, for the doctor's tests), bird2 (BIRD, the
+# BGP peer of the speaker's tests). scripts/apt-install starts none of their services.
+TEST_PACKAGES := nftables chromium iptables ipset bird2
+TEST_COMMANDS := nft chromium iptables-legacy ip6tables-legacy ipset bird
 test-deps:
-	@(for c in $(TEST_COMMANDS); do PATH="$$PATH:/usr/sbin:/sbin" command -v $$c >/dev/null || exit 1; done) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TEST_PACKAGES) >/dev/null; }
+	@(for c in $(TEST_COMMANDS); do PATH="$$PATH:/usr/sbin:/sbin" command -v $$c >/dev/null || exit 1; done) || scripts/apt-install $(TEST_PACKAGES)
 
 test: build vet test-deps
 	$(GO) test -count=1 -timeout 30m ./...
@@ -29,7 +30,7 @@ test: build vet test-deps
 # The cluster demo runs Debian's etcd-server (installed here when missing).
 DEMO_PACKAGES := etcd-server
 demo: build
-	@command -v etcd >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEMO_PACKAGES) >/dev/null; }
+	@command -v etcd >/dev/null 2>&1 || scripts/apt-install $(DEMO_PACKAGES)
 	./bin/podnet demo
 	./bin/podnet demo --cluster
 

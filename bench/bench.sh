@@ -27,9 +27,7 @@ command -v dnsperf >/dev/null || missing+=(dnsperf)
 command -v etcd >/dev/null || missing+=(etcd-server)
 if [ "${#missing[@]}" -gt 0 ]; then
 	echo "bench.sh: installing ${missing[*]}" >&2
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	scripts/apt-install "${missing[@]}"
 fi
 
 mkdir -p bin

@@ -86,6 +86,9 @@ type Config struct {
 	Shared bool
 	// LeaseTTL is how long the node stays alive after its agent stops (0: DefaultLeaseTTL).
 	LeaseTTL time.Duration
+	// BlockGrace is how long a node is dead before the others release its empty blocks
+	// (0: DefaultBlockGrace).
+	BlockGrace time.Duration
 }
 
 // Agent serves one node.
@@ -101,9 +104,11 @@ type Agent struct {
 	shared             bool
 	defaultCrossNode   string
 	leaseTTL           time.Duration
+	blockGrace         time.Duration
+	deadSince          map[string]time.Time // nodes this agent saw dead, since when (clusterLoop only)
 	clusterSig         chan struct{}
 	clusterStop        context.CancelFunc
-	clusterDone        chan struct{}
+	clusterWG          sync.WaitGroup // keepRegistered and clusterLoop
 	nft                nft.Applier
 	proxy              portproxy.Applier
 	now                func() time.Time
@@ -166,11 +171,15 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.LeaseTTL == 0 {
 		cfg.LeaseTTL = DefaultLeaseTTL
 	}
+	if cfg.BlockGrace == 0 {
+		cfg.BlockGrace = DefaultBlockGrace
+	}
 	a := &Agent{store: cfg.Store, nodeNS: cfg.NodeNS, nsPath: cfg.NodeNSPath, node: cfg.Kernel, nft: cfg.Tables, proxy: cfg.Proxy,
 		now: cfg.Now, log: cfg.Logger, every: cfg.ReconcileInterval, serviceCIDRs: cfg.ServiceCIDRs,
 		detachq: make(chan api.EndpointKey, 4096), detachDone: make(chan struct{}),
 		pending:  map[api.EndpointKey]bool{},
-		nodeName: cfg.NodeName, nodeIP: cfg.NodeIP, shared: cfg.Shared, leaseTTL: cfg.LeaseTTL}
+		nodeName: cfg.NodeName, nodeIP: cfg.NodeIP, shared: cfg.Shared, leaseTTL: cfg.LeaseTTL,
+		blockGrace: cfg.BlockGrace, deadSince: map[string]time.Time{}}
 	if cfg.Shared {
 		a.defaultCrossNode = api.CrossNodeVXLAN
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -33,6 +34,10 @@ import (
 // renewing its lease.
 const DefaultLeaseTTL = 15 * time.Second
 
+// DefaultBlockGrace is how long a node must have been dead before the other nodes
+// release its blocks that hold no address (an agent restarted within it finds them).
+const DefaultBlockGrace = 10 * time.Minute
+
 // startCluster records the node and registers it; on a shared store it starts the
 // watch. It fails when another live node holds the name.
 func (a *Agent) startCluster() error {
@@ -50,32 +55,16 @@ func (a *Agent) startCluster() error {
 		cancel()
 		return err
 	}
-	a.clusterDone = make(chan struct{})
-	go func() {
-		defer close(a.clusterDone)
-		a.keepRegistered(ctx, lost)
-	}()
+	a.clusterWG.Go(func() { a.keepRegistered(ctx, lost) })
 	if !a.shared {
 		return nil
 	}
 	a.clusterSig = make(chan struct{}, 1)
 	if err := a.store.Watch(ctx, a.clusterChanged); err != nil {
-		cancel()
-		<-a.clusterDone
+		a.stopCluster()
 		return fmt.Errorf("watch the store: %w", err)
 	}
-	loopDone := make(chan struct{})
-	regDone := a.clusterDone
-	a.clusterDone = make(chan struct{})
-	go func() {
-		a.clusterLoop(ctx)
-		close(loopDone)
-	}()
-	go func() {
-		<-regDone
-		<-loopDone
-		close(a.clusterDone)
-	}()
+	a.clusterWG.Go(func() { a.clusterLoop(ctx) })
 	a.clusterChanged() // what the store holds already
 	return nil
 }
@@ -85,7 +74,7 @@ func (a *Agent) startCluster() error {
 func (a *Agent) stopCluster() {
 	if a.clusterStop != nil {
 		a.clusterStop()
-		<-a.clusterDone
+		a.clusterWG.Wait()
 	}
 }
 
@@ -182,6 +171,9 @@ func (a *Agent) syncCluster() error {
 		err = a.syncOverlays(nets)
 	}
 	if err == nil {
+		err = a.releaseDeadBlocks()
+	}
+	if err == nil {
 		err = a.removeGoneNetworks(nets)
 	}
 	if err == nil {
@@ -217,6 +209,67 @@ func (a *Agent) removeGoneNetworks(nets []api.Network) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// releaseDeadBlocks releases the blocks of nodes that have been dead for the grace
+// period and hold no address: a dead node's block that holds one (its pods may still
+// run; its agent may come back) stays until `podnet node rm`. Nodes race to do it; the
+// store's transaction lets one win. When this agent first saw a node dead counts, so a
+// node that dies and an agent that starts later wait a whole grace period again.
+func (a *Agent) releaseDeadBlocks() error {
+	v, err := a.readCluster()
+	if err != nil {
+		return err
+	}
+	now := a.now()
+	var due []string
+	for _, n := range v.nodes {
+		switch {
+		case n.Alive || n.Name == a.nodeName:
+			delete(a.deadSince, n.Name)
+		case a.deadSince[n.Name].IsZero():
+			a.deadSince[n.Name] = now
+		case now.Sub(a.deadSince[n.Name]) >= a.blockGrace:
+			due = append(due, n.Name)
+		}
+	}
+	for _, name := range due {
+		var released []string
+		err := a.store.Update(func(tx store.Tx) error {
+			released = released[:0]
+			if alive, err := a.store.Alive(); err != nil || alive[name] {
+				return err
+			}
+			blocks, err := tx.Blocks("")
+			if err != nil {
+				return err
+			}
+			for _, b := range blocks {
+				if b.Node != name {
+					continue
+				}
+				allocs, err := tx.Allocations(b.Network)
+				if err != nil {
+					return err
+				}
+				if slices.ContainsFunc(slices.Collect(maps.Keys(allocs)), b.Prefix.Contains) {
+					continue
+				}
+				if err := tx.DeleteBlock(b.Network, b.Prefix); err != nil {
+					return err
+				}
+				released = append(released, b.Network+" "+b.Prefix.String())
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if len(released) > 0 {
+			a.log.Info("released the empty blocks of a dead node", "node", name, "blocks", strings.Join(released, ", "))
+		}
+	}
+	return nil
 }
 
 // clusterView is what the overlays derive from, read at once.

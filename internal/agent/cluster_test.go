@@ -1,0 +1,130 @@
+package agent
+
+import (
+	"io"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/kernel/kerneltest"
+	"github.com/podnet/podnet/internal/nft/nfttest"
+	"github.com/podnet/podnet/internal/portproxy/portproxytest"
+	"github.com/podnet/podnet/internal/store"
+	"github.com/podnet/podnet/internal/store/storetest"
+)
+
+// sharedStore is a store several agents of a test share: closing it through one of them
+// does nothing (the test closes the memory store at its end).
+type sharedStore struct{ store.Store }
+
+func (sharedStore) Close() error { return nil }
+
+func sharedMemoryStore(t *testing.T) store.Store {
+	m := storetest.NewMemory()
+	t.Cleanup(func() { m.Close() })
+	return sharedStore{m}
+}
+
+// clusterAgent starts an agent of node name on a store shared with others, on fake
+// appliers, with the clock *now; its kernel's overlay changes go to rec.
+func clusterAgent(t *testing.T, st store.Store, name, ip string, now *time.Time, rec func(string)) *Agent {
+	t.Helper()
+	k := kerneltest.New()
+	k.SetUnderlay(netip.MustParseAddr(ip), "eth0")
+	for _, s := range []string{"c1", "c2"} {
+		k.AddSandbox("/run/netns/" + s)
+	}
+	k.Record = func(line string) {
+		if strings.HasPrefix(line, "overlay") && rec != nil {
+			rec(name + ": " + line)
+		}
+	}
+	a, err := New(Config{Store: st, Kernel: k, Tables: &nfttest.Fake{}, Proxy: &portproxytest.Fake{},
+		Now: func() time.Time { return *now }, ReconcileInterval: time.Hour, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		DNS: DNSConfig{Disable: true}, NodeName: name, NodeIP: netip.MustParseAddr(ip), Shared: true, BlockGrace: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// Two nodes on one store: a network created on n1 is vxlan by default, with the MTU the
+// underlay leaves; n2's ADD claims a block, which n1 routes to over n2's VTEP; n2's
+// agent stops (its lease ends): n1 withdraws the route at once, keeps n2's blocks for the
+// grace period, then releases the one without addresses and keeps the other.
+func TestClusterDeadNodeBlocks(t *testing.T) {
+	st := sharedMemoryStore(t)
+	now := fakeNow
+	var mu sync.Mutex
+	var overlays []string
+	last := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return overlays[len(overlays)-1]
+	}
+	n1 := clusterAgent(t, st, "n1", "192.0.2.1", &now, func(l string) { mu.Lock(); overlays = append(overlays, l); mu.Unlock() })
+	defer n1.Close()
+	n2 := clusterAgent(t, st, "n2", "192.0.2.2", &now, nil)
+
+	blue, err := n1.CreateNetwork(api.NetworkSpec{Name: "blue", Subnets: []string{"10.88.0.0/16"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if blue.CrossNode != api.CrossNodeVXLAN || blue.MTU != 1450 {
+		t.Fatalf("network on a shared store: crossNode %q, mtu %d; want vxlan, 1500-50", blue.CrossNode, blue.MTU)
+	}
+	if _, err := n2.Attach(attachReq("blue", "c1"), -1); err != nil {
+		t.Fatal(err)
+	}
+	// A second, empty block of n2's.
+	empty := netip.MustParsePrefix("10.88.1.0/26")
+	if err := st.Update(func(tx store.Tx) error {
+		return tx.PutBlock(api.Block{Network: "blue", Prefix: empty, Node: "n2", Claimed: now})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n1.syncCluster(); err != nil {
+		t.Fatal(err)
+	}
+	if l := last(); !strings.Contains(l, "route 10.88.0.0/26 via 192.0.2.2") || !strings.Contains(l, "route 10.88.1.0/26 via 192.0.2.2") {
+		t.Fatalf("n1's overlay with n2 alive: %s", l)
+	}
+
+	n2.Close() // its registration ends with it
+	if err := n1.syncCluster(); err != nil {
+		t.Fatal(err)
+	}
+	if l := last(); strings.Contains(l, "via 192.0.2.2") || strings.Contains(l, "fdb") {
+		t.Errorf("n1's overlay once n2 is dead still leads to it: %s", l)
+	}
+	blocks := func() []string {
+		var out []string
+		st.View(func(tx store.Tx) error {
+			bs, err := tx.Blocks("blue")
+			for _, b := range bs {
+				out = append(out, b.Node+" "+b.Prefix.String())
+			}
+			return err
+		})
+		return out
+	}
+	now = now.Add(59 * time.Second)
+	if err := n1.syncCluster(); err != nil {
+		t.Fatal(err)
+	}
+	if got := blocks(); len(got) != 2 {
+		t.Fatalf("blocks within the grace period: %v, want both of n2's", got)
+	}
+	now = now.Add(2 * time.Second)
+	if err := n1.syncCluster(); err != nil {
+		t.Fatal(err)
+	}
+	if got := blocks(); !slices.Equal(got, []string{"n2 10.88.0.0/26"}) {
+		t.Errorf("blocks after the grace period: %v, want only n2's block that holds an address", got)
+	}
+}
