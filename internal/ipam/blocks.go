@@ -29,16 +29,9 @@ func AllocateOnNode(tx store.Tx, nw api.Network, node, owner string, static []ne
 	if owner == "" || node == "" {
 		return nil, fmt.Errorf("network %q: allocate: empty owner or node", nw.Name)
 	}
-	want, err := staticBySubnet(nw, static)
-	if err != nil {
-		return nil, err
-	}
-	held, err := tx.AllocationsOf(nw.Name, owner)
-	if err != nil {
-		return nil, fmt.Errorf("network %q: allocate for %q: %w", nw.Name, owner, err)
-	}
-	if len(held) > 0 {
-		return heldPrefixes(nw, owner, held, want)
+	want, held, err := begin(tx, nw, owner, static)
+	if err != nil || held != nil {
+		return held, err
 	}
 	blocks, err := tx.Blocks(nw.Name)
 	if err != nil {

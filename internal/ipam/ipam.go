@@ -41,16 +41,9 @@ func Allocate(tx store.Tx, nw api.Network, owner string, static []netip.Addr) ([
 	if owner == "" {
 		return nil, fmt.Errorf("network %q: allocate: empty owner", nw.Name)
 	}
-	want, err := staticBySubnet(nw, static)
-	if err != nil {
-		return nil, err
-	}
-	held, err := tx.AllocationsOf(nw.Name, owner)
-	if err != nil {
-		return nil, fmt.Errorf("network %q: allocate for %q: %w", nw.Name, owner, err)
-	}
-	if len(held) > 0 {
-		return heldPrefixes(nw, owner, held, want)
+	want, held, err := begin(tx, nw, owner, static)
+	if err != nil || held != nil {
+		return held, err
 	}
 
 	out := make([]netip.Prefix, 0, len(nw.Subnets))
@@ -77,6 +70,28 @@ func Allocate(tx store.Tx, nw api.Network, owner string, static []netip.Addr) ([
 		out = append(out, netip.PrefixFrom(a, sub.Prefix.Bits()))
 	}
 	return out, nil
+}
+
+// begin checks the requested addresses of an allocation and maps them to the index of
+// their subnet; when owner holds addresses in nw already (the allocation is a retry),
+// it returns them instead, checked against the request.
+func begin(tx store.Tx, nw api.Network, owner string, static []netip.Addr) (map[int]netip.Addr, []netip.Prefix, error) {
+	want, err := staticBySubnet(nw, static)
+	if err != nil {
+		return nil, nil, err
+	}
+	held, err := tx.AllocationsOf(nw.Name, owner)
+	if err != nil {
+		return nil, nil, fmt.Errorf("network %q: allocate for %q: %w", nw.Name, owner, err)
+	}
+	if len(held) > 0 {
+		ps, err := heldPrefixes(nw, owner, held, want)
+		if err == nil && ps == nil {
+			ps = []netip.Prefix{}
+		}
+		return want, ps, err
+	}
+	return want, nil, nil
 }
 
 // Release frees every address owner holds in network and returns them sorted;

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -15,13 +14,13 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/ipam"
 	"github.com/podnet/podnet/internal/store"
 	"github.com/podnet/podnet/internal/store/etcdstore"
+	"github.com/podnet/podnet/internal/store/etcdstore/etcdtest"
 	"github.com/podnet/podnet/internal/store/storetest"
 )
 
@@ -46,7 +45,7 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	e, err := startEtcd(dir)
+	e, err := etcdtest.StartIn(dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -54,50 +53,6 @@ func runTests(m *testing.M) int {
 	defer e.Close()
 	endpoints = []string{e.Config().AdvertiseClientUrls[0].String()}
 	return m.Run()
-}
-
-// startEtcd starts a one-member etcd in process, listening on free ports of 127.0.0.1.
-func startEtcd(dir string) (*embed.Etcd, error) {
-	client, err := freeURL()
-	if err != nil {
-		return nil, err
-	}
-	peer, err := freeURL()
-	if err != nil {
-		return nil, err
-	}
-	cfg := embed.NewConfig()
-	cfg.Name = "podnet-test"
-	cfg.Dir = dir
-	cfg.LogLevel = "error"
-	cfg.UnsafeNoFsync = true // a throwaway test server: no need to survive a power cut
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("start etcd: %w", err)
-	}
-	select {
-	case <-e.Server.ReadyNotify():
-		return e, nil
-	case err := <-e.Err():
-		e.Close()
-		return nil, fmt.Errorf("start etcd: %w", err)
-	case <-time.After(30 * time.Second):
-		e.Close()
-		return nil, errors.New("start etcd: not ready after 30s")
-	}
-}
-
-// freeURL returns an http URL on a port of 127.0.0.1 that was free a moment ago.
-func freeURL() (url.URL, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return url.URL{}, err
-	}
-	defer l.Close()
-	return url.URL{Scheme: "http", Host: l.Addr().String()}, nil
 }
 
 var prefixes atomic.Int64
@@ -140,11 +95,12 @@ func TestConcurrentAllocation(t *testing.T) {
 }
 
 func TestOpenUnreachable(t *testing.T) {
-	closed, err := freeURL()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ep := closed.String()
+	ep := "http://" + l.Addr().String()
+	l.Close() // a port that was free a moment ago: nothing listens there
 	s, err := etcdstore.Open(context.Background(), etcdstore.Config{Endpoints: []string{ep}, DialTimeout: 300 * time.Millisecond})
 	if err == nil {
 		s.Close()
