@@ -39,8 +39,10 @@ type Store interface {
 	// store closes; when the holder dies, the lease expires after ttl and the node is no
 	// longer alive. holder identifies who registers (the node's address): a live lease
 	// of the same holder is taken over (an agent restarted on its node), one of another
-	// holder is ErrNodeTaken. The returned channel is closed when the lease is lost
-	// (expired or revoked while the holder was cut off); the caller registers again.
+	// holder is ErrNodeTaken. The returned channel is closed when the registration ends for
+	// any reason but ctx: the lease expired or was revoked while the holder was cut off, the
+	// same holder took the node over, or the store closed; the caller registers again if it
+	// still wants the node.
 	Register(ctx context.Context, node, holder string, ttl time.Duration) (lost <-chan struct{}, err error)
 	// Alive returns the names of the nodes whose leases are alive.
 	Alive() (map[string]bool, error)
