@@ -101,6 +101,7 @@ func measurePorts(ctx context.Context, prefix, label string, r runner, sample, e
 	}
 	res.loaded = summarize(loaded)
 	if d, ok := r.(diagnosable); ok && d.doctorBin() != "" {
+		settle(ctx) // the kernel's background work for a thousand new links
 		progress("podnet doctor on the node (%d runs)", doctorRuns)
 		res.doctor, res.findings, res.err = timeDoctor(ctx, d.doctorBin(), tb, d.agentSocket())
 	}
