@@ -20,6 +20,7 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
+	"github.com/podnet/podnet/internal/agentproc"
 	"github.com/podnet/podnet/internal/kernel"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -441,7 +442,7 @@ func (c *child) stop() error {
 		return fmt.Errorf("%s ignored SIGTERM for %v, killed: %s", c.name, dnsStopWait, c.logTail())
 	}
 	var exit *exec.ExitError
-	if c.waitErr != nil && !(errors.As(c.waitErr, &exit) && killedBy(exit, syscall.SIGTERM)) {
+	if c.waitErr != nil && !(errors.As(c.waitErr, &exit) && agentproc.KilledBy(exit, syscall.SIGTERM)) {
 		return fmt.Errorf("%s stopped with %v: %s", c.name, c.waitErr, c.logTail())
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/agentproc"
 )
 
 // podnet is a podnet agent managing the node namespace (started here as a child
@@ -24,7 +25,7 @@ type podnet struct {
 	bin     string // directory holding podnet and podnet-cni
 	publish bool
 	direct  bool
-	agent   *agentProcess
+	agent   *agentproc.Proc
 	cni     *cniRuntime
 	tb      *testbed
 }
@@ -46,7 +47,7 @@ func (p *podnet) Setup(tb *testbed) error {
 	plugin := map[string]any{
 		"type":    "podnet-cni",
 		"network": benchNetwork.Name,
-		"socket":  p.agent.socket,
+		"socket":  p.agent.Socket(),
 		"driver":  benchNetwork.Driver,
 		"subnets": benchNetwork.Subnets,
 	}
@@ -69,7 +70,7 @@ func (p *podnet) Add(i int) error {
 	}
 	defer unix.Close(fd)
 	def := benchNetwork
-	_, err = p.agent.client().Attach(context.Background(), api.AttachRequest{EndpointKey: p.key(i), Netns: p.tb.sandboxes[i], Define: &def}, fd)
+	_, err = p.agent.Client().Attach(context.Background(), api.AttachRequest{EndpointKey: p.key(i), Netns: p.tb.sandboxes[i], Define: &def}, fd)
 	return err
 }
 
@@ -77,7 +78,7 @@ func (p *podnet) Del(i int) error {
 	if !p.direct {
 		return p.cni.del(i)
 	}
-	return p.agent.client().Detach(context.Background(), api.DetachRequest{EndpointKey: p.key(i), Netns: p.tb.sandboxes[i]}, -1)
+	return p.agent.Client().Detach(context.Background(), api.DetachRequest{EndpointKey: p.key(i), Netns: p.tb.sandboxes[i]}, -1)
 }
 
 // key is pod i's attachment, as the plugin names it.
@@ -88,7 +89,7 @@ func (p *podnet) key(i int) api.EndpointKey {
 // drained: the agent holds no endpoint (the DELed pods' veths are gone and their
 // addresses free; nothing else is attached when it is asked).
 func (p *podnet) drained() (bool, error) {
-	st, err := p.agent.client().Status(context.Background())
+	st, err := p.agent.Client().Status(context.Background())
 	return st.Endpoints == 0, err
 }
 
@@ -106,7 +107,7 @@ func (p *podnet) parts(n int) (exec, roundTrip summary, err error) {
 		}
 		execs = append(execs, time.Since(start))
 		start = time.Now()
-		if _, err := p.agent.client().Status(context.Background()); err != nil {
+		if _, err := p.agent.Client().Status(context.Background()); err != nil {
 			return summary{}, summary{}, fmt.Errorf("agent status: %w", err)
 		}
 		trips = append(trips, time.Since(start))
@@ -127,10 +128,10 @@ func runVersion(plugin string) error {
 
 // doctorBin and agentSocket make the node diagnosable (the ports section's doctor figure).
 func (p *podnet) doctorBin() string   { return filepath.Join(p.bin, "podnet") }
-func (p *podnet) agentSocket() string { return p.agent.socket }
+func (p *podnet) agentSocket() string { return p.agent.Socket() }
 
-// Teardown stops the agent; see agentProcess.stop.
-func (p *podnet) Teardown() error { return p.agent.stop() }
+// Teardown stops the agent; see agentproc.Proc.Stop.
+func (p *podnet) Teardown() error { return p.agent.Stop() }
 
 func fileExists(path string) bool {
 	_, err := os.Stat(path)

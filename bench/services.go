@@ -17,6 +17,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/agentproc"
 )
 
 // The services section: how long a sandbox takes to set up a connection to a service VIP
@@ -53,7 +54,7 @@ const (
 type svcBed struct {
 	tb        *testbed
 	ns        []netns.NsHandle // client, then the backends
-	agent     *agentProcess
+	agent     *agentproc.Proc
 	c         *api.Client
 	backends  []netip.AddrPort
 	endpoints []string         // the backends as manual endpoints of a service
@@ -206,7 +207,7 @@ func newSvcBed(ctx context.Context, prefix, binDir string) (b *svcBed, err error
 	if b.agent, err = startAgent(binDir, b.tb); err != nil {
 		return b, err
 	}
-	b.c = b.agent.client()
+	b.c = b.agent.Client()
 	if _, err := b.c.CreateNetwork(ctx, api.NetworkSpec{Name: svcNetwork, Driver: api.DriverBridge, Subnets: []string{svcSubnet}}); err != nil {
 		return b, fmt.Errorf("create network: %w", err)
 	}
@@ -252,7 +253,7 @@ func (b *svcBed) close() error {
 	for _, stop := range b.stops {
 		stop()
 	}
-	err := b.agent.stop()
+	err := b.agent.Stop()
 	for _, h := range b.ns {
 		h.Close()
 	}
@@ -363,8 +364,8 @@ func routesOf(ns netns.NsHandle) string {
 
 // agentNotes is the agent's log lines that tell about kernel state it repaired, and its
 // warnings and errors (the last few).
-func agentNotes(a *agentProcess) string {
-	b, err := os.ReadFile(a.logPath)
+func agentNotes(a *agentproc.Proc) string {
+	b, err := os.ReadFile(a.LogPath())
 	if err != nil {
 		return err.Error()
 	}

@@ -164,13 +164,13 @@ func measureThroughput(ctx context.Context, prefix, binDir string, runs int, d t
 		return res
 	}
 	agent, err := startAgent(binDir, tb)
-	defer func() { res.err = errors.Join(res.err, agent.stop()) }()
+	defer func() { res.err = errors.Join(res.err, agent.Stop()) }()
 	if err != nil {
 		for _, p := range []string{"bridge", "routed", "dnat", "proxy"} {
 			res.errs[p] = err
 		}
 	} else {
-		podnetFlows(ctx, agent.client(), tb, ns, flows, res.errs)
+		podnetFlows(ctx, agent.Client(), tb, ns, flows, res.errs)
 	}
 	res.brNFCall = readSysctlIn(tb.node, "net/bridge/bridge-nf-call-iptables")
 

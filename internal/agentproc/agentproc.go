@@ -24,6 +24,7 @@ type Proc struct {
 	cmd              *exec.Cmd
 	exited           chan struct{}
 	waitErr          error
+	killed           bool // Kill ended it: its exit is no surprise
 }
 
 // New prepares an agent: the podnet binary, its socket (passed as --socket), its log
@@ -34,6 +35,12 @@ func New(bin, socket, log string, args ...string) *Proc {
 
 // Client talks to the agent.
 func (p *Proc) Client() *api.Client { return api.NewClient(p.socket) }
+
+// LogPath is the agent's log file.
+func (p *Proc) LogPath() string { return p.log }
+
+// Socket is the agent's socket path.
+func (p *Proc) Socket() string { return p.socket }
 
 // Start starts the agent and waits until it reports ready, or timeout passes, or it
 // exits.
@@ -51,7 +58,7 @@ func (p *Proc) Start(timeout time.Duration) error {
 	if err := p.cmd.Start(); err != nil {
 		return fmt.Errorf("start agent: %w", err)
 	}
-	p.exited = make(chan struct{})
+	p.exited, p.killed = make(chan struct{}), false
 	go func() { p.waitErr = p.cmd.Wait(); close(p.exited) }()
 	deadline := time.Now().Add(timeout)
 	c := p.Client()
@@ -86,16 +93,23 @@ func (p *Proc) PID() int {
 // is not revoked.
 func (p *Proc) Kill() {
 	if p.running() {
+		p.killed = true
 		p.cmd.Process.Kill()
 		<-p.exited
 	}
 }
 
-// Stop ends the agent with SIGTERM (SIGKILL after 10 s) and reports an exit with an
-// error.
+// Stop ends the agent with SIGTERM (SIGKILL after 10 s). It reports an agent that
+// exited by itself before (not by Kill), or that exits with an error. Stopping a nil,
+// unstarted, killed or stopped Proc does nothing.
 func (p *Proc) Stop() error {
-	if !p.running() {
+	if p == nil || p.exited == nil || p.killed {
 		return nil
+	}
+	select {
+	case <-p.exited:
+		return fmt.Errorf("agent exited by itself (%v):\n%s", p.waitErr, p.LogTail(20))
+	default:
 	}
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -104,11 +118,19 @@ func (p *Proc) Stop() error {
 		p.Kill()
 		return errors.New("agent did not stop within 10 s of SIGTERM: killed")
 	}
+	p.killed = true // stopped: a second Stop does nothing
 	var exit *exec.ExitError
-	if errors.As(p.waitErr, &exit) {
+	if errors.As(p.waitErr, &exit) && !KilledBy(exit, syscall.SIGTERM) {
 		return fmt.Errorf("agent exited with %v:\n%s", p.waitErr, p.LogTail(20))
 	}
 	return nil
+}
+
+// KilledBy reports whether a process ended by sig (an agent: before its handler was set
+// up).
+func KilledBy(exit *exec.ExitError, sig syscall.Signal) bool {
+	ws, ok := exit.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == sig
 }
 
 func (p *Proc) running() bool {
