@@ -201,7 +201,7 @@ func (a *Agent) removeGoneNetworks(nets []api.Network) error {
 			return err
 		}
 		for name, index := range links {
-			if want[name] || (prefix == "pnh" && strings.HasPrefix(name, spec.VethPrefix)) {
+			if want[name] {
 				continue
 			}
 			a.log.Info("removing the device of a network deleted on another node", "link", name)
@@ -335,15 +335,9 @@ func (a *Agent) syncOverlays(nets []api.Network) error {
 	return errors.Join(errs...)
 }
 
-// networkTables is a network's part of the nftables tables on this node: the driver's,
-// with the underlay as the way in of the network's pods on other nodes when they are
-// routed over it (direct, bgp).
+// networkTables is a network's part of the nftables tables on this node.
 func (a *Agent) networkTables(n api.Network) nft.Network {
-	t := driver.NetworkFor(n).Tables
-	if (n.CrossNode == api.CrossNodeDirect || n.CrossNode == api.CrossNodeBGP) && a.underDev != "" {
-		t.Ingress = append(t.Ingress, a.underDev)
-	}
-	return t
+	return driver.NetworkTables(n, a.underDev)
 }
 
 // mine reports whether ep lives on this node: on a shared store, an endpoint records

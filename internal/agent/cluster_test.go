@@ -127,4 +127,33 @@ func TestClusterDeadNodeBlocks(t *testing.T) {
 	if got := blocks(); !slices.Equal(got, []string{"n2 10.88.0.0/26"}) {
 		t.Errorf("blocks after the grace period: %v, want only n2's block that holds an address", got)
 	}
+
+	// node rm: refused for a live node; a dead one loses its block, its endpoint and the
+	// address, and its record.
+	if err := n1.RemoveNode("n1"); api.ErrorCode(err) != api.CodeBusy {
+		t.Errorf("RemoveNode of the live n1: %v (code %d), want CodeBusy", err, api.ErrorCode(err))
+	}
+	if err := n1.RemoveNode("n2"); err != nil {
+		t.Fatal(err)
+	}
+	if got := blocks(); len(got) != 0 {
+		t.Errorf("blocks after node rm n2: %v", got)
+	}
+	eps, err := n1.AllEndpoints("blue")
+	if err != nil || len(eps) != 0 {
+		t.Errorf("endpoints after node rm n2: %v, %v", eps, err)
+	}
+	st.View(func(tx store.Tx) error {
+		allocs, err := tx.Allocations("blue")
+		if err != nil || len(allocs) != 0 {
+			t.Errorf("allocations after node rm n2: %v, %v", allocs, err)
+		}
+		if _, ok, _ := tx.Node("n2"); ok {
+			t.Error("n2's record after node rm")
+		}
+		return nil
+	})
+	if err := n1.RemoveNode("n2"); api.ErrorCode(err) != api.CodeNotFound {
+		t.Errorf("RemoveNode of a removed node: %v (code %d), want CodeNotFound", err, api.ErrorCode(err))
+	}
 }

@@ -53,11 +53,7 @@ func (a *Agent) records() (r records, err error) {
 // in the store (driver.Ruleset). Endpoints that DEL marked detaching are out of it.
 func (a *Agent) desiredRuleset() (nft.Ruleset, error) {
 	r, err := a.records()
-	rs := driver.Ruleset(r.nets, r.eps, r.svcs, r.all)
-	for i, n := range r.nets {
-		rs.Networks[i] = a.networkTables(n)
-	}
-	return rs, err
+	return driver.Ruleset(r.nets, r.eps, r.svcs, r.all, a.underDev), err
 }
 
 // syncRulesetLocked writes the whole desired nftables state in one batch; the caller

@@ -204,21 +204,11 @@ func collectNetlink(h *netlink.Handle, s *Snapshot) error {
 		if len(a.HardwareAddr) == 6 {
 			sl.MAC = a.HardwareAddr.String()
 		}
-		switch t := l.(type) {
-		case *netlink.Veth:
+		if _, veth := l.(*netlink.Veth); veth {
 			sl.PeerIndex = a.ParentIndex
-		case *netlink.Vxlan:
-			sl.Tunnel = &Tunnel{ID: t.VxlanId, Dev: names[t.VtepDevIndex], Local: addrOf16(t.SrcAddr), Remote: addrOf16(t.Group), Port: t.Port, Learning: t.Learning}
-		case *netlink.Geneve:
-			sl.Tunnel = &Tunnel{ID: int(t.ID), Remote: addrOf16(t.Remote), Port: int(t.Dport)}
-		case *netlink.Iptun:
-			sl.Tunnel = &Tunnel{Dev: names[int(t.Link)], Local: addrOf16(t.Local), Remote: addrOf16(t.Remote)}
-		case *netlink.Gretun:
-			sl.Tunnel = &Tunnel{Dev: names[int(t.Link)], Local: addrOf16(t.Local), Remote: addrOf16(t.Remote)}
-		case *netlink.Gretap:
-			sl.Tunnel = &Tunnel{Dev: names[int(t.Link)], Local: addrOf16(t.Local), Remote: addrOf16(t.Remote)}
-		case *netlink.Wireguard:
-			sl.Tunnel = &Tunnel{}
+		}
+		if t, ok := kernel.TunnelOf(l, names); ok {
+			sl.Tunnel = &Tunnel{ID: t.ID, Dev: t.Dev, Local: t.Local, Remote: t.Remote, Port: t.Port, Learning: t.Learning}
 		}
 		s.Links = append(s.Links, sl)
 	}

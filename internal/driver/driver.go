@@ -71,7 +71,19 @@ func EndpointFor(n api.Network, ep api.Endpoint) Endpoint {
 	return For(n).Endpoint(n, ep.EndpointKey, ep.IPs, mac, ep.Ports)
 }
 
-// tablesNetwork is what a network contributes to the nftables sets: its subnets.
+// NetworkTables is what a network contributes to the nftables sets on a node whose
+// underlay interface is underlay: NetworkFor's, with the underlay as the way in of the
+// network's pods on other nodes when they are routed over it (direct, bgp).
+func NetworkTables(n api.Network, underlay string) nft.Network {
+	t := tablesNetwork(n)
+	if (n.CrossNode == api.CrossNodeDirect || n.CrossNode == api.CrossNodeBGP) && underlay != "" {
+		t.Ingress = append(t.Ingress, underlay)
+	}
+	return t
+}
+
+// tablesNetwork is what a network contributes to the nftables sets: its subnets, and the
+// network's VXLAN device as the way in of its pods on other nodes.
 func tablesNetwork(n api.Network) nft.Network {
 	tn := nft.Network{Name: n.Name, Bridge: n.Bridge, Masquerade: n.Masquerade}
 	for _, s := range n.Subnets {

@@ -10,13 +10,14 @@ import (
 // network's subnets, the elements of every endpoint of the node (eps) not marked
 // detaching (DEL takes them out at once), and every service with the backends its
 // selector finds among pods (the endpoints of every node of the cluster; eps on a node
-// of its own). Endpoints of a network that is not listed are left out.
-func Ruleset(nets []api.Network, eps []api.Endpoint, svcs []api.Service, pods []api.Endpoint) nft.Ruleset {
+// of its own). Endpoints of a network that is not listed are left out. underlay is the
+// node's underlay interface (NetworkTables).
+func Ruleset(nets []api.Network, eps []api.Endpoint, svcs []api.Service, pods []api.Endpoint, underlay string) nft.Ruleset {
 	var r nft.Ruleset
 	byName := make(map[string]api.Network, len(nets))
 	for _, n := range nets {
 		byName[n.Name] = n
-		r.Networks = append(r.Networks, NetworkFor(n).Tables)
+		r.Networks = append(r.Networks, NetworkTables(n, underlay))
 	}
 	for _, ep := range eps {
 		n, ok := byName[ep.Network]

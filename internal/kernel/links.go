@@ -210,30 +210,44 @@ func (n *Node) Tunnels() ([]spec.Tunnel, error) {
 	}
 	var out []spec.Tunnel
 	for _, l := range links {
-		t := spec.Tunnel{Name: l.Attrs().Name, Kind: l.Type(), MTU: l.Attrs().MTU}
-		switch l := l.(type) {
-		case *netlink.Vxlan:
-			t.ID, t.Port, t.Dev = l.VxlanId, l.Port, names[l.VtepDevIndex]
-			t.Local, _ = netip.AddrFromSlice(l.SrcAddr)
-		case *netlink.Geneve:
-			t.ID, t.Port = int(l.ID), int(l.Dport)
-		case *netlink.Iptun:
-			t.Dev = names[int(l.Link)]
-			t.Local, _ = netip.AddrFromSlice(l.Local)
-		case *netlink.Gretun:
-			t.Dev = names[int(l.Link)]
-			t.Local, _ = netip.AddrFromSlice(l.Local)
-		case *netlink.Gretap:
-			t.Dev = names[int(l.Link)]
-			t.Local, _ = netip.AddrFromSlice(l.Local)
-		default:
-			continue
+		if t, ok := TunnelOf(l, names); ok {
+			out = append(out, t)
 		}
-		t.Local = t.Local.Unmap()
-		out = append(out, t)
 	}
 	slices.SortFunc(out, func(a, b spec.Tunnel) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
+}
+
+// TunnelOf describes l when it is an overlay device (vxlan, geneve, ipip, gre, gretap,
+// wireguard); names maps the namespace's interface indexes to names (its underlay).
+func TunnelOf(l netlink.Link, names map[int]string) (spec.Tunnel, bool) {
+	t := spec.Tunnel{Name: l.Attrs().Name, Kind: l.Type(), MTU: l.Attrs().MTU}
+	switch l := l.(type) {
+	case *netlink.Vxlan:
+		t.ID, t.Port, t.Dev, t.Learning = l.VxlanId, l.Port, names[l.VtepDevIndex], l.Learning
+		t.Local, t.Remote = ipOf(l.SrcAddr), ipOf(l.Group)
+	case *netlink.Geneve:
+		t.ID, t.Port, t.Remote = int(l.ID), int(l.Dport), ipOf(l.Remote)
+	case *netlink.Iptun:
+		t.Dev, t.Local, t.Remote = names[int(l.Link)], ipOf(l.Local), ipOf(l.Remote)
+	case *netlink.Gretun:
+		t.Dev, t.Local, t.Remote = names[int(l.Link)], ipOf(l.Local), ipOf(l.Remote)
+	case *netlink.Gretap:
+		t.Dev, t.Local, t.Remote = names[int(l.Link)], ipOf(l.Local), ipOf(l.Remote)
+	case *netlink.Wireguard:
+	default:
+		return spec.Tunnel{}, false
+	}
+	return t, true
+}
+
+// ipOf is ip as an address; invalid for none or the unspecified address.
+func ipOf(ip net.IP) netip.Addr {
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok || a.Unmap().IsUnspecified() {
+		return netip.Addr{}
+	}
+	return a.Unmap()
 }
 
 // Neighbor returns the node's neighbour entry (MAC) for ip, if any.

@@ -68,11 +68,7 @@ func (n *Node) ensureVXLAN(d plan.VXLAN) (netlink.Link, error) {
 		return nil, fmt.Errorf("look up vxlan %s: %w", d.Name, err)
 	case err == nil:
 		have, ok := link.(*netlink.Vxlan)
-		local, _ := netip.AddrFromSlice(nil)
-		if ok {
-			local, _ = netip.AddrFromSlice(have.SrcAddr)
-		}
-		if !ok || have.VxlanId != d.VNI || have.Port != d.Port || local.Unmap() != d.Local || have.VtepDevIndex != under.Attrs().Index || have.Learning {
+		if !ok || have.VxlanId != d.VNI || have.Port != d.Port || ipOf(have.SrcAddr) != d.Local || have.VtepDevIndex != under.Attrs().Index || have.Learning {
 			if err := n.h.LinkDel(link); err != nil {
 				return nil, fmt.Errorf("replace vxlan %s: %w", d.Name, err)
 			}

@@ -256,10 +256,14 @@ type Tunnel struct {
 	// ID is the VNI (vxlan, geneve); 0 for the others.
 	ID   int
 	Port int // UDP destination port (vxlan, geneve)
-	// Local is the underlay source address, Dev the underlay device ("" when unbound).
-	Local netip.Addr
-	Dev   string
-	MTU   int
+	// Local is the underlay source address, Dev the underlay device ("" when unbound),
+	// Remote the fixed far end or vxlan group (invalid when none).
+	Local  netip.Addr
+	Remote netip.Addr
+	Dev    string
+	MTU    int
+	// Learning: a vxlan device that learns FDB entries from what it receives.
+	Learning bool
 }
 
 // NodeRoute is a route of the node, as far as overlap checks need it.
