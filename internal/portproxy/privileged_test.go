@@ -138,6 +138,18 @@ func udpBackend(t *testing.T, ns netns.NsHandle) uint16 {
 func port(a net.Addr) uint16 { return netip.MustParseAddrPort(a.String()).Port() }
 
 // freePort returns a port that nothing in ns listens on for either protocol.
+// freePorts returns n distinct free ports (freePort may hand out the one it just gave).
+func freePorts(t *testing.T, ns netns.NsHandle, n int) []uint16 {
+	t.Helper()
+	var out []uint16
+	for len(out) < n {
+		if p := freePort(t, ns); !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 func freePort(t *testing.T, ns netns.NsHandle) uint16 {
 	t.Helper()
 	for range 20 {
@@ -500,7 +512,8 @@ func TestPrivilegedSync(t *testing.T) {
 	bp := tcpBackend(t, tp.backend)
 	bp2 := tcpBackend(t, tp.backend)
 	mg := newManager(t, tp.node, Config{})
-	ha, hb := freePort(t, tp.node), freePort(t, tp.node)
+	ports := freePorts(t, tp.node, 2)
+	ha, hb := ports[0], ports[1]
 	a := Mapping{Protocol: "tcp", HostPort: ha, Backend: netip.AddrPortFrom(backend4.Addr(), bp)}
 	b := Mapping{Protocol: "tcp", HostPort: hb, Backend: netip.AddrPortFrom(backend4.Addr(), bp)}
 	b2 := Mapping{Protocol: "tcp", HostPort: hb, Backend: netip.AddrPortFrom(backend6.Addr(), bp2)}
@@ -647,7 +660,8 @@ func TestPrivilegedUDPReplySource(t *testing.T) {
 	}
 
 	mg := newManager(t, tp.node, Config{})
-	hp, hp6 := freePort(t, tp.node), freePort(t, tp.node)
+	ports := freePorts(t, tp.node, 2)
+	hp, hp6 := ports[0], ports[1]
 	for _, m := range []Mapping{
 		{Protocol: "udp", HostPort: hp, Backend: netip.AddrPortFrom(backend4.Addr(), up)},                                   // dual-stack
 		{Protocol: "udp", HostIP: netip.IPv4Unspecified(), HostPort: hp6, Backend: netip.AddrPortFrom(backend6.Addr(), up)}, // v4 wildcard
