@@ -18,9 +18,11 @@ vet:
 # Debian packages the tests run: nft (the nftables listing test, as an operator would),
 # chromium (the live graph page, loaded in a headless browser), iptables and ipset (the
 # legacy tables and sets another plugin leaves, for the doctor's tests), bird2 (BIRD, the
-# BGP peer of the speaker's tests). scripts/apt-install starts none of their services.
-TEST_PACKAGES := nftables chromium iptables ipset bird2
-TEST_COMMANDS := nft chromium iptables-legacy ip6tables-legacy ipset bird
+# BGP peer of the speaker's tests), etcd-server (the etcd of the bgp end-to-end test, which runs
+# on the underlay where agents inside node namespaces reach it). scripts/apt-install starts none of
+# their services.
+TEST_PACKAGES := nftables chromium iptables ipset bird2 etcd-server
+TEST_COMMANDS := nft chromium iptables-legacy ip6tables-legacy ipset bird etcd
 test-deps:
 	@(for c in $(TEST_COMMANDS); do PATH="$$PATH:/usr/sbin:/sbin" command -v $$c >/dev/null || exit 1; done) || scripts/apt-install $(TEST_PACKAGES)
 

@@ -27,6 +27,9 @@ const (
 	PathServices      = "/v1/services"
 	PathDNSCheck      = "/v1/dns/check"
 	PathNodes         = "/v1/nodes"
+	PathBGPConfig     = "/v1/bgp/config"
+	PathBGPPeers      = "/v1/bgp/peers"
+	PathBGPStatus     = "/v1/bgp/status"
 )
 
 // LabelsRequest replaces the labels of an endpoint.
@@ -83,6 +86,46 @@ func (c *Client) Nodes(ctx context.Context) ([]NodeInfo, error) {
 // RemoveNode force-releases a dead node's blocks, addresses and records.
 func (c *Client) RemoveNode(ctx context.Context, name string) error {
 	return c.do(ctx, "DELETE", PathNodes+"/"+url.PathEscape(name), nil, nil, -1)
+}
+
+// BGPConfig returns the cluster's BGP settings.
+func (c *Client) BGPConfig(ctx context.Context) (BGPConfig, error) {
+	var cfg BGPConfig
+	err := c.do(ctx, "GET", PathBGPConfig, nil, &cfg, -1)
+	return cfg, err
+}
+
+// SetBGPConfig sets the cluster's AS and node mesh.
+func (c *Client) SetBGPConfig(ctx context.Context, req BGPConfigRequest) (BGPConfig, error) {
+	var cfg BGPConfig
+	err := c.do(ctx, "PUT", PathBGPConfig, req, &cfg, -1)
+	return cfg, err
+}
+
+// BGPPeers lists the configured BGP peers.
+func (c *Client) BGPPeers(ctx context.Context) ([]BGPPeer, error) {
+	var peers []BGPPeer
+	err := c.do(ctx, "GET", PathBGPPeers, nil, &peers, -1)
+	return peers, err
+}
+
+// AddBGPPeer configures a BGP peer.
+func (c *Client) AddBGPPeer(ctx context.Context, p BGPPeer) (BGPPeer, error) {
+	var out BGPPeer
+	err := c.do(ctx, "POST", PathBGPPeers, p, &out, -1)
+	return out, err
+}
+
+// RemoveBGPPeer removes a configured BGP peer.
+func (c *Client) RemoveBGPPeer(ctx context.Context, name string) error {
+	return c.do(ctx, "DELETE", PathBGPPeers+"/"+url.PathEscape(name), nil, nil, -1)
+}
+
+// BGPStatus lists the BGP sessions of the agent's node.
+func (c *Client) BGPStatus(ctx context.Context) ([]BGPSession, error) {
+	var ss []BGPSession
+	err := c.do(ctx, "GET", PathBGPStatus, nil, &ss, -1)
+	return ss, err
 }
 
 // AllEndpoints lists the endpoints of one network (or all) on every node.

@@ -161,6 +161,51 @@ type Block struct {
 	Claimed time.Time    `json:"claimed"`
 }
 
+// DefaultASN is the AS of the nodes until `podnet bgp config --as` sets one (a private
+// AS, as Calico's default).
+const DefaultASN = 64512
+
+// BGPConfig is the cluster's BGP settings, stored once for all nodes.
+type BGPConfig struct {
+	// ASN is the AS of every node: the nodes are iBGP peers of one another.
+	ASN uint32 `json:"asn"`
+	// NodeMesh makes every node peer with every other node (a full iBGP mesh); turn it
+	// off when the nodes peer with route reflectors instead.
+	NodeMesh bool `json:"nodeMesh"`
+}
+
+// BGPConfigRequest sets the cluster's AS, and the node mesh unless NodeMesh is nil.
+type BGPConfigRequest struct {
+	ASN      uint32 `json:"asn"`
+	NodeMesh *bool  `json:"nodeMesh,omitempty"`
+}
+
+// BGPPeer is a BGP neighbour that is not a podnet node: a route reflector or a
+// top-of-rack router.
+type BGPPeer struct {
+	Name    string     `json:"name"`
+	Address netip.Addr `json:"address"`
+	ASN     uint32     `json:"asn"`
+	// Node limits the peer to one node; "" means every node peers with it.
+	Node string `json:"node,omitempty"`
+}
+
+// BGPSession is one BGP session of a node, as `podnet bgp status` shows it.
+type BGPSession struct {
+	Node    string     `json:"node"`
+	Peer    string     `json:"peer"`
+	Address netip.Addr `json:"address"`
+	ASN     uint32     `json:"asn"`
+	// Mesh: the peer is another podnet node (the node mesh), not a configured peer.
+	Mesh  bool   `json:"mesh"`
+	State string `json:"state"`
+	// UptimeSeconds is how long the session has been established (0 when it is not).
+	UptimeSeconds int64 `json:"uptimeSeconds"`
+	// Received and Advertised count prefixes.
+	Received   int `json:"received"`
+	Advertised int `json:"advertised"`
+}
+
 // Subnet is one address range of a network with the gateway address the node holds in it.
 type Subnet struct {
 	Prefix  netip.Prefix `json:"subnet"`

@@ -31,19 +31,32 @@ type clusterAgent struct {
 	c *api.Client
 }
 
-// startAgent runs node i's agent: its namespace by /proc path, etcd, node name n<i>,
-// underlay address lab.UnderlayAddr(i), a lease of 2 s.
+// startClusterAgent runs node i's agent on etcd (its client URLs): see runClusterAgent.
 func startClusterAgent(t *testing.T, c *lab.Cluster, i int, etcd []string) *clusterAgent {
+	t.Helper()
+	return runClusterAgent(t, c, i, "etcd://"+strings.TrimPrefix(etcd[0], "http://"), false)
+}
+
+// runClusterAgent runs node i's agent: store, node name n<i>, underlay address
+// lab.UnderlayAddr(i), a lease of 2 s. inside starts the process in the node's
+// namespace (what bgp networks need: the speaker's sockets are the process's); else it
+// runs in the test's and manages the node's by --netns.
+func runClusterAgent(t *testing.T, c *lab.Cluster, i int, store string, inside bool) *clusterAgent {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte("nameserver 192.0.2.53\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := agentproc.New(bin.podnet, filepath.Join(dir, "podnet.sock"), filepath.Join(dir, "agent.log"),
-		"--netns", fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(c.Nodes[i].Node)),
-		"--store", "etcd://"+strings.TrimPrefix(etcd[0], "http://"), "--node-name", fmt.Sprintf("n%d", i),
+	args := []string{"--store", store, "--node-name", fmt.Sprintf("n%d", i),
 		"--node-ip", lab.UnderlayAddr(i).Addr().String(), "--lease-ttl", "2s",
-		"--metrics-address", "", "--state-dir", filepath.Join(dir, "state"), "--resolv-conf", filepath.Join(dir, "resolv.conf"))
+		"--metrics-address", "", "--state-dir", filepath.Join(dir, "state"), "--resolv-conf", filepath.Join(dir, "resolv.conf")}
+	if !inside {
+		args = append(args, "--netns", fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(c.Nodes[i].Node)))
+	}
+	p := agentproc.New(bin.podnet, filepath.Join(dir, "podnet.sock"), filepath.Join(dir, "agent.log"), args...)
+	if inside {
+		p.In(c.Nodes[i].Node)
+	}
 	a := &clusterAgent{Proc: p, i: i, c: p.Client()}
 	a.start(t)
 	t.Cleanup(func() {
@@ -67,6 +80,7 @@ type clusterPod struct {
 	ip   netip.Addr
 	node int
 	key  api.EndpointKey
+	res  api.Result // what the attach returned
 }
 
 func attachOn(t *testing.T, c *lab.Cluster, a *clusterAgent, network, id string, labels map[string]string) clusterPod {
@@ -80,22 +94,29 @@ func attachOn(t *testing.T, c *lab.Cluster, a *clusterAgent, network, id string,
 	if err != nil {
 		t.Fatalf("attach %s on n%d: %v", key, a.i, err)
 	}
-	return clusterPod{ns: sb, ip: res.IPs[0].Address.Addr(), node: a.i, key: key}
+	return clusterPod{ns: sb, ip: res.IPs[0].Address.Addr(), node: a.i, key: key, res: res}
 }
 
 // eventuallyState polls cond every 20 ms until it holds or 10 s pass.
 func eventuallyState(t *testing.T, what string, cond func() (bool, string)) {
 	t.Helper()
+	eventuallyWithin(t, what, 10*time.Second, cond)
+}
+
+// eventuallyWithin polls cond every 20 ms until it holds or d passes.
+func eventuallyWithin(t *testing.T, what string, d time.Duration, cond func() (bool, string)) {
+	t.Helper()
 	var last string
-	for range 500 {
+	for deadline := time.Now().Add(d); ; time.Sleep(20 * time.Millisecond) {
 		ok, state := cond()
 		if ok {
 			return
 		}
 		last = state
-		time.Sleep(20 * time.Millisecond)
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v (last: %s)", what, d, last)
+		}
 	}
-	t.Fatalf("%s: not within 10 s (last: %s)", what, last)
 }
 
 // crossRoutes lists node i's routes to other nodes' blocks, "DST via GW".

@@ -233,9 +233,15 @@ func (r cliResult) String() string {
 // podnet runs the CLI against the node's agent with extra environment variables.
 func (n *node) podnet(t testing.TB, env []string, args ...string) cliResult {
 	t.Helper()
+	return runPodnet(t, n.socket, env, args...)
+}
+
+// runPodnet runs the CLI against the agent on socket with extra environment variables.
+func runPodnet(t testing.TB, socket string, env []string, args ...string) cliResult {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin.podnet, append([]string{"--socket", n.socket}, args...)...)
+	cmd := exec.CommandContext(ctx, bin.podnet, append([]string{"--socket", socket}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e

@@ -65,7 +65,7 @@ func rootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.socket, "socket", def, "agent socket (env PODNET_SOCKET)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
-	root.AddCommand(agentCmd(), networkCmd(g), nodeCmd(g), endpointCmd(g), portCmd(g), serviceCmd(g), dnsCmd(g), runCmd(g), graphCmd(g), doctorCmd(g), traceCmd(g), demoCmd(), sandboxInitCommand())
+	root.AddCommand(agentCmd(), networkCmd(g), nodeCmd(g), bgpCmd(g), endpointCmd(g), portCmd(g), serviceCmd(g), dnsCmd(g), runCmd(g), graphCmd(g), doctorCmd(g), traceCmd(g), demoCmd(), sandboxInitCommand())
 	return root
 }
 
@@ -76,6 +76,7 @@ func agentCmd() *cobra.Command {
 	var serviceCIDRs []string
 	var dnsCfg agent.DNSConfig
 	var metricsAddr string
+	var bgpPort int
 	c := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the node agent (owns the store and the node's kernel configuration)",
@@ -104,7 +105,7 @@ func agentCmd() *cobra.Command {
 				return err
 			}
 			cfg := agent.Config{Store: st, NodeNS: node, NodeNSPath: nodePath, ReconcileInterval: interval, Logger: log, DNS: dnsCfg,
-				NodeName: name, NodeIP: ip, Shared: shared, LeaseTTL: sf.leaseTTL}
+				NodeName: name, NodeIP: ip, Shared: shared, LeaseTTL: sf.leaseTTL, BGPPort: bgpPort}
 			for _, c := range serviceCIDRs {
 				p, err := netip.ParsePrefix(c)
 				if err != nil || p.Masked() != p {
@@ -137,7 +138,8 @@ func agentCmd() *cobra.Command {
 	c.Flags().StringVar(&sf.nodeName, "node-name", "", "this node's name in the cluster (default: the hostname)")
 	c.Flags().StringVar(&sf.nodeIP, "node-ip", "", "this node's underlay address, that other nodes tunnel and route to (default: the source address of the default route)")
 	c.Flags().DurationVar(&sf.leaseTTL, "lease-ttl", agent.DefaultLeaseTTL, "how long the node stays alive in the store after its agent stops")
-	c.Flags().StringVar(&nsPath, "netns", "", "manage the network namespace at this path instead of the agent's own")
+	c.Flags().IntVar(&bgpPort, "bgp-port", 179, "TCP port of the BGP speaker of bgp networks (-1: do not listen, dial only)")
+	c.Flags().StringVar(&nsPath, "netns", "", "manage the network namespace at this path instead of the agent's own (bgp networks need the agent inside the node's namespace)")
 	c.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	c.Flags().DurationVar(&interval, "reconcile-interval", 10*time.Second, "how often kernel state is compared with the store")
 	c.Flags().StringArrayVar(&serviceCIDRs, "service-cidr", []string{api.DefaultServiceCIDR}, "pool of service virtual IPs (once per family)")

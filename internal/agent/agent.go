@@ -41,6 +41,7 @@ import (
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/nft"
+	"github.com/podnet/podnet/internal/plan"
 	"github.com/podnet/podnet/internal/portproxy"
 	"github.com/podnet/podnet/internal/store"
 )
@@ -89,6 +90,9 @@ type Config struct {
 	// BlockGrace is how long a node is dead before the others release its empty blocks
 	// (0: DefaultBlockGrace).
 	BlockGrace time.Duration
+	// BGPPort is the TCP port of the BGP speaker of bgp networks (0: 179; -1: dial
+	// only, do not listen).
+	BGPPort int
 }
 
 // Agent serves one node.
@@ -109,10 +113,16 @@ type Agent struct {
 	clusterSig         chan struct{}
 	clusterStop        context.CancelFunc
 	clusterWG          sync.WaitGroup // keepRegistered and clusterLoop
-	nft                nft.Applier
-	proxy              portproxy.Applier
-	now                func() time.Time
-	log                *slog.Logger
+	bgp                bgpState       // the speaker of bgp networks (bgp.go)
+	// clusterNets are the networks syncCluster last applied, appliedOverlays the
+	// overlay plans applied last, by network (both guarded by netMu).
+	clusterNets     []api.Network
+	appliedOverlays map[string]plan.Overlay
+	bgpPort         int
+	nft             nft.Applier
+	proxy           portproxy.Applier
+	now             func() time.Time
+	log             *slog.Logger
 	// serviceCIDRs are the VIP pools.
 	serviceCIDRs []netip.Prefix
 	dns          *dnsService
@@ -134,6 +144,9 @@ type Agent struct {
 	// generation verifiedGen (guarded by dpMu; see tablesUnchanged).
 	verified    bool
 	verifiedGen uint32
+	// verifiedWant is the desired state the tables were found equal to (guarded by
+	// dpMu): a cluster sync that computes the same state again skips the comparison.
+	verifiedWant nft.Ruleset
 	// pendingMu guards pending: the endpoints marked detaching whose detach has not
 	// finished yet (so that an ADD finds them without reading every endpoint).
 	pendingMu sync.Mutex
@@ -179,7 +192,7 @@ func New(cfg Config) (*Agent, error) {
 		detachq: make(chan api.EndpointKey, 4096), detachDone: make(chan struct{}),
 		pending:  map[api.EndpointKey]bool{},
 		nodeName: cfg.NodeName, nodeIP: cfg.NodeIP, shared: cfg.Shared, leaseTTL: cfg.LeaseTTL,
-		blockGrace: cfg.BlockGrace, deadSince: map[string]time.Time{}}
+		blockGrace: cfg.BlockGrace, deadSince: map[string]time.Time{}, bgpPort: cfg.BGPPort}
 	if cfg.Shared {
 		a.defaultCrossNode = api.CrossNodeVXLAN
 	}
@@ -261,6 +274,7 @@ func OpenBoltStore(stateDir string) (store.Store, error) {
 // kernel configuration stays. Serve must have returned.
 func (a *Agent) Close() error {
 	a.stopCluster()
+	a.stopBGP()
 	close(a.detachq)
 	<-a.detachDone
 	a.marking.Wait()

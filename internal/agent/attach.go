@@ -118,7 +118,7 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 			HostIf: e.Kernel.HostIf, MAC: e.Kernel.MAC.String(), IPs: addrs, Ports: req.Ports, State: api.StateAttaching,
 			Created: a.created(),
 		}
-		if err := reservePorts(tx, ep); err != nil {
+		if err := a.reservePorts(tx, ep); err != nil {
 			return err
 		}
 		return tx.PutEndpoint(ep)
@@ -202,7 +202,7 @@ func (a *Agent) forget(k api.EndpointKey) error {
 		if ep, ok, err := tx.Endpoint(k); err != nil {
 			return err
 		} else if ok {
-			if err := releasePorts(tx, ep); err != nil {
+			if err := a.releasePorts(tx, ep); err != nil {
 				return err
 			}
 		}

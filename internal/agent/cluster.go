@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -157,10 +158,16 @@ func (a *Agent) clusterLoop(ctx context.Context) {
 // syncCluster applies what other nodes changed in the store: networks (bridges of new
 // ones, those deleted elsewhere), the overlays (first: a new node's pods are reachable
 // as soon as its routes are in), the nftables tables, DNS.
+//
+// It runs on every node for every change in the cluster, so it does only what changed:
+// the networks' devices when the set of networks changed, each overlay when its plan
+// changed, the nftables comparison when the desired ruleset changed. Drift (a device,
+// route or rule deleted by hand) is Reconcile's, which applies everything.
 func (a *Agent) syncCluster() error {
 	a.netMu.Lock()
 	nets, err := a.Networks()
-	if err == nil {
+	changed := err == nil && !reflect.DeepEqual(nets, a.clusterNets)
+	if changed {
 		for _, n := range nets {
 			if err = a.ensureNetworkKernel(n); err != nil {
 				break
@@ -168,13 +175,16 @@ func (a *Agent) syncCluster() error {
 		}
 	}
 	if err == nil {
-		err = a.syncOverlays(nets)
+		err = a.syncOverlaysChanged(nets, false)
 	}
 	if err == nil {
 		err = a.releaseDeadBlocks()
 	}
-	if err == nil {
+	if err == nil && changed {
 		err = a.removeGoneNetworks(nets)
+	}
+	if err == nil {
+		a.clusterNets = nets
 	}
 	if err == nil {
 		a.dpMu.Lock()
@@ -296,12 +306,24 @@ func (a *Agent) readCluster() (v clusterView, err error) {
 	return v, err
 }
 
-// syncOverlays applies the cross-node plan of every cross-node network (the caller
-// holds netMu). Direct routing skips, with an error in the log, the nodes that are not
-// on the node's own L2 segment.
+// syncOverlays applies the cross-node plan of every cross-node network, nets being all
+// the networks (the caller holds netMu): the VXLAN devices, FDB and neighbour entries,
+// the routes to other nodes' blocks, the BGP speaker and what it learned (bgp.go).
+// Direct routing skips, with an error in the log, the nodes that are not on the node's
+// own L2 segment.
 func (a *Agent) syncOverlays(nets []api.Network) error {
+	return a.syncOverlaysChanged(nets, true)
+}
+
+// syncOverlaysChanged is syncOverlays; unless all, it leaves alone the overlays whose
+// plan equals the one it applied last.
+func (a *Agent) syncOverlaysChanged(nets []api.Network, all bool) error {
+	if all || a.appliedOverlays == nil {
+		a.appliedOverlays = map[string]plan.Overlay{}
+	}
 	if !slices.ContainsFunc(nets, func(n api.Network) bool { return n.CrossNode != "" }) {
-		return nil
+		a.stopBGP()
+		return a.syncLearned(nil)
 	}
 	if !a.nodeIP.IsValid() {
 		return fmt.Errorf("cross-node networks need the node's underlay address (--node-ip)")
@@ -310,14 +332,18 @@ func (a *Agent) syncOverlays(nets []api.Network) error {
 	if err != nil {
 		return err
 	}
+	learned, outside, bgpErr := a.syncBGP(nets, v)
+	errs := []error{bgpErr}
 	u := driver.Underlay{Node: a.nodeName, IP: a.nodeIP, Dev: a.underDev}
-	var errs []error
 	for _, n := range nets {
 		if n.CrossNode == "" {
 			continue
 		}
 		o := driver.OverlayFor(n, u, v.nodes, v.blocks)
-		if n.CrossNode == api.CrossNodeDirect {
+		switch n.CrossNode {
+		case api.CrossNodeBGP:
+			o.Routes = learned[n.Name]
+		case api.CrossNodeDirect:
 			o.Routes = slices.DeleteFunc(o.Routes, func(r plan.OverlayRoute) bool {
 				dev, ok, err := a.node.OnLink(r.Via)
 				if err == nil && ok && dev == a.underDev {
@@ -328,10 +354,17 @@ func (a *Agent) syncOverlays(nets []api.Network) error {
 				return true
 			})
 		}
+		if prev, ok := a.appliedOverlays[n.Name]; ok && reflect.DeepEqual(prev, o) {
+			continue
+		}
+		delete(a.appliedOverlays, n.Name)
 		if err := a.node.SyncOverlay(o); err != nil {
 			errs = append(errs, err)
+			continue
 		}
+		a.appliedOverlays[n.Name] = o
 	}
+	errs = append(errs, a.syncLearned(outside))
 	return errors.Join(errs...)
 }
 
@@ -357,6 +390,16 @@ func (a *Agent) crossNodeDefaults(s api.NetworkSpec) (api.NetworkSpec, error) {
 	}
 	if !a.nodeIP.IsValid() {
 		return s, api.Errorf(api.CodeInvalidConfig, "network %q: crossNode %s needs the node's underlay address (start the agent with --node-ip)", s.Name, s.CrossNode)
+	}
+	if s.CrossNode != api.CrossNodeVXLAN && a.nodeIP.Is4() {
+		// An IPv6 route takes no IPv4 next hop, and a BGP route for an IPv6 prefix
+		// needs an IPv6 one: only vxlan carries IPv6 blocks between IPv4 nodes.
+		for _, sub := range s.Subnets {
+			if p, err := netip.ParsePrefix(sub); err == nil && p.Addr().Is6() {
+				return s, api.AsError(api.Invalid(fmt.Sprintf("network %q", s.Name), "subnet", sub,
+					"crossNode %s cannot route IPv6 blocks between nodes with IPv4 addresses (this node's is %s): use crossNode vxlan", s.CrossNode, a.nodeIP))
+			}
+		}
 	}
 	if s.CrossNode == api.CrossNodeVXLAN {
 		limit := a.underMTU - api.VXLANOverhead
@@ -437,7 +480,7 @@ func (a *Agent) RemoveNode(name string) error {
 				}
 			}
 			for _, m := range ep.Ports {
-				if err := tx.DeletePort(m.Protocol, m.HostIP, m.HostPort); err != nil && !errors.Is(err, store.ErrNotFound) {
+				if err := tx.DeletePort(name, m.Protocol, m.HostIP, m.HostPort); err != nil && !errors.Is(err, store.ErrNotFound) {
 					return err
 				}
 			}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"reflect"
 	"slices"
 	"time"
 
@@ -65,11 +66,21 @@ func (a *Agent) syncRulesetLocked(ifDiffers, cluster bool) error {
 		return err
 	}
 	if ifDiffers {
+		gen, genErr := a.nft.Generation()
+		if genErr == nil && a.verified && gen == a.verifiedGen && reflect.DeepEqual(want, a.verifiedWant) {
+			return nil // the tables were found equal to this very state, and nothing changed since
+		}
 		start := time.Now()
 		ok, err := a.nft.InSync(want)
 		a.metrics.observeNft("compare", start)
-		if err != nil || ok {
+		if err != nil {
 			return err
+		}
+		if ok {
+			if after, err := a.nft.Generation(); genErr == nil && err == nil && after == gen {
+				a.verified, a.verifiedGen, a.verifiedWant = true, gen, want
+			}
+			return nil
 		}
 		if cluster {
 			a.log.Debug("nftables tables follow changes of other nodes")
@@ -114,22 +125,31 @@ func (a *Agent) checkPortHolders(ms []api.PortMapping) error {
 	return nil
 }
 
+// portNode is the node whose host ports ep publishes: its own on a shared store, this
+// node on a store of one node (whose endpoints are all this node's: see mine).
+func (a *Agent) portNode(ep api.Endpoint) string {
+	if !a.shared || ep.Node == "" {
+		return a.nodeName
+	}
+	return ep.Node
+}
+
 // reservePorts records an endpoint's published ports in tx, refusing ports another
-// endpoint publishes.
-func reservePorts(tx store.Tx, ep api.Endpoint) error {
+// endpoint publishes on the same node.
+func (a *Agent) reservePorts(tx store.Tx, ep api.Endpoint) error {
 	if err := spec.ValidatePorts(ep.Ports, ep.IPs); err != nil {
 		return invalidConfig(err)
 	}
-	owner := ep.EndpointKey.String()
+	node, owner := a.portNode(ep), ep.EndpointKey.String()
 	for _, m := range ep.Ports {
-		owners, err := tx.PortOwners(m.Protocol, m.HostPort)
+		owners, err := tx.PortOwners(node, m.Protocol, m.HostPort)
 		if err != nil {
 			return err
 		}
 		if _, other, clash := spec.PortConflict(m, owners); clash && other != owner {
 			return api.Errorf(api.CodeAddressInUse, "port %s: host port %d/%s is already published by %s", m, m.HostPort, m.Protocol, other)
 		}
-		if err := tx.PutPort(m.Protocol, m.HostIP, m.HostPort, owner); err != nil {
+		if err := tx.PutPort(node, m.Protocol, m.HostIP, m.HostPort, owner); err != nil {
 			return err
 		}
 	}
@@ -137,9 +157,10 @@ func reservePorts(tx store.Tx, ep api.Endpoint) error {
 }
 
 // releasePorts removes an endpoint's published ports from tx.
-func releasePorts(tx store.Tx, ep api.Endpoint) error {
+func (a *Agent) releasePorts(tx store.Tx, ep api.Endpoint) error {
+	node := a.portNode(ep)
 	for _, m := range ep.Ports {
-		if err := tx.DeletePort(m.Protocol, m.HostIP, m.HostPort); err != nil && !errors.Is(err, store.ErrNotFound) {
+		if err := tx.DeletePort(node, m.Protocol, m.HostIP, m.HostPort); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
 	}
@@ -232,11 +253,11 @@ func (a *Agent) tablesUnchanged() bool {
 	return err == nil && a.verified && gen == a.verifiedGen
 }
 
-// markVerified records that the tables equaled the desired state at generation gen.
-func (a *Agent) markVerified(gen uint32) {
+// markVerified records that the tables equaled want at generation gen.
+func (a *Agent) markVerified(gen uint32, want nft.Ruleset) {
 	a.dpMu.Lock()
 	defer a.dpMu.Unlock()
-	a.verified, a.verifiedGen = true, gen
+	a.verified, a.verifiedGen, a.verifiedWant = true, gen, want
 }
 
 // reconcileTables compares the nftables tables with the store's desired state and
@@ -259,7 +280,7 @@ func (a *Agent) reconcileTables() error {
 		return a.resyncIfDiffers()
 	}
 	if after, err := a.nft.Generation(); genErr == nil && err == nil && after == gen {
-		a.markVerified(gen)
+		a.markVerified(gen, want)
 	}
 	return nil
 }

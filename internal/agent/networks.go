@@ -100,8 +100,14 @@ func (a *Agent) applyNetworkLocked(n api.Network) error {
 	if err := a.ensureNetworkKernel(n); err != nil {
 		return err
 	}
-	if err := a.syncOverlays([]api.Network{n}); err != nil {
-		return err
+	if n.CrossNode != "" {
+		nets, err := a.Networks()
+		if err != nil {
+			return err
+		}
+		if err := a.syncOverlays(nets); err != nil {
+			return err
+		}
 	}
 	return a.nftNetworkUpdate(nft.Delta{Networks: []nft.Network{a.networkTables(n)}}, nft.Delta{})
 }

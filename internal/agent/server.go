@@ -142,6 +142,39 @@ func (a *Agent) Handler() http.Handler {
 	mux.HandleFunc("DELETE "+api.PathNodes+"/{name}", m.instrument("node_delete", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, nil, a.RemoveNode(r.PathValue("name")))
 	}))
+	mux.HandleFunc("GET "+api.PathBGPConfig, m.instrument("bgp_config_get", func(w http.ResponseWriter, r *http.Request) {
+		c, err := a.BGPConfig()
+		reply(w, c, err)
+	}))
+	mux.HandleFunc("PUT "+api.PathBGPConfig, m.instrument("bgp_config_set", func(w http.ResponseWriter, r *http.Request) {
+		req, err := DecodeRequest[api.BGPConfigRequest](r.Body)
+		if err != nil {
+			reply(w, nil, err)
+			return
+		}
+		c, err := a.SetBGPConfig(req)
+		reply(w, c, err)
+	}))
+	mux.HandleFunc("GET "+api.PathBGPPeers, m.instrument("bgp_peer_list", func(w http.ResponseWriter, r *http.Request) {
+		peers, err := a.BGPPeers()
+		reply(w, peers, err)
+	}))
+	mux.HandleFunc("POST "+api.PathBGPPeers, m.instrument("bgp_peer_add", func(w http.ResponseWriter, r *http.Request) {
+		p, err := DecodeRequest[api.BGPPeer](r.Body)
+		if err != nil {
+			reply(w, nil, err)
+			return
+		}
+		p, err = a.AddBGPPeer(p)
+		reply(w, p, err)
+	}))
+	mux.HandleFunc("DELETE "+api.PathBGPPeers+"/{name}", m.instrument("bgp_peer_delete", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, nil, a.RemoveBGPPeer(r.PathValue("name")))
+	}))
+	mux.HandleFunc("GET "+api.PathBGPStatus, m.instrument("bgp_status", func(w http.ResponseWriter, r *http.Request) {
+		ss, err := a.BGPStatus()
+		reply(w, ss, err)
+	}))
 	mux.HandleFunc("GET "+api.PathDNSCheck, m.instrument("dns_check", func(w http.ResponseWriter, r *http.Request) {
 		res, err := a.CheckDNS(r.Context())
 		reply(w, res, err)

@@ -14,7 +14,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vishvananda/netns"
+
 	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/kernel"
 )
 
 // Proc is one agent process.
@@ -25,12 +28,21 @@ type Proc struct {
 	exited           chan struct{}
 	waitErr          error
 	killed           bool // Kill ended it: its exit is no surprise
+	// ns, when open, is the network namespace the process starts in (In).
+	ns netns.NsHandle
 }
 
 // New prepares an agent: the podnet binary, its socket (passed as --socket), its log
 // file (appended to) and the other arguments after "agent".
 func New(bin, socket, log string, args ...string) *Proc {
-	return &Proc{bin: bin, socket: socket, log: log, args: args}
+	return &Proc{bin: bin, socket: socket, log: log, args: args, ns: netns.None()}
+}
+
+// In makes the agent start inside ns (a node's namespace: what an agent serving bgp
+// networks needs) instead of the caller's; it returns p.
+func (p *Proc) In(ns netns.NsHandle) *Proc {
+	p.ns = ns
+	return p
 }
 
 // Client talks to the agent.
@@ -55,7 +67,11 @@ func (p *Proc) Start(timeout time.Duration) error {
 	// Its own process group (a ctrl-C reaches the caller, which stops it in order), and
 	// it does not outlive a caller that was killed.
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
+	start := p.cmd.Start
+	if p.ns.IsOpen() {
+		start = func() error { return kernel.StartIn(p.ns, p.cmd) }
+	}
+	if err := start(); err != nil {
 		return fmt.Errorf("start agent: %w", err)
 	}
 	p.exited, p.killed = make(chan struct{}), false

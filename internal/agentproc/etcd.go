@@ -1,15 +1,21 @@
 package agentproc
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/vishvananda/netns"
+
+	"github.com/podnet/podnet/internal/kernel"
 )
 
 // Etcd is Debian's etcd server (etcd-server) run as a child process on free ports of
@@ -24,19 +30,30 @@ type Etcd struct {
 	done         chan struct{}
 }
 
-// StartEtcd starts etcd with its data and log in dir and waits until it accepts
-// connections.
+// StartEtcd starts etcd with its data and log in dir, on free ports of 127.0.0.1, and
+// waits until it accepts connections.
 func StartEtcd(dir string) (*Etcd, error) {
+	client, peer := freePort(), freePort()
+	if client == "" || peer == "" {
+		return nil, errors.New("no free port on 127.0.0.1 for etcd")
+	}
+	return startEtcd(dir, netns.None(), client, peer)
+}
+
+// StartEtcdIn starts etcd inside ns, listening on addr port 2379 for clients and 2380
+// for peers (a cluster's underlay, where agents running inside node namespaces reach
+// it), and waits until it accepts connections.
+func StartEtcdIn(dir string, ns netns.NsHandle, addr netip.Addr) (*Etcd, error) {
+	return startEtcd(dir, ns, netip.AddrPortFrom(addr, 2379).String(), netip.AddrPortFrom(addr, 2380).String())
+}
+
+func startEtcd(dir string, ns netns.NsHandle, client, peer string) (*Etcd, error) {
 	bin, err := exec.LookPath("etcd")
 	if err != nil {
 		return nil, errors.New("etcd not found: install Debian's etcd-server (make demo and make bench do)")
 	}
 	out, _ := exec.Command(bin, "--version").Output()
 	e := &Etcd{Version: strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0]), done: make(chan struct{})}
-	client, peer := freePort(), freePort()
-	if client == "" || peer == "" {
-		return nil, errors.New("no free port on 127.0.0.1 for etcd")
-	}
 	e.URL = "http://" + client
 	e.cmd = exec.Command(bin, "--name", "podnet", "--data-dir", filepath.Join(dir, "etcd"),
 		"--listen-client-urls", e.URL, "--advertise-client-urls", e.URL,
@@ -47,13 +64,24 @@ func StartEtcd(dir string) (*Etcd, error) {
 	}
 	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
 	e.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := e.cmd.Start(); err != nil {
+	if ns.IsOpen() {
+		err = kernel.StartIn(ns, e.cmd)
+	} else {
+		err = e.cmd.Start()
+	}
+	if err != nil {
 		e.log.Close()
 		return nil, err
 	}
 	go func() { e.cmd.Wait(); close(e.done) }()
+	dial := func() (net.Conn, error) { return net.DialTimeout("tcp", client, 100*time.Millisecond) }
+	if ns.IsOpen() {
+		dial = func() (net.Conn, error) {
+			return kernel.DialIn(context.Background(), ns, "tcp", client, 100*time.Millisecond)
+		}
+	}
 	for range 250 {
-		if c, err := net.DialTimeout("tcp", client, 100*time.Millisecond); err == nil {
+		if c, err := dial(); err == nil {
 			c.Close()
 			return e, nil
 		}

@@ -64,6 +64,9 @@ var demoted = map[string]bool{
 	// Every start, on kernels that refuse IP_TTL on a socket before it listens:
 	// TTL 255 only matters for TTL security (GTSM), which podnet does not use.
 	"cannot set TTL (255) for TCPListener": true,
+	// A peer withdrew a path GoBGP never installed: one it refused (our own AS in the
+	// path), as a router of another AS sends back the nodes' blocks.
+	"No matching path for withdraw found, may be path was not installed into table": true,
 }
 
 // log emits msg with fields as attributes sorted by key, when level is enabled.

@@ -2,20 +2,13 @@ package bgp
 
 import (
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
-	"github.com/vishvananda/netns"
-
-	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/lab"
 	"github.com/podnet/podnet/internal/testutil"
+	"github.com/podnet/podnet/internal/testutil/birdtest"
 )
 
 // newCluster builds n node namespaces on an underlay bridge (lab.NewCluster): node i
@@ -149,7 +142,7 @@ func TestPrivilegedBIRD(t *testing.T) {
 	node := startSpeaker(t, "node", c.Nodes[0].Node, testConfig(nodeAddr.String(), nodeASN))
 	block := Route{Prefix: prefix("10.244.0.0/26"), NextHop: nodeAddr}
 	node.Advertise(block)
-	bird := startBIRD(t, c.Nodes[1].Node, fmt.Sprintf(`
+	bird := birdtest.Start(t, c.Nodes[1].Node, fmt.Sprintf(`
 log stderr all;
 router id %[1]s;
 
@@ -179,10 +172,10 @@ protocol bgp podnet {
 	// Negative control: BIRD dials the node, whose speaker has no peer yet and drops
 	// the connection. Nothing is learned on either side.
 	eventually(t, "BIRD tried to connect to the node and was refused", func() (bool, string) {
-		out := bird.c("show", "protocols", "all", "podnet")
+		out := bird.C("show", "protocols", "all", "podnet")
 		return strings.Contains(out, "Last error"), out
 	})
-	if out := bird.c("show", "protocols", "podnet"); !strings.Contains(out, "podnet") || strings.Contains(out, "Established") {
+	if out := bird.C("show", "protocols", "podnet"); !strings.Contains(out, "podnet") || strings.Contains(out, "Established") {
 		t.Errorf("BIRD's session before the peer is configured: want one, not established; got\n%s", out)
 	}
 	if got := node.Sessions(); len(got) != 0 {
@@ -191,14 +184,14 @@ protocol bgp podnet {
 	if got := node.Learned(); len(got) != 0 {
 		t.Errorf("node learned before SetPeers: %v", got)
 	}
-	if out := bird.c("show", "route", "protocol", "podnet"); strings.Contains(out, block.Prefix.String()) {
+	if out := bird.C("show", "route", "protocol", "podnet"); strings.Contains(out, block.Prefix.String()) {
 		t.Errorf("BIRD learned %s before the session:\n%s", block.Prefix, out)
 	}
 
 	node.SetPeers(Peer{Name: "bird", Address: birdAddr, ASN: birdASN})
 	node.waitSession("bird", Established)
 	eventually(t, "BIRD's session established", func() (bool, string) {
-		out := bird.c("show", "protocols", "podnet")
+		out := bird.C("show", "protocols", "podnet")
 		return strings.Contains(out, "Established"), out
 	})
 
@@ -208,10 +201,10 @@ protocol bgp podnet {
 	// podnet -> BIRD: the block, via the node, AS path = the node's AS.
 	query := []string{"show", "route", block.Prefix.String(), "all"}
 	eventually(t, "BIRD learns the node's block", func() (bool, string) {
-		out := bird.c(query...)
+		out := bird.C(query...)
 		return strings.Contains(out, block.Prefix.String()), out
 	})
-	out := bird.c(query...)
+	out := bird.C(query...)
 	for _, want := range []string{
 		"via " + nodeAddr.String(),
 		fmt.Sprintf("BGP.as_path: %d", nodeASN),
@@ -229,70 +222,7 @@ protocol bgp podnet {
 	// A withdrawal reaches BIRD.
 	node.Advertise()
 	eventually(t, "BIRD drops the withdrawn block", func() (bool, string) {
-		out := bird.c("show", "route", "protocol", "podnet")
+		out := bird.C("show", "route", "protocol", "podnet")
 		return !strings.Contains(out, block.Prefix.String()), out
 	})
-}
-
-// birdProc is a BIRD daemon running in the foreground in a node namespace.
-type birdProc struct {
-	t      *testing.T
-	socket string
-	cmd    *exec.Cmd
-	stderr *lockedBuffer
-}
-
-// startBIRD runs bird with config inside ns, a control socket in a temporary
-// directory, and waits until it answers. It is stopped (SIGTERM, then SIGKILL, by
-// its PID) when the test ends, and its log printed if the test failed.
-func startBIRD(t *testing.T, ns netns.NsHandle, config string) *birdProc {
-	t.Helper()
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "bird.conf")
-	if err := os.WriteFile(conf, []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	b := &birdProc{t: t, socket: filepath.Join(dir, "bird.ctl"), stderr: &lockedBuffer{}}
-	b.cmd = exec.Command(testutil.Command("bird"), "-f", "-c", conf, "-s", b.socket)
-	b.cmd.Stdout, b.cmd.Stderr = b.stderr, b.stderr
-	if err := kernel.StartIn(ns, b.cmd); err != nil {
-		t.Fatalf("start bird: %v", err)
-	}
-	t.Cleanup(func() {
-		b.cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { b.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Errorf("bird (pid %d) still running 10s after SIGTERM: killing it", b.cmd.Process.Pid)
-			b.cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("bird log:\n%s", b.stderr.String())
-		}
-	})
-	eventually(t, "bird answers on its control socket", func() (bool, string) {
-		out, err := b.run("show", "status")
-		return err == nil && strings.Contains(out, "Daemon is up and running"), fmt.Sprintf("%s (%v)", out, err)
-	})
-	return b
-}
-
-// run runs birdc against the daemon's control socket. birdc talks to the socket
-// only: it needs no namespace.
-func (b *birdProc) run(args ...string) (string, error) {
-	out, err := exec.Command(testutil.Command("birdc"), append([]string{"-s", b.socket}, args...)...).CombinedOutput()
-	return string(out), err
-}
-
-// c runs birdc and fails the test if it fails.
-func (b *birdProc) c(args ...string) string {
-	b.t.Helper()
-	out, err := b.run(args...)
-	if err != nil {
-		b.t.Fatalf("birdc %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return out
 }

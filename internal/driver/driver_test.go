@@ -138,6 +138,8 @@ func TestPlanGolden(t *testing.T) {
 	const netns = "/var/run/netns/c0ffee"
 	routed := api.NetworkSpec{Name: "green", Driver: api.DriverRouted, Subnets: []string{"10.77.0.0/16", "fd00:77::/64"}}
 	routedKey := api.EndpointKey{Network: "green", ContainerID: "c0ffee", IfName: "eth0"}
+	crossNode := api.NetworkSpec{Name: "wide", Subnets: []string{"10.89.0.0/16", "fd00:89::/64"}, CrossNode: api.CrossNodeVXLAN, MTU: 1450}
+	crossKey := api.EndpointKey{Network: "wide", ContainerID: "c0ffee", IfName: "eth0"}
 	tests := []struct {
 		name   string
 		spec   api.NetworkSpec
@@ -169,6 +171,9 @@ func TestPlanGolden(t *testing.T) {
 			key:   api.EndpointKey{Network: "six", ContainerID: "c6", IfName: "eth0"},
 			addrs: pfx("fd00:6::a0b:c0d/64")},
 		{name: "address outside the network", spec: dual, key: key, addrs: pfx("10.88.1.5/24", "192.168.7.7/24"), golden: "foreign"},
+		{name: "cross-node dual stack", spec: crossNode, key: crossKey, addrs: pfx("10.89.0.69/16", "fd00:89::45/64"), golden: "crossnode-dualstack"},
+		{name: "cross-node dual stack, block of the gateway", spec: crossNode, key: crossKey, addrs: pfx("10.89.0.5/16", "fd00:89::5/64"),
+			golden: "crossnode-gatewayblock"},
 		{name: "routed dual stack", spec: routed, key: routedKey, addrs: pfx("10.77.3.4/16", "fd00:77::3:4/64"), golden: "routed-dualstack",
 			ports: []api.PortMapping{{HostPort: 8080, ContainerPort: 80, Protocol: "tcp"}}},
 		{name: "routed dual stack IPv6 first", spec: routed, key: routedKey, addrs: pfx("fd00:77::3:4/64", "10.77.3.4/16"),

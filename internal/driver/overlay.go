@@ -6,11 +6,16 @@ package driver
 //     network, no learning), a permanent FDB entry (VTEP MAC -> node address) and
 //     neighbour entry (node address -> VTEP MAC) per other live node, and a route per
 //     remote block via that node's address, onlink on the device. No multicast, no
-//     flooding, no ARP across the tunnel.
+//     flooding, no ARP across the tunnel. Either family of blocks crosses an underlay
+//     of either family (the kernel applier picks the next hop: an IPv6 block behind an
+//     IPv4 node address goes via its VTEP's link-local address, kernel.VTEPLinkLocal).
 //   - direct: a route per remote block via the node's address on the underlay (the
-//     nodes share one L2 segment).
+//     nodes share one L2 segment). On an IPv4 underlay only the IPv4 blocks: an IPv6
+//     route takes no IPv4 next hop, and the node record holds no IPv6 address to route
+//     to; a network's IPv6 subnets stay on their nodes (use vxlan to cross them).
 //   - bgp: the routes come from the BGP speaker; no device, no static route.
-// A bridge network's bridge answers ARP for the remote blocks (see bridge.Network).
+// A bridge network's bridge answers ARP for the remote IPv4 blocks; its pods reach the
+// remote IPv6 blocks through their gateway (see bridge).
 
 import (
 	"cmp"
@@ -39,7 +44,8 @@ func VTEPMAC(node, network string) net.HardwareAddr {
 
 // OverlayFor is the cross-node plan of network n on the node u, from the cluster's
 // nodes and the network's blocks: the blocks of the other live nodes that have an
-// address of u's family. A network without CrossNode has an empty plan.
+// address of u's family (for direct routing on an IPv4 underlay, their IPv4 blocks
+// only). A network without CrossNode has an empty plan.
 func OverlayFor(n api.Network, u Underlay, nodes []api.Node, blocks []api.Block) plan.Overlay {
 	o := plan.Overlay{Network: n.Name}
 	for _, s := range n.Subnets {
@@ -65,7 +71,7 @@ func OverlayFor(n api.Network, u Underlay, nodes []api.Node, blocks []api.Block)
 	}
 	for _, b := range blocks {
 		nd, ok := peers[b.Node]
-		if b.Network != n.Name || !ok {
+		if b.Network != n.Name || !ok || (n.CrossNode == api.CrossNodeDirect && b.Prefix.Addr().Is6() && nd.IP.Is4()) {
 			continue
 		}
 		o.Routes = append(o.Routes, plan.OverlayRoute{Dst: b.Prefix, Via: nd.IP, Dev: dev, Onlink: n.CrossNode == api.CrossNodeVXLAN})

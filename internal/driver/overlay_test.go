@@ -52,10 +52,11 @@ func TestOverlayFor(t *testing.T) {
 		t.Errorf("vxlan overlay\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 
-	// direct: the same routes on the underlay, no device, no peers.
+	// direct: the same routes on the underlay, no device, no peers; on an IPv4
+	// underlay, no route to an IPv6 block (an IPv6 route takes no IPv4 next hop).
 	n.CrossNode = api.CrossNodeDirect
 	o = OverlayFor(n, u, nodes, blocks)
-	if o.Device.Name != "" || len(o.Peers) != 0 || len(o.Routes) != 3 || o.Routes[0].Dev != "eth0" || o.Routes[0].Onlink {
+	if o.Device.Name != "" || len(o.Peers) != 0 || len(o.Routes) != 2 || o.Routes[0].Dev != "eth0" || o.Routes[0].Onlink || o.Routes[1].Dst.Addr().Is6() {
 		t.Errorf("direct overlay %+v", o)
 	}
 	// A network of one node: nothing.

@@ -28,6 +28,9 @@ type Applier interface {
 	// Node.SyncOverlay); RemoveOverlay removes it.
 	SyncOverlay(o plan.Overlay) error
 	RemoveOverlay(device string, subnets []netip.Prefix) error
+	// SyncLearnedRoutes makes routes the node's routes learned over BGP for prefixes
+	// outside its pod networks (see Node.SyncLearnedRoutes).
+	SyncLearnedRoutes(routes []plan.OverlayRoute) error
 	// OnLink reports whether the node reaches addr directly, and through which interface.
 	OnLink(addr netip.Addr) (dev string, ok bool, err error)
 	// Underlay returns the interface that holds addr, a local address of the node, and

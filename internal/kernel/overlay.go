@@ -19,11 +19,20 @@ import (
 // other route alone.
 const RouteProtocol netlink.RouteProtocol = 0x70
 
+// LearnedProtocol marks the routes to prefixes outside the pod networks that the node
+// learned from BGP peers (a top-of-rack router's networks, say).
+const LearnedProtocol netlink.RouteProtocol = 0x71
+
 // SyncOverlay makes one network's cross-node data path equal to o: the VXLAN device
 // (created, or recreated when its VNI, port, source or underlay changed; MTU, MAC and
 // state set), exactly o.Peers as permanent FDB and neighbour entries on it, and exactly
 // o.Routes among the routes of RouteProtocol inside o.Subnets. Applying the same o
 // twice changes nothing.
+//
+// An IPv6 route takes no IPv4 next hop (the kernel refuses RTA_VIA for IPv6), so an
+// IPv6 block behind a node of IPv4 address goes via that node's VTEP link-local
+// address (VTEPLinkLocal) on the VXLAN device, which a permanent neighbour entry maps
+// to the VTEP's MAC; such a route anywhere else is refused (see overlayRoutes).
 func (n *Node) SyncOverlay(o plan.Overlay) error {
 	var vx netlink.Link
 	if o.Device.Name != "" {
@@ -31,7 +40,8 @@ func (n *Node) SyncOverlay(o plan.Overlay) error {
 		if vx, err = n.ensureVXLAN(o.Device); err != nil {
 			return fmt.Errorf("network %s: %w", o.Network, err)
 		}
-		if err := n.syncPeers(vx, o.Peers); err != nil {
+		six := slices.ContainsFunc(o.Subnets, func(s netip.Prefix) bool { return s.Addr().Is6() })
+		if err := n.syncPeers(vx, o.Peers, six); err != nil {
 			return fmt.Errorf("network %s: vxlan %s: %w", o.Network, o.Device.Name, err)
 		}
 	}
@@ -105,8 +115,10 @@ func (n *Node) ensureVXLAN(d plan.VXLAN) (netlink.Link, error) {
 }
 
 // syncPeers makes the device's permanent FDB entries and neighbour entries exactly one
-// per peer: FDB MAC -> node IP, neighbour node IP -> MAC (the next hop of the routes).
-func (n *Node) syncPeers(vx netlink.Link, peers []plan.VTEP) error {
+// per peer: FDB MAC -> node IP, neighbour node IP -> MAC (the next hop of the routes);
+// with six (the network has IPv6 subnets), also VTEPLinkLocal(MAC) -> MAC for a peer of
+// IPv4 address (the next hop of its IPv6 routes).
+func (n *Node) syncPeers(vx netlink.Link, peers []plan.VTEP, six bool) error {
 	idx := vx.Attrs().Index
 	fdb, err := retry(func() ([]netlink.Neigh, error) { return n.h.NeighList(idx, unix.AF_BRIDGE) })
 	if err != nil {
@@ -149,6 +161,9 @@ func (n *Node) syncPeers(vx netlink.Link, peers []plan.VTEP) error {
 			if (fam == netlink.FAMILY_V4) == p.NodeIP.Is4() {
 				want[p.NodeIP] = p.MAC.String()
 			}
+			if fam == netlink.FAMILY_V6 && six && p.NodeIP.Is4() {
+				want[VTEPLinkLocal(p.MAC)] = p.MAC.String()
+			}
 		}
 		for _, e := range neighs {
 			ip, _ := netip.AddrFromSlice(e.IP)
@@ -157,7 +172,9 @@ func (n *Node) syncPeers(vx netlink.Link, peers []plan.VTEP) error {
 				delete(want, ip)
 				continue
 			}
-			if ip.IsLinkLocalUnicast() || ip.IsMulticast() {
+			// The kernel's own entries (link-local, multicast) stay; a permanent
+			// link-local one is a VTEP's of a peer gone.
+			if (ip.IsLinkLocalUnicast() && e.State&netlink.NUD_PERMANENT == 0) || ip.IsMulticast() {
 				continue
 			}
 			if err := n.h.NeighDel(&e); err != nil && !isNotFound(err) {
@@ -178,14 +195,68 @@ func (n *Node) syncPeers(vx netlink.Link, peers []plan.VTEP) error {
 // syncOverlayRoutes makes the node's routes of RouteProtocol inside o.Subnets exactly
 // o.Routes.
 func (n *Node) syncOverlayRoutes(o plan.Overlay) error {
+	routes, err := overlayRoutes(o)
+	return errors.Join(err, n.syncRoutes(RouteProtocol, routes, func(dst netip.Prefix) bool {
+		return slices.ContainsFunc(o.Subnets, func(s netip.Prefix) bool { return s.Overlaps(dst) })
+	}))
+}
+
+// overlayRoutes is o.Routes as the kernel takes them: an IPv6 block via a node of IPv4
+// address goes via VTEPLinkLocal of that node's VTEP instead. Such a route that is not
+// on o's VXLAN device towards one of o.Peers cannot be made (nothing would resolve its
+// next hop: direct routing of IPv6 needs an IPv6 underlay); it is left out with an
+// error.
+func overlayRoutes(o plan.Overlay) ([]plan.OverlayRoute, error) {
+	macs := map[netip.Addr]net.HardwareAddr{}
+	for _, p := range o.Peers {
+		macs[p.NodeIP] = p.MAC
+	}
+	routes := make([]plan.OverlayRoute, 0, len(o.Routes))
+	var errs []error
+	for _, r := range o.Routes {
+		if r.Dst.Addr().Is6() && r.Via.Is4() {
+			mac, ok := macs[r.Via]
+			if !ok || r.Dev != o.Device.Name {
+				errs = append(errs, fmt.Errorf("route %s via %s dev %s: an IPv6 route cannot go via an IPv4 address (only through the network's VXLAN device, to a VTEP)", r.Dst, r.Via, r.Dev))
+				continue
+			}
+			r.Via = VTEPLinkLocal(mac)
+		}
+		routes = append(routes, r)
+	}
+	return routes, errors.Join(errs...)
+}
+
+// VTEPLinkLocal is the IPv6 next hop of the routes through a VXLAN peer of IPv4
+// address: the modified EUI-64 link-local address of its VTEP's MAC (what the peer's
+// device derives for itself by default; nothing depends on it having it, the frame goes
+// to the MAC).
+func VTEPLinkLocal(mac net.HardwareAddr) netip.Addr {
+	var a [16]byte
+	a[0], a[1] = 0xfe, 0x80
+	if len(mac) == 6 {
+		a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15] = mac[0]^0x02, mac[1], mac[2], 0xff, 0xfe, mac[3], mac[4], mac[5]
+	}
+	return netip.AddrFrom16(a)
+}
+
+// SyncLearnedRoutes makes routes the exact set of routes of LearnedProtocol: the
+// routes to prefixes outside the pod networks that the node learned over BGP.
+func (n *Node) SyncLearnedRoutes(routes []plan.OverlayRoute) error {
+	return n.syncRoutes(LearnedProtocol, routes, func(netip.Prefix) bool { return true })
+}
+
+// syncRoutes makes routes the exact set of routes of proto in the main table among
+// those whose destination owns accepts; it leaves every other route alone.
+func (n *Node) syncRoutes(proto netlink.RouteProtocol, routes []plan.OverlayRoute, owns func(dst netip.Prefix) bool) error {
 	have, err := retry(func() ([]netlink.Route, error) {
-		return n.h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+		return n.h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: proto, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
 	})
 	if err != nil {
-		return fmt.Errorf("list cross-node routes: %w", err)
+		return fmt.Errorf("list routes of protocol %d: %w", proto, err)
 	}
 	want := map[string]plan.OverlayRoute{}
-	for _, r := range o.Routes {
+	for _, r := range routes {
 		want[r.Dst.String()] = r
 	}
 	names := map[int]string{}
@@ -195,7 +266,7 @@ func (n *Node) syncOverlayRoutes(o plan.Overlay) error {
 			continue
 		}
 		dst := prefixOf(r.Dst).Masked()
-		if !slices.ContainsFunc(o.Subnets, func(s netip.Prefix) bool { return s.Overlaps(dst) }) {
+		if !owns(dst) {
 			continue // another network's
 		}
 		if w, ok := want[dst.String()]; ok && n.routeIs(r, w, names) {
@@ -206,7 +277,7 @@ func (n *Node) syncOverlayRoutes(o plan.Overlay) error {
 			errs = append(errs, fmt.Errorf("delete route %s: %w", dst, err))
 		}
 	}
-	for _, r := range o.Routes {
+	for _, r := range routes {
 		if _, missing := want[r.Dst.String()]; !missing {
 			continue
 		}
@@ -216,15 +287,17 @@ func (n *Node) syncOverlayRoutes(o plan.Overlay) error {
 			continue
 		}
 		rt := &netlink.Route{Dst: &net.IPNet{IP: r.Dst.Addr().AsSlice(), Mask: net.CIDRMask(r.Dst.Bits(), r.Dst.Addr().BitLen())},
-			LinkIndex: link.Attrs().Index, Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN}
-		if r.Dst.Addr().Is4() == r.Via.Is4() {
+			LinkIndex: link.Attrs().Index, Protocol: proto, Table: unix.RT_TABLE_MAIN}
+		switch {
+		case r.Dst.Addr().Is4() == r.Via.Is4():
 			rt.Gw = r.Via.AsSlice()
-		} else {
-			fam := netlink.FAMILY_V4
-			if r.Via.Is6() {
-				fam = netlink.FAMILY_V6
-			}
-			rt.Via = &netlink.Via{AddrFamily: fam, Addr: r.Via.AsSlice()}
+		case r.Dst.Addr().Is4():
+			// An IPv4 route via an IPv6 next hop (RFC 5549, kernel 5.2+). The other
+			// way round has no RTA_VIA: the kernel refuses it.
+			rt.Via = &netlink.Via{AddrFamily: netlink.FAMILY_V6, Addr: r.Via.AsSlice()}
+		default:
+			errs = append(errs, fmt.Errorf("route %s via %s dev %s: an IPv6 route cannot go via an IPv4 address", r.Dst, r.Via, r.Dev))
+			continue
 		}
 		if r.Onlink {
 			rt.Flags = int(netlink.FLAG_ONLINK)

@@ -26,26 +26,42 @@ import (
 //	allocations: <network> (bucket) -> netip.Addr binary -> owner
 //	owners:      <network> (bucket) -> owner NUL netip.Addr binary -> "" (index of allocations by owner)
 //	cursors:     <network> (bucket) -> netip.Prefix binary (masked) -> netip.Addr binary
-//	ports:       <proto>/<port> (bucket) -> host netip.Addr binary, "*" for all -> owner
+//	hostports:   <node> (bucket) -> <proto>/<port> (bucket) -> host netip.Addr binary, "*" for all -> owner
 //	services:    <namespace> NUL <name> -> JSON api.Service
 //	nodes:       <name> -> JSON api.Node (Alive never stored)
 //	blocks:      <network> (bucket) -> netip.Prefix binary (masked) -> JSON api.Block
+//	bgpconfig:   "config" -> JSON api.BGPConfig
+//	bgppeers:    <name> -> JSON api.BGPPeer
 //
 // A container id and an interface name never contain NUL (PutEndpoint refuses them),
 // so the endpoint key is unambiguous, and it sorts like (containerID, ifName).
+//
+// A file written before ports were per node has instead, and no hostports:
+//
+//	ports:       <proto>/<port> (bucket) -> host netip.Addr binary, "*" for all -> owner
+//
+// A bolt store serves one node: Register gives those ports to the node it registers
+// and deletes the ports bucket (see adoptPorts).
 var (
 	bucketNetworks    = []byte("networks")
 	bucketEndpoints   = []byte("endpoints")
 	bucketAllocations = []byte("allocations")
 	bucketOwners      = []byte("owners")
 	bucketCursors     = []byte("cursors")
-	bucketPorts       = []byte("ports")
+	bucketHostPorts   = []byte("hostports")
 	bucketServices    = []byte("services")
 	bucketNodes       = []byte("nodes")
 	bucketBlocks      = []byte("blocks")
+	bucketBGPConfig   = []byte("bgpconfig")
+	bucketBGPPeers    = []byte("bgppeers")
 
-	topBuckets = [][]byte{bucketNetworks, bucketEndpoints, bucketAllocations, bucketOwners, bucketCursors, bucketPorts,
-		bucketServices, bucketNodes, bucketBlocks}
+	// bucketOldPorts holds the ports of a file written before ports were per node.
+	bucketOldPorts = []byte("ports")
+	// keyBGPConfig is the one key of bucketBGPConfig.
+	keyBGPConfig = []byte("config")
+
+	topBuckets = [][]byte{bucketNetworks, bucketEndpoints, bucketAllocations, bucketOwners, bucketCursors, bucketHostPorts,
+		bucketServices, bucketNodes, bucketBlocks, bucketBGPConfig, bucketBGPPeers}
 	// perNetwork are the top-level buckets that hold one nested bucket per network.
 	perNetwork = [][]byte{bucketEndpoints, bucketAllocations, bucketOwners, bucketCursors, bucketBlocks}
 )
@@ -179,12 +195,68 @@ func (b *Bolt) run(t *boltTx, fn func(Tx) error) (err error) {
 // live registration of another holder is ErrNodeTaken; one of the same holder is
 // taken over and its lost channel closed. lost is closed when the registration ends
 // for any reason other than ctx: taken over, or the store closed.
+//
+// The ports published in a file written before ports were per node become node's
+// first (see adoptPorts), whether the registration then succeeds or not: the file
+// serves one node, and the name is the one its agent runs as.
 func (b *Bolt) Register(ctx context.Context, node, holder string, ttl time.Duration) (<-chan struct{}, error) {
+	if err := CheckRegistration(node, holder, ttl); err != nil {
+		return nil, fmt.Errorf("store %s: register node %q: %w", b.path, node, err)
+	}
+	var old bool
+	err := b.db.View(func(tx *bolt.Tx) error {
+		old = tx.Bucket(bucketOldPorts) != nil
+		return nil
+	})
+	if err == nil && old { // a write transaction only when there is something to move
+		err = b.db.Update(func(tx *bolt.Tx) error { return adoptPorts(tx, node) })
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store %s: register node %q: %w", b.path, node, err)
+	}
 	lost, err := b.local.Register(ctx, node, holder, ttl)
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", b.path, err)
 	}
 	return lost, nil
+}
+
+// adoptPorts moves the ports of a file written before ports were per node (the ports
+// bucket) to node and deletes the old bucket; nothing when there is none. A port that
+// node publishes already in hostports keeps its owner: it was written later.
+func adoptPorts(tx *bolt.Tx, node string) error {
+	old := tx.Bucket(bucketOldPorts)
+	if old == nil {
+		return nil
+	}
+	top := tx.Bucket(bucketHostPorts)
+	if top == nil {
+		return fmt.Errorf("store is corrupt: bucket %s is missing", bucketHostPorts)
+	}
+	nb, err := top.CreateBucketIfNotExists([]byte(node))
+	if err != nil {
+		return fmt.Errorf("adopt published ports: create bucket %s/%s: %w", bucketHostPorts, node, err)
+	}
+	err = old.ForEachBucket(func(port []byte) error {
+		pb, err := nb.CreateBucketIfNotExists(port)
+		if err != nil {
+			return fmt.Errorf("create bucket %s/%s/%s: %w", bucketHostPorts, node, port, err)
+		}
+		return old.Bucket(port).ForEach(func(k, v []byte) error {
+			if pb.Get(k) != nil {
+				return nil
+			}
+			// Copies: the old bucket's pages are freed below.
+			return pb.Put(bytes.Clone(k), bytes.Clone(v))
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("adopt published ports: %w", err)
+	}
+	if err := tx.DeleteBucket(bucketOldPorts); err != nil {
+		return fmt.Errorf("adopt published ports: delete bucket %s: %w", bucketOldPorts, err)
+	}
+	return nil
 }
 
 // Alive implements Store: the nodes registered in this process.
@@ -711,9 +783,18 @@ func portHostKey(hostIP netip.Addr) ([]byte, error) {
 	return hostIP.MarshalBinary()
 }
 
-func (t *boltTx) PortOwners(proto string, port uint16) (map[netip.Addr]string, error) {
+// ports returns the bucket of proto port of node, nil when it does not exist.
+func (t *boltTx) ports(node, proto string, port uint16) (*bolt.Bucket, error) {
+	nb, err := t.nested(bucketHostPorts, node)
+	if err != nil || nb == nil {
+		return nil, err
+	}
+	return nb.Bucket([]byte(portBucket(proto, port))), nil
+}
+
+func (t *boltTx) PortOwners(node, proto string, port uint16) (map[netip.Addr]string, error) {
 	m := make(map[netip.Addr]string)
-	b, err := t.nested(bucketPorts, portBucket(proto, port))
+	b, err := t.ports(node, proto, port)
 	if err != nil || b == nil {
 		return m, err
 	}
@@ -721,7 +802,7 @@ func (t *boltTx) PortOwners(proto string, port uint16) (map[netip.Addr]string, e
 		var a netip.Addr
 		if string(k) != "*" {
 			if err := a.UnmarshalBinary(k); err != nil {
-				return fmt.Errorf("decode port key %x of %s: %w", k, portBucket(proto, port), err)
+				return fmt.Errorf("decode port key %x of %s of node %q: %w", k, portBucket(proto, port), node, err)
 			}
 		}
 		m[a] = string(v)
@@ -733,22 +814,26 @@ func (t *boltTx) PortOwners(proto string, port uint16) (map[netip.Addr]string, e
 	return m, nil
 }
 
-func (t *boltTx) PutPort(proto string, hostIP netip.Addr, port uint16, owner string) error {
-	op := fmt.Sprintf("put port %s %s", portBucket(proto, port), hostIP)
+func (t *boltTx) PutPort(node, proto string, hostIP netip.Addr, port uint16, owner string) error {
+	op := fmt.Sprintf("put port %s %s of node %q", portBucket(proto, port), hostIP, node)
 	if err := t.checkWritable(op); err != nil {
 		return err
 	}
-	if owner == "" || proto == "" {
-		return fmt.Errorf("%s: empty owner or protocol", op)
+	if err := CheckPort(node, proto, owner); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
 	}
 	key, err := portHostKey(hostIP)
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	t.wrote = true
-	b, err := t.nestedForWrite(bucketPorts, portBucket(proto, port))
+	nb, err := t.nestedForWrite(bucketHostPorts, node)
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
+	}
+	b, err := nb.CreateBucketIfNotExists([]byte(portBucket(proto, port)))
+	if err != nil {
+		return fmt.Errorf("%s: create bucket: %w", op, err)
 	}
 	if err := b.Put(key, []byte(owner)); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
@@ -756,12 +841,12 @@ func (t *boltTx) PutPort(proto string, hostIP netip.Addr, port uint16, owner str
 	return nil
 }
 
-func (t *boltTx) DeletePort(proto string, hostIP netip.Addr, port uint16) error {
-	op := fmt.Sprintf("delete port %s %s", portBucket(proto, port), hostIP)
+func (t *boltTx) DeletePort(node, proto string, hostIP netip.Addr, port uint16) error {
+	op := fmt.Sprintf("delete port %s %s of node %q", portBucket(proto, port), hostIP, node)
 	if err := t.checkWritable(op); err != nil {
 		return err
 	}
-	b, err := t.nested(bucketPorts, portBucket(proto, port))
+	b, err := t.ports(node, proto, port)
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
@@ -1094,6 +1179,130 @@ func (t *boltTx) DeleteBlock(network string, prefix netip.Prefix) error {
 	}
 	t.wrote = true
 	if err := b.Delete(key); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+func (t *boltTx) BGPConfig() (api.BGPConfig, bool, error) {
+	b, err := t.top(bucketBGPConfig)
+	if err != nil {
+		return api.BGPConfig{}, false, err
+	}
+	v := b.Get(keyBGPConfig)
+	if v == nil {
+		return api.BGPConfig{}, false, nil
+	}
+	var c api.BGPConfig
+	if err := json.Unmarshal(v, &c); err != nil {
+		return api.BGPConfig{}, false, fmt.Errorf("decode bgp config: %w", err)
+	}
+	return c, true, nil
+}
+
+func (t *boltTx) PutBGPConfig(c api.BGPConfig) error {
+	const op = "put bgp config"
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	b, err := t.top(bucketBGPConfig)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	v, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("%s: encode: %w", op, err)
+	}
+	t.wrote = true
+	if err := b.Put(keyBGPConfig, v); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+// decodeBGPPeer decodes a peer record. The name comes from the key.
+func decodeBGPPeer(k, v []byte) (api.BGPPeer, error) {
+	var p api.BGPPeer
+	if err := json.Unmarshal(v, &p); err != nil {
+		return api.BGPPeer{}, fmt.Errorf("decode bgp peer %q: %w", k, err)
+	}
+	p.Name = string(k)
+	return p, nil
+}
+
+func (t *boltTx) BGPPeer(name string) (api.BGPPeer, bool, error) {
+	b, err := t.top(bucketBGPPeers)
+	if err != nil || name == "" {
+		return api.BGPPeer{}, false, err
+	}
+	v := b.Get([]byte(name))
+	if v == nil {
+		return api.BGPPeer{}, false, nil
+	}
+	p, err := decodeBGPPeer([]byte(name), v)
+	if err != nil {
+		return api.BGPPeer{}, false, err
+	}
+	return p, true, nil
+}
+
+func (t *boltTx) BGPPeers() ([]api.BGPPeer, error) {
+	b, err := t.top(bucketBGPPeers)
+	if err != nil {
+		return nil, err
+	}
+	var ps []api.BGPPeer
+	err = b.ForEach(func(k, v []byte) error {
+		p, err := decodeBGPPeer(k, v)
+		if err != nil {
+			return err
+		}
+		ps = append(ps, p)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ps, nil
+}
+
+func (t *boltTx) PutBGPPeer(p api.BGPPeer) error {
+	op := fmt.Sprintf("put bgp peer %q", p.Name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if err := CheckBGPPeer(p); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	b, err := t.top(bucketBGPPeers)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	v, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("%s: encode: %w", op, err)
+	}
+	t.wrote = true
+	if err := b.Put([]byte(p.Name), v); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+func (t *boltTx) DeleteBGPPeer(name string) error {
+	op := fmt.Sprintf("delete bgp peer %q", name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	b, err := t.top(bucketBGPPeers)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if name == "" || b.Get([]byte(name)) == nil {
+		return fmt.Errorf("%s: %w", op, ErrNotFound)
+	}
+	t.wrote = true
+	if err := b.Delete([]byte(name)); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	return nil

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/spec"
 	"github.com/podnet/podnet/internal/store"
 	"github.com/podnet/podnet/internal/store/storetest"
 )
@@ -175,6 +177,120 @@ func TestBoltIndexesOwnersOfAnOlderFile(t *testing.T) {
 	}
 }
 
+// A store written before ports were per node has them in a ports bucket, without a
+// node: the node that registers first gets them, so that a port published before the
+// upgrade still conflicts and can be released after it.
+func TestBoltAdoptsPortsOfAnOlderFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "podnet.db")
+	h1 := netip.MustParseAddr("192.0.2.1")
+	s, err := store.OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// What an older podnet wrote: ports/<proto>/<port> -> host ("*": all) -> owner,
+	// and no hostports bucket.
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket([]byte("hostports")); err != nil {
+			return err
+		}
+		ports, err := tx.CreateBucket([]byte("ports"))
+		if err != nil {
+			return err
+		}
+		tcp, err := ports.CreateBucket([]byte("tcp/8080"))
+		if err != nil {
+			return err
+		}
+		if err := tcp.Put([]byte("*"), []byte("red/c1/eth0")); err != nil {
+			return err
+		}
+		udp, err := ports.CreateBucket([]byte("udp/53"))
+		if err != nil {
+			return err
+		}
+		k, _ := h1.MarshalBinary()
+		return udp.Put(k, []byte("red/c2/eth0"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openBolt(t, path)
+	// Written by the upgraded agent before it registered: kept over the old entry.
+	err = s.Update(func(tx store.Tx) error { return tx.PutPort("n1", "udp", h1, 53, "red/c3/eth0") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Register(t.Context(), "n1", "192.0.2.1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	web := api.PortMapping{HostPort: 8080, ContainerPort: 80, Protocol: "tcp"}
+	err = s.View(func(tx store.Tx) error {
+		owners, err := tx.PortOwners("n1", "tcp", 8080)
+		if err != nil {
+			return err
+		}
+		if _, other, clash := spec.PortConflict(web, owners); !clash || other != "red/c1/eth0" {
+			t.Errorf("publishing %s after the upgrade: owners %v, conflict %v with %q; want a conflict with red/c1/eth0", web, owners, clash, other)
+		}
+		if owners, err := tx.PortOwners("n1", "udp", 53); err != nil || !maps.Equal(owners, map[netip.Addr]string{h1: "red/c3/eth0"}) {
+			t.Errorf("PortOwners(n1, udp, 53) = %v, %v; want the entry written after the upgrade", owners, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second node (tests, or a renamed node) gets nothing: the old entries moved once.
+	if _, err := s.Register(t.Context(), "n2", "192.0.2.2", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	err = s.View(func(tx store.Tx) error {
+		if owners, err := tx.PortOwners("n2", "tcp", 8080); err != nil || len(owners) != 0 {
+			t.Errorf("PortOwners(n2, tcp, 8080) = %v, %v; want none", owners, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(func(tx store.Tx) error { return tx.DeletePort("n1", "tcp", netip.Addr{}, 8080) }); err != nil {
+		t.Errorf("releasing the port published before the upgrade: %v", err)
+	}
+	err = s.Update(func(tx store.Tx) error { return tx.DeletePort("n1", "tcp", netip.Addr{}, 8080) })
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("releasing it twice: %v; want ErrNotFound", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	db, err = bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket([]byte("ports")) != nil {
+			t.Error("the old ports bucket is still there after Register")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestBoltPanicInUpdate checks that a panicking transaction releases the writer lock.
 func TestBoltPanicInUpdate(t *testing.T) {
 	b := openBolt(t, filepath.Join(t.TempDir(), "podnet.db"))
@@ -214,8 +330,8 @@ func TestBoltLockedReportsPath(t *testing.T) {
 	}
 }
 
-// A store written before clusters existed (no nodes and blocks buckets) gets them
-// when it is opened.
+// A store written before clusters existed (no nodes, blocks and BGP buckets) gets
+// them when it is opened.
 func TestBoltOpensAFileWithoutClusterBuckets(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "podnet.db")
 	s, err := store.OpenBolt(path)
@@ -231,7 +347,8 @@ func TestBoltOpensAFileWithoutClusterBuckets(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		return errors.Join(tx.DeleteBucket([]byte("nodes")), tx.DeleteBucket([]byte("blocks")))
+		return errors.Join(tx.DeleteBucket([]byte("nodes")), tx.DeleteBucket([]byte("blocks")),
+			tx.DeleteBucket([]byte("bgpconfig")), tx.DeleteBucket([]byte("bgppeers")))
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -243,10 +360,16 @@ func TestBoltOpensAFileWithoutClusterBuckets(t *testing.T) {
 		if err := tx.PutNode(api.Node{Name: "n1"}); err != nil {
 			return err
 		}
+		if err := tx.PutBGPConfig(api.BGPConfig{ASN: api.DefaultASN}); err != nil {
+			return err
+		}
+		if err := tx.PutBGPPeer(api.BGPPeer{Name: "tor1"}); err != nil {
+			return err
+		}
 		return tx.PutBlock(api.Block{Network: "red", Prefix: netip.MustParsePrefix("10.88.0.0/26"), Node: "n1"})
 	})
 	if err != nil {
-		t.Errorf("writing nodes and blocks to an older file: %v", err)
+		t.Errorf("writing nodes, blocks and BGP settings to an older file: %v", err)
 	}
 }
 
@@ -283,9 +406,12 @@ func TestBoltWatchSkipsEmptyUpdates(t *testing.T) {
 			tx.DeleteNetwork("nosuch"),
 			tx.DeleteEndpoint(api.EndpointKey{Network: "red", ContainerID: "c1", IfName: "eth0"}),
 			tx.DeleteAllocation("red", netip.MustParseAddr("10.88.0.5")),
-			tx.DeletePort("tcp", netip.Addr{}, 80),
+			tx.DeletePort("n1", "tcp", netip.Addr{}, 80),
+			tx.PutPort("", "tcp", netip.Addr{}, 80, "o"),
 			tx.DeleteService("default", "web"),
 			tx.DeleteNode("n1"),
+			tx.DeleteBGPPeer("tor1"),
+			tx.PutBGPPeer(api.BGPPeer{}),
 			tx.DeleteBlock("red", p),
 			tx.PutBlock(api.Block{Network: "red", Prefix: p}), // invalid: no node
 		} {

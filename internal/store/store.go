@@ -1,7 +1,8 @@
 // Package store keeps podnet's desired state: networks, endpoints and address
-// allocations, services, published ports, and for clusters the nodes and the address
-// blocks they claimed. Every change happens inside one transaction (Update), so that
-// an address allocation and the record that owns it commit together or not at all.
+// allocations, services, published ports, and for clusters the nodes, the address
+// blocks they claimed and the BGP configuration. Every change happens inside one
+// transaction (Update), so that an address allocation and the record that owns it
+// commit together or not at all.
 //
 // Implementations: Bolt (an embedded bbolt file, one node), etcdstore.Store (etcd,
 // shared by the nodes of a cluster) and, for tests, storetest.Memory. All pass
@@ -88,13 +89,15 @@ type Tx interface {
 	// DeleteAllocation releases a; ErrNotFound when it was free.
 	DeleteAllocation(network string, a netip.Addr) error
 
-	// PortOwners lists who publishes a node port: host address (zero: all addresses
-	// of the node) -> owner. Ports are node-wide, not per network.
-	PortOwners(proto string, port uint16) (map[netip.Addr]string, error)
-	// PutPort records that owner publishes proto port on hostIP (zero: all).
-	PutPort(proto string, hostIP netip.Addr, port uint16, owner string) error
-	// DeletePort releases a published port; ErrNotFound when nobody held it.
-	DeletePort(proto string, hostIP netip.Addr, port uint16) error
+	// PortOwners lists who publishes a port of node: host address (zero: all addresses
+	// of the node) -> owner; an empty map when nobody does. Ports are node-wide, not
+	// per network, and the ports of different nodes are independent.
+	PortOwners(node, proto string, port uint16) (map[netip.Addr]string, error)
+	// PutPort records that owner publishes proto port on hostIP (zero: all) of node; it
+	// overwrites any previous owner (the caller checks first).
+	PutPort(node, proto string, hostIP netip.Addr, port uint16, owner string) error
+	// DeletePort releases a published port of node; ErrNotFound when nobody held it.
+	DeletePort(node, proto string, hostIP netip.Addr, port uint16) error
 
 	Service(namespace, name string) (svc api.Service, ok bool, err error)
 	// Services lists the services of one namespace, or of all when namespace is "",
@@ -128,4 +131,16 @@ type Tx interface {
 	// DeleteBlock releases a block; ErrNotFound when it was free. DeleteNetwork removes
 	// the network's blocks.
 	DeleteBlock(network string, prefix netip.Prefix) error
+
+	// BGPConfig returns the cluster's BGP settings; ok is false until they are first put.
+	BGPConfig() (c api.BGPConfig, ok bool, err error)
+	// PutBGPConfig creates or replaces the cluster's BGP settings.
+	PutBGPConfig(c api.BGPConfig) error
+	BGPPeer(name string) (p api.BGPPeer, ok bool, err error)
+	// BGPPeers lists the configured BGP peers sorted by name.
+	BGPPeers() ([]api.BGPPeer, error)
+	// PutBGPPeer creates or replaces a peer.
+	PutBGPPeer(p api.BGPPeer) error
+	// DeleteBGPPeer removes a peer; ErrNotFound when it does not exist.
+	DeleteBGPPeer(name string) error
 }

@@ -49,6 +49,27 @@ func CheckBlock(b api.Block) error {
 	return nil
 }
 
+// CheckPort checks the arguments of Tx.PutPort.
+func CheckPort(node, proto, owner string) error {
+	switch {
+	case node == "":
+		return errors.New("empty node name")
+	case proto == "":
+		return errors.New("empty protocol")
+	case owner == "":
+		return errors.New("empty owner")
+	}
+	return nil
+}
+
+// CheckBGPPeer checks a peer given to Tx.PutBGPPeer.
+func CheckBGPPeer(p api.BGPPeer) error {
+	if p.Name == "" {
+		return errors.New("empty name")
+	}
+	return nil
+}
+
 // IsBlockPrefix reports whether p can name a block: valid and masked. Reads of any
 // other prefix find nothing.
 func IsBlockPrefix(p netip.Prefix) bool { return p.IsValid() && p == p.Masked() }

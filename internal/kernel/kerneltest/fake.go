@@ -40,7 +40,7 @@ type Fake struct {
 	local      []netip.Addr
 	routes     []spec.NodeRoute
 	tunnels    []spec.Tunnel
-	overlays   map[string]string            // network -> its applied overlay, as recorded
+	overlays   map[string]string            // "overlay NETWORK" or "learned routes" -> what was applied last, as recorded
 	underlay   map[netip.Addr]string        // local address -> interface (SetUnderlay)
 	sandboxes  map[string]bool              // paths OpenSandbox can open
 	nodePaths  map[string]bool              // paths that are the node's own namespace
@@ -276,21 +276,25 @@ func (f *Fake) SyncOverlay(o plan.Overlay) error {
 	for _, p := range o.Peers {
 		parts = append(parts, fmt.Sprintf("fdb %s dst %s", p.MAC, p.NodeIP))
 	}
-	for _, r := range o.Routes {
-		onlink := ""
-		if r.Onlink {
-			onlink = " onlink"
-		}
-		parts = append(parts, fmt.Sprintf("route %s via %s dev %s%s", r.Dst, r.Via, r.Dev, onlink))
-	}
-	text := strings.Join(parts, "; ")
+	parts = append(parts, routeTexts(o.Routes)...)
+	return f.recordOverlay("SyncOverlay", "overlay "+o.Network, strings.Join(parts, "; "))
+}
+
+// SyncLearnedRoutes implements kernel.Applier: it records the routes when they differ
+// from the ones applied last.
+func (f *Fake) SyncLearnedRoutes(routes []plan.OverlayRoute) error {
+	return f.recordOverlay("SyncLearnedRoutes", "learned routes", strings.Join(routeTexts(routes), "; "))
+}
+
+// recordOverlay records text as what key holds when it differs from what it held.
+func (f *Fake) recordOverlay(op, key, text string) error {
 	f.mu.Lock()
-	same := f.overlays[o.Network] == text
+	same := f.overlays[key] == text
 	f.mu.Unlock()
 	if same {
 		return nil
 	}
-	if err := f.begin("SyncOverlay", "overlay %s: %s", o.Network, text); err != nil {
+	if err := f.begin(op, "%s: %s", key, text); err != nil {
 		return err
 	}
 	f.mu.Lock()
@@ -298,8 +302,20 @@ func (f *Fake) SyncOverlay(o plan.Overlay) error {
 	if f.overlays == nil {
 		f.overlays = map[string]string{}
 	}
-	f.overlays[o.Network] = text
+	f.overlays[key] = text
 	return nil
+}
+
+func routeTexts(routes []plan.OverlayRoute) []string {
+	var parts []string
+	for _, r := range routes {
+		onlink := ""
+		if r.Onlink {
+			onlink = " onlink"
+		}
+		parts = append(parts, fmt.Sprintf("route %s via %s dev %s%s", r.Dst, r.Via, r.Dev, onlink))
+	}
+	return parts
 }
 
 // RemoveOverlay implements kernel.Applier.

@@ -28,9 +28,10 @@
 // # Commit protocol
 //
 // Transactions are serializable through optimistic concurrency. A transaction reads
-// at one revision R, pinned by its first read (every later read asks for R), and
-// buffers its writes, which its own reads see. Update commits them with one etcd Txn
-// whose compares prove that nothing the transaction read has changed since R:
+// at one revision R, pinned by its first read (every later read is at R), from the
+// mirror (below) or from etcd, and buffers its writes, which its own reads see.
+// Update commits them with one etcd Txn whose compares prove that nothing the
+// transaction read has changed since R:
 //
 //   - a key read on its own: ModRevision equal to the one seen (0 when it was
 //     absent, so its creation fails the commit);
@@ -41,10 +42,48 @@
 // When a compare fails the Txn does nothing; Update then runs fn again from scratch
 // at a fresh revision, up to 64 times with a short jittered backoff, and then gives
 // up with ErrConflict. fn may therefore run more than once: it must not have effects
-// outside the transaction that a second run would repeat. An Update that wrote
-// nothing sends no Txn. View reads at one revision the same way and never commits.
-// When etcd compacts R away while fn reads, the read fails and fn runs again at a
-// fresh revision, in View as in Update.
+// outside the transaction that a second run would repeat. View reads at one revision
+// the same way and never commits. When etcd compacts R away while fn reads etcd, the
+// read fails and fn runs again at a fresh revision, in View as in Update.
+//
+// # Mirror
+//
+// Open lists every key under the prefix (Gets of 1000 keys at one revision) into the
+// mirror, a sorted in-memory copy of keys, values and ModRevisions, then watches the
+// prefix from that revision on, requiring a leader, and applies every put and delete.
+// The mirror is a persistent treap: a change copies the path to the changed key, so
+// a snapshot (root, revision) costs nothing, never changes, and a point read or a
+// prefix listing takes O(log n + k). Transactions read a snapshot: on the ADD path
+// etcd sees only the commit. The mirror's revision is the revision of the last event
+// it applied (the events of one revision come together), or the revision of a
+// progress notification, which etcd 3.4.25, 3.5.8 and later send only after the
+// events before it; with older servers (Open checks the versions) progress
+// notifications only show that the watch works.
+//
+// Consistency rules. The commit compares above hold whatever the mirror's lag: a
+// transaction that read a mirror behind etcd fails its commit and runs again, first
+// waiting (within the request timeout) for the mirror to reach the revision of the
+// failed Txn's answer, so that it sees what beat it; an etcd whose progress
+// notifications cannot be trusted makes that run read etcd instead. An Update whose fn
+// fails or writes nothing after reading the mirror does not return that outcome
+// blindly: a Txn of its compares alone confirms that nothing it read has changed
+// (one request, off the ADD path), else fn runs again the same way. So Update
+// behaves as when it read etcd. A View reads the mirror as it is: it misses at most
+// what the watch has not delivered yet. Every transaction reads at least the revision
+// of every commit made before it by a Store of this process on the same cluster and
+// prefix (it waits for the mirror to apply it): a process reads its own writes,
+// whichever of its Stores made them.
+//
+// Losing etcd. The watch breaking (canceled, its revision compacted, no leader) takes
+// the mirror out of service until it has listed the prefix again, retried with
+// backoff. A watch that stays open while nothing reaches it (the client cut off
+// from etcd) is caught by silence: the mirror asks for a progress notification after
+// a second without news and is stale after three. While the mirror is out of service
+// or stale, or when it does not reach a commit's revision within the request
+// timeout, transactions read etcd as they always did, and fail after the request
+// timeout when etcd cannot be reached. Besides what the watch has not delivered yet,
+// a View on a client just cut off from etcd may thus read the state of up to about
+// three seconds before.
 //
 // # Deletion generations
 //
@@ -73,12 +112,12 @@
 // leaves it to expire after its ttl (an agent restarted in time takes it over). When
 // the keepalives stop while ctx lasts (the lease was revoked, or expired while this
 // client was cut off from etcd) or the store closes, the lost channel is closed.
-// Alive reads alive/ once; transactions never read it.
+// Alive reads alive/ from etcd once; transactions never read it.
 //
-// Watch watches the whole prefix from the current revision, requiring a leader, and
-// calls fn once for the watch responses that are ready together. When the watch
-// breaks (etcd canceled it, its revision was compacted, no leader), it starts again
-// from the current revision and fn is called once, as anything may have changed.
+// Watch calls fn after the mirror has applied changes of any key of the prefix
+// (liveness included): one call for the changes applied while the previous call ran
+// or was due, so that a transaction in fn sees them. When the mirror lists the prefix
+// again (its watch broke), fn is called once, as anything may have changed.
 //
 // # Limits and compatibility
 //
@@ -92,13 +131,15 @@
 //
 // Only APIs of etcd 3.4 are used: Range with a revision, Txn with ModRevision
 // compares over a range (in etcd since 3.3; 3.2 and older ignore the range end and
-// would compare a single key), leases, watches, plus Maintenance.Status in Open,
+// would compare a single key), leases, watches with progress requests (3.4),
+// plus Maintenance.Status in Open,
 // which refuses servers before 3.4, the oldest version tested. A Txn that fails in
 // transport (timeout, lost leader) may or may not have committed; Update reports the
 // error.
 package etcdstore
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -176,14 +217,22 @@ type Store struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	// roundTrips counts the requests sent to etcd (reads and commits).
+	// mirror is the copy of the prefix that transactions read.
+	mirror *mirror
+	// floor is the highest revision a commit of this process reached on this cluster
+	// and prefix (see clocks): a transaction reads at least that far.
+	floor *atomic.Int64
+
+	// roundTrips counts the requests sent to etcd: reads, commits, lease operations.
+	// The watch and its progress requests are messages on a stream, not counted.
 	roundTrips atomic.Int64
 }
 
 var _ store.Store = (*Store)(nil)
 
 // Open connects to etcd and checks, within cfg.DialTimeout, that at least one
-// endpoint answers and that none runs a version before 3.4. The error names the
+// endpoint answers and that none runs a version before 3.4; then it lists the prefix
+// into the mirror and watches it (within cfg.RequestTimeout). The error names the
 // endpoints.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
 	eps := strings.Join(cfg.Endpoints, ",")
@@ -214,12 +263,13 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open etcd store at %s: %w", eps, err)
 	}
-	if err := checkServers(ctx, cli, cfg.Endpoints, cfg.DialTimeout); err != nil {
+	ordered, err := checkServers(ctx, cli, cfg.Endpoints, cfg.DialTimeout)
+	if err != nil {
 		cli.Close()
 		return nil, fmt.Errorf("open etcd store at %s: %w", eps, err)
 	}
 	sctx, cancel := context.WithCancel(context.Background())
-	return &Store{
+	s := &Store{
 		cli:            cli,
 		layout:         layout{prefix: cfg.Prefix},
 		endpoints:      eps,
@@ -227,12 +277,24 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		maxTxnOps:      cfg.MaxTxnOps,
 		ctx:            sctx,
 		cancel:         cancel,
-	}, nil
+	}
+	s.mirror = newMirror(s, ordered)
+	w, cluster, err := s.mirror.start(ctx)
+	if err != nil {
+		cancel()
+		cli.Close()
+		return nil, fmt.Errorf("open etcd store at %s: %w", eps, err)
+	}
+	s.floor = clockOf(cluster, cfg.Prefix)
+	go s.mirror.run(w)
+	go s.mirror.progress()
+	return s, nil
 }
 
 // checkServers asks every endpoint for its status at once (the client dials lazily,
-// so only a request shows whether etcd is there).
-func checkServers(ctx context.Context, cli *clientv3.Client, endpoints []string, timeout time.Duration) error {
+// so only a request shows whether etcd is there). ordered reports that every endpoint
+// answered with a version that orders progress notifications after events.
+func checkServers(ctx context.Context, cli *clientv3.Client, endpoints []string, timeout time.Duration) (ordered bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	type result struct {
@@ -253,21 +315,24 @@ func checkServers(ctx context.Context, cli *clientv3.Client, endpoints []string,
 	}
 	var errs []error
 	answered := 0
+	ordered = true
 	for range endpoints {
 		r := <-results
 		if r.err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", r.ep, r.err))
+			ordered = false
 			continue
 		}
 		answered++
 		if !atLeast34(r.version) {
-			return fmt.Errorf("%s runs etcd %s; podnet needs 3.4 or later", r.ep, r.version)
+			return false, fmt.Errorf("%s runs etcd %s; podnet needs 3.4 or later", r.ep, r.version)
 		}
+		ordered = ordered && progressOrdered(r.version)
 	}
 	if answered == 0 {
-		return fmt.Errorf("etcd not reachable within %s: %w", timeout, errors.Join(errs...))
+		return false, fmt.Errorf("etcd not reachable within %s: %w", timeout, errors.Join(errs...))
 	}
-	return nil
+	return ordered, nil
 }
 
 // atLeast34 reports whether the server version v (3.4.23) is 3.4 or later.
@@ -291,9 +356,10 @@ func (s *Store) requestContext() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(s.ctx, s.requestTimeout)
 }
 
-// View runs fn on the state at one revision; fn's error is returned as is. The
+// View runs fn on the state at one revision, read from the mirror (which may lag
+// behind etcd: see the package doc) or from etcd; fn's error is returned as is. The
 // writes of the Tx fail with store.ErrReadOnly. When the revision is compacted away
-// while fn reads, fn runs again at a fresh one.
+// while fn reads etcd, fn runs again at a fresh one.
 func (s *Store) View(fn func(store.Tx) error) error {
 	for attempt := 0; ; attempt++ {
 		if s.closed.Load() {
@@ -309,8 +375,12 @@ func (s *Store) View(fn func(store.Tx) error) error {
 
 // Update runs fn and commits its writes when fn returns nil; fn's error is returned
 // as is. When the commit finds that something fn read has changed meanwhile, fn runs
-// again at a fresh revision (see the package doc): fn may run more than once.
+// again at a fresh revision (see the package doc): fn may run more than once. When fn
+// read the mirror and fails or writes nothing, etcd confirms that what it read still
+// holds before Update returns, or fn runs again.
 func (s *Store) Update(fn func(store.Tx) error) error {
+	var seen int64 // etcd's revision at the last failed attempt
+	direct := false
 	for attempt := range maxAttempts {
 		if attempt > 0 {
 			if err := s.backoff(attempt); err != nil {
@@ -321,19 +391,37 @@ func (s *Store) Update(fn func(store.Tx) error) error {
 			return fmt.Errorf("etcd store %s: %w", s.endpoints, errClosed)
 		}
 		t := s.newTx(true)
+		t.seen, t.direct = seen, direct
 		err := fn(t)
 		if t.stale != nil {
 			continue // fn read from a compacted revision: its outcome means nothing
 		}
-		if err != nil {
+		var ok bool
+		switch {
+		case t.mirrored && (err != nil || !t.dirty()):
+			// The outcome rests on the mirror, which may lag behind etcd.
+			var verr error
+			ok, seen, verr = s.validate(t)
+			if errors.Is(verr, ErrTxnTooLarge) {
+				direct = true // too many compares to check: read etcd itself
+				continue
+			}
+			if verr != nil {
+				return cmp.Or(err, verr)
+			}
+			if ok {
+				return err
+			}
+		case err != nil:
 			return err
-		}
-		ok, err := s.commit(t)
-		if err != nil {
-			return err
-		}
-		if ok {
-			return nil
+		default:
+			var cerr error
+			if ok, seen, cerr = s.commit(t); cerr != nil {
+				return cerr
+			}
+			if ok {
+				return nil
+			}
 		}
 	}
 	return fmt.Errorf("etcd store %s: update gave up after %d attempts: %w", s.endpoints, maxAttempts, ErrConflict)
@@ -354,14 +442,16 @@ func (s *Store) backoff(attempt int) error {
 }
 
 // commit sends the writes of t under the compares of its reads; ok is false when a
-// compare failed and nothing was written.
-func (s *Store) commit(t *tx) (ok bool, err error) {
+// compare failed and nothing was written. rev is etcd's revision in its answer: the
+// commit's own when it changed something, which the next transactions of the process
+// then read at least.
+func (s *Store) commit(t *tx) (ok bool, rev int64, err error) {
 	if !t.dirty() {
-		return true, nil
+		return true, 0, nil
 	}
 	cmps, ops := t.compares(), t.ops()
 	if len(cmps) > s.maxTxnOps || len(ops) > s.maxTxnOps {
-		return false, fmt.Errorf("etcd store %s: commit: %d compares and %d operations, etcd takes %d of each: %w",
+		return false, 0, fmt.Errorf("etcd store %s: commit: %d compares and %d operations, etcd takes %d of each: %w",
 			s.endpoints, len(cmps), len(ops), s.maxTxnOps, ErrTxnTooLarge)
 	}
 	ctx, cancel := s.requestContext()
@@ -369,21 +459,59 @@ func (s *Store) commit(t *tx) (ok bool, err error) {
 	s.roundTrips.Add(1)
 	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if errors.Is(err, rpctypes.ErrTooManyOps) {
-		return false, fmt.Errorf("etcd store %s: commit: %d compares and %d operations: %w (%w)",
+		return false, 0, fmt.Errorf("etcd store %s: commit: %d compares and %d operations: %w (%w)",
 			s.endpoints, len(cmps), len(ops), ErrTxnTooLarge, err)
 	}
 	if err != nil {
-		return false, fmt.Errorf("etcd store %s: commit: %w", s.endpoints, err)
+		return false, 0, fmt.Errorf("etcd store %s: commit: %w", s.endpoints, err)
 	}
-	return resp.Succeeded, nil
+	if resp.Succeeded && changed(resp) {
+		raise(s.floor, resp.Header.Revision)
+	}
+	return resp.Succeeded, resp.Header.Revision, nil
 }
 
-// Close ends the requests in flight and closes the connection to etcd; calling it
-// twice is harmless.
+// changed reports whether a Txn wrote anything: only then it made a revision of its
+// own, which the watch delivers.
+func changed(resp *clientv3.TxnResponse) bool {
+	for _, r := range resp.Responses {
+		if r.GetResponsePut() != nil {
+			return true
+		}
+		if d := r.GetResponseDeleteRange(); d != nil && d.Deleted > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// validate asks etcd whether what t read from the mirror still holds: a Txn of its
+// compares without operations. rev is etcd's revision in the answer.
+func (s *Store) validate(t *tx) (ok bool, rev int64, err error) {
+	cmps := t.compares()
+	if len(cmps) > s.maxTxnOps {
+		return false, 0, ErrTxnTooLarge
+	}
+	ctx, cancel := s.requestContext()
+	defer cancel()
+	s.roundTrips.Add(1)
+	resp, err := s.cli.Txn(ctx).If(cmps...).Commit()
+	if errors.Is(err, rpctypes.ErrTooManyOps) {
+		return false, 0, ErrTxnTooLarge
+	}
+	if err != nil {
+		return false, 0, fmt.Errorf("etcd store %s: check the reads: %w", s.endpoints, err)
+	}
+	return resp.Succeeded, resp.Header.Revision, nil
+}
+
+// Close ends the requests in flight, the mirror and the Watch calls, and closes the
+// connection to etcd; calling it twice is harmless.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
 		s.cancel()
+		<-s.mirror.done
 		if err := s.cli.Close(); err != nil && !errors.Is(err, context.Canceled) {
 			s.closeErr = fmt.Errorf("close etcd store %s: %w", s.endpoints, err)
 		}
@@ -391,5 +519,7 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
-// RoundTrips is how many requests the store has sent to etcd.
+// RoundTrips is how many requests the store has sent to etcd: reads (the mirror's
+// lists included), commits and lease operations. The messages on the mirror's watch
+// stream (its progress requests) are not counted.
 func (s *Store) RoundTrips() int64 { return s.roundTrips.Load() }

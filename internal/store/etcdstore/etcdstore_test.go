@@ -148,8 +148,13 @@ func TestKeyLayout(t *testing.T) {
 			tx.PutAllocation("red", a, "red/c1/eth0"),
 			tx.PutAllocation("red", netip.MustParseAddr("fd00:88::5"), "red/c1/eth0"),
 			tx.PutCursor("red", p, a),
-			tx.PutPort("tcp", netip.Addr{}, 8080, "red/c1/eth0"),
-			tx.PutPort("tcp", netip.MustParseAddr("192.0.2.1"), 8080, "x"),
+			tx.PutPort("n1", "tcp", netip.Addr{}, 8080, "red/c1/eth0"),
+			tx.PutPort("n1", "tcp", netip.MustParseAddr("192.0.2.1"), 8080, "x"),
+			tx.PutPort("a/b", "udp", netip.Addr{}, 53, "y"),
+			tx.PutPort("n1", "udp", netip.Addr{}, 5353, "z"),
+			tx.PutBGPConfig(api.BGPConfig{ASN: 64512, NodeMesh: true}),
+			tx.PutBGPPeer(api.BGPPeer{Name: "tor/1", Address: netip.MustParseAddr("192.0.2.254"), ASN: 65001}),
+			tx.PutBGPPeer(api.BGPPeer{Name: "gone"}),
 			tx.PutService(api.Service{Namespace: "default", Name: "web"}),
 			tx.PutNode(api.Node{Name: "n1", IP: netip.MustParseAddr("192.0.2.1")}),
 			tx.PutNode(api.Node{Name: "gone", IP: netip.MustParseAddr("192.0.2.2")}),
@@ -168,6 +173,8 @@ func TestKeyLayout(t *testing.T) {
 			tx.DeleteEndpoint(api.EndpointKey{Network: "red", ContainerID: "gone", IfName: "eth0"}),
 			tx.DeleteBlock("red", netip.MustParsePrefix("10.88.0.64/26")),
 			tx.DeleteNode("gone"),
+			tx.DeletePort("n1", "udp", netip.Addr{}, 5353),
+			tx.DeleteBGPPeer("gone"),
 		} {
 			if err != nil {
 				return err
@@ -192,21 +199,26 @@ func TestKeyLayout(t *testing.T) {
 		"alive/n1",
 		"allocations/red/10.88.0.5",
 		"allocations/red/fd00:88::5",
+		"bgpconfig",
+		"bgppeers/tor%2F1",
 		"blocks/a%2Fb/fd00:88::%2F122",
 		"blocks/red/10.88.0.0%2F26",
 		"cursors/red/10.88.0.0%2F16",
 		"endpoints/a%2Fb/c%2F1/eth%200",
 		"endpoints/red/c1/eth0",
+		"gen/bgppeers",
 		"gen/blocks/red",
 		"gen/endpoints/red",
 		"gen/nodes",
+		"gen/ports/n1",
 		"networks/a%2Fb",
 		"networks/red",
 		"nodes/n1",
 		"owners/red/red%2Fc1%2Feth0/10.88.0.5",
 		"owners/red/red%2Fc1%2Feth0/fd00:88::5",
-		"ports/tcp/8080/*",
-		"ports/tcp/8080/192.0.2.1",
+		"ports/a%2Fb/udp/53/*",
+		"ports/n1/tcp/8080/*",
+		"ports/n1/tcp/8080/192.0.2.1",
 		"services/default/web",
 	}
 	if !slices.Equal(keys, want) {
@@ -365,10 +377,13 @@ func TestConflictRetries(t *testing.T) {
 }
 
 // TestCompactedSnapshot: when etcd compacts away the revision a transaction reads
-// at, the transaction runs again at a fresh one, in Update and in View.
+// at, the transaction runs again at a fresh one, in Update and in View. This concerns
+// transactions that read etcd (a's mirror is off): the mirror's snapshots are in
+// memory (TestMirrorCompaction).
 func TestCompactedSnapshot(t *testing.T) {
 	prefix := newPrefix(t)
 	a, b := open(t, prefix), open(t, prefix)
+	etcdstore.ReadEtcd(a)
 	cli := rawClient(t)
 	update(t, a, func(tx store.Tx) error { return tx.PutNetwork(storetest.SampleNetwork("red")) })
 	// compact writes through b and compacts etcd up to that write.
@@ -499,8 +514,23 @@ func TestConflicts(t *testing.T) {
 				return tx.PutCursor("red", netip.MustParsePrefix("fd00:88::/64"), netip.MustParseAddr("fd00:88::9"))
 			}, false},
 		{"ports, then one is released",
-			func(tx store.Tx) error { _, err := tx.PortOwners("tcp", 80); return err },
-			func(tx store.Tx) error { return tx.DeletePort("tcp", netip.Addr{}, 80) }, true},
+			func(tx store.Tx) error { _, err := tx.PortOwners("n1", "tcp", 80); return err },
+			func(tx store.Tx) error { return tx.DeletePort("n1", "tcp", netip.Addr{}, 80) }, true},
+		{"ports of a node, then another node publishes the same port",
+			func(tx store.Tx) error { _, err := tx.PortOwners("n1", "tcp", 80); return err },
+			func(tx store.Tx) error { return tx.PutPort("n2", "tcp", netip.Addr{}, 80, "o2") }, false},
+		{"ports of a node, then another node releases the same port",
+			func(tx store.Tx) error { _, err := tx.PortOwners("n1", "tcp", 80); return err },
+			func(tx store.Tx) error { return tx.DeletePort("n2", "tcp", netip.Addr{}, 80) }, false},
+		{"BGP peers, then one is deleted",
+			func(tx store.Tx) error { _, err := tx.BGPPeers(); return err },
+			func(tx store.Tx) error { return tx.DeleteBGPPeer("tor1") }, true},
+		{"BGP peer read while absent, then created",
+			func(tx store.Tx) error { _, _, err := tx.BGPPeer("tor2"); return err },
+			func(tx store.Tx) error { return tx.PutBGPPeer(api.BGPPeer{Name: "tor2"}) }, true},
+		{"BGP settings, then changed",
+			func(tx store.Tx) error { _, _, err := tx.BGPConfig(); return err },
+			func(tx store.Tx) error { return tx.PutBGPConfig(api.BGPConfig{ASN: 65010}) }, true},
 		{"services of a namespace, then one is deleted",
 			func(tx store.Tx) error { _, err := tx.Services("default"); return err },
 			func(tx store.Tx) error { return tx.DeleteService("default", "web") }, true},
@@ -551,7 +581,13 @@ func TestConflicts(t *testing.T) {
 						}
 					}
 				}
-				if err := tx.PutPort("tcp", netip.Addr{}, 80, "o"); err != nil {
+				if err := tx.PutPort("n1", "tcp", netip.Addr{}, 80, "o"); err != nil {
+					return err
+				}
+				if err := tx.PutPort("n2", "tcp", netip.Addr{}, 80, "o"); err != nil {
+					return err
+				}
+				if err := tx.PutBGPPeer(api.BGPPeer{Name: "tor1"}); err != nil {
 					return err
 				}
 				if err := tx.PutNode(api.Node{Name: "n1"}); err != nil {
@@ -631,4 +667,410 @@ func BenchmarkUpdateAllocate(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(etcdstore.RoundTrips(s)-start)/float64(i), "roundtrips/op")
+}
+
+// rawPut writes a key under prefix with a client of its own, not through a Store of
+// this process: only the watches of the Stores bring it to their mirrors.
+func rawPut(t *testing.T, prefix, key, val string) {
+	t.Helper()
+	if _, err := rawClient(t).Put(context.Background(), prefix+key, val); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// mtuOf reads the MTU of network name through s.
+func mtuOf(t *testing.T, s store.Store, name string) int {
+	t.Helper()
+	var mtu int
+	err := s.View(func(tx store.Tx) error {
+		n, _, err := tx.Network(name)
+		mtu = n.MTU
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mtu
+}
+
+// TestMirrorReadsNoRoundTrips: a transaction that reads many keys and collections
+// costs etcd one request, its commit; a View costs none.
+func TestMirrorReadsNoRoundTrips(t *testing.T) {
+	s := open(t, newPrefix(t))
+	nw := storetest.SampleNetwork("red")
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.PutNetwork(nw); err != nil {
+			return err
+		}
+		return tx.PutNode(api.Node{Name: "n1"})
+	})
+	for i := range 40 {
+		update(t, s, func(tx store.Tx) error {
+			owner := fmt.Sprintf("red/c%d/eth0", i)
+			if _, err := ipam.Allocate(tx, nw, owner, nil); err != nil {
+				return err
+			}
+			return tx.PutEndpoint(api.Endpoint{EndpointKey: api.EndpointKey{Network: "red", ContainerID: fmt.Sprintf("c%d", i), IfName: "eth0"}})
+		})
+	}
+	readAll := func(tx store.Tx) error {
+		if _, err := tx.Networks(); err != nil {
+			return err
+		}
+		if _, err := tx.Endpoints(""); err != nil {
+			return err
+		}
+		if _, err := tx.Endpoints("red"); err != nil {
+			return err
+		}
+		if _, err := tx.Allocations("red"); err != nil {
+			return err
+		}
+		for i := range 60 {
+			if _, _, err := tx.Allocation("red", netip.AddrFrom4([4]byte{10, 88, 0, byte(i)})); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.AllocationsOf("red", "red/c7/eth0"); err != nil {
+			return err
+		}
+		if _, err := tx.Blocks(""); err != nil {
+			return err
+		}
+		if _, err := tx.Nodes(); err != nil {
+			return err
+		}
+		_, err := tx.Services("")
+		return err
+	}
+	before := etcdstore.RoundTrips(s)
+	update(t, s, func(tx store.Tx) error {
+		if err := readAll(tx); err != nil {
+			return err
+		}
+		n, _, err := tx.Network("red")
+		if err != nil {
+			return err
+		}
+		if _, err := ipam.Allocate(tx, n, "red/new/eth0", nil); err != nil {
+			return err
+		}
+		return tx.PutEndpoint(api.Endpoint{EndpointKey: api.EndpointKey{Network: "red", ContainerID: "new", IfName: "eth0"}})
+	})
+	if got := etcdstore.RoundTrips(s) - before; got != 1 {
+		t.Errorf("an Update that reads %s costs %d requests; want 1 (its commit)", "everything", got)
+	}
+	before = etcdstore.RoundTrips(s)
+	err := s.View(func(tx store.Tx) error {
+		if _, ok, err := tx.Endpoint(api.EndpointKey{Network: "red", ContainerID: "new", IfName: "eth0"}); !ok || err != nil {
+			t.Errorf("the endpoint just committed: ok %v, err %v; want found", ok, err)
+		}
+		return readAll(tx)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := etcdstore.RoundTrips(s) - before; got != 0 {
+		t.Errorf("a View costs %d requests; want none", got)
+	}
+}
+
+// TestMirrorConflictingStore: a second Store writes what the first one's Update read,
+// and etcd moves on elsewhere too, between the Update's reads and its commit. The
+// commit fails; fn runs again on the newer state and nothing is lost. When progress
+// notifications are trusted, the second run reads the mirror (it waits for it to reach
+// the failed commit's revision): two requests in all.
+func TestMirrorConflictingStore(t *testing.T) {
+	for _, trust := range []bool{true, false} {
+		t.Run(fmt.Sprintf("trust progress %v", trust), func(t *testing.T) {
+			prefix := newPrefix(t)
+			a, b := open(t, prefix), open(t, prefix)
+			if !trust {
+				etcdstore.DistrustProgress(a)
+			}
+			update(t, a, func(tx store.Tx) error { return tx.PutNetwork(storetest.SampleNetwork("red")) })
+			before := etcdstore.RoundTrips(a)
+			attempts := 0
+			update(t, a, func(tx store.Tx) error {
+				attempts++
+				n, _, err := tx.Network("red")
+				if err != nil {
+					return err
+				}
+				if attempts == 1 {
+					update(t, b, func(tx store.Tx) error {
+						n := storetest.SampleNetwork("red")
+						n.MTU = 9000
+						return tx.PutNetwork(n)
+					})
+					// A later revision outside the prefix: only a progress
+					// notification brings the mirror there.
+					rawPut(t, strings.TrimSuffix(prefix, "/")+"-elsewhere/", "x", "y")
+				}
+				n.MTU++
+				return tx.PutNetwork(n)
+			})
+			if attempts != 2 {
+				t.Errorf("update ran %d times; want 2", attempts)
+			}
+			for i, s := range []*etcdstore.Store{a, b} {
+				if got := mtuOf(t, s, "red"); got != 9001 {
+					t.Errorf("MTU through store %d = %d; want 9001 (the other write, then ours)", i, got)
+				}
+			}
+			got := etcdstore.RoundTrips(a) - before
+			t.Logf("%d requests", got)
+			if trust && got != 2 {
+				t.Errorf("the update cost %d requests; want 2 (two commits, reads from the mirror)", got)
+			}
+		})
+	}
+}
+
+// TestMirrorBehind: the mirror has not applied a write when fn reads, so the commit
+// fails; the second run waits for the mirror to apply it and reads it there.
+func TestMirrorBehind(t *testing.T) {
+	prefix := newPrefix(t)
+	a := open(t, prefix)
+	update(t, a, func(tx store.Tx) error { return tx.PutNetwork(storetest.SampleNetwork("red")) })
+	mtuOf(t, a, "red") // the mirror has red
+	release := etcdstore.HoldMirror(a)
+	defer release()
+	rawPut(t, prefix, "networks/red", `{"mtu":9000}`)
+	before := etcdstore.RoundTrips(a)
+	var seen []int
+	update(t, a, func(tx store.Tx) error {
+		if len(seen) == 1 {
+			release()
+		}
+		n, _, err := tx.Network("red")
+		if err != nil {
+			return err
+		}
+		seen = append(seen, n.MTU)
+		n.MTU++
+		return tx.PutNetwork(n)
+	})
+	if want := []int{1500, 9000}; !slices.Equal(seen, want) {
+		t.Errorf("fn read MTU %v; want %v", seen, want)
+	}
+	if got := mtuOf(t, a, "red"); got != 9001 {
+		t.Errorf("MTU = %d; want 9001", got)
+	}
+	if got := etcdstore.RoundTrips(a) - before; got != 2 {
+		t.Errorf("the update cost %d requests; want 2 (two commits, reads from the mirror)", got)
+	}
+}
+
+// TestMirrorUpdateOutcomeChecked: an Update whose fn fails, or writes nothing, on a
+// mirror that is behind does not return that outcome: etcd shows that what fn read
+// has changed, and fn runs again.
+func TestMirrorUpdateOutcomeChecked(t *testing.T) {
+	prefix := newPrefix(t)
+	a := open(t, prefix)
+	release := etcdstore.HoldMirror(a)
+	defer release()
+	rawPut(t, prefix, "networks/late", `{"mtu":1400}`)
+	attempts := 0
+	err := a.Update(func(tx store.Tx) error {
+		attempts++
+		if attempts == 2 {
+			release()
+		}
+		if _, ok, err := tx.Network("late"); err != nil {
+			return err
+		} else if !ok {
+			return store.ErrNotFound
+		}
+		return nil // found: nothing to write
+	})
+	if err != nil || attempts != 2 {
+		t.Errorf("Update = %v after %d runs; want nil after 2 (the first, on the stale mirror, found nothing)", err, attempts)
+	}
+
+	release = etcdstore.HoldMirror(a)
+	defer release()
+	rawPut(t, prefix, "networks/later", `{"mtu":1400}`)
+	found := false
+	attempts = 0
+	update(t, a, func(tx store.Tx) error {
+		attempts++
+		if attempts == 2 {
+			release()
+		}
+		var err error
+		_, found, err = tx.Network("later")
+		return err
+	})
+	if !found || attempts != 2 {
+		t.Errorf("a read-only Update found the network: %v after %d runs; want true after 2", found, attempts)
+	}
+}
+
+// TestReadYourWrites: every transaction after an Update, on the same Store or on
+// another of the process, reads what it committed, without asking etcd.
+func TestReadYourWrites(t *testing.T) {
+	prefix := newPrefix(t)
+	a, b := open(t, prefix), open(t, prefix)
+	update(t, a, func(tx store.Tx) error { return tx.PutNetwork(storetest.SampleNetwork("red")) })
+	for i := range 20 {
+		s, other := a, b
+		if i%2 == 1 {
+			s, other = b, a
+		}
+		before := etcdstore.RoundTrips(s)
+		update(t, s, func(tx store.Tx) error {
+			n, _, err := tx.Network("red")
+			if err != nil {
+				return err
+			}
+			n.MTU = 2000 + i
+			return tx.PutNetwork(n)
+		})
+		update(t, s, func(tx store.Tx) error {
+			n, _, err := tx.Network("red")
+			if err != nil {
+				return err
+			}
+			if n.MTU != 2000+i {
+				t.Errorf("round %d: the next Update reads MTU %d; want %d", i, n.MTU, 2000+i)
+			}
+			return tx.PutCursor("red", netip.MustParsePrefix("10.88.0.0/16"), netip.AddrFrom4([4]byte{10, 88, 0, byte(i)}))
+		})
+		if got := mtuOf(t, s, "red"); got != 2000+i {
+			t.Errorf("round %d: a View reads MTU %d; want %d", i, got, 2000+i)
+		}
+		if got := etcdstore.RoundTrips(s) - before; got != 2 {
+			t.Errorf("round %d: two Updates and a View cost %d requests; want 2 (the commits)", i, got)
+		}
+		if got := mtuOf(t, other, "red"); got != 2000+i {
+			t.Errorf("round %d: a View through the other Store reads MTU %d; want %d", i, got, 2000+i)
+		}
+	}
+}
+
+// TestMirrorViewAcrossStores: a View through b sees what a committed, and what a
+// client outside the process wrote once b's mirror has caught up.
+func TestMirrorViewAcrossStores(t *testing.T) {
+	prefix := newPrefix(t)
+	a, b := open(t, prefix), open(t, prefix)
+	update(t, a, func(tx store.Tx) error { return tx.PutNetwork(storetest.SampleNetwork("red")) })
+	if got := mtuOf(t, b, "red"); got != 1500 {
+		t.Errorf("MTU through b = %d; want 1500", got)
+	}
+	rawPut(t, prefix, "networks/blue", `{"mtu":1300}`)
+	waitFor(t, "blue in b's mirror", func() (bool, error) {
+		before := etcdstore.RoundTrips(b)
+		mtu := mtuOf(t, b, "blue")
+		return mtu == 1300 && etcdstore.RoundTrips(b) == before, nil
+	})
+}
+
+// TestMirrorWatchAfterApply: Watch calls fn after the mirror has applied the change,
+// so that a View in fn sees it.
+func TestMirrorWatchAfterApply(t *testing.T) {
+	prefix := newPrefix(t)
+	a := open(t, prefix)
+	mtus := make(chan int, 10)
+	err := a.Watch(t.Context(), func() {
+		err := a.View(func(tx store.Tx) error {
+			n, _, err := tx.Network("red")
+			mtus <- n.MTU
+			return err
+		})
+		if err != nil {
+			t.Errorf("View in fn: %v", err)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mtu := range []int{1400, 1300} {
+		rawPut(t, prefix, "networks/red", fmt.Sprintf(`{"mtu":%d}`, mtu))
+		select {
+		case got := <-mtus:
+			if got != mtu {
+				t.Errorf("View in the call after the write reads MTU %d; want %d", got, mtu)
+			}
+		case <-time.After(waitLimit):
+			t.Fatalf("fn not called within %s of a write", waitLimit)
+		}
+	}
+}
+
+// TestMirrorCompaction: a View's snapshot outlives a compaction of its revision (it is
+// in memory); and a mirror whose watch etcd cancels, because its revision was compacted
+// while the client was cut off, lists again and serves reads.
+func TestMirrorCompaction(t *testing.T) {
+	prefix := newPrefix(t)
+	a := open(t, prefix)
+	cli := rawClient(t)
+	compact := func() {
+		resp, err := cli.Get(context.Background(), prefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cli.Compact(context.Background(), resp.Header.Revision); err != nil {
+			t.Fatal(err)
+		}
+	}
+	update(t, a, func(tx store.Tx) error { return tx.PutNetwork(storetest.SampleNetwork("red")) })
+	attempts := 0
+	err := a.View(func(tx store.Tx) error {
+		attempts++
+		if _, _, err := tx.Network("red"); err != nil {
+			return err
+		}
+		if attempts == 1 {
+			update(t, a, func(tx store.Tx) error { return tx.PutNetwork(storetest.SampleNetwork("blue")) })
+			compact()
+		}
+		ns, err := tx.Networks()
+		if len(ns) != 1 {
+			t.Errorf("View after a commit and a compaction lists %d networks; want 1 (its snapshot)", len(ns))
+		}
+		return err
+	})
+	if err != nil || attempts != 1 {
+		t.Errorf("View = %v after %d runs; want nil after 1", err, attempts)
+	}
+
+	p := startProxy(t)
+	b := openVia(t, p, prefix)
+	if got := mtuOf(t, b, "blue"); got != 1500 {
+		t.Fatalf("MTU of blue through b = %d; want 1500", got)
+	}
+	p.cut()
+	for _, mtu := range []int{1400, 1300} {
+		update(t, a, func(tx store.Tx) error {
+			n := storetest.SampleNetwork("blue")
+			n.MTU = mtu
+			return tx.PutNetwork(n)
+		})
+	}
+	compact()
+	if err := p.listen(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b's mirror listed again, serving the last write", func() (bool, error) {
+		before := etcdstore.RoundTrips(b)
+		var mtu int
+		err := b.View(func(tx store.Tx) error {
+			n, _, err := tx.Network("blue")
+			mtu = n.MTU
+			return err
+		})
+		return err == nil && mtu == 1300 && etcdstore.RoundTrips(b) == before, nil
+	})
+}
+
+// TestConcurrentAllocationDistrustProgress races two clients whose mirrors ignore the
+// revision of progress notifications (an etcd before 3.4.25 or 3.5.8): conflicts make
+// the transactions read etcd.
+func TestConcurrentAllocationDistrustProgress(t *testing.T) {
+	prefix := newPrefix(t)
+	a, b := open(t, prefix), open(t, prefix)
+	etcdstore.DistrustProgress(a)
+	etcdstore.DistrustProgress(b)
+	storetest.ConcurrentAllocation(t, a, b)
 }

@@ -113,7 +113,9 @@ func segments(key, prefix string, n int) ([]string, error) {
 
 // Generation keys. gen/networks is bumped by every DeleteNetwork and never deleted;
 // the per-network ones are deleted with their network, which bumps gen/networks, so
-// every collection of a network also compares gen/networks.
+// every collection of a network also compares gen/networks. The ports generation is
+// per node, so that a release on one node does not conflict with the port checks of
+// another; it stays when the node is deleted (a key per node name ever used).
 func (l layout) networksGen() span { return span{key: l.prefix + "gen/networks"} }
 func (l layout) endpointsGen(nw string) span {
 	return span{key: l.prefix + "gen/endpoints/" + escape(nw)}
@@ -121,9 +123,12 @@ func (l layout) endpointsGen(nw string) span {
 func (l layout) allocationsGen(nw string) span {
 	return span{key: l.prefix + "gen/allocations/" + escape(nw)}
 }
-func (l layout) portsGen() span    { return span{key: l.prefix + "gen/ports"} }
+func (l layout) portsGen(node string) span {
+	return span{key: l.prefix + "gen/ports/" + escape(node)}
+}
 func (l layout) servicesGen() span { return span{key: l.prefix + "gen/services"} }
 func (l layout) nodesGen() span    { return span{key: l.prefix + "gen/nodes"} }
+func (l layout) bgpPeersGen() span { return span{key: l.prefix + "gen/bgppeers"} }
 func (l layout) blocksGen(nw string) span {
 	return span{key: l.prefix + "gen/blocks/" + escape(nw)}
 }
@@ -181,9 +186,12 @@ func (l layout) cursorKey(nw string, subnet netip.Prefix) string {
 	return l.cursors(nw).prefix + escape(subnet.Masked().String())
 }
 
-func (l layout) ports(proto string, port uint16) collection {
-	return collection{prefix: l.prefix + "ports/" + escape(proto) + "/" + strconv.Itoa(int(port)) + "/",
-		gens: []span{l.portsGen()}}
+// ports is the collection of the owners of proto port on node. A store written
+// before ports were per node has keys ports/PROTO/PORT/HOSTIP: one segment fewer, so
+// no collection lists them.
+func (l layout) ports(node, proto string, port uint16) collection {
+	return collection{prefix: l.prefix + "ports/" + escape(node) + "/" + escape(proto) + "/" + strconv.Itoa(int(port)) + "/",
+		gens: []span{l.portsGen(node)}}
 }
 
 // portHost is the last segment of a port key: the host address, "*" for all.
@@ -201,8 +209,8 @@ func parsePortHost(s string) (netip.Addr, error) {
 	return netip.ParseAddr(s)
 }
 
-func (l layout) portKey(proto string, port uint16, hostIP netip.Addr) string {
-	return l.ports(proto, port).prefix + portHost(hostIP)
+func (l layout) portKey(node, proto string, port uint16, hostIP netip.Addr) string {
+	return l.ports(node, proto, port).prefix + portHost(hostIP)
 }
 
 // services is the collection of the services of namespace, of all when it is "".
@@ -245,6 +253,18 @@ func (l layout) blocks(nw string) collection {
 func (l layout) blockKey(nw string, p netip.Prefix) string {
 	return l.blocks(nw).prefix + escape(p.String())
 }
+
+// bgpConfig is the one key of the cluster's BGP settings, never deleted; a collection
+// of its own, never listed.
+func (l layout) bgpConfig() collection { return collection{prefix: l.prefix + "bgpconfig"} }
+
+func (l layout) bgpConfigKey() string { return l.bgpConfig().prefix }
+
+func (l layout) bgpPeers() collection {
+	return collection{prefix: l.prefix + "bgppeers/", gens: []span{l.bgpPeersGen()}}
+}
+
+func (l layout) bgpPeerKey(name string) string { return l.bgpPeers().prefix + escape(name) }
 
 // alive holds a key per live node, attached to the node's lease; transactions never
 // read it.

@@ -353,8 +353,11 @@ func (t *tx) PutCursor(network string, subnet netip.Prefix, a netip.Addr) error 
 
 func portName(proto string, port uint16) string { return fmt.Sprintf("%s/%d", proto, port) }
 
-func (t *tx) PortOwners(proto string, port uint16) (map[netip.Addr]string, error) {
-	c := t.s.layout.ports(proto, port)
+func (t *tx) PortOwners(node, proto string, port uint16) (map[netip.Addr]string, error) {
+	if node == "" {
+		return make(map[netip.Addr]string), nil
+	}
+	c := t.s.layout.ports(node, proto, port)
 	kvs, err := t.list(c)
 	if err != nil {
 		return nil, err
@@ -374,32 +377,35 @@ func (t *tx) PortOwners(proto string, port uint16) (map[netip.Addr]string, error
 	return m, nil
 }
 
-func (t *tx) PutPort(proto string, hostIP netip.Addr, port uint16, owner string) error {
-	op := fmt.Sprintf("put port %s %s", portName(proto, port), hostIP)
+func (t *tx) PutPort(node, proto string, hostIP netip.Addr, port uint16, owner string) error {
+	op := fmt.Sprintf("put port %s %s of node %q", portName(proto, port), hostIP, node)
 	if err := t.checkWritable(op); err != nil {
 		return err
 	}
-	if owner == "" || proto == "" {
-		return fmt.Errorf("%s: empty owner or protocol", op)
+	if err := store.CheckPort(node, proto, owner); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
 	}
-	t.put(t.s.layout.portKey(proto, port, hostIP), []byte(owner))
+	t.put(t.s.layout.portKey(node, proto, port, hostIP), []byte(owner))
 	return nil
 }
 
-func (t *tx) DeletePort(proto string, hostIP netip.Addr, port uint16) error {
-	op := fmt.Sprintf("delete port %s %s", portName(proto, port), hostIP)
+func (t *tx) DeletePort(node, proto string, hostIP netip.Addr, port uint16) error {
+	op := fmt.Sprintf("delete port %s %s of node %q", portName(proto, port), hostIP, node)
 	if err := t.checkWritable(op); err != nil {
 		return err
 	}
+	if node == "" {
+		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
+	}
 	l := t.s.layout
-	key := l.portKey(proto, port, hostIP)
-	if _, ok, err := t.get(key, l.ports(proto, port)); err != nil {
+	key := l.portKey(node, proto, port, hostIP)
+	if _, ok, err := t.get(key, l.ports(node, proto, port)); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	} else if !ok {
 		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
 	}
 	t.del(key)
-	t.bump(l.portsGen())
+	t.bump(l.portsGen(node))
 	return nil
 }
 
@@ -654,5 +660,111 @@ func (t *tx) DeleteBlock(network string, prefix netip.Prefix) error {
 	l := t.s.layout
 	t.del(l.blockKey(network, prefix))
 	t.bump(l.blocksGen(network))
+	return nil
+}
+
+func (t *tx) BGPConfig() (api.BGPConfig, bool, error) {
+	l := t.s.layout
+	v, ok, err := t.get(l.bgpConfigKey(), l.bgpConfig())
+	if err != nil || !ok {
+		return api.BGPConfig{}, false, err
+	}
+	var c api.BGPConfig
+	if err := json.Unmarshal(v, &c); err != nil {
+		return api.BGPConfig{}, false, fmt.Errorf("decode bgp config: %w", err)
+	}
+	return c, true, nil
+}
+
+func (t *tx) PutBGPConfig(c api.BGPConfig) error {
+	const op = "put bgp config"
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	v, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("%s: encode: %w", op, err)
+	}
+	t.put(t.s.layout.bgpConfigKey(), v)
+	return nil
+}
+
+// decodeBGPPeer decodes a peer record. The name comes from the key.
+func decodeBGPPeer(name string, v []byte) (api.BGPPeer, error) {
+	var p api.BGPPeer
+	if err := json.Unmarshal(v, &p); err != nil {
+		return api.BGPPeer{}, fmt.Errorf("decode bgp peer %q: %w", name, err)
+	}
+	p.Name = name
+	return p, nil
+}
+
+func (t *tx) BGPPeer(name string) (api.BGPPeer, bool, error) {
+	if name == "" {
+		return api.BGPPeer{}, false, nil
+	}
+	l := t.s.layout
+	v, ok, err := t.get(l.bgpPeerKey(name), l.bgpPeers())
+	if err != nil || !ok {
+		return api.BGPPeer{}, false, err
+	}
+	p, err := decodeBGPPeer(name, v)
+	if err != nil {
+		return api.BGPPeer{}, false, err
+	}
+	return p, true, nil
+}
+
+func (t *tx) BGPPeers() ([]api.BGPPeer, error) {
+	c := t.s.layout.bgpPeers()
+	kvs, err := t.list(c)
+	if err != nil {
+		return nil, err
+	}
+	var ps []api.BGPPeer
+	for _, x := range kvs {
+		name, err := segments(x.key, c.prefix, 1)
+		if err != nil {
+			return nil, err
+		}
+		p, err := decodeBGPPeer(name[0], x.val)
+		if err != nil {
+			return nil, err
+		}
+		ps = append(ps, p)
+	}
+	slices.SortFunc(ps, func(a, b api.BGPPeer) int { return strings.Compare(a.Name, b.Name) })
+	return ps, nil
+}
+
+func (t *tx) PutBGPPeer(p api.BGPPeer) error {
+	op := fmt.Sprintf("put bgp peer %q", p.Name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if err := store.CheckBGPPeer(p); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	v, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("%s: encode: %w", op, err)
+	}
+	t.put(t.s.layout.bgpPeerKey(p.Name), v)
+	return nil
+}
+
+func (t *tx) DeleteBGPPeer(name string) error {
+	op := fmt.Sprintf("delete bgp peer %q", name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if _, ok, err := t.BGPPeer(name); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	} else if !ok {
+		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
+	}
+	l := t.s.layout
+	t.del(l.bgpPeerKey(name))
+	t.bump(l.bgpPeersGen())
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -25,9 +26,17 @@ type tx struct {
 
 	// rev is the snapshot revision, pinned by the first read; 0 before it.
 	rev int64
-	// points are the keys read one by one from etcd, with what was seen.
+	// mirrored: the reads are served by snap, the mirror at rev; else by etcd.
+	mirrored bool
+	snap     snapshot
+	// seen is a revision etcd reported to an earlier attempt (its failed commit's):
+	// the first read waits for the mirror to get there. direct makes the reads go
+	// to etcd.
+	seen   int64
+	direct bool
+	// points are the keys read one by one, with what was seen.
 	points map[string]pointRead
-	// ranges are the collections listed from etcd, by prefix.
+	// ranges are the collections listed, by prefix.
 	ranges map[string]collection
 	// writes are the buffered puts and deletes of single keys.
 	writes map[string]write
@@ -77,9 +86,21 @@ func (t *tx) isCleared(key string) bool {
 	return false
 }
 
-// read asks etcd for key, or every key under it with prefix, at the snapshot
-// revision, pinning it on the first read.
-func (t *tx) read(key string, prefix bool) (*clientv3.GetResponse, error) {
+// read returns key, or every key under it with prefix, at the snapshot revision,
+// pinning it on the first read: the mirror's revision when the mirror can serve the
+// transaction (see mirror.snapshot), else etcd's.
+func (t *tx) read(key string, prefix bool) ([]*mvccpb.KeyValue, error) {
+	if t.rev == 0 && !t.direct {
+		if snap, ok := t.s.mirror.snapshot(t.s.floor.Load(), t.seen); ok {
+			t.snap, t.rev, t.mirrored = snap, snap.rev, true
+		}
+	}
+	if t.mirrored {
+		if prefix {
+			return t.snap.list(key), nil
+		}
+		return t.snap.get(key), nil
+	}
 	var opts []clientv3.OpOption
 	if prefix {
 		opts = append(opts, clientv3.WithPrefix())
@@ -100,7 +121,7 @@ func (t *tx) read(key string, prefix bool) (*clientv3.GetResponse, error) {
 	if t.rev == 0 {
 		t.rev = resp.Header.Revision
 	}
-	return resp, nil
+	return resp.Kvs, nil
 }
 
 // get returns the value of key as this transaction sees it; c is the collection key
@@ -115,13 +136,13 @@ func (t *tx) get(key string, c collection) ([]byte, bool, error) {
 	if p, ok := t.points[key]; ok {
 		return p.val, p.modRev != 0, nil
 	}
-	resp, err := t.read(key, false)
+	kvs, err := t.read(key, false)
 	if err != nil {
 		return nil, false, err
 	}
 	p := pointRead{coll: c}
-	if len(resp.Kvs) > 0 {
-		p.modRev, p.val = resp.Kvs[0].ModRevision, resp.Kvs[0].Value
+	if len(kvs) > 0 {
+		p.modRev, p.val = kvs[0].ModRevision, kvs[0].Value
 	}
 	t.points[key] = p
 	return p.val, p.modRev != 0, nil
@@ -136,12 +157,12 @@ type kv struct {
 func (t *tx) list(c collection) ([]kv, error) {
 	m := make(map[string][]byte)
 	if !t.isCleared(c.prefix) {
-		resp, err := t.read(c.prefix, true)
+		kvs, err := t.read(c.prefix, true)
 		if err != nil {
 			return nil, err
 		}
 		t.ranges[c.prefix] = c
-		for _, x := range resp.Kvs {
+		for _, x := range kvs {
 			if k := string(x.Key); !t.isCleared(k) {
 				m[k] = x.Value
 			}
@@ -192,7 +213,7 @@ func (t *tx) dirty() bool { return len(t.writes) > 0 || len(t.cleared) > 0 }
 // more than coarsenAt times is compared as a whole.
 func (t *tx) compares() []clientv3.Cmp {
 	if t.rev == 0 {
-		return nil // nothing read from etcd
+		return nil // nothing read
 	}
 	spans := make(map[span]bool) // compared with ModRevision <= rev
 	addColl := func(c collection) {

@@ -424,6 +424,16 @@ func WatchAcross(t *testing.T, a, b store.Store) {
 		{"a claimed block", func() {
 			update(t, b, func(tx store.Tx) error { return tx.PutBlock(sampleBlock("red", "10.88.0.0/26", "n1")) })
 		}},
+		{"a BGP peer", func() {
+			update(t, b, func(tx store.Tx) error { return tx.PutBGPPeer(samplePeer("tor1", "192.0.2.254")) })
+		}},
+		{"the BGP settings", func() {
+			update(t, b, func(tx store.Tx) error { return tx.PutBGPConfig(api.BGPConfig{ASN: api.DefaultASN}) })
+		}},
+		{"a published port", func() {
+			update(t, b, func(tx store.Tx) error { return tx.PutPort("n1", "tcp", netip.Addr{}, 80, "red/c1/eth0") })
+		}},
+		{"a BGP peer deletion", func() { update(t, b, func(tx store.Tx) error { return tx.DeleteBGPPeer("tor1") }) }},
 		{"a registration", func() { mustRegister(t, b, rctx, "n1", "192.0.2.1") }},
 		{"the end of the registration", rcancel},
 		{"a network deletion", func() { update(t, b, func(tx store.Tx) error { return tx.DeleteNetwork("red") }) }},

@@ -30,6 +30,7 @@ func Conformance(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Allocations", testAllocations},
 		{"Cursors", testCursors},
 		{"Ports", testPorts},
+		{"PortsPerNode", testPortsPerNode},
 		{"Services", testServices},
 		{"ReadYourWrites", testReadYourWrites},
 		{"ReadYourDeletes", testReadYourDeletes},
@@ -45,6 +46,8 @@ func Conformance(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Nodes", testNodes},
 		{"Blocks", testBlocks},
 		{"BlockClaimRace", testBlockClaimRace},
+		{"BGPConfig", testBGPConfig},
+		{"BGPPeers", testBGPPeers},
 		{"Register", testRegister},
 		{"RegisterInvalid", testRegisterInvalid},
 		{"CloseEndsRegistrations", testCloseEndsRegistrations},
@@ -476,6 +479,24 @@ func testReadYourWrites(t *testing.T, s store.Store) {
 		if bs, err := tx.Blocks(""); len(bs) != 1 || err != nil {
 			t.Errorf("block not listed in its own transaction: %v, %v", bs, err)
 		}
+		if err := tx.PutPort("n1", "tcp", netip.Addr{}, 80, "red/c1/eth0"); err != nil {
+			return err
+		}
+		if m, err := tx.PortOwners("n1", "tcp", 80); len(m) != 1 || err != nil {
+			t.Errorf("port not visible in its own transaction: %v, %v", m, err)
+		}
+		if err := tx.PutBGPConfig(api.BGPConfig{ASN: 65010}); err != nil {
+			return err
+		}
+		if c, ok, err := tx.BGPConfig(); c.ASN != 65010 || !ok || err != nil {
+			t.Errorf("BGP settings not visible in their own transaction: %+v, %v, %v", c, ok, err)
+		}
+		if err := tx.PutBGPPeer(samplePeer("tor1", "192.0.2.254")); err != nil {
+			return err
+		}
+		if ps, err := tx.BGPPeers(); len(ps) != 1 || err != nil {
+			t.Errorf("BGP peer not listed in its own transaction: %v, %v", ps, err)
+		}
 		return nil
 	})
 }
@@ -488,6 +509,8 @@ type contents struct {
 	Cursors   map[string]netip.Addr
 	Nodes     []api.Node
 	Blocks    []api.Block
+	BGPConfig *api.BGPConfig
+	BGPPeers  []api.BGPPeer
 }
 
 func dump(t *testing.T, s store.Store, prefixes ...netip.Prefix) contents {
@@ -505,6 +528,14 @@ func dump(t *testing.T, s store.Store, prefixes ...netip.Prefix) contents {
 			return err
 		}
 		if c.Blocks, err = tx.Blocks(""); err != nil {
+			return err
+		}
+		if bc, ok, err := tx.BGPConfig(); err != nil {
+			return err
+		} else if ok {
+			c.BGPConfig = &bc
+		}
+		if c.BGPPeers, err = tx.BGPPeers(); err != nil {
 			return err
 		}
 		c.Allocs = make(map[string]map[netip.Addr]string)
@@ -546,6 +577,12 @@ func testRollback(t *testing.T, s store.Store) {
 		if err := tx.PutBlock(sampleBlock("red", "10.88.0.0/26", "n1")); err != nil {
 			return err
 		}
+		if err := tx.PutBGPConfig(api.BGPConfig{ASN: 64512, NodeMesh: true}); err != nil {
+			return err
+		}
+		if err := tx.PutBGPPeer(samplePeer("tor1", "192.0.2.254")); err != nil {
+			return err
+		}
 		return tx.PutCursor("red", p, netip.MustParseAddr("10.88.0.5"))
 	})
 	before := dump(t, s, p)
@@ -568,6 +605,9 @@ func testRollback(t *testing.T, s store.Store) {
 			tx.PutBlock(sampleBlock("red", "10.88.0.64/26", "n2")),
 			tx.DeleteBlock("red", netip.MustParsePrefix("10.88.0.0/26")),
 			tx.PutBlock(sampleBlock("blue", "10.88.0.0/26", "n2")),
+			tx.PutBGPConfig(api.BGPConfig{ASN: 65000}),
+			tx.PutBGPPeer(samplePeer("tor2", "192.0.2.253")),
+			tx.DeleteBGPPeer("tor1"),
 		} {
 			if err != nil {
 				t.Errorf("write before failing: %v", err)
@@ -695,6 +735,20 @@ func testNotFound(t *testing.T, s store.Store) {
 			if _, ok, err := tx.Node(name); ok || err != nil {
 				t.Errorf("Node(%q): ok %v, err %v; want ok=false, no error", name, ok, err)
 			}
+			if _, ok, err := tx.BGPPeer(name); ok || err != nil {
+				t.Errorf("BGPPeer(%q): ok %v, err %v; want ok=false, no error", name, ok, err)
+			}
+		}
+		if _, ok, err := tx.BGPConfig(); ok || err != nil {
+			t.Errorf("BGPConfig never put: ok %v, err %v; want ok=false, no error", ok, err)
+		}
+		if ps, err := tx.BGPPeers(); len(ps) != 0 || err != nil {
+			t.Errorf("BGPPeers of an empty store = %v, %v; want none", ps, err)
+		}
+		for _, node := range []string{"n1", ""} {
+			if m, err := tx.PortOwners(node, "tcp", 80); len(m) != 0 || m == nil || err != nil {
+				t.Errorf("PortOwners(%q, tcp, 80) = %#v, %v; want an empty map, no error", node, m, err)
+			}
 		}
 		for _, b := range []struct {
 			nw string
@@ -728,6 +782,10 @@ func testNotFound(t *testing.T, s store.Store) {
 			return tx.DeleteAllocation("nosuch", netip.MustParseAddr("10.88.0.5"))
 		}},
 		{"DeleteNode", func(tx store.Tx) error { return tx.DeleteNode("nosuch") }},
+		{"DeletePort", func(tx store.Tx) error { return tx.DeletePort("n1", "tcp", netip.Addr{}, 80) }},
+		{"DeletePort of an empty node name", func(tx store.Tx) error { return tx.DeletePort("", "tcp", netip.Addr{}, 80) }},
+		{"DeleteBGPPeer", func(tx store.Tx) error { return tx.DeleteBGPPeer("nosuch") }},
+		{"DeleteBGPPeer of an empty name", func(tx store.Tx) error { return tx.DeleteBGPPeer("") }},
 		{"DeleteBlock", func(tx store.Tx) error { return tx.DeleteBlock("red", netip.MustParsePrefix("10.88.0.0/26")) }},
 		{"DeleteBlock of missing network", func(tx store.Tx) error {
 			return tx.DeleteBlock("nosuch", netip.MustParsePrefix("10.88.0.0/26"))
@@ -768,6 +826,9 @@ func testReadOnlyView(t *testing.T, s store.Store) {
 		if err := tx.PutBlock(sampleBlock("red", "10.88.0.0/26", "n1")); err != nil {
 			return err
 		}
+		if err := tx.PutBGPPeer(samplePeer("tor1", "192.0.2.254")); err != nil {
+			return err
+		}
 		return tx.PutAllocation("red", a, "red/c1/eth0")
 	})
 	before := dump(t, s, p)
@@ -784,14 +845,17 @@ func testReadOnlyView(t *testing.T, s store.Store) {
 		{"PutAllocation", func(tx store.Tx) error { return tx.PutAllocation("red", netip.MustParseAddr("10.88.0.6"), "x") }},
 		{"DeleteAllocation", func(tx store.Tx) error { return tx.DeleteAllocation("red", a) }},
 		{"PutCursor", func(tx store.Tx) error { return tx.PutCursor("red", p, a) }},
-		{"PutPort", func(tx store.Tx) error { return tx.PutPort("tcp", netip.Addr{}, 80, "x") }},
-		{"DeletePort", func(tx store.Tx) error { return tx.DeletePort("tcp", netip.Addr{}, 80) }},
+		{"PutPort", func(tx store.Tx) error { return tx.PutPort("n1", "tcp", netip.Addr{}, 80, "x") }},
+		{"DeletePort", func(tx store.Tx) error { return tx.DeletePort("n1", "tcp", netip.Addr{}, 80) }},
 		{"PutService", func(tx store.Tx) error { return tx.PutService(api.Service{Namespace: "a", Name: "b"}) }},
 		{"DeleteService", func(tx store.Tx) error { return tx.DeleteService("a", "b") }},
 		{"PutNode", func(tx store.Tx) error { return tx.PutNode(sampleNode("n2", "192.0.2.2")) }},
 		{"DeleteNode", func(tx store.Tx) error { return tx.DeleteNode("n1") }},
 		{"PutBlock", func(tx store.Tx) error { return tx.PutBlock(sampleBlock("red", "10.88.0.64/26", "n1")) }},
 		{"DeleteBlock", func(tx store.Tx) error { return tx.DeleteBlock("red", netip.MustParsePrefix("10.88.0.0/26")) }},
+		{"PutBGPConfig", func(tx store.Tx) error { return tx.PutBGPConfig(api.BGPConfig{ASN: 65000}) }},
+		{"PutBGPPeer", func(tx store.Tx) error { return tx.PutBGPPeer(samplePeer("tor2", "192.0.2.253")) }},
+		{"DeleteBGPPeer", func(tx store.Tx) error { return tx.DeleteBGPPeer("tor1") }},
 	}
 	for _, w := range writes {
 		var werr error
@@ -853,6 +917,18 @@ func testInvalidWrites(t *testing.T, s store.Store) {
 		{"PutBlock with empty network", func(tx store.Tx) error {
 			return tx.PutBlock(block("", "10.88.0.0/26", "n1"))
 		}, []string{"network"}},
+		{"PutPort with empty node", func(tx store.Tx) error {
+			return tx.PutPort("", "tcp", netip.Addr{}, 80, "o")
+		}, []string{"node"}},
+		{"PutPort with empty protocol", func(tx store.Tx) error {
+			return tx.PutPort("n1", "", netip.Addr{}, 80, "o")
+		}, []string{"protocol"}},
+		{"PutPort with empty owner", func(tx store.Tx) error {
+			return tx.PutPort("n1", "tcp", netip.Addr{}, 80, "")
+		}, []string{"owner"}},
+		{"PutBGPPeer with empty name", func(tx store.Tx) error {
+			return tx.PutBGPPeer(samplePeer("", "192.0.2.254"))
+		}, []string{"name"}},
 	}
 	for _, w := range writes {
 		err := s.Update(w.fn)
@@ -974,37 +1050,162 @@ func testPorts(t *testing.T, s store.Store) {
 			port  uint16
 			owner string
 		}{{any4, 8080, "a"}, {h1, 8080, "b"}, {h6, 8080, "c"}, {any4, 53, "d"}} {
-			if err := tx.PutPort("tcp", p.ip, p.port, p.owner); err != nil {
+			if err := tx.PutPort("n1", "tcp", p.ip, p.port, p.owner); err != nil {
 				return err
 			}
 		}
-		return tx.PutPort("udp", any4, 8080, "e")
+		return tx.PutPort("n1", "udp", any4, 8080, "e")
 	})
 	view(t, s, func(tx store.Tx) error {
-		got, err := tx.PortOwners("tcp", 8080)
+		got, err := tx.PortOwners("n1", "tcp", 8080)
 		want := map[netip.Addr]string{any4: "a", h1: "b", h6: "c"}
 		if err == nil && !maps.Equal(got, want) {
-			t.Errorf("PortOwners(tcp, 8080) = %v, want %v", got, want)
+			t.Errorf("PortOwners(n1, tcp, 8080) = %v, want %v", got, want)
 		}
-		if got, _ := tx.PortOwners("udp", 8080); !maps.Equal(got, map[netip.Addr]string{any4: "e"}) {
-			t.Errorf("PortOwners(udp, 8080) = %v", got)
+		if got, _ := tx.PortOwners("n1", "udp", 8080); !maps.Equal(got, map[netip.Addr]string{any4: "e"}) {
+			t.Errorf("PortOwners(n1, udp, 8080) = %v", got)
 		}
-		if got, _ := tx.PortOwners("tcp", 9999); len(got) != 0 || got == nil {
+		if got, _ := tx.PortOwners("n1", "tcp", 9999); len(got) != 0 || got == nil {
 			t.Errorf("PortOwners of a free port = %#v, want an empty map", got)
 		}
 		return err
 	})
-	update(t, s, func(tx store.Tx) error { return tx.DeletePort("tcp", any4, 8080) })
+	// A second put replaces the owner.
+	update(t, s, func(tx store.Tx) error { return tx.PutPort("n1", "tcp", h1, 8080, "b2") })
+	update(t, s, func(tx store.Tx) error { return tx.DeletePort("n1", "tcp", any4, 8080) })
 	view(t, s, func(tx store.Tx) error {
-		got, err := tx.PortOwners("tcp", 8080)
-		if want := map[netip.Addr]string{h1: "b", h6: "c"}; err == nil && !maps.Equal(got, want) {
+		got, err := tx.PortOwners("n1", "tcp", 8080)
+		if want := map[netip.Addr]string{h1: "b2", h6: "c"}; err == nil && !maps.Equal(got, want) {
 			t.Errorf("after delete: %v, want %v", got, want)
 		}
 		return err
 	})
-	err := s.Update(func(tx store.Tx) error { return tx.DeletePort("tcp", any4, 8080) })
+	err := s.Update(func(tx store.Tx) error { return tx.DeletePort("n1", "tcp", any4, 8080) })
 	if !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("DeletePort of a free port: %v, want ErrNotFound", err)
+	}
+}
+
+// testPortsPerNode: two nodes publish the same port on the same host address
+// independently (a store shared by a cluster).
+func testPortsPerNode(t *testing.T, s store.Store) {
+	any4 := netip.Addr{}
+	h1 := netip.MustParseAddr("192.0.2.1")
+	update(t, s, func(tx store.Tx) error {
+		for _, p := range []struct {
+			node, owner string
+			ip          netip.Addr
+		}{{"n1", "red/a/eth0", any4}, {"n2", "red/b/eth0", any4}, {"n2", "red/c/eth0", h1}, {"b/x", "red/d/eth0", any4}} {
+			if err := tx.PutPort(p.node, "tcp", p.ip, 8080, p.owner); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	owners := func(what string, want map[string]map[netip.Addr]string) {
+		t.Helper()
+		view(t, s, func(tx store.Tx) error {
+			for _, node := range []string{"n1", "n2", "b/x", "n3"} {
+				got, err := tx.PortOwners(node, "tcp", 8080)
+				if err != nil {
+					return err
+				}
+				w := want[node]
+				if w == nil {
+					w = map[netip.Addr]string{}
+				}
+				if !maps.Equal(got, w) {
+					t.Errorf("%s: PortOwners(%q, tcp, 8080) = %v, want %v", what, node, got, w)
+				}
+			}
+			return nil
+		})
+	}
+	owners("after the puts", map[string]map[netip.Addr]string{
+		"n1":  {any4: "red/a/eth0"},
+		"n2":  {any4: "red/b/eth0", h1: "red/c/eth0"},
+		"b/x": {any4: "red/d/eth0"},
+	})
+	update(t, s, func(tx store.Tx) error { return tx.DeletePort("n1", "tcp", any4, 8080) })
+	owners("after n1 released its port", map[string]map[netip.Addr]string{
+		"n2":  {any4: "red/b/eth0", h1: "red/c/eth0"},
+		"b/x": {any4: "red/d/eth0"},
+	})
+	err := s.Update(func(tx store.Tx) error { return tx.DeletePort("n1", "tcp", any4, 8080) })
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("DeletePort of n1 after it released the port: %v, want ErrNotFound", err)
+	}
+	err = s.Update(func(tx store.Tx) error { return tx.DeletePort("n3", "tcp", h1, 8080) })
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("DeletePort of a node that publishes nothing: %v, want ErrNotFound", err)
+	}
+}
+
+func samplePeer(name, addr string) api.BGPPeer {
+	return api.BGPPeer{Name: name, Address: netip.MustParseAddr(addr), ASN: 65001}
+}
+
+func testBGPConfig(t *testing.T, s store.Store) {
+	view(t, s, func(tx store.Tx) error {
+		if c, ok, err := tx.BGPConfig(); ok || err != nil || c != (api.BGPConfig{}) {
+			t.Errorf("BGPConfig never put = %+v, %v, %v; want zero, not ok", c, ok, err)
+		}
+		return nil
+	})
+	for _, want := range []api.BGPConfig{{ASN: api.DefaultASN, NodeMesh: true}, {ASN: 65010}} {
+		update(t, s, func(tx store.Tx) error { return tx.PutBGPConfig(want) })
+		view(t, s, func(tx store.Tx) error {
+			if c, ok, err := tx.BGPConfig(); !ok || err != nil || c != want {
+				t.Errorf("BGPConfig after putting %+v = %+v, %v, %v", want, c, ok, err)
+			}
+			return nil
+		})
+	}
+}
+
+func testBGPPeers(t *testing.T, s store.Store) {
+	tor := samplePeer("tor", "192.0.2.254")
+	tor.Node = "n1"
+	rr6 := samplePeer("rr/6", "2001:db8::fe")
+	rr6.ASN = 64512
+	update(t, s, func(tx store.Tx) error {
+		for _, p := range []api.BGPPeer{tor, samplePeer("rr", "192.0.2.253"), rr6} {
+			if err := tx.PutBGPPeer(p); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	view(t, s, func(tx store.Tx) error {
+		if p, ok, err := tx.BGPPeer("tor"); !ok || err != nil || p != tor {
+			t.Errorf("BGPPeer(tor) = %+v, %v, %v; want %+v", p, ok, err, tor)
+		}
+		if p, ok, err := tx.BGPPeer("rr/6"); !ok || err != nil || p != rr6 {
+			t.Errorf("BGPPeer(rr/6) = %+v, %v, %v; want %+v", p, ok, err, rr6)
+		}
+		ps, err := tx.BGPPeers()
+		mustEqual(t, "BGPPeers", ps, []api.BGPPeer{samplePeer("rr", "192.0.2.253"), rr6, tor})
+		return err
+	})
+	// Replace one, delete another.
+	tor.Address, tor.Node = netip.MustParseAddr("192.0.2.250"), ""
+	update(t, s, func(tx store.Tx) error { return tx.PutBGPPeer(tor) })
+	update(t, s, func(tx store.Tx) error { return tx.DeleteBGPPeer("rr") })
+	view(t, s, func(tx store.Tx) error {
+		if _, ok, err := tx.BGPPeer("rr"); ok || err != nil {
+			t.Errorf("deleted BGPPeer(rr): ok %v, err %v; want gone", ok, err)
+		}
+		ps, err := tx.BGPPeers()
+		mustEqual(t, "BGPPeers after a replace and a delete", ps, []api.BGPPeer{rr6, tor})
+		return err
+	})
+	err := s.Update(func(tx store.Tx) error { return tx.DeleteBGPPeer("rr") })
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("second DeleteBGPPeer: %v, want ErrNotFound", err)
+	}
+	err = s.Update(func(tx store.Tx) error { return tx.PutBGPPeer(api.BGPPeer{Address: netip.MustParseAddr("192.0.2.1")}) })
+	if err == nil || !strings.Contains(err.Error(), "name") {
+		t.Errorf("PutBGPPeer with an empty name: %v; want an error about the name", err)
 	}
 }
 
@@ -1073,8 +1274,13 @@ func testReadYourDeletes(t *testing.T, s store.Store) {
 		if err := tx.PutAllocation("red", a, "o"); err != nil {
 			return err
 		}
-		if err := tx.PutPort("tcp", netip.Addr{}, 80, "o"); err != nil {
+		if err := tx.PutPort("n1", "tcp", netip.Addr{}, 80, "o"); err != nil {
 			return err
+		}
+		for _, p := range []string{"tor1", "tor2"} {
+			if err := tx.PutBGPPeer(samplePeer(p, "192.0.2.254")); err != nil {
+				return err
+			}
 		}
 		for _, n := range []string{"n1", "n2"} {
 			if err := tx.PutNode(sampleNode(n, "192.0.2.1")); err != nil {
@@ -1105,10 +1311,17 @@ func testReadYourDeletes(t *testing.T, s store.Store) {
 		if _, ok, err := tx.Block("red", block); !ok || err != nil {
 			t.Errorf("Block(red, %s): ok %v, err %v; want found", block, ok, err)
 		}
+		if ps, err := tx.BGPPeers(); len(ps) != 2 || err != nil {
+			t.Errorf("BGPPeers = %v, %v; want 2", ps, err)
+		}
+		if m, err := tx.PortOwners("n1", "tcp", 80); len(m) != 1 || err != nil {
+			t.Errorf("PortOwners(n1, tcp, 80) = %v, %v; want 1", m, err)
+		}
 		for _, err := range []error{
 			tx.DeleteEndpoint(k),
 			tx.DeleteAllocation("red", a),
-			tx.DeletePort("tcp", netip.Addr{}, 80),
+			tx.DeletePort("n1", "tcp", netip.Addr{}, 80),
+			tx.DeleteBGPPeer("tor1"),
 			tx.DeleteService("ns", "web"),
 			tx.DeleteNode("n1"),
 			tx.DeleteBlock("red", block),
@@ -1135,8 +1348,17 @@ func testReadYourDeletes(t *testing.T, s store.Store) {
 		if held, err := tx.AllocationsOf("red", "o"); len(held) != 0 || err != nil {
 			t.Errorf("AllocationsOf(red, o) after release = %v, %v; want none", held, err)
 		}
-		if m, err := tx.PortOwners("tcp", 80); len(m) != 0 || err != nil {
-			t.Errorf("PortOwners(tcp, 80) after delete = %v, %v; want none", m, err)
+		if m, err := tx.PortOwners("n1", "tcp", 80); len(m) != 0 || err != nil {
+			t.Errorf("PortOwners(n1, tcp, 80) after delete = %v, %v; want none", m, err)
+		}
+		if _, ok, err := tx.BGPPeer("tor1"); ok || err != nil {
+			t.Errorf("deleted BGP peer still read in its own transaction: ok %v, err %v", ok, err)
+		}
+		if ps, err := tx.BGPPeers(); len(ps) != 1 || err != nil {
+			t.Errorf("BGPPeers after deleting one = %v, %v; want tor2 only", ps, err)
+		}
+		if err := tx.DeleteBGPPeer("tor1"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("second DeleteBGPPeer in one transaction: %v; want ErrNotFound", err)
 		}
 		if list, err := tx.Services(""); len(list) != 0 || err != nil {
 			t.Errorf("Services after delete = %v, %v; want none", list, err)
@@ -1168,6 +1390,7 @@ func testReadYourDeletes(t *testing.T, s store.Store) {
 	mustEqual(t, "allocations after the deletes", c.Allocs["red"], map[netip.Addr]string{})
 	mustEqual(t, "nodes after the deletes", c.Nodes, []api.Node{sampleNode("n2", "192.0.2.1")})
 	mustEqual(t, "blocks after the deletes", c.Blocks, []api.Block{sampleBlock("red", "10.88.0.64/26", "n1")})
+	mustEqual(t, "BGP peers after the deletes", c.BGPPeers, []api.BGPPeer{samplePeer("tor2", "192.0.2.254")})
 }
 
 // testDeleteAndRecreateNetwork deletes a network and fills it again in one

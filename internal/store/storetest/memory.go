@@ -52,10 +52,12 @@ type memState struct {
 	endpoints map[api.EndpointKey]api.Endpoint
 	allocs    map[string]map[netip.Addr]string
 	cursors   map[string]map[netip.Prefix]netip.Addr
-	ports     map[string]map[netip.Addr]string // "proto/port" -> host address -> owner
-	services  map[[2]string]api.Service        // (namespace, name) -> service
+	ports     map[[2]string]map[netip.Addr]string // (node, "proto/port") -> host address -> owner
+	services  map[[2]string]api.Service           // (namespace, name) -> service
 	nodes     map[string]api.Node
 	blocks    map[string]map[netip.Prefix]api.Block // network -> prefix -> block
+	bgpConfig *api.BGPConfig                        // nil until put
+	bgpPeers  map[string]api.BGPPeer
 }
 
 func newMemState() *memState {
@@ -64,10 +66,11 @@ func newMemState() *memState {
 		endpoints: make(map[api.EndpointKey]api.Endpoint),
 		allocs:    make(map[string]map[netip.Addr]string),
 		cursors:   make(map[string]map[netip.Prefix]netip.Addr),
-		ports:     make(map[string]map[netip.Addr]string),
+		ports:     make(map[[2]string]map[netip.Addr]string),
 		services:  make(map[[2]string]api.Service),
 		nodes:     make(map[string]api.Node),
 		blocks:    make(map[string]map[netip.Prefix]api.Block),
+		bgpPeers:  make(map[string]api.BGPPeer),
 	}
 }
 
@@ -79,10 +82,12 @@ func (s *memState) clone() *memState {
 		endpoints: maps.Clone(s.endpoints),
 		allocs:    make(map[string]map[netip.Addr]string, len(s.allocs)),
 		cursors:   make(map[string]map[netip.Prefix]netip.Addr, len(s.cursors)),
-		ports:     make(map[string]map[netip.Addr]string, len(s.ports)),
+		ports:     make(map[[2]string]map[netip.Addr]string, len(s.ports)),
 		services:  maps.Clone(s.services),
 		nodes:     maps.Clone(s.nodes),
 		blocks:    make(map[string]map[netip.Prefix]api.Block, len(s.blocks)),
+		bgpConfig: s.bgpConfig, // replaced, never modified
+		bgpPeers:  maps.Clone(s.bgpPeers),
 	}
 	for k, v := range s.blocks {
 		c.blocks[k] = maps.Clone(v)
@@ -394,25 +399,28 @@ func (t *memTx) PutCursor(network string, subnet netip.Prefix, a netip.Addr) err
 	return nil
 }
 
-func portKey(proto string, port uint16) string { return fmt.Sprintf("%s/%d", proto, port) }
+// portKey is the key of the ports of node on proto port.
+func portKey(node, proto string, port uint16) [2]string {
+	return [2]string{node, fmt.Sprintf("%s/%d", proto, port)}
+}
 
-func (t *memTx) PortOwners(proto string, port uint16) (map[netip.Addr]string, error) {
-	m := maps.Clone(t.s.ports[portKey(proto, port)])
+func (t *memTx) PortOwners(node, proto string, port uint16) (map[netip.Addr]string, error) {
+	m := maps.Clone(t.s.ports[portKey(node, proto, port)])
 	if m == nil {
 		m = make(map[netip.Addr]string)
 	}
 	return m, nil
 }
 
-func (t *memTx) PutPort(proto string, hostIP netip.Addr, port uint16, owner string) error {
-	op := fmt.Sprintf("put port %s %s", portKey(proto, port), hostIP)
+func (t *memTx) PutPort(node, proto string, hostIP netip.Addr, port uint16, owner string) error {
+	k := portKey(node, proto, port)
+	op := fmt.Sprintf("put port %s %s of node %q", k[1], hostIP, node)
 	if err := t.checkWritable(op); err != nil {
 		return err
 	}
-	if owner == "" || proto == "" {
-		return fmt.Errorf("%s: empty owner or protocol", op)
+	if err := store.CheckPort(node, proto, owner); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
 	}
-	k := portKey(proto, port)
 	if t.s.ports[k] == nil {
 		t.s.ports[k] = make(map[netip.Addr]string)
 	}
@@ -421,12 +429,12 @@ func (t *memTx) PutPort(proto string, hostIP netip.Addr, port uint16, owner stri
 	return nil
 }
 
-func (t *memTx) DeletePort(proto string, hostIP netip.Addr, port uint16) error {
-	op := fmt.Sprintf("delete port %s %s", portKey(proto, port), hostIP)
+func (t *memTx) DeletePort(node, proto string, hostIP netip.Addr, port uint16) error {
+	k := portKey(node, proto, port)
+	op := fmt.Sprintf("delete port %s %s of node %q", k[1], hostIP, node)
 	if err := t.checkWritable(op); err != nil {
 		return err
 	}
-	k := portKey(proto, port)
 	if _, ok := t.s.ports[k][hostIP]; !ok {
 		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
 	}
@@ -580,6 +588,61 @@ func (t *memTx) DeleteBlock(network string, prefix netip.Prefix) error {
 		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
 	}
 	delete(t.s.blocks[network], prefix)
+	t.wrote = true
+	return nil
+}
+
+func (t *memTx) BGPConfig() (api.BGPConfig, bool, error) {
+	if t.s.bgpConfig == nil {
+		return api.BGPConfig{}, false, nil
+	}
+	return *t.s.bgpConfig, true, nil
+}
+
+func (t *memTx) PutBGPConfig(c api.BGPConfig) error {
+	if err := t.checkWritable("put bgp config"); err != nil {
+		return err
+	}
+	t.s.bgpConfig = &c
+	t.wrote = true
+	return nil
+}
+
+func (t *memTx) BGPPeer(name string) (api.BGPPeer, bool, error) {
+	p, ok := t.s.bgpPeers[name]
+	return p, ok, nil
+}
+
+func (t *memTx) BGPPeers() ([]api.BGPPeer, error) {
+	var ps []api.BGPPeer
+	for _, name := range slices.Sorted(maps.Keys(t.s.bgpPeers)) {
+		ps = append(ps, t.s.bgpPeers[name])
+	}
+	return ps, nil
+}
+
+func (t *memTx) PutBGPPeer(p api.BGPPeer) error {
+	op := fmt.Sprintf("put bgp peer %q", p.Name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if err := store.CheckBGPPeer(p); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	t.s.bgpPeers[p.Name] = p
+	t.wrote = true
+	return nil
+}
+
+func (t *memTx) DeleteBGPPeer(name string) error {
+	op := fmt.Sprintf("delete bgp peer %q", name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if _, ok := t.s.bgpPeers[name]; !ok {
+		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
+	}
+	delete(t.s.bgpPeers, name)
 	t.wrote = true
 	return nil
 }

@@ -71,9 +71,12 @@ func TestMemoryWroteOnlyOnChange(t *testing.T) {
 		tx.DeleteNetwork("nosuch"),
 		tx.DeleteEndpoint(api.EndpointKey{Network: "red", ContainerID: "c1", IfName: "eth0"}),
 		tx.DeleteAllocation("red", netip.MustParseAddr("10.88.0.5")),
-		tx.DeletePort("tcp", netip.Addr{}, 80),
+		tx.DeletePort("n1", "tcp", netip.Addr{}, 80),
+		tx.PutPort("", "tcp", netip.Addr{}, 80, "o"),
 		tx.DeleteService("default", "web"),
 		tx.DeleteNode("n1"),
+		tx.DeleteBGPPeer("tor1"),
+		tx.PutBGPPeer(api.BGPPeer{}),
 		tx.DeleteBlock("red", p),
 		tx.PutBlock(api.Block{Network: "red", Prefix: p, Node: "n1"}), // no network red
 		tx.PutNode(api.Node{}),
