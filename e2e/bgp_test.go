@@ -94,7 +94,7 @@ protocol static static4 {
 	// Refused: a node's address (the mesh has it) and a zero AS, each named.
 	for args, want := range map[string]string{
 		"peer add n2 --address " + lab.UnderlayAddr(2).Addr().String() + " --as 65002": `address "192.168.77.12": is node "n2"`,
-		"peer add zero --address 192.168.77.99 --as 0":                                `asn "0": must be 1 to 4294967295`,
+		"peer add zero --address 192.168.77.99 --as 0":                                 `asn "0": must be 1 to 4294967295`,
 	} {
 		if r := runPodnet(t, agents[0].Socket(), nil, append([]string{"bgp"}, strings.Fields(args)...)...); r.code == 0 || !strings.Contains(r.stderr, want) {
 			t.Errorf("bgp %s: want an error with %q, got %s", args, want, r)
