@@ -242,22 +242,11 @@ func (a *Agent) stopBGP() {
 	}
 }
 
-// bgpRoutesChanged installs what the speaker learned: a cluster sync on a shared store
-// (it coalesces with the store's changes), else the overlays alone.
+// bgpRoutesChanged has clusterLoop install what the speaker learned (it coalesces with
+// the store's changes). It never waits: stopBGP, called under netMu, waits for the
+// speaker's watch, which calls it.
 func (a *Agent) bgpRoutesChanged() {
-	if a.clusterSig != nil {
-		a.clusterChanged()
-		return
-	}
-	a.netMu.Lock()
-	defer a.netMu.Unlock()
-	nets, err := a.Networks()
-	if err == nil {
-		err = a.syncOverlays(nets)
-	}
-	if err != nil {
-		a.log.Error("bgp: install learned routes", "err", err)
-	}
+	a.clusterChanged()
 }
 
 // syncLearned installs the learned routes outside the pod networks, and removes them
@@ -412,8 +401,5 @@ func (a *Agent) RemoveBGPPeer(name string) error {
 // bgpConfigChanged applies a BGP change made through this agent at once (the other
 // nodes see it through the store's watch).
 func (a *Agent) bgpConfigChanged() {
-	if a.clusterSig != nil {
-		return // the watch fires for our own change too
-	}
-	a.bgpRoutesChanged()
+	a.clusterChanged()
 }

@@ -57,15 +57,16 @@ func (a *Agent) startCluster() error {
 		return err
 	}
 	a.clusterWG.Go(func() { a.keepRegistered(ctx, lost) })
+	// The loop also installs what the BGP speaker learns, on a store of one node too.
+	a.clusterSig = make(chan struct{}, 1)
+	a.clusterWG.Go(func() { a.clusterLoop(ctx) })
 	if !a.shared {
 		return nil
 	}
-	a.clusterSig = make(chan struct{}, 1)
 	if err := a.store.Watch(ctx, a.clusterChanged); err != nil {
 		a.stopCluster()
 		return fmt.Errorf("watch the store: %w", err)
 	}
-	a.clusterWG.Go(func() { a.clusterLoop(ctx) })
 	a.clusterChanged() // what the store holds already
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -86,6 +87,7 @@ func (s *Store) claim(ctx context.Context, node, holder string, id clientv3.Leas
 			return fmt.Errorf("claim %q: %w", key, err)
 		}
 		if resp.Succeeded {
+			raise(s.floor, resp.Header.Revision) // Alive here sees it (the mirror)
 			return nil
 		}
 		kvs := resp.Responses[0].GetResponseRange().Kvs
@@ -107,6 +109,7 @@ func (s *Store) claim(ctx context.Context, node, holder string, id clientv3.Leas
 		if !resp.Succeeded {
 			continue // changed meanwhile: look again
 		}
+		raise(s.floor, resp.Header.Revision)
 		if old := clientv3.LeaseID(cur.Lease); old != clientv3.NoLease && old != id {
 			s.roundTrips.Add(1)
 			if _, err := s.cli.Revoke(ctx, old); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
@@ -124,7 +127,9 @@ func (s *Store) revoke(id clientv3.LeaseID) {
 	ctx, cancel := s.requestContext()
 	defer cancel()
 	s.roundTrips.Add(1)
-	_, _ = s.cli.Revoke(ctx, id)
+	if resp, err := s.cli.Revoke(ctx, id); err == nil {
+		raise(s.floor, resp.Header.Revision)
+	}
 }
 
 // callContext bounds a request made for a caller: it ends with ctx, with the store,
@@ -144,16 +149,24 @@ func (s *Store) Alive() (map[string]bool, error) {
 	if s.closed.Load() {
 		return nil, fmt.Errorf("%s: %w", op, errClosed)
 	}
-	ctx, cancel := s.requestContext()
-	defer cancel()
 	prefix := s.layout.alive()
-	s.roundTrips.Add(1)
-	resp, err := s.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
+	// The alive keys are in the mirror: a lease that expires deletes its key, which the
+	// watch delivers like any other change.
+	var kvs []*mvccpb.KeyValue
+	if snap, ok := s.mirror.snapshot(s.floor.Load(), 0); ok {
+		kvs = snap.list(prefix)
+	} else {
+		ctx, cancel := s.requestContext()
+		defer cancel()
+		s.roundTrips.Add(1)
+		resp, err := s.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", op, err)
+		}
+		kvs = resp.Kvs
 	}
-	alive := make(map[string]bool, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
+	alive := make(map[string]bool, len(kvs))
+	for _, kv := range kvs {
 		name, err := segments(string(kv.Key), prefix, 1)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", op, err)
