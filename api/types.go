@@ -243,8 +243,10 @@ type Endpoint struct {
 	// Namespace groups endpoints and services (podnet run --namespace,
 	// K8S_POD_NAMESPACE); DefaultNamespace when empty.
 	Namespace string `json:"namespace,omitempty"`
-	// Labels select the endpoint into services.
+	// Labels select the endpoint into services and network policies.
 	Labels map[string]string `json:"labels,omitempty"`
+	// NamedPorts are the endpoint's named container ports, which policies may name.
+	NamedPorts []NamedPort `json:"namedPorts,omitempty"`
 	// Node is the node the endpoint lives on ("": this node, on a store of one node).
 	Node string `json:"node,omitempty"`
 	// Netns is the sandbox network namespace path as the runtime gave it (informative:
