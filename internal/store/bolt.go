@@ -21,39 +21,46 @@ import (
 
 // Layout of the bbolt file. Top-level buckets:
 //
-//	networks:    <name> -> JSON api.Network
-//	endpoints:   <network> (bucket) -> <containerID> NUL <ifName> -> JSON api.Endpoint
-//	allocations: <network> (bucket) -> netip.Addr binary -> owner
-//	owners:      <network> (bucket) -> owner NUL netip.Addr binary -> "" (index of allocations by owner)
-//	cursors:     <network> (bucket) -> netip.Prefix binary (masked) -> netip.Addr binary
-//	hostports:   <node> (bucket) -> <proto>/<port> (bucket) -> host netip.Addr binary, "*" for all -> owner
-//	services:    <namespace> NUL <name> -> JSON api.Service
-//	nodes:       <name> -> JSON api.Node (Alive never stored)
-//	blocks:      <network> (bucket) -> netip.Prefix binary (masked) -> JSON api.Block
-//	bgpconfig:   "config" -> JSON api.BGPConfig
-//	bgppeers:    <name> -> JSON api.BGPPeer
+//	networks:        <name> -> JSON api.Network
+//	endpoints:       <network> (bucket) -> <containerID> NUL <ifName> -> JSON api.Endpoint
+//	allocations:     <network> (bucket) -> netip.Addr binary -> owner
+//	owners:          <network> (bucket) -> owner NUL netip.Addr binary -> "" (index of allocations by owner)
+//	cursors:         <network> (bucket) -> netip.Prefix binary (masked) -> netip.Addr binary
+//	hostports:       <node> (bucket) -> <proto>/<port> (bucket) -> host netip.Addr binary, "*" for all -> owner
+//	services:        <namespace> NUL <name> -> JSON api.Service
+//	networkpolicies: <namespace> NUL <name> -> JSON api.NetworkPolicy
+//	namespaces:      <name> -> JSON api.Namespace
+//	nodes:           <name> -> JSON api.Node (Alive never stored)
+//	blocks:          <network> (bucket) -> netip.Prefix binary (masked) -> JSON api.Block
+//	bgpconfig:       "config" -> JSON api.BGPConfig
+//	bgppeers:        <name> -> JSON api.BGPPeer
 //
 // A container id and an interface name never contain NUL (PutEndpoint refuses them),
-// so the endpoint key is unambiguous, and it sorts like (containerID, ifName).
+// so the endpoint key is unambiguous, and it sorts like (containerID, ifName); the
+// same holds for the namespace and the name of a service or a policy.
+//
+// OpenBolt creates the buckets that a file written by an older podnet lacks.
 //
 // A file written before ports were per node has instead, and no hostports:
 //
-//	ports:       <proto>/<port> (bucket) -> host netip.Addr binary, "*" for all -> owner
+//	ports:           <proto>/<port> (bucket) -> host netip.Addr binary, "*" for all -> owner
 //
 // A bolt store serves one node: Register gives those ports to the node it registers
 // and deletes the ports bucket (see adoptPorts).
 var (
-	bucketNetworks    = []byte("networks")
-	bucketEndpoints   = []byte("endpoints")
-	bucketAllocations = []byte("allocations")
-	bucketOwners      = []byte("owners")
-	bucketCursors     = []byte("cursors")
-	bucketHostPorts   = []byte("hostports")
-	bucketServices    = []byte("services")
-	bucketNodes       = []byte("nodes")
-	bucketBlocks      = []byte("blocks")
-	bucketBGPConfig   = []byte("bgpconfig")
-	bucketBGPPeers    = []byte("bgppeers")
+	bucketNetworks        = []byte("networks")
+	bucketEndpoints       = []byte("endpoints")
+	bucketAllocations     = []byte("allocations")
+	bucketOwners          = []byte("owners")
+	bucketCursors         = []byte("cursors")
+	bucketHostPorts       = []byte("hostports")
+	bucketServices        = []byte("services")
+	bucketNetworkPolicies = []byte("networkpolicies")
+	bucketNamespaces      = []byte("namespaces")
+	bucketNodes           = []byte("nodes")
+	bucketBlocks          = []byte("blocks")
+	bucketBGPConfig       = []byte("bgpconfig")
+	bucketBGPPeers        = []byte("bgppeers")
 
 	// bucketOldPorts holds the ports of a file written before ports were per node.
 	bucketOldPorts = []byte("ports")
@@ -61,7 +68,7 @@ var (
 	keyBGPConfig = []byte("config")
 
 	topBuckets = [][]byte{bucketNetworks, bucketEndpoints, bucketAllocations, bucketOwners, bucketCursors, bucketHostPorts,
-		bucketServices, bucketNodes, bucketBlocks, bucketBGPConfig, bucketBGPPeers}
+		bucketServices, bucketNetworkPolicies, bucketNamespaces, bucketNodes, bucketBlocks, bucketBGPConfig, bucketBGPPeers}
 	// perNetwork are the top-level buckets that hold one nested bucket per network.
 	perNetwork = [][]byte{bucketEndpoints, bucketAllocations, bucketOwners, bucketCursors, bucketBlocks}
 )
@@ -952,6 +959,196 @@ func (t *boltTx) DeleteService(namespace, name string) error {
 	}
 	t.wrote = true
 	if err := b.Delete(key); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+// networkPolicyKey is the key of a policy: namespace NUL name, which sorts like (namespace,
+// name).
+func networkPolicyKey(namespace, name string) []byte { return []byte(namespace + "\x00" + name) }
+
+// decodeNetworkPolicy decodes a policy record. The namespace and the name come from the key.
+func decodeNetworkPolicy(k, v []byte) (api.NetworkPolicy, error) {
+	namespace, name, ok := bytes.Cut(k, []byte{0})
+	if !ok {
+		return api.NetworkPolicy{}, fmt.Errorf("decode network policy %q: key without NUL", k)
+	}
+	var p api.NetworkPolicy
+	if err := json.Unmarshal(v, &p); err != nil {
+		return api.NetworkPolicy{}, fmt.Errorf("decode network policy %s/%s: %w", namespace, name, err)
+	}
+	p.Namespace, p.Name = string(namespace), string(name)
+	return p, nil
+}
+
+func (t *boltTx) NetworkPolicy(namespace, name string) (api.NetworkPolicy, bool, error) {
+	b, err := t.top(bucketNetworkPolicies)
+	if err != nil || CheckNetworkPolicy(api.NetworkPolicy{Namespace: namespace, Name: name}) != nil {
+		return api.NetworkPolicy{}, false, err
+	}
+	k := networkPolicyKey(namespace, name)
+	v := b.Get(k)
+	if v == nil {
+		return api.NetworkPolicy{}, false, nil
+	}
+	p, err := decodeNetworkPolicy(k, v)
+	if err != nil {
+		return api.NetworkPolicy{}, false, err
+	}
+	return p, true, nil
+}
+
+func (t *boltTx) NetworkPolicies(namespace string) ([]api.NetworkPolicy, error) {
+	b, err := t.top(bucketNetworkPolicies)
+	if err != nil {
+		return nil, err
+	}
+	var prefix []byte
+	if namespace != "" {
+		if CheckNamespace(api.Namespace{Name: namespace}) != nil {
+			return nil, nil // no policy has it
+		}
+		prefix = []byte(namespace + "\x00")
+	}
+	var out []api.NetworkPolicy
+	c := b.Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		p, err := decodeNetworkPolicy(k, v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func (t *boltTx) PutNetworkPolicy(p api.NetworkPolicy) error {
+	op := fmt.Sprintf("put network policy %s/%s", p.Namespace, p.Name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if err := CheckNetworkPolicy(p); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	b, err := t.top(bucketNetworkPolicies)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	v, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("%s: encode: %w", op, err)
+	}
+	t.wrote = true
+	if err := b.Put(networkPolicyKey(p.Namespace, p.Name), v); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+func (t *boltTx) DeleteNetworkPolicy(namespace, name string) error {
+	op := fmt.Sprintf("delete network policy %s/%s", namespace, name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	b, err := t.top(bucketNetworkPolicies)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	k := networkPolicyKey(namespace, name)
+	if CheckNetworkPolicy(api.NetworkPolicy{Namespace: namespace, Name: name}) != nil || b.Get(k) == nil {
+		return fmt.Errorf("%s: %w", op, ErrNotFound)
+	}
+	t.wrote = true
+	if err := b.Delete(k); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+// decodeNamespace decodes a namespace record. The name comes from the key.
+func decodeNamespace(k, v []byte) (api.Namespace, error) {
+	var ns api.Namespace
+	if err := json.Unmarshal(v, &ns); err != nil {
+		return api.Namespace{}, fmt.Errorf("decode namespace %q: %w", k, err)
+	}
+	ns.Name = string(k)
+	return ns, nil
+}
+
+func (t *boltTx) Namespace(name string) (api.Namespace, bool, error) {
+	b, err := t.top(bucketNamespaces)
+	if err != nil || CheckNamespace(api.Namespace{Name: name}) != nil {
+		return api.Namespace{}, false, err
+	}
+	v := b.Get([]byte(name))
+	if v == nil {
+		return api.Namespace{}, false, nil
+	}
+	ns, err := decodeNamespace([]byte(name), v)
+	if err != nil {
+		return api.Namespace{}, false, err
+	}
+	return ns, true, nil
+}
+
+func (t *boltTx) Namespaces() ([]api.Namespace, error) {
+	b, err := t.top(bucketNamespaces)
+	if err != nil {
+		return nil, err
+	}
+	var out []api.Namespace
+	err = b.ForEach(func(k, v []byte) error {
+		ns, err := decodeNamespace(k, v)
+		if err != nil {
+			return err
+		}
+		out = append(out, ns)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (t *boltTx) PutNamespace(ns api.Namespace) error {
+	op := fmt.Sprintf("put namespace %q", ns.Name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if err := CheckNamespace(ns); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	b, err := t.top(bucketNamespaces)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	v, err := json.Marshal(ns)
+	if err != nil {
+		return fmt.Errorf("%s: encode: %w", op, err)
+	}
+	t.wrote = true
+	if err := b.Put([]byte(ns.Name), v); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+func (t *boltTx) DeleteNamespace(name string) error {
+	op := fmt.Sprintf("delete namespace %q", name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	b, err := t.top(bucketNamespaces)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if CheckNamespace(api.Namespace{Name: name}) != nil || b.Get([]byte(name)) == nil {
+		return fmt.Errorf("%s: %w", op, ErrNotFound)
+	}
+	t.wrote = true
+	if err := b.Delete([]byte(name)); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	return nil

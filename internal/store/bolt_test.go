@@ -330,8 +330,8 @@ func TestBoltLockedReportsPath(t *testing.T) {
 	}
 }
 
-// A store written before clusters existed (no nodes, blocks and BGP buckets) gets
-// them when it is opened.
+// A store written before clusters and policies existed (no nodes, blocks, BGP,
+// network policies and namespaces buckets) gets them when it is opened.
 func TestBoltOpensAFileWithoutClusterBuckets(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "podnet.db")
 	s, err := store.OpenBolt(path)
@@ -348,7 +348,8 @@ func TestBoltOpensAFileWithoutClusterBuckets(t *testing.T) {
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		return errors.Join(tx.DeleteBucket([]byte("nodes")), tx.DeleteBucket([]byte("blocks")),
-			tx.DeleteBucket([]byte("bgpconfig")), tx.DeleteBucket([]byte("bgppeers")))
+			tx.DeleteBucket([]byte("bgpconfig")), tx.DeleteBucket([]byte("bgppeers")),
+			tx.DeleteBucket([]byte("networkpolicies")), tx.DeleteBucket([]byte("namespaces")))
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -366,10 +367,16 @@ func TestBoltOpensAFileWithoutClusterBuckets(t *testing.T) {
 		if err := tx.PutBGPPeer(api.BGPPeer{Name: "tor1"}); err != nil {
 			return err
 		}
+		if err := tx.PutNetworkPolicy(api.NetworkPolicy{Namespace: "default", Name: "deny"}); err != nil {
+			return err
+		}
+		if err := tx.PutNamespace(api.Namespace{Name: "default"}); err != nil {
+			return err
+		}
 		return tx.PutBlock(api.Block{Network: "red", Prefix: netip.MustParsePrefix("10.88.0.0/26"), Node: "n1"})
 	})
 	if err != nil {
-		t.Errorf("writing nodes, blocks and BGP settings to an older file: %v", err)
+		t.Errorf("writing nodes, blocks, BGP settings, policies and namespaces to an older file: %v", err)
 	}
 }
 

@@ -1,6 +1,6 @@
 // Package store keeps podnet's desired state: networks, endpoints and address
-// allocations, services, published ports, and for clusters the nodes, the address
-// blocks they claimed and the BGP configuration. Every change happens inside one
+// allocations, services, network policies and namespaces, published ports, and for
+// clusters the nodes, the address blocks they claimed and the BGP configuration. Every change happens inside one
 // transaction (Update), so that an address allocation and the record that owns it
 // commit together or not at all.
 //
@@ -107,6 +107,23 @@ type Tx interface {
 	PutService(svc api.Service) error
 	// DeleteService removes a service; ErrNotFound when it does not exist.
 	DeleteService(namespace, name string) error
+
+	NetworkPolicy(namespace, name string) (p api.NetworkPolicy, ok bool, err error)
+	// NetworkPolicies lists the policies of one namespace, or of all when namespace is
+	// "", sorted by namespace and name.
+	NetworkPolicies(namespace string) ([]api.NetworkPolicy, error)
+	// PutNetworkPolicy creates or replaces a policy.
+	PutNetworkPolicy(p api.NetworkPolicy) error
+	// DeleteNetworkPolicy removes a policy; ErrNotFound when it does not exist.
+	DeleteNetworkPolicy(namespace, name string) error
+
+	Namespace(name string) (ns api.Namespace, ok bool, err error)
+	// Namespaces lists the namespaces that have a record, sorted by name.
+	Namespaces() ([]api.Namespace, error)
+	// PutNamespace creates or replaces a namespace's record (its labels).
+	PutNamespace(ns api.Namespace) error
+	// DeleteNamespace removes a namespace's record; ErrNotFound when it has none.
+	DeleteNamespace(name string) error
 
 	// Cursor is the last address handed out in a subnet or block (round-robin allocation).
 	Cursor(network string, subnet netip.Prefix) (a netip.Addr, ok bool, err error)

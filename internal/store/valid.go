@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/podnet/podnet/api"
@@ -66,6 +67,31 @@ func CheckPort(node, proto, owner string) error {
 func CheckBGPPeer(p api.BGPPeer) error {
 	if p.Name == "" {
 		return errors.New("empty name")
+	}
+	return nil
+}
+
+// CheckNetworkPolicy checks a policy given to Tx.PutNetworkPolicy: its namespace and
+// name are parts of its key.
+func CheckNetworkPolicy(p api.NetworkPolicy) error {
+	if err := checkKeyName("namespace", p.Namespace); err != nil {
+		return err
+	}
+	return checkKeyName("name", p.Name)
+}
+
+// CheckNamespace checks a namespace given to Tx.PutNamespace.
+func CheckNamespace(ns api.Namespace) error { return checkKeyName("name", ns.Name) }
+
+// checkKeyName checks a name that is part of a key, field saying which: not empty,
+// and without NUL, which bolt puts between the parts of a key (a namespace's name
+// is also the first part of its policies' keys).
+func checkKeyName(field, v string) error {
+	switch {
+	case v == "":
+		return fmt.Errorf("empty %s", field)
+	case strings.IndexByte(v, 0) >= 0:
+		return fmt.Errorf("%s %q: contains NUL", field, v)
 	}
 	return nil
 }

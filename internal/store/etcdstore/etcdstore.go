@@ -14,13 +14,18 @@
 //	allocations/NET/ADDR               owner
 //	owners/NET/OWNER/ADDR              "" (index of allocations by owner)
 //	cursors/NET/SUBNET                 address (the subnet 10.88.0.0%2F16)
-//	ports/PROTO/PORT/HOSTIP            owner (HOSTIP * for all addresses)
+//	ports/NODE/PROTO/PORT/HOSTIP       owner (HOSTIP * for all addresses)
 //	services/NS/NAME                   JSON api.Service
+//	networkpolicies/NS/NAME            JSON api.NetworkPolicy
+//	namespaces/NAME                    JSON api.Namespace
 //	nodes/NAME                         JSON api.Node (Alive is never stored)
 //	blocks/NET/PREFIX                  JSON api.Block (the prefix 10.88.0.0%2F26)
+//	bgpconfig                          JSON api.BGPConfig
+//	bgppeers/NAME                      JSON api.BGPPeer
 //	alive/NAME                         holder, attached to the node's lease (below)
-//	gen/networks, gen/ports, gen/services, gen/nodes,
-//	gen/endpoints/NET, gen/allocations/NET, gen/blocks/NET   "" (deletion generations, below)
+//	gen/networks, gen/services, gen/networkpolicies, gen/namespaces, gen/nodes,
+//	gen/bgppeers, gen/endpoints/NET, gen/allocations/NET, gen/blocks/NET,
+//	gen/ports/NODE                     "" (deletion generations, below)
 //
 // The escaping keeps names apart but does not keep their order: listings are sorted
 // after decoding, as the store.Tx contract wants.
@@ -92,9 +97,11 @@
 // collection therefore also puts the collection's generation key, whose ModRevision
 // the listing compares. The generations of endpoints, allocations (with the owner
 // index) and blocks are per network, so releases in one network do not conflict with
-// listings of another; ports, services and nodes have one each. DeleteNetwork deletes its network's
-// generations with the rest and bumps gen/networks, which every listing compares, so
-// deleting a network conflicts with every listing in flight, in any network.
+// listings of another, and those of ports per node; services, network policies,
+// namespaces, nodes and BGP peers have one each. DeleteNetwork deletes its network's
+// generations with the rest and bumps gen/networks, which every listing of a
+// network's collection compares, so deleting a network conflicts with every such
+// listing in flight, in any network.
 //
 // DeleteNetwork removes the network's endpoints, allocations, owner index, cursors
 // and blocks with range deletes in the same Txn. Keys put again under a deleted range

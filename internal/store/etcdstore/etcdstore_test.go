@@ -156,6 +156,10 @@ func TestKeyLayout(t *testing.T) {
 			tx.PutBGPPeer(api.BGPPeer{Name: "tor/1", Address: netip.MustParseAddr("192.0.2.254"), ASN: 65001}),
 			tx.PutBGPPeer(api.BGPPeer{Name: "gone"}),
 			tx.PutService(api.Service{Namespace: "default", Name: "web"}),
+			tx.PutNetworkPolicy(api.NetworkPolicy{Namespace: "team/a", Name: "allow dns"}),
+			tx.PutNetworkPolicy(api.NetworkPolicy{Namespace: "default", Name: "gone"}),
+			tx.PutNamespace(api.Namespace{Name: "team/a", Labels: map[string]string{api.NamespaceNameLabel: "team/a"}}),
+			tx.PutNamespace(api.Namespace{Name: "gone"}),
 			tx.PutNode(api.Node{Name: "n1", IP: netip.MustParseAddr("192.0.2.1")}),
 			tx.PutNode(api.Node{Name: "gone", IP: netip.MustParseAddr("192.0.2.2")}),
 			tx.PutBlock(api.Block{Network: "red", Prefix: netip.MustParsePrefix("10.88.0.0/26"), Node: "n1"}),
@@ -175,6 +179,8 @@ func TestKeyLayout(t *testing.T) {
 			tx.DeleteNode("gone"),
 			tx.DeletePort("n1", "udp", netip.Addr{}, 5353),
 			tx.DeleteBGPPeer("gone"),
+			tx.DeleteNetworkPolicy("default", "gone"),
+			tx.DeleteNamespace("gone"),
 		} {
 			if err != nil {
 				return err
@@ -209,8 +215,12 @@ func TestKeyLayout(t *testing.T) {
 		"gen/bgppeers",
 		"gen/blocks/red",
 		"gen/endpoints/red",
+		"gen/namespaces",
+		"gen/networkpolicies",
 		"gen/nodes",
 		"gen/ports/n1",
+		"namespaces/team%2Fa",
+		"networkpolicies/team%2Fa/allow%20dns",
 		"networks/a%2Fb",
 		"networks/red",
 		"nodes/n1",
@@ -534,6 +544,35 @@ func TestConflicts(t *testing.T) {
 		{"services of a namespace, then one is deleted",
 			func(tx store.Tx) error { _, err := tx.Services("default"); return err },
 			func(tx store.Tx) error { return tx.DeleteService("default", "web") }, true},
+		{"network policies of a namespace, then one is deleted",
+			func(tx store.Tx) error { _, err := tx.NetworkPolicies("default"); return err },
+			func(tx store.Tx) error { return tx.DeleteNetworkPolicy("default", "deny") }, true},
+		{"all network policies, then one is created",
+			func(tx store.Tx) error { _, err := tx.NetworkPolicies(""); return err },
+			func(tx store.Tx) error {
+				return tx.PutNetworkPolicy(api.NetworkPolicy{Namespace: "kube", Name: "deny"})
+			}, true},
+		{"network policy read while absent, then created",
+			func(tx store.Tx) error { _, _, err := tx.NetworkPolicy("default", "allow"); return err },
+			func(tx store.Tx) error {
+				return tx.PutNetworkPolicy(api.NetworkPolicy{Namespace: "default", Name: "allow"})
+			}, true},
+		{"network policies, then a namespace is relabeled",
+			func(tx store.Tx) error { _, err := tx.NetworkPolicies(""); return err },
+			func(tx store.Tx) error {
+				return tx.PutNamespace(api.Namespace{Name: "default", Labels: map[string]string{"team": "b"}})
+			}, false},
+		{"namespaces, then one is deleted",
+			func(tx store.Tx) error { _, err := tx.Namespaces(); return err },
+			func(tx store.Tx) error { return tx.DeleteNamespace("default") }, true},
+		{"namespace read, then relabeled",
+			func(tx store.Tx) error { _, _, err := tx.Namespace("default"); return err },
+			func(tx store.Tx) error {
+				return tx.PutNamespace(api.Namespace{Name: "default", Labels: map[string]string{"team": "b"}})
+			}, true},
+		{"namespace read, then a policy of it is deleted",
+			func(tx store.Tx) error { _, _, err := tx.Namespace("default"); return err },
+			func(tx store.Tx) error { return tx.DeleteNetworkPolicy("default", "deny") }, false},
 		{"block read while free, then claimed by another",
 			func(tx store.Tx) error { _, _, err := tx.Block("red", b64); return err },
 			func(tx store.Tx) error { return tx.PutBlock(api.Block{Network: "red", Prefix: b64, Node: "n2"}) }, true},
@@ -591,6 +630,12 @@ func TestConflicts(t *testing.T) {
 					return err
 				}
 				if err := tx.PutNode(api.Node{Name: "n1"}); err != nil {
+					return err
+				}
+				if err := tx.PutNetworkPolicy(api.NetworkPolicy{Namespace: "default", Name: "deny"}); err != nil {
+					return err
+				}
+				if err := tx.PutNamespace(api.Namespace{Name: "default"}); err != nil {
 					return err
 				}
 				return tx.PutService(api.Service{Namespace: "default", Name: "web"})

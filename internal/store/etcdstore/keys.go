@@ -127,8 +127,12 @@ func (l layout) portsGen(node string) span {
 	return span{key: l.prefix + "gen/ports/" + escape(node)}
 }
 func (l layout) servicesGen() span { return span{key: l.prefix + "gen/services"} }
-func (l layout) nodesGen() span    { return span{key: l.prefix + "gen/nodes"} }
-func (l layout) bgpPeersGen() span { return span{key: l.prefix + "gen/bgppeers"} }
+func (l layout) networkPoliciesGen() span {
+	return span{key: l.prefix + "gen/networkpolicies"}
+}
+func (l layout) namespacesGen() span { return span{key: l.prefix + "gen/namespaces"} }
+func (l layout) nodesGen() span      { return span{key: l.prefix + "gen/nodes"} }
+func (l layout) bgpPeersGen() span   { return span{key: l.prefix + "gen/bgppeers"} }
 func (l layout) blocksGen(nw string) span {
 	return span{key: l.prefix + "gen/blocks/" + escape(nw)}
 }
@@ -233,6 +237,25 @@ func validService(namespace, name string) error {
 	}
 	return nil
 }
+
+// networkPolicies is the collection of the policies of namespace, of all when it is "".
+func (l layout) networkPolicies(namespace string) collection {
+	c := collection{prefix: l.prefix + "networkpolicies/", gens: []span{l.networkPoliciesGen()}}
+	if namespace != "" {
+		c.prefix += escape(namespace) + "/"
+	}
+	return c
+}
+
+func (l layout) networkPolicyKey(namespace, name string) string {
+	return l.networkPolicies(namespace).prefix + escape(name)
+}
+
+func (l layout) namespaces() collection {
+	return collection{prefix: l.prefix + "namespaces/", gens: []span{l.namespacesGen()}}
+}
+
+func (l layout) namespaceKey(name string) string { return l.namespaces().prefix + escape(name) }
 
 func (l layout) nodes() collection {
 	return collection{prefix: l.prefix + "nodes/", gens: []span{l.nodesGen()}}

@@ -491,6 +491,172 @@ func (t *tx) DeleteService(namespace, name string) error {
 	return nil
 }
 
+// decodeNetworkPolicy decodes a policy record. The namespace and the name come from
+// the key.
+func decodeNetworkPolicy(namespace, name string, v []byte) (api.NetworkPolicy, error) {
+	var p api.NetworkPolicy
+	if err := json.Unmarshal(v, &p); err != nil {
+		return api.NetworkPolicy{}, fmt.Errorf("decode network policy %s/%s: %w", namespace, name, err)
+	}
+	p.Namespace, p.Name = namespace, name
+	return p, nil
+}
+
+func (t *tx) NetworkPolicy(namespace, name string) (api.NetworkPolicy, bool, error) {
+	if store.CheckNetworkPolicy(api.NetworkPolicy{Namespace: namespace, Name: name}) != nil {
+		return api.NetworkPolicy{}, false, nil
+	}
+	l := t.s.layout
+	v, ok, err := t.get(l.networkPolicyKey(namespace, name), l.networkPolicies(namespace))
+	if err != nil || !ok {
+		return api.NetworkPolicy{}, false, err
+	}
+	p, err := decodeNetworkPolicy(namespace, name, v)
+	if err != nil {
+		return api.NetworkPolicy{}, false, err
+	}
+	return p, true, nil
+}
+
+func (t *tx) NetworkPolicies(namespace string) ([]api.NetworkPolicy, error) {
+	if namespace != "" && store.CheckNamespace(api.Namespace{Name: namespace}) != nil {
+		return nil, nil // bolt cannot hold it: nothing to list
+	}
+	l := t.s.layout
+	kvs, err := t.list(l.networkPolicies(namespace))
+	if err != nil {
+		return nil, err
+	}
+	var out []api.NetworkPolicy
+	for _, x := range kvs {
+		seg, err := segments(x.key, l.networkPolicies("").prefix, 2)
+		if err != nil {
+			return nil, err
+		}
+		p, err := decodeNetworkPolicy(seg[0], seg[1], x.val)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b api.NetworkPolicy) int {
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+	})
+	return out, nil
+}
+
+func (t *tx) PutNetworkPolicy(p api.NetworkPolicy) error {
+	op := fmt.Sprintf("put network policy %s/%s", p.Namespace, p.Name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if err := store.CheckNetworkPolicy(p); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	v, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("%s: encode: %w", op, err)
+	}
+	t.put(t.s.layout.networkPolicyKey(p.Namespace, p.Name), v)
+	return nil
+}
+
+func (t *tx) DeleteNetworkPolicy(namespace, name string) error {
+	op := fmt.Sprintf("delete network policy %s/%s", namespace, name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if _, ok, err := t.NetworkPolicy(namespace, name); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	} else if !ok {
+		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
+	}
+	l := t.s.layout
+	t.del(l.networkPolicyKey(namespace, name))
+	t.bump(l.networkPoliciesGen())
+	return nil
+}
+
+// decodeNamespace decodes a namespace record. The name comes from the key.
+func decodeNamespace(name string, v []byte) (api.Namespace, error) {
+	var ns api.Namespace
+	if err := json.Unmarshal(v, &ns); err != nil {
+		return api.Namespace{}, fmt.Errorf("decode namespace %q: %w", name, err)
+	}
+	ns.Name = name
+	return ns, nil
+}
+
+func (t *tx) Namespace(name string) (api.Namespace, bool, error) {
+	if store.CheckNamespace(api.Namespace{Name: name}) != nil {
+		return api.Namespace{}, false, nil
+	}
+	l := t.s.layout
+	v, ok, err := t.get(l.namespaceKey(name), l.namespaces())
+	if err != nil || !ok {
+		return api.Namespace{}, false, err
+	}
+	ns, err := decodeNamespace(name, v)
+	if err != nil {
+		return api.Namespace{}, false, err
+	}
+	return ns, true, nil
+}
+
+func (t *tx) Namespaces() ([]api.Namespace, error) {
+	c := t.s.layout.namespaces()
+	kvs, err := t.list(c)
+	if err != nil {
+		return nil, err
+	}
+	var out []api.Namespace
+	for _, x := range kvs {
+		name, err := segments(x.key, c.prefix, 1)
+		if err != nil {
+			return nil, err
+		}
+		ns, err := decodeNamespace(name[0], x.val)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ns)
+	}
+	slices.SortFunc(out, func(a, b api.Namespace) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+func (t *tx) PutNamespace(ns api.Namespace) error {
+	op := fmt.Sprintf("put namespace %q", ns.Name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if err := store.CheckNamespace(ns); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	v, err := json.Marshal(ns)
+	if err != nil {
+		return fmt.Errorf("%s: encode: %w", op, err)
+	}
+	t.put(t.s.layout.namespaceKey(ns.Name), v)
+	return nil
+}
+
+func (t *tx) DeleteNamespace(name string) error {
+	op := fmt.Sprintf("delete namespace %q", name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if _, ok, err := t.Namespace(name); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	} else if !ok {
+		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
+	}
+	l := t.s.layout
+	t.del(l.namespaceKey(name))
+	t.bump(l.namespacesGen())
+	return nil
+}
+
 // decodeNode decodes a node record. The name comes from the key; Alive is not stored.
 func decodeNode(name string, v []byte) (api.Node, error) {
 	var n api.Node

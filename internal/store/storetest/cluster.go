@@ -434,6 +434,16 @@ func WatchAcross(t *testing.T, a, b store.Store) {
 			update(t, b, func(tx store.Tx) error { return tx.PutPort("n1", "tcp", netip.Addr{}, 80, "red/c1/eth0") })
 		}},
 		{"a BGP peer deletion", func() { update(t, b, func(tx store.Tx) error { return tx.DeleteBGPPeer("tor1") }) }},
+		{"a network policy", func() {
+			update(t, b, func(tx store.Tx) error { return tx.PutNetworkPolicy(samplePolicy("default", "deny")) })
+		}},
+		{"a network policy deletion", func() {
+			update(t, b, func(tx store.Tx) error { return tx.DeleteNetworkPolicy("default", "deny") })
+		}},
+		{"a namespace", func() {
+			update(t, b, func(tx store.Tx) error { return tx.PutNamespace(sampleNamespace("default")) })
+		}},
+		{"a namespace deletion", func() { update(t, b, func(tx store.Tx) error { return tx.DeleteNamespace("default") }) }},
 		{"a registration", func() { mustRegister(t, b, rctx, "n1", "192.0.2.1") }},
 		{"the end of the registration", rcancel},
 		{"a network deletion", func() { update(t, b, func(tx store.Tx) error { return tx.DeleteNetwork("red") }) }},

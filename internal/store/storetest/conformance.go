@@ -32,6 +32,8 @@ func Conformance(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Ports", testPorts},
 		{"PortsPerNode", testPortsPerNode},
 		{"Services", testServices},
+		{"NetworkPolicies", testNetworkPolicies},
+		{"Namespaces", testNamespaces},
 		{"ReadYourWrites", testReadYourWrites},
 		{"ReadYourDeletes", testReadYourDeletes},
 		{"Rollback", testRollback},
@@ -497,6 +499,18 @@ func testReadYourWrites(t *testing.T, s store.Store) {
 		if ps, err := tx.BGPPeers(); len(ps) != 1 || err != nil {
 			t.Errorf("BGP peer not listed in its own transaction: %v, %v", ps, err)
 		}
+		if err := tx.PutNetworkPolicy(samplePolicy("default", "deny")); err != nil {
+			return err
+		}
+		if ps, err := tx.NetworkPolicies(""); len(ps) != 1 || err != nil {
+			t.Errorf("network policy not listed in its own transaction: %v, %v", ps, err)
+		}
+		if err := tx.PutNamespace(sampleNamespace("default")); err != nil {
+			return err
+		}
+		if ns, ok, err := tx.Namespace("default"); !ok || err != nil || !reflect.DeepEqual(ns, sampleNamespace("default")) {
+			t.Errorf("namespace not visible in its own transaction: %+v, %v, %v", ns, ok, err)
+		}
 		return nil
 	})
 }
@@ -511,6 +525,8 @@ type contents struct {
 	Blocks    []api.Block
 	BGPConfig *api.BGPConfig
 	BGPPeers  []api.BGPPeer
+	Policies  []api.NetworkPolicy
+	Spaces    []api.Namespace
 }
 
 func dump(t *testing.T, s store.Store, prefixes ...netip.Prefix) contents {
@@ -536,6 +552,12 @@ func dump(t *testing.T, s store.Store, prefixes ...netip.Prefix) contents {
 			c.BGPConfig = &bc
 		}
 		if c.BGPPeers, err = tx.BGPPeers(); err != nil {
+			return err
+		}
+		if c.Policies, err = tx.NetworkPolicies(""); err != nil {
+			return err
+		}
+		if c.Spaces, err = tx.Namespaces(); err != nil {
 			return err
 		}
 		c.Allocs = make(map[string]map[netip.Addr]string)
@@ -583,6 +605,12 @@ func testRollback(t *testing.T, s store.Store) {
 		if err := tx.PutBGPPeer(samplePeer("tor1", "192.0.2.254")); err != nil {
 			return err
 		}
+		if err := tx.PutNetworkPolicy(samplePolicy("default", "deny")); err != nil {
+			return err
+		}
+		if err := tx.PutNamespace(sampleNamespace("default")); err != nil {
+			return err
+		}
 		return tx.PutCursor("red", p, netip.MustParseAddr("10.88.0.5"))
 	})
 	before := dump(t, s, p)
@@ -608,6 +636,10 @@ func testRollback(t *testing.T, s store.Store) {
 			tx.PutBGPConfig(api.BGPConfig{ASN: 65000}),
 			tx.PutBGPPeer(samplePeer("tor2", "192.0.2.253")),
 			tx.DeleteBGPPeer("tor1"),
+			tx.PutNetworkPolicy(samplePolicy("default", "allow")),
+			tx.DeleteNetworkPolicy("default", "deny"),
+			tx.PutNamespace(sampleNamespace("kube-system")),
+			tx.DeleteNamespace("default"),
 		} {
 			if err != nil {
 				t.Errorf("write before failing: %v", err)
@@ -739,6 +771,24 @@ func testNotFound(t *testing.T, s store.Store) {
 				t.Errorf("BGPPeer(%q): ok %v, err %v; want ok=false, no error", name, ok, err)
 			}
 		}
+		for _, name := range []string{"nosuch", "", "a\x00b"} {
+			if _, ok, err := tx.Namespace(name); ok || err != nil {
+				t.Errorf("Namespace(%q): ok %v, err %v; want ok=false, no error", name, ok, err)
+			}
+			for _, k := range [][2]string{{"default", name}, {name, "deny"}} {
+				if _, ok, err := tx.NetworkPolicy(k[0], k[1]); ok || err != nil {
+					t.Errorf("NetworkPolicy(%q, %q): ok %v, err %v; want ok=false, no error", k[0], k[1], ok, err)
+				}
+			}
+		}
+		for _, namespace := range []string{"", "default", "a\x00b"} {
+			if ps, err := tx.NetworkPolicies(namespace); len(ps) != 0 || err != nil {
+				t.Errorf("NetworkPolicies(%q) of an empty store = %v, %v; want none", namespace, ps, err)
+			}
+		}
+		if ns, err := tx.Namespaces(); len(ns) != 0 || err != nil {
+			t.Errorf("Namespaces of an empty store = %v, %v; want none", ns, err)
+		}
 		if _, ok, err := tx.BGPConfig(); ok || err != nil {
 			t.Errorf("BGPConfig never put: ok %v, err %v; want ok=false, no error", ok, err)
 		}
@@ -786,6 +836,11 @@ func testNotFound(t *testing.T, s store.Store) {
 		{"DeletePort of an empty node name", func(tx store.Tx) error { return tx.DeletePort("", "tcp", netip.Addr{}, 80) }},
 		{"DeleteBGPPeer", func(tx store.Tx) error { return tx.DeleteBGPPeer("nosuch") }},
 		{"DeleteBGPPeer of an empty name", func(tx store.Tx) error { return tx.DeleteBGPPeer("") }},
+		{"DeleteNetworkPolicy", func(tx store.Tx) error { return tx.DeleteNetworkPolicy("default", "nosuch") }},
+		{"DeleteNetworkPolicy of empty names", func(tx store.Tx) error { return tx.DeleteNetworkPolicy("", "") }},
+		{"DeleteNetworkPolicy of a NUL name", func(tx store.Tx) error { return tx.DeleteNetworkPolicy("a", "b\x00c") }},
+		{"DeleteNamespace", func(tx store.Tx) error { return tx.DeleteNamespace("nosuch") }},
+		{"DeleteNamespace of an empty name", func(tx store.Tx) error { return tx.DeleteNamespace("") }},
 		{"DeleteBlock", func(tx store.Tx) error { return tx.DeleteBlock("red", netip.MustParsePrefix("10.88.0.0/26")) }},
 		{"DeleteBlock of missing network", func(tx store.Tx) error {
 			return tx.DeleteBlock("nosuch", netip.MustParsePrefix("10.88.0.0/26"))
@@ -829,6 +884,12 @@ func testReadOnlyView(t *testing.T, s store.Store) {
 		if err := tx.PutBGPPeer(samplePeer("tor1", "192.0.2.254")); err != nil {
 			return err
 		}
+		if err := tx.PutNetworkPolicy(samplePolicy("default", "deny")); err != nil {
+			return err
+		}
+		if err := tx.PutNamespace(sampleNamespace("default")); err != nil {
+			return err
+		}
 		return tx.PutAllocation("red", a, "red/c1/eth0")
 	})
 	before := dump(t, s, p)
@@ -856,6 +917,10 @@ func testReadOnlyView(t *testing.T, s store.Store) {
 		{"PutBGPConfig", func(tx store.Tx) error { return tx.PutBGPConfig(api.BGPConfig{ASN: 65000}) }},
 		{"PutBGPPeer", func(tx store.Tx) error { return tx.PutBGPPeer(samplePeer("tor2", "192.0.2.253")) }},
 		{"DeleteBGPPeer", func(tx store.Tx) error { return tx.DeleteBGPPeer("tor1") }},
+		{"PutNetworkPolicy", func(tx store.Tx) error { return tx.PutNetworkPolicy(samplePolicy("default", "allow")) }},
+		{"DeleteNetworkPolicy", func(tx store.Tx) error { return tx.DeleteNetworkPolicy("default", "deny") }},
+		{"PutNamespace", func(tx store.Tx) error { return tx.PutNamespace(sampleNamespace("kube-system")) }},
+		{"DeleteNamespace", func(tx store.Tx) error { return tx.DeleteNamespace("default") }},
 	}
 	for _, w := range writes {
 		var werr error
@@ -929,6 +994,24 @@ func testInvalidWrites(t *testing.T, s store.Store) {
 		{"PutBGPPeer with empty name", func(tx store.Tx) error {
 			return tx.PutBGPPeer(samplePeer("", "192.0.2.254"))
 		}, []string{"name"}},
+		{"PutNetworkPolicy with empty namespace", func(tx store.Tx) error {
+			return tx.PutNetworkPolicy(samplePolicy("", "deny"))
+		}, []string{"empty namespace"}},
+		{"PutNetworkPolicy with empty name", func(tx store.Tx) error {
+			return tx.PutNetworkPolicy(samplePolicy("default", ""))
+		}, []string{"empty name"}},
+		{"PutNetworkPolicy with NUL in namespace", func(tx store.Tx) error {
+			return tx.PutNetworkPolicy(samplePolicy("def\x00ault", "deny"))
+		}, []string{`namespace "def\x00ault"`}},
+		{"PutNetworkPolicy with NUL in name", func(tx store.Tx) error {
+			return tx.PutNetworkPolicy(samplePolicy("default", "de\x00ny"))
+		}, []string{`name "de\x00ny"`}},
+		{"PutNamespace with empty name", func(tx store.Tx) error {
+			return tx.PutNamespace(api.Namespace{Labels: map[string]string{"team": "a"}})
+		}, []string{"empty name"}},
+		{"PutNamespace with NUL in name", func(tx store.Tx) error {
+			return tx.PutNamespace(sampleNamespace("def\x00ault"))
+		}, []string{`name "def\x00ault"`}},
 	}
 	for _, w := range writes {
 		err := s.Update(w.fn)
@@ -951,6 +1034,12 @@ func testReturnsCopies(t *testing.T, s store.Store) {
 			return err
 		}
 		if err := tx.PutEndpoint(sampleEndpoint("red", "c1", "eth0")); err != nil {
+			return err
+		}
+		if err := tx.PutNetworkPolicy(samplePolicy("default", "deny")); err != nil {
+			return err
+		}
+		if err := tx.PutNamespace(sampleNamespace("default")); err != nil {
 			return err
 		}
 		return tx.PutAllocation("red", netip.MustParseAddr("10.88.0.5"), "o")
@@ -976,12 +1065,35 @@ func testReturnsCopies(t *testing.T, s store.Store) {
 			return err
 		}
 		m[netip.MustParseAddr("10.88.0.6")] = "intruder"
+		p, _, err := tx.NetworkPolicy("default", "deny")
+		if err != nil {
+			return err
+		}
+		p.Spec.PodSelector.MatchLabels["app"] = "intruder"
+		p.Spec.Ingress[0].Peers[0].IPBlock.Except[0] = netip.MustParsePrefix("0.0.0.0/0")
+		ps, err := tx.NetworkPolicies("")
+		if err != nil {
+			return err
+		}
+		ps[0].Spec.PolicyTypes[0] = "intruder"
+		space, _, err := tx.Namespace("default")
+		if err != nil {
+			return err
+		}
+		space.Labels["team"] = "intruder"
+		nss, err := tx.Namespaces()
+		if err != nil {
+			return err
+		}
+		nss[0].Labels["team"] = "intruder"
 		return nil
 	})
 	c := dump(t, s)
 	mustEqual(t, "network after mutating a returned value", c.Networks[0], SampleNetwork("red"))
 	mustEqual(t, "endpoint after mutating a returned value", c.Endpoints[0], sampleEndpoint("red", "c1", "eth0"))
 	mustEqual(t, "allocations after mutating a returned map", c.Allocs["red"], map[netip.Addr]string{netip.MustParseAddr("10.88.0.5"): "o"})
+	mustEqual(t, "policies after mutating returned ones", c.Policies, []api.NetworkPolicy{samplePolicy("default", "deny")})
+	mustEqual(t, "namespaces after mutating returned ones", c.Spaces, []api.Namespace{sampleNamespace("default")})
 }
 
 func testConcurrentUpdates(t *testing.T, s store.Store) {
@@ -1255,6 +1367,179 @@ func testServices(t *testing.T, s store.Store) {
 	}
 }
 
+// samplePolicy returns a policy of namespace that uses every field of the spec.
+func samplePolicy(namespace, name string) api.NetworkPolicy {
+	return api.NetworkPolicy{
+		Namespace: namespace,
+		Name:      name,
+		Spec: api.NetworkPolicySpec{
+			PodSelector: api.LabelSelector{
+				MatchLabels: map[string]string{"app": name},
+				MatchExpressions: []api.LabelSelectorRequirement{
+					{Key: "tier", Operator: api.SelectorIn, Values: []string{"web", "api"}},
+					{Key: "canary", Operator: api.SelectorDoesNotExist},
+				},
+			},
+			PolicyTypes: []string{api.PolicyIngress, api.PolicyEgress},
+			Ingress: []api.NetworkPolicyRule{{
+				Peers: []api.NetworkPolicyPeer{
+					{IPBlock: &api.IPBlock{CIDR: netip.MustParsePrefix("10.0.0.0/8"),
+						Except: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}}},
+					{PodSelector: &api.LabelSelector{MatchLabels: map[string]string{"role": "client"}},
+						NamespaceSelector: &api.LabelSelector{MatchLabels: map[string]string{"team": "a"}}},
+				},
+				Ports: []api.NetworkPolicyPort{
+					{Protocol: "TCP", Port: &api.PortValue{Number: 80}},
+					{Protocol: "TCP", Port: &api.PortValue{Name: "metrics"}},
+					{Protocol: "UDP", Port: &api.PortValue{Number: 5000}, EndPort: 5010},
+				},
+			}},
+			Egress: []api.NetworkPolicyRule{
+				{Peers: []api.NetworkPolicyPeer{{NamespaceSelector: &api.LabelSelector{}}}},
+				{Ports: []api.NetworkPolicyPort{{Protocol: "SCTP"}}},
+			},
+		},
+		Created: created,
+	}
+}
+
+func policyNames(ps []api.NetworkPolicy) []string {
+	var names []string
+	for _, p := range ps {
+		names = append(names, p.Namespace+"/"+p.Name)
+	}
+	return names
+}
+
+func testNetworkPolicies(t *testing.T, s store.Store) {
+	// "a.b" sorts before "a/b", but not once escaped for a key.
+	keys := [][2]string{{"default", "web"}, {"default", "api"}, {"kube", "dns"}, {"def", "x"},
+		{"a/b", "allow all"}, {"a.b", "z"}, {"default", "a/b"}, {"default", "a.b"}}
+	update(t, s, func(tx store.Tx) error {
+		for _, k := range keys {
+			if err := tx.PutNetworkPolicy(samplePolicy(k[0], k[1])); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	view(t, s, func(tx store.Tx) error {
+		for _, k := range keys {
+			p, ok, err := tx.NetworkPolicy(k[0], k[1])
+			if !ok || err != nil {
+				t.Errorf("NetworkPolicy(%q, %q): ok %v, err %v; want found", k[0], k[1], ok, err)
+				continue
+			}
+			mustEqual(t, "NetworkPolicy("+k[0]+", "+k[1]+")", p, samplePolicy(k[0], k[1]))
+		}
+		if _, ok, err := tx.NetworkPolicy("default", "nope"); ok || err != nil {
+			t.Errorf("NetworkPolicy of a missing name: ok %v, err %v; want ok=false, no error", ok, err)
+		}
+		if _, ok, err := tx.NetworkPolicy("kube", "web"); ok || err != nil {
+			t.Errorf("NetworkPolicy of a name of another namespace: ok %v, err %v; want ok=false, no error", ok, err)
+		}
+		for namespace, want := range map[string][]string{
+			"":        {"a.b/z", "a/b/allow all", "def/x", "default/a.b", "default/a/b", "default/api", "default/web", "kube/dns"},
+			"default": {"default/a.b", "default/a/b", "default/api", "default/web"},
+			"def":     {"def/x"},
+			"a/b":     {"a/b/allow all"},
+			"a":       nil,
+			"nosuch":  nil,
+		} {
+			ps, err := tx.NetworkPolicies(namespace)
+			if err != nil {
+				return err
+			}
+			mustEqual(t, fmt.Sprintf("NetworkPolicies(%q)", namespace), policyNames(ps), want)
+		}
+		all, err := tx.NetworkPolicies("")
+		if err == nil && len(all) > 0 {
+			mustEqual(t, "first of NetworkPolicies()", all[0], samplePolicy("a.b", "z"))
+		}
+		return err
+	})
+
+	// Replace one, delete another.
+	changed := samplePolicy("default", "web")
+	changed.Spec = api.NetworkPolicySpec{PolicyTypes: []string{api.PolicyIngress}}
+	update(t, s, func(tx store.Tx) error { return tx.PutNetworkPolicy(changed) })
+	update(t, s, func(tx store.Tx) error { return tx.DeleteNetworkPolicy("default", "api") })
+	view(t, s, func(tx store.Tx) error {
+		if p, ok, err := tx.NetworkPolicy("default", "web"); !ok || err != nil || !reflect.DeepEqual(p, changed) {
+			t.Errorf("replaced NetworkPolicy(default, web) = %+v, %v, %v; want %+v", p, ok, err, changed)
+		}
+		if _, ok, err := tx.NetworkPolicy("default", "api"); ok || err != nil {
+			t.Errorf("deleted NetworkPolicy(default, api): ok %v, err %v; want gone", ok, err)
+		}
+		ps, err := tx.NetworkPolicies("default")
+		mustEqual(t, "NetworkPolicies(default) after a replace and a delete", policyNames(ps),
+			[]string{"default/a.b", "default/a/b", "default/web"})
+		return err
+	})
+	err := s.Update(func(tx store.Tx) error { return tx.DeleteNetworkPolicy("default", "api") })
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("second DeleteNetworkPolicy: %v; want ErrNotFound", err)
+	}
+	err = s.Update(func(tx store.Tx) error { return tx.DeleteNetworkPolicy("kube", "web") })
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("DeleteNetworkPolicy of a name of another namespace: %v; want ErrNotFound", err)
+	}
+}
+
+func sampleNamespace(name string) api.Namespace {
+	return api.Namespace{Name: name, Labels: map[string]string{api.NamespaceNameLabel: name, "team": "a"}}
+}
+
+func testNamespaces(t *testing.T, s store.Store) {
+	bare := api.Namespace{Name: "bare"}
+	update(t, s, func(tx store.Tx) error {
+		for _, ns := range []api.Namespace{sampleNamespace("default"), sampleNamespace("a/b"), sampleNamespace("a.b"), bare} {
+			if err := tx.PutNamespace(ns); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	view(t, s, func(tx store.Tx) error {
+		if ns, ok, err := tx.Namespace("a/b"); !ok || err != nil || !reflect.DeepEqual(ns, sampleNamespace("a/b")) {
+			t.Errorf("Namespace(a/b) = %+v, %v, %v; want %+v", ns, ok, err, sampleNamespace("a/b"))
+		}
+		if ns, ok, err := tx.Namespace("bare"); !ok || err != nil || ns.Name != "bare" || len(ns.Labels) != 0 {
+			t.Errorf("Namespace(bare) = %+v, %v, %v; want it without labels", ns, ok, err)
+		}
+		if _, ok, err := tx.Namespace("nosuch"); ok || err != nil {
+			t.Errorf("Namespace(nosuch): ok %v, err %v; want ok=false, no error", ok, err)
+		}
+		nss, err := tx.Namespaces()
+		var names []string
+		for _, ns := range nss {
+			names = append(names, ns.Name)
+		}
+		mustEqual(t, "Namespaces", names, []string{"a.b", "a/b", "bare", "default"})
+		return err
+	})
+
+	// Replace one (new labels), delete another.
+	relabeled := api.Namespace{Name: "default", Labels: map[string]string{api.NamespaceNameLabel: "default", "team": "b"}}
+	update(t, s, func(tx store.Tx) error { return tx.PutNamespace(relabeled) })
+	update(t, s, func(tx store.Tx) error { return tx.DeleteNamespace("a.b") })
+	view(t, s, func(tx store.Tx) error {
+		if ns, ok, err := tx.Namespace("default"); !ok || err != nil || !reflect.DeepEqual(ns, relabeled) {
+			t.Errorf("relabeled Namespace(default) = %+v, %v, %v; want %+v", ns, ok, err, relabeled)
+		}
+		if _, ok, err := tx.Namespace("a.b"); ok || err != nil {
+			t.Errorf("deleted Namespace(a.b): ok %v, err %v; want gone", ok, err)
+		}
+		nss, err := tx.Namespaces()
+		mustEqual(t, "Namespaces after a replace and a delete", nss, []api.Namespace{sampleNamespace("a/b"), bare, relabeled})
+		return err
+	})
+	err := s.Update(func(tx store.Tx) error { return tx.DeleteNamespace("a.b") })
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("second DeleteNamespace: %v; want ErrNotFound", err)
+	}
+}
+
 // testReadYourDeletes checks that a transaction's reads, point reads and listings,
 // miss what it deleted itself.
 func testReadYourDeletes(t *testing.T, s store.Store) {
@@ -1292,6 +1577,16 @@ func testReadYourDeletes(t *testing.T, s store.Store) {
 				return err
 			}
 		}
+		for _, n := range []string{"deny", "allow"} {
+			if err := tx.PutNetworkPolicy(samplePolicy("ns", n)); err != nil {
+				return err
+			}
+		}
+		for _, n := range []string{"ns", "other"} {
+			if err := tx.PutNamespace(sampleNamespace(n)); err != nil {
+				return err
+			}
+		}
 		return tx.PutService(api.Service{Namespace: "ns", Name: "web"})
 	})
 	update(t, s, func(tx store.Tx) error {
@@ -1317,12 +1612,23 @@ func testReadYourDeletes(t *testing.T, s store.Store) {
 		if m, err := tx.PortOwners("n1", "tcp", 80); len(m) != 1 || err != nil {
 			t.Errorf("PortOwners(n1, tcp, 80) = %v, %v; want 1", m, err)
 		}
+		if ps, err := tx.NetworkPolicies("ns"); len(ps) != 2 || err != nil {
+			t.Errorf("NetworkPolicies(ns) = %v, %v; want 2", ps, err)
+		}
+		if ns, err := tx.Namespaces(); len(ns) != 2 || err != nil {
+			t.Errorf("Namespaces = %v, %v; want 2", ns, err)
+		}
+		if _, ok, err := tx.Namespace("ns"); !ok || err != nil {
+			t.Errorf("Namespace(ns): ok %v, err %v; want found", ok, err)
+		}
 		for _, err := range []error{
 			tx.DeleteEndpoint(k),
 			tx.DeleteAllocation("red", a),
 			tx.DeletePort("n1", "tcp", netip.Addr{}, 80),
 			tx.DeleteBGPPeer("tor1"),
 			tx.DeleteService("ns", "web"),
+			tx.DeleteNetworkPolicy("ns", "deny"),
+			tx.DeleteNamespace("ns"),
 			tx.DeleteNode("n1"),
 			tx.DeleteBlock("red", block),
 		} {
@@ -1363,6 +1669,26 @@ func testReadYourDeletes(t *testing.T, s store.Store) {
 		if list, err := tx.Services(""); len(list) != 0 || err != nil {
 			t.Errorf("Services after delete = %v, %v; want none", list, err)
 		}
+		if _, ok, err := tx.NetworkPolicy("ns", "deny"); ok || err != nil {
+			t.Errorf("deleted network policy still read in its own transaction: ok %v, err %v", ok, err)
+		}
+		for _, namespace := range []string{"ns", ""} {
+			if ps, err := tx.NetworkPolicies(namespace); len(ps) != 1 || err != nil {
+				t.Errorf("NetworkPolicies(%q) after deleting one = %v, %v; want allow only", namespace, ps, err)
+			}
+		}
+		if err := tx.DeleteNetworkPolicy("ns", "deny"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("second DeleteNetworkPolicy in one transaction: %v; want ErrNotFound", err)
+		}
+		if _, ok, err := tx.Namespace("ns"); ok || err != nil {
+			t.Errorf("deleted namespace still read in its own transaction: ok %v, err %v", ok, err)
+		}
+		if ns, err := tx.Namespaces(); len(ns) != 1 || err != nil {
+			t.Errorf("Namespaces after deleting one = %v, %v; want other only", ns, err)
+		}
+		if err := tx.DeleteNamespace("ns"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("second DeleteNamespace in one transaction: %v; want ErrNotFound", err)
+		}
 		if _, ok, err := tx.Node("n1"); ok || err != nil {
 			t.Errorf("deleted node still read in its own transaction: ok %v, err %v", ok, err)
 		}
@@ -1391,6 +1717,8 @@ func testReadYourDeletes(t *testing.T, s store.Store) {
 	mustEqual(t, "nodes after the deletes", c.Nodes, []api.Node{sampleNode("n2", "192.0.2.1")})
 	mustEqual(t, "blocks after the deletes", c.Blocks, []api.Block{sampleBlock("red", "10.88.0.64/26", "n1")})
 	mustEqual(t, "BGP peers after the deletes", c.BGPPeers, []api.BGPPeer{samplePeer("tor2", "192.0.2.254")})
+	mustEqual(t, "network policies after the deletes", c.Policies, []api.NetworkPolicy{samplePolicy("ns", "allow")})
+	mustEqual(t, "namespaces after the deletes", c.Spaces, []api.Namespace{sampleNamespace("other")})
 }
 
 // testDeleteAndRecreateNetwork deletes a network and fills it again in one

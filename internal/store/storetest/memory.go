@@ -48,29 +48,33 @@ func NewMemory() *Memory {
 }
 
 type memState struct {
-	networks  map[string]api.Network
-	endpoints map[api.EndpointKey]api.Endpoint
-	allocs    map[string]map[netip.Addr]string
-	cursors   map[string]map[netip.Prefix]netip.Addr
-	ports     map[[2]string]map[netip.Addr]string // (node, "proto/port") -> host address -> owner
-	services  map[[2]string]api.Service           // (namespace, name) -> service
-	nodes     map[string]api.Node
-	blocks    map[string]map[netip.Prefix]api.Block // network -> prefix -> block
-	bgpConfig *api.BGPConfig                        // nil until put
-	bgpPeers  map[string]api.BGPPeer
+	networks   map[string]api.Network
+	endpoints  map[api.EndpointKey]api.Endpoint
+	allocs     map[string]map[netip.Addr]string
+	cursors    map[string]map[netip.Prefix]netip.Addr
+	ports      map[[2]string]map[netip.Addr]string // (node, "proto/port") -> host address -> owner
+	services   map[[2]string]api.Service           // (namespace, name) -> service
+	policies   map[[2]string]api.NetworkPolicy     // (namespace, name) -> policy
+	namespaces map[string]api.Namespace
+	nodes      map[string]api.Node
+	blocks     map[string]map[netip.Prefix]api.Block // network -> prefix -> block
+	bgpConfig  *api.BGPConfig                        // nil until put
+	bgpPeers   map[string]api.BGPPeer
 }
 
 func newMemState() *memState {
 	return &memState{
-		networks:  make(map[string]api.Network),
-		endpoints: make(map[api.EndpointKey]api.Endpoint),
-		allocs:    make(map[string]map[netip.Addr]string),
-		cursors:   make(map[string]map[netip.Prefix]netip.Addr),
-		ports:     make(map[[2]string]map[netip.Addr]string),
-		services:  make(map[[2]string]api.Service),
-		nodes:     make(map[string]api.Node),
-		blocks:    make(map[string]map[netip.Prefix]api.Block),
-		bgpPeers:  make(map[string]api.BGPPeer),
+		networks:   make(map[string]api.Network),
+		endpoints:  make(map[api.EndpointKey]api.Endpoint),
+		allocs:     make(map[string]map[netip.Addr]string),
+		cursors:    make(map[string]map[netip.Prefix]netip.Addr),
+		ports:      make(map[[2]string]map[netip.Addr]string),
+		services:   make(map[[2]string]api.Service),
+		policies:   make(map[[2]string]api.NetworkPolicy),
+		namespaces: make(map[string]api.Namespace),
+		nodes:      make(map[string]api.Node),
+		blocks:     make(map[string]map[netip.Prefix]api.Block),
+		bgpPeers:   make(map[string]api.BGPPeer),
 	}
 }
 
@@ -78,16 +82,18 @@ func newMemState() *memState {
 // cloned again on every read and write, so sharing them here is safe.
 func (s *memState) clone() *memState {
 	c := &memState{
-		networks:  maps.Clone(s.networks),
-		endpoints: maps.Clone(s.endpoints),
-		allocs:    make(map[string]map[netip.Addr]string, len(s.allocs)),
-		cursors:   make(map[string]map[netip.Prefix]netip.Addr, len(s.cursors)),
-		ports:     make(map[[2]string]map[netip.Addr]string, len(s.ports)),
-		services:  maps.Clone(s.services),
-		nodes:     maps.Clone(s.nodes),
-		blocks:    make(map[string]map[netip.Prefix]api.Block, len(s.blocks)),
-		bgpConfig: s.bgpConfig, // replaced, never modified
-		bgpPeers:  maps.Clone(s.bgpPeers),
+		networks:   maps.Clone(s.networks),
+		endpoints:  maps.Clone(s.endpoints),
+		allocs:     make(map[string]map[netip.Addr]string, len(s.allocs)),
+		cursors:    make(map[string]map[netip.Prefix]netip.Addr, len(s.cursors)),
+		ports:      make(map[[2]string]map[netip.Addr]string, len(s.ports)),
+		services:   maps.Clone(s.services),
+		policies:   maps.Clone(s.policies),
+		namespaces: maps.Clone(s.namespaces),
+		nodes:      maps.Clone(s.nodes),
+		blocks:     make(map[string]map[netip.Prefix]api.Block, len(s.blocks)),
+		bgpConfig:  s.bgpConfig, // replaced, never modified
+		bgpPeers:   maps.Clone(s.bgpPeers),
 	}
 	for k, v := range s.blocks {
 		c.blocks[k] = maps.Clone(v)
@@ -498,6 +504,126 @@ func (t *memTx) DeleteService(namespace, name string) error {
 		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
 	}
 	delete(t.s.services, k)
+	t.wrote = true
+	return nil
+}
+
+// cloneJSON copies v as the real stores do, through JSON: the copy shares nothing
+// with v, and what JSON does not keep (an empty map, a monotonic clock reading) is
+// lost the same way.
+func cloneJSON[T any](v T) T {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("storetest: encode %T: %v", v, err))
+	}
+	var c T
+	if err := json.Unmarshal(b, &c); err != nil {
+		panic(fmt.Sprintf("storetest: decode %T: %v", v, err))
+	}
+	return c
+}
+
+// clonePolicy copies p through JSON, keeping the namespace and the name as they are
+// (the real stores take them from the key, which keeps bytes that are not UTF-8).
+func clonePolicy(p api.NetworkPolicy) api.NetworkPolicy {
+	c := cloneJSON(p)
+	c.Namespace, c.Name = p.Namespace, p.Name
+	return c
+}
+
+// cloneNamespace copies ns through JSON, keeping the name as it is.
+func cloneNamespace(ns api.Namespace) api.Namespace {
+	c := cloneJSON(ns)
+	c.Name = ns.Name
+	return c
+}
+
+func (t *memTx) NetworkPolicy(namespace, name string) (api.NetworkPolicy, bool, error) {
+	p, ok := t.s.policies[[2]string{namespace, name}]
+	if !ok {
+		return api.NetworkPolicy{}, false, nil
+	}
+	return clonePolicy(p), true, nil
+}
+
+func (t *memTx) NetworkPolicies(namespace string) ([]api.NetworkPolicy, error) {
+	var out []api.NetworkPolicy
+	for k, p := range t.s.policies {
+		if namespace == "" || k[0] == namespace {
+			out = append(out, clonePolicy(p))
+		}
+	}
+	slices.SortFunc(out, func(a, b api.NetworkPolicy) int {
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+	})
+	return out, nil
+}
+
+func (t *memTx) PutNetworkPolicy(p api.NetworkPolicy) error {
+	op := fmt.Sprintf("put network policy %s/%s", p.Namespace, p.Name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if err := store.CheckNetworkPolicy(p); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	t.s.policies[[2]string{p.Namespace, p.Name}] = clonePolicy(p)
+	t.wrote = true
+	return nil
+}
+
+func (t *memTx) DeleteNetworkPolicy(namespace, name string) error {
+	op := fmt.Sprintf("delete network policy %s/%s", namespace, name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	k := [2]string{namespace, name}
+	if _, ok := t.s.policies[k]; !ok {
+		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
+	}
+	delete(t.s.policies, k)
+	t.wrote = true
+	return nil
+}
+
+func (t *memTx) Namespace(name string) (api.Namespace, bool, error) {
+	ns, ok := t.s.namespaces[name]
+	if !ok {
+		return api.Namespace{}, false, nil
+	}
+	return cloneNamespace(ns), true, nil
+}
+
+func (t *memTx) Namespaces() ([]api.Namespace, error) {
+	var out []api.Namespace
+	for _, name := range slices.Sorted(maps.Keys(t.s.namespaces)) {
+		out = append(out, cloneNamespace(t.s.namespaces[name]))
+	}
+	return out, nil
+}
+
+func (t *memTx) PutNamespace(ns api.Namespace) error {
+	op := fmt.Sprintf("put namespace %q", ns.Name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if err := store.CheckNamespace(ns); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	t.s.namespaces[ns.Name] = cloneNamespace(ns)
+	t.wrote = true
+	return nil
+}
+
+func (t *memTx) DeleteNamespace(name string) error {
+	op := fmt.Sprintf("delete namespace %q", name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if _, ok := t.s.namespaces[name]; !ok {
+		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
+	}
+	delete(t.s.namespaces, name)
 	t.wrote = true
 	return nil
 }
