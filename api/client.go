@@ -30,6 +30,9 @@ const (
 	PathBGPConfig     = "/v1/bgp/config"
 	PathBGPPeers      = "/v1/bgp/peers"
 	PathBGPStatus     = "/v1/bgp/status"
+	PathNamespaces    = "/v1/namespaces"
+	PathPolicies      = "/v1/policies"
+	PathPolicyExplain = "/v1/policies/explain"
 )
 
 // LabelsRequest replaces the labels of an endpoint.
@@ -126,6 +129,56 @@ func (c *Client) BGPStatus(ctx context.Context) ([]BGPSession, error) {
 	var ss []BGPSession
 	err := c.do(ctx, "GET", PathBGPStatus, nil, &ss, -1)
 	return ss, err
+}
+
+// Namespaces lists the namespaces with their labels.
+func (c *Client) Namespaces(ctx context.Context) ([]Namespace, error) {
+	var out []Namespace
+	err := c.do(ctx, "GET", PathNamespaces, nil, &out, -1)
+	return out, err
+}
+
+// LabelNamespace sets and removes labels of a namespace.
+func (c *Client) LabelNamespace(ctx context.Context, req NamespaceLabelRequest) (Namespace, error) {
+	var out Namespace
+	err := c.do(ctx, "POST", PathNamespaces+"/"+url.PathEscape(req.Name)+"/labels", req, &out, -1)
+	return out, err
+}
+
+// ApplyPolicies creates or replaces network policies.
+func (c *Client) ApplyPolicies(ctx context.Context, pols []NetworkPolicy) ([]NetworkPolicy, error) {
+	var out []NetworkPolicy
+	err := c.do(ctx, "POST", PathPolicies, pols, &out, -1)
+	return out, err
+}
+
+// Policies lists the network policies of a namespace, or of all when ns is "".
+func (c *Client) Policies(ctx context.Context, ns string) ([]NetworkPolicy, error) {
+	var out []NetworkPolicy
+	path := PathPolicies
+	if ns != "" {
+		path += "?" + url.Values{"namespace": {ns}}.Encode()
+	}
+	err := c.do(ctx, "GET", path, nil, &out, -1)
+	return out, err
+}
+
+// Policy returns one network policy.
+func (c *Client) Policy(ctx context.Context, ns, name string) (NetworkPolicy, error) {
+	var out NetworkPolicy
+	err := c.do(ctx, "GET", PathPolicies+"/"+url.PathEscape(ns)+"/"+url.PathEscape(name), nil, &out, -1)
+	return out, err
+}
+
+// DeletePolicy removes a network policy.
+func (c *Client) DeletePolicy(ctx context.Context, ns, name string) error {
+	return c.do(ctx, "DELETE", PathPolicies+"/"+url.PathEscape(ns)+"/"+url.PathEscape(name), nil, nil, -1)
+}
+
+// ExplainPolicy decides a connection as the policies do; out receives the verdict
+// (internal/policy.Verdict, which this package does not import).
+func (c *Client) ExplainPolicy(ctx context.Context, req PolicyExplainRequest, out any) error {
+	return c.do(ctx, "POST", PathPolicyExplain, req, out, -1)
 }
 
 // AllEndpoints lists the endpoints of one network (or all) on every node.

@@ -138,6 +138,25 @@ type Namespace struct {
 	Labels map[string]string `json:"labels,omitempty"`
 }
 
+// NamespaceLabelRequest sets Labels on namespace Name and removes the keys in Remove.
+// A label that has another value already is refused unless Overwrite.
+type NamespaceLabelRequest struct {
+	Name      string            `json:"name"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Remove    []string          `json:"remove,omitempty"`
+	Overwrite bool              `json:"overwrite,omitempty"`
+}
+
+// PolicyExplainRequest asks how the policies decide a connection: From and To name an
+// endpoint (NAMESPACE/NAME, NAME in the default namespace, or a container ID) or an
+// address.
+type PolicyExplainRequest struct {
+	From     string `json:"from"`
+	To       string `json:"to"`
+	Port     uint16 `json:"port"`
+	Protocol string `json:"protocol,omitempty"`
+}
+
 // NamedPort is a named container port of an endpoint (CNI runtimeConfig namedPorts),
 // which policies name as `port: NAME`.
 type NamedPort struct {

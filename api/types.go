@@ -291,6 +291,9 @@ type AttachRequest struct {
 	MAC string `json:"mac,omitempty"`
 	// Ports are published ports (CNI portMappings, podnet run -p).
 	Ports []PortMapping `json:"ports,omitempty"`
+	// NamedPorts are the sandbox's named container ports, which network policies may
+	// name (CNI namedPorts, podnet run --named-port).
+	NamedPorts []NamedPort `json:"namedPorts,omitempty"`
 }
 
 // DetachRequest asks the agent to detach a sandbox (CNI DEL). Succeeds when already gone.

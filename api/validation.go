@@ -215,3 +215,28 @@ func CheckIfName(name string) error {
 func ValidIfName(name string) bool {
 	return CheckIfName(name) == nil
 }
+
+// CheckPortName checks a port name as Kubernetes checks container port names (an IANA
+// service name): 1-15 lowercase letters, digits and '-', with at least one letter, not
+// starting or ending with '-', without "--".
+func CheckPortName(name string) error {
+	letter := false
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case 'a' <= c && c <= 'z':
+			letter = true
+		case '0' <= c && c <= '9', c == '-':
+		default:
+			return errors.New("must be lowercase letters, digits and '-' (an IANA service name)")
+		}
+	}
+	switch {
+	case name == "" || len(name) > 15:
+		return errors.New("must be 1 to 15 characters")
+	case !letter:
+		return errors.New("must contain a letter")
+	case name[0] == '-' || name[len(name)-1] == '-' || strings.Contains(name, "--"):
+		return errors.New("must not start or end with '-' nor contain \"--\"")
+	}
+	return nil
+}

@@ -19,24 +19,7 @@ func TestPrivilegedMetrics(t *testing.T) {
 	rt := newRuntime(t, confList("1.1.0", netName, n.socket, subnets, ""))
 	rt.mustAdd(t, n.newPod(t, "pod-a"))
 
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return kernel.DialIn(ctx, n.lab.Node, network, addr, 5*time.Second)
-		},
-	}}
-	scrape := func() string {
-		t.Helper()
-		resp, err := client.Get("http://127.0.0.1:9464/metrics")
-		if err != nil {
-			t.Fatalf("scrape the agent's metrics in the node namespace: %v", err)
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil || resp.StatusCode != http.StatusOK {
-			t.Fatalf("scrape: HTTP %d, %v", resp.StatusCode, err)
-		}
-		return string(body)
-	}
+	scrape := func() string { return n.scrapeMetrics(t) }
 	wants := []string{
 		`podnet_requests_total{code="0",verb="add"} 1`,
 		// The record is marked attached just after the reply.
@@ -59,4 +42,24 @@ func TestPrivilegedMetrics(t *testing.T) {
 	if len(missing) > 0 {
 		t.Errorf("scrape lacks %q", missing)
 	}
+}
+
+// scrapeMetrics reads the agent's metrics on 127.0.0.1:9464 of the node namespace.
+func (n *node) scrapeMetrics(t *testing.T) string {
+	t.Helper()
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return kernel.DialIn(ctx, n.lab.Node, network, addr, 5*time.Second)
+		},
+	}}
+	resp, err := client.Get("http://127.0.0.1:9464/metrics")
+	if err != nil {
+		t.Fatalf("scrape the agent's metrics in the node namespace: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape: HTTP %d, %v", resp.StatusCode, err)
+	}
+	return string(body)
 }

@@ -31,7 +31,7 @@ const (
 
 type runOptions struct {
 	network, name, namespace, ip   string
-	publish, labels                []string
+	publish, labels, namedPorts    []string
 	dnsPolicy                      string
 	dnsServers, dnsSearch, dnsOpts []string
 }
@@ -39,7 +39,7 @@ type runOptions struct {
 func runCmd(g *globals) *cobra.Command {
 	var o runOptions
 	c := &cobra.Command{
-		Use:   "run --network NAME [--name NAME] [--namespace NS] [--label k=v]... [--ip IP] [-p [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|udp]]... [--dns-policy ClusterFirst|Default|None] -- CMD ARGS...",
+		Use:   "run --network NAME [--name NAME] [--namespace NS] [--label k=v]... [--ip IP] [-p [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|udp]]... [--named-port NAME=PORT[/PROTO]]... [--dns-policy ClusterFirst|Default|None] -- CMD ARGS...",
 		Short: "Run a command in a new sandbox attached to a network; detach when it exits",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -52,6 +52,7 @@ func runCmd(g *globals) *cobra.Command {
 	c.Flags().StringArrayVarP(&o.labels, "label", "l", nil, "label k=v (repeatable): services select sandboxes by labels")
 	c.Flags().StringVar(&o.ip, "ip", "", "static address(es), comma-separated")
 	c.Flags().StringArrayVarP(&o.publish, "publish", "p", nil, "publish a port: [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|udp] (repeatable)")
+	c.Flags().StringArrayVar(&o.namedPorts, "named-port", nil, "a named container port NAME=PORT[/tcp|udp|sctp] that network policies may name (repeatable)")
 	c.Flags().StringVar(&o.dnsPolicy, "dns-policy", dnsClusterFirst, "resolv.conf of the sandbox: ClusterFirst (cluster DNS), Default (the node's), None (only --dns*)")
 	c.Flags().StringArrayVar(&o.dnsServers, "dns", nil, "nameserver (repeatable; with --dns-policy None)")
 	c.Flags().StringArrayVar(&o.dnsSearch, "dns-search", nil, "search domain (repeatable; with --dns-policy None)")
@@ -82,6 +83,13 @@ func runSandbox(ctx context.Context, client *api.Client, o runOptions, args []st
 			return fmt.Errorf("--publish: %w", err)
 		}
 		req.Ports = append(req.Ports, m)
+	}
+	for _, np := range o.namedPorts {
+		p, err := spec.ParseNamedPort(np)
+		if err != nil {
+			return fmt.Errorf("--named-port: %w", err)
+		}
+		req.NamedPorts = append(req.NamedPorts, p)
 	}
 	if len(o.labels) > 0 {
 		labels, err := spec.ParseLabels(o.labels)

@@ -147,6 +147,9 @@ type Agent struct {
 	// verifiedWant is the desired state the tables were found equal to (guarded by
 	// dpMu): a cluster sync that computes the same state again skips the comparison.
 	verifiedWant nft.Ruleset
+	// appliedPolicies are the compiled policies the tables hold (guarded by dpMu): what
+	// syncPolicies' incremental updates start from; nil when not known.
+	appliedPolicies *[]nft.Policy
 	// pendingMu guards pending: the endpoints marked detaching whose detach has not
 	// finished yet (so that an ADD finds them without reading every endpoint).
 	pendingMu sync.Mutex

@@ -63,6 +63,11 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 			return api.Result{}, invalidConfig(err)
 		}
 	}
+	named, err := spec.ValidateNamedPorts(req.NamedPorts)
+	if err != nil {
+		return api.Result{}, invalidConfig(err)
+	}
+	req.NamedPorts = named
 	var static []netip.Addr
 	for _, s := range req.IPs {
 		str := s
@@ -114,8 +119,8 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 		}
 		e = driver.For(n).Endpoint(n, req.EndpointKey, addrs, mac, req.Ports)
 		ep = api.Endpoint{
-			EndpointKey: req.EndpointKey, Name: req.Name, Namespace: req.Namespace, Labels: req.Labels, Netns: req.Netns, Node: a.nodeName,
-			HostIf: e.Kernel.HostIf, MAC: e.Kernel.MAC.String(), IPs: addrs, Ports: req.Ports, State: api.StateAttaching,
+			EndpointKey: req.EndpointKey, Name: req.Name, Namespace: req.Namespace, Labels: req.Labels, NamedPorts: req.NamedPorts,
+			Netns: req.Netns, Node: a.nodeName, HostIf: e.Kernel.HostIf, MAC: e.Kernel.MAC.String(), IPs: addrs, Ports: req.Ports, State: api.StateAttaching,
 			Created: a.created(),
 		}
 		if err := a.reservePorts(tx, ep); err != nil {

@@ -27,9 +27,12 @@ import (
 type records struct {
 	nets []api.Network
 	// eps are this node's endpoints, all those of every node (services balance over
-	// them); the same on a store of one node.
+	// them, policies select peers among them); the same on a store of one node.
 	eps, all []api.Endpoint
 	svcs     []api.Service
+	pols     []api.NetworkPolicy
+	// nss are the namespaces that have labels.
+	nss []api.Namespace
 }
 
 func (a *Agent) records() (r records, err error) {
@@ -40,7 +43,13 @@ func (a *Agent) records() (r records, err error) {
 		if r.all, err = tx.Endpoints(""); err != nil {
 			return err
 		}
-		r.svcs, err = tx.Services("")
+		if r.svcs, err = tx.Services(""); err != nil {
+			return err
+		}
+		if r.pols, err = tx.NetworkPolicies(""); err != nil {
+			return err
+		}
+		r.nss, err = tx.Namespaces()
 		return err
 	})
 	r.eps = r.all
@@ -50,17 +59,21 @@ func (a *Agent) records() (r records, err error) {
 	return r, err
 }
 
-// desiredRuleset is podnet's nftables content for the networks, endpoints and services
-// in the store (driver.Ruleset). Endpoints that DEL marked detaching are out of it.
+// desiredRuleset is podnet's nftables content for the networks, endpoints, services and
+// network policies in the store (driver.Ruleset, driver.Policies). Endpoints that DEL
+// marked detaching are out of it.
 func (a *Agent) desiredRuleset() (nft.Ruleset, error) {
 	r, err := a.records()
-	return driver.Ruleset(r.nets, r.eps, r.svcs, r.all, a.underDev), err
+	rs := driver.Ruleset(r.nets, r.eps, r.svcs, r.all, a.underDev)
+	rs.Policies = driver.Policies(r.pols, r.nss, r.all, r.eps)
+	return rs, err
 }
 
 // syncRulesetLocked writes the whole desired nftables state in one batch; the caller
 // holds dpMu. With ifDiffers it first compares, and writes only when the tables differ:
-// a repair, unless the store changed on another node (cluster), which is news, not drift.
-func (a *Agent) syncRulesetLocked(ifDiffers, cluster bool) error {
+// a repair, unless the caller knows the store changed (news: another node, a policy),
+// which is not drift.
+func (a *Agent) syncRulesetLocked(ifDiffers, news bool) error {
 	want, err := a.desiredRuleset()
 	if err != nil {
 		return err
@@ -80,10 +93,11 @@ func (a *Agent) syncRulesetLocked(ifDiffers, cluster bool) error {
 			if after, err := a.nft.Generation(); genErr == nil && err == nil && after == gen {
 				a.verified, a.verifiedGen, a.verifiedWant = true, gen, want
 			}
+			a.appliedPolicies = &want.Policies
 			return nil
 		}
-		if cluster {
-			a.log.Debug("nftables tables follow changes of other nodes")
+		if news {
+			a.log.Debug("nftables tables follow a change of the store")
 		} else {
 			a.log.Info("nftables tables differ from the desired state: restoring")
 			a.metrics.repairs.WithLabelValues("nftables").Inc()
@@ -91,8 +105,10 @@ func (a *Agent) syncRulesetLocked(ifDiffers, cluster bool) error {
 	}
 	defer a.metrics.observeNft("sync", time.Now())
 	if err := a.nft.Sync(want); err != nil {
+		a.appliedPolicies = nil
 		return fmt.Errorf("nftables: %w", err)
 	}
+	a.appliedPolicies = &want.Policies
 	return nil
 }
 
@@ -258,6 +274,7 @@ func (a *Agent) markVerified(gen uint32, want nft.Ruleset) {
 	a.dpMu.Lock()
 	defer a.dpMu.Unlock()
 	a.verified, a.verifiedGen, a.verifiedWant = true, gen, want
+	a.appliedPolicies = &want.Policies
 }
 
 // reconcileTables compares the nftables tables with the store's desired state and

@@ -174,10 +174,12 @@ var (
 		"Connection tracking entries in the node namespace (nf_conntrack_count).", nil, nil)
 	conntrackMaxDesc = prometheus.NewDesc("podnet_conntrack_entries_limit",
 		"Most connection tracking entries the node namespace holds (nf_conntrack_max).", nil, nil)
+	policyDropsDesc = prometheus.NewDesc("podnet_policy_drops_total",
+		"New connections network policies dropped on this node, by direction (ingress of the destination pod, egress of the source pod).", []string{"direction"}, nil)
 )
 
 func (state) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{endpointsDesc, poolSizeDesc, poolUsedDesc, poolRatioDesc, backendsDesc, conntrackDesc, conntrackMaxDesc} {
+	for _, d := range []*prometheus.Desc{endpointsDesc, poolSizeDesc, poolUsedDesc, poolRatioDesc, backendsDesc, conntrackDesc, conntrackMaxDesc, policyDropsDesc} {
 		ch <- d
 	}
 }
@@ -233,5 +235,9 @@ func (s state) Collect(ch chan<- prometheus.Metric) {
 	if count, limit, err := s.a.node.Conntrack(); err == nil {
 		ch <- prometheus.MustNewConstMetric(conntrackDesc, prometheus.GaugeValue, float64(count))
 		ch <- prometheus.MustNewConstMetric(conntrackMaxDesc, prometheus.GaugeValue, float64(limit))
+	}
+	if in, out, err := s.a.nft.PolicyDrops(); err == nil {
+		ch <- prometheus.MustNewConstMetric(policyDropsDesc, prometheus.CounterValue, float64(in), "ingress")
+		ch <- prometheus.MustNewConstMetric(policyDropsDesc, prometheus.CounterValue, float64(out), "egress")
 	}
 }

@@ -39,6 +39,9 @@ func (a *Agent) reconcile(startup bool) error {
 			}
 		}
 	}
+	if err == nil && a.hasPolicies() {
+		err = a.node.BridgeNetfilter(true) // set back if someone turned it off
+	}
 	if err == nil {
 		err = a.reconcileDataplane()
 	}

@@ -175,6 +175,49 @@ func (a *Agent) Handler() http.Handler {
 		ss, err := a.BGPStatus()
 		reply(w, ss, err)
 	}))
+	mux.HandleFunc("POST "+api.PathPolicies, m.instrument("policy_apply", func(w http.ResponseWriter, r *http.Request) {
+		pols, err := DecodeRequest[[]api.NetworkPolicy](r.Body)
+		if err != nil {
+			reply(w, nil, err)
+			return
+		}
+		pols, err = a.ApplyPolicies(pols)
+		reply(w, pols, err)
+	}))
+	mux.HandleFunc("GET "+api.PathPolicies, m.instrument("policy_list", func(w http.ResponseWriter, r *http.Request) {
+		pols, err := a.Policies(r.URL.Query().Get("namespace"))
+		reply(w, pols, err)
+	}))
+	mux.HandleFunc("GET "+api.PathPolicies+"/{ns}/{name}", m.instrument("policy_get", func(w http.ResponseWriter, r *http.Request) {
+		p, err := a.Policy(r.PathValue("ns"), r.PathValue("name"))
+		reply(w, p, err)
+	}))
+	mux.HandleFunc("DELETE "+api.PathPolicies+"/{ns}/{name}", m.instrument("policy_delete", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, nil, a.DeletePolicy(r.PathValue("ns"), r.PathValue("name")))
+	}))
+	mux.HandleFunc("POST "+api.PathPolicyExplain, m.instrument("policy_explain", func(w http.ResponseWriter, r *http.Request) {
+		req, err := DecodeRequest[api.PolicyExplainRequest](r.Body)
+		if err != nil {
+			reply(w, nil, err)
+			return
+		}
+		v, err := a.ExplainPolicy(req)
+		reply(w, v, err)
+	}))
+	mux.HandleFunc("GET "+api.PathNamespaces, m.instrument("namespace_list", func(w http.ResponseWriter, r *http.Request) {
+		out, err := a.Namespaces()
+		reply(w, out, err)
+	}))
+	mux.HandleFunc("POST "+api.PathNamespaces+"/{name}/labels", m.instrument("namespace_label", func(w http.ResponseWriter, r *http.Request) {
+		req, err := DecodeRequest[api.NamespaceLabelRequest](r.Body)
+		if err != nil {
+			reply(w, nil, err)
+			return
+		}
+		req.Name = r.PathValue("name")
+		ns, err := a.LabelNamespace(req)
+		reply(w, ns, err)
+	}))
 	mux.HandleFunc("GET "+api.PathDNSCheck, m.instrument("dns_check", func(w http.ResponseWriter, r *http.Request) {
 		res, err := a.CheckDNS(r.Context())
 		reply(w, res, err)

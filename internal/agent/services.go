@@ -149,7 +149,7 @@ func (a *Agent) servicesSelecting(ep api.Endpoint) ([]api.Service, error) {
 }
 
 // endpointChurn brings the services that select ep (before and after a change of its
-// labels) and DNS up to date, in one nftables batch.
+// labels) and DNS up to date, in one nftables batch, and the network policies.
 func (a *Agent) endpointChurn(eps ...api.Endpoint) {
 	a.dpMu.Lock()
 	var rules []nft.Service
@@ -174,6 +174,9 @@ func (a *Agent) endpointChurn(eps ...api.Endpoint) {
 	}
 	a.dpMu.Unlock()
 	a.refreshDNS()
+	if a.hasPolicies() {
+		a.policyInputsChanged()
+	}
 }
 
 // SetLabels replaces the labels of an endpoint; services follow at once.

@@ -64,8 +64,11 @@ type RuntimeConfig struct {
 	IPs          []string      `json:"ips,omitempty"`
 	MAC          string        `json:"mac,omitempty"`
 	PortMappings []PortMapping `json:"portMappings,omitempty"`
-	// Labels select the endpoint into services.
+	// Labels select the endpoint into services and network policies.
 	Labels map[string]string `json:"labels,omitempty"`
+	// NamedPorts are the sandbox's named container ports (capability namedPorts), which
+	// network policies may name.
+	NamedPorts []api.NamedPort `json:"namedPorts,omitempty"`
 }
 
 // PortMapping is one entry of the portMappings capability, as runtimes send it.
@@ -284,6 +287,7 @@ func (c *Config) AttachRequest(args *CmdArgs) (api.AttachRequest, error) {
 		Name:        env.PodName,
 		Namespace:   env.PodNamespace,
 		Labels:      c.RuntimeConfig.Labels,
+		NamedPorts:  c.RuntimeConfig.NamedPorts,
 		Define:      c.Define(),
 	}
 

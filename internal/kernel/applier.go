@@ -20,6 +20,8 @@ import (
 type Applier interface {
 	// EnableForwarding turns on IPv4 and IPv6 forwarding in the node.
 	EnableForwarding() error
+	// BridgeNetfilter makes bridged packets cross the node's inet hooks, or not.
+	BridgeNetfilter(on bool) error
 	// Routes lists the node's routes (for the overlap check of a new network).
 	Routes() ([]spec.NodeRoute, error)
 	// Tunnels lists the node's overlay devices.

@@ -51,6 +51,26 @@ func (n *Node) EnableForwarding() error {
 	return nil
 }
 
+// BridgeNetfilter makes bridged IPv4 and IPv6 packets cross the inet hooks (and
+// conntrack) of the node, or not: bridge-nf-call-iptables and -ip6tables of the node's
+// namespace (br_netfilter; the sysctls are per namespace). Network policies need it on
+// bridge networks, so that traffic between two pods of one bridge meets their rules.
+func (n *Node) BridgeNetfilter(on bool) error {
+	v := "0"
+	if on {
+		v = "1"
+	}
+	for _, k := range []string{"net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables"} {
+		if cur, err := ReadSysctl(n.ns, k); err == nil && cur == v {
+			continue
+		}
+		if err := WriteSysctl(n.ns, k, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // EnsureBridge creates or repairs a bridge as planned. Calling it again with the same
 // plan changes nothing. The zero Bridge (a network without one: routed) does nothing.
 func (n *Node) EnsureBridge(b plan.Bridge) error {

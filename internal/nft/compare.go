@@ -106,15 +106,18 @@ func exprsText(es []expr.Any) string {
 }
 
 // sameExprs compares expressions read from the kernel with desired ones. Set IDs only
-// exist within a batch and are ignored.
+// exist within a batch and counters count traffic: both are ignored.
 func sameExprs(got, want []expr.Any) bool {
-	return reflect.DeepEqual(withoutSetIDs(got), withoutSetIDs(want))
+	return reflect.DeepEqual(normalExprs(got), normalExprs(want))
 }
 
-func withoutSetIDs(es []expr.Any) []expr.Any {
+// normalExprs returns es without set IDs and with counters at zero.
+func normalExprs(es []expr.Any) []expr.Any {
 	out := slices.Clone(es)
 	for i, e := range out {
 		switch e := e.(type) {
+		case *expr.Counter:
+			out[i] = &expr.Counter{}
 		case *expr.Lookup:
 			c := *e
 			c.SetID = 0

@@ -25,9 +25,33 @@ func nftBinary(t *testing.T) string {
 // set podnet writes must list, and the listing must parse back (`nft -c -f`), with the
 // nft of Debian 12 (1.0.6) and later.
 func TestPrivilegedNftListsRuleset(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		r    Ruleset
+		want []string
+	}{
+		{"full", full(), []string{
+			"table inet podnet", "table bridge podnet",
+			"typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport",
+			"ip daddr . meta l4proto . th dport vmap @services4",
+			"chain no-backends",
+		}},
+		{"policy", policyExample, []string{
+			"jump policies\n", "ct state untracked return", "ip saddr @policy_out4 jump policy-egress",
+			"ip6 daddr @pol_a1b2c3_sel6 ip6 saddr @pol_a1b2c3_in0_peers6 ip6 daddr . meta l4proto . th dport @pol_a1b2c3_in0_ports6 return",
+			"counter packets 0 bytes 0 drop",
+			"type ipv4_addr . inet_proto . inet_service\n\t\tflags interval\n\t\tcomment \"shop/web ingress 0\"",
+			"10.88.4.3 . tcp . 8080", "10.0.0.0-10.1.0.5", "0.0.0.0/0 . udp . 53",
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testNftListsRuleset(t, tc.r, tc.want) })
+	}
+}
+
+func testNftListsRuleset(t *testing.T, r Ruleset, want []string) {
 	tb, ns := openTable(t)
 	nft := nftBinary(t)
-	mustSync(t, tb, full())
+	mustSync(t, tb, r)
 	run := func(args ...string) string {
 		t.Helper()
 		var out []byte
@@ -42,12 +66,7 @@ func TestPrivilegedNftListsRuleset(t *testing.T) {
 		return string(out)
 	}
 	listing := run("list", "ruleset")
-	for _, want := range []string{
-		"table inet podnet", "table bridge podnet",
-		"typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport",
-		"ip daddr . meta l4proto . th dport vmap @services4",
-		"chain no-backends",
-	} {
+	for _, want := range want {
 		if !strings.Contains(listing, want) {
 			t.Errorf("nft list ruleset lacks %q:\n%s", want, listing)
 		}

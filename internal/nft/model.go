@@ -104,6 +104,7 @@ type setDef struct {
 	// fieldLens are the lengths of the key's fields, when one of them is not of its
 	// type's usual length (an integer).
 	fieldLens []uint32
+	comment   string // of the set (nft lists it; InSync does not compare it)
 }
 
 // integer128 is a 16-byte integer.
@@ -198,7 +199,7 @@ var (
 // rejects are left out (invalid names, prefixes or addresses, the later of two networks
 // with the same bridge, a subnet overlapping an earlier network's, a port mapping whose
 // host side was mapped to another target by an earlier one in sort order, a service whose
-// key an earlier one in sort order has).
+// key an earlier one in sort order has, an invalid policy or the later of two with one ID).
 func build(r Ruleset) rulesetDef {
 	inet := tableDef{family: nftables.TableFamilyINet}
 	brt := tableDef{family: nftables.TableFamilyBridge}
@@ -209,7 +210,24 @@ func build(r Ruleset) rulesetDef {
 	brt.sets = append(brt.sets, bridged...)
 	inet.sets = append(inet.sets, portMaps(r.Ports)...)
 	inet.sets = append(inet.sets, serviceSets(r.Services)...)
+	policies := normPolicies(r.Policies)
+	if len(policies) > 0 {
+		inet.sets = append(inet.sets, policySetsAll(policies)...)
+	}
 
+	forward := []ruleDef{
+		// Packets of flows already let through skip the lookups below (which a
+		// bridged flow would otherwise pay on every frame, br_netfilter).
+		{exprs: append(ctStateEstablished(), accept())},
+	}
+	if len(policies) > 0 {
+		forward = append(forward, jumpRule(expr.VerdictJump, chainPolicy))
+	}
+	forward = append(forward,
+		ruleDef{exprs: append(ctStatusDNAT(), accept())},
+		isolationRule(ip4),
+		isolationRule(ip6),
+	)
 	inet.chains = []chainDef{
 		{
 			name: chainAntispoof, typ: nftables.ChainTypeFilter,
@@ -235,15 +253,13 @@ func build(r Ruleset) rulesetDef {
 			name: chainForward, typ: nftables.ChainTypeFilter,
 			hook: *nftables.ChainHookForward, hookName: "forward",
 			priority: *nftables.ChainPriorityFilter, prioName: "filter",
-			rules: []ruleDef{
-				// Packets of flows already let through skip the lookups below (which a
-				// bridged flow would otherwise pay on every frame, br_netfilter).
-				{exprs: append(ctStateEstablished(), accept())},
-				{exprs: append(ctStatusDNAT(), accept())},
-				isolationRule(ip4),
-				isolationRule(ip6),
-			},
+			rules: forward,
 		},
+	}
+	if hasEgress(policies) {
+		inet.chains = append(inet.chains, inputChain())
+	}
+	inet.chains = append(inet.chains, []chainDef{
 		{
 			name: chainPostrouting, typ: nftables.ChainTypeNAT,
 			hook: *nftables.ChainHookPostrouting, hookName: "postrouting",
@@ -256,9 +272,12 @@ func build(r Ruleset) rulesetDef {
 				localhostMasqRule(),
 			},
 		},
-	}
+	}...)
 	inet.chains = append(inet.chains, affinityUpdateChain())
 	inet.chains = append(inet.chains, serviceChains()...)
+	if len(policies) > 0 {
+		inet.chains = append(inet.chains, policyChains(policies)...)
+	}
 	brt.chains = []chainDef{{
 		name: chainAntispoof, typ: nftables.ChainTypeFilter,
 		hook: *nftables.ChainHookPrerouting, hookName: "prerouting",
@@ -957,8 +976,12 @@ func rangeElems(rs []namedRange) []elemDef {
 	return elems
 }
 
-// rangeText prints a range as nft does: as a prefix when it is one, else as first-last.
+// rangeText prints a range as nft does: one address alone, a prefix as a prefix, else
+// first-last.
 func rangeText(start, last netip.Addr) string {
+	if start == last {
+		return start.String()
+	}
 	for bits := 0; bits <= start.BitLen(); bits++ {
 		p := netip.PrefixFrom(start, bits)
 		if p.Masked().Addr() == start && lastAddr(p) == last {

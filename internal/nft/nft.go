@@ -3,8 +3,9 @@
 //
 // The desired state is data (Ruleset). Render turns it into nft-syntax text, Table.Sync
 // writes it to the kernel in one atomic netlink batch, Table.Update adds and removes the
-// elements of networks, endpoints, published ports and services in one small batch, and
-// Table.InSync reads the tables back and says whether the kernel still matches a Ruleset.
+// elements of networks, endpoints, published ports, services and network policies in one
+// small batch, and Table.InSync reads the tables back and says whether the kernel still
+// matches a Ruleset.
 //
 // Kernel objects of table inet podnet:
 //
@@ -25,7 +26,15 @@
 //	                  address that is not its own
 //	chain prerouting  nat prerouting, priority dstnat: service VIPs, then published ports (DNAT)
 //	chain output      nat output, priority -100 (dstnat): the same for connections of the node
-//	chain forward     filter forward, priority filter: isolation of networks by address
+//	set policy_in4/6, policy_out4/6  addresses isolated by a network policy (Ingress, Egress)
+//	set pol_<ID>_sel4/6, pol_<ID>_in<K>_peers4/6, pol_<ID>_in<K>_ports4/6 (interval,
+//	                  ip . l4proto . port), "out" for egress: a policy's selected pods and
+//	                  what its rule K allows (policy.go; only with policies, as the chains
+//	                  below marked "policies")
+//	chain forward     filter forward, priority filter: established flows, network policy
+//	                  (jump policies), isolation of networks by address
+//	chain input       filter input, priority filter (policies with Egress): egress policy
+//	                  of the connections of pods to the node itself
 //	chain postrouting nat postrouting, priority srcnat: egress masquerade, and masquerade of
 //	                  DNATed connections from sandboxes (hairpin) and from 127.0.0.0/8
 //	chain affinity-update  filter postrouting, priority filter: remembers the backend of a
@@ -33,6 +42,9 @@
 //	chains pick-S, affinity-pick-S, affinity, no-backends  regular: random choice of a
 //	                  backend among S slots, client affinity, rejection of a service without
 //	                  backend; constant (services.go explains them)
+//	chains policies, policy-ingress, policy-egress  regular (policies): a rule per policy
+//	                  rule and family that returns what it allows, a final counted drop
+//	                  (PolicyDrops)
 //
 // Table bridge podnet holds the same anti-spoofing check for bridged endpoints: in the inet
 // hooks a packet of a bridge port shows the bridge as its input interface (br_netfilter),
@@ -45,7 +57,8 @@
 //	chain antispoof   filter prerouting, priority filter: checks source MACs and IPv4,
 //	                  IPv6 and ARP senders
 //
-// Per-packet cost does not grow with the number of networks, endpoints, ports or services:
+// Per-packet cost does not grow with the number of networks, endpoints, ports, services
+// or the addresses of policies (it grows with the number of policy rules):
 // every lookup is a set or map lookup, never one rule per item. A service owns elements
 // only, so that changing its backends is an element update whatever the number of
 // services (a rule or chain per service would make every such batch revalidate them all).
@@ -141,28 +154,106 @@ const AffinityTimeout = 3 * time.Hour
 // MaxBackends is the largest number of backends of one service.
 const MaxBackends = 1 << maxSlotBits
 
+// Policy is a network policy compiled for one node: the node's pod addresses it selects
+// and what its rules allow them (policy.go explains the sets and chains it becomes). A
+// pod address selected by a policy with Ingress (Egress) is isolated in that direction:
+// of the new connections to it (from it), only those that a rule of a policy selecting
+// it with that type allows pass. Established connections and their replies always pass.
+type Policy struct {
+	// ID names the policy's sets (pol_<ID>_...): unique among the node's policies and
+	// stable while the policy exists, [a-z0-9], 1-12 bytes (the caller hashes
+	// namespace/name).
+	ID string
+	// Name is "namespace/name", for comments; it must not change for one ID.
+	Name string
+	// Selected are the node's pod addresses the policy selects, of both families.
+	Selected []netip.Addr
+	// Ingress and Egress are the policy's types: the directions in which the selected
+	// pods are isolated. A type without rules denies every new connection in that
+	// direction (default deny); the rules of a direction without its type are invalid.
+	Ingress, Egress bool
+	// IngressRules allow connections to the selected pods, EgressRules from them.
+	IngressRules, EgressRules []PolicyRule
+}
+
+// PolicyRule allows the connections whose peer (the source for an ingress rule, the
+// destination for an egress rule) is in Peers (any peer with AnyPeer) and whose
+// destination address . protocol . port is in Ports (any with AnyPort).
+type PolicyRule struct {
+	AnyPeer bool
+	Peers   []AddrRange // both families; none (without AnyPeer): the rule matches nothing
+	AnyPort bool
+	Ports   []PortRange // none (without AnyPort): the rule matches nothing
+}
+
+// AddrRange is the addresses From to To, inclusive, of one family.
+type AddrRange struct{ From, To netip.Addr }
+
+// PortRange allows ports From to To (inclusive, 1-65535) of Protocol to the destination
+// addresses Dst: for an ingress rule, selected pods; for an egress rule, peers. Named
+// ports resolve per destination pod, which is why the destination is part of the key.
+type PortRange struct {
+	Dst      AddrRange
+	Protocol string // "tcp" | "udp" | "sctp"
+	From, To uint16
+}
+
 // Ruleset is the desired content of podnet's tables. The order of its slices does not
 // matter. An endpoint listed twice (same HostIf) has the union of the addresses; a port
 // mapping listed twice is one mapping; a service listed twice must be listed the same way
 // (backends in any order) and is one service; a backend listed twice is one backend.
+// Ranges of a policy rule may overlap or touch: the tables hold their union.
 type Ruleset struct {
 	Networks  []Network
 	Endpoints []Endpoint
 	Ports     []PortMapping
 	Services  []Service
+	Policies  []Policy
 }
 
-// Delta is a set of networks, endpoints, port mappings and services that Update adds to or
-// removes from the tables without rewriting them. A network in a Delta stands for the
-// elements of its subnets (list all of them, and the same Bridge and Masquerade as when it
-// was added). A service in a Delta is identified by (VIP, Protocol, Port): adding it
-// replaces the service with that key, if any (its name, backends and affinity), and
-// removing it removes the service with that key whatever its other fields.
+// Delta is a set of networks, endpoints, port mappings, services and policies' elements
+// that Update adds to or removes from the tables without rewriting them. A network in a
+// Delta stands for the elements of its subnets (list all of them, and the same Bridge and
+// Masquerade as when it was added). A service in a Delta is identified by (VIP, Protocol,
+// Port): adding it replaces the service with that key, if any (its name, backends and
+// affinity), and removing it removes the service with that key whatever its other fields.
+//
+// A policy in a Delta is identified by its ID and stands for the elements of its own sets
+// (its Selected addresses, its rules' Peers and Ports): Update changes the policy's sets
+// from remove's policy (what the tables hold: the whole policy, as last synced or
+// updated; none when it is not in remove) to add's (the whole policy as it must be; none
+// when it is not in add, which empties its sets). The batch holds the elements that
+// differ only: ranges are merged (a rule's peers 10.0.0.1-10.0.0.3 plus 10.0.0.4 are one
+// element 10.0.0.1-10.0.0.4), so that a listed range is not an element of its own, and
+// only the old policy and the new one together say which elements change. Update changes
+// elements only, never a rule: a policy of a Delta must be in the tables with the same
+// layout (Policy.SameLayout: same ID, name, types, number of rules, AnyPeer and AnyPort of
+// each); a new or removed policy, or a change of layout, needs Sync (PolicyDelta says
+// which).
+//
+// The isolation sets (policy_in4/6, policy_out4/6: the addresses selected by at least one
+// policy of each type) are a union over all the policies, which a Delta's policies alone
+// cannot tell: the addresses that add's policy selects and remove's (same ID) did not are
+// added to the isolation sets of the policy's types (always right), but remove's policies
+// take nothing out of them. The addresses that no policy of a type selects any more are
+// listed in remove's IngressIsolated or EgressIsolated; those of add's are added (add's
+// policies already add what they newly select). PolicyDelta forms both deltas from the
+// old and new policies.
 type Delta struct {
 	Networks  []Network
 	Endpoints []Endpoint
 	Ports     []PortMapping
 	Services  []Service
+	Policies  []Policy
+	// IngressIsolated and EgressIsolated are elements of the isolation sets policy_in4/6
+	// and policy_out4/6.
+	IngressIsolated, EgressIsolated []netip.Addr
+}
+
+// delta is r as a Delta (without isolation sets: in a Ruleset they follow from the
+// policies).
+func (r Ruleset) delta() Delta {
+	return Delta{Networks: r.Networks, Endpoints: r.Endpoints, Ports: r.Ports, Services: r.Services, Policies: r.Policies}
 }
 
 // Applier makes podnet's tables of one namespace equal to a Ruleset.
@@ -181,13 +272,21 @@ type Applier interface {
 	// replaced by add's. It fails, changing nothing, when a delta does not Validate, when
 	// the tables do not exist (ErrNoTable: call Sync), or when a port mapping's host side
 	// is mapped to another target in the table or a network's subnet overlaps one in the
-	// table (ErrConflict: to move a mapping, remove the old one in the same call).
+	// table (ErrConflict: to move a mapping, remove the old one in the same call). A
+	// policy of a delta changes from remove's to add's (see Delta); Update fails with
+	// ErrNoTable when the tables do not have the policy's sets as its layout says (a new
+	// policy, another number of rules: call Sync), and with ErrConflict when an added
+	// range overlaps one in the set (the tables did not hold remove's policy).
 	Update(add, remove Delta) error
 	// InSync reports whether the tables equal r. It is false, with no error, when a table
 	// is missing or was changed (flushed rules, chains, set or map elements).
 	InSync(r Ruleset) (bool, error)
 	// Delete removes the tables. It succeeds when they are already gone.
 	Delete() error
+	// PolicyDrops returns the number of packets dropped so far by the final rules of
+	// chains policy-ingress and policy-egress: new connections to (from) isolated pods
+	// that no rule allowed. Sync resets them; 0 when there is no policy.
+	PolicyDrops() (ingress, egress uint64, err error)
 	// Generation is a counter that changes with every change of the namespace's
 	// nftables ruleset (any table, any tool): while it stays the same, the tables are
 	// what they were.
@@ -201,9 +300,10 @@ const maxIfName = 15
 
 // Validate checks that r can be written to the kernel: every network has a valid bridge
 // name (or none) used by no other network, valid subnets that overlap no other network's,
-// and the endpoints and port mappings are valid and do not contradict each other.
+// the endpoints and port mappings are valid and do not contradict each other, and every
+// policy is valid with an ID of its own.
 func (r Ruleset) Validate() error {
-	return Delta(r).Validate()
+	return r.delta().Validate()
 }
 
 // validateNetworks checks bridge names and subnets, and that no two networks share a
@@ -241,10 +341,14 @@ func validateNetworks(nets []Network) error {
 	return nil
 }
 
-// Validate checks every network, endpoint, port mapping and service of d, and that d does
-// not contradict itself: two networks with one bridge or overlapping subnets, an interface
-// both bridged and routed, one host port mapped to two targets, or one service key listed
-// twice with different names, backends or affinity.
+// Validate checks every network, endpoint, port mapping, service, policy and isolated
+// address of d, and that d does not contradict itself: two networks with one bridge or
+// overlapping subnets, an interface both bridged and routed, one host port mapped to two
+// targets, one service key listed twice with different names, backends or affinity, or
+// two policies with one ID. A policy is valid with a well-formed ID, valid selected
+// addresses, rules of its types only, ranges of one family each and in order (From <=
+// To), protocols tcp, udp or sctp, ports from 1, and no peers (ports) listed with AnyPeer
+// (AnyPort).
 func (d Delta) Validate() error {
 	if err := validateNetworks(d.Networks); err != nil {
 		return err
@@ -283,6 +387,14 @@ func (d Delta) Validate() error {
 			return fmt.Errorf("service %q (%s): listed twice with different backends or affinity", s.Name, s)
 		}
 		services[k] = s
+	}
+	if err := validatePolicies(d.Policies); err != nil {
+		return err
+	}
+	for _, a := range slices.Concat(d.IngressIsolated, d.EgressIsolated) {
+		if !validUnicast(a) {
+			return fmt.Errorf("isolated address %v: invalid pod address", a)
+		}
 	}
 	return nil
 }

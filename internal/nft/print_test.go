@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -50,7 +51,7 @@ func TestPrintUnknown(t *testing.T) {
 
 // Every rule of the model prints, with no unknown part.
 func TestPrintModel(t *testing.T) {
-	for _, td := range build(full()).tables {
+	for _, td := range slices.Concat(build(full()).tables, build(policyExample).tables) {
 		for _, c := range td.chains {
 			for i, r := range c.rules {
 				if got := td.printRule(r.exprs); got == "" || strings.Contains(got, "<unknown") {

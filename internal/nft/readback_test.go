@@ -30,6 +30,7 @@ func TestPrivilegedReadBackGolden(t *testing.T) {
 		{"example", example, "example"},
 		// The rules do not depend on the ruleset: the fuller one has the example's.
 		{"full", full(), "example"},
+		{"policy", policyExample, "policy"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mustSync(t, tb, tc.r)

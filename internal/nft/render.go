@@ -57,6 +57,9 @@ func (t tableDef) render(b *strings.Builder) {
 			b.WriteString("\t\tflags dynamic,timeout\n")
 			fmt.Fprintf(b, "\t\ttimeout %s\n", nftwire.Duration(s.timeout))
 		}
+		if s.comment != "" {
+			fmt.Fprintf(b, "\t\tcomment %s\n", quote(s.comment))
+		}
 		for j, e := range s.elems {
 			if j == 0 {
 				b.WriteString("\t\telements = { ")

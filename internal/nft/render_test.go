@@ -80,6 +80,7 @@ func TestRenderGolden(t *testing.T) {
 		{"one", Ruleset{Networks: []Network{blue}}},
 		{"three", Ruleset{Networks: []Network{red, green, blue}}},
 		{"example", example},
+		{"policy", policyExample},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := Render(tc.r)

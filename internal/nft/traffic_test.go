@@ -179,7 +179,10 @@ func must(t testing.TB, err error, what string) {
 
 // serve listens on testPort in ns (all addresses), TCP and, with udp, UDP, and answers
 // every connection or datagram with the source address it sees (UDP: probe.Echo).
-func serve(t testing.TB, ns netns.NsHandle, udp bool) {
+func serve(t testing.TB, ns netns.NsHandle, udp bool) { servePort(t, ns, testPort, udp) }
+
+// servePort is serve on another port.
+func servePort(t testing.TB, ns netns.NsHandle, port uint16, udp bool) {
 	t.Helper()
 	var (
 		ln net.Listener
@@ -187,10 +190,10 @@ func serve(t testing.TB, ns netns.NsHandle, udp bool) {
 	)
 	err := inNetNS(ns, func() error {
 		var err error
-		if ln, err = net.Listen("tcp", fmt.Sprintf("[::]:%d", testPort)); err != nil || !udp {
+		if ln, err = net.Listen("tcp", fmt.Sprintf("[::]:%d", port)); err != nil || !udp {
 			return err
 		}
-		pc, err = net.ListenPacket("udp", fmt.Sprintf("[::]:%d", testPort))
+		pc, err = net.ListenPacket("udp", fmt.Sprintf("[::]:%d", port))
 		return err
 	})
 	if err != nil {

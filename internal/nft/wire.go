@@ -70,9 +70,18 @@ func (s setDef) keyFieldLens() []uint32 {
 	return out
 }
 
-// userdata is what nft reads from a set's user data: the byte order of the key, and the
-// typeof expressions when the set has them.
+// userdata is what nft reads from a set's user data: the byte order of the key, the
+// typeof expressions when the set has them, and the set's comment.
 func (s setDef) userdata() []byte {
+	ud := s.typeUserdata()
+	if s.comment != "" {
+		ud = userdata.AppendString(ud, userdata.NFTNL_UDATA_SET_COMMENT, s.comment)
+	}
+	return ud
+}
+
+// typeUserdata is the part of the user data that says how to print keys and data.
+func (s setDef) typeUserdata() []byte {
 	if s.typeofKey != nil {
 		// As nft writes it for "typeof": byte orders 0 (nft takes them from the expressions).
 		ud := userdata.AppendUint32(nil, userdata.NFTNL_UDATA_SET_KEYBYTEORDER, 0)

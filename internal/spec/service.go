@@ -30,6 +30,51 @@ func ValidateNamespace(ns string) error {
 	return nil
 }
 
+// ValidateNamedPorts checks an endpoint's named container ports and canonicalises their
+// protocols (lowercase, tcp when empty): names as Kubernetes names container ports
+// (IANA service names), unique per endpoint; ports 1-65535; tcp, udp or sctp.
+func ValidateNamedPorts(ports []api.NamedPort) ([]api.NamedPort, error) {
+	out := make([]api.NamedPort, 0, len(ports))
+	seen := map[string]bool{}
+	for _, p := range ports {
+		field := fmt.Sprintf("namedPorts[%q]", p.Name)
+		if err := api.CheckPortName(p.Name); err != nil {
+			return nil, api.Invalid("", "namedPorts", p.Name, "%v", err)
+		}
+		if seen[p.Name] {
+			return nil, api.Invalid("", "namedPorts", p.Name, "named twice")
+		}
+		seen[p.Name] = true
+		if p.Port == 0 {
+			return nil, api.Invalid("", field+".port", "0", "must be 1 to 65535")
+		}
+		switch p.Protocol = strings.ToLower(p.Protocol); p.Protocol {
+		case "":
+			p.Protocol = "tcp"
+		case "tcp", "udp", "sctp":
+		default:
+			return nil, api.Invalid("", field+".protocol", p.Protocol, "must be tcp, udp or sctp")
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// ParseNamedPort parses NAME=PORT[/PROTO] (podnet run --named-port); ValidateNamedPorts
+// judges the values.
+func ParseNamedPort(s string) (api.NamedPort, error) {
+	name, rest, ok := strings.Cut(s, "=")
+	if !ok {
+		return api.NamedPort{}, api.Invalid("", "named port", s, "want NAME=PORT[/tcp|udp|sctp]")
+	}
+	port, proto, _ := strings.Cut(rest, "/")
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || n == 0 {
+		return api.NamedPort{}, api.Invalid("", "named port", s, "port %q: want 1 to 65535", port)
+	}
+	return api.NamedPort{Name: name, Port: uint16(n), Protocol: proto}, nil
+}
+
 // ValidateLabels checks label keys ([prefix/]name) and values as Kubernetes does.
 func ValidateLabels(labels map[string]string) error {
 	for _, k := range slices.Sorted(maps.Keys(labels)) {

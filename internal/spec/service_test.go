@@ -3,6 +3,7 @@ package spec_test
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -116,6 +117,49 @@ func TestErrorsAreValidationErrors(t *testing.T) {
 		}
 		if tt.err == nil || !strings.HasPrefix(tt.err.Error(), tt.want) {
 			t.Errorf("error %v, want it to start with %q", tt.err, tt.want)
+		}
+	}
+}
+
+func TestNamedPorts(t *testing.T) {
+	tests := []struct {
+		in   []string
+		want []api.NamedPort
+		err  string
+	}{
+		{[]string{"http=8080", "dns=53/UDP", "assoc=9/sctp"}, []api.NamedPort{{Name: "http", Port: 8080, Protocol: "tcp"}, {Name: "dns", Port: 53, Protocol: "udp"}, {Name: "assoc", Port: 9, Protocol: "sctp"}}, ""},
+		{[]string{"http"}, nil, `named port "http": want NAME=PORT[/tcp|udp|sctp]`},
+		{[]string{"http=0"}, nil, `named port "http=0": port "0": want 1 to 65535`},
+		{[]string{"http=70000"}, nil, `port "70000": want 1 to 65535`},
+		{[]string{"Http=80"}, nil, `namedPorts "Http": must be lowercase letters, digits and '-'`},
+		{[]string{"80=80"}, nil, `namedPorts "80": must contain a letter`},
+		{[]string{"a-very-long-name=80"}, nil, `namedPorts "a-very-long-name": must be 1 to 15 characters`},
+		{[]string{"web--x=80"}, nil, `namedPorts "web--x": must not start or end with '-'`},
+		{[]string{"web=80", "web=81"}, nil, `namedPorts "web": named twice`},
+		{[]string{"web=80/icmp"}, nil, `namedPorts["web"].protocol "icmp": must be tcp, udp or sctp`},
+	}
+	for _, tt := range tests {
+		var ports []api.NamedPort
+		var err error
+		for _, s := range tt.in {
+			var p api.NamedPort
+			if p, err = spec.ParseNamedPort(s); err != nil {
+				break
+			}
+			ports = append(ports, p)
+		}
+		if err == nil {
+			ports, err = spec.ValidateNamedPorts(ports)
+		}
+		if tt.err != "" {
+			var ve *api.ValidationError
+			if err == nil || !strings.Contains(err.Error(), tt.err) || !errors.As(err, &ve) {
+				t.Errorf("%v: %+v, %v; want a validation error with %q", tt.in, ports, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(ports, tt.want) {
+			t.Errorf("%v: %+v, %v; want %+v", tt.in, ports, err, tt.want)
 		}
 	}
 }

@@ -32,23 +32,24 @@ type Fake struct {
 	// addresses, then the host side up with its node routes (EndpointComplete).
 	Record func(line string)
 
-	mu         sync.Mutex
-	nextIndex  int
-	links      map[string]*link
-	forwarding bool
-	gateway    bool // the routed gateway is set up
-	local      []netip.Addr
-	routes     []spec.NodeRoute
-	tunnels    []spec.Tunnel
-	overlays   map[string]string            // "overlay NETWORK" or "learned routes" -> what was applied last, as recorded
-	underlay   map[netip.Addr]string        // local address -> interface (SetUnderlay)
-	sandboxes  map[string]bool              // paths OpenSandbox can open
-	nodePaths  map[string]bool              // paths that are the node's own namespace
-	sandboxIfs map[string]map[string]string // sandbox path -> its interface -> host veth
-	open       map[int]string               // handles OpenSandbox returned -> path
-	fail       map[string]error             // operation -> error of its next call
-	drift      map[string][]string          // host veth -> what RepairEndpoint will repair
-	held       map[string]kernel.Holder     // "proto/port" -> who holds it
+	mu              sync.Mutex
+	nextIndex       int
+	links           map[string]*link
+	forwarding      bool
+	gateway         bool // the routed gateway is set up
+	local           []netip.Addr
+	routes          []spec.NodeRoute
+	tunnels         []spec.Tunnel
+	bridgeNetfilter bool
+	overlays        map[string]string            // "overlay NETWORK" or "learned routes" -> what was applied last, as recorded
+	underlay        map[netip.Addr]string        // local address -> interface (SetUnderlay)
+	sandboxes       map[string]bool              // paths OpenSandbox can open
+	nodePaths       map[string]bool              // paths that are the node's own namespace
+	sandboxIfs      map[string]map[string]string // sandbox path -> its interface -> host veth
+	open            map[int]string               // handles OpenSandbox returned -> path
+	fail            map[string]error             // operation -> error of its next call
+	drift           map[string][]string          // host veth -> what RepairEndpoint will repair
+	held            map[string]kernel.Holder     // "proto/port" -> who holds it
 }
 
 type link struct {
@@ -78,7 +79,7 @@ func (f *Fake) Clone() *Fake {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c := New(slices.Clone(f.routes)...)
-	c.nextIndex, c.forwarding, c.gateway, c.local = f.nextIndex, f.forwarding, f.gateway, slices.Clone(f.local)
+	c.nextIndex, c.forwarding, c.bridgeNetfilter, c.gateway, c.local = f.nextIndex, f.forwarding, f.bridgeNetfilter, f.gateway, slices.Clone(f.local)
 	for n, l := range f.links {
 		cl := *l
 		c.links[n] = &cl
@@ -241,6 +242,23 @@ func (f *Fake) EnableForwarding() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.forwarding = true
+	return nil
+}
+
+// BridgeNetfilter implements kernel.Applier.
+func (f *Fake) BridgeNetfilter(on bool) error {
+	f.mu.Lock()
+	same := f.bridgeNetfilter == on
+	f.mu.Unlock()
+	if same {
+		return nil // the real one reads first and writes nothing then
+	}
+	if err := f.begin("BridgeNetfilter", "bridge netfilter %v", on); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.bridgeNetfilter = on
 	return nil
 }
 

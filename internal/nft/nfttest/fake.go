@@ -4,6 +4,7 @@ package nfttest
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -23,15 +24,19 @@ type Fake struct {
 	Record func(line string)
 
 	// mu guards all fields below.
-	mu      sync.Mutex
-	table   *nft.Ruleset // nil when the tables do not exist
-	last    *nft.Ruleset // last Ruleset passed to a successful Sync, with later Updates applied
-	syncs   int
-	updates []UpdateCall // successful Update calls
-	broken  bool         // tables changed behind podnet's back
-	err     error
-	gen     uint32 // counts the changes of the tables (Generation)
-	insyncs int    // InSync calls
+	mu    sync.Mutex
+	table *nft.Ruleset // nil when the tables do not exist
+	last  *nft.Ruleset // last Ruleset passed to a successful Sync, with later Updates applied
+	// isolated are the isolation sets (policy_in, policy_out) as Sync and Update left
+	// them: Update changes them as the kernel does, not as table's policies say.
+	isolated [2]map[netip.Addr]bool
+	syncs    int
+	updates  []UpdateCall // successful Update calls
+	broken   bool         // tables changed behind podnet's back
+	err      error
+	gen      uint32    // counts the changes of the tables (Generation)
+	insyncs  int       // InSync calls
+	drops    [2]uint64 // PolicyDrops: ingress, egress
 }
 
 // UpdateCall is the arguments of one successful Update.
@@ -52,6 +57,8 @@ func (f *Fake) Sync(r nft.Ruleset) error {
 	}
 	c, l := clone(r), clone(r)
 	f.table, f.last = &c, &l
+	f.isolated = isolation(r.Policies)
+	f.drops = [2]uint64{}
 	f.broken = false
 	f.syncs++
 	f.gen++
@@ -59,14 +66,19 @@ func (f *Fake) Sync(r nft.Ruleset) error {
 }
 
 // Update applies add and remove like nft.Table does: it validates them, fails with
-// nft.ErrNoTable when there are no tables and with nft.ErrConflict when a port mapping's
-// host side is in the table with another target or an added network overlaps one in the
-// table, and otherwise removes, then adds, the networks (by name), endpoints, port
-// mappings and services, in the tables and in Last. An endpoint in remove
-// takes the whole endpoint away (the kernel takes its interface out of the checked ones,
-// and the listed addresses; addresses not listed would stay there, without effect). A
-// service in remove removes the service with its key (VIP, protocol, port); one in add
-// replaces it.
+// nft.ErrNoTable when there are no tables or a policy of a delta is not in the tables
+// with the same layout (nft.Policy.SameLayout), and with nft.ErrConflict when a port
+// mapping's host side is in the table with another target or an added network overlaps
+// one in the table, and otherwise removes, then adds, the networks (by name), endpoints,
+// port mappings and services, in the tables and in Last. An endpoint in remove takes the
+// whole endpoint away (the kernel takes its interface out of the checked ones, and the
+// listed addresses; addresses not listed would stay there, without effect). A service in
+// remove removes the service with its key (VIP, protocol, port); one in add replaces it.
+// A policy in add replaces the tables' policy with its ID; one only in remove is emptied
+// (its layout stays). The isolation sets change as nft.Delta says, apart from the
+// policies: the remove's isolated addresses leave them, add's isolated addresses and what
+// add's policies newly select (compared with remove's) join them; a caller that forgets
+// an address there makes InSync false, as with the kernel.
 func (f *Fake) Update(add, remove nft.Delta) error {
 	if err := add.Validate(); err != nil {
 		return err
@@ -87,6 +99,7 @@ func (f *Fake) Update(add, remove nft.Delta) error {
 	if err != nil {
 		return err
 	}
+	f.isolated = isolate(f.isolated, add, remove)
 	// While the tables exist, Last equals them: Sync sets both, Delete removes the tables.
 	last := clone(table)
 	f.table, f.last = &table, &last
@@ -176,6 +189,9 @@ func apply(r nft.Ruleset, add, remove nft.Delta) (nft.Ruleset, error) {
 		}
 		r.Networks = append(r.Networks, n)
 	}
+	if err := applyPolicies(&r, add.Policies, remove.Policies); err != nil {
+		return r, err
+	}
 	for _, e := range remove.Endpoints {
 		r.Endpoints = slices.DeleteFunc(r.Endpoints, func(o nft.Endpoint) bool { return o.HostIf == e.HostIf && o.Bridged == e.Bridged })
 	}
@@ -212,7 +228,149 @@ func (f *Fake) InSync(r nft.Ruleset) (bool, error) {
 	if f.table == nil || f.broken {
 		return false, nil
 	}
+	want := isolation(r.Policies)
+	for i := range want {
+		if !maps.Equal(f.isolated[i], want[i]) {
+			return false, nil
+		}
+	}
 	return nft.Render(*f.table) == nft.Render(r), nil
+}
+
+// PolicyDrops returns what SetPolicyDrops set (zeros after a Sync).
+func (f *Fake) PolicyDrops() (ingress, egress uint64, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return 0, 0, f.err
+	}
+	return f.drops[0], f.drops[1], nil
+}
+
+// SetPolicyDrops sets the counters PolicyDrops returns, as traffic would.
+func (f *Fake) SetPolicyDrops(ingress, egress uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.drops = [2]uint64{ingress, egress}
+}
+
+// policyDirs are the isolation sets' directions, in the order of Fake.isolated.
+var policyDirs = [2]func(nft.Policy) bool{
+	func(p nft.Policy) bool { return p.Ingress },
+	func(p nft.Policy) bool { return p.Egress },
+}
+
+// isolation returns the isolation sets of the policies: the addresses that policies of
+// each type select.
+func isolation(ps []nft.Policy) [2]map[netip.Addr]bool {
+	var out [2]map[netip.Addr]bool
+	for i, has := range policyDirs {
+		out[i] = map[netip.Addr]bool{}
+		for _, p := range ps {
+			if has(p) {
+				for _, a := range p.Selected {
+					out[i][a] = true
+				}
+			}
+		}
+	}
+	return out
+}
+
+// isolate returns the isolation sets iso after Update(add, remove).
+func isolate(iso [2]map[netip.Addr]bool, add, remove nft.Delta) [2]map[netip.Addr]bool {
+	var out [2]map[netip.Addr]bool
+	for i, has := range policyDirs {
+		out[i] = maps.Clone(iso[i])
+		explicit := func(d nft.Delta) []netip.Addr {
+			if i == 0 {
+				return d.IngressIsolated
+			}
+			return d.EgressIsolated
+		}
+		for _, a := range explicit(remove) {
+			delete(out[i], a)
+		}
+		for _, a := range explicit(add) {
+			out[i][a] = true
+		}
+		for _, p := range add.Policies {
+			if !has(p) {
+				continue
+			}
+			var old []netip.Addr
+			if j := slices.IndexFunc(remove.Policies, func(o nft.Policy) bool { return o.ID == p.ID }); j >= 0 {
+				old = remove.Policies[j].Selected
+			}
+			for _, a := range p.Selected {
+				if !slices.Contains(old, a) {
+					out[i][a] = true
+				}
+			}
+		}
+	}
+	return out
+}
+
+// applyPolicies changes the policies of r as Update does: add's replace the policy with
+// their ID, those only in remove are emptied; every one must be in r with its layout.
+func applyPolicies(r *nft.Ruleset, add, remove []nft.Policy) error {
+	r.Policies = clonePolicies(r.Policies)
+	find := func(p nft.Policy) (int, error) {
+		i := slices.IndexFunc(r.Policies, func(o nft.Policy) bool { return o.ID == p.ID })
+		if i < 0 || !r.Policies[i].SameLayout(p) {
+			return 0, fmt.Errorf("fake update: policy %q: %w (not in the tables with this layout)", p.Name, nft.ErrNoTable)
+		}
+		return i, nil
+	}
+	for _, p := range remove {
+		i, err := find(p)
+		if err != nil {
+			return err
+		}
+		if !slices.ContainsFunc(add, func(o nft.Policy) bool { return o.ID == p.ID }) {
+			r.Policies[i] = emptied(r.Policies[i])
+		}
+	}
+	for _, p := range add {
+		i, err := find(p)
+		if err != nil {
+			return err
+		}
+		r.Policies[i] = clonePolicies([]nft.Policy{p})[0]
+	}
+	return nil
+}
+
+// emptied is p without elements: its layout only.
+func emptied(p nft.Policy) nft.Policy {
+	empty := func(rs []nft.PolicyRule) []nft.PolicyRule {
+		out := make([]nft.PolicyRule, len(rs))
+		for i, r := range rs {
+			out[i] = nft.PolicyRule{AnyPeer: r.AnyPeer, AnyPort: r.AnyPort}
+		}
+		return out
+	}
+	return nft.Policy{ID: p.ID, Name: p.Name, Ingress: p.Ingress, Egress: p.Egress,
+		IngressRules: empty(p.IngressRules), EgressRules: empty(p.EgressRules)}
+}
+
+func clonePolicies(ps []nft.Policy) []nft.Policy {
+	ps = slices.Clone(ps)
+	rules := func(rs []nft.PolicyRule) []nft.PolicyRule {
+		rs = slices.Clone(rs)
+		for i := range rs {
+			rs[i].Peers = slices.Clone(rs[i].Peers)
+			rs[i].Ports = slices.Clone(rs[i].Ports)
+		}
+		return rs
+	}
+	for i := range ps {
+		ps[i].Selected = slices.Clone(ps[i].Selected)
+		ps[i].IngressRules = rules(ps[i].IngressRules)
+		ps[i].EgressRules = rules(ps[i].EgressRules)
+	}
+	return ps
 }
 
 // Delete removes the table; it succeeds when there is none.
@@ -254,7 +412,8 @@ func (f *Fake) Syncs() int {
 	return f.syncs
 }
 
-// Dump returns nft.Render of the table, or "" when there is no table.
+// Dump returns nft.Render of the table, or "" when there is no table. Its isolation sets
+// are those of the table's policies; InSync also compares those Update really left.
 func (f *Fake) Dump() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -292,7 +451,10 @@ func (f *Fake) SetErr(err error) {
 	f.err = err
 }
 
-func clone(r nft.Ruleset) nft.Ruleset { return nft.Ruleset(cloneDelta(nft.Delta(r))) }
+func clone(r nft.Ruleset) nft.Ruleset {
+	d := cloneDelta(nft.Delta{Networks: r.Networks, Endpoints: r.Endpoints, Ports: r.Ports, Services: r.Services, Policies: r.Policies})
+	return nft.Ruleset{Networks: d.Networks, Endpoints: d.Endpoints, Ports: d.Ports, Services: d.Services, Policies: d.Policies}
+}
 
 func cloneDelta(d nft.Delta) nft.Delta {
 	d.Networks = slices.Clone(d.Networks)
@@ -308,6 +470,9 @@ func cloneDelta(d nft.Delta) nft.Delta {
 	for i := range d.Services {
 		d.Services[i].Backends = slices.Clone(d.Services[i].Backends)
 	}
+	d.Policies = clonePolicies(d.Policies)
+	d.IngressIsolated = slices.Clone(d.IngressIsolated)
+	d.EgressIsolated = slices.Clone(d.EgressIsolated)
 	return d
 }
 
@@ -316,7 +481,10 @@ func cloneDelta(d nft.Delta) nft.Delta {
 func (f *Fake) Clone() *Fake {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	c := &Fake{broken: f.broken, gen: f.gen}
+	c := &Fake{broken: f.broken, gen: f.gen, drops: f.drops}
+	for i := range f.isolated {
+		c.isolated[i] = maps.Clone(f.isolated[i])
+	}
 	if f.table != nil {
 		t := clone(*f.table)
 		c.table = &t
@@ -346,8 +514,12 @@ func rulesetText(r nft.Ruleset) string {
 	}
 	slices.Sort(nets)
 	slices.Sort(eps)
-	return fmt.Sprintf("networks [%s] endpoints [%s] ports %d services %d",
+	s := fmt.Sprintf("networks [%s] endpoints [%s] ports %d services %d",
 		strings.Join(nets, " "), strings.Join(eps, " "), len(r.Ports), len(r.Services))
+	if len(r.Policies) > 0 {
+		s += fmt.Sprintf(" policies %d", len(r.Policies))
+	}
+	return s
 }
 
 // deltaItems lists the items of d, each after sign.
@@ -372,6 +544,15 @@ func deltaItems(sign string, d nft.Delta) []string {
 	}
 	for _, s := range d.Services {
 		out = append(out, fmt.Sprintf("service %s %s backends %v", s.Name, s, s.Backends))
+	}
+	for _, p := range d.Policies {
+		out = append(out, fmt.Sprintf("policy %s %s selected %v", p.ID, p.Name, p.Selected))
+	}
+	if len(d.IngressIsolated) > 0 {
+		out = append(out, fmt.Sprintf("ingress isolated %v", d.IngressIsolated))
+	}
+	if len(d.EgressIsolated) > 0 {
+		out = append(out, fmt.Sprintf("egress isolated %v", d.EgressIsolated))
 	}
 	for i := range out {
 		out[i] = sign + out[i]

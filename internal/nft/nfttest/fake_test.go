@@ -217,3 +217,94 @@ func TestFakeServices(t *testing.T) {
 		t.Fatal("Update accepted an invalid service")
 	}
 }
+
+// Policies: Update changes their elements as PolicyDelta forms them, refuses what the
+// tables do not have with that layout, and keeps the isolation sets as the kernel would:
+// an address another policy still selects stays isolated, one the caller forgets to list
+// makes InSync false.
+func TestFakePolicies(t *testing.T) {
+	var f Fake
+	a, b := netip.MustParseAddr("10.88.1.2"), netip.MustParseAddr("10.88.1.3")
+	one := func(x netip.Addr) nft.AddrRange { return nft.AddrRange{From: x, To: x} }
+	web := nft.Policy{ID: "web", Name: "ns/web", Selected: []netip.Addr{a, b}, Ingress: true,
+		IngressRules: []nft.PolicyRule{{Peers: []nft.AddrRange{one(a)}, Ports: []nft.PortRange{{Dst: one(b), Protocol: "tcp", From: 80, To: 80}}}}}
+	deny := nft.Policy{ID: "deny", Name: "ns/deny", Selected: []netip.Addr{a}, Ingress: true, Egress: true}
+	r := nft.Ruleset{Policies: []nft.Policy{web, deny}}
+	if err := f.Sync(r); err != nil {
+		t.Fatal(err)
+	}
+	if in, out, err := f.PolicyDrops(); in != 0 || out != 0 || err != nil {
+		t.Fatalf("PolicyDrops = %d, %d, %v", in, out, err)
+	}
+	f.SetPolicyDrops(3, 4)
+	if in, out, _ := f.PolicyDrops(); in != 3 || out != 4 {
+		t.Fatalf("PolicyDrops = %d, %d after SetPolicyDrops(3, 4)", in, out)
+	}
+
+	// web no longer selects a: deny still isolates it for ingress.
+	web2 := web
+	web2.Selected = []netip.Addr{b}
+	web2.IngressRules = []nft.PolicyRule{{Peers: []nft.AddrRange{one(a), one(b)}, Ports: web.IngressRules[0].Ports}}
+	next := nft.Ruleset{Policies: []nft.Policy{web2, deny}}
+	add, remove, ok := nft.PolicyDelta(r.Policies, next.Policies)
+	if !ok || len(remove.IngressIsolated) != 0 {
+		t.Fatalf("PolicyDelta = %+v, %+v, %v", add, remove, ok)
+	}
+	for range 2 {
+		if err := f.Update(add, remove); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _ := f.InSync(next); !ok {
+			t.Fatalf("after Update:\n%s", f.Dump())
+		}
+	}
+	if last, _ := f.Last(); nft.Render(last) != nft.Render(next) {
+		t.Fatalf("Last does not have the Update:\n%s", nft.Render(last))
+	}
+
+	// deny no longer selects a, and the caller forgets that a is no longer isolated:
+	// the tables still isolate it, InSync is false; listing it repairs that.
+	deny2 := deny
+	deny2.Selected = nil
+	final := nft.Ruleset{Policies: []nft.Policy{web2, deny2}}
+	add, remove, _ = nft.PolicyDelta(next.Policies, final.Policies)
+	forgot := remove
+	forgot.IngressIsolated, forgot.EgressIsolated = nil, nil
+	if err := f.Update(add, forgot); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := f.InSync(final); ok {
+		t.Fatal("InSync true with an address left in the isolation sets")
+	}
+	if err := f.Update(add, remove); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := f.InSync(final); !ok {
+		t.Fatalf("after Update:\n%s", f.Dump())
+	}
+
+	// What needs Sync.
+	more := web2
+	more.IngressRules = append(more.IngressRules, nft.PolicyRule{AnyPeer: true, AnyPort: true})
+	for name, d := range map[string]nft.Delta{
+		"new policy":    {Policies: []nft.Policy{{ID: "new", Ingress: true}}},
+		"one more rule": {Policies: []nft.Policy{more}},
+	} {
+		if err := f.Update(d, nft.Delta{}); !errors.Is(err, nft.ErrNoTable) {
+			t.Errorf("%s: Update = %v, want ErrNoTable", name, err)
+		}
+	}
+	// Only in remove: emptied, the layout stays.
+	if err := f.Update(nft.Delta{}, nft.Delta{Policies: []nft.Policy{web2}, IngressIsolated: []netip.Addr{b}}); err != nil {
+		t.Fatal(err)
+	}
+	emptied := nft.Policy{ID: "web", Name: "ns/web", Ingress: true, IngressRules: []nft.PolicyRule{{}}}
+	if ok, _ := f.InSync(nft.Ruleset{Policies: []nft.Policy{emptied, deny2}}); !ok {
+		t.Fatalf("after emptying:\n%s", f.Dump())
+	}
+	calls := f.Updates()
+	calls[0].Add.Policies[0].Selected[0] = netip.Addr{} // a copy: does not change the Fake
+	if f.Updates()[0].Add.Policies[0].Selected[0] != b {
+		t.Fatal("changing Updates' result changed the Fake")
+	}
+}

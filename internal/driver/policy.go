@@ -1,0 +1,221 @@
+package driver
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/nft"
+	"github.com/podnet/podnet/internal/policy"
+)
+
+// Network policies, compiled for one node (nft.Policy): each policy becomes the set of
+// this node's pod addresses it selects, and per rule the set of peer addresses and the
+// set of destination . protocol . port ranges it allows. Only sets hold addresses: a pod
+// that joins or leaves a selector changes elements, never rules.
+//
+// A node enforces the policies of its own pods (local): their ingress on the way in,
+// their egress on the way out. The peers are pods of every node (all) and addresses.
+// Named ports resolve on the destination pod: for an ingress rule, each selected pod;
+// for an egress rule, each pod among the peers.
+
+// Policies compiles pols for the node whose pods are local, all being every pod of the
+// cluster (local included) and nss the namespaces with their labels. Endpoints marked
+// detaching are out.
+func Policies(pols []api.NetworkPolicy, nss []api.Namespace, all, local []api.Endpoint) []nft.Policy {
+	w := policy.World{Policies: pols, Namespaces: nss, Endpoints: live(all)}
+	local = live(local)
+	out := make([]nft.Policy, 0, len(pols))
+	for _, p := range pols {
+		c := nft.Policy{ID: PolicyID(p), Name: p.Namespace + "/" + p.Name}
+		var selected []api.Endpoint
+		for _, ep := range local {
+			if policy.Selects(p, ep) {
+				selected = append(selected, ep)
+				for _, ip := range ep.IPs {
+					c.Selected = append(c.Selected, ip.Addr())
+				}
+			}
+		}
+		for _, t := range policy.PolicyTypes(p.Spec) {
+			switch t {
+			case api.PolicyIngress:
+				c.Ingress = true
+				for _, r := range p.Spec.Ingress {
+					c.IngressRules = append(c.IngressRules, compileRule(w, p, r, selected, false))
+				}
+			case api.PolicyEgress:
+				c.Egress = true
+				for _, r := range p.Spec.Egress {
+					c.EgressRules = append(c.EgressRules, compileRule(w, p, r, nil, true))
+				}
+			}
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// PolicyID names a policy's sets: a hash of namespace/name, stable while it exists.
+func PolicyID(p api.NetworkPolicy) string {
+	sum := sha256.Sum256([]byte(p.Namespace + "/" + p.Name))
+	return hex.EncodeToString(sum[:5])
+}
+
+// compileRule compiles one rule of p. For an ingress rule, the destinations are the
+// selected pods; for an egress rule (egress), the peers.
+func compileRule(w policy.World, p api.NetworkPolicy, r api.NetworkPolicyRule, selected []api.Endpoint, egress bool) nft.PolicyRule {
+	var c nft.PolicyRule
+	// The pod addresses among the peers: named ports of an egress rule resolve on them.
+	var peerPods []podAddr
+	if len(r.Peers) == 0 {
+		c.AnyPeer = true
+		peerPods = podAddrs(w.Endpoints)
+	} else {
+		for _, peer := range r.Peers {
+			if peer.IPBlock != nil {
+				c.Peers = append(c.Peers, blockRanges(*peer.IPBlock)...)
+			}
+		}
+		for _, ep := range w.Endpoints {
+			if slices.ContainsFunc(r.Peers, func(peer api.NetworkPolicyPeer) bool { return w.PodInPeer(p, peer, ep) }) {
+				for _, ip := range ep.IPs {
+					c.Peers = append(c.Peers, single(ip.Addr()))
+					peerPods = append(peerPods, podAddr{ep, ip.Addr()})
+				}
+				continue
+			}
+			for _, ip := range ep.IPs { // a pod address inside an ipBlock (its ranges hold it)
+				if slices.ContainsFunc(r.Peers, func(peer api.NetworkPolicyPeer) bool {
+					return peer.IPBlock != nil && inBlock(ip.Addr(), *peer.IPBlock)
+				}) {
+					peerPods = append(peerPods, podAddr{ep, ip.Addr()})
+				}
+			}
+		}
+	}
+	if len(r.Ports) == 0 {
+		c.AnyPort = true
+		return c
+	}
+	dsts := podAddrs(selected)
+	if egress {
+		dsts = peerPods
+	}
+	for _, pp := range r.Ports {
+		proto := strings.ToLower(cmp.Or(pp.Protocol, policy.ProtocolTCP))
+		if pp.Port != nil && pp.Port.Name != "" {
+			for _, d := range dsts {
+				if port, ok := policy.NamedPort(d.ep, pp.Port.Name, proto); ok {
+					c.Ports = append(c.Ports, nft.PortRange{Dst: single(d.addr), Protocol: proto, From: port, To: port})
+				}
+			}
+			continue
+		}
+		from, to := uint16(1), uint16(65535)
+		if pp.Port != nil {
+			from, to = pp.Port.Number, cmp.Or(pp.EndPort, pp.Port.Number)
+		}
+		var ranges []nft.AddrRange
+		switch {
+		case !egress:
+			for _, d := range dsts {
+				ranges = append(ranges, single(d.addr))
+			}
+		case c.AnyPeer:
+			ranges = []nft.AddrRange{everything(false), everything(true)}
+		default:
+			ranges = c.Peers
+		}
+		for _, d := range ranges {
+			c.Ports = append(c.Ports, nft.PortRange{Dst: d, Protocol: proto, From: from, To: to})
+		}
+	}
+	return c
+}
+
+// podAddr is one address of a pod.
+type podAddr struct {
+	ep   api.Endpoint
+	addr netip.Addr
+}
+
+func podAddrs(eps []api.Endpoint) []podAddr {
+	var out []podAddr
+	for _, ep := range eps {
+		for _, ip := range ep.IPs {
+			out = append(out, podAddr{ep, ip.Addr()})
+		}
+	}
+	return out
+}
+
+// live drops the endpoints that DEL marked detaching.
+func live(eps []api.Endpoint) []api.Endpoint {
+	out := make([]api.Endpoint, 0, len(eps))
+	for _, ep := range eps {
+		if ep.State != api.StateDetaching {
+			out = append(out, ep)
+		}
+	}
+	return out
+}
+
+func inBlock(a netip.Addr, b api.IPBlock) bool {
+	if !b.CIDR.Contains(a) {
+		return false
+	}
+	for _, e := range b.Except {
+		if e.Contains(a) {
+			return false
+		}
+	}
+	return true
+}
+
+func single(a netip.Addr) nft.AddrRange { return nft.AddrRange{From: a, To: a} }
+
+// everything is the whole address space of a family.
+func everything(v6 bool) nft.AddrRange {
+	if v6 {
+		return nft.AddrRange{From: netip.IPv6Unspecified(), To: netip.AddrFrom16([16]byte{0: 0xff, 1: 0xff, 2: 0xff, 3: 0xff, 4: 0xff, 5: 0xff, 6: 0xff, 7: 0xff, 8: 0xff, 9: 0xff, 10: 0xff, 11: 0xff, 12: 0xff, 13: 0xff, 14: 0xff, 15: 0xff})}
+	}
+	return nft.AddrRange{From: netip.IPv4Unspecified(), To: netip.AddrFrom4([4]byte{255, 255, 255, 255})}
+}
+
+// blockRanges is an ipBlock as ranges: its CIDR minus its excepts.
+func blockRanges(b api.IPBlock) []nft.AddrRange {
+	ranges := []nft.AddrRange{{From: b.CIDR.Masked().Addr(), To: lastAddr(b.CIDR)}}
+	for _, e := range b.Except {
+		from, to := e.Masked().Addr(), lastAddr(e)
+		var next []nft.AddrRange
+		for _, r := range ranges {
+			if to.Less(r.From) || r.To.Less(from) {
+				next = append(next, r)
+				continue
+			}
+			if r.From.Less(from) {
+				next = append(next, nft.AddrRange{From: r.From, To: from.Prev()})
+			}
+			if to.Less(r.To) {
+				next = append(next, nft.AddrRange{From: to.Next(), To: r.To})
+			}
+		}
+		ranges = next
+	}
+	return ranges
+}
+
+// lastAddr is the last address of p.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
