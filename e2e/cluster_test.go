@@ -19,6 +19,7 @@ import (
 	"github.com/podnet/podnet/internal/agentproc"
 	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/lab"
+	"github.com/podnet/podnet/internal/policy"
 	"github.com/podnet/podnet/internal/probe"
 	"github.com/podnet/podnet/internal/store/etcdstore/etcdtest"
 	"github.com/podnet/podnet/internal/testutil"
@@ -95,6 +96,45 @@ func attachOn(t *testing.T, c *lab.Cluster, a *clusterAgent, network, id string,
 		t.Fatalf("attach %s on n%d: %v", key, a.i, err)
 	}
 	return clusterPod{ns: sb, ip: res.IPs[0].Address.Addr(), node: a.i, key: key, res: res}
+}
+
+// crossNodePolicy: a policy applied on n2 isolates a pod of n1, whose node then admits
+// only peers with role=client; a pod of n0 relabelled on n0 becomes one on n1 through the
+// store; the policy removed, the other nodes' pods reach the pod again.
+func crossNodePolicy(t *testing.T, agents []*clusterAgent, pods []clusterPod) {
+	t.Helper()
+	ctx := context.Background()
+	target := netip.AddrPortFrom(pods[1].ip, 8200)
+	pols, err := policy.Parse(strings.NewReader(doc("default", "clients-only", "podSelector: {matchLabels: {app: web}}\n  ingress:\n  - from: [{podSelector: {matchLabels: {role: client}}}]")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agents[2].c.ApplyPolicies(ctx, pols); err != nil {
+		t.Fatal(err)
+	}
+	for _, from := range []clusterPod{pods[0], pods[2]} {
+		eventuallyState(t, fmt.Sprintf("n%d's pod kept out of n1's", from.node), func() (bool, string) {
+			err := probe.Blocked(ctx, from.ns, pods[1].ns, target, 500*time.Millisecond)
+			return err == nil, fmt.Sprint(err)
+		})
+	}
+	if _, err := agents[0].c.SetLabels(ctx, api.LabelsRequest{EndpointKey: pods[0].key, Labels: map[string]string{"app": "web", "role": "client"}}); err != nil {
+		t.Fatal(err)
+	}
+	eventuallyState(t, "n0's pod, now a client, let into n1's", func() (bool, string) {
+		got, err := probe.TCP(ctx, pods[0].ns, pods[1].ns, target, 500*time.Millisecond)
+		return err == nil && got == pods[0].ip, fmt.Sprint(got, err)
+	})
+	if err := probe.Blocked(ctx, pods[2].ns, pods[1].ns, target, time.Second); err != nil {
+		t.Errorf("n2's pod, not a client: %v", err)
+	}
+	if err := agents[1].c.DeletePolicy(ctx, "default", "clients-only"); err != nil {
+		t.Fatal(err)
+	}
+	eventuallyState(t, "n2's pod let in once the policy is gone", func() (bool, string) {
+		_, err := probe.TCP(ctx, pods[2].ns, pods[1].ns, target, 500*time.Millisecond)
+		return err == nil, fmt.Sprint(err)
+	})
 }
 
 // eventuallyState polls cond every 20 ms until it holds or 10 s pass.
@@ -205,6 +245,7 @@ func TestPrivilegedCluster(t *testing.T) {
 		mustCross(t, pods[0], pods[1], 8080)
 		mustCross(t, pods[2], pods[0], 8090)
 	}
+	crossNodePolicy(t, agents, bluePods)
 
 	nodes, err := agents[0].c.Nodes(ctx)
 	if err != nil {
