@@ -70,18 +70,23 @@ func (a *Agent) desiredRuleset() (nft.Ruleset, error) {
 }
 
 // syncRulesetLocked writes the whole desired nftables state in one batch; the caller
-// holds dpMu. With ifDiffers it first compares, and writes only when the tables differ:
-// a repair, unless the caller knows the store changed (news: another node, a policy),
-// which is not drift.
+// holds dpMu. With ifDiffers it first brings the policies' elements up to date
+// incrementally (policyDeltaLocked), then compares, and writes only when the tables
+// differ: a repair, unless the caller knows the store changed (news: another node, a
+// policy), which is not drift. The comparison is skipped when the tables were found (or
+// made) equal to this very state and nothing committed since.
 func (a *Agent) syncRulesetLocked(ifDiffers, news bool) error {
 	want, err := a.desiredRuleset()
 	if err != nil {
 		return err
 	}
 	if ifDiffers {
+		if err := a.policyDeltaLocked(want.Policies); err != nil {
+			return err
+		}
 		gen, genErr := a.nft.Generation()
 		if genErr == nil && a.verified && gen == a.verifiedGen && reflect.DeepEqual(want, a.verifiedWant) {
-			return nil // the tables were found equal to this very state, and nothing changed since
+			return nil
 		}
 		start := time.Now()
 		ok, err := a.nft.InSync(want)
@@ -104,11 +109,45 @@ func (a *Agent) syncRulesetLocked(ifDiffers, news bool) error {
 		}
 	}
 	defer a.metrics.observeNft("sync", time.Now())
+	gen, genErr := a.nft.Generation()
 	if err := a.nft.Sync(want); err != nil {
 		a.appliedPolicies = nil
 		return fmt.Errorf("nftables: %w", err)
 	}
 	a.appliedPolicies = &want.Policies
+	// One batch commits one generation: if nothing else committed, the tables are want.
+	if after, err := a.nft.Generation(); genErr == nil && err == nil && after == gen+1 {
+		a.verified, a.verifiedGen, a.verifiedWant = true, after, want
+	}
+	return nil
+}
+
+// policyDeltaLocked changes the policies' elements in the tables from what they hold to
+// want in one incremental batch (nft.PolicyDelta), when the tables hold policies of the
+// same shape; otherwise it leaves them to the comparison and sync that follow. When the
+// tables were verified just before and only this batch committed, they stay verified,
+// with want's policies.
+func (a *Agent) policyDeltaLocked(want []nft.Policy) error {
+	if a.appliedPolicies == nil {
+		return nil
+	}
+	add, remove, ok := nft.PolicyDelta(*a.appliedPolicies, want)
+	if !ok || len(add.Policies)+len(remove.Policies)+len(remove.IngressIsolated)+len(remove.EgressIsolated) == 0 {
+		return nil
+	}
+	gen, genErr := a.nft.Generation()
+	verified := genErr == nil && a.verified && gen == a.verifiedGen
+	if err := a.nftUpdateLocked(add, remove); err != nil {
+		if errors.Is(err, nft.ErrNoTable) || errors.Is(err, nft.ErrConflict) {
+			return nil // the comparison finds them different: a sync rewrites them
+		}
+		return fmt.Errorf("nftables: update policies: %w", err)
+	}
+	a.appliedPolicies = &want
+	if after, err := a.nft.Generation(); verified && err == nil && after == gen+1 {
+		a.verified, a.verifiedGen = true, after
+		a.verifiedWant.Policies = want
+	}
 	return nil
 }
 

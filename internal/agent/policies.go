@@ -8,8 +8,6 @@ import (
 	"strings"
 
 	"github.com/podnet/podnet/api"
-	"github.com/podnet/podnet/internal/driver"
-	"github.com/podnet/podnet/internal/nft"
 	"github.com/podnet/podnet/internal/policy"
 	"github.com/podnet/podnet/internal/store"
 )
@@ -180,12 +178,9 @@ func (a *Agent) policyInputsChanged() {
 }
 
 // syncPolicies makes the tables follow the store after a change of the policies'
-// inputs, and lets bridged packets meet the policies once any exists.
-//
-// The policies' elements change in one incremental batch (nft.PolicyDelta: its size
-// follows what changed, not the number of pods or policies) when the tables hold the
-// policies syncPolicies or a sync last applied and only their elements differ; a policy
-// added or removed, or one whose rules changed shape, rewrites the tables.
+// inputs (syncRulesetLocked: an incremental update of the policies' elements, unless a
+// policy was added or removed or changed shape), and lets bridged packets meet the
+// policies once any exists.
 func (a *Agent) syncPolicies() error {
 	if a.hasPolicies() {
 		if err := a.node.BridgeNetfilter(true); err != nil {
@@ -194,24 +189,5 @@ func (a *Agent) syncPolicies() error {
 	}
 	a.dpMu.Lock()
 	defer a.dpMu.Unlock()
-	if a.appliedPolicies != nil {
-		r, err := a.records()
-		if err != nil {
-			return err
-		}
-		want := driver.Policies(r.pols, r.nss, r.all, r.eps)
-		add, remove, ok := nft.PolicyDelta(*a.appliedPolicies, want)
-		if ok {
-			if len(add.Policies)+len(remove.Policies)+len(remove.IngressIsolated)+len(remove.EgressIsolated) == 0 {
-				return nil
-			}
-			if err := a.nftUpdateLocked(add, remove); err == nil {
-				a.appliedPolicies = &want
-				return nil
-			} else if !errors.Is(err, nft.ErrNoTable) && !errors.Is(err, nft.ErrConflict) {
-				return fmt.Errorf("nftables: update policies: %w", err)
-			}
-		}
-	}
 	return a.syncRulesetLocked(true, true)
 }
