@@ -13,8 +13,6 @@ import (
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/lab"
-	"github.com/podnet/podnet/internal/store/etcdstore/etcdtest"
-	"github.com/podnet/podnet/internal/testutil"
 )
 
 // Three nodes on an IPv4 underlay with a real etcd and three agent processes, and one
@@ -26,17 +24,7 @@ import (
 // pods of one node reach each other over IPv6 too. A dual-stack network routed directly
 // between IPv4 nodes is refused (an IPv6 route takes no IPv4 next hop).
 func TestPrivilegedCluster6(t *testing.T) {
-	testutil.RequireRoot(t)
-	etcd := etcdtest.Start(t)
-	c, err := lab.NewCluster(3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	var agents []*clusterAgent
-	for i := range 3 {
-		agents = append(agents, startClusterAgent(t, c, i, etcd))
-	}
+	c, agents := newEtcdCluster(t, 3)
 	ctx := context.Background()
 	for k, tc := range []struct{ driver, crossNode string }{
 		{api.DriverBridge, api.CrossNodeVXLAN},

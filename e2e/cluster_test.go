@@ -32,6 +32,24 @@ type clusterAgent struct {
 	c *api.Client
 }
 
+// newEtcdCluster starts an embedded etcd, n node namespaces on an underlay and the
+// nodes' agents on that etcd (runClusterAgent).
+func newEtcdCluster(t *testing.T, n int) (*lab.Cluster, []*clusterAgent) {
+	t.Helper()
+	testutil.RequireRoot(t)
+	etcd := etcdtest.Start(t)
+	c, err := lab.NewCluster(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	var agents []*clusterAgent
+	for i := range n {
+		agents = append(agents, startClusterAgent(t, c, i, etcd))
+	}
+	return c, agents
+}
+
 // startClusterAgent runs node i's agent on etcd (its client URLs): see runClusterAgent.
 func startClusterAgent(t *testing.T, c *lab.Cluster, i int, etcd []string) *clusterAgent {
 	t.Helper()
@@ -192,17 +210,7 @@ func mustCross(t *testing.T, a, b clusterPod, port uint16) {
 // balances over backends on two nodes; a node whose agent is killed is withdrawn once
 // its lease expires, and comes back with the same addresses when its agent restarts.
 func TestPrivilegedCluster(t *testing.T) {
-	testutil.RequireRoot(t)
-	etcd := etcdtest.Start(t)
-	c, err := lab.NewCluster(3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	var agents []*clusterAgent
-	for i := range 3 {
-		agents = append(agents, startClusterAgent(t, c, i, etcd))
-	}
+	c, agents := newEtcdCluster(t, 3)
 	ctx := context.Background()
 	blue, err := agents[0].c.CreateNetwork(ctx, api.NetworkSpec{Name: "blue", Subnets: []string{"10.91.0.0/16"}})
 	if err != nil {
