@@ -15,6 +15,9 @@
 //     for a pod's search-list walk to an external name (one round trip with autopath);
 //   - services: connection setup to a service VIP with 10 and with 10,000 services, and
 //     the time to create them through the agent's API;
+//   - policy: with 100 network policies, the time until traffic follows a policy change
+//     or a label change with 10 and with 5,000 endpoints, TCP connect latency with and
+//     without policies, and the rule count of podnet's tables (see policy.go);
 //   - cluster: cross-node throughput (vxlan, direct) against the same kernel objects
 //     without podnet, convergence with 10 and 20 nodes, etcd requests per ADD, ADD on
 //     etcd against bbolt (see cluster.go).
@@ -67,11 +70,12 @@ const (
 	sectionPorts      = "ports"
 	sectionDNS        = "dns"
 	sectionServices   = "services"
+	sectionPolicy     = "policy"
 	sectionCluster    = "cluster"
 )
 
 // defaultSections is what runs without -only.
-const defaultSections = "setup,throughput,ports,dns,services,cluster"
+const defaultSections = "setup,throughput,ports,dns,services,policy,cluster"
 
 // selection is what -only asked for.
 type selection struct {
@@ -80,6 +84,7 @@ type selection struct {
 	ports      bool
 	dns        bool
 	services   bool
+	policy     bool
 	cluster    bool
 }
 
@@ -101,8 +106,11 @@ func run() int {
 	dnsDuration := flag.Duration("dns-duration", 8*time.Second, "dns: length of one dnsperf run")
 	services := flag.Int("services", 10000, "services: services defined when the second sample of connections is timed")
 	connections := flag.Int("connections", 500, "services: connections to VIPs per sample")
+	polEndpoints := flag.Int("policy-endpoints", 5000, "policy: endpoints of the large testbed (the small one has 10)")
+	polRounds := flag.Int("policy-rounds", 10, "policy: times each change is made and undone per testbed")
+	polConns := flag.Int("policy-connections", 2000, "policy: connects per testbed for the per-packet cost")
 	only := flag.String("only", defaultSections,
-		"comma-separated sections (setup, throughput, ports, dns, services, cluster) and setup rows (reference, podnet, podnet-api, floor: the setup section with only those rows)")
+		"comma-separated sections (setup, throughput, ports, dns, services, policy, cluster) and setup rows (reference, podnet, podnet-api, floor: the setup section with only those rows)")
 	bin := flag.String("bin", "./bin", "directory holding podnet and podnet-cni")
 	flag.Parse()
 
@@ -119,6 +127,8 @@ func run() int {
 		err = errors.New("-dns-runs must be at least 1 and -dns-duration at least 1s")
 	case *services < svcFew || *services > maxServices || *connections < 1:
 		err = fmt.Errorf("-services must be between %d and %d, -connections at least 1", svcFew, maxServices)
+	case *polEndpoints < polFew || *polEndpoints > polMaxNetworks*polPerNetwork || *polRounds < 1 || *polConns < 1:
+		err = fmt.Errorf("-policy-endpoints must be between %d and %d, -policy-rounds and -policy-connections at least 1", polFew, polMaxNetworks*polPerNetwork)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "podnet-bench:", err)
@@ -206,6 +216,13 @@ func run() int {
 		report("services", svcRes.err)
 	}
 
+	var polRes polResult
+	if sel.policy && ctx.Err() == nil {
+		fmt.Fprintf(os.Stderr, "podnet-bench: policy (100 policies; %d and %d endpoints; %d rounds of changes, %d connects per testbed)\n", polFew, *polEndpoints, *polRounds, *polConns)
+		polRes = measurePolicy(ctx, prefix+"-pol", binDir, *polEndpoints, *polRounds, *polConns)
+		report("policy", polRes.err)
+	}
+
 	var clusterRes clusterResult
 	if sel.cluster && ctx.Err() == nil {
 		fmt.Fprintf(os.Stderr, "podnet-bench: cluster (%d runs of %v per throughput row; convergence with %v nodes)\n", *runs, *duration, convergeSizes)
@@ -245,6 +262,9 @@ func run() int {
 	if sel.services {
 		printServices(w, *services, *connections, svcRes)
 	}
+	if sel.policy {
+		printPolicy(w, *polRounds, *polConns, polRes)
+	}
 	if sel.cluster {
 		printCluster(w, *runs, *duration, clusterRes)
 	}
@@ -274,11 +294,13 @@ func parseOnly(only string) (selection, error) {
 			sel.dns = true
 		case sectionServices:
 			sel.services = true
+		case sectionPolicy:
+			sel.policy = true
 		case sectionCluster:
 			sel.cluster = true
 		default:
 			if !slices.ContainsFunc(implementations, func(im implementation) bool { return im.name == name }) {
-				return selection{}, fmt.Errorf("-only: unknown section or setup row %q (want setup, throughput, ports, dns, services, cluster, reference, podnet, podnet-api, floor)", name)
+				return selection{}, fmt.Errorf("-only: unknown section or setup row %q (want setup, throughput, ports, dns, services, policy, cluster, reference, podnet, podnet-api, floor)", name)
 			}
 			rows[name] = true
 		}
@@ -288,7 +310,7 @@ func parseOnly(only string) (selection, error) {
 			sel.setup = append(sel.setup, im)
 		}
 	}
-	if len(sel.setup) == 0 && !sel.throughput && !sel.ports && !sel.dns && !sel.services && !sel.cluster {
+	if len(sel.setup) == 0 && !sel.throughput && !sel.ports && !sel.dns && !sel.services && !sel.policy && !sel.cluster {
 		return selection{}, errors.New("-only: nothing selected")
 	}
 	return sel, nil

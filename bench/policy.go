@@ -27,13 +27,13 @@ import (
 // The policy section: what network policies cost as the node's pods grow in number.
 //
 // Three testbeds side by side, each a `podnet agent` on its node namespace (embedded
-// store) with the same polNetworks bridge networks (a Linux bridge takes at most 1023
-// ports, so many pods need several) and namespaces ns-0..ns-9 labelled team=team-<k>:
-// "none" and "few" have polFew endpoints, "many" -policy-endpoints; "few" and "many"
-// hold the same 100 policies, "none" none. The first four endpoints are the probes
-// (network 0): web (ns-0, app=web, listening on ports 80, 8443 and 8081), frontend and
-// admin (ns-1, role=frontend and role=admin) and mover (ns-1, role=other). The others are
-// fillers: pod i in ns-<i mod 10>, app=app-<i mod 100>, role=role-<i mod 7>.
+// store) with the same bridge networks (polPerNetwork endpoints each: see there) and
+// namespaces ns-0..ns-9 labelled team=team-<k>: "none" and "few" have polFew endpoints,
+// "many" -policy-endpoints; "few" and "many" hold the same 100 policies, "none" none.
+// The endpoints are attached before the policies are applied. The first four are the
+// probes (network 0): web (ns-0, app=web, listening on ports 80, 8443 and 8081),
+// frontend and admin (ns-1, role=frontend and role=admin) and mover (ns-1, role=other).
+// The others are fillers: pod i in ns-<i mod 10>, app=app-<i mod 100>, role=role-<i mod 7>.
 //
 // The 100 policies (polPolicies): web-frontend (web from frontend pods of team-1 on 80),
 // web-monitoring (web from monitor pods of team-2 on 9090), web-admin (web from admin
@@ -42,23 +42,30 @@ import (
 // team-<j+1 mod 10> on 10000+j). With 5,000 endpoints each filler selects 50 pods and
 // admits about 70; each peer is a namespaceSelector and a podSelector.
 //
-// Timed, in rounds that alternate the two testbeds with policies:
-//   - how long until traffic follows a change (a prober connects every polInterval, each
-//     connect waiting polConnectWait at most: the start of the first connect from which
-//     on every outcome is the new one), for three changes made and undone:
-//     web-admin's port 8444 -> 8443 and back (same rule shape: an element update),
-//     policy web-extra (admin to web on 8081) applied and removed (the tables are
-//     rewritten), and mover relabelled role=other -> frontend and back (set elements);
+// Measured:
+//   - the rules, sets and set elements of podnet's tables in each testbed (nftwire dumps);
 //   - TCP connect latency frontend -> web:80 (allowed by web-frontend and
 //     frontend-egress) in the three testbeds, one connect of each in random order per round;
-//   - the rules, sets and set elements of podnet's tables in each testbed.
+//   - how long until traffic follows a change (a prober connects every polInterval, each
+//     connect waiting polConnectWait at most: the start of the first connect from which
+//     on every outcome is the new one), for three changes made and undone in "few" and
+//     "many", the rounds alternating the two: web-admin's port 8444 -> 8443 and back
+//     (same rule shape: an element update), policy web-extra (admin to web on 8081)
+//     applied and removed (the tables are rewritten), and mover relabelled role=other ->
+//     frontend and back (set elements).
 
 const (
-	polFew         = 10
-	polNamespaces  = 10
-	polPerNetwork  = 1000 // endpoints per bridge network (at most maxBridgePorts)
+	polFew        = 10
+	polNamespaces = 10
+	// polPerNetwork is the endpoints of one bridge network. A broadcast (ARP) is flooded
+	// to every port of a bridge from one softirq, each copy queued to the CPU's backlog,
+	// and net.core.netdev_max_backlog (1000 by default, for the whole machine) drops the
+	// rest: on a bridge of 1,000 ports the pods flooded last (the first attached) never
+	// see an ARP request, and nobody can reach them.
+	polPerNetwork  = 500
 	polMaxNetworks = 60   // 10.100.0.0/22, 10.100.4.0/22, ...
 	polFillWorkers = 4    // attaches at once while filling a testbed
+	polFillLap     = 1000 // endpoints per progress line of a fill
 	// polInterval is the prober's pace, polConnectWait how long a connect waits for an
 	// answer before it counts as dropped (less than the first SYN retransmission, 1 s).
 	polInterval    = time.Millisecond
@@ -129,7 +136,7 @@ var polChanges = []polChange{
 				role = "other"
 			}
 			return func(ctx context.Context) error {
-				_, err := c.SetLabels(ctx, api.LabelsRequest{EndpointKey: polKey(polMover), Labels: map[string]string{"role": role}})
+				_, err := c.SetLabels(ctx, api.LabelsRequest{EndpointKey: polKey(polMover, 0), Labels: map[string]string{"role": role}})
 				return err
 			}
 		}},
@@ -163,9 +170,9 @@ func polPod(i, networks int) (network int, name, namespace string, labels map[st
 		map[string]string{"app": fmt.Sprintf("app-%d", i%100), "role": fmt.Sprintf("role-%d", i%7)}
 }
 
-// polKey is endpoint i's attachment (its container ID is its index).
-func polKey(i int) api.EndpointKey {
-	return api.EndpointKey{ContainerID: fmt.Sprintf("pol%08d", i), IfName: "eth0"}
+// polKey is the attachment of endpoint i (its container ID is its index) to network k.
+func polKey(i, k int) api.EndpointKey {
+	return api.EndpointKey{Network: polNetwork(k).Name, ContainerID: fmt.Sprintf("pol%08d", i), IfName: "eth0"}
 }
 
 // polIngress is a policy of namespace ns selecting the pods app=app, admitting the pods
@@ -220,12 +227,17 @@ type polBed struct {
 	tb        *testbed
 	agent     *agentproc.Proc
 	c         *api.Client
-	probes    []*polClient     // the probe pods' namespaces, with their sockets
-	web       netip.Addr       // web's address
-	listeners []net.Listener   // web's
-	built     time.Duration    // building the testbed (namespaces, agent, attaches)
-	applied   time.Duration    // the call that applied the 100 policies
+	probes    []*polClient   // the probe pods' namespaces, with their sockets
+	web       netip.Addr     // web's address
+	listeners []net.Listener // web's
+	built     time.Duration  // building the testbed (namespaces, agent, attaches)
+	applied   time.Duration  // the call that applied the 100 policies
 	endpoints int
+	// released are the endpoints that the agent released during the fill although
+	// their attach had succeeded (their veth deleted); they were attached again.
+	released []string
+	fillLaps []time.Duration // the fill's wall time per polFillLap endpoints
+	notes    string          // what the agent logged of repairs, warnings and errors
 }
 
 // polRules is what podnet's tables of a testbed hold.
@@ -288,11 +300,7 @@ func measurePolicy(ctx context.Context, prefix, binDir string, many, rounds, con
 	}
 	for _, name := range polBedNames {
 		res.rules[name] = countRules(res.beds[name].tb.node)
-		v, err := readSysctlIn(res.beds[name].tb.node, "net/bridge/bridge-nf-call-iptables")
-		if err != nil {
-			v = err.Error()
-		}
-		res.brnf[name] = v
+		res.brnf[name] = readSysctlIn(res.beds[name].tb.node, "net/bridge/bridge-nf-call-iptables")
 	}
 
 	settle(ctx)
@@ -339,6 +347,9 @@ func newPolBed(ctx context.Context, prefix, binDir, name string, endpoints, netw
 	if err := b.fill(ctx, networks, progress); err != nil {
 		return b, err
 	}
+	if err := b.attachReleased(ctx, networks); err != nil {
+		return b, err
+	}
 	if err := b.listen(); err != nil {
 		return b, err
 	}
@@ -354,31 +365,33 @@ func newPolBed(ctx context.Context, prefix, binDir, name string, endpoints, netw
 	return b, nil
 }
 
-// fill attaches every endpoint, polFillWorkers at a time, and notes web's address.
-func (b *polBed) fill(ctx context.Context, networks int, progress func(string, ...any)) error {
-	attach := func(i int) error {
-		k, name, ns, labels := polPod(i, networks)
-		fd, err := unix.Open(b.tb.sandboxes[i], unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return fmt.Errorf("open sandbox netns: %w", err)
-		}
-		defer unix.Close(fd)
-		key := polKey(i)
-		key.Network = polNetwork(k).Name
-		r, err := b.c.Attach(ctx, api.AttachRequest{EndpointKey: key, Netns: b.tb.sandboxes[i], Name: name, Namespace: ns, Labels: labels}, fd)
-		if err != nil {
-			return fmt.Errorf("attach %s/%s: %w", ns, name, err)
-		}
-		if i == polWeb {
-			if len(r.IPs) == 0 {
-				return errors.New("attach web: result without an address")
-			}
-			b.web = r.IPs[0].Address.Addr()
-		}
-		return nil
+// attach attaches endpoint i, and notes web's address.
+func (b *polBed) attach(ctx context.Context, i, networks int) error {
+	k, name, ns, labels := polPod(i, networks)
+	fd, err := unix.Open(b.tb.sandboxes[i], unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open sandbox netns: %w", err)
 	}
-	for i := range polProbes { // first, so that they sit on network 0 with the first addresses
-		if err := attach(i); err != nil {
+	defer unix.Close(fd)
+	r, err := b.c.Attach(ctx, api.AttachRequest{EndpointKey: polKey(i, k), Netns: b.tb.sandboxes[i], Name: name, Namespace: ns, Labels: labels}, fd)
+	if err != nil {
+		return fmt.Errorf("attach %s/%s: %w", ns, name, err)
+	}
+	if i == polWeb {
+		if len(r.IPs) == 0 {
+			return errors.New("attach web: result without an address")
+		}
+		b.web = r.IPs[0].Address.Addr()
+	}
+	return nil
+}
+
+// fill attaches every endpoint, the probes first and one at a time, then the others
+// polFillWorkers at a time.
+func (b *polBed) fill(ctx context.Context, networks int, progress func(string, ...any)) error {
+	start, lap := time.Now(), time.Now()
+	for i := range polProbes {
+		if err := b.attach(ctx, i, networks); err != nil {
 			return err
 		}
 	}
@@ -389,20 +402,69 @@ func (b *polBed) fill(ctx context.Context, networks int, progress func(string, .
 		wg.Go(func() {
 			for i := range next {
 				if errs[w] == nil {
-					errs[w] = attach(i)
+					errs[w] = b.attach(ctx, i, networks)
 				}
 			}
 		})
 	}
 	for i := polProbes; i < b.endpoints && ctx.Err() == nil && errors.Join(errs...) == nil; i++ {
-		if i%1000 == 0 {
-			progress("testbed %s: endpoint %d", b.name, i)
+		if i%polFillLap == 0 {
+			b.fillLaps = append(b.fillLaps, time.Since(lap))
+			lap = time.Now()
+			progress("testbed %s: endpoint %d after %.0f s", b.name, i, time.Since(start).Seconds())
 		}
 		next <- i
 	}
 	close(next)
 	wg.Wait()
+	if b.endpoints > polFillLap {
+		b.fillLaps = append(b.fillLaps, time.Since(lap))
+	}
 	return errors.Join(append(errs, ctx.Err())...)
+}
+
+// attachReleased attaches again the endpoints that the agent no longer holds (see
+// released) and checks that it then holds them all.
+func (b *polBed) attachReleased(ctx context.Context, networks int) error {
+	missing := func() ([]int, error) {
+		eps, err := b.c.Endpoints(ctx, "")
+		if err != nil {
+			return nil, fmt.Errorf("list endpoints: %w", err)
+		}
+		have := map[string]bool{}
+		for _, ep := range eps {
+			if ep.State != api.StateDetaching { // attaching: the reply comes before the mark
+				have[ep.EndpointKey.String()] = true
+			}
+		}
+		var out []int
+		for i := range b.endpoints {
+			k, _, _, _ := polPod(i, networks)
+			if !have[polKey(i, k).String()] {
+				out = append(out, i)
+			}
+		}
+		return out, nil
+	}
+	gone, err := missing()
+	if err != nil {
+		return err
+	}
+	for _, i := range gone {
+		k, name, ns, _ := polPod(i, networks)
+		b.released = append(b.released, ns+"/"+name)
+		// DEL first, as a runtime would: the record may still be there, detaching.
+		if err := b.c.Detach(ctx, api.DetachRequest{EndpointKey: polKey(i, k), Netns: b.tb.sandboxes[i]}, -1); err != nil {
+			return fmt.Errorf("detach %s/%s: %w", ns, name, err)
+		}
+		if err := b.attach(ctx, i, networks); err != nil {
+			return err
+		}
+	}
+	if gone, err = missing(); err != nil || len(gone) > 0 {
+		return errors.Join(err, fmt.Errorf("%d endpoints missing after they were attached again, the first: endpoint %v", len(gone), gone[:min(1, len(gone))]))
+	}
+	return nil
 }
 
 // listen makes web accept (and close at once) connections on its ports.
@@ -442,6 +504,9 @@ func (b *polBed) close() error {
 	}
 	for _, l := range b.listeners {
 		l.Close()
+	}
+	if b.agent != nil {
+		b.notes = agentNotes(b.agent)
 	}
 	err := b.agent.Stop()
 	for _, p := range b.probes {
@@ -778,11 +843,11 @@ func (c *polClient) probe(dst netip.AddrPort, start time.Time, enough func([]out
 			pfds = append(pfds, unix.PollFd{Fd: fd, Events: unix.POLLOUT})
 		}
 		ts := unix.NsecToTimespec(int64(max(time.Until(next), 0)))
-		n, err := unix.Ppoll(pfds, &ts, nil)
+		_, err := unix.Ppoll(pfds, &ts, nil)
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			return attempts, failed, fmt.Errorf("poll: %w", err)
 		}
-		for _, p := range pfds[:max(n, 0)*0+len(pfds)] {
+		for _, p := range pfds {
 			if p.Revents == 0 {
 				continue
 			}
@@ -831,16 +896,6 @@ func countRules(node netns.NsHandle) (r polRules) {
 		}
 	}
 	return r
-}
-
-// readSysctlIn reads /proc/sys/<key> inside ns.
-func readSysctlIn(ns netns.NsHandle, key string) (v string, err error) {
-	err = inNetns(ns, func() error {
-		b, err := os.ReadFile("/proc/sys/" + key)
-		v = strings.TrimSpace(string(b))
-		return err
-	})
-	return v, err
 }
 
 // polCommand is the command line that runs the section as it ran.
@@ -896,7 +951,7 @@ func printPolicy(w io.Writer, rounds, conns int, res polResult) {
 				ratio = fmt.Sprintf("%.2f", r)
 				target += verdict(r <= polFollowTgt)
 			}
-			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", label, ch.path, now, strings.Join(cells, " | "), ratio, target)
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", label, ch.path, now, strings.Join(cells, " | "), ratio, target)
 		}
 	}
 	fmt.Fprintln(w)
@@ -976,6 +1031,24 @@ func printPolicy(w io.Writer, rounds, conns int, res polResult) {
 	for _, name := range []string{"few", "many"} {
 		if b := res.beds[name]; b != nil && b.applied > 0 {
 			fmt.Fprintf(w, "- applying the 100 policies in one call with %d endpoints attached: %s\n", b.endpoints, ms(b.applied))
+		}
+	}
+	if b := res.beds["many"]; b != nil && len(b.fillLaps) > 1 {
+		var laps []string
+		for _, d := range b.fillLaps {
+			laps = append(laps, fmt.Sprintf("%.0f s", d.Seconds()))
+		}
+		fmt.Fprintf(w, "- attaching the %d endpoints of many, %d at a time, took per %d endpoints: %s\n", b.endpoints, polFillWorkers, polFillLap, strings.Join(laps, ", "))
+	}
+	for _, name := range polBedNames {
+		if b := res.beds[name]; b != nil && b.notes != "" {
+			fmt.Fprintf(w, "- agent of %s, its last repairs, warnings and errors: %s\n", name, longCell(b.notes))
+		}
+	}
+	for _, name := range polBedNames {
+		if b := res.beds[name]; b != nil && len(b.released) > 0 {
+			fmt.Fprintf(w, "- testbed %s: the agent released %d endpoints during the fill (%d attaches at once) although their attach had succeeded, and deleted their veths; attached again: %s\n",
+				name, len(b.released), polFillWorkers, cell(strings.Join(b.released[:min(10, len(b.released))], " ")))
 		}
 	}
 	fmt.Fprintln(w)

@@ -528,6 +528,34 @@ func TestTranscriptCrashDuringNetworkCreate(t *testing.T) {
 		})
 }
 
+// TestReconcileKeepsEndpointAttachedMeanwhile: an attach that completes after reconcile
+// listed the veths, and before it read the records, leaves an attached record whose
+// veth the list lacks; reconcile must not take it for an endpoint whose interface is gone.
+func TestReconcileKeepsEndpointAttachedMeanwhile(t *testing.T) {
+	fa := startFake(t, newFakeNode(), newTranscript(t))
+	defer fa.Close()
+	fa.createNetwork(t, blueSpec)
+	var addErr error
+	fa.node.kernel.AfterLinksOnce(func() {
+		addErr = fa.add(attachReq("blue", "c1"))
+		fa.marking.Wait() // recorded as attached too
+	})
+	if err := fa.Reconcile(false); err != nil {
+		t.Fatal(err)
+	}
+	if addErr != nil {
+		t.Fatal(addErr)
+	}
+	eps, err := fa.Endpoints("blue")
+	if err != nil || len(eps) != 1 {
+		t.Fatalf("endpoints after reconcile: %v, %v; want c1's", eps, err)
+	}
+	if links, _ := fa.node.kernel.LinksWithPrefix(eps[0].HostIf); links[eps[0].HostIf] == 0 {
+		t.Errorf("reconcile removed c1's veth %s", eps[0].HostIf)
+	}
+	checkConsistent(t, fa)
+}
+
 // TestReconcileSkipsUnchangedTables: once a reconcile found the tables equal to the
 // store (or rewrote them, and nothing else committed), later reconciles compare nothing
 // until a change is committed; a change by hand, or an update that failed, makes the

@@ -92,6 +92,18 @@ func (a *Agent) reconcile(startup bool) error {
 			continue
 		}
 		unlock := a.lockEndpoint(ep.EndpointKey)
+		if ep.State == api.StateAttached {
+			// The links were listed before the records were read: an attach that
+			// finished in between has its veth although the list lacks it. Under the
+			// endpoint's lock no attach is in flight; look again.
+			if now, err := a.node.LinksWithPrefix(ep.HostIf); err != nil || now[ep.HostIf] != 0 {
+				unlock()
+				if err != nil {
+					return err
+				}
+				continue
+			}
+		}
 		err = a.detachLocked(ep.EndpointKey)
 		unlock()
 		if err != nil {

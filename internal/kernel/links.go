@@ -129,7 +129,8 @@ func (n *Node) EnsureBridge(b plan.Bridge) error {
 }
 
 func (n *Node) ensureAddrs(link netlink.Link, want []netip.Prefix) error {
-	have, err := n.h.AddrList(link, netlink.FAMILY_ALL)
+	// A dump of a busy node (thousands of veths) is often interrupted: retried.
+	have, err := retry(func() ([]netlink.Addr, error) { return n.h.AddrList(link, netlink.FAMILY_ALL) })
 	if err != nil {
 		return fmt.Errorf("list addresses: %w", err)
 	}

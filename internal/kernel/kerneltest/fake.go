@@ -41,6 +41,7 @@ type Fake struct {
 	routes          []spec.NodeRoute
 	tunnels         []spec.Tunnel
 	bridgeNetfilter bool
+	afterLinks      func() // AfterLinksOnce
 	overlays        map[string]string            // "overlay NETWORK" or "learned routes" -> what was applied last, as recorded
 	underlay        map[netip.Addr]string        // local address -> interface (SetUnderlay)
 	sandboxes       map[string]bool              // paths OpenSandbox can open
@@ -509,14 +510,28 @@ func (f *Fake) deleteLocked(name string) {
 // LinksWithPrefix implements kernel.Applier.
 func (f *Fake) LinksWithPrefix(prefix string) (map[string]int, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	out := map[string]int{}
 	for n, l := range f.links {
 		if strings.HasPrefix(n, prefix) {
 			out[n] = l.index
 		}
 	}
+	after := f.afterLinks
+	f.afterLinks = nil
+	f.mu.Unlock()
+	if after != nil {
+		after()
+	}
 	return out, nil
+}
+
+// AfterLinksOnce runs fn once, after the next LinksWithPrefix computed its answer and
+// before it returns it: what happens in the kernel while the caller still holds an old
+// list.
+func (f *Fake) AfterLinksOnce(fn func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.afterLinks = fn
 }
 
 // OpenSandbox implements kernel.Applier. The handle it returns is a real namespace
