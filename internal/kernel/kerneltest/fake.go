@@ -41,7 +41,7 @@ type Fake struct {
 	routes          []spec.NodeRoute
 	tunnels         []spec.Tunnel
 	bridgeNetfilter bool
-	afterLinks      func() // AfterLinksOnce
+	afterLinks      func()                       // AfterLinksOnce
 	overlays        map[string]string            // "overlay NETWORK" or "learned routes" -> what was applied last, as recorded
 	underlay        map[netip.Addr]string        // local address -> interface (SetUnderlay)
 	sandboxes       map[string]bool              // paths OpenSandbox can open
