@@ -27,7 +27,7 @@ import (
 // cluster (local included) and nss the namespaces with their labels. Endpoints marked
 // detaching are out.
 func Policies(pols []api.NetworkPolicy, nss []api.Namespace, all, local []api.Endpoint) []nft.Policy {
-	w := policy.World{Policies: pols, Namespaces: nss, Endpoints: live(all)}
+	w := policy.World{Policies: pols, Namespaces: nss, Endpoints: live(all)}.Indexed()
 	local = live(local)
 	out := make([]nft.Policy, 0, len(pols))
 	for _, p := range pols {
