@@ -28,6 +28,7 @@ import (
 // detaching are out.
 func Policies(pols []api.NetworkPolicy, nss []api.Namespace, all, local []api.Endpoint) []nft.Policy {
 	w := policy.World{Policies: pols, Namespaces: nss, Endpoints: live(all)}.Indexed()
+	pods := indexPods(w.Endpoints)
 	local = live(local)
 	out := make([]nft.Policy, 0, len(pols))
 	for _, p := range pols {
@@ -46,12 +47,12 @@ func Policies(pols []api.NetworkPolicy, nss []api.Namespace, all, local []api.En
 			case api.PolicyIngress:
 				c.Ingress = true
 				for _, r := range p.Spec.Ingress {
-					c.IngressRules = append(c.IngressRules, compileRule(w, p, r, selected, false))
+					c.IngressRules = append(c.IngressRules, compileRule(w, pods, p, r, selected, false))
 				}
 			case api.PolicyEgress:
 				c.Egress = true
 				for _, r := range p.Spec.Egress {
-					c.EgressRules = append(c.EgressRules, compileRule(w, p, r, nil, true))
+					c.EgressRules = append(c.EgressRules, compileRule(w, pods, p, r, nil, true))
 				}
 			}
 		}
@@ -68,7 +69,7 @@ func PolicyID(p api.NetworkPolicy) string {
 
 // compileRule compiles one rule of p. For an ingress rule, the destinations are the
 // selected pods; for an egress rule (egress), the peers.
-func compileRule(w policy.World, p api.NetworkPolicy, r api.NetworkPolicyRule, selected []api.Endpoint, egress bool) nft.PolicyRule {
+func compileRule(w policy.World, pods podIndex, p api.NetworkPolicy, r api.NetworkPolicyRule, selected []api.Endpoint, egress bool) nft.PolicyRule {
 	var c nft.PolicyRule
 	// The pod addresses among the peers: named ports of an egress rule resolve on them.
 	var peerPods []podAddr
@@ -76,24 +77,33 @@ func compileRule(w policy.World, p api.NetworkPolicy, r api.NetworkPolicyRule, s
 		c.AnyPeer = true
 		peerPods = podAddrs(w.Endpoints)
 	} else {
+		seen := map[int]bool{}
 		for _, peer := range r.Peers {
 			if peer.IPBlock != nil {
 				c.Peers = append(c.Peers, blockRanges(*peer.IPBlock)...)
-			}
-		}
-		for _, ep := range w.Endpoints {
-			if slices.ContainsFunc(r.Peers, func(peer api.NetworkPolicyPeer) bool { return w.PodInPeer(p, peer, ep) }) {
-				for _, ip := range ep.IPs {
-					c.Peers = append(c.Peers, single(ip.Addr()))
-					peerPods = append(peerPods, podAddr{ep, ip.Addr()})
-				}
 				continue
 			}
-			for _, ip := range ep.IPs { // a pod address inside an ipBlock (its ranges hold it)
-				if slices.ContainsFunc(r.Peers, func(peer api.NetworkPolicyPeer) bool {
-					return peer.IPBlock != nil && inBlock(ip.Addr(), *peer.IPBlock)
-				}) {
-					peerPods = append(peerPods, podAddr{ep, ip.Addr()})
+			for _, i := range pods.candidates(w, p, peer) {
+				if ep := w.Endpoints[i]; !seen[i] && w.PodInPeer(p, peer, ep) {
+					seen[i] = true
+					for _, ip := range ep.IPs {
+						c.Peers = append(c.Peers, single(ip.Addr()))
+						peerPods = append(peerPods, podAddr{ep, ip.Addr()})
+					}
+				}
+			}
+		}
+		if egress && hasNamedPort(r) && slices.ContainsFunc(r.Peers, func(peer api.NetworkPolicyPeer) bool { return peer.IPBlock != nil }) {
+			for i, ep := range w.Endpoints { // pod addresses inside an ipBlock (its ranges hold them)
+				if seen[i] {
+					continue
+				}
+				for _, ip := range ep.IPs {
+					if slices.ContainsFunc(r.Peers, func(peer api.NetworkPolicyPeer) bool {
+						return peer.IPBlock != nil && inBlock(ip.Addr(), *peer.IPBlock)
+					}) {
+						peerPods = append(peerPods, podAddr{ep, ip.Addr()})
+					}
 				}
 			}
 		}
@@ -136,6 +146,39 @@ func compileRule(w policy.World, p api.NetworkPolicy, r api.NetworkPolicyRule, s
 		}
 	}
 	return c
+}
+
+// podIndex holds the positions of the cluster's pods (World.Endpoints) by namespace: a
+// selector reaches into a few namespaces, so a rule looks at their pods only.
+type podIndex map[string][]int
+
+func indexPods(eps []api.Endpoint) podIndex {
+	idx := podIndex{}
+	for i, ep := range eps {
+		ns := cmp.Or(ep.Namespace, api.DefaultNamespace)
+		idx[ns] = append(idx[ns], i)
+	}
+	return idx
+}
+
+// candidates are the pods peer (a selector peer of p) may select: those of p's namespace
+// for a podSelector alone, those of the namespaces its namespaceSelector matches.
+func (idx podIndex) candidates(w policy.World, p api.NetworkPolicy, peer api.NetworkPolicyPeer) []int {
+	if peer.NamespaceSelector == nil {
+		return idx[cmp.Or(p.Namespace, api.DefaultNamespace)]
+	}
+	var out []int
+	for ns, pods := range idx {
+		if policy.Matches(*peer.NamespaceSelector, w.NamespaceLabelsOf(ns)) {
+			out = append(out, pods...)
+		}
+	}
+	return out
+}
+
+// hasNamedPort reports whether a rule names a port.
+func hasNamedPort(r api.NetworkPolicyRule) bool {
+	return slices.ContainsFunc(r.Ports, func(pp api.NetworkPolicyPort) bool { return pp.Port != nil && pp.Port.Name != "" })
 }
 
 // podAddr is one address of a pod.

@@ -88,3 +88,9 @@ func NamedPort(ep api.Endpoint, name, proto string) (uint16, bool) {
 	}
 	return 0, false
 }
+
+// NamespaceLabelsOf returns the labels of namespace name as selectors see them (with
+// its name label).
+func (w World) NamespaceLabelsOf(name string) map[string]string {
+	return w.namespaceLabels(name)
+}
