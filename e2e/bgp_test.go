@@ -9,9 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/agentproc"
@@ -212,19 +210,9 @@ func nodeInfo(t *testing.T, a *clusterAgent, name string) api.NodeInfo {
 // node learned over BGP (kernel.LearnedProtocol), "DST via GW", sorted.
 func learnedRoutes(t *testing.T, ns netns.NsHandle) []string {
 	t.Helper()
-	h, err := netlink.NewHandleAt(ns)
+	r, err := lab.RoutesOf(ns, kernel.LearnedProtocol)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close()
-	routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: kernel.LearnedProtocol, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, r := range routes {
-		out = append(out, fmt.Sprintf("%s via %s", r.Dst, r.Gw))
-	}
-	slices.Sort(out)
-	return out
+	return r
 }

@@ -299,7 +299,7 @@ func reach(ctx context.Context, ns netns.NsHandle, dst netip.AddrPort, proto str
 			return false, err
 		}
 		defer c.Close()
-		if _, err = probe.AskUDP(c, timeout); err != nil && strings.HasPrefix(err.Error(), "no UDP answer") {
+		if _, err = probe.AskUDP(c, timeout); errors.Is(err, probe.ErrNoUDPAnswer) {
 			return false, nil
 		}
 		return err == nil, err

@@ -34,7 +34,7 @@ import (
 // network's overlay routes (kernel RouteProtocol), the others (a router's networks)
 // as learned routes (kernel LearnedProtocol), except prefixes that overlap a pod network
 // or a service range of this node. A learned next hop must be on the node's L2 segment.
-// When the speaker's routes change, it syncs the overlays at once.
+// When the speaker's routes change, clusterLoop syncs the overlays at once.
 
 // bgpConnectRetry is how long the speaker waits before it dials a peer again. (After
 // a session went down, GoBGP holds the peer idle for a fixed 5 s first.)
@@ -220,7 +220,7 @@ func (a *Agent) startBGP(asn uint32) (*bgp.Speaker, error) {
 			a.bgp.mu.Lock()
 			a.bgp.learned = routes
 			a.bgp.mu.Unlock()
-			a.bgpRoutesChanged()
+			a.clusterChanged() // clusterLoop installs them; never waits (stopBGP waits for this watch under netMu)
 		})
 		if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, bgp.ErrStopped) {
 			a.log.Error("bgp watch", "err", err)
@@ -240,13 +240,6 @@ func (a *Agent) stopBGP() {
 		<-done
 		a.log.Info("bgp speaker stopped")
 	}
-}
-
-// bgpRoutesChanged has clusterLoop install what the speaker learned (it coalesces with
-// the store's changes). It never waits: stopBGP, called under netMu, waits for the
-// speaker's watch, which calls it.
-func (a *Agent) bgpRoutesChanged() {
-	a.clusterChanged()
 }
 
 // syncLearned installs the learned routes outside the pod networks, and removes them
@@ -314,7 +307,7 @@ func (a *Agent) SetBGPConfig(req api.BGPConfigRequest) (c api.BGPConfig, err err
 	})
 	if err == nil {
 		a.log.Info("bgp config set", "asn", c.ASN, "node-mesh", c.NodeMesh)
-		a.bgpConfigChanged()
+		a.clusterChanged()
 	}
 	return c, err
 }
@@ -336,8 +329,8 @@ func (a *Agent) BGPPeers() (peers []api.BGPPeer, err error) {
 func (a *Agent) AddBGPPeer(p api.BGPPeer) (api.BGPPeer, error) {
 	obj := fmt.Sprintf("bgp peer %q", p.Name)
 	switch {
-	case !api.ValidName(p.Name) || len(p.Name) > 63:
-		return p, api.AsError(api.Invalid("bgp peer", "name", p.Name, "must be 1-63 characters of letters, digits, '_', '.', '-', starting with a letter or digit"))
+	case api.CheckNetworkName(p.Name) != nil:
+		return p, api.AsError(api.Invalid("bgp peer", "name", p.Name, "%v", api.CheckNetworkName(p.Name)))
 	case !p.Address.IsValid():
 		return p, api.AsError(api.Missing(obj, "address"))
 	case p.Address.Zone() != "" || p.Address.IsUnspecified() || p.Address.IsMulticast() || p.Address.IsLoopback():
@@ -377,7 +370,7 @@ func (a *Agent) AddBGPPeer(p api.BGPPeer) (api.BGPPeer, error) {
 	})
 	if err == nil {
 		a.log.Info("bgp peer added", "peer", p.Name, "address", p.Address.String(), "asn", p.ASN, "node", p.Node)
-		a.bgpConfigChanged()
+		a.clusterChanged()
 	}
 	return p, err
 }
@@ -393,13 +386,7 @@ func (a *Agent) RemoveBGPPeer(name string) error {
 	})
 	if err == nil {
 		a.log.Info("bgp peer removed", "peer", name)
-		a.bgpConfigChanged()
+		a.clusterChanged()
 	}
 	return err
-}
-
-// bgpConfigChanged applies a BGP change made through this agent at once (the other
-// nodes see it through the store's watch).
-func (a *Agent) bgpConfigChanged() {
-	a.clusterChanged()
 }

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"slices"
@@ -50,7 +51,7 @@ func namespacesIn(tx store.Tx) ([]api.Namespace, error) {
 	}
 	names := make([]string, 0, len(eps)+len(svcs)+len(pols))
 	for _, ep := range eps {
-		names = append(names, cmpOr(ep.Namespace, api.DefaultNamespace))
+		names = append(names, cmp.Or(ep.Namespace, api.DefaultNamespace))
 	}
 	for _, s := range svcs {
 		names = append(names, s.Namespace)
@@ -79,13 +80,6 @@ func withNameLabel(ns api.Namespace) api.Namespace {
 	labels[api.NamespaceNameLabel] = ns.Name
 	ns.Labels = labels
 	return ns
-}
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // LabelNamespace sets and removes labels of a namespace (creating its record). A label

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -150,7 +151,7 @@ func explainPeer(w policy.World, eps []api.Endpoint, field, s string) (policy.Pe
 		ns, name = api.DefaultNamespace, s
 	}
 	i := slices.IndexFunc(eps, func(ep api.Endpoint) bool {
-		return ep.ContainerID == s || ep.Name == name && cmpOr(ep.Namespace, api.DefaultNamespace) == ns
+		return ep.ContainerID == s || ep.Name == name && cmp.Or(ep.Namespace, api.DefaultNamespace) == ns
 	})
 	if i < 0 {
 		return policy.Peer{}, api.AsError(api.Invalid("policy explain", field, s, "no endpoint of that name, container ID or address"))

@@ -100,7 +100,7 @@ func compileRule(w policy.World, pods podIndex, p api.NetworkPolicy, r api.Netwo
 				}
 				for _, ip := range ep.IPs {
 					if slices.ContainsFunc(r.Peers, func(peer api.NetworkPolicyPeer) bool {
-						return peer.IPBlock != nil && inBlock(ip.Addr(), *peer.IPBlock)
+						return peer.IPBlock != nil && policy.InBlock(ip.Addr(), *peer.IPBlock)
 					}) {
 						peerPods = append(peerPods, podAddr{ep, ip.Addr()})
 					}
@@ -208,26 +208,14 @@ func live(eps []api.Endpoint) []api.Endpoint {
 	return out
 }
 
-func inBlock(a netip.Addr, b api.IPBlock) bool {
-	if !b.CIDR.Contains(a) {
-		return false
-	}
-	for _, e := range b.Except {
-		if e.Contains(a) {
-			return false
-		}
-	}
-	return true
-}
-
 func single(a netip.Addr) nft.AddrRange { return nft.AddrRange{From: a, To: a} }
 
 // everything is the whole address space of a family.
 func everything(v6 bool) nft.AddrRange {
 	if v6 {
-		return nft.AddrRange{From: netip.IPv6Unspecified(), To: netip.AddrFrom16([16]byte{0: 0xff, 1: 0xff, 2: 0xff, 3: 0xff, 4: 0xff, 5: 0xff, 6: 0xff, 7: 0xff, 8: 0xff, 9: 0xff, 10: 0xff, 11: 0xff, 12: 0xff, 13: 0xff, 14: 0xff, 15: 0xff})}
+		return nft.AddrRange{From: netip.IPv6Unspecified(), To: netip.MustParseAddr("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")}
 	}
-	return nft.AddrRange{From: netip.IPv4Unspecified(), To: netip.AddrFrom4([4]byte{255, 255, 255, 255})}
+	return nft.AddrRange{From: netip.IPv4Unspecified(), To: netip.MustParseAddr("255.255.255.255")}
 }
 
 // blockRanges is an ipBlock as ranges: its CIDR minus its excepts.

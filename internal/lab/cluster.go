@@ -156,12 +156,17 @@ func (c *Cluster) Close() error {
 // CrossNodeRoutes lists the IPv4 routes of ns that podnet made to other nodes' blocks
 // (kernel.RouteProtocol), as "DST via GW", sorted.
 func CrossNodeRoutes(ns netns.NsHandle) ([]string, error) {
+	return RoutesOf(ns, kernel.RouteProtocol)
+}
+
+// RoutesOf lists the IPv4 routes of ns of protocol proto, as "DST via GW", sorted.
+func RoutesOf(ns netns.NsHandle, proto netlink.RouteProtocol) ([]string, error) {
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
 		return nil, err
 	}
 	defer h.Close()
-	routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: kernel.RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
+	routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: proto}, netlink.RT_FILTER_PROTOCOL)
 	if err != nil {
 		return nil, err
 	}

@@ -8,7 +8,6 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/podnet/podnet/internal/nftwire"
@@ -222,22 +221,7 @@ func (r *elemReader) containing(set string, keys [][]byte) ([]nftwire.Elem, erro
 	out := make([]nftwire.Elem, len(keys))
 	for i := 0; i < len(keys); {
 		chunk := keys[i:min(i+getChunk, len(keys))]
-		ae := netlink.NewAttributeEncoder()
-		ae.String(unix.NFTA_SET_ELEM_LIST_TABLE, TableName)
-		ae.String(unix.NFTA_SET_ELEM_LIST_SET, set)
-		ae.Nested(unix.NFTA_SET_ELEM_LIST_ELEMENTS, func(list *netlink.AttributeEncoder) error {
-			for _, k := range chunk {
-				list.Nested(unix.NFTA_LIST_ELEM, func(el *netlink.AttributeEncoder) error {
-					el.Nested(unix.NFTA_SET_ELEM_KEY, func(v *netlink.AttributeEncoder) error {
-						v.Bytes(unix.NFTA_DATA_VALUE, k)
-						return nil
-					})
-					return nil
-				})
-			}
-			return nil
-		})
-		replies, found, err := r.request(unix.NFT_MSG_GETSETELEM, ae)
+		replies, found, err := r.request(unix.NFT_MSG_GETSETELEM, keysRequest(set, chunk))
 		if err != nil {
 			return nil, fmt.Errorf("get elements of set %s: %w", set, err)
 		}

@@ -295,27 +295,33 @@ func (r *elemReader) service(k serviceKey) (*serviceElems, error) {
 	return &e, nil
 }
 
+// keysRequest is the body of a GETSETELEM request for the elements of set (in table inet
+// podnet) with the given keys.
+func keysRequest(set string, keys [][]byte) *netlink.AttributeEncoder {
+	ae := netlink.NewAttributeEncoder()
+	ae.String(unix.NFTA_SET_ELEM_LIST_TABLE, TableName)
+	ae.String(unix.NFTA_SET_ELEM_LIST_SET, set)
+	ae.Nested(unix.NFTA_SET_ELEM_LIST_ELEMENTS, func(list *netlink.AttributeEncoder) error {
+		for _, k := range keys {
+			list.Nested(unix.NFTA_LIST_ELEM, func(el *netlink.AttributeEncoder) error {
+				el.Nested(unix.NFTA_SET_ELEM_KEY, func(v *netlink.AttributeEncoder) error {
+					v.Bytes(unix.NFTA_DATA_VALUE, k)
+					return nil
+				})
+				return nil
+			})
+		}
+		return nil
+	})
+	return ae
+}
+
 // get returns the elements of set in table inet podnet with the given keys, in order, up
 // to the first key that is not in the set. A missing set or table has no element.
 func (r *elemReader) get(set string, keys [][]byte) ([]elemDef, error) {
 	var out []elemDef
 	for chunk := range slices.Chunk(keys, getChunk) {
-		ae := netlink.NewAttributeEncoder()
-		ae.String(unix.NFTA_SET_ELEM_LIST_TABLE, TableName)
-		ae.String(unix.NFTA_SET_ELEM_LIST_SET, set)
-		ae.Nested(unix.NFTA_SET_ELEM_LIST_ELEMENTS, func(list *netlink.AttributeEncoder) error {
-			for _, k := range chunk {
-				list.Nested(unix.NFTA_LIST_ELEM, func(el *netlink.AttributeEncoder) error {
-					el.Nested(unix.NFTA_SET_ELEM_KEY, func(v *netlink.AttributeEncoder) error {
-						v.Bytes(unix.NFTA_DATA_VALUE, k)
-						return nil
-					})
-					return nil
-				})
-			}
-			return nil
-		})
-		replies, found, err := r.request(unix.NFT_MSG_GETSETELEM, ae)
+		replies, found, err := r.request(unix.NFT_MSG_GETSETELEM, keysRequest(set, chunk))
 		if err != nil {
 			return nil, fmt.Errorf("get elements of set %s: %w", set, err)
 		}

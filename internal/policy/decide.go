@@ -314,7 +314,7 @@ func (w World) peersMatch(p api.NetworkPolicy, peers []api.NetworkPolicyPeer, re
 
 func (w World) peerMatches(p api.NetworkPolicy, peer api.NetworkPolicyPeer, remote Peer) bool {
 	if peer.IPBlock != nil {
-		return inBlock(remote.Addr, *peer.IPBlock)
+		return InBlock(remote.Addr, *peer.IPBlock)
 	}
 	if remote.Kind != PeerEndpoint {
 		return false // selectors select pods only
@@ -349,8 +349,8 @@ func (w World) namespaceLabels(name string) map[string]string {
 	return NamespaceLabels(api.Namespace{Name: name})
 }
 
-// inBlock reports whether addr is in the block's cidr and in none of its excepts.
-func inBlock(addr netip.Addr, b api.IPBlock) bool {
+// InBlock reports whether addr is in the block's cidr and in none of its excepts.
+func InBlock(addr netip.Addr, b api.IPBlock) bool {
 	addr = addr.Unmap()
 	if !addr.IsValid() || !b.CIDR.Contains(addr) {
 		return false

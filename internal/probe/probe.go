@@ -115,6 +115,10 @@ func Echo(c net.PacketConn) {
 	}
 }
 
+// ErrNoUDPAnswer is AskUDP's error when no answer came back in time (a drop on the way,
+// or nobody listening without an ICMP error coming back).
+var ErrNoUDPAnswer = errors.New("no UDP answer")
+
 // AskUDP sends a datagram on a connected UDP socket and returns the address an Echo
 // server answered, retrying a few times within timeout (UDP may be lost).
 func AskUDP(c net.Conn, timeout time.Duration) (netip.Addr, error) {
@@ -134,7 +138,7 @@ func AskUDP(c net.Conn, timeout time.Duration) (netip.Addr, error) {
 			return netip.Addr{}, err
 		}
 	}
-	return netip.Addr{}, fmt.Errorf("no UDP answer from %s within %s", c.RemoteAddr(), timeout)
+	return netip.Addr{}, fmt.Errorf("%w from %s within %s", ErrNoUDPAnswer, c.RemoteAddr(), timeout)
 }
 
 // Blocked reports nil when a TCP connection from clientNS to server, with a listener on

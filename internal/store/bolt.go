@@ -1077,81 +1077,22 @@ func decodeNamespace(k, v []byte) (api.Namespace, error) {
 }
 
 func (t *boltTx) Namespace(name string) (api.Namespace, bool, error) {
-	b, err := t.top(bucketNamespaces)
-	if err != nil || CheckNamespace(api.Namespace{Name: name}) != nil {
-		return api.Namespace{}, false, err
-	}
-	v := b.Get([]byte(name))
-	if v == nil {
+	if CheckNamespace(api.Namespace{Name: name}) != nil {
 		return api.Namespace{}, false, nil
 	}
-	ns, err := decodeNamespace([]byte(name), v)
-	if err != nil {
-		return api.Namespace{}, false, err
-	}
-	return ns, true, nil
+	return getRecord(t, bucketNamespaces, []byte(name), decodeNamespace)
 }
 
 func (t *boltTx) Namespaces() ([]api.Namespace, error) {
-	b, err := t.top(bucketNamespaces)
-	if err != nil {
-		return nil, err
-	}
-	var out []api.Namespace
-	err = b.ForEach(func(k, v []byte) error {
-		ns, err := decodeNamespace(k, v)
-		if err != nil {
-			return err
-		}
-		out = append(out, ns)
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
+	return listRecords(t, bucketNamespaces, decodeNamespace)
 }
 
 func (t *boltTx) PutNamespace(ns api.Namespace) error {
-	op := fmt.Sprintf("put namespace %q", ns.Name)
-	if err := t.checkWritable(op); err != nil {
-		return err
-	}
-	if err := CheckNamespace(ns); err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	b, err := t.top(bucketNamespaces)
-	if err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	v, err := json.Marshal(ns)
-	if err != nil {
-		return fmt.Errorf("%s: encode: %w", op, err)
-	}
-	t.wrote = true
-	if err := b.Put([]byte(ns.Name), v); err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	return nil
+	return t.putRecord(fmt.Sprintf("put namespace %q", ns.Name), bucketNamespaces, []byte(ns.Name), ns, CheckNamespace(ns))
 }
 
 func (t *boltTx) DeleteNamespace(name string) error {
-	op := fmt.Sprintf("delete namespace %q", name)
-	if err := t.checkWritable(op); err != nil {
-		return err
-	}
-	b, err := t.top(bucketNamespaces)
-	if err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	if CheckNamespace(api.Namespace{Name: name}) != nil || b.Get([]byte(name)) == nil {
-		return fmt.Errorf("%s: %w", op, ErrNotFound)
-	}
-	t.wrote = true
-	if err := b.Delete([]byte(name)); err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	return nil
+	return t.deleteRecord(fmt.Sprintf("delete namespace %q", name), bucketNamespaces, []byte(name), CheckNamespace(api.Namespace{Name: name}) == nil)
 }
 
 // decodeNode decodes a node record. The name comes from the key; Alive is not stored.
@@ -1165,82 +1106,23 @@ func decodeNode(k, v []byte) (api.Node, error) {
 }
 
 func (t *boltTx) Node(name string) (api.Node, bool, error) {
-	b, err := t.top(bucketNodes)
-	if err != nil || name == "" {
-		return api.Node{}, false, err
-	}
-	v := b.Get([]byte(name))
-	if v == nil {
+	if name == "" {
 		return api.Node{}, false, nil
 	}
-	n, err := decodeNode([]byte(name), v)
-	if err != nil {
-		return api.Node{}, false, err
-	}
-	return n, true, nil
+	return getRecord(t, bucketNodes, []byte(name), decodeNode)
 }
 
 func (t *boltTx) Nodes() ([]api.Node, error) {
-	b, err := t.top(bucketNodes)
-	if err != nil {
-		return nil, err
-	}
-	var ns []api.Node
-	err = b.ForEach(func(k, v []byte) error {
-		n, err := decodeNode(k, v)
-		if err != nil {
-			return err
-		}
-		ns = append(ns, n)
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return ns, nil
+	return listRecords(t, bucketNodes, decodeNode)
 }
 
 func (t *boltTx) PutNode(n api.Node) error {
-	op := fmt.Sprintf("put node %q", n.Name)
-	if err := t.checkWritable(op); err != nil {
-		return err
-	}
-	if err := CheckNode(n); err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	b, err := t.top(bucketNodes)
-	if err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
 	n.Alive = false // read from the leases, never stored
-	v, err := json.Marshal(n)
-	if err != nil {
-		return fmt.Errorf("%s: encode: %w", op, err)
-	}
-	t.wrote = true
-	if err := b.Put([]byte(n.Name), v); err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	return nil
+	return t.putRecord(fmt.Sprintf("put node %q", n.Name), bucketNodes, []byte(n.Name), n, CheckNode(n))
 }
 
 func (t *boltTx) DeleteNode(name string) error {
-	op := fmt.Sprintf("delete node %q", name)
-	if err := t.checkWritable(op); err != nil {
-		return err
-	}
-	b, err := t.top(bucketNodes)
-	if err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	if name == "" || b.Get([]byte(name)) == nil {
-		return fmt.Errorf("%s: %w", op, ErrNotFound)
-	}
-	t.wrote = true
-	if err := b.Delete([]byte(name)); err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	return nil
+	return t.deleteRecord(fmt.Sprintf("delete node %q", name), bucketNodes, []byte(name), name != "")
 }
 
 // decodeBlock decodes a block record. Network and prefix come from the bucket and the
@@ -1428,78 +1310,103 @@ func decodeBGPPeer(k, v []byte) (api.BGPPeer, error) {
 }
 
 func (t *boltTx) BGPPeer(name string) (api.BGPPeer, bool, error) {
-	b, err := t.top(bucketBGPPeers)
-	if err != nil || name == "" {
-		return api.BGPPeer{}, false, err
-	}
-	v := b.Get([]byte(name))
-	if v == nil {
+	if name == "" {
 		return api.BGPPeer{}, false, nil
 	}
-	p, err := decodeBGPPeer([]byte(name), v)
-	if err != nil {
-		return api.BGPPeer{}, false, err
-	}
-	return p, true, nil
+	return getRecord(t, bucketBGPPeers, []byte(name), decodeBGPPeer)
 }
 
 func (t *boltTx) BGPPeers() ([]api.BGPPeer, error) {
-	b, err := t.top(bucketBGPPeers)
+	return listRecords(t, bucketBGPPeers, decodeBGPPeer)
+}
+
+func (t *boltTx) PutBGPPeer(p api.BGPPeer) error {
+	return t.putRecord(fmt.Sprintf("put bgp peer %q", p.Name), bucketBGPPeers, []byte(p.Name), p, CheckBGPPeer(p))
+}
+
+func (t *boltTx) DeleteBGPPeer(name string) error {
+	return t.deleteRecord(fmt.Sprintf("delete bgp peer %q", name), bucketBGPPeers, []byte(name), name != "")
+}
+
+// Records of a top-level bucket: key -> JSON, the key naming the record (nodes, BGP
+// peers, namespaces). decode fills in what the key holds.
+
+func getRecord[T any](t *boltTx, bucket, key []byte, decode func(k, v []byte) (T, error)) (T, bool, error) {
+	var zero T
+	b, err := t.top(bucket)
+	if err != nil {
+		return zero, false, err
+	}
+	v := b.Get(key)
+	if v == nil {
+		return zero, false, nil
+	}
+	rec, err := decode(key, v)
+	if err != nil {
+		return zero, false, err
+	}
+	return rec, true, nil
+}
+
+func listRecords[T any](t *boltTx, bucket []byte, decode func(k, v []byte) (T, error)) ([]T, error) {
+	b, err := t.top(bucket)
 	if err != nil {
 		return nil, err
 	}
-	var ps []api.BGPPeer
+	var out []T
 	err = b.ForEach(func(k, v []byte) error {
-		p, err := decodeBGPPeer(k, v)
+		rec, err := decode(k, v)
 		if err != nil {
 			return err
 		}
-		ps = append(ps, p)
+		out = append(out, rec)
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return ps, nil
+	return out, nil
 }
 
-func (t *boltTx) PutBGPPeer(p api.BGPPeer) error {
-	op := fmt.Sprintf("put bgp peer %q", p.Name)
+// putRecord stores rec under key, unless the transaction is read-only or invalid (the
+// record's check) is set.
+func (t *boltTx) putRecord(op string, bucket, key []byte, rec any, invalid error) error {
 	if err := t.checkWritable(op); err != nil {
 		return err
 	}
-	if err := CheckBGPPeer(p); err != nil {
-		return fmt.Errorf("%s: %w", op, err)
+	if invalid != nil {
+		return fmt.Errorf("%s: %w", op, invalid)
 	}
-	b, err := t.top(bucketBGPPeers)
+	b, err := t.top(bucket)
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	v, err := json.Marshal(p)
+	v, err := json.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("%s: encode: %w", op, err)
 	}
 	t.wrote = true
-	if err := b.Put([]byte(p.Name), v); err != nil {
+	if err := b.Put(key, v); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	return nil
 }
 
-func (t *boltTx) DeleteBGPPeer(name string) error {
-	op := fmt.Sprintf("delete bgp peer %q", name)
+// deleteRecord removes the record under key: ErrNotFound when there is none or the key
+// is not valid (no record can have it).
+func (t *boltTx) deleteRecord(op string, bucket, key []byte, valid bool) error {
 	if err := t.checkWritable(op); err != nil {
 		return err
 	}
-	b, err := t.top(bucketBGPPeers)
+	b, err := t.top(bucket)
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	if name == "" || b.Get([]byte(name)) == nil {
+	if !valid || b.Get(key) == nil {
 		return fmt.Errorf("%s: %w", op, ErrNotFound)
 	}
 	t.wrote = true
-	if err := b.Delete([]byte(name)); err != nil {
+	if err := b.Delete(key); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	return nil
