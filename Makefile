@@ -5,7 +5,7 @@
 GO ?= go
 GOFLAGS_BUILD ?= -trimpath
 
-.PHONY: build test test-deps demo bench fuzz vet clean
+.PHONY: build test test-deps kube-apiserver demo bench fuzz vet clean
 
 build:
 	$(GO) build $(GOFLAGS_BUILD) -o bin/podnet ./cmd/podnet
@@ -26,7 +26,12 @@ TEST_COMMANDS := nft chromium iptables-legacy ip6tables-legacy ipset bird etcd
 test-deps:
 	@(for c in $(TEST_COMMANDS); do PATH="$$PATH:/usr/sbin:/sbin" command -v $$c >/dev/null || exit 1; done) || scripts/apt-install $(TEST_PACKAGES)
 
-test: build vet test-deps
+# The kube-apiserver of internal/testutil/kubetest's tests (under ./...), built once into
+# a cache outside the repo (a cold build takes minutes; hack/kube-apiserver.sh says where).
+kube-apiserver:
+	hack/kube-apiserver.sh
+
+test: build vet test-deps kube-apiserver
 	$(GO) test -count=1 -timeout 30m ./...
 
 # The cluster demo runs Debian's etcd-server (installed here when missing).
