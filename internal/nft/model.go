@@ -31,6 +31,8 @@ const (
 	setSameNetwork4     = "same_network4"
 	setSameNetwork6     = "same_network6"
 	setEndpoints        = "endpoints"
+	setEndpointSrc4     = "endpoint_src4"
+	mapInterfaces       = "interfaces"
 	setEndpointAddrs4   = "endpoint_addrs4"
 	setEndpointAddrs6   = "endpoint_addrs6"
 	setEndpointMACs     = "endpoint_macs"
@@ -50,6 +52,8 @@ const (
 	chainOutput      = "output"
 	chainForward     = "forward"
 	chainPostrouting = "postrouting"
+	chainEndpointSrc = "endpoint-src"
+	chainFromBridge  = "from-bridge"
 )
 
 // maxComment is the longest comment put on a set element (the kernel allows 256 bytes
@@ -204,10 +208,10 @@ func build(r Ruleset) rulesetDef {
 	inet := tableDef{family: nftables.TableFamilyINet}
 	brt := tableDef{family: nftables.TableFamilyBridge}
 
-	inet.sets = networkSets(networkRanges(r.Networks))
+	netSets := networkSets(networkRanges(r.Networks))
 	routed, bridged := endpointSets(r.Endpoints)
-	inet.sets = append(inet.sets, routed...)
-	brt.sets = append(brt.sets, bridged...)
+	inet.sets = mergeSets(slices.Concat(netSets, routed))
+	brt.sets = bridged
 	inet.sets = append(inet.sets, portMaps(r.Ports)...)
 	inet.sets = append(inet.sets, serviceSets(r.Services)...)
 	policies := normPolicies(r.Policies)
@@ -233,8 +237,10 @@ func build(r Ruleset) rulesetDef {
 			name: chainAntispoof, typ: nftables.ChainTypeFilter,
 			hook: *nftables.ChainHookPrerouting, hookName: "prerouting",
 			priority: *nftables.ChainPriorityRaw, prioName: "raw",
-			rules: antispoofRules(nftables.TableFamilyINet),
+			rules: inetAntispoofRules(),
 		},
+		{name: chainEndpointSrc, rules: endpointSourceRules(nftables.TableFamilyINet)},
+		{name: chainFromBridge, rules: fromBridgeRules()},
 		{
 			name: chainPrerouting, typ: nftables.ChainTypeNAT,
 			hook: *nftables.ChainHookPrerouting, hookName: "prerouting",
@@ -264,16 +270,15 @@ func build(r Ruleset) rulesetDef {
 			name: chainPostrouting, typ: nftables.ChainTypeNAT,
 			hook: *nftables.ChainHookPostrouting, hookName: "postrouting",
 			priority: *nftables.ChainPriorityNATSource, prioName: "srcnat",
-			rules: []ruleDef{
+			rules: append(rememberRules(),
 				egressMasqRule(ip4),
 				egressMasqRule(ip6),
 				dnatMasqRule(ip4),
 				dnatMasqRule(ip6),
 				localhostMasqRule(),
-			},
+			),
 		},
 	}...)
-	inet.chains = append(inet.chains, affinityUpdateChain())
 	inet.chains = append(inet.chains, serviceChains()...)
 	if len(policies) > 0 {
 		inet.chains = append(inet.chains, policyChains(policies)...)
@@ -282,7 +287,7 @@ func build(r Ruleset) rulesetDef {
 		name: chainAntispoof, typ: nftables.ChainTypeFilter,
 		hook: *nftables.ChainHookPrerouting, hookName: "prerouting",
 		priority: nftables.ChainPriority(-200), prioName: "filter", // NF_BR_PRI_FILTER_BRIDGED
-		rules: antispoofRules(nftables.TableFamilyBridge),
+		rules: bridgeAntispoofRules(),
 	}}
 	return rulesetDef{tables: []tableDef{inet, brt}}
 }
@@ -375,7 +380,14 @@ func networkSets(nets []netRanges) []setDef {
 		bridgeSubnets = append(bridgeSubnets, setDef{name: "bridge_subnets" + f.suffix,
 			keyType: nftables.MustConcatSetType(nftables.TypeIFName, f.addrType), interval: true, elems: bridgeSubnetElems(nets, f.suffix)})
 	}
-	return slices.Concat(pods, masq, same, bridgeSubnets)
+	ifaces := interfacesMap()
+	for _, n := range nets {
+		if n.bridge != "" {
+			ifaces.elems = append(ifaces.elems, interfaceElem(n.bridge, chainFromBridge))
+		}
+	}
+	sortElems(ifaces.elems)
+	return slices.Concat(pods, masq, same, bridgeSubnets, []setDef{ifaces})
 }
 
 // sameNetworkElems pairs every range of a network with every range of the same network:
@@ -424,12 +436,12 @@ func bridgeSubnetElems(nets []netRanges, sfx string) []elemDef {
 	return elems
 }
 
-// endpointSets returns the endpoint sets of table inet podnet (routed endpoints) and of
-// table bridge podnet (bridged endpoints).
+// endpointSets returns the endpoint sets of table inet podnet (routed endpoints: their
+// entries of map interfaces, and their addresses) and of table bridge podnet (bridged
+// endpoints: their ports, MACs and addresses).
 func endpointSets(eps []Endpoint) (routed, bridged []setDef) {
-	mk := func() []setDef {
+	addrSets := func() []setDef {
 		return []setDef{
-			{name: setEndpoints, keyType: nftables.TypeIFName},
 			{name: setEndpointAddrs4, keyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr)},
 			{name: setEndpointAddrs6, keyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIP6Addr)},
 			// The IPv6 addresses again, for the target of neighbour advertisements, which
@@ -438,8 +450,17 @@ func endpointSets(eps []Endpoint) (routed, bridged []setDef) {
 				fieldLens: []uint32{nftables.TypeIFName.Bytes, integer128.Bytes}, typeofKey: &typeofTargets6},
 		}
 	}
-	routed, bridged = mk(), mk()
-	bridged = append(bridged, setDef{name: setEndpointMACs, keyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr)})
+	const addrs4, addrs6, targets6 = 0, 1, 2
+	routed = append(addrSets(), interfacesMap())
+	const ifaces = 3
+	bridged = append(addrSets(),
+		setDef{name: setEndpoints, keyType: nftables.TypeIFName},
+		setDef{name: setEndpointMACs, keyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr)},
+		// IPv4 source, MAC and port in one lookup: what nearly every frame of a bridged
+		// sandbox is checked with.
+		setDef{name: setEndpointSrc4, keyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr, nftables.TypeIPAddr)},
+	)
+	const ports, macs, src4 = 3, 4, 5
 	type ifKey struct {
 		name    string
 		bridged bool
@@ -457,23 +478,28 @@ func endpointSets(eps []Endpoint) (routed, bridged []setDef) {
 		key := ifnameKey(e.HostIf)
 		if k := (ifKey{e.HostIf, e.Bridged}); !seen[k] {
 			seen[k] = true
-			sets[0].elems = append(sets[0].elems, elemDef{key: key, text: quote(e.HostIf)})
+			if e.Bridged {
+				sets[ports].elems = append(sets[ports].elems, elemDef{key: key, text: quote(e.HostIf)})
+			} else {
+				sets[ifaces].elems = append(sets[ifaces].elems, interfaceElem(e.HostIf, chainEndpointSrc))
+			}
 		}
+		// ether_addr is 6 bytes, padded to 8 in a concatenation.
+		var mac []byte
 		if e.Bridged && len(e.MAC) == 6 {
-			k := string(key) + e.MAC.String()
-			if !seenAddr[k] {
+			mac = slices.Concat(e.MAC, []byte{0, 0})
+			if k := string(key) + e.MAC.String(); !seenAddr[k] {
 				seenAddr[k] = true
-				// ether_addr is 6 bytes, padded to 8 in a concatenation.
-				sets[4].elems = append(sets[4].elems, elemDef{key: slices.Concat(key, e.MAC, []byte{0, 0}), text: quote(e.HostIf) + " . " + e.MAC.String()})
+				sets[macs].elems = append(sets[macs].elems, elemDef{key: slices.Concat(key, mac), text: quote(e.HostIf) + " . " + e.MAC.String()})
 			}
 		}
 		for _, a := range e.Addrs {
 			if !a.IsValid() || a.IsUnspecified() || a.Is4In6() || a.Zone() != "" {
 				continue
 			}
-			s := &sets[1]
+			s := &sets[addrs4]
 			if !a.Is4() {
-				s = &sets[2]
+				s = &sets[addrs6]
 			}
 			k := string(key) + a.String() + strconv.FormatBool(e.Bridged)
 			if seenAddr[k] {
@@ -482,8 +508,12 @@ func endpointSets(eps []Endpoint) (routed, bridged []setDef) {
 			seenAddr[k] = true
 			s.elems = append(s.elems, elemDef{key: slices.Concat(key, a.AsSlice()), text: quote(e.HostIf) + " . " + a.String()})
 			if !a.Is4() {
-				sets[3].elems = append(sets[3].elems, elemDef{key: slices.Concat(key, a.AsSlice()),
+				sets[targets6].elems = append(sets[targets6].elems, elemDef{key: slices.Concat(key, a.AsSlice()),
 					text: quote(e.HostIf) + " . 0x" + hex.EncodeToString(a.AsSlice())})
+			}
+			if a.Is4() && mac != nil {
+				sets[src4].elems = append(sets[src4].elems, elemDef{key: slices.Concat(key, mac, a.AsSlice()),
+					text: quote(e.HostIf) + " . " + e.MAC.String() + " . " + a.String()})
 			}
 		}
 	}
@@ -493,6 +523,34 @@ func endpointSets(eps []Endpoint) (routed, bridged []setDef) {
 		}
 	}
 	return routed, bridged
+}
+
+// interfacesMap is the verdict map by input interface that the anti-spoofing chain of
+// table inet podnet dispatches with: a routed endpoint's host veth goes to its address
+// check (chain endpoint-src), a bridge to its subnets' (chain from-bridge).
+func interfacesMap() setDef {
+	return setDef{name: mapInterfaces, keyType: nftables.TypeIFName, dataType: nftables.TypeVerdict}
+}
+
+func interfaceElem(name, chain string) elemDef {
+	return elemDef{key: ifnameKey(name), jump: chain, text: quote(name) + " : goto " + chain}
+}
+
+// mergeSets merges the elements of sets with the same name (map interfaces is filled
+// from the networks and from the endpoints) into the first of them.
+func mergeSets(sets []setDef) []setDef {
+	var out []setDef
+	at := map[string]int{}
+	for _, s := range sets {
+		if i, ok := at[s.name]; ok {
+			out[i].elems = append(out[i].elems, s.elems...)
+			sortElems(out[i].elems)
+			continue
+		}
+		at[s.name] = len(out)
+		out = append(out, s)
+	}
+	return out
 }
 
 // portMaps returns the maps of published ports.
@@ -772,16 +830,71 @@ func notLinkLocal(base expr.PayloadBase, off uint32) []expr.Any {
 	}
 }
 
-// antispoofRules is the anti-spoofing chain of table family tf: a packet that enters the
-// node from an endpoint's host interface must come from one of the endpoint's addresses.
-// Also allowed: IPv6 link-local sources (neighbour discovery, MLD) and the unspecified
-// address (duplicate address detection, MLD before an address is configured), and in the
-// bridge, ARP probes (sender 0.0.0.0). An endpoint is not a router: router advertisements
-// and redirects are dropped, and a neighbour advertisement must announce a link-local
-// address or one of the endpoint's own (else a sandbox could take another's IPv6 address
-// over in the neighbour caches, as ARP would for IPv4). Anything else, of any protocol
-// (other ether types, VLAN-tagged frames), is dropped.
-func antispoofRules(tf nftables.TableFamily) []ruleDef {
+// Anti-spoofing: a packet that enters the node from an endpoint's host interface must
+// come from one of the endpoint's addresses. Also allowed: IPv6 link-local sources
+// (neighbour discovery, MLD) and the unspecified address (duplicate address detection,
+// MLD before an address is configured), and in the bridge, ARP probes (sender 0.0.0.0).
+// An endpoint is not a router: router advertisements and redirects are dropped, and a
+// neighbour advertisement must announce a link-local address or one of the endpoint's
+// own (else a sandbox could take another's IPv6 address over in the neighbour caches, as
+// ARP would for IPv4). Anything else, of any protocol (other ether types, VLAN-tagged
+// frames), is dropped. And a packet from a pod address that enters anywhere else than
+// where that pod sends from is dropped (podSourceRule).
+//
+// Every packet of every flow crosses these chains, so the common cases come first and
+// take one lookup each: an IPv4 frame of a bridged sandbox (port, MAC and address at
+// once) in table bridge podnet; in table inet podnet, the input interface in map
+// interfaces, then for a routed endpoint its address, for a bridge its subnets (where
+// br_netfilter shows the bridge as the input interface; a frame that entered it from an
+// endpoint's port was checked in table bridge podnet, but one from another port was not,
+// and table bridge podnet cannot tell which bridge a port is in: this kernel has no
+// "meta ibrname" there).
+
+// inetAntispoofRules is the anti-spoofing chain of table inet podnet.
+func inetAntispoofRules() []ruleDef {
+	return []ruleDef{
+		localnetRule(),
+		{exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+			&expr.Lookup{SourceRegister: reg1, DestRegister: unix.NFT_REG_VERDICT, IsDestRegSet: true, SetName: mapInterfaces},
+		}},
+		podSourceRule(ip4),
+		podSourceRule(ip6),
+	}
+}
+
+// bridgeAntispoofRules is the anti-spoofing chain of table bridge podnet.
+func bridgeAntispoofRules() []ruleDef {
+	return append([]ruleDef{
+		{exprs: slices.Concat(isFamily(nftables.TableFamilyBridge, ip4), []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+			&expr.Payload{DestRegister: reg(16), Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
+			loadAddr(ip4, ip4.saddr, reg(24)),
+			lookup(reg1, setEndpointSrc4, false),
+			accept(),
+		})},
+		{exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+			lookup(reg1, setEndpoints, true),
+			accept(),
+		}},
+		// A port may only send with its endpoint's MAC: a copied MAC would move the
+		// peer's entry in the bridge's forwarding database (learning happens after this
+		// hook) and its traffic with it.
+		{exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+			&expr.Payload{DestRegister: reg(16), Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
+			lookup(reg1, setEndpointMACs, true),
+			drop(),
+		}},
+	}, endpointSourceRules(nftables.TableFamilyBridge)...)
+}
+
+// endpointSourceRules check a packet from an endpoint's host interface: chain
+// endpoint-src of table inet podnet, the end of chain antispoof of table bridge podnet
+// (after its MAC; there most IPv4 frames were accepted by set endpoint_src4 already, the
+// rest are those of addresses added to an endpoint without its MAC: see Applier.Update).
+func endpointSourceRules(tf nftables.TableFamily) []ruleDef {
 	ifAddr := func(f ipFamily, base expr.PayloadBase, off uint32, set string, invert bool) []expr.Any {
 		return []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
@@ -790,31 +903,7 @@ func antispoofRules(tf nftables.TableFamily) []ruleDef {
 		}
 	}
 	nh := expr.PayloadBaseNetworkHeader
-	var rules []ruleDef
-	if tf == nftables.TableFamilyINet {
-		rules = append(rules, localnetRule(), podSourceRule(ip4), podSourceRule(ip6))
-	}
-	rules = append(rules, ruleDef{
-		exprs: []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
-			lookup(reg1, setEndpoints, true),
-			accept(),
-		},
-	})
-	if tf == nftables.TableFamilyBridge {
-		// A port may only send with its endpoint's MAC: a copied MAC would move the
-		// peer's entry in the bridge's forwarding database (learning happens after this
-		// hook) and its traffic with it.
-		rules = append(rules, ruleDef{
-			exprs: []expr.Any{
-				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
-				&expr.Payload{DestRegister: reg(16), Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
-				lookup(reg1, setEndpointMACs, true),
-				drop(),
-			},
-		})
-	}
-	rules = append(rules, []ruleDef{
+	rules := []ruleDef{
 		{exprs: slices.Concat(isFamily(tf, ip4), ifAddr(ip4, nh, ip4.saddr, setEndpointAddrs4, false), []expr.Any{accept()})},
 		{exprs: append(isICMPv6(tf, icmp6RouterAdvert), drop())},
 		{exprs: append(isICMPv6(tf, icmp6Redirect), drop())},
@@ -845,7 +934,7 @@ func antispoofRules(tf nftables.TableFamily) []ruleDef {
 				accept(),
 			}),
 		},
-	}...)
+	}
 	if tf == nftables.TableFamilyBridge {
 		// ARP: sender IP address at offset 14 of an Ethernet/IPv4 ARP packet. Linux
 		// ignores ARP packets of other hardware or protocol address lengths.
@@ -873,23 +962,23 @@ func antispoofRules(tf nftables.TableFamily) []ruleDef {
 // restores 127.0.0.1) pass. Linux itself drops ::1 on any other device.
 func localnetRule() ruleDef {
 	return ruleDef{
+		// The address first: nearly every packet stops there.
 		exprs: slices.Concat(
-			[]expr.Any{
-				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
-				&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: ifnameKey("lo")},
-			},
 			isFamily(nftables.TableFamilyINet, ip4),
 			[]expr.Any{
 				&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: ip4.daddr, Len: 1},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{127}},
+				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+				&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: ifnameKey("lo")},
 				drop(),
 			}),
 	}
 }
 
 // podSourceRule drops packets from a pod address that enter the node anywhere but where
-// pods send from: a bridge with that subnet, a routed endpoint's host veth (checked
-// further on), or lo. Else a neighbour of the node could send with a pod's address and
+// pods send from: a bridge with that subnet (chain from-bridge), a network's Ingress
+// interface (where its pods on other nodes enter), a routed endpoint's host veth (chain
+// endpoint-src), or lo. Else a neighbour of the node could send with a pod's address and
 // have the node answer the pod: the cluster DNS would recurse for it and reflect at pods.
 func podSourceRule(f ipFamily) ruleDef {
 	return ruleDef{
@@ -898,12 +987,33 @@ func podSourceRule(f ipFamily) ruleDef {
 			lookup(reg1, "pods"+f.suffix, false),
 			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: ifnameKey("lo")},
-			lookup(reg1, setEndpoints, true),
 			loadAddr(f, f.saddr, reg(16)),
 			lookup(reg1, "bridge_subnets"+f.suffix, true),
 			drop(),
 		}),
 	}
+}
+
+// fromBridgeRules check a packet that entered through a bridge: from one of the
+// bridge's subnets (the common case: one lookup), or from no pod address.
+func fromBridgeRules() []ruleDef {
+	var rules []ruleDef
+	for _, f := range []ipFamily{ip4, ip6} {
+		rules = append(rules,
+			ruleDef{exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f), []expr.Any{
+				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+				loadAddr(f, f.saddr, reg(16)),
+				lookup(reg1, "bridge_subnets"+f.suffix, false),
+				accept(),
+			})},
+			ruleDef{exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f), []expr.Any{
+				loadAddr(f, f.saddr, reg1),
+				lookup(reg1, "pods"+f.suffix, false),
+				drop(),
+			})},
+		)
+	}
+	return rules
 }
 
 // ifnameKey is the set key of an interface name: IFNAMSIZ bytes, zero padded.

@@ -227,11 +227,12 @@ func TestDeltaBuild(t *testing.T) {
 	}
 	want := []string{
 		"inet podnet hostports6 fd00:ff::1 . udp . 5353 : fd00:88:4::2 . 53",
-		`bridge podnet endpoints "pnv-blue-1"`,
 		`bridge podnet endpoint_addrs4 "pnv-blue-1" . 10.88.1.2`,
 		`bridge podnet endpoint_addrs6 "pnv-blue-1" . fd00:88:1::2`,
 		`bridge podnet endpoint_targets6 "pnv-blue-1" . 0xfd000088000100000000000000000002`,
+		`bridge podnet endpoints "pnv-blue-1"`,
 		`bridge podnet endpoint_macs "pnv-blue-1" . 0a:58:0a:58:01:02`,
+		`bridge podnet endpoint_src4 "pnv-blue-1" . 0a:58:0a:58:01:02 . 10.88.1.2`,
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("delta elements:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

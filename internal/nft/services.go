@@ -57,11 +57,10 @@ const (
 	mapBackends         = "backends"
 	mapAffinity         = "affinity"
 
-	chainNoBackends     = "no-backends"
-	chainAffinity       = "affinity"
-	chainAffinityUpdate = "affinity-update"
-	chainPick           = "pick-"          // + slot count
-	chainAffinityPick   = "affinity-pick-" // + slot count
+	chainNoBackends   = "no-backends"
+	chainAffinity     = "affinity"
+	chainPick         = "pick-"          // + slot count
+	chainAffinityPick = "affinity-pick-" // + slot count
 )
 
 const (
@@ -299,15 +298,12 @@ func serviceChains() []chainDef {
 	return chains
 }
 
-// affinityUpdateChain is the base chain that remembers the backends of the clients of
-// services with affinity: postrouting, after the DNAT, before the masquerade.
-func affinityUpdateChain() chainDef {
-	return chainDef{
-		name: chainAffinityUpdate, typ: nftables.ChainTypeFilter,
-		hook: *nftables.ChainHookPostrouting, hookName: "postrouting",
-		priority: *nftables.ChainPriorityFilter, prioName: "filter",
-		rules: []ruleDef{rememberRule(ip4, "tcp"), rememberRule(ip4, "udp"), rememberRule(ip6, "tcp"), rememberRule(ip6, "udp")},
-	}
+// rememberRules remember the backends of the clients of services with affinity. They
+// open the srcnat chain: postrouting, after the DNAT, before the masquerade rewrites the
+// client's address; and a nat chain sees only the first packet of a connection, so the
+// packets of established flows do not pay for them.
+func rememberRules() []ruleDef {
+	return []ruleDef{rememberRule(ip4, "tcp"), rememberRule(ip4, "udp"), rememberRule(ip6, "tcp"), rememberRule(ip6, "udp")}
 }
 
 // drawModuli is the moduli of the successive draws among n slots: n, pickAttempts times,

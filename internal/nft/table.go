@@ -233,10 +233,10 @@ func (t *Table) Update(add, remove Delta) error {
 // serviceChangesLocked; policies' elements are the differences between remove's and
 // add's: policyChangesLocked.)
 func (d Delta) build() rulesetDef {
+	netSets := networkSets(networkRanges(d.Networks))
 	routed, bridged := endpointSets(d.Endpoints)
 	return elementsOnly([]tableDef{
-		{family: nftables.TableFamilyINet, sets: slices.Concat(networkSets(networkRanges(d.Networks)), routed, portMaps(d.Ports),
-			isolationSetsOf(d))},
+		{family: nftables.TableFamilyINet, sets: mergeSets(slices.Concat(netSets, routed, portMaps(d.Ports), isolationSetsOf(d)))},
 		{family: nftables.TableFamilyBridge, sets: bridged},
 	})
 }
