@@ -211,7 +211,7 @@ func clusterThroughput(ctx context.Context, bin, dir string, runs int, d time.Du
 		f := flows[name]
 		var err error
 		for range 100 {
-			if _, _, err = stream(ctx, f, 50*time.Millisecond); err == nil {
+			if _, err = stream(ctx, f, 50*time.Millisecond); err == nil {
 				break
 			}
 		}
@@ -226,11 +226,11 @@ func clusterThroughput(ctx context.Context, bin, dir string, runs int, d time.Du
 				return ctx.Err()
 			}
 			fmt.Fprintf(os.Stderr, "podnet-bench: cluster throughput %s, run %d/%d\n", row.name, run+1, runs)
-			rate, _, err := stream(ctx, flows[row.name], d)
+			r, err := stream(ctx, flows[row.name], d)
 			if err != nil {
 				return fmt.Errorf("%s: %w", row.name, err)
 			}
-			rates[row.name] = append(rates[row.name], rate)
+			rates[row.name] = append(rates[row.name], r.bps)
 		}
 	}
 	return nil

@@ -98,8 +98,10 @@ func main() {
 func run() int {
 	pods := flag.Int("pods", 100, "setup: pods set up and torn down one after another")
 	concurrent := flag.Int("concurrent", 20, "setup: pods set up at once")
-	runs := flag.Int("runs", 3, "throughput: runs per path (the median is reported)")
-	duration := flag.Duration("duration", 4*time.Second, "throughput: length of one run")
+	runs := flag.Int("runs", 8, "throughput, cluster: runs per path (the median is reported)")
+	duration := flag.Duration("duration", 4*time.Second, "throughput, cluster: length of one stream")
+	tpOnly := flag.String("tp-paths", "", "throughput: comma-separated paths to time (default: all; see the table for their names)")
+	tpEndpoints := flag.Int("tp-endpoints", 1000, "throughput: extra endpoints, each publishing a port, on the big node (0: no big node)")
 	mappings := flag.Int("mappings", 1000, "ports: mappings that exist when the second sample is timed")
 	sample := flag.Int("sample", 20, "ports: ADDs timed at the start and with -mappings mappings")
 	dnsRuns := flag.Int("dns-runs", 3, "dns: runs per row (the median is reported)")
@@ -121,6 +123,8 @@ func run() int {
 		err = errors.New("-pods and -concurrent must be at least 1")
 	case *runs < 1 || *duration < 100*time.Millisecond:
 		err = errors.New("-runs must be at least 1 and -duration at least 100ms")
+	case *tpEndpoints < 0 || *tpEndpoints > tpMaxExtra:
+		err = fmt.Errorf("-tp-endpoints must be between 0 and %d (the addresses of the big node's networks)", tpMaxExtra)
 	case *sample < 1 || *mappings < *sample || *mappings+*sample > maxBridgePorts:
 		err = fmt.Errorf("-sample must be at least 1, -mappings at least -sample, and -mappings + -sample at most %d (the ports of one Linux bridge)", maxBridgePorts)
 	case *dnsRuns < 1 || *dnsDuration < time.Second:
@@ -185,7 +189,7 @@ func run() int {
 	var tp tpResult
 	if sel.throughput && ctx.Err() == nil {
 		fmt.Fprintf(os.Stderr, "podnet-bench: throughput (%d runs of %v per path)\n", *runs, *duration)
-		tp = measureThroughput(ctx, prefix+"-tp", binDir, *runs, *duration)
+		tp = measureThroughput(ctx, prefix+"-tp", binDir, *runs, *duration, *tpEndpoints, *tpOnly)
 		report("throughput", tp.err)
 		for _, p := range tpPaths {
 			report("throughput "+p.name, tp.errs[p.name])

@@ -1,53 +1,89 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"math"
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/agentproc"
 )
 
-// The throughput section: one TCP stream at a time, a Go sender and receiver with
-// large writes (as iperf3 does), through each path below, in rounds (every path once
-// per round, so that drift of the machine spreads over all of them); the figure of a
-// path is the median of its runs, compared with the bare veth pair of the same run.
+// The throughput section: each path below carries one TCP stream at a time, then
+// request/response traffic (64-byte messages, one at a time), in rounds: every path once
+// per round, each round starting one path further, so that drift of the machine spreads
+// over all of them. A path's figures are medians over its runs, compared with the path
+// of the same topology without podnet (its floor: the same links built with netlink and
+// nothing else, or for a published port the same pod reached without DNAT) and with
+// Debian's reference plugins on the same path (bridge with ipMasq, ptp with ipMasq,
+// portmap). A second podnet node carries the same paths with -tp-endpoints more
+// endpoints, each publishing a port, to show what the size of the tables costs a packet.
 //
-// Namespaces (one testbed): two sandboxes joined by a bare veth pair; the topologies
-// of a bridge network and of a routed network built with netlink and nothing else
-// (floors: what the kernel costs without podnet's rules); the node, with an uplink
-// veth to an "outside" namespace that plays a client elsewhere on the network;
-// sandboxes attached by a `podnet agent` (through the API, with the sandbox's netns
-// descriptor) to a bridge network, a routed network and a bridge network in port mode
-// proxy. Published ports are dialed from the outside at the node's uplink address.
+// Namespaces: two sandboxes joined by a bare veth pair; the floors' hubs and sandboxes;
+// per podnet node a node namespace with a `podnet agent` and an uplink veth to an
+// "outside" namespace that plays a client elsewhere on the network; the reference
+// plugins' node, with its uplink from the same outside namespace. Published ports are
+// dialed from the outside at the node's uplink address.
 
-// tpPath is one row of the throughput table.
+// tpPath is one row of the throughput tables.
 type tpPath struct {
-	name   string
-	label  string
-	target float64 // minimum ratio to the bare veth pair; 0: reported only
+	name, label string
+	floor       string  // the row of the same path without podnet's rules ("": none)
+	ref         string  // the reference plugins' row of the same path ("": none)
+	base        string  // the same path on the node without extra endpoints ("": none)
+	target      float64 // minimum throughput ratio to floor; 0: reported only
 }
+
+// tpCPUSlack is how much more CPU per GB than its floor (or base) a podnet path may cost.
+const tpCPUSlack = 1.10
 
 var tpPaths = []tpPath{
-	{"veth", "bare veth pair, ns to ns", 0},
-	{"floor-bridge", "netlink floor: plain bridge, two veths, no rules", 0},
-	{"floor-routed", "netlink floor: plain forwarding, two veths, no rules", 0},
-	{"bridge", "podnet bridge network, pod to pod", 0.9},
-	{"routed", "podnet routed network, pod to pod", 0.9},
-	{"dnat", "published port, DNAT: outside -> node:port -> pod (bridge)", 0.9},
-	{"proxy", "published port, port mode proxy: outside -> node:port -> pod", 0},
+	{name: "veth", label: "bare veth pair, ns to ns"},
+	{name: "floor-bridge", label: "floor: plain bridge, two veths, no rules"},
+	{name: "ref-bridge", label: "reference: bridge plugin (ipMasq), pod to pod"},
+	{name: "bridge", label: "podnet bridge network, pod to pod", floor: "floor-bridge", ref: "ref-bridge", target: 0.95},
+	{name: "bridge-big", label: "podnet bridge network, node with extra endpoints", floor: "floor-bridge", ref: "ref-bridge", base: "bridge", target: 0.95},
+	{name: "floor-routed", label: "floor: plain forwarding, two veths, no rules"},
+	{name: "ref-ptp", label: "reference: ptp plugin (ipMasq), pod to pod"},
+	{name: "routed", label: "podnet routed network, pod to pod", floor: "floor-routed", ref: "ref-ptp", target: 0.95},
+	{name: "routed-big", label: "podnet routed network, node with extra endpoints", floor: "floor-routed", ref: "ref-ptp", base: "routed", target: 0.95},
+	{name: "to-pod", label: "floor: outside -> pod address, routed by the node (podnet bridge network, no DNAT)"},
+	{name: "ref-portmap", label: "reference: portmap, outside -> node:port -> pod"},
+	{name: "dnat", label: "published port, DNAT: outside -> node:port -> the same pod", floor: "to-pod", ref: "ref-portmap", target: 0.95},
+	{name: "dnat-big", label: "published port, DNAT, node with extra endpoints", floor: "to-pod", ref: "ref-portmap", base: "dnat", target: 0.95},
+	{name: "proxy", label: "published port, port mode proxy: outside -> node:port -> pod"},
 }
 
-// Sandbox indexes of the throughput testbed.
+// Sandbox indexes of a podnet node's testbed; extra endpoints follow tpNodeSandboxes.
+const (
+	tpBridgeA = iota
+	tpBridgeB
+	tpRoutedA
+	tpRoutedB
+	tpDNATServer
+	tpProxyServer
+	tpOutside
+	tpNodeSandboxes
+)
+
+// Sandbox indexes of the testbed without agent: the bare pair, the floors, the
+// reference plugins' pods (its node is the reference plugins' node).
 const (
 	tpVethA = iota
 	tpVethB
@@ -57,22 +93,24 @@ const (
 	tpFloorRoutedHub
 	tpFloorRoutedA
 	tpFloorRoutedB
-	tpBridgeA
-	tpBridgeB
-	tpRoutedA
-	tpRoutedB
-	tpDNATServer
-	tpProxyServer
-	tpOutside
-	tpNamespaces
+	tpRefBridgeA
+	tpRefBridgeB
+	tpRefPtpA
+	tpRefPtpB
+	tpPlainSandboxes
 )
 
 const (
 	tpPort         = 5201 // the receiver's port, in every server namespace
 	tpDNATHostPort = 18080
 	tpProxyPort    = 18081
+	tpRefHostPort  = 18082
+	tpExtraPort    = 20000     // extra endpoint i publishes tpExtraPort+i
 	tpWrite        = 128 << 10 // bytes per write and per read (iperf3's default length)
 	tpDialTimeout  = 5 * time.Second
+	tpRRDuration   = time.Second // request/response traffic per run
+	tpAttachers    = 4           // extra endpoints attached at once
+	tpMaxExtra     = 2000        // half on each network: a bridge takes 1,024 ports
 )
 
 // Addresses of the links the benchmark makes itself.
@@ -85,8 +123,12 @@ var (
 	tpRoutedA4   = netip.MustParsePrefix("10.94.1.2/24")
 	tpRoutedHubB = netip.MustParsePrefix("10.94.2.1/24")
 	tpRoutedB4   = netip.MustParsePrefix("10.94.2.2/24")
-	tpNode4      = netip.MustParsePrefix("203.0.113.1/24") // node end of the uplink
+	tpNode4      = netip.MustParsePrefix("203.0.113.1/24") // a node's end of its uplink
 	tpOutside4   = netip.MustParsePrefix("203.0.113.2/24")
+	tpRefNode4   = netip.MustParsePrefix("198.51.100.1/24") // the reference node's uplink
+	tpRefOut4    = netip.MustParsePrefix("198.51.100.2/24")
+	tpPods       = netip.MustParsePrefix("10.98.0.0/16") // podnet's networks, routed by the outside via a node
+	tpRefPods    = netip.MustParsePrefix("10.99.0.0/16")
 )
 
 // flow is a path as the sender and the receiver see it.
@@ -103,39 +145,105 @@ func directFlow(client, server netns.NsHandle, addr netip.Addr) flow {
 
 // tpResult is the throughput section's outcome.
 type tpResult struct {
-	rates    map[string][]float64  // bit/s per run, by path name
-	seen     map[string]netip.Addr // the client address the receiver saw, by path name
-	errs     map[string]error      // why a path has no figure, or failed in a later run
-	brNFCall string                // bridge-nf-call-iptables in the node namespace
-	err      error                 // the section's own setup or cleanup failed
+	runs     map[string][]tpRun           // by path name
+	rtts     map[string][][]time.Duration // request/response round trips, per run, by path name
+	errs     map[string]error             // why a path has no figure, or failed in a later run
+	brNFCall string                       // bridge-nf-call-iptables in the node namespace
+	extra    int                          // endpoints (each publishing a port) added to the big node
+	err      error                        // the section's own setup or cleanup failed
 }
 
-// measureThroughput builds the throughput testbed, runs `runs` rounds of d-long
-// streams and removes everything again.
-func measureThroughput(ctx context.Context, prefix, binDir string, runs int, d time.Duration) (res tpResult) {
-	res = tpResult{rates: map[string][]float64{}, seen: map[string]netip.Addr{}, errs: map[string]error{}}
-	tb, err := newTestbed(prefix, tpNamespaces)
-	if err != nil {
-		res.err = err
-		return res
+// tpBed is the section's namespaces and agents; close removes them.
+type tpBed struct {
+	plain  *testbed // the bare pair, the floors, the reference node and its pods
+	nodes  []*tpNode
+	flows  map[string]flow
+	closed []func() error
+}
+
+func (b *tpBed) close() error {
+	var errs []error
+	for _, c := range slices.Backward(b.closed) {
+		errs = append(errs, c())
 	}
-	defer func() { res.err = errors.Join(res.err, tb.remove()) }()
+	return errors.Join(errs...)
+}
+
+// openAll opens a handle of every sandbox of tb; b closes them.
+func (b *tpBed) openAll(tb *testbed) ([]netns.NsHandle, error) {
 	ns := make([]netns.NsHandle, len(tb.sandboxes))
-	defer func() {
+	b.closed = append(b.closed, func() error {
 		for _, h := range ns {
 			if h.IsOpen() {
 				h.Close()
 			}
 		}
-	}()
+		return nil
+	})
 	for i, path := range tb.sandboxes {
+		var err error
 		if ns[i], err = netns.GetFromPath(path); err != nil {
-			res.err = fmt.Errorf("open %s: %w", path, err)
-			return res
+			return nil, fmt.Errorf("open %s: %w", path, err)
 		}
 	}
+	return ns, nil
+}
 
-	flows := map[string]flow{}
+// measureThroughput builds the throughput testbeds (the big node with extra endpoints,
+// each publishing a port; none without), runs `runs` rounds of d-long streams and of
+// request/response traffic, and removes everything again.
+func measureThroughput(ctx context.Context, prefix, binDir string, runs int, d time.Duration, extra int, only string) (res tpResult) {
+	res = tpResult{runs: map[string][]tpRun{}, rtts: map[string][][]time.Duration{}, errs: map[string]error{}, extra: extra}
+	bed := &tpBed{flows: map[string]flow{}}
+	defer func() { res.err = errors.Join(res.err, bed.close()) }()
+	if err := bed.build(ctx, prefix, binDir, extra, res.errs); err != nil {
+		res.err = err
+		return res
+	}
+	res.brNFCall = readSysctlIn(bed.nodes[0].tb.node, "net/bridge/bridge-nf-call-iptables")
+	settle(ctx)
+	var order []tpPath
+	for _, p := range tpPaths {
+		if _, ok := bed.flows[p.name]; ok && res.errs[p.name] == nil && (only == "" || slices.Contains(strings.Split(only, ","), p.name)) {
+			order = append(order, p)
+		}
+	}
+	for run := range runs {
+		for k := range order {
+			p := order[(k+run)%len(order)]
+			if res.errs[p.name] != nil || ctx.Err() != nil {
+				continue
+			}
+			fmt.Fprintf(os.Stderr, "podnet-bench: throughput %s, run %d/%d\n", p.name, run+1, runs)
+			f := bed.flows[p.name]
+			r, err := stream(ctx, f, d)
+			if err == nil {
+				res.runs[p.name] = append(res.runs[p.name], r)
+				var rtts []time.Duration
+				rtts, err = requestResponse(ctx, f, tpRRDuration)
+				res.rtts[p.name] = append(res.rtts[p.name], rtts)
+			}
+			if err != nil {
+				res.errs[p.name] = fmt.Errorf("run %d: %w", run+1, err)
+			}
+		}
+	}
+	return res
+}
+
+// build makes the testbeds and adds every path that could be set up to b.flows, or
+// why not to errs; an error means the section cannot run.
+func (b *tpBed) build(ctx context.Context, prefix, binDir string, extra int, errs map[string]error) error {
+	plain, err := newTestbed(prefix, tpPlainSandboxes)
+	if err != nil {
+		return err
+	}
+	b.plain = plain
+	b.closed = append(b.closed, plain.remove)
+	ns, err := b.openAll(plain)
+	if err != nil {
+		return err
+	}
 	for _, p := range []struct {
 		path  string
 		setup func() (flow, error)
@@ -153,71 +261,131 @@ func measureThroughput(ctx context.Context, prefix, binDir string, runs int, d t
 			return directFlow(ns[tpFloorRoutedA], ns[tpFloorRoutedB], tpRoutedB4.Addr()), err
 		}},
 	} {
-		if f, err := p.setup(); err != nil {
-			res.errs[p.path] = err
-		} else {
-			flows[p.path] = f
-		}
+		b.addFlow(p.path, p.setup, errs)
 	}
-	if err := wireVeth(tb.node, "uplink0", tpNode4, ns[tpOutside], "eth0", tpOutside4); err != nil {
-		res.err = fmt.Errorf("wire uplink between node and outside: %w", err)
-		return res
-	}
-	agent, err := startAgent(binDir, tb)
-	defer func() { res.err = errors.Join(res.err, agent.Stop()) }()
-	if err != nil {
-		for _, p := range []string{"bridge", "routed", "dnat", "proxy"} {
-			res.errs[p] = err
-		}
-	} else {
-		podnetFlows(ctx, agent.Client(), tb, ns, flows, res.errs)
-	}
-	res.brNFCall = readSysctlIn(tb.node, "net/bridge/bridge-nf-call-iptables")
 
-	settle(ctx)
-	for run := range runs {
-		for _, p := range tpPaths {
-			f, ok := flows[p.name]
-			if !ok || res.errs[p.name] != nil || ctx.Err() != nil {
-				continue
+	for i, size := range []int{0, extra} {
+		if i == 1 && extra == 0 {
+			break
+		}
+		suffix := map[int]string{0: "", 1: "-big"}[i]
+		n, err := startTpNode(ctx, fmt.Sprintf("%s-n%d", prefix, i), binDir, size)
+		if n != nil {
+			b.nodes = append(b.nodes, n)
+			b.closed = append(b.closed, n.close)
+		}
+		if err != nil {
+			if i == 0 {
+				return err
 			}
-			fmt.Fprintf(os.Stderr, "podnet-bench: throughput %s, run %d/%d\n", p.name, run+1, runs)
-			rate, from, err := stream(ctx, f, d)
-			if err != nil {
-				res.errs[p.name] = fmt.Errorf("run %d: %w", run+1, err)
-				continue
+			for _, p := range []string{"bridge", "routed", "dnat"} {
+				errs[p+suffix] = err
 			}
-			res.rates[p.name] = append(res.rates[p.name], rate)
-			res.seen[p.name] = from
+			continue
+		}
+		for path, f := range n.flows {
+			if i == 0 || path != "proxy" && path != "to-pod" {
+				b.flows[path+suffix] = f
+			}
+		}
+		maps.Copy(errs, n.errs) // only the first node has them: the big node's fail whole
+	}
+
+	// The reference plugins' node is the plain testbed's node; the outside namespace of
+	// podnet's first node reaches it by a second uplink.
+	out := b.nodes[0].ns[tpOutside]
+	if err := wireVeth(plain.node, "uplink0", tpRefNode4, out, "eth1", tpRefOut4); err != nil {
+		return fmt.Errorf("wire uplink between the reference node and outside: %w", err)
+	}
+	if err := routeIn(out, tpRefPods, tpRefNode4.Addr()); err != nil {
+		return err
+	}
+	refFlows, err := referencePaths(plain, ns, out)
+	for path, f := range refFlows {
+		b.flows[path] = f
+	}
+	if err != nil {
+		for _, p := range []string{"ref-bridge", "ref-ptp", "ref-portmap"} {
+			if _, ok := refFlows[p]; !ok {
+				errs[p] = err
+			}
 		}
 	}
-	return res
+	return nil
 }
 
-// podnetFlows creates podnet's networks through the agent's API and attaches the
-// sandboxes, adding the podnet paths to flows, or their failure to errs.
-func podnetFlows(ctx context.Context, c *api.Client, tb *testbed, ns []netns.NsHandle, flows map[string]flow, errs map[string]error) {
-	networks := []api.NetworkSpec{
-		{Name: "tp-bridge", Driver: api.DriverBridge, Subnets: []string{"10.98.0.0/24"}},
-		{Name: "tp-routed", Driver: api.DriverRouted, Subnets: []string{"10.98.1.0/24"}},
-		{Name: "tp-proxy", Driver: api.DriverBridge, Subnets: []string{"10.98.2.0/24"}, PortMode: api.PortModeProxy},
+func (b *tpBed) addFlow(path string, setup func() (flow, error), errs map[string]error) {
+	if f, err := setup(); err != nil {
+		errs[path] = err
+	} else {
+		b.flows[path] = f
 	}
-	netErr := map[string]error{}
-	for _, spec := range networks {
+}
+
+// tpNode is a node namespace with a podnet agent and an uplink to an outside namespace,
+// and the sandboxes of the podnet paths.
+type tpNode struct {
+	tb    *testbed
+	ns    []netns.NsHandle
+	agent *agentproc.Proc
+	flows map[string]flow
+	errs  map[string]error
+}
+
+func (n *tpNode) close() error {
+	var errs []error
+	if n.agent != nil {
+		errs = append(errs, n.agent.Stop())
+	}
+	for _, h := range n.ns {
+		if h.IsOpen() {
+			h.Close()
+		}
+	}
+	return errors.Join(append(errs, n.tb.remove())...)
+}
+
+// startTpNode builds a podnet node with its agent, the paths' networks and pods, and
+// extra more endpoints alternately on the bridge and the routed network, each
+// publishing a port. A nil node means nothing is left to remove.
+func startTpNode(ctx context.Context, prefix, binDir string, extra int) (*tpNode, error) {
+	tb, err := newTestbed(prefix, tpNodeSandboxes+extra)
+	if err != nil {
+		return nil, err
+	}
+	n := &tpNode{tb: tb, flows: map[string]flow{}, errs: map[string]error{}}
+	n.ns = make([]netns.NsHandle, len(tb.sandboxes))
+	for i, path := range tb.sandboxes {
+		if n.ns[i], err = netns.GetFromPath(path); err != nil {
+			return n, fmt.Errorf("open %s: %w", path, err)
+		}
+	}
+	if err := wireVeth(tb.node, "uplink0", tpNode4, n.ns[tpOutside], "eth0", tpOutside4); err != nil {
+		return n, fmt.Errorf("wire uplink between node and outside: %w", err)
+	}
+	if err := routeIn(n.ns[tpOutside], tpPods, tpNode4.Addr()); err != nil {
+		return n, err
+	}
+	if n.agent, err = startAgent(binDir, tb); err != nil {
+		return n, err
+	}
+	c := n.agent.Client()
+	for _, spec := range []api.NetworkSpec{
+		{Name: "tp-bridge", Driver: api.DriverBridge, Subnets: []string{"10.98.0.0/21"}},
+		{Name: "tp-routed", Driver: api.DriverRouted, Subnets: []string{"10.98.8.0/21"}},
+		{Name: "tp-proxy", Driver: api.DriverBridge, Subnets: []string{"10.98.16.0/24"}, PortMode: api.PortModeProxy},
+	} {
 		if _, err := c.CreateNetwork(ctx, spec); err != nil {
-			netErr[spec.Name] = fmt.Errorf("POST %s %+v: %w", api.PathNetworks, spec, err)
+			return n, fmt.Errorf("POST %s %+v: %w", api.PathNetworks, spec, err)
 		}
 	}
 	attach := func(network string, sb int, ports ...api.PortMapping) (netip.Addr, error) {
-		if err := netErr[network]; err != nil {
-			return netip.Addr{}, err
-		}
 		req := api.AttachRequest{
 			EndpointKey: api.EndpointKey{Network: network, ContainerID: fmt.Sprintf("tp%d", sb), IfName: "eth0"},
 			Netns:       tb.sandboxes[sb],
 			Ports:       ports,
 		}
-		res, err := c.Attach(ctx, req, int(ns[sb]))
+		res, err := c.Attach(ctx, req, int(n.ns[sb]))
 		if err != nil {
 			return netip.Addr{}, fmt.Errorf("attach %s (ports %v): %w", req.EndpointKey, ports, err)
 		}
@@ -226,16 +394,23 @@ func podnetFlows(ctx context.Context, c *api.Client, tb *testbed, ns []netns.NsH
 		}
 		return res.IPs[0].Address.Addr(), nil
 	}
+	if err := attachExtra(ctx, extra, func(i int) error {
+		network := []string{"tp-bridge", "tp-routed"}[i%2]
+		_, err := attach(network, tpNodeSandboxes+i, api.PortMapping{HostPort: uint16(tpExtraPort + i), ContainerPort: 80, Protocol: "tcp"})
+		return err
+	}); err != nil {
+		return n, err
+	}
 	podToPod := func(network string, a, b int) (flow, error) {
 		if _, err := attach(network, a); err != nil {
 			return flow{}, err
 		}
 		server, err := attach(network, b)
-		return directFlow(ns[a], ns[b], server), err
+		return directFlow(n.ns[a], n.ns[b], server), err
 	}
 	published := func(network string, sb int, hostPort uint16) (flow, error) {
 		server, err := attach(network, sb, api.PortMapping{HostPort: hostPort, ContainerPort: tpPort, Protocol: "tcp"})
-		return flow{client: ns[tpOutside], server: ns[sb],
+		return flow{client: n.ns[tpOutside], server: n.ns[sb],
 			listen: netip.AddrPortFrom(server, tpPort), dial: netip.AddrPortFrom(tpNode4.Addr(), hostPort)}, err
 	}
 	for _, p := range []struct {
@@ -247,93 +422,123 @@ func podnetFlows(ctx context.Context, c *api.Client, tb *testbed, ns []netns.NsH
 		{"dnat", func() (flow, error) { return published("tp-bridge", tpDNATServer, tpDNATHostPort) }},
 		{"proxy", func() (flow, error) { return published("tp-proxy", tpProxyServer, tpProxyPort) }},
 	} {
-		if f, err := p.setup(); err != nil {
-			errs[p.path] = err
-		} else {
-			flows[p.path] = f
+		f, err := p.setup()
+		if err != nil && extra > 0 {
+			return n, fmt.Errorf("%s: %w", p.path, err)
 		}
+		if err != nil {
+			n.errs[p.path] = err
+			continue
+		}
+		n.flows[p.path] = f
 	}
+	if f, ok := n.flows["dnat"]; ok {
+		n.flows["to-pod"] = flow{client: f.client, server: f.server, listen: f.listen, dial: f.listen}
+	}
+	return n, nil
 }
 
-// stream sends one TCP stream along f for d and returns the goodput the receiver
-// saw, in bit/s (bytes received over the time from accept to end of stream), and the
-// client address it saw.
-func stream(ctx context.Context, f flow, d time.Duration) (float64, netip.Addr, error) {
-	var l net.Listener
-	err := inNetns(f.server, func() (err error) {
-		l, err = net.Listen("tcp4", f.listen.String())
-		return err
-	})
-	if err != nil {
-		return 0, netip.Addr{}, fmt.Errorf("listen on %s: %w", f.listen, err)
+// attachExtra runs attach(i) for i < n, tpAttachers at a time, and returns the first error.
+func attachExtra(ctx context.Context, n int, attach func(i int) error) error {
+	if n == 0 {
+		return nil
 	}
-	defer l.Close()
-	type received struct {
-		bytes int64
-		took  time.Duration
-		from  netip.Addr
-		err   error
-	}
-	recv := make(chan received, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			recv <- received{err: err}
-			return
-		}
-		defer c.Close()
-		start := time.Now()
-		r := received{from: netip.MustParseAddrPort(c.RemoteAddr().String()).Addr()}
-		buf := make([]byte, tpWrite)
-		for {
-			n, err := c.Read(buf)
-			r.bytes += int64(n)
-			if err != nil {
-				if !errors.Is(err, io.EOF) {
-					r.err = err
+	fmt.Fprintf(os.Stderr, "podnet-bench: throughput: attaching %d extra endpoints, each publishing a port\n", n)
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+		next  = make(chan int)
+	)
+	for range tpAttachers {
+		wg.Go(func() {
+			for i := range next {
+				if err := attach(i); err != nil {
+					mu.Lock()
+					first = cmp.Or(first, err)
+					mu.Unlock()
 				}
-				break
 			}
-		}
-		r.took = time.Since(start)
-		recv <- r
-	}()
+		})
+	}
+	for i := 0; i < n && ctx.Err() == nil; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return cmp.Or(first, ctx.Err())
+}
 
-	var c net.Conn
-	err = inNetns(f.client, func() (err error) {
-		c, err = net.DialTimeout("tcp4", f.dial.String(), tpDialTimeout)
-		return err
+// referencePaths attaches the reference plugins' pods on tb's node (Debian's bridge
+// with ipMasq and portmap, and ptp with ipMasq, exec'd as a runtime does) and returns
+// their paths; out is the outside namespace, wired to the node already.
+func referencePaths(tb *testbed, ns []netns.NsHandle, out netns.NsHandle) (map[string]flow, error) {
+	for _, name := range []string{"bridge", "ptp", "portmap", "host-local"} {
+		if bin := filepath.Join(referenceCNIPath, name); !fileExists(bin) {
+			return nil, fmt.Errorf("%s missing (apt-get install containernetworking-plugins)", bin)
+		}
+	}
+	hostLocal := func(subnet, dir string) map[string]any {
+		return map[string]any{"type": "host-local", "subnet": subnet, "dataDir": filepath.Join(tb.dir, dir),
+			"routes": []map[string]any{{"dst": "0.0.0.0/0"}}}
+	}
+	bridge := newCNIRuntime(tb, referenceCNIPath, []map[string]any{
+		{"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true, "ipam": hostLocal("10.99.0.0/24", "ipam-bridge")},
+		{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}, "snat": true},
+	}, func(i int) map[string]any {
+		if i != tpRefBridgeB {
+			return nil
+		}
+		return map[string]any{"portMappings": []map[string]any{{"hostPort": tpRefHostPort, "containerPort": tpPort, "protocol": "tcp"}}}
 	})
+	ptp := newCNIRuntime(tb, referenceCNIPath, []map[string]any{
+		{"type": "ptp", "ipMasq": true, "ipam": hostLocal("10.99.1.0/24", "ipam-ptp")},
+	}, nil)
+	addr := func(r *cniRuntime, i int) (netip.Addr, error) {
+		if err := r.add(i); err != nil {
+			return netip.Addr{}, err
+		}
+		var res struct {
+			IPs []struct{ Address netip.Prefix } `json:"ips"`
+		}
+		if err := json.Unmarshal(r.results[i], &res); err != nil || len(res.IPs) == 0 {
+			return netip.Addr{}, fmt.Errorf("reference ADD of pod %d: no address in %s (%v)", i, r.results[i], err)
+		}
+		return res.IPs[0].Address.Addr(), nil
+	}
+	flows := map[string]flow{}
+	for _, p := range []struct {
+		r    *cniRuntime
+		a, b int
+		path string
+	}{{bridge, tpRefBridgeA, tpRefBridgeB, "ref-bridge"}, {ptp, tpRefPtpA, tpRefPtpB, "ref-ptp"}} {
+		if _, err := addr(p.r, p.a); err != nil {
+			return flows, err
+		}
+		server, err := addr(p.r, p.b)
+		if err != nil {
+			return flows, err
+		}
+		flows[p.path] = directFlow(ns[p.a], ns[p.b], server)
+		if p.path == "ref-bridge" {
+			flows["ref-portmap"] = flow{client: out, server: ns[p.b],
+				listen: netip.AddrPortFrom(server, tpPort), dial: netip.AddrPortFrom(tpRefNode4.Addr(), tpRefHostPort)}
+		}
+	}
+	return flows, nil
+}
+
+// routeIn adds a route to dst via gw inside ns.
+func routeIn(ns netns.NsHandle, dst netip.Prefix, gw netip.Addr) error {
+	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
-		return 0, netip.Addr{}, fmt.Errorf("connect to %s: %w", f.dial, err)
+		return fmt.Errorf("netlink handle: %w", err)
 	}
-	// The write deadline ends the stream at d, or at once on ctrl-C.
-	c.SetWriteDeadline(time.Now().Add(d))
-	stop := context.AfterFunc(ctx, func() { c.SetWriteDeadline(time.Unix(1, 0)) })
-	defer stop()
-	buf := make([]byte, tpWrite)
-	for {
-		if _, err := c.Write(buf); err != nil {
-			if !errors.Is(err, os.ErrDeadlineExceeded) {
-				c.Close()
-				return 0, netip.Addr{}, fmt.Errorf("send to %s: %w", f.dial, err)
-			}
-			break
-		}
+	defer h.Close()
+	if err := h.RouteAdd(&netlink.Route{Dst: ipNet(dst), Gw: gw.AsSlice()}); err != nil {
+		return fmt.Errorf("route %s via %s: %w", dst, gw, err)
 	}
-	c.Close()
-	select {
-	case r := <-recv:
-		if r.err != nil {
-			return 0, netip.Addr{}, fmt.Errorf("receive on %s: %w", f.listen, r.err)
-		}
-		if r.took <= 0 || r.bytes == 0 {
-			return 0, netip.Addr{}, fmt.Errorf("receive on %s: nothing arrived", f.listen)
-		}
-		return float64(r.bytes) * 8 / r.took.Seconds(), r.from, nil
-	case <-time.After(d + tpDialTimeout):
-		return 0, netip.Addr{}, fmt.Errorf("receive on %s: no end of stream %v after the sender stopped", f.listen, tpDialTimeout)
-	}
+	return nil
 }
 
 // wireVeth joins namespaces a and b with a veth pair named aName in a and bName in b,
@@ -469,54 +674,168 @@ func readSysctlIn(ns netns.NsHandle, key string) string {
 	return v
 }
 
-// printThroughput prints the throughput table and the ratios.
-func printThroughput(w io.Writer, runs int, d time.Duration, res tpResult) {
-	fmt.Fprintf(w, "### Throughput\n\n")
-	fmt.Fprintf(w, "one TCP stream, Go sender and receiver, %d KiB writes, %v per run, median of %d runs (rounds interleave the paths); bridge-nf-call-iptables in the node namespace: %s\n\n",
-		tpWrite>>10, d, runs, res.brNFCall)
-	fmt.Fprintf(w, "| path | Gbit/s median | runs | / bare veth | target | server saw client as |\n")
-	fmt.Fprintf(w, "|---|---:|---|---:|---|---|\n")
-	gbps := func(r float64) string { return fmt.Sprintf("%.2f", r/1e9) }
-	var veth float64
-	if rs := res.rates["veth"]; len(rs) > 0 {
-		veth = median(rs)
+// tpFigures are a path's medians over its runs.
+type tpFigures struct {
+	n                              int
+	bps, min, max                  float64
+	cpu, sender, receiver, softirq time.Duration // per GB
+	p50, p99                       time.Duration // request/response round trip
+}
+
+func figuresOf(runs []tpRun, rtts [][]time.Duration) (f tpFigures) {
+	f.n = len(runs)
+	if f.n == 0 {
+		return f
 	}
-	for _, p := range tpPaths {
-		rs := res.rates[p.name]
-		target := "reported"
-		switch {
-		case p.name == "veth":
-			target = "the reference"
-		case p.target > 0:
-			target = fmt.Sprintf(">= %g", p.target)
+	per := func(get func(tpRun) float64) float64 {
+		var xs []float64
+		for _, r := range runs {
+			xs = append(xs, get(r))
 		}
-		if len(rs) == 0 {
+		return median(xs)
+	}
+	f.bps = per(func(r tpRun) float64 { return r.bps })
+	f.min, f.max = runs[0].bps, runs[0].bps
+	for _, r := range runs {
+		f.min, f.max = min(f.min, r.bps), max(f.max, r.bps)
+	}
+	gb := func(pick func(tpRun) time.Duration) time.Duration {
+		return time.Duration(per(func(r tpRun) float64 { return float64(r.perGB(pick(r))) }))
+	}
+	f.cpu = gb(func(r tpRun) time.Duration { return r.busy })
+	f.sender = gb(func(r tpRun) time.Duration { return r.sender })
+	f.receiver = gb(func(r tpRun) time.Duration { return r.receiver })
+	f.softirq = gb(func(r tpRun) time.Duration { return r.softirq })
+	var p50s, p99s []float64
+	for _, rs := range rtts {
+		s := slices.Clone(rs)
+		slices.Sort(s)
+		p50s = append(p50s, float64(percentile(s, 0.5)))
+		p99s = append(p99s, float64(percentile(s, 0.99)))
+	}
+	f.p50, f.p99 = time.Duration(median(p50s)), time.Duration(median(p99s))
+	return f
+}
+
+// pairedRatio is the median over the rounds of a's figure over b's in the same round:
+// the machine's speed drifts (other guests of the host), and the runs of one round
+// are seconds apart. NaN when no round has both.
+func pairedRatio(a, b []tpRun, get func(tpRun) float64) float64 {
+	var rs []float64
+	for i := range min(len(a), len(b)) {
+		if d := get(b[i]); d > 0 {
+			rs = append(rs, get(a[i])/d)
+		}
+	}
+	if len(rs) == 0 {
+		return math.NaN()
+	}
+	return median(rs)
+}
+
+func rate(r tpRun) float64     { return r.bps }
+func cpuPerGB(r tpRun) float64 { return float64(r.perGB(r.busy)) }
+
+// ratioText prints a ratio, "-" for none.
+func ratioText(r float64) string {
+	if math.IsNaN(r) {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", r)
+}
+
+// printThroughput prints the throughput and the cost tables and the targets.
+func printThroughput(w io.Writer, runs int, d time.Duration, res tpResult) {
+	fig := map[string]tpFigures{}
+	for _, p := range tpPaths {
+		fig[p.name] = figuresOf(res.runs[p.name], res.rtts[p.name])
+	}
+	paired := func(a, b string, get func(tpRun) float64) float64 {
+		return pairedRatio(res.runs[a], res.runs[b], get)
+	}
+	fmt.Fprintf(w, "### Throughput\n\n")
+	fmt.Fprintf(w, "one TCP stream, %d KiB blocking writes and reads, sender pinned to CPU %d and receiver to CPU %d, %v per run, then %v of %d-byte requests and responses one at a time; %d rounds, every path once per round, each round starting one path further; figures are medians over the runs, ratios medians over the rounds of the two paths' figures in the same round; bridge-nf-call-iptables in the node namespace: %s; the big node has %d extra endpoints, each publishing a port\n\n",
+		tpWrite>>10, senderCPU, receiverCPU, d, tpRRDuration, rrSize, runs, res.brNFCall, res.extra)
+	fmt.Fprintf(w, "| path | Gbit/s median | min - max | / bare veth | / floor | target | / reference plugin | server saw client as |\n")
+	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---|---:|---|\n")
+	gbps := func(r float64) string { return fmt.Sprintf("%.2f", r/1e9) }
+	var notes []string
+	for _, p := range tpPaths {
+		f := fig[p.name]
+		if f.n == 0 {
 			why := "not run"
 			if err := res.errs[p.name]; err != nil {
 				why = "failed: " + cell(err.Error())
 			}
-			fmt.Fprintf(w, "| %s | %s | | | %s | |\n", p.label, why, target)
+			fmt.Fprintf(w, "| %s | %s | | | | | | |\n", p.label, why)
 			continue
 		}
-		var each []string
-		for _, r := range rs {
-			each = append(each, gbps(r))
-		}
-		m := median(rs)
-		ratio := "n/a"
-		if veth > 0 {
-			r := m / veth
-			ratio = fmt.Sprintf("%.2f", r)
-			if p.target > 0 && r >= p.target {
-				target += ", meets target"
-			} else if p.target > 0 {
-				target += ", MISSES target"
+		toFloor := paired(p.name, p.floor, rate)
+		target := "reported"
+		if p.target > 0 {
+			target = fmt.Sprintf(">= %g", p.target)
+			if !math.IsNaN(toFloor) {
+				target += meets(toFloor >= p.target)
 			}
+		}
+		toRef := paired(p.name, p.ref, rate)
+		if !math.IsNaN(toRef) {
+			notes = append(notes, fmt.Sprintf("%s / %s throughput: %.2f (target >= 1%s)", p.name, p.ref, toRef, meets(toRef >= 1)))
+		}
+		if r := paired(p.name, p.base, rate); !math.IsNaN(r) {
+			notes = append(notes, fmt.Sprintf("%s / %s throughput (%d extra endpoints): %.2f", p.name, p.base, res.extra, r))
 		}
 		if err := res.errs[p.name]; err != nil {
 			target += "; then failed: " + cell(err.Error())
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", p.label, gbps(m), strings.Join(each, " "), ratio, target, res.seen[p.name])
+		var seen string
+		if len(res.runs[p.name]) > 0 {
+			seen = res.runs[p.name][len(res.runs[p.name])-1].from.String()
+		}
+		fmt.Fprintf(w, "| %s | %s | %s - %s | %s | %s | %s | %s | %s |\n", p.label, gbps(f.bps), gbps(f.min), gbps(f.max),
+			ratioText(paired(p.name, "veth", rate)), ratioText(toFloor), target, ratioText(toRef), seen)
 	}
 	fmt.Fprintln(w)
+
+	fmt.Fprintf(w, "CPU time per GB moved (medians over the runs): all CPUs' non-idle time from /proc/stat, of which the sending and the receiving thread (RUSAGE_THREAD, softirq work done in their context included) and softirq time; request/response round trips (%d bytes each way, one connection)\n\n", rrSize)
+	fmt.Fprintf(w, "| path | CPU per GB | sender | receiver | softirq | / floor | / base | target | round trip p50 | p99 |\n")
+	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|\n")
+	ms := func(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond)) }
+	for _, p := range tpPaths {
+		f := fig[p.name]
+		if f.n == 0 {
+			continue
+		}
+		toFloor, toBase := paired(p.name, p.floor, cpuPerGB), paired(p.name, p.base, cpuPerGB)
+		target := "reported"
+		if p.floor != "" {
+			target = fmt.Sprintf("<= %.2f of floor", tpCPUSlack)
+			if !math.IsNaN(toFloor) {
+				target += meets(toFloor <= tpCPUSlack)
+			}
+		}
+		if p.base != "" {
+			target += fmt.Sprintf("; <= %.2f of base", tpCPUSlack)
+			if !math.IsNaN(toBase) {
+				target += meets(toBase <= tpCPUSlack)
+			}
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %.1f µs | %.1f µs |\n", p.label, ms(f.cpu), ms(f.sender), ms(f.receiver), ms(f.softirq),
+			ratioText(toFloor), ratioText(toBase), target, float64(f.p50)/1e3, float64(f.p99)/1e3)
+	}
+	fmt.Fprintln(w)
+	for _, n := range notes {
+		fmt.Fprintf(w, "- %s\n", n)
+	}
+	if len(notes) > 0 {
+		fmt.Fprintln(w)
+	}
+}
+
+// meets says whether a target is met, as the tables write it.
+func meets(ok bool) string {
+	if ok {
+		return ", meets target"
+	}
+	return ", MISSES target"
 }

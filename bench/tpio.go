@@ -1,0 +1,418 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The measuring ends of a path, as iperf3 and netperf do it: the sender and the
+// receiver each run on an OS thread of their own, pinned to a CPU of their own, and do
+// blocking reads and writes on the socket (not through Go's poller), so that a run
+// costs the path's work and two threads' wake-ups, and nothing else of the benchmark's
+// process. What a run costs in CPU comes from the kernel's counters: the two threads'
+// own time (RUSAGE_THREAD) and every CPU's time from /proc/stat.
+
+// CPUs of the measuring ends (the same one on a machine with a single CPU).
+var (
+	senderCPU   = 0
+	receiverCPU = min(1, runtime.NumCPU()-1)
+)
+
+const (
+	rrSize    = 64 // bytes of a request and of its response
+	rrTimeout = 5 * time.Second
+)
+
+// tpRun is what one stream measured.
+type tpRun struct {
+	bps   float64    // goodput the receiver saw, bit/s (bytes over accept to end of stream)
+	bytes int64      // bytes the receiver got
+	from  netip.Addr // the client address the receiver saw
+	// CPU time during the stream: the sending and the receiving thread (user and
+	// system), softirq and all non-idle time of every CPU (/proc/stat).
+	sender, receiver, softirq, busy time.Duration
+}
+
+// perGB is d per gigabyte the run moved (0 without bytes).
+func (r tpRun) perGB(d time.Duration) time.Duration {
+	if r.bytes == 0 {
+		return 0
+	}
+	return time.Duration(float64(d) * 1e9 / float64(r.bytes))
+}
+
+// onCPU runs fn on an OS thread of its own, bound to cpu, and returns the CPU time the
+// thread spent in fn. Call it on a goroutine of its own: the thread stays locked to
+// that goroutine and ends with it, so its affinity reaches nothing else.
+func onCPU(cpu int, fn func() error) (time.Duration, error) {
+	runtime.LockOSThread()
+	var set unix.CPUSet
+	set.Set(cpu)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		return 0, fmt.Errorf("pin to CPU %d: %w", cpu, err)
+	}
+	before, err := threadCPU()
+	if err != nil {
+		return 0, err
+	}
+	err = fn()
+	after, err2 := threadCPU()
+	return after - before, errors.Join(err, err2)
+}
+
+// threadCPU is the calling thread's user and system time.
+func threadCPU() (time.Duration, error) {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_THREAD, &ru); err != nil {
+		return 0, fmt.Errorf("getrusage: %w", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
+}
+
+// blocking returns a blocking descriptor for c (a duplicate: close both).
+func blocking(c net.Conn) (*os.File, error) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return nil, fmt.Errorf("%T is not a TCP connection", c)
+	}
+	f, err := tc.File()
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.SetNonblock(int(f.Fd()), false); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("make the socket blocking: %w", err)
+	}
+	return f, nil
+}
+
+// cpuStat is the machine's CPU time by kind, from the first line of /proc/stat.
+type cpuStat struct{ softirq, busy time.Duration }
+
+func readCPUStat() (cpuStat, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuStat{}, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return cpuStat{}, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	var s cpuStat
+	// user nice system idle iowait irq softirq steal; guest time is in user already.
+	for k, v := range f[1:min(len(f), 9)] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return cpuStat{}, fmt.Errorf("/proc/stat: %q: %w", v, err)
+		}
+		d := time.Duration(n) * time.Second / clockTicks
+		if k != 3 && k != 4 { // idle, iowait
+			s.busy += d
+		}
+		if k == 6 {
+			s.softirq = d
+		}
+	}
+	return s, nil
+}
+
+// listenIn listens on f.listen inside f's server namespace.
+func listenIn(f flow) (net.Listener, error) {
+	var l net.Listener
+	err := inNetns(f.server, func() (err error) {
+		l, err = net.Listen("tcp4", f.listen.String())
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", f.listen, err)
+	}
+	return l, nil
+}
+
+// dialIn connects to f.dial from inside f's client namespace.
+func dialIn(f flow) (net.Conn, error) {
+	var c net.Conn
+	err := inNetns(f.client, func() (err error) {
+		c, err = net.DialTimeout("tcp4", f.dial.String(), tpDialTimeout)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", f.dial, err)
+	}
+	return c, nil
+}
+
+// stream sends one TCP stream along f for d and returns what it measured.
+func stream(ctx context.Context, f flow, d time.Duration) (tpRun, error) {
+	l, err := listenIn(f)
+	if err != nil {
+		return tpRun{}, err
+	}
+	defer l.Close()
+	type received struct {
+		run tpRun
+		err error
+	}
+	recv := make(chan received, 1)
+	go func() {
+		r, err := receive(l)
+		recv <- received{r, err}
+	}()
+	c, err := dialIn(f)
+	if err != nil {
+		return tpRun{}, err
+	}
+	defer c.Close()
+	fd, err := blocking(c)
+	if err != nil {
+		return tpRun{}, err
+	}
+	defer fd.Close()
+	before, err := readCPUStat()
+	if err != nil {
+		return tpRun{}, err
+	}
+	type sent struct {
+		cpu time.Duration
+		err error
+	}
+	done := make(chan sent, 1)
+	go func() {
+		cpu, err := onCPU(senderCPU, func() error { return send(ctx, int(fd.Fd()), d) })
+		done <- sent{cpu, err}
+	}()
+	s := <-done
+	if s.err != nil {
+		return tpRun{}, fmt.Errorf("send to %s: %w", f.dial, s.err)
+	}
+	select {
+	case r := <-recv:
+		if r.err != nil {
+			return tpRun{}, fmt.Errorf("receive on %s: %w", f.listen, r.err)
+		}
+		after, err := readCPUStat()
+		if err != nil {
+			return tpRun{}, err
+		}
+		r.run.sender = s.cpu
+		r.run.softirq = after.softirq - before.softirq
+		r.run.busy = after.busy - before.busy
+		return r.run, nil
+	case <-time.After(tpDialTimeout):
+		return tpRun{}, fmt.Errorf("receive on %s: no end of stream %v after the sender stopped", f.listen, tpDialTimeout)
+	}
+}
+
+// send writes tpWrite-byte buffers to the blocking socket fd for d (or until ctx ends)
+// and then shuts its sending side.
+func send(ctx context.Context, fd int, d time.Duration) error {
+	buf := make([]byte, tpWrite)
+	end := time.Now().Add(d)
+	for time.Now().Before(end) && ctx.Err() == nil {
+		for off := 0; off < len(buf); {
+			n, err := unix.Write(fd, buf[off:])
+			if err != nil {
+				return err
+			}
+			off += n
+		}
+	}
+	return unix.Shutdown(fd, unix.SHUT_WR)
+}
+
+// receive accepts one connection on l and reads it to its end on a pinned thread.
+func receive(l net.Listener) (tpRun, error) {
+	c, err := l.Accept()
+	if err != nil {
+		return tpRun{}, err
+	}
+	defer c.Close()
+	r := tpRun{from: netip.MustParseAddrPort(c.RemoteAddr().String()).Addr()}
+	fd, err := blocking(c)
+	if err != nil {
+		return tpRun{}, err
+	}
+	defer fd.Close()
+	type read struct {
+		bytes int64
+		took  time.Duration
+		cpu   time.Duration
+		err   error
+	}
+	done := make(chan read, 1)
+	go func() {
+		var rd read
+		rd.cpu, rd.err = onCPU(receiverCPU, func() error {
+			start := time.Now()
+			defer func() { rd.took = time.Since(start) }()
+			buf := make([]byte, tpWrite)
+			for {
+				n, err := unix.Read(int(fd.Fd()), buf)
+				switch {
+				case err == unix.EINTR:
+					continue
+				case err != nil:
+					return err
+				case n == 0:
+					return nil
+				}
+				rd.bytes += int64(n)
+			}
+		})
+		done <- rd
+	}()
+	rd := <-done
+	if rd.err != nil {
+		return tpRun{}, rd.err
+	}
+	if rd.took <= 0 || rd.bytes == 0 {
+		return tpRun{}, errors.New("nothing arrived")
+	}
+	r.bytes, r.receiver = rd.bytes, rd.cpu
+	r.bps = float64(rd.bytes) * 8 / rd.took.Seconds()
+	return r, nil
+}
+
+// requestResponse sends rrSize-byte requests along f, one at a time, each answered with
+// rrSize bytes, for d, and returns every round trip's time (netperf's TCP_RR).
+func requestResponse(ctx context.Context, f flow, d time.Duration) ([]time.Duration, error) {
+	l, err := listenIn(f)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Close()
+	served := make(chan error, 1)
+	go func() { served <- echo(l) }()
+	c, err := dialIn(f)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	fd, err := blocking(c)
+	if err != nil {
+		return nil, err
+	}
+	defer fd.Close()
+	var rtts []time.Duration
+	done := make(chan error, 1)
+	go func() {
+		_, err := onCPU(senderCPU, func() error {
+			// A peer that stops answering fails the run instead of hanging it.
+			tv := unix.NsecToTimeval(rrTimeout.Nanoseconds())
+			if err := unix.SetsockoptTimeval(int(fd.Fd()), unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+				return err
+			}
+			buf := make([]byte, rrSize)
+			end := time.Now().Add(d)
+			for ctx.Err() == nil {
+				start := time.Now()
+				if !start.Before(end) {
+					break
+				}
+				if err := writeFull(int(fd.Fd()), buf); err != nil {
+					return err
+				}
+				if err := readFull(int(fd.Fd()), buf); err != nil {
+					return err
+				}
+				rtts = append(rtts, time.Since(start))
+			}
+			return unix.Shutdown(int(fd.Fd()), unix.SHUT_WR)
+		})
+		done <- err
+	}()
+	if err := <-done; err != nil {
+		return nil, fmt.Errorf("request/response to %s: %w", f.dial, err)
+	}
+	select {
+	case err := <-served:
+		if err != nil {
+			return nil, fmt.Errorf("answering on %s: %w", f.listen, err)
+		}
+	case <-time.After(rrTimeout):
+		return nil, fmt.Errorf("answering on %s: no end %v after the client stopped", f.listen, rrTimeout)
+	}
+	if len(rtts) == 0 {
+		return nil, fmt.Errorf("request/response to %s: no round trip in %v", f.dial, d)
+	}
+	return rtts, nil
+}
+
+// echo accepts one connection on l and answers each rrSize-byte request with as many
+// bytes, on a pinned thread, until the client shuts its side.
+func echo(l net.Listener) error {
+	c, err := l.Accept()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	fd, err := blocking(c)
+	if err != nil {
+		return err
+	}
+	defer fd.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := onCPU(receiverCPU, func() error {
+			buf := make([]byte, rrSize)
+			for {
+				err := readFull(int(fd.Fd()), buf)
+				if errors.Is(err, errEOF) {
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+				if err := writeFull(int(fd.Fd()), buf); err != nil {
+					return err
+				}
+			}
+		})
+		done <- err
+	}()
+	return <-done
+}
+
+// errEOF: the peer shut its side before a whole message.
+var errEOF = errors.New("end of stream")
+
+func readFull(fd int, buf []byte) error {
+	for off := 0; off < len(buf); {
+		n, err := unix.Read(fd, buf[off:])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return err
+		case n == 0:
+			return errEOF
+		}
+		off += n
+	}
+	return nil
+}
+
+func writeFull(fd int, buf []byte) error {
+	for off := 0; off < len(buf); {
+		n, err := unix.Write(fd, buf[off:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		off += n
+	}
+	return nil
+}
