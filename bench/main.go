@@ -98,8 +98,8 @@ func main() {
 func run() int {
 	pods := flag.Int("pods", 100, "setup: pods set up and torn down one after another")
 	concurrent := flag.Int("concurrent", 20, "setup: pods set up at once")
-	runs := flag.Int("runs", 8, "throughput, cluster: runs per path (the median is reported)")
-	duration := flag.Duration("duration", 4*time.Second, "throughput, cluster: length of one stream")
+	runs := flag.Int("runs", 20, "throughput, cluster: runs per path (the median is reported)")
+	duration := flag.Duration("duration", time.Second, "throughput, cluster: length of one stream")
 	tpOnly := flag.String("tp-paths", "", "throughput: comma-separated paths to time (default: all; see the table for their names)")
 	tpEndpoints := flag.Int("tp-endpoints", 1000, "throughput: extra endpoints, each publishing a port, on the big node (0: no big node)")
 	mappings := flag.Int("mappings", 1000, "ports: mappings that exist when the second sample is timed")
