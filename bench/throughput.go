@@ -108,9 +108,10 @@ const (
 	tpExtraPort    = 20000     // extra endpoint i publishes tpExtraPort+i
 	tpWrite        = 128 << 10 // bytes per write and per read (iperf3's default length)
 	tpDialTimeout  = 5 * time.Second
-	tpRRDuration   = time.Second // request/response traffic per run
-	tpAttachers    = 4           // extra endpoints attached at once
-	tpMaxExtra     = 2000        // half on each network: a bridge takes 1,024 ports
+	tpRRDuration   = 500 * time.Millisecond // request/response traffic per run
+	tpPPSDuration  = 500 * time.Millisecond // small datagrams per run
+	tpAttachers    = 4                      // extra endpoints attached at once
+	tpMaxExtra     = 2000                   // half on each network: a bridge takes 1,024 ports
 )
 
 // Addresses of the links the benchmark makes itself.
@@ -217,10 +218,15 @@ func measureThroughput(ctx context.Context, prefix, binDir string, runs int, d t
 			fmt.Fprintf(os.Stderr, "podnet-bench: throughput %s, run %d/%d\n", p.name, run+1, runs)
 			f := bed.flows[p.name]
 			r, err := stream(ctx, f, d)
+			var rtts []time.Duration
+			if err == nil {
+				rtts, err = requestResponse(ctx, f, tpRRDuration)
+			}
+			if err == nil {
+				r.pps, r.ppsBusy, err = packetRate(ctx, f, tpPPSDuration)
+			}
 			if err == nil {
 				res.runs[p.name] = append(res.runs[p.name], r)
-				var rtts []time.Duration
-				rtts, err = requestResponse(ctx, f, tpRRDuration)
 				res.rtts[p.name] = append(res.rtts[p.name], rtts)
 			}
 			if err != nil {
@@ -409,7 +415,8 @@ func startTpNode(ctx context.Context, prefix, binDir string, extra int) (*tpNode
 		return directFlow(n.ns[a], n.ns[b], server), err
 	}
 	published := func(network string, sb int, hostPort uint16) (flow, error) {
-		server, err := attach(network, sb, api.PortMapping{HostPort: hostPort, ContainerPort: tpPort, Protocol: "tcp"})
+		server, err := attach(network, sb, api.PortMapping{HostPort: hostPort, ContainerPort: tpPort, Protocol: "tcp"},
+			api.PortMapping{HostPort: hostPort, ContainerPort: tpPort, Protocol: "udp"})
 		return flow{client: n.ns[tpOutside], server: n.ns[sb],
 			listen: netip.AddrPortFrom(server, tpPort), dial: netip.AddrPortFrom(tpNode4.Addr(), hostPort)}, err
 	}
@@ -489,7 +496,10 @@ func referencePaths(tb *testbed, ns []netns.NsHandle, out netns.NsHandle) (map[s
 		if i != tpRefBridgeB {
 			return nil
 		}
-		return map[string]any{"portMappings": []map[string]any{{"hostPort": tpRefHostPort, "containerPort": tpPort, "protocol": "tcp"}}}
+		return map[string]any{"portMappings": []map[string]any{
+			{"hostPort": tpRefHostPort, "containerPort": tpPort, "protocol": "tcp"},
+			{"hostPort": tpRefHostPort, "containerPort": tpPort, "protocol": "udp"},
+		}}
 	})
 	ptp := newCNIRuntime(tb, referenceCNIPath, []map[string]any{
 		{"type": "ptp", "ipMasq": true, "ipam": hostLocal("10.99.1.0/24", "ipam-ptp")},
@@ -822,6 +832,30 @@ func printThroughput(w io.Writer, runs int, d time.Duration, res tpResult) {
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %.1f µs | %.1f µs |\n", p.label, ms(f.cpu), ms(f.sender), ms(f.receiver), ms(f.softirq),
 			ratioText(toFloor), ratioText(toBase), target, float64(f.p50)/1e3, float64(f.p99)/1e3)
+	}
+	fmt.Fprintln(w)
+
+	fmt.Fprintf(w, "small packets: %d-byte UDP datagrams from one pinned thread for %v per run (the sender's CPU does each datagram's whole path, so the rate is the inverse of a packet's cost there; a TCP stream hides that cost in 64 KB GSO packets); datagrams the receiver got per second, and all CPUs' busy time per datagram\n\n", ppsSize, tpPPSDuration)
+	fmt.Fprintf(w, "| path | packets/s median | / floor | / reference plugin | / base | CPU per packet |\n")
+	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---:|\n")
+	pps := func(r tpRun) float64 { return r.pps }
+	perPacket := func(r tpRun) float64 {
+		if r.pps == 0 {
+			return 0
+		}
+		return float64(r.ppsBusy) / (r.pps * tpPPSDuration.Seconds())
+	}
+	for _, p := range tpPaths {
+		rs := res.runs[p.name]
+		if len(rs) == 0 {
+			continue
+		}
+		var rates, costs []float64
+		for _, r := range rs {
+			rates, costs = append(rates, r.pps), append(costs, perPacket(r))
+		}
+		fmt.Fprintf(w, "| %s | %.0f | %s | %s | %s | %.2f µs |\n", p.label, median(rates),
+			ratioText(paired(p.name, p.floor, pps)), ratioText(paired(p.name, p.ref, pps)), ratioText(paired(p.name, p.base, pps)), median(costs)/1e3)
 	}
 	fmt.Fprintln(w)
 	for _, n := range notes {

@@ -41,6 +41,10 @@ type tpRun struct {
 	// CPU time during the stream: the sending and the receiving thread (user and
 	// system), softirq and all non-idle time of every CPU (/proc/stat).
 	sender, receiver, softirq, busy time.Duration
+	// pps is the rate of ppsSize-byte UDP datagrams after the stream (packetRate), and
+	// ppsBusy the machine's busy time meanwhile.
+	pps     float64
+	ppsBusy time.Duration
 }
 
 // perGB is d per gigabyte the run moved (0 without bytes).
@@ -415,4 +419,123 @@ func writeFull(fd int, buf []byte) error {
 		off += n
 	}
 	return nil
+}
+
+// ppsSize is the payload of one datagram of the packet-rate test: small enough that the
+// per-packet work (hooks, rules, conntrack) is what the sender's CPU spends its time on,
+// which a TCP stream hides in 64 KB GSO packets.
+const ppsSize = 64
+
+// packetRate sends ppsSize-byte UDP datagrams along f as fast as one pinned thread can
+// for d, and returns the datagrams per second the receiver got and the machine's busy
+// CPU time meanwhile. The sender's CPU does the whole path of each datagram (veth
+// transmit and the node's forwarding run in its softirq), so the rate is the inverse of
+// a packet's cost there.
+func packetRate(ctx context.Context, f flow, d time.Duration) (pps float64, busy time.Duration, err error) {
+	var pc net.PacketConn
+	err = inNetns(f.server, func() (err error) {
+		pc, err = net.ListenPacket("udp4", f.listen.String())
+		return err
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("listen on udp %s: %w", f.listen, err)
+	}
+	defer pc.Close()
+	var c net.Conn
+	err = inNetns(f.client, func() (err error) {
+		c, err = net.Dial("udp4", f.dial.String())
+		return err
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("connect to udp %s: %w", f.dial, err)
+	}
+	defer c.Close()
+	rfd, err := pc.(*net.UDPConn).File()
+	if err != nil {
+		return 0, 0, err
+	}
+	defer rfd.Close()
+	sfd, err := c.(*net.UDPConn).File()
+	if err != nil {
+		return 0, 0, err
+	}
+	defer sfd.Close()
+	for _, fd := range []*os.File{rfd, sfd} {
+		if err := unix.SetNonblock(int(fd.Fd()), false); err != nil {
+			return 0, 0, err
+		}
+	}
+	// The receiver stops when nothing came for a while after the sender stopped.
+	tv := unix.NsecToTimeval((200 * time.Millisecond).Nanoseconds())
+	if err := unix.SetsockoptTimeval(int(rfd.Fd()), unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return 0, 0, err
+	}
+	got := make(chan int64, 1)
+	go func() {
+		var n int64
+		onCPU(receiverCPU, func() error {
+			buf := make([]byte, 2048)
+			// One answer to the first datagram makes the flow established for
+			// conntrack: the rest measure the path of an established flow, as the
+			// stream does (an unanswered flow stays new, and every datagram would take
+			// the path of a connection's first packet).
+			for {
+				_, from, err := unix.Recvfrom(int(rfd.Fd()), buf, 0)
+				if err == unix.EINTR {
+					continue
+				}
+				if err != nil {
+					return nil
+				}
+				n++
+				unix.Sendto(int(rfd.Fd()), buf[:1], 0, from)
+				break
+			}
+			for {
+				if _, err := unix.Read(int(rfd.Fd()), buf); err != nil {
+					if err == unix.EINTR {
+						continue
+					}
+					return nil // the timeout: the sender is done
+				}
+				n++
+			}
+		})
+		got <- n
+	}()
+	before, err := readCPUStat()
+	if err != nil {
+		return 0, 0, err
+	}
+	sent := make(chan error, 1)
+	go func() {
+		_, err := onCPU(senderCPU, func() error {
+			buf := make([]byte, ppsSize)
+			end := time.Now().Add(d)
+			for i := 0; ctx.Err() == nil; i++ {
+				if i%64 == 0 && !time.Now().Before(end) {
+					return nil
+				}
+				// ECONNREFUSED (an ICMP error of an earlier datagram) and ENOBUFS
+				// are losses, counted by the receiver.
+				if _, err := unix.Write(int(sfd.Fd()), buf); err != nil && err != unix.ECONNREFUSED && err != unix.ENOBUFS && err != unix.EINTR {
+					return err
+				}
+			}
+			return nil
+		})
+		sent <- err
+	}()
+	if err := <-sent; err != nil {
+		return 0, 0, fmt.Errorf("send to udp %s: %w", f.dial, err)
+	}
+	after, err := readCPUStat()
+	if err != nil {
+		return 0, 0, err
+	}
+	n := <-got
+	if n == 0 {
+		return 0, 0, fmt.Errorf("udp %s: no datagram arrived", f.dial)
+	}
+	return float64(n) / d.Seconds(), after.busy - before.busy, nil
 }
