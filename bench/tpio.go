@@ -83,13 +83,14 @@ func threadCPU() (time.Duration, error) {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
 }
 
-// blocking returns a blocking descriptor for c (a duplicate: close both).
-func blocking(c net.Conn) (*os.File, error) {
-	tc, ok := c.(*net.TCPConn)
+// blocking returns a blocking descriptor for c, a TCP or UDP socket (a duplicate:
+// close both).
+func blocking(c any) (*os.File, error) {
+	fc, ok := c.(interface{ File() (*os.File, error) })
 	if !ok {
-		return nil, fmt.Errorf("%T is not a TCP connection", c)
+		return nil, fmt.Errorf("%T has no descriptor", c)
 	}
-	f, err := tc.File()
+	f, err := fc.File()
 	if err != nil {
 		return nil, err
 	}
@@ -144,15 +145,15 @@ func listenIn(f flow) (net.Listener, error) {
 	return l, nil
 }
 
-// dialIn connects to f.dial from inside f's client namespace.
-func dialIn(f flow) (net.Conn, error) {
+// dialIn connects to f.dial ("tcp4" or "udp4") from inside f's client namespace.
+func dialIn(f flow, network string) (net.Conn, error) {
 	var c net.Conn
 	err := inNetns(f.client, func() (err error) {
-		c, err = net.DialTimeout("tcp4", f.dial.String(), tpDialTimeout)
+		c, err = net.DialTimeout(network, f.dial.String(), tpDialTimeout)
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", f.dial, err)
+		return nil, fmt.Errorf("connect to %s %s: %w", network, f.dial, err)
 	}
 	return c, nil
 }
@@ -173,7 +174,7 @@ func stream(ctx context.Context, f flow, d time.Duration) (tpRun, error) {
 		r, err := receive(l)
 		recv <- received{r, err}
 	}()
-	c, err := dialIn(f)
+	c, err := dialIn(f, "tcp4")
 	if err != nil {
 		return tpRun{}, err
 	}
@@ -298,7 +299,7 @@ func requestResponse(ctx context.Context, f flow, d time.Duration) ([]time.Durat
 	defer l.Close()
 	served := make(chan error, 1)
 	go func() { served <- echo(l) }()
-	c, err := dialIn(f)
+	c, err := dialIn(f, "tcp4")
 	if err != nil {
 		return nil, err
 	}
@@ -441,30 +442,21 @@ func packetRate(ctx context.Context, f flow, d time.Duration) (pps float64, busy
 		return 0, 0, fmt.Errorf("listen on udp %s: %w", f.listen, err)
 	}
 	defer pc.Close()
-	var c net.Conn
-	err = inNetns(f.client, func() (err error) {
-		c, err = net.Dial("udp4", f.dial.String())
-		return err
-	})
+	c, err := dialIn(f, "udp4")
 	if err != nil {
-		return 0, 0, fmt.Errorf("connect to udp %s: %w", f.dial, err)
+		return 0, 0, err
 	}
 	defer c.Close()
-	rfd, err := pc.(*net.UDPConn).File()
+	rfd, err := blocking(pc)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer rfd.Close()
-	sfd, err := c.(*net.UDPConn).File()
+	sfd, err := blocking(c)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer sfd.Close()
-	for _, fd := range []*os.File{rfd, sfd} {
-		if err := unix.SetNonblock(int(fd.Fd()), false); err != nil {
-			return 0, 0, err
-		}
-	}
 	// The receiver stops when nothing came for a while after the sender stopped.
 	tv := unix.NsecToTimeval((200 * time.Millisecond).Nanoseconds())
 	if err := unix.SetsockoptTimeval(int(rfd.Fd()), unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
