@@ -518,11 +518,7 @@ func printCluster(w io.Writer, runs int, d time.Duration, res clusterResult) {
 			if ref := res.rates[row.ref]; len(ref) > 0 {
 				r := median(rs) / median(ref)
 				ratio = fmt.Sprintf("%.2f", r)
-				if r >= clusterTarget {
-					target += ", meets target"
-				} else {
-					target += ", MISSES target"
-				}
+				target += verdict(r >= clusterTarget)
 			}
 		}
 		fmt.Fprintf(w, "| %s | %.2f | %s | %s | %s |\n", row.label, median(rs)/1e9, strings.Join(each, " "), ratio, target)
@@ -550,11 +546,7 @@ func printCluster(w io.Writer, runs int, d time.Duration, res clusterResult) {
 			target += fmt.Sprintf(", <= 1.5x %d nodes (%.2fx)", convergeSizes[0], float64(med)/float64(m10))
 			ok = ok && float64(med) <= 1.5*float64(m10)
 		}
-		if ok {
-			target += ", meets target"
-		} else {
-			target += ", MISSES target"
-		}
+		target += verdict(ok)
 		fmt.Fprintf(w, "| %d | %s | %s | %s | %s |\n", n, ms(med), strings.Join(each, " "), target, ms(summarize(res.convergeCPU[n]).median))
 	}
 	fmt.Fprintln(w)

@@ -126,41 +126,54 @@ func settle(ctx context.Context) {
 
 // cpuBusy is the fraction of all CPUs' time that was not idle during the next d.
 func cpuBusy(d time.Duration) (float64, error) {
-	idle0, total0, err := cpuTimes()
+	before, err := readCPUStat()
 	if err != nil {
 		return 0, err
 	}
 	time.Sleep(d)
-	idle1, total1, err := cpuTimes()
-	if err != nil || total1 == total0 {
+	after, err := readCPUStat()
+	if err != nil {
 		return 0, err
 	}
-	return 1 - float64(idle1-idle0)/float64(total1-total0), nil
+	busy, idle := after.busy-before.busy, after.idle-before.idle
+	if busy+idle == 0 {
+		return 0, nil
+	}
+	return float64(busy) / float64(busy+idle), nil
 }
 
-// cpuTimes sums the jiffies of the "cpu" line of /proc/stat: idle (idle + iowait) and all.
-func cpuTimes() (idle, total uint64, err error) {
+// cpuStat is the machine's CPU time by kind, from the first line of /proc/stat: idle
+// (idle and iowait), busy (the rest) and softirq (part of busy).
+type cpuStat struct{ idle, busy, softirq time.Duration }
+
+func readCPUStat() (cpuStat, error) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0, 0, err
+		return cpuStat{}, err
 	}
 	line, _, _ := strings.Cut(string(b), "\n")
 	f := strings.Fields(line)
-	if len(f) < 6 || f[0] != "cpu" {
-		return 0, 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return cpuStat{}, fmt.Errorf("/proc/stat: unexpected first line %q", line)
 	}
+	var s cpuStat
 	// user nice system idle iowait irq softirq steal; guest time is in user already.
-	for k, s := range f[1:min(len(f), 9)] {
-		v, err := strconv.ParseUint(s, 10, 64)
+	for k, v := range f[1:min(len(f), 9)] {
+		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
-			return 0, 0, fmt.Errorf("/proc/stat: %q: %w", s, err)
+			return cpuStat{}, fmt.Errorf("/proc/stat: %q: %w", v, err)
 		}
-		total += v
+		d := time.Duration(n) * time.Second / clockTicks
 		if k == 3 || k == 4 { // idle, iowait
-			idle += v
+			s.idle += d
+		} else {
+			s.busy += d
+		}
+		if k == 6 {
+			s.softirq = d
 		}
 	}
-	return idle, total, nil
+	return s, nil
 }
 
 // setUp builds a testbed of n sandboxes, sets r up on it and lets the machine settle.

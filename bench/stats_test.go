@@ -91,10 +91,11 @@ func TestFiguresOf(t *testing.T) {
 		}
 		return ds
 	}
-	f := figuresOf(
-		[]tpRun{run(10, 5, 2*time.Second), run(30, 10, 2*time.Second), run(20, 4, 2*time.Second)},
-		[][]time.Duration{us(10, 20, 30), us(40, 50, 60), us(1, 2, 3)},
-	)
+	runs := []tpRun{run(10, 5, 2*time.Second), run(30, 10, 2*time.Second), run(20, 4, 2*time.Second)}
+	for i, rtts := range [][]time.Duration{us(10, 20, 30), us(40, 50, 60), us(1, 2, 3)} {
+		runs[i].rtts = rtts
+	}
+	f := figuresOf(runs)
 	if f.n != 3 || f.bps != 20e9 || f.min != 10e9 || f.max != 30e9 {
 		t.Errorf("rates: n %d, median %v, min %v, max %v; want 3, 20e9, 10e9, 30e9", f.n, f.bps, f.min, f.max)
 	}
@@ -105,7 +106,7 @@ func TestFiguresOf(t *testing.T) {
 	if f.p50 != 20*time.Microsecond {
 		t.Errorf("round trip p50 %v, want 20µs (the median of 20, 50, 2)", f.p50)
 	}
-	if got := figuresOf(nil, nil); got.n != 0 || got.bps != 0 {
+	if got := figuresOf(nil); got.n != 0 || got.bps != 0 {
 		t.Errorf("no runs: %+v", got)
 	}
 }

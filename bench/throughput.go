@@ -146,12 +146,11 @@ func directFlow(client, server netns.NsHandle, addr netip.Addr) flow {
 
 // tpResult is the throughput section's outcome.
 type tpResult struct {
-	runs     map[string][]tpRun           // by path name
-	rtts     map[string][][]time.Duration // request/response round trips, per run, by path name
-	errs     map[string]error             // why a path has no figure, or failed in a later run
-	brNFCall string                       // bridge-nf-call-iptables in the node namespace
-	extra    int                          // endpoints (each publishing a port) added to the big node
-	err      error                        // the section's own setup or cleanup failed
+	runs     map[string][]tpRun // by path name
+	errs     map[string]error   // why a path has no figure, or failed in a later run
+	brNFCall string             // bridge-nf-call-iptables in the node namespace
+	extra    int                // endpoints (each publishing a port) added to the big node
+	err      error              // the section's own setup or cleanup failed
 }
 
 // tpBed is the section's namespaces and agents; close removes them.
@@ -170,31 +169,32 @@ func (b *tpBed) close() error {
 	return errors.Join(errs...)
 }
 
-// openAll opens a handle of every sandbox of tb; b closes them.
-func (b *tpBed) openAll(tb *testbed) ([]netns.NsHandle, error) {
+// openSandboxes opens a handle of every sandbox of tb; closeHandles closes them (and
+// those opened before a failure).
+func openSandboxes(tb *testbed) ([]netns.NsHandle, error) {
 	ns := make([]netns.NsHandle, len(tb.sandboxes))
-	b.closed = append(b.closed, func() error {
-		for _, h := range ns {
-			if h.IsOpen() {
-				h.Close()
-			}
-		}
-		return nil
-	})
 	for i, path := range tb.sandboxes {
 		var err error
 		if ns[i], err = netns.GetFromPath(path); err != nil {
-			return nil, fmt.Errorf("open %s: %w", path, err)
+			return ns, fmt.Errorf("open %s: %w", path, err)
 		}
 	}
 	return ns, nil
+}
+
+func closeHandles(ns []netns.NsHandle) {
+	for _, h := range ns {
+		if h.IsOpen() {
+			h.Close()
+		}
+	}
 }
 
 // measureThroughput builds the throughput testbeds (the big node with extra endpoints,
 // each publishing a port; none without), runs `runs` rounds of d-long streams and of
 // request/response traffic, and removes everything again.
 func measureThroughput(ctx context.Context, prefix, binDir string, runs int, d time.Duration, extra int, only string) (res tpResult) {
-	res = tpResult{runs: map[string][]tpRun{}, rtts: map[string][][]time.Duration{}, errs: map[string]error{}, extra: extra}
+	res = tpResult{runs: map[string][]tpRun{}, errs: map[string]error{}, extra: extra}
 	bed := &tpBed{flows: map[string]flow{}}
 	defer func() { res.err = errors.Join(res.err, bed.close()) }()
 	if err := bed.build(ctx, prefix, binDir, extra, res.errs); err != nil {
@@ -218,18 +218,15 @@ func measureThroughput(ctx context.Context, prefix, binDir string, runs int, d t
 			fmt.Fprintf(os.Stderr, "podnet-bench: throughput %s, run %d/%d\n", p.name, run+1, runs)
 			f := bed.flows[p.name]
 			r, err := stream(ctx, f, d)
-			var rtts []time.Duration
 			if err == nil {
-				rtts, err = requestResponse(ctx, f, tpRRDuration)
+				r.rtts, err = requestResponse(ctx, f, tpRRDuration)
 			}
 			if err == nil {
 				r.pps, r.ppsBusy, err = packetRate(ctx, f, tpPPSDuration)
 			}
 			if err == nil {
 				res.runs[p.name] = append(res.runs[p.name], r)
-				res.rtts[p.name] = append(res.rtts[p.name], rtts)
-			}
-			if err != nil {
+			} else {
 				res.errs[p.name] = fmt.Errorf("run %d: %w", run+1, err)
 			}
 		}
@@ -246,7 +243,8 @@ func (b *tpBed) build(ctx context.Context, prefix, binDir string, extra int, err
 	}
 	b.plain = plain
 	b.closed = append(b.closed, plain.remove)
-	ns, err := b.openAll(plain)
+	ns, err := openSandboxes(plain)
+	b.closed = append(b.closed, func() error { closeHandles(ns); return nil })
 	if err != nil {
 		return err
 	}
@@ -267,34 +265,29 @@ func (b *tpBed) build(ctx context.Context, prefix, binDir string, extra int, err
 			return directFlow(ns[tpFloorRoutedA], ns[tpFloorRoutedB], tpRoutedB4.Addr()), err
 		}},
 	} {
-		b.addFlow(p.path, p.setup, errs)
+		if f, err := p.setup(); err != nil {
+			errs[p.path] = err
+		} else {
+			b.flows[p.path] = f
+		}
 	}
 
-	for i, size := range []int{0, extra} {
-		if i == 1 && extra == 0 {
-			break
-		}
-		suffix := map[int]string{0: "", 1: "-big"}[i]
-		n, err := startTpNode(ctx, fmt.Sprintf("%s-n%d", prefix, i), binDir, size)
-		if n != nil {
-			b.nodes = append(b.nodes, n)
-			b.closed = append(b.closed, n.close)
-		}
-		if err != nil {
-			if i == 0 {
-				return err
-			}
-			for _, p := range []string{"bridge", "routed", "dnat"} {
-				errs[p+suffix] = err
-			}
-			continue
-		}
-		for path, f := range n.flows {
-			if i == 0 || path != "proxy" && path != "to-pod" {
-				b.flows[path+suffix] = f
+	// podnet's node; the big node has only the paths that the extra endpoints may slow.
+	n, err := b.startNode(ctx, prefix+"-n0", binDir, 0)
+	if err != nil {
+		return err
+	}
+	maps.Copy(b.flows, n.flows)
+	maps.Copy(errs, n.errs)
+	if extra > 0 {
+		big, err := b.startNode(ctx, prefix+"-n1", binDir, extra)
+		for _, p := range []string{"bridge", "routed", "dnat"} {
+			if err != nil {
+				errs[p+"-big"] = err
+			} else {
+				b.flows[p+"-big"] = big.flows[p]
 			}
 		}
-		maps.Copy(errs, n.errs) // only the first node has them: the big node's fail whole
 	}
 
 	// The reference plugins' node is the plain testbed's node; the outside namespace of
@@ -320,12 +313,14 @@ func (b *tpBed) build(ctx context.Context, prefix, binDir string, extra int, err
 	return nil
 }
 
-func (b *tpBed) addFlow(path string, setup func() (flow, error), errs map[string]error) {
-	if f, err := setup(); err != nil {
-		errs[path] = err
-	} else {
-		b.flows[path] = f
+// startNode starts a podnet node (startTpNode) that b removes.
+func (b *tpBed) startNode(ctx context.Context, prefix, binDir string, extra int) (*tpNode, error) {
+	n, err := startTpNode(ctx, prefix, binDir, extra)
+	if n != nil {
+		b.nodes = append(b.nodes, n)
+		b.closed = append(b.closed, n.close)
 	}
+	return n, err
 }
 
 // tpNode is a node namespace with a podnet agent and an uplink to an outside namespace,
@@ -343,11 +338,7 @@ func (n *tpNode) close() error {
 	if n.agent != nil {
 		errs = append(errs, n.agent.Stop())
 	}
-	for _, h := range n.ns {
-		if h.IsOpen() {
-			h.Close()
-		}
-	}
+	closeHandles(n.ns)
 	return errors.Join(append(errs, n.tb.remove())...)
 }
 
@@ -360,11 +351,8 @@ func startTpNode(ctx context.Context, prefix, binDir string, extra int) (*tpNode
 		return nil, err
 	}
 	n := &tpNode{tb: tb, flows: map[string]flow{}, errs: map[string]error{}}
-	n.ns = make([]netns.NsHandle, len(tb.sandboxes))
-	for i, path := range tb.sandboxes {
-		if n.ns[i], err = netns.GetFromPath(path); err != nil {
-			return n, fmt.Errorf("open %s: %w", path, err)
-		}
+	if n.ns, err = openSandboxes(tb); err != nil {
+		return n, err
 	}
 	if err := wireVeth(tb.node, "uplink0", tpNode4, n.ns[tpOutside], "eth0", tpOutside4); err != nil {
 		return n, fmt.Errorf("wire uplink between node and outside: %w", err)
@@ -692,7 +680,7 @@ type tpFigures struct {
 	p50, p99                       time.Duration // request/response round trip
 }
 
-func figuresOf(runs []tpRun, rtts [][]time.Duration) (f tpFigures) {
+func figuresOf(runs []tpRun) (f tpFigures) {
 	f.n = len(runs)
 	if f.n == 0 {
 		return f
@@ -717,8 +705,8 @@ func figuresOf(runs []tpRun, rtts [][]time.Duration) (f tpFigures) {
 	f.receiver = gb(func(r tpRun) time.Duration { return r.receiver })
 	f.softirq = gb(func(r tpRun) time.Duration { return r.softirq })
 	var p50s, p99s []float64
-	for _, rs := range rtts {
-		s := slices.Clone(rs)
+	for _, r := range runs {
+		s := slices.Clone(r.rtts)
 		slices.Sort(s)
 		p50s = append(p50s, float64(percentile(s, 0.5)))
 		p99s = append(p99s, float64(percentile(s, 0.99)))
@@ -758,7 +746,7 @@ func ratioText(r float64) string {
 func printThroughput(w io.Writer, runs int, d time.Duration, res tpResult) {
 	fig := map[string]tpFigures{}
 	for _, p := range tpPaths {
-		fig[p.name] = figuresOf(res.runs[p.name], res.rtts[p.name])
+		fig[p.name] = figuresOf(res.runs[p.name])
 	}
 	paired := func(a, b string, get func(tpRun) float64) float64 {
 		return pairedRatio(res.runs[a], res.runs[b], get)
@@ -785,12 +773,12 @@ func printThroughput(w io.Writer, runs int, d time.Duration, res tpResult) {
 		if p.target > 0 {
 			target = fmt.Sprintf(">= %g", p.target)
 			if !math.IsNaN(toFloor) {
-				target += meets(toFloor >= p.target)
+				target += verdict(toFloor >= p.target)
 			}
 		}
 		toRef := paired(p.name, p.ref, rate)
 		if !math.IsNaN(toRef) {
-			notes = append(notes, fmt.Sprintf("%s / %s throughput: %.2f (target >= 1%s)", p.name, p.ref, toRef, meets(toRef >= 1)))
+			notes = append(notes, fmt.Sprintf("%s / %s throughput: %.2f (target >= 1%s)", p.name, p.ref, toRef, verdict(toRef >= 1)))
 		}
 		if r := paired(p.name, p.base, rate); !math.IsNaN(r) {
 			notes = append(notes, fmt.Sprintf("%s / %s throughput (%d extra endpoints): %.2f", p.name, p.base, res.extra, r))
@@ -821,13 +809,13 @@ func printThroughput(w io.Writer, runs int, d time.Duration, res tpResult) {
 		if p.floor != "" {
 			target = fmt.Sprintf("<= %.2f of floor", tpCPUSlack)
 			if !math.IsNaN(toFloor) {
-				target += meets(toFloor <= tpCPUSlack)
+				target += verdict(toFloor <= tpCPUSlack)
 			}
 		}
 		if p.base != "" {
 			target += fmt.Sprintf("; <= %.2f of base", tpCPUSlack)
 			if !math.IsNaN(toBase) {
-				target += meets(toBase <= tpCPUSlack)
+				target += verdict(toBase <= tpCPUSlack)
 			}
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %.1f µs | %.1f µs |\n", p.label, ms(f.cpu), ms(f.sender), ms(f.receiver), ms(f.softirq),
@@ -864,12 +852,4 @@ func printThroughput(w io.Writer, runs int, d time.Duration, res tpResult) {
 	if len(notes) > 0 {
 		fmt.Fprintln(w)
 	}
-}
-
-// meets says whether a target is met, as the tables write it.
-func meets(ok bool) string {
-	if ok {
-		return ", meets target"
-	}
-	return ", MISSES target"
 }

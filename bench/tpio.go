@@ -8,8 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
-	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -45,6 +43,7 @@ type tpRun struct {
 	// ppsBusy the machine's busy time meanwhile.
 	pps     float64
 	ppsBusy time.Duration
+	rtts    []time.Duration // request/response round trips after the stream
 }
 
 // perGB is d per gigabyte the run moved (0 without bytes).
@@ -99,37 +98,6 @@ func blocking(c any) (*os.File, error) {
 		return nil, fmt.Errorf("make the socket blocking: %w", err)
 	}
 	return f, nil
-}
-
-// cpuStat is the machine's CPU time by kind, from the first line of /proc/stat.
-type cpuStat struct{ softirq, busy time.Duration }
-
-func readCPUStat() (cpuStat, error) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return cpuStat{}, err
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 8 || f[0] != "cpu" {
-		return cpuStat{}, fmt.Errorf("/proc/stat: unexpected first line %q", line)
-	}
-	var s cpuStat
-	// user nice system idle iowait irq softirq steal; guest time is in user already.
-	for k, v := range f[1:min(len(f), 9)] {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			return cpuStat{}, fmt.Errorf("/proc/stat: %q: %w", v, err)
-		}
-		d := time.Duration(n) * time.Second / clockTicks
-		if k != 3 && k != 4 { // idle, iowait
-			s.busy += d
-		}
-		if k == 6 {
-			s.softirq = d
-		}
-	}
-	return s, nil
 }
 
 // listenIn listens on f.listen inside f's server namespace.

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strings"
 	"syscall"
 	"time"
 
@@ -162,8 +161,4 @@ func (p *Proc) running() bool {
 }
 
 // LogTail is the last n lines of the agent's log.
-func (p *Proc) LogTail(n int) string {
-	b, _ := os.ReadFile(p.log)
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
+func (p *Proc) LogTail(n int) string { return Tail(p.log, n) }

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/vishvananda/netns"
@@ -25,9 +24,7 @@ type Etcd struct {
 	// URL is the client URL (http://127.0.0.1:PORT), Version what `etcd --version`
 	// says first.
 	URL, Version string
-	cmd          *exec.Cmd
-	log          *os.File
-	done         chan struct{}
+	proc         *Child
 }
 
 // StartEtcd starts etcd with its data and log in dir, on free ports of 127.0.0.1, and
@@ -53,27 +50,19 @@ func startEtcd(dir string, ns netns.NsHandle, client, peer string) (*Etcd, error
 		return nil, errors.New("etcd not found: install Debian's etcd-server (make demo and make bench do)")
 	}
 	out, _ := exec.Command(bin, "--version").Output()
-	e := &Etcd{Version: strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0]), done: make(chan struct{})}
-	e.URL = "http://" + client
-	e.cmd = exec.Command(bin, "--name", "podnet", "--data-dir", filepath.Join(dir, "etcd"),
+	e := &Etcd{Version: strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0]), URL: "http://" + client}
+	cmd := exec.Command(bin, "--name", "podnet", "--data-dir", filepath.Join(dir, "etcd"),
 		"--listen-client-urls", e.URL, "--advertise-client-urls", e.URL,
 		"--listen-peer-urls", "http://"+peer, "--initial-advertise-peer-urls", "http://"+peer,
 		"--initial-cluster", "podnet=http://"+peer, "--logger", "zap", "--log-level", "error")
-	if e.log, err = os.Create(filepath.Join(dir, "etcd.log")); err != nil {
-		return nil, err
-	}
-	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
-	e.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	start := (*exec.Cmd).Start
 	if ns.IsOpen() {
-		err = kernel.StartIn(ns, e.cmd)
-	} else {
-		err = e.cmd.Start()
+		start = func(cmd *exec.Cmd) error { return kernel.StartIn(ns, cmd) }
 	}
-	if err != nil {
-		e.log.Close()
+	logPath := filepath.Join(dir, "etcd.log")
+	if e.proc, err = StartChild(cmd, logPath, start); err != nil {
 		return nil, err
 	}
-	go func() { e.cmd.Wait(); close(e.done) }()
 	dial := func() (net.Conn, error) { return net.DialTimeout("tcp", client, 100*time.Millisecond) }
 	if ns.IsOpen() {
 		dial = func() (net.Conn, error) {
@@ -86,9 +75,9 @@ func startEtcd(dir string, ns netns.NsHandle, client, peer string) (*Etcd, error
 			return e, nil
 		}
 		select {
-		case <-e.done:
-			e.log.Close()
-			b, _ := os.ReadFile(filepath.Join(dir, "etcd.log"))
+		case <-e.proc.Done():
+			e.proc.Stop(0)
+			b, _ := os.ReadFile(logPath)
 			return nil, fmt.Errorf("etcd exited: %s", b)
 		case <-time.After(20 * time.Millisecond):
 		}
@@ -101,16 +90,7 @@ func startEtcd(dir string, ns netns.NsHandle, client, peer string) (*Etcd, error
 func (e *Etcd) Endpoint() string { return "etcd://" + strings.TrimPrefix(e.URL, "http://") }
 
 // Stop ends etcd (SIGTERM, SIGKILL after 5 s) by the PID it started.
-func (e *Etcd) Stop() {
-	e.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-e.done:
-	case <-time.After(5 * time.Second):
-		e.cmd.Process.Kill()
-		<-e.done
-	}
-	e.log.Close()
-}
+func (e *Etcd) Stop() { e.proc.Stop(5 * time.Second) }
 
 // freePort returns 127.0.0.1:PORT with a port that was free a moment ago.
 func freePort() string {

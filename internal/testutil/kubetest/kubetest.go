@@ -23,7 +23,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -43,6 +42,9 @@ const Version = "v1.37.2"
 // DefaultServiceCIDR is the service ClusterIP range when Options leaves it unset (the
 // kubeadm default).
 var DefaultServiceCIDR = netip.MustParsePrefix("10.96.0.0/16")
+
+// apiStopGrace is how long the API server may take to end after SIGTERM before SIGKILL.
+const apiStopGrace = 15 * time.Second
 
 // readyTimeout bounds the wait for /readyz; the server is ready about 3.4 s after it
 // starts on an idle machine.
@@ -75,7 +77,7 @@ type Cluster struct {
 	args  []string
 	token string
 	etcd  *agentproc.Etcd
-	api   *process // nil while stopped
+	api   *agentproc.Child // nil while stopped
 	// logShown says a failure message holds the tail of the server's log already.
 	logShown bool
 }
@@ -104,7 +106,7 @@ func StartWith(t testing.TB, opts Options) *Cluster {
 	c := &Cluster{t: t, dir: dir, bin: bin, ServiceCIDR: opts.ServiceCIDR.Masked()}
 	t.Cleanup(func() {
 		if t.Failed() && !c.logShown {
-			t.Logf("kube-apiserver log (last lines):\n%s", tail(c.logPath(), 40))
+			t.Logf("kube-apiserver log (last lines):\n%s", agentproc.Tail(c.logPath(), 40))
 		}
 		c.Stop()
 	})
@@ -144,7 +146,7 @@ func (c *Cluster) Restart() {
 	if c.api == nil {
 		c.t.Fatal("kubetest: Restart after Stop")
 	}
-	c.api.stop()
+	c.api.Stop(apiStopGrace)
 	c.api = nil
 	c.startAPIServer()
 }
@@ -152,7 +154,7 @@ func (c *Cluster) Restart() {
 // Stop stops the API server, then etcd. Calling it again does nothing.
 func (c *Cluster) Stop() {
 	if c.api != nil {
-		c.api.stop()
+		c.api.Stop(apiStopGrace)
 		c.api = nil
 	}
 	if c.etcd != nil {
@@ -212,49 +214,24 @@ func (c *Cluster) prepare() (args []string, token string, err error) {
 // the tail of its log if it exits or does not get ready in time.
 func (c *Cluster) startAPIServer() {
 	c.t.Helper()
-	p, err := startProcess(c.bin, c.args, c.logPath())
+	// One log across restarts.
+	p, err := agentproc.StartChild(exec.Command(c.bin, c.args...), c.logPath(), nil)
 	if err != nil {
 		c.t.Fatalf("start kube-apiserver: %v", err)
 	}
 	c.api = p
-	if err := p.waitReady(c.URL+"/readyz", c.token, readyTimeout); err != nil {
+	if err := waitReady(p, c.URL+"/readyz", c.token, readyTimeout); err != nil {
 		c.logShown = true
-		c.t.Fatalf("kube-apiserver: %v; log (last lines):\n%s", err, tail(c.logPath(), 40))
+		c.t.Fatalf("kube-apiserver: %v; log (last lines):\n%s", err, agentproc.Tail(c.logPath(), 40))
 	}
 }
 
 func (c *Cluster) logPath() string { return filepath.Join(c.dir, "kube-apiserver.log") }
 
-// process is one run of kube-apiserver.
-type process struct {
-	cmd  *exec.Cmd
-	log  *os.File
-	done chan struct{} // closed when the process has exited
-}
-
-// startProcess starts bin with args, its output appended to logPath (one log across
-// restarts).
-func startProcess(bin string, args []string, logPath string) (*process, error) {
-	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	p := &process{cmd: exec.Command(bin, args...), log: log, done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = log, log
-	// Its own process group, and killed if the test binary dies first.
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		log.Close()
-		return nil, err
-	}
-	go func() { p.cmd.Wait(); close(p.done) }()
-	return p, nil
-}
-
 // waitReady polls url until it answers 200, the process exits or timeout passes. The
 // probe does not verify the server certificate: the server creates it as it starts,
 // and only the clients built afterwards can trust it.
-func (p *process) waitReady(url, token string, timeout time.Duration) error {
+func waitReady(p *agentproc.Child, url, token string, timeout time.Duration) error {
 	client := &http.Client{
 		Timeout:   time.Second,
 		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}},
@@ -275,24 +252,12 @@ func (p *process) waitReady(url, token string, timeout time.Duration) error {
 			last = fmt.Errorf("%s answers %s", url, resp.Status)
 		}
 		select {
-		case <-p.done:
-			return fmt.Errorf("exited before it was ready (%v)", p.cmd.ProcessState)
+		case <-p.Done():
+			return fmt.Errorf("exited before it was ready (%v)", p.Cmd.ProcessState)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
 	return fmt.Errorf("not ready within %v: %v", timeout, last)
-}
-
-// stop ends the process (SIGTERM, SIGKILL after 15 s) by its PID and waits for it.
-func (p *process) stop() {
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(15 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
-	p.log.Close()
 }
 
 // Binary returns the path of the kube-apiserver to run: $PODNET_KUBE_APISERVER if set,
@@ -312,7 +277,7 @@ func Binary() (string, error) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("hack/kube-apiserver.sh: %v: %s", err, lastLines(stderr.String(), 20))
+		return "", fmt.Errorf("hack/kube-apiserver.sh: %v: %s", err, agentproc.LastLines(stderr.String(), 20))
 	}
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 	return lines[len(lines)-1], nil
@@ -357,21 +322,4 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// tail returns the last n lines of a file, or why it cannot.
-func tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	return lastLines(string(b), n)
-}
-
-func lastLines(s string, n int) string {
-	if strings.TrimSpace(s) == "" {
-		return "(empty)"
-	}
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
