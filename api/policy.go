@@ -37,6 +37,8 @@ type NetworkPolicy struct {
 	Name      string            `json:"name"`
 	Spec      NetworkPolicySpec `json:"spec"`
 	Created   time.Time         `json:"created"`
+	// Source is "" for podnet's own policies, SourceKubernetes for the controller's.
+	Source string `json:"source,omitempty"`
 }
 
 // NetworkPolicySpec is the policy's content, as the API's.
@@ -136,6 +138,8 @@ type LabelSelectorRequirement struct {
 type Namespace struct {
 	Name   string            `json:"name"`
 	Labels map[string]string `json:"labels,omitempty"`
+	// Source is "" for podnet's own records, SourceKubernetes for the controller's.
+	Source string `json:"source,omitempty"`
 }
 
 // NamespaceLabelRequest sets Labels on namespace Name and removes the keys in Remove.

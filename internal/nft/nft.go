@@ -145,6 +145,9 @@ type Service struct {
 	// goes to the backend its previous one went to, as long as that backend is still in
 	// Backends and the client made a connection to the service within AffinityTimeout.
 	Affinity bool
+	// NodePort, when set, also dispatches connections to Protocol NodePort on any local
+	// address of the node (Kubernetes type NodePort) to Backends.
+	NodePort uint16
 }
 
 // AffinityTimeout is how long a client keeps its backend after its last new connection to
