@@ -5,7 +5,7 @@
 GO ?= go
 GOFLAGS_BUILD ?= -trimpath
 
-.PHONY: build test test-deps kube-apiserver demo bench fuzz vet clean
+.PHONY: build test test-deps kube-apiserver kube-proxy demo bench fuzz vet clean
 
 build:
 	$(GO) build $(GOFLAGS_BUILD) -o bin/podnet ./cmd/podnet
@@ -31,6 +31,13 @@ test-deps:
 kube-apiserver:
 	hack/kube-apiserver.sh
 
+# kube-proxy (the same release, built the same way into the same cache): the reference
+# of the bench's kube section, which also runs the kube-apiserver. Its nftables mode execs
+# Debian's nft (inside its node namespace), installed here when missing. Not needed by `test`.
+kube-proxy:
+	@PATH="$$PATH:/usr/sbin:/sbin" command -v nft >/dev/null || scripts/apt-install nftables
+	hack/kube-proxy.sh
+
 test: build vet test-deps kube-apiserver
 	$(GO) test -count=1 -timeout 30m ./...
 
@@ -41,7 +48,7 @@ demo: build
 	./bin/podnet demo
 	./bin/podnet demo --cluster
 
-bench: build
+bench: build kube-apiserver kube-proxy
 	bash bench/bench.sh
 
 # Short fuzzing runs of the decoders (the seed corpora also run in `make test`).

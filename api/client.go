@@ -33,6 +33,7 @@ const (
 	PathNamespaces    = "/v1/namespaces"
 	PathPolicies      = "/v1/policies"
 	PathPolicyExplain = "/v1/policies/explain"
+	PathMirror        = "/v1/mirror"
 )
 
 // LabelsRequest replaces the labels of an endpoint.
@@ -179,6 +180,20 @@ func (c *Client) DeletePolicy(ctx context.Context, ns, name string) error {
 // (internal/policy.Verdict, which this package does not import).
 func (c *Client) ExplainPolicy(ctx context.Context, req PolicyExplainRequest, out any) error {
 	return c.do(ctx, "POST", PathPolicyExplain, req, out, -1)
+}
+
+// Mirror applies changes of a source (podnet controller).
+func (c *Client) Mirror(ctx context.Context, req MirrorRequest) (MirrorResult, error) {
+	var out MirrorResult
+	err := c.do(ctx, "POST", PathMirror, req, &out, -1)
+	return out, err
+}
+
+// MirrorInventory lists the objects of a source the agent's store holds.
+func (c *Client) MirrorInventory(ctx context.Context, source string) (MirrorInventory, error) {
+	var out MirrorInventory
+	err := c.do(ctx, "GET", PathMirror+"?"+url.Values{"source": {source}}.Encode(), nil, &out, -1)
+	return out, err
 }
 
 // AllEndpoints lists the endpoints of one network (or all) on every node.

@@ -5,7 +5,8 @@
 #   bash bench/bench.sh -only throughput,ports
 #   bash bench/bench.sh -only reference,floor -pods 100 -concurrent 20
 #   bash bench/bench.sh -only dns,services
-# Sections: setup, throughput, ports, dns, services, policy, cluster (all by default).
+# Sections: setup, throughput, ports, dns, services, policy, cluster (all by default), kube
+# (Kubernetes mode against kube-proxy: -only kube, about 6 minutes).
 # Needs root. Everything it creates lives in throwaway network namespaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -20,7 +20,12 @@
 //     without policies, and the rule count of podnet's tables (see policy.go);
 //   - cluster: cross-node throughput (vxlan, direct) against the same kernel objects
 //     without podnet, convergence with 10 and 20 nodes, etcd requests per ADD, ADD on
-//     etcd against bbolt (see cluster.go).
+//     etcd against bbolt (see cluster.go);
+//   - kube: the time from a Service or EndpointSlice change in a real kube-apiserver until
+//     traffic follows it, with 100 and with 5,000 services, podnet (controller and agent)
+//     against kube-proxy's nftables mode measured at the same time (see kube.go). Not in
+//     the default run (it takes 5-6 minutes, most of it writing 5,000 services through
+//     the API server): -only kube.
 //
 // Every kernel object lives in network namespaces that the benchmark creates under
 // /run/netns and removes afterwards, also on failure and on ctrl-C; the namespace the
@@ -72,9 +77,10 @@ const (
 	sectionServices   = "services"
 	sectionPolicy     = "policy"
 	sectionCluster    = "cluster"
+	sectionKube       = "kube"
 )
 
-// defaultSections is what runs without -only.
+// defaultSections is what runs without -only (all but kube).
 const defaultSections = "setup,throughput,ports,dns,services,policy,cluster"
 
 // selection is what -only asked for.
@@ -86,6 +92,7 @@ type selection struct {
 	services   bool
 	policy     bool
 	cluster    bool
+	kube       bool
 }
 
 func main() {
@@ -111,8 +118,10 @@ func run() int {
 	polEndpoints := flag.Int("policy-endpoints", 5000, "policy: endpoints of the large testbed (the small one has 10)")
 	polRounds := flag.Int("policy-rounds", 10, "policy: times each change is made and undone per testbed")
 	polConns := flag.Int("policy-connections", 2000, "policy: connects per testbed for the per-packet cost")
+	kubeServices := flag.Int("kube-services", 5000, "kube: services defined when the second sample of changes is timed (the first has 100)")
+	kubeRounds := flag.Int("kube-rounds", 10, "kube: rounds of changes (create, move the backend) per number of services")
 	only := flag.String("only", defaultSections,
-		"comma-separated sections (setup, throughput, ports, dns, services, policy, cluster) and setup rows (reference, podnet, podnet-api, floor: the setup section with only those rows)")
+		"comma-separated sections (setup, throughput, ports, dns, services, policy, cluster, kube) and setup rows (reference, podnet, podnet-api, floor: the setup section with only those rows)")
 	bin := flag.String("bin", "./bin", "directory holding podnet and podnet-cni")
 	flag.Parse()
 
@@ -133,6 +142,8 @@ func run() int {
 		err = fmt.Errorf("-services must be between %d and %d, -connections at least 1", svcFew, maxServices)
 	case *polEndpoints < polFew || *polEndpoints > polMaxNetworks*polPerNetwork || *polRounds < 1 || *polConns < 1:
 		err = fmt.Errorf("-policy-endpoints must be between %d and %d, -policy-rounds and -policy-connections at least 1", polFew, polMaxNetworks*polPerNetwork)
+	case *kubeServices <= kubeFew || *kubeServices > maxServices || *kubeRounds < 1 || *kubeRounds > kubeMaxRounds:
+		err = fmt.Errorf("-kube-services must be between %d and %d, -kube-rounds between 1 and %d", kubeFew+1, maxServices, kubeMaxRounds)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "podnet-bench:", err)
@@ -237,6 +248,13 @@ func run() int {
 		}
 	}
 
+	var kubeRes kubeResult
+	if sel.kube && ctx.Err() == nil {
+		fmt.Fprintf(os.Stderr, "podnet-bench: kube (%d and %d services, %d rounds of changes each)\n", kubeFew, *kubeServices, *kubeRounds)
+		kubeRes = measureKube(ctx, binDir, *kubeServices, *kubeRounds)
+		report("kube", kubeRes.err)
+	}
+
 	if left := namedNetnsWithPrefix(prefix); len(left) > 0 {
 		report("namespaces left behind", errors.New(strings.Join(left, " ")))
 	}
@@ -272,6 +290,9 @@ func run() int {
 	if sel.cluster {
 		printCluster(w, *runs, *duration, clusterRes)
 	}
+	if sel.kube {
+		printKube(w, kubeRes)
+	}
 	if failed {
 		return 1
 	}
@@ -302,9 +323,11 @@ func parseOnly(only string) (selection, error) {
 			sel.policy = true
 		case sectionCluster:
 			sel.cluster = true
+		case sectionKube:
+			sel.kube = true
 		default:
 			if !slices.ContainsFunc(implementations, func(im implementation) bool { return im.name == name }) {
-				return selection{}, fmt.Errorf("-only: unknown section or setup row %q (want setup, throughput, ports, dns, services, policy, cluster, reference, podnet, podnet-api, floor)", name)
+				return selection{}, fmt.Errorf("-only: unknown section or setup row %q (want setup, throughput, ports, dns, services, policy, cluster, kube, reference, podnet, podnet-api, floor)", name)
 			}
 			rows[name] = true
 		}
@@ -314,7 +337,7 @@ func parseOnly(only string) (selection, error) {
 			sel.setup = append(sel.setup, im)
 		}
 	}
-	if len(sel.setup) == 0 && !sel.throughput && !sel.ports && !sel.dns && !sel.services && !sel.policy && !sel.cluster {
+	if len(sel.setup) == 0 && !sel.throughput && !sel.ports && !sel.dns && !sel.services && !sel.policy && !sel.cluster && !sel.kube {
 		return selection{}, errors.New("-only: nothing selected")
 	}
 	return sel, nil

@@ -138,18 +138,34 @@ var serviceColumns = []column[api.Service]{
 	{"NAMESPACE", func(s api.Service) string { return s.Namespace }},
 	{"NAME", func(s api.Service) string { return s.Name }},
 	{"VIPS", func(s api.Service) string {
-		if s.Headless {
+		switch {
+		case s.Headless:
 			return "None (headless)"
+		case s.ExternalName != "":
+			return "CNAME " + s.ExternalName
 		}
 		return joinMap(s.VIPs, netip.Addr.String)
 	}},
 	{"PORTS", func(s api.Service) string {
 		return joinMap(s.Ports, func(p api.ServicePort) string {
+			if p.NodePort != 0 {
+				return fmt.Sprintf("%d:%d/%s (node %d)", p.Port, p.TargetPort, p.Protocol, p.NodePort)
+			}
 			return fmt.Sprintf("%d:%d/%s", p.Port, p.TargetPort, p.Protocol)
 		})
 	}},
 	{"BACKENDS", func(s api.Service) string { return strconv.Itoa(len(s.Backends)) }},
 	{"SELECTOR", func(s api.Service) string { return selectorString(s.Selector) }},
+	{"SOURCE", func(s api.Service) string { return sourceString(s.Source) }},
+}
+
+// sourceString names where an object comes from: podnet's CLI, or the source that
+// podnet controller mirrors.
+func sourceString(source string) string {
+	if source == "" {
+		return "podnet"
+	}
+	return source
 }
 
 // selectorString renders a selector as k=v pairs in key order, comma-separated.

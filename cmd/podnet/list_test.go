@@ -101,12 +101,12 @@ func TestPrintListings(t *testing.T) {
 					Ports:    []api.ServicePort{{Port: 80, TargetPort: 8080, Protocol: "tcp"}},
 					Selector: map[string]string{"tier": "front", "app": "web", "env": "prod"},
 					Backends: make([]api.Backend, 2)},
-				{Namespace: "default", Name: "db", Headless: true, Selector: map[string]string{"app": "db"}},
+				{Namespace: "default", Name: "db", Headless: true, Selector: map[string]string{"app": "db"}, Source: api.SourceKubernetes},
 			}, serviceColumns)
 		}, "" +
-			"NAMESPACE  NAME  VIPS             PORTS        BACKENDS  SELECTOR\n" +
-			"default    web   10.96.0.10       80:8080/tcp  2         app=web,env=prod,tier=front\n" +
-			"default    db    None (headless)               0         app=db\n"},
+			"NAMESPACE  NAME  VIPS             PORTS        BACKENDS  SELECTOR                     SOURCE\n" +
+			"default    web   10.96.0.10       80:8080/tcp  2         app=web,env=prod,tier=front  podnet\n" +
+			"default    db    None (headless)               0         app=db                       kubernetes\n"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var b bytes.Buffer

@@ -65,7 +65,7 @@ func rootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.socket, "socket", def, "agent socket (env PODNET_SOCKET)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
-	root.AddCommand(agentCmd(), networkCmd(g), nodeCmd(g), bgpCmd(g), namespaceCmd(g), policyCmd(g), endpointCmd(g), portCmd(g), serviceCmd(g), dnsCmd(g), runCmd(g), graphCmd(g), doctorCmd(g), traceCmd(g), demoCmd(), sandboxInitCommand())
+	root.AddCommand(agentCmd(), networkCmd(g), nodeCmd(g), bgpCmd(g), namespaceCmd(g), policyCmd(g), endpointCmd(g), portCmd(g), serviceCmd(g), dnsCmd(g), runCmd(g), graphCmd(g), doctorCmd(g), traceCmd(g), controllerCmd(g), demoCmd(), sandboxInitCommand())
 	return root
 }
 

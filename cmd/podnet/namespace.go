@@ -58,6 +58,7 @@ func namespaceCmd(g *globals) *cobra.Command {
 			return printList(cmd.OutOrStdout(), g.json(), nss, []column[api.Namespace]{
 				{"NAME", func(ns api.Namespace) string { return ns.Name }},
 				{"LABELS", func(ns api.Namespace) string { return selectorString(ns.Labels) }},
+				{"SOURCE", func(ns api.Namespace) string { return sourceString(ns.Source) }},
 			})
 		},
 	}

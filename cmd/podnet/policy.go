@@ -142,6 +142,7 @@ var policyColumns = []column[api.NetworkPolicy]{
 	{"RULES", func(p api.NetworkPolicy) string {
 		return fmt.Sprintf("%d ingress, %d egress", len(p.Spec.Ingress), len(p.Spec.Egress))
 	}},
+	{"SOURCE", func(p api.NetworkPolicy) string { return sourceString(p.Source) }},
 }
 
 // labelSelectorString prints a label selector as kubectl does: k=v,k in (a,b),!k; the

@@ -79,6 +79,19 @@ func (f storeFlags) tls() (*tls.Config, error) {
 	return c, nil
 }
 
+// etcdConfig is the etcd client configuration of the flags.
+func (f storeFlags) etcdConfig() (etcdstore.Config, error) {
+	eps, err := f.etcdEndpoints()
+	if err != nil {
+		return etcdstore.Config{}, err
+	}
+	tc, err := f.tls()
+	if err != nil {
+		return etcdstore.Config{}, err
+	}
+	return etcdstore.Config{Endpoints: eps, TLS: tc, DialTimeout: f.dialTimeout}, nil
+}
+
 // openStore opens the agent's store. etcd that does not answer is retried every few
 // seconds until ctx ends, with the agent's socket answering STATUS not ready (and every
 // other request CNI error 50) meanwhile, so that runtimes see why.
@@ -87,15 +100,11 @@ func openStore(ctx context.Context, f storeFlags, socket string, log *slog.Logge
 		st, err := agent.OpenBoltStore(f.stateDir)
 		return st, false, err
 	}
-	eps, err := f.etcdEndpoints()
+	cfg, err := f.etcdConfig()
 	if err != nil {
 		return nil, false, err
 	}
-	tc, err := f.tls()
-	if err != nil {
-		return nil, false, err
-	}
-	cfg := etcdstore.Config{Endpoints: eps, TLS: tc, DialTimeout: f.dialTimeout}
+	eps := cfg.Endpoints
 	st, err := etcdstore.Open(ctx, cfg)
 	if err == nil {
 		return st, true, nil

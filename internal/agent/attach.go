@@ -11,6 +11,7 @@ import (
 	"github.com/podnet/podnet/internal/driver"
 	"github.com/podnet/podnet/internal/ipam"
 	"github.com/podnet/podnet/internal/kernel"
+	"github.com/podnet/podnet/internal/mirror"
 	"github.com/podnet/podnet/internal/spec"
 	"github.com/podnet/podnet/internal/store"
 	"github.com/vishvananda/netns"
@@ -122,6 +123,9 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 			EndpointKey: req.EndpointKey, Name: req.Name, Namespace: req.Namespace, Labels: req.Labels, NamedPorts: req.NamedPorts,
 			Netns: req.Netns, Node: a.nodeName, HostIf: e.Kernel.HostIf, MAC: e.Kernel.MAC.String(), IPs: addrs, Ports: req.Ports, State: api.StateAttaching,
 			Created: a.created(),
+		}
+		if err := mirror.PodOf(tx, &ep); err != nil {
+			return err
 		}
 		if err := a.reservePorts(tx, ep); err != nil {
 			return err

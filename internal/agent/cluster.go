@@ -187,6 +187,10 @@ func (a *Agent) syncCluster() error {
 	if err == nil {
 		a.clusterNets = nets
 	}
+	if err == nil && a.hasPolicies() {
+		// A policy written by another node or podnet controller: bridged pods meet it too.
+		err = a.node.BridgeNetfilter(true)
+	}
 	if err == nil {
 		a.dpMu.Lock()
 		err = a.syncRulesetLocked(true, true)

@@ -62,9 +62,18 @@ func (a *Agent) records() (r records, err error) {
 // desiredRuleset is podnet's nftables content for the networks, endpoints, services and
 // network policies in the store (driver.Ruleset, driver.Policies). Endpoints that DEL
 // marked detaching are out of it.
+// clusterNode is the node's name on a store shared by several nodes, "" on a store of
+// one (where every backend is the node's).
+func (a *Agent) clusterNode() string {
+	if a.shared {
+		return a.nodeName
+	}
+	return ""
+}
+
 func (a *Agent) desiredRuleset() (nft.Ruleset, error) {
 	r, err := a.records()
-	rs := driver.Ruleset(r.nets, r.eps, r.svcs, r.all, a.underDev)
+	rs := driver.Ruleset(r.nets, r.eps, r.svcs, r.all, a.underDev, a.clusterNode())
 	rs.Policies = driver.Policies(r.pols, r.nss, r.all, r.eps)
 	return rs, err
 }
@@ -85,8 +94,24 @@ func (a *Agent) syncRulesetLocked(ifDiffers, news bool) error {
 			return err
 		}
 		gen, genErr := a.nft.Generation()
-		if genErr == nil && a.verified && gen == a.verifiedGen && reflect.DeepEqual(want, a.verifiedWant) {
-			return nil
+		if genErr == nil && a.verified && gen == a.verifiedGen {
+			if reflect.DeepEqual(want, a.verifiedWant) {
+				return nil
+			}
+			// Tables known to equal verifiedWant: when only services changed (the
+			// store's news of a mirrored Service or EndpointSlice), change their
+			// elements instead of comparing everything.
+			if add, remove, ok := servicesDelta(a.verifiedWant, want); ok {
+				if err := a.nftUpdateLocked(nft.Delta{Services: add}, nft.Delta{Services: remove}); err != nil {
+					return err
+				}
+				if after, err := a.nft.Generation(); err == nil && after == gen+1 {
+					a.verifiedGen, a.verifiedWant = after, want
+				} else {
+					a.verified = false
+				}
+				return nil
+			}
 		}
 		start := time.Now()
 		ok, err := a.nft.InSync(want)
@@ -120,6 +145,39 @@ func (a *Agent) syncRulesetLocked(ifDiffers, news bool) error {
 		a.verified, a.verifiedGen, a.verifiedWant = true, after, want
 	}
 	return nil
+}
+
+// servicesDelta is what to add and remove to go from have's services to want's, when the
+// two rulesets differ in their services only: the services of want that are new or
+// changed (Update replaces a service's elements), and those of have whose key is gone.
+func servicesDelta(have, want nft.Ruleset) (add, remove []nft.Service, ok bool) {
+	h, w := have, want
+	h.Services, w.Services = nil, nil
+	if !reflect.DeepEqual(h, w) {
+		return nil, nil, false
+	}
+	type key struct {
+		vip   netip.Addr
+		proto string
+		port  uint16
+	}
+	old := make(map[key]nft.Service, len(have.Services))
+	for _, s := range have.Services {
+		old[key{s.VIP, s.Protocol, s.Port}] = s
+	}
+	for _, s := range want.Services {
+		k := key{s.VIP, s.Protocol, s.Port}
+		if o, found := old[k]; !found || !reflect.DeepEqual(o, s) {
+			add = append(add, s)
+		}
+		delete(old, k)
+	}
+	for _, s := range have.Services {
+		if _, gone := old[key{s.VIP, s.Protocol, s.Port}]; gone {
+			remove = append(remove, s)
+		}
+	}
+	return add, remove, true
 }
 
 // policyDeltaLocked changes the policies' elements in the tables from what they hold to

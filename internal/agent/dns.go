@@ -166,7 +166,7 @@ func (a *Agent) rebuildDNS(d *dnsService) {
 			snap.Pods = append(snap.Pods, pod)
 		}
 		for _, svc := range svcs {
-			ds := dns.Service{Name: svc.Name, Namespace: svc.Namespace, VIPs: svc.VIPs, Headless: svc.Headless}
+			ds := dns.Service{Name: svc.Name, Namespace: svc.Namespace, VIPs: svc.VIPs, Headless: svc.Headless, ExternalName: svc.ExternalName}
 			for _, p := range svc.Ports {
 				port := p.Port
 				if svc.Headless {

@@ -37,7 +37,7 @@ func (a *Agent) graphInput() (graph.Input, error) {
 	if err != nil {
 		return graph.Input{}, fmt.Errorf("graph: read the store: %w", err)
 	}
-	in := graph.Input{Networks: r.nets, Endpoints: r.eps, Services: r.svcs}
+	in := graph.Input{Networks: r.nets, Endpoints: r.eps, Services: r.svcs, Node: a.clusterNode()}
 	for i := range in.Services {
 		in.Services[i].Backends = driver.Backends(in.Services[i], in.Endpoints)
 	}

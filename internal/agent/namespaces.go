@@ -107,6 +107,9 @@ func (a *Agent) LabelNamespace(req api.NamespaceLabelRequest) (ns api.Namespace,
 		if err != nil {
 			return err
 		}
+		if err := notSourced("namespace", cur.Name, cur.Source); err != nil {
+			return err
+		}
 		labels := maps.Clone(cur.Labels)
 		if labels == nil {
 			labels = map[string]string{}

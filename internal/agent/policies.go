@@ -52,7 +52,10 @@ func (a *Agent) ApplyPolicies(pols []api.NetworkPolicy) ([]api.NetworkPolicy, er
 			if err != nil {
 				return err
 			}
-			pols[i].Created = a.created()
+			if err := notSourced("policy", old.Namespace+"/"+old.Name, old.Source); err != nil {
+				return err
+			}
+			pols[i].Created, pols[i].Source = a.created(), ""
 			if ok {
 				pols[i].Created = old.Created
 			}
@@ -99,6 +102,13 @@ func (a *Agent) Policy(ns, name string) (p api.NetworkPolicy, err error) {
 // DeletePolicy removes a policy.
 func (a *Agent) DeletePolicy(ns, name string) error {
 	err := a.store.Update(func(tx store.Tx) error {
+		if old, ok, err := tx.NetworkPolicy(ns, name); err != nil {
+			return err
+		} else if ok {
+			if err := notSourced("policy", ns+"/"+name, old.Source); err != nil {
+				return err
+			}
+		}
 		err := tx.DeleteNetworkPolicy(ns, name)
 		if errors.Is(err, store.ErrNotFound) {
 			return api.Errorf(api.CodeNotFound, "policy %s/%s does not exist", ns, name)

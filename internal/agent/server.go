@@ -112,6 +112,19 @@ func (a *Agent) Handler() http.Handler {
 		ep, err := a.SetLabels(req.EndpointKey, req.Labels)
 		reply(w, ep, err)
 	}))
+	mux.HandleFunc("POST "+api.PathMirror, m.instrument("mirror", func(w http.ResponseWriter, r *http.Request) {
+		req, err := DecodeRequest[api.MirrorRequest](r.Body)
+		if err != nil {
+			reply(w, nil, err)
+			return
+		}
+		res, err := a.Mirror(req)
+		reply(w, res, err)
+	}))
+	mux.HandleFunc("GET "+api.PathMirror, m.instrument("mirror_inventory", func(w http.ResponseWriter, r *http.Request) {
+		inv, err := a.MirrorInventory(r.URL.Query().Get("source"))
+		reply(w, inv, err)
+	}))
 	mux.HandleFunc("GET "+api.PathServices, m.instrument("service_list", func(w http.ResponseWriter, r *http.Request) {
 		svcs, err := a.Services(r.URL.Query().Get("namespace"))
 		if svcs == nil {

@@ -6,6 +6,7 @@ import (
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/driver"
 	"github.com/podnet/podnet/internal/ipam"
+	"github.com/podnet/podnet/internal/mirror"
 	"github.com/podnet/podnet/internal/nft"
 	"github.com/podnet/podnet/internal/spec"
 	"github.com/podnet/podnet/internal/store"
@@ -16,11 +17,8 @@ import (
 // nftables over the ready backends; the backends of selector services follow endpoint
 // churn (attach, detach, labels) at once.
 
-// servicePool is the name under which service VIPs are allocated in the store.
-const servicePool = "_services"
-
 func (a *Agent) servicePoolNetwork() api.Network {
-	n := api.Network{Name: servicePool}
+	n := api.Network{Name: mirror.ServicePool}
 	for _, p := range a.serviceCIDRs {
 		// The first address is reserved, as Kubernetes reserves it for its API.
 		n.Subnets = append(n.Subnets, api.Subnet{Prefix: p, Gateway: p.Addr().Next()})
@@ -28,13 +26,23 @@ func (a *Agent) servicePoolNetwork() api.Network {
 	return n
 }
 
-func serviceOwner(ns, name string) string { return "service/" + ns + "/" + name }
+// notSourced refuses to change an object that a source (podnet controller) mirrors:
+// the source would put it back.
+func notSourced(kind, name, source string) error {
+	if source == "" {
+		return nil
+	}
+	return api.Errorf(api.CodeInvalidConfig, "%s %s comes from %s (podnet controller mirrors it): change it there", kind, name, source)
+}
 
 // CreateService validates a definition, allocates its VIPs and installs its data path.
 func (a *Agent) CreateService(s api.ServiceSpec) (api.Service, error) {
 	svc, err := spec.CanonicalizeService(s)
 	if err != nil {
 		return api.Service{}, invalidConfig(err)
+	}
+	if svc.Source != "" {
+		return api.Service{}, invalidConfig(api.Invalid("service "+svc.Namespace+"/"+svc.Name, "source", svc.Source, "only podnet controller creates the services of a source"))
 	}
 	svc.Created = a.created()
 	err = a.store.Update(func(tx store.Tx) error {
@@ -43,11 +51,16 @@ func (a *Agent) CreateService(s api.ServiceSpec) (api.Service, error) {
 		} else if ok {
 			return api.Errorf(api.CodeInvalidConfig, "service %s/%s already exists", svc.Namespace, svc.Name)
 		}
-		if !svc.Headless {
-			vips, err := ipam.Allocate(tx, a.servicePoolNetwork(), serviceOwner(svc.Namespace, svc.Name), nil)
+		if err := mirror.NodePortsFree(tx, svc); err != nil {
+			return err
+		}
+		if !svc.Headless && svc.ExternalName == "" {
+			// Given VIPs must be free addresses of the service CIDRs.
+			vips, err := ipam.Allocate(tx, a.servicePoolNetwork(), mirror.ServiceOwner(svc.Namespace, svc.Name), svc.VIPs)
 			if err != nil {
 				return err
 			}
+			svc.VIPs = svc.VIPs[:0]
 			for _, p := range vips {
 				svc.VIPs = append(svc.VIPs, p.Addr())
 			}
@@ -61,7 +74,7 @@ func (a *Agent) CreateService(s api.ServiceSpec) (api.Service, error) {
 	a.dpMu.Lock()
 	svc, err = a.Service(svc.Namespace, svc.Name)
 	if err == nil {
-		if uerr := a.nftUpdateLocked(nft.Delta{Services: driver.ServiceTables(svc)}, nft.Delta{}); uerr != nil {
+		if uerr := a.nftUpdateLocked(nft.Delta{Services: driver.ServiceTables(svc, a.clusterNode())}, nft.Delta{}); uerr != nil {
 			a.log.Error("nftables: add service", "service", svc.Namespace+"/"+svc.Name, "err", uerr)
 		}
 	}
@@ -83,17 +96,20 @@ func (a *Agent) DeleteService(ns, name string) error {
 	if err != nil {
 		return err
 	}
+	if err := notSourced("service", ns+"/"+name, svc.Source); err != nil {
+		return err
+	}
 	err = a.store.Update(func(tx store.Tx) error {
 		if err := tx.DeleteService(ns, name); err != nil {
 			return err
 		}
-		_, err := ipam.Release(tx, servicePool, serviceOwner(ns, name))
+		_, err := ipam.Release(tx, mirror.ServicePool, mirror.ServiceOwner(ns, name))
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	if err := a.nftUpdate(nft.Delta{}, nft.Delta{Services: driver.ServiceTables(svc)}); err != nil {
+	if err := a.nftUpdate(nft.Delta{}, nft.Delta{Services: driver.ServiceTables(svc, a.clusterNode())}); err != nil {
 		a.log.Error("nftables: remove service", "service", ns+"/"+name, "err", err)
 	}
 	a.refreshDNS()
@@ -163,7 +179,7 @@ func (a *Agent) endpointChurn(eps ...api.Endpoint) {
 		for _, svc := range svcs {
 			if key := svc.Namespace + "/" + svc.Name; !seen[key] {
 				seen[key] = true
-				rules = append(rules, driver.ServiceTables(svc)...)
+				rules = append(rules, driver.ServiceTables(svc, a.clusterNode())...)
 			}
 		}
 	}
@@ -194,6 +210,17 @@ func (a *Agent) SetLabels(k api.EndpointKey, labels map[string]string) (api.Endp
 		}
 		if !ok || ep.State == api.StateDetaching {
 			return api.Errorf(api.CodeNotFound, "endpoint %s does not exist", k)
+		}
+		if ep.Name != "" {
+			pod, ok, err := tx.Pod(driver.NamespaceOf(ep), ep.Name)
+			if err != nil {
+				return err
+			}
+			if ok {
+				if err := notSourced("pod", pod.Namespace+"/"+pod.Name+" (endpoint "+k.String()+")", pod.Source); err != nil {
+					return err
+				}
+			}
 		}
 		before, after = ep, ep
 		after.Labels = labels

@@ -27,7 +27,8 @@ import (
 //   - only a NXDOMAIN of the zone is taken over: names that exist (NODATA included) are
 //     never changed;
 //   - a candidate "exists" when it is not NXDOMAIN, whatever the type: the A and AAAA
-//     queries of one lookup stop at the same candidate;
+//     queries of one lookup stop at the same candidate (an ExternalName service exists
+//     even when its target does not: the answer is then its CNAME and NXDOMAIN);
 //   - when every candidate is NXDOMAIN, the original NXDOMAIN is returned and the stub
 //     walks its list as usual (a CNAME to a name that does not exist would be NXDOMAIN
 //     too, and a stub reads NXDOMAIN as "try the next search domain" either way).
@@ -73,10 +74,12 @@ func (s *Server) autopath(ctx context.Context, z *zone, client netip.Addr, q mdn
 			continue // no such name: the stub would skip it too
 		}
 		rep := s.lookup(ctx, z, client, cand, q.Qtype, q.Qclass, false, false)
-		switch rep.rcode {
-		case mdns.RcodeNameError:
+		switch {
+		case rep.rcode == mdns.RcodeNameError && !rep.alias:
 			continue
-		case mdns.RcodeSuccess:
+		case rep.rcode == mdns.RcodeSuccess, rep.rcode == mdns.RcodeNameError:
+			// The candidate exists: records, NODATA, or a CNAME (of an ExternalName
+			// service) to a name that does not exist.
 		default:
 			return reply{}, false
 		}
@@ -84,7 +87,7 @@ func (s *Server) autopath(ctx context.Context, z *zone, client netip.Addr, q mdn
 		answer := make([]mdns.RR, 0, 1+len(rep.answer))
 		answer = append(answer, cname)
 		answer = append(answer, rep.answer...)
-		return reply{rcode: mdns.RcodeSuccess, aa: rep.aa, answer: answer, ns: rep.ns, extra: rep.extra}, true
+		return reply{rcode: rep.rcode, aa: rep.aa, answer: answer, ns: rep.ns, extra: rep.extra}, true
 	}
 	return reply{}, false
 }

@@ -8,6 +8,10 @@
 //	                                      one record per ready backend (NXDOMAIN when none)
 //	<hostname>.<svc>.<ns>.svc.<zone>      A/AAAA of a headless service's backend
 //	_<port>._<proto>.<svc>.<ns>.svc.<zone> SRV per named port (headless: per backend)
+//	<svc>.<ns>.svc.<zone>                 CNAME <external name> of an ExternalName service
+//	                                      (no SRV, no PTR); for another type the answer
+//	                                      goes on with the target's records, from the
+//	                                      zone or upstream
 //	<a-b-c-d>.<ns>.pod.<zone>             A (AAAA for the dashed IPv6 form) of a pod,
 //	                                      only if a pod of <ns> has that address
 //	dns-version.<zone>                    TXT "1.1.0"

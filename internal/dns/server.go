@@ -123,6 +123,9 @@ type reply struct {
 	answer, ns, extra []mdns.RR
 	// zone: the name is inside the cluster zone (autopath may take over a NXDOMAIN).
 	zone bool
+	// alias: the name is a CNAME of the zone, followed; the rcode is the target's
+	// (RFC 6604), and a NXDOMAIN is not the name's own (autopath leaves it alone).
+	alias bool
 }
 
 // respond builds the answer to r from client; nil means no answer at all.
@@ -200,7 +203,7 @@ func (s *Server) answer(ctx context.Context, client netip.Addr, r, m *mdns.Msg, 
 	do := opt != nil && opt.Do()
 	z := s.zone.Load()
 	rep := s.lookup(ctx, z, client, name, q.Qtype, q.Qclass, do, r.CheckingDisabled)
-	if rep.zone && rep.rcode == mdns.RcodeNameError && !do {
+	if rep.zone && !rep.alias && rep.rcode == mdns.RcodeNameError && !do {
 		if ap, ok := s.autopath(ctx, z, client, q, name); ok {
 			rep = ap
 		}
@@ -218,14 +221,74 @@ func (s *Server) answer(ctx context.Context, client netip.Addr, r, m *mdns.Msg, 
 // lookup answers name (lower case) for client without autopath: from the zone, the
 // reverse zones, or upstream.
 func (s *Server) lookup(ctx context.Context, z *zone, client netip.Addr, name string, qtype, qclass uint16, do, cd bool) reply {
-	if name == z.origin || (len(name) > len(z.origin) && name[len(name)-len(z.origin)-1] == '.' && strings.HasSuffix(name, z.origin)) {
-		za := z.lookup(name, qtype)
-		rep := reply{rcode: za.rcode, aa: true, answer: za.answer, extra: za.extra, zone: true}
-		if len(za.answer) == 0 {
-			rep.ns = z.soaNeg // NXDOMAIN or NODATA: RFC 2308
-		}
+	if !z.contains(name) {
+		return s.lookupOutside(ctx, z, client, name, qtype, qclass, do, cd)
+	}
+	rep, target := z.reply(name, qtype)
+	if target == "" {
 		return rep
 	}
+	return s.follow(ctx, z, client, rep, name, target, qtype, qclass, do, cd)
+}
+
+// contains reports whether name (lower case, fully qualified) is inside the zone.
+func (z *zone) contains(name string) bool {
+	return name == z.origin || (len(name) > len(z.origin) && name[len(name)-len(z.origin)-1] == '.' && strings.HasSuffix(name, z.origin))
+}
+
+// reply answers name from the zone; target is the target of a CNAME to follow ("" when
+// the answer is complete).
+func (z *zone) reply(name string, qtype uint16) (reply, string) {
+	za := z.lookup(name, qtype)
+	rep := reply{rcode: za.rcode, aa: true, answer: za.answer, extra: za.extra, zone: true}
+	if len(za.answer) == 0 {
+		rep.ns = z.soaNeg // NXDOMAIN or NODATA: RFC 2308
+	}
+	return rep, za.target
+}
+
+// maxAliases bounds the CNAMEs of the zone one answer follows (in a chain of
+// ExternalName services pointing at each other).
+const maxAliases = 8
+
+// follow completes rep, whose answer ends with a CNAME of the zone to target, with the
+// records of target (RFC 1034 section 4.3.2, step 3a; the spec's example answer to an A
+// question for an ExternalName service): from the zone when target is inside it (maybe
+// another CNAME, followed in turn), else as any other name, upstream through the cache.
+// The rcode is that of the last name of the chain (RFC 6604). A chain that loops or is
+// longer than maxAliases is SERVFAIL; a target nobody can be asked for (no upstream) is
+// left to the client: the answer is the CNAMEs alone.
+func (s *Server) follow(ctx context.Context, z *zone, client netip.Addr, rep reply, name, target string, qtype, qclass uint16, do, cd bool) reply {
+	out := reply{aa: true, zone: true, alias: true, answer: rep.answer}
+	seen := map[string]bool{name: true}
+	for range maxAliases {
+		if seen[target] {
+			break // a loop
+		}
+		seen[target] = true
+		if !z.contains(target) {
+			next := s.lookupOutside(ctx, z, client, target, qtype, qclass, do, cd)
+			if next.rcode == mdns.RcodeRefused {
+				return out
+			}
+			out.rcode, out.ns, out.extra = next.rcode, next.ns, next.extra
+			out.answer = concat(out.answer, next.answer)
+			return out
+		}
+		next, nextTarget := z.reply(target, qtype)
+		out.rcode, out.ns, out.extra = next.rcode, next.ns, next.extra
+		out.answer = concat(out.answer, next.answer)
+		if nextTarget == "" {
+			return out
+		}
+		target = nextTarget
+	}
+	out.rcode, out.ns, out.extra = mdns.RcodeServerFailure, nil, nil
+	return out
+}
+
+// lookupOutside answers a name outside the zone: from the reverse zones, or upstream.
+func (s *Server) lookupOutside(ctx context.Context, z *zone, client netip.Addr, name string, qtype, qclass uint16, do, cd bool) reply {
 	if a, ok := parseReverse(name); ok {
 		if ptrs := z.ptr[a]; len(ptrs) > 0 {
 			if qtype == mdns.TypePTR || qtype == mdns.TypeANY {

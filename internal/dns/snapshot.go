@@ -24,6 +24,10 @@ type Service struct {
 	Ports []Port
 	// Backends are the ready backends.
 	Backends []Backend
+	// ExternalName, when set, makes the service an alias of this DNS name (a Kubernetes
+	// ExternalName service): its name has a CNAME record to it and nothing else, whatever
+	// VIPs, Headless, Ports and Backends say. A name that is no DNS name gives no records.
+	ExternalName string
 }
 
 // Port is one port of a service. Only named ports get SRV records.

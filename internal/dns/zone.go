@@ -44,6 +44,10 @@ type namespaceEntry struct {
 
 type serviceEntry struct {
 	rrset
+	// cname is the CNAME record of an ExternalName service (then nothing else is set),
+	// and target the name it points to (lower case, fully qualified).
+	cname  []mdns.RR
+	target string
 	// protos holds the SRV names: "_tcp" -> "_http" -> records.
 	protos map[string]map[string]*rrset
 	// hosts are the backends' names of a headless service.
@@ -76,6 +80,9 @@ func (r *rrset) records(qtype uint16) (answer, extra []mdns.RR) {
 type zoneAnswer struct {
 	rcode         int // mdns.RcodeSuccess or mdns.RcodeNameError
 	answer, extra []mdns.RR
+	// target, when set, is the target of the CNAME in answer, whose records of the
+	// asked type complete the answer (RFC 1034 section 3.6.2: the server follows it).
+	target string
 }
 
 var nxdomain = zoneAnswer{rcode: mdns.RcodeNameError}
@@ -144,6 +151,19 @@ func (z *zone) addService(set *settings, svc Service) {
 		return
 	}
 	fqdn := name + "." + nsName + ".svc." + z.origin
+	if svc.ExternalName != "" {
+		// Spec 2.5: a CNAME record, and no SRV or PTR records.
+		target, ok := externalTarget(svc.ExternalName)
+		if !ok {
+			set.logf("dns: service %s/%s: external name %q is no DNS name, no records", nsName, name, svc.ExternalName)
+			return
+		}
+		ns.services[name] = &serviceEntry{
+			cname:  one(&mdns.CNAME{Hdr: hdr(fqdn, mdns.TypeCNAME, z.ttl), Target: target}),
+			target: target,
+		}
+		return
+	}
 	e := &serviceEntry{protos: make(map[string]map[string]*rrset)}
 
 	type target struct {
@@ -364,6 +384,11 @@ func (z *zone) lookupService(labels []string, qtype uint16) zoneAnswer {
 	}
 	var set *rrset
 	switch {
+	case len(labels) == 2 && svc.cname != nil:
+		if qtype == mdns.TypeCNAME || qtype == mdns.TypeANY {
+			return zoneAnswer{answer: svc.cname} // the CNAME is what was asked for
+		}
+		return zoneAnswer{answer: svc.cname, target: svc.target}
 	case len(labels) == 2:
 		set = &svc.rrset
 	case strings.HasPrefix(labels[2], "_"):
@@ -516,6 +541,22 @@ func lowerAlnumHyphen(s string) bool {
 		}
 	}
 	return true
+}
+
+// externalTarget returns the target of an ExternalName service's CNAME: name in lower
+// case, fully qualified. It accepts what Kubernetes accepts (a DNS subdomain of RFC 1123,
+// with or without the final dot) and reports false for anything else.
+func externalTarget(name string) (string, bool) {
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	if name == "" || len(name) > 253 {
+		return "", false
+	}
+	for label := range strings.SplitSeq(name, ".") {
+		if !isLabel(label) {
+			return "", false
+		}
+	}
+	return name + ".", true
 }
 
 // isDomain reports whether d (lower case, no trailing dot) is a domain name of labels of

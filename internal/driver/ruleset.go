@@ -11,8 +11,8 @@ import (
 // detaching (DEL takes them out at once), and every service with the backends its
 // selector finds among pods (the endpoints of every node of the cluster; eps on a node
 // of its own). Endpoints of a network that is not listed are left out. underlay is the
-// node's underlay interface (NetworkTables).
-func Ruleset(nets []api.Network, eps []api.Endpoint, svcs []api.Service, pods []api.Endpoint, underlay string) nft.Ruleset {
+// node's underlay interface (NetworkTables); node is the node's name (ServiceTables).
+func Ruleset(nets []api.Network, eps []api.Endpoint, svcs []api.Service, pods []api.Endpoint, underlay, node string) nft.Ruleset {
 	var r nft.Ruleset
 	byName := make(map[string]api.Network, len(nets))
 	for _, n := range nets {
@@ -30,7 +30,7 @@ func Ruleset(nets []api.Network, eps []api.Endpoint, svcs []api.Service, pods []
 	}
 	for _, svc := range svcs {
 		svc.Backends = Backends(svc, pods)
-		r.Services = append(r.Services, ServiceTables(svc)...)
+		r.Services = append(r.Services, ServiceTables(svc, node)...)
 	}
 	return r
 }

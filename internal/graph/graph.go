@@ -146,6 +146,9 @@ type Input struct {
 	// Services come with their ready backends (api.Service.Backends), as the agent
 	// reports them.
 	Services []api.Service
+	// Node is the node's name in a cluster ("" on a store of one node): a service with
+	// TrafficPolicyLocal leads to this node's backends only.
+	Node string
 	// Kernel holds facts read from the node namespace; nil draws what podnet intends
 	// without saying whether the kernel agrees.
 	Kernel *Kernel
@@ -173,7 +176,7 @@ const NodeNamespace = "ns:node"
 // Build draws in. It never fails: an endpoint of a network it does not know is drawn
 // from its record alone (no bridge, routes or ports).
 func Build(in Input) Graph {
-	b := &builder{nodes: map[string]*Node{}, addrIf: map[netip.Addr]string{}, named: map[string]bool{},
+	b := &builder{node: in.Node, nodes: map[string]*Node{}, addrIf: map[netip.Addr]string{}, named: map[string]bool{},
 		devs: map[string]string{}}
 	b.add(Node{ID: NodeNamespace, Kind: KindNamespace, Label: "node"})
 	nets := map[string]api.Network{}
@@ -217,6 +220,7 @@ func Build(in Input) Graph {
 }
 
 type builder struct {
+	node   string // Input.Node
 	nodes  map[string]*Node
 	edges  []Edge
 	addrIf map[netip.Addr]string // endpoint address -> its interface's ID
@@ -377,7 +381,7 @@ func (b *builder) ports(ways []portEdge) {
 // service draws one node per VIP, port and protocol of svc, each with its backends.
 func (b *builder) service(svc api.Service) {
 	name := svc.Namespace + "/" + svc.Name
-	for _, t := range driver.ServiceTables(svc) {
+	for _, t := range driver.ServiceTables(svc, b.node) {
 		vip := netip.AddrPortFrom(t.VIP, t.Port).String() + "/" + t.Protocol
 		id := "service:" + name + " " + vip
 		n := Node{ID: id, Kind: KindService, Label: vip, Namespace: NodeNamespace, Details: []string{"service " + name}}

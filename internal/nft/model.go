@@ -54,6 +54,8 @@ const (
 	chainPostrouting = "postrouting"
 	chainEndpointSrc = "endpoint-src"
 	chainFromBridge  = "from-bridge"
+	chainLocalPorts  = "local-ports"
+	chainDNATted     = "dnatted"
 )
 
 // maxComment is the longest comment put on a set element (the kernel allows 256 bytes
@@ -203,7 +205,9 @@ var (
 // rejects are left out (invalid names, prefixes or addresses, the later of two networks
 // with the same bridge, a subnet overlapping an earlier network's, a port mapping whose
 // host side was mapped to another target by an earlier one in sort order, a service whose
-// key an earlier one in sort order has, an invalid policy or the later of two with one ID).
+// key an earlier one in sort order has, the NodePort of a service whose NodePort an earlier
+// one has (validateNodePorts rejects that), an invalid policy or the later of two with one
+// ID).
 func build(r Ruleset) rulesetDef {
 	inet := tableDef{family: nftables.TableFamilyINet}
 	brt := tableDef{family: nftables.TableFamilyBridge}
@@ -247,6 +251,7 @@ func build(r Ruleset) rulesetDef {
 			priority: *nftables.ChainPriorityNATDest, prioName: "dstnat",
 			rules: dnatRules(),
 		},
+		{name: chainLocalPorts, rules: localPortsRules()},
 		{
 			name: chainOutput, typ: nftables.ChainTypeNAT,
 			hook: *nftables.ChainHookOutput, hookName: "output",
@@ -270,14 +275,22 @@ func build(r Ruleset) rulesetDef {
 			name: chainPostrouting, typ: nftables.ChainTypeNAT,
 			hook: *nftables.ChainHookPostrouting, hookName: "postrouting",
 			priority: *nftables.ChainPriorityNATSource, prioName: "srcnat",
-			rules: append(rememberRules(),
+			// A nat chain sees the first packet of each connection. Those of DNATed
+			// connections go through chain dnatted first (all that is about DNATed
+			// connections, so that the others pass 3 rules).
+			rules: []ruleDef{
+				{exprs: append(ctStatusDNAT(), &expr.Verdict{Kind: expr.VerdictJump, Chain: chainDNATted})},
 				egressMasqRule(ip4),
 				egressMasqRule(ip6),
-				dnatMasqRule(ip4),
-				dnatMasqRule(ip6),
-				localhostMasqRule(),
-			),
+			},
 		},
+		{name: chainDNATted, rules: slices.Concat(rememberRules(), []ruleDef{
+			dnatMasqRule(ip4),
+			dnatMasqRule(ip6),
+			localhostMasqRule(),
+			nodePortMasqRule("tcp"),
+			nodePortMasqRule("udp"),
+		})},
 	}...)
 	inet.chains = append(inet.chains, serviceChains()...)
 	if len(policies) > 0 {
@@ -714,13 +727,15 @@ func egressMasqRule(f ipFamily) ruleDef {
 }
 
 // dnatMasqRule masquerades connections to a published port or a service that come from
-// a sandbox: the reply must come back through the node to be un-DNATed (hairpin, and
-// sandboxes of other networks). Not when they leave through a VXLAN device of podnet
-// (pnx*, a pod of another node): the reply comes back through the tunnel anyway, the
-// backend sees the client's address, and the device has no address to masquerade to.
+// a sandbox (in chain dnatted: DNATed connections only): the reply must come back through
+// the node to be un-DNATed (hairpin, and sandboxes of other networks). Not when they leave
+// through a VXLAN device of podnet (pnx*, a pod of another node): the reply comes back
+// through the tunnel anyway, the backend sees the client's address, and the device has no
+// address to masquerade to (but a connection to a NodePort is masqueraded all the same, by
+// nodePortMasqRule).
 func dnatMasqRule(f ipFamily) ruleDef {
 	return ruleDef{
-		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f), ctStatusDNAT(), []expr.Any{
+		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f), []expr.Any{
 			loadAddr(f, f.saddr, reg1),
 			lookup(reg1, "pods"+f.suffix, false),
 			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg1},
@@ -733,11 +748,11 @@ func dnatMasqRule(f ipFamily) ruleDef {
 // VXLANPrefix starts the names of podnet's VXLAN devices (spec.VXLANName).
 const VXLANPrefix = "pnx"
 
-// localhostMasqRule masquerades connections of the node to 127.0.0.1:published port: a
-// sandbox cannot answer 127.0.0.1.
+// localhostMasqRule masquerades connections of the node to 127.0.0.1:published port or
+// NodePort (in chain dnatted: DNATed connections only): a backend cannot answer 127.0.0.1.
 func localhostMasqRule() ruleDef {
 	return ruleDef{
-		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, ip4), ctStatusDNAT(), []expr.Any{
+		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, ip4), []expr.Any{
 			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: ip4.saddr, Len: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{127}},
 			&expr.Masq{},
@@ -745,14 +760,29 @@ func localhostMasqRule() ruleDef {
 	}
 }
 
-// dnatRules DNAT service VIPs, then published ports: first the mappings of one host
-// address, then those of every local address.
+// dnatRules DNAT service VIPs, then published ports of one host address, then what goes
+// to a local address of the node (chain local-ports), in this order of precedence: a VIP
+// wins over everything, even when it is a local address of the node.
 func dnatRules() []ruleDef {
 	return []ruleDef{
 		dispatchRule(ip4), dispatchRule(ip6),
 		hostPortsRule(ip4), hostPortsRule(ip6),
-		portsRule(ip4), portsRule(ip6),
+		{exprs: []expr.Any{
+			&expr.Fib{Register: reg1, FlagDADDR: true, ResultADDRTYPE: true},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
+			&expr.Verdict{Kind: expr.VerdictGoto, Chain: chainLocalPorts},
+		}},
 	}
+}
+
+// localPortsRules are chain local-ports, which the dnat chains go to for connections to a
+// local address of the node (one fib lookup for both): published ports of every local
+// address, then the services' NodePorts. A published port wins over a NodePort of the same
+// family, protocol and port (on every address; a published port of one host address wins
+// there only): the port was published by a pod of this node, and a NodePort added later
+// must not take it over. The agent refuses such collisions.
+func localPortsRules() []ruleDef {
+	return []ruleDef{portsRule(ip4), portsRule(ip6), nodePortsRule()}
 }
 
 // loadL4 loads "meta l4proto . th dport" into the registers that start at byte off.
@@ -789,14 +819,12 @@ func hostPortsRule(f ipFamily) ruleDef {
 	}
 }
 
+// portsRule DNATs a connection to a local address (it runs in chain local-ports) to the
+// target of its published port of every local address.
 func portsRule(f ipFamily) ruleDef {
 	m := "ports" + f.suffix
 	return ruleDef{
 		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f),
-			[]expr.Any{
-				&expr.Fib{Register: reg1, FlagDADDR: true, ResultADDRTYPE: true},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
-			},
 			loadL4(0),
 			dnatTo(f, m)),
 	}

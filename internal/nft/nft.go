@@ -20,12 +20,26 @@
 //	set affinity_services4/6  VIP . l4proto . port of the services with client affinity
 //	map backends4/6         VIP . l4proto . port . index : address . port, backends of the
 //	                        services (typeof: the index is numgen's integer)
-//	map affinity4/6         dynamic, timeout AffinityTimeout: client . VIP . l4proto . port : backend
+//	map affinity4/6         dynamic, timeout AffinityTimeout: client . VIP (or node address, for a
+//	                        NodePort) . l4proto . port : backend
+//	map nodeport_backends4/6  l4proto . NodePort . index : address . port, the backends of the
+//	                        services again, by NodePort (typeof, as backends4/6)
+//	map service_nodeports4/6  VIP . l4proto . port : NodePort, the NodePort of each service
+//	                        (read by Update only: no rule uses it)
+//	map nodeports           nf_proto . l4proto . NodePort : goto nodeport-pick-S,
+//	                        nodeport-affinity-pick-S or no-backends (NodePorts on every local
+//	                        address; keyed with the family of the service's VIP)
+//	set masq_nodeports      the keys of nodeports again, for the masquerade of NodePort connections
+//	set affinity_nodeports  the keys of nodeports of the services with client affinity
 //	chain antispoof   filter prerouting, priority raw: drops packets to 127.0.0.0/8 that
 //	                  did not come from lo, and what a routed endpoint sends from an
 //	                  address that is not its own
-//	chain prerouting  nat prerouting, priority dstnat: service VIPs, then published ports (DNAT)
+//	chain prerouting  nat prerouting, priority dstnat: service VIPs, then published ports of
+//	                  one host address (DNAT), then for local destinations (fib daddr type
+//	                  local) chain local-ports
 //	chain output      nat output, priority -100 (dstnat): the same for connections of the node
+//	chain local-ports regular: published ports of every local address, then NodePorts
+//	                  (a published port wins over a NodePort of the same port)
 //	set policy_in4/6, policy_out4/6  addresses isolated by a network policy (Ingress, Egress)
 //	set pol_<ID>_sel4/6, pol_<ID>_in<K>_peers4/6, pol_<ID>_in<K>_ports4/6 (interval,
 //	                  ip . l4proto . port), "out" for egress: a policy's selected pods and
@@ -35,13 +49,15 @@
 //	                  (jump policies), isolation of networks by address
 //	chain input       filter input, priority filter (policies with Egress): egress policy
 //	                  of the connections of pods to the node itself
-//	chain postrouting nat postrouting, priority srcnat: egress masquerade, and masquerade of
-//	                  DNATed connections from sandboxes (hairpin) and from 127.0.0.0/8
-//	chain affinity-update  filter postrouting, priority filter: remembers the backend of a
-//	                  new connection to a service with affinity
+//	chain postrouting nat postrouting, priority srcnat: DNATed connections to chain dnatted,
+//	                  then egress masquerade
+//	chain dnatted     regular: remembers the backend of a new connection to a service (VIP or
+//	                  NodePort) with affinity; masquerades DNATed connections from sandboxes
+//	                  (hairpin), from 127.0.0.0/8, and every connection to a NodePort
 //	chains pick-S, affinity-pick-S, affinity, no-backends  regular: random choice of a
 //	                  backend among S slots, client affinity, rejection of a service without
 //	                  backend; constant (services.go explains them)
+//	chains nodeport-pick-S, nodeport-affinity-pick-S  regular: the same for NodePorts
 //	chains policies, policy-ingress, policy-egress  regular (policies): a rule per policy
 //	                  rule and family that returns what it allows, a final counted drop
 //	                  (PolicyDrops)
@@ -57,14 +73,14 @@
 //	chain antispoof   filter prerouting, priority filter: checks source MACs and IPv4,
 //	                  IPv6 and ARP senders
 //
-// Per-packet cost does not grow with the number of networks, endpoints, ports, services
-// or the addresses of policies (it grows with the number of policy rules):
+// Per-packet cost does not grow with the number of networks, endpoints, ports, services,
+// NodePorts or the addresses of policies (it grows with the number of policy rules):
 // every lookup is a set or map lookup, never one rule per item. A service owns elements
 // only, so that changing its backends is an element update whatever the number of
 // services (a rule or chain per service would make every such batch revalidate them all).
 // Every rule and set is one that nft 1.0.6 (Debian 12) lists; nft 1.0.6 also parses the
-// listing back, but for the two IPv6 rules of chain affinity-update, which it cannot
-// compile itself (listing_test.go). podnet writes its batches with internal/nftwire
+// listing back, but for the four IPv6 rules of chain dnatted that remember affinity, which
+// it cannot compile itself (listing_test.go). podnet writes its batches with internal/nftwire
 // (wire.go turns the model into its messages) on a netlink socket bound to the namespace
 // fd; InSync reads the tables back with google/nftables and the rules with nftwire
 // (compare.go), and Render prints the rules with nftwire's printer. Nothing execs nft and
@@ -76,13 +92,23 @@
 // port through a node address (br_netfilter bridges the DNATed packet back to the port it
 // came from); add an endpoint's elements (Update) before its host veth goes up, since only
 // the interfaces in the endpoints set are checked. IPv6 has no localhost access to published
-// ports: Linux never routes ::1 off the loopback device. A connection of the node to a VIP
-// needs a route to the VIP (a default route will do): the node picks the source address
+// ports or NodePorts: Linux never routes ::1 off the loopback device. For
+// 127.0.0.1:NodePort the interfaces towards the service's backends need route_localnet=1
+// too, the uplink (or VXLAN device) included when a backend is on another node (the
+// anti-spoofing chain drops what comes to 127.0.0.0/8 from anywhere but lo). A connection
+// of the node to a VIP needs a route to the VIP (a default route will do): the node picks
+// the source address
 // before the output hook DNATs. Sandboxes reach VIPs through their default gateway, the
 // node. Connections from sandboxes to a VIP are masqueraded behind the node, as for
 // published ports (postrouting: ct status dnat, saddr in a podnet subnet), which makes a
 // backend reaching its own service (hairpin) work; backends see the node's address, and
 // affinity is keyed on the client's real address (it is decided before the masquerade).
+// Every connection to a NodePort is masqueraded, from outside the node too (kube-proxy's
+// externalTrafficPolicy Cluster): its backend may be on another node, whose reply must come
+// back through this node; backends see a node's address (so does the backend of a VIP or
+// published port on a NodePort's protocol and port: the masquerade goes by the original
+// port). A VIP has precedence over everything (even a VIP that is a local address of the
+// node), then published ports, then NodePorts.
 package nft
 
 import (
@@ -146,7 +172,11 @@ type Service struct {
 	// Backends and the client made a connection to the service within AffinityTimeout.
 	Affinity bool
 	// NodePort, when set, also dispatches connections to Protocol NodePort on any local
-	// address of the node (Kubernetes type NodePort) to Backends.
+	// address of the node (Kubernetes type NodePort) to Backends: those of the VIP's
+	// family, IPv4 127.0.0.1 included, the same way as connections to VIP:Port (the
+	// same random choice, rejection without backends, affinity per client and node
+	// address), masqueraded behind the node. At most one service per family, Protocol and
+	// NodePort; a published port of the same protocol and port wins over it.
 	NodePort uint16
 }
 
@@ -218,8 +248,9 @@ type Ruleset struct {
 // that Update adds to or removes from the tables without rewriting them. A network in a
 // Delta stands for the elements of its subnets (list all of them, and the same Bridge and
 // Masquerade as when it was added). A service in a Delta is identified by (VIP, Protocol,
-// Port): adding it replaces the service with that key, if any (its name, backends and
-// affinity), and removing it removes the service with that key whatever its other fields.
+// Port): adding it replaces the service with that key, if any (its name, backends,
+// affinity and NodePort), and removing it removes the service with that key, its NodePort
+// included, whatever its other fields.
 //
 // A policy in a Delta is identified by its ID and stands for the elements of its own sets
 // (its Selected addresses, its rules' Peers and Ports): Update changes the policy's sets
@@ -274,8 +305,10 @@ type Applier interface {
 	// service with its key, in remove removes it (see Delta); a service in both is
 	// replaced by add's. It fails, changing nothing, when a delta does not Validate, when
 	// the tables do not exist (ErrNoTable: call Sync), or when a port mapping's host side
-	// is mapped to another target in the table or a network's subnet overlaps one in the
-	// table (ErrConflict: to move a mapping, remove the old one in the same call). A
+	// is mapped to another target in the table, a network's subnet overlaps one in the
+	// table, or an added service's NodePort is another service's in the table
+	// (ErrConflict: to move a mapping or a NodePort, remove or replace the old one in the
+	// same call). A
 	// policy of a delta changes from remove's to add's (see Delta); Update fails with
 	// ErrNoTable when the tables do not have the policy's sets as its layout says (a new
 	// policy, another number of rules: call Sync), and with ErrConflict when an added
@@ -391,6 +424,9 @@ func (d Delta) Validate() error {
 		}
 		services[k] = s
 	}
+	if err := validateNodePorts(d.Services); err != nil {
+		return err
+	}
 	if err := validatePolicies(d.Policies); err != nil {
 		return err
 	}
@@ -499,7 +535,7 @@ func (k serviceKey) String() string {
 // same reports whether s and o are the same service: same key, name and affinity, and the
 // same backends in any order, duplicates ignored.
 func (s Service) same(o Service) bool {
-	return s.key() == o.key() && s.Name == o.Name && s.Affinity == o.Affinity &&
+	return s.key() == o.key() && s.Name == o.Name && s.Affinity == o.Affinity && s.NodePort == o.NodePort &&
 		slices.Equal(sortedBackends(s.Backends), sortedBackends(o.Backends))
 }
 

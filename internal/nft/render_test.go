@@ -41,12 +41,12 @@ var (
 	dnsPort  = PortMapping{Protocol: "udp", HostIP: netip.MustParseAddr("fd00:ff::1"), HostPort: 5353,
 		Addr: netip.MustParseAddr("fd00:88:4::2"), Port: 53}
 	// Services of the example ruleset: one with 3 backends (4 slots), one with affinity,
-	// one without backends.
+	// one without backends; each with a NodePort.
 	webSvc = Service{Name: "default/web", VIP: netip.MustParseAddr("10.96.0.10"), Protocol: "tcp", Port: 80,
-		Backends: addrPorts("10.88.4.2:8080", "10.88.1.2:8080", "10.88.4.3:8080")}
+		Backends: addrPorts("10.88.4.2:8080", "10.88.1.2:8080", "10.88.4.3:8080"), NodePort: 30080}
 	dnsSvc = Service{Name: "kube-system/dns", VIP: netip.MustParseAddr("fd00:96::a"), Protocol: "udp", Port: 53,
-		Backends: addrPorts("[fd00:88:1::2]:53", "[fd00:88:4::2]:53"), Affinity: true}
-	idleSvc = Service{Name: "default/idle", VIP: netip.MustParseAddr("10.96.0.10"), Protocol: "tcp", Port: 443}
+		Backends: addrPorts("[fd00:88:1::2]:53", "[fd00:88:4::2]:53"), Affinity: true, NodePort: 30053}
+	idleSvc = Service{Name: "default/idle", VIP: netip.MustParseAddr("10.96.0.10"), Protocol: "tcp", Port: 443, NodePort: 30443}
 	example = Ruleset{
 		Networks:  []Network{blue, violet},
 		Endpoints: []Endpoint{blueEP, violetEP},
@@ -186,8 +186,8 @@ func TestValidate(t *testing.T) {
 		{"too many backends", Ruleset{Services: []Service{{Name: "x", VIP: vip, Protocol: "tcp", Port: 80, Backends: make([]netip.AddrPort, MaxBackends+1)}}},
 			"4097 backends, at most 4096"},
 		{"service twice", Ruleset{Services: []Service{webSvc, {Name: webSvc.Name, VIP: webSvc.VIP, Protocol: "tcp", Port: 80,
-			Backends: []netip.AddrPort{webSvc.Backends[2], webSvc.Backends[0], webSvc.Backends[1]}}}}, ""},
-		{"service twice, other backends", Ruleset{Services: []Service{webSvc, {Name: webSvc.Name, VIP: webSvc.VIP, Protocol: "tcp", Port: 80}}},
+			Backends: []netip.AddrPort{webSvc.Backends[2], webSvc.Backends[0], webSvc.Backends[1]}, NodePort: webSvc.NodePort}}}, ""},
+		{"service twice, other backends", Ruleset{Services: []Service{webSvc, {Name: webSvc.Name, VIP: webSvc.VIP, Protocol: "tcp", Port: 80, NodePort: webSvc.NodePort}}},
 			`service "default/web" (tcp 10.96.0.10:80): listed twice with different backends or affinity`},
 		{"VIP and port of another service", Ruleset{Services: []Service{webSvc, {Name: "y", VIP: webSvc.VIP, Protocol: "tcp", Port: 80}}},
 			`service "y" (tcp 10.96.0.10:80): VIP and port already used by service "default/web"`},

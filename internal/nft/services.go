@@ -1,7 +1,9 @@
 package nft
 
 import (
+	"bytes"
 	"cmp"
+	"fmt"
 	"math/bits"
 	"net/netip"
 	"slices"
@@ -26,7 +28,8 @@ import (
 //
 // Every rule is one that nft (1.0.6 of Debian 12 and later) lists and parses back: no
 // lookup's result feeds another lookup or a set update (nft cannot print that), and the
-// one map with an integer field in its key carries the "typeof" user data nft needs.
+// maps with an integer field in their key (the backends' index) carry the "typeof" user
+// data nft needs.
 //
 // The dispatch rule of the prerouting and output chains looks a packet's key
 // (VIP . protocol . port) up in the verdict map services4/6, whose element for a service
@@ -43,12 +46,50 @@ import (
 // Affinity: a service with affinity goes to chain affinity-pick-S instead, and its key is
 // in affinity_services4/6. affinity-pick-S first jumps to chain affinity, which DNATs to
 // the client's remembered backend (the dynamic map affinity4/6, client address . key :
-// backend) if it has one, then goes to pick-S. The base chain affinity-update
-// (postrouting, after the DNAT) remembers the backend of each new connection to a service
-// with affinity, or refreshes the entry: it stays AffinityTimeout after the client's last
-// new connection; when the map is full (affinitySize entries), connections are balanced
+// backend) if it has one, then goes to pick-S. Chain dnatted (entered from postrouting,
+// after the DNAT) remembers the backend of each new connection to a service with affinity,
+// or refreshes the entry: it stays AffinityTimeout after the client's last new
+// connection; when the map is full (affinitySize entries), connections are balanced
 // without affinity. Update deletes the entries whose backend is no longer the service's
 // (or all of the service's when it loses affinity or goes).
+//
+// NodePort: a service with a NodePort owns elements keyed by the NodePort as well. Chain
+// local-ports (entered by the prerouting and output chains for local destinations only,
+// "fib daddr type local") looks "meta nfproto . meta l4proto . th dport" up in the verdict
+// map nodeports, whose element for the service goes to chain nodeport-pick-S,
+// nodeport-affinity-pick-S or no-backends: the same slot count S, the same draws and the
+// same rejection as for the VIP. The pick chains of the VIP cannot serve the NodePort: they
+// key the backends by the packet's destination, which is the VIP there and any local
+// address here, and a packet is DNATed once per hook. So the NodePort has its copy of the
+// backends, nodeport_backends4/6 (l4proto . NodePort . index : backend, the same indexes),
+// which chain nodeport-pick-S draws from, keyed by the packet's l4proto . th dport. A
+// change of the service's backends changes both copies (twice the elements, still no rule
+// or chain). service_nodeports4/6 (VIP . l4proto . port : NodePort) records each service's
+// NodePort: no rule reads it; Update looks it up by the service's key to find the
+// NodePort elements of the service it replaces or removes, so that a Delta still names a
+// service by its key alone.
+//
+// Affinity of NodePort connections uses chain affinity and the maps affinity4/6 as they
+// are: the entry's key is the client . the destination it connected to (here the node's
+// address) . l4proto . port, so a client keeps its backend per node address it connects
+// to (the VIP and each node address have their own entry). The NodePorts of services with
+// affinity are in set affinity_nodeports, by which chain dnatted remembers the backends of
+// NodePort connections (rememberRule); Update forgets the entries of a NodePort as it does
+// those of a VIP (whatever the node address in them).
+//
+// Masquerade: a NodePort connection is masqueraded whatever its source (as kube-proxy does
+// with externalTrafficPolicy Cluster): the backend may be on another node, and its reply
+// must come back through this node to be un-DNATed. The backend sees the node's address.
+// postrouting jumps to chain dnatted for DNATed connections only (first packets), where two
+// rules (TCP, UDP: nft needs the protocol to print "ct original proto-dst") look the
+// connection's original nf_proto . l4proto . port up in set masq_nodeports, which holds the
+// keys of map nodeports again: the kernel validates the chains of a verdict map's elements
+// for every hook it is looked up from, even as a set, and postrouting may neither DNAT nor
+// reject. No packet mark is used (marks are shared with other tools and steer routing).
+// What the rules match is the connection's original family, protocol and port, not the
+// path that DNATed it: a connection to a VIP or a published port whose original port is a
+// NodePort of its family and protocol is masqueraded too (its backend then sees a node's
+// address; the agent refuses published ports that collide with NodePorts).
 
 // Names of the service sets, maps and chains. The per-family ones end in 4 or 6.
 const (
@@ -56,11 +97,20 @@ const (
 	setAffinityServices = "affinity_services"
 	mapBackends         = "backends"
 	mapAffinity         = "affinity"
+	// NodePorts: nodeports, masq_nodeports and affinity_nodeports are keyed with the
+	// family (nf_proto), the others are per family.
+	mapNodePorts         = "nodeports"
+	setMasqNodePorts     = "masq_nodeports"
+	setAffinityNodePorts = "affinity_nodeports"
+	mapNodePortBackends  = "nodeport_backends"
+	mapServiceNodePorts  = "service_nodeports"
 
-	chainNoBackends   = "no-backends"
-	chainAffinity     = "affinity"
-	chainPick         = "pick-"          // + slot count
-	chainAffinityPick = "affinity-pick-" // + slot count
+	chainNoBackends           = "no-backends"
+	chainAffinity             = "affinity"
+	chainPick                 = "pick-"                   // + slot count
+	chainAffinityPick         = "affinity-pick-"          // + slot count
+	chainNodePortPick         = "nodeport-pick-"          // + slot count
+	chainNodePortAffinityPick = "nodeport-affinity-pick-" // + slot count
 )
 
 const (
@@ -90,8 +140,9 @@ func slots(n int) uint32 {
 	return 1 << bits.Len(uint(n-1))
 }
 
-// normServices sorts the services by family and key, and leaves out what Validate rejects
-// and the later services of a key listed twice. Backends are sorted, without duplicates.
+// normServices sorts the services by family and key, and leaves out what Validate and
+// validateNodePorts reject: the later services of a key listed twice, the NodePort of a
+// service whose NodePort an earlier one has. Backends are sorted, without duplicates.
 func normServices(in []Service) []Service {
 	svcs := slices.Clone(in)
 	slices.SortStableFunc(svcs, func(a, b Service) int {
@@ -99,12 +150,20 @@ func normServices(in []Service) []Service {
 			cmp.Compare(protoNumber(a.Protocol), protoNumber(b.Protocol)), cmp.Compare(a.Port, b.Port))
 	})
 	seen := map[serviceKey]bool{}
+	nodePorts := map[nodePortKey]bool{}
 	out := svcs[:0]
 	for _, s := range svcs {
 		if s.validate() != nil || seen[s.key()] {
 			continue
 		}
 		seen[s.key()] = true
+		if s.NodePort != 0 {
+			if nodePorts[s.nodePortKey()] {
+				s.NodePort = 0
+			} else {
+				nodePorts[s.nodePortKey()] = true
+			}
+		}
 		s.Backends = sortedBackends(s.Backends)
 		out = append(out, s)
 	}
@@ -142,29 +201,123 @@ func addrPortText(b netip.AddrPort) string {
 	return b.Addr().String() + " . " + strconv.Itoa(int(b.Port()))
 }
 
-// serviceElems is what one service owns: elements of the maps of its family.
+// validateNodePorts checks the NodePorts of svcs, which Delta.Validate does not check
+// (yet; Table.Sync and Table.Update call it after Validate): a service listed twice (one
+// key) has one NodePort, and no two services of one family have the same protocol and
+// NodePort (the two Services of a dual-stack service may).
+func validateNodePorts(svcs []Service) error {
+	byKey := make(map[serviceKey]Service, len(svcs))
+	byNodePort := map[nodePortKey]Service{}
+	for _, s := range svcs {
+		k := s.key()
+		if o, ok := byKey[k]; ok && o.NodePort != s.NodePort {
+			return fmt.Errorf("service %q (%s): listed twice with NodePorts %d and %d", s.Name, s, o.NodePort, s.NodePort)
+		}
+		byKey[k] = s
+		if s.NodePort == 0 {
+			continue
+		}
+		if o, ok := byNodePort[s.nodePortKey()]; ok && o.key() != k {
+			return fmt.Errorf("service %q (%s): NodePort %s already used by service %q (%s)", s.Name, s, s.nodePortKey(), o.Name, o)
+		}
+		byNodePort[s.nodePortKey()] = s
+	}
+	return nil
+}
+
+// nodePortKey identifies a NodePort: at most one service per key. The NodePorts of the
+// two services of a dual-stack service (one per family) are two keys.
+type nodePortKey struct {
+	nfproto byte // unix.NFPROTO_IPV4 or unix.NFPROTO_IPV6: the family of the service's VIP
+	proto   byte
+	port    uint16
+}
+
+// nodePortKey is the key of s's NodePort (s.NodePort must be set).
+func (s Service) nodePortKey() nodePortKey {
+	return nodePortKey{nfproto: s.key().family().nfproto, proto: protoNumber(s.Protocol), port: s.NodePort}
+}
+
+// family is the ipFamily of the NodePort's service.
+func (k nodePortKey) family() ipFamily {
+	if k.nfproto == ip6.nfproto {
+		return ip6
+	}
+	return ip4
+}
+
+// bytes is the key as the kernel sees it in nodeports, masq_nodeports and
+// affinity_nodeports: nf_proto . l4proto . port, fields padded to 4 bytes.
+func (k nodePortKey) bytes() []byte {
+	return slices.Concat([]byte{k.nfproto, 0, 0, 0}, k.portBytes())
+}
+
+// portBytes is l4proto . port: the key of the NodePort's backends without the index, and
+// what the affinity entries of the NodePort hold after the client's and the node's address.
+func (k nodePortKey) portBytes() []byte {
+	return []byte{k.proto, 0, 0, 0, byte(k.port >> 8), byte(k.port), 0, 0}
+}
+
+// protoText is the protocol's name.
+func (k nodePortKey) protoText() string {
+	if k.proto == protoNumber("udp") {
+		return "udp"
+	}
+	return "tcp"
+}
+
+// text is the key in nft syntax, as in map nodeports.
+func (k nodePortKey) text() string {
+	return k.family().nfprotoName() + " . " + k.protoText() + " . " + strconv.Itoa(int(k.port))
+}
+
+// String prints the key as "tcp 30080 (ipv4)".
+func (k nodePortKey) String() string {
+	return k.protoText() + " " + strconv.Itoa(int(k.port)) + " (" + k.family().nfprotoName() + ")"
+}
+
+// nfprotoName is nft's name of the family's nf_proto value.
+func (f ipFamily) nfprotoName() string {
+	if f == ip6 {
+		return "ipv6"
+	}
+	return "ipv4"
+}
+
+// serviceElems is what one service owns: elements of the maps of its family, and with a
+// NodePort, elements of the NodePort maps.
 type serviceElems struct {
 	key      serviceKey
 	affinity bool      // the key is in affinity_services
 	svc      elemDef   // key : goto chain
 	backends []elemDef // key . index : backend
+
+	nodePort         *nodePortKey // nil without NodePort
+	nodePortAffinity bool         // the NodePort is in affinity_nodeports
+	nodePortElem     elemDef      // NodePort key : goto chain
+	nodeBackends     []elemDef    // l4proto . NodePort . index : backend
 }
 
-// target is the chain a service with n backends goes to.
-func target(n int, affinity bool) string {
+// target is the chain a service with n backends goes to: for its VIP, or with nodePort
+// for its NodePort.
+func target(n int, affinity, nodePort bool) string {
+	pick, affinityPick := chainPick, chainAffinityPick
+	if nodePort {
+		pick, affinityPick = chainNodePortPick, chainNodePortAffinityPick
+	}
 	switch {
 	case n == 0:
 		return chainNoBackends
 	case affinity:
-		return chainAffinityPick + strconv.Itoa(int(slots(n)))
+		return affinityPick + strconv.Itoa(int(slots(n)))
 	}
-	return chainPick + strconv.Itoa(int(slots(n)))
+	return pick + strconv.Itoa(int(slots(n)))
 }
 
 // elems returns the elements of s, which must be valid with sorted backends.
 func (s Service) elems() serviceElems {
 	k := s.key()
-	chain := target(len(s.Backends), s.Affinity)
+	chain := target(len(s.Backends), s.Affinity, false)
 	e := serviceElems{
 		key:      k,
 		affinity: s.Affinity,
@@ -173,7 +326,41 @@ func (s Service) elems() serviceElems {
 	for i, b := range s.Backends {
 		e.backends = append(e.backends, backendElem(k, i, b))
 	}
+	if s.NodePort != 0 {
+		np := s.nodePortKey()
+		e.nodePort, e.nodePortAffinity = &np, s.Affinity
+		e.nodePortElem = nodePortElem(np, target(len(s.Backends), s.Affinity, true), s.Name)
+		for i, b := range s.Backends {
+			e.nodeBackends = append(e.nodeBackends, nodeBackendElem(np, i, b))
+		}
+	}
 	return e
+}
+
+// nodePortElem is the element of map nodeports of NodePort k of service name.
+func nodePortElem(k nodePortKey, chain, name string) elemDef {
+	return elemDef{key: k.bytes(), jump: chain, text: k.text() + " : goto " + chain, comment: comment(name)}
+}
+
+// nodeBackendElem is the element of backend b, with index i, of NodePort k.
+func nodeBackendElem(k nodePortKey, i int, b netip.AddrPort) elemDef {
+	return elemDef{
+		key:  nodeBackendKey(k, i),
+		data: addrPortBytes(b),
+		text: k.protoText() + " . " + strconv.Itoa(int(k.port)) + " . " + strconv.Itoa(i) + " : " + addrPortText(b),
+	}
+}
+
+// nodeBackendKey is the key of the backend with index i of NodePort k (host-endian index,
+// as for the VIP's).
+func nodeBackendKey(k nodePortKey, i int) []byte {
+	return slices.Concat(k.portBytes(), binaryutil.NativeEndian.PutUint32(uint32(i)))
+}
+
+// nodePortRecord is the element of service_nodeports4/6 that records NodePort port of the
+// service with key k.
+func nodePortRecord(k serviceKey, port uint16) elemDef {
+	return elemDef{key: k.bytes(), data: []byte{byte(port >> 8), byte(port)}, text: k.text() + " : " + strconv.Itoa(int(port))}
 }
 
 // backendElem is the element of backend b, with index i, of the service with key k.
@@ -191,15 +378,20 @@ func backendKey(k serviceKey, i int) []byte {
 	return slices.Concat(k.bytes(), binaryutil.NativeEndian.PutUint32(uint32(i)))
 }
 
-// slotCount is the slot count of a services element's chain, and whether it is a chain
-// of services with affinity; ok is false for another chain.
-func slotCount(chain string) (n uint32, affinity, ok bool) {
+// slotCount is the slot count of the chain of an element of map services (of map
+// nodeports with nodePort), and whether it is a chain of services with affinity; ok is
+// false for another chain.
+func slotCount(chain string, nodePort bool) (n uint32, affinity, ok bool) {
 	if chain == chainNoBackends {
 		return 0, false, true
 	}
-	rest, affinity := strings.CutPrefix(chain, chainAffinityPick)
+	pick, affinityPick := chainPick, chainAffinityPick
+	if nodePort {
+		pick, affinityPick = chainNodePortPick, chainNodePortAffinityPick
+	}
+	rest, affinity := strings.CutPrefix(chain, affinityPick)
 	if !affinity {
-		if rest, ok = strings.CutPrefix(chain, chainPick); !ok {
+		if rest, ok = strings.CutPrefix(chain, pick); !ok {
 			return 0, false, false
 		}
 	}
@@ -220,6 +412,15 @@ func (e serviceElems) sets() map[string][]elemDef {
 	if e.affinity {
 		out[setAffinityServices+sfx] = []elemDef{{key: e.key.bytes(), text: e.key.text()}}
 	}
+	if np := e.nodePort; np != nil {
+		out[mapServiceNodePorts+sfx] = []elemDef{nodePortRecord(e.key, np.port)}
+		out[mapNodePorts] = []elemDef{e.nodePortElem}
+		out[setMasqNodePorts] = []elemDef{{key: np.bytes(), text: np.text()}}
+		out[mapNodePortBackends+sfx] = e.nodeBackends
+		if e.nodePortAffinity {
+			out[setAffinityNodePorts] = []elemDef{{key: np.bytes(), text: np.text()}}
+		}
+	}
 	return out
 }
 
@@ -230,13 +431,17 @@ var (
 	typeofBackends6 = typeofConcat(typeofIP6Daddr, typeofL4Proto, typeofTHDport, typeofNumgen)
 	typeofBackend4  = typeofConcat(typeofIPDaddr, typeofTHDport)
 	typeofBackend6  = typeofConcat(typeofIP6Daddr, typeofTHDport)
+	// The NodePorts' backends: the packet's l4proto . th dport . numgen.
+	typeofNodeBackends = typeofConcat(typeofL4Proto, typeofTHDport, typeofNumgen)
 )
 
 // serviceSets returns the sets and maps of the services: per family services,
-// affinity_services, backends and affinity.
+// affinity_services, backends, affinity, nodeport_backends and service_nodeports, then
+// nodeports, masq_nodeports and affinity_nodeports.
 func serviceSets(svcs []Service) []setDef {
 	var out []setDef
 	byName := map[string]*setDef{}
+	npKey := nftables.MustConcatSetType(nftables.TypeNFProto, nftables.TypeInetProto, nftables.TypeInetService)
 	for _, f := range []ipFamily{ip4, ip6} {
 		key := nftables.MustConcatSetType(f.addrType, nftables.TypeInetProto, nftables.TypeInetService)
 		backend := nftables.MustConcatSetType(f.addrType, nftables.TypeInetService)
@@ -251,19 +456,36 @@ func serviceSets(svcs []Service) []setDef {
 				keyType: nftables.MustConcatSetType(f.addrType, nftables.TypeInetProto, nftables.TypeInetService, nftables.TypeInteger)},
 			setDef{name: mapAffinity + f.suffix, dataType: backend, dynamic: true, timeout: AffinityTimeout, size: affinitySize,
 				keyType: nftables.MustConcatSetType(f.addrType, f.addrType, nftables.TypeInetProto, nftables.TypeInetService)},
+			setDef{name: mapNodePortBackends + f.suffix, dataType: backend, typeofKey: &typeofNodeBackends, typeofData: &typeofData,
+				keyType: nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService, nftables.TypeInteger)},
+			setDef{name: mapServiceNodePorts + f.suffix, keyType: key, dataType: nftables.TypeInetService,
+				comment: "NodePort of each service, for Update (no rule reads it)"},
 		)
 	}
+	out = append(out,
+		setDef{name: mapNodePorts, keyType: npKey, dataType: nftables.TypeVerdict},
+		setDef{name: setMasqNodePorts, keyType: npKey},
+		setDef{name: setAffinityNodePorts, keyType: npKey},
+	)
 	for i := range out {
 		byName[out[i].name] = &out[i]
 	}
 	// Elements in the order of normServices and of the backends' indexes: sorted by key,
-	// but for indexes above 255 (host-endian).
+	// but for indexes above 255 (host-endian); the NodePorts' by NodePort.
 	for _, s := range normServices(svcs) {
 		for name, elems := range s.elems().sets() {
 			if set := byName[name]; set != nil {
 				set.elems = append(set.elems, elems...)
 			}
 		}
+	}
+	sortElems(byName[mapNodePorts].elems)
+	sortElems(byName[setMasqNodePorts].elems)
+	sortElems(byName[setAffinityNodePorts].elems)
+	for _, f := range []ipFamily{ip4, ip6} {
+		slices.SortStableFunc(byName[mapNodePortBackends+f.suffix].elems, func(a, b elemDef) int {
+			return bytes.Compare(a.key[:8], b.key[:8]) // l4proto . NodePort; the indexes stay in order
+		})
 	}
 	return out
 }
@@ -295,15 +517,37 @@ func serviceChains() []chainDef {
 		}}
 		chains = append(chains, pick, affinityPick)
 	}
+	for _, n := range slotCounts() {
+		pick := chainDef{name: chainNodePortPick + strconv.Itoa(int(n))}
+		for _, f := range []ipFamily{ip4, ip6} {
+			for _, mod := range drawModuli(n) {
+				pick.rules = append(pick.rules, nodePortPickRule(f, mod))
+			}
+		}
+		affinityPick := chainDef{name: chainNodePortAffinityPick + strconv.Itoa(int(n)), rules: []ruleDef{
+			jumpRule(expr.VerdictJump, chainAffinity),
+			jumpRule(expr.VerdictGoto, pick.name),
+		}}
+		chains = append(chains, pick, affinityPick)
+	}
 	return chains
 }
 
-// rememberRules remember the backends of the clients of services with affinity. They
-// open the srcnat chain: postrouting, after the DNAT, before the masquerade rewrites the
-// client's address; and a nat chain sees only the first packet of a connection, so the
-// packets of established flows do not pay for them.
+// rememberRules remember the backends of the clients of services with affinity, through
+// their VIPs and their NodePorts. They open chain dnatted (postrouting, for DNATed
+// connections): after the DNAT, before the masquerade rewrites the client's address; and a
+// nat chain sees only the first packet of a connection, so the packets of established
+// flows do not pay for them.
 func rememberRules() []ruleDef {
-	return []ruleDef{rememberRule(ip4, "tcp"), rememberRule(ip4, "udp"), rememberRule(ip6, "tcp"), rememberRule(ip6, "udp")}
+	var out []ruleDef
+	for _, nodePort := range []bool{false, true} {
+		for _, f := range []ipFamily{ip4, ip6} {
+			for _, proto := range []string{"tcp", "udp"} {
+				out = append(out, rememberRule(f, proto, nodePort))
+			}
+		}
+	}
+	return out
 }
 
 // drawModuli is the moduli of the successive draws among n slots: n, pickAttempts times,
@@ -333,6 +577,43 @@ func dispatchRule(f ipFamily) ruleDef {
 	}
 }
 
+// nodePortsRule looks a connection to a local address up in map nodeports: "meta nfproto
+// . meta l4proto . th dport".
+func nodePortsRule() ruleDef {
+	return ruleDef{exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: reg1},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg(4)},
+		&expr.Payload{DestRegister: reg(8), Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Lookup{SourceRegister: reg1, DestRegister: unix.NFT_REG_VERDICT, IsDestRegSet: true, SetName: mapNodePorts},
+	}}
+}
+
+// nodePortMasqRule masquerades a DNATed connection of protocol proto whose original
+// destination port is a NodePort (of the connection's family and protocol: set
+// masq_nodeports): whatever the client, the backend's reply must come back through this
+// node. (The "meta l4proto" match is for nft, which needs the protocol to print "ct
+// original proto-dst"; the key holds it.)
+func nodePortMasqRule(proto string) ruleDef {
+	return ruleDef{exprs: slices.Concat(
+		[]expr.Any{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{protoNumber(proto)}},
+		},
+		originalNodePort(),
+		[]expr.Any{lookup(reg1, setMasqNodePorts, false), &expr.Masq{}},
+	)}
+}
+
+// originalNodePort loads "meta nfproto . meta l4proto . ct original proto-dst", the
+// NodePort key of the connection's original direction, from reg1.
+func originalNodePort() []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: reg1},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg(4)},
+		&expr.Ct{Key: expr.CtKeyPROTODST, Register: reg(8), Direction: 0},
+	}
+}
+
 // draw is "numgen random mod mod" into the register that starts at byte off.
 func draw(mod, off uint32) expr.Any {
 	return &expr.Numgen{Register: reg(off), Modulus: mod, Type: unix.NFT_NG_RANDOM}
@@ -351,6 +632,17 @@ func pickRule(f ipFamily, mod uint32) ruleDef {
 	}
 }
 
+// nodePortPickRule DNATs to the backend of a random index below mod of the NodePort.
+// Registers: l4proto . th dport from byte 0, the index after it; the backend replaces them.
+func nodePortPickRule(f ipFamily, mod uint32) ruleDef {
+	return ruleDef{
+		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f),
+			loadL4(0),
+			[]expr.Any{draw(mod, 8)},
+			dnatTo(f, mapNodePortBackends+f.suffix)),
+	}
+}
+
 // stickyRule DNATs to the backend of the client's entry in the affinity map. Registers:
 // the client address from byte 0, the service key after it; the backend replaces them.
 func stickyRule(f ipFamily) ruleDef {
@@ -363,9 +655,11 @@ func stickyRule(f ipFamily) ruleDef {
 }
 
 // rememberRule adds or refreshes the client's entry in the affinity map when a new
-// connection of protocol proto to a service with affinity was DNATed: the key from the
-// connection's original direction, the backend from the packet. Registers: the client
-// address from byte 0, the service key after it, the backend after that.
+// connection of protocol proto to a service with affinity was DNATed (it runs in chain
+// dnatted): the key from the connection's original direction, the backend from the
+// packet. With nodePort, for a connection to a NodePort of affinity_nodeports, else to a
+// VIP . port of affinity_services. Registers: the client address from byte 0, the original
+// destination (VIP or node address) . l4proto . port after it, the backend after that.
 //
 //	IPv4: client 0, VIP 4, l4proto 8, port 12, backend 16-23
 //	IPv6: client 0, VIP 16, l4proto 32, port 36, backend 40-59
@@ -373,31 +667,38 @@ func stickyRule(f ipFamily) ruleDef {
 // The rule starts with "tcp dport != 0" (or udp): nft needs to know the protocol to
 // print and parse "ct original proto-dst", and it would leave a bare "meta l4proto tcp"
 // out of its listing as implied by the "tcp dport" of the data.
-func rememberRule(f ipFamily, proto string) ruleDef {
+func rememberRule(f ipFamily, proto string, nodePort bool) ruleDef {
 	a := f.addrLen
 	ctAddr := uint32(unix.NFT_CT_DST_IP)
 	if f == ip6 {
 		ctAddr = unix.NFT_CT_DST_IP6
 	}
 	backend := 2*a + 8
-	return ruleDef{
-		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f),
-			[]expr.Any{
-				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{protoNumber(proto)}},
-				&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-				&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: []byte{0, 0}},
-			},
-			ctStateNew(), ctStatusDNAT(),
-			[]expr.Any{
-				loadAddr(f, f.saddr, reg1),
-				&expr.Ct{Key: expr.CtKey(ctAddr), Register: reg(a), Direction: 0},
-				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg(2 * a)},
-				&expr.Ct{Key: expr.CtKeyPROTODST, Register: reg(2*a + 4), Direction: 0},
-				lookup(reg(a), setAffinityServices+f.suffix, false),
-				loadAddr(f, f.daddr, reg(backend)),
-				&expr.Payload{DestRegister: reg(backend + a), Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-				&expr.Dynset{SrcRegKey: reg1, SrcRegData: reg(backend), SetName: mapAffinity + f.suffix, Operation: unix.NFT_DYNSET_OP_UPDATE},
-			}),
+	var member []expr.Any // the membership test, after the key's registers are loaded
+	if nodePort {
+		member = append(originalNodePort(), lookup(reg1, setAffinityNodePorts, false))
 	}
+	exprs := slices.Concat(isFamily(nftables.TableFamilyINet, f),
+		[]expr.Any{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{protoNumber(proto)}},
+			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: []byte{0, 0}},
+		},
+		ctStateNew(),
+		member,
+		[]expr.Any{
+			loadAddr(f, f.saddr, reg1),
+			&expr.Ct{Key: expr.CtKey(ctAddr), Register: reg(a), Direction: 0},
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg(2 * a)},
+			&expr.Ct{Key: expr.CtKeyPROTODST, Register: reg(2*a + 4), Direction: 0},
+		})
+	if !nodePort {
+		exprs = append(exprs, lookup(reg(a), setAffinityServices+f.suffix, false))
+	}
+	return ruleDef{exprs: append(exprs,
+		loadAddr(f, f.daddr, reg(backend)),
+		&expr.Payload{DestRegister: reg(backend + a), Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Dynset{SrcRegKey: reg1, SrcRegData: reg(backend), SetName: mapAffinity + f.suffix, Operation: unix.NFT_DYNSET_OP_UPDATE},
+	)}
 }

@@ -18,7 +18,7 @@ import (
 // serviceChangesLocked returns the elements to delete and to add so that the services of
 // remove are gone and those of add are in the kernel (a service in both is add's), and the
 // affinity entries to forget afterwards. It reads the current elements of each service,
-// by key.
+// by key, and whether the NodePorts that add's services take are free.
 func (t *Table) serviceChangesLocked(add, remove []Service) (del, put rulesetDef, forget []affinityForget, err error) {
 	want := map[serviceKey]Service{}
 	var keys []serviceKey
@@ -40,6 +40,35 @@ func (t *Table) serviceChangesLocked(add, remove []Service) (del, put rulesetDef
 		return rulesetDef{}, rulesetDef{}, nil, err
 	}
 	defer r.close()
+	have := make(map[serviceKey]*serviceElems, len(keys))
+	for _, k := range keys {
+		if have[k], err = r.service(k); err != nil {
+			return rulesetDef{}, rulesetDef{}, nil, fmt.Errorf("read service %s: %w", k, err)
+		}
+	}
+	p, err := planServices(keys, have, want, func(k nodePortKey) (bool, error) {
+		got, err := r.get(mapNodePorts, [][]byte{k.bytes()})
+		return len(got) > 0, err
+	})
+	if err != nil {
+		return rulesetDef{}, rulesetDef{}, nil, err
+	}
+	return p.del, p.put, p.forget, nil
+}
+
+// servicePlan is what Update does to the services: the elements it deletes, then those it
+// adds, in one batch, and the affinity entries it forgets after the batch.
+type servicePlan struct {
+	del, put rulesetDef
+	forget   []affinityForget
+}
+
+// planServices returns the changes that take the services of keys from have (their
+// elements in the kernel, nil for none) to want (none: removed). A NodePort that a wanted
+// service takes from no service of keys must be free: inUse says whether map nodeports has
+// it; if so, planServices fails with ErrConflict.
+func planServices(keys []serviceKey, have map[serviceKey]*serviceElems, want map[serviceKey]Service,
+	inUse func(nodePortKey) (bool, error)) (servicePlan, error) {
 	// The sets of the services, without elements: the batch needs their names and types.
 	sets := serviceSets(nil)
 	delSets, putSets := slices.Clone(sets), slices.Clone(sets)
@@ -48,41 +77,73 @@ func (t *Table) serviceChangesLocked(add, remove []Service) (del, put rulesetDef
 		delSets[i].elems, putSets[i].elems = nil, nil
 		index[s.name] = i
 	}
+	var p servicePlan
+	freed := map[nodePortKey]bool{}    // NodePorts of the services of keys in the kernel
+	owner := map[nodePortKey]Service{} // NodePorts of the wanted services
 	for _, k := range keys {
-		var have, next map[string][]elemDef // by set name: in the kernel, wanted
-		o, err := r.service(k)
-		if err != nil {
-			return rulesetDef{}, rulesetDef{}, nil, fmt.Errorf("read service %s: %w", k, err)
+		if o := have[k]; o != nil && o.nodePort != nil {
+			freed[*o.nodePort] = true
 		}
+		if s, ok := want[k]; ok && s.NodePort != 0 {
+			owner[s.nodePortKey()] = s
+		}
+	}
+	for _, k := range keys {
+		var cur, next map[string][]elemDef // by set name: in the kernel, wanted
+		o := have[k]
 		if o != nil {
-			have = o.sets()
+			cur = o.sets()
 		}
 		s, ok := want[k]
 		if ok {
+			if s.NodePort != 0 && !freed[s.nodePortKey()] {
+				used, err := inUse(s.nodePortKey())
+				if err != nil {
+					return servicePlan{}, fmt.Errorf("read NodePort %s: %w", s.nodePortKey(), err)
+				}
+				if used {
+					return servicePlan{}, fmt.Errorf("%w: service %q (%s): NodePort %s is used by another service", ErrConflict, s.Name, k, s.nodePortKey())
+				}
+			}
 			next = s.elems().sets()
 		}
-		for name := range have {
+		for name := range cur {
 			i := index[name]
-			delSets[i].elems = append(delSets[i].elems, missing(have[name], next[name])...)
+			delSets[i].elems = append(delSets[i].elems, missing(cur[name], next[name])...)
 		}
 		for name := range next {
 			i := index[name]
-			putSets[i].elems = append(putSets[i].elems, missing(next[name], have[name])...)
+			putSets[i].elems = append(putSets[i].elems, missing(next[name], cur[name])...)
 		}
-		if o != nil && o.affinity {
+		if o == nil {
+			continue
+		}
+		if o.affinity {
 			var keep []netip.AddrPort
 			if ok && s.Affinity {
 				keep = s.Backends
 			}
 			if lostBackend(o.backends, keep) {
-				forget = append(forget, affinityForget{key: k, keep: keep})
+				p.forget = append(p.forget, affinityForget{family: k.family(), match: k.bytes(), keep: keep})
+			}
+		}
+		// The entries of a NodePort name the backends of the service that holds it
+		// afterwards, if any (another service of keys may take it over).
+		if np := o.nodePort; np != nil && o.nodePortAffinity {
+			var keep []netip.AddrPort
+			if s, ok := owner[*np]; ok && s.Affinity {
+				keep = s.Backends
+			}
+			if lostBackend(o.nodeBackends, keep) {
+				p.forget = append(p.forget, affinityForget{family: np.family(), nodePort: true, match: np.portBytes(), keep: keep})
 			}
 		}
 	}
 	inet := func(sets []setDef) []tableDef {
 		return []tableDef{{family: nftables.TableFamilyINet, sets: sets}}
 	}
-	return elementsOnly(inet(delSets)), elementsOnly(inet(putSets)), forget, nil
+	p.del, p.put = elementsOnly(inet(delSets)), elementsOnly(inet(putSets))
+	return p, nil
 }
 
 // lostBackend reports whether a backend of the elements old is not in keep.
@@ -99,11 +160,16 @@ func lostBackend(old []elemDef, keep []netip.AddrPort) bool {
 	return false
 }
 
-// affinityForget is the affinity entries of one service to delete: those whose backend
-// is not in keep.
+// affinityForget is the affinity entries of one service to delete, from the affinity map
+// of family: those whose backend is not in keep, among the entries of its VIP (match is the
+// service key, what the entries' keys hold after the client's address) or of its NodePort
+// (match is l4proto . NodePort, what they hold after the client's and the node's address,
+// whatever that address).
 type affinityForget struct {
-	key  serviceKey
-	keep []netip.AddrPort
+	family   ipFamily
+	nodePort bool
+	match    []byte
+	keep     []netip.AddrPort
 }
 
 // forgetAttempts bounds the rounds of forgetAffinityLocked: an entry may expire between
@@ -117,7 +183,7 @@ func (t *Table) forgetAffinityLocked(forget []affinityForget) error {
 	for _, f := range []ipFamily{ip4, ip6} {
 		var mine []affinityForget
 		for _, fg := range forget {
-			if fg.key.family() == f {
+			if fg.family == f {
 				mine = append(mine, fg)
 			}
 		}
@@ -168,22 +234,32 @@ func (t *Table) staleAffinityLocked(set setDef, f ipFamily, forget []affinityFor
 	if err != nil {
 		return nil, fmt.Errorf("list elements of set %s: %w", set.name, err)
 	}
-	keep := map[string]map[string]bool{} // service key -> backends kept
+	a := int(f.addrLen)
+	// Backends kept, by where in an entry's key a forget's match starts (after the client's
+	// address for a VIP's entries, after the node's address too for a NodePort's), then by
+	// the match.
+	keep := map[int]map[string]map[string]bool{a: {}, 2 * a: {}}
 	for _, fg := range forget {
+		off := a
+		if fg.nodePort {
+			off = 2 * a
+		}
 		kept := map[string]bool{}
 		for _, b := range fg.keep {
 			kept[string(addrPortBytes(b))] = true
 		}
-		keep[string(fg.key.bytes())] = kept
+		keep[off][string(fg.match)] = kept
 	}
-	a := int(f.addrLen)
 	var stale []nftwire.Elem
 	for _, e := range els {
-		if len(e.Key) <= a {
-			continue
-		}
-		if kept, ok := keep[string(e.Key[a:])]; ok && !kept[string(e.Val)] {
-			stale = append(stale, nftwire.Elem{Key: e.Key})
+		for off, byMatch := range keep {
+			if len(e.Key) <= off {
+				continue
+			}
+			if kept, ok := byMatch[string(e.Key[off:])]; ok && !kept[string(e.Val)] {
+				stale = append(stale, nftwire.Elem{Key: e.Key})
+				break
+			}
 		}
 	}
 	return stale, nil
@@ -251,7 +327,8 @@ func (r *elemReader) service(k serviceKey) (*serviceElems, error) {
 		return nil, err
 	}
 	if len(got) == 0 {
-		for _, set := range []string{mapServices + sfx, setAffinityServices + sfx, mapBackends + sfx} {
+		for _, set := range []string{mapServices + sfx, setAffinityServices + sfx, mapBackends + sfx,
+			mapNodePortBackends + sfx, mapServiceNodePorts + sfx, mapNodePorts, setMasqNodePorts, setAffinityNodePorts} {
 			ok, err := r.setExists(set)
 			if err != nil {
 				return nil, err
@@ -264,7 +341,7 @@ func (r *elemReader) service(k serviceKey) (*serviceElems, error) {
 	}
 	e := serviceElems{key: k, svc: got[0]}
 	e.svc.text = k.text() + " : goto " + e.svc.jump
-	n, _, ok := slotCount(e.svc.jump)
+	n, _, ok := slotCount(e.svc.jump, false)
 	if !ok {
 		return nil, fmt.Errorf("%w: element of %s goes to %q", ErrNoTable, mapServices+sfx, e.svc.jump)
 	}
@@ -292,7 +369,63 @@ func (r *elemReader) service(k serviceKey) (*serviceElems, error) {
 		addr, _ := netip.AddrFromSlice(b.data[:a])
 		e.backends = append(e.backends, backendElem(k, i, netip.AddrPortFrom(addr, binary.BigEndian.Uint16(b.data[a:]))))
 	}
+	if err := r.nodePort(&e); err != nil {
+		return nil, err
+	}
 	return &e, nil
+}
+
+// nodePort adds to e the elements of its service's NodePort, if service_nodeports4/6 has
+// one for it. It fails with ErrNoTable when they do not add up.
+func (r *elemReader) nodePort(e *serviceElems) error {
+	k, f := e.key, e.key.family()
+	rec, err := r.get(mapServiceNodePorts+f.suffix, [][]byte{k.bytes()})
+	if err != nil || len(rec) == 0 {
+		return err
+	}
+	if len(rec[0].data) != 2 {
+		return fmt.Errorf("%w: element of %s with %d bytes of data", ErrNoTable, mapServiceNodePorts+f.suffix, len(rec[0].data))
+	}
+	np := nodePortKey{nfproto: f.nfproto, proto: k.proto, port: binary.BigEndian.Uint16(rec[0].data)}
+	got, err := r.get(mapNodePorts, [][]byte{np.bytes()})
+	if err != nil {
+		return err
+	}
+	if len(got) == 0 {
+		return fmt.Errorf("%w: NodePort %s of service %s not in %s", ErrNoTable, np, k, mapNodePorts)
+	}
+	n, _, ok := slotCount(got[0].jump, true)
+	if !ok {
+		return fmt.Errorf("%w: element of %s goes to %q", ErrNoTable, mapNodePorts, got[0].jump)
+	}
+	e.nodePort = &np
+	e.nodePortElem = nodePortElem(np, got[0].jump, "")
+	e.nodePortElem.comment = got[0].comment
+	member, err := r.get(setAffinityNodePorts, [][]byte{np.bytes()})
+	if err != nil {
+		return err
+	}
+	e.nodePortAffinity = len(member) > 0
+	keys := make([][]byte, 0, n)
+	for i := range n {
+		keys = append(keys, nodeBackendKey(np, int(i)))
+	}
+	backends, err := r.get(mapNodePortBackends+f.suffix, keys)
+	if err != nil {
+		return err
+	}
+	if slots(len(backends)) != n {
+		return fmt.Errorf("%w: %d slots but %d backends of NodePort %s in %s", ErrNoTable, n, len(backends), np, mapNodePortBackends+f.suffix)
+	}
+	a := int(f.addrLen)
+	for i, b := range backends {
+		if len(b.data) != a+4 {
+			return fmt.Errorf("%w: element of %s with %d bytes of data", ErrNoTable, mapNodePortBackends+f.suffix, len(b.data))
+		}
+		addr, _ := netip.AddrFromSlice(b.data[:a])
+		e.nodeBackends = append(e.nodeBackends, nodeBackendElem(np, i, netip.AddrPortFrom(addr, binary.BigEndian.Uint16(b.data[a:]))))
+	}
+	return nil
 }
 
 // keysRequest is the body of a GETSETELEM request for the elements of set (in table inet

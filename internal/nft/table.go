@@ -75,9 +75,13 @@ const (
 // creates it again with its chains, sets, elements and rules (chains first: elements of
 // verdict maps name them), so packets see either the old tables or the new ones. Calling it
 // twice with the same r is harmless. It forgets the clients' affinity entries: the next
-// connection of each client picks a backend again.
+// connection of each client picks a backend again. Besides what Validate checks, it
+// refuses services that share a NodePort (validateNodePorts), as Update and InSync do.
 func (t *Table) Sync(r Ruleset) error {
 	if err := r.Validate(); err != nil {
+		return fmt.Errorf("sync tables %s: %w", TableName, err)
+	}
+	if err := validateNodePorts(r.Services); err != nil {
 		return fmt.Errorf("sync tables %s: %w", TableName, err)
 	}
 	def := build(r)
@@ -124,9 +128,10 @@ var (
 	// layout (a new policy, another number of rules); Sync repairs it.
 	ErrNoTable = errors.New("table, set or element missing")
 	// ErrConflict: an added port mapping's host side is mapped to another target, an
-	// added network's subnet overlaps one in the table, or an added range of a policy
-	// overlaps one in its set (the set did not hold remove's policy).
-	ErrConflict = errors.New("conflicts with an element in the table (a host port mapped to another target, or an overlapping subnet)")
+	// added network's subnet overlaps one in the table, an added service's NodePort is
+	// another service's, or an added range of a policy overlaps one in its set (the set
+	// did not hold remove's policy).
+	ErrConflict = errors.New("conflicts with an element in the table (a host port mapped to another target, an overlapping subnet, or a NodePort of another service)")
 )
 
 // Update removes the elements of remove, then adds those of add (see Applier), in one
@@ -139,13 +144,16 @@ var (
 // nothing.
 //
 // For a service, Update first reads the service's current elements, by key (its entry in
-// the services maps, then its backends by index: a few requests whose cost does not
-// depend on the size of the maps either), and the batch deletes those that differ from the
-// new ones and adds the new ones that are missing. Changing a service's backends changes
-// its elements only, never a rule or a chain (see services.go). After the batch, when a
-// service with affinity lost a backend (or its affinity, or went), Update dumps the
-// affinity map of its family and deletes the clients' entries that name a backend the
-// service no longer has (a dump of up to affinitySize entries, only then).
+// the services maps, then its backends by index; its NodePort from service_nodeports4/6,
+// then the NodePort's elements the same way: a few requests whose cost does not depend on
+// the size of the maps either), and whether a NodePort that an added service takes from
+// no service of the call is free (else ErrConflict); the batch deletes the elements that
+// differ from the new ones and adds the new ones that are missing. Changing a service's
+// backends or NodePort changes its elements only, never a rule or a chain (see
+// services.go). After the batch, when a service with affinity lost a backend (or its
+// affinity or NodePort, or went), Update dumps the affinity map of its family and deletes
+// the clients' entries that name a backend the service (its VIP, its NodePort) no longer
+// has (a dump of up to affinitySize entries, only then).
 //
 // For a policy, Update checks with a few requests that the tables have the policy's sets
 // (as its layout says), compares remove's policy with add's (see Delta) and the batch
@@ -160,6 +168,9 @@ var (
 // grace period when it commits element deletions).
 func (t *Table) Update(add, remove Delta) error {
 	if err := add.Validate(); err != nil {
+		return fmt.Errorf("update tables %s: add: %w", TableName, err)
+	}
+	if err := validateNodePorts(add.Services); err != nil {
 		return fmt.Errorf("update tables %s: add: %w", TableName, err)
 	}
 	if err := remove.Validate(); err != nil {
@@ -284,6 +295,9 @@ func (t *Table) InSync(r Ruleset) (bool, error) {
 // diff returns "" when the kernel tables equal r, else the first difference found.
 func (t *Table) diff(r Ruleset) (string, error) {
 	if err := r.Validate(); err != nil {
+		return "", fmt.Errorf("read tables %s: %w", TableName, err)
+	}
+	if err := validateNodePorts(r.Services); err != nil {
 		return "", fmt.Errorf("read tables %s: %w", TableName, err)
 	}
 	def := build(r)

@@ -169,12 +169,37 @@ func CanonicalizeService(s api.ServiceSpec) (api.Service, error) {
 	if err := ValidateNamespace(s.Namespace); err != nil {
 		return fail("namespace", s.Namespace, "must be a DNS label")
 	}
-	svc := api.Service{Name: s.Name, Namespace: s.Namespace, Headless: s.Headless, Affinity: s.Affinity}
-	if len(s.Ports) == 0 && !s.Headless {
+	svc := api.Service{Name: s.Name, Namespace: s.Namespace, Headless: s.Headless, Affinity: s.Affinity,
+		Source: s.Source, ExternalName: s.ExternalName, InternalTrafficPolicy: s.InternalTrafficPolicy}
+	switch {
+	case s.Source != "" && s.Source != api.SourceKubernetes:
+		return fail("source", s.Source, "want %q or nothing", api.SourceKubernetes)
+	case s.ExternalName != "" && (len(s.ExternalName) > 253 || !dnsSubdomain(strings.TrimSuffix(s.ExternalName, "."))):
+		return fail("externalName", s.ExternalName, "must be a DNS name (lowercase labels separated by dots)")
+	case s.ExternalName != "" && (s.Headless || len(s.VIPs) > 0 || len(s.Selector)+len(s.Endpoints)+len(s.Slices) > 0):
+		return fail("externalName", s.ExternalName, "an alias has no VIPs, selector or backends")
+	case len(s.Ports) == 0 && !s.Headless && s.ExternalName == "":
 		return fail("ports", "", "at least one port is required")
+	case len(s.VIPs) > 0 && s.Headless:
+		return fail("vips", fmt.Sprint(s.VIPs), "a headless service has no VIPs")
 	}
+	switch s.InternalTrafficPolicy {
+	case "", api.TrafficPolicyCluster, api.TrafficPolicyLocal:
+	default:
+		return fail("internalTrafficPolicy", s.InternalTrafficPolicy, "want %s or %s", api.TrafficPolicyCluster, api.TrafficPolicyLocal)
+	}
+	families := map[bool]bool{}
+	for _, v := range s.VIPs {
+		if !v.IsValid() || v.IsUnspecified() || families[v.Unmap().Is4()] {
+			return fail("vips", fmt.Sprint(s.VIPs), "want one valid address per family")
+		}
+		families[v.Unmap().Is4()] = true
+		svc.VIPs = append(svc.VIPs, v.Unmap())
+	}
+	svc.GivenVIPs = len(svc.VIPs) > 0
 	names := map[string]bool{}
 	seen := map[string]bool{}
+	nodePorts := map[string]bool{}
 	for _, p := range s.Ports {
 		p.Protocol = strings.ToLower(p.Protocol)
 		if p.Protocol == "" {
@@ -196,6 +221,13 @@ func CanonicalizeService(s api.ServiceSpec) (api.Service, error) {
 		case p.Name != "" && names[p.Name]:
 			return fail("port name", p.Name, "declared twice")
 		}
+		if p.NodePort != 0 {
+			np := fmt.Sprintf("%d/%s", p.NodePort, p.Protocol)
+			if nodePorts[np] {
+				return fail("nodePort", np, "declared twice")
+			}
+			nodePorts[np] = true
+		}
 		seen[desc], names[p.Name] = true, p.Name != ""
 		svc.Ports = append(svc.Ports, p)
 	}
@@ -204,9 +236,25 @@ func CanonicalizeService(s api.ServiceSpec) (api.Service, error) {
 	default:
 		return fail("affinity", s.Affinity, "want %q or nothing", api.AffinityClientIP)
 	}
-	if len(s.Selector) > 0 && len(s.Endpoints) > 0 {
-		return fail("selector", labelString(s.Selector), "a service has a selector or endpoints, not both")
+	if len(s.Selector) > 0 && len(s.Endpoints) > 0 || len(s.Slices) > 0 && len(s.Selector)+len(s.Endpoints) > 0 {
+		return fail("selector", labelString(s.Selector), "a service has one of a selector, endpoints or slices, not both")
 	}
+	for _, e := range s.Slices {
+		if len(e.Addrs) == 0 {
+			return fail("slices", e.Pod, "an endpoint without addresses")
+		}
+		for _, a := range e.Addrs {
+			if !a.IsValid() || a.IsUnspecified() {
+				return fail("slices", a.String(), "not an endpoint address")
+			}
+		}
+		for _, p := range e.Ports {
+			if p.Port == 0 || p.Protocol != "tcp" && p.Protocol != "udp" && p.Protocol != "sctp" {
+				return fail("slices", fmt.Sprintf("%s=%d/%s", p.Name, p.Port, p.Protocol), "want a port 1-65535 of tcp, udp or sctp")
+			}
+		}
+	}
+	svc.Slices = slices.Clone(s.Slices)
 	if err := ValidateLabels(s.Selector); err != nil {
 		return fail("selector", labelString(s.Selector), "%v", err)
 	}

@@ -63,11 +63,41 @@ func TestCanonicalizeService(t *testing.T) {
 		{api.ServiceSpec{Name: "web", Ports: port, Selector: map[string]string{"a": "b"}, Endpoints: []string{"192.0.2.1"}}, `not both`},
 		{api.ServiceSpec{Name: "web", Ports: port, Endpoints: []string{"nohost"}}, `endpoint "nohost"`},
 		{api.ServiceSpec{Name: "web", Ports: port, Selector: map[string]string{"a b": "c"}}, `selector`},
+		{api.ServiceSpec{Name: "web", Ports: port, Source: "consul"}, `source "consul"`},
+		{api.ServiceSpec{Name: "web", ExternalName: "Bad_Name.example"}, `externalName "Bad_Name.example"`},
+		{api.ServiceSpec{Name: "web", ExternalName: "db.example.org", VIPs: vips("10.96.0.1")}, `an alias has no VIPs`},
+		{api.ServiceSpec{Name: "web", Ports: port, Headless: true, VIPs: vips("10.96.0.1")}, `a headless service has no VIPs`},
+		{api.ServiceSpec{Name: "web", Ports: port, VIPs: vips("10.96.0.1", "10.96.0.2")}, `one valid address per family`},
+		{api.ServiceSpec{Name: "web", Ports: port, InternalTrafficPolicy: "Node"}, `internalTrafficPolicy "Node"`},
+		{api.ServiceSpec{Name: "web", Ports: []api.ServicePort{{Port: 80, NodePort: 30080}, {Port: 81, NodePort: 30080}}}, `nodePort "30080/tcp": declared twice`},
+		{api.ServiceSpec{Name: "web", Ports: port, Slices: []api.SliceEndpoint{{}}}, `an endpoint without addresses`},
+		{api.ServiceSpec{Name: "web", Ports: port, Selector: map[string]string{"a": "b"}, Slices: []api.SliceEndpoint{{Addrs: vips("10.0.0.1")}}}, `not both`},
 	} {
 		_, err := spec.CanonicalizeService(tc.s)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("CanonicalizeService(%+v) = %v, want error containing %q", tc.s, err, tc.want)
 		}
+	}
+}
+
+func vips(s ...string) []netip.Addr {
+	var out []netip.Addr
+	for _, v := range s {
+		out = append(out, netip.MustParseAddr(v))
+	}
+	return out
+}
+
+func TestCanonicalizeKubernetesService(t *testing.T) {
+	got, err := spec.CanonicalizeService(api.ServiceSpec{Name: "web", Source: api.SourceKubernetes, VIPs: vips("::ffff:10.96.0.10", "fd00::10"),
+		Ports: []api.ServicePort{{Name: "http", Port: 80, NodePort: 30080}}, InternalTrafficPolicy: api.TrafficPolicyLocal,
+		Slices: []api.SliceEndpoint{{Addrs: vips("10.0.0.1"), Ports: []api.NamedPort{{Name: "http", Port: 8080, Protocol: "tcp"}}, Ready: true}}})
+	if err != nil || !got.GivenVIPs || got.VIPs[0] != netip.MustParseAddr("10.96.0.10") || got.Ports[0].NodePort != 30080 || len(got.Slices) != 1 {
+		t.Errorf("kubernetes service: %+v, %v", got, err)
+	}
+	got, err = spec.CanonicalizeService(api.ServiceSpec{Name: "ext", ExternalName: "db.example.org."})
+	if err != nil || got.ExternalName != "db.example.org." || len(got.VIPs) != 0 {
+		t.Errorf("ExternalName: %+v, %v", got, err)
 	}
 }
 

@@ -30,6 +30,7 @@ import (
 //	services:        <namespace> NUL <name> -> JSON api.Service
 //	networkpolicies: <namespace> NUL <name> -> JSON api.NetworkPolicy
 //	namespaces:      <name> -> JSON api.Namespace
+//	pods:            <namespace> NUL <name> -> JSON api.Pod
 //	nodes:           <name> -> JSON api.Node (Alive never stored)
 //	blocks:          <network> (bucket) -> netip.Prefix binary (masked) -> JSON api.Block
 //	bgpconfig:       "config" -> JSON api.BGPConfig
@@ -37,7 +38,7 @@ import (
 //
 // A container id and an interface name never contain NUL (PutEndpoint refuses them),
 // so the endpoint key is unambiguous, and it sorts like (containerID, ifName); the
-// same holds for the namespace and the name of a service or a policy.
+// same holds for the namespace and the name of a service, a policy or a pod.
 //
 // OpenBolt creates the buckets that a file written by an older podnet lacks.
 //
@@ -57,6 +58,7 @@ var (
 	bucketServices        = []byte("services")
 	bucketNetworkPolicies = []byte("networkpolicies")
 	bucketNamespaces      = []byte("namespaces")
+	bucketPods            = []byte("pods")
 	bucketNodes           = []byte("nodes")
 	bucketBlocks          = []byte("blocks")
 	bucketBGPConfig       = []byte("bgpconfig")
@@ -68,7 +70,8 @@ var (
 	keyBGPConfig = []byte("config")
 
 	topBuckets = [][]byte{bucketNetworks, bucketEndpoints, bucketAllocations, bucketOwners, bucketCursors, bucketHostPorts,
-		bucketServices, bucketNetworkPolicies, bucketNamespaces, bucketNodes, bucketBlocks, bucketBGPConfig, bucketBGPPeers}
+		bucketServices, bucketNetworkPolicies, bucketNamespaces, bucketPods, bucketNodes, bucketBlocks, bucketBGPConfig,
+		bucketBGPPeers}
 	// perNetwork are the top-level buckets that hold one nested bucket per network.
 	perNetwork = [][]byte{bucketEndpoints, bucketAllocations, bucketOwners, bucketCursors, bucketBlocks}
 )
@@ -1095,6 +1098,51 @@ func (t *boltTx) DeleteNamespace(name string) error {
 	return t.deleteRecord(fmt.Sprintf("delete namespace %q", name), bucketNamespaces, []byte(name), CheckNamespace(api.Namespace{Name: name}) == nil)
 }
 
+// podKey is the key of a pod record: namespace NUL name, which sorts like (namespace,
+// name).
+func podKey(namespace, name string) []byte { return []byte(namespace + "\x00" + name) }
+
+// decodePod decodes a pod record. The namespace and the name come from the key.
+func decodePod(k, v []byte) (api.Pod, error) {
+	namespace, name, ok := bytes.Cut(k, []byte{0})
+	if !ok {
+		return api.Pod{}, fmt.Errorf("decode pod %q: key without NUL", k)
+	}
+	var p api.Pod
+	if err := json.Unmarshal(v, &p); err != nil {
+		return api.Pod{}, fmt.Errorf("decode pod %s/%s: %w", namespace, name, err)
+	}
+	p.Namespace, p.Name = string(namespace), string(name)
+	return p, nil
+}
+
+func (t *boltTx) Pod(namespace, name string) (api.Pod, bool, error) {
+	if CheckPod(api.Pod{Namespace: namespace, Name: name}) != nil {
+		return api.Pod{}, false, nil
+	}
+	return getRecord(t, bucketPods, podKey(namespace, name), decodePod)
+}
+
+func (t *boltTx) Pods(namespace string) ([]api.Pod, error) {
+	var prefix []byte
+	if namespace != "" {
+		if CheckNamespace(api.Namespace{Name: namespace}) != nil {
+			return nil, nil // no pod has it
+		}
+		prefix = []byte(namespace + "\x00")
+	}
+	return listRecordsUnder(t, bucketPods, prefix, decodePod)
+}
+
+func (t *boltTx) PutPod(p api.Pod) error {
+	return t.putRecord(fmt.Sprintf("put pod %s/%s", p.Namespace, p.Name), bucketPods, podKey(p.Namespace, p.Name), p, CheckPod(p))
+}
+
+func (t *boltTx) DeletePod(namespace, name string) error {
+	return t.deleteRecord(fmt.Sprintf("delete pod %s/%s", namespace, name), bucketPods, podKey(namespace, name),
+		CheckPod(api.Pod{Namespace: namespace, Name: name}) == nil)
+}
+
 // decodeNode decodes a node record. The name comes from the key; Alive is not stored.
 func decodeNode(k, v []byte) (api.Node, error) {
 	var n api.Node
@@ -1329,7 +1377,7 @@ func (t *boltTx) DeleteBGPPeer(name string) error {
 }
 
 // Records of a top-level bucket: key -> JSON, the key naming the record (nodes, BGP
-// peers, namespaces). decode fills in what the key holds.
+// peers, namespaces, pods). decode fills in what the key holds.
 
 func getRecord[T any](t *boltTx, bucket, key []byte, decode func(k, v []byte) (T, error)) (T, bool, error) {
 	var zero T
@@ -1364,6 +1412,25 @@ func listRecords[T any](t *boltTx, bucket []byte, decode func(k, v []byte) (T, e
 	})
 	if err != nil {
 		return nil, err
+	}
+	return out, nil
+}
+
+// listRecordsUnder lists the records whose keys start with prefix (all when it is
+// empty), in key order.
+func listRecordsUnder[T any](t *boltTx, bucket, prefix []byte, decode func(k, v []byte) (T, error)) ([]T, error) {
+	b, err := t.top(bucket)
+	if err != nil {
+		return nil, err
+	}
+	var out []T
+	c := b.Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		rec, err := decode(k, v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rec)
 	}
 	return out, nil
 }

@@ -330,8 +330,8 @@ func TestBoltLockedReportsPath(t *testing.T) {
 	}
 }
 
-// A store written before clusters and policies existed (no nodes, blocks, BGP,
-// network policies and namespaces buckets) gets them when it is opened.
+// A store written before clusters, policies and pods existed (no nodes, blocks, BGP,
+// network policies, namespaces and pods buckets) gets them when it is opened.
 func TestBoltOpensAFileWithoutClusterBuckets(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "podnet.db")
 	s, err := store.OpenBolt(path)
@@ -349,7 +349,8 @@ func TestBoltOpensAFileWithoutClusterBuckets(t *testing.T) {
 	err = db.Update(func(tx *bolt.Tx) error {
 		return errors.Join(tx.DeleteBucket([]byte("nodes")), tx.DeleteBucket([]byte("blocks")),
 			tx.DeleteBucket([]byte("bgpconfig")), tx.DeleteBucket([]byte("bgppeers")),
-			tx.DeleteBucket([]byte("networkpolicies")), tx.DeleteBucket([]byte("namespaces")))
+			tx.DeleteBucket([]byte("networkpolicies")), tx.DeleteBucket([]byte("namespaces")),
+			tx.DeleteBucket([]byte("pods")))
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -373,10 +374,13 @@ func TestBoltOpensAFileWithoutClusterBuckets(t *testing.T) {
 		if err := tx.PutNamespace(api.Namespace{Name: "default"}); err != nil {
 			return err
 		}
+		if err := tx.PutPod(api.Pod{Namespace: "default", Name: "web-0"}); err != nil {
+			return err
+		}
 		return tx.PutBlock(api.Block{Network: "red", Prefix: netip.MustParsePrefix("10.88.0.0/26"), Node: "n1"})
 	})
 	if err != nil {
-		t.Errorf("writing nodes, blocks, BGP settings, policies and namespaces to an older file: %v", err)
+		t.Errorf("writing nodes, blocks, BGP settings, policies, namespaces and pods to an older file: %v", err)
 	}
 }
 

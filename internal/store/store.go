@@ -1,8 +1,8 @@
 // Package store keeps podnet's desired state: networks, endpoints and address
-// allocations, services, network policies and namespaces, published ports, and for
-// clusters the nodes, the address blocks they claimed and the BGP configuration. Every change happens inside one
-// transaction (Update), so that an address allocation and the record that owns it
-// commit together or not at all.
+// allocations, services, network policies, namespaces and pods, published ports, and
+// for clusters the nodes, the address blocks they claimed and the BGP configuration.
+// Every change happens inside one transaction (Update), so that an address allocation
+// and the record that owns it commit together or not at all.
 //
 // Implementations: Bolt (an embedded bbolt file, one node), etcdstore.Store (etcd,
 // shared by the nodes of a cluster) and, for tests, storetest.Memory. All pass
@@ -124,6 +124,15 @@ type Tx interface {
 	PutNamespace(ns api.Namespace) error
 	// DeleteNamespace removes a namespace's record; ErrNotFound when it has none.
 	DeleteNamespace(name string) error
+
+	Pod(namespace, name string) (p api.Pod, ok bool, err error)
+	// Pods lists the pod records of one namespace, or of all when namespace is "",
+	// sorted by namespace and name.
+	Pods(namespace string) ([]api.Pod, error)
+	// PutPod creates or replaces a pod record.
+	PutPod(p api.Pod) error
+	// DeletePod removes a pod record; ErrNotFound when it does not exist.
+	DeletePod(namespace, name string) error
 
 	// Cursor is the last address handed out in a subnet or block (round-robin allocation).
 	Cursor(network string, subnet netip.Prefix) (a netip.Addr, ok bool, err error)

@@ -83,9 +83,18 @@ func CheckNetworkPolicy(p api.NetworkPolicy) error {
 // CheckNamespace checks a namespace given to Tx.PutNamespace.
 func CheckNamespace(ns api.Namespace) error { return checkKeyName("name", ns.Name) }
 
+// CheckPod checks a pod record given to Tx.PutPod: its namespace and name are parts
+// of its key.
+func CheckPod(p api.Pod) error {
+	if err := checkKeyName("namespace", p.Namespace); err != nil {
+		return err
+	}
+	return checkKeyName("name", p.Name)
+}
+
 // checkKeyName checks a name that is part of a key, field saying which: not empty,
 // and without NUL, which bolt puts between the parts of a key (a namespace's name
-// is also the first part of its policies' keys).
+// is also the first part of its policies' and pods' keys).
 func checkKeyName(field, v string) error {
 	switch {
 	case v == "":

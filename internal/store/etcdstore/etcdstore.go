@@ -18,14 +18,15 @@
 //	services/NS/NAME                   JSON api.Service
 //	networkpolicies/NS/NAME            JSON api.NetworkPolicy
 //	namespaces/NAME                    JSON api.Namespace
+//	pods/NS/NAME                       JSON api.Pod
 //	nodes/NAME                         JSON api.Node (Alive is never stored)
 //	blocks/NET/PREFIX                  JSON api.Block (the prefix 10.88.0.0%2F26)
 //	bgpconfig                          JSON api.BGPConfig
 //	bgppeers/NAME                      JSON api.BGPPeer
 //	alive/NAME                         holder, attached to the node's lease (below)
-//	gen/networks, gen/services, gen/networkpolicies, gen/namespaces, gen/nodes,
-//	gen/bgppeers, gen/endpoints/NET, gen/allocations/NET, gen/blocks/NET,
-//	gen/ports/NODE                     "" (deletion generations, below)
+//	gen/networks, gen/services, gen/networkpolicies, gen/namespaces, gen/pods,
+//	gen/nodes, gen/bgppeers, gen/endpoints/NET, gen/allocations/NET,
+//	gen/blocks/NET, gen/ports/NODE     "" (deletion generations, below)
 //
 // The escaping keeps names apart but does not keep their order: listings are sorted
 // after decoding, as the store.Tx contract wants.
@@ -98,7 +99,7 @@
 // the listing compares. The generations of endpoints, allocations (with the owner
 // index) and blocks are per network, so releases in one network do not conflict with
 // listings of another, and those of ports per node; services, network policies,
-// namespaces, nodes and BGP peers have one each. DeleteNetwork deletes its network's
+// namespaces, pods, nodes and BGP peers have one each. DeleteNetwork deletes its network's
 // generations with the rest and bumps gen/networks, which every listing of a
 // network's collection compares, so deleting a network conflicts with every such
 // listing in flight, in any network.

@@ -160,6 +160,8 @@ func TestKeyLayout(t *testing.T) {
 			tx.PutNetworkPolicy(api.NetworkPolicy{Namespace: "default", Name: "gone"}),
 			tx.PutNamespace(api.Namespace{Name: "team/a", Labels: map[string]string{api.NamespaceNameLabel: "team/a"}}),
 			tx.PutNamespace(api.Namespace{Name: "gone"}),
+			tx.PutPod(api.Pod{Namespace: "team/a", Name: "web 0", Labels: map[string]string{"app": "web"}}),
+			tx.PutPod(api.Pod{Namespace: "default", Name: "gone"}),
 			tx.PutNode(api.Node{Name: "n1", IP: netip.MustParseAddr("192.0.2.1")}),
 			tx.PutNode(api.Node{Name: "gone", IP: netip.MustParseAddr("192.0.2.2")}),
 			tx.PutBlock(api.Block{Network: "red", Prefix: netip.MustParsePrefix("10.88.0.0/26"), Node: "n1"}),
@@ -181,6 +183,7 @@ func TestKeyLayout(t *testing.T) {
 			tx.DeleteBGPPeer("gone"),
 			tx.DeleteNetworkPolicy("default", "gone"),
 			tx.DeleteNamespace("gone"),
+			tx.DeletePod("default", "gone"),
 		} {
 			if err != nil {
 				return err
@@ -218,6 +221,7 @@ func TestKeyLayout(t *testing.T) {
 		"gen/namespaces",
 		"gen/networkpolicies",
 		"gen/nodes",
+		"gen/pods",
 		"gen/ports/n1",
 		"namespaces/team%2Fa",
 		"networkpolicies/team%2Fa/allow%20dns",
@@ -226,6 +230,7 @@ func TestKeyLayout(t *testing.T) {
 		"nodes/n1",
 		"owners/red/red%2Fc1%2Feth0/10.88.0.5",
 		"owners/red/red%2Fc1%2Feth0/fd00:88::5",
+		"pods/team%2Fa/web%200",
 		"ports/a%2Fb/udp/53/*",
 		"ports/n1/tcp/8080/*",
 		"ports/n1/tcp/8080/192.0.2.1",
@@ -573,6 +578,28 @@ func TestConflicts(t *testing.T) {
 		{"namespace read, then a policy of it is deleted",
 			func(tx store.Tx) error { _, _, err := tx.Namespace("default"); return err },
 			func(tx store.Tx) error { return tx.DeleteNetworkPolicy("default", "deny") }, false},
+		{"pods of a namespace, then one is deleted",
+			func(tx store.Tx) error { _, err := tx.Pods("default"); return err },
+			func(tx store.Tx) error { return tx.DeletePod("default", "web-0") }, true},
+		{"all pods, then one is created",
+			func(tx store.Tx) error { _, err := tx.Pods(""); return err },
+			func(tx store.Tx) error { return tx.PutPod(api.Pod{Namespace: "kube", Name: "dns"}) }, true},
+		{"pod read while absent, then created",
+			func(tx store.Tx) error { _, _, err := tx.Pod("default", "web-1"); return err },
+			func(tx store.Tx) error { return tx.PutPod(api.Pod{Namespace: "default", Name: "web-1"}) }, true},
+		{"pod read, then relabeled",
+			func(tx store.Tx) error { _, _, err := tx.Pod("default", "web-0"); return err },
+			func(tx store.Tx) error {
+				return tx.PutPod(api.Pod{Namespace: "default", Name: "web-0", Labels: map[string]string{"app": "b"}})
+			}, true},
+		{"pods, then a namespace is relabeled",
+			func(tx store.Tx) error { _, err := tx.Pods(""); return err },
+			func(tx store.Tx) error {
+				return tx.PutNamespace(api.Namespace{Name: "default", Labels: map[string]string{"team": "b"}})
+			}, false},
+		{"namespace read, then a pod of it is deleted",
+			func(tx store.Tx) error { _, _, err := tx.Namespace("default"); return err },
+			func(tx store.Tx) error { return tx.DeletePod("default", "web-0") }, false},
 		{"block read while free, then claimed by another",
 			func(tx store.Tx) error { _, _, err := tx.Block("red", b64); return err },
 			func(tx store.Tx) error { return tx.PutBlock(api.Block{Network: "red", Prefix: b64, Node: "n2"}) }, true},
@@ -636,6 +663,9 @@ func TestConflicts(t *testing.T) {
 					return err
 				}
 				if err := tx.PutNamespace(api.Namespace{Name: "default"}); err != nil {
+					return err
+				}
+				if err := tx.PutPod(api.Pod{Namespace: "default", Name: "web-0"}); err != nil {
 					return err
 				}
 				return tx.PutService(api.Service{Namespace: "default", Name: "web"})

@@ -131,6 +131,7 @@ func (l layout) networkPoliciesGen() span {
 	return span{key: l.prefix + "gen/networkpolicies"}
 }
 func (l layout) namespacesGen() span { return span{key: l.prefix + "gen/namespaces"} }
+func (l layout) podsGen() span       { return span{key: l.prefix + "gen/pods"} }
 func (l layout) nodesGen() span      { return span{key: l.prefix + "gen/nodes"} }
 func (l layout) bgpPeersGen() span   { return span{key: l.prefix + "gen/bgppeers"} }
 func (l layout) blocksGen(nw string) span {
@@ -256,6 +257,19 @@ func (l layout) namespaces() collection {
 }
 
 func (l layout) namespaceKey(name string) string { return l.namespaces().prefix + escape(name) }
+
+// pods is the collection of the pod records of namespace, of all when it is "".
+func (l layout) pods(namespace string) collection {
+	c := collection{prefix: l.prefix + "pods/", gens: []span{l.podsGen()}}
+	if namespace != "" {
+		c.prefix += escape(namespace) + "/"
+	}
+	return c
+}
+
+func (l layout) podKey(namespace, name string) string {
+	return l.pods(namespace).prefix + escape(name)
+}
 
 func (l layout) nodes() collection {
 	return collection{prefix: l.prefix + "nodes/", gens: []span{l.nodesGen()}}

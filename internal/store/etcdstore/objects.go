@@ -657,6 +657,91 @@ func (t *tx) DeleteNamespace(name string) error {
 	return nil
 }
 
+// decodePod decodes a pod record. The namespace and the name come from the key.
+func decodePod(namespace, name string, v []byte) (api.Pod, error) {
+	var p api.Pod
+	if err := json.Unmarshal(v, &p); err != nil {
+		return api.Pod{}, fmt.Errorf("decode pod %s/%s: %w", namespace, name, err)
+	}
+	p.Namespace, p.Name = namespace, name
+	return p, nil
+}
+
+func (t *tx) Pod(namespace, name string) (api.Pod, bool, error) {
+	if store.CheckPod(api.Pod{Namespace: namespace, Name: name}) != nil {
+		return api.Pod{}, false, nil
+	}
+	l := t.s.layout
+	v, ok, err := t.get(l.podKey(namespace, name), l.pods(namespace))
+	if err != nil || !ok {
+		return api.Pod{}, false, err
+	}
+	p, err := decodePod(namespace, name, v)
+	if err != nil {
+		return api.Pod{}, false, err
+	}
+	return p, true, nil
+}
+
+func (t *tx) Pods(namespace string) ([]api.Pod, error) {
+	if namespace != "" && store.CheckNamespace(api.Namespace{Name: namespace}) != nil {
+		return nil, nil // bolt cannot hold it: nothing to list
+	}
+	l := t.s.layout
+	kvs, err := t.list(l.pods(namespace))
+	if err != nil {
+		return nil, err
+	}
+	var out []api.Pod
+	for _, x := range kvs {
+		seg, err := segments(x.key, l.pods("").prefix, 2)
+		if err != nil {
+			return nil, err
+		}
+		p, err := decodePod(seg[0], seg[1], x.val)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b api.Pod) int {
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+	})
+	return out, nil
+}
+
+func (t *tx) PutPod(p api.Pod) error {
+	op := fmt.Sprintf("put pod %s/%s", p.Namespace, p.Name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if err := store.CheckPod(p); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	v, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("%s: encode: %w", op, err)
+	}
+	t.put(t.s.layout.podKey(p.Namespace, p.Name), v)
+	return nil
+}
+
+func (t *tx) DeletePod(namespace, name string) error {
+	op := fmt.Sprintf("delete pod %s/%s", namespace, name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if _, ok, err := t.Pod(namespace, name); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	} else if !ok {
+		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
+	}
+	l := t.s.layout
+	t.del(l.podKey(namespace, name))
+	t.bump(l.podsGen())
+	return nil
+}
+
 // decodeNode decodes a node record. The name comes from the key; Alive is not stored.
 func decodeNode(name string, v []byte) (api.Node, error) {
 	var n api.Node

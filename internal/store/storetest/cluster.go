@@ -444,6 +444,10 @@ func WatchAcross(t *testing.T, a, b store.Store) {
 			update(t, b, func(tx store.Tx) error { return tx.PutNamespace(sampleNamespace("default")) })
 		}},
 		{"a namespace deletion", func() { update(t, b, func(tx store.Tx) error { return tx.DeleteNamespace("default") }) }},
+		{"a pod", func() {
+			update(t, b, func(tx store.Tx) error { return tx.PutPod(samplePod("default", "web-0")) })
+		}},
+		{"a pod deletion", func() { update(t, b, func(tx store.Tx) error { return tx.DeletePod("default", "web-0") }) }},
 		{"a registration", func() { mustRegister(t, b, rctx, "n1", "192.0.2.1") }},
 		{"the end of the registration", rcancel},
 		{"a network deletion", func() { update(t, b, func(tx store.Tx) error { return tx.DeleteNetwork("red") }) }},

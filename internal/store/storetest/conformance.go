@@ -34,6 +34,7 @@ func Conformance(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Services", testServices},
 		{"NetworkPolicies", testNetworkPolicies},
 		{"Namespaces", testNamespaces},
+		{"Pods", testPods},
 		{"ReadYourWrites", testReadYourWrites},
 		{"ReadYourDeletes", testReadYourDeletes},
 		{"Rollback", testRollback},
@@ -511,6 +512,15 @@ func testReadYourWrites(t *testing.T, s store.Store) {
 		if ns, ok, err := tx.Namespace("default"); !ok || err != nil || !reflect.DeepEqual(ns, sampleNamespace("default")) {
 			t.Errorf("namespace not visible in its own transaction: %+v, %v, %v", ns, ok, err)
 		}
+		if err := tx.PutPod(samplePod("default", "web-0")); err != nil {
+			return err
+		}
+		if p, ok, err := tx.Pod("default", "web-0"); !ok || err != nil || !reflect.DeepEqual(p, samplePod("default", "web-0")) {
+			t.Errorf("pod not visible in its own transaction: %+v, %v, %v", p, ok, err)
+		}
+		if ps, err := tx.Pods(""); len(ps) != 1 || err != nil {
+			t.Errorf("pod not listed in its own transaction: %v, %v", ps, err)
+		}
 		return nil
 	})
 }
@@ -527,6 +537,7 @@ type contents struct {
 	BGPPeers  []api.BGPPeer
 	Policies  []api.NetworkPolicy
 	Spaces    []api.Namespace
+	Pods      []api.Pod
 }
 
 func dump(t *testing.T, s store.Store, prefixes ...netip.Prefix) contents {
@@ -558,6 +569,9 @@ func dump(t *testing.T, s store.Store, prefixes ...netip.Prefix) contents {
 			return err
 		}
 		if c.Spaces, err = tx.Namespaces(); err != nil {
+			return err
+		}
+		if c.Pods, err = tx.Pods(""); err != nil {
 			return err
 		}
 		c.Allocs = make(map[string]map[netip.Addr]string)
@@ -611,6 +625,9 @@ func testRollback(t *testing.T, s store.Store) {
 		if err := tx.PutNamespace(sampleNamespace("default")); err != nil {
 			return err
 		}
+		if err := tx.PutPod(samplePod("default", "web-0")); err != nil {
+			return err
+		}
 		return tx.PutCursor("red", p, netip.MustParseAddr("10.88.0.5"))
 	})
 	before := dump(t, s, p)
@@ -640,6 +657,8 @@ func testRollback(t *testing.T, s store.Store) {
 			tx.DeleteNetworkPolicy("default", "deny"),
 			tx.PutNamespace(sampleNamespace("kube-system")),
 			tx.DeleteNamespace("default"),
+			tx.PutPod(samplePod("default", "web-1")),
+			tx.DeletePod("default", "web-0"),
 		} {
 			if err != nil {
 				t.Errorf("write before failing: %v", err)
@@ -779,11 +798,17 @@ func testNotFound(t *testing.T, s store.Store) {
 				if _, ok, err := tx.NetworkPolicy(k[0], k[1]); ok || err != nil {
 					t.Errorf("NetworkPolicy(%q, %q): ok %v, err %v; want ok=false, no error", k[0], k[1], ok, err)
 				}
+				if _, ok, err := tx.Pod(k[0], k[1]); ok || err != nil {
+					t.Errorf("Pod(%q, %q): ok %v, err %v; want ok=false, no error", k[0], k[1], ok, err)
+				}
 			}
 		}
 		for _, namespace := range []string{"", "default", "a\x00b"} {
 			if ps, err := tx.NetworkPolicies(namespace); len(ps) != 0 || err != nil {
 				t.Errorf("NetworkPolicies(%q) of an empty store = %v, %v; want none", namespace, ps, err)
+			}
+			if ps, err := tx.Pods(namespace); len(ps) != 0 || err != nil {
+				t.Errorf("Pods(%q) of an empty store = %v, %v; want none", namespace, ps, err)
 			}
 		}
 		if ns, err := tx.Namespaces(); len(ns) != 0 || err != nil {
@@ -841,6 +866,9 @@ func testNotFound(t *testing.T, s store.Store) {
 		{"DeleteNetworkPolicy of a NUL name", func(tx store.Tx) error { return tx.DeleteNetworkPolicy("a", "b\x00c") }},
 		{"DeleteNamespace", func(tx store.Tx) error { return tx.DeleteNamespace("nosuch") }},
 		{"DeleteNamespace of an empty name", func(tx store.Tx) error { return tx.DeleteNamespace("") }},
+		{"DeletePod", func(tx store.Tx) error { return tx.DeletePod("default", "nosuch") }},
+		{"DeletePod of empty names", func(tx store.Tx) error { return tx.DeletePod("", "") }},
+		{"DeletePod of a NUL name", func(tx store.Tx) error { return tx.DeletePod("a", "b\x00c") }},
 		{"DeleteBlock", func(tx store.Tx) error { return tx.DeleteBlock("red", netip.MustParsePrefix("10.88.0.0/26")) }},
 		{"DeleteBlock of missing network", func(tx store.Tx) error {
 			return tx.DeleteBlock("nosuch", netip.MustParsePrefix("10.88.0.0/26"))
@@ -890,6 +918,9 @@ func testReadOnlyView(t *testing.T, s store.Store) {
 		if err := tx.PutNamespace(sampleNamespace("default")); err != nil {
 			return err
 		}
+		if err := tx.PutPod(samplePod("default", "web-0")); err != nil {
+			return err
+		}
 		return tx.PutAllocation("red", a, "red/c1/eth0")
 	})
 	before := dump(t, s, p)
@@ -921,6 +952,8 @@ func testReadOnlyView(t *testing.T, s store.Store) {
 		{"DeleteNetworkPolicy", func(tx store.Tx) error { return tx.DeleteNetworkPolicy("default", "deny") }},
 		{"PutNamespace", func(tx store.Tx) error { return tx.PutNamespace(sampleNamespace("kube-system")) }},
 		{"DeleteNamespace", func(tx store.Tx) error { return tx.DeleteNamespace("default") }},
+		{"PutPod", func(tx store.Tx) error { return tx.PutPod(samplePod("default", "web-1")) }},
+		{"DeletePod", func(tx store.Tx) error { return tx.DeletePod("default", "web-0") }},
 	}
 	for _, w := range writes {
 		var werr error
@@ -1012,6 +1045,18 @@ func testInvalidWrites(t *testing.T, s store.Store) {
 		{"PutNamespace with NUL in name", func(tx store.Tx) error {
 			return tx.PutNamespace(sampleNamespace("def\x00ault"))
 		}, []string{`name "def\x00ault"`}},
+		{"PutPod with empty namespace", func(tx store.Tx) error {
+			return tx.PutPod(samplePod("", "web-0"))
+		}, []string{"empty namespace"}},
+		{"PutPod with empty name", func(tx store.Tx) error {
+			return tx.PutPod(samplePod("default", ""))
+		}, []string{"empty name"}},
+		{"PutPod with NUL in namespace", func(tx store.Tx) error {
+			return tx.PutPod(samplePod("def\x00ault", "web-0"))
+		}, []string{`namespace "def\x00ault"`}},
+		{"PutPod with NUL in name", func(tx store.Tx) error {
+			return tx.PutPod(samplePod("default", "web\x000"))
+		}, []string{`name "web\x000"`}},
 	}
 	for _, w := range writes {
 		err := s.Update(w.fn)
@@ -1040,6 +1085,9 @@ func testReturnsCopies(t *testing.T, s store.Store) {
 			return err
 		}
 		if err := tx.PutNamespace(sampleNamespace("default")); err != nil {
+			return err
+		}
+		if err := tx.PutPod(samplePod("default", "web-0")); err != nil {
 			return err
 		}
 		return tx.PutAllocation("red", netip.MustParseAddr("10.88.0.5"), "o")
@@ -1086,6 +1134,18 @@ func testReturnsCopies(t *testing.T, s store.Store) {
 			return err
 		}
 		nss[0].Labels["team"] = "intruder"
+		pod, _, err := tx.Pod("default", "web-0")
+		if err != nil {
+			return err
+		}
+		pod.Labels["app"] = "intruder"
+		pod.NamedPorts[0].Port = 1
+		pods, err := tx.Pods("")
+		if err != nil {
+			return err
+		}
+		pods[0].Labels["app"] = "intruder"
+		pods[0].NamedPorts[0].Name = "intruder"
 		return nil
 	})
 	c := dump(t, s)
@@ -1094,6 +1154,7 @@ func testReturnsCopies(t *testing.T, s store.Store) {
 	mustEqual(t, "allocations after mutating a returned map", c.Allocs["red"], map[netip.Addr]string{netip.MustParseAddr("10.88.0.5"): "o"})
 	mustEqual(t, "policies after mutating returned ones", c.Policies, []api.NetworkPolicy{samplePolicy("default", "deny")})
 	mustEqual(t, "namespaces after mutating returned ones", c.Spaces, []api.Namespace{sampleNamespace("default")})
+	mustEqual(t, "pods after mutating returned ones", c.Pods, []api.Pod{samplePod("default", "web-0")})
 }
 
 func testConcurrentUpdates(t *testing.T, s store.Store) {
@@ -1540,6 +1601,111 @@ func testNamespaces(t *testing.T, s store.Store) {
 	}
 }
 
+// samplePod returns a pod record of namespace that uses every field.
+func samplePod(namespace, name string) api.Pod {
+	return api.Pod{
+		Namespace: namespace,
+		Name:      name,
+		Labels:    map[string]string{"app": name, "tier": "web"},
+		NamedPorts: []api.NamedPort{
+			{Name: "http", Port: 8080, Protocol: "TCP"},
+			{Name: "dns", Port: 53, Protocol: "UDP"},
+		},
+		HostNetwork: true,
+		Source:      "kubernetes",
+	}
+}
+
+func podNames(ps []api.Pod) []string {
+	var names []string
+	for _, p := range ps {
+		names = append(names, p.Namespace+"/"+p.Name)
+	}
+	return names
+}
+
+func testPods(t *testing.T, s store.Store) {
+	// "a.b" sorts before "a/b", but not once escaped for a key.
+	keys := [][2]string{{"default", "web-0"}, {"default", "api"}, {"kube", "dns"}, {"def", "x"},
+		{"a/b", "pod 1"}, {"a.b", "z"}, {"default", "a/b"}, {"default", "a.b"}}
+	bare := api.Pod{Namespace: "kube", Name: "bare"}
+	update(t, s, func(tx store.Tx) error {
+		for _, k := range keys {
+			if err := tx.PutPod(samplePod(k[0], k[1])); err != nil {
+				return err
+			}
+		}
+		return tx.PutPod(bare)
+	})
+	view(t, s, func(tx store.Tx) error {
+		for _, k := range keys {
+			p, ok, err := tx.Pod(k[0], k[1])
+			if !ok || err != nil {
+				t.Errorf("Pod(%q, %q): ok %v, err %v; want found", k[0], k[1], ok, err)
+				continue
+			}
+			mustEqual(t, "Pod("+k[0]+", "+k[1]+")", p, samplePod(k[0], k[1]))
+		}
+		if p, ok, err := tx.Pod("kube", "bare"); !ok || err != nil || !reflect.DeepEqual(p, bare) {
+			t.Errorf("Pod(kube, bare) = %+v, %v, %v; want %+v", p, ok, err, bare)
+		}
+		if _, ok, err := tx.Pod("default", "nope"); ok || err != nil {
+			t.Errorf("Pod of a missing name: ok %v, err %v; want ok=false, no error", ok, err)
+		}
+		if _, ok, err := tx.Pod("kube", "web-0"); ok || err != nil {
+			t.Errorf("Pod of a name of another namespace: ok %v, err %v; want ok=false, no error", ok, err)
+		}
+		for namespace, want := range map[string][]string{
+			"": {"a.b/z", "a/b/pod 1", "def/x", "default/a.b", "default/a/b", "default/api", "default/web-0",
+				"kube/bare", "kube/dns"},
+			"default": {"default/a.b", "default/a/b", "default/api", "default/web-0"},
+			"def":     {"def/x"},
+			"a/b":     {"a/b/pod 1"},
+			"a":       nil,
+			"nosuch":  nil,
+		} {
+			ps, err := tx.Pods(namespace)
+			if err != nil {
+				return err
+			}
+			mustEqual(t, fmt.Sprintf("Pods(%q)", namespace), podNames(ps), want)
+		}
+		all, err := tx.Pods("")
+		if err == nil && len(all) > 0 {
+			mustEqual(t, "first of Pods()", all[0], samplePod("a.b", "z"))
+		}
+		return err
+	})
+
+	// Replace one, delete another.
+	changed := samplePod("default", "web-0")
+	changed.Labels = map[string]string{"app": "web", "version": "2"}
+	changed.NamedPorts = nil
+	changed.HostNetwork = false
+	update(t, s, func(tx store.Tx) error { return tx.PutPod(changed) })
+	update(t, s, func(tx store.Tx) error { return tx.DeletePod("default", "api") })
+	view(t, s, func(tx store.Tx) error {
+		if p, ok, err := tx.Pod("default", "web-0"); !ok || err != nil || !reflect.DeepEqual(p, changed) {
+			t.Errorf("replaced Pod(default, web-0) = %+v, %v, %v; want %+v", p, ok, err, changed)
+		}
+		if _, ok, err := tx.Pod("default", "api"); ok || err != nil {
+			t.Errorf("deleted Pod(default, api): ok %v, err %v; want gone", ok, err)
+		}
+		ps, err := tx.Pods("default")
+		mustEqual(t, "Pods(default) after a replace and a delete", podNames(ps),
+			[]string{"default/a.b", "default/a/b", "default/web-0"})
+		return err
+	})
+	err := s.Update(func(tx store.Tx) error { return tx.DeletePod("default", "api") })
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("second DeletePod: %v; want ErrNotFound", err)
+	}
+	err = s.Update(func(tx store.Tx) error { return tx.DeletePod("kube", "web-0") })
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("DeletePod of a name of another namespace: %v; want ErrNotFound", err)
+	}
+}
+
 // testReadYourDeletes checks that a transaction's reads, point reads and listings,
 // miss what it deleted itself.
 func testReadYourDeletes(t *testing.T, s store.Store) {
@@ -1587,6 +1753,11 @@ func testReadYourDeletes(t *testing.T, s store.Store) {
 				return err
 			}
 		}
+		for _, n := range []string{"web-0", "web-1"} {
+			if err := tx.PutPod(samplePod("ns", n)); err != nil {
+				return err
+			}
+		}
 		return tx.PutService(api.Service{Namespace: "ns", Name: "web"})
 	})
 	update(t, s, func(tx store.Tx) error {
@@ -1621,6 +1792,12 @@ func testReadYourDeletes(t *testing.T, s store.Store) {
 		if _, ok, err := tx.Namespace("ns"); !ok || err != nil {
 			t.Errorf("Namespace(ns): ok %v, err %v; want found", ok, err)
 		}
+		if ps, err := tx.Pods("ns"); len(ps) != 2 || err != nil {
+			t.Errorf("Pods(ns) = %v, %v; want 2", ps, err)
+		}
+		if _, ok, err := tx.Pod("ns", "web-0"); !ok || err != nil {
+			t.Errorf("Pod(ns, web-0): ok %v, err %v; want found", ok, err)
+		}
 		for _, err := range []error{
 			tx.DeleteEndpoint(k),
 			tx.DeleteAllocation("red", a),
@@ -1629,6 +1806,7 @@ func testReadYourDeletes(t *testing.T, s store.Store) {
 			tx.DeleteService("ns", "web"),
 			tx.DeleteNetworkPolicy("ns", "deny"),
 			tx.DeleteNamespace("ns"),
+			tx.DeletePod("ns", "web-0"),
 			tx.DeleteNode("n1"),
 			tx.DeleteBlock("red", block),
 		} {
@@ -1689,6 +1867,17 @@ func testReadYourDeletes(t *testing.T, s store.Store) {
 		if err := tx.DeleteNamespace("ns"); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("second DeleteNamespace in one transaction: %v; want ErrNotFound", err)
 		}
+		if _, ok, err := tx.Pod("ns", "web-0"); ok || err != nil {
+			t.Errorf("deleted pod still read in its own transaction: ok %v, err %v", ok, err)
+		}
+		for _, namespace := range []string{"ns", ""} {
+			if ps, err := tx.Pods(namespace); len(ps) != 1 || err != nil {
+				t.Errorf("Pods(%q) after deleting one = %v, %v; want web-1 only", namespace, ps, err)
+			}
+		}
+		if err := tx.DeletePod("ns", "web-0"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("second DeletePod in one transaction: %v; want ErrNotFound", err)
+		}
 		if _, ok, err := tx.Node("n1"); ok || err != nil {
 			t.Errorf("deleted node still read in its own transaction: ok %v, err %v", ok, err)
 		}
@@ -1719,6 +1908,7 @@ func testReadYourDeletes(t *testing.T, s store.Store) {
 	mustEqual(t, "BGP peers after the deletes", c.BGPPeers, []api.BGPPeer{samplePeer("tor2", "192.0.2.254")})
 	mustEqual(t, "network policies after the deletes", c.Policies, []api.NetworkPolicy{samplePolicy("ns", "allow")})
 	mustEqual(t, "namespaces after the deletes", c.Spaces, []api.Namespace{sampleNamespace("other")})
+	mustEqual(t, "pods after the deletes", c.Pods, []api.Pod{samplePod("ns", "web-1")})
 }
 
 // testDeleteAndRecreateNetwork deletes a network and fills it again in one

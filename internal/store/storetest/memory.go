@@ -56,6 +56,7 @@ type memState struct {
 	services   map[[2]string]api.Service           // (namespace, name) -> service
 	policies   map[[2]string]api.NetworkPolicy     // (namespace, name) -> policy
 	namespaces map[string]api.Namespace
+	pods       map[[2]string]api.Pod // (namespace, name) -> pod
 	nodes      map[string]api.Node
 	blocks     map[string]map[netip.Prefix]api.Block // network -> prefix -> block
 	bgpConfig  *api.BGPConfig                        // nil until put
@@ -72,6 +73,7 @@ func newMemState() *memState {
 		services:   make(map[[2]string]api.Service),
 		policies:   make(map[[2]string]api.NetworkPolicy),
 		namespaces: make(map[string]api.Namespace),
+		pods:       make(map[[2]string]api.Pod),
 		nodes:      make(map[string]api.Node),
 		blocks:     make(map[string]map[netip.Prefix]api.Block),
 		bgpPeers:   make(map[string]api.BGPPeer),
@@ -90,6 +92,7 @@ func (s *memState) clone() *memState {
 		services:   maps.Clone(s.services),
 		policies:   maps.Clone(s.policies),
 		namespaces: maps.Clone(s.namespaces),
+		pods:       maps.Clone(s.pods),
 		nodes:      maps.Clone(s.nodes),
 		blocks:     make(map[string]map[netip.Prefix]api.Block, len(s.blocks)),
 		bgpConfig:  s.bgpConfig, // replaced, never modified
@@ -624,6 +627,61 @@ func (t *memTx) DeleteNamespace(name string) error {
 		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
 	}
 	delete(t.s.namespaces, name)
+	t.wrote = true
+	return nil
+}
+
+// clonePod copies p through JSON, keeping the namespace and the name as they are.
+func clonePod(p api.Pod) api.Pod {
+	c := cloneJSON(p)
+	c.Namespace, c.Name = p.Namespace, p.Name
+	return c
+}
+
+func (t *memTx) Pod(namespace, name string) (api.Pod, bool, error) {
+	p, ok := t.s.pods[[2]string{namespace, name}]
+	if !ok {
+		return api.Pod{}, false, nil
+	}
+	return clonePod(p), true, nil
+}
+
+func (t *memTx) Pods(namespace string) ([]api.Pod, error) {
+	var out []api.Pod
+	for k, p := range t.s.pods {
+		if namespace == "" || k[0] == namespace {
+			out = append(out, clonePod(p))
+		}
+	}
+	slices.SortFunc(out, func(a, b api.Pod) int {
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+	})
+	return out, nil
+}
+
+func (t *memTx) PutPod(p api.Pod) error {
+	op := fmt.Sprintf("put pod %s/%s", p.Namespace, p.Name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	if err := store.CheckPod(p); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	t.s.pods[[2]string{p.Namespace, p.Name}] = clonePod(p)
+	t.wrote = true
+	return nil
+}
+
+func (t *memTx) DeletePod(namespace, name string) error {
+	op := fmt.Sprintf("delete pod %s/%s", namespace, name)
+	if err := t.checkWritable(op); err != nil {
+		return err
+	}
+	k := [2]string{namespace, name}
+	if _, ok := t.s.pods[k]; !ok {
+		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
+	}
+	delete(t.s.pods, k)
 	t.wrote = true
 	return nil
 }

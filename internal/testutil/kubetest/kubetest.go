@@ -4,6 +4,7 @@
 // real API server (validation, defaulting, ClusterIP allocation, watch semantics) and no
 // controllers: nothing schedules pods, finalizes namespaces or fills EndpointSlices
 // unless the test does. Both processes are children of the test, ended by their PIDs.
+// Launch does the same for a program (the benchmarks), without a testing.TB.
 package kubetest
 
 import (
@@ -71,7 +72,7 @@ type Cluster struct {
 	// ServiceCIDR is the range ClusterIPs are allocated from.
 	ServiceCIDR netip.Prefix
 
-	t     testing.TB
+	t     testing.TB // the test of StartWith; nil for Launch
 	dir   string
 	bin   string
 	args  []string
@@ -95,60 +96,92 @@ func Start(t testing.TB) *Cluster {
 func StartWith(t testing.TB, opts Options) *Cluster {
 	t.Helper()
 	testutil.RequireCommands(t, "etcd")
+	c, err := Launch(t.TempDir(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.t = t
+	t.Cleanup(func() {
+		if t.Failed() && !c.logShown {
+			t.Logf("kube-apiserver log (last lines):\n%s", agentproc.Tail(c.LogPath(), 40))
+		}
+		c.Stop()
+	})
+	return c
+}
+
+// Launch is StartWith for a program (the benchmarks): it starts etcd and kube-apiserver
+// with their data, certificates and logs in dir (made if missing; left in place) and waits
+// until the API server is ready. The caller ends both with Stop. On error nothing is
+// left running, and an API server that did not get ready has the tail of its log in
+// the error.
+func Launch(dir string, opts Options) (*Cluster, error) {
 	if !opts.ServiceCIDR.IsValid() {
 		opts.ServiceCIDR = DefaultServiceCIDR
 	}
 	bin, err := Binary()
 	if err != nil {
-		t.Fatalf("kube-apiserver: %v", err)
+		return nil, fmt.Errorf("kube-apiserver: %w", err)
 	}
-	dir := t.TempDir()
-	c := &Cluster{t: t, dir: dir, bin: bin, ServiceCIDR: opts.ServiceCIDR.Masked()}
-	t.Cleanup(func() {
-		if t.Failed() && !c.logShown {
-			t.Logf("kube-apiserver log (last lines):\n%s", agentproc.Tail(c.logPath(), 40))
-		}
+	c := &Cluster{dir: dir, bin: bin, ServiceCIDR: opts.ServiceCIDR.Masked()}
+	if err := c.launch(); err != nil {
 		c.Stop()
-	})
+		return nil, err
+	}
+	return c, nil
+}
 
-	if c.etcd, err = agentproc.StartEtcd(dir); err != nil {
-		t.Fatalf("start etcd: %v", err)
+// launch is Launch once the Cluster is made: the caller stops what it started.
+func (c *Cluster) launch() (err error) {
+	if err := os.MkdirAll(c.dir, 0o755); err != nil {
+		return err
+	}
+	if c.etcd, err = agentproc.StartEtcd(c.dir); err != nil {
+		return fmt.Errorf("start etcd: %w", err)
 	}
 	if c.args, c.token, err = c.prepare(); err != nil {
-		t.Fatal(err)
+		return err
 	}
-	c.startAPIServer()
+	if err := c.startAPIServer(); err != nil {
+		return err
+	}
 
 	// The server wrote its self-signed certificate (the leaf and the CA that signed it)
 	// into --cert-dir on its first start; later starts reuse it.
-	ca, err := os.ReadFile(filepath.Join(dir, "certs", "apiserver.crt"))
+	ca, err := os.ReadFile(filepath.Join(c.dir, "certs", "apiserver.crt"))
 	if err != nil {
-		t.Fatalf("kube-apiserver certificate: %v", err)
+		return fmt.Errorf("kube-apiserver certificate: %w", err)
 	}
-	c.Kubeconfig = filepath.Join(dir, "kubeconfig")
+	c.Kubeconfig = filepath.Join(c.dir, "kubeconfig")
 	if err := writeKubeconfig(c.Kubeconfig, c.URL, ca, c.token); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	if c.Config, err = clientcmd.BuildConfigFromFlags("", c.Kubeconfig); err != nil {
-		t.Fatalf("load %s: %v", c.Kubeconfig, err)
+		return fmt.Errorf("load %s: %w", c.Kubeconfig, err)
 	}
 	if c.Client, err = kubernetes.NewForConfig(c.Config); err != nil {
-		t.Fatalf("clientset: %v", err)
+		return fmt.Errorf("clientset: %w", err)
 	}
-	return c
+	return nil
 }
 
 // Restart stops the API server and starts it again on the same port with the same
 // etcd, certificate and token, so a client can prove it recovers its watches. It
-// returns once the server is ready again.
+// returns once the server is ready again. It is for the clusters of StartWith (it
+// fails the test); a cluster of Launch panics.
 func (c *Cluster) Restart() {
+	if c.t == nil {
+		panic("kubetest: Restart of a cluster that Launch started")
+	}
 	c.t.Helper()
 	if c.api == nil {
 		c.t.Fatal("kubetest: Restart after Stop")
 	}
 	c.api.Stop(apiStopGrace)
 	c.api = nil
-	c.startAPIServer()
+	if err := c.startAPIServer(); err != nil {
+		c.t.Fatal(err)
+	}
 }
 
 // Stop stops the API server, then etcd. Calling it again does nothing.
@@ -210,23 +243,25 @@ func (c *Cluster) prepare() (args []string, token string, err error) {
 	}, token, nil
 }
 
-// startAPIServer starts kube-apiserver and waits for /readyz, failing the test with
-// the tail of its log if it exits or does not get ready in time.
-func (c *Cluster) startAPIServer() {
-	c.t.Helper()
+// startAPIServer starts kube-apiserver and waits for /readyz. If it exits or does not
+// get ready in time, it is stopped and the error holds the tail of its log.
+func (c *Cluster) startAPIServer() error {
 	// One log across restarts.
-	p, err := agentproc.StartChild(exec.Command(c.bin, c.args...), c.logPath(), nil)
+	p, err := agentproc.StartChild(exec.Command(c.bin, c.args...), c.LogPath(), nil)
 	if err != nil {
-		c.t.Fatalf("start kube-apiserver: %v", err)
+		return fmt.Errorf("start kube-apiserver: %w", err)
+	}
+	if err := waitReady(p, c.URL+"/readyz", c.token, readyTimeout); err != nil {
+		p.Stop(apiStopGrace)
+		c.logShown = true
+		return fmt.Errorf("kube-apiserver: %w; log (last lines):\n%s", err, agentproc.Tail(c.LogPath(), 40))
 	}
 	c.api = p
-	if err := waitReady(p, c.URL+"/readyz", c.token, readyTimeout); err != nil {
-		c.logShown = true
-		c.t.Fatalf("kube-apiserver: %v; log (last lines):\n%s", err, agentproc.Tail(c.logPath(), 40))
-	}
+	return nil
 }
 
-func (c *Cluster) logPath() string { return filepath.Join(c.dir, "kube-apiserver.log") }
+// LogPath is the API server's log file.
+func (c *Cluster) LogPath() string { return filepath.Join(c.dir, "kube-apiserver.log") }
 
 // waitReady polls url until it answers 200, the process exits or timeout passes. The
 // probe does not verify the server certificate: the server creates it as it starts,
