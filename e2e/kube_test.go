@@ -40,15 +40,21 @@ type kubeController struct {
 	child  *agentproc.Child
 }
 
-// startController runs a controller with short Lease timings (a standby takes over
-// within about 4 s of the leader's death; an API server restart outlasts the renew
-// deadline, and the leader stands by and campaigns again).
+// startController runs a controller writing into the agents' etcd (store).
 func startController(t *testing.T, kc *kubetest.Cluster, store, dir, id string) *kubeController {
 	t.Helper()
+	return startControllerWith(t, kc, dir, id, "--store", store)
+}
+
+// startControllerWith runs a controller with the sink flags given (--store etcd://...,
+// or --socket for an agent's) and short Lease timings: a standby takes over within
+// about 4 s of the leader's death.
+func startControllerWith(t *testing.T, kc *kubetest.Cluster, dir, id string, sink ...string) *kubeController {
+	t.Helper()
 	c := &kubeController{id: id, status: filepath.Join(dir, id+".sock"), log: filepath.Join(dir, id+".log")}
-	cmd := exec.Command(bin.podnet, "controller", "--kubeconfig", kc.Kubeconfig, "--store", store,
+	cmd := exec.Command(bin.podnet, append([]string{"controller", "--kubeconfig", kc.Kubeconfig,
 		"--identity", id, "--status-socket", c.status,
-		"--lease-duration", "4s", "--renew-deadline", "3s", "--retry-period", "500ms")
+		"--lease-duration", "4s", "--renew-deadline", "3s", "--retry-period", "500ms"}, sink...)...)
 	child, err := agentproc.StartChild(cmd, c.log, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -93,12 +99,19 @@ func kubeAttach(t *testing.T, c *lab.Cluster, a *clusterAgent, network, name str
 	if err != nil {
 		t.Fatal(err)
 	}
+	return kubeAttachIn(t, sb, a.c, a.i, network, name)
+}
+
+// kubeAttachIn attaches sandbox sb through the agent cl of node i, and serves its
+// identity on port 8080.
+func kubeAttachIn(t *testing.T, sb netns.NsHandle, cl *api.Client, i int, network, name string) kubePod {
+	t.Helper()
 	key := api.EndpointKey{Network: network, ContainerID: "k8s-" + name, IfName: "eth0"}
-	res, err := a.c.Attach(context.Background(), api.AttachRequest{EndpointKey: key, Namespace: "default", Name: name}, int(sb))
+	res, err := cl.Attach(context.Background(), api.AttachRequest{EndpointKey: key, Namespace: "default", Name: name}, int(sb))
 	if err != nil {
-		t.Fatalf("attach %s on n%d: %v", name, a.i, err)
+		t.Fatalf("attach %s on n%d: %v", name, i, err)
 	}
-	p := kubePod{name: name, ns: sb, ip: res.IPs[0].Address.Addr(), node: a.i}
+	p := kubePod{name: name, ns: sb, ip: res.IPs[0].Address.Addr(), node: i}
 	l, err := kernel.ListenIn(sb, "tcp", netip.AddrPortFrom(p.ip, 8080).String())
 	if err != nil {
 		t.Fatal(err)
@@ -427,6 +440,59 @@ func TestPrivilegedKubernetes(t *testing.T) {
 	}
 	eventuallyState(t, "service late gone", func() (bool, string) {
 		_, err := agents[0].c.Service(ctx, "default", "late")
+		return api.ErrorCode(err) == api.CodeNotFound, fmt.Sprint(err)
+	})
+}
+
+// One node on its embedded store, fed through the agent's socket (no --store): a pod's
+// labels come from the API, a ClusterIP service reaches its EndpointSlice's backend and
+// follows the slice to another, and a service deleted in the API leaves the agent.
+func TestPrivilegedKubernetesOneNode(t *testing.T) {
+	kc := kubetest.Start(t)
+	k := kc.Client
+	n := newNode(t)
+	ctx := context.Background()
+	if _, err := n.api.CreateNetwork(ctx, api.NetworkSpec{Name: "pods", Subnets: []string{"10.95.0.0/24"}}); err != nil {
+		t.Fatal(err)
+	}
+	c := startControllerWith(t, kc, t.TempDir(), "solo", "--socket", n.socket)
+	eventuallyState(t, "solo leads", func() (bool, string) { s := c.state(t); return s.Leading && s.Synced, fmt.Sprint(s) })
+	var pods []kubePod
+	for _, name := range []string{"web-0", "web-1", "client"} {
+		mustCreate(t, "pod "+name, k.CoreV1().Pods("default").Create, apiPod(name, map[string]string{"app": name}))
+		sb, err := n.lab.Sandbox()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pods = append(pods, kubeAttachIn(t, sb, n.api, 0, "pods", name))
+	}
+	web0, web1, client := pods[0], pods[1], pods[2]
+	eventuallyState(t, "client's labels from the API", func() (bool, string) {
+		eps, err := n.api.Endpoints(ctx, "pods")
+		for _, ep := range eps {
+			if ep.Name == "client" {
+				return ep.Labels["app"] == "client", fmt.Sprint(ep.Labels)
+			}
+		}
+		return false, fmt.Sprint(eps, err)
+	})
+	svc := mustCreate(t, "service web", k.CoreV1().Services("default").Create, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}}})
+	vip := netip.AddrPortFrom(netip.MustParseAddr(svc.Spec.ClusterIP), 80)
+	sl := mustCreate(t, "slice web", k.DiscoveryV1().EndpointSlices("default").Create, slice("web", web0))
+	backendsSeen(t, "web's ClusterIP through the socket-fed agent", client.ns, vip, web0)
+	moved := slice("web", web1)
+	moved.ResourceVersion = sl.ResourceVersion
+	if _, err := k.DiscoveryV1().EndpointSlices("default").Update(ctx, moved, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	backendsSeen(t, "web follows its slice to web-1", client.ns, vip, web1)
+	if err := k.CoreV1().Services("default").Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventuallyState(t, "web gone from the agent", func() (bool, string) {
+		_, err := n.api.Service(ctx, "default", "web")
 		return api.ErrorCode(err) == api.CodeNotFound, fmt.Sprint(err)
 	})
 }
