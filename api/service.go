@@ -102,10 +102,7 @@ type Service struct {
 	ExternalName          string          `json:"externalName,omitempty"`
 	InternalTrafficPolicy string          `json:"internalTrafficPolicy,omitempty"`
 	Slices                []SliceEndpoint `json:"slices,omitempty"`
-	// GivenVIPs: the VIPs came with the definition (ServiceSpec.VIPs), not from podnet's
-	// allocator.
-	GivenVIPs bool      `json:"givenVIPs,omitempty"`
-	Created   time.Time `json:"created"`
+	Created               time.Time       `json:"created"`
 	// Backends are the ready backends right now (filled in by the agent on reads).
 	Backends []Backend `json:"backends,omitempty"`
 }

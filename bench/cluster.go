@@ -365,19 +365,31 @@ func (c *cluster) agentsCPU(j int) (time.Duration, error) {
 		if i == j {
 			continue
 		}
-		tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", a.PID()))
-		if err != nil || len(tasks) == 0 {
-			return 0, fmt.Errorf("agent n%d: no threads to read (%v)", i, err)
+		cpu, err := threadsCPU(a.PID())
+		if err != nil {
+			return 0, fmt.Errorf("agent n%d: %w", i, err)
 		}
-		for _, f := range tasks {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				continue // a thread that ended meanwhile
-			}
-			var ns int64
-			fmt.Sscan(string(b), &ns)
-			total += time.Duration(ns)
+		total += cpu
+	}
+	return total, nil
+}
+
+// threadsCPU is the CPU time of a process's live threads (every thread's time on a
+// CPU, /proc/PID/task/TID/schedstat).
+func threadsCPU(pid int) (time.Duration, error) {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	if err != nil || len(tasks) == 0 {
+		return 0, fmt.Errorf("process %d: no threads to read (%v)", pid, err)
+	}
+	var total time.Duration
+	for _, f := range tasks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // a thread that ended meanwhile
 		}
+		var ns int64
+		fmt.Sscan(string(b), &ns)
+		total += time.Duration(ns)
 	}
 	return total, nil
 }

@@ -1349,19 +1349,9 @@ func scrapeIn(ns netns.NsHandle, addr string) (metrics, error) {
 // procCPU is the CPU time of process pid: every thread's time on a CPU
 // (/proc/PID/task/TID/schedstat), and that of its children that ended (kube-proxy's nft).
 func procCPU(pid int) (time.Duration, error) {
-	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
-	if err != nil || len(tasks) == 0 {
-		return 0, fmt.Errorf("process %d: no threads to read (%v)", pid, err)
-	}
-	var total time.Duration
-	for _, f := range tasks {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue // a thread that ended meanwhile
-		}
-		var ns int64
-		fmt.Sscan(string(b), &ns)
-		total += time.Duration(ns)
+	total, err := threadsCPU(pid)
+	if err != nil {
+		return 0, err
 	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {

@@ -168,33 +168,11 @@ func backendsSeen(t *testing.T, what string, ns netns.NsHandle, dst netip.AddrPo
 }
 
 func dnsAnswers(ns netns.NsHandle, name string, qtype uint16) ([]string, error) {
-	c, err := kernel.DialIn(context.Background(), ns, "udp", netip.AddrPortFrom(netip.MustParseAddr(api.DNSAddress), 53).String(), time.Second)
+	r, err := probe.Lookup(context.Background(), ns, netip.AddrPortFrom(netip.MustParseAddr(api.DNSAddress), 53), name, qtype, 2*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
-	m := new(mdns.Msg)
-	m.SetQuestion(mdns.Fqdn(name), qtype)
-	c.SetDeadline(time.Now().Add(2 * time.Second))
-	co := &mdns.Conn{Conn: c}
-	if err := co.WriteMsg(m); err != nil {
-		return nil, err
-	}
-	r, err := co.ReadMsg()
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, rr := range r.Answer {
-		switch rr := rr.(type) {
-		case *mdns.A:
-			out = append(out, rr.A.String())
-		case *mdns.CNAME:
-			out = append(out, "CNAME "+rr.Target)
-		}
-	}
-	slices.Sort(out)
-	return out, nil
+	return probe.Answers(r), nil
 }
 
 func wantDNS(t *testing.T, ns netns.NsHandle, name string, qtype uint16, want ...string) {
@@ -342,8 +320,10 @@ func TestPrivilegedKubernetes(t *testing.T) {
 	// A NetworkPolicy from the API: web admits only role=client. client-0 reaches web-1
 	// before, not after; relabelled in the API, it does again.
 	target := netip.AddrPortFrom(web1.ip, 8081) // probe's own server, beside ServeIdentity's
-	if _, err := probe.TCP(ctx, client0.ns, web1.ns, target, 2*time.Second); err != nil {
-		t.Fatalf("client-0 -> web-1 before any policy: %v", err)
+	for _, from := range []kubePod{client0, client1} {
+		if _, err := probe.TCP(ctx, from.ns, web1.ns, target, 2*time.Second); err != nil {
+			t.Fatalf("%s -> web-1 before any policy: %v", from.name, err)
+		}
 	}
 	mustCreate(t, "policy", k.NetworkingV1().NetworkPolicies("default").Create, &networkingv1.NetworkPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: "clients-only", Namespace: "default"},

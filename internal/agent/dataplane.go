@@ -148,36 +148,42 @@ func (a *Agent) syncRulesetLocked(ifDiffers, news bool) error {
 }
 
 // servicesDelta is what to add and remove to go from have's services to want's, when the
-// two rulesets differ in their services only: the services of want that are new or
-// changed (Update replaces a service's elements), and those of have whose key is gone.
+// two rulesets differ in their services only.
 func servicesDelta(have, want nft.Ruleset) (add, remove []nft.Service, ok bool) {
 	h, w := have, want
 	h.Services, w.Services = nil, nil
 	if !reflect.DeepEqual(h, w) {
 		return nil, nil, false
 	}
+	add, remove = serviceChanges(have.Services, want.Services)
+	return add, remove, true
+}
+
+// serviceChanges are the services of after that are new or changed (Update replaces a
+// service's elements) and those of before whose VIP, protocol and port after lacks.
+func serviceChanges(before, after []nft.Service) (add, remove []nft.Service) {
 	type key struct {
 		vip   netip.Addr
 		proto string
 		port  uint16
 	}
-	old := make(map[key]nft.Service, len(have.Services))
-	for _, s := range have.Services {
+	old := make(map[key]nft.Service, len(before))
+	for _, s := range before {
 		old[key{s.VIP, s.Protocol, s.Port}] = s
 	}
-	for _, s := range want.Services {
+	for _, s := range after {
 		k := key{s.VIP, s.Protocol, s.Port}
 		if o, found := old[k]; !found || !reflect.DeepEqual(o, s) {
 			add = append(add, s)
 		}
 		delete(old, k)
 	}
-	for _, s := range have.Services {
+	for _, s := range before {
 		if _, gone := old[key{s.VIP, s.Protocol, s.Port}]; gone {
 			remove = append(remove, s)
 		}
 	}
-	return add, remove, true
+	return add, remove
 }
 
 // policyDeltaLocked changes the policies' elements in the tables from what they hold to

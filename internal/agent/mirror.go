@@ -33,8 +33,8 @@ func (a *Agent) Mirror(req api.MirrorRequest) (api.MirrorResult, error) {
 	case !res.Changed:
 	case servicesOnly:
 		a.dpMu.Lock()
-		after := a.serviceTablesOf(req.Changes)
-		if err := a.nftUpdateLocked(nft.Delta{Services: after}, nft.Delta{Services: goneServices(before, after)}); err != nil {
+		add, remove := serviceChanges(before, a.serviceTablesOf(req.Changes))
+		if err := a.nftUpdateLocked(nft.Delta{Services: add}, nft.Delta{Services: remove}); err != nil {
 			a.log.Error("nftables: mirrored services", "err", err)
 		}
 		a.dpMu.Unlock()
@@ -56,15 +56,6 @@ func (a *Agent) serviceTablesOf(changes []api.MirrorChange) []nft.Service {
 		}
 	}
 	return out
-}
-
-// goneServices are the services of before whose VIP, protocol and port after lacks.
-func goneServices(before, after []nft.Service) []nft.Service {
-	return slices.DeleteFunc(slices.Clone(before), func(b nft.Service) bool {
-		return slices.ContainsFunc(after, func(s nft.Service) bool {
-			return s.VIP == b.VIP && s.Protocol == b.Protocol && s.Port == b.Port
-		})
-	})
 }
 
 // MirrorInventory lists the objects of a source the store holds.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/kernel"
+	"github.com/podnet/podnet/internal/probe"
 )
 
 // backend is a sandbox that answers every TCP connection on :8080 and UDP datagram on
@@ -207,19 +208,7 @@ func TestPrivilegedServices(t *testing.T) {
 
 // lookup resolves name through the cluster DNS address from inside ns.
 func lookup(ctx context.Context, ns netns.NsHandle, name string, qtype uint16) (*mdns.Msg, error) {
-	c, err := kernel.DialIn(ctx, ns, "udp", netip.AddrPortFrom(netip.MustParseAddr(api.DNSAddress), 53).String(), time.Second)
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	m := new(mdns.Msg)
-	m.SetQuestion(mdns.Fqdn(name), qtype)
-	co := &mdns.Conn{Conn: c}
-	c.SetDeadline(time.Now().Add(2 * time.Second))
-	if err := co.WriteMsg(m); err != nil {
-		return nil, err
-	}
-	return co.ReadMsg()
+	return probe.Lookup(ctx, ns, netip.AddrPortFrom(netip.MustParseAddr(api.DNSAddress), 53), name, qtype, 2*time.Second)
 }
 
 // eventuallyAnswers waits (bounded) for DNS to answer name with want: the server's
@@ -230,27 +219,13 @@ func eventuallyAnswers(ctx context.Context, ns netns.NsHandle, name string, qtyp
 	for range 100 {
 		var m *mdns.Msg
 		if m, err = lookup(ctx, ns, name, qtype); err == nil {
-			if got = answers(m); slices.Equal(got, want) {
+			if got = probe.Answers(m); slices.Equal(got, want) {
 				return nil
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	return fmt.Errorf("%s: %v (%v), want %v", name, got, err, want)
-}
-
-func answers(m *mdns.Msg) []string {
-	var out []string
-	for _, rr := range m.Answer {
-		switch r := rr.(type) {
-		case *mdns.A:
-			out = append(out, r.A.String())
-		case *mdns.CNAME:
-			out = append(out, "CNAME "+r.Target)
-		}
-	}
-	slices.Sort(out)
-	return out
 }
 
 // Sandboxes resolve services (ClusterIP and headless, with hostnames) through the DNS

@@ -47,7 +47,7 @@ func TestServicesKeepTheirVIPs(t *testing.T) {
 	}
 	st.View(func(tx store.Tx) error {
 		svc, ok, _ := tx.Service("default", "web")
-		if !ok || svc.Source != api.SourceKubernetes || !svc.GivenVIPs || !slices.Equal(svc.VIPs, []netip.Addr{netip.MustParseAddr("10.96.0.10")}) {
+		if !ok || svc.Source != api.SourceKubernetes || !slices.Equal(svc.VIPs, []netip.Addr{netip.MustParseAddr("10.96.0.10")}) {
 			t.Errorf("web: %+v", svc)
 		}
 		if _, ok, _ := tx.Service("default", "db"); ok {

@@ -504,27 +504,23 @@ func serviceChains() []chainDef {
 		}},
 		{name: chainAffinity, rules: []ruleDef{stickyRule(ip4), stickyRule(ip6)}},
 	}
+	chains = append(chains, pickChains(chainPick, chainAffinityPick, pickRule)...)
+	return append(chains, pickChains(chainNodePortPick, chainNodePortAffinityPick, nodePortPickRule)...)
+}
+
+// pickChains are, per slot count n, the chain pick<n> that draws a backend with rule
+// for both families, and affinityPick<n> that tries the client's remembered backend
+// first.
+func pickChains(pickName, affinityName string, rule func(ipFamily, uint32) ruleDef) []chainDef {
+	var chains []chainDef
 	for _, n := range slotCounts() {
-		pick := chainDef{name: chainPick + strconv.Itoa(int(n))}
+		pick := chainDef{name: pickName + strconv.Itoa(int(n))}
 		for _, f := range []ipFamily{ip4, ip6} {
 			for _, mod := range drawModuli(n) {
-				pick.rules = append(pick.rules, pickRule(f, mod))
+				pick.rules = append(pick.rules, rule(f, mod))
 			}
 		}
-		affinityPick := chainDef{name: chainAffinityPick + strconv.Itoa(int(n)), rules: []ruleDef{
-			jumpRule(expr.VerdictJump, chainAffinity),
-			jumpRule(expr.VerdictGoto, pick.name),
-		}}
-		chains = append(chains, pick, affinityPick)
-	}
-	for _, n := range slotCounts() {
-		pick := chainDef{name: chainNodePortPick + strconv.Itoa(int(n))}
-		for _, f := range []ipFamily{ip4, ip6} {
-			for _, mod := range drawModuli(n) {
-				pick.rules = append(pick.rules, nodePortPickRule(f, mod))
-			}
-		}
-		affinityPick := chainDef{name: chainNodePortAffinityPick + strconv.Itoa(int(n)), rules: []ruleDef{
+		affinityPick := chainDef{name: affinityName + strconv.Itoa(int(n)), rules: []ruleDef{
 			jumpRule(expr.VerdictJump, chainAffinity),
 			jumpRule(expr.VerdictGoto, pick.name),
 		}}

@@ -196,7 +196,6 @@ func CanonicalizeService(s api.ServiceSpec) (api.Service, error) {
 		families[v.Unmap().Is4()] = true
 		svc.VIPs = append(svc.VIPs, v.Unmap())
 	}
-	svc.GivenVIPs = len(svc.VIPs) > 0
 	names := map[string]bool{}
 	seen := map[string]bool{}
 	nodePorts := map[string]bool{}

@@ -92,7 +92,7 @@ func TestCanonicalizeKubernetesService(t *testing.T) {
 	got, err := spec.CanonicalizeService(api.ServiceSpec{Name: "web", Source: api.SourceKubernetes, VIPs: vips("::ffff:10.96.0.10", "fd00::10"),
 		Ports: []api.ServicePort{{Name: "http", Port: 80, NodePort: 30080}}, InternalTrafficPolicy: api.TrafficPolicyLocal,
 		Slices: []api.SliceEndpoint{{Addrs: vips("10.0.0.1"), Ports: []api.NamedPort{{Name: "http", Port: 8080, Protocol: "tcp"}}, Ready: true}}})
-	if err != nil || !got.GivenVIPs || got.VIPs[0] != netip.MustParseAddr("10.96.0.10") || got.Ports[0].NodePort != 30080 || len(got.Slices) != 1 {
+	if err != nil || len(got.VIPs) != 2 || got.VIPs[0] != netip.MustParseAddr("10.96.0.10") || got.Ports[0].NodePort != 30080 || len(got.Slices) != 1 {
 		t.Errorf("kubernetes service: %+v, %v", got, err)
 	}
 	got, err = spec.CanonicalizeService(api.ServiceSpec{Name: "ext", ExternalName: "db.example.org."})
