@@ -287,16 +287,21 @@ func TestPrivilegedKubernetes(t *testing.T) {
 	wantDNS(t, client0.ns, "web-1.web-h.default.svc.cluster.local", mdns.TypeA, web1.ip.String())
 	wantDNS(t, client0.ns, "ext.default.svc.cluster.local", mdns.TypeCNAME, "CNAME db.example.org.")
 
-	// NodePort: n1's node namespace reaches the backend through n0's address. (A backend
-	// on another node than the one receiving does not answer yet: the masqueraded
-	// connection's reply takes the underlay back and is dropped as spoofed.)
+	// NodePort: n1's node namespace reaches both backends through n0's address: web-1,
+	// on n1, through n0 and the tunnel, masqueraded to n0's tunnel address so that the
+	// reply comes back through the tunnel.
 	np := mustCreate(t, "service web-np", k.CoreV1().Services("default").Create, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "web-np", Namespace: "default"},
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort,
 			Ports: []corev1.ServicePort{{Name: "http", Port: 81, TargetPort: intstr.FromString("http")}}}})
-	mustCreate(t, "slice web-np", k.DiscoveryV1().EndpointSlices("default").Create, slice("web-np", web0))
+	mustCreate(t, "slice web-np", k.DiscoveryV1().EndpointSlices("default").Create, slice("web-np", web0, web1))
 	nodePort := netip.AddrPortFrom(lab.UnderlayAddr(0).Addr(), uint16(np.Spec.Ports[0].NodePort))
-	backendsSeen(t, "NodePort through n0's address from n1", c.Nodes[1].Node, nodePort, web0)
+	backendsSeen(t, "NodePort through n0's address from n1", c.Nodes[1].Node, nodePort, web0, web1)
+	// The nodes themselves reach the other's pod, and the ClusterIP's both backends.
+	for i, p := range []kubePod{web1, web0} {
+		backendsSeen(t, fmt.Sprintf("n%d to %s", i, p.name), c.Nodes[i].Node, netip.AddrPortFrom(p.ip, 8080), p)
+		backendsSeen(t, fmt.Sprintf("web's ClusterIP from n%d's node namespace", i), c.Nodes[i].Node, netip.AddrPortFrom(vip, 80), web0, web1)
+	}
 
 	// An unsupported field is an Event on the service; the service still works.
 	local := corev1.ServiceExternalTrafficPolicyLocal

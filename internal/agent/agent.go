@@ -118,6 +118,7 @@ type Agent struct {
 	// overlay plans applied last, by network (both guarded by netMu).
 	clusterNets     []api.Network
 	appliedOverlays map[string]plan.Overlay
+	tunnels         map[string]tunnel // this node's tunnel addresses, by network (tunnel.go; netMu)
 	bgpPort         int
 	nft             nft.Applier
 	proxy           portproxy.Applier
@@ -195,7 +196,7 @@ func New(cfg Config) (*Agent, error) {
 		detachq: make(chan api.EndpointKey, 4096), detachDone: make(chan struct{}),
 		pending:  map[api.EndpointKey]bool{},
 		nodeName: cfg.NodeName, nodeIP: cfg.NodeIP, shared: cfg.Shared, leaseTTL: cfg.LeaseTTL,
-		blockGrace: cfg.BlockGrace, deadSince: map[string]time.Time{}, bgpPort: cfg.BGPPort}
+		blockGrace: cfg.BlockGrace, deadSince: map[string]time.Time{}, tunnels: map[string]tunnel{}, bgpPort: cfg.BGPPort}
 	if cfg.Shared {
 		a.defaultCrossNode = api.CrossNodeVXLAN
 	}

@@ -98,7 +98,7 @@ func (a *Agent) register(ctx context.Context) (<-chan struct{}, error) {
 		if err != nil {
 			return err
 		}
-		if !ok {
+		if !ok || n.Registered.IsZero() { // none yet, or one podnet controller made (Kubernetes Node)
 			n.Registered = a.created()
 		}
 		n.Name, n.IP, n.Version = a.nodeName, a.nodeIP, Version
@@ -226,9 +226,10 @@ func (a *Agent) removeGoneNetworks(nets []api.Network) error {
 	return errors.Join(errs...)
 }
 
-// releaseDeadBlocks releases the blocks of nodes that have been dead for the grace
-// period and hold no address: a dead node's block that holds one (its pods may still
-// run; its agent may come back) stays until `podnet node rm`. Nodes race to do it; the
+// releaseDeadBlocks releases the tunnel addresses (tunnel.go) and the blocks that hold no
+// address of nodes that have been dead for the grace period: a dead node's block that
+// holds one (its pods may still run; its agent may come back) stays until `podnet node
+// rm`. Nodes race to do it; the
 // store's transaction lets one win. When this agent first saw a node dead counts, so a
 // node that dies and an agent that starts later wait a whole grace period again.
 func (a *Agent) releaseDeadBlocks() error {
@@ -253,6 +254,10 @@ func (a *Agent) releaseDeadBlocks() error {
 		err := a.store.Update(func(tx store.Tx) error {
 			released = released[:0]
 			if alive, err := a.store.Alive(); err != nil || alive[name] {
+				return err
+			}
+			// Its tunnel addresses go first: they hold its blocks otherwise.
+			if err := releaseTunnels(tx, name); err != nil {
 				return err
 			}
 			blocks, err := tx.Blocks("")
@@ -346,6 +351,11 @@ func (a *Agent) syncOverlaysChanged(nets []api.Network, all bool) error {
 		}
 		o := driver.OverlayFor(n, u, v.nodes, v.blocks)
 		switch n.CrossNode {
+		case api.CrossNodeVXLAN:
+			// Without its addresses the device still carries the pods' traffic.
+			addrs, err := a.tunnelAddrs(n, all)
+			errs = append(errs, err)
+			o.Device.Addrs = addrs
 		case api.CrossNodeBGP:
 			o.Routes = learned[n.Name]
 		case api.CrossNodeDirect:
@@ -492,6 +502,9 @@ func (a *Agent) RemoveNode(name string) error {
 			if err := tx.DeleteEndpoint(ep.EndpointKey); err != nil {
 				return err
 			}
+		}
+		if err := releaseTunnels(tx, name); err != nil {
+			return err
 		}
 		blocks, err := tx.Blocks("")
 		if err != nil {

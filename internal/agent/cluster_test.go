@@ -3,6 +3,7 @@ package agent
 import (
 	"io"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/podnet/podnet/internal/kernel/kerneltest"
 	"github.com/podnet/podnet/internal/nft/nfttest"
 	"github.com/podnet/podnet/internal/portproxy/portproxytest"
+	"github.com/podnet/podnet/internal/ipam"
 	"github.com/podnet/podnet/internal/store"
 	"github.com/podnet/podnet/internal/store/storetest"
 )
@@ -78,9 +80,13 @@ func TestClusterDeadNodeBlocks(t *testing.T) {
 	if blue.CrossNode != api.CrossNodeVXLAN || blue.MTU != 1450 {
 		t.Fatalf("network on a shared store: crossNode %q, mtu %d; want vxlan, 1500-50", blue.CrossNode, blue.MTU)
 	}
-	if _, err := n2.Attach(attachReq("blue", "c1"), -1); err != nil {
+	res, err := n2.Attach(attachReq("blue", "c1"), -1)
+	if err != nil {
 		t.Fatal(err)
 	}
+	// The block of c1's address (which node's tunnel address took the first block
+	// depends on which agent synced first).
+	held := ipam.BlockOf(blue, res.IPs[0].Address.Addr()).String()
 	// A second, empty block of n2's.
 	empty := netip.MustParsePrefix("10.88.1.0/26")
 	if err := st.Update(func(tx store.Tx) error {
@@ -91,7 +97,7 @@ func TestClusterDeadNodeBlocks(t *testing.T) {
 	if err := n1.syncCluster(); err != nil {
 		t.Fatal(err)
 	}
-	if l := last(); !strings.Contains(l, "route 10.88.0.0/26 via 192.0.2.2") || !strings.Contains(l, "route 10.88.1.0/26 via 192.0.2.2") {
+	if l := last(); !strings.Contains(l, "route "+held+" via 192.0.2.2") || !strings.Contains(l, "route 10.88.1.0/26 via 192.0.2.2") {
 		t.Fatalf("n1's overlay with n2 alive: %s", l)
 	}
 
@@ -102,16 +108,38 @@ func TestClusterDeadNodeBlocks(t *testing.T) {
 	if l := last(); strings.Contains(l, "via 192.0.2.2") || strings.Contains(l, "fdb") {
 		t.Errorf("n1's overlay once n2 is dead still leads to it: %s", l)
 	}
+	// n2's blocks (n1 holds one too: its tunnel address's), and the owners of addresses.
 	blocks := func() []string {
 		var out []string
 		st.View(func(tx store.Tx) error {
 			bs, err := tx.Blocks("blue")
 			for _, b := range bs {
-				out = append(out, b.Node+" "+b.Prefix.String())
+				if b.Node == "n2" {
+					out = append(out, b.Node+" "+b.Prefix.String())
+				}
 			}
 			return err
 		})
 		return out
+	}
+	owners := func() []string {
+		var out []string
+		st.View(func(tx store.Tx) error {
+			allocs, err := tx.Allocations("blue")
+			for _, o := range allocs {
+				out = append(out, o)
+			}
+			return err
+		})
+		slices.Sort(out)
+		return out
+	}
+	// The orphan sweep keeps the tunnel addresses of the nodes, dead ones too.
+	if err := n1.releaseOrphanAllocations(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := owners(), []string{"_tunnel/n1", "_tunnel/n2", "blue/c1/eth0"}; !slices.Equal(got, want) {
+		t.Fatalf("owners of blue's addresses: %v, want %v", got, want)
 	}
 	now = now.Add(59 * time.Second)
 	if err := n1.syncCluster(); err != nil {
@@ -124,8 +152,11 @@ func TestClusterDeadNodeBlocks(t *testing.T) {
 	if err := n1.syncCluster(); err != nil {
 		t.Fatal(err)
 	}
-	if got := blocks(); !slices.Equal(got, []string{"n2 10.88.0.0/26"}) {
+	if got := blocks(); !slices.Equal(got, []string{"n2 " + held}) {
 		t.Errorf("blocks after the grace period: %v, want only n2's block that holds an address", got)
+	}
+	if got, want := owners(), []string{"_tunnel/n1", "blue/c1/eth0"}; !slices.Equal(got, want) {
+		t.Errorf("owners of blue's addresses after the grace period: %v, want %v (n2's tunnel address released)", got, want)
 	}
 
 	// node rm: refused for a live node; a dead one loses its block, its endpoint and the
@@ -145,8 +176,8 @@ func TestClusterDeadNodeBlocks(t *testing.T) {
 	}
 	st.View(func(tx store.Tx) error {
 		allocs, err := tx.Allocations("blue")
-		if err != nil || len(allocs) != 0 {
-			t.Errorf("allocations after node rm n2: %v, %v", allocs, err)
+		if err != nil || len(allocs) != 1 || !slices.Contains(slices.Collect(maps.Values(allocs)), "_tunnel/n1") {
+			t.Errorf("allocations after node rm n2: %v, %v; want n1's tunnel address only", allocs, err)
 		}
 		if _, ok, _ := tx.Node("n2"); ok {
 			t.Error("n2's record after node rm")

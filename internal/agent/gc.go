@@ -62,12 +62,21 @@ func staleAttachments(network string, eps []api.Endpoint, valid []api.EndpointKe
 	return stale
 }
 
-// releaseOrphanAllocations frees addresses whose owner has no endpoint record.
+// releaseOrphanAllocations frees addresses whose owner has no endpoint record (a node's
+// tunnel addresses stay while the node has its record: tunnel.go).
 func (a *Agent) releaseOrphanAllocations() error {
 	return a.store.Update(func(tx store.Tx) error {
 		nets, err := tx.Networks()
 		if err != nil {
 			return err
+		}
+		nodes, err := tx.Nodes()
+		if err != nil {
+			return err
+		}
+		known := map[string]bool{}
+		for _, nd := range nodes {
+			known[nd.Name] = true
 		}
 		for _, n := range nets {
 			eps, err := tx.Endpoints(n.Name)
@@ -83,7 +92,7 @@ func (a *Agent) releaseOrphanAllocations() error {
 				return err
 			}
 			for addr, owner := range allocs {
-				if !live[owner] {
+				if !live[owner] && !known[tunnelNode(owner)] {
 					a.log.Info("releasing orphan address", "network", n.Name, "address", addr, "owner", owner)
 					if err := tx.DeleteAllocation(n.Name, addr); err != nil {
 						return err

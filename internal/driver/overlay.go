@@ -6,7 +6,9 @@ package driver
 //     network, no learning), a permanent FDB entry (VTEP MAC -> node address) and
 //     neighbour entry (node address -> VTEP MAC) per other live node, and a route per
 //     remote block via that node's address, onlink on the device. No multicast, no
-//     flooding, no ARP across the tunnel. Either family of blocks crosses an underlay
+//     flooding, no ARP across the tunnel. The device holds the node's tunnel addresses,
+//     which the agent allocates from the node's blocks (agent/tunnel.go) and adds to
+//     the plan. Either family of blocks crosses an underlay
 //     of either family (the kernel applier picks the next hop: an IPv6 block behind an
 //     IPv4 node address goes via its VTEP's link-local address, kernel.VTEPLinkLocal).
 //   - direct: a route per remote block via the node's address on the underlay (the

@@ -117,7 +117,7 @@ func (n *Node) EnsureBridge(b plan.Bridge) error {
 			return fmt.Errorf("bridge %s: set mac: %w", b.Name, err)
 		}
 	}
-	if err := n.ensureAddrs(link, b.Addrs); err != nil {
+	if err := n.ensureAddrs(link, b.Addrs, false); err != nil {
 		return fmt.Errorf("bridge %s: %w", b.Name, err)
 	}
 	if attrs.Flags&net.FlagUp == 0 {
@@ -128,11 +128,22 @@ func (n *Node) EnsureBridge(b plan.Bridge) error {
 	return nil
 }
 
-func (n *Node) ensureAddrs(link netlink.Link, want []netip.Prefix) error {
+// ensureAddrs adds the addresses of want that link lacks; with exact, it also removes
+// the others (but link-local ones, which the kernel gives).
+func (n *Node) ensureAddrs(link netlink.Link, want []netip.Prefix, exact bool) error {
 	// A dump of a busy node (thousands of veths) is often interrupted: retried.
 	have, err := retry(func() ([]netlink.Addr, error) { return n.h.AddrList(link, netlink.FAMILY_ALL) })
 	if err != nil {
 		return fmt.Errorf("list addresses: %w", err)
+	}
+	for _, a := range have {
+		p := prefixOf(a.IPNet)
+		if !exact || p.Addr().IsLinkLocalUnicast() || slices.Contains(want, p) {
+			continue
+		}
+		if err := n.h.AddrDel(link, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			return fmt.Errorf("delete address %s: %w", p, err)
+		}
 	}
 	for _, p := range want {
 		found := slices.ContainsFunc(have, func(a netlink.Addr) bool { return prefixOf(a.IPNet) == p })

@@ -24,8 +24,8 @@ const RouteProtocol netlink.RouteProtocol = 0x70
 const LearnedProtocol netlink.RouteProtocol = 0x71
 
 // SyncOverlay makes one network's cross-node data path equal to o: the VXLAN device
-// (created, or recreated when its VNI, port, source or underlay changed; MTU, MAC and
-// state set), exactly o.Peers as permanent FDB and neighbour entries on it, and exactly
+// (created, or recreated when its VNI, port, source or underlay changed; MTU, MAC,
+// exactly its addresses (but link-local ones) and state set), exactly o.Peers as permanent FDB and neighbour entries on it, and exactly
 // o.Routes among the routes of RouteProtocol inside o.Subnets. Applying the same o
 // twice changes nothing.
 //
@@ -105,6 +105,9 @@ func (n *Node) ensureVXLAN(d plan.VXLAN) (netlink.Link, error) {
 		if err := n.h.LinkSetHardwareAddr(link, d.MAC); err != nil {
 			return nil, fmt.Errorf("vxlan %s: set mac: %w", d.Name, err)
 		}
+	}
+	if err := n.ensureAddrs(link, d.Addrs, true); err != nil {
+		return nil, fmt.Errorf("vxlan %s: %w", d.Name, err)
 	}
 	if a.Flags&net.FlagUp == 0 {
 		if err := n.h.LinkSetUp(link); err != nil {

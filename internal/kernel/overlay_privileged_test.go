@@ -90,13 +90,19 @@ func overlayCluster(t *testing.T) []*overlayNode {
 func vxlanOverlay(i, j int) plan.Overlay {
 	remote := lab.UnderlayAddr(j).Addr()
 	return plan.Overlay{Network: "x", Subnets: []netip.Prefix{overlaySubnet, overlaySubnet6},
-		Device: plan.VXLAN{Name: "pnx-x", VNI: 90, Port: 4789, Local: lab.UnderlayAddr(i).Addr(), Dev: lab.Uplink, MTU: 1450, MAC: vtepMAC(i)},
-		Peers:  []plan.VTEP{{NodeIP: remote, MAC: vtepMAC(j)}},
+		Device: plan.VXLAN{Name: "pnx-x", VNI: 90, Port: 4789, Local: lab.UnderlayAddr(i).Addr(), Dev: lab.Uplink, MTU: 1450, MAC: vtepMAC(i),
+			Addrs: []netip.Prefix{tunnelAddr(i), netip.PrefixFrom(block6(i).Addr().Next(), 128)}},
+		Peers: []plan.VTEP{{NodeIP: remote, MAC: vtepMAC(j)}},
 		Routes: []plan.OverlayRoute{
 			{Dst: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 90, byte(j), 0}), 26), Via: remote, Dev: "pnx-x", Onlink: true},
 			{Dst: block6(j), Via: remote, Dev: "pnx-x", Onlink: true},
 		},
 	}
+}
+
+// tunnelAddr is node i's IPv4 tunnel address: the last of its block.
+func tunnelAddr(i int) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 90, byte(i), 62}), 32)
 }
 
 func vtepMAC(k int) net.HardwareAddr { return net.HardwareAddr{0x0e, 0, 0, 0, 0x90, byte(k)} }
@@ -159,6 +165,37 @@ func TestPrivilegedOverlay(t *testing.T) {
 	}
 	if got := permanentNeighbors(t, h, vx, netlink.FAMILY_V6); got != ll.String()+" 0e:00:00:00:90:01" {
 		t.Errorf("permanent IPv6 neighbours of pnx-x: %q, want node 1's VTEP link-local -> its MAC", got)
+	}
+
+	// The device holds exactly its tunnel addresses (and its link-local one), an address
+	// added by hand goes with the next sync, and what the node sends to the other node's
+	// pods leaves from its tunnel address.
+	if err := h.AddrAdd(vx, &netlink.Addr{IPNet: &net.IPNet{IP: net.IP{10, 90, 0, 9}, Mask: net.CIDRMask(32, 32)}}); err != nil {
+		t.Fatal(err)
+	}
+	syncOverlay(t, nodes, vxlanOverlay)
+	addrs, err := h.AddrList(vx, netlink.FAMILY_ALL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, a := range addrs {
+		if !a.IP.IsLinkLocalUnicast() {
+			got = append(got, a.IPNet.String())
+		}
+	}
+	slices.Sort(got)
+	if want := []string{"10.90.0.62/32", "fd00:90::1/128"}; !slices.Equal(got, want) {
+		t.Errorf("addresses of pnx-x: %v, want %v", got, want)
+	}
+	for dst, want := range map[netip.Addr]netip.Addr{v4(nodes[1]): tunnelAddr(0).Addr(), v6(nodes[1]): block6(0).Addr().Next()} {
+		rs, err := h.RouteGet(dst.AsSlice())
+		if err != nil || len(rs) != 1 {
+			t.Fatalf("route to %s: %v %v", dst, rs, err)
+		}
+		if src, _ := netip.AddrFromSlice(rs[0].Src); src.Unmap() != want {
+			t.Errorf("node 0's source towards %s: %s, want its tunnel address %s", dst, src, want)
+		}
 	}
 
 	// Routes deleted by hand come back with the next sync.

@@ -98,7 +98,7 @@ func (n *Node) EnsureLocalAddress(addr netip.Addr) error {
 	if err != nil {
 		return err
 	}
-	if err := n.ensureAddrs(link, []netip.Prefix{netip.PrefixFrom(addr, addr.BitLen())}); err != nil {
+	if err := n.ensureAddrs(link, []netip.Prefix{netip.PrefixFrom(addr, addr.BitLen())}, false); err != nil {
 		return fmt.Errorf("%s: %w", ServiceLink, err)
 	}
 	return nil

@@ -287,6 +287,8 @@ func build(r Ruleset) rulesetDef {
 		{name: chainDNATted, rules: slices.Concat(rememberRules(), []ruleDef{
 			dnatMasqRule(ip4),
 			dnatMasqRule(ip6),
+			tunnelMasqRule(ip4),
+			tunnelMasqRule(ip6),
 			localhostMasqRule(),
 			nodePortMasqRule("tcp"),
 			nodePortMasqRule("udp"),
@@ -730,9 +732,8 @@ func egressMasqRule(f ipFamily) ruleDef {
 // a sandbox (in chain dnatted: DNATed connections only): the reply must come back through
 // the node to be un-DNATed (hairpin, and sandboxes of other networks). Not when they leave
 // through a VXLAN device of podnet (pnx*, a pod of another node): the reply comes back
-// through the tunnel anyway, the backend sees the client's address, and the device has no
-// address to masquerade to (but a connection to a NodePort is masqueraded all the same, by
-// nodePortMasqRule).
+// through the tunnel anyway, and the backend sees the client's address (but a connection
+// to a NodePort is masqueraded all the same, by nodePortMasqRule).
 func dnatMasqRule(f ipFamily) ruleDef {
 	return ruleDef{
 		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f), []expr.Any{
@@ -740,6 +741,24 @@ func dnatMasqRule(f ipFamily) ruleDef {
 			lookup(reg1, "pods"+f.suffix, false),
 			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg1},
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: []byte(VXLANPrefix)},
+			&expr.Masq{},
+		}),
+	}
+}
+
+// tunnelMasqRule masquerades connections to a service that come from outside the pod
+// networks (the node itself, another host) and leave through a VXLAN device of podnet
+// (in chain dnatted: DNATed connections only): the device's address is the node's
+// tunnel address, from the node's own block, so the backend's reply comes back through
+// the tunnel to be un-DNATed, where a reply to the node's underlay address would take
+// the underlay and be dropped as spoofed.
+func tunnelMasqRule(f ipFamily) ruleDef {
+	return ruleDef{
+		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f), []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte(VXLANPrefix)},
+			loadAddr(f, f.saddr, reg1),
+			lookup(reg1, "pods"+f.suffix, true),
 			&expr.Masq{},
 		}),
 	}

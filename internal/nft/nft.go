@@ -53,7 +53,9 @@
 //	                  then egress masquerade
 //	chain dnatted     regular: remembers the backend of a new connection to a service (VIP or
 //	                  NodePort) with affinity; masquerades DNATed connections from sandboxes
-//	                  (hairpin), from 127.0.0.0/8, and every connection to a NodePort
+//	                  (hairpin), those from outside the pod networks that leave through a
+//	                  VXLAN device (to the node's tunnel address), from 127.0.0.0/8, and
+//	                  every connection to a NodePort
 //	chains pick-S, affinity-pick-S, affinity, no-backends  regular: random choice of a
 //	                  backend among S slots, client affinity, rejection of a service without
 //	                  backend; constant (services.go explains them)

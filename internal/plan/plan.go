@@ -95,6 +95,10 @@ type VXLAN struct {
 	// MAC is the device's address, derived from node and network: remote nodes compute
 	// it the same way.
 	MAC net.HardwareAddr
+	// Addrs are the node's tunnel addresses (a host prefix per family, from the node's
+	// own blocks): the source of what the node sends through the tunnel, itself or
+	// masqueraded, so that the reply comes back through the tunnel too.
+	Addrs []netip.Prefix
 }
 
 // VTEP is a remote node's end of a network's tunnel: its underlay address and the MAC
