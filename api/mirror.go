@@ -22,10 +22,15 @@ const (
 	KindPod           = "Pod"
 	KindService       = "Service"
 	KindNetworkPolicy = "NetworkPolicy"
+	// KindNode is a node's pod ranges and address (podnet controller --node-pod-cidrs);
+	// its key has no namespace: Node//NAME.
+	KindNode = "Node"
 )
 
 // MirrorChange puts or deletes one object: Kind with Namespace and Name (Name only for
-// a namespace), and for a put the object of that kind.
+// a namespace and a node), and for a put the object of that kind. A node's change puts
+// or clears its PodCIDRs, InternalIP and Source only: the rest of the node's record is
+// its agent's.
 type MirrorChange struct {
 	Kind      string         `json:"kind"`
 	Namespace string         `json:"namespace,omitempty"`
@@ -35,6 +40,7 @@ type MirrorChange struct {
 	Pod       *Pod           `json:"pod,omitempty"`
 	Service   *ServiceSpec   `json:"service,omitempty"`
 	Policy    *NetworkPolicy `json:"policy,omitempty"`
+	Node      *Node          `json:"node,omitempty"`
 }
 
 // Key names the object of a change: KIND/NAMESPACE/NAME.

@@ -133,7 +133,11 @@ func (n Network) BlockBits(p netip.Prefix) int {
 	return n.BlockSize6
 }
 
-// Node is one node of a cluster as the store records it.
+// Node is one node of a cluster as the store records it. IP, Version and Registered
+// are what the node's agent says of itself when it registers; PodCIDRs, InternalIP and
+// Source are what a source (podnet controller --node-pod-cidrs, from the Kubernetes
+// API) says of the node. Each side keeps the other's fields when it writes the record,
+// and a source may write it before the node's agent ever registered.
 type Node struct {
 	Name string `json:"name"`
 	// IP is the node's underlay address: other nodes send tunnel packets and route
@@ -143,6 +147,15 @@ type Node struct {
 	// Alive: the node's agent holds its lease now (set when reading, not stored).
 	Alive      bool      `json:"alive"`
 	Registered time.Time `json:"registered"`
+	// PodCIDRs are the node's pod ranges (Kubernetes' spec.podCIDRs): in a cross-node
+	// network's subnet that they cover, the node claims its blocks only inside them.
+	PodCIDRs []netip.Prefix `json:"podCIDRs,omitempty"`
+	// InternalIP is the node's address as the source reports it (Kubernetes' status
+	// address of type InternalIP); podnet routes to IP, not to it.
+	InternalIP netip.Addr `json:"internalIP,omitzero"`
+	// Source is where PodCIDRs and InternalIP come from ("": nowhere, the agent's
+	// record only).
+	Source string `json:"source,omitempty"`
 }
 
 // NodeInfo is a node as `podnet node ls` shows it: its record, whether it is alive, and

@@ -30,7 +30,9 @@ func controllerCmd(g *globals) *cobra.Command {
 store: with --store, straight into the etcd the agents share; without, through the local
 agent's socket (a cluster of one node). Only the controller holding the Lease
 (--lease-namespace/--lease-name) writes; others stand by and take over when it stops.
-Objects podnet cannot honour are reported as Kubernetes Events on them.`,
+Objects podnet cannot honour are reported as Kubernetes Events on them.
+With --node-pod-cidrs it mirrors the nodes too: each node claims the address blocks of a
+cross-node network only inside its spec.podCIDRs (where they lie in the network's subnet).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if kubeconfig == "" {
@@ -96,6 +98,7 @@ Objects podnet cannot honour are reported as Kubernetes Events on them.`,
 	c.Flags().DurationVar(&cfg.LeaseDuration, "lease-duration", kube.DefaultLeaseDuration, "how long a standby waits after the leader's last renewal")
 	c.Flags().DurationVar(&cfg.RenewDeadline, "renew-deadline", kube.DefaultRenewDeadline, "how long the leader tries to renew before it stops")
 	c.Flags().DurationVar(&cfg.RetryPeriod, "retry-period", kube.DefaultRetryPeriod, "how often the Lease is tried")
+	c.Flags().BoolVar(&cfg.NodePodCIDRs, "node-pod-cidrs", false, "take each node's address blocks from its spec.podCIDRs (mirrors the nodes: name, InternalIP, podCIDRs)")
 	c.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 
 	status := &cobra.Command{
@@ -119,7 +122,7 @@ Objects podnet cannot honour are reported as Kubernetes Events on them.`,
 			}
 			fmt.Printf("role:       %s (leader: %s)\n", role, s.Leader)
 			fmt.Printf("synced:     %v, %d pending\n", s.Synced, s.Pending)
-			for _, kind := range []string{api.KindNamespace, api.KindPod, api.KindService, api.KindNetworkPolicy} {
+			for _, kind := range []string{api.KindNamespace, api.KindPod, api.KindService, api.KindNetworkPolicy, api.KindNode} {
 				fmt.Printf("%-12s%d\n", kind+":", s.Objects[kind])
 			}
 			last := "never"

@@ -77,16 +77,26 @@ var endpointColumns = []column[api.Endpoint]{
 	{"STATE", func(ep api.Endpoint) string { return ep.State }},
 }
 
-// nodeColumns are `podnet node ls`'s.
+// nodeColumns are `podnet node ls`'s. A node that only podnet controller recorded (its
+// agent never registered) has no address and no lease.
 var nodeColumns = []column[api.NodeInfo]{
 	{"NAME", func(n api.NodeInfo) string { return n.Name }},
-	{"NODE IP", func(n api.NodeInfo) string { return n.IP.String() }},
+	{"NODE IP", func(n api.NodeInfo) string {
+		if !n.IP.IsValid() {
+			return ""
+		}
+		return n.IP.String()
+	}},
 	{"LEASE", func(n api.NodeInfo) string {
-		if n.Alive {
+		switch {
+		case n.Alive:
 			return "alive"
+		case !n.IP.IsValid() && n.Registered.IsZero():
+			return "none"
 		}
 		return "expired"
 	}},
+	{"PODCIDRS", func(n api.NodeInfo) string { return joinMap(n.PodCIDRs, netip.Prefix.String) }},
 	{"BLOCKS", func(n api.NodeInfo) string {
 		var parts []string
 		for _, net := range slices.Sorted(maps.Keys(n.Blocks)) {

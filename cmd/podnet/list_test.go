@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/podnet/podnet/api"
 )
@@ -107,6 +108,19 @@ func TestPrintListings(t *testing.T) {
 			"NAMESPACE  NAME  VIPS             PORTS        BACKENDS  SELECTOR                     SOURCE\n" +
 			"default    web   10.96.0.10       80:8080/tcp  2         app=web,env=prod,tier=front  podnet\n" +
 			"default    db    None (headless)               0         app=db                       kubernetes\n"},
+		{"node", func(b *bytes.Buffer) error {
+			return printList(b, false, []api.NodeInfo{
+				{Node: api.Node{Name: "n0", IP: a("192.0.2.10"), Version: "v1", Alive: true, Registered: time.Unix(1, 0),
+					PodCIDRs: []netip.Prefix{p("10.244.0.0/24"), p("fd00:244::/64")}, InternalIP: a("192.0.2.10"), Source: api.SourceKubernetes},
+					Blocks: map[string][]netip.Prefix{"pods": {p("10.244.0.0/26")}, "blue": {p("10.88.0.0/26"), p("10.88.0.128/26")}}},
+				{Node: api.Node{Name: "n1", IP: a("192.0.2.11"), Version: "v1", Registered: time.Unix(1, 0)}},
+				{Node: api.Node{Name: "n2", PodCIDRs: []netip.Prefix{p("10.244.2.0/24")}, Source: api.SourceKubernetes}},
+			}, nodeColumns)
+		}, "" +
+			"NAME  NODE IP     LEASE    PODCIDRS                     BLOCKS                                                  VERSION\n" +
+			"n0    192.0.2.10  alive    10.244.0.0/24,fd00:244::/64  blue: 10.88.0.0/26,10.88.0.128/26; pods: 10.244.0.0/26  v1\n" +
+			"n1    192.0.2.11  expired                                                                                       v1\n" +
+			"n2                none     10.244.2.0/24                                                                        \n"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var b bytes.Buffer

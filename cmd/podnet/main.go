@@ -348,7 +348,7 @@ func demoCmd() *cobra.Command {
 func nodeCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "node", Short: "Inspect the nodes of the cluster"}
 	ls := &cobra.Command{
-		Use: "ls", Short: "List the nodes: address, lease, blocks per network, agent version", Args: cobra.NoArgs,
+		Use: "ls", Short: "List the nodes: address, lease, podCIDRs (podnet controller --node-pod-cidrs), blocks per network, agent version", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			nodes, err := g.client().Nodes(cmd.Context())
 			if err != nil {

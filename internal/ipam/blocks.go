@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/podnet/podnet/api"
@@ -17,9 +18,16 @@ import (
 // claim is a read of the free block and a write in the caller's transaction, so of two
 // nodes that race for one block only one commits. Inside a block, allocation is the
 // single-node one: round-robin after the block's cursor.
+//
+// A node whose record has pod ranges (api.Node.PodCIDRs, from Kubernetes' spec.podCIDRs)
+// claims the new blocks of a subnet they cover only inside them, the lowest free one
+// first; a subnet they do not touch is claimed in as without them. No node claims a
+// block in another node's pod ranges. Blocks a node holds already are used first,
+// wherever they lie, and a requested address claims its block wherever it is.
 
 // AllocateOnNode is Allocate for an endpoint of node: for a cross-node network, from
-// node's blocks (claiming one when they are full); a requested address is handed out
+// node's blocks (claiming one when they are full, inside node's pod ranges where they
+// cover the subnet); a requested address is handed out
 // wherever its block is, and claims its block for node when nobody holds it. For a
 // network of one node it is Allocate.
 func AllocateOnNode(tx store.Tx, nw api.Network, node, owner string, static []netip.Addr, now time.Time) ([]netip.Prefix, error) {
@@ -99,7 +107,7 @@ func claim(tx store.Tx, nw api.Network, node string, p netip.Prefix, now time.Ti
 
 // nextOnNode is the next free address of node's blocks in sub, in block order, each
 // round-robin after its own cursor; when they are full, the lowest free block of sub
-// is claimed for node.
+// (of node's pod ranges in sub, when it has some there) is claimed for node.
 func nextOnNode(tx store.Tx, nw api.Network, sub api.Subnet, node string, blocks []api.Block, now time.Time) (netip.Addr, error) {
 	bits := nw.BlockBits(sub.Prefix)
 	claimed := map[netip.Prefix]bool{}
@@ -112,27 +120,88 @@ func nextOnNode(tx store.Tx, nw api.Network, sub api.Subnet, node string, blocks
 			return a, err
 		}
 	}
-	// The lowest free block: the blocks of sub in order, skipping the claimed ones.
-	for p := (netip.PrefixFrom(sub.Prefix.Masked().Addr(), bits)); sub.Prefix.Contains(p.Addr()); p = nextBlock(p) {
-		if claimed[p] {
-			continue
+	ranges, own, others, err := claimRanges(tx, nw, sub, node)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	// The lowest free block: the blocks of the ranges in order, skipping the claimed
+	// ones and those of other nodes' pod ranges.
+	for _, r := range ranges {
+		for p := (netip.PrefixFrom(r.Masked().Addr(), bits)); r.Contains(p.Addr()); p = nextBlock(p) {
+			if claimed[p] || slices.ContainsFunc(others, p.Overlaps) {
+				continue
+			}
+			if err := claim(tx, nw, node, p, now); err != nil {
+				return netip.Addr{}, err
+			}
+			a, ok, err := nextIn(tx, nw, sub, p)
+			if err != nil {
+				return netip.Addr{}, err
+			}
+			if ok {
+				return a, nil
+			}
+			// A block holding only reserved addresses (the subnet's first, with its
+			// gateway): keep it claimed, it is this node's, and go on.
+			claimed[p] = true
 		}
-		if err := claim(tx, nw, node, p, now); err != nil {
-			return netip.Addr{}, err
-		}
-		a, ok, err := nextIn(tx, nw, sub, p)
-		if err != nil {
-			return netip.Addr{}, err
-		}
-		if ok {
-			return a, nil
-		}
-		// A block holding only reserved addresses (the subnet's first, with its gateway):
-		// keep it claimed, it is this node's, and go on.
-		claimed[p] = true
+	}
+	if len(own) > 0 {
+		return netip.Addr{}, &api.Error{Code: api.CodePoolExhausted,
+			Msg: fmt.Sprintf("network %q: subnet %s: node %q's blocks are full and no block of /%d is free in its podCIDRs %s",
+				nw.Name, sub.Prefix, node, bits, prefixList(own))}
 	}
 	return netip.Addr{}, &api.Error{Code: api.CodePoolExhausted,
 		Msg: fmt.Sprintf("network %q: subnet %s: node %q's blocks are full and no block of /%d is free", nw.Name, sub.Prefix, node, bits)}
+}
+
+// claimRanges says where node may claim a new block of sub: ranges, in order, are the
+// parts of sub that node's pod ranges cover (own: those pod ranges), or the whole of sub
+// when they cover none of it; others are the other nodes' pod ranges that overlap sub.
+// A pod range of sub smaller than a block is an error.
+func claimRanges(tx store.Tx, nw api.Network, sub api.Subnet, node string) (ranges, own, others []netip.Prefix, err error) {
+	nodes, err := tx.Nodes()
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("network %q: nodes: %w", nw.Name, err)
+	}
+	bits := nw.BlockBits(sub.Prefix)
+	for _, n := range nodes {
+		for _, p := range n.PodCIDRs {
+			if !p.Overlaps(sub.Prefix) {
+				continue
+			}
+			if n.Name != node {
+				others = append(others, p)
+				continue
+			}
+			if p.Bits() > bits {
+				return nil, nil, nil, api.Errorf(api.CodeInvalidConfig,
+					"network %q: node %q: podCIDR %s is smaller than the network's blocks of /%d (subnet %s): give the node a podCIDR of /%d or larger, or the network a smaller block size",
+					nw.Name, node, p, bits, sub.Prefix, bits)
+			}
+			own = append(own, p)
+			// Of two overlapping prefixes, the longer lies inside the other.
+			if p.Bits() >= sub.Prefix.Bits() {
+				ranges = append(ranges, p)
+			} else {
+				ranges = append(ranges, sub.Prefix.Masked())
+			}
+		}
+	}
+	if len(own) == 0 {
+		ranges = []netip.Prefix{sub.Prefix.Masked()}
+	}
+	slices.SortFunc(ranges, netip.Prefix.Compare)
+	ranges = slices.Compact(ranges)
+	return ranges, own, others, nil
+}
+
+func prefixList(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ", ")
 }
 
 // nextIn picks the next free address of block after its cursor and moves the cursor;

@@ -1,8 +1,9 @@
 // Package kube is podnet's Kubernetes mode: a controller that mirrors the Kubernetes
 // API's namespaces, pods, services with their EndpointSlices, and network policies into
 // podnet's store, so that podnet serves a cluster's services, DNS and policies instead
-// of kube-proxy and CoreDNS. The agents need no Kubernetes credentials: they read only
-// podnet's store.
+// of kube-proxy and CoreDNS; with Config.NodePodCIDRs, nodes too (their pod ranges,
+// inside which each node claims its address blocks). The agents need no Kubernetes
+// credentials: they read only podnet's store.
 //
 // One controller of a cluster is active at a time, elected through a
 // coordination.k8s.io Lease; the others stand by. The active one watches the API with
@@ -99,6 +100,12 @@ type Config struct {
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 	// Batch is the most changes applied in one request (one store transaction).
 	Batch int
+	// NodePodCIDRs mirrors the nodes (api.KindNode): each node's spec.podCIDRs become
+	// the ranges its address blocks are taken from (and its InternalIP is recorded).
+	// Off, no node is mirrored, and the nodes a previous term mirrored lose what it
+	// gave them at the start of the term (the store's inventory lists them and the API
+	// is not asked): their blocks come from the whole subnet again.
+	NodePodCIDRs bool
 }
 
 // Status is what `podnet controller status` shows.
@@ -273,6 +280,8 @@ type informerSet struct {
 	services   cache.GenericLister
 	slices     cache.Indexer
 	policies   cache.GenericLister
+	// nodes is nil unless Config.NodePodCIDRs.
+	nodes cache.GenericLister
 }
 
 // lead mirrors while this controller holds the Lease (ctx).
@@ -351,6 +360,22 @@ func (c *Controller) lead(ctx context.Context) error {
 	}
 	in.slices = sliceInf.Informer().GetIndexer()
 	in.policies = cache.NewGenericLister(npInf.Informer().GetIndexer(), networkingv1.Resource("networkpolicies"))
+	if c.cfg.NodePodCIDRs {
+		nodeInf := f.Core().V1().Nodes()
+		// A node's status changes often (conditions, images); only its addresses and
+		// pod ranges count.
+		watch(nodeInf.Informer(), objKey(api.KindNode), func(a, b any) bool {
+			na, oka := a.(*corev1.Node)
+			nb, okb := b.(*corev1.Node)
+			if !oka || !okb {
+				return false
+			}
+			ta, pa := Node(na)
+			tb, pb := Node(nb)
+			return reflect.DeepEqual(ta, tb) && slices.Equal(pa, pb)
+		})
+		in.nodes = cache.NewGenericLister(nodeInf.Informer().GetIndexer(), corev1.Resource("nodes"))
+	}
 
 	f.Start(ctx.Done())
 	defer f.Shutdown()
@@ -507,7 +532,8 @@ func (c *Controller) work(ctx context.Context, in informerSet, recorder record.E
 	return true
 }
 
-// applied records which objects the store holds now.
+// applied records which objects the store holds now, and counts them (per change, not
+// over everything mirrored: a batch costs what it changed).
 func (c *Controller) applied(changes []api.MirrorChange, errs []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -515,13 +541,18 @@ func (c *Controller) applied(changes []api.MirrorChange, errs []string) {
 		if i < len(errs) && errs[i] != "" {
 			continue
 		}
-		if ch.Delete {
-			delete(c.mirrored, ch.Key())
-		} else {
-			c.mirrored[ch.Key()] = true
+		k := ch.Key() // its kind is ch.Kind, as countLocked reads it
+		switch {
+		case ch.Delete && c.mirrored[k]:
+			delete(c.mirrored, k)
+			if c.status.Objects[ch.Kind]--; c.status.Objects[ch.Kind] <= 0 {
+				delete(c.status.Objects, ch.Kind)
+			}
+		case !ch.Delete && !c.mirrored[k]:
+			c.mirrored[k] = true
+			c.status.Objects[ch.Kind]++
 		}
 	}
-	c.countLocked()
 }
 
 func (c *Controller) countLocked() {
@@ -588,6 +619,18 @@ func (c *Controller) change(key string, in informerSet) (ch api.MirrorChange, ob
 		if obj, found = get(in.services); found {
 			s, probs := Service(obj.(*corev1.Service), c.slicesOf(in, ns, name))
 			ch.Service, problems = &s, probs
+		}
+	case api.KindNode:
+		// Without Config.NodePodCIDRs there is no lister: a node the store holds from
+		// an earlier term is deleted (its pod ranges cleared).
+		if ns != "" {
+			return ch, nil, nil, false
+		}
+		if in.nodes != nil {
+			if obj, found = get(in.nodes); found {
+				n, probs := Node(obj.(*corev1.Node))
+				ch.Node, problems = &n, probs
+			}
 		}
 	case api.KindNetworkPolicy:
 		if obj, found = get(in.policies); found {

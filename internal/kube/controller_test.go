@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -26,6 +28,7 @@ type recordingSink struct {
 	inventory []string
 	failures  int
 	applied   map[string]api.MirrorChange // key -> last change applied
+	counts    map[string]int              // key -> changes applied
 	requests  int
 }
 
@@ -47,6 +50,10 @@ func (s *recordingSink) Mirror(_ context.Context, req api.MirrorRequest) (api.Mi
 			continue
 		}
 		s.applied[c.Key()] = c
+		if s.counts == nil {
+			s.counts = map[string]int{}
+		}
+		s.counts[c.Key()]++
 	}
 	return res, nil
 }
@@ -62,6 +69,30 @@ func (s *recordingSink) change(key string) (api.MirrorChange, bool) {
 	defer s.mu.Unlock()
 	c, ok := s.applied[key]
 	return c, ok
+}
+
+func (s *recordingSink) count(key string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.counts[key]
+}
+
+// runController runs a controller of cfg (its Client and Sink set) until the test ends.
+func runController(t *testing.T, cfg Config) *Controller {
+	t.Helper()
+	cfg.Identity, cfg.Log = "t", slog.New(slog.DiscardHandler)
+	cfg.LeaseDuration, cfg.RenewDeadline, cfg.RetryPeriod = 2*time.Second, time.Second, 100*time.Millisecond
+	c := New(cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return c
 }
 
 func waitFor(t *testing.T, what string, cond func() (bool, string)) {
@@ -157,4 +188,120 @@ func TestControllerMirrors(t *testing.T) {
 		web, _ := sink.change("Service/default/web")
 		return web.Delete && c.Status().Objects[api.KindService] == 1, fmt.Sprint(web, c.Status())
 	})
+}
+
+func apiNode(name, ip string, podCIDRs ...string) *corev1.Node {
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.NodeSpec{PodCIDRs: podCIDRs}}
+	if len(podCIDRs) > 0 {
+		n.Spec.PodCIDR = podCIDRs[0]
+	}
+	if ip != "" {
+		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}}
+	}
+	return n
+}
+
+// With NodePodCIDRs the nodes are mirrored (name, InternalIP, podCIDRs); a status
+// update that changes neither is not mirrored again, one of the InternalIP is; a podCIDR
+// that does not parse is an Event on the node.
+func TestControllerMirrorsNodes(t *testing.T) {
+	client := fake.NewClientset(apiNode("n0", "192.0.2.10", "10.244.0.0/24"))
+	sink := &recordingSink{applied: map[string]api.MirrorChange{}}
+	c := runController(t, Config{Client: client, Sink: sink, NodePodCIDRs: true})
+	ctx := context.Background()
+
+	waitFor(t, "n0 mirrored", func() (bool, string) {
+		n, ok := sink.change("Node//n0")
+		return ok && n.Node != nil, fmt.Sprint(n)
+	})
+	n0, _ := sink.change("Node//n0")
+	want := api.Node{Name: "n0", PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/24")},
+		InternalIP: netip.MustParseAddr("192.0.2.10"), Source: api.SourceKubernetes}
+	if !reflect.DeepEqual(*n0.Node, want) || n0.Namespace != "" || n0.Delete {
+		t.Errorf("n0 as mirrored: %+v %+v, want %+v", n0, *n0.Node, want)
+	}
+	waitFor(t, "status counts the node", func() (bool, string) {
+		s := c.Status()
+		return s.Objects[api.KindNode] == 1, fmt.Sprint(s)
+	})
+
+	// A heartbeat (a condition changed): n0 is not queued. Node n1 is created after it:
+	// the informer hands the two events over in order, so n1 mirrored means that n0's
+	// update was seen.
+	nodes := client.CoreV1().Nodes()
+	hb := apiNode("n0", "192.0.2.10", "10.244.0.0/24")
+	hb.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
+	if _, err := nodes.UpdateStatus(ctx, hb, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nodes.Create(ctx, apiNode("n1", "192.0.2.11", "10.244.1.0/33"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "n1 mirrored without its bad podCIDR", func() (bool, string) {
+		n, ok := sink.change("Node//n1")
+		return ok && n.Node != nil && n.Node.InternalIP.String() == "192.0.2.11" && len(n.Node.PodCIDRs) == 0, fmt.Sprint(n)
+	})
+	if n := sink.count("Node//n0"); n != 1 {
+		t.Errorf("n0 mirrored %d times after a heartbeat, want once", n)
+	}
+	waitFor(t, "an Event on n1", func() (bool, string) {
+		evs, err := client.CoreV1().Events("").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, e := range evs.Items {
+			if e.InvolvedObject.Kind == "Node" && e.InvolvedObject.Name == "n1" && e.Reason == "PodnetUnsupported" &&
+				strings.HasPrefix(e.Message, "spec.podCIDRs 10.244.1.0/33: not a CIDR") {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprint(evs.Items)
+	})
+
+	// A new InternalIP is mirrored; a deleted node is deleted.
+	moved := apiNode("n0", "192.0.2.20", "10.244.0.0/24")
+	if _, err := nodes.UpdateStatus(ctx, moved, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "n0's new InternalIP", func() (bool, string) {
+		n, _ := sink.change("Node//n0")
+		return n.Node != nil && n.Node.InternalIP.String() == "192.0.2.20", fmt.Sprint(n)
+	})
+	if err := nodes.Delete(ctx, "n1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "n1 deleted", func() (bool, string) {
+		n, _ := sink.change("Node//n1")
+		return n.Delete && c.Status().Objects[api.KindNode] == 1, fmt.Sprint(n, c.Status())
+	})
+}
+
+// Without NodePodCIDRs no node is mirrored, and a node the store holds from a term that
+// mirrored them is deleted (its pod ranges cleared) at the start.
+func TestControllerWithoutNodePodCIDRs(t *testing.T) {
+	client := fake.NewClientset(apiNode("n0", "192.0.2.10", "10.244.0.0/24"),
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "default"}})
+	sink := &recordingSink{inventory: []string{"Node//n0"}, applied: map[string]api.MirrorChange{}}
+	c := runController(t, Config{Client: client, Sink: sink})
+	waitFor(t, "synced, n0's pod ranges deleted", func() (bool, string) {
+		s := c.Status()
+		n, _ := sink.change("Node//n0")
+		return s.Synced && s.Pending == 0 && n.Delete, fmt.Sprint(s, n)
+	})
+	// No informer watches the nodes, so nothing queues a new one; a namespace created
+	// after it shows that the controller goes on mirroring the rest.
+	ctx := context.Background()
+	if _, err := client.CoreV1().Nodes().Create(ctx, apiNode("n1", "192.0.2.11", "10.244.1.0/24"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "late"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "namespace late mirrored", func() (bool, string) {
+		_, ok := sink.change("Namespace//late")
+		return ok, ""
+	})
+	if n := sink.count("Node//n0") + sink.count("Node//n1"); n != 1 || c.Status().Objects[api.KindNode] != 0 {
+		t.Errorf("nodes mirrored without NodePodCIDRs: %d changes (want n0's delete only), status %+v", n, c.Status())
+	}
 }

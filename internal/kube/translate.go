@@ -60,6 +60,48 @@ func Pod(p *corev1.Pod) api.Pod {
 	return out
 }
 
+// Node translates a node (podnet controller --node-pod-cidrs): its name, its pod ranges
+// from spec.podCIDRs (spec.podCIDR when that is empty, as a cluster before dual-stack
+// wrote it), and its address from status.addresses of type InternalIP: the first one
+// that parses, since kubelet lists the addresses of the node's primary family (its
+// underlay's) before the other family's. A CIDR or an address that does not parse, or
+// a CIDR with host bits, is a problem and left out.
+func Node(n *corev1.Node) (api.Node, []string) {
+	out := api.Node{Name: n.Name, Source: api.SourceKubernetes}
+	var problems []string
+	cidrs, field := n.Spec.PodCIDRs, "spec.podCIDRs"
+	if len(cidrs) == 0 && n.Spec.PodCIDR != "" {
+		cidrs, field = []string{n.Spec.PodCIDR}, "spec.podCIDR"
+	}
+	for i, s := range cidrs {
+		p, err := netip.ParsePrefix(s)
+		switch {
+		case err != nil || p.Addr().Zone() != "":
+			problems = append(problems, fmt.Sprintf("%s %s: not a CIDR; left out, the node's blocks are not taken from it", indexed(field, i, len(cidrs)), s))
+			continue
+		case p != p.Masked():
+			problems = append(problems, fmt.Sprintf("%s %s: has host bits (the range is %s); left out, the node's blocks are not taken from it",
+				indexed(field, i, len(cidrs)), s, p.Masked()))
+			continue
+		}
+		out.PodCIDRs = append(out.PodCIDRs, p)
+	}
+	for i, a := range n.Status.Addresses {
+		if a.Type != corev1.NodeInternalIP {
+			continue
+		}
+		ip, err := netip.ParseAddr(a.Address)
+		if err != nil || ip.Zone() != "" || ip.IsUnspecified() {
+			problems = append(problems, fmt.Sprintf("status.addresses[%d] (InternalIP) %s: not a node address; left out", i, a.Address))
+			continue
+		}
+		if !out.InternalIP.IsValid() {
+			out.InternalIP = ip.Unmap()
+		}
+	}
+	return out, problems
+}
+
 // Service translates a service and its EndpointSlices, as kube-proxy reads them:
 //   - type ClusterIP, NodePort and LoadBalancer: the VIPs are spec.clusterIPs (or
 //     spec.clusterIP); "None" makes the service headless. NodePort and LoadBalancer

@@ -114,6 +114,82 @@ func TestPod(t *testing.T) {
 	}
 }
 
+func prefixes(ss ...string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range ss {
+		out = append(out, netip.MustParsePrefix(s))
+	}
+	return out
+}
+
+func TestNode(t *testing.T) {
+	internal := func(a string) corev1.NodeAddress { return corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: a} }
+	for _, tc := range []struct {
+		name     string
+		in       *corev1.Node
+		want     api.Node
+		problems []string
+	}{
+		{
+			name: "dual-stack: podCIDRs, the first InternalIP",
+			in: &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n0", Labels: map[string]string{"zone": "a"}},
+				Spec: corev1.NodeSpec{PodCIDR: "10.244.1.0/24", PodCIDRs: []string{"10.244.1.0/24", "fd00:10:244:1::/64"}},
+				Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
+					{Type: corev1.NodeHostName, Address: "n0"}, {Type: corev1.NodeExternalIP, Address: "203.0.113.5"},
+					internal("192.0.2.10"), internal("2001:db8::10"), internal("192.0.2.11")}}},
+			want: api.Node{Name: "n0", PodCIDRs: prefixes("10.244.1.0/24", "fd00:10:244:1::/64"),
+				InternalIP: netip.MustParseAddr("192.0.2.10"), Source: api.SourceKubernetes},
+		},
+		{
+			name: "IPv6 primary",
+			in: &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n6"},
+				Spec:   corev1.NodeSpec{PodCIDRs: []string{"fd00:10:244:6::/64", "10.244.6.0/24"}},
+				Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{internal("2001:db8::6"), internal("192.0.2.6")}}},
+			want: api.Node{Name: "n6", PodCIDRs: prefixes("fd00:10:244:6::/64", "10.244.6.0/24"),
+				InternalIP: netip.MustParseAddr("2001:db8::6"), Source: api.SourceKubernetes},
+		},
+		{
+			name: "spec.podCIDR alone (before dual-stack)",
+			in:   &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "old"}, Spec: corev1.NodeSpec{PodCIDR: "10.244.2.0/24"}},
+			want: api.Node{Name: "old", PodCIDRs: prefixes("10.244.2.0/24"), Source: api.SourceKubernetes},
+		},
+		{
+			name: "no podCIDRs allocated, no address yet",
+			in:   &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "new"}},
+			want: api.Node{Name: "new", Source: api.SourceKubernetes},
+		},
+		{
+			name: "what does not parse is left out",
+			in: &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "bad"},
+				Spec:   corev1.NodeSpec{PodCIDRs: []string{"10.244.3.0/33", "10.244.4.7/24", "fd00:10:244:3::/64"}},
+				Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{internal("192.0.2.300"), internal("0.0.0.0"), internal("192.0.2.3")}}},
+			want: api.Node{Name: "bad", PodCIDRs: prefixes("fd00:10:244:3::/64"), InternalIP: netip.MustParseAddr("192.0.2.3"), Source: api.SourceKubernetes},
+			problems: []string{
+				"spec.podCIDRs[0] 10.244.3.0/33: not a CIDR; left out, the node's blocks are not taken from it",
+				"spec.podCIDRs[1] 10.244.4.7/24: has host bits (the range is 10.244.4.0/24); left out, the node's blocks are not taken from it",
+				"status.addresses[0] (InternalIP) 192.0.2.300: not a node address; left out",
+				"status.addresses[1] (InternalIP) 0.0.0.0: not a node address; left out",
+			},
+		},
+		{
+			name:     "a bad spec.podCIDR is named as such",
+			in:       &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "old"}, Spec: corev1.NodeSpec{PodCIDR: "ten"}},
+			want:     api.Node{Name: "old", Source: api.SourceKubernetes},
+			problems: []string{"spec.podCIDR ten: not a CIDR; left out, the node's blocks are not taken from it"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, problems := Node(tc.in)
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("got  %+v\nwant %+v", got, tc.want)
+			}
+			if !reflect.DeepEqual(problems, tc.problems) {
+				t.Errorf("problems\n got %q\nwant %q", problems, tc.problems)
+			}
+		})
+	}
+}
+
 // slice builds an EndpointSlice of service svc in namespace ns.
 func slice(ns, name, svc string, family discoveryv1.AddressType, ports []discoveryv1.EndpointPort, eps ...discoveryv1.Endpoint) *discoveryv1.EndpointSlice {
 	return &discoveryv1.EndpointSlice{

@@ -1,7 +1,8 @@
 // Package mirror writes the objects of an outside source (podnet controller, from the
 // Kubernetes API) into podnet's store: namespaces, pods (the labels and named ports of
 // the endpoints attached under their names), services with the VIPs and backends the
-// source gives, and network policies. The agent applies a request that came through its
+// source gives, network policies, and nodes (their pod ranges and address, on the
+// node records the agents keep). The agent applies a request that came through its
 // socket with it; the controller applies it to a shared store (etcd) directly, where
 // every agent sees the change through its watch.
 package mirror
@@ -9,6 +10,7 @@ package mirror
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"slices"
 	"strings"
@@ -86,9 +88,11 @@ func (ap *applier) apply(source string, c api.MirrorChange, now time.Time) (bool
 		return applyService(tx, source, c, now)
 	case api.KindNetworkPolicy:
 		return applyPolicy(tx, source, c, now)
+	case api.KindNode:
+		return applyNode(tx, source, c)
 	}
-	return false, refuse(api.Invalid("mirror change "+c.Key(), "kind", c.Kind, "want %s, %s, %s or %s",
-		api.KindNamespace, api.KindPod, api.KindService, api.KindNetworkPolicy))
+	return false, refuse(api.Invalid("mirror change "+c.Key(), "kind", c.Kind, "want %s, %s, %s, %s or %s",
+		api.KindNamespace, api.KindPod, api.KindService, api.KindNetworkPolicy, api.KindNode))
 }
 
 // mismatch refuses a change whose object does not carry the names of the change.
@@ -349,6 +353,101 @@ func applyPolicy(tx store.Tx, source string, c api.MirrorChange, now time.Time) 
 	return true, tx.PutNetworkPolicy(p)
 }
 
+// applyNode puts what the source says of a node (PodCIDRs, InternalIP, Source) on its
+// record and keeps the rest, its agent's; a node whose agent has not registered yet
+// gets a record of those and its name. A delete clears them, and removes the record
+// only when no agent ever wrote it (IP and Registered zero). A pod range that overlaps
+// another node's is refused: two nodes would claim the same blocks.
+func applyNode(tx store.Tx, source string, c api.MirrorChange) (bool, error) {
+	if c.Namespace != "" {
+		return false, refuse(api.Invalid("mirror change "+c.Key(), "namespace", c.Namespace, "a node has no namespace"))
+	}
+	old, ok, err := tx.Node(c.Name)
+	if err != nil {
+		return false, err
+	}
+	if c.Delete {
+		if !ok || old.Source != source {
+			return false, nil
+		}
+		if !old.IP.IsValid() && old.Registered.IsZero() {
+			return true, tx.DeleteNode(c.Name)
+		}
+		n := old
+		n.PodCIDRs, n.InternalIP, n.Source = nil, netip.Addr{}, ""
+		return true, tx.PutNode(n)
+	}
+	if c.Node == nil {
+		return false, refuse(api.Invalid("mirror change "+c.Key(), "node", "", "a put needs the node"))
+	}
+	in := *c.Node
+	if err := mismatch(c, "", in.Name); err != nil {
+		return false, refuse(err)
+	}
+	what := "node " + in.Name
+	if in.Name == "" {
+		return false, refuse(api.Missing(what, "name"))
+	}
+	cidrs, err := podCIDRs(what, in.PodCIDRs)
+	if err != nil {
+		return false, refuse(err)
+	}
+	if a := in.InternalIP; a.IsValid() && (a.Zone() != "" || a.IsUnspecified()) {
+		return false, refuse(api.Invalid(what, "internalIP", a.String(), "want a unicast address without zone"))
+	}
+	if len(cidrs) > 0 {
+		nodes, err := tx.Nodes()
+		if err != nil {
+			return false, err
+		}
+		for _, o := range nodes {
+			if o.Name == in.Name {
+				continue
+			}
+			for _, op := range o.PodCIDRs {
+				for _, p := range cidrs {
+					if p.Overlaps(op) {
+						return false, refuse(api.Invalid(what, "podCIDRs", p.String(), "overlaps podCIDR %s of node %s", op, o.Name))
+					}
+				}
+			}
+		}
+	}
+	n := old
+	if !ok {
+		n = api.Node{Name: in.Name}
+	}
+	n.PodCIDRs, n.InternalIP, n.Source = cidrs, in.InternalIP.Unmap(), source
+	if ok && reflect.DeepEqual(old, n) {
+		return false, nil
+	}
+	return true, tx.PutNode(n)
+}
+
+// podCIDRs checks a node's pod ranges: valid prefixes without host bits or zone, which
+// do not overlap one another. None is nil.
+func podCIDRs(what string, ps []netip.Prefix) ([]netip.Prefix, error) {
+	if len(ps) == 0 {
+		return nil, nil
+	}
+	out := make([]netip.Prefix, 0, len(ps))
+	for i, p := range ps {
+		switch {
+		case !p.IsValid() || p.Addr().Zone() != "" || p.Addr().Is4In6():
+			return nil, api.Invalid(what, fmt.Sprintf("podCIDRs[%d]", i), p.String(), "not a CIDR")
+		case p != p.Masked():
+			return nil, api.Invalid(what, fmt.Sprintf("podCIDRs[%d]", i), p.String(), "has host bits (the range is %s)", p.Masked())
+		}
+		for _, q := range out {
+			if p.Overlaps(q) {
+				return nil, api.Invalid(what, fmt.Sprintf("podCIDRs[%d]", i), p.String(), "overlaps podCIDR %s of the same node", q)
+			}
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
 // Inventory lists the keys (api.MirrorChange.Key) of the objects of source in the store.
 func Inventory(tx store.Tx, source string) ([]string, error) {
 	var keys []string
@@ -386,6 +485,15 @@ func Inventory(tx store.Tx, source string) ([]string, error) {
 	for _, p := range pols {
 		if p.Source == source {
 			keys = append(keys, api.MirrorChange{Kind: api.KindNetworkPolicy, Namespace: p.Namespace, Name: p.Name}.Key())
+		}
+	}
+	nodes, err := tx.Nodes()
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range nodes {
+		if n.Source == source {
+			keys = append(keys, api.MirrorChange{Kind: api.KindNode, Name: n.Name}.Key())
 		}
 	}
 	slices.Sort(keys)

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -119,7 +120,7 @@ func TestBoltPersistsAcrossReopen(t *testing.T) {
 		if err != nil || !ok || c != a {
 			t.Errorf("cursor after reopen = %s, %v, %v", c, ok, err)
 		}
-		if n, ok, err := tx.Node("n1"); err != nil || !ok || n != node {
+		if n, ok, err := tx.Node("n1"); err != nil || !ok || !reflect.DeepEqual(n, node) {
 			t.Errorf("node after reopen = %+v, %v, %v; want %+v", n, ok, err, node)
 		}
 		if got, ok, err := tx.Block("red", block.Prefix); err != nil || !ok || got != block {

@@ -47,8 +47,11 @@ func testNodes(t *testing.T, s store.Store) {
 		}
 		return nil
 	})
+	// Replaced, with what a source says of the node beside what its agent says.
 	replaced := sampleNode("c", "192.0.2.33")
 	replaced.Version = "v1.1.0"
+	replaced.PodCIDRs = []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24"), netip.MustParsePrefix("fd00:10:244:1::/64")}
+	replaced.InternalIP, replaced.Source = netip.MustParseAddr("192.0.2.133"), api.SourceKubernetes
 	update(t, s, func(tx store.Tx) error { return tx.PutNode(replaced) })
 
 	view(t, s, func(tx store.Tx) error {

@@ -473,7 +473,7 @@ func testReadYourWrites(t *testing.T, s store.Store) {
 		if err := tx.PutNode(sampleNode("n1", "192.0.2.1")); err != nil {
 			return err
 		}
-		if n, ok, err := tx.Node("n1"); n != sampleNode("n1", "192.0.2.1") || !ok || err != nil {
+		if n, ok, err := tx.Node("n1"); !reflect.DeepEqual(n, sampleNode("n1", "192.0.2.1")) || !ok || err != nil {
 			t.Errorf("node not visible in its own transaction: %+v, %v, %v", n, ok, err)
 		}
 		if err := tx.PutBlock(sampleBlock("red", "10.88.0.0/26", "n1")); err != nil {
