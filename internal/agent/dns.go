@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/dns"
@@ -39,8 +40,15 @@ type dnsService struct {
 	node   string // the node's resolv.conf text, for pod resolv.conf rendering
 	cancel context.CancelFunc
 	done   chan error
-	// kick asks refreshLoop for a new snapshot; rebuilds coalesce.
+	// kick wakes refreshLoop for the work in full and services; requests coalesce.
 	kick chan struct{}
+
+	// mu guards full and services: what refreshLoop has yet to hand the server.
+	mu sync.Mutex
+	// full asks for a new snapshot of everything (rebuildDNS).
+	full bool
+	// services are the services to read again (updateDNSServices) when full is not set.
+	services map[dns.ServiceName]bool
 }
 
 // startDNS makes the DNS address local in the node, starts the server there, and
@@ -119,26 +127,64 @@ func (a *Agent) stopDNS() {
 	a.dns = nil
 }
 
-// refreshDNS asks for a new DNS snapshot. The rebuild reads every service and
-// endpoint, so it runs off the caller's path and coalesces: an ADD or DEL does not pay
-// for it, and DNS follows within the time of one rebuild.
+// refreshDNS asks for a new DNS snapshot of everything (pods, services, backends). The
+// rebuild reads every service and endpoint, so it runs off the caller's path and
+// coalesces: an ADD or DEL does not pay for it, and DNS follows within the time of one
+// rebuild.
 func (a *Agent) refreshDNS() {
 	if a.dns == nil {
 		return
 	}
+	a.dns.mu.Lock()
+	a.dns.full = true
+	a.dns.mu.Unlock()
+	a.dns.wake()
+}
+
+// refreshDNSServices asks DNS to read the named services (and their backends) again, a
+// change of those services alone: it costs what they cost, not what the store holds.
+// Like refreshDNS, it runs off the caller's path.
+func (a *Agent) refreshDNSServices(names ...dns.ServiceName) {
+	if a.dns == nil || len(names) == 0 {
+		return
+	}
+	a.dns.mu.Lock()
+	if a.dns.services == nil {
+		a.dns.services = map[dns.ServiceName]bool{}
+	}
+	for _, n := range names {
+		a.dns.services[n] = true
+	}
+	a.dns.mu.Unlock()
+	a.dns.wake()
+}
+
+func (d *dnsService) wake() {
 	select {
-	case a.dns.kick <- struct{}{}:
-	default: // a rebuild is pending already and will see this change
+	case d.kick <- struct{}{}:
+	default: // refreshLoop is woken already and will see this request
 	}
 }
 
+// refreshLoop brings the server up to date, one request after the other: each reads
+// the store after the change that asked for it was committed, and only this loop hands
+// the server its data, so an older read never replaces a newer one.
 func (a *Agent) refreshLoop(ctx context.Context, d *dnsService) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-d.kick:
-			a.rebuildDNS(d)
+			d.mu.Lock()
+			full, services := d.full, d.services
+			d.full, d.services = false, nil
+			d.mu.Unlock()
+			switch {
+			case full: // the snapshot reads the services too
+				a.rebuildDNS(d)
+			case len(services) > 0:
+				a.updateDNSServices(d, services)
+			}
 		}
 	}
 }
@@ -147,6 +193,7 @@ func (a *Agent) refreshLoop(ctx context.Context, d *dnsService) {
 func (a *Agent) rebuildDNS(d *dnsService) {
 	var snap dns.Snapshot
 	err := a.store.View(func(tx store.Tx) error {
+		snap = dns.Snapshot{}
 		eps, err := tx.Endpoints("")
 		if err != nil {
 			return err
@@ -166,18 +213,7 @@ func (a *Agent) rebuildDNS(d *dnsService) {
 			snap.Pods = append(snap.Pods, pod)
 		}
 		for _, svc := range svcs {
-			ds := dns.Service{Name: svc.Name, Namespace: svc.Namespace, VIPs: svc.VIPs, Headless: svc.Headless, ExternalName: svc.ExternalName}
-			for _, p := range svc.Ports {
-				port := p.Port
-				if svc.Headless {
-					port = p.TargetPort // clients connect to the backends directly
-				}
-				ds.Ports = append(ds.Ports, dns.Port{Name: p.Name, Port: port, Protocol: p.Protocol})
-			}
-			for _, b := range driver.Backends(svc, eps) {
-				ds.Backends = append(ds.Backends, dns.Backend{Hostname: b.Hostname, Addr: b.Addr})
-			}
-			snap.Services = append(snap.Services, ds)
+			snap.Services = append(snap.Services, dnsServiceOf(svc, eps))
 		}
 		return nil
 	})
@@ -186,6 +222,57 @@ func (a *Agent) rebuildDNS(d *dnsService) {
 		return
 	}
 	d.srv.SetSnapshot(snap)
+}
+
+// updateDNSServices hands the DNS server the named services as the store holds them
+// now (those it no longer holds go).
+func (a *Agent) updateDNSServices(d *dnsService, names map[dns.ServiceName]bool) {
+	var put []dns.Service
+	var remove []dns.ServiceName
+	err := a.store.View(func(tx store.Tx) error {
+		put, remove = nil, nil
+		var eps []api.Endpoint // read at the first service that selects its backends
+		read := false
+		for n := range names {
+			svc, ok, err := tx.Service(n.Namespace, n.Name)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				remove = append(remove, n)
+				continue
+			}
+			if len(svc.Slices) == 0 && !read {
+				if eps, err = tx.Endpoints(""); err != nil {
+					return err
+				}
+				read = true
+			}
+			put = append(put, dnsServiceOf(svc, eps))
+		}
+		return nil
+	})
+	if err != nil {
+		a.log.Error("dns: read services", "err", err)
+		return
+	}
+	d.srv.UpdateServices(put, remove)
+}
+
+// dnsServiceOf is svc as DNS sees it, with its backends among eps (those of a selector).
+func dnsServiceOf(svc api.Service, eps []api.Endpoint) dns.Service {
+	ds := dns.Service{Name: svc.Name, Namespace: svc.Namespace, VIPs: svc.VIPs, Headless: svc.Headless, ExternalName: svc.ExternalName}
+	for _, p := range svc.Ports {
+		port := p.Port
+		if svc.Headless {
+			port = p.TargetPort // clients connect to the backends directly
+		}
+		ds.Ports = append(ds.Ports, dns.Port{Name: p.Name, Port: port, Protocol: p.Protocol})
+	}
+	for _, b := range driver.Backends(svc, eps) {
+		ds.Backends = append(ds.Backends, dns.Backend{Hostname: b.Hostname, Addr: b.Addr})
+	}
+	return ds
 }
 
 // resultDNS is the ClusterFirst resolver configuration of a sandbox of namespace ns.

@@ -4,6 +4,7 @@ import (
 	"slices"
 
 	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/dns"
 	"github.com/podnet/podnet/internal/driver"
 	"github.com/podnet/podnet/internal/mirror"
 	"github.com/podnet/podnet/internal/nft"
@@ -14,7 +15,8 @@ import (
 // through the socket) in one transaction, then brings the tables, the policies and DNS
 // up to date. A request of services only (a Service or EndpointSlice changed, the usual
 // case) changes those services' elements, as CreateService does, without deriving the
-// whole ruleset; anything else syncs the tables with the store.
+// whole ruleset, and those services' DNS records; anything else syncs the tables with
+// the store and rebuilds DNS.
 func (a *Agent) Mirror(req api.MirrorRequest) (api.MirrorResult, error) {
 	servicesOnly := !slices.ContainsFunc(req.Changes, func(c api.MirrorChange) bool { return c.Kind != api.KindService })
 	var before []nft.Service
@@ -38,7 +40,7 @@ func (a *Agent) Mirror(req api.MirrorRequest) (api.MirrorResult, error) {
 			a.log.Error("nftables: mirrored services", "err", err)
 		}
 		a.dpMu.Unlock()
-		a.refreshDNS()
+		a.refreshDNSServices(serviceNames(req.Changes)...)
 	default:
 		a.policyInputsChanged()
 		a.refreshDNS()
@@ -54,6 +56,20 @@ func (a *Agent) serviceTablesOf(changes []api.MirrorChange) []nft.Service {
 		if svc, err := a.Service(c.Namespace, c.Name); err == nil {
 			out = append(out, driver.ServiceTables(svc, a.clusterNode())...)
 		}
+	}
+	return out
+}
+
+// serviceNames are the services the changes name (in the namespace the store files
+// them under, as Service reads them).
+func serviceNames(changes []api.MirrorChange) []dns.ServiceName {
+	out := make([]dns.ServiceName, 0, len(changes))
+	for _, c := range changes {
+		ns := c.Namespace
+		if ns == "" {
+			ns = api.DefaultNamespace
+		}
+		out = append(out, dns.ServiceName{Namespace: ns, Name: c.Name})
 	}
 	return out
 }

@@ -4,6 +4,7 @@ import (
 	"slices"
 
 	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/dns"
 	"github.com/podnet/podnet/internal/driver"
 	"github.com/podnet/podnet/internal/ipam"
 	"github.com/podnet/podnet/internal/mirror"
@@ -82,7 +83,7 @@ func (a *Agent) CreateService(s api.ServiceSpec) (api.Service, error) {
 	if err != nil {
 		return api.Service{}, err
 	}
-	a.refreshDNS()
+	a.refreshDNSServices(dns.ServiceName{Namespace: svc.Namespace, Name: svc.Name})
 	a.log.Info("service created", "service", svc.Namespace+"/"+svc.Name, "vips", svc.VIPs, "backends", len(svc.Backends))
 	return svc, nil
 }
@@ -112,7 +113,7 @@ func (a *Agent) DeleteService(ns, name string) error {
 	if err := a.nftUpdate(nft.Delta{}, nft.Delta{Services: driver.ServiceTables(svc, a.clusterNode())}); err != nil {
 		a.log.Error("nftables: remove service", "service", ns+"/"+name, "err", err)
 	}
-	a.refreshDNS()
+	a.refreshDNSServices(dns.ServiceName{Namespace: ns, Name: name})
 	return nil
 }
 

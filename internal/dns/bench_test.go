@@ -145,3 +145,21 @@ func BenchmarkSetSnapshot(b *testing.B) {
 		s.SetSnapshot(snap)
 	}
 }
+
+// BenchmarkUpdateServices changes one service of the benchmark's cluster (its VIP), as
+// a mirrored Service or EndpointSlice change does.
+func BenchmarkUpdateServices(b *testing.B) {
+	s := benchServer(b)
+	svc := benchSnapshot().Services[4242]
+	moved := svc
+	moved.VIPs = []netip.Addr{netip.MustParseAddr("10.97.0.1")}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		if i%2 == 0 {
+			s.UpdateServices([]Service{moved}, nil)
+		} else {
+			s.UpdateServices([]Service{svc}, nil)
+		}
+	}
+}

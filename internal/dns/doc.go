@@ -24,8 +24,9 @@
 // bounded cache, and a query from a pod for a search-list expansion of an external name
 // is answered in one round trip (autopath, see autopath.go).
 //
-// The server reads the cluster through a Snapshot the agent hands it (SetSnapshot); it
-// builds its indexes once per snapshot and serves from them without locks. The side
+// The server reads the cluster through a Snapshot the agent hands it (SetSnapshot), and
+// changes of services to it (UpdateServices); it builds its indexes once per snapshot,
+// copies and amends them per change, and serves from them without locks. The side
 // effects sit behind small interfaces with fakes in package dnstest: the upstream
 // (Exchanger) and the clock (Clock). ServeDNS is a miekg/dns Handler and is tested
 // without sockets.

@@ -28,7 +28,7 @@ type Server struct {
 	forwards *inflight // questions waiting for upstream (maxForwards)
 	zone     atomic.Pointer[zone]
 
-	// mu guards serial (SetSnapshot).
+	// mu guards serial and the zone's replacement (SetSnapshot, UpdateServices).
 	mu     sync.Mutex
 	serial uint32
 }
@@ -59,12 +59,32 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) SetSnapshot(snap Snapshot) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.zone.Store(buildZone(s.set, snap, s.nextSerialLocked()))
+}
+
+// UpdateServices changes the services of the current snapshot: the services of remove
+// go (a name the snapshot does not have is no error), then each service of put (one
+// per name) takes the place of the one of its namespace and name, or is added. Names
+// compare as the zone's do (in lower case). Queries then see what SetSnapshot would
+// give them for the snapshot with those changes, with a new SOA serial. Only the
+// changed services' records are built; the indexes they sit in are copied (a copy of
+// pointers, not of records), so a change of a few services costs a small fraction of
+// a SetSnapshot of a large cluster.
+func (s *Server) UpdateServices(put []Service, remove []ServiceName) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.zone.Store(s.zone.Load().withServices(s.set, put, remove, s.nextSerialLocked()))
+}
+
+// nextSerialLocked is the SOA serial of a new zone: the clock's seconds, or one more
+// than the last serial when that is not less.
+func (s *Server) nextSerialLocked() uint32 {
 	serial := uint32(s.set.clock.Now().Unix())
 	if serial <= s.serial {
 		serial = s.serial + 1
 	}
 	s.serial = serial
-	s.zone.Store(buildZone(s.set, snap, serial))
+	return serial
 }
 
 // Domain returns the cluster zone, fully qualified ("cluster.local.").
@@ -290,7 +310,7 @@ func (s *Server) follow(ctx context.Context, z *zone, client netip.Addr, rep rep
 // lookupOutside answers a name outside the zone: from the reverse zones, or upstream.
 func (s *Server) lookupOutside(ctx context.Context, z *zone, client netip.Addr, name string, qtype, qclass uint16, do, cd bool) reply {
 	if a, ok := parseReverse(name); ok {
-		if ptrs := z.ptr[a]; len(ptrs) > 0 {
+		if ptrs := z.ptrs(a); len(ptrs) > 0 {
 			if qtype == mdns.TypePTR || qtype == mdns.TypeANY {
 				return reply{aa: true, answer: ptrs}
 			}

@@ -3,8 +3,9 @@ package dns
 import "net/netip"
 
 // Snapshot is everything the server knows about the cluster. The agent builds a new one
-// whenever services, backends or pods change and hands it to Server.SetSnapshot; the
-// server never modifies it.
+// when pods change, or anything else it does not follow service by service, and hands
+// it to Server.SetSnapshot; a change of some services goes to Server.UpdateServices.
+// The server never modifies what it is given.
 type Snapshot struct {
 	Services []Service
 	// Pods are every endpoint (sandbox) with its namespace and addresses: they give the

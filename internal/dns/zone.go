@@ -2,6 +2,7 @@ package dns
 
 import (
 	"cmp"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -12,9 +13,11 @@ import (
 	"github.com/podnet/podnet/api"
 )
 
-// zone is the index of one snapshot. It is built once by buildZone and never modified:
-// every query reads it without a lock, and the record slices it hands out are shared
-// (their capacity equals their length, so that an append copies).
+// zone is the index of one snapshot. It is built by buildZone, or from the previous zone
+// by withServices, and never modified afterwards: every query reads it without a lock,
+// and the record slices it hands out are shared (their capacity equals their length, so
+// that an append copies). withServices shares what did not change with the previous
+// zone: the maps it changes are copies.
 type zone struct {
 	origin      string // "cluster.local."
 	ttl, negTTL uint32
@@ -26,8 +29,11 @@ type zone struct {
 	version []mdns.RR // dns-version.<zone> TXT
 
 	namespaces map[string]*namespaceEntry
-	// ptr holds the PTR records of cluster addresses (owner: the reverse name).
-	ptr map[netip.Addr][]mdns.RR
+	// ptr holds the PTR records that services give cluster addresses (owner: the
+	// reverse name); podPTR the one of a pod's address, which answers only when no
+	// service names the address.
+	ptr    map[netip.Addr]*ptrSet
+	podPTR map[netip.Addr][]mdns.RR
 	// reverseSOA are the negative-answer SOAs of in-addr.arpa. and ip6.arpa.
 	reverseSOA4, reverseSOA6 []mdns.RR
 	// clientNS maps a pod address to its namespace ("" when pods of several namespaces
@@ -37,9 +43,19 @@ type zone struct {
 
 type namespaceEntry struct {
 	services map[string]*serviceEntry
-	pods     map[netip.Addr]struct{}
+	// bare are the services that have no records (a headless service without ready
+	// backends, an ExternalName that is no DNS name): they make the namespace exist.
+	bare map[string]struct{}
+	pods map[netip.Addr]struct{}
+	// hasPods: the snapshot has pods in the namespace (with or without addresses).
+	hasPods bool
 	// searchFirst is "<ns>.svc.<zone>.", the first element of a pod's search list.
 	searchFirst string
+}
+
+// empty reports whether nothing makes the namespace exist any more.
+func (ns *namespaceEntry) empty() bool {
+	return len(ns.services) == 0 && len(ns.bare) == 0 && !ns.hasPods
 }
 
 type serviceEntry struct {
@@ -52,6 +68,23 @@ type serviceEntry struct {
 	protos map[string]map[string]*rrset
 	// hosts are the backends' names of a headless service.
 	hosts map[string]*rrset
+	// ptrAddrs are the addresses the service gives PTR records (in zone.ptr).
+	ptrAddrs []netip.Addr
+}
+
+// serviceKey names a service in the zone: its namespace and name in lower case.
+type serviceKey struct{ ns, name string }
+
+func (k serviceKey) compare(o serviceKey) int {
+	return cmp.Or(strings.Compare(k.ns, o.ns), strings.Compare(k.name, o.name))
+}
+
+// ptrSet are the PTR records of one address, with the service that gives each, ordered
+// by service (and in each service's own order): the order does not depend on the order
+// in which the services came.
+type ptrSet struct {
+	rrs    []mdns.RR
+	owners []serviceKey
 }
 
 // rrset holds the records of one name.
@@ -96,66 +129,186 @@ func buildZone(set *settings, snap Snapshot, serial uint32) *zone {
 		ttl:        set.ttl,
 		negTTL:     set.negTTL,
 		namespaces: make(map[string]*namespaceEntry),
-		ptr:        make(map[netip.Addr][]mdns.RR),
+		ptr:        make(map[netip.Addr]*ptrSet),
+		podPTR:     make(map[netip.Addr][]mdns.RR),
 		clientNS:   make(map[netip.Addr]string),
 	}
-	mname, mbox := "ns.dns."+z.origin, "hostmaster."+z.origin
-	z.soa = one(soa(z.origin, mname, mbox, serial, z.ttl, z.negTTL))
-	z.soaNeg = one(soa(z.origin, mname, mbox, serial, z.negTTL, z.negTTL))
-	z.reverseSOA4 = one(soa("in-addr.arpa.", mname, mbox, serial, z.negTTL, z.negTTL))
-	z.reverseSOA6 = one(soa("ip6.arpa.", mname, mbox, serial, z.negTTL, z.negTTL))
-	z.apexNS = one(&mdns.NS{Hdr: hdr(z.origin, mdns.TypeNS, z.ttl), Ns: mname})
-	z.nsAddr.add(addrRR(mname, set.dnsAddr, z.ttl))
+	z.setSerial(serial)
+	z.apexNS = one(&mdns.NS{Hdr: hdr(z.origin, mdns.TypeNS, z.ttl), Ns: z.mname()})
+	z.nsAddr.add(addrRR(z.mname(), set.dnsAddr, z.ttl))
 	z.nsAddr.seal()
 	z.version = one(&mdns.TXT{Hdr: hdr("dns-version."+z.origin, mdns.TypeTXT, z.ttl), Txt: []string{SchemaVersion}})
 
+	e := &zoneEdit{z: z}
 	for _, svc := range snap.Services {
-		z.addService(set, svc)
+		e.addService(set, svc)
 	}
 	for _, p := range snap.Pods {
-		z.addPod(set, p)
-	}
-	for _, ns := range z.namespaces {
-		for _, svc := range ns.services {
-			svc.seal()
-		}
-	}
-	for a, rrs := range z.ptr {
-		z.ptr[a] = rrs[:len(rrs):len(rrs)]
+		e.addPod(set, p)
 	}
 	return z
 }
 
-func (z *zone) namespace(name string) *namespaceEntry {
-	ns := z.namespaces[name]
-	if ns == nil {
+// ServiceName names a service of a snapshot (Server.UpdateServices).
+type ServiceName struct{ Namespace, Name string }
+
+// withServices returns the zone of the snapshot of z with the services of remove taken
+// out and those of put in place of the ones of their names (or added), at serial. It
+// builds the records of the services of put only; the maps it changes are copies (the
+// namespaces, the changed namespaces' services, the PTR records), whose values it
+// shares with z.
+func (z *zone) withServices(set *settings, put []Service, remove []ServiceName, serial uint32) *zone {
+	nz := *z
+	nz.setSerial(serial)
+	nz.namespaces = maps.Clone(z.namespaces)
+	nz.ptr = maps.Clone(z.ptr)
+	e := &zoneEdit{z: &nz, own: map[string]bool{}}
+	for _, r := range remove {
+		e.removeService(serviceKey{namespaceName(r.Namespace), strings.ToLower(r.Name)})
+	}
+	for _, svc := range put {
+		e.removeService(serviceKey{namespaceName(svc.Namespace), strings.ToLower(svc.Name)})
+		e.addService(set, svc)
+	}
+	return &nz
+}
+
+// setSerial makes the SOA records of serial.
+func (z *zone) setSerial(serial uint32) {
+	mname, mbox := z.mname(), "hostmaster."+z.origin
+	z.soa = one(soa(z.origin, mname, mbox, serial, z.ttl, z.negTTL))
+	z.soaNeg = one(soa(z.origin, mname, mbox, serial, z.negTTL, z.negTTL))
+	z.reverseSOA4 = one(soa("in-addr.arpa.", mname, mbox, serial, z.negTTL, z.negTTL))
+	z.reverseSOA6 = one(soa("ip6.arpa.", mname, mbox, serial, z.negTTL, z.negTTL))
+}
+
+func (z *zone) mname() string { return "ns.dns." + z.origin }
+
+// ptrs are the PTR records of a: the services', else the pod's.
+func (z *zone) ptrs(a netip.Addr) []mdns.RR {
+	if s := z.ptr[a]; s != nil {
+		return s.rrs
+	}
+	return z.podPTR[a]
+}
+
+// zoneEdit changes a zone under construction (buildZone, withServices).
+type zoneEdit struct {
+	z *zone
+	// own holds the namespaces whose entries this edit made or copied, which it may
+	// change; nil when it made them all (buildZone).
+	own map[string]bool
+}
+
+// namespace returns the entry of namespace name that the edit may change: a new one, or
+// a copy of the previous zone's at the first change.
+func (e *zoneEdit) namespace(name string) *namespaceEntry {
+	ns := e.z.namespaces[name]
+	switch {
+	case ns == nil:
 		ns = &namespaceEntry{
 			services:    make(map[string]*serviceEntry),
+			bare:        make(map[string]struct{}),
 			pods:        make(map[netip.Addr]struct{}),
-			searchFirst: name + ".svc." + z.origin,
+			searchFirst: name + ".svc." + e.z.origin,
 		}
-		z.namespaces[name] = ns
+		e.z.namespaces[name] = ns
+	case e.own != nil && !e.own[name]:
+		c := *ns // pods, hasPods and searchFirst do not change after buildZone
+		c.services = maps.Clone(ns.services)
+		c.bare = maps.Clone(ns.bare)
+		ns = &c
+		e.z.namespaces[name] = ns
+	}
+	if e.own != nil {
+		e.own[name] = true
 	}
 	return ns
 }
 
-func (z *zone) addService(set *settings, svc Service) {
+// removeService takes a service out, with its PTR records; a namespace that nothing
+// makes exist any more goes too.
+func (e *zoneEdit) removeService(k serviceKey) {
+	ns := e.z.namespaces[k.ns]
+	if ns == nil {
+		return
+	}
+	svc, recorded := ns.services[k.name]
+	_, bare := ns.bare[k.name]
+	if !recorded && !bare {
+		return
+	}
+	ns = e.namespace(k.ns)
+	delete(ns.services, k.name)
+	delete(ns.bare, k.name)
+	if recorded {
+		for _, a := range svc.ptrAddrs {
+			e.setPTRs(a, k, nil)
+		}
+	}
+	if ns.empty() {
+		delete(e.z.namespaces, k.ns)
+	}
+}
+
+// setPTRs replaces the PTR records that service k gives address a with rrs.
+func (e *zoneEdit) setPTRs(a netip.Addr, k serviceKey, rrs []mdns.RR) {
+	var old ptrSet
+	if p := e.z.ptr[a]; p != nil {
+		old = *p
+	}
+	s := &ptrSet{}
+	n := len(old.rrs) + len(rrs)
+	s.rrs, s.owners = make([]mdns.RR, 0, n), make([]serviceKey, 0, n)
+	added := len(rrs) == 0
+	for i, o := range old.owners {
+		if o == k {
+			continue
+		}
+		if !added && k.compare(o) < 0 {
+			s.rrs = append(s.rrs, rrs...)
+			for range rrs {
+				s.owners = append(s.owners, k)
+			}
+			added = true
+		}
+		s.rrs, s.owners = append(s.rrs, old.rrs[i]), append(s.owners, o)
+	}
+	if !added {
+		s.rrs = append(s.rrs, rrs...)
+		for range rrs {
+			s.owners = append(s.owners, k)
+		}
+	}
+	if len(s.rrs) == 0 {
+		delete(e.z.ptr, a)
+		return
+	}
+	s.rrs, s.owners = s.rrs[:len(s.rrs):len(s.rrs)], s.owners[:len(s.owners):len(s.owners)]
+	e.z.ptr[a] = s
+}
+
+func (e *zoneEdit) addService(set *settings, svc Service) {
+	z := e.z
 	name, nsName := strings.ToLower(svc.Name), namespaceName(svc.Namespace)
 	if !isLabel(name) || !isLabel(nsName) {
 		set.logf("dns: service %q in namespace %q: not DNS labels, no records", svc.Name, svc.Namespace)
 		return
 	}
-	ns := z.namespace(nsName) // the namespace exists even if the service has no records
-	if _, dup := ns.services[name]; dup {
+	ns := e.namespace(nsName) // the namespace exists even if the service has no records
+	_, dup := ns.services[name]
+	if _, bare := ns.bare[name]; dup || bare {
 		set.logf("dns: service %s/%s: listed twice, the first one wins", nsName, name)
 		return
 	}
+	key := serviceKey{nsName, name}
 	fqdn := name + "." + nsName + ".svc." + z.origin
 	if svc.ExternalName != "" {
 		// Spec 2.5: a CNAME record, and no SRV or PTR records.
 		target, ok := externalTarget(svc.ExternalName)
 		if !ok {
 			set.logf("dns: service %s/%s: external name %q is no DNS name, no records", nsName, name, svc.ExternalName)
+			ns.bare[name] = struct{}{}
 			return
 		}
 		ns.services[name] = &serviceEntry{
@@ -164,7 +317,17 @@ func (z *zone) addService(set *settings, svc Service) {
 		}
 		return
 	}
-	e := &serviceEntry{protos: make(map[string]map[string]*rrset)}
+	en := &serviceEntry{protos: make(map[string]map[string]*rrset)}
+	// ptrs are the service's PTR records by address, in the order they came.
+	ptrs := map[netip.Addr][]mdns.RR{}
+	addPTR := func(a netip.Addr, target string) {
+		if rr := ptrRR(a, target, z.ttl); rr != nil {
+			if _, ok := ptrs[a]; !ok {
+				en.ptrAddrs = append(en.ptrAddrs, a)
+			}
+			ptrs[a] = append(ptrs[a], rr)
+		}
+	}
 
 	type target struct {
 		name string
@@ -173,9 +336,10 @@ func (z *zone) addService(set *settings, svc Service) {
 	var targets []target
 	if svc.Headless {
 		if len(svc.Backends) == 0 {
+			ns.bare[name] = struct{}{}
 			return // spec 2.4.1: no ready endpoints, NXDOMAIN
 		}
-		e.hosts = make(map[string]*rrset)
+		en.hosts = make(map[string]*rrset)
 		seen := make(map[netip.Addr]bool)
 		backends := slices.Clone(svc.Backends)
 		slices.SortFunc(backends, func(a, b Backend) int {
@@ -196,22 +360,22 @@ func (z *zone) addService(set *settings, svc Service) {
 				host = dashed(addr)
 			}
 			hostFQDN := host + "." + fqdn
-			h := e.hosts[host]
+			h := en.hosts[host]
 			if h == nil {
 				h = &rrset{}
-				e.hosts[host] = h
+				en.hosts[host] = h
 				targets = append(targets, target{hostFQDN, h})
 			}
 			h.add(addrRR(hostFQDN, addr, z.ttl))
 			if !seen[addr] {
 				seen[addr] = true
-				e.add(addrRR(fqdn, addr, z.ttl))
+				en.add(addrRR(fqdn, addr, z.ttl))
 			}
 			if named { // spec 2.4.3: PTR for a ready endpoint's hostname
-				z.addPTR(addr, hostFQDN)
+				addPTR(addr, hostFQDN)
 			}
 		}
-		for _, h := range e.hosts {
+		for _, h := range en.hosts {
 			h.seal()
 		}
 	} else {
@@ -220,11 +384,11 @@ func (z *zone) addService(set *settings, svc Service) {
 				continue
 			}
 			v = v.Unmap()
-			e.add(addrRR(fqdn, v, z.ttl))
-			z.addPTR(v, fqdn)
+			en.add(addrRR(fqdn, v, z.ttl))
+			addPTR(v, fqdn)
 		}
-		e.seal()
-		targets = []target{{fqdn, &e.rrset}}
+		en.seal()
+		targets = []target{{fqdn, &en.rrset}}
 	}
 
 	for _, p := range svc.Ports {
@@ -233,10 +397,10 @@ func (z *zone) addService(set *settings, svc Service) {
 			continue // spec: unnamed ports have no SRV record
 		}
 		srvName := "_" + port + "._" + proto + "." + fqdn
-		byPort := e.protos["_"+proto]
+		byPort := en.protos["_"+proto]
 		if byPort == nil {
 			byPort = make(map[string]*rrset)
-			e.protos["_"+proto] = byPort
+			en.protos["_"+proto] = byPort
 		}
 		s := byPort["_"+port]
 		if s == nil {
@@ -249,7 +413,7 @@ func (z *zone) addService(set *settings, svc Service) {
 			s.srvExtra = append(s.srvExtra, t.set.aaaa...)
 		}
 	}
-	for _, byPort := range e.protos {
+	for _, byPort := range en.protos {
 		for _, s := range byPort {
 			// RFC 2782: priority 0 for all, the weight spread evenly.
 			w := uint16(max(1, 100/len(s.srv)))
@@ -259,16 +423,23 @@ func (z *zone) addService(set *settings, svc Service) {
 			s.seal()
 		}
 	}
-	ns.services[name] = e
+	en.seal()
+	ns.services[name] = en
+	for _, a := range en.ptrAddrs {
+		e.setPTRs(a, key, ptrs[a])
+	}
 }
 
-func (z *zone) addPod(set *settings, p Pod) {
+// addPod adds a pod of the snapshot (only buildZone does: pods come with snapshots).
+func (e *zoneEdit) addPod(set *settings, p Pod) {
+	z := e.z
 	nsName := namespaceName(p.Namespace)
 	if !isLabel(nsName) {
 		set.logf("dns: pod %q in namespace %q: namespace is no DNS label, no records", p.Name, p.Namespace)
 		return
 	}
-	ns := z.namespace(nsName)
+	ns := e.namespace(nsName)
+	ns.hasPods = true
 	for _, a := range p.Addrs {
 		if !a.IsValid() {
 			continue
@@ -280,8 +451,10 @@ func (z *zone) addPod(set *settings, p Pod) {
 		} else {
 			z.clientNS[a] = nsName
 		}
-		if len(z.ptr[a]) == 0 {
-			z.addPTR(a, dashed(a)+"."+nsName+".pod."+z.origin)
+		if _, ok := z.podPTR[a]; !ok {
+			if rr := ptrRR(a, dashed(a)+"."+nsName+".pod."+z.origin, z.ttl); rr != nil {
+				z.podPTR[a] = one(rr)
+			}
 		}
 	}
 }
@@ -294,12 +467,13 @@ func namespaceName(ns string) string {
 	return strings.ToLower(ns)
 }
 
-func (z *zone) addPTR(a netip.Addr, target string) {
+// ptrRR is the PTR record of a to target (nil when a has no reverse name).
+func ptrRR(a netip.Addr, target string, ttl uint32) mdns.RR {
 	rev, err := mdns.ReverseAddr(a.String())
 	if err != nil {
-		return
+		return nil
 	}
-	z.ptr[a] = append(z.ptr[a], &mdns.PTR{Hdr: hdr(rev, mdns.TypePTR, z.ttl), Ptr: target})
+	return &mdns.PTR{Hdr: hdr(rev, mdns.TypePTR, ttl), Ptr: target}
 }
 
 // lookup answers a query for name (lower case, fully qualified, inside the zone).
