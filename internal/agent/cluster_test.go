@@ -12,10 +12,10 @@ import (
 	"time"
 
 	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/ipam"
 	"github.com/podnet/podnet/internal/kernel/kerneltest"
 	"github.com/podnet/podnet/internal/nft/nfttest"
 	"github.com/podnet/podnet/internal/portproxy/portproxytest"
-	"github.com/podnet/podnet/internal/ipam"
 	"github.com/podnet/podnet/internal/store"
 	"github.com/podnet/podnet/internal/store/storetest"
 )
