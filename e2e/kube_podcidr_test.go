@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -11,7 +12,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/scheme"
 
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/lab"
@@ -21,14 +24,17 @@ import (
 	"github.com/podnet/podnet/internal/testutil/kubetest"
 )
 
-// podnet controller --node-pod-cidrs against a real kube-apiserver, writing into the
-// etcd of a node's agent: the Node object's spec.podCIDRs and InternalIP reach the node's
-// record before its agent registers and stay after (podnet node ls shows them), and the
-// node's pods of a vxlan network get their addresses from a block inside its podCIDR,
-// not from the subnet's lowest block.
+// podnet controller --node-pod-cidrs against a real kube-apiserver that enforces RBAC,
+// writing into the etcd of a node's agent. The controller runs as a user of its own:
+// refused until the ClusterRole of deploy/controller-rbac.yaml is bound to it, then
+// enough for all it does (the Lease, the watches, an Event). The Node object's
+// spec.podCIDRs and InternalIP reach the node's record before its agent registers and
+// stay after (podnet node ls shows them), and the node's pods of a vxlan network get
+// their addresses from a block inside its podCIDR, not from the subnet's lowest block.
 func TestPrivilegedKubernetesPodCIDR(t *testing.T) {
 	testutil.RequireRoot(t)
-	kc := kubetest.Start(t)
+	const user = "podnet-controller"
+	kc := kubetest.StartWith(t, kubetest.Options{RBAC: true, Users: []string{user}})
 	etcd := etcdtest.Start(t)
 	store := "etcd://" + strings.TrimPrefix(etcd[0], "http://")
 	ctx := context.Background()
@@ -42,7 +48,13 @@ func TestPrivilegedKubernetesPodCIDR(t *testing.T) {
 	if _, err := nodes.UpdateStatus(ctx, n0, metav1.UpdateOptions{}); err != nil {
 		t.Fatalf("status of node n0: %v", err)
 	}
-	ctl := startControllerWith(t, kc, t.TempDir(), "c1", "--store", store, "--node-pod-cidrs")
+	ctl := startControllerAs(t, kc.UserKubeconfigs[user], t.TempDir(), "c1", "--store", store, "--node-pod-cidrs")
+	eventuallyState(t, "the controller refused by RBAC", func() (bool, string) {
+		s := ctl.state(t)
+		log, _ := os.ReadFile(ctl.log)
+		return !s.Leading && strings.Contains(string(log), `is forbidden: User \"`+user+`\"`), fmt.Sprint(s)
+	})
+	applyRBAC(t, kc, "../deploy/controller-rbac.yaml", user)
 	eventuallyState(t, "node n0 mirrored", func() (bool, string) {
 		s := ctl.state(t)
 		return s.Leading && s.Synced && s.Objects[api.KindNode] == 1, fmt.Sprint(s)
@@ -86,9 +98,62 @@ func TestPrivilegedKubernetesPodCIDR(t *testing.T) {
 			t.Errorf("n0 holds block %s, outside its podCIDR %s", b, podCIDR)
 		}
 	}
+	// What podnet cannot honour is an Event on the object (the role lets it post one).
+	local := corev1.ServiceExternalTrafficPolicyLocal
+	mustCreate(t, "service web-etp", kc.Client.CoreV1().Services("default").Create, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web-etp", Namespace: "default"},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, ExternalTrafficPolicy: local,
+			Ports: []corev1.ServicePort{{Name: "http", Port: 82}}}})
+	eventuallyState(t, "an Event on web-etp", func() (bool, string) {
+		evs, err := kc.Client.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=web-etp"})
+		if err != nil {
+			return false, err.Error()
+		}
+		return slices.ContainsFunc(evs.Items, func(e corev1.Event) bool { return e.Reason == "PodnetUnsupported" }), fmt.Sprint(evs.Items)
+	})
+
 	// The address is the pod's: the node reaches it.
 	got, err := probe.AskIdentity(ctx, c.Nodes[0].Node, netip.AddrPortFrom(web.ip, 8080), 5*time.Second)
 	if err != nil || got != web.ip {
 		t.Errorf("n0 to web-0 at %s: answered by %s, %v", web.ip, got, err)
+	}
+}
+
+// applyRBAC creates the objects of the manifest at path, and binds its ClusterRole to
+// user as well (the manifest binds it to a service account).
+func applyRBAC(t *testing.T, kc *kubetest.Cluster, path, user string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var role string
+	for _, doc := range strings.Split(string(data), "\n---\n") {
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		switch o := obj.(type) {
+		case *corev1.ServiceAccount:
+			_, err = kc.Client.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.ClusterRole:
+			role = o.Name
+			_, err = kc.Client.RbacV1().ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.ClusterRoleBinding:
+			_, err = kc.Client.RbacV1().ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
+		default:
+			t.Fatalf("%s: unexpected %T", path, obj)
+		}
+		if err != nil {
+			t.Fatalf("%s: create %T: %v", path, obj, err)
+		}
+	}
+	if _, err := kc.Client.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: role + "-" + user},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
 	}
 }

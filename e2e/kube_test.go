@@ -51,8 +51,14 @@ func startController(t *testing.T, kc *kubetest.Cluster, store, dir, id string) 
 // about 4 s of the leader's death.
 func startControllerWith(t *testing.T, kc *kubetest.Cluster, dir, id string, sink ...string) *kubeController {
 	t.Helper()
+	return startControllerAs(t, kc.Kubeconfig, dir, id, sink...)
+}
+
+// startControllerAs is startControllerWith with the credentials of kubeconfig.
+func startControllerAs(t *testing.T, kubeconfig, dir, id string, sink ...string) *kubeController {
+	t.Helper()
 	c := &kubeController{id: id, status: filepath.Join(dir, id+".sock"), log: filepath.Join(dir, id+".log")}
-	cmd := exec.Command(bin.podnet, append([]string{"controller", "--kubeconfig", kc.Kubeconfig,
+	cmd := exec.Command(bin.podnet, append([]string{"controller", "--kubeconfig", kubeconfig,
 		"--identity", id, "--status-socket", c.status,
 		"--lease-duration", "4s", "--renew-deadline", "3s", "--retry-period", "500ms"}, sink...)...)
 	child, err := agentproc.StartChild(cmd, c.log, nil)

@@ -55,6 +55,12 @@ const readyTimeout = 60 * time.Second
 type Options struct {
 	// ServiceCIDR is --service-cluster-ip-range: where ClusterIPs are allocated.
 	ServiceCIDR netip.Prefix
+	// RBAC authorizes requests with RBAC instead of allowing everything (the Kubeconfig
+	// user stays allowed everything: it is in system:masters).
+	RBAC bool
+	// Users are users of no group, with a token each and a kubeconfig in
+	// Cluster.UserKubeconfigs: what RBAC grants them is all they may do.
+	Users []string
 }
 
 // Cluster is a running API server and its etcd.
@@ -67,6 +73,8 @@ type Cluster struct {
 	Config *rest.Config
 	// Client is a clientset on Config.
 	Client kubernetes.Interface
+	// UserKubeconfigs are the kubeconfig files of Options.Users, by name.
+	UserKubeconfigs map[string]string
 	// URL is the API server's https://127.0.0.1:PORT.
 	URL string
 	// ServiceCIDR is the range ClusterIPs are allocated from.
@@ -77,6 +85,8 @@ type Cluster struct {
 	bin   string
 	args  []string
 	token string
+	opts  Options
+	users map[string]string // Options.Users' tokens
 	etcd  *agentproc.Etcd
 	api   *agentproc.Child // nil while stopped
 	// logShown says a failure message holds the tail of the server's log already.
@@ -123,7 +133,7 @@ func Launch(dir string, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kube-apiserver: %w", err)
 	}
-	c := &Cluster{dir: dir, bin: bin, ServiceCIDR: opts.ServiceCIDR.Masked()}
+	c := &Cluster{dir: dir, bin: bin, ServiceCIDR: opts.ServiceCIDR.Masked(), opts: opts}
 	if err := c.launch(); err != nil {
 		c.Stop()
 		return nil, err
@@ -155,6 +165,13 @@ func (c *Cluster) launch() (err error) {
 	c.Kubeconfig = filepath.Join(c.dir, "kubeconfig")
 	if err := writeKubeconfig(c.Kubeconfig, c.URL, ca, c.token); err != nil {
 		return err
+	}
+	c.UserKubeconfigs = map[string]string{}
+	for user, token := range c.users {
+		c.UserKubeconfigs[user] = filepath.Join(c.dir, "kubeconfig-"+user)
+		if err := writeKubeconfig(c.UserKubeconfigs[user], c.URL, ca, token); err != nil {
+			return err
+		}
 	}
 	if c.Config, err = clientcmd.BuildConfigFromFlags("", c.Kubeconfig); err != nil {
 		return fmt.Errorf("load %s: %w", c.Kubeconfig, err)
@@ -210,9 +227,19 @@ func (c *Cluster) prepare() (args []string, token string, err error) {
 		return nil, "", err
 	}
 	token = rand.Text()
+	tokens := token + `,podnet-test,podnet-test,"system:masters"` + "\n"
+	c.users = map[string]string{}
+	for _, user := range c.opts.Users {
+		c.users[user] = rand.Text()
+		tokens += c.users[user] + "," + user + "," + user + "\n"
+	}
 	tokenFile := filepath.Join(c.dir, "tokens.csv")
-	if err := os.WriteFile(tokenFile, []byte(token+`,podnet-test,podnet-test,"system:masters"`+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(tokenFile, []byte(tokens), 0o600); err != nil {
 		return nil, "", err
+	}
+	authz := "AlwaysAllow"
+	if c.opts.RBAC {
+		authz = "RBAC"
 	}
 	port, err := freePort()
 	if err != nil {
@@ -230,7 +257,7 @@ func (c *Cluster) prepare() (args []string, token string, err error) {
 		"--service-account-key-file=" + keyFile,
 		"--service-account-signing-key-file=" + keyFile,
 		"--token-auth-file=" + tokenFile,
-		"--authorization-mode=AlwaysAllow",
+		"--authorization-mode=" + authz,
 		// The default reconciler publishes the advertise address as the endpoint of the
 		// "kubernetes" service: with a loopback address the server refuses to start.
 		"--endpoint-reconciler-type=none",
