@@ -282,7 +282,7 @@ func (n *kubeNode) close() error {
 }
 
 // measureKube runs the kube section.
-func measureKube(ctx context.Context, binDir string, many, rounds int) (res kubeResult) {
+func measureKube(ctx context.Context, binDir string, many, rounds int, alone bool) (res kubeResult) {
 	res = kubeResult{many: many, rounds: rounds}
 	began := time.Now()
 	progress := func(format string, args ...any) {
@@ -332,9 +332,13 @@ func measureKube(ctx context.Context, binDir string, many, rounds int) (res kube
 		res.err = fmt.Errorf("podnet's node: %w", err)
 		return res
 	}
-	progress("kube-proxy's node: bridge, pods, kube-proxy")
 	var unavailable string
-	nodes[sideKubeProxy], res.kpVersion, unavailable, err = newKubeProxyNode(ctx, filepath.Join(dir, "kube-proxy"), kc, cs, nodes[sidePodnet])
+	if alone {
+		unavailable = "not run (-kube-alone)"
+	} else {
+		progress("kube-proxy's node: bridge, pods, kube-proxy")
+		nodes[sideKubeProxy], res.kpVersion, unavailable, err = newKubeProxyNode(ctx, filepath.Join(dir, "kube-proxy"), kc, cs, nodes[sidePodnet])
+	}
 	switch {
 	case err != nil:
 		res.err = fmt.Errorf("kube-proxy's node: %w", err)

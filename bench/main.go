@@ -120,6 +120,7 @@ func run() int {
 	polConns := flag.Int("policy-connections", 2000, "policy: connects per testbed for the per-packet cost")
 	kubeServices := flag.Int("kube-services", 5000, "kube: services defined when the second sample of changes is timed (the first has 100)")
 	kubeRounds := flag.Int("kube-rounds", 10, "kube: rounds of changes (create, move the backend) per number of services")
+	kubeAlone := flag.Bool("kube-alone", false, "kube: podnet alone, without kube-proxy's node (whose syncs compete for the CPUs during podnet's changes)")
 	only := flag.String("only", defaultSections,
 		"comma-separated sections (setup, throughput, ports, dns, services, policy, cluster, kube) and setup rows (reference, podnet, podnet-api, floor: the setup section with only those rows)")
 	bin := flag.String("bin", "./bin", "directory holding podnet and podnet-cni")
@@ -251,7 +252,7 @@ func run() int {
 	var kubeRes kubeResult
 	if sel.kube && ctx.Err() == nil {
 		fmt.Fprintf(os.Stderr, "podnet-bench: kube (%d and %d services, %d rounds of changes each)\n", kubeFew, *kubeServices, *kubeRounds)
-		kubeRes = measureKube(ctx, binDir, *kubeServices, *kubeRounds)
+		kubeRes = measureKube(ctx, binDir, *kubeServices, *kubeRounds, *kubeAlone)
 		report("kube", kubeRes.err)
 	}
 
