@@ -102,13 +102,11 @@ func (a *Agent) syncRulesetLocked(ifDiffers, news bool) error {
 			// store's news of a mirrored Service or EndpointSlice), change their
 			// elements instead of comparing everything.
 			if add, remove, ok := servicesDelta(a.verifiedWant, want); ok {
-				if err := a.nftUpdateLocked(nft.Delta{Services: add}, nft.Delta{Services: remove}); err != nil {
+				if err := a.servicesUpdateLocked(add, remove); err != nil {
 					return err
 				}
-				if after, err := a.nft.Generation(); err == nil && after == gen+1 {
-					a.verifiedGen, a.verifiedWant = after, want
-				} else {
-					a.verified = false
+				if a.verified {
+					a.verifiedWant = want // the same services, in want's order
 				}
 				return nil
 			}
@@ -159,31 +157,70 @@ func servicesDelta(have, want nft.Ruleset) (add, remove []nft.Service, ok bool) 
 	return add, remove, true
 }
 
+// serviceKey is what names a service's elements in the tables: VIP, protocol, port.
+type serviceKey struct {
+	vip   netip.Addr
+	proto string
+	port  uint16
+}
+
+func keyOf(s nft.Service) serviceKey { return serviceKey{s.VIP, s.Protocol, s.Port} }
+
 // serviceChanges are the services of after that are new or changed (Update replaces a
 // service's elements) and those of before whose VIP, protocol and port after lacks.
 func serviceChanges(before, after []nft.Service) (add, remove []nft.Service) {
-	type key struct {
-		vip   netip.Addr
-		proto string
-		port  uint16
-	}
-	old := make(map[key]nft.Service, len(before))
+	old := make(map[serviceKey]nft.Service, len(before))
 	for _, s := range before {
-		old[key{s.VIP, s.Protocol, s.Port}] = s
+		old[keyOf(s)] = s
 	}
 	for _, s := range after {
-		k := key{s.VIP, s.Protocol, s.Port}
+		k := keyOf(s)
 		if o, found := old[k]; !found || !reflect.DeepEqual(o, s) {
 			add = append(add, s)
 		}
 		delete(old, k)
 	}
 	for _, s := range before {
-		if _, gone := old[key{s.VIP, s.Protocol, s.Port}]; gone {
+		if _, gone := old[keyOf(s)]; gone {
 			remove = append(remove, s)
 		}
 	}
 	return add, remove
+}
+
+// servicesUpdateLocked changes the elements of services (add: new or changed, remove:
+// gone; the caller holds dpMu). When the tables were verified just before and only this
+// batch committed, they stay verified, with those services changed in verifiedWant: the
+// next Reconcile need not read every service and compare the tables.
+func (a *Agent) servicesUpdateLocked(add, remove []nft.Service) error {
+	gen, genErr := a.nft.Generation()
+	verified := genErr == nil && a.verified && gen == a.verifiedGen
+	if err := a.nftUpdateLocked(nft.Delta{Services: add}, nft.Delta{Services: remove}); err != nil {
+		return err
+	}
+	if after, err := a.nft.Generation(); verified && err == nil && after == gen+1 {
+		a.verifiedGen = after
+		a.verifiedWant.Services = withServiceChanges(a.verifiedWant.Services, add, remove)
+	} else {
+		a.verified = false
+	}
+	return nil
+}
+
+// withServiceChanges is svcs with add replacing or joining, and remove leaving, by key
+// (a new slice: svcs may be shared).
+func withServiceChanges(svcs, add, remove []nft.Service) []nft.Service {
+	drop := make(map[serviceKey]bool, len(add)+len(remove))
+	for _, s := range slices.Concat(add, remove) {
+		drop[keyOf(s)] = true
+	}
+	out := make([]nft.Service, 0, len(svcs)+len(add))
+	for _, s := range svcs {
+		if !drop[keyOf(s)] {
+			out = append(out, s)
+		}
+	}
+	return append(out, add...)
 }
 
 // policyDeltaLocked changes the policies' elements in the tables from what they hold to

@@ -36,7 +36,7 @@ func (a *Agent) Mirror(req api.MirrorRequest) (api.MirrorResult, error) {
 	case servicesOnly:
 		a.dpMu.Lock()
 		add, remove := serviceChanges(before, a.serviceTablesOf(req.Changes))
-		if err := a.nftUpdateLocked(nft.Delta{Services: add}, nft.Delta{Services: remove}); err != nil {
+		if err := a.servicesUpdateLocked(add, remove); err != nil {
 			a.log.Error("nftables: mirrored services", "err", err)
 		}
 		a.dpMu.Unlock()

@@ -75,7 +75,7 @@ func (a *Agent) CreateService(s api.ServiceSpec) (api.Service, error) {
 	a.dpMu.Lock()
 	svc, err = a.Service(svc.Namespace, svc.Name)
 	if err == nil {
-		if uerr := a.nftUpdateLocked(nft.Delta{Services: driver.ServiceTables(svc, a.clusterNode())}, nft.Delta{}); uerr != nil {
+		if uerr := a.servicesUpdateLocked(driver.ServiceTables(svc, a.clusterNode()), nil); uerr != nil {
 			a.log.Error("nftables: add service", "service", svc.Namespace+"/"+svc.Name, "err", uerr)
 		}
 	}
@@ -110,7 +110,10 @@ func (a *Agent) DeleteService(ns, name string) error {
 	if err != nil {
 		return err
 	}
-	if err := a.nftUpdate(nft.Delta{}, nft.Delta{Services: driver.ServiceTables(svc, a.clusterNode())}); err != nil {
+	a.dpMu.Lock()
+	err = a.servicesUpdateLocked(nil, driver.ServiceTables(svc, a.clusterNode()))
+	a.dpMu.Unlock()
+	if err != nil {
 		a.log.Error("nftables: remove service", "service", ns+"/"+name, "err", err)
 	}
 	a.refreshDNSServices(dns.ServiceName{Namespace: ns, Name: name})
@@ -185,7 +188,7 @@ func (a *Agent) endpointChurn(eps ...api.Endpoint) {
 		}
 	}
 	if len(rules) > 0 {
-		if err := a.nftUpdateLocked(nft.Delta{Services: rules}, nft.Delta{}); err != nil {
+		if err := a.servicesUpdateLocked(rules, nil); err != nil {
 			a.log.Error("nftables: update service backends", "err", err)
 		}
 	}
