@@ -352,9 +352,12 @@ func (a *Agent) syncOverlaysChanged(nets []api.Network, all bool) error {
 		o := driver.OverlayFor(n, u, v.nodes, v.blocks)
 		switch n.CrossNode {
 		case api.CrossNodeVXLAN:
-			// Without its addresses the device still carries the pods' traffic.
+			// Without its addresses (a full subnet) the device still carries the pods'
+			// traffic: logged, not an error that would hold the rest of the sync back.
 			addrs, err := a.tunnelAddrs(n, all)
-			errs = append(errs, err)
+			if err != nil {
+				a.log.Error("vxlan: no tunnel address: the node's own and masqueraded connections to other nodes' pods will not be answered", "network", n.Name, "err", err)
+			}
 			o.Device.Addrs = addrs
 		case api.CrossNodeBGP:
 			o.Routes = learned[n.Name]
