@@ -1,9 +1,9 @@
 package agent
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -83,38 +83,28 @@ type tunnel struct {
 
 // tunnelHeld reports whether the store still gives addrs to this node's tunnel.
 func (a *Agent) tunnelHeld(n api.Network, addrs []netip.Prefix) (bool, error) {
-	held := true
-	err := a.store.View(func(tx store.Tx) error {
-		for _, p := range addrs {
-			owner, ok, err := tx.Allocation(n.Name, p.Addr())
-			if err != nil {
-				return err
-			}
-			held = held && ok && owner == TunnelOwner(a.nodeName)
-		}
-		return nil
+	var held []netip.Addr
+	err := a.store.View(func(tx store.Tx) (err error) {
+		held, err = tx.AllocationsOf(n.Name, TunnelOwner(a.nodeName))
+		return err
 	})
-	return held, err
+	want := make([]netip.Addr, len(addrs))
+	for i, p := range addrs {
+		want[i] = p.Addr()
+	}
+	slices.SortFunc(want, netip.Addr.Compare) // as AllocationsOf lists them
+	return err == nil && slices.Equal(held, want), err
 }
 
-// releaseTunnels deletes node's tunnel addresses in every network (in tx).
+// releaseTunnels releases node's tunnel addresses in every network (in tx).
 func releaseTunnels(tx store.Tx, node string) error {
 	nets, err := tx.Networks()
 	if err != nil {
 		return err
 	}
 	for _, n := range nets {
-		allocs, err := tx.Allocations(n.Name)
-		if err != nil {
+		if _, err := ipam.Release(tx, n.Name, TunnelOwner(node)); err != nil {
 			return err
-		}
-		for addr, owner := range allocs {
-			if owner != TunnelOwner(node) {
-				continue
-			}
-			if err := tx.DeleteAllocation(n.Name, addr); err != nil && !errors.Is(err, store.ErrNotFound) {
-				return err
-			}
 		}
 	}
 	return nil

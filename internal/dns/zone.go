@@ -261,24 +261,24 @@ func (e *zoneEdit) setPTRs(a netip.Addr, k serviceKey, rrs []mdns.RR) {
 	n := len(old.rrs) + len(rrs)
 	s.rrs, s.owners = make([]mdns.RR, 0, n), make([]serviceKey, 0, n)
 	added := len(rrs) == 0
+	addK := func() {
+		s.rrs = append(s.rrs, rrs...)
+		for range rrs {
+			s.owners = append(s.owners, k)
+		}
+		added = true
+	}
 	for i, o := range old.owners {
 		if o == k {
 			continue
 		}
 		if !added && k.compare(o) < 0 {
-			s.rrs = append(s.rrs, rrs...)
-			for range rrs {
-				s.owners = append(s.owners, k)
-			}
-			added = true
+			addK()
 		}
 		s.rrs, s.owners = append(s.rrs, old.rrs[i]), append(s.owners, o)
 	}
 	if !added {
-		s.rrs = append(s.rrs, rrs...)
-		for range rrs {
-			s.owners = append(s.owners, k)
-		}
+		addK()
 	}
 	if len(s.rrs) == 0 {
 		delete(e.z.ptr, a)
