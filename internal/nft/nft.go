@@ -316,6 +316,27 @@ type Applier interface {
 	// policy, another number of rules: call Sync), and with ErrConflict when an added
 	// range overlaps one in the set (the tables did not hold remove's policy).
 	Update(add, remove Delta) error
+	// UpdatePolicies makes the tables' policies go from old (what they hold, as Sync or
+	// Update last wrote them) to next, in one atomic batch, without rewriting the rest of
+	// the tables: it is how a policy is added or removed, or changes its layout
+	// (Policy.SameLayout), which Update cannot do. The rules of chains policy-ingress and
+	// policy-egress are replaced by next's, the sets of the policies only in old or laid
+	// out anew are deleted, those of the policies only in next or laid out anew are
+	// created, the other policies' elements change as Update changes them, and the
+	// isolation sets become next's. The batch's size and the reads before it depend on the
+	// policies (their rules, and the elements of those that come, go, change layout or
+	// change), never on the networks, endpoints, port mappings or services of the tables,
+	// which stay as they are. The drop counters (PolicyDrops) carry on from the rules they
+	// replace, but for the drops counted while the call runs. Calling it again with old =
+	// next changes nothing: when next lists old's policies the same way, it sends no
+	// batch. Both lists are normalized (sorted by ID). It fails, changing nothing, when
+	// one does not validate, and with ErrNoTable when old or next is empty, or only one
+	// of them has a policy with Egress (the dispatch chain, chain input and the policy
+	// chains come and go with them), or the tables do not have the sets of old's policies
+	// as their layouts say, or have those of a policy new in next; with ErrNoTable or
+	// ErrConflict when the kernel finds that the tables do not hold old (a missing set, an
+	// overlapping range). On ErrNoTable and ErrConflict, call Sync.
+	UpdatePolicies(old, next []Policy) error
 	// InSync reports whether the tables equal r. It is false, with no error, when a table
 	// is missing or was changed (flushed rules, chains, set or map elements).
 	InSync(r Ruleset) (bool, error)
@@ -323,7 +344,8 @@ type Applier interface {
 	Delete() error
 	// PolicyDrops returns the number of packets dropped so far by the final rules of
 	// chains policy-ingress and policy-egress: new connections to (from) isolated pods
-	// that no rule allowed. Sync resets them; 0 when there is no policy.
+	// that no rule allowed. Sync resets them, UpdatePolicies keeps them; 0 when there is
+	// no policy.
 	PolicyDrops() (ingress, egress uint64, err error)
 	// Generation is a counter that changes with every change of the namespace's
 	// nftables ruleset (any table, any tool): while it stays the same, the tables are

@@ -511,6 +511,9 @@ func policySets(p Policy) []setDef {
 // not listed the same way in both. The elements of the others are not computed, so that
 // a change costs what the changed lists hold, not the whole policy.
 func changedSets(o, n Policy) (before, after []setDef) {
+	if sameLists(o, n) {
+		return nil, nil // most policies of a change: found without naming their sets
+	}
 	walkPolicySets(n, func(s setDef, elems func(Policy, ipFamily) []elemDef, f ipFamily) {
 		if samePart(o, n, s.name) {
 			return
@@ -520,6 +523,22 @@ func changedSets(o, n Policy) (before, after []setDef) {
 		before, after = append(before, b), append(after, a)
 	})
 	return before, after
+}
+
+// sameLists reports whether o and n (of the same layout) list their addresses, peers
+// and ports the same way. Lists that are the very same slice (a compiler that hands out
+// a policy it did not compile again) are not compared element by element.
+func sameLists(o, n Policy) bool {
+	same := func(a, b []PolicyRule) bool {
+		return slices.EqualFunc(a, b, func(x, y PolicyRule) bool {
+			return sameList(x.Peers, y.Peers) && sameList(x.Ports, y.Ports)
+		})
+	}
+	return sameList(o.Selected, n.Selected) && same(o.IngressRules, n.IngressRules) && same(o.EgressRules, n.EgressRules)
+}
+
+func sameList[T comparable](a, b []T) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0] || slices.Equal(a, b))
 }
 
 // samePart reports whether o and n list the same way the part of a policy that set

@@ -224,6 +224,17 @@ func (b *Batch) AddSet(f nftables.TableFamily, table string, s Set, id uint32) {
 	})
 }
 
+// DelSet deletes set name of table of family f with its elements. The set must exist and
+// no rule may use it when the message comes: the batch fails with ENOENT, or EBUSY. A
+// batch that deletes the rules using it first (FlushChain) may then delete it, and may
+// create a set of the same name after that.
+func (b *Batch) DelSet(f nftables.TableFamily, table, name string) {
+	b.add(unix.NFT_MSG_DELSET, 0, f, func(ae *netlink.AttributeEncoder) {
+		ae.String(unix.NFTA_SET_TABLE, table)
+		ae.String(unix.NFTA_SET_NAME, name)
+	})
+}
+
 // Elem is one element of a set or map as the kernel stores it. In an interval set whose
 // key is one field, a range is two elements: its start, and the first key after it with
 // IntervalEnd; in one with a concatenated key, one element from Key to KeyEnd.
@@ -321,6 +332,16 @@ func (b *Batch) AddRule(f nftables.TableFamily, table, chain string, exprs []exp
 		ae.String(unix.NFTA_RULE_TABLE, table)
 		ae.String(unix.NFTA_RULE_CHAIN, chain)
 		ae.Bytes(unix.NFTA_RULE_EXPRESSIONS|unix.NLA_F_NESTED, list)
+	})
+}
+
+// FlushChain deletes every rule of chain of table of family f (a DELRULE message with
+// the chain and no handle); the chain stays. The chain must exist: the batch fails with
+// ENOENT otherwise. Rules that a later message of the batch adds are not deleted.
+func (b *Batch) FlushChain(f nftables.TableFamily, table, chain string) {
+	b.add(unix.NFT_MSG_DELRULE, 0, f, func(ae *netlink.AttributeEncoder) {
+		ae.String(unix.NFTA_RULE_TABLE, table)
+		ae.String(unix.NFTA_RULE_CHAIN, chain)
 	})
 }
 

@@ -115,3 +115,37 @@ func TestRuleExpressions(t *testing.T) {
 		t.Errorf("Expressions = %v, %v", es, err)
 	}
 }
+
+// DelSet and FlushChain name the table and the set or chain, and nothing else: a DELRULE
+// without a handle deletes every rule of the chain.
+func TestDelSetFlushChain(t *testing.T) {
+	var b Batch
+	b.DelSet(nftables.TableFamilyINet, "t", "s")
+	b.FlushChain(nftables.TableFamilyINet, "t", "c")
+	if b.Err() != nil || b.Len() != 2 {
+		t.Fatalf("batch: %d messages, %v", b.Len(), b.Err())
+	}
+	for i, want := range []struct {
+		typ   int
+		attrs map[uint16]string
+	}{
+		{unix.NFT_MSG_DELSET, map[uint16]string{unix.NFTA_SET_TABLE: "t", unix.NFTA_SET_NAME: "s"}},
+		{unix.NFT_MSG_DELRULE, map[uint16]string{unix.NFTA_RULE_TABLE: "t", unix.NFTA_RULE_CHAIN: "c"}},
+	} {
+		m := b.msgs[i]
+		if m.Header.Type != netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8|want.typ) {
+			t.Errorf("message %d of type %#x, want %#x", i, m.Header.Type, want.typ)
+		}
+		ad, err := decoder(m.Data[4:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[uint16]string{}
+		for ad.Next() {
+			got[ad.Type()] = ad.String()
+		}
+		if !reflect.DeepEqual(got, want.attrs) {
+			t.Errorf("message %d: attributes %v, want %v", i, got, want.attrs)
+		}
+	}
+}

@@ -336,6 +336,28 @@ func DumpRules(c *netlink.Conn, f nftables.TableFamily, table, chain string) ([]
 	return out, nil
 }
 
+// LastRule returns the last rule of chain of table of family f (parsing that one only);
+// false when the chain has none or does not exist.
+func LastRule(c *netlink.Conn, f nftables.TableFamily, table, chain string) (Rule, bool, error) {
+	replies, err := dump(c, unix.NFT_MSG_GETRULE, f, func(ae *netlink.AttributeEncoder) {
+		ae.String(unix.NFTA_RULE_TABLE, table)
+		ae.String(unix.NFTA_RULE_CHAIN, chain)
+	})
+	if err != nil {
+		return Rule{}, false, err
+	}
+	for i := len(replies) - 1; i >= 0; i-- {
+		r, tbl, err := parseRule(f, replies[i])
+		if err != nil {
+			return Rule{}, false, fmt.Errorf("parse rule: %w", err)
+		}
+		if tbl == table && r.Chain == chain {
+			return r, true, nil
+		}
+	}
+	return Rule{}, false, nil
+}
+
 // parseRule parses the attributes of one rule and returns it with its table.
 func parseRule(f nftables.TableFamily, b []byte) (Rule, string, error) {
 	var r Rule

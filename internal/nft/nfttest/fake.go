@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -19,24 +20,26 @@ var _ nft.Applier = (*Fake)(nil)
 // is an empty namespace (no tables). It is safe for concurrent use.
 type Fake struct {
 	// Record, when set, is called with one line per change asked for (Sync, Update,
-	// Delete), before it is applied (a test can stop the world there: a crash at that
-	// step).
+	// UpdatePolicies, Delete), before it is applied (a test can stop the world there: a
+	// crash at that step).
 	Record func(line string)
 
 	// mu guards all fields below.
 	mu    sync.Mutex
 	table *nft.Ruleset // nil when the tables do not exist
 	last  *nft.Ruleset // last Ruleset passed to a successful Sync, with later Updates applied
-	// isolated are the isolation sets (policy_in, policy_out) as Sync and Update left
-	// them: Update changes them as the kernel does, not as table's policies say.
-	isolated [2]map[netip.Addr]bool
-	syncs    int
-	updates  []UpdateCall // successful Update calls
-	broken   bool         // tables changed behind podnet's back
-	err      error
-	gen      uint32    // counts the changes of the tables (Generation)
-	insyncs  int       // InSync calls
-	drops    [2]uint64 // PolicyDrops: ingress, egress
+	// isolated are the isolation sets (policy_in, policy_out) as Sync, Update and
+	// UpdatePolicies left them: they change them as the kernel does, not as table's
+	// policies say.
+	isolated      [2]map[netip.Addr]bool
+	syncs         int
+	updates       []UpdateCall       // successful Update calls
+	policyUpdates []PolicyUpdateCall // successful UpdatePolicies calls
+	broken        bool               // tables changed behind podnet's back
+	err           error
+	gen           uint32    // counts the changes of the tables (Generation)
+	insyncs       int       // InSync calls
+	drops         [2]uint64 // PolicyDrops: ingress, egress
 }
 
 // UpdateCall is the arguments of one successful Update.
@@ -117,6 +120,98 @@ func (f *Fake) Updates() []UpdateCall {
 		out[i] = UpdateCall{Add: cloneDelta(u.Add), Remove: cloneDelta(u.Remove)}
 	}
 	return out
+}
+
+// PolicyUpdateCall is the arguments of one successful UpdatePolicies.
+type PolicyUpdateCall struct {
+	Old, Next []nft.Policy
+}
+
+// UpdatePolicies changes the tables' policies from old to next like nft.Table does: it
+// validates both, fails with nft.ErrNoTable when there are no tables, old or next is
+// empty, only one of them has a policy with Egress, or the tables' policies are not old
+// (compared as the tables would hold them: in any order, ranges merged), and otherwise
+// replaces the policies of the tables and of Last with next (unless next's policies are
+// old's, as the tables would hold them: then Generation stays). The isolation sets change
+// as the kernel's do: the addresses that old isolates and next does not leave them,
+// those that next isolates and old did not join them. The drop counters stay; Break
+// stays in force.
+func (f *Fake) UpdatePolicies(old, next []nft.Policy) error {
+	if err := (nft.Delta{Policies: old}).Validate(); err != nil {
+		return fmt.Errorf("old: %w", err)
+	}
+	if err := (nft.Delta{Policies: next}).Validate(); err != nil {
+		return fmt.Errorf("next: %w", err)
+	}
+	f.record("nft update policies: " + strings.Join(policyChanges(old, next), "; "))
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return f.err
+	}
+	hasEgress := func(ps []nft.Policy) bool {
+		return slices.ContainsFunc(ps, func(p nft.Policy) bool { return p.Egress })
+	}
+	switch {
+	case f.table == nil:
+		return fmt.Errorf("fake update policies: %w", nft.ErrNoTable)
+	case len(old) == 0 || len(next) == 0:
+		return fmt.Errorf("fake update policies: %w (no policy before or after: call Sync)", nft.ErrNoTable)
+	case hasEgress(old) != hasEgress(next):
+		return fmt.Errorf("fake update policies: %w (chain input comes or goes: call Sync)", nft.ErrNoTable)
+	case nft.Render(nft.Ruleset{Policies: f.table.Policies}) != nft.Render(nft.Ruleset{Policies: old}):
+		return fmt.Errorf("fake update policies: %w (the tables do not hold old's policies)", nft.ErrNoTable)
+	}
+	f.policyUpdates = append(f.policyUpdates, PolicyUpdateCall{Old: clonePolicies(old), Next: clonePolicies(next)})
+	if nft.Render(nft.Ruleset{Policies: next}) == nft.Render(nft.Ruleset{Policies: old}) {
+		return nil // nft.Table sends nothing: Generation stays
+	}
+	table := clone(*f.table)
+	table.Policies = clonePolicies(next)
+	was, is := isolation(old), isolation(next)
+	for i := range f.isolated {
+		iso := maps.Clone(f.isolated[i])
+		for a := range was[i] {
+			if !is[i][a] {
+				delete(iso, a)
+			}
+		}
+		maps.Copy(iso, is[i])
+		f.isolated[i] = iso
+	}
+	// While the tables exist, Last equals them: Sync sets both, Delete removes the tables.
+	last := clone(table)
+	f.table, f.last = &table, &last
+	f.gen++
+	return nil
+}
+
+// PolicyUpdates returns the arguments of the successful UpdatePolicies calls, oldest
+// first.
+func (f *Fake) PolicyUpdates() []PolicyUpdateCall {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]PolicyUpdateCall, len(f.policyUpdates))
+	for i, u := range f.policyUpdates {
+		out[i] = PolicyUpdateCall{Old: clonePolicies(u.Old), Next: clonePolicies(u.Next)}
+	}
+	return out
+}
+
+// policyChanges lists what UpdatePolicies(old, next) changes: the policies of old that
+// next does not list the same way, after "-", and those of next that old does not, after
+// "+".
+func policyChanges(old, next []nft.Policy) []string {
+	notIn := func(ps, others []nft.Policy) []nft.Policy {
+		var out []nft.Policy
+		for _, p := range ps {
+			if !slices.ContainsFunc(others, func(o nft.Policy) bool { return reflect.DeepEqual(o, p) }) {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	return append(deltaItems("-", nft.Delta{Policies: notIn(old, next)}), deltaItems("+", nft.Delta{Policies: notIn(next, old)})...)
 }
 
 // apply returns a copy of r with remove, then add, applied.
@@ -432,8 +527,8 @@ func (f *Fake) Break() {
 	f.gen++
 }
 
-// Generation implements nft.Applier: it changes with every Sync, Update, Delete and
-// Break.
+// Generation implements nft.Applier: it changes with every Sync, Update,
+// UpdatePolicies, Delete and Break.
 func (f *Fake) Generation() (uint32, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -443,8 +538,8 @@ func (f *Fake) Generation() (uint32, error) {
 	return f.gen, nil
 }
 
-// SetErr makes every later Sync, Update, InSync and Delete fail with err (nil restores
-// success).
+// SetErr makes every later Sync, Update, UpdatePolicies, InSync and Delete fail with err
+// (nil restores success).
 func (f *Fake) SetErr(err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

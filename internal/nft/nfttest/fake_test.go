@@ -308,3 +308,92 @@ func TestFakePolicies(t *testing.T) {
 		t.Fatal("changing Updates' result changed the Fake")
 	}
 }
+
+// UpdatePolicies replaces the tables' policies when they are old, and refuses what
+// nft.Table refuses; the isolation sets follow as the kernel's do.
+func TestFakeUpdatePolicies(t *testing.T) {
+	var f Fake
+	var lines []string
+	f.Record = func(l string) { lines = append(lines, l) }
+	a, b := netip.MustParseAddr("10.88.1.2"), netip.MustParseAddr("10.88.1.3")
+	web := nft.Policy{ID: "web", Name: "ns/web", Selected: []netip.Addr{a, b}, Ingress: true,
+		IngressRules: []nft.PolicyRule{{AnyPeer: true, AnyPort: true}}}
+	deny := nft.Policy{ID: "deny", Name: "ns/deny", Selected: []netip.Addr{a}, Ingress: true, Egress: true}
+	only := nft.Policy{ID: "only", Name: "ns/only", Selected: []netip.Addr{b}, Egress: true}
+	blue := nft.Network{Name: "blue", Bridge: "pn-blue", Subnets: []netip.Prefix{netip.MustParsePrefix("10.88.1.0/24")}}
+	r := nft.Ruleset{Networks: []nft.Network{blue}, Policies: []nft.Policy{web, deny}}
+
+	if err := f.UpdatePolicies(r.Policies, r.Policies); !errors.Is(err, nft.ErrNoTable) {
+		t.Fatalf("UpdatePolicies without tables = %v, want ErrNoTable", err)
+	}
+	if err := f.Sync(r); err != nil {
+		t.Fatal(err)
+	}
+	f.SetPolicyDrops(1, 2)
+	gen, _ := f.Generation()
+
+	// web goes, only comes (in any order): b, which only web isolated for ingress,
+	// leaves policy_in; only isolates it for egress.
+	old := []nft.Policy{deny, web}
+	next := nft.Ruleset{Networks: r.Networks, Policies: []nft.Policy{only, deny}}
+	for range 2 {
+		if err := f.UpdatePolicies(old, next.Policies); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _ := f.InSync(next); !ok {
+			t.Fatalf("after UpdatePolicies:\n%s", f.Dump())
+		}
+		old, next.Policies = next.Policies, []nft.Policy{deny, only} // again, from next to next
+	}
+	r.Policies = old
+	if g, _ := f.Generation(); g != gen+1 { // the second changed nothing
+		t.Fatalf("Generation = %d, want %d", g, gen+1)
+	}
+	if last, _ := f.Last(); nft.Render(last) != nft.Render(next) {
+		t.Fatalf("Last does not have the update:\n%s", nft.Render(last))
+	}
+	if in, out, _ := f.PolicyDrops(); in != 1 || out != 2 {
+		t.Fatalf("PolicyDrops = %d, %d; want 1, 2", in, out)
+	}
+	if want := "nft update policies: -policy web ns/web selected [10.88.1.2 10.88.1.3]; +policy only ns/only selected [10.88.1.3]"; lines[2] != want {
+		t.Fatalf("recorded %q, want %q", lines[2], want)
+	}
+	if calls := f.PolicyUpdates(); len(calls) != 2 || calls[0].Next[0].ID != "only" || calls[1].Old[0].ID != "only" {
+		t.Fatalf("PolicyUpdates = %+v", calls)
+	}
+
+	noEgress := web
+	for _, tc := range []struct {
+		name      string
+		old, next []nft.Policy
+	}{
+		{"no policy left", r.Policies, nil},
+		{"no policy before", nil, r.Policies},
+		{"no policy with Egress left", r.Policies, []nft.Policy{noEgress}},
+		{"old not held", []nft.Policy{deny, web}, []nft.Policy{deny}},
+	} {
+		if err := f.UpdatePolicies(tc.old, tc.next); !errors.Is(err, nft.ErrNoTable) {
+			t.Errorf("%s: UpdatePolicies = %v, want ErrNoTable", tc.name, err)
+		}
+	}
+	if err := f.UpdatePolicies(r.Policies, []nft.Policy{{ID: "BAD"}}); err == nil || errors.Is(err, nft.ErrNoTable) {
+		t.Errorf("UpdatePolicies of an invalid policy = %v", err)
+	}
+	if ok, _ := f.InSync(next); !ok {
+		t.Fatal("a refused UpdatePolicies changed the tables")
+	}
+
+	// Break stays in force; SetErr fails it.
+	f.Break()
+	if err := f.UpdatePolicies(r.Policies, []nft.Policy{deny}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := f.InSync(nft.Ruleset{Networks: r.Networks, Policies: []nft.Policy{deny}}); ok {
+		t.Fatal("InSync true after Break and UpdatePolicies")
+	}
+	boom := errors.New("boom")
+	f.SetErr(boom)
+	if err := f.UpdatePolicies([]nft.Policy{deny}, []nft.Policy{deny}); !errors.Is(err, boom) {
+		t.Fatalf("UpdatePolicies = %v, want boom", err)
+	}
+}
