@@ -18,20 +18,6 @@ type World struct {
 	Namespaces []api.Namespace
 	// Endpoints are the pods; PeerOf looks addresses up in them.
 	Endpoints []api.Endpoint
-
-	// nsLabels are the namespaces' labels by name (Indexed); nil: Namespaces is searched.
-	nsLabels map[string]map[string]string
-}
-
-// Indexed returns w with its namespaces' labels indexed by name, so that each selection
-// of a pod by a namespaceSelector looks them up instead of searching and copying them
-// (a compiler matching every pod against every rule calls it once).
-func (w World) Indexed() World {
-	w.nsLabels = make(map[string]map[string]string, len(w.Namespaces))
-	for _, ns := range w.Namespaces {
-		w.nsLabels[ns.Name] = NamespaceLabels(ns)
-	}
-	return w
 }
 
 // PeerKind says what is at one end of a connection.
@@ -338,9 +324,6 @@ func (w World) peerMatches(p api.NetworkPolicy, peer api.NetworkPolicyPeer, remo
 
 // namespaceLabels returns the labels of namespace name as selectors see them.
 func (w World) namespaceLabels(name string) map[string]string {
-	if l, ok := w.nsLabels[name]; ok {
-		return l
-	}
 	for _, ns := range w.Namespaces {
 		if ns.Name == name {
 			return NamespaceLabels(ns)

@@ -3,7 +3,6 @@ package policy
 import (
 	"cmp"
 	"maps"
-	"net/netip"
 	"slices"
 
 	"github.com/podnet/podnet/api"
@@ -72,12 +71,6 @@ func policyNamespace(p api.NetworkPolicy) string {
 	return cmp.Or(p.Namespace, api.DefaultNamespace)
 }
 
-// PodInPeer reports whether pod ep is one of the pods peer (of policy p) selects; an
-// ipBlock peer selects addresses, not pods, and is false here.
-func (w World) PodInPeer(p api.NetworkPolicy, peer api.NetworkPolicyPeer, ep api.Endpoint) bool {
-	return peer.IPBlock == nil && w.peerMatches(p, peer, EndpointPeer(ep, netip.Addr{}))
-}
-
 // NamedPort returns the port of ep's named port name of protocol proto (TCP, UDP or
 // SCTP, any case; empty is TCP).
 func NamedPort(ep api.Endpoint, name, proto string) (uint16, bool) {
@@ -87,10 +80,4 @@ func NamedPort(ep api.Endpoint, name, proto string) (uint16, bool) {
 		}
 	}
 	return 0, false
-}
-
-// NamespaceLabelsOf returns the labels of namespace name as selectors see them (with
-// its name label).
-func (w World) NamespaceLabelsOf(name string) map[string]string {
-	return w.namespaceLabels(name)
 }
