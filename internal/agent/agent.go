@@ -39,6 +39,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/driver"
 	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/nft"
 	"github.com/podnet/podnet/internal/plan"
@@ -149,8 +150,12 @@ type Agent struct {
 	// dpMu): a cluster sync that computes the same state again skips the comparison.
 	verifiedWant nft.Ruleset
 	// appliedPolicies are the compiled policies the tables hold (guarded by dpMu): what
-	// syncPolicies' incremental updates start from; nil when not known.
+	// the policies' incremental updates start from; nil when not known.
 	appliedPolicies *[]nft.Policy
+	// polc compiles the policies from the store's policies, namespaces and endpoints as
+	// they were when the last full sync read them, with every change since (guarded by
+	// dpMu; nil when unknown: the next change reads the store whole). See followPolicies.
+	polc *driver.PolicyCompiler
 	// pendingMu guards pending: the endpoints marked detaching whose detach has not
 	// finished yet (so that an ADD finds them without reading every endpoint).
 	pendingMu sync.Mutex

@@ -72,25 +72,35 @@ func (a *Agent) clusterNode() string {
 }
 
 func (a *Agent) desiredRuleset() (nft.Ruleset, error) {
-	r, err := a.records()
-	rs := driver.Ruleset(r.nets, r.eps, r.svcs, r.all, a.underDev, a.clusterNode())
-	rs.Policies = driver.Policies(r.pols, r.nss, r.all, r.eps)
+	rs, _, err := a.desired()
 	return rs, err
 }
 
+// desired is desiredRuleset with the compiler of its policies, which can follow the
+// changes that come after the read.
+func (a *Agent) desired() (nft.Ruleset, *driver.PolicyCompiler, error) {
+	r, err := a.records()
+	rs := driver.Ruleset(r.nets, r.eps, r.svcs, r.all, a.underDev, a.clusterNode())
+	c := driver.NewPolicyCompiler(r.pols, r.nss, r.all, r.eps)
+	rs.Policies = c.Policies()
+	return rs, c, err
+}
+
 // syncRulesetLocked writes the whole desired nftables state in one batch; the caller
-// holds dpMu. With ifDiffers it first brings the policies' elements up to date
-// incrementally (policyDeltaLocked), then compares, and writes only when the tables
-// differ: a repair, unless the caller knows the store changed (news: another node, a
-// policy), which is not drift. The comparison is skipped when the tables were found (or
-// made) equal to this very state and nothing committed since.
+// holds dpMu. With ifDiffers it first brings the policies up to date incrementally
+// (applyPoliciesLocked), then compares, and writes only when the tables differ: a
+// repair, unless the caller knows the store changed (news: another node, a policy),
+// which is not drift. The comparison is skipped when the tables were found (or made)
+// equal to this very state and nothing committed since.
 func (a *Agent) syncRulesetLocked(ifDiffers, news bool) error {
-	want, err := a.desiredRuleset()
+	want, polc, err := a.desired()
 	if err != nil {
+		a.polc = nil
 		return err
 	}
+	a.polc = polc // read under dpMu: what later changes start from
 	if ifDiffers {
-		if err := a.policyDeltaLocked(want.Policies); err != nil {
+		if _, err := a.applyPoliciesLocked(want.Policies); err != nil {
 			return err
 		}
 		gen, genErr := a.nft.Generation()
@@ -223,33 +233,46 @@ func withServiceChanges(svcs, add, remove []nft.Service) []nft.Service {
 	return append(out, add...)
 }
 
-// policyDeltaLocked changes the policies' elements in the tables from what they hold to
-// want in one incremental batch (nft.PolicyDelta), when the tables hold policies of the
-// same shape; otherwise it leaves them to the comparison and sync that follow. When the
-// tables were verified just before and only this batch committed, they stay verified,
-// with want's policies.
-func (a *Agent) policyDeltaLocked(want []nft.Policy) error {
+// applyPoliciesLocked changes the tables' policies from what they hold to want, in one
+// incremental batch: their elements (nft.PolicyDelta) when every policy keeps its
+// layout, else their rules and sets too (UpdatePolicies: a policy added or removed). It
+// returns false, having changed nothing, when the tables' policies are unknown or
+// cannot be updated so (none before or after, the first egress policy, sets missing):
+// the caller compares and syncs the tables whole. When the tables were verified just
+// before and only this batch committed, they stay verified, with want's policies.
+func (a *Agent) applyPoliciesLocked(want []nft.Policy) (bool, error) {
 	if a.appliedPolicies == nil {
-		return nil
+		return false, nil
 	}
-	add, remove, ok := nft.PolicyDelta(*a.appliedPolicies, want)
-	if !ok || len(add.Policies)+len(remove.Policies)+len(remove.IngressIsolated)+len(remove.EgressIsolated) == 0 {
-		return nil
+	add, remove, same := nft.PolicyDelta(*a.appliedPolicies, want)
+	if same && len(add.Policies)+len(remove.Policies)+len(remove.IngressIsolated)+len(remove.EgressIsolated) == 0 {
+		a.appliedPolicies = &want
+		return true, nil
 	}
 	gen, genErr := a.nft.Generation()
 	verified := genErr == nil && a.verified && gen == a.verifiedGen
-	if err := a.nftUpdateLocked(add, remove); err != nil {
+	start, op := time.Now(), "update"
+	var err error
+	if same {
+		err = a.nft.Update(add, remove)
+	} else {
+		op = "policies"
+		err = a.nft.UpdatePolicies(*a.appliedPolicies, want)
+	}
+	a.metrics.observeNft(op, start)
+	if err != nil {
+		a.verified = false
 		if errors.Is(err, nft.ErrNoTable) || errors.Is(err, nft.ErrConflict) {
-			return nil // the comparison finds them different: a sync rewrites them
+			return false, nil // the comparison finds them different: a sync rewrites them
 		}
-		return fmt.Errorf("nftables: update policies: %w", err)
+		return false, fmt.Errorf("nftables: update policies: %w", err)
 	}
 	a.appliedPolicies = &want
 	if after, err := a.nft.Generation(); verified && err == nil && after == gen+1 {
 		a.verified, a.verifiedGen = true, after
 		a.verifiedWant.Policies = want
 	}
-	return nil
+	return true, nil
 }
 
 // resyncIfDiffers rewrites the tables when they differ from the store's desired state.

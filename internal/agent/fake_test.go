@@ -124,9 +124,15 @@ type fakeAgent struct {
 // test ends unless it crashed.
 func startFake(t *testing.T, node fakeNode, tr *transcript) *fakeAgent {
 	t.Helper()
+	return startFakeOn(t, node, tr, node.store)
+}
+
+// startFakeOn is startFake with the agent on st, a store that wraps the node's.
+func startFakeOn(t *testing.T, node fakeNode, tr *transcript, st store.Store) *fakeAgent {
+	t.Helper()
 	proxy := &portproxytest.Fake{Record: tr.record}
 	node.kernel.Record, node.tables.Record = tr.record, tr.record
-	a, err := New(Config{Store: node.store, Kernel: node.kernel, Tables: node.tables, Proxy: proxy,
+	a, err := New(Config{Store: st, Kernel: node.kernel, Tables: node.tables, Proxy: proxy,
 		Now: func() time.Time { return fakeNow }, ReconcileInterval: time.Hour,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), DNS: DNSConfig{Disable: true}})
 	if err != nil {

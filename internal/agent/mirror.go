@@ -1,8 +1,6 @@
 package agent
 
 import (
-	"slices"
-
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/dns"
 	"github.com/podnet/podnet/internal/driver"
@@ -13,16 +11,18 @@ import (
 
 // Mirror applies the changes of a source (podnet controller feeding a node of its own
 // through the socket) in one transaction, then brings the tables, the policies and DNS
-// up to date. A request of services only (a Service or EndpointSlice changed, the usual
-// case) changes those services' elements, as CreateService does, without deriving the
-// whole ruleset, and those services' DNS records; anything else syncs the tables with
-// the store and rebuilds DNS.
+// up to date with what changed: the elements of the services it names (as
+// CreateService does, without deriving the whole ruleset) and their DNS records; the
+// policies it names, the namespaces it relabels and the endpoints its pods relabel,
+// through the policy compiler (followPolicies, endpointChurn). A change of a node's
+// record syncs the tables with the store and rebuilds DNS.
 func (a *Agent) Mirror(req api.MirrorRequest) (api.MirrorResult, error) {
-	servicesOnly := !slices.ContainsFunc(req.Changes, func(c api.MirrorChange) bool { return c.Kind != api.KindService })
-	var before []nft.Service
-	if servicesOnly {
-		before = a.serviceTablesOf(req.Changes)
+	byKind := map[string][]api.MirrorChange{}
+	for _, c := range req.Changes {
+		byKind[c.Kind] = append(byKind[c.Kind], c)
 	}
+	services := byKind[api.KindService]
+	before := a.serviceTablesOf(services)
 	var res mirror.Result
 	err := a.store.Update(func(tx store.Tx) (err error) {
 		res, err = mirror.Apply(tx, req, a.created())
@@ -33,17 +33,36 @@ func (a *Agent) Mirror(req api.MirrorRequest) (api.MirrorResult, error) {
 	}
 	switch {
 	case !res.Changed:
-	case servicesOnly:
-		a.dpMu.Lock()
-		add, remove := serviceChanges(before, a.serviceTablesOf(req.Changes))
-		if err := a.servicesUpdateLocked(add, remove); err != nil {
-			a.log.Error("nftables: mirrored services", "err", err)
-		}
-		a.dpMu.Unlock()
-		a.refreshDNSServices(serviceNames(req.Changes)...)
-	default:
+	case len(byKind[api.KindNode]) > 0:
 		a.policyInputsChanged()
 		a.refreshDNS()
+	default:
+		if len(services) > 0 {
+			a.dpMu.Lock()
+			add, remove := serviceChanges(before, a.serviceTablesOf(services))
+			if err := a.servicesUpdateLocked(add, remove); err != nil {
+				a.log.Error("nftables: mirrored services", "err", err)
+			}
+			a.dpMu.Unlock()
+			a.refreshDNSServices(serviceNames(services)...)
+		}
+		if len(res.Relabelled) > 0 {
+			a.endpointRelabelled(res.Relabelled...) // their services, DNS, policies
+		}
+		var pols []api.NetworkPolicy
+		for _, c := range byKind[api.KindNetworkPolicy] {
+			pols = append(pols, api.NetworkPolicy{Namespace: c.Namespace, Name: c.Name})
+		}
+		if nss := byKind[api.KindNamespace]; len(pols)+len(nss) > 0 {
+			a.followPolicies("mirror", func(tx store.Tx, c *driver.PolicyCompiler) error {
+				for _, ns := range nss {
+					if err := namespaceNamed(ns.Name)(tx, c); err != nil {
+						return err
+					}
+				}
+				return policiesNamed(pols...)(tx, c)
+			})
+		}
 	}
 	return api.MirrorResult{Errors: res.Errors}, nil
 }

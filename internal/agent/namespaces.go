@@ -130,6 +130,6 @@ func (a *Agent) LabelNamespace(req api.NamespaceLabelRequest) (ns api.Namespace,
 		return api.Namespace{}, err
 	}
 	a.log.Info("namespace labelled", "namespace", req.Name, "labels", ns.Labels)
-	a.policyInputsChanged()
+	a.followPolicies("namespace label", namespaceNamed(req.Name))
 	return withNameLabel(ns), nil
 }

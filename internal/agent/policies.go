@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/driver"
 	"github.com/podnet/podnet/internal/policy"
 	"github.com/podnet/podnet/internal/store"
 )
@@ -71,7 +72,7 @@ func (a *Agent) ApplyPolicies(pols []api.NetworkPolicy) ([]api.NetworkPolicy, er
 	for _, p := range pols {
 		a.log.Info("network policy applied", "policy", p.Namespace+"/"+p.Name)
 	}
-	a.policyInputsChanged()
+	a.followPolicies("policy apply", policiesNamed(pols...))
 	return pols, nil
 }
 
@@ -119,7 +120,7 @@ func (a *Agent) DeletePolicy(ns, name string) error {
 		return err
 	}
 	a.log.Info("network policy removed", "policy", ns+"/"+name)
-	a.policyInputsChanged()
+	a.followPolicies("policy rm", policiesNamed(api.NetworkPolicy{Namespace: ns, Name: name}))
 	return nil
 }
 
@@ -180,8 +181,9 @@ func (a *Agent) hasPolicies() bool {
 	return err != nil || n > 0 // when in doubt, sync
 }
 
-// policyInputsChanged applies a change of what the policies compile to: the tables are
-// synced with the store's desired state (a no-op when nothing changed for this node).
+// policyInputsChanged applies a change of what the policies compile to by reading the
+// store whole: the tables are synced with its desired state (a no-op when nothing
+// changed for this node). Changes the agent knows one by one go through followPolicies.
 func (a *Agent) policyInputsChanged() {
 	if err := a.syncPolicies(); err != nil {
 		a.log.Error("network policies: sync the tables", "err", err)
@@ -189,16 +191,110 @@ func (a *Agent) policyInputsChanged() {
 }
 
 // syncPolicies makes the tables follow the store after a change of the policies'
-// inputs (syncRulesetLocked: an incremental update of the policies' elements, unless a
-// policy was added or removed or changed shape), and lets bridged packets meet the
+// inputs (syncRulesetLocked: an incremental update of the policies, unless there was no
+// policy or the tables lack what the update needs), and lets bridged packets meet the
 // policies once any exists.
 func (a *Agent) syncPolicies() error {
+	a.dpMu.Lock()
+	defer a.dpMu.Unlock()
+	return a.syncPoliciesLocked()
+}
+
+// followPolicies applies a change of the policies' inputs that the caller committed to
+// the store: change reads what changed and tells the compiler (polc), and the tables
+// follow with what that changed in the compiled policies (applyPoliciesLocked). A change
+// costs what it touches (one pod: its place in each policy; one policy: the pods of the
+// namespaces it reaches), not what the store holds. Without a compiler (before the
+// first sync, after an error), or when the tables cannot be updated so, the tables are
+// synced with the store's whole state instead. Errors are logged: Reconcile repairs.
+func (a *Agent) followPolicies(what string, change func(tx store.Tx, c *driver.PolicyCompiler) error) {
+	if err := a.followPoliciesErr(change); err != nil {
+		a.log.Error("network policies: update the tables", "change", what, "err", err)
+	}
+}
+
+func (a *Agent) followPoliciesErr(change func(tx store.Tx, c *driver.PolicyCompiler) error) error {
+	a.dpMu.Lock()
+	defer a.dpMu.Unlock()
+	if a.polc == nil || a.appliedPolicies == nil {
+		return a.syncPoliciesLocked()
+	}
+	if err := a.store.View(func(tx store.Tx) error { return change(tx, a.polc) }); err != nil {
+		a.polc = nil // it may hold half the change
+		return err
+	}
+	want := a.polc.Policies()
+	if len(want) > 0 {
+		if err := a.node.BridgeNetfilter(true); err != nil {
+			return err
+		}
+	}
+	if done, err := a.applyPoliciesLocked(want); done || err != nil {
+		return err
+	}
+	return a.syncPoliciesLocked()
+}
+
+// syncPoliciesLocked is syncPolicies for a caller that holds dpMu.
+func (a *Agent) syncPoliciesLocked() error {
 	if a.hasPolicies() {
 		if err := a.node.BridgeNetfilter(true); err != nil {
 			return err
 		}
 	}
-	a.dpMu.Lock()
-	defer a.dpMu.Unlock()
 	return a.syncRulesetLocked(true, true)
+}
+
+// policiesNamed tells the compiler the policies' current records (or that they are
+// gone).
+func policiesNamed(pols ...api.NetworkPolicy) func(store.Tx, *driver.PolicyCompiler) error {
+	return func(tx store.Tx, c *driver.PolicyCompiler) error {
+		for _, p := range pols {
+			cur, ok, err := tx.NetworkPolicy(p.Namespace, p.Name)
+			switch {
+			case err != nil:
+				return err
+			case ok:
+				c.SetPolicy(cur)
+			default:
+				c.DeletePolicy(p.Namespace, p.Name)
+			}
+		}
+		return nil
+	}
+}
+
+// namespaceNamed tells the compiler a namespace's current record (or that it has none).
+func namespaceNamed(name string) func(store.Tx, *driver.PolicyCompiler) error {
+	return func(tx store.Tx, c *driver.PolicyCompiler) error {
+		ns, ok, err := tx.Namespace(name)
+		switch {
+		case err != nil:
+			return err
+		case ok:
+			c.SetNamespace(ns)
+		default:
+			c.DeleteNamespace(name)
+		}
+		return nil
+	}
+}
+
+// endpointsKeyed tells the compiler the endpoints' current records (or that they are
+// gone).
+func (a *Agent) endpointsKeyed(keys ...api.EndpointKey) func(store.Tx, *driver.PolicyCompiler) error {
+	return func(tx store.Tx, c *driver.PolicyCompiler) error {
+		for _, k := range keys {
+			ep, ok, err := tx.Endpoint(k)
+			switch {
+			case err != nil:
+				return err
+			case ok:
+				c.SetEndpoint(ep, a.mine(ep))
+			default:
+				c.DeleteEndpoint(k)
+			}
+		}
+		return nil
+	}
 }

@@ -156,24 +156,50 @@ func (a *Agent) Services(ns string) (svcs []api.Service, err error) {
 	return svcs, err
 }
 
-// servicesSelecting returns the services (with backends) whose selector matches ep.
-func (a *Agent) servicesSelecting(ep api.Endpoint) ([]api.Service, error) {
+// servicesSelecting returns the services (with backends) whose selector matches ep. The
+// endpoints are read only when one does.
+func (a *Agent) servicesSelecting(ep api.Endpoint) (svcs []api.Service, err error) {
 	if len(ep.Labels) == 0 {
 		return nil, nil
 	}
-	svcs, err := a.Services(driver.NamespaceOf(ep))
-	if err != nil {
-		return nil, err
-	}
-	return slices.DeleteFunc(svcs, func(s api.Service) bool { return !spec.Selects(s.Selector, ep.Labels) }), nil
+	err = a.store.View(func(tx store.Tx) error {
+		if svcs, err = tx.Services(driver.NamespaceOf(ep)); err != nil {
+			return err
+		}
+		svcs = slices.DeleteFunc(svcs, func(s api.Service) bool { return !spec.Selects(s.Selector, ep.Labels) })
+		if len(svcs) == 0 {
+			return nil
+		}
+		eps, err := tx.Endpoints("")
+		for i := range svcs {
+			svcs[i].Backends = driver.Backends(svcs[i], eps)
+		}
+		return err
+	})
+	return svcs, err
 }
 
 // endpointChurn brings the services that select ep (before and after a change of its
-// labels) and DNS up to date, in one nftables batch, and the network policies.
+// labels), DNS and the network policies up to date after an endpoint came or went (ADD,
+// DEL): the services in one nftables batch, the policies in another (they read each
+// endpoint's record again). endpointRelabelled does the same after a change of labels
+// or named ports.
 func (a *Agent) endpointChurn(eps ...api.Endpoint) {
+	a.endpointChanged(true, eps)
+}
+
+// endpointRelabelled is endpointChurn for endpoints whose labels or named ports changed
+// (each as it was, then as it is): the DNS records of pods stay, those of the services
+// that select them follow.
+func (a *Agent) endpointRelabelled(eps ...api.Endpoint) {
+	a.endpointChanged(false, eps)
+}
+
+func (a *Agent) endpointChanged(pods bool, eps []api.Endpoint) {
 	a.dpMu.Lock()
 	var rules []nft.Service
-	seen := map[string]bool{}
+	var names []dns.ServiceName
+	seen := map[dns.ServiceName]bool{}
 	for _, ep := range eps {
 		svcs, err := a.servicesSelecting(ep)
 		if err != nil {
@@ -181,8 +207,9 @@ func (a *Agent) endpointChurn(eps ...api.Endpoint) {
 			continue
 		}
 		for _, svc := range svcs {
-			if key := svc.Namespace + "/" + svc.Name; !seen[key] {
-				seen[key] = true
+			if n := (dns.ServiceName{Namespace: svc.Namespace, Name: svc.Name}); !seen[n] {
+				seen[n] = true
+				names = append(names, n)
 				rules = append(rules, driver.ServiceTables(svc, a.clusterNode())...)
 			}
 		}
@@ -193,10 +220,17 @@ func (a *Agent) endpointChurn(eps ...api.Endpoint) {
 		}
 	}
 	a.dpMu.Unlock()
-	a.refreshDNS()
-	if a.hasPolicies() {
-		a.policyInputsChanged()
+	if pods {
+		a.refreshDNS()
+	} else {
+		a.refreshDNSServices(names...)
 	}
+	keys := make([]api.EndpointKey, len(eps))
+	for i, ep := range eps {
+		keys[i] = ep.EndpointKey
+	}
+	keys = slices.Compact(keys) // before and after
+	a.followPolicies("endpoint "+keys[0].String(), a.endpointsKeyed(keys...))
 }
 
 // SetLabels replaces the labels of an endpoint; services follow at once.
@@ -233,6 +267,6 @@ func (a *Agent) SetLabels(k api.EndpointKey, labels map[string]string) (api.Endp
 	if err != nil {
 		return api.Endpoint{}, err
 	}
-	a.endpointChurn(before, after)
+	a.endpointRelabelled(before, after)
 	return after, nil
 }

@@ -36,6 +36,9 @@ type Result struct {
 	Errors []string
 	// Changed is true when anything was written.
 	Changed bool
+	// Relabelled are the endpoints whose labels or named ports a pod changed: each as it
+	// was, then as it is now.
+	Relabelled []api.Endpoint
 }
 
 // Apply applies req's changes, in order, in tx. A change that is invalid, or that would
@@ -60,6 +63,7 @@ func Apply(tx store.Tx, req api.MirrorRequest, now time.Time) (Result, error) {
 		}
 		res.Changed = res.Changed || changed
 	}
+	res.Relabelled = ap.relabelled
 	return res, nil
 }
 
@@ -75,6 +79,8 @@ type applier struct {
 	// pods indexes the endpoints by pod (NAMESPACE/NAME), read once per request, at its
 	// first pod.
 	pods map[string][]api.EndpointKey
+	// relabelled are the endpoints pods changed, before and after (Result.Relabelled).
+	relabelled []api.Endpoint
 }
 
 func (ap *applier) apply(source string, c api.MirrorChange, now time.Time) (bool, error) {
@@ -201,10 +207,12 @@ func (ap *applier) applyPod(source string, c api.MirrorChange) (bool, error) {
 			reflect.DeepEqual(ep.Labels, p.Labels) && reflect.DeepEqual(ep.NamedPorts, p.NamedPorts) {
 			continue
 		}
+		before := ep
 		ep.Labels, ep.NamedPorts = p.Labels, p.NamedPorts
 		if err := tx.PutEndpoint(ep); err != nil {
 			return false, err
 		}
+		ap.relabelled = append(ap.relabelled, before, ep)
 	}
 	return true, nil
 }
