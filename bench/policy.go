@@ -51,8 +51,8 @@ import (
 //     on every outcome is the new one), for three changes made and undone in "few" and
 //     "many", the rounds alternating the two: web-admin's port 8444 -> 8443 and back
 //     (same rule shape: an element update), policy web-extra (admin to web on 8081)
-//     applied and removed (the tables are rewritten), and mover relabelled role=other ->
-//     frontend and back (set elements).
+//     applied and removed (the policy chains' rules and the policy's sets change), and
+//     mover relabelled role=other -> frontend and back (set elements).
 
 const (
 	polFew        = 10
@@ -95,7 +95,7 @@ var polBedNames = []string{"none", "few", "many"}
 // polChange is a change made then undone (two rows of the table).
 type polChange struct {
 	name         string
-	path         string // what the agent does: "set elements" or "tables rewritten"
+	path         string // what the agent does: "set elements" or "policy rules and sets"
 	client, port int    // the probe that connects, to web on port
 	do, undo     string // row labels
 	apply        func(c *api.Client, undo bool) func(context.Context) error
@@ -115,7 +115,7 @@ var polChanges = []polChange{
 				return err
 			}
 		}},
-	{name: "policy", path: "tables rewritten", client: polAdmin, port: polPortExtra,
+	{name: "policy", path: "policy rules and sets", client: polAdmin, port: polPortExtra,
 		do:   "policy apply: one more policy, web-extra",
 		undo: "policy rm web-extra",
 		apply: func(c *api.Client, undo bool) func(context.Context) error {
