@@ -31,7 +31,8 @@ import (
 // PolicyCompiler keeps the parts of every pod, so that a change of one pod, namespace
 // or policy recomputes what that change can touch: a pod's parts of each policy, a
 // namespace's pods for the policies whose namespaceSelectors it now matches or no
-// longer matches, a policy's parts of the pods of the namespaces it can reach.
+// longer matches, a policy's parts of the pods its selectors can select (found through
+// an index of the pods by namespace and label).
 
 // Policies compiles pols for the node whose pods are local, all being every pod of the
 // cluster (local included) and nss the namespaces with their labels. Endpoints marked
