@@ -319,17 +319,15 @@ type Applier interface {
 	// UpdatePolicies makes the tables' policies go from old (what they hold, as Sync or
 	// Update last wrote them) to next, in one atomic batch, without rewriting the rest of
 	// the tables: it is how a policy is added or removed, or changes its layout
-	// (Policy.SameLayout), which Update cannot do. The rules of chains policy-ingress and
-	// policy-egress are replaced by next's, the sets of the policies only in old or laid
-	// out anew are deleted, those of the policies only in next or laid out anew are
-	// created, the other policies' elements change as Update changes them, and the
-	// isolation sets become next's. The batch's size and the reads before it depend on the
-	// policies (their rules, and the elements of those that come, go, change layout or
-	// change), never on the networks, endpoints, port mappings or services of the tables,
-	// which stay as they are. The drop counters (PolicyDrops) carry on from the rules they
-	// replace, but for the drops counted while the call runs. Calling it again with old =
-	// next changes nothing: when next lists old's policies the same way, it sends no
-	// batch. Both lists are normalized (sorted by ID). It fails, changing nothing, when
+	// (Policy.SameLayout), which Update cannot do. The rules and sets of the policies only
+	// in old or laid out anew are deleted, those of the policies only in next or laid out
+	// anew are created (their rules inserted where Sync writes them), the other policies'
+	// elements change as Update changes them, and the isolation sets become next's. The
+	// batch holds what changes only; the reads before it depend on the policies (their
+	// sets and rules), never on the networks, endpoints, port mappings or services of the
+	// tables, which stay as they are. The drop counters (PolicyDrops) carry on. Calling it
+	// again with old = next changes nothing: when next lists old's policies the same way,
+	// it sends no batch. Both lists are normalized (sorted by ID). It fails, changing nothing, when
 	// one does not validate, and with ErrNoTable when old or next is empty, or only one
 	// of them has a policy with Egress (the dispatch chain, chain input and the policy
 	// chains come and go with them), or the tables do not have the sets of old's policies

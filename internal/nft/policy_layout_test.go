@@ -3,6 +3,7 @@ package nft
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -264,7 +265,15 @@ func layoutBatchLen(t *testing.T, old, next []Policy) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := pl.batch(nil, func(_ setDef, want []elemDef) ([]elemDef, error) { return want, nil })
+	held := map[string][]chainRule{} // the chains as Sync writes them for old
+	handle := uint64(0)
+	for _, c := range policyChains(pl.old) {
+		for _, rd := range c.rules {
+			handle++
+			held[c.name] = append(held[c.name], chainRule{handle: handle, policy: ruleOwner(rd.exprs)})
+		}
+	}
+	b, err := pl.batch(held, func(_ setDef, want []elemDef) ([]elemDef, error) { return want, nil })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,5 +340,37 @@ func TestPrivilegedUpdatePoliciesBatchSize(t *testing.T) {
 	}
 	if sizes[10] != sizes[1000] {
 		t.Fatalf("batch of %d messages with 10 endpoints and services, %d with 1000", sizes[10], sizes[1000])
+	}
+}
+
+// Random subsets of policies one after the other: each call inserts the rules of the
+// policies that come where Sync writes them (before, between and after those that stay,
+// in ID order), and the tables equal a Sync of the new policies each time.
+func TestPrivilegedUpdatePoliciesPlaces(t *testing.T) {
+	tb, _ := openTable(t)
+	var pool []Policy
+	for i, id := range []string{"10", "20", "30", "40", "50", "60"} {
+		p := webPolicy
+		if i%2 == 1 {
+			p = dnsPolicy
+		}
+		p.ID, p.Name = id+p.ID[2:], fmt.Sprintf("%s-%s", p.Name, id)
+		pool = append(pool, p)
+	}
+	r := withPolicies(policyExample, denyPolicy, pool[2])
+	mustSync(t, tb, r)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for step := range 40 {
+		next := []Policy{denyPolicy} // deny has Egress: chain input stays
+		for _, p := range pool {
+			if rng.IntN(2) == 0 {
+				next = append(next, p)
+			}
+		}
+		if err := tb.UpdatePolicies(r.Policies, next); err != nil {
+			t.Fatalf("step %d: %v", step, err)
+		}
+		r = withPolicies(r, next...)
+		wantInSync(t, tb, r, true)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -17,18 +18,18 @@ import (
 // less, a type gained or lost, a rule's AnyPeer or AnyPort changed. Only the rules of
 // chains policy-ingress and policy-egress and the policies' own sets depend on the
 // layouts; chain policies (the dispatch) and chain input depend only on whether there is
-// a policy, and one with Egress. UpdatePolicies rewrites the rules of the two chains,
-// deletes and creates the sets of the policies that go, come or are laid out anew, and
+// a policy, and one with Egress. UpdatePolicies deletes the rules and sets of the
+// policies that go (or are laid out anew), creates those of the policies that come,
+// inserting their rules where Sync writes them (the chains are in policy ID order), and
 // changes the elements of the others as Update does, in one batch; it refuses what would
 // change the dispatch or chain input (Sync does that).
 
 // UpdatePolicies changes the tables' policies from old to next (see Applier) in one
 // netlink batch, which the kernel applies whole or not at all. In this order, the batch:
 //
-//   - flushes chains policy-ingress and policy-egress (a DELRULE without handle each), so
-//     that no rule uses the policies' sets any more;
-//   - deletes the sets of the policies only in old and of those whose layout changed
-//     (Policy.SameLayout);
+//   - deletes, by handle, the rules of chains policy-ingress and policy-egress of the
+//     policies only in old and of those whose layout changed (Policy.SameLayout), then
+//     their sets;
 //   - for each policy in both with the same layout, deletes the elements only old's
 //     policy has: those of plain sets added, then deleted, so that an absent one is no
 //     error, and the range elements that the kernel holds, as Update does;
@@ -39,35 +40,33 @@ import (
 //     their elements (set IDs of the batch, as Sync);
 //   - adds the elements only next's policy has, for each policy in both with the same
 //     layout, and to the isolation sets the addresses that next isolates and old did not;
-//   - adds the rules of the two chains as Sync writes them, bound to the new sets by
-//     their batch IDs and to the others by name. The final counted drops start from the
-//     counts of the rules they replace, as read before the batch.
+//   - inserts the rules of the policies it created, each before the first rule that stays
+//     of a policy after it in ID order, or before the final counted drop. The drops'
+//     counters are never touched.
 //
-// Before the batch it reads, on one socket: the names of the table's sets (one dump),
-// against which it checks that the tables have the sets of old's policies as their
-// layouts say (checkLayout) and none of the policies new in next; the range elements it
-// deletes (existing, one request per 64); the last rule of each of the two chains (their
-// counters). When next lists the
-// policies of old the same way, it reads and sends nothing. Neither the reads nor the
-// batch depend on the networks, endpoints, port mappings or services of the tables, nor
-// on the elements of the policies that do not change: the batch holds the two chains'
-// rules (one per policy rule and family), the sets of the policies that come, go or are
-// laid out anew with their elements, and the elements that change. A missing table,
-// chain or set (ENOENT), or a set to delete that another rule uses (EBUSY: the tables
-// were changed behind podnet's back), is reported as ErrNoTable; a range added where the
-// set holds an overlapping one (EEXIST: the tables did not hold old's policy) as
-// ErrConflict. Either way the batch changes nothing, and Sync repairs the tables.
+// Before the batch it reads, on one socket: that the tables have the sets of the
+// policies that go or change as their layouts say (checkLayout, a few requests each) and
+// none of the policies new in next (one request each); the rules of the two chains (two
+// dumps of one rule per policy rule and family), which must belong to old's policies in
+// Sync's order; the range elements it deletes (existing, one request per 64). When next lists the policies of old
+// the same way, it reads and sends nothing. Neither the reads nor the batch depend on the
+// networks, endpoints, port mappings or services of the tables, nor on the elements of
+// the policies that do not change, and the batch not on the policies that do not change
+// either: it holds the rules and sets of the policies that come, go or are laid out
+// anew, with their elements, and the elements that change. A missing table, chain, rule
+// or set (ENOENT), or a set to delete that another rule uses (EBUSY: the tables were
+// changed behind podnet's back), is reported as ErrNoTable, as are chains that do not
+// hold old's rules; a range added where the set holds an overlapping one (EEXIST: the
+// tables did not hold old's policy) as ErrConflict. Either way the batch changes
+// nothing, and Sync repairs the tables.
 //
 // Measured on kernel 6.18 with 100 policies (~400 rules in the two chains, ~640 sets):
-// ~5-12 ms of reads (before the sets were read in one dump, a GETSET per set took
-// ~130 ms), ~25-35 ms for the batch, whatever the number of endpoints; with few policies
-// ~10-16 ms for the batch (it deletes rules and sets: like a batch that deletes elements,
-// see Update, the kernel seems to wait for grace periods). The kernel seems to validate
-// the whole table when a batch adds rules, walking the elements of its verdict maps (the
-// services): with 50,000 services the batch takes ~36 ms (a Sync of 5,000 endpoints,
-// port mappings and services took ~0.5 s). Inserting the new policies' rules at their
-// place and deleting the old ones' by handle, instead of rewriting the two chains, would
-// make the batch follow the change rather than the number of policies.
+// checking every policy's sets took ~130 ms of reads (a GETSET each), a dump of all sets
+// ~5 ms, the two chains' dumps ~5-10 ms; rewriting the two chains' rules took ~25-35 ms
+// of batch, inserting one policy's ~2-10 ms. The kernel seems to validate the whole table
+// when a batch adds rules, walking the elements of its verdict maps (the services):
+// with 50,000 services a batch took ~36 ms against ~16 ms with 10 (a Sync of 5,000
+// endpoints, port mappings and services took ~0.5 s).
 func (t *Table) UpdatePolicies(old, next []Policy) error {
 	if err := validatePolicies(old); err != nil {
 		return fmt.Errorf("update policies of tables %s: old: %w", TableName, err)
@@ -185,10 +184,15 @@ func (t *Table) policyLayoutBatchLocked(pl policyLayout) (*nftwire.Batch, error)
 		return nil, err
 	}
 	defer r.close()
-	if err := r.loadSets(); err != nil {
-		return nil, err
+	// The sets of the policies whose sets or elements change must be those of their
+	// layouts (a few requests each); the others' rules are checked below.
+	check := slices.Clone(pl.gone)
+	for _, k := range pl.kept {
+		if len(k.after) > 0 {
+			check = append(check, k.old)
+		}
 	}
-	for _, p := range pl.old {
+	for _, p := range check {
 		if err := r.checkLayout(p); err != nil {
 			return nil, err
 		}
@@ -209,21 +213,86 @@ func (t *Table) policyLayoutBatchLocked(pl policyLayout) (*nftwire.Batch, error)
 			return nil, fmt.Errorf("%w: policy %q: set %s exists (the tables hold the policy already: call Sync)", ErrNoTable, p.label(), name)
 		}
 	}
-	drops, err := r.dropCounters()
-	if err != nil {
-		return nil, err
+	held := map[string][]chainRule{}
+	for _, c := range policyChains(pl.old) {
+		if c.name != chainPolicyIngress && c.name != chainPolicyEgress {
+			continue
+		}
+		if held[c.name], err = r.chainRules(c); err != nil {
+			return nil, err
+		}
 	}
-	return pl.batch(drops, r.existing)
+	return pl.batch(held, r.existing)
 }
 
-// batch builds the batch of UpdatePolicies (see there). drops are the counters to start
-// the final rules of the policy chains from, by chain; held returns those of the range
+// chainRule is a rule of chain policy-ingress or policy-egress as the kernel holds it:
+// its handle, and the ID of the policy it belongs to ("" for the final drop).
+type chainRule struct {
+	handle uint64
+	policy string
+}
+
+// ruleOwner is the policy a rule of the policy chains belongs to: the ID in the name of
+// the first set it looks up (its selected set); "" for none (the final drop).
+func ruleOwner(exprs []expr.Any) string {
+	for _, e := range exprs {
+		if l, ok := e.(*expr.Lookup); ok {
+			return setOwner(l.SetName)
+		}
+	}
+	return ""
+}
+
+// setOwner is the ID of the policy whose set name is ("" for another set).
+func setOwner(name string) string {
+	rest, ok := strings.CutPrefix(name, "pol_")
+	if !ok {
+		return ""
+	}
+	id, _, _ := strings.Cut(rest, "_")
+	return id
+}
+
+// chainRules reads the rules of policy chain want (as Sync writes it for old's
+// policies), and fails with ErrNoTable unless they belong to the same policies in the
+// same order.
+func (r *elemReader) chainRules(want chainDef) ([]chainRule, error) {
+	rules, err := nftwire.DumpRuleSets(r.c, nftables.TableFamilyINet, TableName, want.name)
+	if err != nil {
+		return nil, fmt.Errorf("list rules of chain %s: %w", want.name, err)
+	}
+	if len(rules) != len(want.rules) {
+		return nil, fmt.Errorf("%w: chain %s has %d rules, the policies %d (call Sync)", ErrNoTable, want.name, len(rules), len(want.rules))
+	}
+	out := make([]chainRule, len(rules))
+	for i, rl := range rules {
+		out[i] = chainRule{handle: rl.Handle}
+		if len(rl.Sets) > 0 {
+			out[i].policy = setOwner(rl.Sets[0])
+		}
+		if w := ruleOwner(want.rules[i].exprs); out[i].policy != w {
+			return nil, fmt.Errorf("%w: chain %s: rule %d belongs to policy %q, not %q (call Sync)", ErrNoTable, want.name, i, out[i].policy, w)
+		}
+	}
+	return out, nil
+}
+
+// batch builds the batch of UpdatePolicies (see there). held are the rules of the two
+// policy chains as the kernel holds them, by chain; existing returns those of the range
 // elements of a set that the kernel holds (elemReader.existing).
-func (pl policyLayout) batch(drops map[string]expr.Counter, held func(s setDef, want []elemDef) ([]elemDef, error)) (*nftwire.Batch, error) {
+func (pl policyLayout) batch(held map[string][]chainRule, existing func(s setDef, want []elemDef) ([]elemDef, error)) (*nftwire.Batch, error) {
 	const inet = nftables.TableFamilyINet
 	var b nftwire.Batch
+	goneIDs := make(map[string]bool, len(pl.gone))
+	for _, p := range pl.gone {
+		goneIDs[p.ID] = true
+	}
 	for _, d := range directions {
-		b.FlushChain(inet, TableName, d.chain)
+		for _, r := range held[d.chain] {
+			if goneIDs[r.policy] {
+				b.DelRule(inet, TableName, d.chain, r.handle)
+			}
+		}
 	}
 	for _, p := range pl.gone {
 		walkPolicySets(p, func(s setDef, _ func(Policy, ipFamily) []elemDef, _ ipFamily) {
@@ -231,18 +300,13 @@ func (pl policyLayout) batch(drops map[string]expr.Counter, held func(s setDef, 
 		})
 	}
 
-	// The sets the rules use: created ones by their batch ID, the others by name (0).
-	ids := map[string]uint32{}
 	var gone, del, put []setDef
 	for _, k := range pl.kept {
-		walkPolicySets(k.next, func(s setDef, _ func(Policy, ipFamily) []elemDef, _ ipFamily) {
-			ids[s.name] = 0
-		})
 		for i, s := range k.after {
 			was := k.before[i].elems
 			lost, added := elemsNotIn(was, s.elems), elemsNotIn(s.elems, was)
 			if s.interval && len(lost) > 0 {
-				h, err := held(s, lost)
+				h, err := existing(s, lost)
 				if err != nil {
 					return nil, err
 				}
@@ -297,7 +361,8 @@ func (pl policyLayout) batch(drops map[string]expr.Counter, held func(s setDef, 
 	queue(gone, true, true)
 	queue(del, false, true)
 
-	id := uint32(0) // set IDs are per batch
+	ids := map[string]uint32{} // the created sets' batch IDs, for the rules that use them
+	id := uint32(0)
 	for _, p := range pl.created {
 		for _, s := range policySets(p) {
 			id++
@@ -310,43 +375,32 @@ func (pl policyLayout) batch(drops map[string]expr.Counter, held func(s setDef, 
 	}
 	queue(put, true, false)
 
-	for _, c := range policyChains(pl.next) {
+	// The rules of the policies that come, each before the first rule that stays of a
+	// policy after it in ID order (or the final drop): where Sync writes them.
+	if len(pl.created) == 0 {
+		return &b, b.Err()
+	}
+	for _, c := range policyChains(pl.created) {
 		if c.name != chainPolicyIngress && c.name != chainPolicyEgress {
 			continue // the dispatch, which does not change
 		}
-		for i, rd := range c.rules {
+		for _, rd := range c.rules {
+			id := ruleOwner(rd.exprs)
+			if id == "" {
+				continue // the final drop, which stays
+			}
+			i := slices.IndexFunc(held[c.name], func(r chainRule) bool {
+				return r.policy == "" || r.policy > id && !goneIDs[r.policy]
+			})
+			if i < 0 {
+				return nil, fmt.Errorf("%w: chain %s has no final rule (call Sync)", ErrNoTable, c.name)
+			}
 			exprs, err := bindSets(rd.exprs, ids)
 			if err != nil {
 				return nil, fmt.Errorf("chain %s: %w", c.name, err)
 			}
-			if cnt, ok := drops[c.name]; ok && i == len(c.rules)-1 {
-				if _, isCounter := exprs[0].(*expr.Counter); isCounter {
-					exprs[0] = &cnt
-				}
-			}
-			b.AddRule(inet, TableName, c.name, exprs)
+			b.InsertRule(inet, TableName, c.name, held[c.name][i].handle, exprs)
 		}
 	}
 	return &b, b.Err()
-}
-
-// dropCounters returns the counters of the final rules of chains policy-ingress and
-// policy-egress, by chain: two dumps of these chains' rules (whose number grows with the
-// policies' rules), of which only the last is parsed. A chain that is missing, or whose
-// last rule has no counter (changed behind podnet's back), has none.
-func (r *elemReader) dropCounters() (map[string]expr.Counter, error) {
-	out := make(map[string]expr.Counter, len(directions))
-	for _, d := range directions {
-		last, ok, err := nftwire.LastRule(r.c, nftables.TableFamilyINet, TableName, d.chain)
-		if err != nil {
-			return nil, fmt.Errorf("list rules of chain %s: %w", d.chain, err)
-		}
-		if !ok || len(last.Exprs) == 0 {
-			continue
-		}
-		if c, ok := last.Exprs[0].(*expr.Counter); ok {
-			out[d.chain] = expr.Counter{Packets: c.Packets, Bytes: c.Bytes}
-		}
-	}
-	return out, nil
 }

@@ -293,24 +293,6 @@ func missing(a, b []elemDef) []elemDef {
 // element, at a cost that does not depend on the size of the set.)
 type elemReader struct {
 	c *netlink.Conn
-	// sets are the names of the table's sets, once loadSets read them: setExists
-	// answers from them instead of asking the kernel.
-	sets map[string]bool
-}
-
-// loadSets reads the names of table inet podnet's sets in one dump (its cost grows with
-// the number of sets, not with their elements), for the setExists that follow: checking
-// the layouts of many policies costs one request instead of a few per policy.
-func (r *elemReader) loadSets() error {
-	sets, err := nftwire.DumpSets(r.c, nftables.TableFamilyINet, TableName)
-	if err != nil {
-		return fmt.Errorf("list sets: %w", err)
-	}
-	r.sets = make(map[string]bool, len(sets))
-	for name := range sets {
-		r.sets[name] = true
-	}
-	return nil
 }
 
 // getChunk is the number of keys asked for in one request, so that the replies (the
@@ -492,9 +474,6 @@ func (r *elemReader) get(set string, keys [][]byte) ([]elemDef, error) {
 
 // setExists reports whether table inet podnet has the set.
 func (r *elemReader) setExists(set string) (bool, error) {
-	if r.sets != nil {
-		return r.sets[set], nil
-	}
 	ae := netlink.NewAttributeEncoder()
 	ae.String(unix.NFTA_SET_TABLE, TableName)
 	ae.String(unix.NFTA_SET_NAME, set)

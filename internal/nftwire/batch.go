@@ -226,7 +226,7 @@ func (b *Batch) AddSet(f nftables.TableFamily, table string, s Set, id uint32) {
 
 // DelSet deletes set name of table of family f with its elements. The set must exist and
 // no rule may use it when the message comes: the batch fails with ENOENT, or EBUSY. A
-// batch that deletes the rules using it first (FlushChain) may then delete it, and may
+// batch that deletes the rules using it first (DelRule) may then delete it, and may
 // create a set of the same name after that.
 func (b *Batch) DelSet(f nftables.TableFamily, table, name string) {
 	b.add(unix.NFT_MSG_DELSET, 0, f, func(ae *netlink.AttributeEncoder) {
@@ -317,6 +317,28 @@ func (e Elem) encode(ae *netlink.AttributeEncoder) {
 // AddRule appends a rule made of exprs to chain of table of family f. A lookup or dynset
 // in exprs names its set, and carries the batch ID of a set the same batch creates.
 func (b *Batch) AddRule(f nftables.TableFamily, table, chain string, exprs []expr.Any) {
+	b.newRule(f, table, chain, 0, exprs)
+}
+
+// InsertRule inserts a rule made of exprs into chain of table of family f, just before
+// the rule with handle before (which must exist, else the batch fails with ENOENT); rules
+// inserted before the same one keep the order of their messages.
+func (b *Batch) InsertRule(f nftables.TableFamily, table, chain string, before uint64, exprs []expr.Any) {
+	b.newRule(f, table, chain, before, exprs)
+}
+
+// DelRule deletes the rule with handle handle of chain of table of family f (which must
+// exist, else the batch fails with ENOENT).
+func (b *Batch) DelRule(f nftables.TableFamily, table, chain string, handle uint64) {
+	b.add(unix.NFT_MSG_DELRULE, 0, f, func(ae *netlink.AttributeEncoder) {
+		ae.String(unix.NFTA_RULE_TABLE, table)
+		ae.String(unix.NFTA_RULE_CHAIN, chain)
+		ae.Uint64(unix.NFTA_RULE_HANDLE, handle)
+	})
+}
+
+// newRule appends (before 0) or inserts before a rule a rule made of exprs.
+func (b *Batch) newRule(f nftables.TableFamily, table, chain string, before uint64, exprs []expr.Any) {
 	var list []byte
 	for _, e := range exprs {
 		data, err := marshalExpr(f, e)
@@ -328,20 +350,17 @@ func (b *Batch) AddRule(f nftables.TableFamily, table, chain string, exprs []exp
 		}
 		list = append(list, nlAttr(unix.NFTA_LIST_ELEM|unix.NLA_F_NESTED, data)...)
 	}
-	b.add(unix.NFT_MSG_NEWRULE, netlink.Create|netlink.Append, f, func(ae *netlink.AttributeEncoder) {
+	flags := netlink.Create | netlink.Append // without a position: at the end
+	if before != 0 {
+		flags = netlink.Create // with a position and no NLM_F_APPEND: before that rule
+	}
+	b.add(unix.NFT_MSG_NEWRULE, flags, f, func(ae *netlink.AttributeEncoder) {
 		ae.String(unix.NFTA_RULE_TABLE, table)
 		ae.String(unix.NFTA_RULE_CHAIN, chain)
+		if before != 0 {
+			ae.Uint64(unix.NFTA_RULE_POSITION, before)
+		}
 		ae.Bytes(unix.NFTA_RULE_EXPRESSIONS|unix.NLA_F_NESTED, list)
-	})
-}
-
-// FlushChain deletes every rule of chain of table of family f (a DELRULE message with
-// the chain and no handle); the chain stays. The chain must exist: the batch fails with
-// ENOENT otherwise. Rules that a later message of the batch adds are not deleted.
-func (b *Batch) FlushChain(f nftables.TableFamily, table, chain string) {
-	b.add(unix.NFT_MSG_DELRULE, 0, f, func(ae *netlink.AttributeEncoder) {
-		ae.String(unix.NFTA_RULE_TABLE, table)
-		ae.String(unix.NFTA_RULE_CHAIN, chain)
 	})
 }
 

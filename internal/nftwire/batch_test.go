@@ -118,34 +118,49 @@ func TestRuleExpressions(t *testing.T) {
 
 // DelSet and FlushChain name the table and the set or chain, and nothing else: a DELRULE
 // without a handle deletes every rule of the chain.
-func TestDelSetFlushChain(t *testing.T) {
+func TestDelSetRules(t *testing.T) {
 	var b Batch
 	b.DelSet(nftables.TableFamilyINet, "t", "s")
-	b.FlushChain(nftables.TableFamilyINet, "t", "c")
-	if b.Err() != nil || b.Len() != 2 {
+	b.DelRule(nftables.TableFamilyINet, "t", "c", 7)
+	b.InsertRule(nftables.TableFamilyINet, "t", "c", 9, []expr.Any{&expr.Counter{}})
+	b.AddRule(nftables.TableFamilyINet, "t", "c", []expr.Any{&expr.Counter{}})
+	if b.Err() != nil || b.Len() != 4 {
 		t.Fatalf("batch: %d messages, %v", b.Len(), b.Err())
 	}
 	for i, want := range []struct {
-		typ   int
-		attrs map[uint16]string
+		typ    int
+		append bool
+		attrs  map[uint16]string // string attributes
+		nums   map[uint16]uint64 // 64-bit ones
 	}{
-		{unix.NFT_MSG_DELSET, map[uint16]string{unix.NFTA_SET_TABLE: "t", unix.NFTA_SET_NAME: "s"}},
-		{unix.NFT_MSG_DELRULE, map[uint16]string{unix.NFTA_RULE_TABLE: "t", unix.NFTA_RULE_CHAIN: "c"}},
+		{unix.NFT_MSG_DELSET, false, map[uint16]string{unix.NFTA_SET_TABLE: "t", unix.NFTA_SET_NAME: "s"}, map[uint16]uint64{}},
+		{unix.NFT_MSG_DELRULE, false, map[uint16]string{unix.NFTA_RULE_TABLE: "t", unix.NFTA_RULE_CHAIN: "c"}, map[uint16]uint64{unix.NFTA_RULE_HANDLE: 7}},
+		{unix.NFT_MSG_NEWRULE, false, map[uint16]string{unix.NFTA_RULE_TABLE: "t", unix.NFTA_RULE_CHAIN: "c"}, map[uint16]uint64{unix.NFTA_RULE_POSITION: 9}},
+		{unix.NFT_MSG_NEWRULE, true, map[uint16]string{unix.NFTA_RULE_TABLE: "t", unix.NFTA_RULE_CHAIN: "c"}, map[uint16]uint64{}},
 	} {
 		m := b.msgs[i]
 		if m.Header.Type != netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8|want.typ) {
 			t.Errorf("message %d of type %#x, want %#x", i, m.Header.Type, want.typ)
 		}
+		if got := m.Header.Flags&netlink.Append != 0; got != want.append {
+			t.Errorf("message %d: NLM_F_APPEND %v, want %v", i, got, want.append)
+		}
 		ad, err := decoder(m.Data[4:])
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := map[uint16]string{}
+		got, nums := map[uint16]string{}, map[uint16]uint64{}
 		for ad.Next() {
-			got[ad.Type()] = ad.String()
+			switch ad.Type() {
+			case unix.NFTA_RULE_HANDLE, unix.NFTA_RULE_POSITION:
+				nums[ad.Type()] = ad.Uint64()
+			case unix.NFTA_RULE_EXPRESSIONS:
+			default:
+				got[ad.Type()] = ad.String()
+			}
 		}
-		if !reflect.DeepEqual(got, want.attrs) {
-			t.Errorf("message %d: attributes %v, want %v", i, got, want.attrs)
+		if !reflect.DeepEqual(got, want.attrs) || !reflect.DeepEqual(nums, want.nums) {
+			t.Errorf("message %d: attributes %v %v, want %v %v", i, got, nums, want.attrs, want.nums)
 		}
 	}
 }

@@ -336,26 +336,89 @@ func DumpRules(c *netlink.Conn, f nftables.TableFamily, table, chain string) ([]
 	return out, nil
 }
 
-// LastRule returns the last rule of chain of table of family f (parsing that one only);
-// false when the chain has none or does not exist.
-func LastRule(c *netlink.Conn, f nftables.TableFamily, table, chain string) (Rule, bool, error) {
+// RuleSets is a rule as DumpRuleSets reads it: its handle and the sets it looks up in,
+// in the order of its expressions.
+type RuleSets struct {
+	Handle uint64
+	Sets   []string
+}
+
+// DumpRuleSets returns the rules of chain of table of family f, in the kernel's order,
+// with only their handles and the sets their lookups name (the rest of each expression
+// is not parsed); none when the table or chain does not exist.
+func DumpRuleSets(c *netlink.Conn, f nftables.TableFamily, table, chain string) ([]RuleSets, error) {
 	replies, err := dump(c, unix.NFT_MSG_GETRULE, f, func(ae *netlink.AttributeEncoder) {
 		ae.String(unix.NFTA_RULE_TABLE, table)
 		ae.String(unix.NFTA_RULE_CHAIN, chain)
 	})
 	if err != nil {
-		return Rule{}, false, err
+		return nil, err
 	}
-	for i := len(replies) - 1; i >= 0; i-- {
-		r, tbl, err := parseRule(f, replies[i])
+	out := make([]RuleSets, 0, len(replies))
+	for _, b := range replies {
+		ad, err := decoder(b)
 		if err != nil {
-			return Rule{}, false, fmt.Errorf("parse rule: %w", err)
+			return nil, err
 		}
-		if tbl == table && r.Chain == chain {
-			return r, true, nil
+		var r RuleSets
+		var tbl, ch string
+		for ad.Next() {
+			switch ad.Type() {
+			case unix.NFTA_RULE_TABLE:
+				tbl = ad.String()
+			case unix.NFTA_RULE_CHAIN:
+				ch = ad.String()
+			case unix.NFTA_RULE_HANDLE:
+				r.Handle = ad.Uint64()
+			case unix.NFTA_RULE_EXPRESSIONS:
+				ad.Nested(func(list *netlink.AttributeDecoder) error {
+					for list.Next() {
+						list.Nested(func(el *netlink.AttributeDecoder) error {
+							if set, ok := lookupSet(el); ok {
+								r.Sets = append(r.Sets, set)
+							}
+							return nil
+						})
+					}
+					return nil
+				})
+			}
+		}
+		if err := ad.Err(); err != nil {
+			return nil, fmt.Errorf("parse rule: %w", err)
+		}
+		if tbl == table && ch == chain {
+			out = append(out, r)
 		}
 	}
-	return Rule{}, false, nil
+	return out, nil
+}
+
+// lookupSet returns the set a lookup expression names; false for another expression.
+func lookupSet(ad *netlink.AttributeDecoder) (string, bool) {
+	var name string
+	var data []byte
+	for ad.Next() {
+		switch ad.Type() {
+		case unix.NFTA_EXPR_NAME:
+			name = ad.String()
+		case unix.NFTA_EXPR_DATA:
+			data = ad.Bytes()
+		}
+	}
+	if name != "lookup" {
+		return "", false
+	}
+	d, err := decoder(data)
+	if err != nil {
+		return "", false
+	}
+	for d.Next() {
+		if d.Type() == unix.NFTA_LOOKUP_SET {
+			return d.String(), true
+		}
+	}
+	return "", false
 }
 
 // parseRule parses the attributes of one rule and returns it with its table.
