@@ -104,6 +104,7 @@ func TestPoliciesFollowChangesIncrementally(t *testing.T) {
 		}},
 		{"a pod detached", func() error { return fa.del(key("blue", "c2")) }},
 	}
+	layouts := len(tables.PolicyUpdates())
 	for _, step := range steps {
 		syncs, compares, lists := tables.Syncs(), tables.InSyncs(), st.lists.Load()
 		if err := step.change(); err != nil {
@@ -139,6 +140,11 @@ func TestPoliciesFollowChangesIncrementally(t *testing.T) {
 		if ok, err := tables.InSync(want); err != nil || !ok {
 			t.Errorf("%s: tables differ from the store's desired state (%v):\n%s", step.name, err, tables.Dump())
 		}
+	}
+	// A policy applied and removed, twice (through the CLI's API and mirrored): their
+	// rules and sets, not the tables.
+	if n := len(tables.PolicyUpdates()) - layouts; n != 4 {
+		t.Errorf("%d policies' rules and sets changed with UpdatePolicies, want 4", n)
 	}
 }
 

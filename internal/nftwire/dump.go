@@ -396,16 +396,7 @@ func DumpRuleSets(c *netlink.Conn, f nftables.TableFamily, table, chain string) 
 
 // lookupSet returns the set a lookup expression names; false for another expression.
 func lookupSet(ad *netlink.AttributeDecoder) (string, bool) {
-	var name string
-	var data []byte
-	for ad.Next() {
-		switch ad.Type() {
-		case unix.NFTA_EXPR_NAME:
-			name = ad.String()
-		case unix.NFTA_EXPR_DATA:
-			data = ad.Bytes()
-		}
-	}
+	name, data := exprAttrs(ad)
 	if name != "lookup" {
 		return "", false
 	}
@@ -486,11 +477,8 @@ var exprTypes = map[string]func() expr.Any{
 	"notrack":   func() expr.Any { return &expr.Notrack{} },
 }
 
-// parseExpr parses one expression (its name and data attributes) of a rule: an expr.Any,
-// or an *Opaque when it cannot.
-func parseExpr(f nftables.TableFamily, ad *netlink.AttributeDecoder) any {
-	var name string
-	var data []byte
+// exprAttrs returns the name and the data of one expression of a rule.
+func exprAttrs(ad *netlink.AttributeDecoder) (name string, data []byte) {
 	for ad.Next() {
 		switch ad.Type() {
 		case unix.NFTA_EXPR_NAME:
@@ -499,6 +487,13 @@ func parseExpr(f nftables.TableFamily, ad *netlink.AttributeDecoder) any {
 			data = ad.Bytes()
 		}
 	}
+	return name, data
+}
+
+// parseExpr parses one expression (its name and data attributes) of a rule: an expr.Any,
+// or an *Opaque when it cannot.
+func parseExpr(f nftables.TableFamily, ad *netlink.AttributeDecoder) any {
+	name, data := exprAttrs(ad)
 	var e expr.Any
 	switch name {
 	case "ct":
