@@ -116,8 +116,8 @@ func TestRuleExpressions(t *testing.T) {
 	}
 }
 
-// DelSet and FlushChain name the table and the set or chain, and nothing else: a DELRULE
-// without a handle deletes every rule of the chain.
+// DelSet names the table and the set; DelRule the rule's handle; InsertRule the rule it
+// goes before, without NLM_F_APPEND (which would put it after); AddRule appends.
 func TestDelSetRules(t *testing.T) {
 	var b Batch
 	b.DelSet(nftables.TableFamilyINet, "t", "s")
