@@ -327,8 +327,11 @@ type Applier interface {
 	// sets and rules), never on the networks, endpoints, port mappings or services of the
 	// tables, which stay as they are. The drop counters (PolicyDrops) carry on. Calling it
 	// again with old = next changes nothing: when next lists old's policies the same way,
-	// it sends no batch. Both lists are normalized (sorted by ID). It fails, changing nothing, when
-	// one does not validate, and with ErrNoTable when old or next is empty, or only one
+	// it sends no batch. Both lists are sorted by ID. It fails, changing nothing, when an
+	// ID is invalid or listed twice, or a policy it writes (one that comes, or the changed
+	// lists of one that stays) does not validate (those that do not change are not
+	// validated again: their cost would grow with the pods they select), and with
+	// ErrNoTable when old or next is empty, or only one
 	// of them has a policy with Egress (the dispatch chain, chain input and the policy
 	// chains come and go with them), or the tables do not have the sets of old's policies
 	// as their layouts say, or have those of a policy new in next; with ErrNoTable or
