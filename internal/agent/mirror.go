@@ -14,7 +14,7 @@ import (
 // up to date with what changed: the elements of the services it names (as
 // CreateService does, without deriving the whole ruleset) and their DNS records; the
 // policies it names, the namespaces it relabels and the endpoints its pods relabel,
-// through the policy compiler (followPolicies, endpointChurn). A change of a node's
+// through the policy compiler (followPolicies, endpointRelabelled). A change of a node's
 // record syncs the tables with the store and rebuilds DNS.
 func (a *Agent) Mirror(req api.MirrorRequest) (api.MirrorResult, error) {
 	byKind := map[string][]api.MirrorChange{}
