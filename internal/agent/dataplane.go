@@ -203,15 +203,31 @@ func serviceChanges(before, after []nft.Service) (add, remove []nft.Service) {
 // batch committed, they stay verified, with those services changed in verifiedWant: the
 // next Reconcile need not read every service and compare the tables.
 func (a *Agent) servicesUpdateLocked(add, remove []nft.Service) error {
+	return a.batchKeepingVerifiedLocked(func() error {
+		return a.nftUpdateLocked(nft.Delta{Services: add}, nft.Delta{Services: remove})
+	}, func() {
+		a.verifiedWant.Services = withServiceChanges(a.verifiedWant.Services, add, remove)
+	})
+}
+
+// batchKeepingVerifiedLocked runs apply, which commits at most one nftables batch (the
+// caller holds dpMu). When the tables were verified before and that batch was the only
+// commit since, they stay verified, and keep makes verifiedWant say what the batch
+// changed; when another commit came between, they are verified no more; when nothing
+// committed, nothing changes.
+func (a *Agent) batchKeepingVerifiedLocked(apply func() error, keep func()) error {
 	gen, genErr := a.nft.Generation()
 	verified := genErr == nil && a.verified && gen == a.verifiedGen
-	if err := a.nftUpdateLocked(nft.Delta{Services: add}, nft.Delta{Services: remove}); err != nil {
+	if err := apply(); err != nil {
+		a.verified = false
 		return err
 	}
-	if after, err := a.nft.Generation(); verified && err == nil && after == gen+1 {
+	switch after, err := a.nft.Generation(); {
+	case err == nil && genErr == nil && after == gen:
+	case verified && err == nil && after == gen+1:
 		a.verifiedGen = after
-		a.verifiedWant.Services = withServiceChanges(a.verifiedWant.Services, add, remove)
-	} else {
+		keep()
+	default:
 		a.verified = false
 	}
 	return nil
@@ -249,29 +265,20 @@ func (a *Agent) applyPoliciesLocked(want []nft.Policy) (bool, error) {
 		a.appliedPolicies = &want
 		return true, nil
 	}
-	gen, genErr := a.nft.Generation()
-	verified := genErr == nil && a.verified && gen == a.verifiedGen
-	start, op := time.Now(), "update"
-	var err error
-	if same {
-		err = a.nft.Update(add, remove)
-	} else {
-		op = "policies"
-		err = a.nft.UpdatePolicies(*a.appliedPolicies, want)
-	}
-	a.metrics.observeNft(op, start)
-	if err != nil {
-		a.verified = false
-		if errors.Is(err, nft.ErrNoTable) || errors.Is(err, nft.ErrConflict) {
-			return false, nil // the comparison finds them different: a sync rewrites them
+	err := a.batchKeepingVerifiedLocked(func() error {
+		if same {
+			return a.nftUpdateLocked(add, remove)
 		}
+		defer a.metrics.observeNft("policies", time.Now())
+		return a.nft.UpdatePolicies(*a.appliedPolicies, want)
+	}, func() { a.verifiedWant.Policies = want })
+	switch {
+	case errors.Is(err, nft.ErrNoTable) || errors.Is(err, nft.ErrConflict):
+		return false, nil // the comparison finds them different: a sync rewrites them
+	case err != nil:
 		return false, fmt.Errorf("nftables: update policies: %w", err)
 	}
 	a.appliedPolicies = &want
-	if after, err := a.nft.Generation(); verified && err == nil && after == gen+1 {
-		a.verified, a.verifiedGen = true, after
-		a.verifiedWant.Policies = want
-	}
 	return true, nil
 }
 

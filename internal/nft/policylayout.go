@@ -328,20 +328,11 @@ func (pl policyLayout) batch(held map[string][]chainRule, existing func(s setDef
 
 	var gone, del, put []setDef
 	for _, k := range pl.kept {
-		for i, s := range k.after {
-			was := k.before[i].elems
-			lost, added := elemsNotIn(was, s.elems), elemsNotIn(s.elems, was)
-			if s.interval && len(lost) > 0 {
-				h, err := existing(s, lost)
-				if err != nil {
-					return nil, err
-				}
-				del = append(del, withElems(s, h))
-			} else {
-				gone = append(gone, withElems(s, lost))
-			}
-			put = append(put, withElems(s, added))
+		g, d, p, err := setChanges(k.before, k.after, existing)
+		if err != nil {
+			return nil, err
 		}
+		gone, del, put = append(gone, g...), append(del, d...), append(put, p...)
 	}
 	// The isolation sets: only the addresses that a policy that comes, goes or changes
 	// selects can change (any other is selected by the same policies before and after).

@@ -60,19 +60,11 @@ func (t *Table) policyChangesLocked(add, remove []Policy) (gone, del, put rulese
 			return rulesetDef{}, rulesetDef{}, rulesetDef{}, err
 		}
 		before, after := changedSets(o, n)
-		for i, s := range after {
-			gone, added := elemsNotIn(before[i].elems, s.elems), elemsNotIn(s.elems, before[i].elems)
-			if s.interval && len(gone) > 0 {
-				held, err := r.existing(s, gone)
-				if err != nil {
-					return rulesetDef{}, rulesetDef{}, rulesetDef{}, err
-				}
-				delSets = append(delSets, withElems(s, held))
-			} else {
-				goneSets = append(goneSets, withElems(s, gone))
-			}
-			putSets = append(putSets, withElems(s, added))
+		g, d, p, err := setChanges(before, after, r.existing)
+		if err != nil {
+			return rulesetDef{}, rulesetDef{}, rulesetDef{}, err
 		}
+		goneSets, delSets, putSets = append(goneSets, g...), append(delSets, d...), append(putSets, p...)
 		// The isolation sets: what n selects that o did not.
 		for _, d := range directions {
 			if on, _ := d.of(n); !on || slices.Equal(o.Selected, n.Selected) {
@@ -88,6 +80,28 @@ func (t *Table) policyChangesLocked(add, remove []Policy) (gone, del, put rulese
 		return elementsOnly([]tableDef{{family: nftables.TableFamilyINet, sets: sets}})
 	}
 	return inet(goneSets), inet(delSets), inet(putSets), nil
+}
+
+// setChanges returns the element changes that take a policy's sets from before's
+// elements to after's (the same sets, in the same order: changedSets): gone are the
+// elements of plain sets only before has (to add then delete, so that an absent one is
+// no error), del the range elements only before has that the kernel holds (existing
+// asks it), put the elements only after has.
+func setChanges(before, after []setDef, existing func(s setDef, want []elemDef) ([]elemDef, error)) (gone, del, put []setDef, err error) {
+	for i, s := range after {
+		lost, added := elemsNotIn(before[i].elems, s.elems), elemsNotIn(s.elems, before[i].elems)
+		if s.interval && len(lost) > 0 {
+			held, err := existing(s, lost)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			del = append(del, withElems(s, held))
+		} else {
+			gone = append(gone, withElems(s, lost))
+		}
+		put = append(put, withElems(s, added))
+	}
+	return gone, del, put, nil
 }
 
 // withElems is s with elems instead of its elements.
