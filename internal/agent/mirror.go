@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"cmp"
+
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/dns"
 	"github.com/podnet/podnet/internal/driver"
@@ -84,11 +86,7 @@ func (a *Agent) serviceTablesOf(changes []api.MirrorChange) []nft.Service {
 func serviceNames(changes []api.MirrorChange) []dns.ServiceName {
 	out := make([]dns.ServiceName, 0, len(changes))
 	for _, c := range changes {
-		ns := c.Namespace
-		if ns == "" {
-			ns = api.DefaultNamespace
-		}
-		out = append(out, dns.ServiceName{Namespace: ns, Name: c.Name})
+		out = append(out, dns.ServiceName{Namespace: cmp.Or(c.Namespace, api.DefaultNamespace), Name: c.Name})
 	}
 	return out
 }

@@ -230,23 +230,6 @@ func (c *PolicyCompiler) DeleteEndpoint(k api.EndpointKey) {
 	}
 }
 
-// Endpoint returns an endpoint the compiler holds (a live one).
-func (c *PolicyCompiler) Endpoint(k api.EndpointKey) (api.Endpoint, bool) {
-	p, ok := c.pods[k]
-	return p.ep, ok
-}
-
-// EndpointsOf returns the keys of the live endpoints of pod namespace/name.
-func (c *PolicyCompiler) EndpointsOf(namespace, name string) []api.EndpointKey {
-	var out []api.EndpointKey
-	for k := range c.byNS[namespace] {
-		if c.pods[k].ep.Name == name {
-			out = append(out, k)
-		}
-	}
-	return out
-}
-
 func (c *PolicyCompiler) addPod(p pod) {
 	k, ns := p.ep.EndpointKey, NamespaceOf(p.ep)
 	c.pods[k] = p
