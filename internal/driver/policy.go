@@ -47,6 +47,14 @@ func PolicyID(p api.NetworkPolicy) string {
 	return hex.EncodeToString(sum[:5])
 }
 
+// policyGroup is the nft.Policy.Group of the policies of namespace ns: a policy selects
+// pods of its own namespace only, so a new connection crosses the rules of the
+// policies of its pods' namespaces, not those of every namespace.
+func policyGroup(ns string) string {
+	sum := sha256.Sum256([]byte(ns))
+	return hex.EncodeToString(sum[:5])
+}
+
 // PolicyCompiler holds the compiled policies of one node and the inputs they derive
 // from (policies, namespace labels, the cluster's pods), and keeps them up to date
 // change by change. It is not safe for concurrent use.
@@ -476,7 +484,7 @@ func (c *PolicyCompiler) partsOf(cp *compiledPolicy, p pod) podParts {
 // compile sums cp's parts, the pods' in the order of their keys.
 func (cp *compiledPolicy) compile() nft.Policy {
 	keys := slices.SortedFunc(maps.Keys(cp.parts), compareKeys)
-	out := nft.Policy{ID: cp.id, Name: cp.name, Ingress: cp.ingress, Egress: cp.egress}
+	out := nft.Policy{ID: cp.id, Name: cp.name, Group: policyGroup(cp.p.Namespace), Ingress: cp.ingress, Egress: cp.egress}
 	for _, k := range keys {
 		out.Selected = append(out.Selected, cp.parts[k].selected...)
 	}

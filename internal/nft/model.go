@@ -268,7 +268,7 @@ func build(r Ruleset) rulesetDef {
 		},
 	}
 	if hasEgress(policies) {
-		inet.chains = append(inet.chains, inputChain())
+		inet.chains = append(inet.chains, inputChain(policies))
 	}
 	inet.chains = append(inet.chains, []chainDef{
 		{

@@ -60,9 +60,10 @@
 //	                  backend among S slots, client affinity, rejection of a service without
 //	                  backend; constant (services.go explains them)
 //	chains nodeport-pick-S, nodeport-affinity-pick-S  regular: the same for NodePorts
-//	chains policies, policy-ingress, policy-egress  regular (policies): a rule per policy
-//	                  rule and family that returns what it allows, a final counted drop
-//	                  (PolicyDrops)
+//	chains policies, policy-ingress-G, policy-egress-G  regular (policies): the dispatch
+//	                  to the chains of the isolated pods' groups (namespaces), each with a
+//	                  rule per policy rule and family that returns what it allows and a
+//	                  final counted drop (PolicyDrops)
 //
 // Table bridge podnet holds the same anti-spoofing check for bridged endpoints: in the inet
 // hooks a packet of a bridge port shows the bridge as its input interface (br_netfilter),
@@ -201,6 +202,12 @@ type Policy struct {
 	ID string
 	// Name is "namespace/name", for comments; it must not change for one ID.
 	Name string
+	// Group is the policies that may select the same addresses: "" or, like ID, 1-12
+	// bytes of [a-z0-9] (the caller hashes the namespace, since a policy selects pods of
+	// its own namespace only). Each group has its own isolation sets and chains, so that
+	// a new connection crosses the rules of its pods' groups, not those of every policy.
+	// Policies of two groups must not select the same address: Sync refuses it.
+	Group string
 	// Selected are the node's pod addresses the policy selects, of both families.
 	Selected []netip.Addr
 	// Ingress and Egress are the policy's types: the directions in which the selected
@@ -267,22 +274,24 @@ type Ruleset struct {
 // each); a new or removed policy, or a change of layout, needs Sync (PolicyDelta says
 // which).
 //
-// The isolation sets (policy_in4/6, policy_out4/6: the addresses selected by at least one
-// policy of each type) are a union over all the policies, which a Delta's policies alone
-// cannot tell: the addresses that add's policy selects and remove's (same ID) did not are
-// added to the isolation sets of the policy's types (always right), but remove's policies
-// take nothing out of them. The addresses that no policy of a type selects any more are
-// listed in remove's IngressIsolated or EgressIsolated; those of add's are added (add's
-// policies already add what they newly select). PolicyDelta forms both deltas from the
-// old and new policies.
+// The isolation sets of a group (policy_in_G4/6, policy_out_G4/6: the addresses selected
+// by at least one policy of the group with each type) are a union over the group's
+// policies, which a Delta's policies alone cannot tell: the addresses that add's policy
+// selects and remove's (same ID) did not are added to the isolation sets of the policy's
+// group and types (always right), but remove's policies take nothing out of them. The
+// addresses that no policy of a type selects any more are listed in remove's
+// IngressIsolated or EgressIsolated; those of add's are added (add's policies already add
+// what they newly select). Each goes to or from the set of the group of the delta's
+// policy of that type that selects it: a listed address that none selects is invalid.
+// PolicyDelta forms both deltas from the old and new policies.
 type Delta struct {
 	Networks  []Network
 	Endpoints []Endpoint
 	Ports     []PortMapping
 	Services  []Service
 	Policies  []Policy
-	// IngressIsolated and EgressIsolated are elements of the isolation sets policy_in4/6
-	// and policy_out4/6.
+	// IngressIsolated and EgressIsolated are elements of the isolation sets policy_in_G4/6
+	// and policy_out_G4/6 (G: the group of the Policies' policy that selects each).
 	IngressIsolated, EgressIsolated []netip.Addr
 }
 
@@ -322,18 +331,20 @@ type Applier interface {
 	// (Policy.SameLayout), which Update cannot do. The rules and sets of the policies only
 	// in old or laid out anew are deleted, those of the policies only in next or laid out
 	// anew are created (their rules inserted where Sync writes them), the other policies'
-	// elements change as Update changes them, and the isolation sets become next's. The
-	// batch holds what changes only; the reads before it depend on the policies (their
+	// elements change as Update changes them, and the isolation sets become next's; a
+	// group's isolation sets, chains and dispatch rules come with its first policy of a
+	// type and go with its last. The batch holds what changes only; the reads before it depend on the policies (their
 	// sets and rules), never on the networks, endpoints, port mappings or services of the
-	// tables, which stay as they are. The drop counters (PolicyDrops) carry on. Calling it
+	// tables, which stay as they are. The drop counters (PolicyDrops) carry on, but
+	// those of the groups' chains that go. Calling it
 	// again with old = next changes nothing: when next lists old's policies the same way,
 	// it sends no batch. Both lists are sorted by ID. It fails, changing nothing, when an
 	// ID is invalid or listed twice, or a policy it writes (one that comes, or the changed
 	// lists of one that stays) does not validate (those that do not change are not
 	// validated again: their cost would grow with the pods they select), and with
 	// ErrNoTable when old or next is empty, or only one
-	// of them has a policy with Egress (the dispatch chain, chain input and the policy
-	// chains come and go with them), or the tables do not have the sets of old's policies
+	// of them has a policy with Egress (the dispatch chain and chain input come and go
+	// with them: Sync), or the tables do not have the sets of old's policies
 	// as their layouts say, or have those of a policy new in next; with ErrNoTable or
 	// ErrConflict when the kernel finds that the tables do not hold old (a missing set, an
 	// overlapping range). On ErrNoTable and ErrConflict, call Sync.
@@ -344,8 +355,8 @@ type Applier interface {
 	// Delete removes the tables. It succeeds when they are already gone.
 	Delete() error
 	// PolicyDrops returns the number of packets dropped so far by the final rules of
-	// chains policy-ingress and policy-egress: new connections to (from) isolated pods
-	// that no rule allowed. Sync resets them, UpdatePolicies keeps them; 0 when there is
+	// the groups' chains policy-ingress-G and policy-egress-G: new connections to (from)
+	// isolated pods that no rule allowed. Sync resets them, UpdatePolicies keeps them; 0 when there is
 	// no policy.
 	PolicyDrops() (ingress, egress uint64, err error)
 	// Generation is a counter that changes with every change of the namespace's
@@ -455,9 +466,19 @@ func (d Delta) Validate() error {
 	if err := validatePolicies(d.Policies); err != nil {
 		return err
 	}
-	for _, a := range slices.Concat(d.IngressIsolated, d.EgressIsolated) {
-		if !validUnicast(a) {
-			return fmt.Errorf("isolated address %v: invalid pod address", a)
+	for _, dir := range directions {
+		addrs := d.isolated(dir)
+		if len(addrs) == 0 {
+			continue
+		}
+		groupOf := d.groupsOf(dir)
+		for _, a := range addrs {
+			if !validUnicast(a) {
+				return fmt.Errorf("%s isolated address %v: invalid pod address", dir.name, a)
+			}
+			if _, ok := groupOf[a]; !ok {
+				return fmt.Errorf("%s isolated address %v: no policy of the delta with %s selects it (its group's set is unknown)", dir.name, a, dir.name)
+			}
 		}
 	}
 	return nil

@@ -20,10 +20,15 @@ import (
 // and for rule k of each of its types pol_<ID>_in<k>_peers4/6 (interval: the peers'
 // addresses) and pol_<ID>_in<k>_ports4/6 (interval, ip daddr . l4proto . port: where the
 // rule allows connections to), "out" for egress; a rule with AnyPeer (AnyPort) has no
-// peers (ports) set. The isolation sets policy_in4/6 and policy_out4/6 hold the addresses
-// that a policy with Ingress (Egress) selects. The rule count grows with the number of
-// policies and rules, never with the number of addresses; a pod joining a selector or a
-// peer is an element update.
+// peers (ports) set. The rule count grows with the number of policies and rules, never
+// with the number of addresses; a pod joining a selector or a peer is an element update.
+//
+// The policies of one group (Policy.Group: a namespace) have their own isolation sets
+// and chains: policy_in_G4/6 and policy_out_G4/6 hold the addresses that a policy of
+// group G with Ingress (Egress) selects, and the rules of those policies are in chains
+// policy-ingress-G and policy-egress-G. Group "" has the names without "_G" and "-G". A
+// new connection crosses one lookup per group and direction, then the rules of its
+// pods' groups only, not those of every policy of the node.
 //
 //	chain forward   ... ct state established,related accept
 //	                jump policies
@@ -31,20 +36,22 @@ import (
 //	                                               to the ingress policy of their backend)
 //	chain input     filter input (only with an egress policy): established and untracked
 //	                accepted, then a pod's connections to the node (its addresses, a node
-//	                local DNS) go through policy-egress
+//	                local DNS) go through policy-egress-G
 //	chain policies  ct state untracked return     (IPv6 neighbour discovery, MLD)
-//	                ip saddr @policy_out4 jump policy-egress, ip6 likewise
-//	                ip daddr @policy_in4 jump policy-ingress, ip6 likewise
-//	chain policy-egress   per policy with Egress, per egress rule, per family:
+//	                per group G with Egress: ip saddr @policy_out_G4 jump policy-egress-G,
+//	                    ip6 likewise
+//	                per group G with Ingress: ip daddr @policy_in_G4 goto policy-ingress-G,
+//	                    ip6 likewise
+//	chain policy-egress-G   per policy of G with Egress, per egress rule, per family:
 //	                ip saddr @pol_X_sel4 [ip daddr @pol_X_outK_peers4]
 //	                    [ip daddr . meta l4proto . th dport @pol_X_outK_ports4] return
 //	                then counter drop
-//	chain policy-ingress  likewise with ip daddr @pol_X_sel4 [ip saddr @pol_X_inK_peers4],
+//	chain policy-ingress-G  likewise with ip daddr @pol_X_sel4 [ip saddr @pol_X_inK_peers4],
 //	                then counter drop
 //
-// What reaches policy-ingress (-egress) is a new connection to (from) an isolated pod:
-// a rule that allows it returns, and the connection goes on to the rest of chain forward
-// (network isolation) or input; the final rule drops the rest and counts it
+// What reaches policy-ingress-G (-egress-G) is a new connection to (from) an isolated
+// pod: a rule that allows it returns, and the connection goes on to the rest of chain
+// forward (network isolation) or input; the final rule drops the rest and counts it
 // (PolicyDrops). Packets of established connections never get there: a policy change
 // does not touch conntrack, so a connection that was allowed when it started lives on
 // even if the policy now denies new ones like it, until it ends. Traffic from the node to
@@ -54,7 +61,8 @@ import (
 // (bridge-nf-call-ip6tables) set to 1 in the node's namespace (br_netfilter, the
 // default).
 
-// Names of the policy sets and chains; the isolation sets end in 4 or 6.
+// Names of the policy sets and chains of group "" (isolationSet, groupChain); the
+// isolation sets end in 4 or 6.
 const (
 	setPolicyIn        = "policy_in"
 	setPolicyOut       = "policy_out"
@@ -73,11 +81,12 @@ type direction struct {
 	short     string // in the names of the rules' sets: "in" | "out"
 	chain     string
 	isolation string // prefix of the isolation sets
+	rank      int    // Sync's order of the dispatch rules: egress first
 }
 
 var (
-	ingress    = direction{"ingress", "in", chainPolicyIngress, setPolicyIn}
-	egress     = direction{"egress", "out", chainPolicyEgress, setPolicyOut}
+	ingress    = direction{"ingress", "in", chainPolicyIngress, setPolicyIn, 1}
+	egress     = direction{"egress", "out", chainPolicyEgress, setPolicyOut, 0}
 	directions = []direction{ingress, egress}
 )
 
@@ -103,6 +112,34 @@ func (d direction) peerAddr(f ipFamily) uint32 {
 		return f.saddr
 	}
 	return f.daddr
+}
+
+// isolationSet is the name of the isolation set of direction d, group g, family f.
+func isolationSet(d direction, g string, f ipFamily) string {
+	if g == "" {
+		return d.isolation + f.suffix
+	}
+	return d.isolation + "_" + g + f.suffix
+}
+
+// groupChain is the name of the chain of the rules of direction d of group g.
+func groupChain(d direction, g string) string {
+	if g == "" {
+		return d.chain
+	}
+	return d.chain + "-" + g
+}
+
+// groups returns the groups of the policies with type d, sorted, without duplicates.
+func groups(ps []Policy, d direction) []string {
+	var out []string
+	for _, p := range ps {
+		if on, _ := d.of(p); on {
+			out = append(out, p.Group)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // Names of a policy's sets.
@@ -149,7 +186,8 @@ func validPolicyID(id string) bool {
 	return true
 }
 
-// validatePolicies checks every policy, and that no two have the same ID.
+// validatePolicies checks every policy, that no two have the same ID, and that no
+// address is selected by policies of two groups.
 func validatePolicies(ps []Policy) error {
 	ids := make(map[string]string, len(ps))
 	for _, p := range ps {
@@ -161,12 +199,29 @@ func validatePolicies(ps []Policy) error {
 		}
 		ids[p.ID] = p.label()
 	}
+	return groupsApart(ps)
+}
+
+// groupsApart fails when policies of two groups select the same address.
+func groupsApart(ps []Policy) error {
+	by := map[netip.Addr]Policy{}
+	for _, p := range ps {
+		for _, a := range p.Selected {
+			if o, ok := by[a]; ok && o.Group != p.Group {
+				return fmt.Errorf("policy %q (group %q): selected address %v: also selected by policy %q of group %q", p.label(), p.Group, a, o.label(), o.Group)
+			}
+			by[a] = p
+		}
+	}
 	return nil
 }
 
 func (p Policy) validate() error {
 	if !validPolicyID(p.ID) {
 		return fmt.Errorf("policy %q: ID %q: want 1-%d bytes of a-z and 0-9", p.label(), p.ID, maxPolicyID)
+	}
+	if p.Group != "" && !validPolicyID(p.Group) {
+		return fmt.Errorf("policy %q: group %q: want \"\" or 1-%d bytes of a-z and 0-9", p.label(), p.Group, maxPolicyID)
 	}
 	for _, a := range p.Selected {
 		if !validUnicast(a) {
@@ -245,8 +300,9 @@ func (pr PortRange) String() string {
 	return pr.Protocol + " " + ports + " to " + pr.Dst.String()
 }
 
-// normPolicies sorts the policies by ID and leaves out what Validate rejects: invalid
-// policies and the later ones of an ID listed twice.
+// normPolicies sorts the policies by ID and leaves out invalid policies and the later
+// ones of an ID listed twice. (Validate also rejects an address selected by policies of
+// two groups: groupsApart.)
 func normPolicies(in []Policy) []Policy {
 	ps := slices.Clone(in)
 	slices.SortStableFunc(ps, func(a, b Policy) int { return strings.Compare(a.ID, b.ID) })
@@ -261,13 +317,13 @@ func normPolicies(in []Policy) []Policy {
 }
 
 // SameLayout reports whether p and o have the same sets and rules in the tables: the
-// same ID and name, the same types, the same number of rules of each type and the same
+// same ID, name and group, the same types, the same number of rules of each type and the same
 // AnyPeer and AnyPort in each. Update can change one into the other; else Sync must.
 func (p Policy) SameLayout(o Policy) bool {
 	same := func(a, b []PolicyRule) bool {
 		return slices.EqualFunc(a, b, func(x, y PolicyRule) bool { return x.AnyPeer == y.AnyPeer && x.AnyPort == y.AnyPort })
 	}
-	return p.ID == o.ID && p.Name == o.Name && p.Ingress == o.Ingress && p.Egress == o.Egress &&
+	return p.ID == o.ID && p.Name == o.Name && p.Group == o.Group && p.Ingress == o.Ingress && p.Egress == o.Egress &&
 		same(p.IngressRules, o.IngressRules) && same(p.EgressRules, o.EgressRules)
 }
 
@@ -280,7 +336,7 @@ func (p Policy) emptied() Policy {
 		}
 		return out
 	}
-	return Policy{ID: p.ID, Name: p.Name, Ingress: p.Ingress, Egress: p.Egress,
+	return Policy{ID: p.ID, Name: p.Name, Group: p.Group, Ingress: p.Ingress, Egress: p.Egress,
 		IngressRules: empty(p.IngressRules), EgressRules: empty(p.EgressRules)}
 }
 
@@ -288,7 +344,8 @@ func (p Policy) emptied() Policy {
 // to next (see Delta): the changed policies, old in remove and next in add, and in remove
 // the addresses that no policy of next isolates any more. ok is false when Update cannot:
 // a policy was added or removed, or changed layout (Policy.SameLayout), or a changed one
-// is invalid, or an ID is listed twice; then Sync (which validates). Policies whose
+// is invalid, or an ID is listed twice, or an address that a changed policy no longer
+// selects is now selected by a policy of another group; then Sync (which validates). Policies whose
 // elements are the same are left out.
 //
 // Its cost grows with the lists that changed (and with the number of policies), not with
@@ -325,8 +382,8 @@ func PolicyDelta(old, next []Policy) (add, remove Delta, ok bool) {
 		}
 	}
 	for _, d := range directions {
-		// An address leaves the isolation set when a changed policy no longer selects
-		// it and no policy of next does.
+		// An address leaves its group's isolation set when a changed policy no longer
+		// selects it and no policy of next does.
 		var gone []netip.Addr
 		for i, p := range add.Policies {
 			if on, _ := d.of(p); !on {
@@ -337,8 +394,14 @@ func PolicyDelta(old, next []Policy) (add, remove Delta, ok bool) {
 				still[a] = true
 			}
 			for _, a := range remove.Policies[i].Selected {
-				if !still[a] && !slices.Contains(gone, a) && !selectedBy(next, d, a) {
+				if still[a] || slices.Contains(gone, a) {
+					continue
+				}
+				switch g, ok := selectedBy(next, d, a); {
+				case !ok:
 					gone = append(gone, a)
+				case g != p.Group:
+					return Delta{}, Delta{}, false
 				}
 			}
 		}
@@ -352,20 +415,23 @@ func PolicyDelta(old, next []Policy) (add, remove Delta, ok bool) {
 	return add, remove, true
 }
 
-// selectedBy reports whether a policy of type d selects a.
-func selectedBy(ps []Policy, d direction, a netip.Addr) bool {
-	return slices.ContainsFunc(ps, func(p Policy) bool {
-		on, _ := d.of(p)
-		return on && slices.Contains(p.Selected, a)
-	})
+// selectedBy returns the group of the first policy of type d that selects a; ok is
+// false when none does.
+func selectedBy(ps []Policy, d direction, a netip.Addr) (group string, ok bool) {
+	for _, p := range ps {
+		if on, _ := d.of(p); on && slices.Contains(p.Selected, a) {
+			return p.Group, true
+		}
+	}
+	return "", false
 }
 
-// isolated returns the addresses the policies of type d select, sorted, without
-// duplicates.
-func isolated(ps []Policy, d direction) []netip.Addr {
+// isolated returns the addresses the policies of group g with type d select, sorted,
+// without duplicates.
+func isolated(ps []Policy, d direction, g string) []netip.Addr {
 	var out []netip.Addr
 	for _, p := range ps {
-		if on, _ := d.of(p); on {
+		if on, _ := d.of(p); on && p.Group == g {
 			out = append(out, p.Selected...)
 		}
 	}
@@ -415,17 +481,24 @@ func policySetsAll(ps []Policy) []setDef {
 	return withTexts(out)
 }
 
-// isolationSets returns policy_in4, policy_in6, policy_out4 and policy_out6 with the
-// addresses of the policies of each type.
+// isolationSets returns the isolation sets of each group and type (policy_in_G4,
+// policy_in_G6, then out) with the addresses of the group's policies of that type.
 func isolationSets(ps []Policy) []setDef {
 	var out []setDef
 	for _, d := range directions {
-		addrs := isolated(ps, d)
-		for _, f := range []ipFamily{ip4, ip6} {
-			out = append(out, setDef{name: d.isolation + f.suffix, keyType: f.addrType, elems: addrElems(addrs, f)})
+		for _, g := range groups(ps, d) {
+			addrs := isolated(ps, d, g)
+			for _, f := range []ipFamily{ip4, ip6} {
+				out = append(out, isolationSetDef(d, g, f, addrElems(addrs, f)))
+			}
 		}
 	}
 	return out
+}
+
+// isolationSetDef is the isolation set of direction d, group g and family f, with elems.
+func isolationSetDef(d direction, g string, f ipFamily, elems []elemDef) setDef {
+	return setDef{name: isolationSet(d, g, f), keyType: f.addrType, elems: elems}
 }
 
 // The elements of the policies' sets are built without their text, which only Render
@@ -743,57 +816,82 @@ func portElem(start, last netip.Addr, proto byte, s portSpan) elemDef {
 	return elemDef{key: field(start, s.from), keyEnd: field(last, s.to)}
 }
 
-// policyChains returns the chains of the policies (normalized, at least one): policy,
-// policy-ingress and policy-egress.
+// policyChains returns the chains of the policies (normalized, at least one): policies
+// (the dispatch), then per direction the chain of each group (policy-ingress-G,
+// policy-egress-G).
 func policyChains(ps []Policy) []chainDef {
 	dispatch := chainDef{name: chainPolicy, rules: []ruleDef{{exprs: append(ctState(expr.CtStateBitUNTRACKED), ret())}}}
 	// Egress first, the way a packet goes: out of its source, into its destination.
 	for _, d := range []direction{egress, ingress} {
-		for _, f := range []ipFamily{ip4, ip6} {
-			dispatch.rules = append(dispatch.rules, isolationJump(d, f))
-		}
+		dispatch.rules = append(dispatch.rules, isolationJumps(ps, d)...)
 	}
 	chains := []chainDef{dispatch}
 	for _, d := range directions {
-		c := chainDef{name: d.chain}
-		for _, p := range ps {
-			_, rules := d.of(p)
-			for k, r := range rules {
-				for _, f := range []ipFamily{ip4, ip6} {
-					c.rules = append(c.rules, allowRule(p, d, k, r, f))
-				}
-			}
+		for _, g := range groups(ps, d) {
+			chains = append(chains, groupChainDef(ps, d, g))
 		}
-		c.rules = append(c.rules, ruleDef{exprs: []expr.Any{&expr.Counter{}, drop()}})
-		chains = append(chains, c)
 	}
 	return chains
 }
 
+// groupChainDef is the chain of the rules of direction d of the policies of group g, in
+// the policies' order, then the final counted drop.
+func groupChainDef(ps []Policy, d direction, g string) chainDef {
+	c := chainDef{name: groupChain(d, g)}
+	for _, p := range ps {
+		if p.Group != g {
+			continue
+		}
+		_, rules := d.of(p)
+		for k, r := range rules {
+			for _, f := range []ipFamily{ip4, ip6} {
+				c.rules = append(c.rules, allowRule(p, d, k, r, f))
+			}
+		}
+	}
+	c.rules = append(c.rules, ruleDef{exprs: []expr.Any{&expr.Counter{}, drop()}})
+	return c
+}
+
 // inputChain is the base chain that subjects the connections of pods to the node itself
 // to their egress policy.
-func inputChain() chainDef {
+func inputChain(ps []Policy) chainDef {
 	return chainDef{
 		name: chainInput, typ: nftables.ChainTypeFilter,
 		hook: *nftables.ChainHookInput, hookName: "input",
 		priority: *nftables.ChainPriorityFilter, prioName: "filter",
-		rules: []ruleDef{
+		rules: append([]ruleDef{
 			{exprs: append(ctStateEstablished(), accept())},
 			{exprs: append(ctState(expr.CtStateBitUNTRACKED), accept())},
-			isolationJump(egress, ip4),
-			isolationJump(egress, ip6),
-		},
+		}, isolationJumps(ps, egress)...),
 	}
 }
 
-// isolationJump sends what an isolated pod sends (egress) or receives (ingress) to the
-// chain of direction d.
-func isolationJump(d direction, f ipFamily) ruleDef {
+// isolationJumps returns the dispatch rules of direction d: per group, per family.
+func isolationJumps(ps []Policy, d direction) []ruleDef {
+	var out []ruleDef
+	for _, g := range groups(ps, d) {
+		for _, f := range []ipFamily{ip4, ip6} {
+			out = append(out, isolationJump(d, g, f))
+		}
+	}
+	return out
+}
+
+// isolationJump sends what an isolated pod of group g sends (egress) or receives
+// (ingress) to the group's chain of direction d. Ingress, the dispatch's last part, goes
+// there (goto): what the chain allows returns to chain forward, past the other groups'
+// lookups.
+func isolationJump(d direction, g string, f ipFamily) ruleDef {
+	kind := expr.VerdictJump
+	if d == ingress {
+		kind = expr.VerdictGoto
+	}
 	return ruleDef{
 		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f), []expr.Any{
 			loadAddr(f, d.podAddr(f), reg1),
-			lookup(reg1, d.isolation+f.suffix, false),
-			&expr.Verdict{Kind: expr.VerdictJump, Chain: d.chain},
+			lookup(reg1, isolationSet(d, g, f), false),
+			&expr.Verdict{Kind: kind, Chain: groupChain(d, g)},
 		}),
 	}
 }

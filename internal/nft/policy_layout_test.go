@@ -267,10 +267,10 @@ func layoutBatchLen(t *testing.T, old, next []Policy) int {
 	}
 	held := map[string][]chainRule{} // the chains as Sync writes them for old
 	handle := uint64(0)
-	for _, c := range policyChains(pl.old) {
+	for _, c := range append(policyChains(pl.old), inputChain(pl.old)) {
 		for _, rd := range c.rules {
 			handle++
-			held[c.name] = append(held[c.name], chainRule{handle: handle, policy: ruleOwner(rd.exprs)})
+			held[c.name] = append(held[c.name], chainRule{handle: handle, first: firstSet(rd.exprs)})
 		}
 	}
 	b, err := pl.batch(held, func(_ setDef, want []elemDef) ([]elemDef, error) { return want, nil })
@@ -372,5 +372,72 @@ func TestPrivilegedUpdatePoliciesPlaces(t *testing.T) {
 		}
 		r = withPolicies(r, next...)
 		wantInSync(t, tb, r, true)
+	}
+}
+
+// Random subsets of policies of three groups one after the other: groups come and go
+// (their isolation sets, chains and dispatch rules, placed where Sync writes them),
+// addresses move from one group to another, and the tables equal a Sync of the new
+// policies each time.
+func TestPrivilegedUpdatePoliciesGroups(t *testing.T) {
+	tb, _ := openTable(t)
+	groupNames := []string{"", "ga", "gb"}
+	var pool []Policy
+	for i := range 9 {
+		p := []Policy{webPolicy, dnsPolicy, denyPolicy}[i%3] // Ingress; Egress; both
+		p.ID, p.Name, p.Group = fmt.Sprintf("p%d", i), fmt.Sprintf("g/p%d", i), groupNames[(i+i/3)%3]
+		p.Selected = addrs(fmt.Sprintf("10.88.4.%d", 20+i%4), fmt.Sprintf("fd00:88:4::%x", 0x20+i%4))
+		pool = append(pool, p)
+	}
+	r := withPolicies(policyExample, denyPolicy) // deny has Egress: chain input stays
+	mustSync(t, tb, r)
+	rng := rand.New(rand.NewPCG(3, 4))
+	came, went := map[string]int{}, map[string]int{}
+	moved := 0
+	was := map[netip.Addr]string{}
+	for step := range 60 {
+		next := []Policy{denyPolicy}
+		owner := map[netip.Addr]string{}
+		for _, p := range pool {
+			if rng.IntN(2) == 1 || slices.ContainsFunc(p.Selected, func(a netip.Addr) bool { g, ok := owner[a]; return ok && g != p.Group }) {
+				continue // policies of two groups must not select the same address
+			}
+			next = append(next, p)
+			for _, a := range p.Selected {
+				owner[a] = p.Group
+			}
+		}
+		for _, d := range directions {
+			before, after := groupSet(r.Policies, d), groupSet(next, d)
+			for g := range after {
+				if !before[g] {
+					came[g]++
+				}
+			}
+			for g := range before {
+				if !after[g] {
+					went[g]++
+				}
+			}
+		}
+		for a, g := range owner {
+			if o, ok := was[a]; ok && o != g {
+				moved++
+			}
+		}
+		was = owner
+		if err := tb.UpdatePolicies(r.Policies, next); err != nil {
+			t.Fatalf("step %d: %v", step, err)
+		}
+		r = withPolicies(r, next...)
+		wantInSync(t, tb, r, true)
+	}
+	for _, g := range groupNames[1:] {
+		if came[g] == 0 || went[g] == 0 {
+			t.Errorf("group %q came %d times and went %d times; want both", g, came[g], went[g])
+		}
+	}
+	if moved == 0 {
+		t.Error("no address moved from one group to another")
 	}
 }

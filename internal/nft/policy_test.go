@@ -359,7 +359,10 @@ func TestPolicyDelta(t *testing.T) {
 	egressToo.Egress = true
 	renamed := other
 	renamed.Name = "shop/renamed"
+	regrouped := other
+	regrouped.Group = "elsewhere"
 	for name, next := range map[string][]Policy{
+		"group changed":  {webPolicy, dnsPolicy, regrouped},
 		"policy added":   {webPolicy, dnsPolicy, other, denyPolicy},
 		"policy removed": {webPolicy, dnsPolicy},
 		"policy swapped": {webPolicy, dnsPolicy, denyPolicy},
@@ -371,5 +374,52 @@ func TestPolicyDelta(t *testing.T) {
 		if _, _, ok := PolicyDelta(old, next); ok {
 			t.Errorf("%s: PolicyDelta ok", name)
 		}
+	}
+
+	// 10.88.4.2 leaves webPolicy and other, and a policy of another group now selects
+	// it: it would move from one group's isolation set to another's, which Update does
+	// not do (UpdatePolicies does).
+	elsewhere := Policy{ID: "e1", Name: "other/e1", Group: "other", Ingress: true}
+	taker := elsewhere
+	taker.Selected = addrs("10.88.4.2")
+	web.Selected = addrs("10.88.4.3")
+	lone := other
+	lone.Selected = nil
+	if _, _, ok := PolicyDelta([]Policy{webPolicy, other, elsewhere}, []Policy{web, lone, taker}); ok {
+		t.Error("an address moving to another group: PolicyDelta ok")
+	}
+}
+
+// An isolated address of a Delta goes to the set of the group of the delta's policy
+// that selects it: one that none selects is refused, naming the address.
+func TestDeltaIsolatedNeedsItsPolicy(t *testing.T) {
+	d := Delta{Policies: []Policy{webPolicy}, IngressIsolated: addrs("10.88.4.3")}
+	if err := d.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := isolationSetsOf(Delta{Policies: []Policy{{ID: "g1", Group: "shop", Selected: addrs("10.88.4.3"), Ingress: true}}, IngressIsolated: addrs("10.88.4.3")}); len(got) != 2 || got[0].name != "policy_in_shop4" || len(got[0].elems) != 1 {
+		t.Errorf("isolation sets of a delta of group shop: %+v", got)
+	}
+	d.EgressIsolated = addrs("10.88.4.3")
+	if err := d.Validate(); err == nil || !strings.Contains(err.Error(), "egress isolated address 10.88.4.3") {
+		t.Errorf("Validate = %v, want the egress isolated address named", err)
+	}
+}
+
+// Sync refuses policies of two groups that select the same address, naming both.
+func TestPolicyGroupsApart(t *testing.T) {
+	a := Policy{ID: "a1", Name: "x/a", Group: "gx", Selected: addrs("10.88.4.5"), Ingress: true}
+	b := Policy{ID: "b1", Name: "y/b", Group: "gy", Selected: addrs("10.88.4.6", "10.88.4.5"), Egress: true}
+	err := withPolicies(policyExample, a, b).Validate()
+	if err == nil || !strings.Contains(err.Error(), `selected address 10.88.4.5: also selected by policy "x/a" of group "gx"`) {
+		t.Fatalf("Validate = %v, want the address and both groups named", err)
+	}
+	b.Group = "gx"
+	if err := withPolicies(policyExample, a, b).Validate(); err != nil {
+		t.Fatalf("one group: %v", err)
+	}
+	a.Group = "G"
+	if err := withPolicies(policyExample, a).Validate(); err == nil || !strings.Contains(err.Error(), `group "G"`) {
+		t.Fatalf("Validate = %v, want the invalid group named", err)
 	}
 }

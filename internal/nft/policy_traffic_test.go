@@ -162,8 +162,9 @@ func TestPrivilegedPolicyTraffic(t *testing.T) {
 	}
 
 	// Default deny ingress on r2: nothing new reaches it, the drops are counted; r2's
-	// own connections work (their replies are established).
-	r2Deny := Policy{ID: "srv", Name: "test/server", Selected: tp.sandboxAddrs("r2"), Ingress: true}
+	// own connections work (their replies are established). (r2's and r1's policies are
+	// each of a group of its own, a2's of group "".)
+	r2Deny := Policy{ID: "srv", Name: "test/server", Group: "srv", Selected: tp.sandboxAddrs("r2"), Ingress: true}
 	mustSync(t, tb, with(r2Deny))
 	tp.check(t, append(tp.both(false, "r1", "r2", testPort), tp.both(true, "r2", "r1", testPort)...)...)
 	if in, out := policyDrops(t, tb); in == 0 || out != 0 {
@@ -213,7 +214,7 @@ func TestPrivilegedPolicyTraffic(t *testing.T) {
 	// Default deny egress on r1: to r2 (which no ingress policy isolates now) and to
 	// the node itself (chain input); connections to r1 work (their replies are
 	// established).
-	r1Deny := Policy{ID: "cli", Name: "test/client", Selected: tp.sandboxAddrs("r1"), Egress: true}
+	r1Deny := Policy{ID: "cli", Name: "test/client", Group: "cli", Selected: tp.sandboxAddrs("r1"), Egress: true}
 	mustSync(t, tb, with(r1Deny))
 	// Without neighbour entries, the node resolves r1 again: r1's neighbour
 	// advertisement, from its own (isolated) address to the node, is not policed.
@@ -253,6 +254,18 @@ func TestPrivilegedPolicyTraffic(t *testing.T) {
 	a2Allow.IngressRules = []PolicyRule{a2Rule}
 	mustSync(t, tb, with(a2Allow))
 	tp.check(t, append(tp.both(true, "a1", "a2", testPort), tp.both(false, "a1", "a2", otherPort)...)...)
+
+	// The three groups at once: each pod's connections cross the chains of its group,
+	// and the drops of every group's chain are counted. r1 may connect to r2 on any
+	// port (its egress), r2 admits it on testPort only (its ingress).
+	r1ToR2 := r1Deny
+	r1ToR2.EgressRules = []PolicyRule{{Peers: addrRanges(tp.sandboxAddrs("r2")...), AnyPort: true}}
+	mustSync(t, tb, with(a2Allow, r2Allow, r1ToR2))
+	tp.check(t, joined(tp.both(true, "r1", "r2", testPort), tp.both(false, "r1", "r2", otherPort), node(false, testPort),
+		tp.both(true, "a1", "a2", testPort), tp.both(false, "a1", "a2", otherPort))...)
+	if in, out := policyDrops(t, tb); in < 4 || out < 2 {
+		t.Errorf("drops with three groups: ingress %d, egress %d; want at least 4 (r1 to r2's, a1 to a2's other port: groups srv and \"\") and 2 (r1 to the node: group cli)", in, out)
+	}
 }
 
 // joined concatenates lists.

@@ -3,6 +3,7 @@ package nft
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -15,40 +16,50 @@ import (
 )
 
 // Changes of the policies' layout without Sync: a policy added or removed, a rule more or
-// less, a type gained or lost, a rule's AnyPeer or AnyPort changed. Only the rules of
-// chains policy-ingress and policy-egress and the policies' own sets depend on the
-// layouts; chain policies (the dispatch) and chain input depend only on whether there is
-// a policy, and one with Egress. UpdatePolicies deletes the rules and sets of the
-// policies that go (or are laid out anew), creates those of the policies that come,
-// inserting their rules where Sync writes them (the chains are in policy ID order), and
-// changes the elements of the others as Update does, in one batch; it refuses what would
-// change the dispatch or chain input (Sync does that).
+// less, a type gained or lost, a rule's AnyPeer or AnyPort changed, a group's first
+// policy of a type or its last. The rules of the groups' chains (policy-ingress-G,
+// policy-egress-G) and the policies' own sets depend on the layouts; the dispatch rules
+// (chain policies, and chain input for egress) and the groups' isolation sets and chains
+// on the groups of each type. UpdatePolicies deletes the rules and sets of the policies
+// that go (or are laid out anew) and what their groups had when no policy of the group
+// is left, creates the isolation sets, chains and dispatch rules of the groups that
+// come and the sets of the policies that come, inserting their rules where Sync writes
+// them (each chain is in policy ID order, the dispatch in group order, egress first),
+// and changes the elements of the others as Update does, in one batch; it refuses what
+// would create or delete chain policies or chain input (Sync does that).
 
 // UpdatePolicies changes the tables' policies from old to next (see Applier) in one
 // netlink batch, which the kernel applies whole or not at all. In this order, the batch:
 //
-//   - deletes, by handle, the rules of chains policy-ingress and policy-egress of the
-//     policies only in old and of those whose layout changed (Policy.SameLayout), then
-//     their sets;
+//   - deletes, by handle, the dispatch rules of the groups (of a type) that no policy of
+//     next has, their chains with their rules, and their isolation sets; the rules of
+//     the policies only in old and of those whose layout changed (Policy.SameLayout)
+//     from the chains that stay; then the policies' sets;
 //   - for each policy in both with the same layout, deletes the elements only old's
 //     policy has: those of plain sets added, then deleted, so that an absent one is no
 //     error, and the range elements that the kernel holds, as Update does;
-//   - takes out of the isolation sets the addresses that old isolates and next does not
-//     (added, then deleted), among those that the policies that come, go or change
-//     select (no other address can change);
-//   - creates the sets of the policies only in next and of those laid out anew, with
-//     their elements (set IDs of the batch, as Sync);
+//   - takes out of the isolation sets of their groups the addresses that old isolates
+//     and next does not, or in another group (added, then deleted), among those that the
+//     policies that come, go or change select (no other address can change);
+//   - creates the isolation sets and the chains of the groups that come, and the sets
+//     of the policies only in next and of those laid out anew, with their elements (set
+//     IDs of the batch, as Sync);
 //   - adds the elements only next's policy has, for each policy in both with the same
 //     layout, and to the isolation sets the addresses that next isolates and old did not;
 //   - inserts the rules of the policies it created, each before the first rule that stays
-//     of a policy after it in ID order, or before the final counted drop. The drops'
-//     counters are never touched.
+//     of a policy after it in ID order, or before the final counted drop; in the chain
+//     of a group that comes, it appends the chain's rules and its drop. The drops'
+//     counters of the chains that stay are never touched;
+//   - inserts the dispatch rules of the groups that come, before the first one of a
+//     group after it (egress before ingress), else last.
 //
 // Before the batch it reads, on one socket: that the tables have the sets of the
 // policies that go or change as their layouts say (checkLayout, a few requests each) and
-// none of the policies new in next (one request each); the rules of the two chains (two
-// dumps of one rule per policy rule and family), which must belong to old's policies in
-// Sync's order; the range elements it deletes (existing, one request per 64). When next lists the policies of old
+// none of the policies new in next (one request each); the rules of the chains of the
+// groups that stay whose policies come or go (a dump each, one rule per policy rule and
+// family), and the dispatch rules when a group comes or goes, which must belong to old's
+// policies (groups) in Sync's order; the range elements it deletes (existing, one
+// request per 64). When next lists the policies of old
 // the same way, it reads and sends nothing. Neither the reads nor the batch depend on the
 // networks, endpoints, port mappings or services of the tables, nor on the elements of
 // the policies that do not change, and the batch not on the policies that do not change
@@ -240,30 +251,58 @@ func (t *Table) policyLayoutBatchLocked(pl policyLayout) (*nftwire.Batch, error)
 		}
 	}
 	held := map[string][]chainRule{}
-	for _, c := range policyChains(pl.old) {
-		if c.name != chainPolicyIngress && c.name != chainPolicyEgress {
-			continue
-		}
-		if held[c.name], err = r.chainRules(c); err != nil {
+	read := func(want chainDef) error {
+		var err error
+		held[want.name], err = r.chainRules(want)
+		return err
+	}
+	// The dispatch rules (when a group comes or goes), and the chains of the groups that
+	// stay whose policies come or go (their handles, where the new rules go).
+	if !slices.Equal(groups(pl.old, ingress), groups(pl.next, ingress)) || !slices.Equal(groups(pl.old, egress), groups(pl.next, egress)) {
+		if err := read(policyChains(pl.old)[0]); err != nil {
 			return nil, err
+		}
+	}
+	if !slices.Equal(groups(pl.old, egress), groups(pl.next, egress)) {
+		if err := read(inputChain(pl.old)); err != nil {
+			return nil, err
+		}
+	}
+	for _, d := range directions {
+		stays := groupSet(pl.next, d)
+		for _, g := range groups(slices.Concat(pl.gone, pl.created), d) {
+			if stays[g] && groupSet(pl.old, d)[g] {
+				if err := read(groupChainDef(pl.old, d, g)); err != nil {
+					return nil, err
+				}
+			}
 		}
 	}
 	return pl.batch(held, r.existing)
 }
 
-// chainRule is a rule of chain policy-ingress or policy-egress as the kernel holds it:
-// its handle, and the ID of the policy it belongs to ("" for the final drop).
-type chainRule struct {
-	handle uint64
-	policy string
+// groupSet is groups(ps, d) as a set.
+func groupSet(ps []Policy, d direction) map[string]bool {
+	out := map[string]bool{}
+	for _, g := range groups(ps, d) {
+		out[g] = true
+	}
+	return out
 }
 
-// ruleOwner is the policy a rule of the policy chains belongs to: the ID in the name of
-// the first set it looks up (its selected set); "" for none (the final drop).
-func ruleOwner(exprs []expr.Any) string {
+// chainRule is a rule of a policy chain as the kernel holds it: its handle, and the
+// first set it looks up ("" for none): the selected set of the policy it belongs to, in
+// a group's chain; the isolation set of its group, in the dispatch.
+type chainRule struct {
+	handle uint64
+	first  string
+}
+
+// firstSet is the set that the first lookup of exprs names, else "".
+func firstSet(exprs []expr.Any) string {
 	for _, e := range exprs {
 		if l, ok := e.(*expr.Lookup); ok {
-			return setOwner(l.SetName)
+			return l.SetName
 		}
 	}
 	return ""
@@ -279,9 +318,28 @@ func setOwner(name string) string {
 	return id
 }
 
+// isolationOwner is the direction and group of isolation set name; ok is false for
+// another set.
+func isolationOwner(name string) (d direction, g string, ok bool) {
+	for _, d := range directions {
+		rest, found := strings.CutPrefix(name, d.isolation)
+		if !found || len(rest) == 0 {
+			continue
+		}
+		rest = rest[:len(rest)-1] // the family
+		if rest == "" {
+			return d, "", true
+		}
+		if g, found := strings.CutPrefix(rest, "_"); found {
+			return d, g, true
+		}
+	}
+	return direction{}, "", false
+}
+
 // chainRules reads the rules of policy chain want (as Sync writes it for old's
-// policies), and fails with ErrNoTable unless they belong to the same policies in the
-// same order.
+// policies), and fails with ErrNoTable unless they look up the same first sets in the
+// same order: they belong to the same policies (groups, in the dispatch).
 func (r *elemReader) chainRules(want chainDef) ([]chainRule, error) {
 	rules, err := nftwire.DumpRuleSets(r.c, nftables.TableFamilyINet, TableName, want.name)
 	if err != nil {
@@ -294,17 +352,17 @@ func (r *elemReader) chainRules(want chainDef) ([]chainRule, error) {
 	for i, rl := range rules {
 		out[i] = chainRule{handle: rl.Handle}
 		if len(rl.Sets) > 0 {
-			out[i].policy = setOwner(rl.Sets[0])
+			out[i].first = rl.Sets[0]
 		}
-		if w := ruleOwner(want.rules[i].exprs); out[i].policy != w {
-			return nil, fmt.Errorf("%w: chain %s: rule %d belongs to policy %q, not %q (call Sync)", ErrNoTable, want.name, i, out[i].policy, w)
+		if w := firstSet(want.rules[i].exprs); out[i].first != w {
+			return nil, fmt.Errorf("%w: chain %s: rule %d looks up set %q first, not %q (call Sync)", ErrNoTable, want.name, i, out[i].first, w)
 		}
 	}
 	return out, nil
 }
 
-// batch builds the batch of UpdatePolicies (see there). held are the rules of the two
-// policy chains as the kernel holds them, by chain; existing returns those of the range
+// batch builds the batch of UpdatePolicies (see there). held are the rules of the policy
+// chains that policyLayoutBatchLocked read, by chain; existing returns those of the range
 // elements of a set that the kernel holds (elemReader.existing).
 func (pl policyLayout) batch(held map[string][]chainRule, existing func(s setDef, want []elemDef) ([]elemDef, error)) (*nftwire.Batch, error) {
 	const inet = nftables.TableFamilyINet
@@ -313,10 +371,38 @@ func (pl policyLayout) batch(held map[string][]chainRule, existing func(s setDef
 	for _, p := range pl.gone {
 		goneIDs[p.ID] = true
 	}
-	for _, d := range directions {
-		for _, r := range held[d.chain] {
-			if goneIDs[r.policy] {
-				b.DelRule(inet, TableName, d.chain, r.handle)
+	oldG := [2]map[string]bool{groupSet(pl.old, directions[0]), groupSet(pl.old, directions[1])}
+	nextG := [2]map[string]bool{groupSet(pl.next, directions[0]), groupSet(pl.next, directions[1])}
+	at := func(d direction) int { return slices.Index(directions, d) }
+	goneGroup := func(s string) bool {
+		d, g, ok := isolationOwner(s)
+		return ok && !nextG[at(d)][g]
+	}
+
+	// What goes: the dispatch rules of the groups that go, then their chains with
+	// their rules, the rules of the policies that go from the chains that stay, and
+	// the sets of both.
+	for _, c := range []string{chainPolicy, chainInput} {
+		for _, r := range held[c] {
+			if goneGroup(r.first) {
+				b.DelRule(inet, TableName, c, r.handle)
+			}
+		}
+	}
+	for i, d := range directions {
+		for _, g := range groups(pl.old, d) {
+			c := groupChain(d, g)
+			if !nextG[i][g] {
+				b.DelChain(inet, TableName, c)
+				for _, f := range []ipFamily{ip4, ip6} {
+					b.DelSet(inet, TableName, isolationSet(d, g, f))
+				}
+				continue
+			}
+			for _, r := range held[c] {
+				if goneIDs[setOwner(r.first)] {
+					b.DelRule(inet, TableName, c, r.handle)
+				}
 			}
 		}
 	}
@@ -336,6 +422,8 @@ func (pl policyLayout) batch(held map[string][]chainRule, existing func(s setDef
 	}
 	// The isolation sets: only the addresses that a policy that comes, goes or changes
 	// selects can change (any other is selected by the same policies before and after).
+	// An address leaves the set of its old group (unless that set goes) and joins that
+	// of its new one.
 	var touched []netip.Addr
 	for _, p := range slices.Concat(pl.gone, pl.created) {
 		touched = append(touched, p.Selected...)
@@ -347,27 +435,35 @@ func (pl policyLayout) batch(held map[string][]chainRule, existing func(s setDef
 	}
 	slices.SortFunc(touched, netip.Addr.Compare)
 	touched = slices.Compact(touched)
-	for _, d := range directions {
-		var was, is []netip.Addr
+	for i, d := range directions {
+		was, is := map[string][]netip.Addr{}, map[string][]netip.Addr{}
 		for _, a := range touched {
-			switch w, n := selectedBy(pl.old, d, a), selectedBy(pl.next, d, a); {
-			case w && !n:
-				was = append(was, a)
-			case n && !w:
-				is = append(is, a)
+			og, wok := selectedBy(pl.old, d, a)
+			ng, nok := selectedBy(pl.next, d, a)
+			if wok && (!nok || og != ng) && nextG[i][og] {
+				was[og] = append(was[og], a)
+			}
+			if nok && (!wok || og != ng) {
+				is[ng] = append(is[ng], a)
 			}
 		}
-		for _, f := range []ipFamily{ip4, ip6} {
-			s := setDef{name: d.isolation + f.suffix, keyType: f.addrType}
-			gone = append(gone, withElems(s, addrElems(was, f)))
-			put = append(put, withElems(s, addrElems(is, f)))
+		for _, g := range slices.Sorted(maps.Keys(was)) {
+			for _, f := range []ipFamily{ip4, ip6} {
+				gone = append(gone, isolationSetDef(d, g, f, addrElems(was[g], f)))
+			}
+		}
+		for _, g := range slices.Sorted(maps.Keys(is)) {
+			for _, f := range []ipFamily{ip4, ip6} {
+				put = append(put, isolationSetDef(d, g, f, addrElems(is[g], f)))
+			}
 		}
 	}
+	ids := map[string]uint32{} // the created sets' batch IDs, for the rules that use them
 	queue := func(sets []setDef, add, remove bool) {
 		for _, s := range sets {
 			for _, chunk := range s.chunks(s.elems) {
 				if add {
-					b.AddElems(inet, TableName, s.name, 0, chunk)
+					b.AddElems(inet, TableName, s.name, ids[s.name], chunk)
 				}
 				if remove {
 					b.DelElems(inet, TableName, s.name, chunk)
@@ -378,45 +474,108 @@ func (pl policyLayout) batch(held map[string][]chainRule, existing func(s setDef
 	queue(gone, true, true)
 	queue(del, false, true)
 
-	ids := map[string]uint32{} // the created sets' batch IDs, for the rules that use them
+	// What comes: the isolation sets and chains of the groups that come, the sets of
+	// the policies that come, the elements, then the rules.
 	id := uint32(0)
+	create := func(s setDef) {
+		id++
+		ids[s.name] = id
+		b.AddSet(inet, TableName, s.wire(), id)
+		for _, chunk := range s.chunks(s.elems) {
+			b.AddElems(inet, TableName, s.name, id, chunk)
+		}
+	}
+	for i, d := range directions {
+		for _, g := range groups(pl.next, d) {
+			if !oldG[i][g] {
+				for _, f := range []ipFamily{ip4, ip6} {
+					create(isolationSetDef(d, g, f, nil))
+				}
+				b.AddChain(inet, TableName, chainDef{name: groupChain(d, g)}.wire())
+			}
+		}
+	}
 	for _, p := range pl.created {
 		for _, s := range policySets(p) {
-			id++
-			ids[s.name] = id
-			b.AddSet(inet, TableName, s.wire(), id)
-			for _, chunk := range s.chunks(s.elems) {
-				b.AddElems(inet, TableName, s.name, id, chunk)
-			}
+			create(s)
 		}
 	}
 	queue(put, true, false)
 
-	// The rules of the policies that come, each before the first rule that stays of a
-	// policy after it in ID order (or the final drop): where Sync writes them.
-	if len(pl.created) == 0 {
-		return &b, b.Err()
-	}
-	for _, c := range policyChains(pl.created) {
-		if c.name != chainPolicyIngress && c.name != chainPolicyEgress {
-			continue // the dispatch, which does not change
-		}
-		for _, rd := range c.rules {
-			id := ruleOwner(rd.exprs)
-			if id == "" {
-				continue // the final drop, which stays
-			}
-			i := slices.IndexFunc(held[c.name], func(r chainRule) bool {
-				return r.policy == "" || r.policy > id && !goneIDs[r.policy]
-			})
-			if i < 0 {
-				return nil, fmt.Errorf("%w: chain %s has no final rule (call Sync)", ErrNoTable, c.name)
-			}
+	// The rules of the policies that come, in the chains of their groups: each before the
+	// first rule that stays of a policy after it in ID order (or the final drop), where
+	// Sync writes them; in the chain of a group that comes, all of the chain.
+	insert := func(chain string, rules []ruleDef, anchor func(ruleDef) (chainRule, bool)) error {
+		for _, rd := range rules {
 			exprs, err := bindSets(rd.exprs, ids)
 			if err != nil {
-				return nil, fmt.Errorf("chain %s: %w", c.name, err)
+				return fmt.Errorf("chain %s: %w", chain, err)
 			}
-			b.InsertRule(inet, TableName, c.name, held[c.name][i].handle, exprs)
+			if a, ok := anchor(rd); ok {
+				b.InsertRule(inet, TableName, chain, a.handle, exprs)
+			} else {
+				b.AddRule(inet, TableName, chain, exprs)
+			}
+		}
+		return nil
+	}
+	for i, d := range directions {
+		for _, g := range groups(pl.created, d) {
+			if !oldG[i][g] {
+				c := groupChainDef(pl.next, d, g)
+				if err := insert(c.name, c.rules, func(ruleDef) (chainRule, bool) { return chainRule{}, false }); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			c := groupChainDef(pl.created, d, g)
+			rules := c.rules[:len(c.rules)-1] // the final drop stays
+			err := insert(c.name, rules, func(rd ruleDef) (chainRule, bool) {
+				id := setOwner(firstSet(rd.exprs))
+				j := slices.IndexFunc(held[c.name], func(r chainRule) bool {
+					o := setOwner(r.first)
+					return o == "" || o > id && !goneIDs[o]
+				})
+				if j < 0 {
+					return chainRule{}, false
+				}
+				return held[c.name][j], true
+			})
+			if err != nil {
+				return nil, err
+			}
+		}
+	}
+	// The dispatch rules of the groups that come, each before the first rule that stays
+	// of a group after it in Sync's order (egress first, then by group), else last.
+	for i, d := range directions {
+		var jumps []ruleDef
+		for _, g := range groups(pl.next, d) {
+			if !oldG[i][g] {
+				for _, f := range []ipFamily{ip4, ip6} {
+					jumps = append(jumps, isolationJump(d, g, f))
+				}
+			}
+		}
+		chains := []string{chainPolicy}
+		if d == egress {
+			chains = append(chains, chainInput)
+		}
+		for _, c := range chains {
+			err := insert(c, jumps, func(rd ruleDef) (chainRule, bool) {
+				_, g, _ := isolationOwner(firstSet(rd.exprs))
+				j := slices.IndexFunc(held[c], func(r chainRule) bool {
+					hd, hg, ok := isolationOwner(r.first)
+					return ok && !goneGroup(r.first) && (hd.rank > d.rank || hd.rank == d.rank && hg > g)
+				})
+				if j < 0 {
+					return chainRule{}, false
+				}
+				return held[c][j], true
+			})
+			if err != nil {
+				return nil, err
+			}
 		}
 	}
 	return &b, b.Err()

@@ -3,8 +3,10 @@ package nft
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -71,8 +73,7 @@ func (t *Table) policyChangesLocked(add, remove []Policy) (gone, del, put rulese
 				continue
 			}
 			for _, f := range []ipFamily{ip4, ip6} {
-				s := setDef{name: d.isolation + f.suffix, keyType: f.addrType}
-				putSets = append(putSets, withElems(s, elemsNotIn(addrElems(n.Selected, f), addrElems(o.Selected, f))))
+				putSets = append(putSets, isolationSetDef(d, n.Group, f, elemsNotIn(addrElems(n.Selected, f), addrElems(o.Selected, f))))
 			}
 		}
 	}
@@ -110,20 +111,49 @@ func withElems(s setDef, elems []elemDef) setDef {
 	return s
 }
 
-// isolationSetsOf returns the isolation sets with the addresses of d: the elements that
-// a Delta names explicitly.
+// isolationSetsOf returns the isolation sets with the addresses of d (valid): the
+// elements that a Delta names explicitly, each in the set of the group of the delta's
+// policy that selects it.
 func isolationSetsOf(d Delta) []setDef {
 	var out []setDef
 	for _, dir := range directions {
-		addrs := d.IngressIsolated
-		if dir == egress {
-			addrs = d.EgressIsolated
+		addrs := d.isolated(dir)
+		if len(addrs) == 0 {
+			continue
 		}
-		for _, f := range []ipFamily{ip4, ip6} {
-			out = append(out, setDef{name: dir.isolation + f.suffix, keyType: f.addrType, elems: addrElems(addrs, f)})
+		groupOf := d.groupsOf(dir)
+		byGroup := map[string][]netip.Addr{}
+		for _, a := range addrs {
+			byGroup[groupOf[a]] = append(byGroup[groupOf[a]], a)
+		}
+		for _, g := range slices.Sorted(maps.Keys(byGroup)) {
+			for _, f := range []ipFamily{ip4, ip6} {
+				out = append(out, isolationSetDef(dir, g, f, addrElems(byGroup[g], f)))
+			}
 		}
 	}
 	return out
+}
+
+// groupsOf returns the group of each address that a policy of d with type dir selects.
+func (d Delta) groupsOf(dir direction) map[netip.Addr]string {
+	out := map[netip.Addr]string{}
+	for _, p := range d.Policies {
+		if on, _ := dir.of(p); on {
+			for _, a := range p.Selected {
+				out[a] = p.Group
+			}
+		}
+	}
+	return out
+}
+
+// isolated returns d's IngressIsolated or EgressIsolated.
+func (d Delta) isolated(dir direction) []netip.Addr {
+	if dir == ingress {
+		return d.IngressIsolated
+	}
+	return d.EgressIsolated
 }
 
 // checkLayout fails with ErrNoTable unless table inet podnet has the sets of p's layout:
@@ -259,10 +289,10 @@ func (r *elemReader) containing(set string, keys [][]byte) ([]nftwire.Elem, erro
 	return out, nil
 }
 
-// PolicyDrops returns the packet counts of the final rules of chains policy-ingress and
-// policy-egress (see Applier): two dumps of these chains' rules, whose number grows with
-// the policies' rules, not with the addresses. Without policies (no such chain) it
-// returns zeros.
+// PolicyDrops returns the sums of the packet counts of the final rules of the groups'
+// chains policy-ingress-G and policy-egress-G (see Applier): a dump of the table's
+// chains, then one of each group chain's rules, whose number grows with the policies'
+// rules, not with the addresses. Without policies (no such chain) it returns zeros.
 func (t *Table) PolicyDrops() (ingressDrops, egressDrops uint64, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -274,27 +304,37 @@ func (t *Table) PolicyDrops() (ingressDrops, egressDrops uint64, err error) {
 		return 0, 0, fmt.Errorf("read policy drops: connect to nftables: %w", err)
 	}
 	defer nl.Close()
+	chains, err := nftwire.DumpChains(nl, nftables.TableFamilyINet, TableName)
+	if err != nil {
+		return 0, 0, fmt.Errorf("read policy drops: list chains: %w", err)
+	}
 	var counts [2]uint64
-	for i, d := range directions {
-		rules, err := nftwire.DumpRules(nl, nftables.TableFamilyINet, TableName, d.chain)
+	for _, ch := range chains {
+		i := slices.IndexFunc(directions, func(d direction) bool {
+			return ch.Name == d.chain || strings.HasPrefix(ch.Name, d.chain+"-")
+		})
+		if i < 0 {
+			continue
+		}
+		rules, err := nftwire.DumpRules(nl, nftables.TableFamilyINet, TableName, ch.Name)
 		if err != nil {
-			return 0, 0, fmt.Errorf("read policy drops: list rules of chain %s: %w", d.chain, err)
+			return 0, 0, fmt.Errorf("read policy drops: list rules of chain %s: %w", ch.Name, err)
 		}
 		if len(rules) == 0 {
 			continue
 		}
 		exprs, err := rules[len(rules)-1].Expressions()
 		if err != nil {
-			return 0, 0, fmt.Errorf("read policy drops: chain %s: %w", d.chain, err)
+			return 0, 0, fmt.Errorf("read policy drops: chain %s: %w", ch.Name, err)
 		}
 		if len(exprs) == 0 {
 			continue
 		}
 		c, ok := exprs[0].(*expr.Counter)
 		if !ok {
-			return 0, 0, fmt.Errorf("read policy drops: chain %s: last rule has no counter (changed behind podnet's back)", d.chain)
+			return 0, 0, fmt.Errorf("read policy drops: chain %s: last rule has no counter (changed behind podnet's back)", ch.Name)
 		}
-		counts[i] = c.Packets
+		counts[i] += c.Packets
 	}
 	return counts[0], counts[1], nil
 }

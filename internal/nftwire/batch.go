@@ -224,6 +224,16 @@ func (b *Batch) AddSet(f nftables.TableFamily, table string, s Set, id uint32) {
 	})
 }
 
+// DelChain deletes chain name of table of family f with the rules it still holds. The
+// chain must exist and no rule or verdict element may jump to it when the message comes:
+// the batch fails with ENOENT, or EBUSY.
+func (b *Batch) DelChain(f nftables.TableFamily, table, name string) {
+	b.add(unix.NFT_MSG_DELCHAIN, 0, f, func(ae *netlink.AttributeEncoder) {
+		ae.String(unix.NFTA_CHAIN_TABLE, table)
+		ae.String(unix.NFTA_CHAIN_NAME, name)
+	})
+}
+
 // DelSet deletes set name of table of family f with its elements. The set must exist and
 // no rule may use it when the message comes: the batch fails with ENOENT, or EBUSY. A
 // batch that deletes the rules using it first (DelRule) may then delete it, and may
