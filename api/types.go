@@ -8,9 +8,11 @@
 package api
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -245,6 +247,11 @@ type EndpointKey struct {
 // String renders the key as network/containerID/ifName; it is also the IPAM owner id.
 func (k EndpointKey) String() string {
 	return k.Network + "/" + k.ContainerID + "/" + k.IfName
+}
+
+// Compare orders keys by network, container ID, then interface name.
+func (k EndpointKey) Compare(o EndpointKey) int {
+	return cmp.Or(strings.Compare(k.Network, o.Network), strings.Compare(k.ContainerID, o.ContainerID), strings.Compare(k.IfName, o.IfName))
 }
 
 // Endpoint is a sandbox attached to a network.

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 
@@ -40,15 +43,48 @@ type dnsService struct {
 	node   string // the node's resolv.conf text, for pod resolv.conf rendering
 	cancel context.CancelFunc
 	done   chan error
-	// kick wakes refreshLoop for the work in full and services; requests coalesce.
+	// kick wakes refreshLoop for the work in full, pods and services; requests coalesce.
 	kick chan struct{}
 
-	// mu guards full and services: what refreshLoop has yet to hand the server.
+	// mu guards full, pods and services: what refreshLoop has yet to hand the server.
 	mu sync.Mutex
 	// full asks for a new snapshot of everything (rebuildDNS).
 	full bool
-	// services are the services to read again (updateDNSServices) when full is not set.
+	// pods are the endpoints to read again (updateDNSPods), services the services
+	// (updateDNSServices), when full is not set.
+	pods     map[api.EndpointKey]bool
 	services map[dns.ServiceName]bool
+
+	// held are the endpoints' pods the server holds, by endpoint, and named the
+	// endpoints of each pod of the server: endpoints of one namespace and name (no
+	// name, several interfaces of one sandbox) are one pod there, with the addresses of
+	// all. refreshLoop's alone (and startDNS's before the loop starts).
+	held  map[api.EndpointKey]dns.Pod
+	named map[dnsPodID]map[api.EndpointKey]bool
+}
+
+// dnsPodID is a pod as the DNS server knows it: its namespace in lower case and name.
+type dnsPodID struct{ ns, name string }
+
+func dnsPodIDOf(p dns.Pod) dnsPodID { return dnsPodID{strings.ToLower(p.Namespace), p.Name} }
+
+// hold records that the server holds pod p of endpoint k.
+func (d *dnsService) hold(k api.EndpointKey, p dns.Pod) {
+	id := dnsPodIDOf(p)
+	if d.named[id] == nil {
+		d.named[id] = map[api.EndpointKey]bool{}
+	}
+	d.held[k], d.named[id][k] = p, true
+}
+
+// release forgets the pod of endpoint k, and returns its ID.
+func (d *dnsService) release(k api.EndpointKey) dnsPodID {
+	id := dnsPodIDOf(d.held[k])
+	delete(d.held, k)
+	if delete(d.named[id], k); len(d.named[id]) == 0 {
+		delete(d.named, id)
+	}
+	return id
 }
 
 // startDNS makes the DNS address local in the node, starts the server there, and
@@ -95,7 +131,8 @@ func (a *Agent) startDNS(cfg DNSConfig) error {
 	}
 	node, _ := os.ReadFile(cfg.ResolvConf)
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &dnsService{srv: srv, cfg: cfg, node: string(node), cancel: cancel, done: make(chan error, 1), kick: make(chan struct{}, 1)}
+	d := &dnsService{srv: srv, cfg: cfg, node: string(node), cancel: cancel, done: make(chan error, 1), kick: make(chan struct{}, 1),
+		held: map[api.EndpointKey]dns.Pod{}, named: map[dnsPodID]map[api.EndpointKey]bool{}}
 	go func() { d.done <- srv.ListenAndServe(ctx, a.nodeNS, cfg.Address) }()
 	a.dns = d
 	a.rebuildDNS(d)
@@ -141,6 +178,24 @@ func (a *Agent) refreshDNS() {
 	a.dns.wake()
 }
 
+// refreshDNSPods asks DNS to read the pods of the endpoints of keys again (attached,
+// detached or gone): it costs what they cost, not what the store holds. Like refreshDNS,
+// it runs off the caller's path.
+func (a *Agent) refreshDNSPods(keys ...api.EndpointKey) {
+	if a.dns == nil || len(keys) == 0 {
+		return
+	}
+	a.dns.mu.Lock()
+	if a.dns.pods == nil {
+		a.dns.pods = map[api.EndpointKey]bool{}
+	}
+	for _, k := range keys {
+		a.dns.pods[k] = true
+	}
+	a.dns.mu.Unlock()
+	a.dns.wake()
+}
+
 // refreshDNSServices asks DNS to read the named services (and their backends) again, a
 // change of those services alone: it costs what they cost, not what the store holds.
 // Like refreshDNS, it runs off the caller's path.
@@ -176,13 +231,17 @@ func (a *Agent) refreshLoop(ctx context.Context, d *dnsService) {
 			return
 		case <-d.kick:
 			d.mu.Lock()
-			full, services := d.full, d.services
-			d.full, d.services = false, nil
+			full, pods, services := d.full, d.pods, d.services
+			d.full, d.pods, d.services = false, nil, nil
 			d.mu.Unlock()
-			switch {
-			case full: // the snapshot reads the services too
+			if full { // the snapshot reads the pods and services too
 				a.rebuildDNS(d)
-			case len(services) > 0:
+				continue
+			}
+			if len(pods) > 0 {
+				a.updateDNSPods(d, pods)
+			}
+			if len(services) > 0 {
 				a.updateDNSServices(d, services)
 			}
 		}
@@ -192,8 +251,10 @@ func (a *Agent) refreshLoop(ctx context.Context, d *dnsService) {
 // rebuildDNS hands the DNS server the services, backends and pods of the store.
 func (a *Agent) rebuildDNS(d *dnsService) {
 	var snap dns.Snapshot
+	held := map[api.EndpointKey]dns.Pod{}
 	err := a.store.View(func(tx store.Tx) error {
 		snap = dns.Snapshot{}
+		clear(held)
 		eps, err := tx.Endpoints("")
 		if err != nil {
 			return err
@@ -203,14 +264,10 @@ func (a *Agent) rebuildDNS(d *dnsService) {
 			return err
 		}
 		for _, ep := range eps {
-			if ep.State == api.StateDetaching {
-				continue
+			if pod, ok := dnsPodOf(ep); ok {
+				snap.Pods = append(snap.Pods, pod)
+				held[ep.EndpointKey] = pod
 			}
-			pod := dns.Pod{Namespace: driver.NamespaceOf(ep), Name: ep.Name}
-			for _, p := range ep.IPs {
-				pod.Addrs = append(pod.Addrs, p.Addr())
-			}
-			snap.Pods = append(snap.Pods, pod)
 		}
 		for _, svc := range svcs {
 			snap.Services = append(snap.Services, dnsServiceOf(svc, eps))
@@ -222,6 +279,79 @@ func (a *Agent) rebuildDNS(d *dnsService) {
 		return
 	}
 	d.srv.SetSnapshot(snap)
+	d.held, d.named = map[api.EndpointKey]dns.Pod{}, map[dnsPodID]map[api.EndpointKey]bool{}
+	for k, p := range held {
+		d.hold(k, p)
+	}
+}
+
+// dnsPodOf is the pod of ep as DNS sees it; ok is false for an endpoint that DEL marked
+// detaching, which DNS no longer names.
+func dnsPodOf(ep api.Endpoint) (dns.Pod, bool) {
+	if ep.State == api.StateDetaching {
+		return dns.Pod{}, false
+	}
+	pod := dns.Pod{Namespace: driver.NamespaceOf(ep), Name: ep.Name}
+	for _, p := range ep.IPs {
+		pod.Addrs = append(pod.Addrs, p.Addr())
+	}
+	return pod, true
+}
+
+// updateDNSPods hands the DNS server the pods of the endpoints of keys as the store holds
+// them now (none when an endpoint is gone or detaching): each pod that such an endpoint
+// was or is part of, with the addresses of its endpoints now, or its removal when it has
+// none left.
+func (a *Agent) updateDNSPods(d *dnsService, keys map[api.EndpointKey]bool) {
+	now := map[api.EndpointKey]dns.Pod{}
+	err := a.store.View(func(tx store.Tx) error {
+		clear(now)
+		for k := range keys {
+			ep, ok, err := tx.Endpoint(k)
+			if err != nil {
+				return err
+			}
+			if pod, live := dnsPodOf(ep); ok && live {
+				now[k] = pod
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		a.log.Error("dns: read pods", "err", err)
+		return
+	}
+	touched := map[dnsPodID]bool{}
+	for k := range keys {
+		old, had := d.held[k]
+		pod, has := now[k]
+		if had && has && reflect.DeepEqual(old, pod) {
+			continue
+		}
+		if had {
+			touched[d.release(k)] = true
+		}
+		if has {
+			d.hold(k, pod)
+			touched[dnsPodIDOf(pod)] = true
+		}
+	}
+	var put, remove []dns.Pod
+	for id := range touched {
+		ks := d.named[id]
+		if len(ks) == 0 {
+			remove = append(remove, dns.Pod{Namespace: id.ns, Name: id.name})
+			continue
+		}
+		pod := dns.Pod{Namespace: id.ns, Name: id.name}
+		for _, k := range slices.SortedFunc(maps.Keys(ks), api.EndpointKey.Compare) {
+			pod.Addrs = append(pod.Addrs, d.held[k].Addrs...)
+		}
+		put = append(put, pod)
+	}
+	if len(put)+len(remove) > 0 {
+		d.srv.UpdatePods(put, remove)
+	}
 }
 
 // updateDNSServices hands the DNS server the named services as the store holds them
@@ -242,7 +372,9 @@ func (a *Agent) updateDNSServices(d *dnsService, names map[dns.ServiceName]bool)
 				remove = append(remove, n)
 				continue
 			}
-			if len(svc.Slices) == 0 && !read {
+			// Backends are records of headless services only; those of a selector are
+			// among the endpoints.
+			if svc.Headless && len(svc.Slices) == 0 && !read {
 				if eps, err = tx.Endpoints(""); err != nil {
 					return err
 				}

@@ -14,6 +14,7 @@ import (
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/dns"
 	"github.com/podnet/podnet/internal/dns/dnstest"
+	"github.com/podnet/podnet/internal/store"
 )
 
 // startTestDNS gives a fake agent a DNS server without sockets, fed as startDNS feeds
@@ -22,7 +23,8 @@ func (fa *fakeAgent) startTestDNS(t *testing.T) *dns.Server {
 	t.Helper()
 	srv := newTestDNSServer(t, fa)
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &dnsService{srv: srv, cancel: cancel, done: make(chan error, 1), kick: make(chan struct{}, 1)}
+	d := &dnsService{srv: srv, cancel: cancel, done: make(chan error, 1), kick: make(chan struct{}, 1),
+		held: map[api.EndpointKey]dns.Pod{}, named: map[dnsPodID]map[api.EndpointKey]bool{}}
 	go func() { <-ctx.Done(); d.done <- nil }()
 	fa.dns = d
 	fa.rebuildDNS(d)
@@ -159,6 +161,96 @@ func TestMirrorDNS(t *testing.T) {
 			if got, want := dnsAnswer(t, srv, q), dnsAnswer(t, rebuilt, q); got != want {
 				t.Errorf("%s: %s %s: %q, rebuilt from the store: %q", step.name, q.name, mdns.TypeToString[q.qtype], got, want)
 			}
+		}
+	}
+}
+
+// awaitDNS waits until srv answers q with want (DNS follows off the request's path).
+func awaitDNS(t *testing.T, srv *dns.Server, q dnsQuestion, want string) {
+	t.Helper()
+	got := dnsAnswer(t, srv, q)
+	for deadline := time.Now().Add(10 * time.Second); got != want && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+		got = dnsAnswer(t, srv, q)
+	}
+	if got != want {
+		t.Errorf("%s %s: %q, want %q", q.name, mdns.TypeToString[q.qtype], got, want)
+	}
+}
+
+// The pods' records follow ADD and DEL without a new snapshot: DNS reads the endpoints
+// that changed, never the list of every endpoint, and then answers as a server rebuilt
+// from the whole store.
+func TestDNSFollowsPodsIncrementally(t *testing.T) {
+	node := newFakeNode()
+	st := &listCounter{Store: node.store}
+	fa := startFakeOn(t, node, newTranscript(t), st)
+	defer fa.Close()
+	srv := fa.startTestDNS(t)
+	fa.createNetwork(t, blueSpec)
+	if err := fa.idle(); err != nil {
+		t.Fatal(err)
+	}
+	lists := st.lists.Load()
+	podA := func(id, ns string) (dnsQuestion, string) {
+		t.Helper()
+		var ep api.Endpoint
+		err := node.store.View(func(tx store.Tx) error {
+			var ok bool
+			var err error
+			if ep, ok, err = tx.Endpoint(key("blue", id)); err == nil && !ok {
+				err = fmt.Errorf("no endpoint %s", id)
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := ep.IPs[0].Addr()
+		name := strings.ReplaceAll(a.String(), ".", "-") + "." + ns + ".pod.cluster.local."
+		return dnsQuestion{name, mdns.TypeA}, fmt.Sprintf("NOERROR %s 5 IN A %s", name, a)
+	}
+	attach := func(id, ns, name string) {
+		t.Helper()
+		req := attachReq("blue", id)
+		req.Namespace, req.Name = ns, name
+		if err := fa.add(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	attach("c1", "x", "c1")
+	q1, want1 := podA("c1", "x")
+	awaitDNS(t, srv, q1, want1)
+	attach("c2", "y", "c2")
+	q2, want2 := podA("c2", "y")
+	awaitDNS(t, srv, q2, want2)
+	if err := fa.del(key("blue", "c1")); err != nil {
+		t.Fatal(err)
+	}
+	awaitDNS(t, srv, q1, "NXDOMAIN ")
+	awaitDNS(t, srv, dnsQuestion{"x.svc.cluster.local.", mdns.TypeA}, "NXDOMAIN ") // its last pod gone
+	// Two sandboxes without a name in one namespace are one pod for DNS, with the
+	// addresses of both: one detached, the other's record stays.
+	attach("c3", "z", "")
+	attach("c4", "z", "")
+	q3, want3 := podA("c3", "z")
+	q4, want4 := podA("c4", "z")
+	awaitDNS(t, srv, q3, want3)
+	awaitDNS(t, srv, q4, want4)
+	if err := fa.del(key("blue", "c3")); err != nil {
+		t.Fatal(err)
+	}
+	awaitDNS(t, srv, q3, "NXDOMAIN ")
+	awaitDNS(t, srv, q4, want4)
+	if n := st.lists.Load() - lists; n != 0 {
+		t.Errorf("four ADDs and two DELs listed the endpoints %d times, want none", n)
+	}
+	rebuilt := newTestDNSServer(t, fa)
+	fa.rebuildDNS(&dnsService{srv: rebuilt})
+	for _, q := range []dnsQuestion{q1, q2, q3, q4, {"y.svc.cluster.local.", mdns.TypeA}, {"x.svc.cluster.local.", mdns.TypeA}} {
+		if got, want := dnsAnswer(t, srv, q), dnsAnswer(t, rebuilt, q); got != want {
+			t.Errorf("%s %s: %q, rebuilt from the store: %q", q.name, mdns.TypeToString[q.qtype], got, want)
 		}
 	}
 }

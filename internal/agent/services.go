@@ -220,16 +220,15 @@ func (a *Agent) endpointChanged(pods bool, eps []api.Endpoint) {
 		}
 	}
 	a.dpMu.Unlock()
-	if pods {
-		a.refreshDNS()
-	} else {
-		a.refreshDNSServices(names...)
-	}
 	keys := make([]api.EndpointKey, len(eps))
 	for i, ep := range eps {
 		keys[i] = ep.EndpointKey
 	}
 	keys = slices.Compact(keys) // before and after
+	if pods {
+		a.refreshDNSPods(keys...)
+	}
+	a.refreshDNSServices(names...)
 	a.followPolicies("endpoint "+keys[0].String(), a.endpointsKeyed(keys...))
 }
 

@@ -17,8 +17,9 @@ import (
 // resolver gives up after 5 s (glibc's default timeout).
 const queryTimeout = 5 * time.Second
 
-// Server is the cluster DNS server. It is safe for concurrent use; SetSnapshot may be
-// called at any time, and queries see either the old or the new snapshot.
+// Server is the cluster DNS server. It is safe for concurrent use; SetSnapshot,
+// UpdateServices and UpdatePods may be called at any time, and queries see either the
+// old or the new snapshot.
 type Server struct {
 	set      *settings
 	upstream Exchanger // nil: names outside the zone are REFUSED
@@ -28,7 +29,8 @@ type Server struct {
 	forwards *inflight // questions waiting for upstream (maxForwards)
 	zone     atomic.Pointer[zone]
 
-	// mu guards serial and the zone's replacement (SetSnapshot, UpdateServices).
+	// mu guards serial and the zone's replacement (SetSnapshot, UpdateServices,
+	// UpdatePods).
 	mu     sync.Mutex
 	serial uint32
 }
@@ -74,6 +76,23 @@ func (s *Server) UpdateServices(put []Service, remove []ServiceName) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.zone.Store(s.zone.Load().withServices(s.set, put, remove, s.nextSerialLocked()))
+}
+
+// UpdatePods changes the pods of the current snapshot: the pods of remove go, then each
+// pod of put (one per namespace and name) takes the place of the one of its namespace
+// and name, its old addresses going, or is added. A pod is known by its namespace
+// (compared as the zone's names, in lower case) and its name (as given): remove may list
+// a pod as it was put or snapshotted, its addresses are not read, and a pod the snapshot
+// does not have is no error. Queries then see what SetSnapshot would give them for the
+// snapshot with those changes (pod records, PTR records, the namespaces that exist, the
+// clients' namespaces), with a new SOA serial. Only the addresses of the pods of the
+// call are indexed; the indexes they sit in are copied (a copy of pointers and
+// addresses, not of records), so an attached or detached pod costs a small fraction of
+// a SetSnapshot of a large cluster.
+func (s *Server) UpdatePods(put, remove []Pod) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.zone.Store(s.zone.Load().withPods(s.set, put, remove, s.nextSerialLocked()))
 }
 
 // nextSerialLocked is the SOA serial of a new zone: the clock's seconds, or one more

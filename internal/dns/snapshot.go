@@ -3,13 +3,17 @@ package dns
 import "net/netip"
 
 // Snapshot is everything the server knows about the cluster. The agent builds a new one
-// when pods change, or anything else it does not follow service by service, and hands
-// it to Server.SetSnapshot; a change of some services goes to Server.UpdateServices.
-// The server never modifies what it is given.
+// when anything changes that it does not follow service by service or pod by pod, and
+// hands it to Server.SetSnapshot; a change of some services goes to
+// Server.UpdateServices, of some pods to Server.UpdatePods. The server never modifies
+// what it is given.
 type Snapshot struct {
 	Services []Service
 	// Pods are every endpoint (sandbox) with its namespace and addresses: they give the
 	// pod records and tell the server which namespace a client belongs to (autopath).
+	// Two pods of the same namespace and name are one pod with the addresses of both. An
+	// address held by pods of several namespaces has the PTR record of its name in the
+	// first of them by name, whatever the order of Pods, and no autopath.
 	Pods []Pod
 }
 
@@ -47,7 +51,8 @@ type Backend struct {
 	Addr     netip.Addr
 }
 
-// Pod is an endpoint (sandbox) with its namespace and addresses.
+// Pod is an endpoint (sandbox) with its namespace and addresses. Its namespace and name
+// name it (Server.UpdatePods); the name gives no record.
 type Pod struct {
 	Namespace, Name string
 	Addrs           []netip.Addr

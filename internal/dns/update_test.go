@@ -156,6 +156,9 @@ func zoneDiff(got, want *zone) string {
 				}
 			}
 			fmt.Fprintf(&b, "namespace %s: bare %v, want %v; services %d, want %d\n", name, g.bare, ns.bare, len(g.services), len(ns.services))
+			if !reflect.DeepEqual(g.pods, ns.pods) || !reflect.DeepEqual(g.podAddrs, ns.podAddrs) {
+				fmt.Fprintf(&b, "namespace %s: pods %v, want %v; pod addresses %v, want %v\n", name, g.pods, ns.pods, g.podAddrs, ns.podAddrs)
+			}
 		}
 	}
 	for name := range got.namespaces {
@@ -173,8 +176,21 @@ func zoneDiff(got, want *zone) string {
 			fmt.Fprintf(&b, "PTR %s extra\n", a)
 		}
 	}
+	for a, p := range want.podAddrs {
+		if g, ok := got.podAddrs[a]; !ok || !reflect.DeepEqual(g, p) {
+			fmt.Fprintf(&b, "pod address %s: namespaces %v, PTR %v; want %v, %v\n", a, g.namespaces, g.ptr, p.namespaces, p.ptr)
+		}
+	}
+	for a := range got.podAddrs {
+		if _, ok := want.podAddrs[a]; !ok {
+			fmt.Fprintf(&b, "pod address %s extra\n", a)
+		}
+	}
+	if !reflect.DeepEqual(got.clientNS, want.clientNS) {
+		fmt.Fprintf(&b, "client namespaces %v, want %v\n", got.clientNS, want.clientNS)
+	}
 	if b.Len() == 0 {
-		b.WriteString("(elsewhere: SOA, pods, client namespaces)")
+		b.WriteString("(elsewhere: SOA, apex)")
 	}
 	return b.String()
 }

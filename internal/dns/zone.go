@@ -14,10 +14,10 @@ import (
 )
 
 // zone is the index of one snapshot. It is built by buildZone, or from the previous zone
-// by withServices, and never modified afterwards: every query reads it without a lock,
-// and the record slices it hands out are shared (their capacity equals their length, so
-// that an append copies). withServices shares what did not change with the previous
-// zone: the maps it changes are copies.
+// by withServices or withPods, and never modified afterwards: every query reads it
+// without a lock, and the record slices it hands out are shared (their capacity equals
+// their length, so that an append copies). withServices and withPods share what did not
+// change with the previous zone: the maps they change are copies.
 type zone struct {
 	origin      string // "cluster.local."
 	ttl, negTTL uint32
@@ -30,15 +30,28 @@ type zone struct {
 
 	namespaces map[string]*namespaceEntry
 	// ptr holds the PTR records that services give cluster addresses (owner: the
-	// reverse name); podPTR the one of a pod's address, which answers only when no
-	// service names the address.
-	ptr    map[netip.Addr]*ptrSet
-	podPTR map[netip.Addr][]mdns.RR
+	// reverse name). A pod's address has its own (podAddrs), which answers only when
+	// no service names the address.
+	ptr map[netip.Addr]*ptrSet
+	// podAddrs holds every address of a pod: the namespaces of the pods holding it and
+	// its PTR record.
+	podAddrs map[netip.Addr]podAddr
 	// reverseSOA are the negative-answer SOAs of in-addr.arpa. and ip6.arpa.
 	reverseSOA4, reverseSOA6 []mdns.RR
 	// clientNS maps a pod address to its namespace ("" when pods of several namespaces
-	// share the address: unknown).
+	// share the address: unknown). It is what podAddrs says, in the form autopath and
+	// the client check read on every query.
 	clientNS map[netip.Addr]string
+}
+
+// podAddr is what the zone knows of an address of pods.
+type podAddr struct {
+	// namespaces are the namespaces of the pods holding the address, sorted, each once
+	// (one, unless pods of several namespaces share the address).
+	namespaces []string
+	// ptr is the PTR record of the address, to its dashed name in the first of
+	// namespaces: the choice does not depend on the order in which the pods came.
+	ptr []mdns.RR
 }
 
 type namespaceEntry struct {
@@ -46,16 +59,20 @@ type namespaceEntry struct {
 	// bare are the services that have no records (a headless service without ready
 	// backends, an ExternalName that is no DNS name): they make the namespace exist.
 	bare map[string]struct{}
-	pods map[netip.Addr]struct{}
-	// hasPods: the snapshot has pods in the namespace (with or without addresses).
-	hasPods bool
+	// pods are the namespace's pods by name (as given), each with its addresses (valid,
+	// unmapped, sorted, each once); a pod makes the namespace exist, with or without
+	// addresses.
+	pods map[string][]netip.Addr
+	// podAddrs counts, for each address of the namespace's pods, the pods holding it:
+	// the addresses that have a name <a-b-c-d>.<ns>.pod.<zone>.
+	podAddrs map[netip.Addr]int
 	// searchFirst is "<ns>.svc.<zone>.", the first element of a pod's search list.
 	searchFirst string
 }
 
 // empty reports whether nothing makes the namespace exist any more.
 func (ns *namespaceEntry) empty() bool {
-	return len(ns.services) == 0 && len(ns.bare) == 0 && !ns.hasPods
+	return len(ns.services) == 0 && len(ns.bare) == 0 && len(ns.pods) == 0
 }
 
 type serviceEntry struct {
@@ -130,7 +147,7 @@ func buildZone(set *settings, snap Snapshot, serial uint32) *zone {
 		negTTL:     set.negTTL,
 		namespaces: make(map[string]*namespaceEntry),
 		ptr:        make(map[netip.Addr]*ptrSet),
-		podPTR:     make(map[netip.Addr][]mdns.RR),
+		podAddrs:   make(map[netip.Addr]podAddr),
 		clientNS:   make(map[netip.Addr]string),
 	}
 	z.setSerial(serial)
@@ -144,7 +161,7 @@ func buildZone(set *settings, snap Snapshot, serial uint32) *zone {
 		e.addService(set, svc)
 	}
 	for _, p := range snap.Pods {
-		e.addPod(set, p)
+		e.addPod(set, p, true)
 	}
 	return z
 }
@@ -162,13 +179,34 @@ func (z *zone) withServices(set *settings, put []Service, remove []ServiceName, 
 	nz.setSerial(serial)
 	nz.namespaces = maps.Clone(z.namespaces)
 	nz.ptr = maps.Clone(z.ptr)
-	e := &zoneEdit{z: &nz, own: map[string]bool{}}
+	e := &zoneEdit{z: &nz, own: map[string]owned{}}
 	for _, r := range remove {
 		e.removeService(serviceKey{namespaceName(r.Namespace), strings.ToLower(r.Name)})
 	}
 	for _, svc := range put {
 		e.removeService(serviceKey{namespaceName(svc.Namespace), strings.ToLower(svc.Name)})
 		e.addService(set, svc)
+	}
+	return &nz
+}
+
+// withPods returns the zone of the snapshot of z with the pods of remove taken out and
+// those of put in place of the ones of their namespace and name (or added), at serial
+// (see Server.UpdatePods). It indexes the addresses of the pods of the call only; the
+// maps it changes are copies (the namespaces, the changed namespaces' pods, the pod
+// addresses and client namespaces), whose values it shares with z.
+func (z *zone) withPods(set *settings, put, remove []Pod, serial uint32) *zone {
+	nz := *z
+	nz.setSerial(serial)
+	nz.namespaces = maps.Clone(z.namespaces)
+	nz.podAddrs = maps.Clone(z.podAddrs)
+	nz.clientNS = maps.Clone(z.clientNS)
+	e := &zoneEdit{z: &nz, own: map[string]owned{}}
+	for _, p := range remove {
+		e.removePod(namespaceName(p.Namespace), p.Name)
+	}
+	for _, p := range put {
+		e.addPod(set, p, false)
 	}
 	return &nz
 }
@@ -189,40 +227,64 @@ func (z *zone) ptrs(a netip.Addr) []mdns.RR {
 	if s := z.ptr[a]; s != nil {
 		return s.rrs
 	}
-	return z.podPTR[a]
+	return z.podAddrs[a].ptr
 }
 
-// zoneEdit changes a zone under construction (buildZone, withServices).
+// zoneEdit changes a zone under construction (buildZone, withServices, withPods).
 type zoneEdit struct {
 	z *zone
 	// own holds the namespaces whose entries this edit made or copied, which it may
-	// change; nil when it made them all (buildZone).
-	own map[string]bool
+	// change, with the maps of each that are its own; nil when it made them all
+	// (buildZone).
+	own map[string]owned
 }
 
-// namespace returns the entry of namespace name that the edit may change: a new one, or
-// a copy of the previous zone's at the first change.
-func (e *zoneEdit) namespace(name string) *namespaceEntry {
+// owned says which maps of a namespace's entry an edit made or copied.
+type owned uint8
+
+const (
+	ownServices owned = 1 << iota // services and bare
+	ownPods                       // pods and podAddrs
+)
+
+// namespace returns the entry of namespace name that the edit may change, with the maps
+// want names its own: a new entry, or a copy of the previous zone's at the first change,
+// whose maps are copied at the first change of each (a change of services does not copy
+// the namespace's pods, nor a change of pods its services).
+func (e *zoneEdit) namespace(name string, want owned) *namespaceEntry {
 	ns := e.z.namespaces[name]
-	switch {
-	case ns == nil:
+	if ns == nil {
 		ns = &namespaceEntry{
 			services:    make(map[string]*serviceEntry),
 			bare:        make(map[string]struct{}),
-			pods:        make(map[netip.Addr]struct{}),
+			pods:        make(map[string][]netip.Addr),
+			podAddrs:    make(map[netip.Addr]int),
 			searchFirst: name + ".svc." + e.z.origin,
 		}
 		e.z.namespaces[name] = ns
-	case e.own != nil && !e.own[name]:
-		c := *ns // pods, hasPods and searchFirst do not change after buildZone
-		c.services = maps.Clone(ns.services)
-		c.bare = maps.Clone(ns.bare)
+		if e.own != nil {
+			e.own[name] = ownServices | ownPods
+		}
+		return ns
+	}
+	if e.own == nil {
+		return ns
+	}
+	have, copied := e.own[name]
+	if !copied {
+		c := *ns // searchFirst never changes
 		ns = &c
 		e.z.namespaces[name] = ns
 	}
-	if e.own != nil {
-		e.own[name] = true
+	if want&^have&ownServices != 0 {
+		ns.services = maps.Clone(ns.services)
+		ns.bare = maps.Clone(ns.bare)
 	}
+	if want&^have&ownPods != 0 {
+		ns.pods = maps.Clone(ns.pods)
+		ns.podAddrs = maps.Clone(ns.podAddrs)
+	}
+	e.own[name] = have | want
 	return ns
 }
 
@@ -238,7 +300,7 @@ func (e *zoneEdit) removeService(k serviceKey) {
 	if !recorded && !bare {
 		return
 	}
-	ns = e.namespace(k.ns)
+	ns = e.namespace(k.ns, ownServices)
 	delete(ns.services, k.name)
 	delete(ns.bare, k.name)
 	if recorded {
@@ -295,7 +357,7 @@ func (e *zoneEdit) addService(set *settings, svc Service) {
 		set.logf("dns: service %q in namespace %q: not DNS labels, no records", svc.Name, svc.Namespace)
 		return
 	}
-	ns := e.namespace(nsName) // the namespace exists even if the service has no records
+	ns := e.namespace(nsName, ownServices) // the namespace exists even if the service has no records
 	_, dup := ns.services[name]
 	if _, bare := ns.bare[name]; dup || bare {
 		set.logf("dns: service %s/%s: listed twice, the first one wins", nsName, name)
@@ -430,33 +492,134 @@ func (e *zoneEdit) addService(set *settings, svc Service) {
 	}
 }
 
-// addPod adds a pod of the snapshot (only buildZone does: pods come with snapshots).
-func (e *zoneEdit) addPod(set *settings, p Pod) {
-	z := e.z
+// addPod adds pod p, or gives the pod of its namespace and name new addresses: p's, or
+// when merge both's (buildZone: a snapshot that lists a pod twice makes one pod of both
+// entries). The addresses that the pod keeps are not touched.
+func (e *zoneEdit) addPod(set *settings, p Pod, merge bool) {
 	nsName := namespaceName(p.Namespace)
 	if !isLabel(nsName) {
 		set.logf("dns: pod %q in namespace %q: namespace is no DNS label, no records", p.Name, p.Namespace)
 		return
 	}
-	ns := e.namespace(nsName)
-	ns.hasPods = true
-	for _, a := range p.Addrs {
-		if !a.IsValid() {
-			continue
-		}
-		a = a.Unmap()
-		ns.pods[a] = struct{}{}
-		if prev, ok := z.clientNS[a]; ok && prev != nsName {
-			z.clientNS[a] = "" // ambiguous: no autopath for this client
-		} else {
-			z.clientNS[a] = nsName
-		}
-		if _, ok := z.podPTR[a]; !ok {
-			if rr := ptrRR(a, dashed(a)+"."+nsName+".pod."+z.origin, z.ttl); rr != nil {
-				z.podPTR[a] = one(rr)
+	addrs := podAddrsOf(p.Addrs)
+	if ns := e.z.namespaces[nsName]; ns != nil {
+		if prev, ok := ns.pods[p.Name]; ok {
+			if merge {
+				addrs = podAddrsOf(slices.Concat(prev, addrs))
+			}
+			if slices.Equal(prev, addrs) {
+				return // nothing changes: nothing to copy
 			}
 		}
 	}
+	ns := e.namespace(nsName, ownPods)
+	prev := ns.pods[p.Name]
+	ns.pods[p.Name] = addrs
+	for _, a := range prev {
+		if _, kept := slices.BinarySearchFunc(addrs, a, netip.Addr.Compare); !kept {
+			e.dropPodAddr(ns, nsName, a)
+		}
+	}
+	for _, a := range addrs {
+		if _, had := slices.BinarySearchFunc(prev, a, netip.Addr.Compare); !had {
+			e.addPodAddr(ns, nsName, a)
+		}
+	}
+}
+
+// removePod takes pod name of namespace nsName out, with its addresses; a namespace that
+// nothing makes exist any more goes too.
+func (e *zoneEdit) removePod(nsName, name string) {
+	ns := e.z.namespaces[nsName]
+	if ns == nil {
+		return
+	}
+	prev, ok := ns.pods[name]
+	if !ok {
+		return
+	}
+	ns = e.namespace(nsName, ownPods)
+	delete(ns.pods, name)
+	for _, a := range prev {
+		e.dropPodAddr(ns, nsName, a)
+	}
+	if ns.empty() {
+		delete(e.z.namespaces, nsName)
+	}
+}
+
+// addPodAddr counts one more pod of ns (namespace nsName, an entry the edit owns the
+// pods of) holding address a.
+func (e *zoneEdit) addPodAddr(ns *namespaceEntry, nsName string, a netip.Addr) {
+	ns.podAddrs[a]++
+	if ns.podAddrs[a] > 1 {
+		return // the namespace held a already
+	}
+	prev := e.z.podAddrs[a]
+	i, _ := slices.BinarySearch(prev.namespaces, nsName)
+	nss := make([]string, 0, len(prev.namespaces)+1)
+	nss = append(nss, prev.namespaces[:i]...)
+	nss = append(nss, nsName)
+	nss = append(nss, prev.namespaces[i:]...)
+	e.setPodAddr(a, prev, nss)
+}
+
+// dropPodAddr counts one pod of ns (namespace nsName, an entry the edit owns the pods
+// of) less holding address a.
+func (e *zoneEdit) dropPodAddr(ns *namespaceEntry, nsName string, a netip.Addr) {
+	if n := ns.podAddrs[a]; n > 1 {
+		ns.podAddrs[a] = n - 1
+		return // other pods of the namespace hold a
+	}
+	delete(ns.podAddrs, a)
+	prev := e.z.podAddrs[a]
+	i, found := slices.BinarySearch(prev.namespaces, nsName)
+	if !found {
+		return
+	}
+	nss := make([]string, 0, len(prev.namespaces)-1)
+	nss = append(nss, prev.namespaces[:i]...)
+	nss = append(nss, prev.namespaces[i+1:]...)
+	e.setPodAddr(a, prev, nss)
+}
+
+// setPodAddr makes nss (sorted, each once; a new slice) the namespaces of the pods
+// holding address a, which prev described, and sets the address's PTR record and client
+// namespace accordingly: no pods, no address.
+func (e *zoneEdit) setPodAddr(a netip.Addr, prev podAddr, nss []string) {
+	z := e.z
+	if len(nss) == 0 {
+		delete(z.podAddrs, a)
+		delete(z.clientNS, a)
+		return
+	}
+	pa := podAddr{namespaces: nss, ptr: prev.ptr}
+	if len(prev.namespaces) == 0 || prev.namespaces[0] != nss[0] {
+		pa.ptr = nil
+		if rr := ptrRR(a, dashed(a)+"."+nss[0]+".pod."+z.origin, z.ttl); rr != nil {
+			pa.ptr = one(rr)
+		}
+	}
+	z.podAddrs[a] = pa
+	if len(nss) == 1 {
+		z.clientNS[a] = nss[0]
+	} else {
+		z.clientNS[a] = "" // ambiguous: no autopath for this client
+	}
+}
+
+// podAddrsOf returns the valid addresses of addrs, unmapped, sorted, each once (nil when
+// none): the form namespaceEntry.pods holds, so that the same pod is the same value
+// whatever the order and repetitions of its addresses.
+func podAddrsOf(addrs []netip.Addr) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range addrs {
+		if a.IsValid() {
+			out = append(out, a.Unmap())
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Clip(slices.Compact(out))
 }
 
 // namespaceName is the lower-case namespace, api.DefaultNamespace for "".
@@ -606,7 +769,7 @@ func (z *zone) lookupPod(name string, labels []string, qtype uint16) zoneAnswer 
 	if !ok {
 		return nxdomain
 	}
-	if _, ok := ns.pods[a]; !ok {
+	if _, ok := ns.podAddrs[a]; !ok {
 		return nxdomain
 	}
 	rr := addrRR(name, a, z.ttl)

@@ -483,7 +483,7 @@ func (c *PolicyCompiler) partsOf(cp *compiledPolicy, p pod) podParts {
 
 // compile sums cp's parts, the pods' in the order of their keys.
 func (cp *compiledPolicy) compile() nft.Policy {
-	keys := slices.SortedFunc(maps.Keys(cp.parts), compareKeys)
+	keys := slices.SortedFunc(maps.Keys(cp.parts), api.EndpointKey.Compare)
 	out := nft.Policy{ID: cp.id, Name: cp.name, Group: policyGroup(cp.p.Namespace), Ingress: cp.ingress, Egress: cp.egress}
 	for _, k := range keys {
 		out.Selected = append(out.Selected, cp.parts[k].selected...)
@@ -510,10 +510,6 @@ func (cp *compiledPolicy) compile() nft.Policy {
 		out.EgressRules = rules(cp.p.Spec.Egress, cp.fixedOut, func(pp podParts) []ruleParts { return pp.out })
 	}
 	return out
-}
-
-func compareKeys(a, b api.EndpointKey) int {
-	return cmp.Or(strings.Compare(a.Network, b.Network), strings.Compare(a.ContainerID, b.ContainerID), strings.Compare(a.IfName, b.IfName))
 }
 
 // blockPeers are a rule's ipBlock ranges.
