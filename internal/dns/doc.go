@@ -18,14 +18,15 @@
 //	<zone>                                SOA, NS ns.dns.<zone> (A/AAAA: Config.DNSAddress)
 //
 // and for the PTR records of VIPs, of headless backends and of pods (in-addr.arpa,
-// ip6.arpa). A name that exists without a record of the asked type gets NODATA (NOERROR,
+// ip6.arpa; an address of pods of several namespaces points to the first namespace by
+// name). A name that exists without a record of the asked type gets NODATA (NOERROR,
 // empty answer), a name that does not exist NXDOMAIN; both carry the zone's SOA in the
 // authority section. Every other name is forwarded to upstream resolvers through a
 // bounded cache, and a query from a pod for a search-list expansion of an external name
 // is answered in one round trip (autopath, see autopath.go).
 //
 // The server reads the cluster through a Snapshot the agent hands it (SetSnapshot), and
-// changes of services to it (UpdateServices); it builds its indexes once per snapshot,
+// changes of services and pods to it (UpdateServices, UpdatePods); it builds its indexes once per snapshot,
 // copies and amends them per change, and serves from them without locks. The side
 // effects sit behind small interfaces with fakes in package dnstest: the upstream
 // (Exchanger) and the clock (Clock). ServeDNS is a miekg/dns Handler and is tested
