@@ -34,6 +34,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netns"
@@ -160,6 +161,13 @@ type Agent struct {
 	// finished yet (so that an ADD finds them without reading every endpoint).
 	pendingMu sync.Mutex
 	pending   map[api.EndpointKey]bool
+	// attaching counts the ADDs between their store commit and the end of their
+	// tables' update: with pending, the changes that the store holds and the tables may
+	// not yet (see resyncIfDiffers).
+	attaching atomic.Int64
+	// repairDeferred is set when a Reconcile left a difference of the tables to the next
+	// one, because an ADD or DEL was in flight (guarded by dpMu).
+	repairDeferred bool
 
 	// detachq feeds detachLoop with endpoints that DEL marked detaching.
 	detachq    chan api.EndpointKey

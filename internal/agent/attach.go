@@ -132,6 +132,10 @@ func (a *Agent) Attach(req api.AttachRequest, sandboxFD int) (api.Result, error)
 		}
 		return tx.PutEndpoint(ep)
 	}
+	// From the commit until its elements are in the tables, the ADD is in flight
+	// (resyncIfDiffers).
+	a.attaching.Add(1)
+	defer a.attaching.Add(-1)
 	err = a.store.Update(record)
 	if api.ErrorCode(err) == api.CodePoolExhausted {
 		// Addresses of DELs still finishing are not free yet: finish them (without

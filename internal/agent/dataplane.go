@@ -283,10 +283,31 @@ func (a *Agent) applyPoliciesLocked(want []nft.Policy) (bool, error) {
 }
 
 // resyncIfDiffers rewrites the tables when they differ from the store's desired state.
+//
+// An ADD commits its endpoint to the store before it adds the endpoint's elements to the
+// tables, and a DEL marks its endpoint detaching (out of the desired state) before the
+// detach takes the elements out: while one is in flight, a difference may be its own,
+// not drift. Then the comparison waits for the next Reconcile, once: a difference that
+// lasts that long is rewritten then, and counted as a repair only when nothing is in
+// flight (else the tables merely follow the store).
 func (a *Agent) resyncIfDiffers() error {
 	a.dpMu.Lock()
 	defer a.dpMu.Unlock()
-	return a.syncRulesetLocked(true, false)
+	inFlight := a.changesInFlight()
+	if inFlight && !a.repairDeferred {
+		a.repairDeferred = true
+		return nil
+	}
+	a.repairDeferred = false
+	return a.syncRulesetLocked(true, inFlight)
+}
+
+// changesInFlight reports whether an ADD or a DEL has changed the store and not yet the
+// tables (or not all of them).
+func (a *Agent) changesInFlight() bool {
+	a.pendingMu.Lock()
+	defer a.pendingMu.Unlock()
+	return a.attaching.Load() > 0 || len(a.pending) > 0
 }
 
 // checkPortHolders refuses published ports that a process of the node has bound: DNAT
@@ -445,6 +466,7 @@ func (a *Agent) markVerified(gen uint32, want nft.Ruleset) {
 	defer a.dpMu.Unlock()
 	a.verified, a.verifiedGen, a.verifiedWant = true, gen, want
 	a.appliedPolicies = &want.Policies
+	a.repairDeferred = false
 }
 
 // reconcileTables compares the nftables tables with the store's desired state and
