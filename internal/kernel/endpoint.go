@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -210,8 +211,8 @@ func configureSandbox(sandbox netns.NsHandle, ep plan.Endpoint) (*netlink.Handle
 	var sh *netlink.Handle
 	err := Do(sandbox, func() error {
 		// Announce addresses on link up and on hardware address changes (announce).
-		if err := writeProcSys("net/ipv4/conf/"+ep.SandboxIf+"/arp_notify", "1"); err != nil {
-			return err
+		if err := setIPv4Conf(ep.SandboxIf, ipv4DevconfARPNotify, 1); err != nil {
+			return fmt.Errorf("sysctl net.ipv4.conf.%s.arp_notify=1: %w", ep.SandboxIf, err)
 		}
 		if has6 {
 			if err := writeProcSys("net/ipv6/conf/"+ep.SandboxIf+"/ndisc_notify", "1"); err != nil {
@@ -378,4 +379,24 @@ func routeOf(ifindex int, r plan.Route) *netlink.Route {
 		}
 	}
 	return rt
+}
+
+// ipv4DevconfARPNotify is IPV4_DEVCONF_ARP_NOTIFY (linux/ip.h): net.ipv4.conf.*.arp_notify.
+const ipv4DevconfARPNotify = 22
+
+// setIPv4Conf sets an IPv4 setting (IPV4_DEVCONF_*) of interface name in the current
+// namespace through netlink (RTM_SETLINK, IFLA_AF_SPEC, AF_INET, IFLA_INET_CONF) rather
+// than /proc/sys: the path's lookup compares the interface's entry of every namespace
+// that has an interface of that name (every sandbox has an eth0), so its cost grows with
+// the node's sandboxes. IPv6 has no such message for its settings (inet6_set_link_af).
+func setIPv4Conf(name string, id int, value uint32) error {
+	req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
+	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
+	spec := nl.NewRtAttr(unix.IFLA_AF_SPEC, nil)
+	conf := spec.AddRtAttr(unix.AF_INET, nil).AddRtAttr(unix.IFLA_INET_CONF, nil)
+	conf.AddRtAttr(id, nl.Uint32Attr(value))
+	req.AddData(spec)
+	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+	return err
 }

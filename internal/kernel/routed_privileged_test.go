@@ -341,6 +341,12 @@ func TestPrivilegedRoutedCheckEndpoint(t *testing.T) {
 	if err := rn.node.CheckEndpoint(sb, ep); err != nil {
 		t.Fatalf("CheckEndpoint: %v", err)
 	}
+	// The sandbox end announces its addresses (set through netlink for IPv4).
+	for _, key := range []string{"net/ipv4/conf/" + ep.SandboxIf + "/arp_notify", "net/ipv6/conf/" + ep.SandboxIf + "/ndisc_notify"} {
+		if v, err := kernel.ReadSysctl(sb, key); err != nil || v != "1" {
+			t.Errorf("%s in the sandbox = %q, %v; want 1", key, v, err)
+		}
+	}
 	h := rn.handle()
 	host, err := h.LinkByName(ep.HostIf)
 	if err != nil {
