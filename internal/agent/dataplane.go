@@ -289,17 +289,18 @@ func (a *Agent) applyPoliciesLocked(want []nft.Policy) (bool, error) {
 // detach takes the elements out: while one is in flight, a difference may be its own,
 // not drift. Then the comparison waits for the next Reconcile, once: a difference that
 // lasts that long is rewritten then, and counted as a repair only when nothing is in
-// flight (else the tables merely follow the store).
-func (a *Agent) resyncIfDiffers() error {
+// flight (else the tables merely follow the store). At startup the tables are written
+// from the store (on a new node, created): no repair either.
+func (a *Agent) resyncIfDiffers(startup bool) error {
 	a.dpMu.Lock()
 	defer a.dpMu.Unlock()
 	inFlight := a.changesInFlight()
-	if inFlight && !a.repairDeferred {
+	if inFlight && !startup && !a.repairDeferred {
 		a.repairDeferred = true
 		return nil
 	}
 	a.repairDeferred = false
-	return a.syncRulesetLocked(true, inFlight)
+	return a.syncRulesetLocked(true, startup || inFlight)
 }
 
 // changesInFlight reports whether an ADD or a DEL has changed the store and not yet the
@@ -472,8 +473,8 @@ func (a *Agent) markVerified(gen uint32, want nft.Ruleset) {
 // reconcileTables compares the nftables tables with the store's desired state and
 // rewrites them when they differ. When they are equal and no change was committed during
 // the comparison, the generation is recorded: the next Reconcile skips the comparison
-// until something changes.
-func (a *Agent) reconcileTables() error {
+// until something changes. startup: the agent's first Reconcile (resyncIfDiffers).
+func (a *Agent) reconcileTables(startup bool) error {
 	gen, genErr := a.nft.Generation()
 	want, err := a.desiredRuleset()
 	if err != nil {
@@ -486,7 +487,7 @@ func (a *Agent) reconcileTables() error {
 		return fmt.Errorf("nftables: %w", err)
 	}
 	if !ok {
-		return a.resyncIfDiffers()
+		return a.resyncIfDiffers(startup)
 	}
 	if after, err := a.nft.Generation(); genErr == nil && err == nil && after == gen {
 		a.markVerified(gen, want)
@@ -498,9 +499,9 @@ func (a *Agent) reconcileTables() error {
 // the tables is skipped when nothing changed since they were last found equal; it runs
 // without dpMu (it may take a while with many services), and a difference is checked
 // again under dpMu, where no update is in flight, before the whole state is rewritten.
-func (a *Agent) reconcileDataplane() error {
+func (a *Agent) reconcileDataplane(startup bool) error {
 	if !a.tablesUnchanged() {
-		if err := a.reconcileTables(); err != nil {
+		if err := a.reconcileTables(startup); err != nil {
 			return err
 		}
 	}

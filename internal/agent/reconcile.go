@@ -43,7 +43,7 @@ func (a *Agent) reconcile(startup bool) error {
 		err = a.node.BridgeNetfilter(true) // set back if someone turned it off
 	}
 	if err == nil {
-		err = a.reconcileDataplane()
+		err = a.reconcileDataplane(startup)
 	}
 	if err == nil {
 		err = a.syncOverlays(nets)

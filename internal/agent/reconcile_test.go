@@ -8,7 +8,9 @@ import (
 
 // While an ADD or a DEL is between the store and the tables, a difference that Reconcile
 // finds may be its own: the rewrite waits for the next Reconcile, once, and is no repair
-// then. With nothing in flight, the same difference is rewritten at once and counted.
+// then. With nothing in flight, the same difference is rewritten at once and counted; at
+// the agent's start it is rewritten at once, and not counted (the tables follow the
+// store, or are created).
 func TestReconcileWaitsForChangesInFlight(t *testing.T) {
 	node := newFakeNode()
 	fa := startFake(t, node, newTranscript(t))
@@ -68,5 +70,14 @@ func TestReconcileWaitsForChangesInFlight(t *testing.T) {
 		if ok, err := tables.InSync(mustDesired(t, fa)); err != nil || !ok {
 			t.Errorf("%s: tables not in sync after the second Reconcile (%v)", inFlight.name, err)
 		}
+	}
+
+	tables.Break()
+	syncs, was = tables.Syncs(), repairs()
+	if err := fa.Reconcile(true); err != nil {
+		t.Fatal(err)
+	}
+	if n, r := tables.Syncs()-syncs, repairs()-was; n != 1 || r != 0 {
+		t.Errorf("at startup: %d rewrites, %v repairs counted; want 1 and none", n, r)
 	}
 }
