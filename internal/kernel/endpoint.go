@@ -117,7 +117,11 @@ func (n *Node) AddEndpoint(sandbox netns.NsHandle, ep plan.Endpoint) (err error)
 }
 
 // setNeighbors writes neighbour entries in state stale: used at once, confirmed by a
-// unicast probe later.
+// unicast probe later. They spare the first packet a resolution, nothing more: when
+// the kernel's neighbour table is full (ENOBUFS: gc_thresh3 entries, 1,024 by default,
+// counted over every namespace of the machine, and none old enough to collect, as when
+// a node attaches a thousand pods in a few seconds), an entry is left out and ARP or ND
+// resolves the address at the first packet.
 func setNeighbors(h *netlink.Handle, ifindex int, ns []plan.Neighbor) error {
 	for _, ne := range ns {
 		family := netlink.FAMILY_V4
@@ -125,7 +129,7 @@ func setNeighbors(h *netlink.Handle, ifindex int, ns []plan.Neighbor) error {
 			family = netlink.FAMILY_V6
 		}
 		err := h.NeighSet(&netlink.Neigh{LinkIndex: ifindex, Family: family, State: netlink.NUD_STALE, IP: ne.IP.AsSlice(), HardwareAddr: ne.MAC})
-		if err != nil {
+		if err != nil && !errors.Is(err, unix.ENOBUFS) {
 			return fmt.Errorf("neighbour %s lladdr %s: %w", ne.IP, ne.MAC, err)
 		}
 	}
