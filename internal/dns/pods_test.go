@@ -292,8 +292,8 @@ func randomPodChange(rng *rand.Rand, pods map[podKey]Pod) (put, remove []Pod) {
 	return put, remove
 }
 
-// randomServiceChange changes services (by key, updated) as
-// TestUpdateServicesMatchesSnapshot does and returns the change.
+// randomServiceChange makes one to three random changes of services (by key, updated):
+// each a put or a removal, one per name.
 func randomServiceChange(rng *rand.Rand, services map[serviceKey]Service) (put []Service, remove []ServiceName) {
 	changed := map[serviceKey]bool{}
 	for range 1 + rng.IntN(3) {

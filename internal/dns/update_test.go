@@ -79,24 +79,7 @@ func TestUpdateServicesMatchesSnapshot(t *testing.T) {
 			serialOf := func(z *zone) uint32 { return z.soa[0].(*mdns.SOA).Serial }
 			for step := range 60 {
 				before, beforeSnap := f.srv.zone.Load(), snapshot()
-				var put []Service
-				var remove []ServiceName
-				changed := map[serviceKey]bool{}
-				for range 1 + rng.IntN(3) {
-					svc := randomService(rng)
-					k := serviceKey{namespaceName(svc.Namespace), strings.ToLower(svc.Name)}
-					if changed[k] {
-						continue // one change per name
-					}
-					changed[k] = true
-					if rng.IntN(3) == 0 {
-						remove = append(remove, ServiceName{Namespace: svc.Namespace, Name: svc.Name})
-						delete(model, k)
-					} else {
-						put = append(put, svc)
-						model[k] = svc
-					}
-				}
+				put, remove := randomServiceChange(rng, model)
 				f.srv.UpdateServices(put, remove)
 				got := f.srv.zone.Load()
 				if want := buildZone(set, snapshot(), serialOf(got)); !reflect.DeepEqual(got, want) {
