@@ -72,6 +72,7 @@ func Collect(ctx context.Context, ns netns.NsHandle, opts Options) (*Snapshot, e
 	if err := collectProc(ns, s); err != nil {
 		return nil, err
 	}
+	s.NeighTables = collectNeighTables()
 	if err := collectNftables(ns, s); err != nil {
 		s.Notes = append(s.Notes, "nftables: "+err.Error())
 	}
@@ -488,6 +489,53 @@ func collectProc(ns netns.NsHandle, s *Snapshot) error {
 		s.RPFilterDrops = v
 	}
 	return nil
+}
+
+// collectNeighTables reads the machine's neighbour tables: their statistics, which only
+// the initial namespace lists (/proc/1/net), and their limits, which only it has as
+// sysctls (read in the doctor's own namespace; none when that is another one).
+func collectNeighTables() []NeighTable {
+	var out []NeighTable
+	for _, t := range []struct{ name, family string }{{"arp_cache", "ipv4"}, {"ndisc_cache", "ipv6"}} {
+		stat, err := os.ReadFile("/proc/1/net/stat/" + t.name)
+		if err != nil {
+			continue
+		}
+		limit := func(k string) int64 {
+			b, _ := os.ReadFile("/proc/sys/net/" + t.family + "/neigh/default/" + k)
+			v, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+			return v
+		}
+		nt := NeighTable{Name: t.name, GCThresh2: limit("gc_thresh2"), GCThresh3: limit("gc_thresh3")}
+		nt.Entries, nt.TableFulls = parseNeighStat(string(stat))
+		out = append(out, nt)
+	}
+	return out
+}
+
+// parseNeighStat returns entries (the table's, repeated on every CPU's line) and the
+// sum of table_fulls over the CPUs of /proc/net/stat/arp_cache or ndisc_cache.
+func parseNeighStat(text string) (entries, tableFulls int64) {
+	lines := strings.Split(strings.TrimSpace(text), "\n")
+	if len(lines) < 2 {
+		return 0, 0
+	}
+	names := strings.Fields(lines[0])
+	for i, l := range lines[1:] {
+		for j, f := range strings.Fields(l) {
+			if j >= len(names) {
+				break
+			}
+			v, _ := strconv.ParseInt(f, 16, 64)
+			switch {
+			case names[j] == "entries" && i == 0:
+				entries = v
+			case names[j] == "table_fulls":
+				tableFulls += v
+			}
+		}
+	}
+	return entries, tableFulls
 }
 
 // unbridged lists the links that are no bridge's port.

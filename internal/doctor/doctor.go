@@ -61,6 +61,7 @@ const (
 	ClassNeighbourWrongMAC = "neighbour-wrong-mac"
 	ClassDNSSearchWildcard = "dns-search-wildcard"
 	ClassConntrackFull     = "conntrack-table-full"
+	ClassNeighTableFull    = "neighbour-table-full"
 	ClassRPFilterStrict    = "rp-filter-strict"
 	// ClassStateDrift: the kernel lacks what the agent's records say it has (needs the
 	// agent's intended state).
@@ -114,6 +115,7 @@ var rules = []rule{
 	neighbourRule,
 	dnsRule,
 	conntrackRule,
+	neighTableRule,
 	rpFilterRule,
 	driftRule,
 }

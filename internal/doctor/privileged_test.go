@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -477,6 +478,22 @@ func TestPrivilegedConntrackFull(t *testing.T) {
 	}
 	rep, _ = n.diagnose("conntrack-table-full")
 	wantFinding(t, rep, ClassConntrackFull, fmt.Sprintf("sysctl net.netfilter.nf_conntrack_max=%d", s.Conntrack.Max), SeverityError)
+}
+
+// The machine's neighbour tables are read whatever the namespace diagnosed: their
+// statistics from the initial namespace, their limits from the doctor's.
+func TestPrivilegedNeighTables(t *testing.T) {
+	n := newNode(t).healthy()
+	_, s := n.diagnose("")
+	b, err := os.ReadFile("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	thresh, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	i := slices.IndexFunc(s.NeighTables, func(nt NeighTable) bool { return nt.Name == "arp_cache" })
+	if i < 0 || thresh <= 0 || s.NeighTables[i].GCThresh3 != thresh {
+		t.Fatalf("neighbour tables %+v; want arp_cache (its statistics read) with gc_thresh3 %d", s.NeighTables, thresh)
+	}
 }
 
 func TestPrivilegedRPFilterStrict(t *testing.T) {

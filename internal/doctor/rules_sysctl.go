@@ -236,6 +236,48 @@ func conntrackRule(v *view) []Finding {
 	return []Finding{f}
 }
 
+// neighTableRule: the machine's neighbour table near its hard limit (gc_thresh3). Above
+// it the kernel refuses a new entry unless it can collect one older than 5 s: when pods
+// come faster than that (a node filled with hundreds of pods at once), neighbour
+// resolution fails ("neighbour table overflow"), and packets to addresses it cannot
+// resolve are dropped. The table and its limits are the whole machine's.
+func neighTableRule(v *view) []Finding {
+	var out []Finding
+	for _, t := range v.s.NeighTables {
+		if t.GCThresh3 <= 0 || float64(t.Entries) < neighTableWarn*float64(t.GCThresh3) {
+			continue
+		}
+		family := "ipv4"
+		if t.Name == "ndisc_cache" {
+			family = "ipv6"
+		}
+		key := "net." + family + ".neigh.default.gc_thresh3"
+		f := Finding{
+			Class:    ClassNeighTableFull,
+			Severity: SeverityWarning,
+			Culprit:  fmt.Sprintf("sysctl %s=%d", key, t.GCThresh3),
+			RootCause: fmt.Sprintf("The machine's %s neighbour table is near its hard limit (%d of %d entries, shared by every namespace): above it the kernel refuses new entries it cannot make room for, so new neighbours (pods, gateways) cannot be resolved and their packets are dropped.",
+				family, t.Entries, t.GCThresh3),
+			Evidence: []string{
+				fmt.Sprintf("%s: %d entries; %s=%d, gc_thresh2=%d", t.Name, t.Entries, key, t.GCThresh3, t.GCThresh2),
+				fmt.Sprintf("%d entries refused since boot (table_fulls)", t.TableFulls),
+			},
+			Fix: fmt.Sprintf("# global: set on the host\nsysctl -w net.%s.neigh.default.gc_thresh2=%d net.%s.neigh.default.gc_thresh3=%d",
+				family, 2*t.GCThresh3, family, 4*t.GCThresh3),
+		}
+		if t.Entries >= t.GCThresh3 {
+			f.Severity = SeverityError
+			f.RootCause = fmt.Sprintf("The machine's %s neighbour table is full (%d entries, hard limit %d, shared by every namespace): the kernel refuses new entries it cannot make room for, so new neighbours (pods, gateways) cannot be resolved and their packets are dropped.",
+				family, t.Entries, t.GCThresh3)
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// neighTableWarn is the fill of a neighbour table that the doctor warns about.
+const neighTableWarn = 0.80
+
 func rpFilterRule(v *view) []Finding {
 	var out []Finding
 	all := atoi(v.s.Sysctls["net/ipv4/conf/all/rp_filter"])

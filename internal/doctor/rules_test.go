@@ -271,6 +271,27 @@ func TestRules(t *testing.T) {
 				t.Errorf("fix %q", rep.Findings[0].Fix)
 			}
 		}},
+		{name: "neighbour table at 79% of gc_thresh3", snap: func() *Snapshot {
+			s := base()
+			s.NeighTables = []NeighTable{{Name: "arp_cache", Entries: 809, GCThresh2: 512, GCThresh3: 1024, TableFulls: 3}}
+			return s
+		}},
+		{name: "neighbour table at 85% of gc_thresh3", code: 1, snap: func() *Snapshot {
+			s := base()
+			s.NeighTables = []NeighTable{{Name: "arp_cache", Entries: 870, GCThresh2: 512, GCThresh3: 1024}}
+			return s
+		}, want: "warning neighbour-table-full: sysctl net.ipv4.neigh.default.gc_thresh3=1024"},
+		{name: "IPv6 neighbour table full", code: 2, snap: func() *Snapshot {
+			s := base()
+			s.NeighTables = []NeighTable{{Name: "arp_cache", Entries: 10, GCThresh3: 1024}, {Name: "ndisc_cache", Entries: 1030, GCThresh2: 512, GCThresh3: 1024, TableFulls: 48}}
+			return s
+		}, want: "error neighbour-table-full: sysctl net.ipv6.neigh.default.gc_thresh3=1024", check: func(t *testing.T, rep Report) {
+			f := rep.Findings[0]
+			if f.Fix != "# global: set on the host\nsysctl -w net.ipv6.neigh.default.gc_thresh2=2048 net.ipv6.neigh.default.gc_thresh3=4096" ||
+				!slices.Contains(f.Evidence, "48 entries refused since boot (table_fulls)") {
+				t.Errorf("fix %q, evidence %q", f.Fix, f.Evidence)
+			}
+		}},
 		{name: "rp_filter strict through all, second default route", code: 1, snap: func() *Snapshot {
 			s := base()
 			s.Links = append(s.Links, Link{Index: 8, Name: "eth1", Kind: "device", MTU: 1500, Up: true, NetnsID: -1, Addrs: []netip.Prefix{pfx("198.51.100.10/24")}})
@@ -464,6 +485,13 @@ func TestParseProc(t *testing.T) {
 		"0000000a  00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000001 00000010 00000000 00000000  00000000 00000000 00000000 00000000\n")
 	if stat["drop"] != 18 || stat["insert_failed"] != 2 || stat["early_drop"] != 3 {
 		t.Errorf("conntrack stat %v", stat)
+	}
+	// The table's entries on every CPU's line; table_fulls per CPU.
+	entries, fulls := parseNeighStat("entries  allocs   destroys hash_grows lookups  hits     res_failed rcv_probes_mcast rcv_probes_ucast periodic_gc_runs forced_gc_runs unresolved_discards table_fulls\n" +
+		"00000402 000076ab 00007e1a 00000003   0030f9bb 0000ae52 0000001d   00000000         00000000         00000199         00000059       00000000            00000014\n" +
+		"00000402 000084d6 00007d65 00000005   00301cd3 0000b4c2 00000011   00000000         00000000         00000000         0000005e       00000000            0000001c\n")
+	if entries != 1026 || fulls != 48 {
+		t.Errorf("neighbour stat: entries %d, table_fulls %d; want 1026 and 48", entries, fulls)
 	}
 	v, ok := parseNetstat("TcpExt: SyncookiesSent IPReversePathFilter\nTcpExt: 0 7\nIpExt: InNoRoutes\nIpExt: 1\n", "TcpExt", "IPReversePathFilter")
 	if !ok || v != 7 {

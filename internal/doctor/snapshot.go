@@ -30,6 +30,8 @@ type Snapshot struct {
 	Tables    []NftTable `json:"nftables,omitempty"`
 	IPSets    []IPSet    `json:"ipsets,omitempty"`
 	Conntrack *Conntrack `json:"conntrack,omitempty"`
+	// NeighTables are the machine's ARP and NDP tables (global, not the namespace's).
+	NeighTables []NeighTable `json:"neigh_tables,omitempty"`
 	// RPFilterDrops is TcpExt IPReversePathFilter of the namespace: packets the reverse
 	// path filter dropped since it was created; -1 unknown.
 	RPFilterDrops int64        `json:"rp_filter_drops"`
@@ -294,6 +296,21 @@ type Conntrack struct {
 	Drop         int64 `json:"drop"`
 	EarlyDrop    int64 `json:"early_drop"`
 	InsertFailed int64 `json:"insert_failed"`
+}
+
+// NeighTable is one of the kernel's neighbour tables (ARP, NDP): one for the whole
+// machine, its entries and limits shared by every namespace.
+type NeighTable struct {
+	Name string `json:"name"` // "arp_cache" | "ndisc_cache"
+	// Entries is the table's current number of entries, of every namespace.
+	Entries int64 `json:"entries"`
+	// GCThresh2 and GCThresh3 are the soft and hard limits
+	// (net.ipv4.neigh.default.gc_thresh2/3, or ipv6): above the hard one, an entry is
+	// refused unless one older than 5 s can be collected.
+	GCThresh2 int64 `json:"gc_thresh2"`
+	GCThresh3 int64 `json:"gc_thresh3"`
+	// TableFulls counts the entries refused since boot (table_fulls).
+	TableFulls int64 `json:"table_fulls"`
 }
 
 // ResolvConf is one resolv.conf the doctor was asked to check, and what its search
