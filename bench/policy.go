@@ -22,6 +22,7 @@ import (
 	"github.com/podnet/podnet/internal/agentproc"
 	"github.com/podnet/podnet/internal/nft"
 	"github.com/podnet/podnet/internal/nftwire"
+	"github.com/podnet/podnet/internal/testutil"
 )
 
 // The policy section: what network policies cost as the node's pods grow in number.
@@ -106,7 +107,7 @@ var polChanges = []polChange{
 		do:   fmt.Sprintf("policy apply: web-admin's port %d -> %d (same rule shape)", polPortAdminOff, polPortAdmin),
 		undo: fmt.Sprintf("policy apply: web-admin's port %d -> %d", polPortAdmin, polPortAdminOff),
 		apply: func(c *api.Client, undo bool) func(context.Context) error {
-			port := polPortAdmin
+			var port uint16 = polPortAdmin
 			if undo {
 				port = polPortAdminOff
 			}
@@ -123,7 +124,7 @@ var polChanges = []polChange{
 				return func(ctx context.Context) error { return c.DeletePolicy(ctx, "ns-0", "web-extra") }
 			}
 			return func(ctx context.Context) error {
-				_, err := c.ApplyPolicies(ctx, []api.NetworkPolicy{polIngress("ns-0", "web-extra", "web", 1, "admin", polPortExtra)})
+				_, err := c.ApplyPolicies(ctx, []api.NetworkPolicy{testutil.IngressPolicy("ns-0", "web-extra", "web", 1, "admin", polPortExtra)})
 				return err
 			}
 		}},
@@ -175,32 +176,16 @@ func polKey(i, k int) api.EndpointKey {
 	return api.EndpointKey{Network: polNetwork(k).Name, ContainerID: fmt.Sprintf("pol%08d", i), IfName: "eth0"}
 }
 
-// polIngress is a policy of namespace ns selecting the pods app=app, admitting the pods
-// role=role of the namespaces team=team-<team> on TCP port.
-func polIngress(ns, name, app string, team int, role string, port int) api.NetworkPolicy {
-	return api.NetworkPolicy{Namespace: ns, Name: name, Spec: api.NetworkPolicySpec{
-		PodSelector: api.LabelSelector{MatchLabels: map[string]string{"app": app}},
-		PolicyTypes: []string{api.PolicyIngress},
-		Ingress: []api.NetworkPolicyRule{{
-			Peers: []api.NetworkPolicyPeer{{
-				NamespaceSelector: &api.LabelSelector{MatchLabels: map[string]string{"team": fmt.Sprintf("team-%d", team)}},
-				PodSelector:       &api.LabelSelector{MatchLabels: map[string]string{"role": role}},
-			}},
-			Ports: []api.NetworkPolicyPort{{Protocol: "TCP", Port: &api.PortValue{Number: uint16(port)}}},
-		}},
-	}}
-}
-
 // polWebAdmin is policy web-admin allowing admin pods on port.
-func polWebAdmin(port int) api.NetworkPolicy {
-	return polIngress("ns-0", "web-admin", "web", 1, "admin", port)
+func polWebAdmin(port uint16) api.NetworkPolicy {
+	return testutil.IngressPolicy("ns-0", "web-admin", "web", 1, "admin", port)
 }
 
 // polPolicies are the 100 policies of the testbeds "few" and "many".
 func polPolicies() []api.NetworkPolicy {
 	pols := []api.NetworkPolicy{
-		polIngress("ns-0", "web-frontend", "web", 1, "frontend", polPortWeb),
-		polIngress("ns-0", "web-monitoring", "web", 2, "monitor", 9090),
+		testutil.IngressPolicy("ns-0", "web-frontend", "web", 1, "frontend", polPortWeb),
+		testutil.IngressPolicy("ns-0", "web-monitoring", "web", 2, "monitor", 9090),
 		polWebAdmin(polPortAdminOff),
 		{Namespace: "ns-1", Name: "frontend-egress", Spec: api.NetworkPolicySpec{
 			PodSelector: api.LabelSelector{MatchLabels: map[string]string{"role": "frontend"}},
@@ -215,8 +200,8 @@ func polPolicies() []api.NetworkPolicy {
 		}},
 	}
 	for j := len(pols); j < 100; j++ {
-		pols = append(pols, polIngress(fmt.Sprintf("ns-%d", j%polNamespaces), fmt.Sprintf("pol-%d", j),
-			fmt.Sprintf("app-%d", j), (j+1)%polNamespaces, fmt.Sprintf("role-%d", j%7), 10000+j))
+		pols = append(pols, testutil.IngressPolicy(fmt.Sprintf("ns-%d", j%polNamespaces), fmt.Sprintf("pol-%d", j),
+			fmt.Sprintf("app-%d", j), (j+1)%polNamespaces, fmt.Sprintf("role-%d", j%7), uint16(10000+j)))
 	}
 	return pols
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/policy"
+	"github.com/podnet/podnet/internal/testutil"
 )
 
 func TestFlipAt(t *testing.T) {
@@ -44,7 +45,7 @@ func TestFlipAt(t *testing.T) {
 // TestPolPolicies checks that the section's policies are 100, distinct and valid as the
 // agent validates them, as is each change's policy.
 func TestPolPolicies(t *testing.T) {
-	pols := append(polPolicies(), polWebAdmin(polPortAdmin), polIngress("ns-0", "web-extra", "web", 1, "admin", polPortExtra))
+	pols := append(polPolicies(), polWebAdmin(polPortAdmin), testutil.IngressPolicy("ns-0", "web-extra", "web", 1, "admin", polPortExtra))
 	seen := map[string]bool{}
 	for i, p := range pols {
 		policy.Default(&p)

@@ -8,6 +8,7 @@ import (
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/driver"
 	"github.com/podnet/podnet/internal/nft"
+	"github.com/podnet/podnet/internal/testutil"
 )
 
 // benchWorld is the policy bench's testbed "many" (bench/policy.go): n pods in
@@ -26,23 +27,9 @@ func benchWorld(n int) ([]api.NetworkPolicy, []api.Namespace, []api.Endpoint) {
 	}
 	var pols []api.NetworkPolicy
 	for j := range 100 {
-		pols = append(pols, ingressPolicy(fmt.Sprintf("ns-%d", j%10), fmt.Sprintf("pol-%d", j), fmt.Sprintf("app-%d", j), (j+1)%10, fmt.Sprintf("role-%d", j%7), 10000+j))
+		pols = append(pols, testutil.IngressPolicy(fmt.Sprintf("ns-%d", j%10), fmt.Sprintf("pol-%d", j), fmt.Sprintf("app-%d", j), (j+1)%10, fmt.Sprintf("role-%d", j%7), uint16(10000+j)))
 	}
 	return pols, nss, eps
-}
-
-func ingressPolicy(ns, name, app string, team int, role string, port int) api.NetworkPolicy {
-	return api.NetworkPolicy{Namespace: ns, Name: name, Spec: api.NetworkPolicySpec{
-		PodSelector: api.LabelSelector{MatchLabels: map[string]string{"app": app}},
-		PolicyTypes: []string{api.PolicyIngress},
-		Ingress: []api.NetworkPolicyRule{{
-			Peers: []api.NetworkPolicyPeer{{
-				NamespaceSelector: &api.LabelSelector{MatchLabels: map[string]string{"team": fmt.Sprintf("team-%d", team)}},
-				PodSelector:       &api.LabelSelector{MatchLabels: map[string]string{"role": role}},
-			}},
-			Ports: []api.NetworkPolicyPort{{Protocol: "TCP", Port: &api.PortValue{Number: uint16(port)}}},
-		}},
-	}}
 }
 
 // What a change costs the compiler and the delta of the tables, with n pods: a policy's
