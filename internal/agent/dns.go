@@ -60,17 +60,12 @@ type dnsService struct {
 	// name, several interfaces of one sandbox) are one pod there, with the addresses of
 	// all. refreshLoop's alone (and startDNS's before the loop starts).
 	held  map[api.EndpointKey]dns.Pod
-	named map[dnsPodID]map[api.EndpointKey]bool
+	named map[dns.PodID]map[api.EndpointKey]bool
 }
-
-// dnsPodID is a pod as the DNS server knows it: its namespace in lower case and name.
-type dnsPodID struct{ ns, name string }
-
-func dnsPodIDOf(p dns.Pod) dnsPodID { return dnsPodID{strings.ToLower(p.Namespace), p.Name} }
 
 // hold records that the server holds pod p of endpoint k.
 func (d *dnsService) hold(k api.EndpointKey, p dns.Pod) {
-	id := dnsPodIDOf(p)
+	id := p.ID()
 	if d.named[id] == nil {
 		d.named[id] = map[api.EndpointKey]bool{}
 	}
@@ -78,8 +73,8 @@ func (d *dnsService) hold(k api.EndpointKey, p dns.Pod) {
 }
 
 // release forgets the pod of endpoint k, and returns its ID.
-func (d *dnsService) release(k api.EndpointKey) dnsPodID {
-	id := dnsPodIDOf(d.held[k])
+func (d *dnsService) release(k api.EndpointKey) dns.PodID {
+	id := d.held[k].ID()
 	delete(d.held, k)
 	if delete(d.named[id], k); len(d.named[id]) == 0 {
 		delete(d.named, id)
@@ -132,7 +127,7 @@ func (a *Agent) startDNS(cfg DNSConfig) error {
 	node, _ := os.ReadFile(cfg.ResolvConf)
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &dnsService{srv: srv, cfg: cfg, node: string(node), cancel: cancel, done: make(chan error, 1), kick: make(chan struct{}, 1),
-		held: map[api.EndpointKey]dns.Pod{}, named: map[dnsPodID]map[api.EndpointKey]bool{}}
+		held: map[api.EndpointKey]dns.Pod{}, named: map[dns.PodID]map[api.EndpointKey]bool{}}
 	go func() { d.done <- srv.ListenAndServe(ctx, a.nodeNS, cfg.Address) }()
 	a.dns = d
 	a.rebuildDNS(d)
@@ -279,7 +274,7 @@ func (a *Agent) rebuildDNS(d *dnsService) {
 		return
 	}
 	d.srv.SetSnapshot(snap)
-	d.held, d.named = map[api.EndpointKey]dns.Pod{}, map[dnsPodID]map[api.EndpointKey]bool{}
+	d.held, d.named = map[api.EndpointKey]dns.Pod{}, map[dns.PodID]map[api.EndpointKey]bool{}
 	for k, p := range held {
 		d.hold(k, p)
 	}
@@ -321,7 +316,7 @@ func (a *Agent) updateDNSPods(d *dnsService, keys map[api.EndpointKey]bool) {
 		a.log.Error("dns: read pods", "err", err)
 		return
 	}
-	touched := map[dnsPodID]bool{}
+	touched := map[dns.PodID]bool{}
 	for k := range keys {
 		old, had := d.held[k]
 		pod, has := now[k]
@@ -333,17 +328,17 @@ func (a *Agent) updateDNSPods(d *dnsService, keys map[api.EndpointKey]bool) {
 		}
 		if has {
 			d.hold(k, pod)
-			touched[dnsPodIDOf(pod)] = true
+			touched[pod.ID()] = true
 		}
 	}
 	var put, remove []dns.Pod
 	for id := range touched {
 		ks := d.named[id]
 		if len(ks) == 0 {
-			remove = append(remove, dns.Pod{Namespace: id.ns, Name: id.name})
+			remove = append(remove, dns.Pod{Namespace: id.Namespace, Name: id.Name})
 			continue
 		}
-		pod := dns.Pod{Namespace: id.ns, Name: id.name}
+		pod := dns.Pod{Namespace: id.Namespace, Name: id.Name}
 		for _, k := range slices.SortedFunc(maps.Keys(ks), api.EndpointKey.Compare) {
 			pod.Addrs = append(pod.Addrs, d.held[k].Addrs...)
 		}

@@ -24,7 +24,7 @@ func (fa *fakeAgent) startTestDNS(t *testing.T) *dns.Server {
 	srv := newTestDNSServer(t, fa)
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &dnsService{srv: srv, cancel: cancel, done: make(chan error, 1), kick: make(chan struct{}, 1),
-		held: map[api.EndpointKey]dns.Pod{}, named: map[dnsPodID]map[api.EndpointKey]bool{}}
+		held: map[api.EndpointKey]dns.Pod{}, named: map[dns.PodID]map[api.EndpointKey]bool{}}
 	go func() { <-ctx.Done(); d.done <- nil }()
 	fa.dns = d
 	fa.rebuildDNS(d)

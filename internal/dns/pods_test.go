@@ -123,9 +123,6 @@ func TestSnapshotPodTwice(t *testing.T) {
 	}
 }
 
-// podKey names a pod in the zone: its namespace in lower case and its name as given.
-type podKey struct{ ns, name string }
-
 // TestUpdatePodsMatchesSnapshot replays random changes of pods through UpdatePods,
 // mixed with changes of services through UpdateServices, and checks after each that the
 // zone is the one SetSnapshot builds from the same pods and services (in any order), and
@@ -141,9 +138,9 @@ func TestUpdatePodsMatchesSnapshot(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 34))
 			f := newFixture(t, func(c *Config) { c.Logf = func(string, ...any) {} })
 			set := f.srv.set
-			pods := map[podKey]Pod{}
+			pods := map[PodID]Pod{}
 			for _, p := range testSnapshot().Pods {
-				pods[podKey{namespaceName(p.Namespace), p.Name}] = p
+				pods[p.ID()] = p
 			}
 			services := map[serviceKey]Service{}
 			for _, svc := range testSnapshot().Services {
@@ -231,7 +228,7 @@ func TestUpdatePodsMatchesSnapshot(t *testing.T) {
 // back in one call. The pods have few names in a few namespaces (case varying, one no
 // DNS label), shared with randomService's, and their addresses come from a small pool
 // (a service VIP, a mapped form, an invalid address among them).
-func randomPodChange(rng *rand.Rand, pods map[podKey]Pod) (put, remove []Pod) {
+func randomPodChange(rng *rand.Rand, pods map[PodID]Pod) (put, remove []Pod) {
 	pick := func(ss ...string) string { return ss[rng.IntN(len(ss))] }
 	pool := []netip.Addr{
 		netip.MustParseAddr(podNS1), netip.MustParseAddr(podNS1v6), netip.MustParseAddr(podNS2),
@@ -246,13 +243,13 @@ func randomPodChange(rng *rand.Rand, pods map[podKey]Pod) (put, remove []Pod) {
 		return as
 	}
 	// held are the pods before the change, in an order the seed decides.
-	held := slices.SortedFunc(maps.Keys(pods), func(a, b podKey) int {
-		return cmp.Or(strings.Compare(a.ns, b.ns), strings.Compare(a.name, b.name))
+	held := slices.SortedFunc(maps.Keys(pods), func(a, b PodID) int {
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 	})
-	putOnce := map[podKey]bool{}
+	putOnce := map[PodID]bool{}
 	for range 1 + rng.IntN(3) {
 		p := Pod{Name: pick("a", "A", "b", "client", "solo"), Namespace: pick("ns1", "NS1", "ns2", "ns3", "ns9", "", "bad_ns")}
-		k := podKey{namespaceName(p.Namespace), p.Name}
+		k := p.ID()
 		switch rng.IntN(6) {
 		case 0, 1: // a held pod goes, as it was put
 			if len(held) > 0 {
@@ -284,10 +281,10 @@ func randomPodChange(rng *rand.Rand, pods map[podKey]Pod) (put, remove []Pod) {
 		}
 	}
 	for _, p := range remove {
-		delete(pods, podKey{namespaceName(p.Namespace), p.Name})
+		delete(pods, p.ID())
 	}
 	for _, p := range put {
-		pods[podKey{namespaceName(p.Namespace), p.Name}] = p
+		pods[p.ID()] = p
 	}
 	return put, remove
 }

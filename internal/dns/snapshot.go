@@ -57,3 +57,10 @@ type Pod struct {
 	Namespace, Name string
 	Addrs           []netip.Addr
 }
+
+// PodID is a pod as the server knows it: its namespace as the zone names it (in lower
+// case, api.DefaultNamespace for "") and its name as given. Pods of one ID are one pod.
+type PodID struct{ Namespace, Name string }
+
+// ID is p's PodID.
+func (p Pod) ID() PodID { return PodID{namespaceName(p.Namespace), p.Name} }
