@@ -3,6 +3,7 @@ package nft
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -486,11 +487,22 @@ func policySetsAll(ps []Policy) []setDef {
 func isolationSets(ps []Policy) []setDef {
 	var out []setDef
 	for _, d := range directions {
+		byGroup := map[string][]netip.Addr{}
 		for _, g := range groups(ps, d) {
-			addrs := isolated(ps, d, g)
-			for _, f := range []ipFamily{ip4, ip6} {
-				out = append(out, isolationSetDef(d, g, f, addrElems(addrs, f)))
-			}
+			byGroup[g] = isolated(ps, d, g)
+		}
+		out = append(out, isolationSetsByGroup(d, byGroup)...)
+	}
+	return out
+}
+
+// isolationSetsByGroup returns the isolation sets of direction d, both families, of the
+// groups of byGroup with its addresses, in group order.
+func isolationSetsByGroup(d direction, byGroup map[string][]netip.Addr) []setDef {
+	var out []setDef
+	for _, g := range slices.Sorted(maps.Keys(byGroup)) {
+		for _, f := range []ipFamily{ip4, ip6} {
+			out = append(out, isolationSetDef(d, g, f, addrElems(byGroup[g], f)))
 		}
 	}
 	return out

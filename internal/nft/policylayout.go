@@ -3,7 +3,6 @@ package nft
 import (
 	"errors"
 	"fmt"
-	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -281,6 +280,40 @@ func (t *Table) policyLayoutBatchLocked(pl policyLayout) (*nftwire.Batch, error)
 	return pl.batch(held, r.existing)
 }
 
+// isolationChanges returns the elements that leave the isolation sets (gone: added,
+// then deleted) and that join them (put). Only the addresses that a policy that comes,
+// goes or changes selects can change (any other is selected by the same policies before
+// and after). An address leaves the set of its old group (unless that set goes: nextG
+// are the groups of next) and joins that of its new one.
+func (pl policyLayout) isolationChanges(nextG map[direction]map[string]bool) (gone, put []setDef) {
+	var touched []netip.Addr
+	for _, p := range slices.Concat(pl.gone, pl.created) {
+		touched = append(touched, p.Selected...)
+	}
+	for _, k := range pl.kept {
+		if len(k.after) > 0 {
+			touched = append(touched, slices.Concat(k.old.Selected, k.next.Selected)...)
+		}
+	}
+	slices.SortFunc(touched, netip.Addr.Compare)
+	touched = slices.Compact(touched)
+	for _, d := range directions {
+		was, is := map[string][]netip.Addr{}, map[string][]netip.Addr{}
+		for _, a := range touched {
+			og, wok := selectedBy(pl.old, d, a)
+			ng, nok := selectedBy(pl.next, d, a)
+			if wok && (!nok || og != ng) && nextG[d][og] {
+				was[og] = append(was[og], a)
+			}
+			if nok && (!wok || og != ng) {
+				is[ng] = append(is[ng], a)
+			}
+		}
+		gone, put = append(gone, isolationSetsByGroup(d, was)...), append(put, isolationSetsByGroup(d, is)...)
+	}
+	return gone, put
+}
+
 // groupSet is groups(ps, d) as a set.
 func groupSet(ps []Policy, d direction) map[string]bool {
 	out := map[string]bool{}
@@ -371,12 +404,13 @@ func (pl policyLayout) batch(held map[string][]chainRule, existing func(s setDef
 	for _, p := range pl.gone {
 		goneIDs[p.ID] = true
 	}
-	oldG := [2]map[string]bool{groupSet(pl.old, directions[0]), groupSet(pl.old, directions[1])}
-	nextG := [2]map[string]bool{groupSet(pl.next, directions[0]), groupSet(pl.next, directions[1])}
-	at := func(d direction) int { return slices.Index(directions, d) }
+	oldG, nextG := map[direction]map[string]bool{}, map[direction]map[string]bool{} // groups of each type
+	for _, d := range directions {
+		oldG[d], nextG[d] = groupSet(pl.old, d), groupSet(pl.next, d)
+	}
 	goneGroup := func(s string) bool {
 		d, g, ok := isolationOwner(s)
-		return ok && !nextG[at(d)][g]
+		return ok && !nextG[d][g]
 	}
 
 	// What goes: the dispatch rules of the groups that go, then their chains with
@@ -389,10 +423,10 @@ func (pl policyLayout) batch(held map[string][]chainRule, existing func(s setDef
 			}
 		}
 	}
-	for i, d := range directions {
+	for _, d := range directions {
 		for _, g := range groups(pl.old, d) {
 			c := groupChain(d, g)
-			if !nextG[i][g] {
+			if !nextG[d][g] {
 				b.DelChain(inet, TableName, c)
 				for _, f := range []ipFamily{ip4, ip6} {
 					b.DelSet(inet, TableName, isolationSet(d, g, f))
@@ -420,44 +454,8 @@ func (pl policyLayout) batch(held map[string][]chainRule, existing func(s setDef
 		}
 		gone, del, put = append(gone, g...), append(del, d...), append(put, p...)
 	}
-	// The isolation sets: only the addresses that a policy that comes, goes or changes
-	// selects can change (any other is selected by the same policies before and after).
-	// An address leaves the set of its old group (unless that set goes) and joins that
-	// of its new one.
-	var touched []netip.Addr
-	for _, p := range slices.Concat(pl.gone, pl.created) {
-		touched = append(touched, p.Selected...)
-	}
-	for _, k := range pl.kept {
-		if len(k.after) > 0 {
-			touched = append(touched, slices.Concat(k.old.Selected, k.next.Selected)...)
-		}
-	}
-	slices.SortFunc(touched, netip.Addr.Compare)
-	touched = slices.Compact(touched)
-	for i, d := range directions {
-		was, is := map[string][]netip.Addr{}, map[string][]netip.Addr{}
-		for _, a := range touched {
-			og, wok := selectedBy(pl.old, d, a)
-			ng, nok := selectedBy(pl.next, d, a)
-			if wok && (!nok || og != ng) && nextG[i][og] {
-				was[og] = append(was[og], a)
-			}
-			if nok && (!wok || og != ng) {
-				is[ng] = append(is[ng], a)
-			}
-		}
-		for _, g := range slices.Sorted(maps.Keys(was)) {
-			for _, f := range []ipFamily{ip4, ip6} {
-				gone = append(gone, isolationSetDef(d, g, f, addrElems(was[g], f)))
-			}
-		}
-		for _, g := range slices.Sorted(maps.Keys(is)) {
-			for _, f := range []ipFamily{ip4, ip6} {
-				put = append(put, isolationSetDef(d, g, f, addrElems(is[g], f)))
-			}
-		}
-	}
+	g, p := pl.isolationChanges(nextG)
+	gone, put = append(gone, g...), append(put, p...)
 	ids := map[string]uint32{} // the created sets' batch IDs, for the rules that use them
 	queue := func(sets []setDef, add, remove bool) {
 		for _, s := range sets {
@@ -485,9 +483,9 @@ func (pl policyLayout) batch(held map[string][]chainRule, existing func(s setDef
 			b.AddElems(inet, TableName, s.name, id, chunk)
 		}
 	}
-	for i, d := range directions {
+	for _, d := range directions {
 		for _, g := range groups(pl.next, d) {
-			if !oldG[i][g] {
+			if !oldG[d][g] {
 				for _, f := range []ipFamily{ip4, ip6} {
 					create(isolationSetDef(d, g, f, nil))
 				}
@@ -519,9 +517,9 @@ func (pl policyLayout) batch(held map[string][]chainRule, existing func(s setDef
 		}
 		return nil
 	}
-	for i, d := range directions {
+	for _, d := range directions {
 		for _, g := range groups(pl.created, d) {
-			if !oldG[i][g] {
+			if !oldG[d][g] {
 				c := groupChainDef(pl.next, d, g)
 				if err := insert(c.name, c.rules, func(ruleDef) (chainRule, bool) { return chainRule{}, false }); err != nil {
 					return nil, err
@@ -548,10 +546,10 @@ func (pl policyLayout) batch(held map[string][]chainRule, existing func(s setDef
 	}
 	// The dispatch rules of the groups that come, each before the first rule that stays
 	// of a group after it in Sync's order (egress first, then by group), else last.
-	for i, d := range directions {
+	for _, d := range directions {
 		var jumps []ruleDef
 		for _, g := range groups(pl.next, d) {
-			if !oldG[i][g] {
+			if !oldG[d][g] {
 				for _, f := range []ipFamily{ip4, ip6} {
 					jumps = append(jumps, isolationJump(d, g, f))
 				}

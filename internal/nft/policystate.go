@@ -3,7 +3,6 @@ package nft
 import (
 	"bytes"
 	"fmt"
-	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -126,11 +125,7 @@ func isolationSetsOf(d Delta) []setDef {
 		for _, a := range addrs {
 			byGroup[groupOf[a]] = append(byGroup[groupOf[a]], a)
 		}
-		for _, g := range slices.Sorted(maps.Keys(byGroup)) {
-			for _, f := range []ipFamily{ip4, ip6} {
-				out = append(out, isolationSetDef(dir, g, f, addrElems(byGroup[g], f)))
-			}
-		}
+		out = append(out, isolationSetsByGroup(dir, byGroup)...)
 	}
 	return out
 }
