@@ -149,7 +149,11 @@ type Agent struct {
 	verifiedGen uint32
 	// verifiedWant is the desired state the tables were found equal to (guarded by
 	// dpMu): a cluster sync that computes the same state again skips the comparison.
-	verifiedWant nft.Ruleset
+	// verifiedServices are the service changes of the element batches committed since,
+	// in order, which verifiedRulesetLocked folds into it when it is read: a change of
+	// one service costs the same whatever the number of services.
+	verifiedWant     nft.Ruleset
+	verifiedServices []serviceBatch
 	// appliedPolicies are the compiled policies the tables hold (guarded by dpMu): what
 	// the policies' incremental updates start from; nil when not known.
 	appliedPolicies *[]nft.Policy

@@ -105,18 +105,19 @@ func (a *Agent) syncRulesetLocked(ifDiffers, news bool) error {
 		}
 		gen, genErr := a.nft.Generation()
 		if genErr == nil && a.verified && gen == a.verifiedGen {
-			if reflect.DeepEqual(want, a.verifiedWant) {
+			verifiedWant := a.verifiedRulesetLocked()
+			if reflect.DeepEqual(want, verifiedWant) {
 				return nil
 			}
 			// Tables known to equal verifiedWant: when only services changed (the
 			// store's news of a mirrored Service or EndpointSlice), change their
 			// elements instead of comparing everything.
-			if add, remove, ok := servicesDelta(a.verifiedWant, want); ok {
+			if add, remove, ok := servicesDelta(verifiedWant, want); ok {
 				if err := a.servicesUpdateLocked(add, remove); err != nil {
 					return err
 				}
 				if a.verified {
-					a.verifiedWant = want // the same services, in want's order
+					a.setVerifiedLocked(a.verifiedGen, want) // the same services, in want's order
 				}
 				return nil
 			}
@@ -129,7 +130,7 @@ func (a *Agent) syncRulesetLocked(ifDiffers, news bool) error {
 		}
 		if ok {
 			if after, err := a.nft.Generation(); genErr == nil && err == nil && after == gen {
-				a.verified, a.verifiedGen, a.verifiedWant = true, gen, want
+				a.setVerifiedLocked(gen, want)
 			}
 			a.appliedPolicies = &want.Policies
 			return nil
@@ -150,7 +151,7 @@ func (a *Agent) syncRulesetLocked(ifDiffers, news bool) error {
 	a.appliedPolicies = &want.Policies
 	// One batch commits one generation: if nothing else committed, the tables are want.
 	if after, err := a.nft.Generation(); genErr == nil && err == nil && after == gen+1 {
-		a.verified, a.verifiedGen, a.verifiedWant = true, after, want
+		a.setVerifiedLocked(after, want)
 	}
 	return nil
 }
@@ -206,8 +207,27 @@ func (a *Agent) servicesUpdateLocked(add, remove []nft.Service) error {
 	return a.batchKeepingVerifiedLocked(func() error {
 		return a.nftUpdateLocked(nft.Delta{Services: add}, nft.Delta{Services: remove})
 	}, func() {
-		a.verifiedWant.Services = withServiceChanges(a.verifiedWant.Services, add, remove)
+		a.verifiedServices = append(a.verifiedServices, serviceBatch{add: add, remove: remove})
 	})
+}
+
+// serviceBatch is the services one element batch added (new or changed) and removed.
+type serviceBatch struct{ add, remove []nft.Service }
+
+// setVerifiedLocked records that the tables equaled want at generation gen (the caller
+// holds dpMu).
+func (a *Agent) setVerifiedLocked(gen uint32, want nft.Ruleset) {
+	a.verified, a.verifiedGen, a.verifiedWant, a.verifiedServices = true, gen, want, nil
+}
+
+// verifiedRulesetLocked is verifiedWant with the service batches since folded in (the
+// caller holds dpMu).
+func (a *Agent) verifiedRulesetLocked() nft.Ruleset {
+	if len(a.verifiedServices) > 0 {
+		a.verifiedWant.Services = withServiceChanges(a.verifiedWant.Services, a.verifiedServices)
+		a.verifiedServices = nil
+	}
+	return a.verifiedWant
 }
 
 // batchKeepingVerifiedLocked runs apply, which commits at most one nftables batch (the
@@ -233,20 +253,38 @@ func (a *Agent) batchKeepingVerifiedLocked(apply func() error, keep func()) erro
 	return nil
 }
 
-// withServiceChanges is svcs with add replacing or joining, and remove leaving, by key
-// (a new slice: svcs may be shared).
-func withServiceChanges(svcs, add, remove []nft.Service) []nft.Service {
-	drop := make(map[serviceKey]bool, len(add)+len(remove))
-	for _, s := range slices.Concat(add, remove) {
-		drop[keyOf(s)] = true
+// withServiceChanges is svcs after the batches, in order: a service a batch adds
+// replaces or joins those of its key, one it removes leaves (a new slice: svcs may be
+// shared).
+func withServiceChanges(svcs []nft.Service, batches []serviceBatch) []nft.Service {
+	last := map[serviceKey]*nft.Service{} // by key, the last batch's: nil when removed
+	var order []serviceKey                // the keys the batches add, first time first
+	added := map[serviceKey]bool{}
+	for _, b := range batches {
+		for i := range b.add {
+			k := keyOf(b.add[i])
+			if !added[k] {
+				added[k] = true
+				order = append(order, k)
+			}
+			last[k] = &b.add[i]
+		}
+		for _, s := range b.remove {
+			last[keyOf(s)] = nil
+		}
 	}
-	out := make([]nft.Service, 0, len(svcs)+len(add))
+	out := make([]nft.Service, 0, len(svcs)+len(order))
 	for _, s := range svcs {
-		if !drop[keyOf(s)] {
+		if _, changed := last[keyOf(s)]; !changed {
 			out = append(out, s)
 		}
 	}
-	return append(out, add...)
+	for _, k := range order {
+		if s := last[k]; s != nil {
+			out = append(out, *s)
+		}
+	}
+	return out
 }
 
 // applyPoliciesLocked changes the tables' policies from what they hold to want, in one
@@ -465,7 +503,7 @@ func (a *Agent) tablesUnchanged() bool {
 func (a *Agent) markVerified(gen uint32, want nft.Ruleset) {
 	a.dpMu.Lock()
 	defer a.dpMu.Unlock()
-	a.verified, a.verifiedGen, a.verifiedWant = true, gen, want
+	a.setVerifiedLocked(gen, want)
 	a.appliedPolicies = &want.Policies
 	a.repairDeferred = false
 }

@@ -129,7 +129,7 @@ func TestPoliciesFollowChangesIncrementally(t *testing.T) {
 			t.Fatalf("%s: no policy", step.name)
 		}
 		fa.dpMu.Lock()
-		got, verified := fa.polc.Policies(), fa.verifiedWant
+		got, verified := fa.polc.Policies(), fa.verifiedRulesetLocked()
 		fa.dpMu.Unlock()
 		if !reflect.DeepEqual(got, want.Policies) {
 			t.Errorf("%s: the agent's compiler holds\n%+v\nthe store compiles to\n%+v", step.name, got, want.Policies)

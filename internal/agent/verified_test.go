@@ -2,9 +2,11 @@ package agent
 
 import (
 	"net/netip"
+	"reflect"
 	"testing"
 
 	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/nft"
 )
 
 // A mirrored service's element update keeps the tables verified when nothing else
@@ -47,7 +49,7 @@ func TestServicesUpdateKeepsTablesVerified(t *testing.T) {
 			t.Fatal(err)
 		}
 		fa.dpMu.Lock()
-		add, remove, same := servicesDelta(fa.verifiedWant, want)
+		add, remove, same := servicesDelta(fa.verifiedRulesetLocked(), want)
 		fa.dpMu.Unlock()
 		if !same || len(add)+len(remove) != 0 {
 			t.Fatalf("%s: verified state differs from the store's desired state: add %v, remove %v (same but services: %v)", step.name, add, remove, same)
@@ -68,5 +70,35 @@ func TestServicesUpdateKeepsTablesVerified(t *testing.T) {
 	}
 	if fa.tablesUnchanged() {
 		t.Error("tables verified again by an element update that followed a commit the agent did not make")
+	}
+}
+
+// TestWithServiceChanges folds several batches at once: a later batch wins for a key,
+// untouched services keep their order and the added ones follow in the order of their
+// first batch.
+func TestWithServiceChanges(t *testing.T) {
+	svc := func(vip string, port uint16, backends ...string) nft.Service {
+		s := nft.Service{Name: "ns/" + vip, VIP: netip.MustParseAddr(vip), Protocol: "tcp", Port: port}
+		for _, b := range backends {
+			s.Backends = append(s.Backends, netip.MustParseAddrPort(b+":8080"))
+		}
+		return s
+	}
+	a, b, c := svc("10.96.0.1", 80), svc("10.96.0.2", 80), svc("10.96.0.3", 80)
+	b2, d, e := svc("10.96.0.2", 80, "10.88.0.2"), svc("10.96.0.4", 80), svc("10.96.0.5", 80)
+	d2 := svc("10.96.0.4", 80, "10.88.0.4")
+	before := []nft.Service{a, b, c}
+	got := withServiceChanges(before, []serviceBatch{
+		{add: []nft.Service{b2, d}, remove: []nft.Service{c}},
+		{add: []nft.Service{e}},
+		{remove: []nft.Service{e}},
+		{add: []nft.Service{d2, c}},
+	})
+	want := []nft.Service{a, b2, d2, c}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("withServiceChanges =\n%v\nwant\n%v", got, want)
+	}
+	if !reflect.DeepEqual(before, []nft.Service{a, b, c}) {
+		t.Errorf("withServiceChanges changed its input: %v", before)
 	}
 }

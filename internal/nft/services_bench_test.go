@@ -40,9 +40,10 @@ func medians(b *testing.B, ds []time.Duration, unit string) {
 // BenchmarkPrivilegedServiceUpdate measures Update changing the backends of one service
 // when 10 or 10,000 services are defined: adding a 4th backend to a service of 3 (elements
 // added only: the slot count stays 4) and removing it again (a batch that deletes
-// elements). Each iteration does both; the other one is not timed.
+// elements); and adding a service of 3 backends that was not there (a Kubernetes create),
+// removing it again. Each iteration does both; the other one is not timed.
 func BenchmarkPrivilegedServiceUpdate(b *testing.B) {
-	for _, op := range []string{"add-backend", "remove-backend"} {
+	for _, op := range []string{"add-backend", "remove-backend", "add-service"} {
 		for _, n := range []int{10, 10000} {
 			b.Run(fmt.Sprintf("%s/services=%d", op, n), func(b *testing.B) {
 				tb, _ := openTable(b)
@@ -55,10 +56,16 @@ func BenchmarkPrivilegedServiceUpdate(b *testing.B) {
 				three := svcs[n/2]
 				four := three
 				four.Backends = append(slices.Clone(three.Backends), netip.MustParseAddrPort("10.201.0.1:8080"))
+				fresh := three
+				fresh.Name, fresh.VIP = "ns/fresh", netip.MustParseAddr("10.98.0.1")
 				var ds []time.Duration
 				update := func(timed bool, s Service) {
+					add, remove := Delta{Services: []Service{s}}, Delta{}
+					if s.VIP == fresh.VIP && !timed {
+						add, remove = remove, add
+					}
 					start := time.Now()
-					if err := tb.Update(Delta{Services: []Service{s}}, Delta{}); err != nil {
+					if err := tb.Update(add, remove); err != nil {
 						b.Fatal(err)
 					}
 					if timed {
@@ -66,11 +73,20 @@ func BenchmarkPrivilegedServiceUpdate(b *testing.B) {
 					}
 				}
 				b.ResetTimer()
-				for range b.N {
+				for i := range b.N {
 					b.StopTimer()
-					update(false, map[bool]Service{true: three, false: four}[op == "add-backend"])
-					b.StartTimer()
-					update(true, map[bool]Service{true: four, false: three}[op == "add-backend"])
+					switch op {
+					case "add-service":
+						if i > 0 {
+							update(false, fresh) // removes it
+						}
+						b.StartTimer()
+						update(true, fresh)
+					default:
+						update(false, map[bool]Service{true: three, false: four}[op == "add-backend"])
+						b.StartTimer()
+						update(true, map[bool]Service{true: four, false: three}[op == "add-backend"])
+					}
 				}
 				b.StopTimer()
 				medians(b, ds, "update")
