@@ -33,7 +33,8 @@ func TestPrivilegedNftListsRuleset(t *testing.T) {
 		{"full", full(), []string{
 			"table inet podnet", "table bridge podnet",
 			"typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport",
-			"ip daddr . meta l4proto . th dport vmap @services4",
+			"ip daddr . meta l4proto . th dport @services4 goto service-slots4",
+			"ip daddr . meta l4proto . th dport @slot_bit3_4 goto service-slots4-1",
 			"chain no-backends",
 		}},
 		{"policy", policyExample, []string{

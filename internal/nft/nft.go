@@ -16,7 +16,9 @@
 //	set endpoint_addrs4/6   ifname . ip: (host veth . address) of routed endpoints
 //	map ports4, ports6      l4proto . port : address . port, published ports on every local address
 //	map hostports4/6        ip . l4proto . port : address . port, published ports on one host address
-//	map services4/6         VIP . l4proto . port : goto pick-S, affinity-pick-S or no-backends
+//	set services4/6         VIP . l4proto . port of every service
+//	set slot_bit0_4 .. slot_bit3_4, slot_bit0_6 .. slot_bit3_6  the keys of services4/6
+//	                        whose slot code (0: no backends, b+1: 2^b slots) has that bit
 //	set affinity_services4/6  VIP . l4proto . port of the services with client affinity
 //	map backends4/6         VIP . l4proto . port . index : address . port, backends of the
 //	                        services (typeof: the index is numgen's integer)
@@ -26,10 +28,9 @@
 //	                        services again, by NodePort (typeof, as backends4/6)
 //	map service_nodeports4/6  VIP . l4proto . port : NodePort, the NodePort of each service
 //	                        (read by Update only: no rule uses it)
-//	map nodeports           nf_proto . l4proto . NodePort : goto nodeport-pick-S,
-//	                        nodeport-affinity-pick-S or no-backends (NodePorts on every local
-//	                        address; keyed with the family of the service's VIP)
-//	set masq_nodeports      the keys of nodeports again, for the masquerade of NodePort connections
+//	set nodeports           nf_proto . l4proto . NodePort (NodePorts on every local address;
+//	                        keyed with the family of the service's VIP)
+//	set nodeport_slot_bit0 .. 3  the keys of nodeports by the bits of their slot code
 //	set affinity_nodeports  the keys of nodeports of the services with client affinity
 //	chain antispoof   filter prerouting, priority raw: drops packets to 127.0.0.0/8 that
 //	                  did not come from lo, and what a routed endpoint sends from an
@@ -56,10 +57,12 @@
 //	                  (hairpin), those from outside the pod networks that leave through a
 //	                  VXLAN device (to the node's tunnel address), from 127.0.0.0/8, and
 //	                  every connection to a NodePort
-//	chains pick-S, affinity-pick-S, affinity, no-backends  regular: random choice of a
-//	                  backend among S slots, client affinity, rejection of a service without
-//	                  backend; constant (services.go explains them)
-//	chains nodeport-pick-S, nodeport-affinity-pick-S  regular: the same for NodePorts
+//	chains service-slots4/6[-BITS]  regular: the slot trees, from a service's key to the
+//	                  pick chain of its slot count, by the slot_bit sets
+//	chains pick-S, affinity, no-backends  regular: random choice of a backend among S
+//	                  slots, client affinity, rejection of a service without backend;
+//	                  constant (services.go explains them)
+//	chains nodeport-slots[-BITS], nodeport-pick-S  regular: the same for NodePorts
 //	chains policies, policy-ingress-G, policy-egress-G  regular (policies): the dispatch
 //	                  to the chains of the isolated pods' groups (namespaces), each with a
 //	                  rule per policy rule and family that returns what it allows and a

@@ -90,13 +90,17 @@ func TestNodePortElements(t *testing.T) {
 		set  string
 		want []string
 	}{
-		{mapNodePorts, []string{
-			`ipv4 . tcp . 30080 : goto nodeport-pick-4 comment "default/web"`,
-			`ipv4 . tcp . 30443 : goto no-backends comment "default/idle"`,
-			`ipv4 . udp . 30001 : goto nodeport-pick-512 comment "ns/big"`,
-			`ipv6 . udp . 30053 : goto nodeport-affinity-pick-2 comment "kube-system/dns"`,
+		{setNodePorts, []string{
+			`ipv4 . tcp . 30080 comment "default/web"`,
+			`ipv4 . tcp . 30443 comment "default/idle"`,
+			`ipv4 . udp . 30001 comment "ns/big"`,
+			`ipv6 . udp . 30053 comment "kube-system/dns"`,
 		}},
-		{setMasqNodePorts, []string{"ipv4 . tcp . 30080", "ipv4 . tcp . 30443", "ipv4 . udp . 30001", "ipv6 . udp . 30053"}},
+		// Slot codes: 4 slots 3, none 0, 512 slots 10, 2 slots 2.
+		{nodePortSlotBitSet(0), []string{"ipv4 . tcp . 30080"}},
+		{nodePortSlotBitSet(1), []string{"ipv4 . tcp . 30080", "ipv4 . udp . 30001", "ipv6 . udp . 30053"}},
+		{nodePortSlotBitSet(2), nil},
+		{nodePortSlotBitSet(3), []string{"ipv4 . udp . 30001"}},
 		{setAffinityNodePorts, []string{"ipv6 . udp . 30053"}},
 		{mapServiceNodePorts + "4", []string{"10.96.0.10 . tcp . 80 : 30080", "10.96.0.10 . tcp . 443 : 30443", "10.96.0.20 . udp . 53 : 30001"}},
 		{mapServiceNodePorts + "6", []string{"fd00:96::a . udp . 53 : 30053"}},
@@ -118,8 +122,11 @@ func TestNodePortElements(t *testing.T) {
 		t.Errorf("set %s: got %d elements %q..., want %d", mapNodePortBackends+"4", len(backends4), backends4[:min(5, len(backends4))], len(want4))
 	}
 	// The late service keeps its VIP.
-	if got := setElems(t, r, mapServices+"4"); !slices.Contains(got, `10.96.0.30 . tcp . 80 : goto pick-1 comment "ns/late"`) {
+	if got := setElems(t, r, setServices+"4"); !slices.Contains(got, `10.96.0.30 . tcp . 80 comment "ns/late"`) {
 		t.Errorf("services4 lacks ns/late: %q", got)
+	}
+	if got := setElems(t, r, slotBitSet(0, ip4)); !slices.Contains(got, "10.96.0.30 . tcp . 80") {
+		t.Errorf("%s lacks ns/late (one slot: code 1): %q", slotBitSet(0, ip4), got)
 	}
 }
 
@@ -146,8 +153,8 @@ func chainText(t *testing.T, r Ruleset, name string) []string {
 func TestNodePortRules(t *testing.T) {
 	for _, chain := range []string{chainPrerouting, chainOutput} {
 		want := []string{
-			"ip daddr . meta l4proto . th dport vmap @services4",
-			"ip6 daddr . meta l4proto . th dport vmap @services6",
+			"ip daddr . meta l4proto . th dport @services4 goto service-slots4",
+			"ip6 daddr . meta l4proto . th dport @services6 goto service-slots6",
 			"dnat ip to ip daddr . meta l4proto . th dport map @hostports4",
 			"dnat ip6 to ip6 daddr . meta l4proto . th dport map @hostports6",
 			"fib daddr type local goto local-ports",
@@ -159,7 +166,7 @@ func TestNodePortRules(t *testing.T) {
 	want := []string{
 		"meta nfproto ipv4 dnat ip to meta l4proto . th dport map @ports4",
 		"meta nfproto ipv6 dnat ip6 to meta l4proto . th dport map @ports6",
-		"meta nfproto . meta l4proto . th dport vmap @nodeports",
+		"meta nfproto . meta l4proto . th dport @nodeports goto nodeport-slots",
 	}
 	if got := chainText(t, example, chainLocalPorts); !slices.Equal(got, want) {
 		t.Errorf("chain local-ports:\n got %q\nwant %q", got, want)
@@ -170,8 +177,8 @@ func TestNodePortRules(t *testing.T) {
 	}
 	dnatted := chainText(t, example, chainDNATted)
 	for _, want := range []string{
-		"meta l4proto tcp meta nfproto . meta l4proto . ct original proto-dst @masq_nodeports masquerade",
-		"meta l4proto udp meta nfproto . meta l4proto . ct original proto-dst @masq_nodeports masquerade",
+		"meta l4proto tcp meta nfproto . meta l4proto . ct original proto-dst @nodeports masquerade",
+		"meta l4proto udp meta nfproto . meta l4proto . ct original proto-dst @nodeports masquerade",
 		"tcp dport != 0 ct state new meta nfproto . meta l4proto . ct original proto-dst @affinity_nodeports update @affinity4 { ip saddr . ct original ip daddr . meta l4proto . ct original proto-dst : ip daddr . tcp dport }",
 	} {
 		if !slices.Contains(dnatted, want) {
@@ -244,12 +251,13 @@ func TestPlanNodePorts(t *testing.T) {
 	key := func(s Service) Service { return Service{VIP: s.VIP, Protocol: s.Protocol, Port: s.Port} }
 	webElems := func(port uint16) []string {
 		p := fmt.Sprint(port)
-		return []string{
-			"masq_nodeports: ipv4 . tcp . " + p,
+		return []string{ // 4 slots: slot code 3
 			"nodeport_backends4: tcp . " + p + " . 0 : 10.88.1.2 . 8080",
 			"nodeport_backends4: tcp . " + p + " . 1 : 10.88.4.2 . 8080",
 			"nodeport_backends4: tcp . " + p + " . 2 : 10.88.4.3 . 8080",
-			"nodeports: ipv4 . tcp . " + p + " : goto nodeport-pick-4",
+			"nodeport_slot_bit0: ipv4 . tcp . " + p,
+			"nodeport_slot_bit1: ipv4 . tcp . " + p,
+			"nodeports: ipv4 . tcp . " + p,
 			"service_nodeports4: 10.96.0.10 . tcp . 80 : " + p,
 		}
 	}
@@ -257,15 +265,14 @@ func TestPlanNodePorts(t *testing.T) {
 		"backends4: 10.96.0.10 . tcp . 80 . 0 : 10.88.1.2 . 8080",
 		"backends4: 10.96.0.10 . tcp . 80 . 1 : 10.88.4.2 . 8080",
 		"backends4: 10.96.0.10 . tcp . 80 . 2 : 10.88.4.3 . 8080",
-		"services4: 10.96.0.10 . tcp . 80 : goto pick-4",
+		"services4: 10.96.0.10 . tcp . 80",
+		"slot_bit0_4: 10.96.0.10 . tcp . 80",
+		"slot_bit1_4: 10.96.0.10 . tcp . 80",
 	}
 	sorted := func(ss ...[]string) []string { return slices.Sorted(slices.Values(slices.Concat(ss...))) }
 	stickyElems := func(port uint16) []string {
 		p := fmt.Sprint(port)
-		return sorted(slices.DeleteFunc(webElems(port), func(e string) bool { return strings.HasPrefix(e, "nodeports:") }), []string{
-			"affinity_nodeports: ipv4 . tcp . " + p,
-			"nodeports: ipv4 . tcp . " + p + " : goto nodeport-affinity-pick-4",
-		})
+		return sorted(webElems(port), []string{"affinity_nodeports: ipv4 . tcp . " + p})
 	}
 	web31 := with(web, func(s *Service) { s.NodePort = 30081 })
 	sticky := with(web, func(s *Service) { s.Affinity = true })
@@ -287,40 +294,39 @@ func TestPlanNodePorts(t *testing.T) {
 			add: []Service{with(web, func(s *Service) { s.NodePort = 0 }), otherTakes},
 			del: webElems(30080),
 			put: []string{
-				"masq_nodeports: ipv4 . tcp . 30080",
 				"nodeport_backends4: tcp . 30080 . 0 : 10.88.1.7 . 80",
-				"nodeports: ipv4 . tcp . 30080 : goto nodeport-pick-1",
+				"nodeport_slot_bit0: ipv4 . tcp . 30080",
+				"nodeports: ipv4 . tcp . 30080",
 				"service_nodeports4: 10.96.0.11 . tcp . 80 : 30080",
 			}},
 		{name: "NodePorts swapped in one call", kernel: []Service{web, with(other, func(s *Service) { s.NodePort = 30081 })}, inUse: []uint16{30080, 30081},
 			add: []Service{web31, otherTakes},
 			del: sorted(webElems(30080), []string{
-				"masq_nodeports: ipv4 . tcp . 30081",
 				"nodeport_backends4: tcp . 30081 . 0 : 10.88.1.7 . 80",
-				"nodeports: ipv4 . tcp . 30081 : goto nodeport-pick-1",
+				"nodeport_slot_bit0: ipv4 . tcp . 30081",
+				"nodeports: ipv4 . tcp . 30081",
 				"service_nodeports4: 10.96.0.11 . tcp . 80 : 30081",
 			}),
 			put: sorted(webElems(30081), []string{
-				"masq_nodeports: ipv4 . tcp . 30080",
 				"nodeport_backends4: tcp . 30080 . 0 : 10.88.1.7 . 80",
-				"nodeports: ipv4 . tcp . 30080 : goto nodeport-pick-1",
+				"nodeport_slot_bit0: ipv4 . tcp . 30080",
+				"nodeports: ipv4 . tcp . 30080",
 				"service_nodeports4: 10.96.0.11 . tcp . 80 : 30080",
 			})},
-		// 10.88.4.2 (index 1 of 3) goes: index 1 is 10.88.4.3 now, 4 slots become 2.
+		// 10.88.4.2 (index 1 of 3) goes: index 1 is 10.88.4.3 now, 4 slots become 2
+		// (slot code 3 becomes 2).
 		{name: "affinity: a backend removed", kernel: []Service{sticky}, add: []Service{stickyLess},
 			del: []string{
 				"backends4: 10.96.0.10 . tcp . 80 . 1 : 10.88.4.2 . 8080",
 				"backends4: 10.96.0.10 . tcp . 80 . 2 : 10.88.4.3 . 8080",
 				"nodeport_backends4: tcp . 30080 . 1 : 10.88.4.2 . 8080",
 				"nodeport_backends4: tcp . 30080 . 2 : 10.88.4.3 . 8080",
-				"nodeports: ipv4 . tcp . 30080 : goto nodeport-affinity-pick-4",
-				"services4: 10.96.0.10 . tcp . 80 : goto affinity-pick-4",
+				"nodeport_slot_bit0: ipv4 . tcp . 30080",
+				"slot_bit0_4: 10.96.0.10 . tcp . 80",
 			},
 			put: []string{
 				"backends4: 10.96.0.10 . tcp . 80 . 1 : 10.88.4.3 . 8080",
 				"nodeport_backends4: tcp . 30080 . 1 : 10.88.4.3 . 8080",
-				"nodeports: ipv4 . tcp . 30080 : goto nodeport-affinity-pick-2",
-				"services4: 10.96.0.10 . tcp . 80 : goto affinity-pick-2",
 			},
 			forget: []affinityForget{
 				{family: ip4, match: sticky.key().bytes(), keep: stickyLess.Backends},
@@ -452,7 +458,7 @@ func TestPrivilegedNodePortUpdate(t *testing.T) {
 
 	// A NodePort's element deleted behind podnet's back: the service does not add up.
 	c := otherConn(t, ns)
-	np, err := c.GetSetByName(podnetTable(nftables.TableFamilyINet), mapNodePorts)
+	np, err := c.GetSetByName(podnetTable(nftables.TableFamilyINet), setNodePorts)
 	must(t, err, "get nodeports")
 	must(t, c.SetDeleteElements(np, []nftables.SetElement{{Key: web.nodePortKey().bytes()}}), "delete web's NodePort")
 	must(t, c.Flush(), "delete web's NodePort")

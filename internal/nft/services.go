@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -24,17 +23,26 @@ import (
 // the kernel validates again every chain and rule reachable from the base chains, which
 // would make a backend change cost as much as the number of services if services had
 // chains of their own: measured on 6.18, a batch adding one service chain behind a verdict
-// map took 0.3 ms next to 10 such chains, 18 ms next to 10,000 of 3 rules).
+// map took 0.3 ms next to 10 such chains, 18 ms next to 10,000 of 3 rules). Nor does a
+// service own a verdict map element: a batch that adds one (a jump or goto) has the
+// kernel walk every element of the verdict maps looked up from the base chains, which
+// took a new service's batch from 0.7 ms next to 10 services to 1.6 ms next to 10,000
+// (BenchmarkPrivilegedServiceUpdate, add-service); with plain sets it stays flat.
 //
 // Every rule is one that nft (1.0.6 of Debian 12 and later) lists and parses back: no
 // lookup's result feeds another lookup or a set update (nft cannot print that), and the
 // maps with an integer field in their key (the backends' index) carry the "typeof" user
 // data nft needs.
 //
-// The dispatch rule of the prerouting and output chains looks a packet's key
-// (VIP . protocol . port) up in the verdict map services4/6, whose element for a service
-// goes to the chain of its slot count: the number of its backends rounded up to a power
-// of two, S. Its backends have the indexes 0 to N-1, in backends4/6 (key . index : backend
+// The dispatch rule of the prerouting and output chains sends a packet whose key
+// (VIP . protocol . port) is in set services4/6 to the slot tree service-slots4/6
+// (slotTree), which takes it to the chain of the service's slot count: the number of its
+// backends rounded up to a power of two, S. The slot code of S (0 for no backends, b+1
+// for S = 2^b, slotCode) is in sets slot_bit0_4 to slot_bit3_4 (for IPv6 _6): the key is
+// in slot_bit<B> when bit B of the code is 1. The tree tests the bits from the highest
+// down, one set lookup and a goto each, and ends in pick-S or no-backends: five lookups
+// for a new connection (nat chains see the first packet only) instead of one in a verdict
+// map. Its backends have the indexes 0 to N-1, in backends4/6 (key . index : backend
 // address . port), in address order. Chain pick-S draws "numgen random mod S" and DNATs to
 // the backend with that index; an index without backend (N <= index < S) is drawn again,
 // up to pickAttempts times, then drawn among the first S/2 backends (which all exist). A
@@ -43,10 +51,10 @@ import (
 // unreachable (which the kernel rate-limits per client: by default 1/s after a burst of 6,
 // shared in IPv6 with the redirects the node sends).
 //
-// Affinity: a service with affinity goes to chain affinity-pick-S instead, and its key is
-// in affinity_services4/6. affinity-pick-S first jumps to chain affinity, which DNATs to
-// the client's remembered backend (the dynamic map affinity4/6, client address . key :
-// backend) if it has one, then goes to pick-S. Chain dnatted (entered from postrouting,
+// Affinity: the key of a service with affinity is in affinity_services4/6. The root of the
+// slot tree first jumps to chain affinity for such a key, which DNATs to the client's
+// remembered backend (the dynamic map affinity4/6, client address . key : backend) if it
+// has one; else the tree goes on to pick-S. Chain dnatted (entered from postrouting,
 // after the DNAT) remembers the backend of each new connection to a service with affinity,
 // or refreshes the entry: it stays AffinityTimeout after the client's last new
 // connection; when the map is full (affinitySize entries), connections are balanced
@@ -55,10 +63,11 @@ import (
 //
 // NodePort: a service with a NodePort owns elements keyed by the NodePort as well. Chain
 // local-ports (entered by the prerouting and output chains for local destinations only,
-// "fib daddr type local") looks "meta nfproto . meta l4proto . th dport" up in the verdict
-// map nodeports, whose element for the service goes to chain nodeport-pick-S,
-// nodeport-affinity-pick-S or no-backends: the same slot count S, the same draws and the
-// same rejection as for the VIP. The pick chains of the VIP cannot serve the NodePort: they
+// "fib daddr type local") sends a connection whose "meta nfproto . meta l4proto . th
+// dport" is in set nodeports to the slot tree nodeport-slots, with sets
+// nodeport_slot_bit0 to 3 and affinity_nodeports, which ends in chain nodeport-pick-S or
+// no-backends: the same slot count S, the same draws and the same rejection as for the
+// VIP. The pick chains of the VIP cannot serve the NodePort: they
 // key the backends by the packet's destination, which is the VIP there and any local
 // address here, and a packet is DNATed once per hook. So the NodePort has its copy of the
 // backends, nodeport_backends4/6 (l4proto . NodePort . index : backend, the same indexes),
@@ -82,10 +91,7 @@ import (
 // must come back through this node to be un-DNATed. The backend sees the node's address.
 // postrouting jumps to chain dnatted for DNATed connections only (first packets), where two
 // rules (TCP, UDP: nft needs the protocol to print "ct original proto-dst") look the
-// connection's original nf_proto . l4proto . port up in set masq_nodeports, which holds the
-// keys of map nodeports again: the kernel validates the chains of a verdict map's elements
-// for every hook it is looked up from, even as a set, and postrouting may neither DNAT nor
-// reject. No packet mark is used (marks are shared with other tools and steer routing).
+// connection's original nf_proto . l4proto . port up in set nodeports. No packet mark is used (marks are shared with other tools and steer routing).
 // What the rules match is the connection's original family, protocol and port, not the
 // path that DNATed it: a connection to a VIP or a published port whose original port is a
 // NodePort of its family and protocol is masqueraded too (its backend then sees a node's
@@ -93,29 +99,32 @@ import (
 
 // Names of the service sets, maps and chains. The per-family ones end in 4 or 6.
 const (
-	mapServices         = "services"
+	setServices         = "services"
+	setSlotBit          = "slot_bit" // + bit + "_" + family suffix: slot_bit0_4
 	setAffinityServices = "affinity_services"
 	mapBackends         = "backends"
 	mapAffinity         = "affinity"
-	// NodePorts: nodeports, masq_nodeports and affinity_nodeports are keyed with the
-	// family (nf_proto), the others are per family.
-	mapNodePorts         = "nodeports"
-	setMasqNodePorts     = "masq_nodeports"
+	// NodePorts: nodeports, nodeport_slot_bit<B> and affinity_nodeports are keyed with
+	// the family (nf_proto), the others are per family.
+	setNodePorts         = "nodeports"
+	setNodePortSlotBit   = "nodeport_slot_bit" // + bit
 	setAffinityNodePorts = "affinity_nodeports"
 	mapNodePortBackends  = "nodeport_backends"
 	mapServiceNodePorts  = "service_nodeports"
 
-	chainNoBackends           = "no-backends"
-	chainAffinity             = "affinity"
-	chainPick                 = "pick-"                   // + slot count
-	chainAffinityPick         = "affinity-pick-"          // + slot count
-	chainNodePortPick         = "nodeport-pick-"          // + slot count
-	chainNodePortAffinityPick = "nodeport-affinity-pick-" // + slot count
+	chainNoBackends    = "no-backends"
+	chainAffinity      = "affinity"
+	chainServiceSlots  = "service-slots"  // + family suffix, then "-" + the bits tested so far
+	chainNodePortSlots = "nodeport-slots" // + "-" + the bits tested so far
+	chainPick          = "pick-"          // + slot count
+	chainNodePortPick  = "nodeport-pick-" // + slot count
 )
 
 const (
 	// maxSlotBits bounds the slot counts: 1, 2, 4, ..., 1<<maxSlotBits.
 	maxSlotBits = 12
+	// slotCodeBits is the number of bits of a slot code (slotCode), each a set.
+	slotCodeBits = 4
 	// pickAttempts is the number of draws among S slots before a draw among S/2.
 	pickAttempts = 6
 	// affinitySize is the capacity of each affinity map.
@@ -129,6 +138,27 @@ func slotCounts() []uint32 {
 		out = append(out, 1<<b)
 	}
 	return out
+}
+
+// slotCode is the code of slot count n in the slot_bit sets: 0 for none (no backends),
+// b+1 for 1<<b.
+func slotCode(n uint32) uint8 {
+	if n == 0 {
+		return 0
+	}
+	return uint8(bits.Len32(n-1)) + 1
+}
+
+// codeSlots is the slot count of code c (slotCode's inverse); ok is false for a code no
+// slot count has.
+func codeSlots(c uint8) (n uint32, ok bool) {
+	switch {
+	case c == 0:
+		return 0, true
+	case int(c) > maxSlotBits+1:
+		return 0, false
+	}
+	return 1 << (c - 1), true
 }
 
 // slots is the slot count of a service with n backends: n rounded up to a power of two,
@@ -246,7 +276,7 @@ func (k nodePortKey) family() ipFamily {
 	return ip4
 }
 
-// bytes is the key as the kernel sees it in nodeports, masq_nodeports and
+// bytes is the key as the kernel sees it in nodeports, the nodeport_slot_bit sets and
 // affinity_nodeports: nf_proto . l4proto . port, fields padded to 4 bytes.
 func (k nodePortKey) bytes() []byte {
 	return slices.Concat([]byte{k.nfproto, 0, 0, 0}, k.portBytes())
@@ -284,44 +314,29 @@ func (f ipFamily) nfprotoName() string {
 	return "ipv4"
 }
 
-// serviceElems is what one service owns: elements of the maps of its family, and with a
-// NodePort, elements of the NodePort maps.
+// serviceElems is what one service owns: elements of the sets and maps of its family, and
+// with a NodePort, elements of the NodePort sets and maps.
 type serviceElems struct {
 	key      serviceKey
 	affinity bool      // the key is in affinity_services
-	svc      elemDef   // key : goto chain
+	member   elemDef   // the key in services, with the service's name as comment
+	slots    uint32    // the slot count (0: no backends), in the slot_bit sets
 	backends []elemDef // key . index : backend
 
 	nodePort         *nodePortKey // nil without NodePort
 	nodePortAffinity bool         // the NodePort is in affinity_nodeports
-	nodePortElem     elemDef      // NodePort key : goto chain
+	nodePortMember   elemDef      // the NodePort key in nodeports
 	nodeBackends     []elemDef    // l4proto . NodePort . index : backend
-}
-
-// target is the chain a service with n backends goes to: for its VIP, or with nodePort
-// for its NodePort.
-func target(n int, affinity, nodePort bool) string {
-	pick, affinityPick := chainPick, chainAffinityPick
-	if nodePort {
-		pick, affinityPick = chainNodePortPick, chainNodePortAffinityPick
-	}
-	switch {
-	case n == 0:
-		return chainNoBackends
-	case affinity:
-		return affinityPick + strconv.Itoa(int(slots(n)))
-	}
-	return pick + strconv.Itoa(int(slots(n)))
 }
 
 // elems returns the elements of s, which must be valid with sorted backends.
 func (s Service) elems() serviceElems {
 	k := s.key()
-	chain := target(len(s.Backends), s.Affinity, false)
 	e := serviceElems{
 		key:      k,
 		affinity: s.Affinity,
-		svc:      elemDef{key: k.bytes(), jump: chain, text: k.text() + " : goto " + chain, comment: comment(s.Name)},
+		member:   elemDef{key: k.bytes(), text: k.text(), comment: comment(s.Name)},
+		slots:    slots(len(s.Backends)),
 	}
 	for i, b := range s.Backends {
 		e.backends = append(e.backends, backendElem(k, i, b))
@@ -329,7 +344,7 @@ func (s Service) elems() serviceElems {
 	if s.NodePort != 0 {
 		np := s.nodePortKey()
 		e.nodePort, e.nodePortAffinity = &np, s.Affinity
-		e.nodePortElem = nodePortElem(np, target(len(s.Backends), s.Affinity, true), s.Name)
+		e.nodePortMember = nodePortMember(np, s.Name)
 		for i, b := range s.Backends {
 			e.nodeBackends = append(e.nodeBackends, nodeBackendElem(np, i, b))
 		}
@@ -337,9 +352,9 @@ func (s Service) elems() serviceElems {
 	return e
 }
 
-// nodePortElem is the element of map nodeports of NodePort k of service name.
-func nodePortElem(k nodePortKey, chain, name string) elemDef {
-	return elemDef{key: k.bytes(), jump: chain, text: k.text() + " : goto " + chain, comment: comment(name)}
+// nodePortMember is the element of set nodeports of NodePort k of service name.
+func nodePortMember(k nodePortKey, name string) elemDef {
+	return elemDef{key: k.bytes(), text: k.text(), comment: comment(name)}
 }
 
 // nodeBackendElem is the element of backend b, with index i, of NodePort k.
@@ -378,51 +393,53 @@ func backendKey(k serviceKey, i int) []byte {
 	return slices.Concat(k.bytes(), binaryutil.NativeEndian.PutUint32(uint32(i)))
 }
 
-// slotCount is the slot count of the chain of an element of map services (of map
-// nodeports with nodePort), and whether it is a chain of services with affinity; ok is
-// false for another chain.
-func slotCount(chain string, nodePort bool) (n uint32, affinity, ok bool) {
-	if chain == chainNoBackends {
-		return 0, false, true
-	}
-	pick, affinityPick := chainPick, chainAffinityPick
-	if nodePort {
-		pick, affinityPick = chainNodePortPick, chainNodePortAffinityPick
-	}
-	rest, affinity := strings.CutPrefix(chain, affinityPick)
-	if !affinity {
-		if rest, ok = strings.CutPrefix(chain, pick); !ok {
-			return 0, false, false
-		}
-	}
-	v, err := strconv.ParseUint(rest, 10, 32)
-	if err != nil || v == 0 || v&(v-1) != 0 || v > 1<<maxSlotBits {
-		return 0, false, false
-	}
-	return uint32(v), affinity, true
-}
-
 // sets returns the elements by set name.
 func (e serviceElems) sets() map[string][]elemDef {
 	sfx := e.key.family().suffix
 	out := map[string][]elemDef{
-		mapServices + sfx: {e.svc},
+		setServices + sfx: {e.member},
 		mapBackends + sfx: e.backends,
 	}
+	plain := elemDef{key: e.key.bytes(), text: e.key.text()}
+	for _, b := range slotBits(e.slots) {
+		out[slotBitSet(b, e.key.family())] = []elemDef{plain}
+	}
 	if e.affinity {
-		out[setAffinityServices+sfx] = []elemDef{{key: e.key.bytes(), text: e.key.text()}}
+		out[setAffinityServices+sfx] = []elemDef{plain}
 	}
 	if np := e.nodePort; np != nil {
+		plain := elemDef{key: np.bytes(), text: np.text()}
 		out[mapServiceNodePorts+sfx] = []elemDef{nodePortRecord(e.key, np.port)}
-		out[mapNodePorts] = []elemDef{e.nodePortElem}
-		out[setMasqNodePorts] = []elemDef{{key: np.bytes(), text: np.text()}}
+		out[setNodePorts] = []elemDef{e.nodePortMember}
+		for _, b := range slotBits(e.slots) {
+			out[nodePortSlotBitSet(b)] = []elemDef{plain}
+		}
 		out[mapNodePortBackends+sfx] = e.nodeBackends
 		if e.nodePortAffinity {
-			out[setAffinityNodePorts] = []elemDef{{key: np.bytes(), text: np.text()}}
+			out[setAffinityNodePorts] = []elemDef{plain}
 		}
 	}
 	return out
 }
+
+// slotBits are the bits set in the slot code of slot count n.
+func slotBits(n uint32) []int {
+	var out []int
+	for b, c := 0, slotCode(n); b < slotCodeBits; b++ {
+		if c>>b&1 == 1 {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// slotBitSet is the set of the services of family f whose slot code has bit b.
+func slotBitSet(b int, f ipFamily) string {
+	return setSlotBit + strconv.Itoa(b) + "_" + f.suffix
+}
+
+// nodePortSlotBitSet is the set of the NodePorts whose service's slot code has bit b.
+func nodePortSlotBitSet(b int) string { return setNodePortSlotBit + strconv.Itoa(b) }
 
 // The "typeof" of the backends maps: nft cannot name the type of the index (an integer of
 // numgen), so the maps carry the expressions their keys and data come from.
@@ -435,9 +452,9 @@ var (
 	typeofNodeBackends = typeofConcat(typeofL4Proto, typeofTHDport, typeofNumgen)
 )
 
-// serviceSets returns the sets and maps of the services: per family services,
-// affinity_services, backends, affinity, nodeport_backends and service_nodeports, then
-// nodeports, masq_nodeports and affinity_nodeports.
+// serviceSets returns the sets and maps of the services: per family services, the
+// slot_bit sets, affinity_services, backends, affinity, nodeport_backends and
+// service_nodeports, then nodeports, the nodeport_slot_bit sets and affinity_nodeports.
 func serviceSets(svcs []Service) []setDef {
 	var out []setDef
 	byName := map[string]*setDef{}
@@ -449,8 +466,11 @@ func serviceSets(svcs []Service) []setDef {
 		if f == ip6 {
 			typeofKey, typeofData = typeofBackends6, typeofBackend6
 		}
+		out = append(out, setDef{name: setServices + f.suffix, keyType: key})
+		for b := range slotCodeBits {
+			out = append(out, setDef{name: slotBitSet(b, f), keyType: key})
+		}
 		out = append(out,
-			setDef{name: mapServices + f.suffix, keyType: key, dataType: nftables.TypeVerdict},
 			setDef{name: setAffinityServices + f.suffix, keyType: key},
 			setDef{name: mapBackends + f.suffix, dataType: backend, typeofKey: &typeofKey, typeofData: &typeofData,
 				keyType: nftables.MustConcatSetType(f.addrType, nftables.TypeInetProto, nftables.TypeInetService, nftables.TypeInteger)},
@@ -462,11 +482,11 @@ func serviceSets(svcs []Service) []setDef {
 				comment: "NodePort of each service, for Update (no rule reads it)"},
 		)
 	}
-	out = append(out,
-		setDef{name: mapNodePorts, keyType: npKey, dataType: nftables.TypeVerdict},
-		setDef{name: setMasqNodePorts, keyType: npKey},
-		setDef{name: setAffinityNodePorts, keyType: npKey},
-	)
+	out = append(out, setDef{name: setNodePorts, keyType: npKey})
+	for b := range slotCodeBits {
+		out = append(out, setDef{name: nodePortSlotBitSet(b), keyType: npKey})
+	}
+	out = append(out, setDef{name: setAffinityNodePorts, keyType: npKey})
 	for i := range out {
 		byName[out[i].name] = &out[i]
 	}
@@ -479,8 +499,10 @@ func serviceSets(svcs []Service) []setDef {
 			}
 		}
 	}
-	sortElems(byName[mapNodePorts].elems)
-	sortElems(byName[setMasqNodePorts].elems)
+	sortElems(byName[setNodePorts].elems)
+	for b := range slotCodeBits {
+		sortElems(byName[nodePortSlotBitSet(b)].elems)
+	}
 	sortElems(byName[setAffinityNodePorts].elems)
 	for _, f := range []ipFamily{ip4, ip6} {
 		slices.SortStableFunc(byName[mapNodePortBackends+f.suffix].elems, func(a, b elemDef) int {
@@ -490,8 +512,9 @@ func serviceSets(svcs []Service) []setDef {
 	return out
 }
 
-// serviceChains returns the regular chains of the services: no-backends, affinity, then
-// the pick and affinity-pick chains of every slot count.
+// serviceChains returns the regular chains of the services: no-backends, affinity, the
+// slot trees of the VIPs (per family) and of the NodePorts, then the pick chains of every
+// slot count, for VIPs and for NodePorts.
 func serviceChains() []chainDef {
 	chains := []chainDef{
 		{name: chainNoBackends, rules: []ruleDef{
@@ -504,14 +527,80 @@ func serviceChains() []chainDef {
 		}},
 		{name: chainAffinity, rules: []ruleDef{stickyRule(ip4), stickyRule(ip6)}},
 	}
-	chains = append(chains, pickChains(chainPick, chainAffinityPick, pickRule)...)
-	return append(chains, pickChains(chainNodePortPick, chainNodePortAffinityPick, nodePortPickRule)...)
+	for _, f := range []ipFamily{ip4, ip6} {
+		key := func() []expr.Any {
+			return slices.Concat(isFamily(nftables.TableFamilyINet, f), []expr.Any{loadAddr(f, f.daddr, reg1)}, loadL4(f.addrLen))
+		}
+		chains = append(chains, slotTree(chainServiceSlots+f.suffix, key, setAffinityServices+f.suffix,
+			func(b int) string { return slotBitSet(b, f) }, chainPick)...)
+	}
+	chains = append(chains, slotTree(chainNodePortSlots, nodePortKeyExprs, setAffinityNodePorts, nodePortSlotBitSet, chainNodePortPick)...)
+	chains = append(chains, pickChains(chainPick, pickRule)...)
+	return append(chains, pickChains(chainNodePortPick, nodePortPickRule)...)
+}
+
+// slotTree returns the chains that send a packet whose key (what key loads into reg1)
+// is a service's to the pick chain of the service's slot count (pick + S), or to chain
+// no-backends: chain root first jumps to chain affinity when the key is in set
+// affinity (which DNATs to the client's remembered backend if there is one), then tests
+// the bits of the slot code from the highest down, one set lookup each (bitSet(b) holds
+// the keys whose code has bit b), each test going to the chain of the bits so far
+// (root-1, root-10, ...), the last one to the pick chain. The kernel validates what a
+// batch adds by walking the chains reachable from the base chains and the elements of
+// their verdict maps: with every service a few plain set elements instead of a verdict
+// map element, that walk does not grow with the number of services.
+func slotTree(root string, key func() []expr.Any, affinity string, bitSet func(int) string, pick string) []chainDef {
+	test := func(set string, verdict expr.VerdictKind, chain string) ruleDef {
+		var exprs []expr.Any // unconditional without set
+		if set != "" {
+			exprs = append(key(), lookup(reg1, set, false))
+		}
+		return ruleDef{exprs: append(exprs, &expr.Verdict{Kind: verdict, Chain: chain})}
+	}
+	// node returns where the codes that start with prefix (of n bits) go, and adds the
+	// chain that tests the next bit when both values of it lead somewhere (else the test
+	// would decide nothing and the one way left is taken at once); "" when no slot count
+	// has such a code.
+	var chains []chainDef
+	var node func(prefix uint8, n int) string
+	node = func(prefix uint8, n int) string {
+		if n == slotCodeBits {
+			switch c, ok := codeSlots(prefix); {
+			case !ok:
+				return ""
+			case c == 0:
+				return chainNoBackends
+			default:
+				return pick + strconv.Itoa(int(c))
+			}
+		}
+		start := len(chains)
+		one, zero := node(prefix<<1|1, n+1), node(prefix<<1, n+1)
+		if n > 0 && (one == "" || zero == "") {
+			return one + zero
+		}
+		c := chainDef{name: root}
+		if n > 0 {
+			c.name += "-" + fmt.Sprintf("%0*b", n, prefix)
+		} else {
+			c.rules = append(c.rules, test(affinity, expr.VerdictJump, chainAffinity))
+		}
+		if one != "" {
+			c.rules = append(c.rules, test(bitSet(slotCodeBits-1-n), expr.VerdictGoto, one))
+		}
+		if zero != "" {
+			c.rules = append(c.rules, test("", expr.VerdictGoto, zero))
+		}
+		chains = slices.Insert(chains, start, c) // before the chains it goes to
+		return c.name
+	}
+	node(0, 0)
+	return chains
 }
 
 // pickChains are, per slot count n, the chain pick<n> that draws a backend with rule
-// for both families, and affinityPick<n> that tries the client's remembered backend
-// first.
-func pickChains(pickName, affinityName string, rule func(ipFamily, uint32) ruleDef) []chainDef {
+// for both families.
+func pickChains(pickName string, rule func(ipFamily, uint32) ruleDef) []chainDef {
 	var chains []chainDef
 	for _, n := range slotCounts() {
 		pick := chainDef{name: pickName + strconv.Itoa(int(n))}
@@ -520,11 +609,7 @@ func pickChains(pickName, affinityName string, rule func(ipFamily, uint32) ruleD
 				pick.rules = append(pick.rules, rule(f, mod))
 			}
 		}
-		affinityPick := chainDef{name: affinityName + strconv.Itoa(int(n)), rules: []ruleDef{
-			jumpRule(expr.VerdictJump, chainAffinity),
-			jumpRule(expr.VerdictGoto, pick.name),
-		}}
-		chains = append(chains, pick, affinityPick)
+		chains = append(chains, pick)
 	}
 	return chains
 }
@@ -563,30 +648,37 @@ func jumpRule(kind expr.VerdictKind, chain string) ruleDef {
 	return ruleDef{exprs: []expr.Any{&expr.Verdict{Kind: kind, Chain: chain}}}
 }
 
-// dispatchRule looks the destination up in the services map of family f.
+// dispatchRule sends a packet to a service of family f (set services4/6) to the root
+// of the slot tree of f.
 func dispatchRule(f ipFamily) ruleDef {
 	return ruleDef{
 		exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f),
 			[]expr.Any{loadAddr(f, f.daddr, reg1)},
 			loadL4(f.addrLen),
-			[]expr.Any{&expr.Lookup{SourceRegister: reg1, DestRegister: unix.NFT_REG_VERDICT, IsDestRegSet: true, SetName: mapServices + f.suffix}}),
+			[]expr.Any{lookup(reg1, setServices+f.suffix, false), &expr.Verdict{Kind: expr.VerdictGoto, Chain: chainServiceSlots + f.suffix}}),
 	}
 }
 
-// nodePortsRule looks a connection to a local address up in map nodeports: "meta nfproto
-// . meta l4proto . th dport".
-func nodePortsRule() ruleDef {
-	return ruleDef{exprs: []expr.Any{
+// nodePortKeyExprs loads "meta nfproto . meta l4proto . th dport", a NodePort key, into
+// reg1.
+func nodePortKeyExprs() []expr.Any {
+	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: reg1},
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg(4)},
 		&expr.Payload{DestRegister: reg(8), Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Lookup{SourceRegister: reg1, DestRegister: unix.NFT_REG_VERDICT, IsDestRegSet: true, SetName: mapNodePorts},
-	}}
+	}
+}
+
+// nodePortsRule sends a connection to a local address whose key is in set nodeports to
+// the root of the NodePorts' slot tree.
+func nodePortsRule() ruleDef {
+	return ruleDef{exprs: append(nodePortKeyExprs(),
+		lookup(reg1, setNodePorts, false), &expr.Verdict{Kind: expr.VerdictGoto, Chain: chainNodePortSlots})}
 }
 
 // nodePortMasqRule masquerades a DNATed connection of protocol proto whose original
 // destination port is a NodePort (of the connection's family and protocol: set
-// masq_nodeports): whatever the client, the backend's reply must come back through this
+// nodeports): whatever the client, the backend's reply must come back through this
 // node. (The "meta l4proto" match is for nft, which needs the protocol to print "ct
 // original proto-dst"; the key holds it.)
 func nodePortMasqRule(proto string) ruleDef {
@@ -596,7 +688,7 @@ func nodePortMasqRule(proto string) ruleDef {
 			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{protoNumber(proto)}},
 		},
 		originalNodePort(),
-		[]expr.Any{lookup(reg1, setMasqNodePorts, false), &expr.Masq{}},
+		[]expr.Any{lookup(reg1, setNodePorts, false), &expr.Masq{}},
 	)}
 }
 

@@ -47,7 +47,7 @@ func (t *Table) serviceChangesLocked(add, remove []Service) (del, put rulesetDef
 		}
 	}
 	p, err := planServices(keys, have, want, func(k nodePortKey) (bool, error) {
-		got, err := r.get(mapNodePorts, [][]byte{k.bytes()})
+		got, err := r.get(setNodePorts, [][]byte{k.bytes()})
 		return len(got) > 0, err
 	})
 	if err != nil {
@@ -318,114 +318,141 @@ func (t *Table) elemReaderLocked() (*elemReader, error) {
 func (r *elemReader) close() { r.c.Close() }
 
 // service returns the elements of the service with key k in the kernel, or nil when it
-// has none. It fails with ErrNoTable when the services maps are missing or what they hold
-// for k does not add up.
+// has none, in two round trips. It fails with ErrNoTable when the services sets are
+// missing or what they hold for k does not add up.
 func (r *elemReader) service(k serviceKey) (*serviceElems, error) {
-	sfx := k.family().suffix
-	got, err := r.get(mapServices+sfx, [][]byte{k.bytes()})
-	if err != nil {
-		return nil, err
+	f := k.family()
+	sfx := f.suffix
+	key := [][]byte{k.bytes()}
+	qs := []elemQuery{{setServices + sfx, key}, {setAffinityServices + sfx, key}, {mapServiceNodePorts + sfx, key}}
+	for b := range slotCodeBits {
+		qs = append(qs, elemQuery{slotBitSet(b, f), key})
 	}
-	if len(got) == 0 {
-		for _, set := range []string{mapServices + sfx, setAffinityServices + sfx, mapBackends + sfx,
-			mapNodePortBackends + sfx, mapServiceNodePorts + sfx, mapNodePorts, setMasqNodePorts, setAffinityNodePorts} {
-			ok, err := r.setExists(set)
-			if err != nil {
-				return nil, err
-			}
-			if !ok {
-				return nil, fmt.Errorf("%w: set %s", ErrNoTable, set)
-			}
-		}
+	// The kernel answers ENOENT for a key a set lacks and for a set the table lacks: the
+	// same round trip asks whether set services4/6 exists. (The sets come and go together:
+	// only Sync creates and deletes them. A set deleted behind podnet's back is a commit
+	// podnet did not make, which the agent's reconcile compares; a batch that touches it
+	// fails with ErrNoTable.)
+	got, exists, err := r.getEach(qs, setServices+sfx)
+	switch {
+	case err != nil:
+		return nil, err
+	case !exists:
+		return nil, fmt.Errorf("%w: set %s", ErrNoTable, setServices+sfx)
+	case len(got[0]) == 0:
 		return nil, nil
 	}
-	e := serviceElems{key: k, svc: got[0]}
-	e.svc.text = k.text() + " : goto " + e.svc.jump
-	n, _, ok := slotCount(e.svc.jump, false)
-	if !ok {
-		return nil, fmt.Errorf("%w: element of %s goes to %q", ErrNoTable, mapServices+sfx, e.svc.jump)
-	}
-	member, err := r.get(setAffinityServices+sfx, [][]byte{k.bytes()})
-	if err != nil {
+	e := serviceElems{key: k, member: got[0][0], affinity: len(got[1]) > 0}
+	e.member.text = k.text()
+	if e.slots, err = slotsOf(got[3:], slotBitSet(0, f)); err != nil {
 		return nil, err
 	}
-	e.affinity = len(member) > 0
-	keys := make([][]byte, 0, n)
-	for i := range n {
-		keys = append(keys, backendKey(k, int(i)))
-	}
-	backends, err := r.get(mapBackends+sfx, keys)
-	if err != nil {
-		return nil, err
-	}
-	if slots(len(backends)) != n {
-		return nil, fmt.Errorf("%w: %d slots but %d backends in %s", ErrNoTable, n, len(backends), mapBackends+sfx)
-	}
-	a := int(k.family().addrLen)
-	for i, b := range backends {
-		if len(b.data) != a+4 {
-			return nil, fmt.Errorf("%w: element of %s with %d bytes of data", ErrNoTable, mapBackends+sfx, len(b.data))
+	n := e.slots
+
+	// The backends, and the NodePort's elements with its backends (as many as the VIP's).
+	qs = backendQueries(mapBackends+sfx, n, func(i int) []byte { return backendKey(k, i) })
+	vipQueries := len(qs)
+	var np nodePortKey
+	if rec := got[2]; len(rec) > 0 {
+		if len(rec[0].data) != 2 {
+			return nil, fmt.Errorf("%w: element of %s with %d bytes of data", ErrNoTable, mapServiceNodePorts+sfx, len(rec[0].data))
 		}
-		addr, _ := netip.AddrFromSlice(b.data[:a])
-		e.backends = append(e.backends, backendElem(k, i, netip.AddrPortFrom(addr, binary.BigEndian.Uint16(b.data[a:]))))
+		np = nodePortKey{nfproto: f.nfproto, proto: k.proto, port: binary.BigEndian.Uint16(rec[0].data)}
+		npKey := [][]byte{np.bytes()}
+		qs = append(qs, elemQuery{setNodePorts, npKey}, elemQuery{setAffinityNodePorts, npKey})
+		for b := range slotCodeBits {
+			qs = append(qs, elemQuery{nodePortSlotBitSet(b), npKey})
+		}
+		qs = append(qs, backendQueries(mapNodePortBackends+sfx, n, func(i int) []byte { return nodeBackendKey(np, i) })...)
 	}
-	if err := r.nodePort(&e); err != nil {
+	if got, _, err = r.getEach(qs, ""); err != nil {
+		return nil, err
+	}
+	backends, err := backendsOf(got[:vipQueries], n, mapBackends+sfx, f, func(i int, b netip.AddrPort) elemDef { return backendElem(k, i, b) })
+	if err != nil {
+		return nil, err
+	}
+	e.backends = backends
+	if len(got) == vipQueries {
+		return &e, nil
+	}
+	got = got[vipQueries:]
+	if len(got[0]) == 0 {
+		return nil, fmt.Errorf("%w: NodePort %s of service %s not in %s", ErrNoTable, np, k, setNodePorts)
+	}
+	switch npSlots, err := slotsOf(got[2:2+slotCodeBits], nodePortSlotBitSet(0)); {
+	case err != nil:
+		return nil, err
+	case npSlots != n:
+		return nil, fmt.Errorf("%w: NodePort %s of service %s has %d slots, the service %d", ErrNoTable, np, k, npSlots, n)
+	}
+	e.nodePort, e.nodePortAffinity = &np, len(got[1]) > 0
+	e.nodePortMember = nodePortMember(np, "")
+	e.nodePortMember.comment = got[0][0].comment
+	e.nodeBackends, err = backendsOf(got[2+slotCodeBits:], n, mapNodePortBackends+sfx, f,
+		func(i int, b netip.AddrPort) elemDef { return nodeBackendElem(np, i, b) })
+	if err != nil {
 		return nil, err
 	}
 	return &e, nil
 }
 
-// nodePort adds to e the elements of its service's NodePort, if service_nodeports4/6 has
-// one for it. It fails with ErrNoTable when they do not add up.
-func (r *elemReader) nodePort(e *serviceElems) error {
-	k, f := e.key, e.key.family()
-	rec, err := r.get(mapServiceNodePorts+f.suffix, [][]byte{k.bytes()})
-	if err != nil || len(rec) == 0 {
-		return err
-	}
-	if len(rec[0].data) != 2 {
-		return fmt.Errorf("%w: element of %s with %d bytes of data", ErrNoTable, mapServiceNodePorts+f.suffix, len(rec[0].data))
-	}
-	np := nodePortKey{nfproto: f.nfproto, proto: k.proto, port: binary.BigEndian.Uint16(rec[0].data)}
-	got, err := r.get(mapNodePorts, [][]byte{np.bytes()})
-	if err != nil {
-		return err
-	}
-	if len(got) == 0 {
-		return fmt.Errorf("%w: NodePort %s of service %s not in %s", ErrNoTable, np, k, mapNodePorts)
-	}
-	n, _, ok := slotCount(got[0].jump, true)
-	if !ok {
-		return fmt.Errorf("%w: element of %s goes to %q", ErrNoTable, mapNodePorts, got[0].jump)
-	}
-	e.nodePort = &np
-	e.nodePortElem = nodePortElem(np, got[0].jump, "")
-	e.nodePortElem.comment = got[0].comment
-	member, err := r.get(setAffinityNodePorts, [][]byte{np.bytes()})
-	if err != nil {
-		return err
-	}
-	e.nodePortAffinity = len(member) > 0
-	keys := make([][]byte, 0, n)
-	for i := range n {
-		keys = append(keys, nodeBackendKey(np, int(i)))
-	}
-	backends, err := r.get(mapNodePortBackends+f.suffix, keys)
-	if err != nil {
-		return err
-	}
-	if slots(len(backends)) != n {
-		return fmt.Errorf("%w: %d slots but %d backends of NodePort %s in %s", ErrNoTable, n, len(backends), np, mapNodePortBackends+f.suffix)
-	}
-	a := int(f.addrLen)
-	for i, b := range backends {
-		if len(b.data) != a+4 {
-			return fmt.Errorf("%w: element of %s with %d bytes of data", ErrNoTable, mapNodePortBackends+f.suffix, len(b.data))
+// slotsOf is the slot count whose code has the bits of the sets that answered with an
+// element (bits[b] the answer of the set of bit b, the first named set0). It fails with
+// ErrNoTable for a code no slot count has.
+func slotsOf(bits [][]elemDef, set0 string) (uint32, error) {
+	var code uint8
+	for b, got := range bits {
+		if len(got) > 0 {
+			code |= 1 << b
 		}
-		addr, _ := netip.AddrFromSlice(b.data[:a])
-		e.nodeBackends = append(e.nodeBackends, nodeBackendElem(np, i, netip.AddrPortFrom(addr, binary.BigEndian.Uint16(b.data[a:]))))
 	}
-	return nil
+	n, ok := codeSlots(code)
+	if !ok {
+		return 0, fmt.Errorf("%w: slot code %d in sets %s and the next ones", ErrNoTable, code, set0)
+	}
+	return n, nil
+}
+
+// backendQueries asks map set for the backends of indexes 0 to n-1, whose keys key gives,
+// getChunk keys a query.
+func backendQueries(set string, n uint32, key func(i int) []byte) []elemQuery {
+	keys := make([][]byte, n)
+	for i := range keys {
+		keys[i] = key(i)
+	}
+	var qs []elemQuery
+	for chunk := range slices.Chunk(keys, getChunk) {
+		qs = append(qs, elemQuery{set, chunk})
+	}
+	return qs
+}
+
+// backendsOf turns the answers to backendQueries into the backends' elements (elem of
+// index and backend). The kernel answers a query up to the first key it lacks: the
+// backends must be those of indexes 0 to N-1 with n slots for N, else it fails with
+// ErrNoTable.
+func backendsOf(answers [][]elemDef, n uint32, set string, f ipFamily, elem func(int, netip.AddrPort) elemDef) ([]elemDef, error) {
+	var out []elemDef
+	short := false
+	for _, got := range answers {
+		if short && len(got) > 0 {
+			return nil, fmt.Errorf("%w: backends of one service missing in the middle of %s", ErrNoTable, set)
+		}
+		for _, b := range got {
+			a := int(f.addrLen)
+			if len(b.data) != a+4 {
+				return nil, fmt.Errorf("%w: element of %s with %d bytes of data", ErrNoTable, set, len(b.data))
+			}
+			addr, _ := netip.AddrFromSlice(b.data[:a])
+			out = append(out, elem(len(out), netip.AddrPortFrom(addr, binary.BigEndian.Uint16(b.data[a:]))))
+		}
+		short = short || len(got) < getChunk
+	}
+	if slots(len(out)) != n {
+		return nil, fmt.Errorf("%w: %d slots but %d backends in %s", ErrNoTable, n, len(out), set)
+	}
+	return out, nil
 }
 
 // keysRequest is the body of a GETSETELEM request for the elements of set (in table inet
@@ -454,22 +481,52 @@ func keysRequest(set string, keys [][]byte) *netlink.AttributeEncoder {
 func (r *elemReader) get(set string, keys [][]byte) ([]elemDef, error) {
 	var out []elemDef
 	for chunk := range slices.Chunk(keys, getChunk) {
-		replies, found, err := r.request(unix.NFT_MSG_GETSETELEM, keysRequest(set, chunk))
+		got, _, err := r.getEach([]elemQuery{{set, chunk}}, "")
 		if err != nil {
-			return nil, fmt.Errorf("get elements of set %s: %w", set, err)
+			return nil, err
 		}
-		for _, m := range replies {
-			els, err := parseElems(m)
-			if err != nil {
-				return nil, fmt.Errorf("get elements of set %s: %w", set, err)
-			}
-			out = append(out, els...)
-		}
-		if !found {
-			break
+		out = append(out, got[0]...)
+		if len(got[0]) < len(chunk) {
+			break // the kernel stops at the first key it does not have
 		}
 	}
 	return out, nil
+}
+
+// elemQuery asks for the elements of keys (at most getChunk) of set.
+type elemQuery struct {
+	set  string
+	keys [][]byte
+}
+
+// getEach returns the elements of set each query asks for, as get does, and whether
+// table inet podnet has set exists (when not ""), in one round trip.
+func (r *elemReader) getEach(qs []elemQuery, exists string) (elems [][]elemDef, found bool, err error) {
+	reqs := make([]nlRequest, len(qs), len(qs)+1)
+	for i, q := range qs {
+		reqs[i] = nlRequest{unix.NFT_MSG_GETSETELEM, keysRequest(q.set, q.keys)}
+	}
+	if exists != "" {
+		ae := netlink.NewAttributeEncoder()
+		ae.String(unix.NFTA_SET_TABLE, TableName)
+		ae.String(unix.NFTA_SET_NAME, exists)
+		reqs = append(reqs, nlRequest{unix.NFT_MSG_GETSET, ae})
+	}
+	res, err := r.requests(reqs)
+	if err != nil {
+		return nil, false, fmt.Errorf("get elements of sets: %w", err)
+	}
+	elems = make([][]elemDef, len(qs))
+	for i, q := range qs {
+		for _, m := range res[i].replies {
+			els, err := parseElems(m)
+			if err != nil {
+				return nil, false, fmt.Errorf("get elements of set %s: %w", q.set, err)
+			}
+			elems[i] = append(elems[i], els...)
+		}
+	}
+	return elems, exists != "" && res[len(qs)].found, nil
 }
 
 // setExists reports whether table inet podnet has the set.
@@ -488,36 +545,72 @@ func (r *elemReader) setExists(set string) (bool, error) {
 // that come before the acknowledgement. found is false when the kernel answered ENOENT
 // (after the replies for what it found).
 func (r *elemReader) request(msgType int, ae *netlink.AttributeEncoder) (replies []netlink.Message, found bool, err error) {
-	attrs, err := ae.Encode()
+	res, err := r.requests([]nlRequest{{msgType, ae}})
 	if err != nil {
 		return nil, false, err
 	}
-	m := netlink.Message{
-		Header: netlink.Header{
-			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | msgType),
-			Flags: netlink.Request | netlink.Acknowledge,
-		},
-		Data: append([]byte{unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0}, attrs...),
+	return res[0].replies, res[0].found, nil
+}
+
+// nlRequest is one nf_tables request: its message type and attributes.
+type nlRequest struct {
+	msgType int
+	ae      *netlink.AttributeEncoder
+}
+
+// answer is what the kernel answered one request: its replies, and found false when it
+// ended with ENOENT.
+type answer struct {
+	replies []netlink.Message
+	found   bool
+}
+
+// requests sends the requests in one message and returns the kernel's answer to each.
+// The kernel handles them in order and answers each with its replies, then an
+// acknowledgement or an error, each a datagram of its own: one round trip however many
+// there are (each round trip costs tens of microseconds).
+func (r *elemReader) requests(reqs []nlRequest) ([]answer, error) {
+	if len(reqs) == 0 {
+		return nil, nil
 	}
-	if _, err := r.c.Send(m); err != nil {
-		return nil, false, err
+	msgs := make([]netlink.Message, len(reqs))
+	for i, req := range reqs {
+		attrs, err := req.ae.Encode()
+		if err != nil {
+			return nil, err
+		}
+		msgs[i] = netlink.Message{
+			Header: netlink.Header{
+				Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | req.msgType),
+				Flags: netlink.Request | netlink.Acknowledge,
+			},
+			Data: append([]byte{unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0}, attrs...),
+		}
 	}
-	// Each reply, and the acknowledgement or error that ends them, is a datagram of its own.
-	for {
-		msgs, err := r.c.Receive()
+	if _, err := r.c.SendMessages(msgs); err != nil {
+		return nil, err
+	}
+	out := make([]answer, 0, len(reqs))
+	var cur answer
+	for len(out) < len(reqs) {
+		got, err := r.c.Receive()
 		switch {
 		case errors.Is(err, unix.ENOENT):
-			return replies, false, nil
+			out, cur = append(out, answer{replies: cur.replies}), answer{}
+			continue
 		case err != nil:
-			return nil, false, err
+			return nil, err
 		}
-		for _, m := range msgs {
+		for _, m := range got {
 			if m.Header.Type == netlink.Error {
-				return replies, true, nil
+				cur.found = true
+				out, cur = append(out, cur), answer{}
+				continue
 			}
-			replies = append(replies, m)
+			cur.replies = append(cur.replies, m)
 		}
 	}
+	return out, nil
 }
 
 // parseElems returns the elements (key, data or verdict chain, comment) of a

@@ -223,8 +223,8 @@ func TestPrivilegedTraceRouted(t *testing.T) {
 	}
 }
 
-// A service VIP: a1 connects to the VIP, podnet's prerouting chain dispatches it to the
-// service's pick chain, which DNATs it to b1 in network B; the forward chain accepts it
+// A service VIP: a1 connects to the VIP, podnet's prerouting chain dispatches it through
+// the slot tree to the service's pick chain, which DNATs it to b1 in network B; the forward chain accepts it
 // as DNATed traffic before the isolation rule, and postrouting masquerades it.
 func TestPrivilegedTraceServiceVIP(t *testing.T) {
 	tp := buildTopo(t)
@@ -237,7 +237,7 @@ func TestPrivilegedTraceServiceVIP(t *testing.T) {
 	}
 	p := ft.Packets[0]
 	cv := wantChain(t, p, "ip prerouting", "inet podnet", "prerouting", "accept")
-	if !slices.ContainsFunc(cv.Steps, func(s Step) bool { return strings.Contains(s.Rule, "vmap @services4") }) {
+	if !slices.ContainsFunc(cv.Steps, func(s Step) bool { return strings.Contains(s.Rule, "@services4 goto service-slots4") }) {
 		t.Errorf("prerouting steps %+v: no services dispatch", cv.Steps)
 	}
 	fwd := wantChain(t, p, "ip forward", "inet podnet", "forward", "accept")
