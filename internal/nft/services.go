@@ -40,9 +40,10 @@ import (
 // backends rounded up to a power of two, S. The slot code of S (0 for no backends, b+1
 // for S = 2^b, slotCode) is in sets slot_bit0_4 to slot_bit3_4 (for IPv6 _6): the key is
 // in slot_bit<B> when bit B of the code is 1. The tree tests the bits from the highest
-// down, one set lookup and a goto each, and ends in pick-S or no-backends: five lookups
-// for a new connection (nat chains see the first packet only) instead of one in a verdict
-// map. Its backends have the indexes 0 to N-1, in backends4/6 (key . index : backend
+// down, one set lookup and a goto each, and ends in pick-S or no-backends: with the
+// membership and the affinity test, up to six lookups for a new connection to a service
+// (nat chains see the first packet only) instead of one in a verdict map; other
+// connections pay the membership lookup alone, as they paid the map's. Its backends have the indexes 0 to N-1, in backends4/6 (key . index : backend
 // address . port), in address order. Chain pick-S draws "numgen random mod S" and DNATs to
 // the backend with that index; an index without backend (N <= index < S) is drawn again,
 // up to pickAttempts times, then drawn among the first S/2 backends (which all exist). A
@@ -91,7 +92,8 @@ import (
 // must come back through this node to be un-DNATed. The backend sees the node's address.
 // postrouting jumps to chain dnatted for DNATed connections only (first packets), where two
 // rules (TCP, UDP: nft needs the protocol to print "ct original proto-dst") look the
-// connection's original nf_proto . l4proto . port up in set nodeports. No packet mark is used (marks are shared with other tools and steer routing).
+// connection's original nf_proto . l4proto . port up in set nodeports. No packet mark is
+// used (marks are shared with other tools and steer routing).
 // What the rules match is the connection's original family, protocol and port, not the
 // path that DNATed it: a connection to a VIP or a published port whose original port is a
 // NodePort of its family and protocol is masqueraded too (its backend then sees a node's

@@ -435,12 +435,12 @@ func backendQueries(set string, n uint32, key func(i int) []byte) []elemQuery {
 func backendsOf(answers [][]elemDef, n uint32, set string, f ipFamily, elem func(int, netip.AddrPort) elemDef) ([]elemDef, error) {
 	var out []elemDef
 	short := false
+	a := int(f.addrLen)
 	for _, got := range answers {
 		if short && len(got) > 0 {
 			return nil, fmt.Errorf("%w: backends of one service missing in the middle of %s", ErrNoTable, set)
 		}
 		for _, b := range got {
-			a := int(f.addrLen)
 			if len(b.data) != a+4 {
 				return nil, fmt.Errorf("%w: element of %s with %d bytes of data", ErrNoTable, set, len(b.data))
 			}
@@ -507,10 +507,7 @@ func (r *elemReader) getEach(qs []elemQuery, exists string) (elems [][]elemDef, 
 		reqs[i] = nlRequest{unix.NFT_MSG_GETSETELEM, keysRequest(q.set, q.keys)}
 	}
 	if exists != "" {
-		ae := netlink.NewAttributeEncoder()
-		ae.String(unix.NFTA_SET_TABLE, TableName)
-		ae.String(unix.NFTA_SET_NAME, exists)
-		reqs = append(reqs, nlRequest{unix.NFT_MSG_GETSET, ae})
+		reqs = append(reqs, nlRequest{unix.NFT_MSG_GETSET, setRequest(exists)})
 	}
 	res, err := r.requests(reqs)
 	if err != nil {
@@ -531,14 +528,19 @@ func (r *elemReader) getEach(qs []elemQuery, exists string) (elems [][]elemDef, 
 
 // setExists reports whether table inet podnet has the set.
 func (r *elemReader) setExists(set string) (bool, error) {
-	ae := netlink.NewAttributeEncoder()
-	ae.String(unix.NFTA_SET_TABLE, TableName)
-	ae.String(unix.NFTA_SET_NAME, set)
-	_, found, err := r.request(unix.NFT_MSG_GETSET, ae)
+	_, found, err := r.request(unix.NFT_MSG_GETSET, setRequest(set))
 	if err != nil {
 		return false, fmt.Errorf("get set %s: %w", set, err)
 	}
 	return found, nil
+}
+
+// setRequest asks for set of table inet podnet (NFT_MSG_GETSET).
+func setRequest(set string) *netlink.AttributeEncoder {
+	ae := netlink.NewAttributeEncoder()
+	ae.String(unix.NFTA_SET_TABLE, TableName)
+	ae.String(unix.NFTA_SET_NAME, set)
+	return ae
 }
 
 // request sends one nf_tables request about table inet podnet and returns the replies
