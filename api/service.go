@@ -1,7 +1,9 @@
 package api
 
 import (
+	"maps"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -122,4 +124,26 @@ type Backend struct {
 	Ports []NamedPort `json:"ports,omitempty"`
 	// Node is the node the backend runs on, when known.
 	Node string `json:"node,omitempty"`
+}
+
+// Clone returns a copy of s that shares no slice or map with it.
+func (s Service) Clone() Service {
+	s.Ports = slices.Clone(s.Ports)
+	s.Selector = maps.Clone(s.Selector)
+	s.Manual = slices.Clone(s.Manual)
+	s.VIPs = slices.Clone(s.VIPs)
+	if s.Slices != nil {
+		s.Slices = slices.Clone(s.Slices)
+		for i := range s.Slices {
+			s.Slices[i].Addrs = slices.Clone(s.Slices[i].Addrs)
+			s.Slices[i].Ports = slices.Clone(s.Slices[i].Ports)
+		}
+	}
+	if s.Backends != nil {
+		s.Backends = slices.Clone(s.Backends)
+		for i := range s.Backends {
+			s.Backends[i].Ports = slices.Clone(s.Backends[i].Ports)
+		}
+	}
+	return s
 }
