@@ -448,65 +448,6 @@ func TestBoltWatchSkipsEmptyUpdates(t *testing.T) {
 	}
 }
 
-// Services read again come from the decoded records (decodedServices): what a reader
-// changes in what it got does not reach the next reader, a rewritten record is read as
-// written, and a deleted one is gone.
-func TestBoltServicesDecodedOnce(t *testing.T) {
-	s := openBolt(t, filepath.Join(t.TempDir(), "podnet.db"))
-	svc := api.Service{Name: "web", Namespace: "shop", Selector: map[string]string{"app": "web"},
-		Ports: []api.ServicePort{{Name: "http", Port: 80, TargetPort: 8080, Protocol: "tcp"}},
-		VIPs:  []netip.Addr{netip.MustParseAddr("10.96.0.10")},
-		Slices: []api.SliceEndpoint{{Addrs: []netip.Addr{netip.MustParseAddr("10.88.0.2")},
-			Ports: []api.NamedPort{{Name: "http", Port: 8080, Protocol: "tcp"}}, Ready: true}}}
-	put := func(svc api.Service) {
-		t.Helper()
-		if err := s.Update(func(tx store.Tx) error { return tx.PutService(svc) }); err != nil {
-			t.Fatal(err)
-		}
-	}
-	read := func() (one api.Service, all []api.Service) {
-		t.Helper()
-		err := s.View(func(tx store.Tx) (err error) {
-			if one, _, err = tx.Service("shop", "web"); err != nil {
-				return err
-			}
-			all, err = tx.Services("")
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return one, all
-	}
-	put(svc)
-	for round := range 3 {
-		one, all := read()
-		if !reflect.DeepEqual(one, svc) || len(all) != 1 || !reflect.DeepEqual(all[0], svc) {
-			t.Fatalf("round %d: read %+v and %+v, want %+v", round, one, all, svc)
-		}
-		// What the readers change is theirs.
-		one.Selector["app"], one.VIPs[0], one.Slices[0].Addrs[0] = "x", netip.Addr{}, netip.Addr{}
-		all[0].Ports[0].Port, all[0].Slices[0].Ports[0].Port = 1, 1
-	}
-	svc.Slices[0].Addrs = append(svc.Slices[0].Addrs, netip.MustParseAddr("10.88.0.3"))
-	put(svc)
-	if one, all := read(); !reflect.DeepEqual(one, svc) || !reflect.DeepEqual(all, []api.Service{svc}) {
-		t.Fatalf("after a rewrite: read %+v and %+v, want %+v", one, all, svc)
-	}
-	if err := s.Update(func(tx store.Tx) error { return tx.DeleteService("shop", "web") }); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.View(func(tx store.Tx) error {
-		_, ok, err := tx.Service("shop", "web")
-		if ok || err != nil {
-			t.Errorf("deleted service: found %v, err %v", ok, err)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // BenchmarkBoltServices lists 5,000 services (an EndpointSlice of 3 endpoints each, as
 // the Kubernetes benchmark mirrors them): "decode" with the records changed since the last
 // listing (every one decoded), "decoded" without (copies of the decoded records).

@@ -227,6 +227,8 @@ type Store struct {
 
 	// mirror is the copy of the prefix that transactions read.
 	mirror *mirror
+	// services are the services decoded by earlier transactions.
+	services store.DecodedServices
 	// floor is the highest revision a commit of this process reached on this cluster
 	// and prefix (see clocks): a transaction reads at least that far.
 	floor *atomic.Int64

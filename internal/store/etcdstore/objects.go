@@ -409,12 +409,17 @@ func (t *tx) DeletePort(node, proto string, hostIP netip.Addr, port uint16) erro
 	return nil
 }
 
-func decodeService(namespace, name string, v []byte) (api.Service, error) {
-	var svc api.Service
-	if err := json.Unmarshal(v, &svc); err != nil {
+// decodeService decodes the record v of service namespace/name under key, or hands out a
+// copy of its last decoding (store.DecodedServices).
+func (t *tx) decodeService(key, namespace, name string, v []byte) (api.Service, error) {
+	svc, err := t.s.services.Decode(key, v, func(v []byte) (svc api.Service, err error) {
+		err = json.Unmarshal(v, &svc)
+		svc.Namespace, svc.Name = namespace, name
+		return svc, err
+	})
+	if err != nil {
 		return api.Service{}, fmt.Errorf("decode service %s/%s: %w", namespace, name, err)
 	}
-	svc.Namespace, svc.Name = namespace, name
 	return svc, nil
 }
 
@@ -427,7 +432,7 @@ func (t *tx) Service(namespace, name string) (api.Service, bool, error) {
 	if err != nil || !ok {
 		return api.Service{}, false, err
 	}
-	svc, err := decodeService(namespace, name, v)
+	svc, err := t.decodeService(l.serviceKey(namespace, name), namespace, name, v)
 	if err != nil {
 		return api.Service{}, false, err
 	}
@@ -441,16 +446,26 @@ func (t *tx) Services(namespace string) ([]api.Service, error) {
 		return nil, err
 	}
 	var out []api.Service
+	var seen map[string]bool // the keys of a full listing
+	if namespace == "" {
+		seen = map[string]bool{}
+	}
 	for _, x := range kvs {
 		seg, err := segments(x.key, l.services("").prefix, 2)
 		if err != nil {
 			return nil, err
 		}
-		svc, err := decodeService(seg[0], seg[1], x.val)
+		svc, err := t.decodeService(x.key, seg[0], seg[1], x.val)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, svc)
+		if seen != nil {
+			seen[x.key] = true
+		}
+	}
+	if seen != nil {
+		t.s.services.Keep(seen)
 	}
 	slices.SortFunc(out, func(a, b api.Service) int {
 		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))

@@ -44,6 +44,7 @@ func Conformance(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ReadOnlyView", testReadOnlyView},
 		{"InvalidWrites", testInvalidWrites},
 		{"ReturnsCopies", testReturnsCopies},
+		{"ServicesReadAgain", testServicesReadAgain},
 		{"ConcurrentUpdates", testConcurrentUpdates},
 		{"CloseTwice", testCloseTwice},
 		{"Nodes", testNodes},
@@ -1998,6 +1999,51 @@ func testDeleteAndRecreateNetwork(t *testing.T, s store.Store) {
 				return err
 			}
 			mustEqual(t, "addresses of "+owner, held, want)
+		}
+		return nil
+	})
+}
+
+// testServicesReadAgain reads a service again and again, as the agent's reconcile does
+// (a store may hand out copies of records it decoded before: store.DecodedServices): what
+// a reader changes in what it got does not reach the next reader, a rewritten record is
+// read as written, and a deleted one is gone.
+func testServicesReadAgain(t *testing.T, s store.Store) {
+	svc := api.Service{Name: "web", Namespace: "shop", Selector: map[string]string{"app": "web"},
+		Ports:   []api.ServicePort{{Name: "http", Port: 80, TargetPort: 8080, Protocol: "tcp"}},
+		VIPs:    []netip.Addr{netip.MustParseAddr("10.96.0.10")},
+		Created: created,
+		Slices: []api.SliceEndpoint{{Addrs: []netip.Addr{netip.MustParseAddr("10.88.0.2")},
+			Ports: []api.NamedPort{{Name: "http", Port: 8080, Protocol: "tcp"}}, Ready: true}}}
+	read := func() (one api.Service, all []api.Service) {
+		t.Helper()
+		view(t, s, func(tx store.Tx) (err error) {
+			if one, _, err = tx.Service("shop", "web"); err != nil {
+				return err
+			}
+			all, err = tx.Services("")
+			return err
+		})
+		return one, all
+	}
+	update(t, s, func(tx store.Tx) error { return tx.PutService(svc) })
+	for round := range 3 {
+		one, all := read()
+		mustEqual(t, fmt.Sprintf("round %d: Service", round), one, svc)
+		mustEqual(t, fmt.Sprintf("round %d: Services", round), all, []api.Service{svc})
+		// What the readers change is theirs.
+		one.Selector["app"], one.VIPs[0], one.Slices[0].Addrs[0] = "x", netip.Addr{}, netip.Addr{}
+		all[0].Ports[0].Port, all[0].Slices[0].Ports[0].Port = 1, 1
+	}
+	svc.Slices[0].Addrs = append(svc.Slices[0].Addrs, netip.MustParseAddr("10.88.0.3"))
+	update(t, s, func(tx store.Tx) error { return tx.PutService(svc) })
+	one, all := read()
+	mustEqual(t, "after a rewrite: Service", one, svc)
+	mustEqual(t, "after a rewrite: Services", all, []api.Service{svc})
+	update(t, s, func(tx store.Tx) error { return tx.DeleteService("shop", "web") })
+	view(t, s, func(tx store.Tx) error {
+		if _, ok, err := tx.Service("shop", "web"); ok || err != nil {
+			t.Errorf("deleted service: found %v, err %v", ok, err)
 		}
 		return nil
 	})
