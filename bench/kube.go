@@ -1657,7 +1657,7 @@ func (row *kubeRow) follows(side int) []time.Duration {
 // writeMedian is the median time of the changes' API writes (from the first write's
 // start to the answer to the last), 0 without samples.
 func (row *kubeRow) writeMedian() time.Duration {
-	if row == nil || len(row.samples) == 0 {
+	if len(row.samples) == 0 {
 		return 0
 	}
 	var ds []time.Duration

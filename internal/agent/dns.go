@@ -177,36 +177,35 @@ func (a *Agent) refreshDNS() {
 // detached or gone): it costs what they cost, not what the store holds. Like refreshDNS,
 // it runs off the caller's path.
 func (a *Agent) refreshDNSPods(keys ...api.EndpointKey) {
-	if a.dns == nil || len(keys) == 0 {
-		return
+	if a.dns != nil {
+		request(a.dns, &a.dns.pods, keys)
 	}
-	a.dns.mu.Lock()
-	if a.dns.pods == nil {
-		a.dns.pods = map[api.EndpointKey]bool{}
-	}
-	for _, k := range keys {
-		a.dns.pods[k] = true
-	}
-	a.dns.mu.Unlock()
-	a.dns.wake()
 }
 
 // refreshDNSServices asks DNS to read the named services (and their backends) again, a
 // change of those services alone: it costs what they cost, not what the store holds.
 // Like refreshDNS, it runs off the caller's path.
 func (a *Agent) refreshDNSServices(names ...dns.ServiceName) {
-	if a.dns == nil || len(names) == 0 {
+	if a.dns != nil {
+		request(a.dns, &a.dns.services, names)
+	}
+}
+
+// request adds keys to the pending requests of d that pending points to (guarded by
+// d.mu) and wakes d's refreshLoop; nothing without keys.
+func request[K comparable](d *dnsService, pending *map[K]bool, keys []K) {
+	if len(keys) == 0 {
 		return
 	}
-	a.dns.mu.Lock()
-	if a.dns.services == nil {
-		a.dns.services = map[dns.ServiceName]bool{}
+	d.mu.Lock()
+	if *pending == nil {
+		*pending = map[K]bool{}
 	}
-	for _, n := range names {
-		a.dns.services[n] = true
+	for _, k := range keys {
+		(*pending)[k] = true
 	}
-	a.dns.mu.Unlock()
-	a.dns.wake()
+	d.mu.Unlock()
+	d.wake()
 }
 
 func (d *dnsService) wake() {

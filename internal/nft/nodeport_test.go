@@ -6,10 +6,12 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netns"
 
 	"github.com/podnet/podnet/internal/nftwire"
@@ -543,4 +545,82 @@ func TestPrivilegedNodePortUpdateRandomOrder(t *testing.T) {
 		want.Services = append(want.Services, s)
 	}
 	wantInSync(t, tb, want, true)
+}
+
+// TestSlotTree walks the slot trees of the VIPs (both families) and of the NodePorts for
+// every slot count, as the kernel would for a key whose slot_bit sets hold the bits of its
+// code: each ends in the pick chain of that count (no-backends for none), past the jump to
+// chain affinity at the root.
+func TestSlotTree(t *testing.T) {
+	chains := map[string]chainDef{}
+	for _, c := range serviceChains() {
+		chains[c.name] = c
+	}
+	for _, tree := range []struct {
+		root, affinity, pick string
+		bitSet               func(int) string
+	}{
+		{chainServiceSlots + "4", setAffinityServices + "4", chainPick, func(b int) string { return slotBitSet(b, ip4) }},
+		{chainServiceSlots + "6", setAffinityServices + "6", chainPick, func(b int) string { return slotBitSet(b, ip6) }},
+		{chainNodePortSlots, setAffinityNodePorts, chainNodePortPick, nodePortSlotBitSet},
+	} {
+		for _, n := range append([]uint32{0}, slotCounts()...) {
+			code := slotCode(n)
+			want := chainNoBackends
+			if n > 0 {
+				want = tree.pick + strconv.Itoa(int(n))
+			}
+			var path []string
+			at, sawAffinity := tree.root, false
+			for steps := 0; at != want && steps <= slotCodeBits; steps++ {
+				c, ok := chains[at]
+				if !ok {
+					t.Fatalf("%s, %d slots: goes to %q, no such chain (path %v)", tree.root, n, at, path)
+				}
+				path = append(path, at)
+				next := ""
+				for _, r := range c.rules {
+					var set string
+					var v *expr.Verdict
+					for _, e := range r.exprs {
+						switch e := e.(type) {
+						case *expr.Lookup:
+							set = e.SetName
+						case *expr.Verdict:
+							v = e
+						}
+					}
+					switch {
+					case set == tree.affinity && v.Kind == expr.VerdictJump && v.Chain == chainAffinity:
+						sawAffinity = true
+						continue
+					case set == "":
+						next = v.Chain
+					case hasBit(tree.bitSet, set, code):
+						next = v.Chain
+					}
+					if next != "" {
+						break
+					}
+				}
+				at = next
+			}
+			if at != want {
+				t.Errorf("%s, %d slots (code %d): ends in %q, want %q (path %v)", tree.root, n, code, at, want, path)
+			}
+			if !sawAffinity {
+				t.Errorf("%s, %d slots: no jump to chain affinity on the way (path %v)", tree.root, n, path)
+			}
+		}
+	}
+}
+
+// hasBit reports whether set is the slot_bit set of a bit that code has.
+func hasBit(bitSet func(int) string, set string, code uint8) bool {
+	for b := range slotCodeBits {
+		if bitSet(b) == set {
+			return code>>b&1 == 1
+		}
+	}
+	return false
 }
