@@ -39,6 +39,8 @@ const (
 	setEndpointTargets6 = "endpoint_targets6"
 	setBridgeSubnets4   = "bridge_subnets4"
 	setBridgeSubnets6   = "bridge_subnets6"
+	setPodAddrs4        = "pod_addrs4"
+	setPodAddrs6        = "pod_addrs6"
 	mapPorts4           = "ports4"
 	mapPorts6           = "ports6"
 	mapHostPorts4       = "hostports4"
@@ -227,6 +229,10 @@ func build(r Ruleset) rulesetDef {
 		// Packets of flows already let through skip the lookups below (which a
 		// bridged flow would otherwise pay on every frame, br_netfilter).
 		{exprs: append(ctStateEstablished(), accept())},
+		// Untracked traffic within a network: what the rules below accept too (chain
+		// policies returns untracked packets), in one lookup.
+		untrackedRule(ip4),
+		untrackedRule(ip6),
 	}
 	if len(policies) > 0 {
 		forward = append(forward, jumpRule(expr.VerdictJump, chainPolicy))
@@ -243,8 +249,8 @@ func build(r Ruleset) rulesetDef {
 			priority: *nftables.ChainPriorityRaw, prioName: "raw",
 			rules: inetAntispoofRules(),
 		},
-		{name: chainEndpointSrc, rules: endpointSourceRules(nftables.TableFamilyINet)},
-		{name: chainFromBridge, rules: fromBridgeRules()},
+		{name: chainEndpointSrc, rules: append(notrackRules(len(policies) > 0), endpointSourceRules(nftables.TableFamilyINet)...)},
+		{name: chainFromBridge, rules: append(notrackRules(len(policies) > 0), fromBridgeRules()...)},
 		{
 			name: chainPrerouting, typ: nftables.ChainTypeNAT,
 			hook: *nftables.ChainHookPrerouting, hookName: "prerouting",
@@ -466,8 +472,12 @@ func endpointSets(eps []Endpoint) (routed, bridged []setDef) {
 		}
 	}
 	const addrs4, addrs6, targets6 = 0, 1, 2
-	routed = append(addrSets(), interfacesMap())
-	const ifaces = 3
+	// pod_addrs4/6 (inet): every endpoint's addresses, bridged or routed, for the
+	// notrack rules.
+	routed = append(addrSets(), interfacesMap(),
+		setDef{name: setPodAddrs4, keyType: nftables.TypeIPAddr},
+		setDef{name: setPodAddrs6, keyType: nftables.TypeIP6Addr})
+	const ifaces, podAddrs4, podAddrs6 = 3, 4, 5
 	bridged = append(addrSets(),
 		setDef{name: setEndpoints, keyType: nftables.TypeIFName},
 		setDef{name: setEndpointMACs, keyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr)},
@@ -515,6 +525,14 @@ func endpointSets(eps []Endpoint) (routed, bridged []setDef) {
 			s := &sets[addrs4]
 			if !a.Is4() {
 				s = &sets[addrs6]
+			}
+			if !seenAddr[a.String()] {
+				seenAddr[a.String()] = true
+				if a.Is4() {
+					routed[podAddrs4].elems = append(routed[podAddrs4].elems, elemDef{key: a.AsSlice(), text: a.String()})
+				} else {
+					routed[podAddrs6].elems = append(routed[podAddrs6].elems, elemDef{key: a.AsSlice(), text: a.String()})
+				}
 			}
 			k := string(key) + a.String() + strconv.FormatBool(e.Bridged)
 			if seenAddr[k] {
@@ -710,6 +728,55 @@ func isolationRule(f ipFamily) ruleDef {
 			loadAddr(f, f.daddr, reg(f.addrLen)),
 			lookup(reg1, "same_network"+f.suffix, true),
 			drop(),
+		}),
+	}
+}
+
+// notrackRules exempt from conntrack what one pod of the node sends to another of the
+// same network, unless a policy isolates either (withPolicies: the isolated_* sets
+// exist). Such traffic needs no state: no NAT rewrites it (a pod's connection to a VIP
+// or published port is addressed elsewhere, and masqueraded to the node, so its replies
+// are too), and without a policy every packet of it is accepted. The check of both
+// addresses makes it symmetric: both directions of a flow are tracked, or neither.
+// Both chains that run them (endpoint-src, from-bridge) check the source after them.
+//
+// When a policy comes to isolate a pod, conntrack picks up its open flows at their next
+// packet as new ones: a TCP segment without SYN passes the policy chains (chain
+// policies), so that open connections are not cut (as for flows that were tracked); a
+// UDP datagram is judged like the first of a new flow.
+func notrackRules(withPolicies bool) []ruleDef {
+	var rules []ruleDef
+	for _, f := range []ipFamily{ip4, ip6} {
+		exprs := slices.Concat(isFamily(nftables.TableFamilyINet, f), []expr.Any{
+			loadAddr(f, f.daddr, reg1),
+			lookup(reg1, "pod_addrs"+f.suffix, false),
+		})
+		if withPolicies {
+			for _, off := range []uint32{f.saddr, f.daddr} {
+				for _, d := range directions {
+					exprs = append(exprs, loadAddr(f, off, reg1), lookup(reg1, isolatedAll(d, f), true))
+				}
+			}
+		}
+		exprs = append(exprs,
+			loadAddr(f, f.saddr, reg1),
+			loadAddr(f, f.daddr, reg(f.addrLen)),
+			lookup(reg1, "same_network"+f.suffix, false),
+			&expr.Notrack{},
+		)
+		rules = append(rules, ruleDef{exprs: exprs})
+	}
+	return rules
+}
+
+// untrackedRule accepts untracked packets from a pod address to one of the same network.
+func untrackedRule(f ipFamily) ruleDef {
+	return ruleDef{
+		exprs: slices.Concat(ctState(expr.CtStateBitUNTRACKED), isFamily(nftables.TableFamilyINet, f), []expr.Any{
+			loadAddr(f, f.saddr, reg1),
+			loadAddr(f, f.daddr, reg(f.addrLen)),
+			lookup(reg1, "same_network"+f.suffix, false),
+			accept(),
 		}),
 	}
 }

@@ -14,6 +14,7 @@
 //	set same_network4/6     interval, ip . ip: (subnet of network A . subnet of network A)
 //	set endpoints           ifname: host veths of routed endpoints
 //	set endpoint_addrs4/6   ifname . ip: (host veth . address) of routed endpoints
+//	set pod_addrs4/6        every endpoint's addresses (bridged and routed)
 //	map ports4, ports6      l4proto . port : address . port, published ports on every local address
 //	map hostports4/6        ip . l4proto . port : address . port, published ports on one host address
 //	set services4/6         VIP . l4proto . port of every service
@@ -34,7 +35,10 @@
 //	set affinity_nodeports  the keys of nodeports of the services with client affinity
 //	chain antispoof   filter prerouting, priority raw: drops packets to 127.0.0.0/8 that
 //	                  did not come from lo, and what a routed endpoint sends from an
-//	                  address that is not its own
+//	                  address that is not its own (chains endpoint-src, from-bridge, by
+//	                  map interfaces); those chains first exempt from conntrack (notrack)
+//	                  what one endpoint sends to another of the same network when no
+//	                  policy isolates either (model.go, notrackRules)
 //	chain prerouting  nat prerouting, priority dstnat: service VIPs, then published ports of
 //	                  one host address (DNAT), then for local destinations (fib daddr type
 //	                  local) chain local-ports
@@ -42,12 +46,14 @@
 //	chain local-ports regular: published ports of every local address, then NodePorts
 //	                  (a published port wins over a NodePort of the same port)
 //	set policy_in4/6, policy_out4/6  addresses isolated by a network policy (Ingress, Egress)
+//	set isolated_in4/6, isolated_out4/6  the same, of every group (policy.go)
 //	set pol_<ID>_sel4/6, pol_<ID>_in<K>_peers4/6, pol_<ID>_in<K>_ports4/6 (interval,
 //	                  ip . l4proto . port), "out" for egress: a policy's selected pods and
 //	                  what its rule K allows (policy.go; only with policies, as the chains
 //	                  below marked "policies")
-//	chain forward     filter forward, priority filter: established flows, network policy
-//	                  (jump policies), isolation of networks by address
+//	chain forward     filter forward, priority filter: established flows, untracked ones
+//	                  within a network, network policy (jump policies), isolation of
+//	                  networks by address
 //	chain input       filter input, priority filter (policies with Egress): egress policy
 //	                  of the connections of pods to the node itself
 //	chain postrouting nat postrouting, priority srcnat: DNATed connections to chain dnatted,

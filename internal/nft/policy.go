@@ -12,6 +12,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
 )
 
 // Network policy, in table inet podnet (only when the Ruleset has a policy: without one
@@ -39,6 +40,7 @@ import (
 //	                accepted, then a pod's connections to the node (its addresses, a node
 //	                local DNS) go through policy-egress-G
 //	chain policies  ct state untracked return     (IPv6 neighbour discovery, MLD)
+//	                tcp flags ! syn return         (connections picked up mid-way)
 //	                per group G with Egress: ip saddr @policy_out_G4 jump policy-egress-G,
 //	                    ip6 likewise
 //	                per group G with Ingress: ip daddr @policy_in_G4 goto policy-ingress-G,
@@ -55,7 +57,13 @@ import (
 // forward (network isolation) or input; the final rule drops the rest and counts it
 // (PolicyDrops). Packets of established connections never get there: a policy change
 // does not touch conntrack, so a connection that was allowed when it started lives on
-// even if the policy now denies new ones like it, until it ends. Traffic from the node to
+// even if the policy now denies new ones like it, until it ends. That holds too for a TCP
+// connection between two pods of one network that no policy isolated when it opened,
+// which conntrack did not track (notrackRules, with sets isolated_in4/6 and
+// isolated_out4/6: the union of the groups' isolation sets): when a policy comes to
+// isolate either pod, conntrack picks the connection up at its next segment, which
+// passes as it has no SYN. Such a UDP flow is judged at its next datagram like the
+// first of a new one: it goes on if the policy allows it. Traffic from the node to
 // its pods goes through the output hook, never through these chains: it is always allowed.
 // ICMPv6 neighbour discovery and MLD, which conntrack does not track, are not subject to
 // policy. Bridged pods cross the inet forward hook only with bridge-nf-call-iptables
@@ -72,6 +80,9 @@ const (
 	chainPolicyIngress = "policy-ingress"
 	chainPolicyEgress  = "policy-egress"
 )
+
+// tcpSYN is the SYN bit of the TCP header's flags byte.
+const tcpSYN = 0x02
 
 // maxPolicyID is the longest policy ID.
 const maxPolicyID = 12
@@ -483,7 +494,9 @@ func policySetsAll(ps []Policy) []setDef {
 }
 
 // isolationSets returns the isolation sets of each group and type (policy_in_G4,
-// policy_in_G6, then out) with the addresses of the group's policies of that type.
+// policy_in_G6, then out) with the addresses of the group's policies of that type, and
+// their unions (isolated_in4/6, isolated_out4/6), which exist without a policy of the
+// type too.
 func isolationSets(ps []Policy) []setDef {
 	var out []setDef
 	for _, d := range directions {
@@ -491,26 +504,42 @@ func isolationSets(ps []Policy) []setDef {
 		for _, g := range groups(ps, d) {
 			byGroup[g] = isolated(ps, d, g)
 		}
+		for _, f := range []ipFamily{ip4, ip6} {
+			out = append(out, setDef{name: isolatedAll(d, f), keyType: f.addrType})
+		}
 		out = append(out, isolationSetsByGroup(d, byGroup)...)
 	}
-	return out
+	return mergeSets(out)
 }
 
 // isolationSetsByGroup returns the isolation sets of direction d, both families, of the
-// groups of byGroup with its addresses, in group order.
+// groups of byGroup with its addresses, in group order, each followed by its union's
+// part.
 func isolationSetsByGroup(d direction, byGroup map[string][]netip.Addr) []setDef {
 	var out []setDef
 	for _, g := range slices.Sorted(maps.Keys(byGroup)) {
 		for _, f := range []ipFamily{ip4, ip6} {
-			out = append(out, isolationSetDef(d, g, f, addrElems(byGroup[g], f)))
+			out = append(out, isolationSetDefs(d, g, f, addrElems(byGroup[g], f))...)
 		}
 	}
 	return out
 }
 
-// isolationSetDef is the isolation set of direction d, group g and family f, with elems.
-func isolationSetDef(d direction, g string, f ipFamily, elems []elemDef) setDef {
-	return setDef{name: isolationSet(d, g, f), keyType: f.addrType, elems: elems}
+// isolationSetDefs is the isolation set of direction d, group g and family f with elems,
+// and the union of the groups' sets (isolatedAll) with the same elems. An address is
+// isolated by the policies of one group only (Sync refuses two), so that what goes into
+// or out of a group's set goes into or out of the union alike.
+func isolationSetDefs(d direction, g string, f ipFamily, elems []elemDef) []setDef {
+	return []setDef{
+		{name: isolationSet(d, g, f), keyType: f.addrType, elems: elems},
+		{name: isolatedAll(d, f), keyType: f.addrType, elems: slices.Clone(elems)},
+	}
+}
+
+// isolatedAll is the name of the set of the addresses isolated in direction d by any
+// group: isolated_in4/6, isolated_out4/6 (the notrack rules read them).
+func isolatedAll(d direction, f ipFamily) string {
+	return "isolated_" + d.short + f.suffix
 }
 
 // The elements of the policies' sets are built without their text, which only Render
@@ -832,7 +861,20 @@ func portElem(start, last netip.Addr, proto byte, s portSpan) elemDef {
 // (the dispatch), then per direction the chain of each group (policy-ingress-G,
 // policy-egress-G).
 func policyChains(ps []Policy) []chainDef {
-	dispatch := chainDef{name: chainPolicy, rules: []ruleDef{{exprs: append(ctState(expr.CtStateBitUNTRACKED), ret())}}}
+	dispatch := chainDef{name: chainPolicy, rules: []ruleDef{
+		{exprs: append(ctState(expr.CtStateBitUNTRACKED), ret())},
+		// A TCP segment without SYN that is not of an established connection: one that
+		// conntrack picks up in the middle, which was open before it was tracked
+		// (notrackRules). It cannot open a connection.
+		{exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.IPPROTO_TCP}},
+			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 1, Mask: []byte{tcpSYN}, Xor: []byte{0}},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{0}},
+			ret(),
+		}},
+	}}
 	// Egress first, the way a packet goes: out of its source, into its destination.
 	for _, d := range []direction{egress, ingress} {
 		dispatch.rules = append(dispatch.rules, isolationJumps(ps, d)...)

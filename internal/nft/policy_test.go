@@ -292,12 +292,14 @@ func TestPolicyChainsOnlyWithPolicies(t *testing.T) {
 	var rules []string
 	for _, c := range fwd.chains {
 		if c.name == chainForward {
-			for _, r := range c.rules[:3] {
+			for _, r := range c.rules[:5] {
 				rules = append(rules, fwd.printRule(r.exprs))
 			}
 		}
 	}
-	if want := []string{"ct state established,related accept", "jump policies", "ct status dnat accept"}; !slices.Equal(rules, want) {
+	if want := []string{"ct state established,related accept",
+		"ct state untracked ip saddr . ip daddr @same_network4 accept", "ct state untracked ip6 saddr . ip6 daddr @same_network6 accept",
+		"jump policies", "ct status dnat accept"}; !slices.Equal(rules, want) {
 		t.Errorf("forward starts with %q, want %q", rules, want)
 	}
 }
@@ -397,7 +399,8 @@ func TestDeltaIsolatedNeedsItsPolicy(t *testing.T) {
 	if err := d.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if got := isolationSetsOf(Delta{Policies: []Policy{{ID: "g1", Group: "shop", Selected: addrs("10.88.4.3"), Ingress: true}}, IngressIsolated: addrs("10.88.4.3")}); len(got) != 2 || got[0].name != "policy_in_shop4" || len(got[0].elems) != 1 {
+	if got := isolationSetsOf(Delta{Policies: []Policy{{ID: "g1", Group: "shop", Selected: addrs("10.88.4.3"), Ingress: true}}, IngressIsolated: addrs("10.88.4.3")}); len(got) != 4 || got[0].name != "policy_in_shop4" || len(got[0].elems) != 1 ||
+		got[1].name != "isolated_in4" || len(got[1].elems) != 1 {
 		t.Errorf("isolation sets of a delta of group shop: %+v", got)
 	}
 	d.EgressIsolated = addrs("10.88.4.3")

@@ -284,7 +284,8 @@ func (t *Table) policyLayoutBatchLocked(pl policyLayout) (*nftwire.Batch, error)
 // then deleted) and that join them (put). Only the addresses that a policy that comes,
 // goes or changes selects can change (any other is selected by the same policies before
 // and after). An address leaves the set of its old group (unless that set goes: nextG
-// are the groups of next) and joins that of its new one.
+// are the groups of next) and joins that of its new one; it leaves the union
+// (isolatedAll) when no group isolates it any more.
 func (pl policyLayout) isolationChanges(nextG map[direction]map[string]bool) (gone, put []setDef) {
 	var touched []netip.Addr
 	for _, p := range slices.Concat(pl.gone, pl.created) {
@@ -299,17 +300,24 @@ func (pl policyLayout) isolationChanges(nextG map[direction]map[string]bool) (go
 	touched = slices.Compact(touched)
 	for _, d := range directions {
 		was, is := map[string][]netip.Addr{}, map[string][]netip.Addr{}
+		var withSet []netip.Addr // that leave the union with their group's set
 		for _, a := range touched {
 			og, wok := selectedBy(pl.old, d, a)
 			ng, nok := selectedBy(pl.next, d, a)
 			if wok && (!nok || og != ng) && nextG[d][og] {
 				was[og] = append(was[og], a)
 			}
+			if wok && !nok && !nextG[d][og] {
+				withSet = append(withSet, a)
+			}
 			if nok && (!wok || og != ng) {
 				is[ng] = append(is[ng], a)
 			}
 		}
 		gone, put = append(gone, isolationSetsByGroup(d, was)...), append(put, isolationSetsByGroup(d, is)...)
+		for _, f := range []ipFamily{ip4, ip6} {
+			gone = append(gone, setDef{name: isolatedAll(d, f), keyType: f.addrType, elems: addrElems(withSet, f)})
+		}
 	}
 	return gone, put
 }
@@ -487,7 +495,7 @@ func (pl policyLayout) batch(held map[string][]chainRule, existing func(s setDef
 		for _, g := range groups(pl.next, d) {
 			if !oldG[d][g] {
 				for _, f := range []ipFamily{ip4, ip6} {
-					create(isolationSetDef(d, g, f, nil))
+					create(setDef{name: isolationSet(d, g, f), keyType: f.addrType})
 				}
 				b.AddChain(inet, TableName, chainDef{name: groupChain(d, g)}.wire())
 			}

@@ -72,7 +72,7 @@ func (t *Table) policyChangesLocked(add, remove []Policy) (gone, del, put rulese
 				continue
 			}
 			for _, f := range []ipFamily{ip4, ip6} {
-				putSets = append(putSets, isolationSetDef(d, n.Group, f, elemsNotIn(addrElems(n.Selected, f), addrElems(o.Selected, f))))
+				putSets = append(putSets, isolationSetDefs(d, n.Group, f, elemsNotIn(addrElems(n.Selected, f), addrElems(o.Selected, f)))...)
 			}
 		}
 	}

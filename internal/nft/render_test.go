@@ -226,6 +226,8 @@ func TestDeltaBuild(t *testing.T) {
 		}
 	}
 	want := []string{
+		"inet podnet pod_addrs4 10.88.1.2",
+		"inet podnet pod_addrs6 fd00:88:1::2",
 		"inet podnet hostports6 fd00:ff::1 . udp . 5353 : fd00:88:4::2 . 53",
 		`bridge podnet endpoint_addrs4 "pnv-blue-1" . 10.88.1.2`,
 		`bridge podnet endpoint_addrs6 "pnv-blue-1" . fd00:88:1::2`,

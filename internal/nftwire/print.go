@@ -1199,7 +1199,8 @@ func (p *printer) payloadMatch(l payloadOp, sym string, data []byte) {
 }
 
 // maskMatch prints "src & mask op data": a flag match ("ct state established,related")
-// for a bitmask compared with zero, flags under a mask ("tcp flags syn / syn,ack"), a
+// for a bitmask compared with zero, flags under a mask ("tcp flags syn / syn,ack"), none
+// of them ("tcp flags ! syn"), a
 // prefix ("ip6 saddr fe80::/10") for an address field whose mask is a prefix, else with
 // the mask.
 func (p *printer) maskMatch(l maskOp, op expr.CmpOp, sym string, data []byte) {
@@ -1217,6 +1218,10 @@ func (p *printer) maskMatch(l maskOp, op expr.CmpOp, sym string, data []byte) {
 		case op == expr.CmpOpNeq && allZero(data):
 			text, typ := p.operandType(l.src)
 			p.addMatch(text + " " + formatValue(typ, l.mask))
+			return
+		case op == expr.CmpOpEq && payload && allZero(data):
+			text, typ := p.operandType(l.src)
+			p.addMatch(text + " ! " + formatValue(typ, l.mask))
 			return
 		case op == expr.CmpOpEq && payload:
 			text, typ := p.operandType(l.src)

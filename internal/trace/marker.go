@@ -61,6 +61,7 @@ const (
 	chainMarkOutput          = "mark-output"
 	chainMarkReplyPrerouting = "mark-reply-prerouting"
 	chainMarkReplyOutput     = "mark-reply-output"
+	chainMarkUntracked       = "mark-untracked-reply-prerouting"
 	chainSeenPrefix          = "seen-"
 )
 
@@ -80,6 +81,7 @@ func chainsOf(fam nftables.TableFamily) []chainSpec {
 			chainSpec{name: chainMarkOutput, hook: hookOutput, priority: PriorityMark, rule: markRule},
 			chainSpec{name: chainMarkReplyPrerouting, hook: hookPrerouting, priority: PriorityMarkReply, rule: markReplyRule},
 			chainSpec{name: chainMarkReplyOutput, hook: hookOutput, priority: PriorityMarkReply, rule: markReplyRule},
+			chainSpec{name: chainMarkUntracked, hook: hookPrerouting, priority: PriorityMarkReply, rule: markUntrackedReplyRule},
 		)
 	}
 	for _, h := range []uint32{hookPrerouting, hookInput, hookForward, hookOutput, hookPostrouting} {
@@ -147,6 +149,37 @@ func markReplyRule(f Flow, _ nftables.TableFamily) []expr.Any {
 	return append(es, setNftrace()...)
 }
 
+// markUntrackedReplyRule marks the replies of f when conntrack does not track them
+// (podnet does not track traffic between two pods of one network that no policy
+// isolates), matched on their headers, the addresses and ports swapped:
+//
+//	meta nfproto ipv4 ct state untracked ip saddr D ip daddr S meta l4proto P
+//	th sport N meta nftrace set 1
+func markUntrackedReplyRule(f Flow, _ nftables.TableFamily) []expr.Any {
+	v6 := f.Dst.Is6()
+	es := nfprotoMatch(v6)
+	es = append(es,
+		&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binary.NativeEndian.AppendUint32(nil, expr.CtStateBitUNTRACKED), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)})
+	srcOff, dstOff, alen := uint32(12), uint32(16), uint32(4)
+	if v6 {
+		srcOff, dstOff, alen = 8, 24, 16
+	}
+	es = append(es, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: srcOff, Len: alen}, eq(f.Dst.AsSlice()))
+	if f.Src.IsValid() {
+		es = append(es, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: dstOff, Len: alen}, eq(f.Src.AsSlice()))
+	}
+	if p := f.l4proto(); p != 0 {
+		es = append(es, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, eq([]byte{p}))
+	}
+	if f.Port != 0 {
+		es = append(es, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2}, eq(be16(f.Port)))
+	}
+	return append(es, setNftrace()...)
+}
+
 // ctOriginal is IP_CT_DIR_ORIGINAL, the direction of a ct expression's tuple.
 const ctOriginal = 0
 
@@ -186,6 +219,7 @@ var ErrBusy = errors.New("another podnet trace is running in this namespace")
 //
 //	inet:   mark-prerouting, mark-output (priority PriorityMark), the original direction;
 //	        mark-reply-prerouting, mark-reply-output (PriorityMarkReply), the replies;
+//	        mark-untracked-reply-prerouting (PriorityMarkReply), untracked replies by their headers;
 //	bridge: mark-prerouting (PriorityMark): what a bridge port receives, before the
 //	        bridge family's chains (br_netfilter then passes the packet, marked, to the
 //	        inet hooks);

@@ -168,23 +168,24 @@ func (tp *topo) wantNoMarker(t *testing.T) {
 }
 
 // Bridge pod to pod, in one network: the SYN goes through the bridge family's and the
-// inet hooks (br_netfilter), podnet's anti-spoofing accepts it in both, it leaves by the
-// other sandbox's port, the replies come back; no NAT.
+// inet hooks (br_netfilter), podnet's anti-spoofing accepts it in both and exempts it
+// from conntrack (no policy isolates either pod), it leaves by the other sandbox's port,
+// the replies come back, untracked too; no conntrack entry, no NAT.
 func TestPrivilegedTraceBridge(t *testing.T) {
 	tp := buildTopo(t)
 	tp.syncPodnet(t)
 	res := tp.trace(t, "a1", tp.addr["a2"], testPort)
 	recordTrace(t, "bridge", res)
 	ft := wantFlow(t, res, true)
-	if ft.Conntrack == nil || len(ft.NAT) != 0 {
-		t.Errorf("conntrack %+v, nat %v; want an entry without NAT", ft.Conntrack, ft.NAT)
+	if ft.Conntrack != nil || len(ft.NAT) != 0 {
+		t.Errorf("conntrack %+v, nat %v; want no entry, no NAT", ft.Conntrack, ft.NAT)
 	}
 	p := ft.Packets[0]
-	if p.Direction != "original" || p.CtState != "new" || p.Header.TCPFlags != 0x02 {
-		t.Errorf("first packet %s, ct %s, %s; want the SYN, original, ct new", p.Direction, p.CtState, p.Header)
+	if p.Direction != "original" || p.CtState != "untracked" || p.Header.TCPFlags != 0x02 {
+		t.Errorf("first packet %s, ct %s, %s; want the SYN, original, ct untracked", p.Direction, p.CtState, p.Header)
 	}
 	wantChain(t, p, "bridge prerouting", "bridge podnet", "antispoof", "accept")
-	wantChain(t, p, "ip prerouting", "inet podnet", "antispoof", "accept")
+	wantNotrack(t, wantChain(t, p, "ip prerouting", "inet podnet", "antispoof", "accept"))
 	wantChain(t, p, "ip forward", "inet podnet", "forward", "accept")
 	wantHooks(t, p, "bridge prerouting", "ip prerouting", "ip forward", "bridge forward", "bridge postrouting", "ip postrouting")
 	if p.Fate.Verdict != "left" || !strings.Contains(p.Fate.Detail, "pn-a (bridge port va2)") {
@@ -204,7 +205,7 @@ func TestPrivilegedTraceBridge(t *testing.T) {
 }
 
 // Routed pod to pod (network C): no bridge hooks; the node routes the SYN from r1's veth
-// to r2's through podnet's forward chain, and the replies come back.
+// to r2's through podnet's forward chain, untracked, and the replies come back.
 func TestPrivilegedTraceRouted(t *testing.T) {
 	tp := buildTopo(t)
 	tp.syncPodnet(t)
@@ -213,7 +214,7 @@ func TestPrivilegedTraceRouted(t *testing.T) {
 	ft := wantFlow(t, res, true)
 	p := ft.Packets[0]
 	wantHooks(t, p, "ip prerouting", "ip forward", "ip postrouting")
-	wantChain(t, p, "ip prerouting", "inet podnet", "antispoof", "accept")
+	wantNotrack(t, wantChain(t, p, "ip prerouting", "inet podnet", "antispoof", "accept"))
 	wantChain(t, p, "ip forward", "inet podnet", "forward", "accept")
 	if p.Fate.Verdict != "left" || !strings.Contains(p.Fate.Detail, "vr2") {
 		t.Errorf("first packet: %+v; want it to leave through vr2", p.Fate)
@@ -458,8 +459,8 @@ func wantFlow(t *testing.T, res Result, answered bool) FlowTrace {
 		t.Fatalf("probes %+v, want one, answered: %v", r.Probes, answered)
 	}
 	ft := r.Flows[0]
-	if ft.Probe != 1 || ft.ConntrackID == 0 {
-		t.Errorf("flow of probe %d, conntrack id %d; want probe 1 and an id", ft.Probe, ft.ConntrackID)
+	if ft.Probe != 1 || ft.ConntrackID == 0 && ft.Packets[0].CtState != "untracked" {
+		t.Errorf("flow of probe %d, conntrack id %d (%s); want probe 1 and an id, or untracked", ft.Probe, ft.ConntrackID, ft.Packets[0].CtState)
 	}
 	if ft.Dropped == answered {
 		t.Errorf("flow dropped: %v, want %v (%s)", ft.Dropped, !answered, ft.Outcome)
@@ -486,6 +487,14 @@ func wantChain(t *testing.T, p Packet, hook, table, chain, verdict string) Chain
 	}
 	t.Errorf("packet did not go through %s %s at %s", table, chain, hook)
 	return ChainVisit{}
+}
+
+// wantNotrack checks that a rule of cv exempted the packet from conntrack.
+func wantNotrack(t *testing.T, cv ChainVisit) {
+	t.Helper()
+	if !slices.ContainsFunc(cv.Steps, func(s Step) bool { return strings.HasSuffix(s.Rule, " notrack") }) {
+		t.Errorf("%s %s: no notrack rule in %+v", cv.Table, cv.Chain, cv.Steps)
+	}
 }
 
 // wantHooks checks the hooks of p, in order.

@@ -1,0 +1,135 @@
+package nft
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// ctPairs returns the source and destination of every conntrack entry of the node, as
+// "src>dst" of the original direction.
+func (tp *topo) ctPairs(t *testing.T) map[string]bool {
+	t.Helper()
+	h := handleAt(t, tp.ns["node"])
+	out := map[string]bool{}
+	for _, fam := range []netlink.InetFamily{unix.AF_INET, unix.AF_INET6} {
+		flows, err := h.ConntrackTableList(netlink.ConntrackTable, fam)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range flows {
+			src, _ := netip.AddrFromSlice(f.Forward.SrcIP)
+			dst, _ := netip.AddrFromSlice(f.Forward.DstIP)
+			out[src.Unmap().String()+">"+dst.Unmap().String()] = true
+		}
+	}
+	return out
+}
+
+// wantTracked checks, for families fs, whether conntrack has an entry from sandbox from
+// to to (a sandbox, or "gw" for from's gateway, the bridge's address).
+func (tp *topo) wantTracked(t *testing.T, want bool, from, to string, fs ...int) {
+	t.Helper()
+	pairs := tp.ctPairs(t)
+	for _, f := range fs {
+		var dst netip.Addr
+		if to == "gw" {
+			dst = host(netA.Subnets, 1)[f].Addr()
+		} else {
+			dst = tp.a(to, f)
+		}
+		if got := pairs[tp.a(from, f).String()+">"+dst.String()]; got != want {
+			t.Errorf("conntrack entry %s (%v) -> %s (%v): %v, want %v", from, tp.a(from, f), to, dst, got, want)
+		}
+	}
+}
+
+// Traffic between two pods of one network that no policy isolates is not tracked
+// (notrackRules), bridged and routed alike, TCP and UDP; a pod's traffic to its gateway
+// (the node) is, and so is traffic to a pod once a policy isolates it. A TCP connection
+// opened untracked outlives a policy that comes to deny such connections (conntrack picks
+// it up, chain policies lets its segments without SYN pass); a UDP flow is judged like a
+// new one at its next datagram.
+func TestPrivilegedUntrackedWithinNetwork(t *testing.T) {
+	tp := buildTopo(t)
+	writeSysctls(t, tp.ns["node"], "1", "/proc/sys/net/bridge/bridge-nf-call-iptables", "/proc/sys/net/bridge/bridge-nf-call-ip6tables")
+	for _, name := range []string{"a1", "a2", "r1", "r2", "node"} {
+		servePort(t, tp.ns[name], testPort, true)
+	}
+	tb := tp.open(t)
+	base := tp.ruleset()
+	mustSync(t, tb, base)
+
+	udp := func(cs []conn) []conn {
+		for i := range cs {
+			cs[i].proto = "udp"
+		}
+		return cs
+	}
+	gw := func(from string) []conn {
+		var out []conn
+		for _, f := range fams {
+			dst := netip.AddrPortFrom(host(netA.Subnets, 1)[f].Addr(), testPort)
+			out = append(out, conn{from: from, dst: dst, want: []netip.Addr{tp.a(from, f)}})
+		}
+		return out
+	}
+	tp.check(t, joined(tp.both(true, "a1", "a2", testPort), udp(tp.both(true, "a1", "a2", testPort)),
+		tp.both(true, "r1", "r2", testPort), udp(tp.both(true, "r1", "r2", testPort)), gw("a1"))...)
+	if t.Failed() {
+		t.Fatal("the topology does not connect")
+	}
+	tp.wantTracked(t, true, "a1", "gw", fams...) // the check: conntrack is on and read
+	tp.wantTracked(t, false, "a1", "a2", fams...)
+	tp.wantTracked(t, false, "r1", "r2", fams...)
+
+	// A UDP socket and a TCP connection r1 -> r2, untracked.
+	var dgram net.Conn
+	must(t, inNetNS(tp.ns["r1"], func() error {
+		var err error
+		dgram, err = net.Dial("udp", netip.AddrPortFrom(tp.a("r2", 0), testPort).String())
+		return err
+	}), "dial udp")
+	defer dgram.Close()
+	ask := func() error {
+		dgram.SetDeadline(time.Now().Add(time.Second))
+		if _, err := dgram.Write([]byte("?")); err != nil {
+			return err
+		}
+		_, err := dgram.Read(make([]byte, 64))
+		return err
+	}
+	must(t, ask(), "udp r1 -> r2 before the policy")
+	persistent := dialEcho(t, tp.ns["r1"], tp.ns["r2"], netip.AddrPortFrom(tp.a("r2", 0), persistentPort))
+	must(t, persistent.roundTrip("before"), "round trip before the policy")
+	tp.wantTracked(t, false, "r1", "r2", fams...)
+
+	// Default deny ingress on r2, and a2 isolated with a1 allowed.
+	a2Rule := PolicyRule{Peers: addrRanges(tp.sandboxAddrs("a1")...)}
+	for _, a := range tp.sandboxAddrs("a2") {
+		a2Rule.Ports = append(a2Rule.Ports, ports(AddrRange{a, a}, "tcp", testPort), ports(AddrRange{a, a}, "udp", testPort))
+	}
+	r := base
+	r.Policies = []Policy{
+		{ID: "srv", Name: "test/server", Group: "srv", Selected: tp.sandboxAddrs("r2"), Ingress: true},
+		{ID: "bridged", Name: "test/bridged", Selected: tp.sandboxAddrs("a2"), Ingress: true, IngressRules: []PolicyRule{a2Rule}},
+	}
+	mustSync(t, tb, r)
+	must(t, persistent.roundTrip("after"), "round trip on the connection opened untracked, after the policy")
+	before, _ := policyDrops(t, tb)
+	if err := ask(); !noAnswer(conn{proto: "udp"}, err) {
+		t.Errorf("udp r1 -> r2 after the policy denies it: %v, want no answer", err)
+	}
+	if after, _ := policyDrops(t, tb); after <= before {
+		t.Errorf("ingress drops %d after the denied datagram, were %d", after, before)
+	}
+	tp.check(t, joined(tp.both(false, "r1", "r2", testPort), tp.both(true, "a1", "a2", testPort), udp(tp.both(true, "a1", "a2", testPort)))...)
+	// The picked-up connection and datagram (IPv4; the denied IPv6 connections were
+	// dropped before conntrack confirmed them), and a1's allowed ones.
+	tp.wantTracked(t, true, "r1", "r2", 0)
+	tp.wantTracked(t, true, "a1", "a2", fams...)
+}
