@@ -83,21 +83,23 @@ func threadCPU() (time.Duration, error) {
 }
 
 // blocking returns a blocking descriptor for c, a TCP or UDP socket (a duplicate:
-// close both).
-func blocking(c any) (*os.File, error) {
+// close both), as a file and its number. The loops use the number: File.Fd makes the
+// file blocking again, a syscall on every call.
+func blocking(c any) (*os.File, int, error) {
 	fc, ok := c.(interface{ File() (*os.File, error) })
 	if !ok {
-		return nil, fmt.Errorf("%T has no descriptor", c)
+		return nil, 0, fmt.Errorf("%T has no descriptor", c)
 	}
 	f, err := fc.File()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	if err := unix.SetNonblock(int(f.Fd()), false); err != nil {
+	fd := int(f.Fd())
+	if err := unix.SetNonblock(fd, false); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("make the socket blocking: %w", err)
+		return nil, 0, fmt.Errorf("make the socket blocking: %w", err)
 	}
-	return f, nil
+	return f, fd, nil
 }
 
 // listenIn listens on f.listen inside f's server namespace.
@@ -147,7 +149,7 @@ func stream(ctx context.Context, f flow, d time.Duration) (tpRun, error) {
 		return tpRun{}, err
 	}
 	defer c.Close()
-	fd, err := blocking(c)
+	fd, sock, err := blocking(c)
 	if err != nil {
 		return tpRun{}, err
 	}
@@ -162,7 +164,7 @@ func stream(ctx context.Context, f flow, d time.Duration) (tpRun, error) {
 	}
 	done := make(chan sent, 1)
 	go func() {
-		cpu, err := onCPU(senderCPU, func() error { return send(ctx, int(fd.Fd()), d) })
+		cpu, err := onCPU(senderCPU, func() error { return send(ctx, sock, d) })
 		done <- sent{cpu, err}
 	}()
 	s := <-done
@@ -212,7 +214,7 @@ func receive(l net.Listener) (tpRun, error) {
 	}
 	defer c.Close()
 	r := tpRun{from: netip.MustParseAddrPort(c.RemoteAddr().String()).Addr()}
-	fd, err := blocking(c)
+	fd, sock, err := blocking(c)
 	if err != nil {
 		return tpRun{}, err
 	}
@@ -231,7 +233,7 @@ func receive(l net.Listener) (tpRun, error) {
 			defer func() { rd.took = time.Since(start) }()
 			buf := make([]byte, tpWrite)
 			for {
-				n, err := unix.Read(int(fd.Fd()), buf)
+				n, err := unix.Read(sock, buf)
 				switch {
 				case err == unix.EINTR:
 					continue
@@ -272,7 +274,7 @@ func requestResponse(ctx context.Context, f flow, d time.Duration) ([]time.Durat
 		return nil, err
 	}
 	defer c.Close()
-	fd, err := blocking(c)
+	fd, sock, err := blocking(c)
 	if err != nil {
 		return nil, err
 	}
@@ -283,7 +285,7 @@ func requestResponse(ctx context.Context, f flow, d time.Duration) ([]time.Durat
 		_, err := onCPU(senderCPU, func() error {
 			// A peer that stops answering fails the run instead of hanging it.
 			tv := unix.NsecToTimeval(rrTimeout.Nanoseconds())
-			if err := unix.SetsockoptTimeval(int(fd.Fd()), unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			if err := unix.SetsockoptTimeval(sock, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 				return err
 			}
 			buf := make([]byte, rrSize)
@@ -293,15 +295,15 @@ func requestResponse(ctx context.Context, f flow, d time.Duration) ([]time.Durat
 				if !start.Before(end) {
 					break
 				}
-				if err := writeFull(int(fd.Fd()), buf); err != nil {
+				if err := writeFull(sock, buf); err != nil {
 					return err
 				}
-				if err := readFull(int(fd.Fd()), buf); err != nil {
+				if err := readFull(sock, buf); err != nil {
 					return err
 				}
 				rtts = append(rtts, time.Since(start))
 			}
-			return unix.Shutdown(int(fd.Fd()), unix.SHUT_WR)
+			return unix.Shutdown(sock, unix.SHUT_WR)
 		})
 		done <- err
 	}()
@@ -330,7 +332,7 @@ func echo(l net.Listener) error {
 		return err
 	}
 	defer c.Close()
-	fd, err := blocking(c)
+	fd, sock, err := blocking(c)
 	if err != nil {
 		return err
 	}
@@ -340,14 +342,14 @@ func echo(l net.Listener) error {
 		_, err := onCPU(receiverCPU, func() error {
 			buf := make([]byte, rrSize)
 			for {
-				err := readFull(int(fd.Fd()), buf)
+				err := readFull(sock, buf)
 				if errors.Is(err, errEOF) {
 					return nil
 				}
 				if err != nil {
 					return err
 				}
-				if err := writeFull(int(fd.Fd()), buf); err != nil {
+				if err := writeFull(sock, buf); err != nil {
 					return err
 				}
 			}
@@ -415,19 +417,19 @@ func packetRate(ctx context.Context, f flow, d time.Duration) (pps float64, busy
 		return 0, 0, err
 	}
 	defer c.Close()
-	rfd, err := blocking(pc)
+	rfd, rsock, err := blocking(pc)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer rfd.Close()
-	sfd, err := blocking(c)
+	sfd, ssock, err := blocking(c)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer sfd.Close()
 	// The receiver stops when nothing came for a while after the sender stopped.
 	tv := unix.NsecToTimeval((200 * time.Millisecond).Nanoseconds())
-	if err := unix.SetsockoptTimeval(int(rfd.Fd()), unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+	if err := unix.SetsockoptTimeval(rsock, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 		return 0, 0, err
 	}
 	got := make(chan int64, 1)
@@ -440,7 +442,7 @@ func packetRate(ctx context.Context, f flow, d time.Duration) (pps float64, busy
 			// stream does (an unanswered flow stays new, and every datagram would take
 			// the path of a connection's first packet).
 			for {
-				_, from, err := unix.Recvfrom(int(rfd.Fd()), buf, 0)
+				_, from, err := unix.Recvfrom(rsock, buf, 0)
 				if err == unix.EINTR {
 					continue
 				}
@@ -448,11 +450,11 @@ func packetRate(ctx context.Context, f flow, d time.Duration) (pps float64, busy
 					return nil
 				}
 				n++
-				unix.Sendto(int(rfd.Fd()), buf[:1], 0, from)
+				unix.Sendto(rsock, buf[:1], 0, from)
 				break
 			}
 			for {
-				if _, err := unix.Read(int(rfd.Fd()), buf); err != nil {
+				if _, err := unix.Read(rsock, buf); err != nil {
 					if err == unix.EINTR {
 						continue
 					}
@@ -478,7 +480,7 @@ func packetRate(ctx context.Context, f flow, d time.Duration) (pps float64, busy
 				}
 				// ECONNREFUSED (an ICMP error of an earlier datagram) and ENOBUFS
 				// are losses, counted by the receiver.
-				if _, err := unix.Write(int(sfd.Fd()), buf); err != nil && err != unix.ECONNREFUSED && err != unix.ENOBUFS && err != unix.EINTR {
+				if _, err := unix.Write(ssock, buf); err != nil && err != unix.ECONNREFUSED && err != unix.ENOBUFS && err != unix.EINTR {
 					return err
 				}
 			}

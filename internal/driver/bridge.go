@@ -82,7 +82,7 @@ func (d bridge) Endpoint(n api.Network, k api.EndpointKey, addrs []netip.Prefix,
 		ep.NodeNeighbors = append(ep.NodeNeighbors, plan.Neighbor{IP: a.Addr(), MAC: ep.MAC})
 	}
 	// In table bridge podnet: frames from the port must carry the sandbox's MAC.
-	e.Tables.Endpoints[0].Bridged = true
+	e.Tables.Endpoints[0].Bridge = n.Bridge
 	e.Tables.Endpoints[0].MAC = ep.MAC
 	return e
 }

@@ -99,7 +99,7 @@ func dump(np driver.Network, e driver.Endpoint, r api.Result) string {
 		fmt.Fprintf(&w, "  node neighbour %s lladdr %s\n", ne.IP, ne.MAC)
 	}
 	for _, te := range e.Tables.Endpoints {
-		fmt.Fprintf(&w, "  tables endpoint %s bridged %v addrs %v", te.HostIf, te.Bridged, te.Addrs)
+		fmt.Fprintf(&w, "  tables endpoint %s bridged %v addrs %v", te.HostIf, te.Bridge != "", te.Addrs)
 		if te.MAC != nil {
 			fmt.Fprintf(&w, " mac %s", te.MAC)
 		}

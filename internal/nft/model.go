@@ -39,8 +39,9 @@ const (
 	setEndpointTargets6 = "endpoint_targets6"
 	setBridgeSubnets4   = "bridge_subnets4"
 	setBridgeSubnets6   = "bridge_subnets6"
-	setPodAddrs4        = "pod_addrs4"
-	setPodAddrs6        = "pod_addrs6"
+	setBridgePods4      = "bridge_pods4"
+	setBridgePods6      = "bridge_pods6"
+	setBridgeSelf       = "bridge_self"
 	mapPorts4           = "ports4"
 	mapPorts6           = "ports6"
 	mapHostPorts4       = "hostports4"
@@ -229,10 +230,8 @@ func build(r Ruleset) rulesetDef {
 		// Packets of flows already let through skip the lookups below (which a
 		// bridged flow would otherwise pay on every frame, br_netfilter).
 		{exprs: append(ctStateEstablished(), accept())},
-		// Untracked traffic within a network: what the rules below accept too (chain
-		// policies returns untracked packets), in one lookup.
-		untrackedRule(ip4),
-		untrackedRule(ip6),
+		// Untracked traffic within a bridge.
+		untrackedRule(),
 	}
 	if len(policies) > 0 {
 		forward = append(forward, jumpRule(expr.VerdictJump, chainPolicy))
@@ -249,7 +248,7 @@ func build(r Ruleset) rulesetDef {
 			priority: *nftables.ChainPriorityRaw, prioName: "raw",
 			rules: inetAntispoofRules(),
 		},
-		{name: chainEndpointSrc, rules: append(notrackRules(len(policies) > 0), endpointSourceRules(nftables.TableFamilyINet)...)},
+		{name: chainEndpointSrc, rules: endpointSourceRules(nftables.TableFamilyINet)},
 		{name: chainFromBridge, rules: append(notrackRules(len(policies) > 0), fromBridgeRules()...)},
 		{
 			name: chainPrerouting, typ: nftables.ChainTypeNAT,
@@ -402,13 +401,18 @@ func networkSets(nets []netRanges) []setDef {
 			keyType: nftables.MustConcatSetType(nftables.TypeIFName, f.addrType), interval: true, elems: bridgeSubnetElems(nets, f.suffix)})
 	}
 	ifaces := interfacesMap()
+	// bridge . bridge: what is forwarded from a bridge to itself (untrackedRule).
+	self := setDef{name: setBridgeSelf, keyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIFName)}
 	for _, n := range nets {
 		if n.bridge != "" {
 			ifaces.elems = append(ifaces.elems, interfaceElem(n.bridge, chainFromBridge))
+			k := ifnameKey(n.bridge)
+			self.elems = append(self.elems, elemDef{key: slices.Concat(k, k), text: quote(n.bridge) + " . " + quote(n.bridge)})
 		}
 	}
 	sortElems(ifaces.elems)
-	return slices.Concat(pods, masq, same, bridgeSubnets, []setDef{ifaces})
+	sortElems(self.elems)
+	return slices.Concat(pods, masq, same, bridgeSubnets, []setDef{ifaces, self})
 }
 
 // sameNetworkElems pairs every range of a network with every range of the same network:
@@ -472,12 +476,12 @@ func endpointSets(eps []Endpoint) (routed, bridged []setDef) {
 		}
 	}
 	const addrs4, addrs6, targets6 = 0, 1, 2
-	// pod_addrs4/6 (inet): every endpoint's addresses, bridged or routed, for the
+	// bridge_pods4/6 (inet): bridge . address of every bridged endpoint, for the
 	// notrack rules.
 	routed = append(addrSets(), interfacesMap(),
-		setDef{name: setPodAddrs4, keyType: nftables.TypeIPAddr},
-		setDef{name: setPodAddrs6, keyType: nftables.TypeIP6Addr})
-	const ifaces, podAddrs4, podAddrs6 = 3, 4, 5
+		setDef{name: setBridgePods4, keyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr)},
+		setDef{name: setBridgePods6, keyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIP6Addr)})
+	const ifaces, bridgePods4, bridgePods6 = 3, 4, 5
 	bridged = append(addrSets(),
 		setDef{name: setEndpoints, keyType: nftables.TypeIFName},
 		setDef{name: setEndpointMACs, keyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr)},
@@ -496,14 +500,17 @@ func endpointSets(eps []Endpoint) (routed, bridged []setDef) {
 		if validIfName(e.HostIf) != nil {
 			continue
 		}
+		if e.bridged() && validIfName(e.Bridge) != nil {
+			continue
+		}
 		sets := routed
-		if e.Bridged {
+		if e.bridged() {
 			sets = bridged
 		}
 		key := ifnameKey(e.HostIf)
-		if k := (ifKey{e.HostIf, e.Bridged}); !seen[k] {
+		if k := (ifKey{e.HostIf, e.bridged()}); !seen[k] {
 			seen[k] = true
-			if e.Bridged {
+			if e.bridged() {
 				sets[ports].elems = append(sets[ports].elems, elemDef{key: key, text: quote(e.HostIf)})
 			} else {
 				sets[ifaces].elems = append(sets[ifaces].elems, interfaceElem(e.HostIf, chainEndpointSrc))
@@ -511,7 +518,7 @@ func endpointSets(eps []Endpoint) (routed, bridged []setDef) {
 		}
 		// ether_addr is 6 bytes, padded to 8 in a concatenation.
 		var mac []byte
-		if e.Bridged && len(e.MAC) == 6 {
+		if e.bridged() && len(e.MAC) == 6 {
 			mac = slices.Concat(e.MAC, []byte{0, 0})
 			if k := string(key) + e.MAC.String(); !seenAddr[k] {
 				seenAddr[k] = true
@@ -526,15 +533,15 @@ func endpointSets(eps []Endpoint) (routed, bridged []setDef) {
 			if !a.Is4() {
 				s = &sets[addrs6]
 			}
-			if !seenAddr[a.String()] {
-				seenAddr[a.String()] = true
-				if a.Is4() {
-					routed[podAddrs4].elems = append(routed[podAddrs4].elems, elemDef{key: a.AsSlice(), text: a.String()})
-				} else {
-					routed[podAddrs6].elems = append(routed[podAddrs6].elems, elemDef{key: a.AsSlice(), text: a.String()})
+			if k := e.Bridge + " . " + a.String(); e.bridged() && !seenAddr[k] {
+				seenAddr[k] = true
+				i := bridgePods4
+				if !a.Is4() {
+					i = bridgePods6
 				}
+				routed[i].elems = append(routed[i].elems, elemDef{key: slices.Concat(ifnameKey(e.Bridge), a.AsSlice()), text: quote(e.Bridge) + " . " + a.String()})
 			}
-			k := string(key) + a.String() + strconv.FormatBool(e.Bridged)
+			k := string(key) + a.String() + strconv.FormatBool(e.bridged())
 			if seenAddr[k] {
 				continue
 			}
@@ -732,13 +739,16 @@ func isolationRule(f ipFamily) ruleDef {
 	}
 }
 
-// notrackRules exempt from conntrack what one pod of the node sends to another of the
-// same network, unless a policy isolates either (withPolicies: the isolated_* sets
-// exist). Such traffic needs no state: no NAT rewrites it (a pod's connection to a VIP
-// or published port is addressed elsewhere, and masqueraded to the node, so its replies
-// are too), and without a policy every packet of it is accepted. The check of both
-// addresses makes it symmetric: both directions of a flow are tracked, or neither.
-// Both chains that run them (endpoint-src, from-bridge) check the source after them.
+// notrackRules exempt from conntrack, and accept, what a bridged pod sends to another
+// pod of its bridge when no policy isolates either (withPolicies: the isolated_* sets
+// exist): two lookups of bridge . address (set bridge_pods4/6), which also prove the
+// source is of the bridge's subnet. Such traffic needs no state: no NAT rewrites it (a
+// pod's connection to a VIP or published port is addressed elsewhere, and masqueraded to
+// the node, so its replies are too), and without a policy every packet of it is accepted.
+// The check of both addresses makes it symmetric: both directions of a flow are tracked,
+// or neither. Routed pods' traffic stays tracked: a check that two of them are of one
+// network would take a concatenated interval set (pipapo), whose lookup costs more per
+// packet than conntrack saves.
 //
 // When a policy comes to isolate a pod, conntrack picks up its open flows at their next
 // packet as new ones: a TCP segment without SYN passes the policy chains (chain
@@ -747,10 +757,13 @@ func isolationRule(f ipFamily) ruleDef {
 func notrackRules(withPolicies bool) []ruleDef {
 	var rules []ruleDef
 	for _, f := range []ipFamily{ip4, ip6} {
-		exprs := slices.Concat(isFamily(nftables.TableFamilyINet, f), []expr.Any{
-			loadAddr(f, f.daddr, reg1),
-			lookup(reg1, "pod_addrs"+f.suffix, false),
-		})
+		exprs := isFamily(nftables.TableFamilyINet, f)
+		for _, off := range []uint32{f.daddr, f.saddr} {
+			exprs = append(exprs,
+				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+				loadAddr(f, off, reg(16)),
+				lookup(reg1, "bridge_pods"+f.suffix, false))
+		}
 		if withPolicies {
 			for _, off := range []uint32{f.saddr, f.daddr} {
 				for _, d := range directions {
@@ -758,26 +771,23 @@ func notrackRules(withPolicies bool) []ruleDef {
 				}
 			}
 		}
-		exprs = append(exprs,
-			loadAddr(f, f.saddr, reg1),
-			loadAddr(f, f.daddr, reg(f.addrLen)),
-			lookup(reg1, "same_network"+f.suffix, false),
-			&expr.Notrack{},
-		)
-		rules = append(rules, ruleDef{exprs: exprs})
+		rules = append(rules, ruleDef{exprs: append(exprs, &expr.Notrack{}, accept())})
 	}
 	return rules
 }
 
-// untrackedRule accepts untracked packets from a pod address to one of the same network.
-func untrackedRule(f ipFamily) ruleDef {
+// untrackedRule accepts in chain forward the untracked packets that a bridge forwards to
+// itself: what notrackRules exempted, and what the rules after it accept too (chain
+// policies returns untracked packets, and the isolation rule passes what stays in one
+// network), in one lookup.
+func untrackedRule() ruleDef {
 	return ruleDef{
-		exprs: slices.Concat(ctState(expr.CtStateBitUNTRACKED), isFamily(nftables.TableFamilyINet, f), []expr.Any{
-			loadAddr(f, f.saddr, reg1),
-			loadAddr(f, f.daddr, reg(f.addrLen)),
-			lookup(reg1, "same_network"+f.suffix, false),
+		exprs: append(ctState(expr.CtStateBitUNTRACKED),
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg(16)},
+			lookup(reg1, setBridgeSelf, false),
 			accept(),
-		}),
+		),
 	}
 }
 

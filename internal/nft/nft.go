@@ -14,7 +14,8 @@
 //	set same_network4/6     interval, ip . ip: (subnet of network A . subnet of network A)
 //	set endpoints           ifname: host veths of routed endpoints
 //	set endpoint_addrs4/6   ifname . ip: (host veth . address) of routed endpoints
-//	set pod_addrs4/6        every endpoint's addresses (bridged and routed)
+//	set bridge_pods4/6      ifname . ip: (bridge . address) of bridged endpoints
+//	set bridge_self         ifname . ifname: (bridge . bridge) of every bridge
 //	map ports4, ports6      l4proto . port : address . port, published ports on every local address
 //	map hostports4/6        ip . l4proto . port : address . port, published ports on one host address
 //	set services4/6         VIP . l4proto . port of every service
@@ -36,9 +37,9 @@
 //	chain antispoof   filter prerouting, priority raw: drops packets to 127.0.0.0/8 that
 //	                  did not come from lo, and what a routed endpoint sends from an
 //	                  address that is not its own (chains endpoint-src, from-bridge, by
-//	                  map interfaces); those chains first exempt from conntrack (notrack)
-//	                  what one endpoint sends to another of the same network when no
-//	                  policy isolates either (model.go, notrackRules)
+//	                  map interfaces); chain from-bridge first exempts from conntrack
+//	                  (notrack) what a bridged pod sends to another of its bridge when
+//	                  no policy isolates either (model.go, notrackRules)
 //	chain prerouting  nat prerouting, priority dstnat: service VIPs, then published ports of
 //	                  one host address (DNAT), then for local destinations (fib daddr type
 //	                  local) chain local-ports
@@ -52,7 +53,7 @@
 //	                  what its rule K allows (policy.go; only with policies, as the chains
 //	                  below marked "policies")
 //	chain forward     filter forward, priority filter: established flows, untracked ones
-//	                  within a network, network policy (jump policies), isolation of
+//	                  within a bridge, network policy (jump policies), isolation of
 //	                  networks by address
 //	chain input       filter input, priority filter (policies with Egress): egress policy
 //	                  of the connections of pods to the node itself
@@ -151,9 +152,9 @@ type Network struct {
 // Endpoint is one sandbox attachment, for anti-spoofing: packets entering the node from
 // HostIf must come from one of Addrs.
 type Endpoint struct {
-	HostIf  string       // host-side veth (<=15 bytes)
-	Bridged bool         // true: a port of a bridge (bridge driver); false: routed driver (an L3 interface of the node)
-	Addrs   []netip.Addr // the sandbox's addresses
+	HostIf string       // host-side veth (<=15 bytes)
+	Bridge string       // the bridge HostIf is a port of (bridge driver); "" for the routed driver (an L3 interface of the node)
+	Addrs  []netip.Addr // the sandbox's addresses
 	// MAC is the sandbox interface's address: frames that a bridge port sends from
 	// another source MAC are dropped. Bridged endpoints only; none: every frame is.
 	MAC net.HardwareAddr
@@ -439,10 +440,10 @@ func (d Delta) Validate() error {
 		if err := e.validate(); err != nil {
 			return err
 		}
-		if b, ok := bridged[e.HostIf]; ok && b != e.Bridged {
+		if b, ok := bridged[e.HostIf]; ok && b != e.bridged() {
 			return fmt.Errorf("endpoint %q: listed both as bridged and as routed", e.HostIf)
 		}
-		bridged[e.HostIf] = e.Bridged
+		bridged[e.HostIf] = e.bridged()
 	}
 	targets := make(map[portKey]PortMapping, len(d.Ports))
 	for _, p := range d.Ports {
@@ -493,9 +494,17 @@ func (d Delta) Validate() error {
 	return nil
 }
 
+// bridged reports whether e is a bridge port.
+func (e Endpoint) bridged() bool { return e.Bridge != "" }
+
 func (e Endpoint) validate() error {
 	if err := validIfName(e.HostIf); err != nil {
 		return fmt.Errorf("endpoint %q: host interface: %w", e.HostIf, err)
+	}
+	if e.bridged() {
+		if err := validIfName(e.Bridge); err != nil {
+			return fmt.Errorf("endpoint %q: bridge: %w", e.HostIf, err)
+		}
 	}
 	for _, a := range e.Addrs {
 		if !a.IsValid() || a.IsUnspecified() || a.Is4In6() || a.Zone() != "" {

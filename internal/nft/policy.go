@@ -58,7 +58,7 @@ import (
 // (PolicyDrops). Packets of established connections never get there: a policy change
 // does not touch conntrack, so a connection that was allowed when it started lives on
 // even if the policy now denies new ones like it, until it ends. That holds too for a TCP
-// connection between two pods of one network that no policy isolated when it opened,
+// connection between two pods of one bridge that no policy isolated when it opened,
 // which conntrack did not track (notrackRules, with sets isolated_in4/6 and
 // isolated_out4/6: the union of the groups' isolation sets): when a policy comes to
 // isolate either pod, conntrack picks the connection up at its next segment, which

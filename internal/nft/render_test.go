@@ -35,7 +35,7 @@ var (
 	violet = Network{Name: "violet", Subnets: pfx("10.88.4.0/24", "fd00:88:4::/64"), Masquerade: true}
 
 	// Endpoints and published ports of the example ruleset.
-	blueEP   = Endpoint{HostIf: "pnv-blue-1", Bridged: true, Addrs: addrs("10.88.1.2", "fd00:88:1::2"), MAC: net.HardwareAddr{0x0a, 0x58, 0x0a, 0x58, 0x01, 0x02}}
+	blueEP   = Endpoint{HostIf: "pnv-blue-1", Bridge: "pn-blue", Addrs: addrs("10.88.1.2", "fd00:88:1::2"), MAC: net.HardwareAddr{0x0a, 0x58, 0x0a, 0x58, 0x01, 0x02}}
 	violetEP = Endpoint{HostIf: "pnv-violet-1", Addrs: addrs("10.88.4.2", "fd00:88:4::2")}
 	webPort  = PortMapping{Protocol: "tcp", HostPort: 8080, Addr: netip.MustParseAddr("10.88.1.2"), Port: 80}
 	dnsPort  = PortMapping{Protocol: "udp", HostIP: netip.MustParseAddr("fd00:ff::1"), HostPort: 5353,
@@ -157,7 +157,7 @@ func TestValidate(t *testing.T) {
 		{"endpoint unspecified", Ruleset{Endpoints: []Endpoint{{HostIf: "v", Addrs: []netip.Addr{netip.IPv6Unspecified()}}}}, "invalid sandbox address"},
 		{"endpoint mapped", Ruleset{Endpoints: []Endpoint{{HostIf: "v", Addrs: addrs("::ffff:10.0.0.1")}}}, "invalid sandbox address"},
 		{"endpoint twice", Ruleset{Endpoints: []Endpoint{{HostIf: "v", Addrs: []netip.Addr{a4}}, {HostIf: "v", Addrs: []netip.Addr{a6}}}}, ""},
-		{"endpoint bridged and routed", Ruleset{Endpoints: []Endpoint{{HostIf: "v", Bridged: true}, {HostIf: "v"}}}, "both as bridged and as routed"},
+		{"endpoint bridged and routed", Ruleset{Endpoints: []Endpoint{{HostIf: "v", Bridge: "br"}, {HostIf: "v"}}}, "both as bridged and as routed"},
 		{"protocol", Ruleset{Ports: []PortMapping{port("sctp", "", 80, a4, 80)}}, `protocol "sctp"`},
 		{"host port 0", Ruleset{Ports: []PortMapping{port("tcp", "", 0, a4, 80)}}, "host port 0"},
 		{"port 0", Ruleset{Ports: []PortMapping{port("tcp", "", 80, a4, 0)}}, "port 0"},
@@ -226,8 +226,8 @@ func TestDeltaBuild(t *testing.T) {
 		}
 	}
 	want := []string{
-		"inet podnet pod_addrs4 10.88.1.2",
-		"inet podnet pod_addrs6 fd00:88:1::2",
+		"inet podnet bridge_pods4 \"pn-blue\" . 10.88.1.2",
+		"inet podnet bridge_pods6 \"pn-blue\" . fd00:88:1::2",
 		"inet podnet hostports6 fd00:ff::1 . udp . 5353 : fd00:88:4::2 . 53",
 		`bridge podnet endpoint_addrs4 "pnv-blue-1" . 10.88.1.2`,
 		`bridge podnet endpoint_addrs6 "pnv-blue-1" . fd00:88:1::2`,

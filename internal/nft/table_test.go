@@ -106,7 +106,7 @@ func TestPrivilegedSyncIdempotent(t *testing.T) {
 func TestPrivilegedUpdate(t *testing.T) {
 	tb, _ := openTable(t)
 	base := full()
-	ep := Endpoint{HostIf: "pnv-red-1", Bridged: true, Addrs: addrs("10.88.2.7", "fd00:88:2::7")}
+	ep := Endpoint{HostIf: "pnv-red-1", Bridge: "pn-red", Addrs: addrs("10.88.2.7", "fd00:88:2::7")}
 	ports := []PortMapping{
 		{Protocol: "tcp", HostPort: 9000, Addr: netip.MustParseAddr("10.88.2.7"), Port: 9000},
 		{Protocol: "udp", HostIP: netip.MustParseAddr("192.0.2.1"), HostPort: 9000, Addr: netip.MustParseAddr("10.88.2.7"), Port: 53},
@@ -406,9 +406,13 @@ func bigRuleset(nets, endpoints, ports int) Ruleset {
 		})
 	}
 	for i := range endpoints {
+		bridge := ""
+		if i%2 == 0 {
+			bridge = "pn-big"
+		}
 		r.Endpoints = append(r.Endpoints, Endpoint{
-			HostIf:  fmt.Sprintf("pnv-%06d", i),
-			Bridged: i%2 == 0,
+			HostIf: fmt.Sprintf("pnv-%06d", i),
+			Bridge: bridge,
 			Addrs: []netip.Addr{
 				netip.AddrFrom4([4]byte{10, 200, byte(i >> 8), byte(i)}),
 				netip.AddrFrom16([16]byte{0xfd, 0xee, 14: byte(i >> 8), 15: byte(i)}),

@@ -93,11 +93,11 @@ func buildTopo(t testing.TB) *topo {
 		must(t, err, "create sandbox "+sb.name)
 		tp.ns[sb.name] = ns
 		tp.addr[sb.name] = host(sb.net.Subnets, sb.n)
-		ep := Endpoint{HostIf: "v" + sb.name, Bridged: sb.net.Bridge != ""}
+		ep := Endpoint{HostIf: "v" + sb.name, Bridge: sb.net.Bridge}
 		for _, p := range tp.addr[sb.name] {
 			ep.Addrs = append(ep.Addrs, p.Addr())
 		}
-		if ep.Bridged {
+		if ep.Bridge != "" {
 			var gws []netip.Addr
 			for _, gw := range host(sb.net.Subnets, 1) {
 				gws = append(gws, gw.Addr())
@@ -546,7 +546,7 @@ func TestPrivilegedAntiSpoofing(t *testing.T) {
 	var extra []Endpoint
 	for _, ep := range rs.Endpoints {
 		if ps, ok := spoofed[strings.TrimPrefix(ep.HostIf, "v")]; ok {
-			extra = append(extra, Endpoint{HostIf: ep.HostIf, Bridged: ep.Bridged, Addrs: []netip.Addr{ps[0].Addr(), ps[1].Addr()}})
+			extra = append(extra, Endpoint{HostIf: ep.HostIf, Bridge: ep.Bridge, Addrs: []netip.Addr{ps[0].Addr(), ps[1].Addr()}})
 		}
 	}
 	if err := tb.Update(Delta{Endpoints: extra}, Delta{}); err != nil {

@@ -258,7 +258,7 @@ func podnetRuleset() nft.Ruleset {
 			{Name: "routed", Subnets: []netip.Prefix{netip.MustParsePrefix("10.20.0.0/24")}, Masquerade: true},
 		},
 		Endpoints: []nft.Endpoint{
-			{HostIf: "va1", Bridged: true, Addrs: []netip.Addr{a, a6}, MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}},
+			{HostIf: "va1", Bridge: "pn-a", Addrs: []netip.Addr{a, a6}, MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}},
 			{HostIf: "vr1", Addrs: []netip.Addr{b}},
 		},
 		Ports: []nft.PortMapping{

@@ -56,7 +56,8 @@ func decodeAll(t *testing.T, msgs []netlink.Message) []Event {
 }
 
 // The first events of a recorded trace of a SYN from a1 to a2 across bridge pn-a:
-// the bridge marker's rule, then its policy, then podnet's bridge anti-spoofing.
+// the bridge marker's rule, then its policy, then podnet's bridge anti-spoofing; the
+// conntrack view of that untracked flow, and of a tracked one (routed).
 func TestDecodeRecorded(t *testing.T) {
 	msgs, in := readRecorded(t, "bridge")
 	events := decodeAll(t, msgs)
@@ -78,21 +79,39 @@ func TestDecodeRecorded(t *testing.T) {
 	if e := events[3]; e.Family != "bridge" || e.Table != "podnet" || e.Chain != "antispoof" || e.Verdict != "accept" || e.Handle == 0 {
 		t.Errorf("fourth event %+v: want podnet's bridge anti-spoofing accepting", e)
 	}
-	// From conntrack on, the events say the connection's id, state and direction.
+	// Traffic within a bridge is untracked: the events say so, and the replies are
+	// marked by their headers.
 	i := slices.IndexFunc(events, func(e Event) bool { return e.Ct != nil })
 	if i < 0 {
 		t.Fatal("no event with the conntrack view")
 	}
+	if ct := events[i].Ct; ct.ID != 0 || ct.State != "untracked" {
+		t.Errorf("first conntrack view %+v: want untracked", ct)
+	}
+	if !slices.ContainsFunc(events, func(e Event) bool {
+		return e.Ct != nil && e.Ct.State == "untracked" && e.Chain == chainMarkUntracked
+	}) {
+		t.Error("no reply marked by the untracked reply marker")
+	}
+	if !slices.ContainsFunc(events, func(e Event) bool { return e.NFProto == "ipv4" && e.Family == "inet" && e.OIF != 0 }) {
+		t.Error("no inet event with an output interface")
+	}
+
+	// Routed traffic is tracked: from conntrack on, the events say the connection's id,
+	// state and direction.
+	msgs, _ = readRecorded(t, "routed")
+	events = decodeAll(t, msgs)
+	i = slices.IndexFunc(events, func(e Event) bool { return e.Ct != nil })
+	if i < 0 {
+		t.Fatal("routed: no event with the conntrack view")
+	}
 	if ct := events[i].Ct; ct.ID == 0 || ct.State != "new" || ct.Direction != "original" {
-		t.Errorf("first conntrack view %+v: want a new connection, original direction", ct)
+		t.Errorf("routed: first conntrack view %+v: want a new connection, original direction", ct)
 	}
 	if !slices.ContainsFunc(events, func(e Event) bool {
 		return e.Ct != nil && e.Ct.Direction == "reply" && e.Ct.State == "established" && e.Chain == chainMarkReplyPrerouting
 	}) {
-		t.Error("no reply marked by the reply marker")
-	}
-	if !slices.ContainsFunc(events, func(e Event) bool { return e.NFProto == "ipv4" && e.Family == "inet" && e.OIF != 0 }) {
-		t.Error("no inet event with an output interface")
+		t.Error("routed: no reply marked by the reply marker")
 	}
 }
 

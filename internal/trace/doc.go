@@ -13,7 +13,7 @@
 //     with meta nftrace set 1: in the original direction by their headers at the earliest
 //     hooks (prerouting and output at raw - 1, bridge prerouting before the bridge
 //     family's chains), replies and ICMP errors by their connection's original tuple right
-//     after conntrack (untracked replies, as between two pods of one network, by their
+//     after conntrack (untracked replies, as between two pods of one bridge, by their
 //     headers); and empty chains at the end of every hook, whose policy events say
 //     that a packet came through the hook. The tables are created with
 //     NFT_TABLE_F_OWNER (nftwire.Owner): they belong to the marker's socket, Close deletes

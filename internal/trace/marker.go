@@ -150,7 +150,7 @@ func markReplyRule(f Flow, _ nftables.TableFamily) []expr.Any {
 }
 
 // markUntrackedReplyRule marks the replies of f when conntrack does not track them
-// (podnet does not track traffic between two pods of one network that no policy
+// (podnet does not track traffic between two pods of one bridge that no policy
 // isolates), matched on their headers, the addresses and ports swapped:
 //
 //	meta nfproto ipv4 ct state untracked ip saddr D ip daddr S meta l4proto P

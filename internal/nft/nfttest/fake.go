@@ -288,12 +288,12 @@ func apply(r nft.Ruleset, add, remove nft.Delta) (nft.Ruleset, error) {
 		return r, err
 	}
 	for _, e := range remove.Endpoints {
-		r.Endpoints = slices.DeleteFunc(r.Endpoints, func(o nft.Endpoint) bool { return o.HostIf == e.HostIf && o.Bridged == e.Bridged })
+		r.Endpoints = slices.DeleteFunc(r.Endpoints, func(o nft.Endpoint) bool { return o.HostIf == e.HostIf && o.Bridge == e.Bridge })
 	}
 	for _, e := range add.Endpoints {
-		i := slices.IndexFunc(r.Endpoints, func(o nft.Endpoint) bool { return o.HostIf == e.HostIf && o.Bridged == e.Bridged })
+		i := slices.IndexFunc(r.Endpoints, func(o nft.Endpoint) bool { return o.HostIf == e.HostIf && o.Bridge == e.Bridge })
 		if i < 0 {
-			r.Endpoints = append(r.Endpoints, nft.Endpoint{HostIf: e.HostIf, Bridged: e.Bridged})
+			r.Endpoints = append(r.Endpoints, nft.Endpoint{HostIf: e.HostIf, Bridge: e.Bridge})
 			i = len(r.Endpoints) - 1
 		}
 		if e.MAC != nil {
@@ -625,7 +625,7 @@ func deltaItems(sign string, d nft.Delta) []string {
 	}
 	for _, e := range d.Endpoints {
 		kind := "routed"
-		if e.Bridged {
+		if e.Bridge != "" {
 			kind = "bridged"
 		}
 		s := fmt.Sprintf("endpoint %s %s %v", e.HostIf, kind, e.Addrs)

@@ -78,7 +78,7 @@ func TestFake(t *testing.T) {
 func TestFakeUpdate(t *testing.T) {
 	var f Fake
 	a := netip.MustParseAddr("10.88.1.2")
-	ep := nft.Endpoint{HostIf: "pnv-1", Bridged: true, Addrs: []netip.Addr{a, netip.MustParseAddr("fd00::2")}}
+	ep := nft.Endpoint{HostIf: "pnv-1", Bridge: "pn-1", Addrs: []netip.Addr{a, netip.MustParseAddr("fd00::2")}}
 	web := nft.PortMapping{Protocol: "tcp", HostPort: 8080, Addr: a, Port: 80}
 	base := nft.Ruleset{Networks: []nft.Network{{Name: "blue", Bridge: "pn-blue", Subnets: []netip.Prefix{netip.MustParsePrefix("10.88.1.0/24")}}}}
 	with := base
