@@ -40,7 +40,8 @@ import (
 //	                accepted, then a pod's connections to the node (its addresses, a node
 //	                local DNS) go through policy-egress-G
 //	chain policies  ct state untracked return     (IPv6 neighbour discovery, MLD)
-//	                tcp flags ! syn return         (connections picked up mid-way)
+//	                tcp flags ! syn iifname . oifname @bridge_self return
+//	                                               (connections picked up mid-way)
 //	                per group G with Egress: ip saddr @policy_out_G4 jump policy-egress-G,
 //	                    ip6 likewise
 //	                per group G with Ingress: ip daddr @policy_in_G4 goto policy-ingress-G,
@@ -863,15 +864,18 @@ func portElem(start, last netip.Addr, proto byte, s portSpan) elemDef {
 func policyChains(ps []Policy) []chainDef {
 	dispatch := chainDef{name: chainPolicy, rules: []ruleDef{
 		{exprs: append(ctState(expr.CtStateBitUNTRACKED), ret())},
-		// A TCP segment without SYN that is not of an established connection: one that
-		// conntrack picks up in the middle, which was open before it was tracked
-		// (notrackRules). It cannot open a connection.
+		// A TCP segment without SYN that is not of an established connection, within a
+		// bridge: one that conntrack picks up in the middle, which was open before it
+		// was tracked (notrackRules). It cannot open a connection.
 		{exprs: []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.IPPROTO_TCP}},
 			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
 			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 1, Mask: []byte{tcpSYN}, Xor: []byte{0}},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{0}},
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg(16)},
+			lookup(reg1, setBridgeSelf, false),
 			ret(),
 		}},
 	}}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 
 	"github.com/google/nftables"
@@ -106,10 +107,21 @@ func markRule(f Flow, fam nftables.TableFamily) []expr.Any {
 	} else {
 		es = append(es, nfprotoMatch(v6)...)
 	}
+	return slices.Concat(es, headerMatch(f, false), setNftrace())
+}
+
+// headerMatch matches the headers of f's packets: in its original direction, or
+// swapped (the replies: the addresses swapped, the port as source port).
+func headerMatch(f Flow, swapped bool) []expr.Any {
 	srcOff, dstOff, alen := uint32(12), uint32(16), uint32(4)
-	if v6 {
+	if f.Dst.Is6() {
 		srcOff, dstOff, alen = 8, 24, 16
 	}
+	portOff := uint32(2)
+	if swapped {
+		srcOff, dstOff, portOff = dstOff, srcOff, 0
+	}
+	var es []expr.Any
 	if f.Src.IsValid() {
 		es = append(es, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: srcOff, Len: alen}, eq(f.Src.AsSlice()))
 	}
@@ -118,9 +130,9 @@ func markRule(f Flow, fam nftables.TableFamily) []expr.Any {
 		es = append(es, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, eq([]byte{p}))
 	}
 	if f.Port != 0 {
-		es = append(es, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2}, eq(be16(f.Port)))
+		es = append(es, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: portOff, Len: 2}, eq(be16(f.Port)))
 	}
-	return append(es, setNftrace()...)
+	return es
 }
 
 // markReplyRule marks the replies of f (and the ICMP errors about it), matched on the
@@ -163,21 +175,7 @@ func markUntrackedReplyRule(f Flow, _ nftables.TableFamily) []expr.Any {
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
 			Mask: binary.NativeEndian.AppendUint32(nil, expr.CtStateBitUNTRACKED), Xor: make([]byte, 4)},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)})
-	srcOff, dstOff, alen := uint32(12), uint32(16), uint32(4)
-	if v6 {
-		srcOff, dstOff, alen = 8, 24, 16
-	}
-	es = append(es, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: srcOff, Len: alen}, eq(f.Dst.AsSlice()))
-	if f.Src.IsValid() {
-		es = append(es, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: dstOff, Len: alen}, eq(f.Src.AsSlice()))
-	}
-	if p := f.l4proto(); p != 0 {
-		es = append(es, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, eq([]byte{p}))
-	}
-	if f.Port != 0 {
-		es = append(es, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2}, eq(be16(f.Port)))
-	}
-	return append(es, setNftrace()...)
+	return slices.Concat(es, headerMatch(f, true), setNftrace())
 }
 
 // ctOriginal is IP_CT_DIR_ORIGINAL, the direction of a ct expression's tuple.
