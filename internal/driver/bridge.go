@@ -81,7 +81,8 @@ func (d bridge) Endpoint(n api.Network, k api.EndpointKey, addrs []netip.Prefix,
 		ep.SandboxNeighbors = append(ep.SandboxNeighbors, plan.Neighbor{IP: s.Gateway, MAC: bridgeMAC})
 		ep.NodeNeighbors = append(ep.NodeNeighbors, plan.Neighbor{IP: a.Addr(), MAC: ep.MAC})
 	}
-	// In table bridge podnet: frames from the port must carry the sandbox's MAC.
+	// The bridge the port is in (traffic between its pods may skip conntrack) and, in
+	// table bridge podnet, the MAC that frames from the port must carry.
 	e.Tables.Endpoints[0].Bridge = n.Bridge
 	e.Tables.Endpoints[0].MAC = ep.MAC
 	return e

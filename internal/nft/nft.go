@@ -435,15 +435,18 @@ func (d Delta) Validate() error {
 	if err := validateNetworks(d.Networks); err != nil {
 		return err
 	}
-	bridged := make(map[string]bool, len(d.Endpoints))
+	bridgeOf := make(map[string]string, len(d.Endpoints))
 	for _, e := range d.Endpoints {
 		if err := e.validate(); err != nil {
 			return err
 		}
-		if b, ok := bridged[e.HostIf]; ok && b != e.bridged() {
+		switch b, ok := bridgeOf[e.HostIf]; {
+		case ok && (b == "") != (e.Bridge == ""):
 			return fmt.Errorf("endpoint %q: listed both as bridged and as routed", e.HostIf)
+		case ok && b != e.Bridge:
+			return fmt.Errorf("endpoint %q: listed as a port of bridges %q and %q", e.HostIf, b, e.Bridge)
 		}
-		bridged[e.HostIf] = e.bridged()
+		bridgeOf[e.HostIf] = e.Bridge
 	}
 	targets := make(map[portKey]PortMapping, len(d.Ports))
 	for _, p := range d.Ports {

@@ -158,6 +158,8 @@ func TestValidate(t *testing.T) {
 		{"endpoint mapped", Ruleset{Endpoints: []Endpoint{{HostIf: "v", Addrs: addrs("::ffff:10.0.0.1")}}}, "invalid sandbox address"},
 		{"endpoint twice", Ruleset{Endpoints: []Endpoint{{HostIf: "v", Addrs: []netip.Addr{a4}}, {HostIf: "v", Addrs: []netip.Addr{a6}}}}, ""},
 		{"endpoint bridged and routed", Ruleset{Endpoints: []Endpoint{{HostIf: "v", Bridge: "br"}, {HostIf: "v"}}}, "both as bridged and as routed"},
+		{"endpoint in two bridges", Ruleset{Endpoints: []Endpoint{{HostIf: "v", Bridge: "br"}, {HostIf: "v", Bridge: "br2"}}}, `port of bridges "br" and "br2"`},
+		{"endpoint's bridge", Ruleset{Endpoints: []Endpoint{{HostIf: "v", Bridge: "a-bridge-name-too-long"}}}, `endpoint "v": bridge`},
 		{"protocol", Ruleset{Ports: []PortMapping{port("sctp", "", 80, a4, 80)}}, `protocol "sctp"`},
 		{"host port 0", Ruleset{Ports: []PortMapping{port("tcp", "", 0, a4, 80)}}, "host port 0"},
 		{"port 0", Ruleset{Ports: []PortMapping{port("tcp", "", 80, a4, 0)}}, "port 0"},
