@@ -757,13 +757,7 @@ func isolationRule(f ipFamily) ruleDef {
 func notrackRules(withPolicies bool) []ruleDef {
 	var rules []ruleDef
 	for _, f := range []ipFamily{ip4, ip6} {
-		exprs := isFamily(nftables.TableFamilyINet, f)
-		for _, off := range []uint32{f.daddr, f.saddr} {
-			exprs = append(exprs,
-				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
-				loadAddr(f, off, reg(16)),
-				lookup(reg1, "bridge_pods"+f.suffix, false))
-		}
+		exprs := slices.Concat(isFamily(nftables.TableFamilyINet, f), bridgePod(f, f.daddr), bridgePod(f, f.saddr))
 		if withPolicies {
 			for _, off := range []uint32{f.saddr, f.daddr} {
 				for _, d := range directions {
@@ -774,6 +768,16 @@ func notrackRules(withPolicies bool) []ruleDef {
 		rules = append(rules, ruleDef{exprs: append(exprs, &expr.Notrack{}, accept())})
 	}
 	return rules
+}
+
+// bridgePod matches a packet whose address at off is of a pod of the bridge it came in
+// by (set bridge_pods4/6).
+func bridgePod(f ipFamily, off uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+		loadAddr(f, off, reg(16)),
+		lookup(reg1, "bridge_pods"+f.suffix, false),
+	}
 }
 
 // untrackedRule accepts in chain forward the untracked packets that a bridge forwards to
@@ -1119,11 +1123,13 @@ func podSourceRule(f ipFamily) ruleDef {
 }
 
 // fromBridgeRules check a packet that entered through a bridge: from one of the
-// bridge's subnets (the common case: one lookup), or from no pod address.
+// bridge's pods (the common case: a hash lookup), from one of its subnets (a
+// concatenated interval lookup, which costs more), or from no pod address.
 func fromBridgeRules() []ruleDef {
 	var rules []ruleDef
 	for _, f := range []ipFamily{ip4, ip6} {
 		rules = append(rules,
+			ruleDef{exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f), bridgePod(f, f.saddr), []expr.Any{accept()})},
 			ruleDef{exprs: slices.Concat(isFamily(nftables.TableFamilyINet, f), []expr.Any{
 				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
 				loadAddr(f, f.saddr, reg(16)),
