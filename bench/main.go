@@ -109,6 +109,7 @@ func run() int {
 	duration := flag.Duration("duration", time.Second, "throughput, cluster: length of one stream")
 	tpOnly := flag.String("tp-paths", "", "throughput: comma-separated paths to time (default: all; see the table for their names)")
 	tpEndpoints := flag.Int("tp-endpoints", 1000, "throughput: extra endpoints, each publishing a port, on the big node (0: no big node)")
+	tpCompare := flag.String("tp-compare", "", "throughput: a directory holding another podnet (an A/B run): a node of its agent runs the bridge, routed and dnat paths beside this one's, in the same rounds (rows bridge-cmp, routed-cmp, dnat-cmp)")
 	mappings := flag.Int("mappings", 1000, "ports: mappings that exist when the second sample is timed")
 	sample := flag.Int("sample", 20, "ports: ADDs timed at the start and with -mappings mappings")
 	dnsRuns := flag.Int("dns-runs", 3, "dns: runs per row (the median is reported)")
@@ -159,6 +160,15 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "podnet-bench:", err)
 		return 1
 	}
+	if *tpCompare != "" {
+		if *tpCompare, err = filepath.Abs(*tpCompare); err == nil {
+			_, err = os.Stat(filepath.Join(*tpCompare, "podnet"))
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "podnet-bench: -tp-compare:", err)
+			return 2
+		}
+	}
 
 	// The first ctrl-C or SIGTERM stops the run between two pod operations, and the
 	// cleanup still runs; a second one kills at once.
@@ -201,7 +211,7 @@ func run() int {
 	var tp tpResult
 	if sel.throughput && ctx.Err() == nil {
 		fmt.Fprintf(os.Stderr, "podnet-bench: throughput (%d runs of %v per path)\n", *runs, *duration)
-		tp = measureThroughput(ctx, prefix+"-tp", binDir, *runs, *duration, *tpEndpoints, *tpOnly)
+		tp = measureThroughput(ctx, prefix+"-tp", binDir, *runs, *duration, *tpEndpoints, *tpCompare, *tpOnly)
 		report("throughput", tp.err)
 		for _, p := range tpPaths {
 			report("throughput "+p.name, tp.errs[p.name])

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -48,6 +49,10 @@ type tpPath struct {
 	ref         string  // the reference plugins' row of the same path ("": none)
 	base        string  // the same path on the node without extra endpoints ("": none)
 	target      float64 // minimum throughput ratio to floor; 0: reported only
+	// compare: the path on a node of the -tp-compare agent, beside base (the same path
+	// of this agent); its ratios to base are the A/B figures, without targets. Left out
+	// of the tables unless asked for.
+	compare bool
 }
 
 // tpCPUSlack is how much more CPU per GB than its floor (or base) a podnet path may cost.
@@ -68,6 +73,9 @@ var tpPaths = []tpPath{
 	{name: "dnat", label: "published port, DNAT: outside -> node:port -> the same pod", floor: "to-pod", ref: "ref-portmap", target: 0.95},
 	{name: "dnat-big", label: "published port, DNAT, node with extra endpoints", floor: "to-pod", ref: "ref-portmap", base: "dnat", target: 0.95},
 	{name: "proxy", label: "published port, port mode proxy: outside -> node:port -> pod"},
+	{name: "bridge-cmp", label: "podnet bridge network, the -tp-compare agent", floor: "floor-bridge", ref: "ref-bridge", base: "bridge", compare: true},
+	{name: "routed-cmp", label: "podnet routed network, the -tp-compare agent", floor: "floor-routed", ref: "ref-ptp", base: "routed", compare: true},
+	{name: "dnat-cmp", label: "published port, DNAT, the -tp-compare agent", floor: "to-pod", ref: "ref-portmap", base: "dnat", compare: true},
 }
 
 // Sandbox indexes of a podnet node's testbed; extra endpoints follow tpNodeSandboxes.
@@ -150,6 +158,7 @@ type tpResult struct {
 	errs     map[string]error   // why a path has no figure, or failed in a later run
 	brNFCall string             // bridge-nf-call-iptables in the node namespace
 	extra    int                // endpoints (each publishing a port) added to the big node
+	compare  string             // the directory of the -tp-compare agent ("": none)
 	err      error              // the section's own setup or cleanup failed
 }
 
@@ -191,13 +200,14 @@ func closeHandles(ns []netns.NsHandle) {
 }
 
 // measureThroughput builds the throughput testbeds (the big node with extra endpoints,
-// each publishing a port; none without), runs `runs` rounds of d-long streams and of
-// request/response traffic, and removes everything again.
-func measureThroughput(ctx context.Context, prefix, binDir string, runs int, d time.Duration, extra int, only string) (res tpResult) {
-	res = tpResult{runs: map[string][]tpRun{}, errs: map[string]error{}, extra: extra}
+// each publishing a port, none without; a node of the agent in compareDir, none for
+// ""), runs `runs` rounds of d-long streams and of request/response traffic, and
+// removes everything again.
+func measureThroughput(ctx context.Context, prefix, binDir string, runs int, d time.Duration, extra int, compareDir, only string) (res tpResult) {
+	res = tpResult{runs: map[string][]tpRun{}, errs: map[string]error{}, extra: extra, compare: compareDir}
 	bed := &tpBed{flows: map[string]flow{}}
 	defer func() { res.err = errors.Join(res.err, bed.close()) }()
-	if err := bed.build(ctx, prefix, binDir, extra, res.errs); err != nil {
+	if err := bed.build(ctx, prefix, binDir, extra, compareDir, res.errs); err != nil {
 		res.err = err
 		return res
 	}
@@ -236,7 +246,7 @@ func measureThroughput(ctx context.Context, prefix, binDir string, runs int, d t
 
 // build makes the testbeds and adds every path that could be set up to b.flows, or
 // why not to errs; an error means the section cannot run.
-func (b *tpBed) build(ctx context.Context, prefix, binDir string, extra int, errs map[string]error) error {
+func (b *tpBed) build(ctx context.Context, prefix, binDir string, extra int, compareDir string, errs map[string]error) error {
 	plain, err := newTestbed(prefix, tpPlainSandboxes)
 	if err != nil {
 		return err
@@ -279,15 +289,21 @@ func (b *tpBed) build(ctx context.Context, prefix, binDir string, extra int, err
 	}
 	maps.Copy(b.flows, n.flows)
 	maps.Copy(errs, n.errs)
-	if extra > 0 {
-		big, err := b.startNode(ctx, prefix+"-n1", binDir, extra)
+	more := func(suffix, binDir string, extra int) {
+		n, err := b.startNode(ctx, prefix+"-n"+strconv.Itoa(len(b.nodes)), binDir, extra)
 		for _, p := range []string{"bridge", "routed", "dnat"} {
 			if err != nil {
-				errs[p+"-big"] = err
+				errs[p+suffix] = err
 			} else {
-				b.flows[p+"-big"] = big.flows[p]
+				b.flows[p+suffix] = n.flows[p]
 			}
 		}
+	}
+	if extra > 0 {
+		more("-big", binDir, extra)
+	}
+	if compareDir != "" {
+		more("-cmp", compareDir, 0)
 	}
 
 	// The reference plugins' node is the plain testbed's node; the outside namespace of
@@ -754,12 +770,18 @@ func printThroughput(w io.Writer, runs int, d time.Duration, res tpResult) {
 	fmt.Fprintf(w, "### Throughput\n\n")
 	fmt.Fprintf(w, "one TCP stream, %d KiB blocking writes and reads, sender pinned to CPU %d and receiver to CPU %d, %v per run, then %v of %d-byte requests and responses one at a time; %d rounds, every path once per round, each round starting one path further; figures are medians over the runs, ratios medians over the rounds of the two paths' figures in the same round; bridge-nf-call-iptables in the node namespace: %s; the big node has %d extra endpoints, each publishing a port\n\n",
 		tpWrite>>10, senderCPU, receiverCPU, d, tpRRDuration, rrSize, runs, res.brNFCall, res.extra)
+	if res.compare != "" {
+		fmt.Fprintf(w, "The -cmp rows are a node of the agent in %s, in the same rounds as the rest: their / base is that agent against the -bin one.\n\n", res.compare)
+	}
 	fmt.Fprintf(w, "| path | Gbit/s median | min - max | / bare veth | / floor | target | / reference plugin | server saw client as |\n")
 	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---|---:|---|\n")
 	gbps := func(r float64) string { return fmt.Sprintf("%.2f", r/1e9) }
 	var notes []string
 	for _, p := range tpPaths {
 		f := fig[p.name]
+		if p.compare && res.compare == "" {
+			continue
+		}
 		if f.n == 0 {
 			why := "not run"
 			if err := res.errs[p.name]; err != nil {
@@ -777,11 +799,15 @@ func printThroughput(w io.Writer, runs int, d time.Duration, res tpResult) {
 			}
 		}
 		toRef := paired(p.name, p.ref, rate)
-		if !math.IsNaN(toRef) {
+		if !math.IsNaN(toRef) && !p.compare {
 			notes = append(notes, fmt.Sprintf("%s / %s throughput: %.2f (target >= 1%s)", p.name, p.ref, toRef, verdict(toRef >= 1)))
 		}
 		if r := paired(p.name, p.base, rate); !math.IsNaN(r) {
-			notes = append(notes, fmt.Sprintf("%s / %s throughput (%d extra endpoints): %.2f", p.name, p.base, res.extra, r))
+			if p.compare {
+				notes = append(notes, fmt.Sprintf("%s / %s throughput (the agent of %s / the -bin one): %.2f", p.name, p.base, res.compare, r))
+			} else {
+				notes = append(notes, fmt.Sprintf("%s / %s throughput (%d extra endpoints): %.2f", p.name, p.base, res.extra, r))
+			}
 		}
 		if err := res.errs[p.name]; err != nil {
 			target += "; then failed: " + cell(err.Error())
@@ -806,13 +832,13 @@ func printThroughput(w io.Writer, runs int, d time.Duration, res tpResult) {
 		}
 		toFloor, toBase := paired(p.name, p.floor, cpuPerGB), paired(p.name, p.base, cpuPerGB)
 		target := "reported"
-		if p.floor != "" {
+		if p.floor != "" && !p.compare {
 			target = fmt.Sprintf("<= %.2f of floor", tpCPUSlack)
 			if !math.IsNaN(toFloor) {
 				target += verdict(toFloor <= tpCPUSlack)
 			}
 		}
-		if p.base != "" {
+		if p.base != "" && !p.compare {
 			target += fmt.Sprintf("; <= %.2f of base", tpCPUSlack)
 			if !math.IsNaN(toBase) {
 				target += verdict(toBase <= tpCPUSlack)

@@ -55,15 +55,27 @@ func (r tpRun) perGB(d time.Duration) time.Duration {
 }
 
 // onCPU runs fn on an OS thread of its own, bound to cpu, and returns the CPU time the
-// thread spent in fn. Call it on a goroutine of its own: the thread stays locked to
-// that goroutine and ends with it, so its affinity reaches nothing else.
+// thread spent in fn. Afterwards the thread gets its affinity back and returns to the
+// runtime. It must not end with the goroutine (as a thread left locked does): a child
+// process that thread started, such as an agent, has Pdeathsig, and the kernel would
+// kill it with the thread.
 func onCPU(cpu int, fn func() error) (time.Duration, error) {
 	runtime.LockOSThread()
-	var set unix.CPUSet
+	var orig, set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &orig); err != nil {
+		runtime.UnlockOSThread()
+		return 0, fmt.Errorf("get the CPU affinity: %w", err)
+	}
 	set.Set(cpu)
 	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		runtime.UnlockOSThread()
 		return 0, fmt.Errorf("pin to CPU %d: %w", cpu, err)
 	}
+	defer func() {
+		if unix.SchedSetaffinity(0, &orig) == nil {
+			runtime.UnlockOSThread()
+		}
+	}()
 	before, err := threadCPU()
 	if err != nil {
 		return 0, err
