@@ -785,13 +785,15 @@ func bridgePod(f ipFamily, off uint32) []expr.Any {
 // policies returns untracked packets, and the isolation rule passes what stays in one
 // network), in one lookup.
 func untrackedRule() ruleDef {
-	return ruleDef{
-		exprs: append(ctState(expr.CtStateBitUNTRACKED),
-			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
-			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg(16)},
-			lookup(reg1, setBridgeSelf, false),
-			accept(),
-		),
+	return ruleDef{exprs: slices.Concat(ctState(expr.CtStateBitUNTRACKED), withinBridge(), []expr.Any{accept()})}
+}
+
+// withinBridge matches what a bridge forwards to itself (set bridge_self).
+func withinBridge() []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg(16)},
+		lookup(reg1, setBridgeSelf, false),
 	}
 }
 

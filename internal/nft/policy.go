@@ -867,17 +867,13 @@ func policyChains(ps []Policy) []chainDef {
 		// A TCP segment without SYN that is not of an established connection, within a
 		// bridge: one that conntrack picks up in the middle, which was open before it
 		// was tracked (notrackRules). It cannot open a connection.
-		{exprs: []expr.Any{
+		{exprs: slices.Concat([]expr.Any{
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.IPPROTO_TCP}},
 			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
 			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 1, Mask: []byte{tcpSYN}, Xor: []byte{0}},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{0}},
-			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
-			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg(16)},
-			lookup(reg1, setBridgeSelf, false),
-			ret(),
-		}},
+		}, withinBridge(), []expr.Any{ret()})},
 	}}
 	// Egress first, the way a packet goes: out of its source, into its destination.
 	for _, d := range []direction{egress, ingress} {
