@@ -6,8 +6,11 @@
 //     and the same kernel work done directly with netlink (the floor), the rows
 //     interleaved pod by pod; where podnet's ADD time goes; how long each DEL's work
 //     goes on after its reply;
-//   - throughput: one TCP stream through podnet's bridge and routed networks and
-//     through a published port (DNAT, proxy mode), against a bare veth pair;
+//   - throughput: one TCP stream, request/response and small datagrams through podnet's
+//     bridge and routed networks and through a published port (DNAT, proxy mode),
+//     against the same topology without rules and the reference plugins, in rounds; then
+//     each comparison with both paths at once, by the CPU time per byte and per datagram
+//     (see atonce.go);
 //   - ports: ADD latency of a pod publishing a port once 1,000 mappings exist, against
 //     the first ADDs, for podnet and the reference chain bridge + host-local + portmap;
 //   - dns: queries per second and latency (dnsperf) of podnet's cluster DNS server and of
@@ -17,7 +20,7 @@
 //     the time to create them through the agent's API;
 //   - policy: with 100 network policies, the time until traffic follows a policy change
 //     or a label change with 10 and with 5,000 endpoints, TCP connect latency with and
-//     without policies, and the rule count of podnet's tables (see policy.go);
+//     without policies (between bridged pods and between routed ones), and the rule count of podnet's tables (see policy.go);
 //   - cluster: cross-node throughput (vxlan, direct) against the same kernel objects
 //     without podnet, convergence with 10 and 20 nodes, etcd requests per ADD, ADD on
 //     etcd against bbolt (see cluster.go);
@@ -109,6 +112,7 @@ func run() int {
 	duration := flag.Duration("duration", time.Second, "throughput, cluster: length of one stream")
 	tpOnly := flag.String("tp-paths", "", "throughput: comma-separated paths to time (default: all; see the table for their names)")
 	tpEndpoints := flag.Int("tp-endpoints", 1000, "throughput: extra endpoints, each publishing a port, on the big node (0: no big node)")
+	tpAtOnce := flag.Int("tp-at-once", 12, "throughput: rounds of the comparisons run at once (two paths at the same time on the same CPUs; 0: none)")
 	tpCompare := flag.String("tp-compare", "", "throughput: a directory holding another podnet (an A/B run): a node of its agent runs the bridge, routed and dnat paths beside this one's, in the same rounds (rows bridge-cmp, routed-cmp, dnat-cmp)")
 	mappings := flag.Int("mappings", 1000, "ports: mappings that exist when the second sample is timed")
 	sample := flag.Int("sample", 20, "ports: ADDs timed at the start and with -mappings mappings")
@@ -117,8 +121,8 @@ func run() int {
 	services := flag.Int("services", 10000, "services: services defined when the second sample of connections is timed")
 	connections := flag.Int("connections", 500, "services: connections to VIPs per sample")
 	polEndpoints := flag.Int("policy-endpoints", 5000, "policy: endpoints of the large testbed (the small one has 10)")
-	polRounds := flag.Int("policy-rounds", 10, "policy: times each change is made and undone per testbed")
-	polConns := flag.Int("policy-connections", 2000, "policy: connects per testbed for the per-packet cost")
+	polRounds := flag.Int("policy-rounds", 20, "policy: times each change is made and undone per testbed")
+	polConns := flag.Int("policy-connections", 2000, "policy: connects per testbed and driver (bridge, routed) for the per-packet cost")
 	kubeServices := flag.Int("kube-services", 5000, "kube: services defined when the second sample of changes is timed (the first has 100)")
 	kubeRounds := flag.Int("kube-rounds", 10, "kube: rounds of changes (create, move the backend) per number of services")
 	kubeAlone := flag.Bool("kube-alone", false, "kube: podnet alone, without kube-proxy's node (whose syncs compete for the CPUs during podnet's changes)")
@@ -132,8 +136,8 @@ func run() int {
 	case err != nil:
 	case *pods < 1 || *concurrent < 1:
 		err = errors.New("-pods and -concurrent must be at least 1")
-	case *runs < 1 || *duration < 100*time.Millisecond:
-		err = errors.New("-runs must be at least 1 and -duration at least 100ms")
+	case *runs < 1 || *duration < 100*time.Millisecond || *tpAtOnce < 0:
+		err = errors.New("-runs must be at least 1, -duration at least 100ms and -tp-at-once at least 0")
 	case *tpEndpoints < 0 || *tpEndpoints > tpMaxExtra:
 		err = fmt.Errorf("-tp-endpoints must be between 0 and %d (the addresses of the big node's networks)", tpMaxExtra)
 	case *sample < 1 || *mappings < *sample || *mappings+*sample > maxBridgePorts:
@@ -211,7 +215,7 @@ func run() int {
 	var tp tpResult
 	if sel.throughput && ctx.Err() == nil {
 		fmt.Fprintf(os.Stderr, "podnet-bench: throughput (%d runs of %v per path)\n", *runs, *duration)
-		tp = measureThroughput(ctx, prefix+"-tp", binDir, *runs, *duration, *tpEndpoints, *tpCompare, *tpOnly)
+		tp = measureThroughput(ctx, prefix+"-tp", binDir, *runs, *tpAtOnce, *duration, *tpEndpoints, *tpCompare, *tpOnly)
 		report("throughput", tp.err)
 		for _, p := range tpPaths {
 			report("throughput "+p.name, tp.errs[p.name])
@@ -244,7 +248,7 @@ func run() int {
 
 	var polRes polResult
 	if sel.policy && ctx.Err() == nil {
-		fmt.Fprintf(os.Stderr, "podnet-bench: policy (100 policies; %d and %d endpoints; %d rounds of changes, %d connects per testbed)\n", polFew, *polEndpoints, *polRounds, *polConns)
+		fmt.Fprintf(os.Stderr, "podnet-bench: policy (100 policies; %d and %d endpoints; %d rounds of changes, %d connects per testbed and driver)\n", polFew, *polEndpoints, *polRounds, *polConns)
 		polRes = measurePolicy(ctx, prefix+"-pol", binDir, *polEndpoints, *polRounds, *polConns)
 		report("policy", polRes.err)
 	}
@@ -283,7 +287,7 @@ func run() int {
 		printSetup(w, *pods, *concurrent, sel.setup, setup, parts)
 	}
 	if sel.throughput {
-		printThroughput(w, *runs, *duration, tp)
+		printThroughput(w, *runs, *tpAtOnce, *duration, tp)
 	}
 	if sel.ports {
 		printPorts(w, *sample, *mappings, ports)

@@ -28,13 +28,17 @@ import (
 // The policy section: what network policies cost as the node's pods grow in number.
 //
 // Three testbeds side by side, each a `podnet agent` on its node namespace (embedded
-// store) with the same bridge networks (polPerNetwork endpoints each: see there) and
-// namespaces ns-0..ns-9 labelled team=team-<k>: "none" and "few" have polFew endpoints,
-// "many" -policy-endpoints; "few" and "many" hold the same 100 policies, "none" none.
-// The endpoints are attached before the policies are applied. The first four are the
-// probes (network 0): web (ns-0, app=web, listening on ports 80, 8443 and 8081),
-// frontend and admin (ns-1, role=frontend and role=admin) and mover (ns-1, role=other).
-// The others are fillers: pod i in ns-<i mod 10>, app=app-<i mod 100>, role=role-<i mod 7>.
+// store) with the same bridge networks (polPerNetwork endpoints each: see there), the
+// routed network pol-routed and namespaces ns-0..ns-9 labelled team=team-<k>: "none"
+// and "few" have polFew endpoints on the bridge networks, "many" -policy-endpoints, and
+// each has two more on pol-routed; "few" and "many" hold the same 100 policies, "none"
+// none. The endpoints are attached before the policies are applied. The first six are
+// the probes: on bridge network 0 web (ns-0, app=web, listening on ports 80, 8443 and
+// 8081), frontend and admin (ns-1, role=frontend and role=admin) and mover (ns-1,
+// role=other); on pol-routed web-r and frontend-r, namespaces and labels as web's and
+// frontend's (the same policies select them; web-r listens on port 80). The others are
+// the bridge networks' fillers: pod-<j> (j = 4, 5, ...) in ns-<j mod 10>,
+// app=app-<j mod 100>, role=role-<j mod 7>.
 //
 // The 100 policies (polPolicies): web-frontend (web from frontend pods of team-1 on 80),
 // web-monitoring (web from monitor pods of team-2 on 9090), web-admin (web from admin
@@ -45,8 +49,14 @@ import (
 //
 // Measured:
 //   - the rules, sets and set elements of podnet's tables in each testbed (nftwire dumps);
-//   - TCP connect latency frontend -> web:80 (allowed by web-frontend and
-//     frontend-egress) in the three testbeds, one connect of each in random order per round;
+//   - TCP connect latency frontend -> web:80 over the bridge and frontend-r -> web-r:80
+//     over pol-routed (allowed by web-frontend and frontend-egress) in the three
+//     testbeds, one connect of each pair in each testbed in random order per round. In
+//     "none" the bridged connect skips conntrack (podnet leaves traffic within a bridge
+//     untracked while no policy isolates either pod), in "few" and "many" it is tracked;
+//     the routed one is tracked in every testbed (the node routes it). So the routed
+//     ratio to "none" is the policies' own cost, the bridged one the policies' and
+//     conntrack's;
 //   - how long until traffic follows a change (a prober connects every polInterval, each
 //     connect waiting polConnectWait at most: the start of the first connect from which
 //     on every outcome is the new one), for three changes made and undone in "few" and
@@ -77,13 +87,17 @@ const (
 	polWarmup      = 50               // rounds of connects before the timed ones
 	polMaxFailed   = 20               // failed samples of one row that end its rounds
 	polFollowTgt   = 1.2              // time until traffic follows, many / few endpoints
-	polPacketTgt   = 1.1              // connect median with 100 policies / with none
+	polPacketTgt   = 1.1              // connect median with 100 policies / with none, same driver
 )
 
-// Probe pods and ports.
+// Probe pods and ports. The probes are the first endpoints of a testbed: four on bridge
+// network 0, then two on the routed network; the routed ones are not counted in the
+// testbed's endpoints (polBed.endpoints counts the bridge networks' endpoints).
 const (
 	polWeb, polFrontend, polAdmin, polMover = 0, 1, 2, 3
-	polProbes                               = 4
+	polWebRouted, polFrontendRouted         = 4, 5
+	polProbes                               = 6
+	polRoutedProbes                         = 2
 	polPortWeb                              = 80
 	polPortAdmin                            = 8443
 	polPortAdminOff                         = 8444
@@ -148,14 +162,21 @@ func polNetworksFor(n int) int {
 	return (n + polPerNetwork - 1) / polPerNetwork
 }
 
-// polNetwork is bridge network k.
+// polRoutedNet is polNetwork's and polPod's index of the routed network, the bridge
+// networks being 0, 1, ...
+const polRoutedNet = -1
+
+// polNetwork is bridge network k, or the routed network for polRoutedNet.
 func polNetwork(k int) api.NetworkSpec {
+	if k == polRoutedNet {
+		return api.NetworkSpec{Name: "pol-routed", Driver: api.DriverRouted, Subnets: []string{"10.101.0.0/24"}}
+	}
 	return api.NetworkSpec{Name: fmt.Sprintf("pol-%d", k), Driver: api.DriverBridge,
 		Subnets: []string{fmt.Sprintf("10.100.%d.0/22", 4*k)}}
 }
 
-// polPod is endpoint i of a testbed of networks bridge networks: its network, name,
-// namespace and labels.
+// polPod is endpoint i (sandbox i) of a testbed of networks bridge networks: its
+// network (polRoutedNet for the routed probes), name, namespace and labels.
 func polPod(i, networks int) (network int, name, namespace string, labels map[string]string) {
 	switch i {
 	case polWeb:
@@ -166,9 +187,16 @@ func polPod(i, networks int) (network int, name, namespace string, labels map[st
 		return 0, "admin", "ns-1", map[string]string{"role": "admin"}
 	case polMover:
 		return 0, "mover", "ns-1", map[string]string{"role": "other"}
+	case polWebRouted:
+		return polRoutedNet, "web-r", "ns-0", map[string]string{"app": "web"}
+	case polFrontendRouted:
+		return polRoutedNet, "frontend-r", "ns-1", map[string]string{"role": "frontend"}
 	}
-	return i % networks, fmt.Sprintf("pod-%d", i), fmt.Sprintf("ns-%d", i%polNamespaces),
-		map[string]string{"app": fmt.Sprintf("app-%d", i%100), "role": fmt.Sprintf("role-%d", i%7)}
+	// The fillers are numbered on from the bridge probes, as if the routed ones were not
+	// there: pod-4, pod-5, ... (so a filler policy selects endpoints/100 of them).
+	j := i - polRoutedProbes
+	return j % networks, fmt.Sprintf("pod-%d", j), fmt.Sprintf("ns-%d", j%polNamespaces),
+		map[string]string{"app": fmt.Sprintf("app-%d", j%100), "role": fmt.Sprintf("role-%d", j%7)}
 }
 
 // polKey is the attachment of endpoint i (its container ID is its index) to network k.
@@ -214,10 +242,11 @@ type polBed struct {
 	c         *api.Client
 	probes    []*polClient   // the probe pods' namespaces, with their sockets
 	web       netip.Addr     // web's address
-	listeners []net.Listener // web's
+	webRouted netip.Addr     // web-r's
+	listeners []net.Listener // web's and web-r's
 	built     time.Duration  // building the testbed (namespaces, agent, attaches)
 	applied   time.Duration  // the call that applied the 100 policies
-	endpoints int
+	endpoints int            // on the bridge networks; the routed probes come on top
 	// released are the endpoints that the agent released during the fill although
 	// their attach had succeeded (their veth deleted); they were attached again.
 	released []string
@@ -239,14 +268,20 @@ type polFlips struct {
 	probeErrs    int // connects that neither succeeded nor timed out (refused, unreachable)
 }
 
+// polPath is a row of the per-packet table: the probe pair of a driver in a testbed.
+type polPath struct{ driver, bed string }
+
+// polDrivers are the drivers of the per-packet rows.
+var polDrivers = []string{api.DriverBridge, api.DriverRouted}
+
 // polResult is the policy section's outcome.
 type polResult struct {
 	many, networks int
 	beds           map[string]*polBed
 	flips          map[string]*polFlips // by change name, "do"|"undo" and testbed: "port/do/few"
-	packet         map[string][]time.Duration
-	packetFailed   map[string]int
-	packetErr      map[string]string
+	packet         map[polPath][]time.Duration
+	packetFailed   map[polPath]int
+	packetErr      map[polPath]string
 	rules          map[string]polRules
 	brnf           map[string]string // bridge-nf-call-iptables in each node
 	took           time.Duration     // the whole section, teardown included
@@ -259,8 +294,8 @@ func polFlipKey(change, dir, bed string) string { return change + "/" + dir + "/
 func measurePolicy(ctx context.Context, prefix, binDir string, many, rounds, conns int) (res polResult) {
 	start := time.Now()
 	res = polResult{many: many, networks: polNetworksFor(many), beds: map[string]*polBed{},
-		flips: map[string]*polFlips{}, packet: map[string][]time.Duration{}, packetFailed: map[string]int{},
-		packetErr: map[string]string{}, rules: map[string]polRules{}, brnf: map[string]string{}}
+		flips: map[string]*polFlips{}, packet: map[polPath][]time.Duration{}, packetFailed: map[polPath]int{},
+		packetErr: map[polPath]string{}, rules: map[string]polRules{}, brnf: map[string]string{}}
 	progress := func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "podnet-bench: policy: %s\n", fmt.Sprintf(format, args...))
 	}
@@ -289,7 +324,7 @@ func measurePolicy(ctx context.Context, prefix, binDir string, many, rounds, con
 	}
 
 	settle(ctx)
-	progress("%d rounds: connect frontend -> web:%d in each testbed", conns, polPortWeb)
+	progress("%d rounds: connect frontend -> web:%d and frontend-r -> web-r:%d in each testbed", conns, polPortWeb, polPortWeb)
 	res.measurePacket(ctx, conns)
 
 	progress("%d rounds: %d changes made and undone in testbeds few and many", rounds, len(polChanges))
@@ -297,13 +332,14 @@ func measurePolicy(ctx context.Context, prefix, binDir string, many, rounds, con
 	return res
 }
 
-// newPolBed builds a testbed: agent, networks, namespace labels, endpoints, web's
-// listeners, and with pols the 100 policies.
+// newPolBed builds a testbed: agent, networks, namespace labels, endpoints (the routed
+// probes on top of endpoints), web's and web-r's listeners, and with pols the 100
+// policies.
 func newPolBed(ctx context.Context, prefix, binDir, name string, endpoints, networks int, pols bool, progress func(string, ...any)) (b *polBed, err error) {
 	start := time.Now()
 	b = &polBed{name: name, endpoints: endpoints}
-	progress("testbed %s: creating %d sandbox namespaces", name, endpoints)
-	if b.tb, err = newTestbed(prefix, endpoints); err != nil {
+	progress("testbed %s: creating %d sandbox namespaces", name, b.pods())
+	if b.tb, err = newTestbed(prefix, b.pods()); err != nil {
 		return b, err
 	}
 	if b.agent, err = startAgent(binDir, b.tb); err != nil {
@@ -314,6 +350,9 @@ func newPolBed(ctx context.Context, prefix, binDir, name string, endpoints, netw
 		if _, err := b.c.CreateNetwork(ctx, polNetwork(k)); err != nil {
 			return b, fmt.Errorf("create network %d: %w", k, err)
 		}
+	}
+	if _, err := b.c.CreateNetwork(ctx, polNetwork(polRoutedNet)); err != nil {
+		return b, fmt.Errorf("create the routed network: %w", err)
 	}
 	for k := range polNamespaces {
 		req := api.NamespaceLabelRequest{Name: fmt.Sprintf("ns-%d", k), Labels: map[string]string{"team": fmt.Sprintf("team-%d", k)}}
@@ -328,7 +367,7 @@ func newPolBed(ctx context.Context, prefix, binDir, name string, endpoints, netw
 		}
 		b.probes = append(b.probes, &polClient{ns: h})
 	}
-	progress("testbed %s: attaching %d endpoints to %d bridge networks", name, endpoints, networks)
+	progress("testbed %s: attaching %d endpoints to %d bridge networks and %d to the routed one", name, endpoints, networks, polRoutedProbes)
 	if err := b.fill(ctx, networks, progress); err != nil {
 		return b, err
 	}
@@ -350,7 +389,7 @@ func newPolBed(ctx context.Context, prefix, binDir, name string, endpoints, netw
 	return b, nil
 }
 
-// attach attaches endpoint i, and notes web's address.
+// attach attaches endpoint i, and notes web's and web-r's addresses.
 func (b *polBed) attach(ctx context.Context, i, networks int) error {
 	k, name, ns, labels := polPod(i, networks)
 	fd, err := unix.Open(b.tb.sandboxes[i], unix.O_RDONLY|unix.O_CLOEXEC, 0)
@@ -362,13 +401,23 @@ func (b *polBed) attach(ctx context.Context, i, networks int) error {
 	if err != nil {
 		return fmt.Errorf("attach %s/%s: %w", ns, name, err)
 	}
-	if i == polWeb {
+	if i == polWeb || i == polWebRouted {
 		if len(r.IPs) == 0 {
-			return errors.New("attach web: result without an address")
+			return fmt.Errorf("attach %s: result without an address", name)
 		}
-		b.web = r.IPs[0].Address.Addr()
+		if i == polWeb {
+			b.web = r.IPs[0].Address.Addr()
+		} else {
+			b.webRouted = r.IPs[0].Address.Addr()
+		}
 	}
 	return nil
+}
+
+// pods is how many endpoints (and sandboxes) the testbed has: its endpoints, and the
+// routed probes.
+func (b *polBed) pods() int {
+	return b.endpoints + polRoutedProbes
 }
 
 // fill attaches every endpoint, the probes first and one at a time, then the others
@@ -392,11 +441,12 @@ func (b *polBed) fill(ctx context.Context, networks int, progress func(string, .
 			}
 		})
 	}
-	for i := polProbes; i < b.endpoints && ctx.Err() == nil && errors.Join(errs...) == nil; i++ {
-		if i%polFillLap == 0 {
+	for i := polProbes; i < b.pods() && ctx.Err() == nil && errors.Join(errs...) == nil; i++ {
+		// Laps of polFillLap endpoints (the routed probes are not among them).
+		if n := i - polRoutedProbes; n%polFillLap == 0 {
 			b.fillLaps = append(b.fillLaps, time.Since(lap))
 			lap = time.Now()
-			progress("testbed %s: endpoint %d after %.0f s", b.name, i, time.Since(start).Seconds())
+			progress("testbed %s: endpoint %d after %.0f s", b.name, n, time.Since(start).Seconds())
 		}
 		next <- i
 	}
@@ -423,7 +473,7 @@ func (b *polBed) attachReleased(ctx context.Context, networks int) error {
 			}
 		}
 		var out []int
-		for i := range b.endpoints {
+		for i := range b.pods() {
 			k, _, _, _ := polPod(i, networks)
 			if !have[polKey(i, k).String()] {
 				out = append(out, i)
@@ -452,32 +502,43 @@ func (b *polBed) attachReleased(ctx context.Context, networks int) error {
 	return nil
 }
 
-// listen makes web accept (and close at once) connections on its ports.
+// listen makes web accept (and close at once) connections on its ports, and web-r on
+// port 80.
 func (b *polBed) listen() error {
-	ns := b.probes[polWeb].ns
-	for _, port := range []int{polPortWeb, polPortAdmin, polPortExtra} {
-		var l net.Listener
-		err := inNetns(ns, func() (err error) {
-			l, err = net.Listen("tcp4", fmt.Sprintf(":%d", port))
+	for _, on := range []struct{ probe, port int }{
+		{polWeb, polPortWeb}, {polWeb, polPortAdmin}, {polWeb, polPortExtra}, {polWebRouted, polPortWeb},
+	} {
+		if err := b.listenOn(on.probe, on.port); err != nil {
 			return err
-		})
-		if err != nil {
-			return fmt.Errorf("web: listen on %d: %w", port, err)
 		}
-		b.listeners = append(b.listeners, l)
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					if errors.Is(err, net.ErrClosed) {
-						return
-					}
-					continue
-				}
-				c.Close()
-			}
-		}()
 	}
+	return nil
+}
+
+// listenOn makes probe accept (and close at once) connections on port.
+func (b *polBed) listenOn(probe, port int) error {
+	var l net.Listener
+	err := inNetns(b.probes[probe].ns, func() (err error) {
+		l, err = net.Listen("tcp4", fmt.Sprintf(":%d", port))
+		return err
+	})
+	if err != nil {
+		_, name, _, _ := polPod(probe, 1)
+		return fmt.Errorf("%s: listen on %d: %w", name, port, err)
+	}
+	b.listeners = append(b.listeners, l)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				continue
+			}
+			c.Close()
+		}
+	}()
 	return nil
 }
 
@@ -503,35 +564,49 @@ func (b *polBed) close() error {
 	return err
 }
 
-// measurePacket times conns rounds of one connect frontend -> web:80 in each testbed, in
-// random order.
+// measurePacket times conns rounds of one connect in each testbed for each driver,
+// frontend -> web:80 (bridge) and frontend-r -> web-r:80 (routed), in random order.
 func (res *polResult) measurePacket(ctx context.Context, conns int) {
 	r := rand.New(rand.NewPCG(uint64(conns), 11))
-	order := slices.Clone(polBedNames)
+	var order []polPath
+	for _, driver := range polDrivers {
+		for _, name := range polBedNames {
+			order = append(order, polPath{driver, name})
+		}
+	}
 	for round := range polWarmup + conns {
 		if ctx.Err() != nil {
 			return
 		}
 		r.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
-		for _, name := range order {
-			if res.packetFailed[name] >= polMaxFailed {
+		for _, p := range order {
+			if res.packetFailed[p] >= polMaxFailed {
 				continue
 			}
-			b := res.beds[name]
-			out, took, err := b.probes[polFrontend].connect(netip.AddrPortFrom(b.web, polPortWeb), polConnectWait)
+			client, web := res.beds[p.bed].packetPair(p.driver)
+			out, took, err := client.connect(netip.AddrPortFrom(web, polPortWeb), polConnectWait)
 			if round < polWarmup {
 				continue
 			}
 			if out != outAllowed {
-				if res.packetFailed[name] == 0 {
-					res.packetErr[name] = fmt.Sprintf("round %d: %s (%v)", round, out, err)
+				if res.packetFailed[p] == 0 {
+					res.packetErr[p] = fmt.Sprintf("round %d: %s (%v)", round, out, err)
 				}
-				res.packetFailed[name]++
+				res.packetFailed[p]++
 				continue
 			}
-			res.packet[name] = append(res.packet[name], took)
+			res.packet[p] = append(res.packet[p], took)
 		}
 	}
+}
+
+// packetPair is the probe pair of driver's network: the client (frontend or
+// frontend-r) and the server's address (web's or web-r's).
+func (b *polBed) packetPair(driver string) (*polClient, netip.Addr) {
+	if driver == api.DriverRouted {
+		return b.probes[polFrontendRouted], b.webRouted
+	}
+	return b.probes[polFrontend], b.web
 }
 
 // measureFlips makes and undoes each change rounds times in "few" and "many", the
@@ -892,7 +967,8 @@ func polCommand(many, rounds, conns int) string {
 func printPolicy(w io.Writer, rounds, conns int, res polResult) {
 	fmt.Fprintf(w, "### Network policy\n\n")
 	fmt.Fprintf(w, "`%s`: %.1f min in all (building the %d-endpoint testbed %s), on three testbeds side by side, an agent each (embedded store), "+
-		"with the same %d bridge networks and namespaces ns-0..ns-9 (team=team-<k>): none (%d endpoints, no policy), few (%d endpoints) and many (%d endpoints) "+
+		"with the same %d bridge networks, a routed network holding two more probe pods (web-r, frontend-r: not counted in the endpoints below) "+
+		"and namespaces ns-0..ns-9 (team=team-<k>): none (%d endpoints, no policy), few (%d endpoints) and many (%d endpoints) "+
 		"with the same 100 policies (each selects app=app-<j> pods of one namespace and admits pods by a namespaceSelector and a podSelector on one TCP port; "+
 		"with %d endpoints a filler policy selects about %d pods and admits about %d)\n\n",
 		polCommand(res.many, rounds, conns), res.took.Minutes(), res.many, polBuilt(res.beds["many"]), res.networks, polFew, polFew, res.many,
@@ -947,41 +1023,50 @@ func printPolicy(w io.Writer, rounds, conns int, res polResult) {
 		fmt.Fprintln(w)
 	}
 
-	fmt.Fprintf(w, "Per-packet cost: TCP connect frontend -> web:%d (from the SYN until established; both pods selected by policies, the connection allowed), %d rounds of one connect per testbed in random order\n\n", polPortWeb, conns)
-	fmt.Fprintf(w, "| testbed | policies | endpoints | connect median | p90 | / none (medians) | target | failed |\n|---|---:|---:|---:|---:|---:|---|---:|\n")
-	none := summarize(res.packet["none"])
-	for _, name := range polBedNames {
-		s := summarize(res.packet[name])
-		b := res.beds[name]
-		pols, eps := 100, polFew
-		if name == "none" {
-			pols = 0
-		}
-		if b != nil {
-			eps = b.endpoints
-		}
-		target := ""
-		if name == "few" {
-			target = fmt.Sprintf("<= %g", polPacketTgt)
-		}
-		if s.n == 0 {
-			fmt.Fprintf(w, "| %s | %d | %d | n/a | | | %s | %d |\n", name, pols, eps, target, res.packetFailed[name])
-			continue
-		}
-		ratio := ""
-		if none.n > 0 {
-			r := float64(s.median) / float64(none.median)
-			ratio = fmt.Sprintf("%.2f", r)
-			if name == "few" {
-				target += verdict(r <= polPacketTgt)
+	fmt.Fprintf(w, "Per-packet cost: TCP connect frontend -> web:%d over a bridge network and frontend-r -> web-r:%d over a routed network "+
+		"(from the SYN until established; in few and many both pods of each pair selected by policies, the connection allowed), "+
+		"%d rounds of one connect per testbed and driver in random order. In testbed none the bridged connect skips conntrack (no policy isolates the pods), "+
+		"while the routed one is tracked in every testbed (the node routes it): the routed ratio is the policies' own cost, the bridged one the policies' and conntrack's\n\n",
+		polPortWeb, polPortWeb, conns)
+	fmt.Fprintf(w, "| driver | testbed | policies | endpoints | connect median | p90 | / none, same driver (medians) | target | failed |\n|---|---|---:|---:|---:|---:|---:|---|---:|\n")
+	for _, driver := range polDrivers {
+		none := summarize(res.packet[polPath{driver, "none"}])
+		for _, name := range polBedNames {
+			p := polPath{driver, name}
+			s := summarize(res.packet[p])
+			b := res.beds[name]
+			pols, eps := 100, polFew
+			if name == "none" {
+				pols = 0
 			}
+			if b != nil {
+				eps = b.endpoints
+			}
+			target := ""
+			if name != "none" {
+				target = fmt.Sprintf("<= %g", polPacketTgt)
+			}
+			if s.n == 0 {
+				fmt.Fprintf(w, "| %s | %s | %d | %d | n/a | | | %s | %d |\n", driver, name, pols, eps, target, res.packetFailed[p])
+				continue
+			}
+			ratio := ""
+			if none.n > 0 {
+				r := float64(s.median) / float64(none.median)
+				ratio = fmt.Sprintf("%.2f", r)
+				if name != "none" {
+					target += verdict(r <= polPacketTgt)
+				}
+			}
+			fmt.Fprintf(w, "| %s | %s | %d | %d | %s | %s | %s | %s | %d |\n", driver, name, pols, eps, us(s.median), us(s.p90), ratio, target, res.packetFailed[p])
 		}
-		fmt.Fprintf(w, "| %s | %d | %d | %s | %s | %s | %s | %d |\n", name, pols, eps, us(s.median), us(s.p90), ratio, target, res.packetFailed[name])
 	}
 	fmt.Fprintln(w)
-	for _, name := range polBedNames {
-		if res.packetFailed[name] > 0 {
-			fmt.Fprintf(w, "- %s: %d connects failed, the first: %s\n", name, res.packetFailed[name], cell(res.packetErr[name]))
+	for _, driver := range polDrivers {
+		for _, name := range polBedNames {
+			if p := (polPath{driver, name}); res.packetFailed[p] > 0 {
+				fmt.Fprintf(w, "- %s, %s: %d connects failed, the first: %s\n", driver, name, res.packetFailed[p], cell(res.packetErr[p]))
+			}
 		}
 	}
 	var brnf []string

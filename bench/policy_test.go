@@ -65,20 +65,35 @@ func TestPolPolicies(t *testing.T) {
 	}
 }
 
-// TestPolPods checks the probes' place and that each filler policy selects pods of its
-// own namespace with 5,000 endpoints.
+// TestPolPods checks the probes' place, that the bridge networks hold the 5,000
+// endpoints and the routed one the routed probes, and that each filler policy selects
+// pods of its own namespace.
 func TestPolPods(t *testing.T) {
 	const n = 5000
 	networks := polNetworksFor(n)
 	perNetwork := make([]int, networks)
+	routed := 0
 	selected := map[string]int{}
+	names := map[string]bool{}
 	pols := polPolicies()
-	for i := range n {
+	for i := range n + polRoutedProbes {
 		k, name, ns, labels := polPod(i, networks)
-		perNetwork[k]++
-		if i < polProbes && (k != 0 || name == "" || ns == "") {
+		if k == polRoutedNet {
+			routed++
+		} else {
+			perNetwork[k]++
+		}
+		wantNet := 0
+		if i == polWebRouted || i == polFrontendRouted {
+			wantNet = polRoutedNet
+		}
+		if i < polProbes && (k != wantNet || name == "" || ns == "") {
 			t.Errorf("probe %d: network %d, %s/%s", i, k, ns, name)
 		}
+		if names[ns+"/"+name] {
+			t.Errorf("endpoint %d: %s/%s given twice", i, ns, name)
+		}
+		names[ns+"/"+name] = true
 		ep := api.Endpoint{Namespace: ns, Name: name, Labels: labels}
 		for _, p := range pols {
 			if policy.Selects(p, ep) {
@@ -86,18 +101,23 @@ func TestPolPods(t *testing.T) {
 			}
 		}
 	}
+	total := 0
 	for k, c := range perNetwork {
+		total += c
 		if c > polPerNetwork+polProbes {
 			t.Errorf("network %d: %d endpoints, want at most %d", k, c, polPerNetwork+polProbes)
 		}
 	}
-	for j := polProbes; j < 100; j++ {
+	if total != n || routed != polRoutedProbes {
+		t.Errorf("%d endpoints on the bridge networks, %d on the routed one; want %d and %d", total, routed, n, polRoutedProbes)
+	}
+	for j := 4; j < 100; j++ { // the filler policies pol-4..pol-99
 		key := fmt.Sprintf("ns-%d/pol-%d", j%polNamespaces, j)
 		if selected[key] != n/100 {
 			t.Errorf("policy %s selects %d pods, want %d", key, selected[key], n/100)
 		}
 	}
-	if selected["ns-0/web-frontend"] != 1 || selected["ns-1/frontend-egress"] != 1 {
-		t.Errorf("web-frontend selects %d pods, frontend-egress %d; want web and frontend", selected["ns-0/web-frontend"], selected["ns-1/frontend-egress"])
+	if selected["ns-0/web-frontend"] != 2 || selected["ns-1/frontend-egress"] != 2 {
+		t.Errorf("web-frontend selects %d pods, frontend-egress %d; want web and web-r, frontend and frontend-r", selected["ns-0/web-frontend"], selected["ns-1/frontend-egress"])
 	}
 }

@@ -31,6 +31,13 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 	return sorted[lo] + time.Duration(math.Round(frac*float64(sorted[hi]-sorted[lo])))
 }
 
+// quantile interpolates like percentile, on sorted floats (at least one).
+func quantile(sorted []float64, p float64) float64 {
+	pos := p * float64(len(sorted)-1)
+	lo, hi := int(math.Floor(pos)), int(math.Ceil(pos))
+	return sorted[lo] + (pos-float64(lo))*(sorted[hi]-sorted[lo])
+}
+
 // median of float samples, interpolated like percentile; 0 for none.
 func median(xs []float64) float64 {
 	s := slices.Clone(xs)

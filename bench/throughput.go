@@ -48,7 +48,7 @@ type tpPath struct {
 	floor       string  // the row of the same path without podnet's rules ("": none)
 	ref         string  // the reference plugins' row of the same path ("": none)
 	base        string  // the same path on the node without extra endpoints ("": none)
-	target      float64 // minimum throughput ratio to floor; 0: reported only
+	target      float64 // minimum throughput ratio to floor, judged at once (atonce.go); 0: none
 	// compare: the path on a node of the -tp-compare agent, beside base (the same path
 	// of this agent); its ratios to base are the A/B figures, without targets. Left out
 	// of the tables unless asked for.
@@ -159,7 +159,11 @@ type tpResult struct {
 	brNFCall string             // bridge-nf-call-iptables in the node namespace
 	extra    int                // endpoints (each publishing a port) added to the big node
 	compare  string             // the directory of the -tp-compare agent ("": none)
-	err      error              // the section's own setup or cleanup failed
+	// The comparisons run at once (atonce.go), their rounds, and why a pair stopped.
+	pairs    []tpPair
+	duels    map[tpPair][]tpDuel
+	pairErrs map[tpPair]error
+	err      error // the section's own setup or cleanup failed
 }
 
 // tpBed is the section's namespaces and agents; close removes them.
@@ -201,9 +205,9 @@ func closeHandles(ns []netns.NsHandle) {
 
 // measureThroughput builds the throughput testbeds (the big node with extra endpoints,
 // each publishing a port, none without; a node of the agent in compareDir, none for
-// ""), runs `runs` rounds of d-long streams and of request/response traffic, and
-// removes everything again.
-func measureThroughput(ctx context.Context, prefix, binDir string, runs int, d time.Duration, extra int, compareDir, only string) (res tpResult) {
+// ""), runs `runs` rounds of d-long streams and of request/response traffic, then
+// atOnce rounds of the comparisons at once, and removes everything again.
+func measureThroughput(ctx context.Context, prefix, binDir string, runs, atOnce int, d time.Duration, extra int, compareDir, only string) (res tpResult) {
 	res = tpResult{runs: map[string][]tpRun{}, errs: map[string]error{}, extra: extra, compare: compareDir}
 	bed := &tpBed{flows: map[string]flow{}}
 	defer func() { res.err = errors.Join(res.err, bed.close()) }()
@@ -232,7 +236,9 @@ func measureThroughput(ctx context.Context, prefix, binDir string, runs int, d t
 				r.rtts, err = requestResponse(ctx, f, tpRRDuration)
 			}
 			if err == nil {
-				r.pps, r.ppsBusy, err = packetRate(ctx, f, tpPPSDuration)
+				var pr ppsRun
+				pr, err = packetRate(ctx, f, tpPPSDuration)
+				r.pps, r.ppsBusy = pr.pps, pr.busy
 			}
 			if err == nil {
 				res.runs[p.name] = append(res.runs[p.name], r)
@@ -240,6 +246,14 @@ func measureThroughput(ctx context.Context, prefix, binDir string, runs int, d t
 				res.errs[p.name] = fmt.Errorf("run %d: %w", run+1, err)
 			}
 		}
+	}
+	if atOnce > 0 {
+		for _, p := range tpPairsOf(order) {
+			if slices.ContainsFunc(order, func(q tpPath) bool { return q.name == p.b }) {
+				res.pairs = append(res.pairs, p)
+			}
+		}
+		res.duels, res.pairErrs = measureAtOnce(ctx, bed.flows, res.pairs, atOnce, d, res.errs)
 	}
 	return res
 }
@@ -759,7 +773,7 @@ func ratioText(r float64) string {
 }
 
 // printThroughput prints the throughput and the cost tables and the targets.
-func printThroughput(w io.Writer, runs int, d time.Duration, res tpResult) {
+func printThroughput(w io.Writer, runs, atOnce int, d time.Duration, res tpResult) {
 	fig := map[string]tpFigures{}
 	for _, p := range tpPaths {
 		fig[p.name] = figuresOf(res.runs[p.name])
@@ -768,13 +782,13 @@ func printThroughput(w io.Writer, runs int, d time.Duration, res tpResult) {
 		return pairedRatio(res.runs[a], res.runs[b], get)
 	}
 	fmt.Fprintf(w, "### Throughput\n\n")
-	fmt.Fprintf(w, "one TCP stream, %d KiB blocking writes and reads, sender pinned to CPU %d and receiver to CPU %d, %v per run, then %v of %d-byte requests and responses one at a time; %d rounds, every path once per round, each round starting one path further; figures are medians over the runs, ratios medians over the rounds of the two paths' figures in the same round; bridge-nf-call-iptables in the node namespace: %s; the big node has %d extra endpoints, each publishing a port\n\n",
+	fmt.Fprintf(w, "one TCP stream, %d KiB blocking writes and reads, sender pinned to CPU %d and receiver to CPU %d, %v per run, then %v of %d-byte requests and responses one at a time; %d rounds, every path once per round, each round starting one path further; figures are medians over the runs, ratios medians over the rounds of the two paths' figures in the same round (the targets are judged on the paths at once, further down: steadier); bridge-nf-call-iptables in the node namespace: %s; the big node has %d extra endpoints, each publishing a port\n\n",
 		tpWrite>>10, senderCPU, receiverCPU, d, tpRRDuration, rrSize, runs, res.brNFCall, res.extra)
 	if res.compare != "" {
 		fmt.Fprintf(w, "The -cmp rows are a node of the agent in %s, in the same rounds as the rest: their / base is that agent against the -bin one.\n\n", res.compare)
 	}
-	fmt.Fprintf(w, "| path | Gbit/s median | min - max | / bare veth | / floor | target | / reference plugin | server saw client as |\n")
-	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---|---:|---|\n")
+	fmt.Fprintf(w, "| path | Gbit/s median | min - max | / bare veth | / floor | / reference plugin | server saw client as |\n")
+	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---:|---|\n")
 	gbps := func(r float64) string { return fmt.Sprintf("%.2f", r/1e9) }
 	var notes []string
 	for _, p := range tpPaths {
@@ -787,21 +801,10 @@ func printThroughput(w io.Writer, runs int, d time.Duration, res tpResult) {
 			if err := res.errs[p.name]; err != nil {
 				why = "failed: " + cell(err.Error())
 			}
-			fmt.Fprintf(w, "| %s | %s | | | | | | |\n", p.label, why)
+			fmt.Fprintf(w, "| %s | %s | | | | | |\n", p.label, why)
 			continue
 		}
-		toFloor := paired(p.name, p.floor, rate)
-		target := "reported"
-		if p.target > 0 {
-			target = fmt.Sprintf(">= %g", p.target)
-			if !math.IsNaN(toFloor) {
-				target += verdict(toFloor >= p.target)
-			}
-		}
 		toRef := paired(p.name, p.ref, rate)
-		if !math.IsNaN(toRef) && !p.compare {
-			notes = append(notes, fmt.Sprintf("%s / %s throughput: %.2f (target >= 1%s)", p.name, p.ref, toRef, verdict(toRef >= 1)))
-		}
 		if r := paired(p.name, p.base, rate); !math.IsNaN(r) {
 			if p.compare {
 				notes = append(notes, fmt.Sprintf("%s / %s throughput (the agent of %s / the -bin one): %.2f", p.name, p.base, res.compare, r))
@@ -809,43 +812,29 @@ func printThroughput(w io.Writer, runs int, d time.Duration, res tpResult) {
 				notes = append(notes, fmt.Sprintf("%s / %s throughput (%d extra endpoints): %.2f", p.name, p.base, res.extra, r))
 			}
 		}
-		if err := res.errs[p.name]; err != nil {
-			target += "; then failed: " + cell(err.Error())
-		}
 		var seen string
 		if len(res.runs[p.name]) > 0 {
 			seen = res.runs[p.name][len(res.runs[p.name])-1].from.String()
 		}
-		fmt.Fprintf(w, "| %s | %s | %s - %s | %s | %s | %s | %s | %s |\n", p.label, gbps(f.bps), gbps(f.min), gbps(f.max),
-			ratioText(paired(p.name, "veth", rate)), ratioText(toFloor), target, ratioText(toRef), seen)
+		if err := res.errs[p.name]; err != nil {
+			seen += "; then failed: " + cell(err.Error())
+		}
+		fmt.Fprintf(w, "| %s | %s | %s - %s | %s | %s | %s | %s |\n", p.label, gbps(f.bps), gbps(f.min), gbps(f.max),
+			ratioText(paired(p.name, "veth", rate)), ratioText(paired(p.name, p.floor, rate)), ratioText(toRef), seen)
 	}
 	fmt.Fprintln(w)
 
 	fmt.Fprintf(w, "CPU time per GB moved (medians over the runs): all CPUs' non-idle time from /proc/stat, of which the sending and the receiving thread (RUSAGE_THREAD, softirq work done in their context included) and softirq time; request/response round trips (%d bytes each way, one connection)\n\n", rrSize)
-	fmt.Fprintf(w, "| path | CPU per GB | sender | receiver | softirq | / floor | / base | target | round trip p50 | p99 |\n")
-	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|\n")
+	fmt.Fprintf(w, "| path | CPU per GB | sender | receiver | softirq | / floor | / base | round trip p50 | p99 |\n")
+	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond)) }
 	for _, p := range tpPaths {
 		f := fig[p.name]
 		if f.n == 0 {
 			continue
 		}
-		toFloor, toBase := paired(p.name, p.floor, cpuPerGB), paired(p.name, p.base, cpuPerGB)
-		target := "reported"
-		if p.floor != "" && !p.compare {
-			target = fmt.Sprintf("<= %.2f of floor", tpCPUSlack)
-			if !math.IsNaN(toFloor) {
-				target += verdict(toFloor <= tpCPUSlack)
-			}
-		}
-		if p.base != "" && !p.compare {
-			target += fmt.Sprintf("; <= %.2f of base", tpCPUSlack)
-			if !math.IsNaN(toBase) {
-				target += verdict(toBase <= tpCPUSlack)
-			}
-		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %.1f µs | %.1f µs |\n", p.label, ms(f.cpu), ms(f.sender), ms(f.receiver), ms(f.softirq),
-			ratioText(toFloor), ratioText(toBase), target, float64(f.p50)/1e3, float64(f.p99)/1e3)
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %.1f µs | %.1f µs |\n", p.label, ms(f.cpu), ms(f.sender), ms(f.receiver), ms(f.softirq),
+			ratioText(paired(p.name, p.floor, cpuPerGB)), ratioText(paired(p.name, p.base, cpuPerGB)), float64(f.p50)/1e3, float64(f.p99)/1e3)
 	}
 	fmt.Fprintln(w)
 
@@ -872,6 +861,7 @@ func printThroughput(w io.Writer, runs int, d time.Duration, res tpResult) {
 			ratioText(paired(p.name, p.floor, pps)), ratioText(paired(p.name, p.ref, pps)), ratioText(paired(p.name, p.base, pps)), median(costs)/1e3)
 	}
 	fmt.Fprintln(w)
+	printAtOnce(w, atOnce, d, res)
 	for _, n := range notes {
 		fmt.Fprintf(w, "- %s\n", n)
 	}

@@ -46,6 +46,15 @@ type tpRun struct {
 	rtts    []time.Duration // request/response round trips after the stream
 }
 
+// byteCPU is the sending and the receiving thread's CPU time per byte, in ns (0
+// without bytes).
+func (r tpRun) byteCPU() float64 {
+	if r.bytes == 0 {
+		return 0
+	}
+	return float64(r.sender+r.receiver) / float64(r.bytes)
+}
+
 // perGB is d per gigabyte the run moved (0 without bytes).
 func (r tpRun) perGB(d time.Duration) time.Duration {
 	if r.bytes == 0 {
@@ -409,40 +418,56 @@ func writeFull(fd int, buf []byte) error {
 // which a TCP stream hides in 64 KB GSO packets.
 const ppsSize = 64
 
+// ppsRun is what one flood of datagrams measured: datagrams per second the receiver
+// got, the machine's busy CPU time meanwhile and the sending thread's CPU time.
+type ppsRun struct {
+	pps          float64
+	n            int64 // datagrams received
+	busy, sender time.Duration
+}
+
+// packetCPU is the sending thread's CPU time per datagram received, in ns (0 without
+// any).
+func (r ppsRun) packetCPU() float64 {
+	if r.n == 0 {
+		return 0
+	}
+	return float64(r.sender) / float64(r.n)
+}
+
 // packetRate sends ppsSize-byte UDP datagrams along f as fast as one pinned thread can
-// for d, and returns the datagrams per second the receiver got and the machine's busy
-// CPU time meanwhile. The sender's CPU does the whole path of each datagram (veth
-// transmit and the node's forwarding run in its softirq), so the rate is the inverse of
-// a packet's cost there.
-func packetRate(ctx context.Context, f flow, d time.Duration) (pps float64, busy time.Duration, err error) {
+// for d, and returns what it measured. The sender's CPU does the whole path of each
+// datagram (veth transmit and the node's forwarding run in its softirq), so the rate is
+// the inverse of a packet's cost there.
+func packetRate(ctx context.Context, f flow, d time.Duration) (ppsRun, error) {
 	var pc net.PacketConn
-	err = inNetns(f.server, func() (err error) {
+	err := inNetns(f.server, func() (err error) {
 		pc, err = net.ListenPacket("udp4", f.listen.String())
 		return err
 	})
 	if err != nil {
-		return 0, 0, fmt.Errorf("listen on udp %s: %w", f.listen, err)
+		return ppsRun{}, fmt.Errorf("listen on udp %s: %w", f.listen, err)
 	}
 	defer pc.Close()
 	c, err := dialIn(f, "udp4")
 	if err != nil {
-		return 0, 0, err
+		return ppsRun{}, err
 	}
 	defer c.Close()
 	rfd, rsock, err := blocking(pc)
 	if err != nil {
-		return 0, 0, err
+		return ppsRun{}, err
 	}
 	defer rfd.Close()
 	sfd, ssock, err := blocking(c)
 	if err != nil {
-		return 0, 0, err
+		return ppsRun{}, err
 	}
 	defer sfd.Close()
 	// The receiver stops when nothing came for a while after the sender stopped.
 	tv := unix.NsecToTimeval((200 * time.Millisecond).Nanoseconds())
 	if err := unix.SetsockoptTimeval(rsock, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		return 0, 0, err
+		return ppsRun{}, err
 	}
 	got := make(chan int64, 1)
 	go func() {
@@ -479,11 +504,15 @@ func packetRate(ctx context.Context, f flow, d time.Duration) (pps float64, busy
 	}()
 	before, err := readCPUStat()
 	if err != nil {
-		return 0, 0, err
+		return ppsRun{}, err
 	}
-	sent := make(chan error, 1)
+	type sent struct {
+		cpu time.Duration
+		err error
+	}
+	done := make(chan sent, 1)
 	go func() {
-		_, err := onCPU(senderCPU, func() error {
+		cpu, err := onCPU(senderCPU, func() error {
 			buf := make([]byte, ppsSize)
 			end := time.Now().Add(d)
 			for i := 0; ctx.Err() == nil; i++ {
@@ -498,18 +527,19 @@ func packetRate(ctx context.Context, f flow, d time.Duration) (pps float64, busy
 			}
 			return nil
 		})
-		sent <- err
+		done <- sent{cpu, err}
 	}()
-	if err := <-sent; err != nil {
-		return 0, 0, fmt.Errorf("send to udp %s: %w", f.dial, err)
+	snd := <-done
+	if snd.err != nil {
+		return ppsRun{}, fmt.Errorf("send to udp %s: %w", f.dial, snd.err)
 	}
 	after, err := readCPUStat()
 	if err != nil {
-		return 0, 0, err
+		return ppsRun{}, err
 	}
 	n := <-got
 	if n == 0 {
-		return 0, 0, fmt.Errorf("udp %s: no datagram arrived", f.dial)
+		return ppsRun{}, fmt.Errorf("udp %s: no datagram arrived", f.dial)
 	}
-	return float64(n) / d.Seconds(), after.busy - before.busy, nil
+	return ppsRun{pps: float64(n) / d.Seconds(), n: n, busy: after.busy - before.busy, sender: snd.cpu}, nil
 }
