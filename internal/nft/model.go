@@ -495,7 +495,13 @@ func endpointSets(eps []Endpoint) (routed, bridged []setDef) {
 		bridged bool
 	}
 	seen := map[ifKey]bool{}
-	seenAddr := map[string]bool{}
+	// What is already an element: (port, MAC), (bridge, address), (port, address, bridged).
+	type portAddr struct {
+		port    string
+		addr    netip.Addr
+		bridged bool
+	}
+	seenMAC, seenBridgePod, seenAddr := map[string]bool{}, map[string]bool{}, map[portAddr]bool{}
 	for _, e := range eps {
 		if validIfName(e.HostIf) != nil {
 			continue
@@ -520,8 +526,8 @@ func endpointSets(eps []Endpoint) (routed, bridged []setDef) {
 		var mac []byte
 		if e.bridged() && len(e.MAC) == 6 {
 			mac = slices.Concat(e.MAC, []byte{0, 0})
-			if k := string(key) + e.MAC.String(); !seenAddr[k] {
-				seenAddr[k] = true
+			if k := e.HostIf + " " + e.MAC.String(); !seenMAC[k] {
+				seenMAC[k] = true
 				sets[macs].elems = append(sets[macs].elems, elemDef{key: slices.Concat(key, mac), text: quote(e.HostIf) + " . " + e.MAC.String()})
 			}
 		}
@@ -533,15 +539,15 @@ func endpointSets(eps []Endpoint) (routed, bridged []setDef) {
 			if !a.Is4() {
 				s = &sets[addrs6]
 			}
-			if k := e.Bridge + " . " + a.String(); e.bridged() && !seenAddr[k] {
-				seenAddr[k] = true
+			if k := e.Bridge + " " + a.String(); e.bridged() && !seenBridgePod[k] {
+				seenBridgePod[k] = true
 				i := bridgePods4
 				if !a.Is4() {
 					i = bridgePods6
 				}
 				routed[i].elems = append(routed[i].elems, elemDef{key: slices.Concat(ifnameKey(e.Bridge), a.AsSlice()), text: quote(e.Bridge) + " . " + a.String()})
 			}
-			k := string(key) + a.String() + strconv.FormatBool(e.bridged())
+			k := portAddr{e.HostIf, a, e.bridged()}
 			if seenAddr[k] {
 				continue
 			}
