@@ -63,11 +63,11 @@ func (r tpRun) perGB(d time.Duration) time.Duration {
 	return time.Duration(float64(d) * 1e9 / float64(r.bytes))
 }
 
-// onCPU runs fn on an OS thread of its own, bound to cpu, and returns the CPU time the
-// thread spent in fn. Afterwards the thread gets its affinity back and returns to the
-// runtime. It must not end with the goroutine (as a thread left locked does): a child
-// process that thread started, such as an agent, has Pdeathsig, and the kernel would
-// kill it with the thread.
+// onCPU runs fn with the calling goroutine locked to its OS thread, bound to cpu, and
+// returns the CPU time the thread spent in fn. Afterwards the thread gets its affinity
+// back and returns to the runtime. It must not end with the goroutine (as a thread left
+// locked does): a child process that thread started, such as an agent, has Pdeathsig,
+// and the kernel would kill it with the thread.
 func onCPU(cpu int, fn func() error) (time.Duration, error) {
 	runtime.LockOSThread()
 	var orig, set unix.CPUSet
@@ -179,18 +179,9 @@ func stream(ctx context.Context, f flow, d time.Duration) (tpRun, error) {
 	if err != nil {
 		return tpRun{}, err
 	}
-	type sent struct {
-		cpu time.Duration
-		err error
-	}
-	done := make(chan sent, 1)
-	go func() {
-		cpu, err := onCPU(senderCPU, func() error { return send(ctx, sock, d) })
-		done <- sent{cpu, err}
-	}()
-	s := <-done
-	if s.err != nil {
-		return tpRun{}, fmt.Errorf("send to %s: %w", f.dial, s.err)
+	sendCPU, err := onCPU(senderCPU, func() error { return send(ctx, sock, d) })
+	if err != nil {
+		return tpRun{}, fmt.Errorf("send to %s: %w", f.dial, err)
 	}
 	select {
 	case r := <-recv:
@@ -201,7 +192,7 @@ func stream(ctx context.Context, f flow, d time.Duration) (tpRun, error) {
 		if err != nil {
 			return tpRun{}, err
 		}
-		r.run.sender = s.cpu
+		r.run.sender = sendCPU
 		r.run.softirq = after.softirq - before.softirq
 		r.run.busy = after.busy - before.busy
 		return r.run, nil
@@ -240,43 +231,31 @@ func receive(l net.Listener) (tpRun, error) {
 		return tpRun{}, err
 	}
 	defer fd.Close()
-	type read struct {
-		bytes int64
-		took  time.Duration
-		cpu   time.Duration
-		err   error
-	}
-	done := make(chan read, 1)
-	go func() {
-		var rd read
-		rd.cpu, rd.err = onCPU(receiverCPU, func() error {
-			start := time.Now()
-			defer func() { rd.took = time.Since(start) }()
-			buf := make([]byte, tpWrite)
-			for {
-				n, err := unix.Read(sock, buf)
-				switch {
-				case err == unix.EINTR:
-					continue
-				case err != nil:
-					return err
-				case n == 0:
-					return nil
-				}
-				rd.bytes += int64(n)
+	var took time.Duration
+	r.receiver, err = onCPU(receiverCPU, func() error {
+		start := time.Now()
+		defer func() { took = time.Since(start) }()
+		buf := make([]byte, tpWrite)
+		for {
+			n, err := unix.Read(sock, buf)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err != nil:
+				return err
+			case n == 0:
+				return nil
 			}
-		})
-		done <- rd
-	}()
-	rd := <-done
-	if rd.err != nil {
-		return tpRun{}, rd.err
+			r.bytes += int64(n)
+		}
+	})
+	if err != nil {
+		return tpRun{}, err
 	}
-	if rd.took <= 0 || rd.bytes == 0 {
+	if took <= 0 || r.bytes == 0 {
 		return tpRun{}, errors.New("nothing arrived")
 	}
-	r.bytes, r.receiver = rd.bytes, rd.cpu
-	r.bps = float64(rd.bytes) * 8 / rd.took.Seconds()
+	r.bps = float64(r.bytes) * 8 / took.Seconds()
 	return r, nil
 }
 
@@ -301,34 +280,30 @@ func requestResponse(ctx context.Context, f flow, d time.Duration) ([]time.Durat
 	}
 	defer fd.Close()
 	var rtts []time.Duration
-	done := make(chan error, 1)
-	go func() {
-		_, err := onCPU(senderCPU, func() error {
-			// A peer that stops answering fails the run instead of hanging it.
-			tv := unix.NsecToTimeval(rrTimeout.Nanoseconds())
-			if err := unix.SetsockoptTimeval(sock, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+	_, err = onCPU(senderCPU, func() error {
+		// A peer that stops answering fails the run instead of hanging it.
+		tv := unix.NsecToTimeval(rrTimeout.Nanoseconds())
+		if err := unix.SetsockoptTimeval(sock, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			return err
+		}
+		buf := make([]byte, rrSize)
+		end := time.Now().Add(d)
+		for ctx.Err() == nil {
+			start := time.Now()
+			if !start.Before(end) {
+				break
+			}
+			if err := writeFull(sock, buf); err != nil {
 				return err
 			}
-			buf := make([]byte, rrSize)
-			end := time.Now().Add(d)
-			for ctx.Err() == nil {
-				start := time.Now()
-				if !start.Before(end) {
-					break
-				}
-				if err := writeFull(sock, buf); err != nil {
-					return err
-				}
-				if err := readFull(sock, buf); err != nil {
-					return err
-				}
-				rtts = append(rtts, time.Since(start))
+			if err := readFull(sock, buf); err != nil {
+				return err
 			}
-			return unix.Shutdown(sock, unix.SHUT_WR)
-		})
-		done <- err
-	}()
-	if err := <-done; err != nil {
+			rtts = append(rtts, time.Since(start))
+		}
+		return unix.Shutdown(sock, unix.SHUT_WR)
+	})
+	if err != nil {
 		return nil, fmt.Errorf("request/response to %s: %w", f.dial, err)
 	}
 	select {
@@ -358,26 +333,22 @@ func echo(l net.Listener) error {
 		return err
 	}
 	defer fd.Close()
-	done := make(chan error, 1)
-	go func() {
-		_, err := onCPU(receiverCPU, func() error {
-			buf := make([]byte, rrSize)
-			for {
-				err := readFull(sock, buf)
-				if errors.Is(err, errEOF) {
-					return nil
-				}
-				if err != nil {
-					return err
-				}
-				if err := writeFull(sock, buf); err != nil {
-					return err
-				}
+	_, err = onCPU(receiverCPU, func() error {
+		buf := make([]byte, rrSize)
+		for {
+			err := readFull(sock, buf)
+			if errors.Is(err, errEOF) {
+				return nil
 			}
-		})
-		done <- err
-	}()
-	return <-done
+			if err != nil {
+				return err
+			}
+			if err := writeFull(sock, buf); err != nil {
+				return err
+			}
+		}
+	})
+	return err
 }
 
 // errEOF: the peer shut its side before a whole message.
@@ -506,32 +477,23 @@ func packetRate(ctx context.Context, f flow, d time.Duration) (ppsRun, error) {
 	if err != nil {
 		return ppsRun{}, err
 	}
-	type sent struct {
-		cpu time.Duration
-		err error
-	}
-	done := make(chan sent, 1)
-	go func() {
-		cpu, err := onCPU(senderCPU, func() error {
-			buf := make([]byte, ppsSize)
-			end := time.Now().Add(d)
-			for i := 0; ctx.Err() == nil; i++ {
-				if i%64 == 0 && !time.Now().Before(end) {
-					return nil
-				}
-				// ECONNREFUSED (an ICMP error of an earlier datagram) and ENOBUFS
-				// are losses, counted by the receiver.
-				if _, err := unix.Write(ssock, buf); err != nil && err != unix.ECONNREFUSED && err != unix.ENOBUFS && err != unix.EINTR {
-					return err
-				}
+	sendCPU, err := onCPU(senderCPU, func() error {
+		buf := make([]byte, ppsSize)
+		end := time.Now().Add(d)
+		for i := 0; ctx.Err() == nil; i++ {
+			if i%64 == 0 && !time.Now().Before(end) {
+				return nil
 			}
-			return nil
-		})
-		done <- sent{cpu, err}
-	}()
-	snd := <-done
-	if snd.err != nil {
-		return ppsRun{}, fmt.Errorf("send to udp %s: %w", f.dial, snd.err)
+			// ECONNREFUSED (an ICMP error of an earlier datagram) and ENOBUFS are
+			// losses, counted by the receiver.
+			if _, err := unix.Write(ssock, buf); err != nil && err != unix.ECONNREFUSED && err != unix.ENOBUFS && err != unix.EINTR {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return ppsRun{}, fmt.Errorf("send to udp %s: %w", f.dial, err)
 	}
 	after, err := readCPUStat()
 	if err != nil {
@@ -541,5 +503,5 @@ func packetRate(ctx context.Context, f flow, d time.Duration) (ppsRun, error) {
 	if n == 0 {
 		return ppsRun{}, fmt.Errorf("udp %s: no datagram arrived", f.dial)
 	}
-	return ppsRun{pps: float64(n) / d.Seconds(), n: n, busy: after.busy - before.busy, sender: snd.cpu}, nil
+	return ppsRun{pps: float64(n) / d.Seconds(), n: n, busy: after.busy - before.busy, sender: sendCPU}, nil
 }

@@ -947,12 +947,18 @@ const (
 
 // isICMPv6 matches ICMPv6 messages of type typ.
 func isICMPv6(tf nftables.TableFamily, typ byte) []expr.Any {
-	return slices.Concat(isFamily(tf, ip6), []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.IPPROTO_ICMPV6}},
+	return slices.Concat(isFamily(tf, ip6), isL4(unix.IPPROTO_ICMPV6), []expr.Any{
 		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{typ}},
 	})
+}
+
+// isL4 matches packets of transport protocol proto (meta l4proto).
+func isL4(proto byte) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{proto}},
+	}
 }
 
 // notLinkLocal matches when the 16 bytes at off of base are not in fe80::/10: a 2-byte

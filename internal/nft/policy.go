@@ -867,9 +867,7 @@ func policyChains(ps []Policy) []chainDef {
 		// A TCP segment without SYN that is not of an established connection, within a
 		// bridge: one that conntrack picks up in the middle, which was open before it
 		// was tracked (notrackRules). It cannot open a connection.
-		{exprs: slices.Concat([]expr.Any{
-			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.IPPROTO_TCP}},
+		{exprs: slices.Concat(isL4(unix.IPPROTO_TCP), []expr.Any{
 			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
 			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 1, Mask: []byte{tcpSYN}, Xor: []byte{0}},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{0}},

@@ -520,11 +520,7 @@ func serviceSets(svcs []Service) []setDef {
 func serviceChains() []chainDef {
 	chains := []chainDef{
 		{name: chainNoBackends, rules: []ruleDef{
-			{exprs: []expr.Any{
-				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.IPPROTO_TCP}},
-				&expr.Reject{Type: unix.NFT_REJECT_TCP_RST},
-			}},
+			{exprs: append(isL4(unix.IPPROTO_TCP), &expr.Reject{Type: unix.NFT_REJECT_TCP_RST})},
 			{exprs: []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH}}},
 		}},
 		{name: chainAffinity, rules: []ruleDef{stickyRule(ip4), stickyRule(ip6)}},
@@ -685,10 +681,7 @@ func nodePortsRule() ruleDef {
 // original proto-dst"; the key holds it.)
 func nodePortMasqRule(proto string) ruleDef {
 	return ruleDef{exprs: slices.Concat(
-		[]expr.Any{
-			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{protoNumber(proto)}},
-		},
+		isL4(protoNumber(proto)),
 		originalNodePort(),
 		[]expr.Any{lookup(reg1, setNodePorts, false), &expr.Masq{}},
 	)}
@@ -769,9 +762,8 @@ func rememberRule(f ipFamily, proto string, nodePort bool) ruleDef {
 		member = append(originalNodePort(), lookup(reg1, setAffinityNodePorts, false))
 	}
 	exprs := slices.Concat(isFamily(nftables.TableFamilyINet, f),
+		isL4(protoNumber(proto)),
 		[]expr.Any{
-			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{protoNumber(proto)}},
 			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: []byte{0, 0}},
 		},
