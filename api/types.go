@@ -381,6 +381,21 @@ type Status struct {
 	// Netns is the path of the node network namespace the agent manages ("" when it
 	// does not know one), so that tools on the node (podnet doctor) read the same one.
 	Netns string `json:"netns,omitempty"`
+	// FastPath is the eBPF fast path between the pods of one bridge: nil when it is off
+	// (podnet agent --fast-path=false, or a kernel without tcx).
+	FastPath *FastPathStatus `json:"fastPath,omitempty"`
+}
+
+// FastPathStatus counts what the fast path did since the agent started.
+type FastPathStatus struct {
+	// Ports are the host veths with its program attached.
+	Ports int `json:"ports"`
+	// Redirected went straight to the destination pod; Passed are the IP packets of
+	// bridged pods it left to the bridge and nftables.
+	RedirectedPackets uint64 `json:"redirectedPackets"`
+	RedirectedBytes   uint64 `json:"redirectedBytes"`
+	PassedPackets     uint64 `json:"passedPackets"`
+	PassedBytes       uint64 `json:"passedBytes"`
 }
 
 // Result describes an attachment in the shape of a CNI 1.1 result.

@@ -77,6 +77,7 @@ func agentCmd() *cobra.Command {
 	var dnsCfg agent.DNSConfig
 	var metricsAddr string
 	var bgpPort int
+	var fastPath bool
 	c := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the node agent (owns the store and the node's kernel configuration)",
@@ -105,7 +106,8 @@ func agentCmd() *cobra.Command {
 				return err
 			}
 			cfg := agent.Config{Store: st, NodeNS: node, NodeNSPath: nodePath, ReconcileInterval: interval, Logger: log, DNS: dnsCfg,
-				NodeName: name, NodeIP: ip, Shared: shared, LeaseTTL: sf.leaseTTL, BGPPort: bgpPort}
+				NodeName: name, NodeIP: ip, Shared: shared, LeaseTTL: sf.leaseTTL, BGPPort: bgpPort,
+				NoFastPath: !fastPath}
 			for _, c := range serviceCIDRs {
 				p, err := netip.ParsePrefix(c)
 				if err != nil || p.Masked() != p {
@@ -139,6 +141,7 @@ func agentCmd() *cobra.Command {
 	c.Flags().StringVar(&sf.nodeIP, "node-ip", "", "this node's underlay address, that other nodes tunnel and route to (default: the source address of the default route)")
 	c.Flags().DurationVar(&sf.leaseTTL, "lease-ttl", agent.DefaultLeaseTTL, "how long the node stays alive in the store after its agent stops")
 	c.Flags().IntVar(&bgpPort, "bgp-port", 179, "TCP port of the BGP speaker of bgp networks (-1: do not listen, dial only)")
+	c.Flags().BoolVar(&fastPath, "fast-path", true, "carry the traffic between pods of one bridge by eBPF (tcx) around the bridge and netfilter, where podnet's rules would pass it untracked; false: the kernel's path only")
 	c.Flags().StringVar(&nsPath, "netns", "", "manage the network namespace at this path instead of the agent's own (bgp networks need the agent inside the node's namespace)")
 	c.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	c.Flags().DurationVar(&interval, "reconcile-interval", 10*time.Second, "how often kernel state is compared with the store")

@@ -41,6 +41,7 @@ import (
 
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/driver"
+	"github.com/podnet/podnet/internal/fastpath"
 	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/nft"
 	"github.com/podnet/podnet/internal/plan"
@@ -95,6 +96,10 @@ type Config struct {
 	// BGPPort is the TCP port of the BGP speaker of bgp networks (0: 179; -1: dial
 	// only, do not listen).
 	BGPPort int
+	// NoFastPath keeps the traffic between pods of one bridge on the kernel's path
+	// (bridge, netfilter) instead of the eBPF fast path (internal/fastpath), which the
+	// agent puts in front of the real tables (not of a Tables the config gives).
+	NoFastPath bool
 }
 
 // Agent serves one node.
@@ -123,6 +128,8 @@ type Agent struct {
 	tunnels         map[string]tunnel // this node's tunnel addresses, by network (tunnel.go; netMu)
 	bgpPort         int
 	nft             nft.Applier
+	noFastPath      bool
+	fastpath        *fastpath.Applier // nil: off
 	proxy           portproxy.Applier
 	now             func() time.Time
 	log             *slog.Logger
@@ -213,7 +220,7 @@ func New(cfg Config) (*Agent, error) {
 		detachq: make(chan api.EndpointKey, 4096), detachDone: make(chan struct{}),
 		pending:  map[api.EndpointKey]bool{},
 		nodeName: cfg.NodeName, nodeIP: cfg.NodeIP, shared: cfg.Shared, leaseTTL: cfg.LeaseTTL,
-		blockGrace: cfg.BlockGrace, deadSince: map[string]time.Time{}, tunnels: map[string]tunnel{}, bgpPort: cfg.BGPPort}
+		blockGrace: cfg.BlockGrace, deadSince: map[string]time.Time{}, tunnels: map[string]tunnel{}, bgpPort: cfg.BGPPort, noFastPath: cfg.NoFastPath}
 	if cfg.Shared {
 		a.defaultCrossNode = api.CrossNodeVXLAN
 	}
@@ -257,6 +264,16 @@ func (a *Agent) openAppliers() error {
 			return fmt.Errorf("open nftables: %w", err)
 		}
 		a.nft = tbl
+		if !a.noFastPath {
+			fp, err := fastpath.New(a.nodeNS, tbl, func(format string, args ...any) {
+				a.log.Warn(fmt.Sprintf(format, args...), "component", "fastpath")
+			})
+			if err != nil {
+				a.log.Warn("fast path off: bridged pods' traffic takes nftables only", "err", err)
+			} else {
+				a.nft, a.fastpath = fp, fp
+			}
+		}
 	}
 	if a.proxy == nil {
 		proxy, err := portproxy.New(a.nodeNS, portproxy.Config{Logf: func(format string, args ...any) {
@@ -324,6 +341,13 @@ func (a *Agent) Status() (api.Status, error) {
 		st.Networks, st.Endpoints = len(ns), len(eps)
 		return err
 	})
+	if a.fastpath != nil && err == nil {
+		var fp fastpath.Stats
+		fp, err = a.fastpath.Stats()
+		st.FastPath = &api.FastPathStatus{Ports: fp.Ports,
+			RedirectedPackets: fp.Redirected.Packets, RedirectedBytes: fp.Redirected.Bytes,
+			PassedPackets: fp.Passed.Packets, PassedBytes: fp.Passed.Bytes}
+	}
 	return st, err
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/fastpath"
 	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/lab"
 	"github.com/podnet/podnet/internal/nft"
@@ -174,6 +175,15 @@ func TestPrivilegedAttachConnectivityAndDetach(t *testing.T) {
 	if len(a.res.IPs) != 2 || a.res.IPs[0].Gateway != n.Subnets[0].Gateway || a.res.Interfaces[1].MAC == "" {
 		t.Fatalf("result %+v", a.res)
 	}
+	// The fast path follows the host veths as they appear (internal/fastpath).
+	fastPath := func() fastpath.Stats {
+		s, err := e.agent.fastpath.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	waitFor(t, func() bool { s := fastPath(); return s.Ports == 2 && s.DstEntries == 4 })
 	for i := range 2 {
 		src, err := probe.TCP(ctx, a.ns, b.ns, netip.AddrPortFrom(b.ip(i), 8080), probeTimeout)
 		if err != nil || src != a.ip(i) {
@@ -183,6 +193,9 @@ func TestPrivilegedAttachConnectivityAndDetach(t *testing.T) {
 		if _, err := probe.TCP(ctx, e.lab.Node, b.ns, netip.AddrPortFrom(b.ip(i), 8081), probeTimeout); err != nil {
 			t.Fatalf("node -> b: %v", err)
 		}
+	}
+	if st, err := e.c.Status(ctx); err != nil || st.FastPath == nil || st.FastPath.Ports != 2 || st.FastPath.RedirectedPackets == 0 {
+		t.Errorf("a -> b: status %+v (%v), want the fast path on 2 ports, with packets redirected", st.FastPath, err)
 	}
 	for _, out := range []struct{ server, node netip.Prefix }{{lab.OutsideAddr4, lab.NodeAddr4}, {lab.OutsideAddr6, lab.NodeAddr6}} {
 		src, err := probe.TCP(ctx, a.ns, e.lab.Outside, netip.AddrPortFrom(out.server.Addr(), 9090), probeTimeout)
@@ -213,6 +226,9 @@ func TestPrivilegedAttachConnectivityAndDetach(t *testing.T) {
 		}
 	}
 	waitFor(t, func() bool { return len(e.links(spec.VethPrefix)) == 0 })
+	if s := fastPath(); s.Ports != 0 || s.SrcEntries != 0 || s.DstEntries != 0 {
+		t.Errorf("after DEL: fast path on %d ports with %d/%d entries, want none", s.Ports, s.SrcEntries, s.DstEntries)
+	}
 	// DEL of something the agent never knew is a success too.
 	if err := e.c.Detach(ctx, api.DetachRequest{EndpointKey: api.EndpointKey{Network: "blue", ContainerID: "never", IfName: "eth0"}}, -1); err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/driver"
+	"github.com/podnet/podnet/internal/fastpath"
 	"github.com/podnet/podnet/internal/ipam"
 	"github.com/podnet/podnet/internal/store"
 )
@@ -176,10 +177,16 @@ var (
 		"Most connection tracking entries the node namespace holds (nf_conntrack_max).", nil, nil)
 	policyDropsDesc = prometheus.NewDesc("podnet_policy_drops_total",
 		"New connections network policies dropped on this node, by direction (ingress of the destination pod, egress of the source pod).", []string{"direction"}, nil)
+	fastPacketsDesc = prometheus.NewDesc("podnet_fastpath_packets_total",
+		"IP packets of bridged pods seen by the eBPF fast path, by path: redirected (straight to the destination pod of the same bridge), passed (left to the bridge and nftables).", []string{"path"}, nil)
+	fastBytesDesc = prometheus.NewDesc("podnet_fastpath_bytes_total",
+		"Bytes of those packets, by path.", []string{"path"}, nil)
+	fastPortsDesc = prometheus.NewDesc("podnet_fastpath_ports",
+		"Host veths of bridged pods with the fast path's program attached.", nil, nil)
 )
 
 func (state) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{endpointsDesc, poolSizeDesc, poolUsedDesc, poolRatioDesc, backendsDesc, conntrackDesc, conntrackMaxDesc, policyDropsDesc} {
+	for _, d := range []*prometheus.Desc{endpointsDesc, poolSizeDesc, poolUsedDesc, poolRatioDesc, backendsDesc, conntrackDesc, conntrackMaxDesc, policyDropsDesc, fastPacketsDesc, fastBytesDesc, fastPortsDesc} {
 		ch <- d
 	}
 }
@@ -239,5 +246,14 @@ func (s state) Collect(ch chan<- prometheus.Metric) {
 	if in, out, err := s.a.nft.PolicyDrops(); err == nil {
 		ch <- prometheus.MustNewConstMetric(policyDropsDesc, prometheus.CounterValue, float64(in), "ingress")
 		ch <- prometheus.MustNewConstMetric(policyDropsDesc, prometheus.CounterValue, float64(out), "egress")
+	}
+	if fp := s.a.fastpath; fp != nil {
+		if st, err := fp.Stats(); err == nil {
+			for path, c := range map[string]fastpath.Counter{"redirected": st.Redirected, "passed": st.Passed} {
+				ch <- prometheus.MustNewConstMetric(fastPacketsDesc, prometheus.CounterValue, float64(c.Packets), path)
+				ch <- prometheus.MustNewConstMetric(fastBytesDesc, prometheus.CounterValue, float64(c.Bytes), path)
+			}
+			ch <- prometheus.MustNewConstMetric(fastPortsDesc, prometheus.GaugeValue, float64(st.Ports))
+		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/fastpath"
 	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/xtables"
 )
@@ -65,6 +66,9 @@ func Collect(ctx context.Context, ns netns.NsHandle, opts Options) (*Snapshot, e
 	defer h.Close()
 	if err := collectNetlink(h, s); err != nil {
 		return nil, err
+	}
+	if err := collectTCX(ns, s); err != nil {
+		s.Notes = append(s.Notes, "eBPF programs at tcx ingress: "+err.Error())
 	}
 	if err := collectRules(ns, s); err != nil {
 		s.Notes = append(s.Notes, "policy routing rules: "+err.Error()+" (the kernel's default rules were assumed)")
@@ -681,5 +685,21 @@ func collectNftables(ns netns.NsHandle, s *Snapshot) error {
 		s.Tables = append(s.Tables, st)
 	}
 	slices.SortFunc(s.Tables, func(a, b NftTable) int { return strings.Compare(a.Family+" "+a.Name, b.Family+" "+b.Name) })
+	return nil
+}
+
+// collectTCX adds the programs attached at each link's tcx ingress hook.
+func collectTCX(ns netns.NsHandle, s *Snapshot) error {
+	progs, err := fastpath.TCXIngress(ns)
+	if err != nil {
+		return err
+	}
+	for _, p := range progs {
+		for i := range s.Links {
+			if l := &s.Links[i]; l.Name == p.Ifname {
+				l.TCX = append(l.TCX, TCXProgram{ID: uint32(p.ID), Name: p.Name, LinkID: uint32(p.LinkID)})
+			}
+		}
+	}
 	return nil
 }

@@ -63,6 +63,10 @@ const (
 	ClassConntrackFull     = "conntrack-table-full"
 	ClassNeighTableFull    = "neighbour-table-full"
 	ClassRPFilterStrict    = "rp-filter-strict"
+	ClassForeignBPF        = "foreign-bpf-program"
+	// ClassFastPathDetached: podnet's fast path misses a bridged pod (needs the agent's
+	// intended state).
+	ClassFastPathDetached = "fast-path-detached"
 	// ClassStateDrift: the kernel lacks what the agent's records say it has (needs the
 	// agent's intended state).
 	ClassStateDrift = "podnet-state-drift"
@@ -117,6 +121,7 @@ var rules = []rule{
 	conntrackRule,
 	neighTableRule,
 	rpFilterRule,
+	bpfRule, // foreign-bpf-program and fast-path-detached
 	driftRule,
 }
 

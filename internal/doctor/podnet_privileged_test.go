@@ -16,6 +16,7 @@ import (
 
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/agent"
+	"github.com/podnet/podnet/internal/fastpath"
 	"github.com/podnet/podnet/internal/lab"
 	"github.com/podnet/podnet/internal/store"
 	"github.com/podnet/podnet/internal/testutil"
@@ -100,15 +101,41 @@ func TestPrivilegedHealthyPodnetNode(t *testing.T) {
 		t.Fatalf("no search domains in the result: %+v", res.DNS)
 	}
 
+	// The fast path attaches to the bridged pods' host veths as they appear.
+	for i := 0; ; i++ {
+		st, err := c.Status(ctx)
+		if err == nil && st.FastPath != nil && st.FastPath.Ports == 2 {
+			break
+		} else if i > 200 {
+			t.Fatalf("fast path: %+v (%v), want 2 ports", st.FastPath, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
 	n := &node{t: t, lab: l}
 	rep, s := n.diagnose("healthy-podnet", podResolv)
 	wantClean(t, rep)
-	// With the agent's records as `podnet doctor` reads them: still nothing wrong.
+	// With the agent's records as `podnet doctor` reads them: still nothing wrong, not
+	// even an info on the fast path.
 	if n.intended, err = ReadIntended(ctx, c); err != nil {
 		t.Fatal(err)
 	}
 	rep, _ = n.diagnose("", podResolv)
 	wantClean(t, rep)
+	for _, f := range rep.Findings {
+		if f.Class == ClassFastPathDetached || f.Class == ClassForeignBPF {
+			t.Errorf("unexpected %s: %s", f.Class, f.Culprit)
+		}
+	}
+	withProgram := 0
+	for _, l := range s.Links {
+		if hasProgram(&l, fastpath.ProgName) {
+			withProgram++
+		}
+	}
+	if withProgram != 2 {
+		t.Errorf("the snapshot has the fast path on %d links, want the 2 bridged pods' host veths", withProgram)
+	}
 	// The doctor saw what there is to see: 2 bridged and 2 routed pods, probes answered.
 	v := newView(s)
 	pods := 0

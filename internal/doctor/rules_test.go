@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/podnet/podnet/api"
+	"github.com/podnet/podnet/internal/fastpath"
 )
 
 // Unit tests of the rules on hand-written snapshots: the cases the privileged tests
@@ -124,6 +125,26 @@ func TestRules(t *testing.T) {
 			s.Neighbours[0].MAC = "0a:58:0a:58:00:99"
 			return s
 		}, code: 1, want: "warning neighbour-wrong-mac: neigh 10.88.0.2 lladdr 0a:58:0a:58:00:99 dev cni0 REACHABLE"},
+		{name: "fast path on every bridged pod", snap: func() *Snapshot {
+			s := withIntended(base())
+			s.Links[3].TCX = []TCXProgram{{ID: 7, Name: fastpath.ProgName, LinkID: 3}}
+			s.Links[4].TCX = []TCXProgram{{ID: 7, Name: fastpath.ProgName, LinkID: 4}}
+			return s
+		}},
+		{name: "fast path missing on one bridged pod", snap: func() *Snapshot {
+			s := withIntended(base())
+			s.Links[3].TCX = []TCXProgram{{ID: 7, Name: fastpath.ProgName, LinkID: 3}}
+			return s
+		}, want: "info fast-path-detached: veth veth2 (no tcx ingress program podnet_fast)"},
+		{name: "another tool's program on a pod's veth", snap: func() *Snapshot {
+			s := base()
+			s.Links[4].TCX = []TCXProgram{{ID: 12, Name: "cil_from_contai", LinkID: 40}}
+			return s
+		}, code: 1, want: "warning foreign-bpf-program: tcx ingress program cil_from_contai (id 12) on veth veth2", check: func(t *testing.T, rep Report) {
+			if f := rep.Findings[0]; !strings.Contains(f.Fix, "bpftool link detach id 40") {
+				t.Errorf("fix %q, want the link's detach", f.Fix)
+			}
+		}},
 		{name: "healthy routed", snap: func() *Snapshot { return routed(base()) }},
 		{name: "no pods, forwarding off: not a problem", snap: func() *Snapshot {
 			s := base()

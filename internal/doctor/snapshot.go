@@ -63,6 +63,17 @@ type Link struct {
 	// Peer is the sandbox side of a veth whose peer is in another namespace, when the
 	// collector could find that namespace.
 	Peer *Peer `json:"peer,omitempty"`
+	// TCX are the eBPF programs attached at the link's tcx ingress hook, in the order
+	// they run: podnet's fast path (fastpath.ProgName), or another tool's.
+	TCX []TCXProgram `json:"tcx,omitempty"`
+}
+
+// TCXProgram is an eBPF program attached at a tcx hook.
+type TCXProgram struct {
+	ID   uint32 `json:"id"`
+	Name string `json:"name"`
+	// LinkID is the bpf link that holds it (bpftool link), 0 when none does.
+	LinkID uint32 `json:"link_id,omitempty"`
 }
 
 // Tunnel is what matters of an overlay device (vxlan, ipip, gre, geneve).

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/podnet/podnet/internal/fastpath"
 )
 
 // Options says what Run traces.
@@ -68,6 +70,12 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		return Result{}, err
 	}
 	defer l.Close()
+	// Packets that podnet's fast path redirects cross no hook: keep the flow off it.
+	unbypass, err := fastpath.Bypass(o.Node, o.Flow.Src, o.Flow.Dst)
+	if err != nil {
+		return Result{}, err
+	}
+	defer unbypass()
 	m, err := Mark(node, o.Flow)
 	if err != nil {
 		return Result{}, err

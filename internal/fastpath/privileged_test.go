@@ -1,0 +1,342 @@
+package fastpath
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/podnet/podnet/internal/lab"
+	"github.com/podnet/podnet/internal/nft"
+	"github.com/podnet/podnet/internal/probe"
+	"github.com/podnet/podnet/internal/testutil"
+)
+
+const timeout = 2 * time.Second
+
+// bed is a node with bridge pn-fp (10.88.9.0/24, fd00:88:9::/64) and three pods a, b, c
+// on it, podnet's tables applied through the fast path.
+type bed struct {
+	l      *lab.Lab
+	fp     *Applier
+	rs     nft.Ruleset
+	pods   map[string]netns.NsHandle
+	addr   map[string]netip.Addr
+	addr6  map[string]netip.Addr
+	drops  func() uint64
+	logged []string
+}
+
+func newBed(t *testing.T) *bed {
+	t.Helper()
+	testutil.RequireRoot(t)
+	l, err := lab.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	b := &bed{l: l, pods: map[string]netns.NsHandle{}, addr: map[string]netip.Addr{}, addr6: map[string]netip.Addr{}}
+	if err := l.Bridge("pn-fp", netip.MustParsePrefix("10.88.9.1/24"), netip.MustParsePrefix("fd00:88:9::1/64")); err != nil {
+		t.Fatal(err)
+	}
+	b.rs.Networks = []nft.Network{{Name: "fp", Bridge: "pn-fp", Subnets: []netip.Prefix{
+		netip.MustParsePrefix("10.88.9.0/24"), netip.MustParsePrefix("fd00:88:9::/64")}}}
+	for i, name := range []string{"a", "b", "c"} {
+		ns, err := l.Sandbox()
+		if err != nil {
+			t.Fatal(err)
+		}
+		a4 := netip.AddrFrom4([4]byte{10, 88, 9, byte(2 + i)})
+		a6 := netip.MustParseAddr(fmt.Sprintf("fd00:88:9::%d", 2+i))
+		mac, err := l.Plug(ns, lab.Veth{HostIf: "pnv-fp-" + name, Bridge: "pn-fp",
+			Addrs: []netip.Prefix{netip.PrefixFrom(a4, 24), netip.PrefixFrom(a6, 64)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.pods[name], b.addr[name], b.addr6[name] = ns, a4, a6
+		b.rs.Endpoints = append(b.rs.Endpoints, nft.Endpoint{HostIf: "pnv-fp-" + name, Bridge: "pn-fp", Addrs: []netip.Addr{a4, a6}, MAC: mac})
+	}
+	tbl, err := nft.Open(int(l.Node))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.fp, err = New(l.Node, tbl, func(format string, args ...any) {
+		b.logged = append(b.logged, fmt.Sprintf(format, args...))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := b.fp.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	b.drops = func() uint64 {
+		in, _, err := tbl.PolicyDrops()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return in
+	}
+	return b
+}
+
+// waitEntries waits until the fast path holds n addresses in each map (the links are
+// followed asynchronously).
+func (b *bed) waitEntries(t *testing.T, ports, n int) {
+	t.Helper()
+	var s Stats
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		var err error
+		if s, err = b.fp.Stats(); err != nil {
+			t.Fatal(err)
+		}
+		if s.Ports == ports && s.SrcEntries == n && s.DstEntries == n {
+			return
+		}
+	}
+	t.Fatalf("fast path holds %d ports, %d/%d entries; want %d ports, %d entries (log: %q)", s.Ports, s.SrcEntries, s.DstEntries, ports, n, b.logged)
+}
+
+func (b *bed) stats(t *testing.T) Stats {
+	t.Helper()
+	s, err := b.fp.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// connect makes a TCP connection from pod from to pod to (IPv4, or IPv6 with v6) and
+// returns how many packets the fast path redirected and passed meanwhile.
+func (b *bed) connect(t *testing.T, from, to string, v6 bool) (redirected, passed uint64) {
+	t.Helper()
+	dst, src := b.addr[to], b.addr[from]
+	if v6 {
+		dst, src = b.addr6[to], b.addr6[from]
+	}
+	before := b.stats(t)
+	got, err := probe.TCP(context.Background(), b.pods[from], b.pods[to], netip.AddrPortFrom(dst, 8080), timeout)
+	if err != nil || got != src {
+		t.Fatalf("%s -> %s: the server saw %v (%v), want %s", from, to, got, err, src)
+	}
+	after := b.stats(t)
+	return after.Redirected.Packets - before.Redirected.Packets, after.Passed.Packets - before.Passed.Packets
+}
+
+// Pods of one bridge reach each other through the fast path, both ways, IPv4 and IPv6;
+// neighbour resolution still takes the kernel's path.
+func TestPrivilegedFastPathRedirects(t *testing.T) {
+	b := newBed(t)
+	if err := b.fp.Sync(b.rs); err != nil {
+		t.Fatal(err)
+	}
+	b.waitEntries(t, 3, 6)
+	for _, v6 := range []bool{false, true} {
+		// A TCP connection with its data and close: at least 3 segments each way.
+		if red, _ := b.connect(t, "a", "b", v6); red < 6 {
+			t.Errorf("v6=%v: a -> b: %d packets redirected, want the connection's (>= 6)", v6, red)
+		}
+	}
+	if s := b.stats(t); s.Passed.Packets == 0 {
+		t.Errorf("no packet passed to the kernel's path; want neighbour discovery there")
+	}
+}
+
+// An address that a policy isolates leaves the fast path before the tables change, both
+// ways, and comes back after: the policy's drop counter counts the denied connect, and
+// the same connect made before the policy and after it goes through.
+func TestPrivilegedFastPathIsolation(t *testing.T) {
+	b := newBed(t)
+	none := nft.Policy{ID: "p1", Name: "ns/deny", Group: "g1", Ingress: true}
+	b.rs.Policies = []nft.Policy{none}
+	if err := b.fp.Sync(b.rs); err != nil {
+		t.Fatal(err)
+	}
+	b.waitEntries(t, 3, 6)
+	if red, _ := b.connect(t, "a", "b", false); red == 0 {
+		t.Fatal("a -> b: nothing redirected before the policy")
+	}
+
+	deny := none
+	deny.Selected = []netip.Addr{b.addr["b"], b.addr6["b"]}
+	if err := b.fp.Update(nft.Delta{Policies: []nft.Policy{deny}}, nft.Delta{Policies: []nft.Policy{none}}); err != nil {
+		t.Fatal(err)
+	}
+	if s := b.stats(t); s.SrcEntries != 4 || s.DstEntries != 4 {
+		t.Errorf("b isolated: %d/%d entries, want 4/4 (a's and c's)", s.SrcEntries, s.DstEntries)
+	}
+	drops, before := b.drops(), b.stats(t)
+	if err := probe.Blocked(context.Background(), b.pods["a"], b.pods["b"], netip.AddrPortFrom(b.addr["b"], 8080), time.Second); err != nil {
+		t.Errorf("a -> b, b isolated: %v", err)
+	}
+	if d := b.drops() - drops; d == 0 {
+		t.Errorf("a -> b, b isolated: the policy dropped nothing")
+	}
+	if red := b.stats(t).Redirected.Packets - before.Redirected.Packets; red != 0 {
+		t.Errorf("a -> b, b isolated: %d packets redirected, want 0", red)
+	}
+	// b's own egress is not isolated, but its replies are tracked: a's connection to c
+	// still takes the fast path, b's to c does not.
+	if red, _ := b.connect(t, "a", "c", false); red == 0 {
+		t.Errorf("a -> c: nothing redirected")
+	}
+	if red, _ := b.connect(t, "b", "c", false); red != 0 {
+		t.Errorf("b -> c, b isolated: %d packets redirected, want 0", red)
+	}
+
+	if err := b.fp.Update(nft.Delta{Policies: []nft.Policy{none}}, nft.Delta{Policies: []nft.Policy{deny}, IngressIsolated: deny.Selected}); err != nil {
+		t.Fatal(err)
+	}
+	b.waitEntries(t, 3, 6)
+	if red, _ := b.connect(t, "a", "b", false); red == 0 {
+		t.Errorf("a -> b after the policy: nothing redirected")
+	}
+
+	// UpdatePolicies: a new policy isolating b for egress.
+	egress := nft.Policy{ID: "p2", Name: "ns/out", Group: "g1", Egress: true, Selected: []netip.Addr{b.addr["b"]}}
+	if err := b.fp.UpdatePolicies([]nft.Policy{none}, []nft.Policy{none, egress}); err != nil {
+		// A first Egress policy needs Sync (nft.Applier).
+		if !errors.Is(err, nft.ErrNoTable) {
+			t.Fatal(err)
+		}
+		b.rs.Policies = []nft.Policy{none, egress}
+		if err := b.fp.Sync(b.rs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := b.stats(t); s.SrcEntries != 5 || s.DstEntries != 5 {
+		t.Errorf("b's IPv4 isolated for egress: %d/%d entries, want 5/5", s.SrcEntries, s.DstEntries)
+	}
+}
+
+// A pod that sends from an address that is not its own is not redirected: the
+// anti-spoofing rules drop it. The same pod with its own address is.
+func TestPrivilegedFastPathSpoofed(t *testing.T) {
+	b := newBed(t)
+	if err := b.fp.Sync(b.rs); err != nil {
+		t.Fatal(err)
+	}
+	b.waitEntries(t, 3, 6)
+	if red, _ := b.connect(t, "c", "b", false); red == 0 {
+		t.Fatal("c -> b: nothing redirected")
+	}
+	// c takes 10.88.9.50 instead of its own address.
+	h, err := netlink.NewHandleAt(b.pods["c"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	eth0, err := h.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, _ := netlink.ParseAddr(netip.PrefixFrom(b.addr["c"], 24).String())
+	spoofed, _ := netlink.ParseAddr("10.88.9.50/24")
+	if err := h.AddrDel(eth0, own); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.AddrAdd(eth0, spoofed); err != nil {
+		t.Fatal(err)
+	}
+	before := b.stats(t)
+	if err := probe.Blocked(context.Background(), b.pods["c"], b.pods["b"], netip.AddrPortFrom(b.addr["b"], 8080), time.Second); err != nil {
+		t.Errorf("c -> b from 10.88.9.50: %v", err)
+	}
+	after := b.stats(t)
+	if red := after.Redirected.Packets - before.Redirected.Packets; red != 0 {
+		t.Errorf("c -> b from 10.88.9.50: %d packets redirected, want 0", red)
+	}
+	if after.Passed.Packets == before.Passed.Packets {
+		t.Errorf("c -> b from 10.88.9.50: no packet passed to the kernel's path")
+	}
+}
+
+// The fast path follows the links: a host veth that goes down takes its entries with
+// it, and they come back with it; an endpoint removed by Update leaves the fast path
+// and loses its program.
+func TestPrivilegedFastPathLinks(t *testing.T) {
+	b := newBed(t)
+	if err := b.fp.Sync(b.rs); err != nil {
+		t.Fatal(err)
+	}
+	b.waitEntries(t, 3, 6)
+	h, err := netlink.NewHandleAt(b.l.Node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	veth, err := h.LinkByName("pnv-fp-c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetDown(veth); err != nil {
+		t.Fatal(err)
+	}
+	b.waitEntries(t, 3, 4)
+	if err := h.LinkSetUp(veth); err != nil {
+		t.Fatal(err)
+	}
+	b.waitEntries(t, 3, 6)
+
+	gone := b.rs.Endpoints[2]
+	if err := b.fp.Update(nft.Delta{}, nft.Delta{Endpoints: []nft.Endpoint{gone}}); err != nil {
+		t.Fatal(err)
+	}
+	b.waitEntries(t, 2, 4)
+	attached, err := Attached(b.l.Node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !attached["pnv-fp-a"] || !attached["pnv-fp-b"] || attached["pnv-fp-c"] || len(attached) != 2 {
+		t.Errorf("attached to %v, want pnv-fp-a and pnv-fp-b", attached)
+	}
+}
+
+// Bypass keeps a flow on the kernel's path (where a trace sees it) until undone.
+func TestPrivilegedFastPathBypass(t *testing.T) {
+	b := newBed(t)
+	if err := b.fp.Sync(b.rs); err != nil {
+		t.Fatal(err)
+	}
+	b.waitEntries(t, 3, 6)
+	undo, err := Bypass(b.l.Node, b.addr["a"], b.addr["b"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if red, passed := b.connect(t, "a", "b", false); red != 0 || passed < 6 {
+		t.Errorf("a -> b bypassed: %d redirected, %d passed; want 0, >= 6", red, passed)
+	}
+	if red, _ := b.connect(t, "a", "c", false); red == 0 {
+		t.Errorf("a -> c, not bypassed: nothing redirected")
+	}
+	if err := undo(); err != nil {
+		t.Fatal(err)
+	}
+	if red, _ := b.connect(t, "b", "a", false); red == 0 {
+		t.Errorf("b -> a after the bypass: nothing redirected")
+	}
+
+	// Without a source: every pod's flows with b.
+	if undo, err = Bypass(b.l.Node, netip.Addr{}, b.addr["b"]); err != nil {
+		t.Fatal(err)
+	}
+	for _, from := range []string{"a", "c"} {
+		if red, _ := b.connect(t, from, "b", false); red != 0 {
+			t.Errorf("%s -> b bypassed: %d redirected, want 0", from, red)
+		}
+	}
+	if red, _ := b.connect(t, "a", "c", false); red == 0 {
+		t.Errorf("a -> c, not bypassed: nothing redirected")
+	}
+	if err := undo(); err != nil {
+		t.Fatal(err)
+	}
+	if red, _ := b.connect(t, "c", "b", false); red == 0 {
+		t.Errorf("c -> b after the bypass: nothing redirected")
+	}
+}
