@@ -483,6 +483,14 @@ func TestPrivilegedRestartKeepsStateAndRepairs(t *testing.T) {
 	if b.ip(0) == a.ip(0) {
 		t.Fatalf("address %s handed out twice across restart", b.ip(0))
 	}
+	// The restarted agent's fast path holds both pods (the first agent's went with it).
+	fastPath := func(ports, entries int) func() bool {
+		return func() bool {
+			s, err := e.agent.fastpath.Stats()
+			return err == nil && s.Ports == ports && s.SrcEntries == entries && s.DstEntries == entries
+		}
+	}
+	waitFor(t, fastPath(2, 2))
 	// Break the kernel state behind the agent's back: flush podnet's table, delete the
 	// bridge's address, add an orphan veth. Reconcile repairs all of it.
 	tbl, err := nft.Open(int(e.lab.Node))
@@ -517,6 +525,7 @@ func TestPrivilegedRestartKeepsStateAndRepairs(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { ok, _ := e.agent.node.LinkExists(spec.HostVethName(b.key)); return !ok })
+	waitFor(t, fastPath(1, 1)) // b's veth went, and its entries with it
 	if err := e.agent.Reconcile(false); err != nil {
 		t.Fatal(err)
 	}

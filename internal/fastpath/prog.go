@@ -199,8 +199,9 @@ func program(src, dst, slow, stat int) asm.Instructions {
 			asm.StoreMem(asm.R10, at+12, asm.R2, asm.Word),
 		}
 	}
-	ins = append(ins, mapped4(stSrc, 14+12)...)
-	ins[len(ins)-5] = ins[len(ins)-5].WithSymbol("ip4")
+	ip4 := mapped4(stSrc, 14+12)
+	ip4[0] = ip4[0].WithSymbol("ip4")
+	ins = append(ins, ip4...)
 	ins = append(ins, mapped4(stDst, 14+16)...)
 	ins = append(ins, asm.Ja.Label("lookup"))
 
