@@ -25,6 +25,8 @@ func TestPrivilegedMetrics(t *testing.T) {
 		// The record is marked attached just after the reply.
 		`podnet_endpoints{network="` + netName + `",state="attached"} 1`,
 		`podnet_pool_allocated_addresses{network="` + netName + `",subnet="10.87.0.0/24"} 1`,
+		// The fast path's program on the pod's host veth (once the agent saw it appear).
+		`podnet_fastpath_ports 1`,
 	}
 	var missing []string
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {

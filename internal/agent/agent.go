@@ -341,12 +341,12 @@ func (a *Agent) Status() (api.Status, error) {
 		st.Networks, st.Endpoints = len(ns), len(eps)
 		return err
 	})
-	if a.fastpath != nil && err == nil {
-		var fp fastpath.Stats
-		fp, err = a.fastpath.Stats()
-		st.FastPath = &api.FastPathStatus{Ports: fp.Ports,
-			RedirectedPackets: fp.Redirected.Packets, RedirectedBytes: fp.Redirected.Bytes,
-			PassedPackets: fp.Passed.Packets, PassedBytes: fp.Passed.Bytes}
+	if a.fastpath != nil {
+		if fp, ferr := a.fastpath.Stats(); ferr == nil {
+			st.FastPath = &api.FastPathStatus{Ports: fp.Ports,
+				RedirectedPackets: fp.Redirected.Packets, RedirectedBytes: fp.Redirected.Bytes,
+				PassedPackets: fp.Passed.Packets, PassedBytes: fp.Passed.Bytes}
+		}
 	}
 	return st, err
 }

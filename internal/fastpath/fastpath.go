@@ -69,6 +69,7 @@ type Applier struct {
 	attached map[string]attachment
 	srcAt    map[netip.Addr]entry // entries of maps src and dst, by address
 	dstAt    map[netip.Addr]entry
+	broken   bool // an entry could not be removed: the program stays detached
 
 	done chan struct{}
 	wg   sync.WaitGroup
@@ -95,6 +96,17 @@ type entry struct {
 func New(ns netns.NsHandle, inner nft.Applier, logf func(format string, args ...any)) (*Applier, error) {
 	objs, err := load()
 	if err != nil {
+		return nil, err
+	}
+	// A kernel without tcx (before 6.6) says so here, once, rather than at every veth.
+	if err := kernel.Do(ns, func() error {
+		l, err := link.AttachTCX(link.TCXOptions{Interface: 1, Program: objs.prog, Attach: ebpf.AttachTCXIngress}) // lo
+		if err != nil {
+			return fmt.Errorf("attach a tcx program: %w", err)
+		}
+		return l.Close()
+	}); err != nil {
+		objs.Close()
 		return nil, err
 	}
 	fd, err := unix.Dup(int(ns))
@@ -288,9 +300,21 @@ func (f *Applier) set(m *ebpf.Map, at map[netip.Addr]entry, a netip.Addr, want *
 	at[a] = *want
 }
 
+// remove deletes e from m. Should the kernel refuse, the entry might let through what
+// the tables no longer would: the program is then detached everywhere, for good (until
+// the agent restarts).
 func (f *Applier) remove(m *ebpf.Map, e entry) {
-	if err := m.Delete(e.key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		f.logf("fast path: remove from %s: %v", mapName(m), err)
+	err := m.Delete(e.key)
+	if err == nil || errors.Is(err, ebpf.ErrKeyNotExist) {
+		return
+	}
+	f.logf("fast path: remove from %s: %v; the fast path stops", mapName(m), err)
+	f.broken = true
+	for h, at := range f.attached {
+		if err := at.l.Close(); err != nil {
+			f.logf("fast path: detach from %s: %v", h, err)
+		}
+		delete(f.attached, h)
 	}
 }
 
@@ -337,7 +361,7 @@ func (f *Applier) want(a netip.Addr) (src, dst *entry) {
 func (f *Applier) attach(h string) {
 	cur, has := f.attached[h]
 	ls, exists := f.links[h]
-	want := f.m != nil && f.m.eps[h] != nil && exists
+	want := f.m != nil && f.m.eps[h] != nil && exists && !f.broken
 	if has && (!want || cur.ifindex != ls.index) {
 		if err := cur.l.Close(); err != nil {
 			f.logf("fast path: detach from %s: %v", h, err)

@@ -102,19 +102,6 @@ func TCXIngress(node netns.NsHandle) ([]Program, error) {
 	return out, err
 }
 
-// Attached returns the interfaces of namespace node that have the fast path's program
-// attached, by name.
-func Attached(node netns.NsHandle) (map[string]bool, error) {
-	progs, err := TCXIngress(node)
-	out := map[string]bool{}
-	for _, p := range progs {
-		if p.Name == ProgName {
-			out[p.Ifname] = true
-		}
-	}
-	return out, err
-}
-
 // Bypass keeps the packets between a and b, both ways, off the fast path of namespace
 // node (the maps of every fast path program attached there) until undo is called, so
 // that they cross the netfilter hooks: `podnet trace` calls it before it marks a flow.

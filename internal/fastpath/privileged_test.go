@@ -288,9 +288,13 @@ func TestPrivilegedFastPathLinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.waitEntries(t, 2, 4)
-	attached, err := Attached(b.l.Node)
+	progs, err := TCXIngress(b.l.Node)
 	if err != nil {
 		t.Fatal(err)
+	}
+	attached := map[string]bool{}
+	for _, p := range progs {
+		attached[p.Ifname] = p.Name == ProgName
 	}
 	if !attached["pnv-fp-a"] || !attached["pnv-fp-b"] || attached["pnv-fp-c"] || len(attached) != 2 {
 		t.Errorf("attached to %v, want pnv-fp-a and pnv-fp-b", attached)
