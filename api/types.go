@@ -381,7 +381,7 @@ type Status struct {
 	// Netns is the path of the node network namespace the agent manages ("" when it
 	// does not know one), so that tools on the node (podnet doctor) read the same one.
 	Netns string `json:"netns,omitempty"`
-	// FastPath is the eBPF fast path between the pods of one bridge: nil when it is off
+	// FastPath is the eBPF fast path between the pods of the node: nil when it is off
 	// (podnet agent --fast-path=false, or a kernel without tcx).
 	FastPath *FastPathStatus `json:"fastPath,omitempty"`
 }
@@ -390,8 +390,8 @@ type Status struct {
 type FastPathStatus struct {
 	// Ports are the host veths with its program attached.
 	Ports int `json:"ports"`
-	// Redirected went straight to the destination pod; Passed are the IP packets of
-	// bridged pods it left to the bridge and nftables.
+	// Redirected went straight to the destination pod; Passed are the pods' other IP
+	// packets, left to the kernel's path (bridge or forwarding, and nftables).
 	RedirectedPackets uint64 `json:"redirectedPackets"`
 	RedirectedBytes   uint64 `json:"redirectedBytes"`
 	PassedPackets     uint64 `json:"passedPackets"`

@@ -51,11 +51,13 @@ import (
 //   - the rules, sets and set elements of podnet's tables in each testbed (nftwire dumps);
 //   - TCP connect latency frontend -> web:80 over the bridge and frontend-r -> web-r:80
 //     over pol-routed (allowed by web-frontend and frontend-egress) in the three
-//     testbeds, one connect of each pair in each testbed in random order per round. In
-//     "none" the bridged connect skips conntrack (podnet leaves traffic within a bridge
-//     untracked while no policy isolates either pod), in "few" and "many" it is tracked;
-//     the routed one is tracked in every testbed (the node routes it). So the routed
-//     ratio to "none" is the policies' own cost, the bridged one the policies' and
+//     testbeds, one connect of each pair in each testbed in random order per round. The
+//     agents run without the eBPF fast path (--fast-path=false), which would carry the
+//     connects of "none" around the bridge, the hooks and conntrack. In "none" the
+//     bridged connect skips conntrack (podnet leaves traffic within a bridge untracked
+//     while no policy isolates either pod), in "few" and "many" it is tracked; the
+//     routed one is tracked in every testbed (the node routes it). So the routed ratio
+//     to "none" is the policies' own cost, the bridged one the policies' and
 //     conntrack's;
 //   - how long until traffic follows a change (a prober connects every polInterval, each
 //     connect waiting polConnectWait at most: the start of the first connect from which
@@ -342,7 +344,10 @@ func newPolBed(ctx context.Context, prefix, binDir, name string, endpoints, netw
 	if b.tb, err = newTestbed(prefix, b.pods()); err != nil {
 		return b, err
 	}
-	if b.agent, err = startAgent(binDir, b.tb); err != nil {
+	// The policies' cost is on the kernel's path, which isolated pods take: the eBPF
+	// fast path (between pods no policy isolates) would make "none" a path without
+	// bridge, hooks or conntrack.
+	if b.agent, err = startAgent(binDir, b.tb, "--fast-path=false"); err != nil {
 		return b, err
 	}
 	b.c = b.agent.Client()
@@ -1025,7 +1030,7 @@ func printPolicy(w io.Writer, rounds, conns int, res polResult) {
 
 	fmt.Fprintf(w, "Per-packet cost: TCP connect frontend -> web:%d over a bridge network and frontend-r -> web-r:%d over a routed network "+
 		"(from the SYN until established; in few and many both pods of each pair selected by policies, the connection allowed), "+
-		"%d rounds of one connect per testbed and driver in random order. In testbed none the bridged connect skips conntrack (no policy isolates the pods), "+
+		"%d rounds of one connect per testbed and driver in random order; the agents without the eBPF fast path (--fast-path=false). In testbed none the bridged connect skips conntrack (no policy isolates the pods), "+
 		"while the routed one is tracked in every testbed (the node routes it): the routed ratio is the policies' own cost, the bridged one the policies' and conntrack's\n\n",
 		polPortWeb, polPortWeb, conns)
 	fmt.Fprintf(w, "| driver | testbed | policies | endpoints | connect median | p90 | / none, same driver (medians) | target | failed |\n|---|---|---:|---:|---:|---:|---:|---|---:|\n")

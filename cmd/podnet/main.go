@@ -141,7 +141,7 @@ func agentCmd() *cobra.Command {
 	c.Flags().StringVar(&sf.nodeIP, "node-ip", "", "this node's underlay address, that other nodes tunnel and route to (default: the source address of the default route)")
 	c.Flags().DurationVar(&sf.leaseTTL, "lease-ttl", agent.DefaultLeaseTTL, "how long the node stays alive in the store after its agent stops")
 	c.Flags().IntVar(&bgpPort, "bgp-port", 179, "TCP port of the BGP speaker of bgp networks (-1: do not listen, dial only)")
-	c.Flags().BoolVar(&fastPath, "fast-path", true, "carry the traffic between pods of one bridge by eBPF (tcx) around the bridge and netfilter, where podnet's rules would pass it untracked; false: the kernel's path only")
+	c.Flags().BoolVar(&fastPath, "fast-path", true, "carry the traffic between pods of the node (of one bridge, or of one routed network) by eBPF (tcx) around the bridge, the forwarding and netfilter, where podnet's rules would pass it; false: the kernel's path only")
 	c.Flags().StringVar(&nsPath, "netns", "", "manage the network namespace at this path instead of the agent's own (bgp networks need the agent inside the node's namespace)")
 	c.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	c.Flags().DurationVar(&interval, "reconcile-interval", 10*time.Second, "how often kernel state is compared with the store")

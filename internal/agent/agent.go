@@ -96,8 +96,8 @@ type Config struct {
 	// BGPPort is the TCP port of the BGP speaker of bgp networks (0: 179; -1: dial
 	// only, do not listen).
 	BGPPort int
-	// NoFastPath keeps the traffic between pods of one bridge on the kernel's path
-	// (bridge, netfilter) instead of the eBPF fast path (internal/fastpath), which the
+	// NoFastPath keeps the traffic between pods of the node on the kernel's path
+	// (bridge or forwarding, netfilter) instead of the eBPF fast path (internal/fastpath), which the
 	// agent puts in front of the real tables (not of a Tables the config gives).
 	NoFastPath bool
 }
@@ -269,7 +269,7 @@ func (a *Agent) openAppliers() error {
 				a.log.Warn(fmt.Sprintf(format, args...), "component", "fastpath")
 			})
 			if err != nil {
-				a.log.Warn("fast path off: bridged pods' traffic takes nftables only", "err", err)
+				a.log.Warn("fast path off: pods' traffic takes the bridge, the forwarding and nftables only", "err", err)
 			} else {
 				a.nft, a.fastpath = fp, fp
 			}

@@ -178,11 +178,11 @@ var (
 	policyDropsDesc = prometheus.NewDesc("podnet_policy_drops_total",
 		"New connections network policies dropped on this node, by direction (ingress of the destination pod, egress of the source pod).", []string{"direction"}, nil)
 	fastPacketsDesc = prometheus.NewDesc("podnet_fastpath_packets_total",
-		"IP packets of bridged pods seen by the eBPF fast path, by path: redirected (straight to the destination pod of the same bridge), passed (left to the bridge and nftables).", []string{"path"}, nil)
+		"IP packets of the pods seen by the eBPF fast path, by path: redirected (straight to the destination pod of the same bridge or routed network), passed (left to the kernel's path: bridge or forwarding, and nftables).", []string{"path"}, nil)
 	fastBytesDesc = prometheus.NewDesc("podnet_fastpath_bytes_total",
 		"Bytes of those packets, by path.", []string{"path"}, nil)
 	fastPortsDesc = prometheus.NewDesc("podnet_fastpath_ports",
-		"Host veths of bridged pods with the fast path's program attached.", nil, nil)
+		"Host veths of pods with the fast path's program attached.", nil, nil)
 )
 
 func (state) Describe(ch chan<- *prometheus.Desc) {

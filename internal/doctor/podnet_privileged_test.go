@@ -101,13 +101,13 @@ func TestPrivilegedHealthyPodnetNode(t *testing.T) {
 		t.Fatalf("no search domains in the result: %+v", res.DNS)
 	}
 
-	// The fast path attaches to the bridged pods' host veths as they appear.
+	// The fast path attaches to the pods' host veths as they appear.
 	for i := 0; ; i++ {
 		st, err := c.Status(ctx)
-		if err == nil && st.FastPath != nil && st.FastPath.Ports == 2 {
+		if err == nil && st.FastPath != nil && st.FastPath.Ports == 4 {
 			break
 		} else if i > 200 {
-			t.Fatalf("fast path: %+v (%v), want 2 ports", st.FastPath, err)
+			t.Fatalf("fast path: %+v (%v), want 4 ports", st.FastPath, err)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -133,8 +133,8 @@ func TestPrivilegedHealthyPodnetNode(t *testing.T) {
 			withProgram++
 		}
 	}
-	if withProgram != 2 {
-		t.Errorf("the snapshot has the fast path on %d links, want the 2 bridged pods' host veths", withProgram)
+	if withProgram != 4 {
+		t.Errorf("the snapshot has the fast path on %d links, want the 4 pods' host veths", withProgram)
 	}
 	// The doctor saw what there is to see: 2 bridged and 2 routed pods, probes answered.
 	v := newView(s)

@@ -13,9 +13,10 @@ import (
 //     cil_from_container say, or a tool under test) runs on every packet the pod sends,
 //     before the bridge, netfilter and podnet's rules: it can drop or redirect them, and
 //     neither nftables nor `podnet trace` shows it;
-//   - with the agent's records: podnet's fast path attached to some bridged pods' host
-//     veths and not to others. Traffic of those still flows (through the bridge and
-//     netfilter), only slower; an attach the agent could not make is in its log.
+//   - with the agent's records: podnet's fast path attached to some pods' host veths
+//     and not to others. Traffic of those still flows (through the bridge or the node's
+//     forwarding, and netfilter), only slower; an attach the agent could not make is in
+//     its log.
 func bpfRule(v *view) []Finding {
 	var out []Finding
 	withFastPath := 0
@@ -44,17 +45,11 @@ func bpfRule(v *view) []Finding {
 		}
 	}
 	if in := v.s.Intended; in != nil && withFastPath > 0 {
-		bridged := map[string]bool{}
-		for _, n := range in.Networks {
-			if n.Driver == api.DriverBridge {
-				bridged[n.Name] = true
-			}
-		}
 		var missing []*Link
 		for _, ep := range in.Endpoints {
 			l := v.links[ep.HostIf]
-			if ep.State != api.StateAttached || !bridged[ep.Network] || l == nil || !l.Up || l.Master == "" {
-				continue // in flight, routed, or drift (driftRule)
+			if ep.State != api.StateAttached || l == nil || !l.Up {
+				continue // in flight, or drift (driftRule)
 			}
 			if !hasProgram(l, fastpath.ProgName) {
 				missing = append(missing, l)
@@ -64,7 +59,7 @@ func bpfRule(v *view) []Finding {
 			out = append(out, Finding{
 				Class: ClassFastPathDetached, Severity: SeverityInfo,
 				Culprit:   "veth " + l.Name + " (no tcx ingress program " + fastpath.ProgName + ")",
-				RootCause: fmt.Sprintf("The agent's fast path is attached to the host veths of %s, not to %s: the traffic of that pod with the pods of its bridge crosses the bridge and netfilter instead, which works, at the cost of the hooks (README, throughput).", plural(withFastPath, "pod"), l.Name),
+				RootCause: fmt.Sprintf("The agent's fast path is attached to the host veths of %s, not to %s: the traffic of that pod with the other pods of its network crosses the bridge or the node's forwarding, and netfilter, instead, which works, at the cost of the hooks (README, throughput).", plural(withFastPath, "pod"), l.Name),
 				Fix:       "# the agent's log says why the attach failed (component=fastpath); the agent attaches it again when the veth changes or the agent restarts",
 				Evidence:  []string{fmt.Sprintf("%s: master %s, tcx ingress %s", l.Name, l.Master, tcxList(l.TCX))},
 			})

@@ -125,13 +125,13 @@ func TestRules(t *testing.T) {
 			s.Neighbours[0].MAC = "0a:58:0a:58:00:99"
 			return s
 		}, code: 1, want: "warning neighbour-wrong-mac: neigh 10.88.0.2 lladdr 0a:58:0a:58:00:99 dev cni0 REACHABLE"},
-		{name: "fast path on every bridged pod", snap: func() *Snapshot {
+		{name: "fast path on every pod", snap: func() *Snapshot {
 			s := withIntended(base())
 			s.Links[3].TCX = []TCXProgram{{ID: 7, Name: fastpath.ProgName, LinkID: 3}}
 			s.Links[4].TCX = []TCXProgram{{ID: 7, Name: fastpath.ProgName, LinkID: 4}}
 			return s
 		}},
-		{name: "fast path missing on one bridged pod", snap: func() *Snapshot {
+		{name: "fast path missing on one pod", snap: func() *Snapshot {
 			s := withIntended(base())
 			s.Links[3].TCX = []TCXProgram{{ID: 7, Name: fastpath.ProgName, LinkID: 3}}
 			return s

@@ -1,22 +1,38 @@
-// Package fastpath carries the traffic between two pods of one bridge around the bridge
-// and netfilter: a tcx program (eBPF, at the ingress of each bridged endpoint's host
-// veth) redirects a pod's packet straight to the destination pod's host veth when
-// podnet's own rules would let it through untracked, and leaves everything else to the
-// kernel's path, where the nftables tables stay the authority.
+// Package fastpath carries the traffic between two pods of one node around the bridge
+// and netfilter: a tcx program (eBPF, at the ingress of each endpoint's host veth)
+// redirects a pod's packet straight to the destination pod's host veth when podnet's
+// own rules would let it through, and leaves everything else to the kernel's path,
+// where the nftables tables stay the authority.
 //
 // Why. A frame between two pods of a bridge crosses seven netfilter hooks (the bridge
 // family's anti-spoofing, br_netfilter's inet prerouting and forward, conntrack's and
 // NAT's), each an indirect call of a few percent of a small packet's cost, where a
-// plain bridge crosses none (README, throughput). Flowtables, which skip the hooks for
-// established flows, are not in every kernel (CONFIG_NF_FLOW_TABLE).
+// plain bridge crosses none; a packet between two routed pods crosses podnet's chains,
+// conntrack and NAT where plain forwarding crosses none (README, throughput).
+// Flowtables, which skip the hooks for established flows, are not in every kernel
+// (CONFIG_NF_FLOW_TABLE).
 //
-// What is redirected is what podnet's rules pass without conntrack (internal/nft:
-// chain from-bridge's notrack rule, the forward chain's untracked rule): a frame from a
-// bridged endpoint's port with the endpoint's MAC and one of its addresses (the bridge
-// table's anti-spoofing), to another endpoint's address and MAC on the same bridge,
-// neither address isolated by a policy. The program checks the first three with two
-// hash lookups (maps src and dst); the agent keeps an isolated address out of them. The rest (ARP, neighbour discovery, traffic to the node or through it,
-// isolated pods, spoofed sources) takes the kernel's path as before.
+// What is redirected:
+//   - within a bridge, what podnet's rules pass without conntrack (internal/nft: chain
+//     from-bridge's notrack rule, the forward chain's untracked rule): a frame from a
+//     bridged endpoint's port with the endpoint's MAC and one of its addresses (the
+//     bridge table's anti-spoofing), to another endpoint's address and MAC on the same
+//     bridge;
+//   - between two routed pods of one network, what the node would forward from one
+//     host veth to the other: a packet from a routed endpoint's host veth with one of
+//     its addresses (chain endpoint-src), sent to the host veth's MAC, to another
+//     endpoint of the same network, with its TTL above 1. The program takes one off
+//     the TTL and lets bpf_redirect_neigh fill in the MACs. The kernel's path tracks
+//     these connections (conntrack), the fast path does not: when a policy comes to
+//     isolate either pod, conntrack picks its open TCP connections up mid-way, which
+//     the policies' pickup rule lets through (internal/nft, chain policies), as it does
+//     within a bridge;
+//   - in both cases, neither address isolated by a policy: the agent keeps an isolated
+//     address out of the maps.
+//
+// The program checks the source and the destination with two hash lookups (maps src
+// and dst). The rest (ARP, neighbour discovery, traffic to the node or through it to
+// elsewhere, isolated pods, spoofed sources) takes the kernel's path as before.
 //
 // How it follows the tables. Applier wraps the agent's nft.Applier: it reads the same
 // Ruleset, Deltas and policy lists, and changes the maps around each commit of the
@@ -24,10 +40,10 @@
 // goes) leave the maps before the tables change, entries it brings come after, so the
 // fast path never passes what the tables, before or after, would not. The host veths
 // and bridges come from a netlink subscription in the node namespace: an endpoint's
-// entries exist while its host veth is up and a port of its network's bridge, and the
-// program is attached to the host veth when it appears (a bpf link owned by the agent's
-// process: when the agent exits, the links and maps go with it and traffic takes the
-// kernel's path).
+// entries exist while its host veth is up (bridged: and a port of its network's
+// bridge), and the program is attached to the host veth when it appears (a bpf link
+// owned by the agent's process: when the agent exits, the links and maps go with it and
+// traffic takes the kernel's path).
 //
 // Traces. A flow that `podnet trace` follows must cross the hooks to be seen: Bypass
 // puts it in map slow, which the program checks last, and takes it out afterwards.
@@ -70,6 +86,9 @@ type Applier struct {
 	srcAt    map[netip.Addr]entry // entries of maps src and dst, by address
 	dstAt    map[netip.Addr]entry
 	broken   bool // an entry could not be removed: the program stays detached
+	// domains number the routed networks for the keys of map dst, from firstDomain on,
+	// never reused while the Applier lives (bridges are keyed by their ifindex).
+	domains map[string]uint32
 
 	done chan struct{}
 	wg   sync.WaitGroup
@@ -78,6 +97,7 @@ type Applier struct {
 type linkState struct {
 	index, master int
 	up            bool
+	mac           [6]byte
 }
 
 type attachment struct {
@@ -117,7 +137,7 @@ func New(ns netns.NsHandle, inner nft.Applier, logf func(format string, args ...
 	f := &Applier{
 		Applier: inner, ns: netns.NsHandle(fd), objs: objs, logf: logf,
 		links: map[string]linkState{}, names: map[int]string{}, attached: map[string]attachment{},
-		srcAt: map[netip.Addr]entry{}, dstAt: map[netip.Addr]entry{},
+		srcAt: map[netip.Addr]entry{}, dstAt: map[netip.Addr]entry{}, domains: map[string]uint32{},
 		done: make(chan struct{}),
 	}
 	f.wg.Add(1)
@@ -326,34 +346,51 @@ func mapName(m *ebpf.Map) string {
 }
 
 // want is what maps src and dst must hold for address a (nil: nothing). An address of
-// two endpoints, of an endpoint whose host veth is not an up port of its network's up
-// bridge, or isolated by a policy in either direction (whose connections conntrack
-// follows both ways) has no entry.
+// two endpoints, of an endpoint whose host veth is not up (and, bridged, a port of its
+// network's up bridge; routed, no port), or isolated by a policy in either direction
+// (whose connections conntrack follows both ways) has no entry.
 func (f *Applier) want(a netip.Addr) (src, dst *entry) {
 	if f.m == nil {
 		return nil, nil
 	}
 	owners := f.m.owners[a]
-	if len(owners) != 1 {
+	if len(owners) != 1 || f.m.isolated(a) {
 		return nil, nil
 	}
 	e := f.m.eps[owners[0]]
-	if !f.m.bridges[e.bridge] {
-		return nil, nil
-	}
 	h, ok := f.links[e.hostIf]
-	b, bok := f.links[e.bridge]
-	if !ok || !bok || !h.up || !b.up || h.master != b.index {
+	if !ok || !h.up {
 		return nil, nil
 	}
-	if f.m.isolated(a) {
-		return nil, nil // tracked both ways, as the notrack rule says
+	addr := addrBytes(a)
+	if e.bridge == "" { // routed: the frame is sent to the host veth's MAC
+		network := f.m.routedNetwork(a)
+		if network == "" || h.master != 0 {
+			return nil, nil
+		}
+		domain := f.domain(network)
+		src = &entry{portKey{uint32(h.index), addr}, port{MAC: h.mac, Flags: flagRouted, Ifindex: domain}}
+		dst = &entry{portKey{domain, addr}, port{Flags: flagRouted, Ifindex: uint32(h.index)}}
+		return src, dst
+	}
+	b, ok := f.links[e.bridge]
+	if !ok || !b.up || h.master != b.index || !f.m.bridges[e.bridge] {
+		return nil, nil
 	}
 	mac := [6]byte(e.mac)
-	addr := addrBytes(a)
 	src = &entry{portKey{uint32(h.index), addr}, port{MAC: mac, Ifindex: uint32(b.index)}}
 	dst = &entry{portKey{uint32(b.index), addr}, port{MAC: mac, Ifindex: uint32(h.index)}}
 	return src, dst
+}
+
+// domain is the number of routed network name in the keys of map dst.
+func (f *Applier) domain(name string) uint32 {
+	d, ok := f.domains[name]
+	if !ok {
+		d = firstDomain + uint32(len(f.domains))
+		f.domains[name] = d
+	}
+	return d
 }
 
 // attach attaches the program to host veth h when h is a bridged endpoint's and exists,
@@ -465,7 +502,9 @@ func (f *Applier) linkEvent(u netlink.LinkUpdate) {
 		delete(f.names, attrs.Index)
 	} else {
 		up := attrs.Flags&net.FlagUp != 0 && (attrs.OperState == netlink.OperUp || attrs.OperState == netlink.OperUnknown)
-		f.links[attrs.Name] = linkState{index: attrs.Index, master: attrs.MasterIndex, up: up}
+		ls := linkState{index: attrs.Index, master: attrs.MasterIndex, up: up}
+		copy(ls.mac[:], attrs.HardwareAddr)
+		f.links[attrs.Name] = ls
 		f.names[attrs.Index] = attrs.Name
 	}
 	f.mark(attrs.Name, t)

@@ -13,8 +13,9 @@ import (
 // Ruleset, Deltas and policy lists the tables are given, with the same meaning
 // (nft.Applier), and says which addresses each change touches.
 type model struct {
-	bridges map[string]bool      // the networks' bridges
-	eps     map[string]*endpoint // bridged endpoints by host veth
+	bridges map[string]bool           // the bridge networks' bridges
+	routed  map[string][]netip.Prefix // the routed networks' subnets, by name
+	eps     map[string]*endpoint      // endpoints by host veth
 	owners  map[netip.Addr][]string
 	pols    map[string]selection // policies by ID
 	// isoIn and isoOut count, per address, the policies with Ingress (Egress) that
@@ -28,6 +29,8 @@ type model struct {
 	extraIn, extraOut map[netip.Addr]bool
 }
 
+// endpoint is a pod's attachment: bridged (bridge set, with the pod's MAC) or routed
+// (no bridge: the node routes to its addresses through hostIf).
 type endpoint struct {
 	hostIf, bridge string
 	mac            net.HardwareAddr
@@ -41,10 +44,22 @@ type selection struct {
 
 func newModel() *model {
 	return &model{
-		bridges: map[string]bool{}, eps: map[string]*endpoint{}, owners: map[netip.Addr][]string{},
+		bridges: map[string]bool{}, routed: map[string][]netip.Prefix{}, eps: map[string]*endpoint{}, owners: map[netip.Addr][]string{},
 		pols: map[string]selection{}, isoIn: map[netip.Addr]int{}, isoOut: map[netip.Addr]int{},
 		extraIn: map[netip.Addr]bool{}, extraOut: map[netip.Addr]bool{},
 	}
+}
+
+// routedNetwork is the name of the routed network whose subnets hold a ("" if none).
+func (m *model) routedNetwork(a netip.Addr) string {
+	for name, subnets := range m.routed {
+		for _, p := range subnets {
+			if p.Contains(a) {
+				return name
+			}
+		}
+	}
+	return ""
 }
 
 // touched collects what a change of the model touches: addresses whose entries may
@@ -82,10 +97,14 @@ func (m *model) addrs(t touched) {
 // add's come. A policy in remove only keeps its types and selects nothing; one in add
 // replaces the policy of its ID.
 func (m *model) apply(add, remove nft.Delta, t touched) {
+	routedChanged := false
 	for _, n := range remove.Networks {
 		if n.Bridge != "" {
 			delete(m.bridges, n.Bridge)
 			t.bridges[n.Bridge] = true
+		} else {
+			delete(m.routed, n.Name)
+			routedChanged = true
 		}
 	}
 	for _, e := range remove.Endpoints {
@@ -95,11 +114,21 @@ func (m *model) apply(add, remove nft.Delta, t touched) {
 		if n.Bridge != "" {
 			m.bridges[n.Bridge] = true
 			t.bridges[n.Bridge] = true
+		} else {
+			m.routed[n.Name] = slices.Clone(n.Subnets)
+			routedChanged = true
+		}
+	}
+	if routedChanged { // the routed pods' networks may have changed: all of them
+		for h, e := range m.eps {
+			if e.bridge == "" {
+				t.hostIfs[h] = true
+			}
 		}
 	}
 	for _, e := range add.Endpoints {
-		if e.Bridge == "" || len(e.MAC) != 6 {
-			continue // routed: not on the fast path
+		if e.Bridge != "" && len(e.MAC) != 6 {
+			continue // a bridge port without its MAC: the bridge table checks no MAC
 		}
 		old := m.eps[e.HostIf]
 		addrs := slices.Clone(e.Addrs)

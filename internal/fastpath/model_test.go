@@ -24,7 +24,7 @@ func ruleset() nft.Ruleset {
 		Endpoints: []nft.Endpoint{
 			{HostIf: "pnv-a", Bridge: "pn-blue", Addrs: []netip.Addr{a4}, MAC: macA},
 			{HostIf: "pnv-b", Bridge: "pn-blue", Addrs: []netip.Addr{b4}, MAC: macB},
-			{HostIf: "pnr-r", Addrs: []netip.Addr{r4}}, // routed: not on the fast path
+			{HostIf: "pnr-r", Addrs: []netip.Addr{r4}}, // routed
 		},
 	}
 }
@@ -43,8 +43,11 @@ func TestModelEndpoints(t *testing.T) {
 	if !m.bridges["pn-blue"] || len(m.bridges) != 1 {
 		t.Errorf("bridges %v, want pn-blue", m.bridges)
 	}
-	if got := keys(m.owners); !slices.Equal(got, []netip.Addr{a4, b4}) {
-		t.Errorf("addresses %v, want the bridged pods'", got)
+	if got := keys(m.owners); !slices.Equal(got, []netip.Addr{r4, a4, b4}) {
+		t.Errorf("addresses %v, want the pods'", got)
+	}
+	if got := m.routedNetwork(r4); got != "r" || m.routedNetwork(a4) != "" {
+		t.Errorf("routed network of %s: %q, want r (of %s: %q, want none)", r4, got, a4, m.routedNetwork(a4))
 	}
 	// An endpoint listed twice has the union of its addresses; an address of two
 	// endpoints has two owners (and no entry: Applier.want).
@@ -69,10 +72,15 @@ func TestModelEndpoints(t *testing.T) {
 	if !tt.addrs[a4] || !tt.addrs[extra] || !tt.hostIfs["pnv-a"] {
 		t.Errorf("touched %v %v, want pnv-a and its addresses", tt.addrs, tt.hostIfs)
 	}
-	// A network removed takes its bridge.
+	// A network removed takes its bridge; a routed one touches the routed pods.
 	m.apply(nft.Delta{}, nft.Delta{Networks: ruleset().Networks[:1]}, newTouched())
 	if m.bridges["pn-blue"] {
 		t.Error("bridge pn-blue still known")
+	}
+	tt = newTouched()
+	m.apply(nft.Delta{}, nft.Delta{Networks: ruleset().Networks[1:]}, tt)
+	if m.routedNetwork(r4) != "" || !tt.hostIfs["pnr-r"] {
+		t.Errorf("routed network r removed: %q, touched %v", m.routedNetwork(r4), tt.hostIfs)
 	}
 }
 

@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/net/ipv4"
 
+	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/lab"
 	"github.com/podnet/podnet/internal/nft"
 	"github.com/podnet/podnet/internal/probe"
@@ -61,11 +64,54 @@ func newBed(t *testing.T) *bed {
 		b.pods[name], b.addr[name], b.addr6[name] = ns, a4, a6
 		b.rs.Endpoints = append(b.rs.Endpoints, nft.Endpoint{HostIf: "pnv-fp-" + name, Bridge: "pn-fp", Addrs: []netip.Addr{a4, a6}, MAC: mac})
 	}
-	tbl, err := nft.Open(int(l.Node))
+	b.open(t)
+	return b
+}
+
+// newRoutedBed is a node with routed network fp-r (10.77.9.0/24, fd00:77:9::/64) and
+// three pods x, y, z on it, each behind its host veth, podnet's tables applied through
+// the fast path.
+func newRoutedBed(t *testing.T) *bed {
+	t.Helper()
+	testutil.RequireRoot(t)
+	l, err := lab.New()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.fp, err = New(l.Node, tbl, func(format string, args ...any) {
+	t.Cleanup(func() { l.Close() })
+	for _, key := range []string{"net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"} {
+		if err := kernel.WriteSysctl(l.Node, key, "1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := &bed{l: l, pods: map[string]netns.NsHandle{}, addr: map[string]netip.Addr{}, addr6: map[string]netip.Addr{}}
+	b.rs.Networks = []nft.Network{{Name: "fp-r", Subnets: []netip.Prefix{
+		netip.MustParsePrefix("10.77.9.0/24"), netip.MustParsePrefix("fd00:77:9::/64")}}}
+	for i, name := range []string{"x", "y", "z"} {
+		ns, err := l.Sandbox()
+		if err != nil {
+			t.Fatal(err)
+		}
+		a4 := netip.AddrFrom4([4]byte{10, 77, 9, byte(2 + i)})
+		a6 := netip.MustParseAddr(fmt.Sprintf("fd00:77:9::%d", 2+i))
+		if err := l.Routed(ns, "pnr-fp-"+name, a4, a6); err != nil {
+			t.Fatal(err)
+		}
+		b.pods[name], b.addr[name], b.addr6[name] = ns, a4, a6
+		b.rs.Endpoints = append(b.rs.Endpoints, nft.Endpoint{HostIf: "pnr-fp-" + name, Addrs: []netip.Addr{a4, a6}})
+	}
+	b.open(t)
+	return b
+}
+
+// open wraps podnet's tables of the node in the fast path.
+func (b *bed) open(t *testing.T) {
+	t.Helper()
+	tbl, err := nft.Open(int(b.l.Node))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.fp, err = New(b.l.Node, tbl, func(format string, args ...any) {
 		b.logged = append(b.logged, fmt.Sprintf(format, args...))
 	}); err != nil {
 		t.Fatal(err)
@@ -82,7 +128,6 @@ func newBed(t *testing.T) *bed {
 		}
 		return in
 	}
-	return b
 }
 
 // waitEntries waits until the fast path holds n addresses in each map (the links are
@@ -102,6 +147,23 @@ func (b *bed) waitEntries(t *testing.T, ports, n int) {
 	t.Fatalf("fast path holds %d ports, %d/%d entries; want %d ports, %d entries (log: %q)", s.Ports, s.SrcEntries, s.DstEntries, ports, n, b.logged)
 }
 
+// quiet waits until the fast path has redirected nothing for 300 ms (the end of the
+// connections before: FIN, last ACK), at most 3 s, and returns its counters: what a
+// check counts from there on is its own traffic.
+func (b *bed) quiet(t *testing.T) Stats {
+	t.Helper()
+	s := b.stats(t)
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(300 * time.Millisecond)
+		next := b.stats(t)
+		if next.Redirected == s.Redirected {
+			return next
+		}
+		s = next
+	}
+	return s
+}
+
 func (b *bed) stats(t *testing.T) Stats {
 	t.Helper()
 	s, err := b.fp.Stats()
@@ -119,7 +181,7 @@ func (b *bed) connect(t *testing.T, from, to string, v6 bool) (redirected, passe
 	if v6 {
 		dst, src = b.addr6[to], b.addr6[from]
 	}
-	before := b.stats(t)
+	before := b.quiet(t)
 	got, err := probe.TCP(context.Background(), b.pods[from], b.pods[to], netip.AddrPortFrom(dst, 8080), timeout)
 	if err != nil || got != src {
 		t.Fatalf("%s -> %s: the server saw %v (%v), want %s", from, to, got, err, src)
@@ -170,7 +232,7 @@ func TestPrivilegedFastPathIsolation(t *testing.T) {
 	if s := b.stats(t); s.SrcEntries != 4 || s.DstEntries != 4 {
 		t.Errorf("b isolated: %d/%d entries, want 4/4 (a's and c's)", s.SrcEntries, s.DstEntries)
 	}
-	drops, before := b.drops(), b.stats(t)
+	drops, before := b.drops(), b.quiet(t)
 	if err := probe.Blocked(context.Background(), b.pods["a"], b.pods["b"], netip.AddrPortFrom(b.addr["b"], 8080), time.Second); err != nil {
 		t.Errorf("a -> b, b isolated: %v", err)
 	}
@@ -243,7 +305,7 @@ func TestPrivilegedFastPathSpoofed(t *testing.T) {
 	if err := h.AddrAdd(eth0, spoofed); err != nil {
 		t.Fatal(err)
 	}
-	before := b.stats(t)
+	before := b.quiet(t)
 	if err := probe.Blocked(context.Background(), b.pods["c"], b.pods["b"], netip.AddrPortFrom(b.addr["b"], 8080), time.Second); err != nil {
 		t.Errorf("c -> b from 10.88.9.50: %v", err)
 	}
@@ -342,5 +404,151 @@ func TestPrivilegedFastPathBypass(t *testing.T) {
 	}
 	if red, _ := b.connect(t, "c", "b", false); red == 0 {
 		t.Errorf("c -> b after the bypass: nothing redirected")
+	}
+}
+
+// Routed pods reach each other through the fast path, both ways, IPv4 and IPv6, one hop
+// further (the TTL goes down by one as the node's forwarding would take it); a packet
+// whose TTL ends at the node takes the kernel's path.
+func TestPrivilegedFastPathRouted(t *testing.T) {
+	b := newRoutedBed(t)
+	if err := b.fp.Sync(b.rs); err != nil {
+		t.Fatal(err)
+	}
+	b.waitEntries(t, 3, 6)
+	for _, v6 := range []bool{false, true} {
+		if red, _ := b.connect(t, "x", "y", v6); red < 6 {
+			t.Errorf("v6=%v: x -> y: %d packets redirected, want the connection's (>= 6)", v6, red)
+		}
+	}
+	for _, c := range []struct {
+		ttl, want int
+	}{{64, 63}, {2, 1}} {
+		before := b.quiet(t)
+		if got := udpTTL(t, b.pods["x"], b.pods["y"], b.addr["y"], c.ttl); got != c.want {
+			t.Errorf("datagram sent with TTL %d arrived with %d, want %d", c.ttl, got, c.want)
+		}
+		if red := b.stats(t).Redirected.Packets - before.Redirected.Packets; red != 1 {
+			t.Errorf("datagram with TTL %d: %d redirected, want 1", c.ttl, red)
+		}
+	}
+	// TTL 1 ends at the node: the kernel's path drops it (ICMP time exceeded).
+	before := b.quiet(t)
+	if got := udpTTL(t, b.pods["x"], b.pods["y"], b.addr["y"], 1); got != -1 {
+		t.Errorf("datagram sent with TTL 1 arrived (TTL %d), want it dropped at the node", got)
+	}
+	if after := b.stats(t); after.Redirected.Packets != before.Redirected.Packets || after.Passed.Packets == before.Passed.Packets {
+		t.Errorf("datagram with TTL 1: redirected %d -> %d, passed %d -> %d; want it passed",
+			before.Redirected.Packets, after.Redirected.Packets, before.Passed.Packets, after.Passed.Packets)
+	}
+}
+
+// udpTTL sends one datagram with the given TTL from ns from to to:9999 in ns to and
+// returns the TTL it arrived with, or -1 when none arrived within a second.
+func udpTTL(t *testing.T, from, to netns.NsHandle, dst netip.Addr, ttl int) int {
+	t.Helper()
+	pc, err := kernel.ListenPacketIn(to, "udp4", netip.AddrPortFrom(dst, 9999).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	p := ipv4.NewPacketConn(pc)
+	if err := p.SetControlMessage(ipv4.FlagTTL, true); err != nil {
+		t.Fatal(err)
+	}
+	c, err := kernel.DialIn(context.Background(), from, "udp4", netip.AddrPortFrom(dst, 9999).String(), timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := ipv4.NewConn(c).SetTTL(ttl); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("ttl")); err != nil {
+		t.Fatal(err)
+	}
+	p.SetReadDeadline(time.Now().Add(time.Second))
+	buf := make([]byte, 16)
+	_, cm, _, err := p.ReadFrom(buf)
+	if err != nil {
+		return -1
+	}
+	return cm.TTL
+}
+
+// A routed pod that a policy comes to isolate keeps its open connections (conntrack
+// picks them up mid-way: the policies' pickup rule for routed pods), while new ones
+// are denied; before the policy the same connect went through the fast path.
+func TestPrivilegedFastPathRoutedIsolationKeepsConnections(t *testing.T) {
+	b := newRoutedBed(t)
+	none := nft.Policy{ID: "p1", Name: "ns/deny", Group: "g1", Ingress: true}
+	b.rs.Policies = []nft.Policy{none}
+	if err := b.fp.Sync(b.rs); err != nil {
+		t.Fatal(err)
+	}
+	b.waitEntries(t, 3, 6)
+	if red, _ := b.connect(t, "x", "y", false); red == 0 {
+		t.Fatal("x -> y: nothing redirected before the policy")
+	}
+	// An open connection x -> y, echoed by y.
+	l, err := kernel.ListenIn(b.pods["y"], "tcp", netip.AddrPortFrom(b.addr["y"], 7000).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	c, err := kernel.DialIn(context.Background(), b.pods["x"], "tcp", netip.AddrPortFrom(b.addr["y"], 7000).String(), timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	echo := func(what string) error {
+		c.SetDeadline(time.Now().Add(timeout))
+		if _, err := c.Write([]byte(what)); err != nil {
+			return err
+		}
+		buf := make([]byte, len(what))
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return err
+		}
+		if string(buf) != what {
+			return fmt.Errorf("echo %q, want %q", buf, what)
+		}
+		return nil
+	}
+	before := b.quiet(t)
+	if err := echo("before"); err != nil {
+		t.Fatalf("echo before the policy: %v", err)
+	}
+	if b.stats(t).Redirected.Packets == before.Redirected.Packets {
+		t.Fatal("echo before the policy: not on the fast path")
+	}
+
+	deny := none
+	deny.Selected = []netip.Addr{b.addr["y"], b.addr6["y"]}
+	if err := b.fp.Update(nft.Delta{Policies: []nft.Policy{deny}}, nft.Delta{Policies: []nft.Policy{none}}); err != nil {
+		t.Fatal(err)
+	}
+	before = b.quiet(t)
+	if err := echo("after"); err != nil {
+		t.Errorf("echo on the open connection after y was isolated: %v", err)
+	}
+	if red := b.stats(t).Redirected.Packets - before.Redirected.Packets; red != 0 {
+		t.Errorf("y isolated: %d packets redirected, want 0", red)
+	}
+	drops := b.drops()
+	if err := probe.Blocked(context.Background(), b.pods["x"], b.pods["y"], netip.AddrPortFrom(b.addr["y"], 8080), time.Second); err != nil {
+		t.Errorf("new connection x -> y, y isolated: %v", err)
+	}
+	if b.drops() == drops {
+		t.Error("new connection x -> y, y isolated: the policy dropped nothing")
 	}
 }

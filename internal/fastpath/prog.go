@@ -47,13 +47,23 @@ type portKey struct {
 	Addr    [16]byte
 }
 
-// port is the value of maps src and dst: the endpoint's MAC, and an ifindex (src: the
-// endpoint's bridge; dst: the endpoint's host veth, where the packet goes).
+// port is the value of maps src and dst. Bridged: the endpoint's MAC, and an ifindex
+// (src: the endpoint's bridge; dst: the endpoint's host veth, where the packet goes).
+// Routed (Flags flagRouted): in src the host veth's own MAC (where the pod sends) and
+// the network's domain, in dst the host veth.
 type port struct {
 	MAC     [6]byte
-	_       [2]byte
+	Flags   uint8
+	_       uint8
 	Ifindex uint32
 }
+
+// flagRouted marks the entries of routed endpoints.
+const flagRouted = 1
+
+// firstDomain is the key of the first routed network in map dst; bridges are keyed by
+// their ifindex, which is below it.
+const firstDomain = 1 << 31
 
 // flowKey is the key of map slow: source then destination address.
 type flowKey struct {
@@ -158,17 +168,22 @@ func load() (_ *objects, err error) {
 	return o, nil
 }
 
-// program is the fast path, attached at the ingress of each bridged endpoint's host
-// veth. A packet is redirected to the destination's host veth when all of these hold,
-// and left to the kernel's path (tcx next) otherwise:
+// program is the fast path, attached at the ingress of each endpoint's host veth. A
+// packet is redirected to the destination's host veth when all of these hold, and left
+// to the kernel's path (tcx next) otherwise:
 //
 //   - an untagged IPv4 or IPv6 frame; for IPv6, not ICMPv6 (neighbour discovery, whose
 //     anti-spoofing rules only nftables applies) and not a hop-by-hop header (MLD);
-//   - map src has (the packet's interface, its source address), whose MAC is the frame's
-//     source MAC: the bridge table's anti-spoofing would accept it;
-//   - map dst has (that entry's bridge, the destination address), whose MAC is the
-//     frame's destination MAC, on another port: the bridge would deliver it there;
-//   - map slow does not have (source, destination): no trace is watching the flow.
+//   - map src has (the packet's interface, its source address): the anti-spoofing rules
+//     would accept it. Bridged, the entry's MAC is the frame's source MAC (the bridge
+//     table checks it); routed, it is the frame's destination MAC (the host veth's own,
+//     which the node routes from);
+//   - map dst has (that entry's bridge, or routed network, and the destination address),
+//     on another port; bridged, its MAC is the frame's destination MAC: the bridge would
+//     deliver it there;
+//   - map slow does not have (source, destination): no trace is watching the flow;
+//   - routed, the TTL (hop limit) is above 1: it goes down by one, and
+//     bpf_redirect_neigh fills in the MACs as the node's neighbour entry says.
 //
 // The agent keeps an address out of both maps while a policy isolates it, so what is
 // redirected is exactly what podnet's rules exempt from conntrack and accept (package
@@ -252,16 +267,26 @@ func program(src, dst, slow, stat int) asm.Instructions {
 	)
 	ins = append(ins, copy16(stKey+4, asm.R10, stSrc)...)
 	ins = append(ins, lookup(src)...)
-	ins = append(ins, macIs(6)...)
-	ins = append(ins, asm.LoadMem(asm.R9, asm.R0, 8, asm.Word)) // the bridge
+	// R8 (the packet's end is known by now) holds the source's kind from here on.
+	ins = append(ins,
+		asm.LoadMem(asm.R8, asm.R0, 6, asm.Byte),
+		asm.JNE.Imm(asm.R8, 0, "routedSrc"),
+	)
+	ins = append(ins, macIs(6)...) // bridged: the pod's own MAC
+	ins = append(ins, asm.Ja.Label("srcOK"))
+	routedSrc := macIs(0) // routed: sent to the host veth
+	routedSrc[0] = routedSrc[0].WithSymbol("routedSrc")
+	ins = append(ins, routedSrc...)
+	ins = append(ins, asm.LoadMem(asm.R9, asm.R0, 8, asm.Word).WithSymbol("srcOK")) // the bridge or domain
 
-	// The destination's port on that bridge.
+	// The destination's port on that bridge, or in that routed network.
 	ins = append(ins, asm.StoreMem(asm.R10, stKey, asm.R9, asm.Word))
 	ins = append(ins, copy16(stKey+4, asm.R10, stDst)...)
 	ins = append(ins, lookup(dst)...)
+	ins = append(ins, asm.JNE.Imm(asm.R8, 0, "dstOK")) // routed: the neighbour entry gives the MAC
 	ins = append(ins, macIs(0)...)
 	ins = append(ins,
-		asm.LoadMem(asm.R9, asm.R0, 8, asm.Word), // the destination's host veth
+		asm.LoadMem(asm.R9, asm.R0, 8, asm.Word).WithSymbol("dstOK"), // the destination's host veth
 		asm.LoadMem(asm.R2, asm.R6, skbIfindex, asm.Word),
 		asm.JEq.Reg(asm.R2, asm.R9, "pass"),
 
@@ -272,11 +297,45 @@ func program(src, dst, slow, stat int) asm.Instructions {
 		asm.FnMapLookupElem.Call(),
 		asm.JNE.Imm(asm.R0, 0, "pass"),
 	)
+	ins = append(ins, asm.JNE.Imm(asm.R8, 0, "routed"))
 	ins = append(ins, count(stat, statRedirected, "")...)
 	ins = append(ins,
 		asm.Mov.Reg(asm.R1, asm.R9),
 		asm.Mov.Imm(asm.R2, 0),
 		asm.FnRedirect.Call(),
+		asm.Return(),
+	)
+
+	// Routed: the node forwards it, so the TTL (hop limit) goes down by one; a packet
+	// whose TTL would end here takes the kernel's path (ICMP time exceeded).
+	ins = append(ins,
+		asm.LoadMem(asm.R2, asm.R7, 12, asm.Half).WithSymbol("routed"),
+		asm.JEq.Imm(asm.R2, 0xdd86, "routed6"),
+		// IPv4: TTL and protocol are one 16-bit word of the checksum.
+		asm.LoadMem(asm.R3, asm.R7, 14+8, asm.Half),
+		asm.Mov.Reg(asm.R2, asm.R3),
+		asm.And.Imm(asm.R2, 0xff), // the TTL: the first byte, read little-endian
+		asm.JLE.Imm(asm.R2, 1, "pass"),
+		asm.Mov.Reg(asm.R4, asm.R3),
+		asm.Add.Imm(asm.R4, -1),
+		asm.StoreMem(asm.R7, 14+8, asm.R4, asm.Half),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, 14+10),
+		asm.Mov.Imm(asm.R5, 2),
+		asm.FnL3CsumReplace.Call(), // R3 old, R4 new
+		asm.Ja.Label("forward"),
+		asm.LoadMem(asm.R2, asm.R7, 14+7, asm.Byte).WithSymbol("routed6"),
+		asm.JLE.Imm(asm.R2, 1, "pass"),
+		asm.Add.Imm(asm.R2, -1),
+		asm.StoreMem(asm.R7, 14+7, asm.R2, asm.Byte),
+	)
+	ins = append(ins, count(stat, statRedirected, "forward")...)
+	ins = append(ins,
+		asm.Mov.Reg(asm.R1, asm.R9),
+		asm.Mov.Imm(asm.R2, 0), // no next hop given: the destination address
+		asm.Mov.Imm(asm.R3, 0),
+		asm.Mov.Imm(asm.R4, 0),
+		asm.FnRedirectNeigh.Call(),
 		asm.Return(),
 	)
 	ins = append(ins, count(stat, statPassed, "pass")...)

@@ -41,6 +41,8 @@ import (
 //	                local DNS) go through policy-egress-G
 //	chain policies  ct state untracked return     (IPv6 neighbour discovery, MLD)
 //	                tcp flags ! syn iifname . oifname @bridge_self return
+//	                tcp flags ! syn iifname . ip saddr @endpoint_addrs4
+//	                    oifname . ip daddr @endpoint_addrs4 return, ip6 likewise
 //	                                               (connections picked up mid-way)
 //	                per group G with Egress: ip saddr @policy_out_G4 jump policy-egress-G,
 //	                    ip6 likewise
@@ -858,20 +860,42 @@ func portElem(start, last netip.Addr, proto byte, s portSpan) elemDef {
 	return elemDef{key: field(start, s.from), keyEnd: field(last, s.to)}
 }
 
+// routedPair matches a packet from a routed pod of the node (its host veth and one of
+// its addresses) to another (the host veth it leaves by and one of that pod's
+// addresses): set endpoint_addrs4/6 twice.
+func routedPair(f ipFamily) []expr.Any {
+	set := setEndpointAddrs4
+	if f.nfproto == ip6.nfproto {
+		set = setEndpointAddrs6
+	}
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+		loadAddr(f, f.saddr, reg(16)),
+		lookup(reg1, set, false),
+		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg1},
+		loadAddr(f, f.daddr, reg(16)),
+		lookup(reg1, set, false),
+	}
+}
+
 // policyChains returns the chains of the policies (normalized, at least one): policies
 // (the dispatch), then per direction the chain of each group (policy-ingress-G,
 // policy-egress-G).
 func policyChains(ps []Policy) []chainDef {
+	notSYN := slices.Concat(isL4(unix.IPPROTO_TCP), []expr.Any{
+		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 1, Mask: []byte{tcpSYN}, Xor: []byte{0}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{0}},
+	})
 	dispatch := chainDef{name: chainPolicy, rules: []ruleDef{
 		{exprs: append(ctState(expr.CtStateBitUNTRACKED), ret())},
 		// A TCP segment without SYN that is not of an established connection, within a
-		// bridge: one that conntrack picks up in the middle, which was open before it
-		// was tracked (notrackRules). It cannot open a connection.
-		{exprs: slices.Concat(isL4(unix.IPPROTO_TCP), []expr.Any{
-			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
-			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 1, Mask: []byte{tcpSYN}, Xor: []byte{0}},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{0}},
-		}, withinBridge(), []expr.Any{ret()})},
+		// bridge or between two routed pods of the node: one that conntrack picks up in
+		// the middle, which was open before it was tracked (notrackRules, and the eBPF
+		// fast path, internal/fastpath). It cannot open a connection.
+		{exprs: slices.Concat(notSYN, withinBridge(), []expr.Any{ret()})},
+		{exprs: slices.Concat(isFamily(nftables.TableFamilyINet, ip4), notSYN, routedPair(ip4), []expr.Any{ret()})},
+		{exprs: slices.Concat(isFamily(nftables.TableFamilyINet, ip6), notSYN, routedPair(ip6), []expr.Any{ret()})},
 	}}
 	// Egress first, the way a packet goes: out of its source, into its destination.
 	for _, d := range []direction{egress, ingress} {
