@@ -35,7 +35,8 @@ type bed struct {
 	logged []string
 }
 
-func newBed(t *testing.T) *bed {
+// newLab is a bed of a new lab without pods yet.
+func newLab(t *testing.T) (*bed, *lab.Lab) {
 	t.Helper()
 	testutil.RequireRoot(t)
 	l, err := lab.New()
@@ -43,7 +44,12 @@ func newBed(t *testing.T) *bed {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	b := &bed{l: l, pods: map[string]netns.NsHandle{}, addr: map[string]netip.Addr{}, addr6: map[string]netip.Addr{}}
+	return &bed{l: l, pods: map[string]netns.NsHandle{}, addr: map[string]netip.Addr{}, addr6: map[string]netip.Addr{}}, l
+}
+
+func newBed(t *testing.T) *bed {
+	t.Helper()
+	b, l := newLab(t)
 	if err := l.Bridge("pn-fp", netip.MustParsePrefix("10.88.9.1/24"), netip.MustParsePrefix("fd00:88:9::1/64")); err != nil {
 		t.Fatal(err)
 	}
@@ -73,18 +79,12 @@ func newBed(t *testing.T) *bed {
 // the fast path.
 func newRoutedBed(t *testing.T) *bed {
 	t.Helper()
-	testutil.RequireRoot(t)
-	l, err := lab.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
+	b, l := newLab(t)
 	for _, key := range []string{"net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"} {
 		if err := kernel.WriteSysctl(l.Node, key, "1"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	b := &bed{l: l, pods: map[string]netns.NsHandle{}, addr: map[string]netip.Addr{}, addr6: map[string]netip.Addr{}}
 	b.rs.Networks = []nft.Network{{Name: "fp-r", Subnets: []netip.Prefix{
 		netip.MustParsePrefix("10.77.9.0/24"), netip.MustParsePrefix("fd00:77:9::/64")}}}
 	for i, name := range []string{"x", "y", "z"} {
@@ -128,6 +128,15 @@ func (b *bed) open(t *testing.T) {
 		}
 		return in
 	}
+}
+
+// sync writes the bed's tables and waits until the fast path holds its three pods.
+func (b *bed) sync(t *testing.T) {
+	t.Helper()
+	if err := b.fp.Sync(b.rs); err != nil {
+		t.Fatal(err)
+	}
+	b.waitEntries(t, 3, 6)
 }
 
 // waitEntries waits until the fast path holds n addresses in each map (the links are
@@ -194,10 +203,7 @@ func (b *bed) connect(t *testing.T, from, to string, v6 bool) (redirected, passe
 // neighbour resolution still takes the kernel's path.
 func TestPrivilegedFastPathRedirects(t *testing.T) {
 	b := newBed(t)
-	if err := b.fp.Sync(b.rs); err != nil {
-		t.Fatal(err)
-	}
-	b.waitEntries(t, 3, 6)
+	b.sync(t)
 	for _, v6 := range []bool{false, true} {
 		// A TCP connection with its data and close: at least 3 segments each way.
 		if red, _ := b.connect(t, "a", "b", v6); red < 6 {
@@ -216,10 +222,7 @@ func TestPrivilegedFastPathIsolation(t *testing.T) {
 	b := newBed(t)
 	none := nft.Policy{ID: "p1", Name: "ns/deny", Group: "g1", Ingress: true}
 	b.rs.Policies = []nft.Policy{none}
-	if err := b.fp.Sync(b.rs); err != nil {
-		t.Fatal(err)
-	}
-	b.waitEntries(t, 3, 6)
+	b.sync(t)
 	if red, _ := b.connect(t, "a", "b", false); red == 0 {
 		t.Fatal("a -> b: nothing redirected before the policy")
 	}
@@ -280,10 +283,7 @@ func TestPrivilegedFastPathIsolation(t *testing.T) {
 // anti-spoofing rules drop it. The same pod with its own address is.
 func TestPrivilegedFastPathSpoofed(t *testing.T) {
 	b := newBed(t)
-	if err := b.fp.Sync(b.rs); err != nil {
-		t.Fatal(err)
-	}
-	b.waitEntries(t, 3, 6)
+	b.sync(t)
 	if red, _ := b.connect(t, "c", "b", false); red == 0 {
 		t.Fatal("c -> b: nothing redirected")
 	}
@@ -323,10 +323,7 @@ func TestPrivilegedFastPathSpoofed(t *testing.T) {
 // and loses its program.
 func TestPrivilegedFastPathLinks(t *testing.T) {
 	b := newBed(t)
-	if err := b.fp.Sync(b.rs); err != nil {
-		t.Fatal(err)
-	}
-	b.waitEntries(t, 3, 6)
+	b.sync(t)
 	h, err := netlink.NewHandleAt(b.l.Node)
 	if err != nil {
 		t.Fatal(err)
@@ -366,10 +363,7 @@ func TestPrivilegedFastPathLinks(t *testing.T) {
 // Bypass keeps a flow on the kernel's path (where a trace sees it) until undone.
 func TestPrivilegedFastPathBypass(t *testing.T) {
 	b := newBed(t)
-	if err := b.fp.Sync(b.rs); err != nil {
-		t.Fatal(err)
-	}
-	b.waitEntries(t, 3, 6)
+	b.sync(t)
 	undo, err := Bypass(b.l.Node, b.addr["a"], b.addr["b"])
 	if err != nil {
 		t.Fatal(err)
@@ -412,10 +406,7 @@ func TestPrivilegedFastPathBypass(t *testing.T) {
 // whose TTL ends at the node takes the kernel's path.
 func TestPrivilegedFastPathRouted(t *testing.T) {
 	b := newRoutedBed(t)
-	if err := b.fp.Sync(b.rs); err != nil {
-		t.Fatal(err)
-	}
-	b.waitEntries(t, 3, 6)
+	b.sync(t)
 	for _, v6 := range []bool{false, true} {
 		if red, _ := b.connect(t, "x", "y", v6); red < 6 {
 			t.Errorf("v6=%v: x -> y: %d packets redirected, want the connection's (>= 6)", v6, red)
@@ -483,10 +474,7 @@ func TestPrivilegedFastPathRoutedIsolationKeepsConnections(t *testing.T) {
 	b := newRoutedBed(t)
 	none := nft.Policy{ID: "p1", Name: "ns/deny", Group: "g1", Ingress: true}
 	b.rs.Policies = []nft.Policy{none}
-	if err := b.fp.Sync(b.rs); err != nil {
-		t.Fatal(err)
-	}
-	b.waitEntries(t, 3, 6)
+	b.sync(t)
 	if red, _ := b.connect(t, "x", "y", false); red == 0 {
 		t.Fatal("x -> y: nothing redirected before the policy")
 	}

@@ -9,7 +9,7 @@
 //     netfilter netlink socket of its own (github.com/mdlayher/netlink; google/nftables
 //     cannot receive trace messages) and decodes each NFT_MSG_TRACE message (Decode).
 //   - fastpath.Bypass keeps the flow off podnet's eBPF fast path, if the node has one:
-//     the packets it redirects between two pods of a bridge cross no hook.
+//     the packets it redirects between two pods of the node cross no hook.
 //   - Mark creates (in an internal/nftwire batch, as internal/nft writes podnet's tables)
 //     the tables inet and bridge TableName ("podnet-trace"), which mark the flow's packets
 //     with meta nftrace set 1: in the original direction by their headers at the earliest
