@@ -30,6 +30,12 @@
 //   - in both cases, neither address isolated by a policy: the agent keeps an isolated
 //     address out of the maps.
 //
+// The routed case trusts the node's routes to its own pods (POD/32 dev HOSTVETH, which
+// the agent keeps) and does not read the FIB: pods of one routed network of the node
+// still reach each other with forwarding turned off by hand (the doctor's
+// ip-forward-disabled) or a policy-routing rule that would send them elsewhere.
+// bpf_fib_lookup would follow both, at the price of a route lookup per packet.
+//
 // The program checks the source and the destination with two hash lookups (maps src
 // and dst). The rest (ARP, neighbour discovery, traffic to the node or through it to
 // elsewhere, isolated pods, spoofed sources) takes the kernel's path as before.
