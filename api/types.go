@@ -390,8 +390,8 @@ type Status struct {
 type FastPathStatus struct {
 	// Ports are the host veths with its program attached.
 	Ports int `json:"ports"`
-	// Redirected went straight to the destination pod; Passed are the pods' other IP
-	// packets, left to the kernel's path (bridge or forwarding, and nftables).
+	// Redirected went straight to the destination pod; Passed are the pods' other
+	// frames (ARP too), left to the kernel's path (bridge or forwarding, and nftables).
 	RedirectedPackets uint64 `json:"redirectedPackets"`
 	RedirectedBytes   uint64 `json:"redirectedBytes"`
 	PassedPackets     uint64 `json:"passedPackets"`

@@ -237,10 +237,8 @@ func receive(l net.Listener) (tpRun, error) {
 		defer func() { took = time.Since(start) }()
 		buf := make([]byte, tpWrite)
 		for {
-			n, err := unix.Read(sock, buf)
+			n, err := read(sock, buf)
 			switch {
-			case err == unix.EINTR:
-				continue
 			case err != nil:
 				return err
 			case n == 0:
@@ -354,12 +352,20 @@ func echo(l net.Listener) error {
 // errEOF: the peer shut its side before a whole message.
 var errEOF = errors.New("end of stream")
 
+// read is unix.Read, tried again after EINTR.
+func read(fd int, buf []byte) (int, error) {
+	for {
+		n, err := unix.Read(fd, buf)
+		if err != unix.EINTR {
+			return n, err
+		}
+	}
+}
+
 func readFull(fd int, buf []byte) error {
 	for off := 0; off < len(buf); {
-		n, err := unix.Read(fd, buf[off:])
+		n, err := read(fd, buf[off:])
 		switch {
-		case err == unix.EINTR:
-			continue
 		case err != nil:
 			return err
 		case n == 0:
@@ -462,10 +468,7 @@ func packetRate(ctx context.Context, f flow, d time.Duration) (ppsRun, error) {
 				break
 			}
 			for {
-				if _, err := unix.Read(rsock, buf); err != nil {
-					if err == unix.EINTR {
-						continue
-					}
+				if _, err := read(rsock, buf); err != nil {
 					return nil // the timeout: the sender is done
 				}
 				n++

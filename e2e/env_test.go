@@ -27,8 +27,8 @@ import (
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/lab"
+	"github.com/podnet/podnet/internal/lab/labtest"
 	"github.com/podnet/podnet/internal/spec"
-	"github.com/podnet/podnet/internal/testutil"
 )
 
 // Generous bounds: the machine running the tests may be small and busy. None of them is
@@ -64,12 +64,7 @@ type node struct {
 // stopped and removed when the test ends; the agent's output is logged if it failed.
 func newNode(t *testing.T) *node {
 	t.Helper()
-	testutil.RequireRoot(t)
-	l, err := lab.New()
-	if err != nil {
-		t.Fatalf("lab: %v", err)
-	}
-	t.Cleanup(func() { l.Close() })
+	l := labtest.New(t)
 	// A short directory for the socket: sun_path holds 108 bytes, test names are long.
 	sockDir, err := os.MkdirTemp("", "pne2e-")
 	if err != nil {

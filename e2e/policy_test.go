@@ -1,11 +1,9 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -432,15 +430,7 @@ func TestPrivilegedPolicyEstablished(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
+	go probe.ServeEcho(l)
 	server := netip.AddrPortFrom(ips[1], 80)
 	c, err := kernel.DialIn(ctx, sbs[0], "tcp", server.String(), 5*time.Second)
 	if err != nil {
@@ -449,13 +439,8 @@ func TestPrivilegedPolicyEstablished(t *testing.T) {
 	defer c.Close()
 	echo := func(what string) {
 		t.Helper()
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := fmt.Fprintln(c, what); err != nil {
+		if err := probe.EchoOnce(c, what+"\n", 5*time.Second); err != nil {
 			t.Fatalf("%s: %v", what, err)
-		}
-		line, err := bufio.NewReader(c).ReadString('\n')
-		if err != nil || line != what+"\n" {
-			t.Fatalf("%s: echoed %q, %v", what, line, err)
 		}
 	}
 	echo("before the policy")

@@ -12,7 +12,7 @@ import (
 
 	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/lab"
-	"github.com/podnet/podnet/internal/testutil"
+	"github.com/podnet/podnet/internal/lab/labtest"
 )
 
 // runDoctor runs `podnet doctor args...` and returns its output and exit code.
@@ -78,12 +78,7 @@ func TestDoctorFromSnapshot(t *testing.T) {
 }
 
 func TestPrivilegedDoctorNetns(t *testing.T) {
-	testutil.RequireRoot(t)
-	l, err := lab.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := labtest.New(t)
 	if err := l.Bridge("br0", lab.NodeAddr4); err != nil { // no pod: nothing to forward
 		t.Fatal(err)
 	}

@@ -20,11 +20,11 @@ import (
 	"github.com/podnet/podnet/internal/fastpath"
 	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/lab"
+	"github.com/podnet/podnet/internal/lab/labtest"
 	"github.com/podnet/podnet/internal/nft"
 	"github.com/podnet/podnet/internal/probe"
 	"github.com/podnet/podnet/internal/spec"
 	"github.com/podnet/podnet/internal/store"
-	"github.com/podnet/podnet/internal/testutil"
 )
 
 const probeTimeout = 3 * time.Second
@@ -45,12 +45,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	testutil.RequireRoot(t)
-	l, err := lab.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
+	l := labtest.New(t)
 	e := &env{t: t, lab: l, dir: t.TempDir()}
 	e.socket = filepath.Join(e.dir, "podnet.sock")
 	e.dns.ResolvConf = filepath.Join(e.dir, "resolv.conf")

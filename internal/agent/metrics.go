@@ -178,7 +178,7 @@ var (
 	policyDropsDesc = prometheus.NewDesc("podnet_policy_drops_total",
 		"New connections network policies dropped on this node, by direction (ingress of the destination pod, egress of the source pod).", []string{"direction"}, nil)
 	fastPacketsDesc = prometheus.NewDesc("podnet_fastpath_packets_total",
-		"IP packets of the pods seen by the eBPF fast path, by path: redirected (straight to the destination pod of the same bridge or routed network), passed (left to the kernel's path: bridge or forwarding, and nftables).", []string{"path"}, nil)
+		"Frames the pods sent that the eBPF fast path saw, by path: redirected (straight to the destination pod of the same bridge or routed network), passed (left to the kernel's path: bridge or forwarding, and nftables; ARP and neighbour discovery too).", []string{"path"}, nil)
 	fastBytesDesc = prometheus.NewDesc("podnet_fastpath_bytes_total",
 		"Bytes of those packets, by path.", []string{"path"}, nil)
 	fastPortsDesc = prometheus.NewDesc("podnet_fastpath_ports",

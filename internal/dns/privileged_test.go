@@ -14,6 +14,7 @@ import (
 
 	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/lab"
+	"github.com/podnet/podnet/internal/lab/labtest"
 	"github.com/podnet/podnet/internal/testutil"
 )
 
@@ -189,11 +190,7 @@ func TestPrivilegedJunkFlood(t *testing.T) {
 // holding addrs.
 func loopbackNS(t *testing.T, addrs ...string) netns.NsHandle {
 	t.Helper()
-	l, err := lab.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
+	l := labtest.New(t)
 	ns, err := l.Sandbox()
 	if err != nil {
 		t.Fatal(err)

@@ -8,8 +8,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/podnet/podnet/internal/lab"
-	"github.com/podnet/podnet/internal/testutil"
+	"github.com/podnet/podnet/internal/lab/labtest"
 )
 
 // bigSnapshot is base with n routed pods more (host routes, neighbours, sysctls).
@@ -43,12 +42,7 @@ func BenchmarkDiagnose1000(b *testing.B) {
 // BenchmarkPrivilegedDoctor1000 collects and diagnoses a lab node with 1,000 routed
 // sandboxes (building them takes a while; the loop measures only the doctor).
 func BenchmarkPrivilegedDoctor1000(b *testing.B) {
-	testutil.RequireRoot(b)
-	l, err := lab.New()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
+	l := labtest.New(b)
 	for i := range 1000 {
 		sb, err := l.Sandbox()
 		if err != nil {

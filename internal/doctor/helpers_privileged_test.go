@@ -21,6 +21,7 @@ import (
 
 	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/lab"
+	"github.com/podnet/podnet/internal/lab/labtest"
 	"github.com/podnet/podnet/internal/testutil"
 )
 
@@ -46,12 +47,7 @@ type labPod struct {
 
 func newNode(t *testing.T) *node {
 	t.Helper()
-	testutil.RequireRoot(t)
-	l, err := lab.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
+	l := labtest.New(t)
 	h, err := netlink.NewHandleAt(l.Node)
 	if err != nil {
 		t.Fatal(err)

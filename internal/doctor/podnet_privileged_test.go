@@ -18,8 +18,8 @@ import (
 	"github.com/podnet/podnet/internal/agent"
 	"github.com/podnet/podnet/internal/fastpath"
 	"github.com/podnet/podnet/internal/lab"
+	"github.com/podnet/podnet/internal/lab/labtest"
 	"github.com/podnet/podnet/internal/store"
-	"github.com/podnet/podnet/internal/testutil"
 )
 
 // TestPrivilegedHealthyPodnetNode runs a real agent on a lab node (as internal/agent's
@@ -27,12 +27,7 @@ import (
 // and the cluster DNS server, and checks that the doctor finds nothing wrong with
 // podnet's own node, its pods' resolv.conf included.
 func TestPrivilegedHealthyPodnetNode(t *testing.T) {
-	testutil.RequireRoot(t)
-	l, err := lab.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
+	l := labtest.New(t)
 	dir := t.TempDir()
 	nodeResolv := filepath.Join(dir, "resolv.conf")
 	if err := os.WriteFile(nodeResolv, nil, 0o644); err != nil {

@@ -2,6 +2,7 @@ package doctor
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/podnet/podnet/api"
 	"github.com/podnet/podnet/internal/fastpath"
@@ -88,12 +89,9 @@ func tcxList(ps []TCXProgram) string {
 	if len(ps) == 0 {
 		return "none"
 	}
-	s := ""
+	names := make([]string, len(ps))
 	for i, p := range ps {
-		if i > 0 {
-			s += ", "
-		}
-		s += fmt.Sprintf("%s (id %d)", programName(p), p.ID)
+		names[i] = fmt.Sprintf("%s (id %d)", programName(p), p.ID)
 	}
-	return s
+	return strings.Join(names, ", ")
 }

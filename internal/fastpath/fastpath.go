@@ -125,16 +125,12 @@ func New(ns netns.NsHandle, inner nft.Applier, logf func(format string, args ...
 		return nil, err
 	}
 	// A kernel without tcx (before 6.6) says so here, once, rather than at every veth.
-	if err := kernel.Do(ns, func() error {
-		l, err := link.AttachTCX(link.TCXOptions{Interface: 1, Program: objs.prog, Attach: ebpf.AttachTCXIngress}) // lo
-		if err != nil {
-			return fmt.Errorf("attach a tcx program: %w", err)
-		}
-		return l.Close()
-	}); err != nil {
+	l, err := attachTCX(ns, 1, objs.prog) // lo
+	if err != nil {
 		objs.Close()
-		return nil, err
+		return nil, fmt.Errorf("attach a tcx program: %w", err)
 	}
+	l.Close()
 	fd, err := unix.Dup(int(ns))
 	if err != nil {
 		objs.Close()
@@ -234,13 +230,22 @@ func (f *Applier) Close() error {
 	f.wg.Wait()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var errs []error
-	for h, at := range f.attached {
-		errs = append(errs, at.l.Close())
-		delete(f.attached, h)
+	f.detachAll()
+	return errors.Join(f.objs.Close(), unix.Close(int(f.ns)), f.Applier.Close())
+}
+
+// detachAll detaches the program from every host veth.
+func (f *Applier) detachAll() {
+	for h := range f.attached {
+		f.detach(h)
 	}
-	errs = append(errs, f.objs.Close(), unix.Close(int(f.ns)), f.Applier.Close())
-	return errors.Join(errs...)
+}
+
+func (f *Applier) detach(h string) {
+	if err := f.attached[h].l.Close(); err != nil {
+		f.logf("fast path: detach from %s: %v", h, err)
+	}
+	delete(f.attached, h)
 }
 
 // all adds everything the fast path holds now to t.
@@ -336,12 +341,7 @@ func (f *Applier) remove(m *ebpf.Map, e entry) {
 	}
 	f.logf("fast path: remove from %s: %v; the fast path stops", mapName(m), err)
 	f.broken = true
-	for h, at := range f.attached {
-		if err := at.l.Close(); err != nil {
-			f.logf("fast path: detach from %s: %v", h, err)
-		}
-		delete(f.attached, h)
-	}
+	f.detachAll()
 }
 
 func mapName(m *ebpf.Map) string {
@@ -399,27 +399,20 @@ func (f *Applier) domain(name string) uint32 {
 	return d
 }
 
-// attach attaches the program to host veth h when h is a bridged endpoint's and exists,
-// and detaches it otherwise.
+// attach attaches the program to host veth h when h is an endpoint's and exists, and
+// detaches it otherwise.
 func (f *Applier) attach(h string) {
 	cur, has := f.attached[h]
 	ls, exists := f.links[h]
 	want := f.m != nil && f.m.eps[h] != nil && exists && !f.broken
 	if has && (!want || cur.ifindex != ls.index) {
-		if err := cur.l.Close(); err != nil {
-			f.logf("fast path: detach from %s: %v", h, err)
-		}
-		delete(f.attached, h)
+		f.detach(h)
 		has = false
 	}
 	if !want || has {
 		return
 	}
-	var l link.Link
-	err := kernel.Do(f.ns, func() (err error) {
-		l, err = link.AttachTCX(link.TCXOptions{Interface: ls.index, Program: f.objs.prog, Attach: ebpf.AttachTCXIngress})
-		return err
-	})
+	l, err := attachTCX(f.ns, ls.index, f.objs.prog)
 	if err != nil {
 		if !errors.Is(err, unix.ENODEV) { // gone meanwhile: its removal follows
 			f.logf("fast path: attach to %s: %v", h, err)
@@ -427,6 +420,16 @@ func (f *Applier) attach(h string) {
 		return
 	}
 	f.attached[h] = attachment{ifindex: ls.index, l: l}
+}
+
+// attachTCX attaches prog at the tcx ingress of interface ifindex of namespace ns (the
+// kernel resolves the ifindex in the caller's namespace).
+func attachTCX(ns netns.NsHandle, ifindex int, prog *ebpf.Program) (l link.Link, err error) {
+	err = kernel.Do(ns, func() (err error) {
+		l, err = link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: ebpf.AttachTCXIngress})
+		return err
+	})
+	return l, err
 }
 
 // watch follows the links of the namespace until Close.

@@ -23,7 +23,8 @@ type Counter struct {
 type Stats struct {
 	// Redirected went straight to the destination pod's host veth.
 	Redirected Counter `json:"redirected"`
-	// Passed are the pods' other IP packets, left to the kernel's path (nftables).
+	// Passed are the pods' other frames (ARP and neighbour discovery too), left to the
+	// kernel's path.
 	Passed Counter `json:"passed"`
 	// Ports are the host veths the program is attached to, Entries the addresses in
 	// maps src and dst.

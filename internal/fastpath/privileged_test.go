@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"testing"
 	"time"
@@ -15,9 +14,9 @@ import (
 
 	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/lab"
+	"github.com/podnet/podnet/internal/lab/labtest"
 	"github.com/podnet/podnet/internal/nft"
 	"github.com/podnet/podnet/internal/probe"
-	"github.com/podnet/podnet/internal/testutil"
 )
 
 const timeout = 2 * time.Second
@@ -38,12 +37,7 @@ type bed struct {
 // newLab is a bed of a new lab without pods yet.
 func newLab(t *testing.T) (*bed, *lab.Lab) {
 	t.Helper()
-	testutil.RequireRoot(t)
-	l, err := lab.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
+	l := labtest.New(t)
 	return &bed{l: l, pods: map[string]netns.NsHandle{}, addr: map[string]netip.Addr{}, addr6: map[string]netip.Addr{}}, l
 }
 
@@ -484,34 +478,13 @@ func TestPrivilegedFastPathRoutedIsolationKeepsConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
+	go probe.ServeEcho(l)
 	c, err := kernel.DialIn(context.Background(), b.pods["x"], "tcp", netip.AddrPortFrom(b.addr["y"], 7000).String(), timeout)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	echo := func(what string) error {
-		c.SetDeadline(time.Now().Add(timeout))
-		if _, err := c.Write([]byte(what)); err != nil {
-			return err
-		}
-		buf := make([]byte, len(what))
-		if _, err := io.ReadFull(c, buf); err != nil {
-			return err
-		}
-		if string(buf) != what {
-			return fmt.Errorf("echo %q, want %q", buf, what)
-		}
-		return nil
-	}
+	echo := func(what string) error { return probe.EchoOnce(c, what, timeout) }
 	before := b.quiet(t)
 	if err := echo("before"); err != nil {
 		t.Fatalf("echo before the policy: %v", err)

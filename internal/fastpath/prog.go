@@ -78,7 +78,7 @@ type counter struct {
 // Indexes of map stats.
 const (
 	statRedirected = 0 // packets the program sent to the destination's port
-	statPassed     = 1 // IP packets it left to the kernel's path (nftables, the bridge)
+	statPassed     = 1 // frames it left to the kernel's path (ARP and neighbour discovery too)
 	numStats       = 2
 )
 

@@ -80,3 +80,28 @@ func FlushConntrack(ns netns.NsHandle, proto string, dst netip.Addr, dport uint1
 	}
 	return total, nil
 }
+
+// ConntrackFlows returns the conntrack entries of ns of one address family (the IPv4
+// ones, or with v6 the IPv6 ones), dumped again when the dump was interrupted by
+// concurrent changes.
+func ConntrackFlows(ns netns.NsHandle, v6 bool) ([]*netlink.ConntrackFlow, error) {
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_NETFILTER)
+	if err != nil {
+		return nil, fmt.Errorf("read conntrack: %w", err)
+	}
+	defer h.Close()
+	family := netlink.InetFamily(unix.AF_INET)
+	if v6 {
+		family = unix.AF_INET6
+	}
+	var flows []*netlink.ConntrackFlow
+	for range conntrackDumpRetries {
+		if flows, err = h.ConntrackTableList(netlink.ConntrackTable, family); !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read conntrack: %w", err)
+	}
+	return flows, nil
+}

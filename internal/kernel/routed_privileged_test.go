@@ -18,10 +18,10 @@ import (
 	"github.com/podnet/podnet/internal/driver"
 	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/lab"
+	"github.com/podnet/podnet/internal/lab/labtest"
 	"github.com/podnet/podnet/internal/plan"
 	"github.com/podnet/podnet/internal/probe"
 	"github.com/podnet/podnet/internal/spec"
-	"github.com/podnet/podnet/internal/testutil"
 )
 
 const probeTimeout = 3 * time.Second
@@ -41,22 +41,10 @@ type routedNode struct {
 	net  api.Network
 }
 
-// newLab is a lab (internal/lab) removed at cleanup.
-func newLab(t *testing.T) *lab.Lab {
-	t.Helper()
-	testutil.RequireRoot(t)
-	l, err := lab.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	return l
-}
-
 // newLabNode is the lab's node: an uplink and default routes.
 func newLabNode(t *testing.T) (*routedNode, *lab.Lab) {
 	t.Helper()
-	l := newLab(t)
+	l := labtest.New(t)
 	return openRoutedNode(t, l, l.Node), l
 }
 
@@ -66,7 +54,7 @@ func newLabNode(t *testing.T) (*routedNode, *lab.Lab) {
 // be resolved).
 func newBareNode(t *testing.T) *routedNode {
 	t.Helper()
-	l := newLab(t)
+	l := labtest.New(t)
 	ns, err := l.Sandbox()
 	if err != nil {
 		t.Fatal(err)

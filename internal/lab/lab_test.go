@@ -12,22 +12,11 @@ import (
 
 	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/lab"
+	"github.com/podnet/podnet/internal/lab/labtest"
 	"github.com/podnet/podnet/internal/probe"
-	"github.com/podnet/podnet/internal/testutil"
 )
 
 const timeout = 3 * time.Second
-
-func newLab(t *testing.T) *lab.Lab {
-	t.Helper()
-	testutil.RequireRoot(t)
-	l, err := lab.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	return l
-}
 
 func sandbox(t *testing.T, l *lab.Lab) netns.NsHandle {
 	t.Helper()
@@ -51,7 +40,7 @@ func wantTCP(t *testing.T, client, server netns.NsHandle, to, src netip.Addr) {
 // Two sandboxes on a bridge and a routed one, with the node forwarding: each reaches
 // the others without NAT, over IPv4 and IPv6.
 func TestPrivilegedBridgeAndRouted(t *testing.T) {
-	l := newLab(t)
+	l := labtest.New(t)
 	if err := kernel.WriteSysctl(l.Node, "net/ipv4/ip_forward", "1"); err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +96,7 @@ func TestPrivilegedBridgeAndRouted(t *testing.T) {
 // AddAddrs, AddRoute and Loopback, each with the control that it is what made the
 // difference.
 func TestPrivilegedAddrsAndRoutes(t *testing.T) {
-	l := newLab(t)
+	l := labtest.New(t)
 	if err := kernel.WriteSysctl(l.Node, "net/ipv4/ip_forward", "1"); err != nil {
 		t.Fatal(err)
 	}

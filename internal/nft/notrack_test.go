@@ -1,34 +1,21 @@
 package nft
 
 import (
-	"errors"
 	"net"
 	"net/netip"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
+
+	"github.com/podnet/podnet/internal/kernel"
 )
 
 // conntrackHas reports whether the conntrack table of ns has an entry whose original
 // direction goes from src to dst.
 func conntrackHas(t *testing.T, ns netns.NsHandle, src, dst netip.Addr) bool {
 	t.Helper()
-	h, err := netlink.NewHandleAt(ns, unix.NETLINK_NETFILTER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	fam := netlink.InetFamily(unix.AF_INET)
-	if dst.Is6() {
-		fam = unix.AF_INET6
-	}
-	flows, err := h.ConntrackTableList(netlink.ConntrackTable, fam)
-	for i := 0; errors.Is(err, netlink.ErrDumpInterrupted) && i < 5; i++ {
-		flows, err = h.ConntrackTableList(netlink.ConntrackTable, fam)
-	}
+	flows, err := kernel.ConntrackFlows(ns, dst.Is6())
 	if err != nil {
 		t.Fatal(err)
 	}

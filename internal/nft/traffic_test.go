@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/podnet/podnet/internal/lab"
+	"github.com/podnet/podnet/internal/lab/labtest"
 	"github.com/podnet/podnet/internal/probe"
 )
 
@@ -71,12 +72,7 @@ type topo struct {
 
 func buildTopo(t testing.TB) *topo {
 	t.Helper()
-	requireRoot(t)
-	l, err := lab.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
+	l := labtest.New(t)
 	tp := &topo{
 		ns:       map[string]netns.NsHandle{"node": l.Node, "outside": l.Outside},
 		addr:     map[string][]netip.Prefix{"outside": {lab.OutsideAddr4, lab.OutsideAddr6}},

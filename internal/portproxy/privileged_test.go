@@ -23,8 +23,8 @@ import (
 
 	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/lab"
+	"github.com/podnet/podnet/internal/lab/labtest"
 	"github.com/podnet/podnet/internal/probe"
-	"github.com/podnet/podnet/internal/testutil"
 )
 
 // Backend side of the test topology: a sandbox namespace behind a veth from the node.
@@ -46,12 +46,7 @@ type topo struct {
 
 func newTopo(t *testing.T) *topo {
 	t.Helper()
-	testutil.RequireRoot(t)
-	l, err := lab.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
+	l := labtest.New(t)
 	be, err := l.Sandbox()
 	if err != nil {
 		t.Fatal(err)

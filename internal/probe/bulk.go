@@ -119,6 +119,38 @@ func ServeIdentity(l net.Listener, id netip.Addr) {
 	}
 }
 
+// ServeEcho sends back what each connection on l sends, until l is closed: an open
+// connection whose traffic a test follows across a change (EchoOnce).
+func ServeEcho(l net.Listener) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			io.Copy(c, c)
+		}()
+	}
+}
+
+// EchoOnce writes msg on c, a connection to a ServeEcho, and reads it back within
+// timeout.
+func EchoOnce(c net.Conn, msg string, timeout time.Duration) error {
+	c.SetDeadline(time.Now().Add(timeout))
+	if _, err := io.WriteString(c, msg); err != nil {
+		return err
+	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return err
+	}
+	if string(buf) != msg {
+		return fmt.Errorf("echoed %q, want %q", buf, msg)
+	}
+	return nil
+}
+
 // AskIdentity connects from ns to dst and returns the identity a ServeIdentity answered.
 func AskIdentity(ctx context.Context, ns netns.NsHandle, dst netip.AddrPort, timeout time.Duration) (netip.Addr, error) {
 	c, err := connect(ctx, ns, dst, timeout)

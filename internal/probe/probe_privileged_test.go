@@ -18,7 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/podnet/podnet/internal/lab"
-	"github.com/podnet/podnet/internal/testutil"
+	"github.com/podnet/podnet/internal/lab/labtest"
 )
 
 // Ports of the outside's listeners: nothing in the way, a drop rule, a reject rule.
@@ -63,12 +63,7 @@ func inputRules(t *testing.T, ns netns.NsHandle) {
 // reject; a connection made, a refusal, a timeout and a missing route are errors that
 // name what happened.
 func TestPrivilegedBlockedAndRefused(t *testing.T) {
-	testutil.RequireRoot(t)
-	l, err := lab.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
+	l := labtest.New(t)
 	inputRules(t, l.Outside)
 	ctx := context.Background()
 	const timeout = time.Second

@@ -1,14 +1,14 @@
 package trace
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
+
+	"github.com/podnet/podnet/internal/kernel"
 )
 
 // Tuple is one direction of a conntrack entry.
@@ -55,29 +55,12 @@ func endpoint(a netip.Addr, port uint16) string {
 	return netip.AddrPortFrom(a, port).String()
 }
 
-// conntrackRetries bounds the retries of a conntrack dump that changes meanwhile.
-const conntrackRetries = 5
-
 // ReadConntrack returns the conntrack entries of namespace ns whose original direction
 // is a connection of f.
 func ReadConntrack(ns netns.NsHandle, f Flow) ([]Conn, error) {
-	h, err := netlink.NewHandleAt(ns, unix.NETLINK_NETFILTER)
+	flows, err := kernel.ConntrackFlows(ns, f.Dst.Is6())
 	if err != nil {
-		return nil, fmt.Errorf("read conntrack: %w", err)
-	}
-	defer h.Close()
-	fam := netlink.InetFamily(unix.AF_INET)
-	if f.Dst.Is6() {
-		fam = unix.AF_INET6
-	}
-	var flows []*netlink.ConntrackFlow
-	for range conntrackRetries {
-		if flows, err = h.ConntrackTableList(netlink.ConntrackTable, fam); !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read conntrack: %w", err)
+		return nil, err
 	}
 	var out []Conn
 	for _, fl := range flows {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/podnet/podnet/internal/kernel"
 	"github.com/podnet/podnet/internal/lab"
+	"github.com/podnet/podnet/internal/lab/labtest"
 	"github.com/podnet/podnet/internal/nft"
 	"github.com/podnet/podnet/internal/testutil"
 )
@@ -68,12 +69,7 @@ type topo struct {
 
 func buildTopo(t *testing.T) *topo {
 	t.Helper()
-	testutil.RequireRoot(t)
-	l, err := lab.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
+	l := labtest.New(t)
 	tp := &topo{ns: map[string]netns.NsHandle{"node": l.Node, "outside": l.Outside}, addr: map[string]netip.Addr{
 		"node": lab.NodeAddr4.Addr(), "outside": lab.OutsideAddr4.Addr(),
 	}}
