@@ -92,7 +92,7 @@ func TestPrivilegedDoctorNetns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Routed(sb, "vethr1", netip.MustParseAddr("10.77.0.5")); err != nil {
+	if _, err := l.Routed(sb, "vethr1", netip.MustParseAddr("10.77.0.5")); err != nil {
 		t.Fatal(err)
 	}
 	if err := kernel.WriteSysctl(l.Node, "net/ipv4/ip_forward", "1"); err != nil {

@@ -48,7 +48,7 @@ func BenchmarkPrivilegedDoctor1000(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := l.Routed(sb, fmt.Sprintf("pnv%011d", i), netip.AddrFrom4([4]byte{10, 100, byte(i >> 8), byte(i)})); err != nil {
+		if _, err := l.Routed(sb, fmt.Sprintf("pnv%011d", i), netip.AddrFrom4([4]byte{10, 100, byte(i >> 8), byte(i)})); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -87,7 +87,7 @@ func (n *node) healthy() *node {
 		n.t.Fatal(err)
 	}
 	ip := netip.MustParseAddr("10.77.0.5")
-	if err := n.lab.Routed(sb, "vethr1", ip); err != nil {
+	if _, err := n.lab.Routed(sb, "vethr1", ip); err != nil {
 		n.t.Fatal(err)
 	}
 	sh, err := netlink.NewHandleAt(sb)

@@ -81,9 +81,8 @@ func (d bridge) Endpoint(n api.Network, k api.EndpointKey, addrs []netip.Prefix,
 		ep.SandboxNeighbors = append(ep.SandboxNeighbors, plan.Neighbor{IP: s.Gateway, MAC: bridgeMAC})
 		ep.NodeNeighbors = append(ep.NodeNeighbors, plan.Neighbor{IP: a.Addr(), MAC: ep.MAC})
 	}
-	// The bridge the port is in (traffic between its pods may skip conntrack) and, in
-	// table bridge podnet, the MAC that frames from the port must carry.
+	// The bridge the port is in (traffic between its pods may skip conntrack; table
+	// bridge podnet checks the source MAC of the port's frames).
 	e.Tables.Endpoints[0].Bridge = n.Bridge
-	e.Tables.Endpoints[0].MAC = ep.MAC
 	return e
 }

@@ -108,7 +108,7 @@ func newEndpoint(n api.Network, k api.EndpointKey, addrs []netip.Prefix, mac net
 		MAC:       mac,
 		Addrs:     addrs,
 	}}
-	te := nft.Endpoint{HostIf: e.Kernel.HostIf}
+	te := nft.Endpoint{HostIf: e.Kernel.HostIf, MAC: mac}
 	for _, p := range addrs {
 		te.Addrs = append(te.Addrs, p.Addr())
 	}

@@ -22,7 +22,9 @@
 //     host veth to the other: a packet from a routed endpoint's host veth with one of
 //     its addresses (chain endpoint-src), sent to the host veth's MAC, to another
 //     endpoint of the same network, with its TTL above 1. The program takes one off
-//     the TTL and lets bpf_redirect_neigh fill in the MACs. The kernel's path tracks
+//     the TTL and addresses the frame as the node would, from the destination's host
+//     veth to the pod's MAC (the node's neighbour entry of a routed pod is permanent,
+//     made from the same MAC by the routed driver). The kernel's path tracks
 //     these connections (conntrack), the fast path does not: when a policy comes to
 //     isolate either pod, conntrack picks its open TCP connections up mid-way, which
 //     the policies' pickup rule lets through (internal/nft, chain policies), as it does
@@ -30,11 +32,14 @@
 //   - in both cases, neither address isolated by a policy: the agent keeps an isolated
 //     address out of the maps.
 //
-// The routed case trusts the node's routes to its own pods (POD/32 dev HOSTVETH, which
-// the agent keeps) and does not read the FIB: pods of one routed network of the node
+// The routed case trusts the node's routes and neighbour entries of its own pods
+// (POD/32 dev HOSTVETH, POD lladdr MAC permanent, which the agent keeps) and does not
+// read the FIB or the neighbour table: pods of one routed network of the node
 // still reach each other with forwarding turned off by hand (the doctor's
 // ip-forward-disabled) or a policy-routing rule that would send them elsewhere.
-// bpf_fib_lookup would follow both, at the price of a route lookup per packet.
+// bpf_fib_lookup would follow both, at the price of a route lookup per packet (as would
+// bpf_redirect_neigh, which the routed case used at first: it costs a route and a
+// neighbour lookup per packet, and the routed path 1.05 of plain forwarding per byte).
 //
 // The program checks the source and the destination with two hash lookups (maps src
 // and dst). The rest (ARP, neighbour discovery, traffic to the node or through it to
@@ -374,9 +379,12 @@ func (f *Applier) want(a netip.Addr) (src, dst *entry) {
 		if network == "" || h.master != 0 {
 			return nil, nil
 		}
+		if len(e.mac) != 6 {
+			return nil, nil // the tables were given no MAC of the pod: no frame to make
+		}
 		domain := f.domain(network)
 		src = &entry{portKey{uint32(h.index), addr}, port{MAC: h.mac, Flags: flagRouted, Ifindex: domain}}
-		dst = &entry{portKey{domain, addr}, port{Flags: flagRouted, Ifindex: uint32(h.index)}}
+		dst = &entry{portKey{domain, addr}, port{MAC: [6]byte(e.mac), Flags: flagRouted, Ifindex: uint32(h.index), HostMAC: h.mac}}
 		return src, dst
 	}
 	b, ok := f.links[e.bridge]

@@ -88,11 +88,12 @@ func newRoutedBed(t *testing.T) *bed {
 		}
 		a4 := netip.AddrFrom4([4]byte{10, 77, 9, byte(2 + i)})
 		a6 := netip.MustParseAddr(fmt.Sprintf("fd00:77:9::%d", 2+i))
-		if err := l.Routed(ns, "pnr-fp-"+name, a4, a6); err != nil {
+		mac, err := l.Routed(ns, "pnr-fp-"+name, a4, a6)
+		if err != nil {
 			t.Fatal(err)
 		}
 		b.pods[name], b.addr[name], b.addr6[name] = ns, a4, a6
-		b.rs.Endpoints = append(b.rs.Endpoints, nft.Endpoint{HostIf: "pnr-fp-" + name, Addrs: []netip.Addr{a4, a6}})
+		b.rs.Endpoints = append(b.rs.Endpoints, nft.Endpoint{HostIf: "pnr-fp-" + name, Addrs: []netip.Addr{a4, a6}, MAC: mac})
 	}
 	b.open(t)
 	return b

@@ -50,12 +50,15 @@ type portKey struct {
 // port is the value of maps src and dst. Bridged: the endpoint's MAC, and an ifindex
 // (src: the endpoint's bridge; dst: the endpoint's host veth, where the packet goes).
 // Routed (Flags flagRouted): in src the host veth's own MAC (where the pod sends) and
-// the network's domain, in dst the host veth.
+// the network's domain; in dst the pod's MAC, the host veth and its MAC (HostMAC): the
+// frame the node would send there, from the node's permanent neighbour entry.
 type port struct {
 	MAC     [6]byte
 	Flags   uint8
 	_       uint8
 	Ifindex uint32
+	HostMAC [6]byte
+	_       [2]byte
 }
 
 // flagRouted marks the entries of routed endpoints.
@@ -92,6 +95,7 @@ const (
 	stSrc  = stFlow
 	stDst  = stFlow + 16
 	stKey  = -20 // portKey: ifindex at -20, address at -16
+	stMACs = -72 // routed: the frame's new destination MAC at -72, source MAC at -64
 )
 
 // __sk_buff fields read by the program.
@@ -134,7 +138,7 @@ func load() (_ *objects, err error) {
 	}()
 	portMap := func(name string) (*ebpf.Map, error) {
 		return ebpf.NewMap(&ebpf.MapSpec{
-			Name: name, Type: ebpf.Hash, KeySize: 20, ValueSize: 12,
+			Name: name, Type: ebpf.Hash, KeySize: 20, ValueSize: 20,
 			MaxEntries: maxEndpoints, Flags: unix.BPF_F_NO_PREALLOC,
 		})
 	}
@@ -182,8 +186,9 @@ func load() (_ *objects, err error) {
 //     on another port; bridged, its MAC is the frame's destination MAC: the bridge would
 //     deliver it there;
 //   - map slow does not have (source, destination): no trace is watching the flow;
-//   - routed, the TTL (hop limit) is above 1: it goes down by one, and
-//     bpf_redirect_neigh fills in the MACs as the node's neighbour entry says.
+//   - routed, the TTL (hop limit) is above 1: it goes down by one, and the frame gets
+//     the MACs of the node's (permanent) neighbour entry of the pod: from the host veth
+//     to the pod. The node's route to the pod is that host veth (package doc).
 //
 // The agent keeps an address out of both maps while a policy isolates it, so what is
 // redirected is exactly what podnet's rules exempt from conntrack and accept (package
@@ -283,8 +288,20 @@ func program(src, dst, slow, stat int) asm.Instructions {
 	ins = append(ins, asm.StoreMem(asm.R10, stKey, asm.R9, asm.Word))
 	ins = append(ins, copy16(stKey+4, asm.R10, stDst)...)
 	ins = append(ins, lookup(dst)...)
-	ins = append(ins, asm.JNE.Imm(asm.R8, 0, "dstOK")) // routed: the neighbour entry gives the MAC
+	ins = append(ins, asm.JNE.Imm(asm.R8, 0, "routedDst"))
 	ins = append(ins, macIs(0)...)
+	ins = append(ins, asm.Ja.Label("dstOK"))
+	// Routed: the MACs the frame will carry, kept on the stack past the next lookup.
+	ins = append(ins,
+		asm.LoadMem(asm.R2, asm.R0, 0, asm.Word).WithSymbol("routedDst"),
+		asm.StoreMem(asm.R10, stMACs, asm.R2, asm.Word),
+		asm.LoadMem(asm.R2, asm.R0, 4, asm.Half),
+		asm.StoreMem(asm.R10, stMACs+4, asm.R2, asm.Half),
+		asm.LoadMem(asm.R2, asm.R0, 12, asm.Word),
+		asm.StoreMem(asm.R10, stMACs+8, asm.R2, asm.Word),
+		asm.LoadMem(asm.R2, asm.R0, 16, asm.Half),
+		asm.StoreMem(asm.R10, stMACs+12, asm.R2, asm.Half),
+	)
 	ins = append(ins,
 		asm.LoadMem(asm.R9, asm.R0, 8, asm.Word).WithSymbol("dstOK"), // the destination's host veth
 		asm.LoadMem(asm.R2, asm.R6, skbIfindex, asm.Word),
@@ -308,6 +325,16 @@ func program(src, dst, slow, stat int) asm.Instructions {
 
 	// Routed: the node forwards it, so the TTL (hop limit) goes down by one; a packet
 	// whose TTL would end here takes the kernel's path (ICMP time exceeded).
+	setMACs := asm.Instructions{
+		asm.LoadMem(asm.R2, asm.R10, stMACs, asm.Word),
+		asm.StoreMem(asm.R7, 0, asm.R2, asm.Word),
+		asm.LoadMem(asm.R2, asm.R10, stMACs+4, asm.Half),
+		asm.StoreMem(asm.R7, 4, asm.R2, asm.Half),
+		asm.LoadMem(asm.R2, asm.R10, stMACs+8, asm.Word),
+		asm.StoreMem(asm.R7, 6, asm.R2, asm.Word),
+		asm.LoadMem(asm.R2, asm.R10, stMACs+12, asm.Half),
+		asm.StoreMem(asm.R7, 10, asm.R2, asm.Half),
+	}
 	ins = append(ins,
 		asm.LoadMem(asm.R2, asm.R7, 12, asm.Half).WithSymbol("routed"),
 		asm.JEq.Imm(asm.R2, 0xdd86, "routed6"),
@@ -316,6 +343,9 @@ func program(src, dst, slow, stat int) asm.Instructions {
 		asm.Mov.Reg(asm.R2, asm.R3),
 		asm.And.Imm(asm.R2, 0xff), // the TTL: the first byte, read little-endian
 		asm.JLE.Imm(asm.R2, 1, "pass"),
+	)
+	ins = append(ins, setMACs...) // before the checksum helper, which ends R7's validity
+	ins = append(ins,
 		asm.Mov.Reg(asm.R4, asm.R3),
 		asm.Add.Imm(asm.R4, -1),
 		asm.StoreMem(asm.R7, 14+8, asm.R4, asm.Half),
@@ -329,13 +359,12 @@ func program(src, dst, slow, stat int) asm.Instructions {
 		asm.Add.Imm(asm.R2, -1),
 		asm.StoreMem(asm.R7, 14+7, asm.R2, asm.Byte),
 	)
+	ins = append(ins, setMACs...)
 	ins = append(ins, count(stat, statRedirected, "forward")...)
 	ins = append(ins,
 		asm.Mov.Reg(asm.R1, asm.R9),
-		asm.Mov.Imm(asm.R2, 0), // no next hop given: the destination address
-		asm.Mov.Imm(asm.R3, 0),
-		asm.Mov.Imm(asm.R4, 0),
-		asm.FnRedirectNeigh.Call(),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.FnRedirect.Call(),
 		asm.Return(),
 	)
 	ins = append(ins, count(stat, statPassed, "pass")...)

@@ -66,7 +66,7 @@ func TestPrivilegedBridgeAndRouted(t *testing.T) {
 	if got, err = l.Plug(b, lab.Veth{HostIf: "vb", Bridge: "br0", Addrs: addrB, Gateways: []netip.Addr{gw[0].Addr(), gw[1].Addr()}}); err != nil || len(got) != 6 {
 		t.Fatalf("Plug b: MAC %v, %v", got, err)
 	}
-	if err := l.Routed(r, "vr", addrR...); err != nil {
+	if _, err := l.Routed(r, "vr", addrR...); err != nil {
 		t.Fatal(err)
 	}
 	h, err := netlink.NewHandleAt(l.Node)

@@ -147,27 +147,28 @@ func (l *Lab) Plug(sandbox netns.NsHandle, v Veth) (net.HardwareAddr, error) {
 // on hostIf answers at once, and through fe80::1, an address of hostIf; the node routes
 // each of addrs to hostIf. The node needs forwarding on to route between sandboxes.
 // Unlike the driver, Routed sets nothing more: hostIf keeps the kernel's MAC, and has no
-// proxy NDP and no reverse path filter.
-func (l *Lab) Routed(sandbox netns.NsHandle, hostIf string, addrs ...netip.Addr) error {
+// proxy NDP and no reverse path filter. It returns the MAC of eth0.
+func (l *Lab) Routed(sandbox netns.NsHandle, hostIf string, addrs ...netip.Addr) (net.HardwareAddr, error) {
 	var hosts []netip.Prefix
 	for _, a := range addrs {
 		hosts = append(hosts, netip.PrefixFrom(a, a.BitLen()))
 	}
-	if _, err := l.Plug(sandbox, Veth{HostIf: hostIf, HostAddrs: []netip.Prefix{routedGateway6}, Addrs: hosts}); err != nil {
-		return err
+	mac, err := l.Plug(sandbox, Veth{HostIf: hostIf, HostAddrs: []netip.Prefix{routedGateway6}, Addrs: hosts})
+	if err != nil {
+		return nil, err
 	}
 	for _, sc := range [][2]string{
 		{"net/ipv4/conf/" + hostIf + "/proxy_arp", "1"},
 		{"net/ipv4/neigh/" + hostIf + "/proxy_delay", "0"},
 	} {
 		if err := kernel.WriteSysctl(l.Node, sc[0], sc[1]); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	var has4, has6 bool
 	for _, p := range hosts {
 		if err := AddRoute(l.Node, p, hostIf, netip.Addr{}); err != nil {
-			return err
+			return nil, err
 		}
 		has4, has6 = has4 || p.Addr().Is4(), has6 || p.Addr().Is6()
 	}
@@ -182,10 +183,10 @@ func (l *Lab) Routed(sandbox netns.NsHandle, hostIf string, addrs ...netip.Addr)
 	}
 	for _, r := range routes {
 		if err := AddRoute(sandbox, r.dst, "eth0", r.gw); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return mac, nil
 }
 
 // route is a route to dst, via gw if valid, else on-link.

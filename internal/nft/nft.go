@@ -155,8 +155,9 @@ type Endpoint struct {
 	HostIf string       // host-side veth (<=15 bytes)
 	Bridge string       // the bridge HostIf is a port of (bridge driver); "" for the routed driver (an L3 interface of the node)
 	Addrs  []netip.Addr // the sandbox's addresses
-	// MAC is the sandbox interface's address: frames that a bridge port sends from
-	// another source MAC are dropped. Bridged endpoints only; none: every frame is.
+	// MAC is the sandbox interface's address. Bridged: frames that the port sends from
+	// another source MAC are dropped (none: every frame is). Routed: no rule reads it
+	// (the fast path addresses frames to it, package fastpath).
 	MAC net.HardwareAddr
 }
 

@@ -106,7 +106,8 @@ func buildTopo(t testing.TB) *topo {
 		} else {
 			// As the routed driver does: proxy ARP answers the gateway 169.254.1.1, the
 			// IPv6 gateway is fe80::1 on the host veth, the node routes each address to it.
-			must(t, l.Routed(ns, ep.HostIf, ep.Addrs...), "connect "+sb.name+" routed")
+			_, err := l.Routed(ns, ep.HostIf, ep.Addrs...)
+			must(t, err, "connect "+sb.name+" routed")
 		}
 		tp.endpoints = append(tp.endpoints, ep)
 	}

@@ -100,7 +100,8 @@ func buildTopo(t *testing.T) *topo {
 		tp.ns[name] = ns
 		a := hostAddr(subnetC, 10+i).Addr()
 		tp.addr[name] = a
-		must(t, l.Routed(ns, "v"+name, a), "routed "+name)
+		_, err = l.Routed(ns, "v"+name, a)
+		must(t, err, "routed "+name)
 		tp.endpoints = append(tp.endpoints, nft.Endpoint{HostIf: "v" + name, Addrs: []netip.Addr{a}})
 		serve(t, ns)
 	}
