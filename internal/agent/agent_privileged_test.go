@@ -150,6 +150,16 @@ func (e *env) links(prefix string) []string {
 	return names
 }
 
+// fastPath reads the counters of the agent's fast path.
+func (e *env) fastPath() fastpath.Stats {
+	e.t.Helper()
+	s, err := e.agent.fastpath.Stats()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return s
+}
+
 func wantCode(t *testing.T, err error, code int) {
 	t.Helper()
 	if err == nil {
@@ -171,14 +181,7 @@ func TestPrivilegedAttachConnectivityAndDetach(t *testing.T) {
 		t.Fatalf("result %+v", a.res)
 	}
 	// The fast path follows the host veths as they appear (internal/fastpath).
-	fastPath := func() fastpath.Stats {
-		s, err := e.agent.fastpath.Stats()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	waitFor(t, func() bool { s := fastPath(); return s.Ports == 2 && s.DstEntries == 4 })
+	waitFor(t, func() bool { s := e.fastPath(); return s.Ports == 2 && s.DstEntries == 4 })
 	for i := range 2 {
 		src, err := probe.TCP(ctx, a.ns, b.ns, netip.AddrPortFrom(b.ip(i), 8080), probeTimeout)
 		if err != nil || src != a.ip(i) {
@@ -221,7 +224,7 @@ func TestPrivilegedAttachConnectivityAndDetach(t *testing.T) {
 		}
 	}
 	waitFor(t, func() bool { return len(e.links(spec.VethPrefix)) == 0 })
-	if s := fastPath(); s.Ports != 0 || s.SrcEntries != 0 || s.DstEntries != 0 {
+	if s := e.fastPath(); s.Ports != 0 || s.SrcEntries != 0 || s.DstEntries != 0 {
 		t.Errorf("after DEL: fast path on %d ports with %d/%d entries, want none", s.Ports, s.SrcEntries, s.DstEntries)
 	}
 	// DEL of something the agent never knew is a success too.
@@ -244,15 +247,8 @@ func TestPrivilegedRoutedFastPath(t *testing.T) {
 	ctx := context.Background()
 	e.routedNetwork("green", "10.77.0.0/24", "fd77::/64")
 	x, y := e.mustAttach("green", "x"), e.mustAttach("green", "y")
-	stats := func() fastpath.Stats {
-		s, err := e.agent.fastpath.Stats()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	waitFor(t, func() bool { s := stats(); return s.Ports == 2 && s.DstEntries == 4 })
-	before := stats().Redirected.Packets
+	waitFor(t, func() bool { s := e.fastPath(); return s.Ports == 2 && s.DstEntries == 4 })
+	before := e.fastPath().Redirected.Packets
 	for i := range 2 {
 		src, err := probe.TCP(ctx, x.ns, y.ns, netip.AddrPortFrom(y.ip(i), 8080), probeTimeout)
 		if err != nil || src != x.ip(i) {
@@ -260,7 +256,7 @@ func TestPrivilegedRoutedFastPath(t *testing.T) {
 		}
 	}
 	// Each connection's handshake, data and close went both ways on the fast path.
-	if got := stats().Redirected.Packets - before; got < 2*6 {
+	if got := e.fastPath().Redirected.Packets - before; got < 2*6 {
 		t.Errorf("x -> y: %d packets redirected, want at least 12", got)
 	}
 }
