@@ -106,7 +106,8 @@ func TCXIngress(node netns.NsHandle) ([]Program, error) {
 // Bypass keeps the packets between a and b, both ways, off the fast path of namespace
 // node (the maps of every fast path program attached there) until undo is called, so
 // that they cross the netfilter hooks: `podnet trace` calls it before it marks a flow.
-// Without a, it keeps every pod of b's family on the fast path's bridges off it with b.
+// Without a, it keeps every pod of b's family in map dst (the fast path's bridges and
+// routed networks) off it with b.
 // Without a fast path there is nothing to do. When the caller dies before undo, the
 // flow stays on the kernel's path until the agent restarts.
 func Bypass(node netns.NsHandle, a, b netip.Addr) (undo func() error, err error) {

@@ -315,7 +315,9 @@ func program(src, dst, slow, stat int) asm.Instructions {
 		asm.JNE.Imm(asm.R0, 0, "pass"),
 	)
 	ins = append(ins, asm.JNE.Imm(asm.R8, 0, "routed"))
-	ins = append(ins, count(stat, statRedirected, "")...)
+	// redirect: out of the destination's host veth (R9), as the bridge or the node's
+	// forwarding would send it.
+	ins = append(ins, count(stat, statRedirected, "redirect")...)
 	ins = append(ins,
 		asm.Mov.Reg(asm.R1, asm.R9),
 		asm.Mov.Imm(asm.R2, 0),
@@ -353,20 +355,14 @@ func program(src, dst, slow, stat int) asm.Instructions {
 		asm.Mov.Imm(asm.R2, 14+10),
 		asm.Mov.Imm(asm.R5, 2),
 		asm.FnL3CsumReplace.Call(), // R3 old, R4 new
-		asm.Ja.Label("forward"),
+		asm.Ja.Label("redirect"),
 		asm.LoadMem(asm.R2, asm.R7, 14+7, asm.Byte).WithSymbol("routed6"),
 		asm.JLE.Imm(asm.R2, 1, "pass"),
 		asm.Add.Imm(asm.R2, -1),
 		asm.StoreMem(asm.R7, 14+7, asm.R2, asm.Byte),
 	)
 	ins = append(ins, setMACs...)
-	ins = append(ins, count(stat, statRedirected, "forward")...)
-	ins = append(ins,
-		asm.Mov.Reg(asm.R1, asm.R9),
-		asm.Mov.Imm(asm.R2, 0),
-		asm.FnRedirect.Call(),
-		asm.Return(),
-	)
+	ins = append(ins, asm.Ja.Label("redirect"))
 	ins = append(ins, count(stat, statPassed, "pass")...)
 	ins = append(ins,
 		asm.Mov.Imm(asm.R0, tcxNext),
